@@ -1,0 +1,43 @@
+# bxb: `make run` starts the whole stack, `make test` runs the whole suite.
+# Everything installs from PyPI through uv into .venv; uv itself is
+# bootstrapped with pip when missing.
+
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install run test lint proto proto-check bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen --python 3.12
+	@touch $@
+
+run: install
+	$(PY) -m deploy.stack
+
+test: install proto-check lint
+	$(PY) -m coverage erase
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage combine -q
+	$(PY) -m coverage report --fail-under=100
+
+lint: install
+	$(VENV)/bin/buf lint proto
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+proto: install
+	$(PY) scripts/gen_proto.py
+
+proto-check: install
+	$(PY) scripts/gen_proto.py --check
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .bxb .coverage .coverage.*

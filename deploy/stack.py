@@ -1,0 +1,163 @@
+"""`make run`: the whole bxb stack on one machine.
+
+Starts embedded PostgreSQL and nats-server (unless BXB_*_DATABASE_URL and
+BXB_NATS_URL point at real ones), the four services and the gateway, each
+its own process; prints the URL and an API key; stops everything on Ctrl-C.
+Data lives in BXB_HOME (default ./.bxb) and survives restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from deploy.embedded import Nats, Postgres, free_port
+from services.common import config
+
+SERVICES = ("catalog", "metering", "invoicing", "payments")
+DATABASES = ("catalog", "invoicing", "payments")
+
+
+def api_key(home: Path) -> str:
+    """BXB_API_KEY, else the key this home was given on its first run."""
+    if os.environ.get("BXB_API_KEY"):
+        return os.environ["BXB_API_KEY"]
+    path = home / "api_key"
+    if not path.exists():
+        path.write_text("bxb_sk_" + secrets.token_urlsafe(32) + "\n")
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+async def wait_serving(address: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"service at {address} not serving after {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url, timeout=1)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{url} not answering after {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+class Stack:
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.env = env
+        self.postgres: Postgres | None = None
+        self.nats: Nats | None = None
+        self.children: list[tuple[str, subprocess.Popen]] = []
+
+    async def start(self) -> tuple[str, str]:
+        env = self.env
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not all(env.get(f"BXB_{db.upper()}_DATABASE_URL") for db in DATABASES):
+            port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None
+            self.postgres = Postgres(self.home / "postgres", port=port)
+            self.postgres.start()
+            for db in DATABASES:
+                if not env.get(f"BXB_{db.upper()}_DATABASE_URL"):
+                    await self.postgres.create_database(f"bxb_{db}")
+                    env[f"BXB_{db.upper()}_DATABASE_URL"] = self.postgres.url(f"bxb_{db}")
+        if not env.get("BXB_NATS_URL"):
+            port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
+            self.nats = Nats(self.home / "nats", port=port)
+            self.nats.start()
+            env["BXB_NATS_URL"] = self.nats.url
+        for name in SERVICES:
+            env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
+        env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
+        key = api_key(self.home)
+        env["BXB_API_KEY"] = key
+        logs = self.home / "logs"
+        logs.mkdir(exist_ok=True)
+        for name in SERVICES:
+            self._spawn(name, [sys.executable, "-m", f"services.{name}"], logs)
+        for name in SERVICES:
+            await wait_serving(env[f"BXB_{name.upper()}_ADDRESS"])
+        env.setdefault("BXB_GATEWAY_PORT", "8080")
+        self._spawn("gateway", [sys.executable, "-m", "gateway"], logs)
+        url = f"http://{env.get('BXB_GATEWAY_HOST', '127.0.0.1')}:{env['BXB_GATEWAY_PORT']}"
+        await wait_http(url + "/health")
+        return url, key
+
+    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
+        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append((name, process))
+
+    def exited(self) -> str:
+        """The name of a child that died, or ""."""
+        return next((name for name, process in self.children if process.poll() is not None), "")
+
+    def stop(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(self.children):
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.children.clear()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+
+
+async def main() -> int:
+    home = Path(config.env_str("BXB_HOME", ".bxb")).resolve()
+    stack = Stack(home, dict(os.environ, BXB_HOME=str(home)))
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        url, key = await stack.start()
+        print(f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n", flush=True)
+        print(f"data in {home}, logs in {home / 'logs'}; Ctrl-C stops everything\n", flush=True)
+        while not stopping.is_set():
+            died = stack.exited()
+            if died:
+                print(f"{died} exited; see {home / 'logs' / (died + '.log')}; stopping", file=sys.stderr)
+                return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.5)
+        return 0
+    finally:
+        stack.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,96 @@
+"""The request pipeline every /v1 endpoint shares: authenticate, read and
+check the body, call the services, map failures to the JSON error body."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway import schema
+from gateway.errors import ApiError, error_response, from_rpc, invalid
+from services.common import tenancy
+
+log = logging.getLogger("bxb.gateway")
+
+
+@dataclass
+class Call:
+    request: Request
+    org: str
+    body: Any
+
+    @property
+    def clients(self):
+        return self.request.app.state.clients
+
+    @property
+    def options(self) -> dict:
+        """Keyword arguments for every service call: tenancy and deadline."""
+        return {"metadata": tenancy.metadata(self.org), "timeout": self.request.app.state.settings.call_timeout}
+
+    def path(self, name: str) -> str:
+        return self.request.path_params[name]
+
+    def query(self, name: str) -> str:
+        return self.request.query_params.get(name, "")
+
+    def query_int(self, name: str) -> int:
+        raw = self.query(name)
+        if not raw:
+            return 0
+        try:
+            return int(raw)
+        except ValueError:
+            raise invalid(f"{name} must be an integer", name, "INVALID_TYPE") from None
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+def json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "INVALID_ARGUMENT", "BODY_TOO_LARGE", f"the body exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "INVALID_ARGUMENT", "BODY_TOO_LARGE", f"the body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def endpoint(handler: Handler, body: schema.Spec | None = None) -> Callable[[Request], Awaitable[Response]]:
+    """Wraps a handler. Request bodies are JSON whatever the Content-Type says,
+    so `curl -d '{...}'` (form-encoded by default) works as written."""
+
+    async def run(request: Request) -> Response:
+        state = request.app.state
+        try:
+            org = await state.authenticator.organization(request.headers.get("authorization"))
+            data = None
+            if body is not None:
+                raw = await read_body(request, state.settings.max_body_bytes)
+                if not raw.strip():
+                    raise invalid("a JSON body is required", "", "MISSING_BODY")
+                data = schema.check(schema.parse_json(raw), body)
+            return await handler(Call(request, org, data))
+        except ApiError as error:
+            return error.response()
+        except grpc.aio.AioRpcError as error:
+            return from_rpc(error)
+        except Exception:
+            log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
+            return error_response(500, "INTERNAL", "INTERNAL", "internal error")
+
+    return run

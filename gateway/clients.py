@@ -1,0 +1,56 @@
+"""gRPC stubs of the four services, over one channel per service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from bxb.catalog.v1 import (
+    billable_metrics_pb2_grpc,
+    customers_pb2_grpc,
+    organizations_pb2_grpc,
+    plans_pb2_grpc,
+    subscriptions_pb2_grpc,
+)
+from bxb.invoicing.v1 import invoices_pb2_grpc
+from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
+from bxb.payments.v1 import payments_pb2_grpc
+from gateway.config import Settings
+
+
+@dataclass
+class Clients:
+    channels: list[grpc.aio.Channel]
+    organizations: organizations_pb2_grpc.OrganizationServiceStub
+    metrics: billable_metrics_pb2_grpc.BillableMetricServiceStub
+    plans: plans_pb2_grpc.PlanServiceStub
+    customers: customers_pb2_grpc.CustomerServiceStub
+    subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
+    events: usage_events_pb2_grpc.EventServiceStub
+    usage: usage_pb2_grpc.UsageServiceStub
+    invoices: invoices_pb2_grpc.InvoiceServiceStub
+    payments: payments_pb2_grpc.PaymentServiceStub
+
+    @classmethod
+    def connect(cls, settings: Settings) -> Clients:
+        catalog, metering, invoicing, payments = (
+            grpc.aio.insecure_channel(address)
+            for address in (settings.catalog, settings.metering, settings.invoicing, settings.payments)
+        )
+        return cls(
+            channels=[catalog, metering, invoicing, payments],
+            organizations=organizations_pb2_grpc.OrganizationServiceStub(catalog),
+            metrics=billable_metrics_pb2_grpc.BillableMetricServiceStub(catalog),
+            plans=plans_pb2_grpc.PlanServiceStub(catalog),
+            customers=customers_pb2_grpc.CustomerServiceStub(catalog),
+            subscriptions=subscriptions_pb2_grpc.SubscriptionServiceStub(catalog),
+            events=usage_events_pb2_grpc.EventServiceStub(metering),
+            usage=usage_pb2_grpc.UsageServiceStub(metering),
+            invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),
+            payments=payments_pb2_grpc.PaymentServiceStub(payments),
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()

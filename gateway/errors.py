@@ -1,0 +1,71 @@
+"""One JSON error body for every failure of the /v1 API:
+
+    {"error": {"status": 400, "code": "INVALID_ARGUMENT", "reason": "UNKNOWN_FIELD",
+               "message": "...", "field": "charges[0].properties.amount"}}
+
+`code` is the gRPC canonical code, `reason` the machine-readable ErrorInfo
+reason, `field` the offending request field when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from starlette.responses import JSONResponse
+
+from services.common.errors import error_info
+
+log = logging.getLogger("bxb.gateway")
+
+HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+class ApiError(Exception):
+    """A failure the gateway itself detects (bad JSON, unknown field, ...)."""
+
+    def __init__(self, status: int, code: str, reason: str, message: str, field: str = ""):
+        super().__init__(message)
+        self.status, self.code, self.reason, self.message, self.field = status, code, reason, message, field
+
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.reason, self.message, self.field)
+
+
+def invalid(message: str, field: str = "", reason: str = "INVALID_ARGUMENT") -> ApiError:
+    return ApiError(400, "INVALID_ARGUMENT", reason, message, field)
+
+
+def error_response(status: int, code: str, reason: str, message: str, field: str = "", headers=None) -> JSONResponse:
+    body = {"status": status, "code": code, "reason": reason, "message": message}
+    if field:
+        body["field"] = field
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def from_rpc(error: grpc.aio.AioRpcError) -> JSONResponse:
+    status = HTTP_STATUS.get(error.code(), 500)
+    if status == 500:
+        log.error("service call failed: %s %s", error.code(), error.details())
+        return error_response(500, "INTERNAL", "INTERNAL", "internal error")
+    info = error_info(error)
+    reason = info.reason if info is not None else error.code().name
+    field = info.metadata.get("field", "") if info is not None else ""
+    message = error.details() or error.code().name.lower()
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        message = "a backing service is unavailable; retry"
+    return error_response(status, error.code().name, reason, message, field)

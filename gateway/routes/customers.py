@@ -1,0 +1,68 @@
+"""/v1/customers."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from bxb.catalog.v1 import customers_pb2 as pb
+from gateway import render
+from gateway.call import Call, endpoint, json
+from gateway.errors import invalid
+from gateway.schema import obj, string
+
+CREATE = obj(
+    {
+        "id": string(max_length=200),
+        "external_id": string(max_length=200),
+        "name": string(max_length=200),
+        "email": string(max_length=320),
+        "currency": string(max_length=3),
+    }
+)
+
+
+def customer_json(customer: pb.Customer) -> dict:
+    return {
+        "id": customer.id,
+        "external_id": customer.id,
+        "name": customer.name,
+        "email": customer.email,
+        "currency": customer.currency or None,
+        "created_at": render.time(customer, "create_time"),
+    }
+
+
+async def create(call: Call):
+    body = call.body
+    if body["id"] and body["external_id"] and body["id"] != body["external_id"]:
+        raise invalid("id and external_id name the same thing and disagree", "external_id")
+    customer = pb.Customer(
+        id=body["id"] or body["external_id"] or "",
+        name=body["name"] or "",
+        email=body["email"] or "",
+        currency=body["currency"] or "",
+    )
+    created = await call.clients.customers.CreateCustomer(pb.CreateCustomerRequest(customer=customer), **call.options)
+    return json(customer_json(created), 201)
+
+
+async def get(call: Call):
+    customer = await call.clients.customers.GetCustomer(
+        pb.GetCustomerRequest(id=call.path("customer_id")), **call.options
+    )
+    return json(customer_json(customer))
+
+
+async def list_(call: Call):
+    reply = await call.clients.customers.ListCustomers(
+        pb.ListCustomersRequest(page_size=call.query_int("page_size"), page_token=call.query("page_token")),
+        **call.options,
+    )
+    return json({"customers": [customer_json(c) for c in reply.customers], "next_page_token": reply.next_page_token})
+
+
+routes = [
+    Route("/v1/customers", endpoint(create, CREATE), methods=["POST"]),
+    Route("/v1/customers", endpoint(list_), methods=["GET"]),
+    Route("/v1/customers/{customer_id}", endpoint(get), methods=["GET"]),
+]

@@ -1,0 +1,112 @@
+"""/v1/invoices, /v1/customers/{id}/invoices and current usage."""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from gateway import render
+from gateway.call import Call, endpoint, json
+
+
+def fee_json(fee: pb.Fee) -> dict:
+    data = {
+        "type": render.enum(pb.FeeType, fee.type, "FEE_TYPE_"),
+        "amount_cents": fee.amount_cents,
+        "units": fee.units,
+        "unit_amount": fee.unit_amount,
+        "precise_amount": fee.precise_amount,
+        "description": fee.description,
+    }
+    if fee.type == pb.FEE_TYPE_CHARGE:
+        data["billable_metric_code"] = fee.billable_metric_code
+        data["charge_id"] = fee.charge_id
+        data["events_count"] = fee.events_count
+    if fee.tiers:
+        data["tiers"] = [
+            {
+                "from": render.bound(t.from_value),
+                "to": render.bound(t.to_value),
+                "units": t.units,
+                "per_unit": t.per_unit_amount,
+                "flat_amount": t.flat_amount,
+                "amount": t.amount,
+            }
+            for t in fee.tiers
+        ]
+    return data
+
+
+def invoice_json(invoice: pb.Invoice) -> dict:
+    return {
+        "id": invoice.id,
+        "number": invoice.number,
+        "customer_id": invoice.customer_id,
+        "subscription_id": invoice.subscription_id,
+        "plan_code": invoice.plan_code,
+        "status": render.enum(pb.InvoiceStatus, invoice.status, "INVOICE_STATUS_"),
+        "currency": invoice.currency,
+        "period_start": render.time(invoice, "period_start"),
+        "period_end": render.time(invoice, "period_end"),
+        "fees": [fee_json(f) for f in invoice.fees],
+        "subtotal_cents": invoice.subtotal_cents,
+        "coupons": [],
+        "total_amount_cents": invoice.total_amount_cents,
+        "issued_at": render.time(invoice, "issue_time"),
+        "created_at": render.time(invoice, "create_time"),
+    }
+
+
+async def list_for(call: Call, customer_id: str):
+    reply = await call.clients.invoices.ListInvoices(
+        pb.ListInvoicesRequest(
+            customer_id=customer_id, page_size=call.query_int("page_size"), page_token=call.query("page_token")
+        ),
+        **call.options,
+    )
+    return json({"invoices": [invoice_json(i) for i in reply.invoices], "next_page_token": reply.next_page_token})
+
+
+async def list_customer(call: Call):
+    return await list_for(call, call.path("customer_id"))
+
+
+async def list_all(call: Call):
+    return await list_for(call, call.query("customer_id"))
+
+
+async def get(call: Call):
+    invoice = await call.clients.invoices.GetInvoice(pb.GetInvoiceRequest(id=call.path("id")), **call.options)
+    return json(invoice_json(invoice))
+
+
+async def current_usage(call: Call):
+    reply = await call.clients.invoices.GetCurrentUsage(
+        pb.GetCurrentUsageRequest(customer_id=call.path("customer_id"), subscription_id=call.query("subscription_id")),
+        **call.options,
+    )
+    return json(
+        {
+            "customer_id": reply.customer_id,
+            "subscriptions": [
+                {
+                    "subscription_id": usage.subscription_id,
+                    "plan_code": usage.plan_code,
+                    "currency": usage.currency,
+                    "period_start": render.time(usage, "period_start"),
+                    "period_end": render.time(usage, "period_end"),
+                    "amount_cents": usage.amount_cents,
+                    "fees": [fee_json(f) for f in usage.fees],
+                }
+                for usage in reply.subscriptions
+            ],
+        }
+    )
+
+
+routes = [
+    Route("/v1/invoices", endpoint(list_all), methods=["GET"]),
+    Route("/v1/invoices/{id}", endpoint(get), methods=["GET"]),
+    Route("/v1/customers/{customer_id}/invoices", endpoint(list_customer), methods=["GET"]),
+    Route("/v1/customers/{customer_id}/current_usage", endpoint(current_usage), methods=["GET"]),
+]

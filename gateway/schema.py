@@ -1,0 +1,195 @@
+"""Declarative checks of JSON request bodies.
+
+A body is checked against a `Spec` before any service is called: unknown
+fields, wrong types, missing required fields and malformed values are refused
+with a 400 naming the field path (`charges[0].properties.amount`). JSON is
+parsed with exact decimals, so `0.1` is never a float.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from gateway.errors import invalid
+from services.common.timestamps import parse_rfc3339
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_TYPE_NAMES = {
+    "string": "a string",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "decimal": "a decimal number or a string holding one",
+    "object": "an object",
+    "array": "an array",
+    "timestamp": "an RFC 3339 timestamp or Unix seconds",
+    "properties": "an object",
+}
+
+
+@dataclass
+class Spec:
+    kind: str
+    required: bool = False
+    nullable: bool = False
+    fields: dict[str, Spec] = field(default_factory=dict)
+    items: Spec | None = None
+    choices: tuple[str, ...] = ()
+    max_items: int = 0
+    max_length: int = 0
+
+
+def string(required: bool = False, choices: tuple[str, ...] = (), max_length: int = 0, nullable: bool = False) -> Spec:
+    return Spec("string", required=required, choices=choices, max_length=max_length, nullable=nullable)
+
+
+def obj(fields: dict[str, Spec], required: bool = False, nullable: bool = False) -> Spec:
+    return Spec("object", required=required, fields=fields, nullable=nullable)
+
+
+def array(items: Spec, required: bool = False, max_items: int = 0) -> Spec:
+    return Spec("array", required=required, items=items, max_items=max_items)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _fail(path: str, spec: Spec) -> None:
+    raise invalid(f"{path} must be {_TYPE_NAMES[spec.kind]}", path, "INVALID_TYPE")
+
+
+def check(value: Any, spec: Spec, path: str = "") -> Any:
+    """Returns the value, normalized (decimals as canonical strings, timestamps
+    as aware datetimes), or raises an ApiError naming `path`."""
+    if value is None:
+        if spec.nullable or not spec.required:
+            return None
+        raise invalid(f"{path} is required", path, "MISSING_FIELD")
+    checker = _CHECKERS[spec.kind]
+    return checker(value, spec, path)
+
+
+def _string(value, spec, path):
+    if not isinstance(value, str):
+        _fail(path, spec)
+    if spec.choices and value not in spec.choices:
+        raise invalid(f"{path} must be one of: {', '.join(spec.choices)}", path, "INVALID_VALUE")
+    if spec.max_length and len(value) > spec.max_length:
+        raise invalid(f"{path} must be at most {spec.max_length} characters", path, "INVALID_VALUE")
+    return value
+
+
+def _integer(value, spec, path):
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(path, spec)
+    if abs(value) >= 2**63:
+        raise invalid(f"{path} is out of range", path, "INVALID_VALUE")
+    return value
+
+
+def _boolean(value, spec, path):
+    if not isinstance(value, bool):
+        _fail(path, spec)
+    return value
+
+
+def _decimal(value, spec, path):
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        _fail(path, spec)
+    try:
+        number = Decimal(value) if not isinstance(value, Decimal) else value
+    except InvalidOperation:
+        raise invalid(f"{path} must be a decimal number, got {value!r}", path, "INVALID_VALUE") from None
+    if not number.is_finite():
+        raise invalid(f"{path} must be a finite number", path, "INVALID_VALUE")
+    return str(value) if isinstance(value, str) else format(number, "f")
+
+
+def _timestamp(value, spec, path):
+    if isinstance(value, bool):
+        _fail(path, spec)
+    if isinstance(value, (int, Decimal)):
+        try:
+            return EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))
+        except OverflowError:
+            raise invalid(f"{path} is out of range", path, "INVALID_VALUE") from None
+    if not isinstance(value, str):
+        _fail(path, spec)
+    try:
+        return parse_rfc3339(value)
+    except ValueError:
+        raise invalid(
+            f"{path} must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got {value!r}", path, "INVALID_VALUE"
+        ) from None
+
+
+def _object(value, spec, path):
+    if not isinstance(value, dict):
+        _fail(path, spec)
+    for name in value:
+        if name not in spec.fields:
+            where = _join(path, name)
+            raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
+    return {name: check(value.get(name), sub, _join(path, name)) for name, sub in spec.fields.items()}
+
+
+def _array(value, spec, path):
+    if not isinstance(value, list):
+        _fail(path, spec)
+    if spec.max_items and len(value) > spec.max_items:
+        raise invalid(f"{path} has more than {spec.max_items} items", path, "TOO_MANY_ITEMS")
+    assert spec.items is not None
+    return [check(item, spec.items, f"{path}[{index}]") for index, item in enumerate(value)]
+
+
+def _properties(value, spec, path):
+    """Free-form event properties, as exact strings: numbers keep their JSON
+    text, booleans are true/false, nested values are compact JSON."""
+    if not isinstance(value, dict):
+        _fail(path, spec)
+    result = {}
+    for key, item in value.items():
+        if item is None:
+            continue
+        if isinstance(item, str):
+            result[key] = item
+        elif isinstance(item, bool):
+            result[key] = "true" if item else "false"
+        elif isinstance(item, (int, Decimal)):
+            result[key] = str(item)
+        else:
+            result[key] = json.dumps(item, separators=(",", ":"), default=str)
+    return result
+
+
+_CHECKERS = {
+    "string": _string,
+    "integer": _integer,
+    "boolean": _boolean,
+    "decimal": _decimal,
+    "timestamp": _timestamp,
+    "object": _object,
+    "array": _array,
+    "properties": _properties,
+}
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parses a request body; malformed JSON is a 400 that says where."""
+    try:
+        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise invalid(
+            f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}", "", "MALFORMED_JSON"
+        ) from None
+    except UnicodeDecodeError:
+        raise invalid("the body is not UTF-8", "", "MALFORMED_JSON") from None
+
+
+def _reject_constant(name: str):
+    raise invalid(f"malformed JSON: {name} is not a number", "", "MALFORMED_JSON")

@@ -1,0 +1,74 @@
+"""Regenerates the Python code of every .proto under proto/ into bxb/.
+
+`python scripts/gen_proto.py` writes into the repository; `--check` generates
+into a temporary directory and exits 1 when the committed code differs, which
+is how CI catches stale generated code.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+PACKAGE = "bxb"
+
+
+def generate(out: Path) -> None:
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    well_known = str(resources.files("grpc_tools") / "_proto")
+    bin_dir = Path(sys.executable).parent
+    args = [
+        "protoc",
+        f"-I{PROTO_DIR}",
+        f"-I{well_known}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    for directory in [out / PACKAGE, *(p for p in (out / PACKAGE).rglob("*") if p.is_dir())]:
+        (directory / "__init__.py").touch()
+
+
+def tree(root: Path) -> dict[str, Path]:
+    return {str(p.relative_to(root)): p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+
+def check() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp))
+        fresh, committed = tree(Path(tmp) / PACKAGE), tree(ROOT / PACKAGE)
+        stale = sorted(
+            name
+            for name in fresh.keys() | committed.keys()
+            if name not in fresh
+            or name not in committed
+            or not filecmp.cmp(fresh[name], committed[name], shallow=False)
+        )
+    if stale:
+        print("generated code is stale; run `make proto`:", *stale, sep="\n  ")
+        return 1
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--check"]:
+        return check()
+    generate(ROOT)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

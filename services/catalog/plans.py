@@ -1,0 +1,151 @@
+"""Versioned, immutable price plans (PlanService)."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bxb.catalog.v1 import plans_pb2 as pb
+from bxb.catalog.v1 import plans_pb2_grpc
+from services.catalog import charge_rules, metrics, validation
+from services.catalog.models import Plan
+from services.common import currencies, pagination, tenancy
+from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import to_proto
+
+MAX_CHARGES = 100
+
+
+def plan_proto(plan: Plan) -> pb.Plan:
+    return pb.Plan(
+        id=plan.id,
+        code=plan.code,
+        name=plan.name,
+        version=plan.version,
+        interval=pb.PlanInterval.Value(plan.interval),
+        amount_cents=plan.amount_cents,
+        currency=plan.currency,
+        charges=[json_format.ParseDict(charge, pb.Charge()) for charge in plan.charges],
+        description=plan.description,
+        create_time=to_proto(plan.create_time),
+    )
+
+
+async def current(session: AsyncSession, org: str, code: str) -> Plan | None:
+    query = select(Plan).where(Plan.organization_id == org, Plan.code == code).order_by(Plan.version.desc()).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def resolve(session: AsyncSession, org: str, plan_code: str, plan_id: str) -> Plan:
+    """The plan to subscribe to: by code, or by a version id or code given as plan_id."""
+    if plan_code:
+        plan = await current(session, org, plan_code)
+        if plan is None:
+            raise NotFound(f"plan {plan_code!r} not found", field="plan_code")
+        return plan
+    if not plan_id:
+        raise InvalidArgument("plan_code or plan_id is required", field="plan_code")
+    version = await session.get(Plan, plan_id)
+    code = version.code if version is not None and version.organization_id == org else plan_id
+    plan = await current(session, org, code)
+    if plan is None:
+        raise NotFound(f"plan {plan_id!r} not found", field="plan_id")
+    return plan
+
+
+class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
+    def __init__(self, sessions: async_sessionmaker):
+        self.sessions = sessions
+
+    async def CreatePlan(self, request: pb.CreatePlanRequest, context) -> pb.Plan:
+        org = tenancy.organization_id()
+        spec = request.plan
+        validation.code(spec.code, "code")
+        if spec.interval == pb.PLAN_INTERVAL_UNSPECIFIED or spec.interval not in pb.PlanInterval.values():
+            raise InvalidArgument("interval is required", field="interval")
+        if spec.amount_cents < 0:
+            raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
+        currency = currencies.validate(spec.currency or "USD")
+        if len(spec.charges) > MAX_CHARGES:
+            raise InvalidArgument(f"a plan has at most {MAX_CHARGES} charges", field="charges")
+        async with self.sessions() as session, session.begin():
+            charges = []
+            for index, charge in enumerate(spec.charges):
+                path = f"charges[{index}]"
+                metric = await metrics.find(session, org, charge.billable_metric_code)
+                if metric is None:
+                    field = f"{path}.billable_metric_code"
+                    if not charge.billable_metric_code:
+                        raise InvalidArgument(f"{field} is required", field=field)
+                    raise InvalidArgument(
+                        f"{field}: no billable metric with code {charge.billable_metric_code!r}",
+                        field=field,
+                        reason="UNKNOWN_METRIC",
+                    )
+                stored = pb.Charge(
+                    id=new_id("ch"),
+                    billable_metric_code=metric.code,
+                    billable_metric=metrics.metric_proto(metric),
+                    charge_model=charge.charge_model,
+                    properties=charge_rules.validate(charge, path),
+                )
+                charges.append(json_format.MessageToDict(stored, preserving_proto_field_name=True))
+            previous = await session.execute(
+                select(func.max(Plan.version)).where(Plan.organization_id == org, Plan.code == spec.code)
+            )
+            plan = Plan(
+                id=new_id("plan"),
+                organization_id=org,
+                code=spec.code,
+                version=(previous.scalar() or 0) + 1,
+                name=validation.text(spec.name.strip() or spec.code, "name"),
+                description=validation.text(spec.description, "description", 2000),
+                interval=pb.PlanInterval.Name(spec.interval),
+                amount_cents=spec.amount_cents,
+                currency=currency,
+                charges=charges,
+            )
+            session.add(plan)
+            await session.flush()
+            await session.refresh(plan)
+            return plan_proto(plan)
+
+    async def GetPlan(self, request: pb.GetPlanRequest, context) -> pb.Plan:
+        org = tenancy.organization_id()
+        async with self.sessions() as session:
+            if request.version:
+                query = select(Plan).where(
+                    Plan.organization_id == org, Plan.code == request.code, Plan.version == request.version
+                )
+                plan = (await session.execute(query)).scalar_one_or_none()
+            else:
+                plan = await current(session, org, request.code)
+        if plan is None:
+            raise NotFound(f"plan {request.code!r} not found", field="code")
+        return plan_proto(plan)
+
+    async def ListPlans(self, request: pb.ListPlansRequest, context) -> pb.ListPlansResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        latest = (
+            select(Plan.code, func.max(Plan.version).label("version"))
+            .where(Plan.organization_id == org)
+            .group_by(Plan.code)
+            .subquery()
+        )
+        query = (
+            select(Plan)
+            .join(latest, (Plan.code == latest.c.code) & (Plan.version == latest.c.version))
+            .where(Plan.organization_id == org)
+            .order_by(Plan.code)
+            .offset(offset)
+            .limit(size + 1)
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListPlansResponse(
+            plans=[plan_proto(p) for p in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
+        )

@@ -1,0 +1,99 @@
+"""The catalog service process: metrics, plans, customers, subscriptions,
+organizations and API keys, in its own PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bxb.catalog.v1 import (
+    billable_metrics_pb2,
+    billable_metrics_pb2_grpc,
+    customers_pb2,
+    customers_pb2_grpc,
+    organizations_pb2,
+    organizations_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
+    subscriptions_pb2,
+    subscriptions_pb2_grpc,
+)
+from services.catalog import organizations
+from services.catalog.customers import CustomerServicer
+from services.catalog.metrics import BillableMetricServicer
+from services.catalog.models import Outbox
+from services.catalog.plans import PlanServicer
+from services.catalog.subscriptions import SubscriptionServicer
+from services.common import bus, config, db, grpc_server
+from services.common.outbox import OutboxRelay
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Settings:
+    address: str
+    database_url: str
+    nats_url: str
+    api_key: str
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
+            database_url=config.database_url("catalog"),
+            nats_url=config.nats_url(),
+            api_key=config.env_str("BXB_API_KEY", ""),
+        )
+
+
+def build(settings: Settings) -> grpc_server.Service:
+    engine = db.create_engine(settings.database_url)
+    sessions = db.sessions(engine)
+    relay = OutboxRelay(sessions, Outbox)
+
+    async def on_start() -> None:
+        await db.migrate(settings.database_url, MIGRATIONS)
+        await organizations.bootstrap(sessions, settings.api_key)
+        relay.bus = await bus.Bus.connect(settings.nats_url, "catalog")
+        await relay.bus.ensure_stream(bus.CATALOG)
+        relay.start()
+
+    async def on_stop() -> None:
+        await relay.stop()
+        if relay.bus is not None:
+            await relay.bus.close()
+        await engine.dispose()
+
+    return grpc_server.Service(
+        name="catalog",
+        registrars=[
+            grpc_server.registrar(
+                organizations_pb2,
+                organizations_pb2_grpc,
+                "OrganizationService",
+                organizations.OrganizationServicer(sessions),
+            ),
+            grpc_server.registrar(
+                billable_metrics_pb2,
+                billable_metrics_pb2_grpc,
+                "BillableMetricService",
+                BillableMetricServicer(sessions),
+            ),
+            grpc_server.registrar(plans_pb2, plans_pb2_grpc, "PlanService", PlanServicer(sessions)),
+            grpc_server.registrar(customers_pb2, customers_pb2_grpc, "CustomerService", CustomerServicer(sessions)),
+            grpc_server.registrar(
+                subscriptions_pb2, subscriptions_pb2_grpc, "SubscriptionService", SubscriptionServicer(sessions, relay)
+            ),
+        ],
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s catalog %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    asyncio.run(grpc_server.run(build(settings), settings.address))

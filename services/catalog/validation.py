@@ -1,0 +1,39 @@
+"""Input rules shared by the catalog's resources."""
+
+from __future__ import annotations
+
+import re
+
+from services.common.errors import InvalidArgument
+
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,99}$")
+_EXTERNAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,199}$")
+
+
+def code(value: str, field: str) -> str:
+    """Codes are 1-100 characters: letters, digits and _ . : - (no spaces)."""
+    if not value:
+        raise InvalidArgument(f"{field} is required", field=field)
+    if not _CODE.match(value):
+        raise InvalidArgument(
+            f"{field} must be 1-100 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", field=field
+        )
+    return value
+
+
+def external_id(value: str, field: str) -> str:
+    """Client-chosen ids (customers, subscriptions): up to 200 such characters, '@' allowed."""
+    if not value:
+        raise InvalidArgument(f"{field} is required", field=field)
+    if not _EXTERNAL_ID.match(value):
+        raise InvalidArgument(
+            f"{field} must be 1-200 letters, digits, '_', '.', ':', '@' or '-', starting with a letter or digit",
+            field=field,
+        )
+    return value
+
+
+def text(value: str, field: str, max_length: int = 200) -> str:
+    if len(value) > max_length:
+        raise InvalidArgument(f"{field} must be at most {max_length} characters", field=field)
+    return value

@@ -1,0 +1,100 @@
+"""NATS JetStream: publishing domain events and consuming them durably.
+
+Subjects are `bxb.<service>.v1.<event>`; each producing service owns one
+stream holding its subjects. Consumers are durable pull consumers, so a
+service that was down resumes where it stopped. Handlers must be idempotent:
+JetStream redelivers a message whose handler failed or whose ack was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.errors import NotFoundError
+
+log = logging.getLogger("bxb.bus")
+
+MSG_ID = "Nats-Msg-Id"
+ORG_HEADER = "Bxb-Organization"
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+
+
+CATALOG = Stream("BXB_CATALOG", ("bxb.catalog.>",))
+INVOICING = Stream("BXB_INVOICING", ("bxb.invoicing.>",))
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+"""Receives a message's subject and payload; raising makes it redeliver."""
+
+
+class Bus:
+    def __init__(self, nc: nats.NATS, js: JetStreamContext):
+        self.nc = nc
+        self.js = js
+        self._tasks: list[asyncio.Task] = []
+
+    @classmethod
+    async def connect(cls, url: str, name: str) -> Bus:
+        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        return cls(nc, nc.jetstream())
+
+    async def ensure_stream(self, stream: Stream) -> None:
+        config = StreamConfig(name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0)
+        try:
+            await self.js.stream_info(stream.name)
+        except NotFoundError:
+            await self.js.add_stream(config)
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
+        headers = {MSG_ID: msg_id}
+        if organization_id:
+            headers[ORG_HEADER] = organization_id
+        await self.js.publish(subject, payload, headers=headers)
+
+    async def consume(self, stream: Stream, durable: str, subject: str, handler: Handler, batch: int = 100) -> None:
+        """Starts a background loop feeding `handler` from a durable consumer."""
+        await self.ensure_stream(stream)
+        config = ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=30.0,
+            max_deliver=-1,
+        )
+        await self.js.add_consumer(stream.name, config)
+        sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
+        self._tasks.append(asyncio.create_task(self._loop(sub, handler, batch), name=f"consume:{durable}"))
+
+    async def _loop(self, sub, handler: Handler, batch: int) -> None:
+        while True:
+            try:
+                messages = await sub.fetch(batch, timeout=1.0)
+            except NatsTimeout:
+                continue
+            for msg in messages:
+                try:
+                    await handler(msg.subject, msg.data)
+                except Exception:
+                    log.exception("handler failed for %s; redelivering", msg.subject)
+                    await msg.nak(delay=1.0)
+                else:
+                    await msg.ack()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self.nc.drain()

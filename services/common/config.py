@@ -1,0 +1,36 @@
+"""Reading configuration from the environment, with working defaults."""
+
+from __future__ import annotations
+
+import os
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def grpc_address(service: str, default_port: int) -> str:
+    """Where a service listens: BXB_<SERVICE>_ADDRESS, default 127.0.0.1:<port>."""
+    return env_str(f"BXB_{service.upper()}_ADDRESS", f"127.0.0.1:{default_port}")
+
+
+DEFAULT_PORTS = {"catalog": 50051, "metering": 50052, "invoicing": 50053, "payments": 50054}
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url() -> str:
+    return env_str("BXB_NATS_URL", NATS_URL)
+
+
+def database_url(service: str) -> str:
+    return env_str(f"BXB_{service.upper()}_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/bxb_{service}")

@@ -1,0 +1,117 @@
+"""The one error model of bxb.
+
+Domain code raises a `DomainError`; the gRPC layer turns it into a
+`google.rpc.Status` whose details carry an `ErrorInfo` (machine-readable
+reason, plus the offending field in its metadata) and, for bad input, a
+`BadRequest` naming the field. The gateway reads those details back to build
+its JSON error body, so a field named deep in a service reaches the client.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "bxb.dev"
+
+
+class DomainError(Exception):
+    """An expected failure with a gRPC code, a reason and an optional field."""
+
+    code = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"
+
+    def __init__(
+        self, message: str, *, reason: str | None = None, field: str = "", metadata: dict[str, str] | None = None
+    ):
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.field = field
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> grpc.Status:
+        return rpc_status.to_status(status_proto(self.code, self.message, self.reason, self.field, self.metadata))
+
+
+class InvalidArgument(DomainError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_ARGUMENT"
+
+
+class NotFound(DomainError):
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(DomainError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(DomainError):
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class Aborted(DomainError):
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ABORTED"
+
+
+class Unauthenticated(DomainError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "UNAUTHENTICATED"
+
+
+def status_proto(
+    code: grpc.StatusCode, message: str, reason: str, field: str = "", metadata: dict[str, str] | None = None
+) -> status_pb2.Status:
+    info_metadata = dict(metadata or {})
+    if field:
+        info_metadata["field"] = field
+    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=info_metadata))]
+    if field and code == grpc.StatusCode.INVALID_ARGUMENT:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+        details.append(_pack(error_details_pb2.BadRequest(field_violations=[violation])))
+    return status_pb2.Status(code=code.value[0], message=message, details=details)
+
+
+def internal_status() -> grpc.Status:
+    """The status for an unexpected exception: no detail leaks to the caller."""
+    return rpc_status.to_status(status_proto(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"))
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
+    """The ErrorInfo detail of a failed call, when the server sent one."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    return None
+
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "DomainError",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "NotFound",
+    "Unauthenticated",
+    "error_info",
+    "internal_status",
+    "status_proto",
+]

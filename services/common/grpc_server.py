@@ -1,0 +1,121 @@
+"""One way to run a bxb gRPC service: health, reflection, errors, shutdown.
+
+Every service's `server.py` builds a `Service` (its servicers plus start and
+stop hooks) and hands it to `run`. The interceptor binds the calling
+organization from metadata and maps exceptions: a `DomainError` becomes its
+google.rpc.Status, anything else is logged and becomes a bare INTERNAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import IntegrityError
+
+from services.common import tenancy
+from services.common.errors import Aborted, DomainError, internal_status
+
+ABORTED = Aborted("a concurrent request changed the same resource; retry", reason="CONCURRENT_MODIFICATION")
+
+log = logging.getLogger("bxb.grpc")
+
+Registrar = Callable[[grpc.aio.Server], str]
+"""Adds one servicer to a server and returns its full service name."""
+
+
+def registrar(pb2_module, grpc_module, service: str, servicer) -> Registrar:
+    """A Registrar for `service` of a generated module pair."""
+
+    def register(server: grpc.aio.Server) -> str:
+        getattr(grpc_module, f"add_{service}Servicer_to_server")(servicer, server)
+        return pb2_module.DESCRIPTOR.services_by_name[service].full_name
+
+    return register
+
+
+class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        org = tenancy.from_metadata(handler_call_details.invocation_metadata)
+        inner = handler.unary_unary
+        method = handler_call_details.method
+
+        async def unary_unary(request, context):
+            token = tenancy.bind(org)
+            try:
+                return await inner(request, context)
+            except DomainError as error:
+                await context.abort_with_status(error.to_status())
+            except IntegrityError:
+                # Two concurrent writes raced for the same unique key; the
+                # loser may retry and will then see the winner's row.
+                await context.abort_with_status(ABORTED.to_status())
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except Exception:
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(internal_status())
+            finally:
+                tenancy.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+@dataclass
+class Service:
+    """What a service process serves and what it runs beside the servicers."""
+
+    name: str
+    registrars: Iterable[Registrar]
+    on_start: Callable[[], Awaitable[None]] | None = None
+    on_stop: Callable[[], Awaitable[None]] | None = None
+    health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+
+
+async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
+    """Starts the server on `address` ("127.0.0.1:0" for any free port)."""
+    server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()])
+    names = [register(server) for register in service.registrars]
+    health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if service.on_start is not None:
+        await service.on_start()
+    await server.start()
+    for name in ("", *names):
+        await service.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port
+
+
+async def stop(service: Service, server: grpc.aio.Server, grace: float = 5.0) -> None:
+    """Reports NOT_SERVING, lets calls in flight finish, then stops hooks."""
+    await service.health.enter_graceful_shutdown()
+    await server.stop(grace)
+    if service.on_stop is not None:
+        await service.on_stop()
+
+
+async def run(service: Service, address: str) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    server, port = await start(service, address)
+    log.info("%s listening on port %d", service.name, port)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("%s shutting down", service.name)
+    await stop(service, server)

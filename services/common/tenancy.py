@@ -1,0 +1,44 @@
+"""The calling organization, carried in gRPC metadata.
+
+The gateway authenticates the API key and sends the organization id in the
+`x-bxb-organization` metadata entry; services read it once per call into a
+context variable, and every query filters by it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+
+from services.common.errors import Unauthenticated
+
+METADATA_KEY = "x-bxb-organization"
+
+_organization: contextvars.ContextVar[str] = contextvars.ContextVar("organization", default="")
+
+
+def organization_id() -> str:
+    """The calling organization; UNAUTHENTICATED when the call carries none."""
+    org = _organization.get()
+    if not org:
+        raise Unauthenticated("the call carries no organization", reason="MISSING_ORGANIZATION")
+    return org
+
+
+def bind(org: str) -> contextvars.Token[str]:
+    return _organization.set(org)
+
+
+def reset(token: contextvars.Token[str]) -> None:
+    _organization.reset(token)
+
+
+def metadata(org: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata that makes a service act for `org`."""
+    return ((METADATA_KEY, org),)
+
+
+def from_metadata(pairs) -> str:
+    for key, value in pairs or ():
+        if key == METADATA_KEY:
+            return value
+    return ""

@@ -1,0 +1,3 @@
+from services.invoicing.server import main
+
+main()

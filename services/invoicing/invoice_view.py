@@ -1,0 +1,28 @@
+"""Invoice rows as bxb.invoicing.v1.Invoice messages."""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common.timestamps import to_proto
+from services.invoicing.models import Invoice
+
+
+def invoice_proto(invoice: Invoice) -> pb.Invoice:
+    return pb.Invoice(
+        id=invoice.id,
+        number=invoice.number,
+        customer_id=invoice.customer_id,
+        subscription_id=invoice.subscription_id,
+        plan_code=invoice.plan_code,
+        status=pb.InvoiceStatus.Value(invoice.status),
+        currency=invoice.currency,
+        period_start=to_proto(invoice.period_start),
+        period_end=to_proto(invoice.period_end),
+        fees=[json_format.ParseDict(fee, pb.Fee()) for fee in invoice.fees],
+        subtotal_cents=invoice.subtotal_cents,
+        total_amount_cents=invoice.total_amount_cents,
+        issue_time=to_proto(invoice.issue_time),
+        create_time=to_proto(invoice.create_time),
+    )

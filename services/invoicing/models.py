@@ -1,0 +1,73 @@
+"""Invoicing tables: a projection of subscriptions (fed by catalog events)
+and the invoices this service issues."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, DateTime, String, UniqueConstraint, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from services.common.db import declarative_base
+from services.common.outbox import outbox_table
+
+Base = declarative_base()
+Outbox = outbox_table(Base.metadata)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Subscription(Base):
+    """What invoicing knows of a subscription: enough to bill it without
+    calling the catalog. Written only from bxb.catalog.v1 events."""
+
+    __tablename__ = "subscriptions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    # The pinned plan version as proto3 JSON of bxb.catalog.v1.Plan.
+    plan: Mapped[dict] = mapped_column(Json)
+    billing_time: Mapped[str] = mapped_column(String(32))
+    start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Every period ending at or before this instant has its invoice.
+    billed_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    # Exactly one invoice per subscription and period, whatever races.
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "period_start"),
+        UniqueConstraint("organization_id", "number"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(32))
+    customer_id: Mapped[str] = mapped_column(String(200), index=True)
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    plan_code: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(32))
+    currency: Mapped[str] = mapped_column(String(3))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Fee lines as proto3 JSON of bxb.invoicing.v1.Fee.
+    fees: Mapped[list] = mapped_column(Json)
+    subtotal_cents: Mapped[int] = mapped_column(BigInteger)
+    total_amount_cents: Mapped[int] = mapped_column(BigInteger)
+    issue_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class InvoiceSequence(Base):
+    """Last invoice number per organization; incremented under a row lock in
+    the invoice's own transaction, so numbers are sequential and gapless."""
+
+    __tablename__ = "invoice_sequences"
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)

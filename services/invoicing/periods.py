@@ -1,0 +1,80 @@
+"""Billing periods: half-open [start, end) intervals in UTC.
+
+Anniversary billing repeats the start instant every interval; a day that a
+shorter month lacks clamps to its last day (Jan 31 -> Feb 28 -> Mar 31), and
+each period is computed from the original anchor so clamping never drifts.
+Calendar billing aligns periods to calendar boundaries (weeks start on
+Monday); the first period runs from the start to the next boundary.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+MONTHS = {"PLAN_INTERVAL_MONTHLY": 1, "PLAN_INTERVAL_QUARTERLY": 3, "PLAN_INTERVAL_YEARLY": 12}
+WEEKLY = "PLAN_INTERVAL_WEEKLY"
+
+
+@dataclass(frozen=True)
+class Period:
+    start: datetime
+    end: datetime
+    full_start: datetime  # start of the full interval this period belongs to (proration base)
+
+
+def add_months(anchor: datetime, months: int) -> datetime:
+    total = anchor.month - 1 + months
+    year, month = anchor.year + total // 12, total % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def _step(anchor: datetime, interval: str, n: int) -> datetime:
+    if interval == WEEKLY:
+        return anchor + timedelta(weeks=n)
+    return add_months(anchor, MONTHS[interval] * n)
+
+
+def _calendar_anchor(start: datetime, interval: str) -> datetime:
+    """The calendar boundary at or before `start`."""
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == WEEKLY:
+        return midnight - timedelta(days=midnight.weekday())
+    months = MONTHS[interval]
+    month = (start.month - 1) // months * months + 1
+    return midnight.replace(month=month, day=1)
+
+
+def periods(start: datetime, interval: str, billing_time: str) -> Iterator[Period]:
+    """Every period of a subscription starting at `start`, in order, forever."""
+    anchor = _calendar_anchor(start, interval) if billing_time == "BILLING_TIME_CALENDAR" else start
+    n = 0
+    while True:
+        full_start, end = _step(anchor, interval, n), _step(anchor, interval, n + 1)
+        n += 1
+        if end <= start:
+            continue
+        yield Period(start=max(full_start, start), end=end, full_start=full_start)
+
+
+def ended(start: datetime, interval: str, billing_time: str, before: datetime) -> list[Period]:
+    """Periods whose end is at or before `before`."""
+    result = []
+    for period in periods(start, interval, billing_time):
+        if period.end > before:
+            return result
+        result.append(period)
+    raise AssertionError("unreachable: periods() is infinite")
+
+
+def current(start: datetime, interval: str, billing_time: str, at: datetime) -> Period | None:
+    """The period containing `at`, or None before the subscription starts."""
+    if at < start:
+        return None
+    for period in periods(start, interval, billing_time):
+        if period.end > at:
+            return period
+    raise AssertionError("unreachable: periods() is infinite")

@@ -1,0 +1,92 @@
+"""The invoicing service process: subscription projection from catalog
+events, the billing run, invoices and current usage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import grpc
+
+from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.metering.v1 import usage_pb2_grpc
+from services.common import bus, config, db, grpc_server
+from services.common.outbox import OutboxRelay
+from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.fees import FeeCalculator
+from services.invoicing.invoices import InvoiceServicer
+from services.invoicing.models import Outbox
+from services.invoicing.projection import SubscriptionProjection
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass
+class Settings:
+    address: str
+    database_url: str
+    nats_url: str
+    metering_address: str
+    billing_interval: float
+    settle_seconds: float
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
+            database_url=config.database_url("invoicing"),
+            nats_url=config.nats_url(),
+            metering_address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
+            billing_interval=config.env_float("BXB_BILLING_INTERVAL_SECONDS", 10.0),
+            settle_seconds=config.env_float("BXB_BILLING_SETTLE_SECONDS", 60.0),
+        )
+
+
+def build(settings: Settings) -> grpc_server.Service:
+    engine = db.create_engine(settings.database_url)
+    sessions = db.sessions(engine)
+    relay = OutboxRelay(sessions, Outbox)
+    fees = FeeCalculator()  # its metering stub is connected in on_start, on the serving loop
+    channels: list[grpc.aio.Channel] = []
+    biller = Biller(sessions, fees, relay, timedelta(seconds=settings.settle_seconds))
+    scheduler = Scheduler(biller, settings.billing_interval)
+    projection = SubscriptionProjection(sessions)
+
+    async def on_start() -> None:
+        channels.append(grpc.aio.insecure_channel(settings.metering_address))
+        fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
+        await db.migrate(settings.database_url, MIGRATIONS)
+        relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
+        await relay.bus.ensure_stream(bus.INVOICING)
+        await relay.bus.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle)
+        relay.start()
+        scheduler.start()
+
+    async def on_stop() -> None:
+        await scheduler.stop()
+        await relay.stop()
+        if relay.bus is not None:
+            await relay.bus.close()
+        for channel in channels:
+            await channel.close()
+        await engine.dispose()
+
+    return grpc_server.Service(
+        name="invoicing",
+        registrars=[
+            grpc_server.registrar(
+                invoices_pb2, invoices_pb2_grpc, "InvoiceService", InvoiceServicer(sessions, biller, fees)
+            )
+        ],
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s invoicing %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    asyncio.run(grpc_server.run(build(settings), settings.address))

@@ -1,0 +1,3 @@
+from services.metering.server import main
+
+main()

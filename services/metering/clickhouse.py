@@ -1,0 +1,108 @@
+"""One ClickHouse interface over two transports, running the same SQL.
+
+- `Embedded`: the ClickHouse engine in-process through chdb (the default).
+- `Remote`: a ClickHouse server or cluster over HTTP through
+  clickhouse-connect, when BXB_CLICKHOUSE_URL is set.
+
+Queries use server-side parameters (`{name:Type}`) and answer JSONCompact,
+parsed with exact decimals; inserts send `INSERT ... FORMAT JSONEachRow` with
+the rows in the same body. Both transports are blocking, so calls run in a
+worker thread; chdb is not thread-safe, so its calls are serialized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from clickhouse_connect.driver.binding import format_bind_value
+
+
+class ClickHouse(Protocol):
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]: ...
+
+    async def insert(self, table: str, rows: list[dict[str, Any]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def _rows(body: bytes) -> list[list[Any]]:
+    if not body.strip():
+        return []
+    return json.loads(body, parse_float=Decimal)["data"]
+
+
+def insert_statement(table: str, rows: list[dict[str, Any]]) -> str:
+    lines = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+    return f"INSERT INTO {table} FORMAT JSONEachRow\n{lines}"
+
+
+class Embedded:
+    """chdb: one engine per process, its data in `path`."""
+
+    def __init__(self, path: Path):
+        from chdb import session
+
+        path.mkdir(parents=True, exist_ok=True)
+        self._session = session.Session(str(path))
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
+        bound = {k: format_bind_value(v) for k, v in (params or {}).items()}
+        with self._lock:
+            result = self._session.query(sql, fmt, params=bound) if bound else self._session.query(sql, fmt)
+        return result.bytes()
+
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self._run, sql, params, "CSV")
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        return _rows(await asyncio.to_thread(self._run, sql, params, "JSONCompact"))
+
+    async def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._run, insert_statement(table, rows), None, "CSV")
+
+    async def close(self) -> None:
+        # chdb keeps one engine per process; it is released at exit.
+        return None
+
+
+class Remote:
+    """A ClickHouse server through clickhouse-connect (HTTP)."""
+
+    def __init__(self, url: str):
+        import clickhouse_connect
+
+        parts = urlparse(url)
+        self._client = clickhouse_connect.get_client(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 8123,
+            username=parts.username or "default",
+            password=parts.password or "",
+            secure=parts.scheme == "https",
+            autogenerate_session_id=False,
+        )
+
+    async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        await asyncio.to_thread(self._client.command, sql, parameters=params)
+
+    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+        body = await asyncio.to_thread(self._client.raw_query, sql, parameters=params, fmt="JSONCompact")
+        return _rows(body)
+
+    async def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        await asyncio.to_thread(self._client.command, insert_statement(table, rows))
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+
+def connect(url: str, embedded_path: Path) -> ClickHouse:
+    return Remote(url) if url else Embedded(embedded_path)

@@ -1,0 +1,89 @@
+"""Event ingestion (EventService): validation, then exact-once storage."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from bxb.metering.v1 import usage_events_pb2 as pb
+from bxb.metering.v1 import usage_events_pb2_grpc
+from services.common import tenancy
+from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import from_proto, to_proto, utcnow
+from services.metering.store import Event, EventStore
+
+MAX_BATCH = 500
+MAX_FUTURE = timedelta(minutes=5)
+MAX_PROPERTIES_BYTES = 16_384
+MAX_ID = 200
+
+
+def validated(event: pb.UsageEvent, where: str, now) -> Event:
+    for name in ("customer_id", "code"):
+        if not getattr(event, name):
+            raise InvalidArgument(f"{where}{name} is required", field=f"{where}{name}")
+    for name in ("transaction_id", "customer_id", "code", "subscription_id"):
+        if len(getattr(event, name)) > MAX_ID:
+            raise InvalidArgument(f"{where}{name} must be at most {MAX_ID} characters", field=f"{where}{name}")
+    timestamp = from_proto(event.timestamp) if event.HasField("timestamp") else now
+    if timestamp > now + MAX_FUTURE:
+        raise InvalidArgument(
+            f"{where}timestamp is more than 5 minutes in the future",
+            field=f"{where}timestamp",
+            reason="TIMESTAMP_IN_FUTURE",
+        )
+    size = sum(len(k) + len(v) for k, v in event.properties.items())
+    if size > MAX_PROPERTIES_BYTES:
+        raise InvalidArgument(
+            f"{where}properties exceed {MAX_PROPERTIES_BYTES} bytes",
+            field=f"{where}properties",
+            reason="PROPERTIES_TOO_LARGE",
+        )
+    return Event(
+        transaction_id=event.transaction_id or new_id("evt"),
+        customer_id=event.customer_id,
+        code=event.code,
+        timestamp=timestamp,
+        properties=dict(event.properties),
+        subscription_id=event.subscription_id,
+    )
+
+
+class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
+    def __init__(self, store: EventStore):
+        self.store = store
+
+    async def IngestEvents(self, request: pb.IngestEventsRequest, context) -> pb.IngestEventsResponse:
+        org = tenancy.organization_id()
+        if not request.events:
+            raise InvalidArgument("events must not be empty", field="events")
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} events per call", field="events", reason="BATCH_TOO_LARGE")
+        now = utcnow()
+        single = len(request.events) == 1
+        events = [validated(e, "" if single else f"events[{i}].", now) for i, e in enumerate(request.events)]
+        fresh = await self.store.ingest(org, events, now)
+        return pb.IngestEventsResponse(
+            results=[
+                pb.IngestResult(
+                    transaction_id=e.transaction_id,
+                    outcome=pb.INGEST_OUTCOME_ACCEPTED if new else pb.INGEST_OUTCOME_DUPLICATE,
+                )
+                for e, new in zip(events, fresh, strict=True)
+            ]
+        )
+
+    async def GetEvent(self, request: pb.GetEventRequest, context) -> pb.UsageEvent:
+        org = tenancy.organization_id()
+        event = await self.store.get(org, request.transaction_id)
+        if event is None:
+            raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")
+        return pb.UsageEvent(
+            transaction_id=event.transaction_id,
+            customer_id=event.customer_id,
+            code=event.code,
+            timestamp=to_proto(event.timestamp),
+            properties=event.properties,
+            subscription_id=event.subscription_id,
+            ingest_time=to_proto(event.ingest_time),
+        )

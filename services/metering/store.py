@@ -1,0 +1,166 @@
+"""Usage events in ClickHouse: storage, exact deduplication, aggregation.
+
+Tables (in database `db`):
+- `events`: one row per accepted event, partitioned by month and ordered for
+  per-customer, per-metric reads. ReplacingMergeTree collapses a re-inserted
+  copy of the same event, and reads use FINAL, so a copy can never count.
+- `event_keys`: every accepted idempotency key of an organization, with no
+  time window: a retry a year later is still recognized.
+
+Writes of one process go through a lock, so the check-then-insert on
+`event_keys` is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from services.metering.clickhouse import ClickHouse
+
+AGGREGATIONS = {
+    "count": "toString(count())",
+    "sum": "toString(sum(toDecimal128OrZero(properties[{field:String}], 12)))",
+    "max": "toString(max(toDecimal128OrNull(properties[{field:String}], 12)))",
+    "unique_count": "toString(uniqExactIf(properties[{field:String}], mapContains(properties, {field:String})))",
+    "latest": "toString(argMax(toDecimal128OrNull(properties[{field:String}], 12), (timestamp, ingest_time)))",
+}
+
+
+def schema(db: str) -> list[str]:
+    return [
+        f"CREATE DATABASE IF NOT EXISTS {db}",
+        f"""CREATE TABLE IF NOT EXISTS {db}.events (
+            organization_id LowCardinality(String),
+            customer_id String,
+            code LowCardinality(String),
+            transaction_id String,
+            timestamp DateTime64(3, 'UTC'),
+            properties Map(String, String),
+            subscription_id String,
+            ingest_time DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMM(timestamp)
+        ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)""",
+        f"""CREATE TABLE IF NOT EXISTS {db}.event_keys (
+            organization_id LowCardinality(String),
+            transaction_id String,
+            ingest_time DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (organization_id, transaction_id)""",
+    ]
+
+
+def ch_time(value: datetime) -> str:
+    """ClickHouse DateTime64(3) text in UTC."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+
+
+@dataclass(frozen=True)
+class Event:
+    transaction_id: str
+    customer_id: str
+    code: str
+    timestamp: datetime
+    properties: dict[str, str]
+    subscription_id: str = ""
+
+
+@dataclass(frozen=True)
+class StoredEvent(Event):
+    ingest_time: datetime | None = None
+
+
+class EventStore:
+    def __init__(self, clickhouse: ClickHouse, db: str):
+        self.ch = clickhouse
+        self.db = db
+        self._write_lock = asyncio.Lock()
+
+    async def create_schema(self) -> None:
+        for statement in schema(self.db):
+            await self.ch.execute(statement)
+
+    async def ingest(self, org: str, events: list[Event], now: datetime) -> list[bool]:
+        """Stores new events; returns, per event, whether it was new."""
+        async with self._write_lock:
+            ids = list({e.transaction_id for e in events})
+            seen = {
+                row[0]
+                for row in await self.ch.query(
+                    f"SELECT transaction_id FROM {self.db}.event_keys FINAL "
+                    "WHERE organization_id = {org:String} AND has({ids:Array(String)}, transaction_id)",
+                    {"org": org, "ids": ids},
+                )
+            }
+            fresh: list[Event] = []
+            outcome = []
+            for event in events:
+                new = event.transaction_id not in seen
+                seen.add(event.transaction_id)  # a duplicate inside one batch counts once
+                outcome.append(new)
+                if new:
+                    fresh.append(event)
+            if fresh:
+                stamp = ch_time(now)
+                # Events first: a crash before the keys are written leaves a
+                # retry that re-inserts identical rows, which FINAL collapses.
+                await self.ch.insert(
+                    f"{self.db}.events",
+                    [
+                        {
+                            "organization_id": org,
+                            "customer_id": e.customer_id,
+                            "code": e.code,
+                            "transaction_id": e.transaction_id,
+                            "timestamp": ch_time(e.timestamp),
+                            "properties": e.properties,
+                            "subscription_id": e.subscription_id,
+                            "ingest_time": stamp,
+                        }
+                        for e in fresh
+                    ],
+                )
+                await self.ch.insert(
+                    f"{self.db}.event_keys",
+                    [{"organization_id": org, "transaction_id": e.transaction_id, "ingest_time": stamp} for e in fresh],
+                )
+            return outcome
+
+    async def aggregate(
+        self, org: str, customer_id: str, code: str, aggregation: str, field: str, start: datetime, end: datetime
+    ) -> tuple[Decimal, int]:
+        """Exact usage of one customer and metric over [start, end)."""
+        rows = await self.ch.query(
+            f"SELECT {AGGREGATIONS[aggregation]}, count() FROM {self.db}.events FINAL "
+            "WHERE organization_id = {org:String} AND customer_id = {customer:String} AND code = {code:String} "
+            "AND timestamp >= {start:DateTime64(3, 'UTC')} AND timestamp < {end:DateTime64(3, 'UTC')}",
+            {
+                "org": org,
+                "customer": customer_id,
+                "code": code,
+                "field": field,
+                "start": ch_time(start),
+                "end": ch_time(end),
+            },
+        )
+        value, count = rows[0]
+        return Decimal(value) if value not in (None, "", "\\N") else Decimal(0), int(count)
+
+    async def get(self, org: str, transaction_id: str) -> StoredEvent | None:
+        rows = await self.ch.query(
+            "SELECT transaction_id, customer_id, code, toString(timestamp), properties, subscription_id, "
+            f"toString(ingest_time) FROM {self.db}.events FINAL "
+            "WHERE organization_id = {org:String} AND transaction_id = {id:String} LIMIT 1",
+            {"org": org, "id": transaction_id},
+        )
+        if not rows:
+            return None
+        txn, customer, code, timestamp, properties, subscription, ingest = rows[0]
+        return StoredEvent(txn, customer, code, _parse(timestamp), properties, subscription, _parse(ingest))
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)

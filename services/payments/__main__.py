@@ -1,0 +1,3 @@
+from services.payments.server import main
+
+main()

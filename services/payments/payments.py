@@ -1,0 +1,102 @@
+"""Payments and payment methods (PaymentService)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bxb.payments.v1 import payments_pb2 as pb
+from bxb.payments.v1 import payments_pb2_grpc
+from services.common import pagination, tenancy
+from services.common.errors import InvalidArgument
+from services.common.ids import new_id
+from services.common.timestamps import to_proto
+from services.payments.models import Payment, PaymentMethod
+
+PROVIDERS = {"stripe"}
+
+
+def payment_proto(payment: Payment) -> pb.Payment:
+    return pb.Payment(
+        id=payment.id,
+        invoice_id=payment.invoice_id,
+        customer_id=payment.customer_id,
+        amount_cents=payment.amount_cents,
+        currency=payment.currency,
+        status=pb.PaymentStatus.Value(payment.status),
+        create_time=to_proto(payment.create_time),
+    )
+
+
+def method_proto(method: PaymentMethod) -> pb.PaymentMethod:
+    return pb.PaymentMethod(
+        id=method.id,
+        customer_id=method.customer_id,
+        provider=method.provider,
+        provider_customer_id=method.provider_customer_id,
+        provider_payment_method=method.provider_payment_method,
+        is_default=method.is_default,
+        create_time=to_proto(method.create_time),
+    )
+
+
+class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, sessions: async_sessionmaker):
+        self.sessions = sessions
+
+    async def ListPayments(self, request: pb.ListPaymentsRequest, context) -> pb.ListPaymentsResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = select(Payment).where(Payment.organization_id == org)
+        if request.customer_id:
+            query = query.where(Payment.customer_id == request.customer_id)
+        if request.invoice_id:
+            query = query.where(Payment.invoice_id == request.invoice_id)
+        query = query.order_by(Payment.create_time.desc(), Payment.id).offset(offset).limit(size + 1)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListPaymentsResponse(
+            payments=[payment_proto(p) for p in rows[:size]],
+            next_page_token=pagination.next_token(offset, size, len(rows)),
+        )
+
+    async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context) -> pb.PaymentMethod:
+        org = tenancy.organization_id()
+        spec = request.payment_method
+        for name in ("customer_id", "provider_customer_id", "provider_payment_method"):
+            if not getattr(spec, name):
+                raise InvalidArgument(f"{name} is required", field=name)
+        provider = spec.provider or "stripe"
+        if provider not in PROVIDERS:
+            raise InvalidArgument(f"provider must be one of {sorted(PROVIDERS)}", field="provider")
+        method = PaymentMethod(
+            id=new_id("pm"),
+            organization_id=org,
+            customer_id=spec.customer_id,
+            provider=provider,
+            provider_customer_id=spec.provider_customer_id,
+            provider_payment_method=spec.provider_payment_method,
+            is_default=True,
+        )
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(PaymentMethod)
+                .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == spec.customer_id)
+                .values(is_default=False)
+            )
+            session.add(method)
+            await session.flush()
+            await session.refresh(method)
+        return method_proto(method)
+
+    async def ListPaymentMethods(self, request: pb.ListPaymentMethodsRequest, context) -> pb.ListPaymentMethodsResponse:
+        org = tenancy.organization_id()
+        query = (
+            select(PaymentMethod)
+            .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == request.customer_id)
+            .order_by(PaymentMethod.is_default.desc(), PaymentMethod.create_time.desc())
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])

@@ -28,10 +28,10 @@ SERVICES = ("catalog", "metering", "invoicing", "payments")
 DATABASES = ("catalog", "invoicing", "payments")
 
 
-def api_key(home: Path) -> str:
+def api_key(home: Path, env: dict[str, str]) -> str:
     """BXB_API_KEY, else the key this home was given on its first run."""
-    if os.environ.get("BXB_API_KEY"):
-        return os.environ["BXB_API_KEY"]
+    if env.get("BXB_API_KEY"):
+        return env["BXB_API_KEY"]
     path = home / "api_key"
     if not path.exists():
         path.write_text("bxb_sk_" + secrets.token_urlsafe(32) + "\n")
@@ -96,24 +96,41 @@ class Stack:
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
-        key = api_key(self.home)
+        key = api_key(self.home, env)
         env["BXB_API_KEY"] = key
-        logs = self.home / "logs"
-        logs.mkdir(exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
         for name in SERVICES:
-            self._spawn(name, [sys.executable, "-m", f"services.{name}"], logs)
+            self._spawn(name)
         for name in SERVICES:
             await wait_serving(env[f"BXB_{name.upper()}_ADDRESS"])
         env.setdefault("BXB_GATEWAY_PORT", "8080")
-        self._spawn("gateway", [sys.executable, "-m", "gateway"], logs)
+        self._spawn("gateway")
         url = f"http://{env.get('BXB_GATEWAY_HOST', '127.0.0.1')}:{env['BXB_GATEWAY_PORT']}"
         await wait_http(url + "/health")
         return url, key
 
-    def _spawn(self, name: str, args: list[str], logs: Path) -> None:
-        log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        process = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def _spawn(self, name: str) -> None:
+        module = "gateway" if name == "gateway" else f"services.{name}"
+        log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
+        process = subprocess.Popen(
+            [sys.executable, "-m", module], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.children.append((name, process))
+
+    def stop_service(self, name: str) -> None:
+        """Stops one service (SIGTERM, graceful), leaving the rest running."""
+        for index, (child, process) in enumerate(self.children):
+            if child == name:
+                process.send_signal(signal.SIGTERM)
+                process.wait(20)
+                del self.children[index]
+                return
+        raise KeyError(name)
+
+    async def start_service(self, name: str) -> None:
+        """Starts a stopped service again and waits until it serves."""
+        self._spawn(name)
+        await wait_serving(self.env[f"BXB_{name.upper()}_ADDRESS"])
 
     def exited(self) -> str:
         """The name of a child that died, or ""."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.auth import Authenticator
@@ -26,6 +27,23 @@ async def health(request: Request) -> JSONResponse:
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code, message = HTTP_CODES.get(exc.status_code, ("INVALID_ARGUMENT", str(exc.detail)))
     return error_response(exc.status_code, code, code, message, headers=exc.headers)
+
+
+def one_route_per_path(routes: list[Route]) -> list[Route]:
+    """Starlette answers a wrong method from the first route matching the path
+    only, so a 405 for PUT /v1/plans would allow just POST; one route per path
+    with every method makes the Allow header complete."""
+    tables: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    for route in routes:
+        tables.setdefault(route.path, {}).update(dict.fromkeys(route.methods or (), route.endpoint))
+    return [Route(path, dispatcher(table), methods=list(table)) for path, table in tables.items()]
+
+
+def dispatcher(table: dict[str, Callable[[Request], Awaitable[Response]]]) -> Callable[[Request], Awaitable[Response]]:
+    async def dispatch(request: Request) -> Response:
+        return await table[request.method](request)
+
+    return dispatch
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -51,4 +69,4 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *events.routes,
         *invoices.routes,
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    return Starlette(routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error})

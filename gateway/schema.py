@@ -15,6 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from gateway.errors import invalid
+from services.common.decimals import MAX_EXPONENT
 from services.common.timestamps import parse_rfc3339
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -107,6 +108,8 @@ def _decimal(value, spec, path):
         raise invalid(f"{path} must be a decimal number, got {value!r}", path, "INVALID_VALUE") from None
     if not number.is_finite():
         raise invalid(f"{path} must be a finite number", path, "INVALID_VALUE")
+    if number and abs(number.adjusted()) > MAX_EXPONENT:
+        raise invalid(f"{path} is out of range", path, "INVALID_VALUE")
     return str(value) if isinstance(value, str) else format(number, "f")
 
 
@@ -116,12 +119,14 @@ def _timestamp(value, spec, path):
     if isinstance(value, (int, Decimal)):
         try:
             return EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))
-        except OverflowError:
+        except ArithmeticError:  # OverflowError, or decimal.Overflow for huge exponents
             raise invalid(f"{path} is out of range", path, "INVALID_VALUE") from None
     if not isinstance(value, str):
         _fail(path, spec)
     try:
         return parse_rfc3339(value)
+    except OverflowError:  # a valid instant whose UTC form is before year 1 or after 9999
+        raise invalid(f"{path} is out of range", path, "INVALID_VALUE") from None
     except ValueError:
         raise invalid(
             f"{path} must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got {value!r}", path, "INVALID_VALUE"
@@ -182,13 +187,22 @@ _CHECKERS = {
 def parse_json(raw: bytes) -> Any:
     """Parses a request body; malformed JSON is a 400 that says where."""
     try:
-        return json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_float=Decimal, parse_constant=_reject_constant)
+        # An escaped lone UTF-16 surrogate ("\ud800") parses but cannot be encoded onward.
+        json.dumps(value, ensure_ascii=False, default=str).encode()
+        return value
     except json.JSONDecodeError as error:
         raise invalid(
             f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}", "", "MALFORMED_JSON"
         ) from None
     except UnicodeDecodeError:
         raise invalid("the body is not UTF-8", "", "MALFORMED_JSON") from None
+    except UnicodeEncodeError:
+        raise invalid("malformed JSON: a string holds an unpaired UTF-16 surrogate", "", "MALFORMED_JSON") from None
+    except ValueError:  # an integer literal beyond Python's 4300-digit conversion limit
+        raise invalid("malformed JSON: a number has too many digits", "", "MALFORMED_JSON") from None
+    except RecursionError:
+        raise invalid("malformed JSON: nested too deeply", "", "MALFORMED_JSON") from None
 
 
 def _reject_constant(name: str):

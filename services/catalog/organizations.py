@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import organizations_pb2 as pb
 from bxb.catalog.v1 import organizations_pb2_grpc
+from services.catalog import validation
 from services.catalog.models import ApiKey, Organization
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from services.common.ids import new_id
@@ -42,10 +43,13 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
         self.sessions = sessions
 
     async def CreateOrganization(self, request: pb.CreateOrganizationRequest, context) -> pb.Organization:
-        if not request.name.strip():
+        name = validation.text(request.name.strip(), "name")
+        if not name:
             raise InvalidArgument("name is required", field="name")
+        if request.id:  # it travels in call metadata and keys every row: a code of at most 64 characters
+            validation.text(validation.code(request.id, "id"), "id", 64)
         async with self.sessions() as session, session.begin():
-            org = Organization(id=request.id or new_id("org"), name=request.name.strip())
+            org = Organization(id=request.id or new_id("org"), name=name)
             if await session.get(Organization, org.id) is not None:
                 raise AlreadyExists(f"organization {org.id!r} already exists", field="id")
             session.add(org)

@@ -48,7 +48,7 @@ async def _with_plan(session: AsyncSession, subscription: Subscription) -> pb.Su
 
 
 class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay | None = None):
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
@@ -89,8 +89,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 plan=plans.plan_proto(plan),
             )
             await outbox.enqueue(session, Outbox, SUBSCRIPTION_CREATED, event)
-        if self.relay is not None:
-            self.relay.wake()
+        self.relay.wake()
         return result
 
     async def GetSubscription(self, request: pb.GetSubscriptionRequest, context) -> pb.Subscription:

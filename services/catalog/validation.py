@@ -14,7 +14,7 @@ def code(value: str, field: str) -> str:
     """Codes are 1-100 characters: letters, digits and _ . : - (no spaces)."""
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
-    if not _CODE.match(value):
+    if not _CODE.fullmatch(value):
         raise InvalidArgument(
             f"{field} must be 1-100 letters, digits, '_', '.', ':' or '-', starting with a letter or digit", field=field
         )
@@ -25,7 +25,7 @@ def external_id(value: str, field: str) -> str:
     """Client-chosen ids (customers, subscriptions): up to 200 such characters, '@' allowed."""
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
-    if not _EXTERNAL_ID.match(value):
+    if not _EXTERNAL_ID.fullmatch(value):
         raise InvalidArgument(
             f"{field} must be 1-200 letters, digits, '_', '.', ':', '@' or '-', starting with a letter or digit",
             field=field,

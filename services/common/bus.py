@@ -97,4 +97,6 @@ class Bus:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        await self.nc.drain()
+        # close, not drain: draining waits on pull subscriptions' pending
+        # fetches; anything unacknowledged is redelivered after restart.
+        await self.nc.close()

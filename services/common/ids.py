@@ -1,4 +1,4 @@
-"""Resource identifiers: a type prefix and 20 random base32 characters."""
+"""Resource identifiers: a type prefix and 24 random base32 characters (120 bits)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def decode_token(token: str) -> int:
         offset = int(base64.urlsafe_b64decode(token.encode()).decode().removeprefix("o:"))
     except (ValueError, UnicodeDecodeError):
         raise InvalidArgument("page_token is not a token this API issued", field="page_token") from None
-    if offset < 0:
+    if not 0 <= offset < 2**63:
         raise InvalidArgument("page_token is not a token this API issued", field="page_token")
     return offset
 

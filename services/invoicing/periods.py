@@ -55,8 +55,6 @@ def periods(start: datetime, interval: str, billing_time: str) -> Iterator[Perio
     while True:
         full_start, end = _step(anchor, interval, n), _step(anchor, interval, n + 1)
         n += 1
-        if end <= start:
-            continue
         yield Period(start=max(full_start, start), end=end, full_start=full_start)
 
 

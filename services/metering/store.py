@@ -54,8 +54,9 @@ def schema(db: str) -> list[str]:
 
 
 def ch_time(value: datetime) -> str:
-    """ClickHouse DateTime64(3) text in UTC."""
-    return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+    """ClickHouse DateTime64(3) text in UTC. The year has four digits: strftime's
+    %Y writes year 1 as "1", which ClickHouse reads as 2001."""
+    return value.replace(tzinfo=None).isoformat(" ", "milliseconds")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""Shared fixtures: real PostgreSQL, NATS and ClickHouse (chdb), the four
+services as in-process gRPC servers on port 0, and the gateway app."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
+from deploy.embedded import Nats, Postgres
+from gateway.app import create_app
+from gateway.config import Settings as GatewaySettings
+from services.catalog import server as catalog_server
+from services.common import grpc_server
+from services.invoicing import server as invoicing_server
+from services.metering import server as metering_server
+from services.payments import server as payments_server
+from tests import clickhouse_http
+
+
+@dataclass
+class Infra:
+    postgres: Postgres
+    nats: Nats
+    chdb_path: Path
+
+    async def database(self, name: str) -> str:
+        await self.postgres.create_database(name)
+        return self.postgres.url(name)
+
+
+@pytest.fixture(scope="session")
+def infra(tmp_path_factory) -> Infra:
+    root = tmp_path_factory.mktemp("infra")
+    postgres = Postgres(root / "postgres", durable=False)
+    nats = Nats(root / "nats")
+    postgres.start()
+    nats.start()
+    yield Infra(postgres, nats, root / "chdb")
+    nats.stop()
+    postgres.stop()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_url(tmp_path_factory) -> Iterator[str]:
+    """ClickHouse's HTTP interface over chdb, in its own process with its own
+    data, for `services.metering.clickhouse.Remote` (see tests/clickhouse_http.py)."""
+    with clickhouse_http.serve(tmp_path_factory.mktemp("clickhouse_http")) as url:
+        yield url
+
+
+@dataclass
+class Stack:
+    catalog: str
+    metering: str
+    invoicing: str
+    payments: str
+    app: object
+    invoicing_service: grpc_server.Service
+    invoicing_database: str = ""
+
+    def channel(self, service: str) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(getattr(self, service))
+
+
+async def start(service: grpc_server.Service) -> tuple[grpc.aio.Server, str]:
+    server, port = await grpc_server.start(service, "127.0.0.1:0")
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+async def stack(infra: Infra) -> AsyncIterator[Stack]:
+    nats_url = infra.nats.url
+    running = []
+    catalog = catalog_server.build(catalog_server.Settings("", await infra.database("catalog"), nats_url, api_key=""))
+    running.append((catalog, *(await start(catalog))))
+    metering = metering_server.build(metering_server.Settings("", "", infra.chdb_path, "bxb_test"))
+    running.append((metering, *(await start(metering))))
+    invoicing_database = await infra.database("invoicing")
+    invoicing = invoicing_server.build(
+        invoicing_server.Settings(
+            "", invoicing_database, nats_url, running[1][2], billing_interval=3600, settle_seconds=0
+        )
+    )
+    running.append((invoicing, *(await start(invoicing))))
+    payments = payments_server.build(payments_server.Settings("", await infra.database("payments"), nats_url))
+    running.append((payments, *(await start(payments))))
+    addresses = [address for _, _, address in running]
+    settings = GatewaySettings("127.0.0.1", 0, *addresses, max_body_bytes=65536, auth_cache_seconds=30, call_timeout=30)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield Stack(*addresses, app=app, invoicing_service=invoicing, invoicing_database=invoicing_database)
+    for service, server, _ in reversed(running):
+        await grpc_server.stop(service, server, grace=1)
+
+
+@dataclass
+class Tenant:
+    """A fresh organization with its own API key and HTTP client."""
+
+    organization_id: str
+    key: str
+    http: httpx.AsyncClient
+
+
+async def new_tenant(stack: Stack) -> Tenant:
+    async with stack.channel("catalog") as channel:
+        stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
+        org = await stub.CreateOrganization(organizations_pb2.CreateOrganizationRequest(name="Test org"))
+        key = await stub.CreateApiKey(organizations_pb2.CreateApiKeyRequest(organization_id=org.id))
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app),
+        base_url="http://bxb.test",
+        headers={"Authorization": f"Bearer {key.secret}"},
+    )
+    return Tenant(org.id, key.secret, http)
+
+
+@pytest.fixture
+async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
+    t = await new_tenant(stack)
+    yield t
+    await t.http.aclose()
+
+
+@pytest.fixture
+def make_tenant(stack: Stack) -> Callable[[], Awaitable[Tenant]]:
+    return lambda: new_tenant(stack)
+
+
+async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0, interval: float = 0.05):
+    """Retries an async check until it stops raising AssertionError."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(4)}"
+
+
+__all__ = ["Infra", "Stack", "Tenant", "eventually", "unique"]

@@ -1,0 +1,152 @@
+"""End-to-end: the whole stack as `make run` starts it (embedded PostgreSQL
+and NATS, four service processes, uvicorn gateway), driven over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deploy.embedded import free_port
+from deploy.stack import Stack
+from tests.conftest import eventually
+from tests.service.test_walkthrough_bill_by_usage import METRIC, PLAN
+
+KEY = "e2e_key_0123456789abcdefghij"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def stack_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BXB_")}
+    env.update(BXB_HOME=str(home), BXB_GATEWAY_PORT=str(free_port()), **extra)
+    return env
+
+
+async def walkthrough(http: httpx.AsyncClient, customer: str = "cus_9a4b2") -> dict:
+    assert (await http.post("/v1/billable_metrics", json=METRIC)).status_code == 201
+    assert (await http.post("/v1/plans", json=PLAN)).status_code == 201
+    sub = await http.post(
+        "/v1/subscriptions", json={"customer_id": customer, "plan_code": "payg", "start_date": "2026-09-01T00:00:00Z"}
+    )
+    assert sub.status_code == 201 and sub.json()["status"] == "active"
+    return sub.json()
+
+
+async def send_events(http: httpx.AsyncClient, customer: str = "cus_9a4b2") -> None:
+    # 2,340 tokens in three events, each sent twice: retries count once.
+    for txn, tokens in (("txn_8f3a1", 1000), ("txn_8f3a2", 1000), ("txn_8f3a3", 340)):
+        for _ in range(2):
+            body = {
+                "transaction_id": txn,
+                "customer_id": customer,
+                "code": "api_requests",
+                "timestamp": "2026-09-15T00:00:00Z",
+                "properties": {"tokens": tokens},
+            }
+            # As curl sends it: -d without a Content-Type header means form-encoded.
+            response = await http.post(
+                "/v1/events", content=httpx.Request("POST", "/", json=body).content,
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+
+
+async def september_invoice(http: httpx.AsyncClient, customer: str = "cus_9a4b2") -> dict:
+    response = await http.get(f"/v1/customers/{customer}/invoices")
+    assert response.status_code == 200, response.text
+    invoices = [i for i in response.json()["invoices"] if i["period_start"] == "2026-09-01T00:00:00Z"]
+    assert len(invoices) == 1, response.json()
+    return invoices[0]
+
+
+def read_until(process: subprocess.Popen, marker: str) -> list[str]:
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError("stack exited before it was ready:\n" + "".join(lines))
+
+
+def start_make_run(env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "deploy.stack"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = read_until(process, "Ctrl-C stops everything")
+    url = next(line.split(" at ")[1].strip() for line in lines if "bxb is running at" in line)
+    key = next(line.split(": ")[1].strip() for line in lines if line.startswith("API key:"))
+    return process, url, key
+
+
+def stop_make_run(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+
+
+@pytest.mark.timeout(300)
+async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restarts(tmp_path: Path):
+    env = stack_env(tmp_path / "home", BXB_API_KEY=KEY)
+    process, url, key = start_make_run(env)
+    try:
+        assert key == KEY  # BXB_API_KEY makes that exact key valid
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert (await http.get("/v1/billable_metrics", headers={"Authorization": "Bearer nope"})).status_code == 401
+            sub = await walkthrough(http)
+            await send_events(http)
+            invoice = await eventually(lambda: september_invoice(http))
+            assert (invoice["status"], invoice["currency"], invoice["total_amount_cents"]) == ("finalized", "USD", 234)
+    finally:
+        stop_make_run(process)
+
+    # Second run on the same BXB_HOME, without BXB_API_KEY: the old key still
+    # works and nothing was lost.
+    env.pop("BXB_API_KEY")
+    process, url, new_key = start_make_run(env)
+    try:
+        assert new_key != KEY and (tmp_path / "home" / "api_key").read_text().strip() == new_key
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert [m["code"] for m in (await http.get("/v1/billable_metrics")).json()["billable_metrics"]] == [
+                "api_requests"
+            ]
+            assert (await http.get("/v1/plans/payg")).json()["charges"][0]["properties"] == {"amount": "0.001"}
+            assert (await http.get(f"/v1/subscriptions/{sub['id']}")).json()["customer_id"] == "cus_9a4b2"
+            assert (await http.get("/v1/events/txn_8f3a3")).json()["properties"] == {"tokens": "340"}
+            assert await september_invoice(http) == invoice
+            await send_events(http)  # replayed a restart later: still counted once
+            usage = (await http.get("/v1/customers/cus_9a4b2/current_usage")).json()
+            assert usage["subscriptions"][0]["period_start"] == "2026-11-01T00:00:00Z"
+            assert await september_invoice(http) == invoice
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {new_key}"}) as http:
+            assert (await http.get("/v1/billable_metrics")).status_code == 200
+    finally:
+        stop_make_run(process)
+
+
+@pytest.mark.timeout(300)
+async def test_invoicing_catches_up_on_subscriptions_created_while_it_was_down(tmp_path: Path):
+    stack = Stack(tmp_path / "home", stack_env(tmp_path / "home", BXB_API_KEY=KEY))
+    try:
+        url, _ = await stack.start()
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            stack.stop_service("invoicing")
+            await walkthrough(http)  # the subscription is announced while invoicing is down
+            await send_events(http)
+            down = await http.get("/v1/customers/cus_9a4b2/invoices")
+            assert down.status_code == 503 and down.json()["error"]["code"] == "UNAVAILABLE"
+            await stack.start_service("invoicing")
+            invoice = await eventually(lambda: september_invoice(http), timeout=30)
+            assert invoice["total_amount_cents"] == 234
+            assert stack.exited() == ""
+    finally:
+        await asyncio.to_thread(stack.stop)

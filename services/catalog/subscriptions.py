@@ -3,7 +3,7 @@ with its pinned plan, through the outbox, in the same transaction."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,11 +13,28 @@ from bxb.catalog.v1 import subscriptions_pb2 as pb
 from services.catalog import customers, plans, validation
 from services.catalog.models import Outbox, Plan, Subscription
 from services.common import outbox, pagination, tenancy
-from services.common.errors import NotFound
+from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
 
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
+
+
+# Billing periods are closed one by one from the start date, so the start is
+# bounded: a typo like 0206 must not mint two thousand years of invoices.
+EARLIEST_START = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_START = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def start_time(request: pb.CreateSubscriptionRequest, now: datetime) -> datetime:
+    if not request.HasField("start_time"):
+        return now
+    value = from_proto(request.start_time)
+    if not EARLIEST_START <= value < LATEST_START:
+        raise InvalidArgument(
+            "start_date must be between 2000-01-01 and 2099-12-31", field="start_date", reason="START_DATE_OUT_OF_RANGE"
+        )
+    return value
 
 
 def status(subscription: Subscription, now: datetime) -> int:
@@ -74,7 +91,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 customer_id=request.customer_id,
                 plan_id=plan.id,
                 billing_time=pb.BillingTime.Name(request.billing_time or pb.BILLING_TIME_ANNIVERSARY),
-                start_time=from_proto(request.start_time) if request.HasField("start_time") else now,
+                start_time=start_time(request, now),
                 external_id=request.external_id or None,
                 create_time=now,
             )

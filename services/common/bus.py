@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 from nats.js.errors import NotFoundError
@@ -81,7 +80,7 @@ class Bus:
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
-            except NatsTimeout:
+            except TimeoutError:  # nats' own TimeoutError, or asyncio's when a fetch's deadline lapses
                 continue
             for msg in messages:
                 try:

@@ -17,13 +17,17 @@ from services.invoicing.billing import Biller
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Invoice, Subscription
+from services.invoicing.projection import SubscriptionProjection
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, biller: Biller, fees: FeeCalculator):
+    def __init__(
+        self, sessions: async_sessionmaker, biller: Biller, fees: FeeCalculator, projection: SubscriptionProjection
+    ):
         self.sessions = sessions
         self.biller = biller
         self.fees = fees
+        self.projection = projection
 
     async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
         org = tenancy.organization_id()
@@ -39,7 +43,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         offset = pagination.decode_token(request.page_token)
         if request.customer_id:
             # Reading a customer's invoices first closes its due periods, so a
-            # list never lags behind the calendar.
+            # list never lags behind the calendar (or behind a subscription
+            # whose event is still in flight).
+            await self.projection.catch_up(org, request.customer_id)
             await self.biller.run(org=org, customer_id=request.customer_id)
         query = select(Invoice).where(Invoice.organization_id == org)
         if request.customer_id:

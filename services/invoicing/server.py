@@ -32,6 +32,7 @@ class Settings:
     metering_address: str
     billing_interval: float
     settle_seconds: float
+    catalog_address: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +43,7 @@ class Settings:
             metering_address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
             billing_interval=config.env_float("BXB_BILLING_INTERVAL_SECONDS", 10.0),
             settle_seconds=config.env_float("BXB_BILLING_SETTLE_SECONDS", 60.0),
+            catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
         )
 
 
@@ -58,6 +60,9 @@ def build(settings: Settings) -> grpc_server.Service:
     async def on_start() -> None:
         channels.append(grpc.aio.insecure_channel(settings.metering_address))
         fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
+        if settings.catalog_address:
+            projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
+            channels.append(projection.catalog)
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)
@@ -68,8 +73,7 @@ def build(settings: Settings) -> grpc_server.Service:
     async def on_stop() -> None:
         await scheduler.stop()
         await relay.stop()
-        if relay.bus is not None:
-            await relay.bus.close()
+        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
         for channel in channels:
             await channel.close()
         await engine.dispose()
@@ -78,7 +82,7 @@ def build(settings: Settings) -> grpc_server.Service:
         name="invoicing",
         registrars=[
             grpc_server.registrar(
-                invoices_pb2, invoices_pb2_grpc, "InvoiceService", InvoiceServicer(sessions, biller, fees)
+                invoices_pb2, invoices_pb2_grpc, "InvoiceService", InvoiceServicer(sessions, biller, fees, projection)
             )
         ],
         on_start=on_start,

@@ -32,7 +32,7 @@ def validated(event: pb.UsageEvent, where: str, now) -> Event:
             field=f"{where}timestamp",
             reason="TIMESTAMP_IN_FUTURE",
         )
-    size = sum(len(k) + len(v) for k, v in event.properties.items())
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in event.properties.items())
     if size > MAX_PROPERTIES_BYTES:
         raise InvalidArgument(
             f"{where}properties exceed {MAX_PROPERTIES_BYTES} bytes",

@@ -7,8 +7,8 @@ Tables (in database `db`):
 - `event_keys`: every accepted idempotency key of an organization, with no
   time window: a retry a year later is still recognized.
 
-Writes of one process go through a lock, so the check-then-insert on
-`event_keys` is exact.
+Writes of one process go through a single writer task, so the
+check-then-insert on `event_keys` is exact.
 """
 
 from __future__ import annotations
@@ -53,6 +53,25 @@ def schema(db: str) -> list[str]:
     ]
 
 
+# ClickHouse servers cap one HTTP form field at 128 KiB; a query parameter
+# stays well below that.
+MAX_PARAM_BYTES = 64 * 1024
+
+
+def id_chunks(ids: list[str]) -> list[list[str]]:
+    """Splits ids into lists whose encoded size fits one query parameter."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for txn in ids:
+        cost = len(txn.encode()) + 4  # quotes, comma, space
+        if chunks[-1] and size + cost > MAX_PARAM_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(txn)
+        size += cost
+    return chunks
+
+
 def ch_time(value: datetime) -> str:
     """ClickHouse DateTime64(3) text in UTC. The year has four digits: strftime's
     %Y writes year 1 as "1", which ClickHouse reads as 2001."""
@@ -78,39 +97,61 @@ class EventStore:
     def __init__(self, clickhouse: ClickHouse, db: str):
         self.ch = clickhouse
         self.db = db
-        self._write_lock = asyncio.Lock()
+        self._pending: list[tuple[str, list[Event], datetime, asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     async def create_schema(self) -> None:
         for statement in schema(self.db):
             await self.ch.execute(statement)
 
     async def ingest(self, org: str, events: list[Event], now: datetime) -> list[bool]:
-        """Stores new events; returns, per event, whether it was new."""
-        async with self._write_lock:
-            ids = list({e.transaction_id for e in events})
-            seen = {
-                row[0]
-                for row in await self.ch.query(
-                    f"SELECT transaction_id FROM {self.db}.event_keys FINAL "
-                    "WHERE organization_id = {org:String} AND has({ids:Array(String)}, transaction_id)",
-                    {"org": org, "ids": ids},
-                )
-            }
-            fresh: list[Event] = []
+        """Stores new events; returns, per event, whether it was new.
+
+        Concurrent calls are group-committed: while one write is in flight,
+        the next calls queue up and go out together as one deduplication query
+        and one insert per table, which is what ClickHouse is fast at.
+        """
+        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        self._pending.append((org, events, now, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._write(batch)
+            except Exception as error:
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for (*_, future), outcome in zip(batch, outcomes, strict=True):
+                    if not future.done():
+                        future.set_result(outcome)
+
+    async def _write(self, batch: list[tuple[str, list[Event], datetime, asyncio.Future]]) -> list[list[bool]]:
+        orgs = sorted({org for org, *_ in batch})
+        ids = sorted({e.transaction_id for _, events, *_ in batch for e in events})
+        seen: set[tuple[str, str]] = set()
+        for chunk in id_chunks(ids):
+            rows = await self.ch.query(
+                f"SELECT organization_id, transaction_id FROM {self.db}.event_keys "
+                "WHERE organization_id IN {orgs:Array(String)} AND transaction_id IN {ids:Array(String)}",
+                {"orgs": orgs, "ids": chunk},
+            )
+            seen.update((org, txn) for org, txn in rows)
+        outcomes, event_rows, key_rows = [], [], []
+        for org, events, now, _ in batch:
+            stamp = ch_time(now)
             outcome = []
-            for event in events:
-                new = event.transaction_id not in seen
-                seen.add(event.transaction_id)  # a duplicate inside one batch counts once
+            for e in events:
+                new = (org, e.transaction_id) not in seen
+                seen.add((org, e.transaction_id))  # a repeat within the batch counts once
                 outcome.append(new)
                 if new:
-                    fresh.append(event)
-            if fresh:
-                stamp = ch_time(now)
-                # Events first: a crash before the keys are written leaves a
-                # retry that re-inserts identical rows, which FINAL collapses.
-                await self.ch.insert(
-                    f"{self.db}.events",
-                    [
+                    event_rows.append(
                         {
                             "organization_id": org,
                             "customer_id": e.customer_id,
@@ -121,14 +162,15 @@ class EventStore:
                             "subscription_id": e.subscription_id,
                             "ingest_time": stamp,
                         }
-                        for e in fresh
-                    ],
-                )
-                await self.ch.insert(
-                    f"{self.db}.event_keys",
-                    [{"organization_id": org, "transaction_id": e.transaction_id, "ingest_time": stamp} for e in fresh],
-                )
-            return outcome
+                    )
+                    key_rows.append({"organization_id": org, "transaction_id": e.transaction_id, "ingest_time": stamp})
+            outcomes.append(outcome)
+        if event_rows:
+            # Events first: a crash before the keys are written leaves a retry
+            # that re-inserts identical rows, which FINAL collapses.
+            await self.ch.insert(f"{self.db}.events", event_rows)
+            await self.ch.insert(f"{self.db}.event_keys", key_rows)
+        return outcomes
 
     async def aggregate(
         self, org: str, customer_id: str, code: str, aggregation: str, field: str, start: datetime, end: datetime

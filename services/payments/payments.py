@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.payments.v1 import payments_pb2 as pb
@@ -14,6 +14,7 @@ from services.common.timestamps import to_proto
 from services.payments.models import Payment, PaymentMethod
 
 PROVIDERS = {"stripe"}
+MAX_ID_LENGTH = 200  # the width of the stored columns
 
 
 def payment_proto(payment: Payment) -> pb.Payment:
@@ -65,8 +66,11 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         org = tenancy.organization_id()
         spec = request.payment_method
         for name in ("customer_id", "provider_customer_id", "provider_payment_method"):
-            if not getattr(spec, name):
+            value = getattr(spec, name)
+            if not value:
                 raise InvalidArgument(f"{name} is required", field=name)
+            if len(value) > MAX_ID_LENGTH:
+                raise InvalidArgument(f"{name} must be at most {MAX_ID_LENGTH} characters", field=name)
         provider = spec.provider or "stripe"
         if provider not in PROVIDERS:
             raise InvalidArgument(f"provider must be one of {sorted(PROVIDERS)}", field="provider")
@@ -80,6 +84,9 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             is_default=True,
         )
         async with self.sessions() as session, session.begin():
+            # One writer per customer at a time, so concurrent saves leave exactly one default.
+            customer_key = func.hashtextextended(f"{org}/{spec.customer_id}", 0)
+            await session.execute(select(func.pg_advisory_xact_lock(customer_key)))
             await session.execute(
                 update(PaymentMethod)
                 .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == spec.customer_id)

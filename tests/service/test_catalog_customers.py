@@ -18,7 +18,9 @@ class Customers:
         self.md = metadata(org)
 
     async def create(self, **fields) -> pb.Customer:
-        return await self.stub.CreateCustomer(pb.CreateCustomerRequest(customer=pb.Customer(**fields)), metadata=self.md)
+        return await self.stub.CreateCustomer(
+            pb.CreateCustomerRequest(customer=pb.Customer(**fields)), metadata=self.md
+        )
 
     async def get(self, customer_id: str) -> pb.Customer:
         return await self.stub.GetCustomer(pb.GetCustomerRequest(id=customer_id), metadata=self.md)
@@ -47,7 +49,12 @@ async def customers(stack: Stack):
 
 async def test_create_then_get_a_customer(customers: Customers):
     created = await customers.create(id="cus_9a4b2", name="Jane", email="jane@example.com", currency="eur")
-    assert (created.id, created.name, created.email, created.currency) == ("cus_9a4b2", "Jane", "jane@example.com", "EUR")
+    assert (created.id, created.name, created.email, created.currency) == (
+        "cus_9a4b2",
+        "Jane",
+        "jane@example.com",
+        "EUR",
+    )
     assert created.create_time.seconds > 0
     assert await customers.get("cus_9a4b2") == created
 

@@ -87,7 +87,10 @@ async def test_a_domain_error_carries_error_info_and_a_field_violation(stack: St
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await stub.ListCustomers(customers_pb2.ListCustomersRequest(page_size=-5), metadata=metadata("org_any"))
     status = rpc_status.from_call(raised.value)
-    assert (status.code, status.message) == (grpc.StatusCode.INVALID_ARGUMENT.value[0], "page_size must not be negative")
+    assert (status.code, status.message) == (
+        grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        "page_size must not be negative",
+    )
     info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
     assert [status.details[0].Unpack(info), status.details[1].Unpack(bad)] == [True, True]
     assert (info.reason, info.domain, dict(info.metadata)) == ("INVALID_ARGUMENT", "bxb.dev", {"field": "page_size"})
@@ -170,7 +173,10 @@ async def probe():
 async def test_each_call_is_bound_to_its_own_organization(probe):
     _, _, _, stub, _, _ = probe
     answers = await asyncio.gather(
-        *(stub.GetCustomer(customers_pb2.GetCustomerRequest(id=f"c{i}"), metadata=metadata(f"org_{i}")) for i in range(5))
+        *(
+            stub.GetCustomer(customers_pb2.GetCustomerRequest(id=f"c{i}"), metadata=metadata(f"org_{i}"))
+            for i in range(5)
+        )
     )
     assert [(a.id, a.name) for a in answers] == [(f"c{i}", f"org_{i}") for i in range(5)]
     with pytest.raises(grpc.aio.AioRpcError) as raised:

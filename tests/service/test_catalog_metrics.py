@@ -165,7 +165,9 @@ async def test_metrics_are_private_to_their_organization(stack: Stack, metrics: 
     await metrics.create(code="private", aggregation_type=pb.AGGREGATION_TYPE_COUNT)
     async with stack.channel("catalog") as channel:
         orgs = organizations_pb2_grpc.OrganizationServiceStub(channel)
-        other = Metrics(channel, (await orgs.CreateOrganization(organizations_pb2.CreateOrganizationRequest(name="o"))).id)
+        other = Metrics(
+            channel, (await orgs.CreateOrganization(organizations_pb2.CreateOrganizationRequest(name="o"))).id
+        )
         assert list((await other.list()).billable_metrics) == []
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await other.get("private")

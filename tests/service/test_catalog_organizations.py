@@ -7,9 +7,9 @@ import secrets
 
 import grpc
 import pytest
-from sqlalchemy import select
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import select
 
 from bxb.catalog.v1 import organizations_pb2 as pb
 from bxb.catalog.v1 import organizations_pb2_grpc

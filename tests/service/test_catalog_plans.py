@@ -110,7 +110,9 @@ async def test_create_a_graduated_plan_with_canonical_ranges(plans: Plans):
     await plans.metric("storage")
     plan = await plans.create(
         code="tiered",
-        charges=[graduated("storage", ("", "100", "0.0100", "1.50"), ("101", "1000", "0.005", ""), ("1001", "", "0", ""))],
+        charges=[
+            graduated("storage", ("", "100", "0.0100", "1.50"), ("101", "1000", "0.005", ""), ("1001", "", "0", ""))
+        ],
     )
     ranges = plan.charges[0].properties.graduated_ranges
     assert [(r.from_value, r.to_value, r.per_unit_amount, r.flat_amount) for r in ranges] == [
@@ -158,7 +160,9 @@ async def test_list_shows_the_latest_version_of_each_code_and_pages(plans: Plans
 
 
 async def test_concurrent_versions_of_one_code_never_share_a_number(plans: Plans):
-    results = await asyncio.gather(*(plans.create(code="race", amount_cents=i) for i in range(8)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(plans.create(code="race", amount_cents=i) for i in range(8)), return_exceptions=True
+    )
     created = [r for r in results if isinstance(r, pb.Plan)]
     aborted = [r for r in results if not isinstance(r, pb.Plan)]
     assert sorted(p.version for p in created) == list(range(1, len(created) + 1))
@@ -208,7 +212,9 @@ async def test_code_is_validated(plans: Plans, code, field):
     assert_invalid(await plans.rejected(code=code), field)
 
 
-@pytest.mark.parametrize(("fields", "field"), [({"name": "n" * 201}, "name"), ({"description": "d" * 2001}, "description")])
+@pytest.mark.parametrize(
+    ("fields", "field"), [({"name": "n" * 201}, "name"), ({"description": "d" * 2001}, "description")]
+)
 async def test_overlong_texts_are_rejected(plans: Plans, fields, field):
     assert_invalid(await plans.rejected(code="p", **fields), field)
 

@@ -12,10 +12,17 @@ import pytest
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from sqlalchemy import update
 
-from bxb.catalog.v1 import customers_pb2, customers_pb2_grpc, events_pb2, organizations_pb2, organizations_pb2_grpc
-from bxb.catalog.v1 import plans_pb2, plans_pb2_grpc
+from bxb.catalog.v1 import (
+    customers_pb2,
+    customers_pb2_grpc,
+    events_pb2,
+    organizations_pb2,
+    organizations_pb2_grpc,
+    plans_pb2,
+    plans_pb2_grpc,
+    subscriptions_pb2_grpc,
+)
 from bxb.catalog.v1 import subscriptions_pb2 as pb
-from bxb.catalog.v1 import subscriptions_pb2_grpc
 from services.catalog.models import Subscription
 from services.catalog.subscriptions import SUBSCRIPTION_CREATED
 from services.common import bus, db
@@ -86,7 +93,9 @@ async def test_subscribing_an_existing_customer_keeps_it(catalog: Catalog):
     spec = customers_pb2.Customer(id="cus_known", name="Known", currency="EUR")
     await catalog.customers.CreateCustomer(customers_pb2.CreateCustomerRequest(customer=spec), metadata=catalog.md)
     await catalog.subscribe(customer_id="cus_known", plan_code="basic")
-    customer = await catalog.customers.GetCustomer(customers_pb2.GetCustomerRequest(id="cus_known"), metadata=catalog.md)
+    customer = await catalog.customers.GetCustomer(
+        customers_pb2.GetCustomerRequest(id="cus_known"), metadata=catalog.md
+    )
     assert (customer.name, customer.currency) == ("Known", "EUR")
 
 

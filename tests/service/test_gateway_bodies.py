@@ -119,8 +119,16 @@ async def test_a_wrong_type_is_refused_naming_the_field(tenant: Tenant, body: di
         ({"amount_cents": "100"}, "amount_cents", "INVALID_TYPE"),
         ({"amount_cents": 1.5}, "amount_cents", "INVALID_TYPE"),
         ({"charges": {"billable_metric_code": "m"}}, "charges", "INVALID_TYPE"),
-        ({"charges": [{"charge_model": "standard", "properties": {}}]}, "charges[0].billable_metric_code", "MISSING_FIELD"),
-        ({"charges": [{"billable_metric_code": "m", "charge_model": "standard"}]}, "charges[0].properties", "MISSING_FIELD"),
+        (
+            {"charges": [{"charge_model": "standard", "properties": {}}]},
+            "charges[0].billable_metric_code",
+            "MISSING_FIELD",
+        ),
+        (
+            {"charges": [{"billable_metric_code": "m", "charge_model": "standard"}]},
+            "charges[0].properties",
+            "MISSING_FIELD",
+        ),
         (
             {"charges": [{"billable_metric_code": "m", "charge_model": "volume", "properties": {}}]},
             "charges[0].charge_model",
@@ -199,6 +207,8 @@ async def test_a_streamed_body_over_the_limit_is_a_413(tenant: Tenant):
 
 async def test_a_streamed_body_within_the_limit_is_read_whole(tenant: Tenant):
     code = unique("m")
-    response = await tenant.http.post("/v1/billable_metrics", content=stream(padded(metric(code, name="Streamed"), LIMIT)))
+    response = await tenant.http.post(
+        "/v1/billable_metrics", content=stream(padded(metric(code, name="Streamed"), LIMIT))
+    )
     assert response.status_code == 201, response.text
     assert response.json()["name"] == "Streamed"

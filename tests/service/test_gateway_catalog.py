@@ -334,7 +334,9 @@ async def test_subscriptions_are_listed_by_customer(tenant: Tenant):
     mine, other = unique("cus"), unique("cus")
     ids = []
     for customer_id in (mine, other, mine):
-        response = await tenant.http.post("/v1/subscriptions", json={"customer_id": customer_id, "plan_code": plan["code"]})
+        response = await tenant.http.post(
+            "/v1/subscriptions", json={"customer_id": customer_id, "plan_code": plan["code"]}
+        )
         ids.append(response.json()["id"])
     by_customer = (await tenant.http.get("/v1/subscriptions", params={"customer_id": mine})).json()
     assert [s["id"] for s in by_customer["subscriptions"]] == [ids[0], ids[2]]

@@ -146,7 +146,9 @@ async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
     assert "service call failed: StatusCode.INTERNAL" in caplog.text
 
 
-async def test_an_unexpected_gateway_error_is_a_json_500(stack: Stack, tenant: Tenant, caplog: pytest.LogCaptureFixture):
+async def test_an_unexpected_gateway_error_is_a_json_500(
+    stack: Stack, tenant: Tenant, caplog: pytest.LogCaptureFixture
+):
     """After its lifespan ends the app's channels are closed; a request that
     still arrives fails inside the gateway and gets the JSON 500 body."""
     app = create_app(stack.app.state.settings)
@@ -159,7 +161,12 @@ async def test_an_unexpected_gateway_error_is_a_json_500(stack: Stack, tenant: T
         with caplog.at_level(logging.ERROR, logger="bxb.gateway"):
             response = await http.get("/v1/customers")
     assert response.status_code == 500
-    assert response.json()["error"] == {"status": 500, "code": "INTERNAL", "reason": "INTERNAL", "message": "internal error"}
+    assert response.json()["error"] == {
+        "status": 500,
+        "code": "INTERNAL",
+        "reason": "INTERNAL",
+        "message": "internal error",
+    }
     assert "unhandled gateway error on GET /v1/customers" in caplog.text
 
 
@@ -237,7 +244,9 @@ async def test_lists_page_through_every_resource_with_next_page_token(tenant: Te
 
     metrics = [unique("m") for _ in range(3)]
     for code in metrics:
-        assert (await tenant.http.post("/v1/billable_metrics", json={"code": code, "aggregation_type": "count"})).status_code == 201
+        assert (
+            await tenant.http.post("/v1/billable_metrics", json={"code": code, "aggregation_type": "count"})
+        ).status_code == 201
     assert await pages(tenant, "/v1/billable_metrics", "billable_metrics", 2, "code") == [metrics[:2], metrics[2:]]
 
     plans = [unique("p") for _ in range(3)]

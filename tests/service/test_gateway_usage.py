@@ -32,7 +32,14 @@ async def test_an_event_is_accepted_once_then_reported_as_duplicate(tenant: Tena
         "customer_id": "cus_1",
         "code": "api_requests",
         "timestamp": "2026-09-15T10:30:00Z",
-        "properties": {"tokens": 2340, "price": 0.5, "region": "eu", "cached": True, "meta": {"a": [1, 2]}, "gone": None},
+        "properties": {
+            "tokens": 2340,
+            "price": 0.5,
+            "region": "eu",
+            "cached": True,
+            "meta": {"a": [1, 2]},
+            "gone": None,
+        },
     }
     first = await tenant.http.post("/v1/events", json=event)
     assert first.status_code == 200, first.text
@@ -129,7 +136,11 @@ async def subscribe(t: Tenant, start: datetime) -> tuple[str, dict, dict]:
             "amount_cents": 1000,
             "charges": [
                 {"billable_metric_code": calls, "charge_model": "standard", "properties": {"amount": "0.25"}},
-                {"billable_metric_code": tokens, "charge_model": "graduated", "properties": {"graduated_ranges": GRADUATED}},
+                {
+                    "billable_metric_code": tokens,
+                    "charge_model": "graduated",
+                    "properties": {"graduated_ranges": GRADUATED},
+                },
             ],
         },
     )

@@ -3,6 +3,7 @@ session's chdb (Embedded) and through ClickHouse's HTTP interface (Remote)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -45,11 +46,18 @@ def event(txn: str, at: datetime = START, customer: str = "cus_1", code: str = "
     return Event(txn, customer, code, at, properties)
 
 
-async def usage(store: EventStore, org: str, aggregation: str, field: str = "v", **window) -> tuple[Decimal, int]:
-    customer, code = window.pop("customer", "cus_1"), window.pop("code", "api")
-    return await store.aggregate(
-        org, customer, code, aggregation, field, window.get("start", START), window.get("end", END)
-    )
+async def usage(
+    store: EventStore,
+    org: str,
+    aggregation: str,
+    field: str = "v",
+    *,
+    customer="cus_1",
+    code="api",
+    start=START,
+    end=END,
+) -> tuple[Decimal, int]:
+    return await store.aggregate(org, customer, code, aggregation, field, start, end)
 
 
 async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHouse, org: str):
@@ -92,6 +100,45 @@ async def test_a_full_batch_of_long_ids_is_deduplicated(store: EventStore, org: 
     assert await store.ingest(org, events, NOW) == [True] * 500
     assert await store.ingest(org, events, NOW) == [False] * 500
     assert await usage(store, org, "count") == (Decimal(500), 500)
+
+
+async def test_concurrent_ingests_accept_each_id_once_per_organization(store: EventStore, org: str):
+    other = unique("org")
+    # Six calls per organization at once; t0..t2 are each sent by two calls.
+    calls = [(o, [event(f"t{i % 3}", v="1"), event(f"u{i}", v="10")]) for i in range(6) for o in (org, other)]
+    results = await asyncio.gather(*(store.ingest(o, batch, NOW) for o, batch in calls))
+    for who in (org, other):
+        outcomes = [result for (o, _), result in zip(calls, results, strict=True) if o == who]
+        assert sum(first for first, _ in outcomes) == 3
+        assert all(second for _, second in outcomes)
+        assert await usage(store, who, "sum") == (Decimal(63), 9)
+
+
+def give_up(store: EventStore, org: str, events: list[Event]) -> asyncio.Task:
+    """An ingest call whose caller gives up after it is queued."""
+    task = asyncio.create_task(store.ingest(org, events, NOW))
+    asyncio.get_running_loop().call_soon(task.cancel)
+    return task
+
+
+async def test_a_caller_giving_up_does_not_disturb_the_others(store: EventStore, org: str):
+    abandoned = give_up(store, org, [event("t1", v="1")])
+    assert await store.ingest(org, [event("t2", v="10")], NOW) == [True]
+    assert abandoned.cancelled()
+    # Its write was already queued, so it happened: a retry is a duplicate.
+    assert await store.ingest(org, [event("t1", v="1")], NOW) == [False]
+    assert await usage(store, org, "sum") == (Decimal(11), 2)
+
+
+async def test_a_failed_write_fails_its_callers_stores_nothing_and_a_retry_works(clickhouse: ClickHouse, org: str):
+    store = EventStore(clickhouse, unique("bxb_unready"))  # its tables do not exist yet
+    abandoned = give_up(store, org, [event("t0", v="1")])
+    calls = [store.ingest(org, [event(f"t{i}", v="10")], NOW) for i in (1, 2)]
+    failures = await asyncio.gather(*calls, return_exceptions=True)
+    assert abandoned.cancelled()
+    assert all("UNKNOWN_DATABASE" in str(failure) for failure in failures), failures
+    await store.create_schema()
+    assert await store.ingest(org, [event(f"t{i}", v="10") for i in range(3)], NOW) == [True] * 3
 
 
 async def test_the_window_includes_its_start_and_excludes_its_end(store: EventStore, org: str):

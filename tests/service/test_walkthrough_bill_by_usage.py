@@ -19,7 +19,9 @@ PLAN = {
 async def setup_payg(t: Tenant, start: str = "2026-09-01T00:00:00Z") -> dict:
     assert (await t.http.post("/v1/billable_metrics", json=METRIC)).status_code == 201
     assert (await t.http.post("/v1/plans", json=PLAN)).status_code == 201
-    sub = await t.http.post("/v1/subscriptions", json={"customer_id": "cus_9a4b2", "plan_code": "payg", "start_date": start})
+    sub = await t.http.post(
+        "/v1/subscriptions", json={"customer_id": "cus_9a4b2", "plan_code": "payg", "start_date": start}
+    )
     assert sub.status_code == 201, sub.text
     assert sub.json()["status"] == "active"
     return sub.json()

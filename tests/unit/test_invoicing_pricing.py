@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, localcontext
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bxb.catalog.v1 import plans_pb2 as pb
@@ -129,12 +129,14 @@ def graduated_plans(draw) -> pb.ChargeProperties:
     return tiers(*ranges)
 
 
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
 @given(props=graduated_plans(), a=UNITS, b=UNITS)
 def test_graduated_total_is_monotonic_in_units(props, a, b):
     low, high = sorted((a, b))
     assert graduated(low, props).amount <= graduated(high, props).amount
 
 
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
 @given(props=graduated_plans(), units=UNITS)
 def test_graduated_total_is_the_sum_of_its_tiers(props, units):
     priced = graduated(units, props)
@@ -144,12 +146,14 @@ def test_graduated_total_is_the_sum_of_its_tiers(props, units):
         assert sum(t.amount for t in priced.tiers) == priced.amount
 
 
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
 @given(price=PRICES, units=UNITS)
 def test_graduated_with_one_tier_equals_standard_at_that_price(price, units):
     one_tier = tiers(("0", "", str(price), "0"))
     assert graduated(units, one_tier).amount == standard(units, flat_price(str(price))).amount
 
 
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
 @given(price=PRICES, a=UNITS, b=UNITS, k=st.integers(min_value=0, max_value=10**6))
 def test_standard_is_linear(price, a, b, k):
     props = flat_price(str(price))
@@ -202,6 +206,7 @@ def test_from_minor_is_the_major_unit_amount(minor, currency, amount):
     assert from_minor(minor, currency) == D(amount)
 
 
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
 @given(minor=st.integers(min_value=-(10**18), max_value=10**18), currency=st.sampled_from(["USD", "JPY", "KWD"]))
 def test_minor_units_round_trip(minor, currency):
     assert to_minor(from_minor(minor, currency), currency) == minor

@@ -1,0 +1,131 @@
+"""The NATS JetStream bus payments consumes invoicing events from: streams,
+publishing with ids, durable consumers that ack on success and redeliver on
+failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from services.common import bus
+from tests.conftest import Infra, eventually, unique
+
+
+@pytest.fixture
+async def stream_bus(infra: Infra):
+    connected = await bus.Bus.connect(infra.nats.url, "bus-test")
+    suffix = unique("bus")
+    stream = bus.Stream(suffix.upper(), (f"test.{suffix}.>",))
+    yield connected, stream, f"test.{suffix}.v1"
+    await connected.js.delete_stream(stream.name)
+    await connected.close()
+
+
+async def test_ensure_stream_creates_once_and_keeps_an_existing_stream(stream_bus):
+    b, stream, prefix = stream_bus
+    await b.ensure_stream(stream)
+    info = await b.js.stream_info(stream.name)
+    assert info.config.subjects == list(stream.subjects)
+    assert info.config.duplicate_window == 120.0
+    await b.publish(f"{prefix}.kept", b"x", unique("m"))
+    await b.ensure_stream(stream)  # every service start calls it again
+    again = await b.js.stream_info(stream.name)
+    assert (again.config.subjects, again.state.messages) == (list(stream.subjects), 1)
+    assert again.created == info.created
+
+
+async def test_publish_sets_the_message_id_and_organization_headers(stream_bus):
+    b, stream, prefix = stream_bus
+    await b.ensure_stream(stream)
+    await b.publish(f"{prefix}.with_org", b"a", "id-a", organization_id="org_a")
+    await b.publish(f"{prefix}.without_org", b"b", "id-b")
+    await b.publish(f"{prefix}.with_org", b"a-again", "id-a", organization_id="org_a")  # a retried publish
+    sub = await b.js.pull_subscribe(stream.subjects[0], stream=stream.name)
+    messages = await sub.fetch(10, timeout=1)
+    await sub.unsubscribe()
+    assert [(m.subject, m.data) for m in messages] == [(f"{prefix}.with_org", b"a"), (f"{prefix}.without_org", b"b")]
+    assert messages[0].headers == {bus.MSG_ID: "id-a", bus.ORG_HEADER: "org_a"}
+    assert messages[1].headers == {bus.MSG_ID: "id-b"}
+
+
+async def consumer_state(b: bus.Bus, stream: bus.Stream, durable: str) -> tuple[int, int, int]:
+    info = await b.js.consumer_info(stream.name, durable)
+    return info.delivered.stream_seq, info.num_pending, info.num_ack_pending
+
+
+async def test_consume_acks_what_the_handler_accepts(stream_bus):
+    b, stream, prefix = stream_bus
+    seen = []
+
+    async def handler(subject: str, payload: bytes) -> None:
+        seen.append((subject, payload))
+
+    await b.consume(stream, "acker", f"{prefix}.>", handler)
+    for i in range(3):
+        await b.publish(f"{prefix}.n{i}", str(i).encode(), unique("m"))
+
+    async def all_acked():
+        assert await consumer_state(b, stream, "acker") == (3, 0, 0)
+
+    await eventually(all_acked)
+    assert seen == [(f"{prefix}.n{i}", str(i).encode()) for i in range(3)]
+
+
+async def test_a_failing_handler_gets_the_message_again_until_it_succeeds(stream_bus, caplog):
+    b, stream, prefix = stream_bus
+    attempts = []
+
+    async def flaky(subject: str, payload: bytes) -> None:
+        attempts.append(payload)
+        if len(attempts) == 1:
+            raise RuntimeError("database briefly unavailable")
+
+    with caplog.at_level(logging.ERROR, logger="bxb.bus"):
+        await b.consume(stream, "flaky", f"{prefix}.>", flaky)
+        await b.publish(f"{prefix}.once", b"payload", unique("m"))
+
+        async def acked():
+            assert await consumer_state(b, stream, "flaky") == (1, 0, 0)
+
+        await eventually(acked, timeout=15)
+    assert attempts == [b"payload", b"payload"]
+    [record] = [r for r in caplog.records if r.name == "bxb.bus"]
+    assert record.getMessage() == f"handler failed for {prefix}.once; redelivering"
+
+
+async def test_a_durable_consumer_resumes_where_it_stopped(stream_bus, infra: Infra):
+    b, stream, prefix = stream_bus
+    first_run, second_run = [], []
+
+    async def record_first(subject: str, payload: bytes) -> None:
+        first_run.append(payload)
+
+    async def record_second(subject: str, payload: bytes) -> None:
+        second_run.append(payload)
+
+    first = await bus.Bus.connect(infra.nats.url, "bus-test-first")
+    await first.consume(stream, "durable", f"{prefix}.>", record_first)
+    await b.publish(f"{prefix}.e", b"1", unique("m"))
+    await eventually(lambda: _equal(first_run, [b"1"]))
+    await first.close()  # the consuming process stops; events keep coming
+    assert first.nc.is_closed
+    # Its last pull request lingers on the server until it expires (the fetch
+    # timeout); a message arriving before that would wait out ack_wait.
+    await asyncio.sleep(1.2)
+    await b.publish(f"{prefix}.e", b"2", unique("m"))
+    await asyncio.sleep(0.3)
+    assert first_run == [b"1"]
+
+    second = await bus.Bus.connect(infra.nats.url, "bus-test-second")
+    try:
+        await second.consume(stream, "durable", f"{prefix}.>", record_second)
+        await b.publish(f"{prefix}.e", b"3", unique("m"))
+        await eventually(lambda: _equal(second_run, [b"2", b"3"]))
+    finally:
+        await second.close()
+
+
+async def _equal(actual, expected) -> None:
+    assert actual == expected

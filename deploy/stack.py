@@ -80,19 +80,7 @@ class Stack:
     async def start(self) -> tuple[str, str]:
         env = self.env
         self.home.mkdir(parents=True, exist_ok=True)
-        if not all(env.get(f"BXB_{db.upper()}_DATABASE_URL") for db in DATABASES):
-            port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None
-            self.postgres = Postgres(self.home / "postgres", port=port)
-            self.postgres.start()
-            for db in DATABASES:
-                if not env.get(f"BXB_{db.upper()}_DATABASE_URL"):
-                    await self.postgres.create_database(f"bxb_{db}")
-                    env[f"BXB_{db.upper()}_DATABASE_URL"] = self.postgres.url(f"bxb_{db}")
-        if not env.get("BXB_NATS_URL"):
-            port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
-            self.nats = Nats(self.home / "nats", port=port)
-            self.nats.start()
-            env["BXB_NATS_URL"] = self.nats.url
+        await self.start_servers()
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
@@ -108,6 +96,24 @@ class Stack:
         url = f"http://{env.get('BXB_GATEWAY_HOST', '127.0.0.1')}:{env['BXB_GATEWAY_PORT']}"
         await wait_http(url + "/health")
         return url, key
+
+    async def start_servers(self) -> None:
+        """Starts embedded PostgreSQL for the databases without a
+        BXB_*_DATABASE_URL and embedded NATS without BXB_NATS_URL."""
+        env = self.env
+        missing = [db for db in DATABASES if not env.get(f"BXB_{db.upper()}_DATABASE_URL")]
+        if missing:
+            port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None
+            self.postgres = Postgres(self.home / "postgres", port=port)
+            self.postgres.start()
+            for db in missing:
+                await self.postgres.create_database(f"bxb_{db}")
+                env[f"BXB_{db.upper()}_DATABASE_URL"] = self.postgres.url(f"bxb_{db}")
+        if not env.get("BXB_NATS_URL"):
+            port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
+            self.nats = Nats(self.home / "nats", port=port)
+            self.nats.start()
+            env["BXB_NATS_URL"] = self.nats.url
 
     def _spawn(self, name: str) -> None:
         module = "gateway" if name == "gateway" else f"services.{name}"

@@ -86,7 +86,7 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
     invoicing_database = await infra.database("invoicing")
     invoicing = invoicing_server.build(
         invoicing_server.Settings(
-            "", invoicing_database, nats_url, running[1][2], billing_interval=3600, settle_seconds=0
+            "", invoicing_database, nats_url, running[1][2], 3600, settle_seconds=0, catalog_address=running[0][2]
         )
     )
     running.append((invoicing, *(await start(invoicing))))

@@ -28,10 +28,17 @@ SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
 
 
 class SubscriptionProjection:
-    def __init__(self, sessions: async_sessionmaker, catalog: grpc.aio.Channel | None = None, page_size: int = 500):
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        catalog: grpc.aio.Channel | None = None,
+        page_size: int = 500,
+        timeout: float = 10.0,
+    ):
         self.sessions = sessions
         self.catalog = catalog
         self.page_size = page_size
+        self.timeout = timeout
 
     async def apply(self, org: str, sub: subscriptions_pb2.Subscription, plan: plans_pb2.Plan) -> None:
         values = {
@@ -82,14 +89,16 @@ class SubscriptionProjection:
                     customer_id=customer_id, page_size=self.page_size, page_token=token
                 ),
                 metadata=meta,
-                timeout=10,
+                timeout=self.timeout,
+                wait_for_ready=True,  # ride out a reconnect instead of failing fast
             )
             for sub in page.subscriptions:
                 if sub.id not in known:
                     plan = await plans.GetPlan(
                         plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
                         metadata=meta,
-                        timeout=10,
+                        timeout=self.timeout,
+                        wait_for_ready=True,
                     )
                     await self.apply(org, sub, plan)
             token = page.next_page_token

@@ -32,7 +32,7 @@ class Settings:
     metering_address: str
     billing_interval: float
     settle_seconds: float
-    catalog_address: str = ""
+    catalog_address: str
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,9 +60,8 @@ def build(settings: Settings) -> grpc_server.Service:
     async def on_start() -> None:
         channels.append(grpc.aio.insecure_channel(settings.metering_address))
         fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
-        if settings.catalog_address:
-            projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
-            channels.append(projection.catalog)
+        projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
+        channels.append(projection.catalog)
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)

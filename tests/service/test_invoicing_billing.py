@@ -54,7 +54,9 @@ async def test_walkthrough_02_base_fee_plus_graduated_overage_is_12400(tenant: T
     await send(tenant, "cus_9a4b2", 250000, "2026-09-10T12:00:00Z")
 
     body = (await tenant.http.get("/v1/customers/cus_9a4b2/invoices")).json()
-    [invoice] = [i for i in body["invoices"] if i["period_start"] == "2026-09-01T00:00:00Z"]
+    matching = [i for i in body["invoices"] if i["period_start"] == "2026-09-01T00:00:00Z"]
+    assert len(matching) == 1, body
+    [invoice] = matching
     subscription_fee, charge_fee = invoice["fees"]
     assert (subscription_fee["type"], subscription_fee["amount_cents"]) == ("subscription", 4900)
     assert (charge_fee["type"], charge_fee["amount_cents"], charge_fee["units"]) == ("charge", 7500, "250000")

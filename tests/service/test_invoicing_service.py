@@ -163,7 +163,9 @@ async def test_catch_up_reads_subscriptions_the_events_have_not_brought_yet(
         )
 
         async with grpc.aio.insecure_channel("127.0.0.1:1") as nowhere:
-            await SubscriptionProjection(db_sessions(engine), nowhere).catch_up(tenant.organization_id, "catchup")
+            await SubscriptionProjection(db_sessions(engine), nowhere, timeout=0.5).catch_up(
+                tenant.organization_id, "catchup"
+            )
         assert "catalog unreachable" in caplog.text
         await SubscriptionProjection(db_sessions(engine)).catch_up(
             tenant.organization_id, "catchup"

@@ -11,21 +11,64 @@ from gateway.errors import invalid
 from gateway.schema import Spec, array, obj, string
 
 INTERVALS = ("weekly", "monthly", "quarterly", "yearly")
-MODELS = ("standard", "graduated")
 
-RANGE = obj(
+# The properties a charge of each model has, in the order they render; any
+# other property given is refused (by the catalog, or here; see charge_proto).
+SHOWN = {
+    "standard": ("amount",),
+    "graduated": ("graduated_ranges",),
+    "volume": ("volume_ranges",),
+    "package": ("amount", "package_size", "free_units"),
+    "percentage": (
+        "rate",
+        "fixed_amount",
+        "free_units_per_events",
+        "free_units_per_total_aggregation",
+        "per_transaction_min_amount",
+        "per_transaction_max_amount",
+    ),
+    "graduated_percentage": ("graduated_percentage_ranges",),
+    "flat": ("amount",),
+}
+
+
+def ranges_spec(price: str) -> Spec:
+    """Tiers with inclusive whole-unit bounds; `price` is per_unit or rate."""
+    tier = obj(
+        {
+            "from": Spec("decimal", required=True),
+            "to": Spec("decimal", nullable=True),
+            price: Spec("decimal"),
+            "flat_amount": Spec("decimal"),
+        }
+    )
+    return array(tier, max_items=100)
+
+
+PROPERTIES = obj(
     {
-        "from": Spec("decimal", required=True),
-        "to": Spec("decimal", nullable=True),
-        "per_unit": Spec("decimal"),
-        "flat_amount": Spec("decimal"),
-    }
+        "amount": Spec("decimal"),
+        "graduated_ranges": ranges_spec("per_unit"),
+        "volume_ranges": ranges_spec("per_unit"),
+        "package_size": Spec("integer"),
+        "free_units": Spec("integer"),
+        "rate": Spec("decimal"),
+        "fixed_amount": Spec("decimal"),
+        "free_units_per_events": Spec("integer"),
+        "free_units_per_total_aggregation": Spec("decimal"),
+        "per_transaction_min_amount": Spec("decimal"),
+        "per_transaction_max_amount": Spec("decimal"),
+        "graduated_percentage_ranges": ranges_spec("rate"),
+    },
+    required=True,
 )
+DECIMALS = tuple(name for name, spec in PROPERTIES.fields.items() if spec.kind == "decimal")
+INTEGERS = tuple(name for name, spec in PROPERTIES.fields.items() if spec.kind == "integer")
 CHARGE = obj(
     {
         "billable_metric_code": string(required=True, max_length=100),
-        "charge_model": string(required=True, choices=MODELS),
-        "properties": obj({"amount": Spec("decimal"), "graduated_ranges": array(RANGE, max_items=100)}, required=True),
+        "charge_model": string(required=True, choices=tuple(SHOWN)),
+        "properties": PROPERTIES,
     }
 )
 CREATE = obj(
@@ -42,27 +85,43 @@ CREATE = obj(
 )
 
 
-def charge_json(charge: pb.Charge) -> dict:
-    props = charge.properties
-    if charge.charge_model == pb.CHARGE_MODEL_STANDARD:
-        properties: dict = {"amount": props.amount}
-    else:
-        properties = {
-            "graduated_ranges": [
-                {
-                    "from": render.bound(r.from_value),
-                    "to": render.bound(r.to_value),
-                    "per_unit": r.per_unit_amount,
-                    "flat_amount": r.flat_amount,
-                }
-                for r in props.graduated_ranges
-            ]
+def _ranges_json(ranges, price: str, attribute: str) -> list[dict]:
+    return [
+        {
+            "from": render.bound(r.from_value),
+            "to": render.bound(r.to_value),
+            price: getattr(r, attribute),
+            "flat_amount": r.flat_amount,
         }
+        for r in ranges
+    ]
+
+
+# How each property renders from the stored, canonical properties. An optional
+# value that is not set renders as null.
+PROPERTY_JSON = {
+    "amount": lambda p: p.amount,
+    "graduated_ranges": lambda p: _ranges_json(p.graduated_ranges, "per_unit", "per_unit_amount"),
+    "volume_ranges": lambda p: _ranges_json(p.volume_ranges, "per_unit", "per_unit_amount"),
+    "package_size": lambda p: p.package_size,
+    "free_units": lambda p: p.free_units,
+    "rate": lambda p: p.rate,
+    "fixed_amount": lambda p: p.fixed_amount or None,
+    "free_units_per_events": lambda p: p.free_units_per_events or None,
+    "free_units_per_total_aggregation": lambda p: p.free_units_per_total_aggregation or None,
+    "per_transaction_min_amount": lambda p: p.per_transaction_min_amount or None,
+    "per_transaction_max_amount": lambda p: p.per_transaction_max_amount or None,
+    "graduated_percentage_ranges": lambda p: _ranges_json(p.graduated_percentage_ranges, "rate", "rate"),
+}
+
+
+def charge_json(charge: pb.Charge) -> dict:
+    model = render.enum(pb.ChargeModel, charge.charge_model, "CHARGE_MODEL_")
     return {
         "id": charge.id,
         "billable_metric_code": charge.billable_metric_code,
-        "charge_model": render.enum(pb.ChargeModel, charge.charge_model, "CHARGE_MODEL_"),
-        "properties": properties,
+        "charge_model": model,
+        "properties": {name: PROPERTY_JSON[name](charge.properties) for name in SHOWN[model]},
     }
 
 
@@ -81,21 +140,39 @@ def plan_json(plan: pb.Plan) -> dict:
     }
 
 
-def charge_proto(charge: dict) -> pb.Charge:
-    props = charge["properties"]
-    ranges = [
-        pb.GraduatedRange(
+def _range_protos(ranges, message: type, price: str, attribute: str) -> list:
+    return [
+        message(
             from_value=r["from"],
             to_value=r["to"] or "",
-            per_unit_amount=r["per_unit"] or "",
             flat_amount=r["flat_amount"] or "",
+            **{attribute: r[price] or ""},
         )
-        for r in props["graduated_ranges"] or []
+        for r in ranges or []
     ]
+
+
+def charge_proto(charge: dict, path: str) -> pb.Charge:
+    """The charge as the catalog takes it; the catalog validates it. An integer
+    property given as 0 would read as not set in the proto, so one that the
+    model does not have is refused here, as the catalog refuses any other."""
+    props = charge["properties"]
+    for name in INTEGERS:
+        if props[name] is not None and name not in SHOWN[charge["charge_model"]]:
+            field = f"{path}.properties.{name}"
+            raise invalid(f"{field} does not apply to the {charge['charge_model']} model", field)
     return pb.Charge(
         billable_metric_code=charge["billable_metric_code"],
         charge_model=render.enum_value(pb.ChargeModel, charge["charge_model"], "CHARGE_MODEL_"),
-        properties=pb.ChargeProperties(amount=props["amount"] or "", graduated_ranges=ranges),
+        properties=pb.ChargeProperties(
+            graduated_ranges=_range_protos(props["graduated_ranges"], pb.GraduatedRange, "per_unit", "per_unit_amount"),
+            volume_ranges=_range_protos(props["volume_ranges"], pb.GraduatedRange, "per_unit", "per_unit_amount"),
+            graduated_percentage_ranges=_range_protos(
+                props["graduated_percentage_ranges"], pb.GraduatedPercentageRange, "rate", "rate"
+            ),
+            **{name: props[name] or "" for name in DECIMALS},
+            **{name: props[name] or 0 for name in INTEGERS},
+        ),
     )
 
 
@@ -110,7 +187,7 @@ async def create(call: Call):
         interval=render.enum_value(pb.PlanInterval, body["interval"], "PLAN_INTERVAL_"),
         amount_cents=body["amount_cents"] or 0,
         currency=body["currency"] or body["amount_currency"] or "",
-        charges=[charge_proto(c) for c in body["charges"] or []],
+        charges=[charge_proto(c, f"charges[{i}]") for i, c in enumerate(body["charges"] or [])],
     )
     created = await call.clients.plans.CreatePlan(pb.CreatePlanRequest(plan=plan), **call.options)
     return json(plan_json(created), 201)

@@ -1,43 +1,170 @@
 """What makes a charge's properties valid, per charge model.
 
-Amounts are decimal strings in major units with full precision kept
-("0.0005"); the invoicing service does the math, this module only decides
-what a plan may contain. Errors name the field as the JSON API spells it,
-for example `charges[0].properties.graduated_ranges[1].from`.
+Amounts and rates are decimal strings in major units (rates in percent) with
+full precision kept ("0.0005"); the invoicing service does the math, this
+module only decides what a plan may contain and stores it canonical. An
+optional decimal left unset stays the empty string ("not set"). Errors name
+the field as the JSON API spells it, for example
+`charges[0].properties.graduated_ranges[1].from`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
+from typing import NamedTuple
 
+from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
 from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument
 
+# The properties each model may carry; any other property given is refused,
+# named. Property names are the same in the proto and in the JSON API.
+FIELDS: dict[int, frozenset[str]] = {
+    pb.CHARGE_MODEL_STANDARD: frozenset({"amount"}),
+    pb.CHARGE_MODEL_GRADUATED: frozenset({"graduated_ranges"}),
+    pb.CHARGE_MODEL_VOLUME: frozenset({"volume_ranges"}),
+    pb.CHARGE_MODEL_PACKAGE: frozenset({"amount", "package_size", "free_units"}),
+    pb.CHARGE_MODEL_PERCENTAGE: frozenset(
+        {
+            "rate",
+            "fixed_amount",
+            "free_units_per_events",
+            "free_units_per_total_aggregation",
+            "per_transaction_min_amount",
+            "per_transaction_max_amount",
+        }
+    ),
+    pb.CHARGE_MODEL_GRADUATED_PERCENTAGE: frozenset({"graduated_percentage_ranges"}),
+    pb.CHARGE_MODEL_FLAT: frozenset({"amount"}),
+}
 
-def validate(charge: pb.Charge, path: str) -> pb.ChargeProperties:
-    """Returns the properties in canonical form, or raises naming the field."""
-    props = charge.properties
+# Models that rate an amount: their metric must sum that amount.
+SUM_ONLY = frozenset({pb.CHARGE_MODEL_PERCENTAGE, pb.CHARGE_MODEL_GRADUATED_PERCENTAGE})
+
+
+def model_name(model: int) -> str:
+    return pb.ChargeModel.Name(model).removeprefix("CHARGE_MODEL_").lower()
+
+
+def validate(charge: pb.Charge, path: str, aggregation: int) -> pb.ChargeProperties:
+    """Returns the properties in canonical form, or raises naming the field.
+    `aggregation` is the AggregationType of the charge's billable metric."""
+    model = charge.charge_model
+    if model not in FIELDS:
+        raise InvalidArgument(f"{path}.charge_model is required", field=f"{path}.charge_model")
+    name = model_name(model)
+    if model in SUM_ONLY and aggregation != metrics_pb.AGGREGATION_TYPE_SUM:
+        raise InvalidArgument(
+            f"{path}.charge_model {name} needs a billable metric with aggregation_type sum",
+            field=f"{path}.charge_model",
+            reason="INCOMPATIBLE_METRIC",
+        )
     where = f"{path}.properties"
-    if charge.charge_model == pb.CHARGE_MODEL_STANDARD:
-        if not props.amount:
-            raise InvalidArgument(f"{where}.amount is required for the standard model", field=f"{where}.amount")
-        amount = parse_decimal(props.amount, f"{where}.amount")
-        if props.graduated_ranges:
+    for descriptor, _ in charge.properties.ListFields():  # the fields set, in field-number order
+        if descriptor.name not in FIELDS[model]:
             raise InvalidArgument(
-                "graduated_ranges do not apply to the standard model", field=f"{where}.graduated_ranges"
+                f"{where}.{descriptor.name} does not apply to the {name} model", field=f"{where}.{descriptor.name}"
             )
-        return pb.ChargeProperties(amount=canonical(amount))
-    if charge.charge_model == pb.CHARGE_MODEL_GRADUATED:
-        if props.amount:
-            raise InvalidArgument("amount does not apply to the graduated model", field=f"{where}.amount")
-        return pb.ChargeProperties(graduated_ranges=_ranges(props.graduated_ranges, f"{where}.graduated_ranges"))
-    raise InvalidArgument(f"{path}.charge_model is required", field=f"{path}.charge_model")
+    return _CANONICAL[model](charge.properties, where, name)
 
 
-def _ranges(ranges, where: str) -> list[pb.GraduatedRange]:
+def _standard_or_flat(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    return pb.ChargeProperties(amount=_required(props.amount, f"{where}.amount", name))
+
+
+def _graduated(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    return pb.ChargeProperties(graduated_ranges=_ranges(props.graduated_ranges, f"{where}.graduated_ranges", _UNIT))
+
+
+def _volume(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    return pb.ChargeProperties(volume_ranges=_ranges(props.volume_ranges, f"{where}.volume_ranges", _UNIT))
+
+
+def _graduated_percentage(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    ranges = _ranges(props.graduated_percentage_ranges, f"{where}.graduated_percentage_ranges", _PERCENT)
+    return pb.ChargeProperties(graduated_percentage_ranges=ranges)
+
+
+def _package(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    amount = _required(props.amount, f"{where}.amount", name)
+    if props.package_size == 0:
+        raise InvalidArgument(
+            f"{where}.package_size is required for the {name} model: a whole number of at least 1",
+            field=f"{where}.package_size",
+        )
+    _at_least(props.package_size, 1, f"{where}.package_size")
+    _at_least(props.free_units, 0, f"{where}.free_units")
+    return pb.ChargeProperties(amount=amount, package_size=props.package_size, free_units=props.free_units)
+
+
+def _percentage(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
+    rate = _required(props.rate, f"{where}.rate", name)
+    _at_least(props.free_units_per_events, 0, f"{where}.free_units_per_events")
+    least = _optional(props.per_transaction_min_amount, f"{where}.per_transaction_min_amount")
+    most = _optional(props.per_transaction_max_amount, f"{where}.per_transaction_max_amount")
+    if least and most and Decimal(least) > Decimal(most):
+        raise InvalidArgument(
+            f"{where}.per_transaction_min_amount must not exceed per_transaction_max_amount",
+            field=f"{where}.per_transaction_min_amount",
+        )
+    return pb.ChargeProperties(
+        rate=rate,
+        fixed_amount=_optional(props.fixed_amount, f"{where}.fixed_amount"),
+        free_units_per_events=props.free_units_per_events,
+        free_units_per_total_aggregation=_optional(
+            props.free_units_per_total_aggregation, f"{where}.free_units_per_total_aggregation"
+        ),
+        per_transaction_min_amount=least,
+        per_transaction_max_amount=most,
+    )
+
+
+_CANONICAL: dict[int, Callable[[pb.ChargeProperties, str, str], pb.ChargeProperties]] = {
+    pb.CHARGE_MODEL_STANDARD: _standard_or_flat,
+    pb.CHARGE_MODEL_GRADUATED: _graduated,
+    pb.CHARGE_MODEL_VOLUME: _volume,
+    pb.CHARGE_MODEL_PACKAGE: _package,
+    pb.CHARGE_MODEL_PERCENTAGE: _percentage,
+    pb.CHARGE_MODEL_GRADUATED_PERCENTAGE: _graduated_percentage,
+    pb.CHARGE_MODEL_FLAT: _standard_or_flat,
+}
+
+
+def _required(text: str, field: str, name: str) -> str:
+    """A decimal >= 0 the model needs, canonical."""
+    if not text:
+        raise InvalidArgument(f"{field} is required for the {name} model", field=field)
+    return canonical(parse_decimal(text, field))
+
+
+def _optional(text: str, field: str) -> str:
+    """A decimal >= 0, canonical; empty when not set."""
+    return text and canonical(parse_decimal(text, field))
+
+
+def _at_least(value: int, minimum: int, field: str) -> None:
+    if value < minimum:
+        raise InvalidArgument(f"{field} must be a whole number of at least {minimum}, got {value}", field=field)
+
+
+class _Price(NamedTuple):
+    """The price field of a range type: its message, proto attribute and JSON name."""
+
+    message: type
+    attribute: str
+    json_name: str
+
+
+_UNIT = _Price(pb.GraduatedRange, "per_unit_amount", "per_unit")
+_PERCENT = _Price(pb.GraduatedPercentageRange, "rate", "rate")
+
+
+def _ranges(ranges, where: str, price: _Price) -> list:
     """Inclusive integer bounds: the first starts at 0, each next one at the
-    previous `to` + 1, only the last is open-ended."""
+    previous `to` + 1, only the last is open-ended. The price (per unit, or a
+    rate in percent) and the flat amount default to 0."""
     if not ranges:
         raise InvalidArgument(f"{where} needs at least one range", field=where)
     result = []
@@ -60,14 +187,14 @@ def _ranges(ranges, where: str) -> list[pb.GraduatedRange]:
             expected_from = end + 1
         elif not last:
             raise InvalidArgument(f"{here}.to is required: only the last range may be open-ended", field=f"{here}.to")
-        per_unit = parse_decimal(tier.per_unit_amount or "0", f"{here}.per_unit")
+        amount = parse_decimal(getattr(tier, price.attribute) or "0", f"{here}.{price.json_name}")
         flat = parse_decimal(tier.flat_amount or "0", f"{here}.flat_amount")
         result.append(
-            pb.GraduatedRange(
+            price.message(
                 from_value=canonical(start),
                 to_value=tier.to_value and canonical(Decimal(tier.to_value)),
-                per_unit_amount=canonical(per_unit),
                 flat_amount=canonical(flat),
+                **{price.attribute: canonical(amount)},
             )
         )
     return result

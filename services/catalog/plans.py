@@ -84,12 +84,13 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                         field=field,
                         reason="UNKNOWN_METRIC",
                     )
+                snapshot = metrics.metric_proto(metric)
                 stored = pb.Charge(
                     id=new_id("ch"),
                     billable_metric_code=metric.code,
-                    billable_metric=metrics.metric_proto(metric),
+                    billable_metric=snapshot,
                     charge_model=charge.charge_model,
-                    properties=charge_rules.validate(charge, path),
+                    properties=charge_rules.validate(charge, path, snapshot.aggregation_type),
                 )
                 charges.append(json_format.MessageToDict(stored, preserving_proto_field_name=True))
             previous = await session.execute(

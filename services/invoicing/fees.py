@@ -52,6 +52,8 @@ class FeeCalculator:
         for charge in plan.charges:
             metric = charge.billable_metric
             assert self.usage is not None, "connect the metering stub first"
+            # Only percentage prices each event; other models need the total alone.
+            per_event = charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE
             usage = await self.usage.AggregateUsage(
                 usage_pb2.AggregateUsageRequest(
                     customer_id=customer_id,
@@ -60,11 +62,13 @@ class FeeCalculator:
                     field_name=metric.field_name,
                     start_time=to_proto(start),
                     end_time=to_proto(end),
+                    include_values=per_event,
                 ),
                 metadata=tenancy.metadata(org),
             )
             units = Decimal(usage.value)
-            priced = models.MODELS[plans_pb2.ChargeModel.Name(charge.charge_model)](units, charge.properties)
+            values = [Decimal(value) for value in usage.values]
+            priced = models.MODELS[plans_pb2.ChargeModel.Name(charge.charge_model)](units, charge.properties, values)
             fees.append(
                 pb.Fee(
                     type=pb.FEE_TYPE_CHARGE,

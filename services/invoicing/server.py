@@ -22,6 +22,7 @@ from services.invoicing.models import Outbox
 from services.invoicing.projection import SubscriptionProjection
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+METERING_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
 
 
 @dataclass
@@ -58,7 +59,8 @@ def build(settings: Settings) -> grpc_server.Service:
     projection = SubscriptionProjection(sessions)
 
     async def on_start() -> None:
-        channels.append(grpc.aio.insecure_channel(settings.metering_address))
+        # Percentage charges read every event's value of a period: allow large replies.
+        channels.append(grpc.aio.insecure_channel(settings.metering_address, options=METERING_CHANNEL_OPTIONS))
         fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
         projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
         channels.append(projection.catalog)

@@ -28,6 +28,15 @@ AGGREGATIONS = {
     "latest": "toString(argMax(toDecimal128OrNull(properties[{field:String}], 12), (timestamp, ingest_time)))",
 }
 
+# Each event's value, ordered by (timestamp, ingest_time, transaction_id): the
+# tuples sort on their leading elements, and after FINAL no two events share a
+# transaction_id, so the order is total. The value reads as `sum` reads it, so
+# the values add up to the sum exactly; a missing or non-numeric one is 0.
+VALUES = (
+    "arrayMap(e -> e.4, arraySort(groupArray("
+    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(properties[{field:String}], 12))))))"
+)
+
 
 def schema(db: str) -> list[str]:
     return [
@@ -76,6 +85,14 @@ def ch_time(value: datetime) -> str:
     """ClickHouse DateTime64(3) text in UTC. The year has four digits: strftime's
     %Y writes year 1 as "1", which ClickHouse reads as 2001."""
     return value.replace(tzinfo=None).isoformat(" ", "milliseconds")
+
+
+@dataclass(frozen=True)
+class Usage:
+    value: Decimal
+    count: int
+    # Each event's value in order, when asked for.
+    values: tuple[Decimal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,11 +190,22 @@ class EventStore:
         return outcomes
 
     async def aggregate(
-        self, org: str, customer_id: str, code: str, aggregation: str, field: str, start: datetime, end: datetime
-    ) -> tuple[Decimal, int]:
-        """Exact usage of one customer and metric over [start, end)."""
+        self,
+        org: str,
+        customer_id: str,
+        code: str,
+        aggregation: str,
+        field: str,
+        start: datetime,
+        end: datetime,
+        *,
+        include_values: bool = False,
+    ) -> Usage:
+        """Exact usage of one customer and metric over [start, end); with
+        include_values, also each event's value of `field`, in the same read."""
+        columns = f"{AGGREGATIONS[aggregation]}, count()" + (f", {VALUES}" if include_values else "")
         rows = await self.ch.query(
-            f"SELECT {AGGREGATIONS[aggregation]}, count() FROM {self.db}.events FINAL "
+            f"SELECT {columns} FROM {self.db}.events FINAL "
             "WHERE organization_id = {org:String} AND customer_id = {customer:String} AND code = {code:String} "
             "AND timestamp >= {start:DateTime64(3, 'UTC')} AND timestamp < {end:DateTime64(3, 'UTC')}",
             {
@@ -189,8 +217,12 @@ class EventStore:
                 "end": ch_time(end),
             },
         )
-        value, count = rows[0]
-        return Decimal(value) if value not in (None, "", "\\N") else Decimal(0), int(count)
+        value, count, *listed = rows[0]
+        return Usage(
+            Decimal(value) if value not in (None, "", "\\N") else Decimal(0),
+            int(count),
+            tuple(Decimal(v) for v in listed[0]) if listed else (),
+        )
 
     async def get(self, org: str, transaction_id: str) -> StoredEvent | None:
         rows = await self.ch.query(

@@ -22,6 +22,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         aggregation = pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower()
         if aggregation != "count" and not request.field_name:
             raise InvalidArgument(f"field_name is required for {aggregation}", field="field_name")
+        if aggregation == "count" and request.include_values:
+            raise InvalidArgument(
+                "include_values needs an aggregation of a property, not count", field="include_values"
+            )
         for name in ("customer_id", "code"):
             if not getattr(request, name):
                 raise InvalidArgument(f"{name} is required", field=name)
@@ -31,7 +35,16 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         start, end = from_proto(request.start_time), from_proto(request.end_time)
         if end < start:
             raise InvalidArgument("end_time must not be before start_time", field="end_time")
-        value, count = await self.store.aggregate(
-            org, request.customer_id, request.code, aggregation, request.field_name, start, end
+        usage = await self.store.aggregate(
+            org,
+            request.customer_id,
+            request.code,
+            aggregation,
+            request.field_name,
+            start,
+            end,
+            include_values=request.include_values,
         )
-        return pb.AggregateUsageResponse(value=canonical(value), event_count=count)
+        return pb.AggregateUsageResponse(
+            value=canonical(usage.value), event_count=usage.count, values=[canonical(v) for v in usage.values]
+        )

@@ -130,7 +130,7 @@ async def test_a_wrong_type_is_refused_naming_the_field(tenant: Tenant, body: di
             "MISSING_FIELD",
         ),
         (
-            {"charges": [{"billable_metric_code": "m", "charge_model": "volume", "properties": {}}]},
+            {"charges": [{"billable_metric_code": "m", "charge_model": "dynamic", "properties": {}}]},
             "charges[0].charge_model",
             "INVALID_VALUE",
         ),

@@ -83,6 +83,11 @@ async def aggregate(usage, org: str, **fields) -> tuple[str, int]:
     return reply.value, reply.event_count
 
 
+async def aggregate_values(usage, org: str, **fields) -> tuple[str, int, list[str]]:
+    reply = await usage.AggregateUsage(aggregate_request(include_values=True, **fields), metadata=tenancy.metadata(org))
+    return reply.value, reply.event_count, list(reply.values)
+
+
 # IngestEvents
 
 
@@ -209,6 +214,22 @@ async def test_aggregate_usage_is_exact(events, usage, org: str):
     assert await aggregate(usage, unique("org")) == ("0", 0)
 
 
+async def test_include_values_lists_each_events_value_in_time_order(events, usage, org: str):
+    at = [to_proto(START + timedelta(seconds=s)) for s in range(4)]
+    await ingest(events, org, usage_event("t3", timestamp=at[2], properties={"v": "abc"}))
+    await ingest(
+        events, org, usage_event("t2", timestamp=at[1], properties={"v": "0.2"}), usage_event("t4", timestamp=at[3])
+    )
+    await ingest(events, org, usage_event("t1", timestamp=at[0], properties={"v": "0.1"}))
+    await ingest(events, org, usage_event("t1", timestamp=at[3], properties={"v": "100"}))  # a duplicate
+    listed = ["0.1", "0.2", "0", "0"]  # "abc" and a missing value are 0
+    assert await aggregate_values(usage, org) == ("0.3", 4, listed)
+    assert await aggregate_values(usage, org, aggregation=usage_pb2.AGGREGATION_LATEST) == ("0.2", 4, listed)
+    reply = await usage.AggregateUsage(aggregate_request(), metadata=tenancy.metadata(org))
+    assert (reply.value, list(reply.values)) == ("0.3", [])  # listed only when asked for
+    assert await aggregate_values(usage, org, end_time=to_proto(START)) == ("0", 0, [])
+
+
 async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
     await ingest(events, org, usage_event("t1", properties={"v": "5"}))
     assert await aggregate(usage, org, end_time=to_proto(START)) == ("0", 0)
@@ -226,6 +247,8 @@ async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
         ({"start_time": None}, "start_time"),
         ({"end_time": None}, "end_time"),
         ({"end_time": to_proto(START - timedelta(milliseconds=1))}, "end_time"),
+        ({"aggregation": usage_pb2.AGGREGATION_COUNT, "field_name": None, "include_values": True}, "include_values"),
+        ({"aggregation": usage_pb2.AGGREGATION_COUNT, "include_values": True}, "include_values"),
     ],
 )
 async def test_aggregate_usage_validation_names_the_field(usage, org: str, fields: dict, field: str):
@@ -246,7 +269,9 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
             sent = [usage_event("t1", properties={"v": "0.1"}), usage_event("t2", properties={"v": "0.2"})]
             outcomes = [outcome for _, outcome in await ingest(events, org, *sent, sent[0])]
             assert outcomes == [pb.INGEST_OUTCOME_ACCEPTED, pb.INGEST_OUTCOME_ACCEPTED, pb.INGEST_OUTCOME_DUPLICATE]
-            assert await aggregate(usage_pb2_grpc.UsageServiceStub(channel), org) == ("0.3", 2)
+            usage = usage_pb2_grpc.UsageServiceStub(channel)
+            assert await aggregate(usage, org) == ("0.3", 2)
+            assert await aggregate_values(usage, org) == ("0.3", 2, ["0.1", "0.2"])
             got = await events.GetEvent(pb.GetEventRequest(transaction_id="t2"), metadata=tenancy.metadata(org))
             assert dict(got.properties) == {"v": "0.2"}
     finally:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 import pytest
 
+from services.common.decimals import canonical
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
-from services.metering.store import Event, EventStore
+from services.metering.store import Event, EventStore, ch_time
 from tests.conftest import Infra, unique
 
 DB = "bxb_store"
@@ -57,7 +58,25 @@ async def usage(
     start=START,
     end=END,
 ) -> tuple[Decimal, int]:
-    return await store.aggregate(org, customer, code, aggregation, field, start, end)
+    result = await store.aggregate(org, customer, code, aggregation, field, start, end)
+    assert result.values == ()  # listed only when asked for
+    return result.value, result.count
+
+
+async def values(
+    store: EventStore, org: str, aggregation: str = "sum", field: str = "v", *, customer="cus_1", code="api", end=END
+) -> list[str]:
+    """Each event's value, as exact text, with the aggregate checked to agree with them."""
+    result = await store.aggregate(org, customer, code, aggregation, field, START, end, include_values=True)
+    assert (result.value, result.count) == await usage(
+        store, org, aggregation, field, customer=customer, code=code, end=end
+    )
+    assert len(result.values) == result.count
+    if aggregation == "sum":
+        with localcontext(prec=60):  # 38 digits fit a Decimal128; the default context keeps 28
+            assert sum(result.values) == result.value
+    assert all(isinstance(v, Decimal) for v in result.values)
+    return [canonical(v) for v in result.values]
 
 
 async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHouse, org: str):
@@ -235,6 +254,7 @@ async def test_quotes_and_backslashes_round_trip(store: EventStore, org: str):
     assert got.properties == {tricky: "2", "v": tricky}
     assert await usage(store, org, "sum", field=tricky, customer=tricky, code=tricky) == (Decimal(2), 1)
     assert await usage(store, org, "unique_count", customer=tricky, code=tricky) == (Decimal(1), 1)
+    assert await values(store, org, field=tricky, customer=tricky, code=tricky) == ["2"]
 
 
 async def test_timestamps_before_year_1000_keep_their_year(store: EventStore, org: str):
@@ -243,3 +263,81 @@ async def test_timestamps_before_year_1000_keep_their_year(store: EventStore, or
     assert (await store.get(org, "t1")).timestamp == year1
     assert await usage(store, org, "sum", start=year1, end=datetime(2, 1, 1, tzinfo=UTC)) == (Decimal(1), 1)
     assert await usage(store, org, "sum", start=year2001, end=datetime(2002, 1, 1, tzinfo=UTC)) == (Decimal(10), 1)
+
+
+# Each event's value (include_values)
+
+
+async def test_values_are_each_events_exact_value_in_time_order(store: EventStore, org: str):
+    hour = timedelta(hours=1)
+    # Sent newest first, across two batches.
+    await store.ingest(org, [event("t3", START + 2 * hour, v="0.2"), event("t2", START + hour, v="7.5")], NOW)
+    await store.ingest(org, [event("t1", START, v="0.1"), event("t4", END, v="1000")], NOW + MS)
+    assert await values(store, org) == ["0.1", "7.5", "0.2"]
+    for aggregation in ("max", "latest", "unique_count"):
+        assert await values(store, org, aggregation) == ["0.1", "7.5", "0.2"]
+
+
+async def test_values_keep_every_digit(store: EventStore, org: str):
+    big, tiny = "12345678901234567890.123456789012", "0.000000000001"
+    await store.ingest(
+        org, [event("t1", v=big), event("t2", START + MS, v=tiny), event("t3", START + 2 * MS, v="-3")], NOW
+    )
+    assert await values(store, org) == [big, tiny, "-3"]
+
+
+async def test_a_missing_or_non_numeric_value_is_zero(store: EventStore, org: str):
+    sent = [
+        event("t1", v="abc"),
+        event("t2", START + MS),
+        event("t3", START + 2 * MS, v=""),
+        event("t4", START + 3 * MS, v="1,5"),
+    ]
+    await store.ingest(org, [*sent, event("t5", START + 4 * MS, v="2")], NOW)
+    assert await values(store, org) == ["0", "0", "0", "0", "2"]
+    assert await values(store, org, field="absent") == ["0"] * 5
+
+
+async def test_values_order_a_timestamp_tie_by_ingest_time_then_transaction_id(store: EventStore, org: str):
+    await store.ingest(org, [event("d", START + MS, v="4")], NOW)  # the latest event is ingested first
+    await store.ingest(org, [event("c", v="2"), event("b", v="3")], NOW + MS)  # one ingest time: by transaction_id
+    await store.ingest(org, [event("a", v="1")], NOW + 2 * MS)  # the lowest id, ingested last
+    assert await values(store, org) == ["3", "2", "1", "4"]
+
+
+async def test_a_duplicate_value_appears_once(store: EventStore, org: str):
+    await store.ingest(org, [event("t1", v="1"), event("t2", START + MS, v="10"), event("t1", v="100")], NOW)
+    await store.ingest(org, [event("t2", v="1000")], NOW + MS)
+    # A crash between the two inserts of a write leaves the event without its
+    # key, so the retry inserts an identical row again.
+    row = {
+        "organization_id": org,
+        "customer_id": "cus_1",
+        "code": "api",
+        "transaction_id": "t3",
+        "timestamp": ch_time(START + 2 * MS),
+        "properties": {"v": "5"},
+        "subscription_id": "",
+        "ingest_time": ch_time(NOW),
+    }
+    await store.ch.insert(f"{DB}.events", [row])
+    await store.ch.insert(f"{DB}.events", [row])
+    assert await values(store, org) == ["1", "10", "5"]
+
+
+async def test_values_are_of_the_window_customer_and_metric_asked_for(store: EventStore, org: str):
+    other = unique("org")
+    sent = [
+        event("t1", START - MS, v="1"),
+        event("t2", v="2"),
+        event("t3", customer="cus_2", v="3"),
+        event("t4", code="other", v="4"),
+        event("t5", END - MS, v="5"),
+        event("t6", END, v="6"),
+    ]
+    await store.ingest(org, sent, NOW)
+    await store.ingest(other, [event("t7", v="7")], NOW)
+    assert await values(store, org) == ["2", "5"]
+    assert await values(store, org, customer="cus_2") == ["3"]
+    assert await values(store, org, code="other") == ["4"]
+    assert await values(store, org, end=START) == []

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
 from services.catalog.charge_rules import validate
 from services.common.errors import InvalidArgument
 
 PATH = "charges[0]"
+SUM = metrics_pb.AGGREGATION_TYPE_SUM
 RANGES = "charges[0].properties.graduated_ranges"
 
 
@@ -31,7 +33,7 @@ def graduated(*ranges: pb.GraduatedRange, amount: str = "") -> pb.Charge:
 
 def refusal(charge: pb.Charge, path: str = PATH) -> InvalidArgument:
     with pytest.raises(InvalidArgument) as caught:
-        validate(charge, path)
+        validate(charge, path, SUM)
     return caught.value
 
 
@@ -40,7 +42,7 @@ def refusal(charge: pb.Charge, path: str = PATH) -> InvalidArgument:
 
 @pytest.mark.parametrize(("given", "stored"), [("0.0010", "0.001"), ("1e3", "1000"), ("12.50", "12.5"), ("0", "0")])
 def test_standard_amount_is_stored_canonical(given, stored):
-    assert validate(standard(given), PATH) == pb.ChargeProperties(amount=stored)
+    assert validate(standard(given), PATH, SUM) == pb.ChargeProperties(amount=stored)
 
 
 def test_standard_without_amount_is_refused():
@@ -69,7 +71,9 @@ def test_the_path_prefix_is_the_callers():
 
 
 def test_graduated_ranges_are_stored_canonical_with_defaults():
-    props = validate(graduated(rng("", "100.0", "0.10", "5.00"), rng("101", "1e3", "0.050"), rng("1001.0", "")), PATH)
+    props = validate(
+        graduated(rng("", "100.0", "0.10", "5.00"), rng("101", "1e3", "0.050"), rng("1001.0", "")), PATH, SUM
+    )
     assert props == pb.ChargeProperties(
         graduated_ranges=[
             rng("0", "100", "0.1", "5"),
@@ -80,13 +84,13 @@ def test_graduated_ranges_are_stored_canonical_with_defaults():
 
 
 def test_a_single_open_range_is_enough():
-    assert validate(graduated(rng("0", "", "0.5")), PATH) == pb.ChargeProperties(
+    assert validate(graduated(rng("0", "", "0.5")), PATH, SUM) == pb.ChargeProperties(
         graduated_ranges=[rng("0", "", "0.5", "0")]
     )
 
 
 def test_a_one_unit_range_is_allowed():
-    props = validate(graduated(rng("0", "0", "0", "10"), rng("1", "", "1")), PATH)
+    props = validate(graduated(rng("0", "0", "0", "10"), rng("1", "", "1")), PATH, SUM)
     assert [(r.from_value, r.to_value) for r in props.graduated_ranges] == [("0", "0"), ("1", "")]
 
 

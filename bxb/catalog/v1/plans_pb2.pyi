@@ -65,6 +65,16 @@ class _ChargeModelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ChargeMod
     """Units times a unit amount."""
     CHARGE_MODEL_GRADUATED: _ChargeModel.ValueType  # 2
     """Each tier prices the units inside it."""
+    CHARGE_MODEL_VOLUME: _ChargeModel.ValueType  # 3
+    """All units at the price of the tier the total lands in, plus its flat fee."""
+    CHARGE_MODEL_PACKAGE: _ChargeModel.ValueType  # 4
+    """A price per started package of package_size units, after free units."""
+    CHARGE_MODEL_PERCENTAGE: _ChargeModel.ValueType  # 5
+    """A rate of a summed amount, with an optional fixed fee per event."""
+    CHARGE_MODEL_GRADUATED_PERCENTAGE: _ChargeModel.ValueType  # 6
+    """Percentage rates by tier of the summed amount."""
+    CHARGE_MODEL_FLAT: _ChargeModel.ValueType  # 7
+    """A fixed amount per period, whatever the usage."""
 
 class ChargeModel(_ChargeModel, metaclass=_ChargeModelEnumTypeWrapper):
     """How a charge turns a metric's quantity into money."""
@@ -75,12 +85,23 @@ CHARGE_MODEL_STANDARD: ChargeModel.ValueType  # 1
 """Units times a unit amount."""
 CHARGE_MODEL_GRADUATED: ChargeModel.ValueType  # 2
 """Each tier prices the units inside it."""
+CHARGE_MODEL_VOLUME: ChargeModel.ValueType  # 3
+"""All units at the price of the tier the total lands in, plus its flat fee."""
+CHARGE_MODEL_PACKAGE: ChargeModel.ValueType  # 4
+"""A price per started package of package_size units, after free units."""
+CHARGE_MODEL_PERCENTAGE: ChargeModel.ValueType  # 5
+"""A rate of a summed amount, with an optional fixed fee per event."""
+CHARGE_MODEL_GRADUATED_PERCENTAGE: ChargeModel.ValueType  # 6
+"""Percentage rates by tier of the summed amount."""
+CHARGE_MODEL_FLAT: ChargeModel.ValueType  # 7
+"""A fixed amount per period, whatever the usage."""
 Global___ChargeModel: _TypeAlias = ChargeModel  # noqa: Y015
 
 @_typing.final
 class GraduatedRange(_message.Message):
-    """One tier of a graduated charge. Bounds are inclusive unit counts, as in
-    {from: 0, to: 100000} then {from: 100001, to: null}.
+    """One tier of a graduated or volume charge. Bounds are inclusive whole units,
+    as in {from: 0, to: 100000} then {from: 100001, to: null}: a tier holds the
+    quantity above the previous tier's `to`, up to its own `to`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -121,25 +142,105 @@ class ChargeProperties(_message.Message):
 
     AMOUNT_FIELD_NUMBER: _builtins.int
     GRADUATED_RANGES_FIELD_NUMBER: _builtins.int
+    VOLUME_RANGES_FIELD_NUMBER: _builtins.int
+    PACKAGE_SIZE_FIELD_NUMBER: _builtins.int
+    FREE_UNITS_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    FIXED_AMOUNT_FIELD_NUMBER: _builtins.int
+    FREE_UNITS_PER_EVENTS_FIELD_NUMBER: _builtins.int
+    FREE_UNITS_PER_TOTAL_AGGREGATION_FIELD_NUMBER: _builtins.int
+    PER_TRANSACTION_MIN_AMOUNT_FIELD_NUMBER: _builtins.int
+    PER_TRANSACTION_MAX_AMOUNT_FIELD_NUMBER: _builtins.int
+    GRADUATED_PERCENTAGE_RANGES_FIELD_NUMBER: _builtins.int
     amount: _builtins.str
-    """STANDARD: price per unit, a decimal string in major units ("0.001")."""
+    """STANDARD: price per unit; PACKAGE: price per package; FLAT: amount per
+    period. A decimal string in major units ("0.001").
+    """
+    package_size: _builtins.int
+    """PACKAGE: units per package, a whole number of at least 1."""
+    free_units: _builtins.int
+    """PACKAGE: units free before the first package, a whole number."""
+    rate: _builtins.str
+    """PERCENTAGE: the rate in percent of the summed amount ("1.5" is 1.5%)."""
+    fixed_amount: _builtins.str
+    """PERCENTAGE: fixed fee per charged event, a decimal string in major units."""
+    free_units_per_events: _builtins.int
+    """PERCENTAGE: the first events of the period (by time) that are free."""
+    free_units_per_total_aggregation: _builtins.str
+    """PERCENTAGE: the summed amount that is free, a decimal string."""
+    per_transaction_min_amount: _builtins.str
+    """PERCENTAGE: least rated fee per charged event, a decimal string."""
+    per_transaction_max_amount: _builtins.str
+    """PERCENTAGE: greatest rated fee per charged event, a decimal string."""
     @_builtins.property
     def graduated_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
         """GRADUATED: contiguous tiers, the last one open-ended."""
+
+    @_builtins.property
+    def volume_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
+        """VOLUME: contiguous tiers, the last one open-ended."""
+
+    @_builtins.property
+    def graduated_percentage_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedPercentageRange]:
+        """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount."""
 
     def __init__(
         self,
         *,
         amount: _builtins.str = ...,
         graduated_ranges: _abc.Iterable[Global___GraduatedRange] | None = ...,
+        volume_ranges: _abc.Iterable[Global___GraduatedRange] | None = ...,
+        package_size: _builtins.int = ...,
+        free_units: _builtins.int = ...,
+        rate: _builtins.str = ...,
+        fixed_amount: _builtins.str = ...,
+        free_units_per_events: _builtins.int = ...,
+        free_units_per_total_aggregation: _builtins.str = ...,
+        per_transaction_min_amount: _builtins.str = ...,
+        per_transaction_max_amount: _builtins.str = ...,
+        graduated_percentage_ranges: _abc.Iterable[Global___GraduatedPercentageRange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "graduated_ranges", b"graduated_ranges"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "fixed_amount", b"fixed_amount", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "free_units_per_total_aggregation", b"free_units_per_total_aggregation", "graduated_percentage_ranges", b"graduated_percentage_ranges", "graduated_ranges", b"graduated_ranges", "package_size", b"package_size", "per_transaction_max_amount", b"per_transaction_max_amount", "per_transaction_min_amount", b"per_transaction_min_amount", "rate", b"rate", "volume_ranges", b"volume_ranges"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChargeProperties: _TypeAlias = ChargeProperties  # noqa: Y015
+
+@_typing.final
+class GraduatedPercentageRange(_message.Message):
+    """One tier of a graduated percentage charge; bounds as in GraduatedRange."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_VALUE_FIELD_NUMBER: _builtins.int
+    TO_VALUE_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    FLAT_AMOUNT_FIELD_NUMBER: _builtins.int
+    from_value: _builtins.str
+    """First unit of the tier."""
+    to_value: _builtins.str
+    """Last unit of the tier; empty for the open-ended last tier."""
+    rate: _builtins.str
+    """The rate in percent applied to the amount inside the tier."""
+    flat_amount: _builtins.str
+    """Flat fee charged once when any amount falls in the tier."""
+    def __init__(
+        self,
+        *,
+        from_value: _builtins.str = ...,
+        to_value: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        flat_amount: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["flat_amount", b"flat_amount", "from_value", b"from_value", "rate", b"rate", "to_value", b"to_value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GraduatedPercentageRange: _TypeAlias = GraduatedPercentageRange  # noqa: Y015
 
 @_typing.final
 class Charge(_message.Message):

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -66,6 +68,7 @@ class AggregateUsageRequest(_message.Message):
     FIELD_NAME_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
+    INCLUDE_VALUES_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer whose events are aggregated."""
     code: _builtins.str
@@ -74,6 +77,10 @@ class AggregateUsageRequest(_message.Message):
     """The reduction."""
     field_name: _builtins.str
     """The property aggregated; ignored for COUNT."""
+    include_values: _builtins.bool
+    """Also return each event's value of field_name, in time order (for
+    per-event pricing such as percentage fees).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the window, inclusive."""
@@ -91,10 +98,11 @@ class AggregateUsageRequest(_message.Message):
         field_name: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
+        include_values: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "include_values", b"include_values", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -108,19 +116,27 @@ class AggregateUsageResponse(_message.Message):
 
     VALUE_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
     value: _builtins.str
     """The exact quantity, a decimal string ("2340", "12.5")."""
     event_count: _builtins.int
     """Number of distinct events that were aggregated."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With include_values: each event's value in time order, decimal strings;
+        an event without a numeric value counts as "0".
+        """
+
     def __init__(
         self,
         *,
         value: _builtins.str = ...,
         event_count: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "value", b"value", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -38,6 +39,11 @@ class _AggregationTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Aggre
     """Number of distinct values of a property."""
     AGGREGATION_TYPE_LATEST: _AggregationType.ValueType  # 5
     """Value of a numeric property on the last event of the period."""
+    AGGREGATION_TYPE_WEIGHTED_SUM: _AggregationType.ValueType  # 6
+    """Time-weighted level: events carry changes to a running total (carried
+    over from earlier periods); each level is weighted by the share of the
+    period it held.
+    """
 
 class AggregationType(_AggregationType, metaclass=_AggregationTypeEnumTypeWrapper):
     """How the events of a metric are reduced to one quantity per billing period."""
@@ -54,7 +60,36 @@ AGGREGATION_TYPE_UNIQUE_COUNT: AggregationType.ValueType  # 4
 """Number of distinct values of a property."""
 AGGREGATION_TYPE_LATEST: AggregationType.ValueType  # 5
 """Value of a numeric property on the last event of the period."""
+AGGREGATION_TYPE_WEIGHTED_SUM: AggregationType.ValueType  # 6
+"""Time-weighted level: events carry changes to a running total (carried
+over from earlier periods); each level is weighted by the share of the
+period it held.
+"""
 Global___AggregationType: _TypeAlias = AggregationType  # noqa: Y015
+
+class _ValueType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ValueTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ValueType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VALUE_TYPE_UNSPECIFIED: _ValueType.ValueType  # 0
+    """Not set: the metric reads field_name (or nothing, for COUNT)."""
+    VALUE_TYPE_INTEGER: _ValueType.ValueType  # 1
+    """Whole numbers."""
+    VALUE_TYPE_DECIMAL: _ValueType.ValueType  # 2
+    """Decimal numbers."""
+
+class ValueType(_ValueType, metaclass=_ValueTypeEnumTypeWrapper):
+    """The type of an event's top-level value, for metrics fed by it."""
+
+VALUE_TYPE_UNSPECIFIED: ValueType.ValueType  # 0
+"""Not set: the metric reads field_name (or nothing, for COUNT)."""
+VALUE_TYPE_INTEGER: ValueType.ValueType  # 1
+"""Whole numbers."""
+VALUE_TYPE_DECIMAL: ValueType.ValueType  # 2
+"""Decimal numbers."""
+Global___ValueType: _TypeAlias = ValueType  # noqa: Y015
 
 @_typing.final
 class BillableMetric(_message.Message):
@@ -69,6 +104,7 @@ class BillableMetric(_message.Message):
     AGGREGATION_TYPE_FIELD_NUMBER: _builtins.int
     FIELD_NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    VALUE_TYPE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "bm_7h3..."."""
     code: _builtins.str
@@ -80,7 +116,13 @@ class BillableMetric(_message.Message):
     aggregation_type: Global___AggregationType.ValueType
     """How events are reduced to a quantity."""
     field_name: _builtins.str
-    """The event property aggregated; empty for COUNT."""
+    """The event property aggregated; empty for COUNT and for metrics fed by
+    the event's top-level value.
+    """
+    value_type: Global___ValueType.ValueType
+    """Set when the metric is fed by the event's top-level `value` (ABAXUS
+    `value_type`) instead of a property.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the metric was created."""
@@ -95,10 +137,11 @@ class BillableMetric(_message.Message):
         aggregation_type: Global___AggregationType.ValueType = ...,
         field_name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        value_type: Global___ValueType.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_type", b"aggregation_type", "code", b"code", "create_time", b"create_time", "description", b"description", "field_name", b"field_name", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_type", b"aggregation_type", "code", b"code", "create_time", b"create_time", "description", b"description", "field_name", b"field_name", "id", b"id", "name", b"name", "value_type", b"value_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -203,3 +246,58 @@ class ListBillableMetricsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBillableMetricsResponse: _TypeAlias = ListBillableMetricsResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBillableMetricRequest(_message.Message):
+    """Request for BillableMetricService.UpdateBillableMetric."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BILLABLE_METRIC_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def billable_metric(self) -> Global___BillableMetric:
+        """The metric with its new values; billable_metric.code names it."""
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change (name, description, aggregation_type, field_name,
+        value_type). Changing how usage is computed is refused while a plan uses
+        the metric.
+        """
+
+    def __init__(
+        self,
+        *,
+        billable_metric: Global___BillableMetric | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billable_metric", b"billable_metric", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_metric", b"billable_metric", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBillableMetricRequest: _TypeAlias = UpdateBillableMetricRequest  # noqa: Y015
+
+@_typing.final
+class DeleteBillableMetricRequest(_message.Message):
+    """Request for BillableMetricService.DeleteBillableMetric."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The metric's code. Refused while a plan uses the metric."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteBillableMetricRequest: _TypeAlias = DeleteBillableMetricRequest  # noqa: Y015

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from bxb.catalog.v1 import billable_metrics_pb2 as bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -50,6 +51,16 @@ class BillableMetricServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsResponse.FromString,
                 _registered_method=True)
+        self.UpdateBillableMetric = channel.unary_unary(
+                '/bxb.catalog.v1.BillableMetricService/UpdateBillableMetric',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.UpdateBillableMetricRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.BillableMetric.FromString,
+                _registered_method=True)
+        self.DeleteBillableMetric = channel.unary_unary(
+                '/bxb.catalog.v1.BillableMetricService/DeleteBillableMetric',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.DeleteBillableMetricRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class BillableMetricServiceServicer:
@@ -77,6 +88,21 @@ class BillableMetricServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateBillableMetric(self, request, context):
+        """Changes a metric; FAILED_PRECONDITION when the change would rewrite the
+        history of a plan that uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBillableMetric(self, request, context):
+        """Deletes a metric; FAILED_PRECONDITION while a plan uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillableMetricServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +120,16 @@ def add_BillableMetricServiceServicer_to_server(servicer, server):
                     servicer.ListBillableMetrics,
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsResponse.SerializeToString,
+            ),
+            'UpdateBillableMetric': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBillableMetric,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.UpdateBillableMetricRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.BillableMetric.SerializeToString,
+            ),
+            'DeleteBillableMetric': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBillableMetric,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.DeleteBillableMetricRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +214,60 @@ class BillableMetricService:
             '/bxb.catalog.v1.BillableMetricService/ListBillableMetrics',
             bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsRequest.SerializeToString,
             bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.ListBillableMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBillableMetric(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.BillableMetricService/UpdateBillableMetric',
+            bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.UpdateBillableMetricRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.BillableMetric.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBillableMetric(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.BillableMetricService/DeleteBillableMetric',
+            bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2.DeleteBillableMetricRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

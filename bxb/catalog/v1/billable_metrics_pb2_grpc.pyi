@@ -5,6 +5,7 @@ isort:skip_file
 
 from bxb.catalog.v1 import billable_metrics_pb2 as _billable_metrics_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -39,6 +40,12 @@ class BillableMetricServiceStub:
     """Returns one metric by code."""
     ListBillableMetrics: _grpc.UnaryUnaryMultiCallable[_billable_metrics_pb2.ListBillableMetricsRequest, _billable_metrics_pb2.ListBillableMetricsResponse]
     """Lists metrics."""
+    UpdateBillableMetric: _grpc.UnaryUnaryMultiCallable[_billable_metrics_pb2.UpdateBillableMetricRequest, _billable_metrics_pb2.BillableMetric]
+    """Changes a metric; FAILED_PRECONDITION when the change would rewrite the
+    history of a plan that uses it.
+    """
+    DeleteBillableMetric: _grpc.UnaryUnaryMultiCallable[_billable_metrics_pb2.DeleteBillableMetricRequest, _empty_pb2.Empty]
+    """Deletes a metric; FAILED_PRECONDITION while a plan uses it."""
 
 @_typing.type_check_only
 class BillableMetricServiceAsyncStub(BillableMetricServiceStub):
@@ -51,6 +58,12 @@ class BillableMetricServiceAsyncStub(BillableMetricServiceStub):
     """Returns one metric by code."""
     ListBillableMetrics: _aio.UnaryUnaryMultiCallable[_billable_metrics_pb2.ListBillableMetricsRequest, _billable_metrics_pb2.ListBillableMetricsResponse]  # type: ignore[assignment]
     """Lists metrics."""
+    UpdateBillableMetric: _aio.UnaryUnaryMultiCallable[_billable_metrics_pb2.UpdateBillableMetricRequest, _billable_metrics_pb2.BillableMetric]  # type: ignore[assignment]
+    """Changes a metric; FAILED_PRECONDITION when the change would rewrite the
+    history of a plan that uses it.
+    """
+    DeleteBillableMetric: _aio.UnaryUnaryMultiCallable[_billable_metrics_pb2.DeleteBillableMetricRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Deletes a metric; FAILED_PRECONDITION while a plan uses it."""
 
 class BillableMetricServiceServicer(metaclass=_abc_1.ABCMeta):
     """Billable metrics of the calling organization."""
@@ -78,5 +91,23 @@ class BillableMetricServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billable_metrics_pb2.ListBillableMetricsResponse, _abc.Awaitable[_billable_metrics_pb2.ListBillableMetricsResponse]]:
         """Lists metrics."""
+
+    @_abc_1.abstractmethod
+    def UpdateBillableMetric(
+        self,
+        request: _billable_metrics_pb2.UpdateBillableMetricRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billable_metrics_pb2.BillableMetric, _abc.Awaitable[_billable_metrics_pb2.BillableMetric]]:
+        """Changes a metric; FAILED_PRECONDITION when the change would rewrite the
+        history of a plan that uses it.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteBillableMetric(
+        self,
+        request: _billable_metrics_pb2.DeleteBillableMetricRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Deletes a metric; FAILED_PRECONDITION while a plan uses it."""
 
 def add_BillableMetricServiceServicer_to_server(servicer: BillableMetricServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,6 +30,7 @@ class Customer(_message.Message):
     EMAIL_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    BILLING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The organization's identifier for the customer, for example "cus_9a4b2"."""
     name: _builtins.str
@@ -42,6 +43,10 @@ class Customer(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the customer was created."""
 
+    @_builtins.property
+    def billing(self) -> Global___BillingConfiguration:
+        """Where the customer is charged."""
+
     def __init__(
         self,
         *,
@@ -50,14 +55,67 @@ class Customer(_message.Message):
         email: _builtins.str = ...,
         currency: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        billing: Global___BillingConfiguration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "name", b"name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Customer: _TypeAlias = Customer  # noqa: Y015
+
+@_typing.final
+class BillingConfiguration(_message.Message):
+    """Where a customer is charged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """Payment provider, for example "stripe"; empty when invoices are not charged."""
+    provider_customer_id: _builtins.str
+    """The customer's id at the provider, for example "cus_xxx"."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "provider_customer_id", b"provider_customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BillingConfiguration: _TypeAlias = BillingConfiguration  # noqa: Y015
+
+@_typing.final
+class PaymentMethodDetails(_message.Message):
+    """A payment method to save with a new customer; the payments service keeps it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    provider_customer_id: _builtins.str
+    """The customer's id at the provider, for example "cus_xxx"."""
+    provider_payment_method: _builtins.str
+    """The payment method's id at the provider, for example "pm_xxx"."""
+    def __init__(
+        self,
+        *,
+        provider_customer_id: _builtins.str = ...,
+        provider_payment_method: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_customer_id", b"provider_customer_id", "provider_payment_method", b"provider_payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentMethodDetails: _TypeAlias = PaymentMethodDetails  # noqa: Y015
 
 @_typing.final
 class CreateCustomerRequest(_message.Message):
@@ -66,18 +124,26 @@ class CreateCustomerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> Global___Customer:
         """The customer to create; create_time is ignored."""
+
+    @_builtins.property
+    def payment_method(self) -> Global___PaymentMethodDetails:
+        """Optional default payment method, announced in CustomerCreated for the
+        payments service to save.
+        """
 
     def __init__(
         self,
         *,
         customer: Global___Customer | None = ...,
+        payment_method: Global___PaymentMethodDetails | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "payment_method", b"payment_method"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "payment_method", b"payment_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from bxb.catalog.v1 import customers_pb2 as _customers_pb2
 from bxb.catalog.v1 import plans_pb2 as _plans_pb2
 from bxb.catalog.v1 import subscriptions_pb2 as _subscriptions_pb2
 from google.protobuf import descriptor as _descriptor
@@ -65,3 +66,49 @@ class SubscriptionCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscriptionCreated: _TypeAlias = SubscriptionCreated  # noqa: Y015
+
+@_typing.final
+class CustomerCreated(_message.Message):
+    """Published on subject "bxb.catalog.v1.customer_created" when a customer is
+    created explicitly (not when a subscription or event creates one on the fly).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the customer belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def customer(self) -> _customers_pb2.Customer:
+        """The customer."""
+
+    @_builtins.property
+    def payment_method(self) -> _customers_pb2.PaymentMethodDetails:
+        """The default payment method given at creation, if any."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        customer: _customers_pb2.Customer | None = ...,
+        payment_method: _customers_pb2.PaymentMethodDetails | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "occur_time", b"occur_time", "payment_method", b"payment_method"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "payment_method", b"payment_method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerCreated: _TypeAlias = CustomerCreated  # noqa: Y015

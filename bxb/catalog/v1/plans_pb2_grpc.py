@@ -50,6 +50,11 @@ class PlanServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansResponse.FromString,
                 _registered_method=True)
+        self.ListPlanVersions = channel.unary_unary(
+                '/bxb.catalog.v1.PlanService/ListPlanVersions',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class PlanServiceServicer:
@@ -77,6 +82,13 @@ class PlanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPlanVersions(self, request, context):
+        """Lists every version of one plan; NOT_FOUND for an unknown code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_PlanServiceServicer_to_server(servicer, server):
                     servicer.ListPlans,
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansResponse.SerializeToString,
+            ),
+            'ListPlanVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPlanVersions,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class PlanService:
             '/bxb.catalog.v1.PlanService/ListPlans',
             bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansRequest.SerializeToString,
             bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPlanVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.PlanService/ListPlanVersions',
+            bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_plans__pb2.ListPlanVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,8 @@ class PlanServiceStub:
     """Returns a plan version."""
     ListPlans: _grpc.UnaryUnaryMultiCallable[_plans_pb2.ListPlansRequest, _plans_pb2.ListPlansResponse]
     """Lists the current version of every plan."""
+    ListPlanVersions: _grpc.UnaryUnaryMultiCallable[_plans_pb2.ListPlanVersionsRequest, _plans_pb2.ListPlanVersionsResponse]
+    """Lists every version of one plan; NOT_FOUND for an unknown code."""
 
 @_typing.type_check_only
 class PlanServiceAsyncStub(PlanServiceStub):
@@ -51,6 +53,8 @@ class PlanServiceAsyncStub(PlanServiceStub):
     """Returns a plan version."""
     ListPlans: _aio.UnaryUnaryMultiCallable[_plans_pb2.ListPlansRequest, _plans_pb2.ListPlansResponse]  # type: ignore[assignment]
     """Lists the current version of every plan."""
+    ListPlanVersions: _aio.UnaryUnaryMultiCallable[_plans_pb2.ListPlanVersionsRequest, _plans_pb2.ListPlanVersionsResponse]  # type: ignore[assignment]
+    """Lists every version of one plan; NOT_FOUND for an unknown code."""
 
 class PlanServiceServicer(metaclass=_abc_1.ABCMeta):
     """Price plans of the calling organization."""
@@ -78,5 +82,13 @@ class PlanServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_plans_pb2.ListPlansResponse, _abc.Awaitable[_plans_pb2.ListPlansResponse]]:
         """Lists the current version of every plan."""
+
+    @_abc_1.abstractmethod
+    def ListPlanVersions(
+        self,
+        request: _plans_pb2.ListPlanVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_plans_pb2.ListPlanVersionsResponse, _abc.Awaitable[_plans_pb2.ListPlanVersionsResponse]]:
+        """Lists every version of one plan; NOT_FOUND for an unknown code."""
 
 def add_PlanServiceServicer_to_server(servicer: PlanServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

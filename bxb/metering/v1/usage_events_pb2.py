@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x02\n\nUsageEvent\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12/\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x13IngestEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\")\n\x0fGetEventRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t*j\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x32\xb6\x01\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12I\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x02\n\nUsageEvent\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12/\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x08 \x01(\t\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x13IngestEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\")\n\x0fGetEventRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t*j\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x32\xb6\x01\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12I\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEventb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGEEVENT_PROPERTIESENTRY']._loaded_options = None
   _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_INGESTOUTCOME']._serialized_start=671
-  _globals['_INGESTOUTCOME']._serialized_end=777
+  _globals['_INGESTOUTCOME']._serialized_start=686
+  _globals['_INGESTOUTCOME']._serialized_end=792
   _globals['_USAGEEVENT']._serialized_start=89
-  _globals['_USAGEEVENT']._serialized_end=397
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=348
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=397
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=399
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=465
-  _globals['_INGESTRESULT']._serialized_start=467
-  _globals['_INGESTRESULT']._serialized_end=554
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=556
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=626
-  _globals['_GETEVENTREQUEST']._serialized_start=628
-  _globals['_GETEVENTREQUEST']._serialized_end=669
-  _globals['_EVENTSERVICE']._serialized_start=780
-  _globals['_EVENTSERVICE']._serialized_end=962
+  _globals['_USAGEEVENT']._serialized_end=412
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=363
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=412
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=414
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=480
+  _globals['_INGESTRESULT']._serialized_start=482
+  _globals['_INGESTRESULT']._serialized_end=569
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=571
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=641
+  _globals['_GETEVENTREQUEST']._serialized_start=643
+  _globals['_GETEVENTREQUEST']._serialized_end=684
+  _globals['_EVENTSERVICE']._serialized_start=795
+  _globals['_EVENTSERVICE']._serialized_end=977
 # @@protoc_insertion_point(module_scope)

@@ -77,6 +77,7 @@ class UsageEvent(_message.Message):
     PROPERTIES_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     INGEST_TIME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     """Idempotency key, unique within the organization. A second event with the
     same key is skipped, however much later it arrives.
@@ -87,6 +88,8 @@ class UsageEvent(_message.Message):
     """Code of the billable metric the event feeds."""
     subscription_id: _builtins.str
     """Optional subscription the event is attributed to."""
+    value: _builtins.str
+    """Optional top-level value, a decimal string, for metrics fed by it."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the usage happened; the time of receipt when unset."""
@@ -111,10 +114,11 @@ class UsageEvent(_message.Message):
         properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         subscription_id: _builtins.str = ...,
         ingest_time: _timestamp_pb2.Timestamp | None = ...,
+        value: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ingest_time", b"ingest_time", "timestamp", b"timestamp"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "ingest_time", b"ingest_time", "properties", b"properties", "subscription_id", b"subscription_id", "timestamp", b"timestamp", "transaction_id", b"transaction_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "ingest_time", b"ingest_time", "properties", b"properties", "subscription_id", b"subscription_id", "timestamp", b"timestamp", "transaction_id", b"transaction_id", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,10 @@ class _AggregationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Aggregati
     """Number of distinct values of a property."""
     AGGREGATION_LATEST: _Aggregation.ValueType  # 5
     """Value of a numeric property on the last event."""
+    AGGREGATION_WEIGHTED_SUM: _Aggregation.ValueType  # 6
+    """Time-weighted level of a running total carried over from before the
+    window; each level weighted by the share of the window it held.
+    """
 
 class Aggregation(_Aggregation, metaclass=_AggregationEnumTypeWrapper):
     """How events are reduced to one quantity; mirrors bxb.catalog.v1.AggregationType."""
@@ -54,6 +58,10 @@ AGGREGATION_UNIQUE_COUNT: Aggregation.ValueType  # 4
 """Number of distinct values of a property."""
 AGGREGATION_LATEST: Aggregation.ValueType  # 5
 """Value of a numeric property on the last event."""
+AGGREGATION_WEIGHTED_SUM: Aggregation.ValueType  # 6
+"""Time-weighted level of a running total carried over from before the
+window; each level weighted by the share of the window it held.
+"""
 Global___Aggregation: _TypeAlias = Aggregation  # noqa: Y015
 
 @_typing.final
@@ -76,7 +84,9 @@ class AggregateUsageRequest(_message.Message):
     aggregation: Global___Aggregation.ValueType
     """The reduction."""
     field_name: _builtins.str
-    """The property aggregated; ignored for COUNT."""
+    """The property aggregated; ignored for COUNT. Empty for the other
+    aggregations means the event's top-level value.
+    """
     include_values: _builtins.bool
     """Also return each event's value of field_name, in time order (for
     per-event pricing such as percentage fees).

@@ -18,6 +18,7 @@ CREATE = obj(
         "timestamp": Spec("timestamp"),
         "subscription_id": string(max_length=200),
         "properties": Spec("properties"),
+        "value": Spec("decimal"),
     }
 )
 
@@ -30,6 +31,7 @@ def event_json(event: pb.UsageEvent) -> dict:
         "subscription_id": event.subscription_id or None,
         "timestamp": render.time(event, "timestamp"),
         "properties": dict(event.properties),
+        "value": event.value or None,
         "ingested_at": render.time(event, "ingest_time"),
     }
 
@@ -43,6 +45,7 @@ async def create(call: Call):
         timestamp=to_proto(body["timestamp"]),
         subscription_id=body["subscription_id"] or "",
         properties=body["properties"] or {},
+        value=body["value"] or "",
     )
     reply = await call.clients.events.IngestEvents(pb.IngestEventsRequest(events=[event]), **call.options)
     result = reply.results[0]

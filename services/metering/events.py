@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
 from services.common import tenancy
+from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
@@ -16,6 +18,25 @@ MAX_BATCH = 500
 MAX_FUTURE = timedelta(minutes=5)
 MAX_PROPERTIES_BYTES = 16_384
 MAX_ID = 200
+# Values are aggregated as ClickHouse Decimal128 with 12 decimal places.
+VALUE_PLACES = 12
+VALUE_LIMIT = Decimal(10) ** (38 - VALUE_PLACES)
+
+
+def value_text(text: str, field: str) -> str:
+    """The top-level value in canonical notation, refused unless it is a
+    decimal that the aggregations hold exactly."""
+    value = parse_decimal(text, field, allow_negative=True)
+    _, digits, exponent = value.as_tuple()
+    significant = "".join(map(str, digits)).rstrip("0")
+    places = -exponent - (len(digits) - len(significant)) if significant else 0
+    if value.copy_abs() >= VALUE_LIMIT or places > VALUE_PLACES:  # abs() would round to 28 digits
+        raise InvalidArgument(
+            f"{field} must have at most {38 - VALUE_PLACES} integer digits and {VALUE_PLACES} decimal places, "
+            f"got {text!r}",
+            field=field,
+        )
+    return canonical(value)
 
 
 def validated(event: pb.UsageEvent, where: str, now) -> Event:
@@ -46,6 +67,7 @@ def validated(event: pb.UsageEvent, where: str, now) -> Event:
         timestamp=timestamp,
         properties=dict(event.properties),
         subscription_id=event.subscription_id,
+        value=value_text(event.value, f"{where}value") if event.value else None,
     )
 
 
@@ -85,5 +107,6 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             timestamp=to_proto(event.timestamp),
             properties=event.properties,
             subscription_id=event.subscription_id,
+            value=event.value or "",
             ingest_time=to_proto(event.ingest_time),
         )

@@ -15,17 +15,25 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from services.metering.clickhouse import ClickHouse
 
+# Templates over one source value: SRC is its text and HAS whether the event
+# has one. A property `field` reads `properties[field]`; an empty field reads
+# the event's top-level `value`. Values read as Decimal128 with 12 decimal
+# places (events.py refuses top-level values that do not fit it exactly).
 AGGREGATIONS = {
     "count": "toString(count())",
-    "sum": "toString(sum(toDecimal128OrZero(properties[{field:String}], 12)))",
-    "max": "toString(max(toDecimal128OrNull(properties[{field:String}], 12)))",
-    "unique_count": "toString(uniqExactIf(properties[{field:String}], mapContains(properties, {field:String})))",
-    "latest": "toString(argMax(toDecimal128OrNull(properties[{field:String}], 12), (timestamp, ingest_time)))",
+    "sum": "toString(sum(toDecimal128OrZero(SRC, 12)))",
+    "max": "toString(max(toDecimal128OrNull(SRC, 12)))",
+    "unique_count": "toString(uniqExactIf(SRC, HAS))",
+    "latest": "toString(argMax(toDecimal128OrNull(SRC, 12), (timestamp, ingest_time)))",
+}
+SOURCES = {
+    True: ("properties[{field:String}]", "mapContains(properties, {field:String})"),
+    False: ("ifNull(value, '')", "isNotNull(value)"),
 }
 
 # Each event's value, ordered by (timestamp, ingest_time, transaction_id): the
@@ -34,8 +42,46 @@ AGGREGATIONS = {
 # the values add up to the sum exactly; a missing or non-numeric one is 0.
 VALUES = (
     "arrayMap(e -> e.4, arraySort(groupArray("
-    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(properties[{field:String}], 12))))))"
+    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(SRC, 12))))))"
 )
+
+# weighted_sum reads every event of the customer and metric before the window's
+# end: the level carried into the window is summed in ClickHouse (exact in
+# Decimal128(12)), and the events inside the window come back one by one, with
+# their time in milliseconds, for the time weighting in Python (Decimal).
+WEIGHTED = (
+    "toString(sumIf(toDecimal128OrZero(SRC, 12), timestamp < {start:DateTime64(3, 'UTC')})), "
+    "countIf(timestamp >= {start:DateTime64(3, 'UTC')}), "
+    "arrayMap(e -> (toString(toUnixTimestamp64Milli(e.1)), e.4), arraySort(groupArrayIf("
+    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(SRC, 12))), "
+    "timestamp >= {start:DateTime64(3, 'UTC')})))"
+)
+# A weighted sum keeps 12 decimal places, as the values it weighs do; the
+# division by the window's length is rounded half-even to that scale.
+WEIGHTED_SCALE = Decimal("1e-12")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+
+
+def _source(sql: str, field: str) -> str:
+    src, has = SOURCES[bool(field)]
+    return sql.replace("SRC", src).replace("HAS", has)
+
+
+def weighted(carried: Decimal, changes: list[tuple[int, Decimal]], start_ms: int, end_ms: int) -> Decimal:
+    """The time-weighted level over [start_ms, end_ms): the level starts at
+    `carried` and each change adds its value from its time on, so each change
+    weighs the share of the window after it. An empty window weighs nothing."""
+    duration = end_ms - start_ms
+    if duration <= 0:
+        return Decimal(0)
+    with localcontext(prec=120):
+        numerator = carried * duration + sum((value * (end_ms - at) for at, value in changes), Decimal(0))
+        return (numerator / duration).quantize(WEIGHTED_SCALE, rounding=ROUND_HALF_EVEN)
+
+
+def epoch_ms(value: datetime) -> int:
+    return (value - EPOCH) // MS
 
 
 def schema(db: str) -> list[str]:
@@ -49,7 +95,8 @@ def schema(db: str) -> list[str]:
             timestamp DateTime64(3, 'UTC'),
             properties Map(String, String),
             subscription_id String,
-            ingest_time DateTime64(3, 'UTC')
+            ingest_time DateTime64(3, 'UTC'),
+            value Nullable(String)
         ) ENGINE = ReplacingMergeTree
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)""",
@@ -59,6 +106,8 @@ def schema(db: str) -> list[str]:
             ingest_time DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree
         ORDER BY (organization_id, transaction_id)""",
+        # Tables created before events had a top-level value gain the column.
+        f"ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS value Nullable(String)",
     ]
 
 
@@ -103,6 +152,8 @@ class Event:
     timestamp: datetime
     properties: dict[str, str]
     subscription_id: str = ""
+    # The top-level value in canonical decimal notation, or None.
+    value: str | None = None
 
 
 @dataclass(frozen=True)
@@ -178,6 +229,7 @@ class EventStore:
                             "properties": e.properties,
                             "subscription_id": e.subscription_id,
                             "ingest_time": stamp,
+                            "value": e.value,
                         }
                     )
                     key_rows.append({"organization_id": org, "transaction_id": e.transaction_id, "ingest_time": stamp})
@@ -202,12 +254,18 @@ class EventStore:
         include_values: bool = False,
     ) -> Usage:
         """Exact usage of one customer and metric over [start, end); with
-        include_values, also each event's value of `field`, in the same read."""
-        columns = f"{AGGREGATIONS[aggregation]}, count()" + (f", {VALUES}" if include_values else "")
+        include_values, also each event's value, in the same read. `field`
+        names a property; empty, it means the events' top-level value."""
+        weighted_sum = aggregation == "weighted_sum"
+        if weighted_sum:
+            columns = WEIGHTED
+        else:
+            columns = f"{AGGREGATIONS[aggregation]}, count()" + (f", {VALUES}" if include_values else "")
+        since = "" if weighted_sum else "timestamp >= {start:DateTime64(3, 'UTC')} AND "
         rows = await self.ch.query(
-            f"SELECT {columns} FROM {self.db}.events FINAL "
+            f"SELECT {_source(columns, field)} FROM {self.db}.events FINAL "
             "WHERE organization_id = {org:String} AND customer_id = {customer:String} AND code = {code:String} "
-            "AND timestamp >= {start:DateTime64(3, 'UTC')} AND timestamp < {end:DateTime64(3, 'UTC')}",
+            f"AND {since}timestamp < {{end:DateTime64(3, 'UTC')}}",
             {
                 "org": org,
                 "customer": customer_id,
@@ -217,6 +275,16 @@ class EventStore:
                 "end": ch_time(end),
             },
         )
+        if weighted_sum:
+            carried, count, changes = rows[0]
+            listed = tuple(Decimal(v) for _, v in changes)
+            value = weighted(
+                Decimal(carried),
+                [(int(at), v) for (at, _), v in zip(changes, listed, strict=True)],
+                epoch_ms(start),
+                epoch_ms(end),
+            )
+            return Usage(value, int(count), listed if include_values else ())
         value, count, *listed = rows[0]
         return Usage(
             Decimal(value) if value not in (None, "", "\\N") else Decimal(0),
@@ -227,14 +295,16 @@ class EventStore:
     async def get(self, org: str, transaction_id: str) -> StoredEvent | None:
         rows = await self.ch.query(
             "SELECT transaction_id, customer_id, code, toString(timestamp), properties, subscription_id, "
-            f"toString(ingest_time) FROM {self.db}.events FINAL "
+            f"value, toString(ingest_time) FROM {self.db}.events FINAL "
             "WHERE organization_id = {org:String} AND transaction_id = {id:String} LIMIT 1",
             {"org": org, "id": transaction_id},
         )
         if not rows:
             return None
-        txn, customer, code, timestamp, properties, subscription, ingest = rows[0]
-        return StoredEvent(txn, customer, code, _parse(timestamp), properties, subscription, _parse(ingest))
+        txn, customer, code, timestamp, properties, subscription, value, ingest = rows[0]
+        return StoredEvent(
+            txn, customer, code, _parse(timestamp), properties, subscription, value, ingest_time=_parse(ingest)
+        )
 
 
 def _parse(text: str) -> datetime:

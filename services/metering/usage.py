@@ -20,12 +20,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         if request.aggregation == pb.AGGREGATION_UNSPECIFIED or request.aggregation not in pb.Aggregation.values():
             raise InvalidArgument("aggregation is required", field="aggregation")
         aggregation = pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower()
-        if aggregation != "count" and not request.field_name:
-            raise InvalidArgument(f"field_name is required for {aggregation}", field="field_name")
         if aggregation == "count" and request.include_values:
-            raise InvalidArgument(
-                "include_values needs an aggregation of a property, not count", field="include_values"
-            )
+            raise InvalidArgument("include_values needs an aggregation of a value, not count", field="include_values")
         for name in ("customer_id", "code"):
             if not getattr(request, name):
                 raise InvalidArgument(f"{name} is required", field=name)

@@ -59,6 +59,7 @@ async def test_an_event_is_accepted_once_then_reported_as_duplicate(tenant: Tena
         "subscription_id": None,
         "timestamp": "2026-09-15T10:30:00Z",
         "properties": {"tokens": "2340", "price": "0.5", "region": "eu", "cached": "true", "meta": '{"a":[1,2]}'},
+        "value": None,
     }
 
 

@@ -136,7 +136,15 @@ async def test_scheduler_bills_at_start_and_when_woken(tenant: Tenant, invoicing
     await create_plan(tenant, "payg", STANDARD)
     sub = await subscribe(tenant, "sched", "payg", "2026-08-01T00:00:00Z")
     await invoicing_db.projected(sub["id"])
-    scheduler = Scheduler(biller, interval=3600)
+    org = tenant.organization_id
+
+    class OneOrganization(Biller):
+        """The shared test database holds every test's subscriptions; bill only ours."""
+
+        async def run(self, now=None, org_="", customer_id=""):
+            return await super().run(now, org=org, customer_id=customer_id)
+
+    scheduler = Scheduler(OneOrganization(biller.sessions, biller.fees, biller.relay, biller.settle), interval=3600)
     scheduler.start()
     try:
 

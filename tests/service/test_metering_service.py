@@ -240,8 +240,6 @@ async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
     [
         ({"aggregation": usage_pb2.AGGREGATION_UNSPECIFIED}, "aggregation"),
         ({"aggregation": 99}, "aggregation"),
-        ({"field_name": None}, "field_name"),
-        ({"aggregation": usage_pb2.AGGREGATION_LATEST, "field_name": None}, "field_name"),
         ({"customer_id": None}, "customer_id"),
         ({"code": None}, "code"),
         ({"start_time": None}, "start_time"),

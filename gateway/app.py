@@ -15,7 +15,7 @@ from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.errors import error_response
-from gateway.routes import customers, events, invoices, metrics, plans, subscriptions
+from gateway.routes import customers, events, invoices, metrics, plans, price_plans, subscriptions
 
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Route("/health", health, methods=["GET"]),
         *metrics.routes,
         *plans.routes,
+        *price_plans.routes,
         *customers.routes,
         *subscriptions.routes,
         *events.routes,

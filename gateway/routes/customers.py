@@ -17,6 +17,13 @@ CREATE = obj(
         "name": string(max_length=200),
         "email": string(max_length=320),
         "currency": string(max_length=3),
+        "billing": obj({"provider": string(max_length=32), "provider_customer_id": string(max_length=200)}),
+        "payment_method": obj(
+            {
+                "provider_customer_id": string(max_length=200),
+                "provider_payment_method": string(required=True, max_length=200),
+            }
+        ),
     }
 )
 
@@ -28,6 +35,10 @@ def customer_json(customer: pb.Customer) -> dict:
         "name": customer.name,
         "email": customer.email,
         "currency": customer.currency or None,
+        "billing": {
+            "provider": customer.billing.provider or None,
+            "provider_customer_id": customer.billing.provider_customer_id or None,
+        },
         "created_at": render.time(customer, "create_time"),
     }
 
@@ -36,13 +47,27 @@ async def create(call: Call):
     body = call.body
     if body["id"] and body["external_id"] and body["id"] != body["external_id"]:
         raise invalid("id and external_id name the same thing and disagree", "external_id")
+    billing = body["billing"] or {}
     customer = pb.Customer(
         id=body["id"] or body["external_id"] or "",
         name=body["name"] or "",
         email=body["email"] or "",
         currency=body["currency"] or "",
+        billing=pb.BillingConfiguration(
+            provider=billing.get("provider") or "", provider_customer_id=billing.get("provider_customer_id") or ""
+        ),
     )
-    created = await call.clients.customers.CreateCustomer(pb.CreateCustomerRequest(customer=customer), **call.options)
+    method = body["payment_method"]
+    request = pb.CreateCustomerRequest(
+        customer=customer,
+        payment_method=pb.PaymentMethodDetails(
+            provider_customer_id=method["provider_customer_id"] or "",
+            provider_payment_method=method["provider_payment_method"],
+        )
+        if method
+        else None,
+    )
+    created = await call.clients.customers.CreateCustomer(request, **call.options)
     return json(customer_json(created), 201)
 
 

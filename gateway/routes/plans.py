@@ -207,8 +207,19 @@ async def list_(call: Call):
     return json({"plans": [plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
 
 
+async def versions(call: Call):
+    reply = await call.clients.plans.ListPlanVersions(
+        pb.ListPlanVersionsRequest(
+            code=call.path("code"), page_size=call.query_int("page_size"), page_token=call.query("page_token")
+        ),
+        **call.options,
+    )
+    return json({"plans": [plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
+
+
 routes = [
     Route("/v1/plans", endpoint(create, CREATE), methods=["POST"]),
     Route("/v1/plans", endpoint(list_), methods=["GET"]),
     Route("/v1/plans/{code}", endpoint(get), methods=["GET"]),
+    Route("/v1/plans/{code}/versions", endpoint(versions), methods=["GET"]),
 ]

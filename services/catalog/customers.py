@@ -1,4 +1,6 @@
-"""Customers (CustomerService)."""
+"""Customers (CustomerService). A new customer is announced as
+bxb.catalog.v1.customer_created through the outbox, in the same transaction,
+with the default payment method given at creation for the payments service."""
 
 from __future__ import annotations
 
@@ -7,12 +9,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import customers_pb2 as pb
-from bxb.catalog.v1 import customers_pb2_grpc
+from bxb.catalog.v1 import customers_pb2_grpc, events_pb2
 from services.catalog import validation
-from services.catalog.models import Customer
-from services.common import currencies, pagination, tenancy
-from services.common.errors import AlreadyExists, NotFound
+from services.catalog.models import Customer, Outbox
+from services.common import currencies, outbox, pagination, tenancy
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.ids import new_id
 from services.common.timestamps import to_proto
+
+CUSTOMER_CREATED = "bxb.catalog.v1.customer_created"
+PROVIDERS = ("stripe",)
 
 
 def customer_proto(customer: Customer) -> pb.Customer:
@@ -22,7 +28,32 @@ def customer_proto(customer: Customer) -> pb.Customer:
         email=customer.email,
         currency=customer.currency,
         create_time=to_proto(customer.create_time),
+        billing=pb.BillingConfiguration(
+            provider=customer.billing_provider, provider_customer_id=customer.billing_provider_customer_id
+        ),
     )
+
+
+def _billing(request: pb.CreateCustomerRequest) -> tuple[pb.BillingConfiguration, pb.PaymentMethodDetails]:
+    """The billing configuration and payment method, validated; each provider
+    customer id, when only one is given, is the other's too."""
+    billing, method = request.customer.billing, request.payment_method
+    if billing.provider and billing.provider not in PROVIDERS:
+        raise InvalidArgument(f"billing.provider must be one of: {', '.join(PROVIDERS)}", field="billing.provider")
+    provider_customer_id = billing.provider_customer_id or method.provider_customer_id
+    billing = pb.BillingConfiguration(provider=billing.provider, provider_customer_id=provider_customer_id)
+    method = pb.PaymentMethodDetails(
+        provider_customer_id=method.provider_customer_id or provider_customer_id,
+        provider_payment_method=method.provider_payment_method,
+    )
+    if request.HasField("payment_method"):
+        for name in ("provider_customer_id", "provider_payment_method"):
+            field = f"payment_method.{name}"
+            if not getattr(method, name):
+                raise InvalidArgument(f"{field} is required", field=field)
+            validation.text(getattr(method, name), field)
+    validation.text(billing.provider_customer_id, "billing.provider_customer_id")
+    return billing, method
 
 
 async def ensure(session: AsyncSession, org: str, customer_id: str) -> None:
@@ -32,8 +63,9 @@ async def ensure(session: AsyncSession, org: str, customer_id: str) -> None:
 
 
 class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
         self.sessions = sessions
+        self.relay = relay
 
     async def CreateCustomer(self, request: pb.CreateCustomerRequest, context) -> pb.Customer:
         org = tenancy.organization_id()
@@ -45,13 +77,26 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             email=validation.text(spec.email, "email", 320),
             currency=currencies.validate(spec.currency) if spec.currency else "",
         )
+        billing, method = _billing(request)
+        customer.billing_provider = billing.provider
+        customer.billing_provider_customer_id = billing.provider_customer_id
         async with self.sessions() as session, session.begin():
             if await session.get(Customer, (org, spec.id)) is not None:
                 raise AlreadyExists(f"customer {spec.id!r} already exists", field="id")
             session.add(customer)
             await session.flush()
             await session.refresh(customer)
-            return customer_proto(customer)
+            result = customer_proto(customer)
+            event = events_pb2.CustomerCreated(
+                event_id=new_id("evt"),
+                organization_id=org,
+                occur_time=result.create_time,
+                customer=result,
+                payment_method=method if request.HasField("payment_method") else None,
+            )
+            await outbox.enqueue(session, Outbox, CUSTOMER_CREATED, event)
+        self.relay.wake()
+        return result
 
     async def GetCustomer(self, request: pb.GetCustomerRequest, context) -> pb.Customer:
         org = tenancy.organization_id()

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from google.protobuf import empty_pb2
+from sqlalchemy import select, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2 as pb
 from bxb.catalog.v1 import billable_metrics_pb2_grpc
 from services.catalog import validation
-from services.catalog.models import BillableMetric
+from services.catalog.models import BillableMetric, Plan
 from services.common import pagination, tenancy
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
-# Aggregations that read a property; COUNT reads none.
-NEEDS_FIELD = {
-    pb.AGGREGATION_TYPE_SUM,
-    pb.AGGREGATION_TYPE_MAX,
-    pb.AGGREGATION_TYPE_UNIQUE_COUNT,
-    pb.AGGREGATION_TYPE_LATEST,
-}
+# Fields UpdateBillableMetric may change, in the order they are reported.
+UPDATABLE = ("name", "description", "aggregation_type", "field_name", "value_type")
+# Fields that decide how usage is computed: frozen while a plan uses the metric.
+USAGE_FIELDS = ("aggregation_type", "field_name", "value_type")
 
 
 def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
@@ -31,6 +30,7 @@ def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
         description=metric.description,
         aggregation_type=pb.AggregationType.Value(metric.aggregation_type),
         field_name=metric.field_name,
+        value_type=pb.ValueType.Value(metric.value_type or "VALUE_TYPE_UNSPECIFIED"),
         create_time=to_proto(metric.create_time),
     )
 
@@ -42,24 +42,66 @@ async def find(session: AsyncSession, org: str, code: str) -> BillableMetric | N
 
 def validated(metric: pb.BillableMetric) -> BillableMetric:
     validation.code(metric.code, "code")
+    return BillableMetric(id=new_id("bm"), code=metric.code, **definition(metric))
+
+
+def definition(metric: pb.BillableMetric) -> dict:
+    """The stored columns of a metric's definition (all but id and code), checked.
+
+    A metric reads a property (`field_name`) or, when `value_type` is set, the
+    event's top-level value; COUNT reads neither, so both are dropped for it.
+    """
     if metric.aggregation_type not in pb.AggregationType.values() or metric.aggregation_type == 0:
         raise InvalidArgument("aggregation_type is required", field="aggregation_type")
+    if metric.value_type not in pb.ValueType.values():
+        raise InvalidArgument("value_type must be integer or decimal", field="value_type")
     field_name = metric.field_name.strip()
-    if metric.aggregation_type in NEEDS_FIELD and not field_name:
+    value_type = metric.value_type
+    if metric.aggregation_type == pb.AGGREGATION_TYPE_COUNT:
+        field_name, value_type = "", pb.VALUE_TYPE_UNSPECIFIED
+    elif value_type and field_name:
+        raise InvalidArgument(
+            "field_name must be empty when value_type is set: the metric reads the event's value", field="field_name"
+        )
+    elif not value_type and not field_name:
         raise InvalidArgument(
             f"field_name is required for aggregation_type {aggregation_name(metric.aggregation_type)}",
             field="field_name",
         )
-    if metric.aggregation_type == pb.AGGREGATION_TYPE_COUNT:
-        field_name = ""
-    return BillableMetric(
-        id=new_id("bm"),
-        code=metric.code,
-        name=validation.text(metric.name.strip() or metric.code, "name"),
-        description=validation.text(metric.description, "description", 2000),
-        aggregation_type=pb.AggregationType.Name(metric.aggregation_type),
-        field_name=validation.text(field_name, "field_name"),
+    return {
+        "name": validation.text(metric.name.strip() or metric.code, "name"),
+        "description": validation.text(metric.description, "description", 2000),
+        "aggregation_type": pb.AggregationType.Name(metric.aggregation_type),
+        "field_name": validation.text(field_name, "field_name"),
+        "value_type": pb.ValueType.Name(value_type) if value_type else "",
+    }
+
+
+async def plan_using(session: AsyncSession, org: str, code: str) -> str | None:
+    """The code of a plan (any version) of the organization with a charge on the metric, if any."""
+    uses = type_coerce(Plan.charges, JSONB).contains([{"billable_metric_code": code}])
+    query = select(Plan.code).where(Plan.organization_id == org, uses).order_by(Plan.code).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def in_use(metric: BillableMetric, plan: str, field: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"billable metric {metric.code!r} is used by plan {plan!r}: its {field} cannot change",
+        reason="METRIC_IN_USE",
+        field=field,
     )
+
+
+async def locked(session: AsyncSession, org: str, code: str) -> BillableMetric:
+    query = (
+        select(BillableMetric)
+        .where(BillableMetric.organization_id == org, BillableMetric.code == code)
+        .with_for_update()
+    )
+    metric = (await session.execute(query)).scalar_one_or_none()
+    if metric is None:
+        raise NotFound(f"billable metric {code!r} not found", field="code")
+    return metric
 
 
 def aggregation_name(value: int) -> str:
@@ -89,6 +131,50 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
         if metric is None:
             raise NotFound(f"billable metric {request.code!r} not found", field="code")
         return metric_proto(metric)
+
+    async def UpdateBillableMetric(self, request: pb.UpdateBillableMetricRequest, context) -> pb.BillableMetric:
+        """Applies the fields named by update_mask. Fields that decide how usage is
+        computed are refused (METRIC_IN_USE) when they would change while a plan
+        uses the metric; setting a field to its current value is not a change."""
+        org = tenancy.organization_id()
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument(f"update_mask must name fields among: {', '.join(UPDATABLE)}", field="update_mask")
+        for path in paths:
+            if path not in UPDATABLE:
+                raise InvalidArgument(
+                    f"update_mask: {path!r} cannot be updated; use: {', '.join(UPDATABLE)}", field="update_mask"
+                )
+        code = request.billable_metric.code
+        async with self.sessions() as session, session.begin():
+            metric = await locked(session, org, code)
+            merged = metric_proto(metric)
+            for path in paths:
+                setattr(merged, path, getattr(request.billable_metric, path))
+            changes = definition(merged)
+            changed = [field for field in USAGE_FIELDS if changes[field] != getattr(metric, field)]
+            if changed:
+                plan = await plan_using(session, org, code)
+                if plan is not None:
+                    raise in_use(metric, plan, changed[0])
+            for field, value in changes.items():
+                setattr(metric, field, value)
+            await session.flush()
+            return metric_proto(metric)
+
+    async def DeleteBillableMetric(self, request: pb.DeleteBillableMetricRequest, context) -> empty_pb2.Empty:
+        org = tenancy.organization_id()
+        async with self.sessions() as session, session.begin():
+            metric = await locked(session, org, request.code)
+            plan = await plan_using(session, org, request.code)
+            if plan is not None:
+                raise FailedPrecondition(
+                    f"billable metric {metric.code!r} is used by plan {plan!r} and cannot be deleted",
+                    reason="METRIC_IN_USE",
+                    field="code",
+                )
+            await session.delete(metric)
+        return empty_pb2.Empty()
 
     async def ListBillableMetrics(
         self, request: pb.ListBillableMetricsRequest, context

@@ -48,6 +48,8 @@ class BillableMetric(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     aggregation_type: Mapped[str] = mapped_column(String(32))
     field_name: Mapped[str] = mapped_column(String(200), default="")
+    # ValueType name when the metric is fed by the event's top-level value, else "".
+    value_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -79,6 +81,9 @@ class Customer(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     email: Mapped[str] = mapped_column(String(320), default="")
     currency: Mapped[str] = mapped_column(String(3), default="")
+    # Where the customer is charged: the payment provider and the customer's id there ("" when not set).
+    billing_provider: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    billing_provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

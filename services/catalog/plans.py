@@ -150,3 +150,22 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
         return pb.ListPlansResponse(
             plans=[plan_proto(p) for p in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
         )
+
+    async def ListPlanVersions(self, request: pb.ListPlanVersionsRequest, context) -> pb.ListPlanVersionsResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = (
+            select(Plan)
+            .where(Plan.organization_id == org, Plan.code == request.code)
+            .order_by(Plan.version)
+            .offset(offset)
+            .limit(size + 1)
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+            if not rows and await current(session, org, request.code) is None:
+                raise NotFound(f"plan {request.code!r} not found", field="code")
+        return pb.ListPlanVersionsResponse(
+            plans=[plan_proto(p) for p in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
+        )

@@ -82,7 +82,9 @@ def build(settings: Settings) -> grpc_server.Service:
                 BillableMetricServicer(sessions),
             ),
             grpc_server.registrar(plans_pb2, plans_pb2_grpc, "PlanService", PlanServicer(sessions)),
-            grpc_server.registrar(customers_pb2, customers_pb2_grpc, "CustomerService", CustomerServicer(sessions)),
+            grpc_server.registrar(
+                customers_pb2, customers_pb2_grpc, "CustomerService", CustomerServicer(sessions, relay)
+            ),
             grpc_server.registrar(
                 subscriptions_pb2, subscriptions_pb2_grpc, "SubscriptionService", SubscriptionServicer(sessions, relay)
             ),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
@@ -39,6 +39,23 @@ def method_proto(method: PaymentMethod) -> pb.PaymentMethod:
         is_default=method.is_default,
         create_time=to_proto(method.create_time),
     )
+
+
+async def lock_customer(session: AsyncSession, org: str, customer_id: str) -> None:
+    """One writer per customer at a time (until the transaction ends), so concurrent saves leave exactly one default."""
+    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{org}/{customer_id}", 0))))
+
+
+async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
+    """Saves the method as its customer's default; the caller holds lock_customer."""
+    await session.execute(
+        update(PaymentMethod)
+        .where(PaymentMethod.organization_id == method.organization_id, PaymentMethod.customer_id == method.customer_id)
+        .values(is_default=False)
+    )
+    session.add(method)
+    await session.flush()
+    await session.refresh(method)
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
@@ -84,17 +101,8 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             is_default=True,
         )
         async with self.sessions() as session, session.begin():
-            # One writer per customer at a time, so concurrent saves leave exactly one default.
-            customer_key = func.hashtextextended(f"{org}/{spec.customer_id}", 0)
-            await session.execute(select(func.pg_advisory_xact_lock(customer_key)))
-            await session.execute(
-                update(PaymentMethod)
-                .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == spec.customer_id)
-                .values(is_default=False)
-            )
-            session.add(method)
-            await session.flush()
-            await session.refresh(method)
+            await lock_customer(session, org, spec.customer_id)
+            await save_default(session, method)
         return method_proto(method)
 
     async def ListPaymentMethods(self, request: pb.ListPaymentMethodsRequest, context) -> pb.ListPaymentMethodsResponse:

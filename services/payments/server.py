@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
+from services.payments.customers import CustomerPaymentMethods
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
 
@@ -35,12 +36,14 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     receivables = Receivables(sessions)
+    methods = CustomerPaymentMethods(sessions)
     state: dict[str, bus.Bus] = {}
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
         state["bus"] = await bus.Bus.connect(settings.nats_url, "payments")
         await state["bus"].consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle)
+        await state["bus"].consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle)
 
     async def on_stop() -> None:
         await state["bus"].close()  # on_stop follows a successful on_start, which connected the bus

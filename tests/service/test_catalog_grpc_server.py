@@ -108,7 +108,7 @@ async def test_an_unknown_method_is_unimplemented(stack: Stack):
 async def test_an_unreachable_database_is_internal_without_details(caplog):
     """A failure no domain rule expects is logged and answered with a bare INTERNAL."""
     engine = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/gone", pool_size=1)
-    servicer = CustomerServicer(db.sessions(engine))
+    servicer = CustomerServicer(db.sessions(engine), None)  # GetCustomer publishes nothing
     service = grpc_server.Service(
         "broken", [grpc_server.registrar(customers_pb2, customers_pb2_grpc, "CustomerService", servicer)]
     )

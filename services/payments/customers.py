@@ -1,0 +1,51 @@
+"""Saves the default payment method given when a customer is created.
+
+Fed by bxb.catalog.v1.customer_created; a redelivered event finds the method
+already saved (under the customer's lock) and changes nothing.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bxb.catalog.v1 import events_pb2
+from services.common.ids import new_id
+from services.payments.models import PaymentMethod
+from services.payments.payments import lock_customer, save_default
+
+CUSTOMER_CREATED = "bxb.catalog.v1.customer_created"
+
+
+class CustomerPaymentMethods:
+    def __init__(self, sessions: async_sessionmaker):
+        self.sessions = sessions
+
+    async def handle(self, subject: str, payload: bytes) -> None:
+        if subject != CUSTOMER_CREATED:
+            return  # other catalog facts (subscriptions, ...) are not the payments service's
+        event = events_pb2.CustomerCreated.FromString(payload)
+        if not event.HasField("payment_method"):
+            return  # a customer created without a payment method
+        org, customer, details = event.organization_id, event.customer, event.payment_method
+        async with self.sessions() as session, session.begin():
+            await lock_customer(session, org, customer.id)
+            saved = await session.execute(
+                select(PaymentMethod.id).where(
+                    PaymentMethod.organization_id == org,
+                    PaymentMethod.customer_id == customer.id,
+                    PaymentMethod.provider_payment_method == details.provider_payment_method,
+                )
+            )
+            if saved.first() is not None:
+                return  # redelivered
+            method = PaymentMethod(
+                id=new_id("pm"),
+                organization_id=org,
+                customer_id=customer.id,
+                provider=customer.billing.provider or "stripe",
+                provider_customer_id=details.provider_customer_id,
+                provider_payment_method=details.provider_payment_method,
+                is_default=True,
+            )
+            await save_default(session, method)

@@ -35,8 +35,10 @@ def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
     )
 
 
-async def find(session: AsyncSession, org: str, code: str) -> BillableMetric | None:
+async def find(session: AsyncSession, org: str, code: str, share_lock: bool = False) -> BillableMetric | None:
+    """The metric, optionally share-locked so it cannot be deleted before the transaction ends."""
     query = select(BillableMetric).where(BillableMetric.organization_id == org, BillableMetric.code == code)
+    query = query.with_for_update(read=True) if share_lock else query
     return (await session.execute(query)).scalar_one_or_none()
 
 

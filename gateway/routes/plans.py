@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.routing import Route
 
 from bxb.catalog.v1 import plans_pb2 as pb
@@ -193,33 +195,37 @@ async def create(call: Call):
     return json(plan_json(created), 201)
 
 
-async def get(call: Call):
-    plan = await call.clients.plans.GetPlan(
-        pb.GetPlanRequest(code=call.path("code"), version=call.query_int("version")), **call.options
-    )
-    return json(plan_json(plan))
+def read_routes(prefix: str, param: str, render: Callable[[pb.Plan], dict]) -> list[Route]:
+    """GET one (`?version=N`), list, and versions of plans under `prefix`, in
+    the JSON spelling `render` gives (bxb /v1/plans or ABAXUS /v1/price-plans)."""
+
+    async def get(call: Call):
+        plan = await call.clients.plans.GetPlan(
+            pb.GetPlanRequest(code=call.path(param), version=call.query_int("version")), **call.options
+        )
+        return json(render(plan))
+
+    async def list_(call: Call):
+        reply = await call.clients.plans.ListPlans(
+            pb.ListPlansRequest(page_size=call.query_int("page_size"), page_token=call.query("page_token")),
+            **call.options,
+        )
+        return json({"plans": [render(p) for p in reply.plans], "next_page_token": reply.next_page_token})
+
+    async def versions(call: Call):
+        reply = await call.clients.plans.ListPlanVersions(
+            pb.ListPlanVersionsRequest(
+                code=call.path(param), page_size=call.query_int("page_size"), page_token=call.query("page_token")
+            ),
+            **call.options,
+        )
+        return json({"plans": [render(p) for p in reply.plans], "next_page_token": reply.next_page_token})
+
+    return [
+        Route(prefix, endpoint(list_), methods=["GET"]),
+        Route(f"{prefix}/{{{param}}}", endpoint(get), methods=["GET"]),
+        Route(f"{prefix}/{{{param}}}/versions", endpoint(versions), methods=["GET"]),
+    ]
 
 
-async def list_(call: Call):
-    reply = await call.clients.plans.ListPlans(
-        pb.ListPlansRequest(page_size=call.query_int("page_size"), page_token=call.query("page_token")), **call.options
-    )
-    return json({"plans": [plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
-
-
-async def versions(call: Call):
-    reply = await call.clients.plans.ListPlanVersions(
-        pb.ListPlanVersionsRequest(
-            code=call.path("code"), page_size=call.query_int("page_size"), page_token=call.query("page_token")
-        ),
-        **call.options,
-    )
-    return json({"plans": [plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
-
-
-routes = [
-    Route("/v1/plans", endpoint(create, CREATE), methods=["POST"]),
-    Route("/v1/plans", endpoint(list_), methods=["GET"]),
-    Route("/v1/plans/{code}", endpoint(get), methods=["GET"]),
-    Route("/v1/plans/{code}/versions", endpoint(versions), methods=["GET"]),
-]
+routes = [Route("/v1/plans", endpoint(create, CREATE), methods=["POST"]), *read_routes("/v1/plans", "code", plan_json)]

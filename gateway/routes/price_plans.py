@@ -213,33 +213,7 @@ async def create(call: Call):
     return json(price_plan_json(created), 201)
 
 
-async def get(call: Call):
-    plan = await call.clients.plans.GetPlan(
-        pb.GetPlanRequest(code=call.path("id"), version=call.query_int("version")), **call.options
-    )
-    return json(price_plan_json(plan))
-
-
-async def list_(call: Call):
-    reply = await call.clients.plans.ListPlans(
-        pb.ListPlansRequest(page_size=call.query_int("page_size"), page_token=call.query("page_token")), **call.options
-    )
-    return json({"plans": [price_plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
-
-
-async def versions(call: Call):
-    reply = await call.clients.plans.ListPlanVersions(
-        pb.ListPlanVersionsRequest(
-            code=call.path("id"), page_size=call.query_int("page_size"), page_token=call.query("page_token")
-        ),
-        **call.options,
-    )
-    return json({"plans": [price_plan_json(p) for p in reply.plans], "next_page_token": reply.next_page_token})
-
-
 routes = [
     Route("/v1/price-plans", endpoint(create, CREATE), methods=["POST"]),
-    Route("/v1/price-plans", endpoint(list_), methods=["GET"]),
-    Route("/v1/price-plans/{id}", endpoint(get), methods=["GET"]),
-    Route("/v1/price-plans/{id}/versions", endpoint(versions), methods=["GET"]),
+    *plans.read_routes("/v1/price-plans", "id", price_plan_json),
 ]

@@ -24,6 +24,9 @@ class Call:
     request: Request
     org: str
     body: Any
+    # Top-level fields the client actually sent (the checked body has every
+    # field of its spec, absent ones as None): what a partial update changes.
+    sent: frozenset[str] = frozenset()
 
     @property
     def clients(self):
@@ -78,13 +81,15 @@ def endpoint(handler: Handler, body: schema.Spec | None = None) -> Callable[[Req
         state = request.app.state
         try:
             org = await state.authenticator.organization(request.headers.get("authorization"))
-            data = None
+            data, sent = None, frozenset()
             if body is not None:
                 raw = await read_body(request, state.settings.max_body_bytes)
                 if not raw.strip():
                     raise invalid("a JSON body is required", "", "MISSING_BODY")
-                data = schema.check(schema.parse_json(raw), body)
-            return await handler(Call(request, org, data))
+                parsed = schema.parse_json(raw)
+                data = schema.check(parsed, body)
+                sent = frozenset(parsed)  # check() has made sure it is an object
+            return await handler(Call(request, org, data, sent))
         except ApiError as error:
             return error.response()
         except grpc.aio.AioRpcError as error:

@@ -57,15 +57,20 @@ def error_response(status: int, code: str, reason: str, message: str, field: str
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-def from_rpc(error: grpc.aio.AioRpcError) -> JSONResponse:
+def api_error(error: grpc.aio.AioRpcError) -> ApiError:
+    """A failed service call as the error the client gets; the internal ones are logged, never detailed."""
     status = HTTP_STATUS.get(error.code(), 500)
     if status == 500:
         log.error("service call failed: %s %s", error.code(), error.details())
-        return error_response(500, "INTERNAL", "INTERNAL", "internal error")
+        return ApiError(500, "INTERNAL", "INTERNAL", "internal error")
     info = error_info(error)
     reason = info.reason if info is not None else error.code().name
     field = info.metadata.get("field", "") if info is not None else ""
     message = error.details() or error.code().name.lower()
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         message = "a backing service is unavailable; retry"
-    return error_response(status, error.code().name, reason, message, field)
+    return ApiError(status, error.code().name, reason, message, field)
+
+
+def from_rpc(error: grpc.aio.AioRpcError) -> JSONResponse:
+    return api_error(error).response()

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from bxb.catalog.v1 import billable_metrics_pb2 as pb
 from gateway import render, schema
-from gateway.call import Call, endpoint, json, read_body
+from gateway.call import Call, endpoint, json
 from gateway.errors import invalid
 from gateway.schema import obj, string
 
@@ -112,17 +112,12 @@ def update(id_name: str):
         others keep their values; null clears a field. Changing
         aggregation_type, field_name or value_type while a plan uses the
         metric is a 409 METRIC_IN_USE. The code/key cannot change."""
-        raw = await read_body(call.request, call.request.app.state.settings.max_body_bytes)
-        if not raw.strip():
-            raise invalid("a JSON body is required", "", "MISSING_BODY")
-        data = schema.parse_json(raw)
-        body = schema.check(data, UPDATE)
-        paths = [name for name in DEFINITION if name in data]
+        paths = [name for name in DEFINITION if name in call.sent]
         if not paths:
             raise invalid(f"name at least one field to change: {', '.join(DEFINITION)}", "", "MISSING_FIELD")
         updated = await call.clients.metrics.UpdateBillableMetric(
             pb.UpdateBillableMetricRequest(
-                billable_metric=metric_message(body, call.path(id_name)),
+                billable_metric=metric_message(call.body, call.path(id_name)),
                 update_mask=field_mask_pb2.FieldMask(paths=paths),
             ),
             **call.options,
@@ -148,7 +143,7 @@ def spelling(base: str, id_name: str, list_name: str) -> list[Route]:
         Route(base, endpoint(create(id_name), create_spec(id_name)), methods=["POST"]),
         Route(base, endpoint(list_(list_name)), methods=["GET"]),
         Route(one, endpoint(get(id_name)), methods=["GET"]),
-        Route(one, endpoint(update(id_name)), methods=["PATCH"]),
+        Route(one, endpoint(update(id_name), UPDATE), methods=["PATCH"]),
         Route(one, endpoint(delete(id_name)), methods=["DELETE"]),
     ]
 

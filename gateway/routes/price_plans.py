@@ -6,7 +6,6 @@ validated by the catalog; an error names the field as ABAXUS spells it
 
 from __future__ import annotations
 
-import json as jsonlib
 import re
 
 import grpc
@@ -15,7 +14,7 @@ from starlette.routing import Route
 from bxb.catalog.v1 import plans_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import from_rpc
+from gateway.errors import api_error
 from gateway.routes import plans
 from gateway.schema import Spec, array, check, obj, string
 
@@ -203,13 +202,10 @@ async def create(call: Call):
         )
         created = await call.clients.plans.CreatePlan(pb.CreatePlanRequest(plan=plan), **call.options)
     except grpc.aio.AioRpcError as error:
-        response = from_rpc(error)
-        reply = jsonlib.loads(response.body)
-        reply["error"] = {
-            key: abaxus_path(value, amount_names) if key in ("field", "message") else value
-            for key, value in reply["error"].items()
-        }
-        return json(reply, response.status_code)
+        failure = api_error(error)
+        failure.message = abaxus_path(failure.message, amount_names)
+        failure.field = abaxus_path(failure.field, amount_names)
+        return failure.response()
     return json(price_plan_json(created), 201)
 
 

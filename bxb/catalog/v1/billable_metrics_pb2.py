@@ -27,31 +27,33 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/billable_metrics.proto\x12\x0e\x62xb.catalog.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x0e\x42illableMetric\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x39\n\x10\x61ggregation_type\x18\x05 \x01(\x0e\x32\x1f.bxb.catalog.v1.AggregationType\x12\x12\n\nfield_name\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nvalue_type\x18\x08 \x01(\x0e\x32\x19.bxb.catalog.v1.ValueType\"V\n\x1b\x43reateBillableMetricRequest\x12\x37\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\"(\n\x18GetBillableMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"C\n\x1aListBillableMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1bListBillableMetricsResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x1bUpdateBillableMetricRequest\x12\x37\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"+\n\x1b\x44\x65leteBillableMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t*\xe6\x01\n\x0f\x41ggregationType\x12 \n\x1c\x41GGREGATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GGREGATION_TYPE_COUNT\x10\x01\x12\x18\n\x14\x41GGREGATION_TYPE_SUM\x10\x02\x12\x18\n\x14\x41GGREGATION_TYPE_MAX\x10\x03\x12!\n\x1d\x41GGREGATION_TYPE_UNIQUE_COUNT\x10\x04\x12\x1b\n\x17\x41GGREGATION_TYPE_LATEST\x10\x05\x12!\n\x1d\x41GGREGATION_TYPE_WEIGHTED_SUM\x10\x06*W\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_INTEGER\x10\x01\x12\x16\n\x12VALUE_TYPE_DECIMAL\x10\x02\x32\x8d\x04\n\x15\x42illableMetricService\x12\x63\n\x14\x43reateBillableMetric\x12+.bxb.catalog.v1.CreateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12]\n\x11GetBillableMetric\x12(.bxb.catalog.v1.GetBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12n\n\x13ListBillableMetrics\x12*.bxb.catalog.v1.ListBillableMetricsRequest\x1a+.bxb.catalog.v1.ListBillableMetricsResponse\x12\x63\n\x14UpdateBillableMetric\x12+.bxb.catalog.v1.UpdateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12[\n\x14\x44\x65leteBillableMetric\x12+.bxb.catalog.v1.DeleteBillableMetricRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/billable_metrics.proto\x12\x0e\x62xb.catalog.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x02\n\x0e\x42illableMetric\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x39\n\x10\x61ggregation_type\x18\x05 \x01(\x0e\x32\x1f.bxb.catalog.v1.AggregationType\x12\x12\n\nfield_name\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\nvalue_type\x18\x08 \x01(\x0e\x32\x19.bxb.catalog.v1.ValueType\x12/\n\x07\x66ilters\x18\t \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValues\"-\n\x0ePropertyValues\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"V\n\x1b\x43reateBillableMetricRequest\x12\x37\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\"(\n\x18GetBillableMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"C\n\x1aListBillableMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1bListBillableMetricsResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x87\x01\n\x1bUpdateBillableMetricRequest\x12\x37\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"+\n\x1b\x44\x65leteBillableMetricRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t*\xe6\x01\n\x0f\x41ggregationType\x12 \n\x1c\x41GGREGATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GGREGATION_TYPE_COUNT\x10\x01\x12\x18\n\x14\x41GGREGATION_TYPE_SUM\x10\x02\x12\x18\n\x14\x41GGREGATION_TYPE_MAX\x10\x03\x12!\n\x1d\x41GGREGATION_TYPE_UNIQUE_COUNT\x10\x04\x12\x1b\n\x17\x41GGREGATION_TYPE_LATEST\x10\x05\x12!\n\x1d\x41GGREGATION_TYPE_WEIGHTED_SUM\x10\x06*W\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_INTEGER\x10\x01\x12\x16\n\x12VALUE_TYPE_DECIMAL\x10\x02\x32\x8d\x04\n\x15\x42illableMetricService\x12\x63\n\x14\x43reateBillableMetric\x12+.bxb.catalog.v1.CreateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12]\n\x11GetBillableMetric\x12(.bxb.catalog.v1.GetBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12n\n\x13ListBillableMetrics\x12*.bxb.catalog.v1.ListBillableMetricsRequest\x1a+.bxb.catalog.v1.ListBillableMetricsResponse\x12\x63\n\x14UpdateBillableMetric\x12+.bxb.catalog.v1.UpdateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\x12[\n\x14\x44\x65leteBillableMetric\x12+.bxb.catalog.v1.DeleteBillableMetricRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.billable_metrics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGGREGATIONTYPE']._serialized_start=905
-  _globals['_AGGREGATIONTYPE']._serialized_end=1135
-  _globals['_VALUETYPE']._serialized_start=1137
-  _globals['_VALUETYPE']._serialized_end=1224
+  _globals['_AGGREGATIONTYPE']._serialized_start=1001
+  _globals['_AGGREGATIONTYPE']._serialized_end=1231
+  _globals['_VALUETYPE']._serialized_start=1233
+  _globals['_VALUETYPE']._serialized_end=1320
   _globals['_BILLABLEMETRIC']._serialized_start=154
-  _globals['_BILLABLEMETRIC']._serialized_end=406
-  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_start=408
-  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_end=494
-  _globals['_GETBILLABLEMETRICREQUEST']._serialized_start=496
-  _globals['_GETBILLABLEMETRICREQUEST']._serialized_end=536
-  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_start=538
-  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_end=605
-  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_start=607
-  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_end=719
-  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_start=722
-  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_end=857
-  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_start=859
-  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_end=902
-  _globals['_BILLABLEMETRICSERVICE']._serialized_start=1227
-  _globals['_BILLABLEMETRICSERVICE']._serialized_end=1752
+  _globals['_BILLABLEMETRIC']._serialized_end=455
+  _globals['_PROPERTYVALUES']._serialized_start=457
+  _globals['_PROPERTYVALUES']._serialized_end=502
+  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_start=504
+  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_end=590
+  _globals['_GETBILLABLEMETRICREQUEST']._serialized_start=592
+  _globals['_GETBILLABLEMETRICREQUEST']._serialized_end=632
+  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_start=634
+  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_end=701
+  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_start=703
+  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_end=815
+  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_start=818
+  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_end=953
+  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_start=955
+  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_end=998
+  _globals['_BILLABLEMETRICSERVICE']._serialized_start=1323
+  _globals['_BILLABLEMETRICSERVICE']._serialized_end=1848
 # @@protoc_insertion_point(module_scope)

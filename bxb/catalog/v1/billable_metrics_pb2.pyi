@@ -105,6 +105,7 @@ class BillableMetric(_message.Message):
     FIELD_NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     VALUE_TYPE_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "bm_7h3..."."""
     code: _builtins.str
@@ -127,6 +128,12 @@ class BillableMetric(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the metric was created."""
 
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyValues]:
+        """The event properties charges may price differently, each with the values
+        it may take (for example region: us-east-1, eu-west-1).
+        """
+
     def __init__(
         self,
         *,
@@ -138,14 +145,43 @@ class BillableMetric(_message.Message):
         field_name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         value_type: Global___ValueType.ValueType = ...,
+        filters: _abc.Iterable[Global___PropertyValues] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_type", b"aggregation_type", "code", b"code", "create_time", b"create_time", "description", b"description", "field_name", b"field_name", "id", b"id", "name", b"name", "value_type", b"value_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation_type", b"aggregation_type", "code", b"code", "create_time", b"create_time", "description", b"description", "field_name", b"field_name", "filters", b"filters", "id", b"id", "name", b"name", "value_type", b"value_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BillableMetric: _TypeAlias = BillableMetric  # noqa: Y015
+
+@_typing.final
+class PropertyValues(_message.Message):
+    """A property key and a set of its values."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The event property, for example "region"."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Its values, for example ["us-east-1", "eu-west-1"]."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PropertyValues: _TypeAlias = PropertyValues  # noqa: Y015
 
 @_typing.final
 class CreateBillableMetricRequest(_message.Message):

@@ -112,3 +112,43 @@ class CustomerCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CustomerCreated: _TypeAlias = CustomerCreated  # noqa: Y015
+
+@_typing.final
+class SubscriptionUpdated(_message.Message):
+    """Published on subject "bxb.catalog.v1.subscription_updated" when a
+    subscription's end is set (termination or plan change).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the subscription belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def subscription(self) -> _subscriptions_pb2.Subscription:
+        """The subscription as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription: _subscriptions_pb2.Subscription | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "subscription", b"subscription"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "subscription", b"subscription"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionUpdated: _TypeAlias = SubscriptionUpdated  # noqa: Y015

@@ -26,39 +26,41 @@ from bxb.catalog.v1 import billable_metrics_pb2 as bxb_dot_catalog_dot_v1_dot_bi
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/plans.proto\x12\x0e\x62xb.catalog.v1\x1a%bxb/catalog/v1/billable_metrics.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0eGraduatedRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xc1\x03\n\x10\x43hargeProperties\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x38\n\x10graduated_ranges\x18\x02 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x35\n\rvolume_ranges\x18\x03 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x14\n\x0cpackage_size\x18\x04 \x01(\x03\x12\x12\n\nfree_units\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\t\x12\x14\n\x0c\x66ixed_amount\x18\x07 \x01(\t\x12\x1d\n\x15\x66ree_units_per_events\x18\x08 \x01(\x03\x12(\n free_units_per_total_aggregation\x18\t \x01(\t\x12\"\n\x1aper_transaction_min_amount\x18\n \x01(\t\x12\"\n\x1aper_transaction_max_amount\x18\x0b \x01(\t\x12M\n\x1bgraduated_percentage_ranges\x18\x0c \x03(\x0b\x32(.bxb.catalog.v1.GraduatedPercentageRange\"c\n\x18GraduatedPercentageRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xd4\x01\n\x06\x43harge\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x14\x62illable_metric_code\x18\x02 \x01(\t\x12\x37\n\x0f\x62illable_metric\x18\x03 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x31\n\x0c\x63harge_model\x18\x04 \x01(\x0e\x32\x1b.bxb.catalog.v1.ChargeModel\x12\x34\n\nproperties\x18\x05 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\"\x86\x02\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12.\n\x08interval\x18\x05 \x01(\x0e\x32\x1c.bxb.catalog.v1.PlanInterval\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\'\n\x07\x63harges\x18\t \x03(\x0b\x32\x16.bxb.catalog.v1.Charge\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"7\n\x11\x43reatePlanRequest\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.bxb.catalog.v1.Plan\"/\n\x0eGetPlanRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListPlansResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x17ListPlanVersionsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x18ListPlanVersionsResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x99\x01\n\x0cPlanInterval\x12\x1d\n\x19PLAN_INTERVAL_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_INTERVAL_WEEKLY\x10\x01\x12\x19\n\x15PLAN_INTERVAL_MONTHLY\x10\x02\x12\x1b\n\x17PLAN_INTERVAL_QUARTERLY\x10\x03\x12\x18\n\x14PLAN_INTERVAL_YEARLY\x10\x04*\xf0\x01\n\x0b\x43hargeModel\x12\x1c\n\x18\x43HARGE_MODEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HARGE_MODEL_STANDARD\x10\x01\x12\x1a\n\x16\x43HARGE_MODEL_GRADUATED\x10\x02\x12\x17\n\x13\x43HARGE_MODEL_VOLUME\x10\x03\x12\x18\n\x14\x43HARGE_MODEL_PACKAGE\x10\x04\x12\x1b\n\x17\x43HARGE_MODEL_PERCENTAGE\x10\x05\x12%\n!CHARGE_MODEL_GRADUATED_PERCENTAGE\x10\x06\x12\x15\n\x11\x43HARGE_MODEL_FLAT\x10\x07\x32\xce\x02\n\x0bPlanService\x12\x45\n\nCreatePlan\x12!.bxb.catalog.v1.CreatePlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12?\n\x07GetPlan\x12\x1e.bxb.catalog.v1.GetPlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12P\n\tListPlans\x12 .bxb.catalog.v1.ListPlansRequest\x1a!.bxb.catalog.v1.ListPlansResponse\x12\x65\n\x10ListPlanVersions\x12\'.bxb.catalog.v1.ListPlanVersionsRequest\x1a(.bxb.catalog.v1.ListPlanVersionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/plans.proto\x12\x0e\x62xb.catalog.v1\x1a%bxb/catalog/v1/billable_metrics.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0eGraduatedRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xd5\x03\n\x10\x43hargeProperties\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x38\n\x10graduated_ranges\x18\x02 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x35\n\rvolume_ranges\x18\x03 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x14\n\x0cpackage_size\x18\x04 \x01(\x03\x12\x12\n\nfree_units\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\t\x12\x14\n\x0c\x66ixed_amount\x18\x07 \x01(\t\x12\x1d\n\x15\x66ree_units_per_events\x18\x08 \x01(\x03\x12(\n free_units_per_total_aggregation\x18\t \x01(\t\x12\"\n\x1aper_transaction_min_amount\x18\n \x01(\t\x12\"\n\x1aper_transaction_max_amount\x18\x0b \x01(\t\x12M\n\x1bgraduated_percentage_ranges\x18\x0c \x03(\x0b\x32(.bxb.catalog.v1.GraduatedPercentageRange\x12\x12\n\ngrouped_by\x18\r \x03(\t\"c\n\x18GraduatedPercentageRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xd3\x02\n\x06\x43harge\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x14\x62illable_metric_code\x18\x02 \x01(\t\x12\x37\n\x0f\x62illable_metric\x18\x03 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x31\n\x0c\x63harge_model\x18\x04 \x01(\x0e\x32\x1b.bxb.catalog.v1.ChargeModel\x12\x34\n\nproperties\x18\x05 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12-\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x1c.bxb.catalog.v1.ChargeFilter\x12\x18\n\x10min_amount_cents\x18\x07 \x01(\x03\x12\x16\n\x0epay_in_advance\x18\x08 \x01(\x08\x12\x1c\n\x14invoice_display_name\x18\t \x01(\t\"\x92\x01\n\x0c\x43hargeFilter\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValues\x12\x34\n\nproperties\x18\x02 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12\x1c\n\x14invoice_display_name\x18\x03 \x01(\t\"\xdb\x02\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12.\n\x08interval\x18\x05 \x01(\x0e\x32\x1c.bxb.catalog.v1.PlanInterval\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\'\n\x07\x63harges\x18\t \x03(\x0b\x32\x16.bxb.catalog.v1.Charge\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epay_in_advance\x18\x0c \x01(\x08\x12\x19\n\x11trial_period_days\x18\r \x01(\x05\x12 \n\x18minimum_commitment_cents\x18\x0e \x01(\x03\"7\n\x11\x43reatePlanRequest\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.bxb.catalog.v1.Plan\"/\n\x0eGetPlanRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListPlansResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x17ListPlanVersionsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x18ListPlanVersionsResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x99\x01\n\x0cPlanInterval\x12\x1d\n\x19PLAN_INTERVAL_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_INTERVAL_WEEKLY\x10\x01\x12\x19\n\x15PLAN_INTERVAL_MONTHLY\x10\x02\x12\x1b\n\x17PLAN_INTERVAL_QUARTERLY\x10\x03\x12\x18\n\x14PLAN_INTERVAL_YEARLY\x10\x04*\xf0\x01\n\x0b\x43hargeModel\x12\x1c\n\x18\x43HARGE_MODEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HARGE_MODEL_STANDARD\x10\x01\x12\x1a\n\x16\x43HARGE_MODEL_GRADUATED\x10\x02\x12\x17\n\x13\x43HARGE_MODEL_VOLUME\x10\x03\x12\x18\n\x14\x43HARGE_MODEL_PACKAGE\x10\x04\x12\x1b\n\x17\x43HARGE_MODEL_PERCENTAGE\x10\x05\x12%\n!CHARGE_MODEL_GRADUATED_PERCENTAGE\x10\x06\x12\x15\n\x11\x43HARGE_MODEL_FLAT\x10\x07\x32\xce\x02\n\x0bPlanService\x12\x45\n\nCreatePlan\x12!.bxb.catalog.v1.CreatePlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12?\n\x07GetPlan\x12\x1e.bxb.catalog.v1.GetPlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12P\n\tListPlans\x12 .bxb.catalog.v1.ListPlansRequest\x1a!.bxb.catalog.v1.ListPlansResponse\x12\x65\n\x10ListPlanVersions\x12\'.bxb.catalog.v1.ListPlanVersionsRequest\x1a(.bxb.catalog.v1.ListPlanVersionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.plans_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLANINTERVAL']._serialized_start=1672
-  _globals['_PLANINTERVAL']._serialized_end=1825
-  _globals['_CHARGEMODEL']._serialized_start=1828
-  _globals['_CHARGEMODEL']._serialized_end=2068
+  _globals['_PLANINTERVAL']._serialized_start=2053
+  _globals['_PLANINTERVAL']._serialized_end=2206
+  _globals['_CHARGEMODEL']._serialized_start=2209
+  _globals['_CHARGEMODEL']._serialized_end=2449
   _globals['_GRADUATEDRANGE']._serialized_start=118
   _globals['_GRADUATEDRANGE']._serialized_end=218
   _globals['_CHARGEPROPERTIES']._serialized_start=221
-  _globals['_CHARGEPROPERTIES']._serialized_end=670
-  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_start=672
-  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_end=771
-  _globals['_CHARGE']._serialized_start=774
-  _globals['_CHARGE']._serialized_end=986
-  _globals['_PLAN']._serialized_start=989
-  _globals['_PLAN']._serialized_end=1251
-  _globals['_CREATEPLANREQUEST']._serialized_start=1253
-  _globals['_CREATEPLANREQUEST']._serialized_end=1308
-  _globals['_GETPLANREQUEST']._serialized_start=1310
-  _globals['_GETPLANREQUEST']._serialized_end=1357
-  _globals['_LISTPLANSREQUEST']._serialized_start=1359
-  _globals['_LISTPLANSREQUEST']._serialized_end=1416
-  _globals['_LISTPLANSRESPONSE']._serialized_start=1418
-  _globals['_LISTPLANSRESPONSE']._serialized_end=1499
-  _globals['_LISTPLANVERSIONSREQUEST']._serialized_start=1501
-  _globals['_LISTPLANVERSIONSREQUEST']._serialized_end=1579
-  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_start=1581
-  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_end=1669
-  _globals['_PLANSERVICE']._serialized_start=2071
-  _globals['_PLANSERVICE']._serialized_end=2405
+  _globals['_CHARGEPROPERTIES']._serialized_end=690
+  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_start=692
+  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_end=791
+  _globals['_CHARGE']._serialized_start=794
+  _globals['_CHARGE']._serialized_end=1133
+  _globals['_CHARGEFILTER']._serialized_start=1136
+  _globals['_CHARGEFILTER']._serialized_end=1282
+  _globals['_PLAN']._serialized_start=1285
+  _globals['_PLAN']._serialized_end=1632
+  _globals['_CREATEPLANREQUEST']._serialized_start=1634
+  _globals['_CREATEPLANREQUEST']._serialized_end=1689
+  _globals['_GETPLANREQUEST']._serialized_start=1691
+  _globals['_GETPLANREQUEST']._serialized_end=1738
+  _globals['_LISTPLANSREQUEST']._serialized_start=1740
+  _globals['_LISTPLANSREQUEST']._serialized_end=1797
+  _globals['_LISTPLANSRESPONSE']._serialized_start=1799
+  _globals['_LISTPLANSRESPONSE']._serialized_end=1880
+  _globals['_LISTPLANVERSIONSREQUEST']._serialized_start=1882
+  _globals['_LISTPLANVERSIONSREQUEST']._serialized_end=1960
+  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_start=1962
+  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_end=2050
+  _globals['_PLANSERVICE']._serialized_start=2452
+  _globals['_PLANSERVICE']._serialized_end=2786
 # @@protoc_insertion_point(module_scope)

@@ -152,6 +152,7 @@ class ChargeProperties(_message.Message):
     PER_TRANSACTION_MIN_AMOUNT_FIELD_NUMBER: _builtins.int
     PER_TRANSACTION_MAX_AMOUNT_FIELD_NUMBER: _builtins.int
     GRADUATED_PERCENTAGE_RANGES_FIELD_NUMBER: _builtins.int
+    GROUPED_BY_FIELD_NUMBER: _builtins.int
     amount: _builtins.str
     """STANDARD: price per unit; PACKAGE: price per package; FLAT: amount per
     period. A decimal string in major units ("0.001").
@@ -184,6 +185,12 @@ class ChargeProperties(_message.Message):
     def graduated_percentage_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedPercentageRange]:
         """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount."""
 
+    @_builtins.property
+    def grouped_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Any model but FLAT: event properties whose values split the usage into
+        groups, each priced on its own and billed as its own fee line.
+        """
+
     def __init__(
         self,
         *,
@@ -199,10 +206,11 @@ class ChargeProperties(_message.Message):
         per_transaction_min_amount: _builtins.str = ...,
         per_transaction_max_amount: _builtins.str = ...,
         graduated_percentage_ranges: _abc.Iterable[Global___GraduatedPercentageRange] | None = ...,
+        grouped_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "fixed_amount", b"fixed_amount", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "free_units_per_total_aggregation", b"free_units_per_total_aggregation", "graduated_percentage_ranges", b"graduated_percentage_ranges", "graduated_ranges", b"graduated_ranges", "package_size", b"package_size", "per_transaction_max_amount", b"per_transaction_max_amount", "per_transaction_min_amount", b"per_transaction_min_amount", "rate", b"rate", "volume_ranges", b"volume_ranges"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "fixed_amount", b"fixed_amount", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "free_units_per_total_aggregation", b"free_units_per_total_aggregation", "graduated_percentage_ranges", b"graduated_percentage_ranges", "graduated_ranges", b"graduated_ranges", "grouped_by", b"grouped_by", "package_size", b"package_size", "per_transaction_max_amount", b"per_transaction_max_amount", "per_transaction_min_amount", b"per_transaction_min_amount", "rate", b"rate", "volume_ranges", b"volume_ranges"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -253,19 +261,37 @@ class Charge(_message.Message):
     BILLABLE_METRIC_FIELD_NUMBER: _builtins.int
     CHARGE_MODEL_FIELD_NUMBER: _builtins.int
     PROPERTIES_FIELD_NUMBER: _builtins.int
+    FILTERS_FIELD_NUMBER: _builtins.int
+    MIN_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    PAY_IN_ADVANCE_FIELD_NUMBER: _builtins.int
+    INVOICE_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, stable across the plan version."""
     billable_metric_code: _builtins.str
     """The metric priced."""
     charge_model: Global___ChargeModel.ValueType
     """The pricing model."""
+    min_amount_cents: _builtins.int
+    """Minimum spend per period in minor units: a lower charge is topped up by a
+    true-up fee.
+    """
+    pay_in_advance: _builtins.bool
+    """Billed at the start of the period it covers; only FLAT charges can be."""
+    invoice_display_name: _builtins.str
+    """Name shown on invoices instead of the metric's name, when set."""
     @_builtins.property
     def billable_metric(self) -> _billable_metrics_pb2.BillableMetric:
         """Snapshot of the metric at the time the plan version was created."""
 
     @_builtins.property
     def properties(self) -> Global___ChargeProperties:
-        """The model's parameters."""
+        """The model's parameters, for events matching none of the filters."""
+
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChargeFilter]:
+        """Prices for events whose properties match a filter. An event matching
+        several filters is priced by the most specific one (the most keys).
+        """
 
     def __init__(
         self,
@@ -275,14 +301,52 @@ class Charge(_message.Message):
         billable_metric: _billable_metrics_pb2.BillableMetric | None = ...,
         charge_model: Global___ChargeModel.ValueType = ...,
         properties: Global___ChargeProperties | None = ...,
+        filters: _abc.Iterable[Global___ChargeFilter] | None = ...,
+        min_amount_cents: _builtins.int = ...,
+        pay_in_advance: _builtins.bool = ...,
+        invoice_display_name: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billable_metric", b"billable_metric", "properties", b"properties"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_metric", b"billable_metric", "billable_metric_code", b"billable_metric_code", "charge_model", b"charge_model", "id", b"id", "properties", b"properties"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_metric", b"billable_metric", "billable_metric_code", b"billable_metric_code", "charge_model", b"charge_model", "filters", b"filters", "id", b"id", "invoice_display_name", b"invoice_display_name", "min_amount_cents", b"min_amount_cents", "pay_in_advance", b"pay_in_advance", "properties", b"properties"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Charge: _TypeAlias = Charge  # noqa: Y015
+
+@_typing.final
+class ChargeFilter(_message.Message):
+    """A price for the events of a charge whose properties match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
+    INVOICE_DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    invoice_display_name: _builtins.str
+    """Name shown on invoices for the filter's fee line, when set."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[_billable_metrics_pb2.PropertyValues]:
+        """Every key must match one of its values (AND across keys)."""
+
+    @_builtins.property
+    def properties(self) -> Global___ChargeProperties:
+        """The model's parameters for matching events."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Iterable[_billable_metrics_pb2.PropertyValues] | None = ...,
+        properties: Global___ChargeProperties | None = ...,
+        invoice_display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["properties", b"properties"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_display_name", b"invoice_display_name", "properties", b"properties", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChargeFilter: _TypeAlias = ChargeFilter  # noqa: Y015
 
 @_typing.final
 class Plan(_message.Message):
@@ -302,6 +366,9 @@ class Plan(_message.Message):
     CHARGES_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PAY_IN_ADVANCE_FIELD_NUMBER: _builtins.int
+    TRIAL_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
+    MINIMUM_COMMITMENT_CENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier of this version."""
     code: _builtins.str
@@ -318,6 +385,16 @@ class Plan(_message.Message):
     """ISO 4217 currency code, for example "USD"."""
     description: _builtins.str
     """Optional longer description."""
+    pay_in_advance: _builtins.bool
+    """The base fee is billed at the start of the period it covers (default:
+    at its end, with the usage).
+    """
+    trial_period_days: _builtins.int
+    """Days of free trial at the start of a subscription."""
+    minimum_commitment_cents: _builtins.int
+    """Least total of the base fee and charges per full period, in minor units:
+    a lower total is topped up by a commitment fee.
+    """
     @_builtins.property
     def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charge]:
         """Usage charges."""
@@ -339,10 +416,13 @@ class Plan(_message.Message):
         charges: _abc.Iterable[Global___Charge] | None = ...,
         description: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        pay_in_advance: _builtins.bool = ...,
+        trial_period_days: _builtins.int = ...,
+        minimum_commitment_cents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "name", b"name", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "minimum_commitment_cents", b"minimum_commitment_cents", "name", b"name", "pay_in_advance", b"pay_in_advance", "trial_period_days", b"trial_period_days", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -88,6 +88,9 @@ class Subscription(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    TERMINATE_TIME_FIELD_NUMBER: _builtins.int
+    PREVIOUS_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    NEXT_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "sub_a1b2c3"."""
     customer_id: _builtins.str
@@ -104,6 +107,10 @@ class Subscription(_message.Message):
     """Where billing periods start."""
     external_id: _builtins.str
     """Optional client-chosen reference, unique within the organization."""
+    previous_subscription_id: _builtins.str
+    """The subscription this one replaced by a plan change."""
+    next_subscription_id: _builtins.str
+    """The subscription replacing this one after a plan change."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When billing starts; may be in the past."""
@@ -111,6 +118,12 @@ class Subscription(_message.Message):
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the subscription was created."""
+
+    @_builtins.property
+    def terminate_time(self) -> _timestamp_pb2.Timestamp:
+        """When billing ends: set by termination, or by a plan change (now for an
+        upgrade, at the end of the current period for a downgrade).
+        """
 
     def __init__(
         self,
@@ -125,10 +138,13 @@ class Subscription(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         external_id: _builtins.str = ...,
+        terminate_time: _timestamp_pb2.Timestamp | None = ...,
+        previous_subscription_id: _builtins.str = ...,
+        next_subscription_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "start_time", b"start_time", "terminate_time", b"terminate_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "start_time", b"start_time", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "next_subscription_id", b"next_subscription_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "previous_subscription_id", b"previous_subscription_id", "start_time", b"start_time", "status", b"status", "terminate_time", b"terminate_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -261,3 +277,55 @@ class ListSubscriptionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSubscriptionsResponse: _TypeAlias = ListSubscriptionsResponse  # noqa: Y015
+
+@_typing.final
+class TerminateSubscriptionRequest(_message.Message):
+    """Request for SubscriptionService.TerminateSubscription."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The subscription's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TerminateSubscriptionRequest: _TypeAlias = TerminateSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class ChangeSubscriptionPlanRequest(_message.Message):
+    """Request for SubscriptionService.ChangeSubscriptionPlan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PLAN_CODE_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The subscription's id."""
+    plan_code: _builtins.str
+    """The new plan, by code."""
+    plan_id: _builtins.str
+    """The new plan, by the id of one of its versions; either this or plan_code."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        plan_code: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "plan_code", b"plan_code", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeSubscriptionPlanRequest: _TypeAlias = ChangeSubscriptionPlanRequest  # noqa: Y015

@@ -50,6 +50,16 @@ class SubscriptionServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsResponse.FromString,
                 _registered_method=True)
+        self.TerminateSubscription = channel.unary_unary(
+                '/bxb.catalog.v1.SubscriptionService/TerminateSubscription',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.TerminateSubscriptionRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.FromString,
+                _registered_method=True)
+        self.ChangeSubscriptionPlan = channel.unary_unary(
+                '/bxb.catalog.v1.SubscriptionService/ChangeSubscriptionPlan',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ChangeSubscriptionPlanRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.FromString,
+                _registered_method=True)
 
 
 class SubscriptionServiceServicer:
@@ -77,6 +87,24 @@ class SubscriptionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TerminateSubscription(self, request, context):
+        """Ends a subscription now; its open period is billed up to now. Returns
+        the terminated subscription; terminating it again changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangeSubscriptionPlan(self, request, context):
+        """Moves a subscription to another plan and returns the new subscription.
+        An upgrade (a base fee at least as high) takes effect now and the old
+        plan's period is prorated; a downgrade starts when the current period
+        ends, and the new subscription is pending until then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SubscriptionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +122,16 @@ def add_SubscriptionServiceServicer_to_server(servicer, server):
                     servicer.ListSubscriptions,
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'TerminateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.TerminateSubscription,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.TerminateSubscriptionRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.SerializeToString,
+            ),
+            'ChangeSubscriptionPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangeSubscriptionPlan,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ChangeSubscriptionPlanRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +216,60 @@ class SubscriptionService:
             '/bxb.catalog.v1.SubscriptionService/ListSubscriptions',
             bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsRequest.SerializeToString,
             bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ListSubscriptionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TerminateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.SubscriptionService/TerminateSubscription',
+            bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.TerminateSubscriptionRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangeSubscriptionPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.SubscriptionService/ChangeSubscriptionPlan',
+            bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.ChangeSubscriptionPlanRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_subscriptions__pb2.Subscription.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,16 @@ class SubscriptionServiceStub:
     """Returns one subscription."""
     ListSubscriptions: _grpc.UnaryUnaryMultiCallable[_subscriptions_pb2.ListSubscriptionsRequest, _subscriptions_pb2.ListSubscriptionsResponse]
     """Lists subscriptions."""
+    TerminateSubscription: _grpc.UnaryUnaryMultiCallable[_subscriptions_pb2.TerminateSubscriptionRequest, _subscriptions_pb2.Subscription]
+    """Ends a subscription now; its open period is billed up to now. Returns
+    the terminated subscription; terminating it again changes nothing.
+    """
+    ChangeSubscriptionPlan: _grpc.UnaryUnaryMultiCallable[_subscriptions_pb2.ChangeSubscriptionPlanRequest, _subscriptions_pb2.Subscription]
+    """Moves a subscription to another plan and returns the new subscription.
+    An upgrade (a base fee at least as high) takes effect now and the old
+    plan's period is prorated; a downgrade starts when the current period
+    ends, and the new subscription is pending until then.
+    """
 
 @_typing.type_check_only
 class SubscriptionServiceAsyncStub(SubscriptionServiceStub):
@@ -51,6 +61,16 @@ class SubscriptionServiceAsyncStub(SubscriptionServiceStub):
     """Returns one subscription."""
     ListSubscriptions: _aio.UnaryUnaryMultiCallable[_subscriptions_pb2.ListSubscriptionsRequest, _subscriptions_pb2.ListSubscriptionsResponse]  # type: ignore[assignment]
     """Lists subscriptions."""
+    TerminateSubscription: _aio.UnaryUnaryMultiCallable[_subscriptions_pb2.TerminateSubscriptionRequest, _subscriptions_pb2.Subscription]  # type: ignore[assignment]
+    """Ends a subscription now; its open period is billed up to now. Returns
+    the terminated subscription; terminating it again changes nothing.
+    """
+    ChangeSubscriptionPlan: _aio.UnaryUnaryMultiCallable[_subscriptions_pb2.ChangeSubscriptionPlanRequest, _subscriptions_pb2.Subscription]  # type: ignore[assignment]
+    """Moves a subscription to another plan and returns the new subscription.
+    An upgrade (a base fee at least as high) takes effect now and the old
+    plan's period is prorated; a downgrade starts when the current period
+    ends, and the new subscription is pending until then.
+    """
 
 class SubscriptionServiceServicer(metaclass=_abc_1.ABCMeta):
     """Subscriptions of the calling organization."""
@@ -78,5 +98,27 @@ class SubscriptionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_subscriptions_pb2.ListSubscriptionsResponse, _abc.Awaitable[_subscriptions_pb2.ListSubscriptionsResponse]]:
         """Lists subscriptions."""
+
+    @_abc_1.abstractmethod
+    def TerminateSubscription(
+        self,
+        request: _subscriptions_pb2.TerminateSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_subscriptions_pb2.Subscription, _abc.Awaitable[_subscriptions_pb2.Subscription]]:
+        """Ends a subscription now; its open period is billed up to now. Returns
+        the terminated subscription; terminating it again changes nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangeSubscriptionPlan(
+        self,
+        request: _subscriptions_pb2.ChangeSubscriptionPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_subscriptions_pb2.Subscription, _abc.Awaitable[_subscriptions_pb2.Subscription]]:
+        """Moves a subscription to another plan and returns the new subscription.
+        An upgrade (a base fee at least as high) takes effect now and the old
+        plan's period is prorated; a downgrade starts when the current period
+        ends, and the new subscription is pending until then.
+        """
 
 def add_SubscriptionServiceServicer_to_server(servicer: SubscriptionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

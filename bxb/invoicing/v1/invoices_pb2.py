@@ -25,39 +25,55 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62xb/invoicing/v1/invoices.proto\x12\x10\x62xb.invoicing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x07\x46\x65\x65Tier\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x04 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\"\x86\x02\n\x03\x46\x65\x65\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.bxb.invoicing.v1.FeeType\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\r\n\x05units\x18\x03 \x01(\t\x12\x13\n\x0bunit_amount\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x1c\n\x14\x62illable_metric_code\x18\x06 \x01(\t\x12\x11\n\tcharge_id\x18\x07 \x01(\t\x12\x16\n\x0eprecise_amount\x18\x08 \x01(\t\x12(\n\x05tiers\x18\t \x03(\x0b\x32\x19.bxb.invoicing.v1.FeeTier\x12\x14\n\x0c\x65vents_count\x18\n \x01(\x03\"\xc5\x03\n\x07Invoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.bxb.invoicing.v1.InvoiceStatus\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x30\n\x0cperiod_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\t \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x16\n\x0esubtotal_cents\x18\n \x01(\x03\x12\x1a\n\x12total_amount_cents\x18\x0b \x01(\x03\x12.\n\nissue_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tplan_code\x18\x0e \x01(\t\"\x1f\n\x11GetInvoiceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"Q\n\x13ListInvoicesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListInvoicesResponse\x12+\n\x08invoices\x18\x01 \x03(\x0b\x32\x19.bxb.invoicing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x16GetCurrentUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\xee\x01\n\x11SubscriptionUsage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x30\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\x06 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x14\n\x0c\x61mount_cents\x18\x07 \x01(\x03\"j\n\x17GetCurrentUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12:\n\rsubscriptions\x18\x02 \x03(\x0b\x32#.bxb.invoicing.v1.SubscriptionUsage\"(\n\x11RunBillingRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\".\n\x12RunBillingResponse\x12\x18\n\x10invoices_created\x18\x01 \x01(\x05*g\n\rInvoiceStatus\x12\x1e\n\x1aINVOICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1c\n\x18INVOICE_STATUS_FINALIZED\x10\x02*S\n\x07\x46\x65\x65Type\x12\x18\n\x14\x46\x45\x45_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46\x45\x45_TYPE_SUBSCRIPTION\x10\x01\x12\x13\n\x0f\x46\x45\x45_TYPE_CHARGE\x10\x02\x32\xfe\x02\n\x0eInvoiceService\x12L\n\nGetInvoice\x12#.bxb.invoicing.v1.GetInvoiceRequest\x1a\x19.bxb.invoicing.v1.Invoice\x12]\n\x0cListInvoices\x12%.bxb.invoicing.v1.ListInvoicesRequest\x1a&.bxb.invoicing.v1.ListInvoicesResponse\x12\x66\n\x0fGetCurrentUsage\x12(.bxb.invoicing.v1.GetCurrentUsageRequest\x1a).bxb.invoicing.v1.GetCurrentUsageResponse\x12W\n\nRunBilling\x12#.bxb.invoicing.v1.RunBillingRequest\x1a$.bxb.invoicing.v1.RunBillingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x62xb/invoicing/v1/invoices.proto\x12\x10\x62xb.invoicing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n\x07\x46\x65\x65Tier\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\r\n\x05units\x18\x03 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x04 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\t\"\xd7\x03\n\x03\x46\x65\x65\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.bxb.invoicing.v1.FeeType\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12\r\n\x05units\x18\x03 \x01(\t\x12\x13\n\x0bunit_amount\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x1c\n\x14\x62illable_metric_code\x18\x06 \x01(\t\x12\x11\n\tcharge_id\x18\x07 \x01(\t\x12\x16\n\x0eprecise_amount\x18\x08 \x01(\t\x12(\n\x05tiers\x18\t \x03(\x0b\x32\x19.bxb.invoicing.v1.FeeTier\x12\x14\n\x0c\x65vents_count\x18\n \x01(\x03\x12/\n\x05group\x18\x0b \x03(\x0b\x32 .bxb.invoicing.v1.Fee.GroupEntry\x12\x0e\n\x06\x66ilter\x18\x0c \x01(\t\x12\x30\n\x0cperiod_start\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a,\n\nGroupEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8e\x04\n\x07Invoice\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06number\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x04 \x01(\t\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.bxb.invoicing.v1.InvoiceStatus\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x30\n\x0cperiod_start\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\t \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x16\n\x0esubtotal_cents\x18\n \x01(\x03\x12\x1a\n\x12total_amount_cents\x18\x0b \x01(\x03\x12.\n\nissue_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tplan_code\x18\x0e \x01(\t\x12/\n\x06timing\x18\x0f \x01(\x0e\x32\x1f.bxb.invoicing.v1.BillingTiming\x12\x16\n\x0e\x63\x61lculation_id\x18\x10 \x01(\t\"\x1f\n\x11GetInvoiceRequest\x12\n\n\x02id\x18\x01 \x01(\t\"h\n\x13ListInvoicesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rinclude_draft\x18\x04 \x01(\x08\"\\\n\x14ListInvoicesResponse\x12+\n\x08invoices\x18\x01 \x03(\x0b\x32\x19.bxb.invoicing.v1.Invoice\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"F\n\x16GetCurrentUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\xee\x01\n\x11SubscriptionUsage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x30\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\x06 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x14\n\x0c\x61mount_cents\x18\x07 \x01(\x03\"j\n\x17GetCurrentUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12:\n\rsubscriptions\x18\x02 \x03(\x0b\x32#.bxb.invoicing.v1.SubscriptionUsage\"(\n\x11RunBillingRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\".\n\x12RunBillingResponse\x12\x18\n\x10invoices_created\x18\x01 \x01(\x05\"\xb6\x01\n\x13\x43omputeUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\"\xdb\x01\n\x14\x43omputeUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03\"\xdc\x02\n\x0b\x43\x61lculation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x30\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nline_items\x18\x08 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x1a\n\x12total_amount_cents\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x0b \x01(\x05\"\xa7\x01\n\x15\x43\x61lculatePriceRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x15GetCalculationRequest\x12\n\n\x02id\x18\x01 \x01(\t*g\n\rInvoiceStatus\x12\x1e\n\x1aINVOICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INVOICE_STATUS_DRAFT\x10\x01\x12\x1c\n\x18INVOICE_STATUS_FINALIZED\x10\x02*\x82\x01\n\x07\x46\x65\x65Type\x12\x18\n\x14\x46\x45\x45_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46\x45\x45_TYPE_SUBSCRIPTION\x10\x01\x12\x13\n\x0f\x46\x45\x45_TYPE_CHARGE\x10\x02\x12\x17\n\x13\x46\x45\x45_TYPE_COMMITMENT\x10\x03\x12\x14\n\x10\x46\x45\x45_TYPE_TRUE_UP\x10\x04*m\n\rBillingTiming\x12\x1e\n\x1a\x42ILLING_TIMING_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x42ILLING_TIMING_IN_ARREARS\x10\x01\x12\x1d\n\x19\x42ILLING_TIMING_IN_ADVANCE\x10\x02\x32\x91\x05\n\x0eInvoiceService\x12L\n\nGetInvoice\x12#.bxb.invoicing.v1.GetInvoiceRequest\x1a\x19.bxb.invoicing.v1.Invoice\x12]\n\x0cListInvoices\x12%.bxb.invoicing.v1.ListInvoicesRequest\x1a&.bxb.invoicing.v1.ListInvoicesResponse\x12\x66\n\x0fGetCurrentUsage\x12(.bxb.invoicing.v1.GetCurrentUsageRequest\x1a).bxb.invoicing.v1.GetCurrentUsageResponse\x12W\n\nRunBilling\x12#.bxb.invoicing.v1.RunBillingRequest\x1a$.bxb.invoicing.v1.RunBillingResponse\x12]\n\x0c\x43omputeUsage\x12%.bxb.invoicing.v1.ComputeUsageRequest\x1a&.bxb.invoicing.v1.ComputeUsageResponse\x12X\n\x0e\x43\x61lculatePrice\x12\'.bxb.invoicing.v1.CalculatePriceRequest\x1a\x1d.bxb.invoicing.v1.Calculation\x12X\n\x0eGetCalculation\x12\'.bxb.invoicing.v1.GetCalculationRequest\x1a\x1d.bxb.invoicing.v1.Calculationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.invoicing.v1.invoices_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INVOICESTATUS']._serialized_start=1654
-  _globals['_INVOICESTATUS']._serialized_end=1757
-  _globals['_FEETYPE']._serialized_start=1759
-  _globals['_FEETYPE']._serialized_end=1842
+  _globals['_FEE_GROUPENTRY']._loaded_options = None
+  _globals['_FEE_GROUPENTRY']._serialized_options = b'8\001'
+  _globals['_INVOICESTATUS']._serialized_start=2924
+  _globals['_INVOICESTATUS']._serialized_end=3027
+  _globals['_FEETYPE']._serialized_start=3030
+  _globals['_FEETYPE']._serialized_end=3160
+  _globals['_BILLINGTIMING']._serialized_start=3162
+  _globals['_BILLINGTIMING']._serialized_end=3271
   _globals['_FEETIER']._serialized_start=86
   _globals['_FEETIER']._serialized_end=210
   _globals['_FEE']._serialized_start=213
-  _globals['_FEE']._serialized_end=475
-  _globals['_INVOICE']._serialized_start=478
-  _globals['_INVOICE']._serialized_end=931
-  _globals['_GETINVOICEREQUEST']._serialized_start=933
-  _globals['_GETINVOICEREQUEST']._serialized_end=964
-  _globals['_LISTINVOICESREQUEST']._serialized_start=966
-  _globals['_LISTINVOICESREQUEST']._serialized_end=1047
-  _globals['_LISTINVOICESRESPONSE']._serialized_start=1049
-  _globals['_LISTINVOICESRESPONSE']._serialized_end=1141
-  _globals['_GETCURRENTUSAGEREQUEST']._serialized_start=1143
-  _globals['_GETCURRENTUSAGEREQUEST']._serialized_end=1213
-  _globals['_SUBSCRIPTIONUSAGE']._serialized_start=1216
-  _globals['_SUBSCRIPTIONUSAGE']._serialized_end=1454
-  _globals['_GETCURRENTUSAGERESPONSE']._serialized_start=1456
-  _globals['_GETCURRENTUSAGERESPONSE']._serialized_end=1562
-  _globals['_RUNBILLINGREQUEST']._serialized_start=1564
-  _globals['_RUNBILLINGREQUEST']._serialized_end=1604
-  _globals['_RUNBILLINGRESPONSE']._serialized_start=1606
-  _globals['_RUNBILLINGRESPONSE']._serialized_end=1652
-  _globals['_INVOICESERVICE']._serialized_start=1845
-  _globals['_INVOICESERVICE']._serialized_end=2227
+  _globals['_FEE']._serialized_end=684
+  _globals['_FEE_GROUPENTRY']._serialized_start=640
+  _globals['_FEE_GROUPENTRY']._serialized_end=684
+  _globals['_INVOICE']._serialized_start=687
+  _globals['_INVOICE']._serialized_end=1213
+  _globals['_GETINVOICEREQUEST']._serialized_start=1215
+  _globals['_GETINVOICEREQUEST']._serialized_end=1246
+  _globals['_LISTINVOICESREQUEST']._serialized_start=1248
+  _globals['_LISTINVOICESREQUEST']._serialized_end=1352
+  _globals['_LISTINVOICESRESPONSE']._serialized_start=1354
+  _globals['_LISTINVOICESRESPONSE']._serialized_end=1446
+  _globals['_GETCURRENTUSAGEREQUEST']._serialized_start=1448
+  _globals['_GETCURRENTUSAGEREQUEST']._serialized_end=1518
+  _globals['_SUBSCRIPTIONUSAGE']._serialized_start=1521
+  _globals['_SUBSCRIPTIONUSAGE']._serialized_end=1759
+  _globals['_GETCURRENTUSAGERESPONSE']._serialized_start=1761
+  _globals['_GETCURRENTUSAGERESPONSE']._serialized_end=1867
+  _globals['_RUNBILLINGREQUEST']._serialized_start=1869
+  _globals['_RUNBILLINGREQUEST']._serialized_end=1909
+  _globals['_RUNBILLINGRESPONSE']._serialized_start=1911
+  _globals['_RUNBILLINGRESPONSE']._serialized_end=1957
+  _globals['_COMPUTEUSAGEREQUEST']._serialized_start=1960
+  _globals['_COMPUTEUSAGEREQUEST']._serialized_end=2142
+  _globals['_COMPUTEUSAGERESPONSE']._serialized_start=2145
+  _globals['_COMPUTEUSAGERESPONSE']._serialized_end=2364
+  _globals['_CALCULATION']._serialized_start=2367
+  _globals['_CALCULATION']._serialized_end=2715
+  _globals['_CALCULATEPRICEREQUEST']._serialized_start=2718
+  _globals['_CALCULATEPRICEREQUEST']._serialized_end=2885
+  _globals['_GETCALCULATIONREQUEST']._serialized_start=2887
+  _globals['_GETCALCULATIONREQUEST']._serialized_end=2922
+  _globals['_INVOICESERVICE']._serialized_start=3274
+  _globals['_INVOICESERVICE']._serialized_end=3931
 # @@protoc_insertion_point(module_scope)

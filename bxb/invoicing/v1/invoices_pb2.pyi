@@ -56,6 +56,10 @@ class _FeeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeeType.Value
     """The plan's base fee."""
     FEE_TYPE_CHARGE: _FeeType.ValueType  # 2
     """A usage charge."""
+    FEE_TYPE_COMMITMENT: _FeeType.ValueType  # 3
+    """Tops a period's total up to the plan's minimum commitment."""
+    FEE_TYPE_TRUE_UP: _FeeType.ValueType  # 4
+    """Tops a charge up to its minimum spend (min_amount_cents)."""
 
 class FeeType(_FeeType, metaclass=_FeeTypeEnumTypeWrapper):
     """What a fee line bills."""
@@ -66,7 +70,35 @@ FEE_TYPE_SUBSCRIPTION: FeeType.ValueType  # 1
 """The plan's base fee."""
 FEE_TYPE_CHARGE: FeeType.ValueType  # 2
 """A usage charge."""
+FEE_TYPE_COMMITMENT: FeeType.ValueType  # 3
+"""Tops a period's total up to the plan's minimum commitment."""
+FEE_TYPE_TRUE_UP: FeeType.ValueType  # 4
+"""Tops a charge up to its minimum spend (min_amount_cents)."""
 Global___FeeType: _TypeAlias = FeeType  # noqa: Y015
+
+class _BillingTiming:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BillingTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingTiming.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BILLING_TIMING_UNSPECIFIED: _BillingTiming.ValueType  # 0
+    """Not set."""
+    BILLING_TIMING_IN_ARREARS: _BillingTiming.ValueType  # 1
+    """At the period's end: usage, and fees billed in arrears."""
+    BILLING_TIMING_IN_ADVANCE: _BillingTiming.ValueType  # 2
+    """At the period's start: the fees paid in advance."""
+
+class BillingTiming(_BillingTiming, metaclass=_BillingTimingEnumTypeWrapper):
+    """When an invoice bills its period."""
+
+BILLING_TIMING_UNSPECIFIED: BillingTiming.ValueType  # 0
+"""Not set."""
+BILLING_TIMING_IN_ARREARS: BillingTiming.ValueType  # 1
+"""At the period's end: usage, and fees billed in arrears."""
+BILLING_TIMING_IN_ADVANCE: BillingTiming.ValueType  # 2
+"""At the period's start: the fees paid in advance."""
+Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 
 @_typing.final
 class FeeTier(_message.Message):
@@ -116,6 +148,26 @@ class Fee(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class GroupEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TYPE_FIELD_NUMBER: _builtins.int
     AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     UNITS_FIELD_NUMBER: _builtins.int
@@ -126,6 +178,10 @@ class Fee(_message.Message):
     PRECISE_AMOUNT_FIELD_NUMBER: _builtins.int
     TIERS_FIELD_NUMBER: _builtins.int
     EVENTS_COUNT_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
     type: Global___FeeType.ValueType
     """What the line bills."""
     amount_cents: _builtins.int
@@ -144,9 +200,27 @@ class Fee(_message.Message):
     """Exact amount before rounding, a decimal string in major units."""
     events_count: _builtins.int
     """Number of events aggregated, for charge fees."""
+    filter: _builtins.str
+    """For a fee of a charge filter: the filter's display name, or its values
+    ("region: us-east-1"); empty for the charge's default price.
+    """
     @_builtins.property
     def tiers(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeeTier]:
         """Per-tier breakdown, for tiered models."""
+
+    @_builtins.property
+    def group(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """For a fee of a grouped charge: the group's value of each grouped_by
+        property.
+        """
+
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the time the fee covers, inclusive."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the time the fee covers, exclusive."""
 
     def __init__(
         self,
@@ -161,10 +235,14 @@ class Fee(_message.Message):
         precise_amount: _builtins.str = ...,
         tiers: _abc.Iterable[Global___FeeTier] | None = ...,
         events_count: _builtins.int = ...,
+        group: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        filter: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "billable_metric_code", b"billable_metric_code", "charge_id", b"charge_id", "description", b"description", "events_count", b"events_count", "precise_amount", b"precise_amount", "tiers", b"tiers", "type", b"type", "unit_amount", b"unit_amount", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "billable_metric_code", b"billable_metric_code", "charge_id", b"charge_id", "description", b"description", "events_count", b"events_count", "filter", b"filter", "group", b"group", "period_end", b"period_end", "period_start", b"period_start", "precise_amount", b"precise_amount", "tiers", b"tiers", "type", b"type", "unit_amount", b"unit_amount", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -190,6 +268,8 @@ class Invoice(_message.Message):
     ISSUE_TIME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PLAN_CODE_FIELD_NUMBER: _builtins.int
+    TIMING_FIELD_NUMBER: _builtins.int
+    CALCULATION_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "inv_abc"."""
     number: _builtins.str
@@ -208,6 +288,10 @@ class Invoice(_message.Message):
     """Amount due in minor units."""
     plan_code: _builtins.str
     """Code of the billed plan."""
+    timing: Global___BillingTiming.ValueType
+    """Whether the invoice bills its period at the start or at the end."""
+    calculation_id: _builtins.str
+    """The pricing calculation this invoice was issued from, when there was one."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed period, inclusive."""
@@ -245,10 +329,12 @@ class Invoice(_message.Message):
         issue_time: _timestamp_pb2.Timestamp | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         plan_code: _builtins.str = ...,
+        timing: Global___BillingTiming.ValueType = ...,
+        calculation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "issue_time", b"issue_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -285,22 +371,28 @@ class ListInvoicesRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_DRAFT_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Only invoices of this customer, when set."""
     page_size: _builtins.int
     """Maximum number of invoices to return (default 50, at most 500)."""
     page_token: _builtins.str
     """Token from a previous response, to fetch the next page."""
+    include_draft: _builtins.bool
+    """With customer_id: also the draft invoice of each open period, priced
+    as it stands, at the head of the first page.
+    """
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        include_draft: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "include_draft", b"include_draft", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -483,3 +575,232 @@ class RunBillingResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunBillingResponse: _TypeAlias = RunBillingResponse  # noqa: Y015
+
+@_typing.final
+class ComputeUsageRequest(_message.Message):
+    """Request for InvoiceService.ComputeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    METRIC_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    metric_code: _builtins.str
+    """Code of the metric."""
+    subscription_id: _builtins.str
+    """Count only this subscription's events (those naming it, and the ones
+    naming no subscription that it owns), as its invoice does; when empty,
+    every event of the customer.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        metric_code: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "end_time", b"end_time", "metric_code", b"metric_code", "start_time", b"start_time", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeUsageRequest: _TypeAlias = ComputeUsageRequest  # noqa: Y015
+
+@_typing.final
+class ComputeUsageResponse(_message.Message):
+    """Response of InvoiceService.ComputeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    METRIC_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    metric_code: _builtins.str
+    """Code of the metric."""
+    subscription_id: _builtins.str
+    """The subscription the usage was scoped to, if any."""
+    value: _builtins.str
+    """The exact quantity, a decimal string."""
+    event_count: _builtins.int
+    """Number of distinct events aggregated."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        metric_code: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+        value: _builtins.str = ...,
+        event_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "end_time", b"end_time", "event_count", b"event_count", "metric_code", b"metric_code", "start_time", b"start_time", "subscription_id", b"subscription_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeUsageResponse: _TypeAlias = ComputeUsageResponse  # noqa: Y015
+
+@_typing.final
+class Calculation(_message.Message):
+    """A priced period of one subscription: every charge broken down by tier,
+    filter and group. Stored, so an invoice can reference it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PLAN_CODE_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LINE_ITEMS_FIELD_NUMBER: _builtins.int
+    TOTAL_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PLAN_VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier, for example "calc_..."."""
+    customer_id: _builtins.str
+    """The customer."""
+    subscription_id: _builtins.str
+    """The priced subscription."""
+    plan_code: _builtins.str
+    """Code of its plan."""
+    currency: _builtins.str
+    """ISO 4217 currency code."""
+    total_amount_cents: _builtins.int
+    """Sum of the lines in minor units."""
+    plan_version: _builtins.int
+    """Version of the pinned plan."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the priced window, inclusive."""
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the priced window, exclusive."""
+
+    @_builtins.property
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fee]:
+        """One line per fee."""
+
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the calculation was made."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        plan_code: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        line_items: _abc.Iterable[Global___Fee] | None = ...,
+        total_amount_cents: _builtins.int = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        plan_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "id", b"id", "line_items", b"line_items", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "plan_version", b"plan_version", "subscription_id", b"subscription_id", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Calculation: _TypeAlias = Calculation  # noqa: Y015
+
+@_typing.final
+class CalculatePriceRequest(_message.Message):
+    """Request for InvoiceService.CalculatePrice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    subscription_id: _builtins.str
+    """The subscription; may be empty when the customer has exactly one."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive; with period_end unset both default to
+        the subscription's open period.
+        """
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "period_end", b"period_end", "period_start", b"period_start", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CalculatePriceRequest: _TypeAlias = CalculatePriceRequest  # noqa: Y015
+
+@_typing.final
+class GetCalculationRequest(_message.Message):
+    """Request for InvoiceService.GetCalculation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The calculation's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCalculationRequest: _TypeAlias = GetCalculationRequest  # noqa: Y015

@@ -55,6 +55,21 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.FromString,
                 _registered_method=True)
+        self.ComputeUsage = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/ComputeUsage',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.FromString,
+                _registered_method=True)
+        self.CalculatePrice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/CalculatePrice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
+                _registered_method=True)
+        self.GetCalculation = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/GetCalculation',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -90,6 +105,28 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeUsage(self, request, context):
+        """The exact usage of a customer and metric over a window: the number an
+        invoice for that window uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CalculatePrice(self, request, context):
+        """Prices a subscription over a window and stores the result.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCalculation(self, request, context):
+        """Returns a stored calculation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +149,21 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.RunBilling,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.SerializeToString,
+            ),
+            'ComputeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComputeUsage,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.SerializeToString,
+            ),
+            'CalculatePrice': grpc.unary_unary_rpc_method_handler(
+                    servicer.CalculatePrice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.SerializeToString,
+            ),
+            'GetCalculation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCalculation,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +275,87 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/RunBilling',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/ComputeUsage',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CalculatePrice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/CalculatePrice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCalculation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/GetCalculation',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,14 @@ class InvoiceServiceStub:
     """Bills every ended period now (the scheduler does this too). Safe to run
     concurrently: each subscription period is billed exactly once.
     """
+    ComputeUsage: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ComputeUsageRequest, _invoices_pb2.ComputeUsageResponse]
+    """The exact usage of a customer and metric over a window: the number an
+    invoice for that window uses.
+    """
+    CalculatePrice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CalculatePriceRequest, _invoices_pb2.Calculation]
+    """Prices a subscription over a window and stores the result."""
+    GetCalculation: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]
+    """Returns a stored calculation."""
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -59,6 +67,14 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Bills every ended period now (the scheduler does this too). Safe to run
     concurrently: each subscription period is billed exactly once.
     """
+    ComputeUsage: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ComputeUsageRequest, _invoices_pb2.ComputeUsageResponse]  # type: ignore[assignment]
+    """The exact usage of a customer and metric over a window: the number an
+    invoice for that window uses.
+    """
+    CalculatePrice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CalculatePriceRequest, _invoices_pb2.Calculation]  # type: ignore[assignment]
+    """Prices a subscription over a window and stores the result."""
+    GetCalculation: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]  # type: ignore[assignment]
+    """Returns a stored calculation."""
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices of the calling organization."""
@@ -96,5 +112,31 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Bills every ended period now (the scheduler does this too). Safe to run
         concurrently: each subscription period is billed exactly once.
         """
+
+    @_abc_1.abstractmethod
+    def ComputeUsage(
+        self,
+        request: _invoices_pb2.ComputeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.ComputeUsageResponse, _abc.Awaitable[_invoices_pb2.ComputeUsageResponse]]:
+        """The exact usage of a customer and metric over a window: the number an
+        invoice for that window uses.
+        """
+
+    @_abc_1.abstractmethod
+    def CalculatePrice(
+        self,
+        request: _invoices_pb2.CalculatePriceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Calculation, _abc.Awaitable[_invoices_pb2.Calculation]]:
+        """Prices a subscription over a window and stores the result."""
+
+    @_abc_1.abstractmethod
+    def GetCalculation(
+        self,
+        request: _invoices_pb2.GetCalculationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Calculation, _abc.Awaitable[_invoices_pb2.Calculation]]:
+        """Returns a stored calculation."""
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,19 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/metering/v1/usage.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x01\n\x15\x41ggregateUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\"L\n\x16\x41ggregateUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\t*\xbf\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x12\x1c\n\x18\x41GGREGATION_WEIGHTED_SUM\x10\x06\x32q\n\x0cUsageService\x12\x61\n\x0e\x41ggregateUsage\x12&.bxb.metering.v1.AggregateUsageRequest\x1a\'.bxb.metering.v1.AggregateUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/metering/v1/usage.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x03\n\x15\x41ggregateUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\x12\x17\n\x0fsubscription_id\x18\x08 \x01(\t\x12\x36\n\x12unassigned_windows\x18\t \x03(\x0b\x32\x1a.bxb.metering.v1.TimeRange\x12+\n\x07\x62uckets\x18\n \x03(\x0b\x32\x1a.bxb.metering.v1.FilterSet\x12\x10\n\x08group_by\x18\x0b \x03(\t\"i\n\tTimeRange\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0ePropertyFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"=\n\tFilterSet\x12\x30\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1f.bxb.metering.v1.PropertyFilter\"f\n\nUsageGroup\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\x05\x12\x14\n\x0cgroup_values\x18\x02 \x03(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x04 \x01(\x03\x12\x0e\n\x06values\x18\x05 \x03(\t\"y\n\x16\x41ggregateUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\t\x12+\n\x06groups\x18\x04 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageGroup\"V\n\x1a\x42\x61tchAggregateUsageRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.bxb.metering.v1.AggregateUsageRequest\"Y\n\x1b\x42\x61tchAggregateUsageResponse\x12:\n\tresponses\x18\x01 \x03(\x0b\x32\'.bxb.metering.v1.AggregateUsageResponse*\xbf\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x12\x1c\n\x18\x41GGREGATION_WEIGHTED_SUM\x10\x06\x32\xe3\x01\n\x0cUsageService\x12\x61\n\x0e\x41ggregateUsage\x12&.bxb.metering.v1.AggregateUsageRequest\x1a\'.bxb.metering.v1.AggregateUsageResponse\x12p\n\x13\x42\x61tchAggregateUsage\x12+.bxb.metering.v1.BatchAggregateUsageRequest\x1a,.bxb.metering.v1.BatchAggregateUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.metering.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGGREGATION']._serialized_start=410
-  _globals['_AGGREGATION']._serialized_end=601
+  _globals['_AGGREGATION']._serialized_start=1099
+  _globals['_AGGREGATION']._serialized_end=1290
   _globals['_AGGREGATEUSAGEREQUEST']._serialized_start=82
-  _globals['_AGGREGATEUSAGEREQUEST']._serialized_end=329
-  _globals['_AGGREGATEUSAGERESPONSE']._serialized_start=331
-  _globals['_AGGREGATEUSAGERESPONSE']._serialized_end=407
-  _globals['_USAGESERVICE']._serialized_start=603
-  _globals['_USAGESERVICE']._serialized_end=716
+  _globals['_AGGREGATEUSAGEREQUEST']._serialized_end=473
+  _globals['_TIMERANGE']._serialized_start=475
+  _globals['_TIMERANGE']._serialized_end=580
+  _globals['_PROPERTYFILTER']._serialized_start=582
+  _globals['_PROPERTYFILTER']._serialized_end=627
+  _globals['_FILTERSET']._serialized_start=629
+  _globals['_FILTERSET']._serialized_end=690
+  _globals['_USAGEGROUP']._serialized_start=692
+  _globals['_USAGEGROUP']._serialized_end=794
+  _globals['_AGGREGATEUSAGERESPONSE']._serialized_start=796
+  _globals['_AGGREGATEUSAGERESPONSE']._serialized_end=917
+  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_start=919
+  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_end=1005
+  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_start=1007
+  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_end=1096
+  _globals['_USAGESERVICE']._serialized_start=1293
+  _globals['_USAGESERVICE']._serialized_end=1520
 # @@protoc_insertion_point(module_scope)

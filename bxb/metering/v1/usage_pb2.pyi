@@ -77,6 +77,10 @@ class AggregateUsageRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     END_TIME_FIELD_NUMBER: _builtins.int
     INCLUDE_VALUES_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    UNASSIGNED_WINDOWS_FIELD_NUMBER: _builtins.int
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer whose events are aggregated."""
     code: _builtins.str
@@ -91,6 +95,11 @@ class AggregateUsageRequest(_message.Message):
     """Also return each event's value of field_name, in time order (for
     per-event pricing such as percentage fees).
     """
+    subscription_id: _builtins.str
+    """When set, only events naming this subscription, plus the events naming
+    no subscription whose time falls in one of unassigned_windows. When
+    empty, every event of the customer counts.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the window, inclusive."""
@@ -98,6 +107,22 @@ class AggregateUsageRequest(_message.Message):
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """End of the window, exclusive."""
+
+    @_builtins.property
+    def unassigned_windows(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """With subscription_id: the windows in which this subscription owns the
+        customer's events of this metric that name no subscription.
+        """
+
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___FilterSet]:
+        """Each event goes to the first bucket it matches (numbered from 1), or to
+        bucket 0 when it matches none; usage is reported per bucket in groups.
+        """
+
+    @_builtins.property
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Event properties whose values split the usage into groups."""
 
     def __init__(
         self,
@@ -109,14 +134,142 @@ class AggregateUsageRequest(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         end_time: _timestamp_pb2.Timestamp | None = ...,
         include_values: _builtins.bool = ...,
+        subscription_id: _builtins.str = ...,
+        unassigned_windows: _abc.Iterable[Global___TimeRange] | None = ...,
+        buckets: _abc.Iterable[Global___FilterSet] | None = ...,
+        group_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "include_values", b"include_values", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "buckets", b"buckets", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "group_by", b"group_by", "include_values", b"include_values", "start_time", b"start_time", "subscription_id", b"subscription_id", "unassigned_windows", b"unassigned_windows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AggregateUsageRequest: _TypeAlias = AggregateUsageRequest  # noqa: Y015
+
+@_typing.final
+class TimeRange(_message.Message):
+    """A half-open time window [start_time, end_time)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
+
+@_typing.final
+class PropertyFilter(_message.Message):
+    """A property and the values it may take to match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The event property."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The values that match."""
+
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PropertyFilter: _TypeAlias = PropertyFilter  # noqa: Y015
+
+@_typing.final
+class FilterSet(_message.Message):
+    """Filters that must all match (AND)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyFilter]:
+        """The filters."""
+
+    def __init__(
+        self,
+        *,
+        filters: _abc.Iterable[Global___PropertyFilter] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filters", b"filters"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FilterSet: _TypeAlias = FilterSet  # noqa: Y015
+
+@_typing.final
+class UsageGroup(_message.Message):
+    """The usage of one bucket and group."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKET_FIELD_NUMBER: _builtins.int
+    GROUP_VALUES_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    bucket: _builtins.int
+    """The bucket the events matched (0: none of the request's buckets)."""
+    value: _builtins.str
+    """The exact quantity, a decimal string."""
+    event_count: _builtins.int
+    """Number of distinct events aggregated."""
+    @_builtins.property
+    def group_values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The group's value of each group_by property, in order; "" when missing."""
+
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """With include_values: each event's value in time order."""
+
+    def __init__(
+        self,
+        *,
+        bucket: _builtins.int = ...,
+        group_values: _abc.Iterable[_builtins.str] | None = ...,
+        value: _builtins.str = ...,
+        event_count: _builtins.int = ...,
+        values: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bucket", b"bucket", "event_count", b"event_count", "group_values", b"group_values", "value", b"value", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageGroup: _TypeAlias = UsageGroup  # noqa: Y015
 
 @_typing.final
 class AggregateUsageResponse(_message.Message):
@@ -127,6 +280,7 @@ class AggregateUsageResponse(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     EVENT_COUNT_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
     value: _builtins.str
     """The exact quantity, a decimal string ("2340", "12.5")."""
     event_count: _builtins.int
@@ -137,17 +291,72 @@ class AggregateUsageResponse(_message.Message):
         an event without a numeric value counts as "0".
         """
 
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageGroup]:
+        """With buckets or group_by: one entry per bucket and group that has
+        events (the fields above are then unset), ordered by bucket, then group.
+        """
+
     def __init__(
         self,
         *,
         value: _builtins.str = ...,
         event_count: _builtins.int = ...,
         values: _abc.Iterable[_builtins.str] | None = ...,
+        groups: _abc.Iterable[Global___UsageGroup] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "value", b"value", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "groups", b"groups", "value", b"value", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AggregateUsageResponse: _TypeAlias = AggregateUsageResponse  # noqa: Y015
+
+@_typing.final
+class BatchAggregateUsageRequest(_message.Message):
+    """Request for UsageService.BatchAggregateUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AggregateUsageRequest]:
+        """The aggregations, answered in the same order."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___AggregateUsageRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchAggregateUsageRequest: _TypeAlias = BatchAggregateUsageRequest  # noqa: Y015
+
+@_typing.final
+class BatchAggregateUsageResponse(_message.Message):
+    """Response of UsageService.BatchAggregateUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___AggregateUsageResponse]:
+        """One response per request, in order."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___AggregateUsageResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchAggregateUsageResponse: _TypeAlias = BatchAggregateUsageResponse  # noqa: Y015

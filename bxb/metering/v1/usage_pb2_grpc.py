@@ -40,6 +40,11 @@ class UsageServiceStub:
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageRequest.SerializeToString,
                 response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageResponse.FromString,
                 _registered_method=True)
+        self.BatchAggregateUsage = channel.unary_unary(
+                '/bxb.metering.v1.UsageService/BatchAggregateUsage',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -54,6 +59,13 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchAggregateUsage(self, request, context):
+        """Several aggregations in one call (all the charges of a plan, say).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -61,6 +73,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.AggregateUsage,
                     request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageRequest.FromString,
                     response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageResponse.SerializeToString,
+            ),
+            'BatchAggregateUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchAggregateUsage,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -91,6 +108,33 @@ class UsageService:
             '/bxb.metering.v1.UsageService/AggregateUsage',
             bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageRequest.SerializeToString,
             bxb_dot_metering_dot_v1_dot_usage__pb2.AggregateUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchAggregateUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.UsageService/BatchAggregateUsage',
+            bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

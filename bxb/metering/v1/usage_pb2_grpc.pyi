@@ -37,6 +37,8 @@ class UsageServiceStub:
     """Aggregates one customer's events of one metric over a window. The result
     counts every stored event exactly once.
     """
+    BatchAggregateUsage: _grpc.UnaryUnaryMultiCallable[_usage_pb2.BatchAggregateUsageRequest, _usage_pb2.BatchAggregateUsageResponse]
+    """Several aggregations in one call (all the charges of a plan, say)."""
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -47,6 +49,8 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """Aggregates one customer's events of one metric over a window. The result
     counts every stored event exactly once.
     """
+    BatchAggregateUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.BatchAggregateUsageRequest, _usage_pb2.BatchAggregateUsageResponse]  # type: ignore[assignment]
+    """Several aggregations in one call (all the charges of a plan, say)."""
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Exact usage queries over stored events."""
@@ -60,5 +64,13 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         """Aggregates one customer's events of one metric over a window. The result
         counts every stored event exactly once.
         """
+
+    @_abc_1.abstractmethod
+    def BatchAggregateUsage(
+        self,
+        request: _usage_pb2.BatchAggregateUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.BatchAggregateUsageResponse, _abc.Awaitable[_usage_pb2.BatchAggregateUsageResponse]]:
+        """Several aggregations in one call (all the charges of a plan, say)."""
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,6 +50,8 @@ class BillableMetric(Base):
     field_name: Mapped[str] = mapped_column(String(200), default="")
     # ValueType name when the metric is fed by the event's top-level value, else "".
     value_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # Filter keys and their values as proto3 JSON of bxb.catalog.v1.PropertyValues.
+    filters: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -70,6 +72,9 @@ class Plan(Base):
     currency: Mapped[str] = mapped_column(String(3))
     # Charges as proto3 JSON of bxb.catalog.v1.Charge, metric snapshots included.
     charges: Mapped[list] = mapped_column(Json)
+    pay_in_advance: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    trial_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    minimum_commitment_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -98,5 +103,8 @@ class Subscription(Base):
     billing_time: Mapped[str] = mapped_column(String(32))
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Plan changes link the replaced and the replacing subscription.
+    previous_subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    next_subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

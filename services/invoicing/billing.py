@@ -115,11 +115,15 @@ class Biller:
                     total_amount_cents=subtotal,
                     issue_time=now,
                     create_time=now,
+                    timing="BILLING_TIMING_IN_ARREARS",
+                    calculation_id="",
                 )
                 inserted = await session.execute(
                     insert(Invoice)
                     .values({c.key: getattr(invoice, c.key) for c in Invoice.__table__.columns})
-                    .on_conflict_do_nothing(index_elements=[Invoice.subscription_id, Invoice.period_start])
+                    .on_conflict_do_nothing(
+                        index_elements=[Invoice.subscription_id, Invoice.period_start, Invoice.timing]
+                    )
                     .returning(Invoice.id)
                 )
                 if inserted.scalar_one_or_none() is None:

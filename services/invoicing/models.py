@@ -35,13 +35,15 @@ class Subscription(Base):
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Every period ending at or before this instant has its invoice.
     billed_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Every period starting before this instant has its in-advance invoice.
+    advance_billed_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Invoice(Base):
     __tablename__ = "invoices"
-    # Exactly one invoice per subscription and period, whatever races.
+    # Exactly one invoice per subscription, period and timing, whatever races.
     __table_args__ = (
-        UniqueConstraint("subscription_id", "period_start"),
+        UniqueConstraint("subscription_id", "period_start", "timing"),
         UniqueConstraint("organization_id", "number"),
     )
 
@@ -61,6 +63,9 @@ class Invoice(Base):
     total_amount_cents: Mapped[int] = mapped_column(BigInteger)
     issue_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # BillingTiming name: billed at the period's end (usage) or start (advance fees).
+    timing: Mapped[str] = mapped_column(String(32), default="BILLING_TIMING_IN_ARREARS")
+    calculation_id: Mapped[str] = mapped_column(String(64), default="")
 
 
 class InvoiceSequence(Base):
@@ -71,3 +76,19 @@ class InvoiceSequence(Base):
 
     organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class Calculation(Base):
+    """A stored pricing calculation (bxb.invoicing.v1.Calculation as proto3 JSON)."""
+
+    __tablename__ = "calculations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    total_amount_cents: Mapped[int] = mapped_column(BigInteger)
+    calculation: Mapped[dict] = mapped_column(Json)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

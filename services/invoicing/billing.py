@@ -27,10 +27,9 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.common import outbox
+from services.common import outbox, periods
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import periods
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Invoice, InvoiceSequence, Outbox, Subscription
@@ -78,7 +77,7 @@ class Biller:
         for period in periods.ended(subscription.start_time, interval, subscription.billing_time, cutoff):
             if subscription.billed_through is not None and period.end <= subscription.billed_through:
                 continue
-            fees = await self.fees.period_fees(subscription.organization_id, subscription.customer_id, plan, period)
+            fees = await self.fees.period_fees(subscription, plan, period)
             if await self._issue(subscription, plan, period, fees, now):
                 created += 1
         return created

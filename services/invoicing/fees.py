@@ -3,16 +3,18 @@ usage charge priced from the exact usage the metering service reports."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
+
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from services.common import tenancy
 from services.common.decimals import canonical
+from services.common.periods import Period
 from services.common.timestamps import to_proto
-from services.invoicing.periods import Period
+from services.invoicing.models import Subscription
 from services.invoicing.pricing import models
 from services.invoicing.pricing.money import from_minor, to_minor
 
@@ -42,12 +44,14 @@ def base_fee(plan: plans_pb2.Plan, period: Period) -> pb.Fee | None:
 
 
 class FeeCalculator:
-    def __init__(self, usage: usage_pb2_grpc.UsageServiceStub | None = None):
+    def __init__(
+        self, usage: usage_pb2_grpc.UsageServiceStub | None = None, sessions: async_sessionmaker | None = None
+    ):
         self.usage = usage
+        self.sessions = sessions
 
-    async def charge_fees(
-        self, org: str, customer_id: str, plan: plans_pb2.Plan, start: datetime, end: datetime
-    ) -> list[pb.Fee]:
+    async def charge_fees(self, subscription: Subscription, plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
+        org, customer_id, start, end = subscription.organization_id, subscription.customer_id, period.start, period.end
         fees = []
         for charge in plan.charges:
             metric = charge.billable_metric
@@ -95,7 +99,14 @@ class FeeCalculator:
             )
         return fees
 
-    async def period_fees(self, org: str, customer_id: str, plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
+    async def period_fees(
+        self,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        period: Period,
+        timing: int = pb.BILLING_TIMING_IN_ARREARS,
+    ) -> list[pb.Fee]:
+        """The fees of a period billed at its end (IN_ARREARS) or start (IN_ADVANCE)."""
         base = base_fee(plan, period)
-        charges = await self.charge_fees(org, customer_id, plan, period.start, period.end)
+        charges = await self.charge_fees(subscription, plan, period)
         return ([base] if base is not None else []) + charges

@@ -9,11 +9,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
-from services.common import pagination, tenancy
+from services.common import pagination, periods, tenancy
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import periods
 from services.invoicing.billing import Biller
+from services.invoicing.calculations import Pricing
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Invoice, Subscription
@@ -22,9 +22,15 @@ from services.invoicing.projection import SubscriptionProjection
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
     def __init__(
-        self, sessions: async_sessionmaker, biller: Biller, fees: FeeCalculator, projection: SubscriptionProjection
+        self,
+        sessions: async_sessionmaker,
+        biller: Biller,
+        fees: FeeCalculator,
+        projection: SubscriptionProjection,
+        pricing: Pricing,
     ):
         self.sessions = sessions
+        self.pricing = pricing
         self.biller = biller
         self.fees = fees
         self.projection = projection
@@ -77,7 +83,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             period = periods.current(subscription.start_time, interval, subscription.billing_time, now)
             if period is None:
                 continue  # starts in the future
-            fees = await self.fees.charge_fees(org, subscription.customer_id, plan, period.start, period.end)
+            fees = await self.fees.charge_fees(subscription, plan, period)
             result.subscriptions.append(
                 pb.SubscriptionUsage(
                     subscription_id=subscription.id,
@@ -95,3 +101,12 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         org = tenancy.organization_id()
         created = await self.biller.run(org=org, customer_id=request.customer_id)
         return pb.RunBillingResponse(invoices_created=created)
+
+    async def ComputeUsage(self, request: pb.ComputeUsageRequest, context) -> pb.ComputeUsageResponse:
+        return await self.pricing.compute_usage(tenancy.organization_id(), request)
+
+    async def CalculatePrice(self, request: pb.CalculatePriceRequest, context) -> pb.Calculation:
+        return await self.pricing.calculate(tenancy.organization_id(), request)
+
+    async def GetCalculation(self, request: pb.GetCalculationRequest, context) -> pb.Calculation:
+        return await self.pricing.get(tenancy.organization_id(), request.id)

@@ -16,6 +16,7 @@ from bxb.metering.v1 import usage_pb2_grpc
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.calculations import Pricing
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoices import InvoiceServicer
 from services.invoicing.models import Outbox
@@ -52,11 +53,12 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     relay = OutboxRelay(sessions, Outbox)
-    fees = FeeCalculator()  # its metering stub is connected in on_start, on the serving loop
+    fees = FeeCalculator(sessions=sessions)  # its metering stub is connected in on_start, on the serving loop
     channels: list[grpc.aio.Channel] = []
     biller = Biller(sessions, fees, relay, timedelta(seconds=settings.settle_seconds))
     scheduler = Scheduler(biller, settings.billing_interval)
     projection = SubscriptionProjection(sessions)
+    pricing = Pricing(sessions, fees, projection)
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.
@@ -83,7 +85,10 @@ def build(settings: Settings) -> grpc_server.Service:
         name="invoicing",
         registrars=[
             grpc_server.registrar(
-                invoices_pb2, invoices_pb2_grpc, "InvoiceService", InvoiceServicer(sessions, biller, fees, projection)
+                invoices_pb2,
+                invoices_pb2_grpc,
+                "InvoiceService",
+                InvoiceServicer(sessions, biller, fees, projection, pricing),
             )
         ],
         on_start=on_start,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.invoicing.periods import Period, add_months, current, ended, periods
+from services.common.periods import Period, add_months, current, ended, periods
 
 ANNIVERSARY = "BILLING_TIME_ANNIVERSARY"
 CALENDAR = "BILLING_TIME_CALENDAR"

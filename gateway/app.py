@@ -15,7 +15,7 @@ from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.errors import error_response
-from gateway.routes import customers, events, invoices, metrics, plans, price_plans, subscriptions
+from gateway.routes import customers, events, invoices, metrics, plans, price_plans, pricing, subscriptions
 
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *subscriptions.routes,
         *events.routes,
         *invoices.routes,
+        *pricing.routes,
     ]
     return Starlette(
         routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}

@@ -48,9 +48,12 @@ class Call:
         if not raw:
             return 0
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
             raise invalid(f"{name} must be an integer", name, "INVALID_TYPE") from None
+        if abs(value) >= 2**31:  # every query integer (page_size, version) fills an int32
+            raise invalid(f"{name} is out of range", name, "INVALID_VALUE")
+        return value
 
 
 Handler = Callable[[Call], Awaitable[Response]]

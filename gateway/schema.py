@@ -29,6 +29,7 @@ _TYPE_NAMES = {
     "array": "an array",
     "timestamp": "an RFC 3339 timestamp or Unix seconds",
     "properties": "an object",
+    "map": "an object",
 }
 
 
@@ -42,6 +43,8 @@ class Spec:
     choices: tuple[str, ...] = ()
     max_items: int = 0
     max_length: int = 0
+    # Integers: the width of the proto field they fill (32 for an int32).
+    bits: int = 64
 
 
 def string(required: bool = False, choices: tuple[str, ...] = (), max_length: int = 0, nullable: bool = False) -> Spec:
@@ -54,6 +57,11 @@ def obj(fields: dict[str, Spec], required: bool = False, nullable: bool = False)
 
 def array(items: Spec, required: bool = False, max_items: int = 0) -> Spec:
     return Spec("array", required=required, items=items, max_items=max_items)
+
+
+def mapping(items: Spec, required: bool = False, max_items: int = 0) -> Spec:
+    """An object whose keys are the client's (`{"region": [...]}`), each value checked by `items`."""
+    return Spec("map", required=required, items=items, max_items=max_items)
 
 
 def _join(path: str, name: str) -> str:
@@ -88,7 +96,7 @@ def _string(value, spec, path):
 def _integer(value, spec, path):
     if isinstance(value, bool) or not isinstance(value, int):
         _fail(path, spec)
-    if abs(value) >= 2**63:
+    if abs(value) >= 2 ** (spec.bits - 1):
         raise invalid(f"{path} is out of range", path, "INVALID_VALUE")
     return value
 
@@ -152,6 +160,15 @@ def _array(value, spec, path):
     return [check(item, spec.items, f"{path}[{index}]") for index, item in enumerate(value)]
 
 
+def _map(value, spec, path):
+    if not isinstance(value, dict):
+        _fail(path, spec)
+    if spec.max_items and len(value) > spec.max_items:
+        raise invalid(f"{path} has more than {spec.max_items} keys", path, "TOO_MANY_ITEMS")
+    assert spec.items is not None
+    return {key: check(item, spec.items, _join(path, key)) for key, item in value.items()}
+
+
 def _properties(value, spec, path):
     """Free-form event properties, as exact strings: numbers keep their JSON
     text, booleans are true/false, nested values are compact JSON."""
@@ -180,6 +197,7 @@ _CHECKERS = {
     "timestamp": _timestamp,
     "object": _object,
     "array": _array,
+    "map": _map,
     "properties": _properties,
 }
 

@@ -1,4 +1,11 @@
-"""/v1/events: usage ingestion."""
+"""/v1/events: usage ingestion.
+
+One resource, two spellings. A bxb body names the metric by `code` and may
+omit `transaction_id` (the server assigns one) and `timestamp` (the time of
+receipt); it is answered 200. An ABAXUS body names the metric by `metric_key`,
+must carry an `idempotency_key`, and is answered 202 Accepted. Either way the
+key is the same deduplication key, and a retry is counted once.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +14,17 @@ from starlette.routing import Route
 from bxb.metering.v1 import usage_events_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
+from gateway.errors import invalid
 from gateway.schema import Spec, obj, string
 from services.common.timestamps import to_proto
 
 CREATE = obj(
     {
         "transaction_id": string(max_length=200),
+        "idempotency_key": string(max_length=200),
         "customer_id": string(required=True, max_length=200),
-        "code": string(required=True, max_length=100),
+        "code": string(max_length=100),
+        "metric_key": string(max_length=100),
         "timestamp": Spec("timestamp"),
         "subscription_id": string(max_length=200),
         "properties": Spec("properties"),
@@ -36,12 +46,26 @@ def event_json(event: pb.UsageEvent) -> dict:
     }
 
 
+def _one_of(body: dict, names: tuple[str, str], required: bool) -> str:
+    given = [name for name in names if body[name] is not None]
+    if len(given) == 2:
+        raise invalid(f"give {names[0]} or {names[1]}, not both", names[1], "CONFLICTING_FIELDS")
+    if not given:
+        if required:
+            raise invalid(f"{names[0]} is required", names[0], "MISSING_FIELD")
+        return ""
+    return body[given[0]]
+
+
 async def create(call: Call):
     body = call.body
+    abaxus = body["metric_key"] is not None
+    if abaxus and body["idempotency_key"] is None and body["transaction_id"] is None:
+        raise invalid("idempotency_key is required", "idempotency_key", "MISSING_FIELD")
     event = pb.UsageEvent(
-        transaction_id=body["transaction_id"] or "",
+        transaction_id=_one_of(body, ("transaction_id", "idempotency_key"), required=False),
         customer_id=body["customer_id"],
-        code=body["code"],
+        code=_one_of(body, ("code", "metric_key"), required=True),
         timestamp=to_proto(body["timestamp"]),
         subscription_id=body["subscription_id"] or "",
         properties=body["properties"] or {},
@@ -50,6 +74,8 @@ async def create(call: Call):
     reply = await call.clients.events.IngestEvents(pb.IngestEventsRequest(events=[event]), **call.options)
     result = reply.results[0]
     status = "duplicate" if result.outcome == pb.INGEST_OUTCOME_DUPLICATE else "accepted"
+    if abaxus:
+        return json({"idempotency_key": result.transaction_id, "status": status}, 202)
     return json({"transaction_id": result.transaction_id, "status": status})
 
 

@@ -1,4 +1,8 @@
-"""/v1/invoices, /v1/customers/{id}/invoices and current usage."""
+"""/v1/invoices, /v1/customers/{id}/invoices and current usage.
+
+A customer's invoice list (by path, or /v1/invoices?customer_id=) starts with
+the drafts of its open periods: `status: "draft"`, no id and no number.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,16 @@ def fee_json(fee: pb.Fee) -> dict:
         "unit_amount": fee.unit_amount,
         "precise_amount": fee.precise_amount,
         "description": fee.description,
+        "period_start": render.time(fee, "period_start"),
+        "period_end": render.time(fee, "period_end"),
     }
-    if fee.type == pb.FEE_TYPE_CHARGE:
+    if fee.type in (pb.FEE_TYPE_CHARGE, pb.FEE_TYPE_TRUE_UP):  # a true-up tops up one charge
         data["billable_metric_code"] = fee.billable_metric_code
         data["charge_id"] = fee.charge_id
+    if fee.type == pb.FEE_TYPE_CHARGE:
         data["events_count"] = fee.events_count
+        data["group"] = dict(fee.group)
+        data["filter"] = fee.filter or None
     if fee.tiers:
         data["tiers"] = [
             {
@@ -39,12 +48,13 @@ def fee_json(fee: pb.Fee) -> dict:
 
 def invoice_json(invoice: pb.Invoice) -> dict:
     return {
-        "id": invoice.id,
-        "number": invoice.number,
+        "id": invoice.id or None,  # a draft has neither until it is issued
+        "number": invoice.number or None,
         "customer_id": invoice.customer_id,
         "subscription_id": invoice.subscription_id,
         "plan_code": invoice.plan_code,
         "status": render.enum(pb.InvoiceStatus, invoice.status, "INVOICE_STATUS_"),
+        "timing": render.enum(pb.BillingTiming, invoice.timing, "BILLING_TIMING_"),
         "currency": invoice.currency,
         "period_start": render.time(invoice, "period_start"),
         "period_end": render.time(invoice, "period_end"),
@@ -54,13 +64,17 @@ def invoice_json(invoice: pb.Invoice) -> dict:
         "total_amount_cents": invoice.total_amount_cents,
         "issued_at": render.time(invoice, "issue_time"),
         "created_at": render.time(invoice, "create_time"),
+        "calculation_id": invoice.calculation_id or None,
     }
 
 
 async def list_for(call: Call, customer_id: str):
     reply = await call.clients.invoices.ListInvoices(
         pb.ListInvoicesRequest(
-            customer_id=customer_id, page_size=call.query_int("page_size"), page_token=call.query("page_token")
+            customer_id=customer_id,
+            page_size=call.query_int("page_size"),
+            page_token=call.query("page_token"),
+            include_draft=bool(customer_id),
         ),
         **call.options,
     )

@@ -4,7 +4,9 @@ One resource, two spellings. `/v1/billable_metrics` names a metric by `code`
 (bxb); `/v1/metrics` names it by `key` (ABAXUS). Both render the same JSON,
 carrying `code` and `key` (the same value). A metric reads the property
 `field_name` of its events or, when `value_type` ("integer" or "decimal") is
-set, the event's top-level value; a count reads neither.
+set, the event's top-level value; a count reads neither. `filters` declares
+the event properties charges may price differently, with their values:
+`[{"key": "region", "values": ["us-east-1", "eu-west-1"]}]`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from bxb.catalog.v1 import billable_metrics_pb2 as pb
 from gateway import render, schema
 from gateway.call import Call, endpoint, json
 from gateway.errors import invalid
-from gateway.schema import obj, string
+from gateway.schema import array, obj, string
 
 PREFIX = "AGGREGATION_TYPE_"
 VALUE_PREFIX = "VALUE_TYPE_"
@@ -30,6 +32,8 @@ DEFINITION = {
     "aggregation_type": string(choices=AGGREGATIONS),
     "field_name": string(max_length=200),
     "value_type": string(choices=VALUE_TYPES),
+    # The catalog checks the rest (distinct keys and values, lengths, counts).
+    "filters": array(obj({"key": string(required=True), "values": array(string(required=True), required=True)})),
 }
 # A PATCH body: any of the definition fields; null clears a field.
 UPDATE = obj(DEFINITION)
@@ -55,6 +59,7 @@ def metric_json(metric: pb.BillableMetric) -> dict:
         "aggregation_type": render.enum(pb.AggregationType, metric.aggregation_type, PREFIX),
         "value_type": render.enum(pb.ValueType, metric.value_type, VALUE_PREFIX) if metric.value_type else None,
         "field_name": metric.field_name or None,
+        "filters": [{"key": item.key, "values": list(item.values)} for item in metric.filters],
         "created_at": render.time(metric, "create_time"),
     }
 
@@ -68,6 +73,7 @@ def metric_message(body: dict, code: str = "") -> pb.BillableMetric:
         aggregation_type=render.enum_value(pb.AggregationType, body["aggregation_type"] or "unspecified", PREFIX),
         field_name=body["field_name"] or "",
         value_type=render.enum_value(pb.ValueType, body["value_type"] or "unspecified", VALUE_PREFIX),
+        filters=[pb.PropertyValues(key=item["key"], values=item["values"]) for item in body["filters"] or []],
     )
 
 
@@ -108,10 +114,11 @@ def list_(list_name: str):
 def update(id_name: str):
     async def handler(call: Call):
         """PATCH with a partial body: the fields present (name, description,
-        aggregation_type, field_name, value_type) become the update_mask, the
-        others keep their values; null clears a field. Changing
-        aggregation_type, field_name or value_type while a plan uses the
-        metric is a 409 METRIC_IN_USE. The code/key cannot change."""
+        aggregation_type, field_name, value_type, filters) become the
+        update_mask, the others keep their values; null clears a field.
+        Changing aggregation_type, field_name or value_type, or dropping a
+        filter key or value, while a plan uses the metric is a 409
+        METRIC_IN_USE. The code/key cannot change."""
         paths = [name for name in DEFINITION if name in call.sent]
         if not paths:
             raise invalid(f"name at least one field to change: {', '.join(DEFINITION)}", "", "MISSING_FIELD")

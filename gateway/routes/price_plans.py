@@ -2,7 +2,11 @@
 plans as /v1/plans. A price plan's `id` is the plan code; `version_id` is the
 server id of the version shown. Charges are converted to the bxb form and
 validated by the catalog; an error names the field as ABAXUS spells it
-(`charges[0].properties.tiers[1].up_to`)."""
+(`charges[0].properties.tiers[1].up_to`). Charge filters carry their
+properties in the ABAXUS spelling of the charge's model; the other charge and
+plan terms (filters' values, grouped_by, min_amount_cents, pay_in_advance,
+invoice_display_name, trial_period_days, minimum_commitment) are spelled as in
+/v1/plans."""
 
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ PASSED = (
     "free_units_per_total_aggregation",
     "per_transaction_min_amount",
     "per_transaction_max_amount",
+    "grouped_by",
 )
 
 TIER = obj(
@@ -77,6 +82,8 @@ CHARGE = obj(
         "metric_key": string(required=True, max_length=100),
         "model": string(required=True, choices=tuple(MODELS)),
         "properties": PROPERTIES,
+        "filters": array(plans.filter_spec(PROPERTIES)),
+        **plans.CHARGE_TERMS,
     }
 )
 CREATE = obj(
@@ -88,6 +95,7 @@ CREATE = obj(
         "interval": string(choices=plans.INTERVALS),
         "amount_cents": Spec("integer"),
         "charges": array(CHARGE, max_items=100),
+        **plans.PLAN_TERMS,
     }
 )
 
@@ -115,31 +123,57 @@ def _amount_name(model: str, props: dict) -> str:
     return "amount" if given_amount else "unit_amount"
 
 
-def bxb_charge(charge: dict) -> dict:
-    """An ABAXUS charge as /v1/plans would have received it."""
-    model = MODELS[charge["model"]]
-    props = charge["properties"] or NO_PROPERTIES
+def bxb_properties(model: str, given: dict | None) -> dict:
+    """ABAXUS properties of a charge (or filter) of the bxb `model` as /v1/plans would have received them."""
+    props = given or NO_PROPERTIES
     field, price, source = RANGES.get(model, NO_RANGES)
     properties = dict.fromkeys(plans.PROPERTIES.fields)
     properties.update({name: props[name] for name in PASSED})
     properties["amount"] = props["unit_amount"] if props["unit_amount"] is not None else props["amount"]
     properties[field] = _ranges(props["tiers"] or [], price, source)
-    return {"billable_metric_code": charge["metric_key"], "charge_model": model, "properties": properties}
+    return properties
 
 
-def abaxus_path(text: str, amount_names: list[str]) -> str:
+def bxb_charge(charge: dict) -> dict:
+    """An ABAXUS charge as /v1/plans would have received it."""
+    model = MODELS[charge["model"]]
+    return {
+        "billable_metric_code": charge["metric_key"],
+        "charge_model": model,
+        "properties": bxb_properties(model, charge["properties"]),
+        "filters": [{**f, "properties": bxb_properties(model, f["properties"])} for f in charge["filters"] or []],
+        **{name: charge[name] for name in plans.CHARGE_TERMS},
+    }
+
+
+def amount_names(charges: list[dict]) -> dict[str, str]:
+    """The ABAXUS name of the amount of each charge and filter, by its path (`charges[0].filters[1]`)."""
+    names = {}
+    for index, charge in enumerate(charges):
+        model = MODELS[charge["model"]]
+        names[f"charges[{index}]"] = _amount_name(model, charge["properties"] or NO_PROPERTIES)
+        for number, f in enumerate(charge["filters"] or []):
+            names[f"charges[{index}].filters[{number}]"] = _amount_name(model, f["properties"] or NO_PROPERTIES)
+    return names
+
+
+def abaxus_path(text: str, amount_names: dict[str, str]) -> str:
     """Rewrites the bxb field paths in a message or field to the ABAXUS ones."""
+    text = plans.json_path(text)
     text = re.sub(r"^code\b", "id", text)
     text = re.sub(r"(charges\[\d+\])\.billable_metric_code\b", r"\1.metric_key", text)
     text = re.sub(r"(charges\[\d+\])\.charge_model\b", r"\1.model", text)
-    text = re.sub(r"(charges\[(\d+)\]\.properties\.)amount\b", lambda m: m[1] + amount_names[int(m[2])], text)
+    text = re.sub(
+        r"((charges\[\d+\](?:\.filters\[\d+\])?)\.properties\.)amount\b",
+        lambda m: m[1] + amount_names[m[2]],
+        text,
+    )
     text = re.sub(r"\.(?:graduated_ranges|volume_ranges|graduated_percentage_ranges)\b", ".tiers", text)
     text = re.sub(r"(\.tiers\[\d+\])\.(?:to|from)\b", r"\1.up_to", text)
     return re.sub(r"(\.tiers\[\d+\])\.per_unit\b", r"\1.unit_amount", text)
 
 
-def _properties_json(charge: pb.Charge, model: str) -> dict:
-    p = charge.properties
+def _properties_json(p: pb.ChargeProperties, model: str) -> dict:
     tiers = [
         {"up_to": render.bound(r.to_value), "unit_amount": r.per_unit_amount, "flat_amount": r.flat_amount}
         for r in (p.volume_ranges if model == "volume" else p.graduated_ranges)
@@ -157,8 +191,10 @@ def _properties_json(charge: pb.Charge, model: str) -> dict:
             ]
         },
         "flat": {"amount": p.amount},
-    }
-    return shown[model]
+    }[model]
+    if p.grouped_by:
+        shown["grouped_by"] = list(p.grouped_by)
+    return shown
 
 
 def charge_json(charge: pb.Charge) -> dict:
@@ -167,7 +203,16 @@ def charge_json(charge: pb.Charge) -> dict:
         "id": charge.id,
         "metric_key": charge.billable_metric_code,
         "model": MODEL_NAMES.get(model, model),
-        "properties": _properties_json(charge, model),
+        **plans.charge_terms_json(charge),
+        "properties": _properties_json(charge.properties, model),
+        "filters": [
+            {
+                "values": plans.filter_values_json(f),
+                "properties": _properties_json(f.properties, model),
+                "invoice_display_name": f.invoice_display_name or None,
+            }
+            for f in charge.filters
+        ],
     }
 
 
@@ -181,6 +226,7 @@ def price_plan_json(plan: pb.Plan) -> dict:
         "currency": plan.currency,
         "interval": render.enum(pb.PlanInterval, plan.interval, "PLAN_INTERVAL_"),
         "amount_cents": plan.amount_cents,
+        **plans.plan_terms_json(plan),
         "charges": [charge_json(c) for c in plan.charges],
         "created_at": render.time(plan, "create_time"),
     }
@@ -189,7 +235,7 @@ def price_plan_json(plan: pb.Plan) -> dict:
 async def create(call: Call):
     body = call.body
     charges = body["charges"] or []
-    amount_names = [_amount_name(MODELS[c["model"]], c["properties"] or NO_PROPERTIES) for c in charges]
+    names = amount_names(charges)
     try:
         plan = pb.Plan(
             code=body["id"],
@@ -199,12 +245,13 @@ async def create(call: Call):
             amount_cents=body["amount_cents"] or 0,
             currency=body["currency"] or "",
             charges=[plans.charge_proto(bxb_charge(c), f"charges[{i}]") for i, c in enumerate(charges)],
+            **plans.plan_terms(body),
         )
         created = await call.clients.plans.CreatePlan(pb.CreatePlanRequest(plan=plan), **call.options)
     except grpc.aio.AioRpcError as error:
         failure = api_error(error)
-        failure.message = abaxus_path(failure.message, amount_names)
-        failure.field = abaxus_path(failure.field, amount_names)
+        failure.message = abaxus_path(failure.message, names)
+        failure.field = abaxus_path(failure.field, names)
         return failure.response()
     return json(price_plan_json(created), 201)
 

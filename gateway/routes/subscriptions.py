@@ -1,13 +1,15 @@
-"""/v1/subscriptions."""
+"""/v1/subscriptions: create, read, change plan (PUT), terminate (DELETE)."""
 
 from __future__ import annotations
 
+import grpc
 from starlette.routing import Route
 
 from bxb.catalog.v1 import subscriptions_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.schema import Spec, obj, string
+from services.common.errors import error_info
 from services.common.timestamps import to_proto
 
 CREATE = obj(
@@ -20,6 +22,8 @@ CREATE = obj(
         "external_id": string(max_length=200),
     }
 )
+
+CHANGE = obj({"plan_code": string(max_length=100), "plan_id": string(max_length=100)})
 
 
 def subscription_json(sub: pb.Subscription) -> dict:
@@ -34,7 +38,18 @@ def subscription_json(sub: pb.Subscription) -> dict:
         "billing_time": render.enum(pb.BillingTime, sub.billing_time, "BILLING_TIME_"),
         "start_date": render.time(sub, "start_time"),
         "created_at": render.time(sub, "create_time"),
+        "terminated_at": render.time(sub, "terminate_time"),
+        "previous_subscription_id": sub.previous_subscription_id or None,
+        "next_subscription_id": sub.next_subscription_id or None,
     }
+
+
+def _on_plan_asked(sub: pb.Subscription, body: dict) -> bool:
+    """Whether the subscription is on the plan the body names, as far as its
+    text shows (a plan_id may also name another version of the same plan)."""
+    if body["plan_code"]:
+        return sub.plan_code == body["plan_code"]
+    return body["plan_id"] in (sub.plan_id, sub.plan_code)
 
 
 async def create(call: Call):
@@ -50,7 +65,34 @@ async def create(call: Call):
         else 0,
     )
     created = await call.clients.subscriptions.CreateSubscription(request, **call.options)
+    if body["external_id"] and not _on_plan_asked(created, body):
+        # The external_id names an existing subscription on another plan: as
+        # in Lago, creating it again on a new plan changes its plan.
+        change = pb.ChangeSubscriptionPlanRequest(id=created.id, plan_code=request.plan_code, plan_id=request.plan_id)
+        try:
+            changed = await call.clients.subscriptions.ChangeSubscriptionPlan(change, **call.options)
+        except grpc.aio.AioRpcError as error:
+            info = error_info(error)
+            if info is None or info.reason != "SAME_PLAN":
+                raise
+        else:
+            return json(subscription_json(changed), 200)
     return json(subscription_json(created), 201)
+
+
+async def change_plan(call: Call):
+    request = pb.ChangeSubscriptionPlanRequest(
+        id=call.path("id"), plan_code=call.body["plan_code"] or "", plan_id=call.body["plan_id"] or ""
+    )
+    changed = await call.clients.subscriptions.ChangeSubscriptionPlan(request, **call.options)
+    return json(subscription_json(changed))
+
+
+async def terminate(call: Call):
+    sub = await call.clients.subscriptions.TerminateSubscription(
+        pb.TerminateSubscriptionRequest(id=call.path("id")), **call.options
+    )
+    return json(subscription_json(sub))
 
 
 async def get(call: Call):
@@ -78,4 +120,6 @@ routes = [
     Route("/v1/subscriptions", endpoint(create, CREATE), methods=["POST"]),
     Route("/v1/subscriptions", endpoint(list_), methods=["GET"]),
     Route("/v1/subscriptions/{id}", endpoint(get), methods=["GET"]),
+    Route("/v1/subscriptions/{id}", endpoint(change_plan, CHANGE), methods=["PUT"]),
+    Route("/v1/subscriptions/{id}", endpoint(terminate), methods=["DELETE"]),
 ]

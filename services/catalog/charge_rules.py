@@ -6,6 +6,11 @@ module only decides what a plan may contain and stores it canonical. An
 optional decimal left unset stays the empty string ("not set"). Errors name
 the field as the JSON API spells it, for example
 `charges[0].properties.graduated_ranges[1].from`.
+
+`charge` checks the rest of a charge's terms: its filters (each priced by the
+same model, on keys and values the metric declares), grouping, minimum spend,
+payment in advance (FLAT only: usage is known only at the period's end) and
+display name.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import NamedTuple
 
 from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
+from services.catalog import validation
 from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument
 
@@ -42,6 +48,17 @@ FIELDS: dict[int, frozenset[str]] = {
 
 # Models that rate an amount: their metric must sum that amount.
 SUM_ONLY = frozenset({pb.CHARGE_MODEL_PERCENTAGE, pb.CHARGE_MODEL_GRADUATED_PERCENTAGE})
+# Models that may split their usage into groups (`grouped_by`): every one that
+# depends on usage. A FLAT charge is the same amount whatever the usage.
+GROUPABLE = frozenset(FIELDS) - {pb.CHARGE_MODEL_FLAT}
+# Models a charge may be paid in advance with: only FLAT, whose amount is known
+# before the period's usage.
+IN_ADVANCE = frozenset({pb.CHARGE_MODEL_FLAT})
+
+MAX_FILTERS = 100
+MAX_GROUPED_BY = 20
+MAX_DISPLAY_NAME = 200
+MAX_PROPERTY_KEY = 100
 
 
 def model_name(model: int) -> str:
@@ -61,13 +78,108 @@ def validate(charge: pb.Charge, path: str, aggregation: int) -> pb.ChargePropert
             field=f"{path}.charge_model",
             reason="INCOMPATIBLE_METRIC",
         )
-    where = f"{path}.properties"
-    for descriptor, _ in charge.properties.ListFields():  # the fields set, in field-number order
+    return _properties(charge.properties, model, f"{path}.properties", grouping=model in GROUPABLE)
+
+
+def _properties(props: pb.ChargeProperties, model: int, where: str, grouping: bool) -> pb.ChargeProperties:
+    """The properties of `model` in canonical form; `grouping` allows grouped_by."""
+    name = model_name(model)
+    for descriptor, _ in props.ListFields():  # the fields set, in field-number order
+        if descriptor.name == "grouped_by" and grouping:
+            continue
+        if descriptor.name == "grouped_by" and model in GROUPABLE:
+            raise InvalidArgument(
+                f"{where}.grouped_by does not apply to a filter: grouping applies to the whole charge",
+                field=f"{where}.grouped_by",
+            )
         if descriptor.name not in FIELDS[model]:
             raise InvalidArgument(
                 f"{where}.{descriptor.name} does not apply to the {name} model", field=f"{where}.{descriptor.name}"
             )
-    return _CANONICAL[model](charge.properties, where, name)
+    result = _CANONICAL[model](props, where, name)
+    result.grouped_by.extend(
+        validation.strings(props.grouped_by, f"{where}.grouped_by", MAX_GROUPED_BY, MAX_PROPERTY_KEY)
+    )
+    return result
+
+
+def charge(given: pb.Charge, path: str, metric: metrics_pb.BillableMetric) -> pb.Charge:
+    """The charge's terms in canonical form (without id and metric), or raises
+    naming the field. `metric` is the charge's billable metric."""
+    properties = validate(given, path, metric.aggregation_type)
+    model = given.charge_model
+    if given.pay_in_advance and model not in IN_ADVANCE:
+        raise InvalidArgument(
+            f"{path}.pay_in_advance: only a flat charge can be paid in advance; "
+            f"a {model_name(model)} charge depends on usage known at the period's end",
+            field=f"{path}.pay_in_advance",
+        )
+    if given.min_amount_cents < 0:
+        raise InvalidArgument(f"{path}.min_amount_cents must not be negative", field=f"{path}.min_amount_cents")
+    if len(given.filters) > MAX_FILTERS:
+        raise InvalidArgument(f"{path}.filters has more than {MAX_FILTERS} filters", field=f"{path}.filters")
+    declared = {item.key: set(item.values) for item in metric.filters}
+    filters, seen = [], {}
+    for index, item in enumerate(given.filters):
+        here = f"{path}.filters[{index}]"
+        stored = _filter(item, here, model, declared)
+        matched = frozenset((value.key, frozenset(value.values)) for value in stored.values)
+        if matched in seen:
+            raise InvalidArgument(
+                f"{here}.values are the same as those of {path}.filters[{seen[matched]}]", field=f"{here}.values"
+            )
+        seen[matched] = index
+        filters.append(stored)
+    return pb.Charge(
+        charge_model=model,
+        properties=properties,
+        filters=filters,
+        min_amount_cents=given.min_amount_cents,
+        pay_in_advance=given.pay_in_advance,
+        invoice_display_name=validation.text(
+            given.invoice_display_name, f"{path}.invoice_display_name", MAX_DISPLAY_NAME
+        ),
+    )
+
+
+def _filter(given: pb.ChargeFilter, here: str, model: int, declared: dict[str, set[str]]) -> pb.ChargeFilter:
+    """A filter on keys and values the metric declares, priced by the charge's model."""
+    if not given.values:
+        raise InvalidArgument(f"{here}.values needs at least one key", field=f"{here}.values")
+    values, keys = [], set()
+    for item in given.values:
+        where = f"{here}.values.{item.key}"
+        if item.key not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            raise InvalidArgument(
+                f"{where}: the billable metric has no filter {item.key!r} (its filters: {known})",
+                field=where,
+                reason="UNKNOWN_FILTER",
+            )
+        if item.key in keys:
+            raise InvalidArgument(f"{where} is given twice", field=where)
+        keys.add(item.key)
+        if not item.values:
+            raise InvalidArgument(f"{where} needs at least one value", field=where)
+        given_values = set()
+        for value in item.values:
+            if value not in declared[item.key]:
+                raise InvalidArgument(
+                    f"{where}: {value!r} is not a value of the billable metric's filter {item.key!r}",
+                    field=where,
+                    reason="UNKNOWN_FILTER",
+                )
+            if value in given_values:
+                raise InvalidArgument(f"{where}: {value!r} is given twice", field=where)
+            given_values.add(value)
+        values.append(metrics_pb.PropertyValues(key=item.key, values=item.values))
+    return pb.ChargeFilter(
+        values=values,
+        properties=_properties(given.properties, model, f"{here}.properties", grouping=False),
+        invoice_display_name=validation.text(
+            given.invoice_display_name, f"{here}.invoice_display_name", MAX_DISPLAY_NAME
+        ),
+    )
 
 
 def _standard_or_flat(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:

@@ -17,9 +17,14 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
 # Fields UpdateBillableMetric may change, in the order they are reported.
-UPDATABLE = ("name", "description", "aggregation_type", "field_name", "value_type")
+UPDATABLE = ("name", "description", "aggregation_type", "field_name", "value_type", "filters")
 # Fields that decide how usage is computed: frozen while a plan uses the metric.
 USAGE_FIELDS = ("aggregation_type", "field_name", "value_type")
+# Limits of a metric's filters: keys, values per key, and their lengths.
+MAX_FILTER_KEYS = 50
+MAX_FILTER_VALUES = 500
+MAX_KEY_LENGTH = 100
+MAX_VALUE_LENGTH = 200
 
 
 def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
@@ -32,6 +37,7 @@ def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
         field_name=metric.field_name,
         value_type=pb.ValueType.Value(metric.value_type or "VALUE_TYPE_UNSPECIFIED"),
         create_time=to_proto(metric.create_time),
+        filters=[pb.PropertyValues(key=item["key"], values=item["values"]) for item in metric.filters],
     )
 
 
@@ -78,7 +84,42 @@ def definition(metric: pb.BillableMetric) -> dict:
         "aggregation_type": pb.AggregationType.Name(metric.aggregation_type),
         "field_name": validation.text(field_name, "field_name"),
         "value_type": pb.ValueType.Name(value_type) if value_type else "",
+        "filters": filters(metric.filters),
     }
+
+
+def filters(given) -> list[dict]:
+    """The property keys charges may filter on, each with its values, as
+    stored (proto3 JSON of PropertyValues). Keys are distinct and non-empty;
+    each has at least one value, all distinct and non-empty."""
+    if len(given) > MAX_FILTER_KEYS:
+        raise InvalidArgument(f"a billable metric has at most {MAX_FILTER_KEYS} filters", field="filters")
+    result, keys = [], set()
+    for index, item in enumerate(given):
+        here = f"filters[{index}]"
+        if not item.key:
+            raise InvalidArgument(f"{here}.key is required", field=f"{here}.key")
+        validation.text(item.key, f"{here}.key", MAX_KEY_LENGTH)
+        if item.key in keys:
+            raise InvalidArgument(f"{here}.key: {item.key!r} is given twice", field=f"{here}.key")
+        keys.add(item.key)
+        if not item.values:
+            raise InvalidArgument(f"{here}.values needs at least one value", field=f"{here}.values")
+        values = validation.strings(item.values, f"{here}.values", MAX_FILTER_VALUES, MAX_VALUE_LENGTH)
+        result.append({"key": item.key, "values": values})
+    return result
+
+
+def lost_filter(before: list[dict], after: list[dict]) -> str:
+    """The first filter key (or key=value) of `before` that `after` drops; "" when none is dropped."""
+    kept = {item["key"]: set(item["values"]) for item in after}
+    for item in before:
+        if item["key"] not in kept:
+            return item["key"]
+        for value in item["values"]:
+            if value not in kept[item["key"]]:
+                return f"{item['key']}={value}"
+    return ""
 
 
 async def plan_using(session: AsyncSession, org: str, code: str) -> str | None:
@@ -134,7 +175,9 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
     async def UpdateBillableMetric(self, request: pb.UpdateBillableMetricRequest, context) -> pb.BillableMetric:
         """Applies the fields named by update_mask. Fields that decide how usage is
         computed are refused (METRIC_IN_USE) when they would change while a plan
-        uses the metric; setting a field to its current value is not a change."""
+        uses the metric; setting a field to its current value is not a change.
+        Filters replace the metric's filters; while a plan uses the metric they
+        may gain keys and values but not lose any (a charge may filter on them)."""
         org = tenancy.organization_id()
         paths = list(request.update_mask.paths)
         if not paths:
@@ -149,13 +192,25 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
             metric = await locked(session, org, code)
             merged = metric_proto(metric)
             for path in paths:
-                setattr(merged, path, getattr(request.billable_metric, path))
+                if path == "filters":
+                    del merged.filters[:]
+                    merged.filters.extend(request.billable_metric.filters)
+                else:
+                    setattr(merged, path, getattr(request.billable_metric, path))
             changes = definition(merged)
             changed = [field for field in USAGE_FIELDS if changes[field] != getattr(metric, field)]
-            if changed:
+            dropped = lost_filter(metric.filters, changes["filters"])
+            if changed or dropped:
                 plan = await plan_using(session, org, code)
-                if plan is not None:
+                if plan is not None and changed:
                     raise in_use(metric, plan, changed[0])
+                if plan is not None:
+                    raise FailedPrecondition(
+                        f"billable metric {metric.code!r} is used by plan {plan!r}: its filters may gain keys "
+                        f"and values but not lose any ({dropped})",
+                        reason="METRIC_IN_USE",
+                        field="filters",
+                    )
             for field, value in changes.items():
                 setattr(metric, field, value)
             await session.flush()

@@ -16,6 +16,8 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
 MAX_CHARGES = 100
+# Ten years: a trial is days at the start of a subscription, not a way to make a plan free.
+MAX_TRIAL_DAYS = 3650
 
 
 def plan_proto(plan: Plan) -> pb.Plan:
@@ -30,6 +32,9 @@ def plan_proto(plan: Plan) -> pb.Plan:
         charges=[json_format.ParseDict(charge, pb.Charge()) for charge in plan.charges],
         description=plan.description,
         create_time=to_proto(plan.create_time),
+        pay_in_advance=plan.pay_in_advance,
+        trial_period_days=plan.trial_period_days,
+        minimum_commitment_cents=plan.minimum_commitment_cents,
     )
 
 
@@ -67,6 +72,12 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
             raise InvalidArgument("interval is required", field="interval")
         if spec.amount_cents < 0:
             raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
+        if not 0 <= spec.trial_period_days <= MAX_TRIAL_DAYS:
+            raise InvalidArgument(
+                f"trial_period_days must be between 0 and {MAX_TRIAL_DAYS}", field="trial_period_days"
+            )
+        if spec.minimum_commitment_cents < 0:
+            raise InvalidArgument("minimum_commitment_cents must not be negative", field="minimum_commitment_cents")
         currency = currencies.validate(spec.currency or "USD")
         if len(spec.charges) > MAX_CHARGES:
             raise InvalidArgument(f"a plan has at most {MAX_CHARGES} charges", field="charges")
@@ -86,13 +97,10 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                         reason="UNKNOWN_METRIC",
                     )
                 snapshot = metrics.metric_proto(metric)
-                stored = pb.Charge(
-                    id=new_id("ch"),
-                    billable_metric_code=metric.code,
-                    billable_metric=snapshot,
-                    charge_model=charge.charge_model,
-                    properties=charge_rules.validate(charge, path, snapshot.aggregation_type),
-                )
+                stored = charge_rules.charge(charge, path, snapshot)
+                stored.id = new_id("ch")
+                stored.billable_metric_code = metric.code
+                stored.billable_metric.CopyFrom(snapshot)
                 charges.append(json_format.MessageToDict(stored, preserving_proto_field_name=True))
             previous = await session.execute(
                 select(func.max(Plan.version)).where(Plan.organization_id == org, Plan.code == spec.code)
@@ -108,6 +116,9 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                 amount_cents=spec.amount_cents,
                 currency=currency,
                 charges=charges,
+                pay_in_advance=spec.pay_in_advance,
+                trial_period_days=spec.trial_period_days,
+                minimum_commitment_cents=spec.minimum_commitment_cents,
             )
             session.add(plan)
             await session.flush()

@@ -1,5 +1,15 @@
-"""Subscriptions (SubscriptionService). Creating one announces it on NATS
-with its pinned plan, through the outbox, in the same transaction."""
+"""Subscriptions (SubscriptionService): creation, termination and plan
+changes. Every change announces itself on NATS through the outbox, in the
+same transaction: subscription_created for a new subscription (with its
+pinned plan), subscription_updated when a subscription's end is set.
+
+A plan change ends the subscription and starts a replacement on the new
+plan, linked both ways (previous/next). An upgrade (a base fee at least as
+high) switches now; a downgrade switches when the current billing period
+ends, the replacement pending until then. A pending subscription switches at
+its start. A change or a termination cancels the replacements that earlier
+changes scheduled (a cancelled subscription ends at its start). The client's
+external_id names the latest subscription: it moves to the replacement."""
 
 from __future__ import annotations
 
@@ -12,12 +22,13 @@ from bxb.catalog.v1 import events_pb2, subscriptions_pb2_grpc
 from bxb.catalog.v1 import subscriptions_pb2 as pb
 from services.catalog import customers, plans, validation
 from services.catalog.models import Outbox, Plan, Subscription
-from services.common import outbox, pagination, tenancy
-from services.common.errors import InvalidArgument, NotFound
+from services.common import outbox, pagination, periods, tenancy
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
 
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
+SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
 
 
 # Billing periods are closed one by one from the start date, so the start is
@@ -37,8 +48,14 @@ def start_time(request: pb.CreateSubscriptionRequest, now: datetime) -> datetime
     return value
 
 
+def terminated(subscription: Subscription, now: datetime) -> bool:
+    """Ended, or cancelled before it started (its end is its start)."""
+    end = subscription.terminate_time
+    return end is not None and (end <= now or end <= subscription.start_time)
+
+
 def status(subscription: Subscription, now: datetime) -> int:
-    if subscription.terminate_time is not None and subscription.terminate_time <= now:
+    if terminated(subscription, now):
         return pb.SUBSCRIPTION_STATUS_TERMINATED
     if subscription.start_time > now:
         return pb.SUBSCRIPTION_STATUS_PENDING
@@ -57,11 +74,83 @@ def subscription_proto(subscription: Subscription, plan: Plan, now: datetime | N
         start_time=to_proto(subscription.start_time),
         create_time=to_proto(subscription.create_time),
         external_id=subscription.external_id or "",
+        terminate_time=to_proto(subscription.terminate_time),
+        previous_subscription_id=subscription.previous_subscription_id or "",
+        next_subscription_id=subscription.next_subscription_id or "",
     )
 
 
 async def _with_plan(session: AsyncSession, subscription: Subscription) -> pb.Subscription:
     return subscription_proto(subscription, await session.get(Plan, subscription.plan_id))
+
+
+async def _announce_created(
+    session: AsyncSession, subscription: Subscription, plan: Plan, now: datetime
+) -> pb.Subscription:
+    result = subscription_proto(subscription, plan, now)
+    event = events_pb2.SubscriptionCreated(
+        event_id=new_id("evt"),
+        organization_id=subscription.organization_id,
+        occur_time=to_proto(now),
+        subscription=result,
+        plan=plans.plan_proto(plan),
+    )
+    await outbox.enqueue(session, Outbox, SUBSCRIPTION_CREATED, event)
+    return result
+
+
+async def _announce_updated(session: AsyncSession, subscription: Subscription, now: datetime) -> pb.Subscription:
+    result = subscription_proto(subscription, await session.get(Plan, subscription.plan_id), now)
+    event = events_pb2.SubscriptionUpdated(
+        event_id=new_id("evt"),
+        organization_id=subscription.organization_id,
+        occur_time=to_proto(now),
+        subscription=result,
+    )
+    await outbox.enqueue(session, Outbox, SUBSCRIPTION_UPDATED, event)
+    return result
+
+
+async def _locked(session: AsyncSession, org: str, subscription_id: str) -> Subscription:
+    """The subscription, row-locked until the transaction ends: concurrent
+    terminations and plan changes of one subscription run one after the other."""
+    query = (
+        select(Subscription)
+        .where(Subscription.id == subscription_id, Subscription.organization_id == org)
+        .with_for_update()
+    )
+    subscription = (await session.execute(query)).scalar_one_or_none()
+    if subscription is None:
+        raise NotFound(f"subscription {subscription_id!r} not found", field="id")
+    return subscription
+
+
+async def _cancel_successors(session: AsyncSession, subscription: Subscription, now: datetime) -> None:
+    """Cancels the pending replacements earlier plan changes scheduled to
+    follow `subscription` (the chain, when a pending replacement was itself
+    changed). Called only for a subscription that has not ended, so every
+    successor is pending or already cancelled. The external_id, which a plan
+    change moved to the pending replacement, comes back to `subscription`."""
+    next_id = subscription.next_subscription_id
+    while next_id:
+        successor = await _locked(session, subscription.organization_id, next_id)
+        if not terminated(successor, now):
+            successor.terminate_time = successor.start_time
+            external_id, successor.external_id = successor.external_id, None
+            await session.flush()  # frees the external_id before `subscription` takes it back
+            subscription.external_id = external_id
+            await _announce_updated(session, successor, now)
+        next_id = successor.next_subscription_id
+
+
+def switch_time(subscription: Subscription, old: Plan, new: Plan, now: datetime) -> datetime:
+    """When the replacement on `new` starts."""
+    if subscription.start_time > now:  # not started yet: it changes at its start
+        return subscription.start_time
+    if new.amount_cents >= old.amount_cents:  # an upgrade: now, the old plan's period is prorated
+        return now
+    # A downgrade: at the end of the period already paid for.
+    return periods.current(subscription.start_time, old.interval, subscription.billing_time, now).end
 
 
 class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
@@ -97,15 +186,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
             )
             session.add(subscription)
             await session.flush()
-            result = subscription_proto(subscription, plan, now)
-            event = events_pb2.SubscriptionCreated(
-                event_id=new_id("evt"),
-                organization_id=org,
-                occur_time=to_proto(now),
-                subscription=result,
-                plan=plans.plan_proto(plan),
-            )
-            await outbox.enqueue(session, Outbox, SUBSCRIPTION_CREATED, event)
+            result = await _announce_created(session, subscription, plan, now)
         self.relay.wake()
         return result
 
@@ -136,3 +217,63 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
             subscriptions=[subscription_proto(s, p, now) for s, p in rows[:size]],
             next_page_token=pagination.next_token(offset, size, len(rows)),
         )
+
+    async def TerminateSubscription(self, request: pb.TerminateSubscriptionRequest, context) -> pb.Subscription:
+        org = tenancy.organization_id()
+        async with self.sessions() as session, session.begin():
+            subscription = await _locked(session, org, request.id)
+            now = utcnow()  # read under the lock, after any concurrent change committed
+            if terminated(subscription, now):  # terminating again changes nothing
+                return await _with_plan(session, subscription)
+            await _cancel_successors(session, subscription, now)
+            subscription.terminate_time = max(now, subscription.start_time)  # a pending one is cancelled
+            result = await _announce_updated(session, subscription, now)
+        self.relay.wake()
+        return result
+
+    async def ChangeSubscriptionPlan(self, request: pb.ChangeSubscriptionPlanRequest, context) -> pb.Subscription:
+        org = tenancy.organization_id()
+        async with self.sessions() as session, session.begin():
+            subscription = await _locked(session, org, request.id)
+            now = utcnow()  # read under the lock, after any concurrent change committed
+            if terminated(subscription, now):
+                raise FailedPrecondition(
+                    f"subscription {request.id!r} is terminated; its plan cannot change",
+                    field="status",
+                    reason="SUBSCRIPTION_TERMINATED",
+                )
+            old = await session.get(Plan, subscription.plan_id)
+            new = await plans.resolve(session, org, request.plan_code, request.plan_id)
+            field = "plan_code" if request.plan_code else "plan_id"
+            if new.code == old.code:
+                raise InvalidArgument(
+                    f"the subscription is already on plan {old.code!r}", field=field, reason="SAME_PLAN"
+                )
+            if new.currency != old.currency:
+                raise InvalidArgument(
+                    f"plan {new.code!r} is in {new.currency} but the subscription is in {old.currency}",
+                    field=field,
+                    reason="CURRENCY_MISMATCH",
+                )
+            await _cancel_successors(session, subscription, now)
+            replacement = Subscription(
+                id=new_id("sub"),
+                organization_id=org,
+                customer_id=subscription.customer_id,
+                plan_id=new.id,
+                billing_time=subscription.billing_time,
+                start_time=switch_time(subscription, old, new, now),
+                external_id=subscription.external_id,  # the client's reference follows the replacement
+                previous_subscription_id=subscription.id,
+                create_time=now,
+            )
+            subscription.terminate_time = replacement.start_time
+            subscription.next_subscription_id = replacement.id
+            subscription.external_id = None
+            await session.flush()  # frees the external_id before the replacement takes it
+            session.add(replacement)
+            await session.flush()
+            await _announce_updated(session, subscription, now)
+            result = await _announce_created(session, replacement, new, now)
+        self.relay.wake()
+        return result

@@ -37,3 +37,20 @@ def text(value: str, field: str, max_length: int = 200) -> str:
     if len(value) > max_length:
         raise InvalidArgument(f"{field} must be at most {max_length} characters", field=field)
     return value
+
+
+def strings(values, field: str, max_items: int, max_length: int) -> list[str]:
+    """A list of distinct non-empty strings of at most `max_length` characters,
+    at most `max_items` of them; an item's error names it (`field[1]`)."""
+    if len(values) > max_items:
+        raise InvalidArgument(f"{field} has more than {max_items} items", field=field)
+    seen: set[str] = set()
+    for index, value in enumerate(values):
+        here = f"{field}[{index}]"
+        if not value:
+            raise InvalidArgument(f"{here} must not be empty", field=here)
+        text(value, here, max_length)
+        if value in seen:
+            raise InvalidArgument(f"{here}: {value!r} is given twice", field=here)
+        seen.add(value)
+    return list(values)

@@ -5,6 +5,11 @@ shorter month lacks clamps to its last day (Jan 31 -> Feb 28 -> Mar 31), and
 each period is computed from the original anchor so clamping never drifts.
 Calendar billing aligns periods to calendar boundaries (weeks start on
 Monday); the first period runs from the start to the next boundary.
+
+A subscription that ends (`until`, its terminate time) has no period starting
+at or after that instant, and the period containing it is cut there. A
+partial period keeps the bounds of the full interval it belongs to
+(`full_start`, `full_end`): a base fee is prorated by its share of them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,11 @@ class Period:
     start: datetime
     end: datetime
     full_start: datetime  # start of the full interval this period belongs to (proration base)
+    full_end: datetime = None  # type: ignore[assignment]  # end of that full interval; `end` when not given
+
+    def __post_init__(self) -> None:
+        if self.full_end is None:
+            object.__setattr__(self, "full_end", self.end)
 
 
 def add_months(anchor: datetime, months: int) -> datetime:
@@ -48,31 +58,52 @@ def _calendar_anchor(start: datetime, interval: str) -> datetime:
     return midnight.replace(month=month, day=1)
 
 
-def periods(start: datetime, interval: str, billing_time: str) -> Iterator[Period]:
-    """Every period of a subscription starting at `start`, in order, forever."""
+def periods(start: datetime, interval: str, billing_time: str, until: datetime | None = None) -> Iterator[Period]:
+    """Every period of a subscription starting at `start`, in order: forever,
+    or up to `until` when it ends (the last one cut there)."""
     anchor = _calendar_anchor(start, interval) if billing_time == "BILLING_TIME_CALENDAR" else start
     n = 0
     while True:
-        full_start, end = _step(anchor, interval, n), _step(anchor, interval, n + 1)
+        full_start, full_end = _step(anchor, interval, n), _step(anchor, interval, n + 1)
         n += 1
-        yield Period(start=max(full_start, start), end=end, full_start=full_start)
+        begin = max(full_start, start)
+        if until is not None and begin >= until:
+            return
+        end = full_end if until is None else min(full_end, until)
+        yield Period(start=begin, end=end, full_start=full_start, full_end=full_end)
 
 
-def ended(start: datetime, interval: str, billing_time: str, before: datetime) -> list[Period]:
+def ended(
+    start: datetime, interval: str, billing_time: str, before: datetime, until: datetime | None = None
+) -> list[Period]:
     """Periods whose end is at or before `before`."""
     result = []
-    for period in periods(start, interval, billing_time):
+    for period in periods(start, interval, billing_time, until):
         if period.end > before:
-            return result
+            break
         result.append(period)
-    raise AssertionError("unreachable: periods() is infinite")
+    return result
 
 
-def current(start: datetime, interval: str, billing_time: str, at: datetime) -> Period | None:
-    """The period containing `at`, or None before the subscription starts."""
+def started(
+    start: datetime, interval: str, billing_time: str, before: datetime, until: datetime | None = None
+) -> list[Period]:
+    """Periods whose start is at or before `before`."""
+    result = []
+    for period in periods(start, interval, billing_time, until):
+        if period.start > before:
+            break
+        result.append(period)
+    return result
+
+
+def current(
+    start: datetime, interval: str, billing_time: str, at: datetime, until: datetime | None = None
+) -> Period | None:
+    """The period containing `at`, or None before the subscription starts or once it has ended."""
     if at < start:
         return None
-    for period in periods(start, interval, billing_time):
+    for period in periods(start, interval, billing_time, until):
         if period.end > at:
             return period
-    raise AssertionError("unreachable: periods() is infinite")
+    return None

@@ -1,15 +1,27 @@
-"""The billing run: closes every ended period with exactly one invoice.
+"""The billing run: issues each subscription period's invoices exactly once.
 
-A period is due once it has been over for the settle delay, which leaves
-time for events stamped before its end to arrive. For a subscription created
-with a start date in the past, the scheduler also waits the settle delay
-after creation, so a backdated subscription gets its usage before its first
-invoice; `run(customer_id=...)`, used when a customer's invoices are read,
-bills those backdated periods at once.
+A period has up to two invoices, told apart by their timing:
+- IN_ADVANCE, at the period's start, for a plan with fees paid in advance
+  (its base fee when the plan is paid in advance, flat charges paid in
+  advance). Nothing in it depends on usage, so it waits for nothing.
+- IN_ARREARS, at the period's end, for everything else (usage, a base fee
+  paid in arrears, minimums), issued only when the period has a fee. It is
+  due once the period has been over for the settle delay, which leaves time
+  for events stamped before its end to arrive. For a subscription created
+  with a start date in the past, the scheduler also waits the settle delay
+  after creation, so a backdated subscription gets its usage before its first
+  invoice; `run(customer_id=...)`, used when a customer's invoices are read,
+  bills those backdated periods at once.
+
+A terminated subscription's periods stop at its terminate time: none starts
+at or after it, and the one containing it is cut there (its base fee
+prorated by time), then billed once it has ended like any other.
 
 Two runs racing for the same period cannot both invoice it: the unique
-(subscription, period start) key lets one insert win and the other roll back
-(its invoice number with it, so numbers stay gapless).
+(subscription, period start, timing) key lets one insert win and the other
+roll back (its invoice number with it, so numbers stay gapless). Each timing
+has a watermark on the subscription (`advance_billed_through`,
+`billed_through`) so settled periods are not priced again.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import logging
 from datetime import datetime, timedelta
 
 from google.protobuf import json_format
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -37,10 +49,44 @@ from services.invoicing.models import Invoice, InvoiceSequence, Outbox, Subscrip
 log = logging.getLogger("bxb.billing")
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
+ADVANCE, ARREARS = pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS
+# The watermark column of each timing: every period up to it is settled.
+WATERMARKS = {ADVANCE: Subscription.advance_billed_through, ARREARS: Subscription.billed_through}
 
 
 class Rollback(Exception):
     """Raised inside a transaction to undo it (another run billed the period)."""
+
+
+def has_advance_fees(plan: plans_pb2.Plan) -> bool:
+    """Whether the plan bills anything at the start of its periods."""
+    return (plan.pay_in_advance and plan.amount_cents > 0) or any(c.pay_in_advance for c in plan.charges)
+
+
+def plan_of(subscription: Subscription) -> plans_pb2.Plan:
+    return json_format.ParseDict(subscription.plan, plans_pb2.Plan())
+
+
+def subscription_periods(subscription: Subscription, plan: plans_pb2.Plan, before: datetime) -> list[periods.Period]:
+    """The subscription's periods that have started by `before`, the last one cut at its end if it has one."""
+    return periods.started(
+        subscription.start_time,
+        plans_pb2.PlanInterval.Name(plan.interval),
+        subscription.billing_time,
+        before,
+        until=subscription.terminate_time,
+    )
+
+
+def open_period(subscription: Subscription, plan: plans_pb2.Plan, at: datetime) -> periods.Period | None:
+    """The period running at `at`: None before the subscription starts or once it has ended."""
+    return periods.current(
+        subscription.start_time,
+        plans_pb2.PlanInterval.Name(plan.interval),
+        subscription.billing_time,
+        at,
+        until=subscription.terminate_time,
+    )
 
 
 class Biller:
@@ -68,21 +114,50 @@ class Biller:
         return created
 
     async def bill(self, subscription: Subscription, now: datetime, waits_after_creation: bool) -> int:
-        plan = json_format.ParseDict(subscription.plan, plans_pb2.Plan())
+        plan = plan_of(subscription)
         cutoff = now - self.settle
-        if waits_after_creation and subscription.create_time > cutoff:
-            return 0
-        interval = plans_pb2.PlanInterval.Name(plan.interval)
+        # In-advance fees hold no usage: only arrears wait for a backdated subscription's events.
+        arrears_due = not (waits_after_creation and subscription.create_time > cutoff)
+        advance = has_advance_fees(plan)
         created = 0
-        for period in periods.ended(subscription.start_time, interval, subscription.billing_time, cutoff):
-            if subscription.billed_through is not None and period.end <= subscription.billed_through:
-                continue
-            fees = await self.fees.period_fees(subscription, plan, period)
-            if await self._issue(subscription, plan, period, fees, now):
-                created += 1
+        for period in subscription_periods(subscription, plan, now):
+            advanced = subscription.advance_billed_through
+            if advance and (advanced is None or period.start >= advanced):
+                created += await self._bill(subscription, plan, period, ADVANCE, now)
+            billed = subscription.billed_through
+            if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
+                created += await self._bill(subscription, plan, period, ARREARS, now)
         return created
 
-    async def _issue(self, subscription: Subscription, plan: plans_pb2.Plan, period: periods.Period, fees, now) -> bool:
+    async def _bill(
+        self, subscription: Subscription, plan: plans_pb2.Plan, period: periods.Period, timing: int, now: datetime
+    ) -> int:
+        fees = await self.fees.period_fees(subscription, plan, period, timing)
+        if fees:
+            return int(await self._issue(subscription, plan, period, timing, fees, now))
+        async with self.sessions() as session, session.begin():  # nothing to bill: settle it all the same
+            await self._settle(session, subscription, period, timing)
+        return 0
+
+    @staticmethod
+    async def _settle(session, subscription: Subscription, period: periods.Period, timing: int) -> None:
+        column = WATERMARKS[timing]
+        # GREATEST ignores NULL, and a slower run never moves the watermark back.
+        await session.execute(
+            update(Subscription)
+            .where(Subscription.id == subscription.id)
+            .values({column.key: func.greatest(column, period.end)})
+        )
+
+    async def _issue(
+        self,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        period: periods.Period,
+        timing: int,
+        fees: list[pb.Fee],
+        now: datetime,
+    ) -> bool:
         org = subscription.organization_id
         subtotal = sum(fee.amount_cents for fee in fees)
         try:
@@ -114,7 +189,7 @@ class Biller:
                     total_amount_cents=subtotal,
                     issue_time=now,
                     create_time=now,
-                    timing="BILLING_TIMING_IN_ARREARS",
+                    timing=pb.BillingTiming.Name(timing),
                     calculation_id="",
                 )
                 inserted = await session.execute(
@@ -127,9 +202,7 @@ class Biller:
                 )
                 if inserted.scalar_one_or_none() is None:
                     raise Rollback
-                await session.execute(
-                    update(Subscription).where(Subscription.id == subscription.id).values(billed_through=period.end)
-                )
+                await self._settle(session, subscription, period, timing)
                 event = events_pb2.InvoiceFinalized(
                     event_id=new_id("evt"),
                     organization_id=org,
@@ -139,7 +212,13 @@ class Biller:
                 await outbox.enqueue(session, Outbox, INVOICE_FINALIZED, event)
         except Rollback:
             return False
-        log.info("invoice %s for %s period %s", invoice.number, subscription.id, period.start.isoformat())
+        log.info(
+            "invoice %s for %s period %s (%s)",
+            invoice.number,
+            subscription.id,
+            period.start.isoformat(),
+            invoice.timing,
+        )
         return True
 
 
@@ -175,4 +254,4 @@ class Scheduler:
             self._task = None
 
 
-__all__ = ["INVOICE_FINALIZED", "Biller", "Scheduler", "pb"]
+__all__ = ["INVOICE_FINALIZED", "Biller", "Scheduler", "has_advance_fees", "open_period", "pb"]

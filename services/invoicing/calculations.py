@@ -1,13 +1,89 @@
 """Exact usage and stored price calculations (ComputeUsage, CalculatePrice,
-GetCalculation of InvoiceService): the same fees an invoice bills."""
+GetCalculation of InvoiceService): the same numbers an invoice bills.
+
+ComputeUsage scoped to a subscription reads the metric snapshot of its pinned
+plan and counts the events its invoice counts; unscoped, every event of the
+customer, the metric taken from a subscription charging it or else from the
+catalog. CalculatePrice prices one subscription over a window (by default its
+open period), split at billing-period boundaries; each slice gets the fees of
+both timings, base fee and minimums prorated by the slice's share of its
+period. The result is stored, so an invoice or a client can refer to it.
+"""
 
 from __future__ import annotations
 
+import itertools
+from datetime import datetime, timedelta
+
+import grpc
+from google.protobuf import json_format
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.invoicing.fees import FeeCalculator
+from bxb.metering.v1 import usage_pb2
+from services.common import periods, tenancy
+from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import from_proto, to_proto, utcnow
+from services.invoicing.fees import FeeCalculator, aggregation
+from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
+
+MICROSECOND = timedelta(microseconds=1)
+
+
+def _plan(subscription: Subscription) -> plans_pb2.Plan:
+    return json_format.ParseDict(subscription.plan, plans_pb2.Plan())
+
+
+def _interval(plan: plans_pb2.Plan) -> str:
+    return plans_pb2.PlanInterval.Name(plan.interval)
+
+
+def _charge(plan: plans_pb2.Plan, code: str) -> plans_pb2.Charge | None:
+    return next((c for c in plan.charges if c.billable_metric_code == code), None)
+
+
+def _required(request, *names: str) -> None:
+    for name in names:
+        if not getattr(request, name):
+            raise InvalidArgument(f"{name} is required", field=name)
+
+
+def _window(request, start_name: str, end_name: str) -> tuple[datetime, datetime]:
+    for name in (start_name, end_name):
+        if not request.HasField(name):
+            raise InvalidArgument(f"{name} is required", field=name)
+    start, end = from_proto(getattr(request, start_name)), from_proto(getattr(request, end_name))
+    if end <= start:
+        raise InvalidArgument(f"{end_name} must be after {start_name}", field=end_name)
+    return start, end
+
+
+def open_period(subscription: Subscription, interval: str, now: datetime) -> tuple[datetime, datetime]:
+    """The period running now; the first one before the subscription starts, the
+    last one (cut at its end) once it has ended; empty for a cancelled one."""
+    at = max(now, subscription.start_time)
+    if subscription.terminate_time is not None:
+        at = min(at, subscription.terminate_time - MICROSECOND)
+    period = periods.current(
+        subscription.start_time, interval, subscription.billing_time, at, until=subscription.terminate_time
+    )
+    return (period.start, period.end) if period is not None else (subscription.start_time, subscription.start_time)
+
+
+def slices(subscription: Subscription, interval: str, start: datetime, end: datetime) -> list[periods.Period]:
+    """[start, end) cut at the subscription's period boundaries and clipped to its active span."""
+    every = periods.periods(
+        subscription.start_time, interval, subscription.billing_time, until=subscription.terminate_time
+    )
+    return [
+        periods.Period(max(p.start, start), min(p.end, end), p.full_start, p.full_end)
+        for p in itertools.takewhile(lambda p: p.start < end, every)
+        if p.end > start
+    ]
 
 
 class Pricing:
@@ -16,11 +92,150 @@ class Pricing:
         self.fees = fees
         self.projection = projection
 
+    async def _subscriptions(self, org: str, customer_id: str) -> list[Subscription]:
+        """The customer's subscriptions, first owner of unassigned events first."""
+        query = (
+            select(Subscription)
+            .where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
+            .order_by(Subscription.start_time, Subscription.create_time, Subscription.id)
+        )
+        async with self.sessions() as session:
+            return list((await session.execute(query)).scalars().all())
+
+    async def _subscription(self, org: str, customer_id: str, subscription_id: str) -> Subscription:
+        async with self.sessions() as session:
+            row = await session.get(Subscription, subscription_id)
+        if row is None or row.organization_id != org or row.customer_id != customer_id:
+            raise NotFound(
+                f"subscription {subscription_id!r} not found for customer {customer_id!r}", field="subscription_id"
+            )
+        return row
+
+    async def _metric(self, org: str, customer_id: str, code: str) -> billable_metrics_pb2.BillableMetric:
+        """The metric as the customer's plans snapshot it, else as the catalog defines it."""
+        for subscription in await self._subscriptions(org, customer_id):
+            charge = _charge(_plan(subscription), code)
+            if charge is not None:
+                return charge.billable_metric
+        stub = billable_metrics_pb2_grpc.BillableMetricServiceStub(self.projection.catalog)
+        try:
+            return await stub.GetBillableMetric(
+                billable_metrics_pb2.GetBillableMetricRequest(code=code),
+                metadata=tenancy.metadata(org),
+                timeout=self.projection.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"metric {code!r} not found", field="metric_code") from None
+            raise
+
     async def compute_usage(self, org: str, request: pb.ComputeUsageRequest) -> pb.ComputeUsageResponse:
-        raise NotImplementedError  # being written
+        _required(request, "customer_id", "metric_code")
+        start, end = _window(request, "start_time", "end_time")
+        code = request.metric_code
+        await self.projection.catch_up(org, request.customer_id)
+        if request.subscription_id:
+            subscription = await self._subscription(org, request.customer_id, request.subscription_id)
+            charge = _charge(_plan(subscription), code)
+            if charge is None:
+                raise InvalidArgument(
+                    f"the plan of subscription {subscription.id!r} does not charge metric {code!r}",
+                    field="metric_code",
+                )
+            window = periods.Period(start, end, start)
+            owned = await self.fees.windows(subscription, [code], window)
+            usage_request = self.fees.request(subscription, charge.billable_metric, window, owned[code])
+        else:
+            metric = await self._metric(org, request.customer_id, code)
+            usage_request = usage_pb2.AggregateUsageRequest(
+                customer_id=request.customer_id,
+                code=code,
+                aggregation=aggregation(metric),
+                field_name=metric.field_name,
+                start_time=to_proto(start),
+                end_time=to_proto(end),
+            )
+        assert self.fees.usage is not None, "connect the metering stub first"
+        usage = await self.fees.usage.AggregateUsage(usage_request, metadata=tenancy.metadata(org))
+        return pb.ComputeUsageResponse(
+            customer_id=request.customer_id,
+            metric_code=code,
+            start_time=to_proto(start),
+            end_time=to_proto(end),
+            subscription_id=request.subscription_id,
+            value=usage.value,
+            event_count=usage.event_count,
+        )
+
+    async def _pick(self, org: str, customer_id: str, subscription_id: str) -> Subscription:
+        """The named subscription, or the customer's only one (preferring those active now)."""
+        if subscription_id:
+            return await self._subscription(org, customer_id, subscription_id)
+        rows = await self._subscriptions(org, customer_id)
+        now = utcnow()
+        active = [r for r in rows if r.start_time <= now and (r.terminate_time is None or now < r.terminate_time)]
+        candidates = active or rows
+        if not candidates:
+            raise NotFound(f"customer {customer_id!r} has no subscription", field="customer_id")
+        if len(candidates) > 1:
+            raise InvalidArgument(
+                f"customer {customer_id!r} has {len(candidates)} subscriptions: give subscription_id",
+                field="subscription_id",
+            )
+        return candidates[0]
 
     async def calculate(self, org: str, request: pb.CalculatePriceRequest) -> pb.Calculation:
-        raise NotImplementedError  # being written
+        _required(request, "customer_id")
+        bounds = [request.HasField("period_start"), request.HasField("period_end")]
+        if any(bounds) and not all(bounds):
+            missing = "period_end" if bounds[0] else "period_start"
+            raise InvalidArgument(
+                f"give both period_start and period_end, or neither: {missing} is missing", field=missing
+            )
+        window = _window(request, "period_start", "period_end") if all(bounds) else None
+        await self.projection.catch_up(org, request.customer_id)
+        subscription = await self._pick(org, request.customer_id, request.subscription_id)
+        plan = _plan(subscription)
+        interval = _interval(plan)
+        if window is None:
+            window = open_period(subscription, interval, utcnow())
+        line_items = []
+        for part in slices(subscription, interval, *window):
+            for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):
+                line_items += await self.fees.period_fees(subscription, plan, part, timing)
+        now = utcnow()
+        calculation = pb.Calculation(
+            id=new_id("calc"),
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            plan_code=plan.code,
+            plan_version=plan.version,
+            currency=plan.currency,
+            period_start=to_proto(window[0]),
+            period_end=to_proto(window[1]),
+            line_items=line_items,
+            total_amount_cents=sum(fee.amount_cents for fee in line_items),
+            create_time=to_proto(now),
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(
+                Calculation(
+                    id=calculation.id,
+                    organization_id=org,
+                    customer_id=calculation.customer_id,
+                    subscription_id=calculation.subscription_id,
+                    period_start=window[0],
+                    period_end=window[1],
+                    total_amount_cents=calculation.total_amount_cents,
+                    calculation=json_format.MessageToDict(calculation, preserving_proto_field_name=True),
+                    create_time=now,
+                )
+            )
+        return calculation
 
     async def get(self, org: str, calculation_id: str) -> pb.Calculation:
-        raise NotImplementedError  # being written
+        async with self.sessions() as session:
+            row = await session.get(Calculation, calculation_id)
+        if row is None or row.organization_id != org:
+            raise NotFound(f"calculation {calculation_id!r} not found", field="id")
+        return json_format.ParseDict(row.calculation, pb.Calculation())

@@ -1,10 +1,39 @@
-"""Turns a plan and a period into fee lines: the base fee, and one fee per
-usage charge priced from the exact usage the metering service reports."""
+"""Turns a subscription's plan and a period into fee lines.
+
+Timing. A period is billed at its start (IN_ADVANCE: the base fee of a plan
+paid in advance, and the flat charges paid in advance) and at its end
+(IN_ARREARS: the base fee otherwise, every other charge, the true-ups and the
+commitment). Fees paid in advance never depend on usage.
+
+Usage scoping. A charge counts the events naming the subscription, plus the
+events naming none that the subscription owns: among the customer's
+subscriptions whose pinned plan charges the metric, the one active at the
+event's time ([start_time, terminate_time)) with the earliest start (then
+creation, then id). So each subscription owns the windows of the period in
+which it is active and no earlier-starting one charging the metric is.
+
+Lines. A charge without filters or grouping is one line (at 0 units when
+nothing happened). Filters are metering buckets, most specific first (most
+keys; ties in declared order); each filter and the default (events matching
+none, at the charge's own properties) is a line priced with its properties.
+With grouped_by, each group of a bucket that has events is a line; a bucket
+without events is one line at 0 units and an empty group.
+
+Minimums. Each fee is exact Decimal rounded once to minor units. A charge whose
+lines total less than its min_amount_cents (prorated like the base fee) gets a
+true-up for the difference; a period whose fees (both timings, true-ups
+included) total less than the plan's minimum_commitment_cents (prorated) gets
+a commitment fee in arrears. Either tops the rounded total up to the rounded
+minimum exactly.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2
@@ -18,29 +47,98 @@ from services.invoicing.models import Subscription
 from services.invoicing.pricing import models
 from services.invoicing.pricing.money import from_minor, to_minor
 
+ARREARS = pb.BILLING_TIMING_IN_ARREARS
+ADVANCE = pb.BILLING_TIMING_IN_ADVANCE
+MICROSECOND = timedelta(microseconds=1)
+Window = tuple[datetime, datetime]
 
-def _aggregation(metric: billable_metrics_pb2.BillableMetric) -> int:
+
+def aggregation(metric: billable_metrics_pb2.BillableMetric) -> int:
     name = billable_metrics_pb2.AggregationType.Name(metric.aggregation_type).removeprefix("AGGREGATION_TYPE_")
     return usage_pb2.Aggregation.Value(f"AGGREGATION_{name}")
 
 
+def share(period: Period) -> Decimal:
+    """The part of its full billing interval a period (or a slice of one) covers."""
+    return Decimal((period.end - period.start) // MICROSECOND) / Decimal(
+        (period.full_end - period.full_start) // MICROSECOND
+    )
+
+
 def base_fee(plan: plans_pb2.Plan, period: Period) -> pb.Fee | None:
-    """The plan's base fee, prorated by time when the period is partial."""
+    """The plan's base fee, prorated by the period's share of its interval."""
     if plan.amount_cents == 0:
         return None
     full = from_minor(plan.amount_cents, plan.currency)
-    share = Decimal((period.end - period.start).total_seconds()) / Decimal(
-        (period.end - period.full_start).total_seconds()
-    )
-    exact = full * share
+    part = share(period)
+    exact = full * part
     return pb.Fee(
         type=pb.FEE_TYPE_SUBSCRIPTION,
         amount_cents=to_minor(exact, plan.currency),
-        units=canonical(share),
+        units=canonical(part),
         unit_amount=canonical(full),
         precise_amount=canonical(exact),
         description=f"{plan.name} base fee",
+        period_start=to_proto(period.start),
+        period_end=to_proto(period.end),
     )
+
+
+def _top_up(kind: int, minimum_cents: int, fees: Iterable[pb.Fee], plan: plans_pb2.Plan, period: Period, **fields):
+    """A fee topping `fees` up to the minimum prorated like the base fee, or None when they reach it."""
+    minimum = from_minor(minimum_cents, plan.currency) * share(period)
+    exact = minimum - from_minor(sum(f.amount_cents for f in fees), plan.currency)
+    cents = to_minor(exact, plan.currency)
+    if cents <= 0:
+        return None
+    return pb.Fee(
+        type=kind,
+        amount_cents=cents,
+        units="1",
+        unit_amount=canonical(exact),
+        precise_amount=canonical(exact),
+        period_start=to_proto(period.start),
+        period_end=to_proto(period.end),
+        **fields,
+    )
+
+
+def bucket_order(charge: plans_pb2.Charge) -> list[int]:
+    """Indexes of the charge's filters in metering bucket order: most keys first, ties in declared order."""
+    return sorted(range(len(charge.filters)), key=lambda i: -len(charge.filters[i].values))
+
+
+def filter_label(charge_filter: plans_pb2.ChargeFilter) -> str:
+    if charge_filter.invoice_display_name:
+        return charge_filter.invoice_display_name
+    return "; ".join(f"{v.key}: {', '.join(v.values)}" for v in charge_filter.values)
+
+
+def _owned(subscription: Subscription, others: Sequence[Subscription], code: str, period: Period) -> list[Window]:
+    """The windows of `period` in which `subscription` owns the events of `code` naming no subscription."""
+
+    def span(row: Subscription) -> Window:
+        return row.start_time, row.terminate_time or period.end
+
+    def rank(row: Subscription) -> tuple:
+        return row.start_time, row.create_time, row.id
+
+    start, end = span(subscription)
+    windows = [(max(start, period.start), min(end, period.end))]
+    for other in others:
+        charges = {c.get("billable_metric_code") for c in other.plan.get("charges", [])}
+        if code in charges and rank(other) < rank(subscription):
+            windows = _subtract(windows, span(other))
+    return [(s, e) for s, e in windows if s < e]
+
+
+def _subtract(windows: list[Window], cut: Window) -> list[Window]:
+    """`windows` without `cut`: what remains before it and after it, empty pieces dropped."""
+    pieces = [piece for start, end in windows for piece in ((start, min(end, cut[0])), (max(start, cut[1]), end))]
+    return [(start, end) for start, end in pieces if start < end]
+
+
+NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance knows of its period
 
 
 class FeeCalculator:
@@ -50,63 +148,187 @@ class FeeCalculator:
         self.usage = usage
         self.sessions = sessions
 
+    async def windows(
+        self, subscription: Subscription, codes: Iterable[str], period: Period
+    ) -> dict[str, list[Window]]:
+        """Per metric code, the windows of `period` in which `subscription` owns unassigned events."""
+        assert self.sessions is not None, "give the calculator invoicing's database"
+        query = select(Subscription).where(
+            Subscription.organization_id == subscription.organization_id,
+            Subscription.customer_id == subscription.customer_id,
+            Subscription.id != subscription.id,
+        )
+        async with self.sessions() as session:
+            others = (await session.execute(query)).scalars().all()
+        return {code: _owned(subscription, others, code, period) for code in codes}
+
+    @staticmethod
+    def request(
+        subscription: Subscription,
+        metric: billable_metrics_pb2.BillableMetric,
+        period: Period,
+        windows: Sequence[Window],
+        **fields,
+    ) -> usage_pb2.AggregateUsageRequest:
+        """One metric's usage of the subscription over `period`, scoped as its invoice counts it."""
+        return usage_pb2.AggregateUsageRequest(
+            customer_id=subscription.customer_id,
+            code=metric.code,
+            aggregation=aggregation(metric),
+            field_name=metric.field_name,
+            start_time=to_proto(period.start),
+            end_time=to_proto(period.end),
+            subscription_id=subscription.id,
+            unassigned_windows=[usage_pb2.TimeRange(start_time=to_proto(s), end_time=to_proto(e)) for s, e in windows],
+            **fields,
+        )
+
+    async def _measure(
+        self, subscription: Subscription, period: Period, charges: Sequence[plans_pb2.Charge]
+    ) -> list[usage_pb2.AggregateUsageResponse]:
+        """The usage of each charge, in one metering call."""
+        if not charges:
+            return []
+        assert self.usage is not None, "connect the metering stub first"
+        owned = await self.windows(subscription, {c.billable_metric.code for c in charges}, period)
+        requests = [
+            self.request(
+                subscription,
+                charge.billable_metric,
+                period,
+                owned[charge.billable_metric.code],
+                # Only percentage prices each event; other models need the total alone.
+                include_values=charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE,
+                buckets=[
+                    usage_pb2.FilterSet(
+                        filters=[usage_pb2.PropertyFilter(key=v.key, values=v.values) for v in charge.filters[i].values]
+                    )
+                    for i in bucket_order(charge)
+                ],
+                group_by=charge.properties.grouped_by,
+            )
+            for charge in charges
+        ]
+        reply = await self.usage.BatchAggregateUsage(
+            usage_pb2.BatchAggregateUsageRequest(requests=requests),
+            metadata=tenancy.metadata(subscription.organization_id),
+        )
+        return list(reply.responses)
+
     async def charge_fees(self, subscription: Subscription, plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
-        org, customer_id, start, end = subscription.organization_id, subscription.customer_id, period.start, period.end
-        fees = []
-        for charge in plan.charges:
-            metric = charge.billable_metric
-            assert self.usage is not None, "connect the metering stub first"
-            # Only percentage prices each event; other models need the total alone.
-            per_event = charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE
-            usage = await self.usage.AggregateUsage(
-                usage_pb2.AggregateUsageRequest(
-                    customer_id=customer_id,
-                    code=metric.code,
-                    aggregation=_aggregation(metric),
-                    field_name=metric.field_name,
-                    start_time=to_proto(start),
-                    end_time=to_proto(end),
-                    include_values=per_event,
-                ),
-                metadata=tenancy.metadata(org),
-            )
-            units = Decimal(usage.value)
-            values = [Decimal(value) for value in usage.values]
-            priced = models.MODELS[plans_pb2.ChargeModel.Name(charge.charge_model)](units, charge.properties, values)
-            fees.append(
-                pb.Fee(
-                    type=pb.FEE_TYPE_CHARGE,
-                    amount_cents=to_minor(priced.amount, plan.currency),
-                    units=canonical(units),
-                    unit_amount=canonical(priced.amount / units) if units else "0",
-                    precise_amount=canonical(priced.amount),
-                    description=f"{metric.name}: {canonical(units)} units",
-                    billable_metric_code=metric.code,
-                    charge_id=charge.id,
-                    events_count=usage.event_count,
-                    tiers=[
-                        pb.FeeTier(
-                            from_value=canonical(t.from_value),
-                            to_value="" if t.to_value is None else canonical(t.to_value),
-                            units=canonical(t.units),
-                            per_unit_amount=canonical(t.per_unit_amount),
-                            flat_amount=canonical(t.flat_amount),
-                            amount=canonical(t.amount),
-                        )
-                        for t in priced.tiers
-                    ],
-                )
-            )
-        return fees
+        """The lines of every charge over `period` as its usage stands (no minimums)."""
+        usage = await self._measure(subscription, period, plan.charges)
+        return [
+            fee
+            for charge, reply in zip(plan.charges, usage, strict=True)
+            for fee in _lines(charge, plan, period, reply)
+        ]
 
     async def period_fees(
         self,
         subscription: Subscription,
         plan: plans_pb2.Plan,
         period: Period,
-        timing: int = pb.BILLING_TIMING_IN_ARREARS,
+        timing: int = ARREARS,
     ) -> list[pb.Fee]:
-        """The fees of a period billed at its end (IN_ARREARS) or start (IN_ADVANCE)."""
+        """The fees of a period billed at its end (IN_ARREARS) or at its start (IN_ADVANCE)."""
         base = base_fee(plan, period)
-        charges = await self.charge_fees(subscription, plan, period)
-        return ([base] if base is not None else []) + charges
+        bases = [base] if base is not None else []
+        if timing == ADVANCE:
+            advance = [fee for c in plan.charges if c.pay_in_advance for fee in _lines(c, plan, period, NO_USAGE)]
+            return (bases if plan.pay_in_advance else []) + advance
+        usage = iter(await self._measure(subscription, period, [c for c in plan.charges if not c.pay_in_advance]))
+        every = list(bases)  # both timings: what the commitment compares
+        arrears = [] if plan.pay_in_advance else list(bases)
+        for charge in plan.charges:
+            lines = _lines(charge, plan, period, NO_USAGE if charge.pay_in_advance else next(usage))
+            true_up = _top_up(
+                pb.FEE_TYPE_TRUE_UP,
+                charge.min_amount_cents,
+                lines,
+                plan,
+                period,
+                description=f"{_label(charge)} minimum spend",
+                billable_metric_code=charge.billable_metric.code,
+                charge_id=charge.id,
+            )
+            top = [true_up] if true_up is not None else []
+            every += lines + top
+            arrears += top if charge.pay_in_advance else lines + top
+        commitment = _top_up(
+            pb.FEE_TYPE_COMMITMENT,
+            plan.minimum_commitment_cents,
+            every,
+            plan,
+            period,
+            description=f"{plan.name} minimum commitment",
+        )
+        return arrears + ([commitment] if commitment is not None else [])
+
+
+def _label(charge: plans_pb2.Charge) -> str:
+    return charge.invoice_display_name or charge.billable_metric.name
+
+
+def _lines(
+    charge: plans_pb2.Charge, plan: plans_pb2.Plan, period: Period, usage: usage_pb2.AggregateUsageResponse
+) -> list[pb.Fee]:
+    """The fee lines of one charge: one per filter (declared order) and the default, or per group."""
+    grouped_by = list(charge.properties.grouped_by)
+    if not charge.filters and not grouped_by:
+        return [_line(charge, plan, period, charge.properties, "", {}, usage)]
+    by_bucket: dict[int, list[usage_pb2.UsageGroup]] = {}
+    for group in usage.groups:
+        by_bucket.setdefault(group.bucket, []).append(group)
+    bucket_of = {index: n + 1 for n, index in enumerate(bucket_order(charge))}
+    prices = [(bucket_of[i], f.properties, filter_label(f)) for i, f in enumerate(charge.filters)]
+    lines = []
+    for bucket, props, label in [*prices, (0, charge.properties, "")]:
+        for group in by_bucket.get(bucket) or [usage_pb2.UsageGroup()]:
+            values = dict(zip(grouped_by, group.group_values, strict=False))
+            lines.append(_line(charge, plan, period, props, label, values, group))
+    return lines
+
+
+def _line(
+    charge: plans_pb2.Charge,
+    plan: plans_pb2.Plan,
+    period: Period,
+    props: plans_pb2.ChargeProperties,
+    filter_name: str,
+    group: dict[str, str],
+    usage: usage_pb2.AggregateUsageResponse | usage_pb2.UsageGroup,
+) -> pb.Fee:
+    units = Decimal(usage.value or 0)
+    values = [Decimal(value) for value in usage.values]
+    priced = models.MODELS[plans_pb2.ChargeModel.Name(charge.charge_model)](units, props, values)
+    qualifiers = [filter_name] if filter_name else []
+    if group:
+        qualifiers.append(", ".join(f"{key}: {value}" for key, value in group.items()))
+    name = f"{_label(charge)} ({'; '.join(qualifiers)})" if qualifiers else _label(charge)
+    return pb.Fee(
+        type=pb.FEE_TYPE_CHARGE,
+        amount_cents=to_minor(priced.amount, plan.currency),
+        units=canonical(units),
+        unit_amount=canonical(priced.amount / units) if units else "0",
+        precise_amount=canonical(priced.amount),
+        description=f"{name}: {canonical(units)} units",
+        billable_metric_code=charge.billable_metric.code,
+        charge_id=charge.id,
+        events_count=usage.event_count,
+        tiers=[
+            pb.FeeTier(
+                from_value=canonical(t.from_value),
+                to_value="" if t.to_value is None else canonical(t.to_value),
+                units=canonical(t.units),
+                per_unit_amount=canonical(t.per_unit_amount),
+                flat_amount=canonical(t.flat_amount),
+                amount=canonical(t.amount),
+            )
+            for t in priced.tiers
+        ],
+        group=group,
+        filter=filter_name,
+        period_start=to_proto(period.start),
+        period_end=to_proto(period.end),
+    )

@@ -25,4 +25,6 @@ def invoice_proto(invoice: Invoice) -> pb.Invoice:
         total_amount_cents=invoice.total_amount_cents,
         issue_time=to_proto(invoice.issue_time),
         create_time=to_proto(invoice.create_time),
+        timing=pb.BillingTiming.Value(invoice.timing),
+        calculation_id=invoice.calculation_id,
     )

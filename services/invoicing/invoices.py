@@ -1,18 +1,24 @@
-"""Invoices and current usage (InvoiceService)."""
+"""Invoices and current usage (InvoiceService).
+
+A customer's invoice list can start with drafts: one per subscription with an
+open period, its arrears fees priced as they stand now. A draft is never
+stored; it has no id and no number, and becomes the period's finalized
+invoice when the period ends (and is billed).
+"""
 
 from __future__ import annotations
 
-from google.protobuf import json_format
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
-from services.common import pagination, periods, tenancy
+from services.common import pagination, tenancy
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing.billing import Biller
+from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
@@ -59,30 +65,62 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc()).offset(offset).limit(size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
+        drafts = []
+        if request.customer_id and request.include_draft and offset == 0:
+            drafts = await self._drafts(org, request.customer_id, utcnow())
         return pb.ListInvoicesResponse(
-            invoices=[invoice_proto(i) for i in rows[:size]],
+            invoices=[*drafts, *(invoice_proto(i) for i in rows[:size])],
             next_page_token=pagination.next_token(offset, size, len(rows)),
         )
 
+    async def _subscriptions(self, org: str, customer_id: str, subscription_id: str = "") -> list[Subscription]:
+        query = select(Subscription).where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
+        if subscription_id:
+            query = query.where(Subscription.id == subscription_id)
+        async with self.sessions() as session:
+            return list((await session.execute(query.order_by(Subscription.create_time))).scalars().all())
+
+    async def _drafts(self, org: str, customer_id: str, now: datetime) -> list[pb.Invoice]:
+        """The invoice each open period would get if it ended now (none for a period without a fee)."""
+        drafts = []
+        for subscription in await self._subscriptions(org, customer_id):
+            plan = plan_of(subscription)
+            period = open_period(subscription, plan, now)
+            if period is None:
+                continue  # not started yet, or ended
+            fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
+            if not fees:
+                continue  # nothing will be billed at its end either
+            total = sum(f.amount_cents for f in fees)
+            drafts.append(
+                pb.Invoice(
+                    customer_id=customer_id,
+                    subscription_id=subscription.id,
+                    plan_code=plan.code,
+                    status=pb.INVOICE_STATUS_DRAFT,
+                    currency=plan.currency,
+                    period_start=to_proto(period.start),
+                    period_end=to_proto(period.end),
+                    fees=fees,
+                    subtotal_cents=total,
+                    total_amount_cents=total,
+                    timing=pb.BILLING_TIMING_IN_ARREARS,
+                )
+            )
+        return drafts
+
     async def GetCurrentUsage(self, request: pb.GetCurrentUsageRequest, context) -> pb.GetCurrentUsageResponse:
         org = tenancy.organization_id()
-        query = select(Subscription).where(
-            Subscription.organization_id == org, Subscription.customer_id == request.customer_id
-        )
-        if request.subscription_id:
-            query = query.where(Subscription.id == request.subscription_id)
-        async with self.sessions() as session:
-            subscriptions = (await session.execute(query.order_by(Subscription.create_time))).scalars().all()
+        subscriptions = await self._subscriptions(org, request.customer_id, request.subscription_id)
         if request.subscription_id and not subscriptions:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
         now = utcnow()
         result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
         for subscription in subscriptions:
-            plan = json_format.ParseDict(subscription.plan, plans_pb2.Plan())
-            interval = plans_pb2.PlanInterval.Name(plan.interval)
-            period = periods.current(subscription.start_time, interval, subscription.billing_time, now)
+            plan = plan_of(subscription)
+            period = open_period(subscription, plan, now)
             if period is None:
-                continue  # starts in the future
+                continue  # starts in the future, or has ended
             fees = await self.fees.charge_fees(subscription, plan, period)
             result.subscriptions.append(
                 pb.SubscriptionUsage(

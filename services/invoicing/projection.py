@@ -1,30 +1,37 @@
 """Keeps invoicing's copy of subscriptions current.
 
-Catalog events are the source: applying one twice leaves the same row
-(insert, or no-op on conflict), so JetStream redeliveries are harmless.
-`catch_up` reads one customer's subscriptions from the catalog and applies
-those this copy lacks, so reading a customer's invoices right after creating
-a subscription sees it even while its event is still in flight.
+Catalog events are the source: applying one twice leaves the same row (a
+known subscription keeps its row; only an earlier end can change it), so
+JetStream redeliveries are harmless.
+A subscription's end (`terminate_time`, from SubscriptionUpdated) only ever
+moves earlier: a termination can cut a scheduled end short, never extend it,
+so the earliest end wins whatever order the events arrive in. An update for a
+subscription this copy lacks reads its plan from the catalog and projects it.
+`catch_up` reads one customer's subscriptions from the catalog, applies those
+this copy lacks and the ends of those it has, so reading a customer's invoices
+right after a change sees it even while its event is still in flight.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import events_pb2, plans_pb2, plans_pb2_grpc, subscriptions_pb2, subscriptions_pb2_grpc
 from services.common import tenancy
-from services.common.timestamps import from_proto
+from services.common.timestamps import from_proto, from_proto_or_none
 from services.invoicing.models import Subscription
 
 log = logging.getLogger("bxb.projection")
 
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
+SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
 
 
 class SubscriptionProjection:
@@ -49,15 +56,54 @@ class SubscriptionProjection:
             "billing_time": subscriptions_pb2.BillingTime.Name(sub.billing_time),
             "start_time": from_proto(sub.start_time),
             "create_time": from_proto(sub.create_time),
+            "terminate_time": from_proto_or_none(sub, "terminate_time"),
         }
+        statement = insert(Subscription).values(**values)
+        # LEAST ignores NULL: a known end stays unless this one is earlier.
+        statement = statement.on_conflict_do_update(
+            index_elements=[Subscription.id],
+            set_={"terminate_time": func.least(Subscription.terminate_time, statement.excluded.terminate_time)},
+        )
         async with self.sessions() as session, session.begin():
-            await session.execute(insert(Subscription).values(**values).on_conflict_do_nothing())
+            await session.execute(statement)
+
+    async def terminate(self, subscription_id: str, at: datetime) -> bool:
+        """Sets a known subscription's end (the earliest wins); False when this copy lacks it."""
+        async with self.sessions() as session, session.begin():
+            found = await session.execute(
+                update(Subscription)
+                .where(Subscription.id == subscription_id)
+                .values(terminate_time=func.least(Subscription.terminate_time, at))
+                .returning(Subscription.id)
+            )
+            return found.scalar_one_or_none() is not None
 
     async def handle(self, subject: str, payload: bytes) -> None:
-        if subject != SUBSCRIPTION_CREATED:
-            return  # a newer catalog may announce facts this version ignores
-        event = events_pb2.SubscriptionCreated.FromString(payload)
-        await self.apply(event.organization_id, event.subscription, event.plan)
+        if subject == SUBSCRIPTION_CREATED:
+            event = events_pb2.SubscriptionCreated.FromString(payload)
+            await self.apply(event.organization_id, event.subscription, event.plan)
+        elif subject == SUBSCRIPTION_UPDATED:
+            updated = events_pb2.SubscriptionUpdated.FromString(payload)
+            await self.updated(updated.organization_id, updated.subscription)
+        # any other subject: a newer catalog may announce facts this version ignores
+
+    async def updated(self, org: str, sub: subscriptions_pb2.Subscription) -> None:
+        end = from_proto_or_none(sub, "terminate_time")
+        if end is None or await self.terminate(sub.id, end):
+            return
+        # Its creation has not reached this copy yet: read its plan and project it whole.
+        if self.catalog is None:
+            raise LookupError(f"subscription {sub.id} is unknown and there is no catalog to read it from")
+        plan = await self._plan(org, sub)
+        await self.apply(org, sub, plan)
+
+    async def _plan(self, org: str, sub: subscriptions_pb2.Subscription) -> plans_pb2.Plan:
+        return await plans_pb2_grpc.PlanServiceStub(self.catalog).GetPlan(
+            plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
+            metadata=tenancy.metadata(org),
+            timeout=self.timeout,
+            wait_for_ready=True,  # ride out a reconnect instead of failing fast
+        )
 
     async def catch_up(self, org: str, customer_id: str) -> None:
         """Best effort: when the catalog cannot be reached, events still arrive later."""
@@ -70,17 +116,13 @@ class SubscriptionProjection:
 
     async def _catch_up(self, org: str, customer_id: str) -> None:
         async with self.sessions() as session:
-            known = set(
-                (
-                    await session.execute(
-                        select(Subscription.id).where(
-                            Subscription.organization_id == org, Subscription.customer_id == customer_id
-                        )
-                    )
-                ).scalars()
+            rows = await session.execute(
+                select(Subscription.id, Subscription.terminate_time).where(
+                    Subscription.organization_id == org, Subscription.customer_id == customer_id
+                )
             )
+            known = {sub_id: end for sub_id, end in rows}
         subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog)
-        plans = plans_pb2_grpc.PlanServiceStub(self.catalog)
         meta = tenancy.metadata(org)
         token = ""
         while True:
@@ -93,14 +135,11 @@ class SubscriptionProjection:
                 wait_for_ready=True,  # ride out a reconnect instead of failing fast
             )
             for sub in page.subscriptions:
+                end = from_proto_or_none(sub, "terminate_time")
                 if sub.id not in known:
-                    plan = await plans.GetPlan(
-                        plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
-                        metadata=meta,
-                        timeout=self.timeout,
-                        wait_for_ready=True,
-                    )
-                    await self.apply(org, sub, plan)
+                    await self.apply(org, sub, await self._plan(org, sub))
+                elif end is not None and (known[sub.id] is None or end < known[sub.id]):
+                    await self.terminate(sub.id, end)
             token = page.next_page_token
             if not token:
                 return

@@ -15,73 +15,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from datetime import UTC, datetime
 
+from services.metering.aggregation import Statement, Usage, UsageQuery, assemble, ch_time
 from services.metering.clickhouse import ClickHouse
 
-# Templates over one source value: SRC is its text and HAS whether the event
-# has one. A property `field` reads `properties[field]`; an empty field reads
-# the event's top-level `value`. Values read as Decimal128 with 12 decimal
-# places (events.py refuses top-level values that do not fit it exactly).
-AGGREGATIONS = {
-    "count": "toString(count())",
-    "sum": "toString(sum(toDecimal128OrZero(SRC, 12)))",
-    "max": "toString(max(toDecimal128OrNull(SRC, 12)))",
-    "unique_count": "toString(uniqExactIf(SRC, HAS))",
-    "latest": "toString(argMax(toDecimal128OrNull(SRC, 12), (timestamp, ingest_time)))",
-}
-SOURCES = {
-    True: ("properties[{field:String}]", "mapContains(properties, {field:String})"),
-    False: ("ifNull(value, '')", "isNotNull(value)"),
-}
-
-# Each event's value, ordered by (timestamp, ingest_time, transaction_id): the
-# tuples sort on their leading elements, and after FINAL no two events share a
-# transaction_id, so the order is total. The value reads as `sum` reads it, so
-# the values add up to the sum exactly; a missing or non-numeric one is 0.
-VALUES = (
-    "arrayMap(e -> e.4, arraySort(groupArray("
-    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(SRC, 12))))))"
-)
-
-# weighted_sum reads every event of the customer and metric before the window's
-# end: the level carried into the window is summed in ClickHouse (exact in
-# Decimal128(12)), and the events inside the window come back one by one, with
-# their time in milliseconds, for the time weighting in Python (Decimal).
-WEIGHTED = (
-    "toString(sumIf(toDecimal128OrZero(SRC, 12), timestamp < {start:DateTime64(3, 'UTC')})), "
-    "countIf(timestamp >= {start:DateTime64(3, 'UTC')}), "
-    "arrayMap(e -> (toString(toUnixTimestamp64Milli(e.1)), e.4), arraySort(groupArrayIf("
-    "(timestamp, ingest_time, transaction_id, toString(toDecimal128OrZero(SRC, 12))), "
-    "timestamp >= {start:DateTime64(3, 'UTC')})))"
-)
-# A weighted sum keeps 12 decimal places, as the values it weighs do; the
-# division by the window's length is rounded half-even to that scale.
-WEIGHTED_SCALE = Decimal("1e-12")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MS = timedelta(milliseconds=1)
-
-
-def _source(sql: str, field: str) -> str:
-    src, has = SOURCES[bool(field)]
-    return sql.replace("SRC", src).replace("HAS", has)
-
-
-def weighted(carried: Decimal, changes: list[tuple[int, Decimal]], start_ms: int, end_ms: int) -> Decimal:
-    """The time-weighted level over [start_ms, end_ms): the level starts at
-    `carried` and each change adds its value from its time on, so each change
-    weighs the share of the window after it. An empty window weighs nothing."""
-    duration = end_ms - start_ms
-    if duration <= 0:
-        return Decimal(0)
-    with localcontext(prec=120):
-        numerator = carried * duration + sum((value * (end_ms - at) for at, value in changes), Decimal(0))
-        return (numerator / duration).quantize(WEIGHTED_SCALE, rounding=ROUND_HALF_EVEN)
-
-
-def epoch_ms(value: datetime) -> int:
-    return (value - EPOCH) // MS
+__all__ = ["Event", "EventStore", "StoredEvent", "Usage", "UsageQuery", "ch_time"]
 
 
 def schema(db: str) -> list[str]:
@@ -128,20 +67,6 @@ def id_chunks(ids: list[str]) -> list[list[str]]:
         chunks[-1].append(txn)
         size += cost
     return chunks
-
-
-def ch_time(value: datetime) -> str:
-    """ClickHouse DateTime64(3) text in UTC. The year has four digits: strftime's
-    %Y writes year 1 as "1", which ClickHouse reads as 2001."""
-    return value.replace(tzinfo=None).isoformat(" ", "milliseconds")
-
-
-@dataclass(frozen=True)
-class Usage:
-    value: Decimal
-    count: int
-    # Each event's value in order, when asked for.
-    values: tuple[Decimal, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -256,41 +181,20 @@ class EventStore:
         """Exact usage of one customer and metric over [start, end); with
         include_values, also each event's value, in the same read. `field`
         names a property; empty, it means the events' top-level value."""
-        weighted_sum = aggregation == "weighted_sum"
-        if weighted_sum:
-            columns = WEIGHTED
-        else:
-            columns = f"{AGGREGATIONS[aggregation]}, count()" + (f", {VALUES}" if include_values else "")
-        since = "" if weighted_sum else "timestamp >= {start:DateTime64(3, 'UTC')} AND "
-        rows = await self.ch.query(
-            f"SELECT {_source(columns, field)} FROM {self.db}.events FINAL "
-            "WHERE organization_id = {org:String} AND customer_id = {customer:String} AND code = {code:String} "
-            f"AND {since}timestamp < {{end:DateTime64(3, 'UTC')}}",
-            {
-                "org": org,
-                "customer": customer_id,
-                "code": code,
-                "field": field,
-                "start": ch_time(start),
-                "end": ch_time(end),
-            },
-        )
-        if weighted_sum:
-            carried, count, changes = rows[0]
-            listed = tuple(Decimal(v) for _, v in changes)
-            value = weighted(
-                Decimal(carried),
-                [(int(at), v) for (at, _), v in zip(changes, listed, strict=True)],
-                epoch_ms(start),
-                epoch_ms(end),
-            )
-            return Usage(value, int(count), listed if include_values else ())
-        value, count, *listed = rows[0]
-        return Usage(
-            Decimal(value) if value not in (None, "", "\\N") else Decimal(0),
-            int(count),
-            tuple(Decimal(v) for v in listed[0]) if listed else (),
-        )
+        query = UsageQuery(customer_id, code, aggregation, field, start, end, include_values)
+        [[usage]] = await self.aggregate_many(org, [query])
+        return usage
+
+    async def aggregate_many(self, org: str, queries: list[UsageQuery]) -> list[list[Usage]]:
+        """Each query's usage per bucket and group (see aggregation.py), all in
+        one ClickHouse query."""
+        if not queries:
+            return []
+        distinct = list(dict.fromkeys(queries))  # a repeated query is asked once
+        statement = Statement(self.db, org, distinct)
+        answers = assemble(distinct, await self.ch.query(statement.sql, statement.params))
+        by_query = dict(zip(distinct, answers, strict=True))
+        return [list(by_query[q]) for q in queries]
 
     async def get(self, org: str, transaction_id: str) -> StoredEvent | None:
         rows = await self.ch.query(

@@ -1,4 +1,5 @@
-"""Exact usage queries (UsageService)."""
+"""Exact usage queries (UsageService): validation, then one ClickHouse query
+per call, however many aggregations it asks for."""
 
 from __future__ import annotations
 
@@ -8,7 +9,120 @@ from services.common import tenancy
 from services.common.decimals import canonical
 from services.common.errors import InvalidArgument
 from services.common.timestamps import from_proto
+from services.metering.aggregation import Bucket, Usage, UsageQuery, Window
 from services.metering.store import EventStore
+
+MAX_BUCKETS = 100
+MAX_GROUP_BY = 10
+# A subscription owns unassigned events in a few windows per period; the cap
+# keeps one request's SQL small.
+MAX_WINDOWS = 100
+MAX_BATCH = 500
+
+
+def _invalid(field: str, message: str) -> InvalidArgument:
+    return InvalidArgument(f"{field} {message}", field=field)
+
+
+def _range(message, where: str) -> Window:
+    """A message's start_time and end_time, both required, end not before start."""
+    for name in ("start_time", "end_time"):
+        if not message.HasField(name):
+            raise _invalid(f"{where}{name}", "is required")
+    start, end = from_proto(message.start_time), from_proto(message.end_time)
+    if end < start:
+        raise _invalid(f"{where}end_time", "must not be before start_time")
+    return start, end
+
+
+def _buckets(request: pb.AggregateUsageRequest, where: str) -> tuple[Bucket, ...]:
+    if len(request.buckets) > MAX_BUCKETS:
+        raise _invalid(f"{where}buckets", f"must have at most {MAX_BUCKETS} entries")
+    buckets = []
+    for b, bucket in enumerate(request.buckets):
+        at = f"{where}buckets[{b}].filters"
+        if not bucket.filters:
+            raise _invalid(at, "must not be empty")
+        keys: set[str] = set()
+        for f, rule in enumerate(bucket.filters):
+            if not rule.key:
+                raise _invalid(f"{at}[{f}].key", "is required")
+            if rule.key in keys:
+                raise _invalid(f"{at}[{f}].key", f"repeats {rule.key!r} in the same bucket")
+            if not rule.values:
+                raise _invalid(f"{at}[{f}].values", "must not be empty")
+            keys.add(rule.key)
+        buckets.append(tuple((rule.key, tuple(rule.values)) for rule in bucket.filters))
+    return tuple(buckets)
+
+
+def _group_by(request: pb.AggregateUsageRequest, where: str) -> tuple[str, ...]:
+    if len(request.group_by) > MAX_GROUP_BY:
+        raise _invalid(f"{where}group_by", f"must have at most {MAX_GROUP_BY} entries")
+    for i, key in enumerate(request.group_by):
+        if not key:
+            raise _invalid(f"{where}group_by[{i}]", "must not be empty")
+        if key in request.group_by[:i]:
+            raise _invalid(f"{where}group_by[{i}]", f"repeats {key!r}")
+    return tuple(request.group_by)
+
+
+def _windows(request: pb.AggregateUsageRequest, where: str) -> tuple[Window, ...]:
+    if not request.unassigned_windows:
+        return ()
+    if not request.subscription_id:
+        raise _invalid(f"{where}unassigned_windows", "need a subscription_id")
+    if len(request.unassigned_windows) > MAX_WINDOWS:
+        raise _invalid(f"{where}unassigned_windows", f"must have at most {MAX_WINDOWS} entries")
+    return tuple(_range(w, f"{where}unassigned_windows[{i}].") for i, w in enumerate(request.unassigned_windows))
+
+
+def query_of(request: pb.AggregateUsageRequest, where: str = "") -> UsageQuery:
+    """The validated query of a request; `where` prefixes the fields named in errors."""
+    if request.aggregation == pb.AGGREGATION_UNSPECIFIED or request.aggregation not in pb.Aggregation.values():
+        raise _invalid(f"{where}aggregation", "is required")
+    aggregation = pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower()
+    if aggregation == "count" and request.include_values:
+        raise _invalid(f"{where}include_values", "needs an aggregation of a value, not count")
+    for name in ("customer_id", "code"):
+        if not getattr(request, name):
+            raise _invalid(f"{where}{name}", "is required")
+    start, end = _range(request, where)
+    return UsageQuery(
+        customer_id=request.customer_id,
+        code=request.code,
+        aggregation=aggregation,
+        field=request.field_name,
+        start=start,
+        end=end,
+        include_values=request.include_values,
+        subscription_id=request.subscription_id,
+        windows=_windows(request, where),
+        buckets=_buckets(request, where),
+        group_by=_group_by(request, where),
+    )
+
+
+def response_of(query: UsageQuery, groups: list[Usage]) -> pb.AggregateUsageResponse:
+    """With buckets or group_by, one UsageGroup per bucket and group with
+    events; otherwise the one usage in the top-level fields."""
+    if query.buckets or query.group_by:
+        return pb.AggregateUsageResponse(
+            groups=[
+                pb.UsageGroup(
+                    bucket=g.bucket,
+                    group_values=g.group_values,
+                    value=canonical(g.value),
+                    event_count=g.count,
+                    values=[canonical(v) for v in g.values],
+                )
+                for g in groups
+            ]
+        )
+    [usage] = groups
+    return pb.AggregateUsageResponse(
+        value=canonical(usage.value), event_count=usage.count, values=[canonical(v) for v in usage.values]
+    )
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -17,30 +131,18 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
 
     async def AggregateUsage(self, request: pb.AggregateUsageRequest, context) -> pb.AggregateUsageResponse:
         org = tenancy.organization_id()
-        if request.aggregation == pb.AGGREGATION_UNSPECIFIED or request.aggregation not in pb.Aggregation.values():
-            raise InvalidArgument("aggregation is required", field="aggregation")
-        aggregation = pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower()
-        if aggregation == "count" and request.include_values:
-            raise InvalidArgument("include_values needs an aggregation of a value, not count", field="include_values")
-        for name in ("customer_id", "code"):
-            if not getattr(request, name):
-                raise InvalidArgument(f"{name} is required", field=name)
-        for name in ("start_time", "end_time"):
-            if not request.HasField(name):
-                raise InvalidArgument(f"{name} is required", field=name)
-        start, end = from_proto(request.start_time), from_proto(request.end_time)
-        if end < start:
-            raise InvalidArgument("end_time must not be before start_time", field="end_time")
-        usage = await self.store.aggregate(
-            org,
-            request.customer_id,
-            request.code,
-            aggregation,
-            request.field_name,
-            start,
-            end,
-            include_values=request.include_values,
-        )
-        return pb.AggregateUsageResponse(
-            value=canonical(usage.value), event_count=usage.count, values=[canonical(v) for v in usage.values]
+        query = query_of(request)
+        [groups] = await self.store.aggregate_many(org, [query])
+        return response_of(query, groups)
+
+    async def BatchAggregateUsage(
+        self, request: pb.BatchAggregateUsageRequest, context
+    ) -> pb.BatchAggregateUsageResponse:
+        org = tenancy.organization_id()
+        if len(request.requests) > MAX_BATCH:
+            raise _invalid("requests", f"must have at most {MAX_BATCH} entries")
+        queries = [query_of(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
+        results = await self.store.aggregate_many(org, queries)
+        return pb.BatchAggregateUsageResponse(
+            responses=[response_of(q, groups) for q, groups in zip(queries, results, strict=True)]
         )

@@ -47,7 +47,7 @@ async def test_a_billable_metric_is_created_read_and_listed(tenant: Tenant):
     metric = created.json()
     assert metric["id"].startswith("bm")
     assert recent(metric.pop("created_at"))
-    assert {k: v for k, v in metric.items() if k != "id"} == {**body, "key": code, "value_type": None}
+    assert {k: v for k, v in metric.items() if k != "id"} == {**body, "key": code, "value_type": None, "filters": []}
 
     fetched = await tenant.http.get(f"/v1/billable_metrics/{code}")
     assert fetched.status_code == 200
@@ -113,7 +113,11 @@ async def test_a_standard_plan_round_trips_with_its_charge(tenant: Tenant):
         "id": charge["id"],
         "billable_metric_code": metric["code"],
         "charge_model": "standard",
+        "invoice_display_name": None,
+        "pay_in_advance": False,
+        "min_amount_cents": 0,
         "properties": {"amount": "0.0005"},
+        "filters": [],
     }
     assert (await tenant.http.get(f"/v1/plans/{code}")).json() == plan
 
@@ -281,6 +285,9 @@ async def test_a_subscription_by_plan_code_starts_now_on_the_anniversary(tenant:
         "billing_time": "anniversary",
         "start_date": sub["start_date"],
         "created_at": sub["created_at"],
+        "terminated_at": None,
+        "previous_subscription_id": None,
+        "next_subscription_id": None,
     }
     assert (await tenant.http.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
     # The customer a subscription names exists from then on.

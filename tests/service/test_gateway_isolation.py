@@ -42,7 +42,8 @@ async def populate(t: Tenant, amount: str) -> dict:
     assert accepted.json() == {"transaction_id": "txn_shared", "status": "accepted"}
 
     async def invoiced():
-        invoices = (await h.get("/v1/customers/cus_shared/invoices")).json()["invoices"]
+        listed = (await h.get("/v1/customers/cus_shared/invoices")).json()["invoices"]
+        invoices = [i for i in listed if i["status"] == "finalized"]  # not the open period's draft
         assert len(invoices) == 1, invoices
         return invoices[0]
 

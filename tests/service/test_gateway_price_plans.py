@@ -78,6 +78,9 @@ async def test_the_seed_plan_is_created_with_monthly_interval_and_graduated_tier
         "currency": "USD",
         "interval": "monthly",
         "amount_cents": 0,
+        "pay_in_advance": False,
+        "trial_period_days": 0,
+        "minimum_commitment": None,
     }
     assert (charge["metric_key"], charge["model"]) == (key, "tiered")
     assert charge["properties"] == {

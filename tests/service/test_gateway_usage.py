@@ -175,17 +175,20 @@ async def test_closed_periods_are_invoiced_with_base_standard_and_graduated_fees
         response = await tenant.http.get(f"/v1/customers/{customer}/invoices")
         assert response.status_code == 200
         body = response.json()
-        assert len(body["invoices"]) == 2, body
+        assert len(body["invoices"]) == 3, body
         return body
 
     listed = await eventually(two_invoices)
     assert listed["next_page_token"] == ""
-    latest, first = listed["invoices"]  # newest period first
+    draft, latest, first = listed["invoices"]  # the open period's draft, then the newest period first
+    assert (draft["status"], draft["id"], draft["number"]) == ("draft", None, None)
+    assert (draft["period_start"], draft["total_amount_cents"]) == (rfc3339(month_start(0)), 1000)
     assert (first["period_start"], first["period_end"]) == (rfc3339(start), rfc3339(month_start(1)))
     assert (latest["period_start"], latest["period_end"]) == (rfc3339(month_start(1)), rfc3339(month_start(0)))
     assert first["id"] != latest["id"] and first["number"] and latest["number"]
     assert (first["customer_id"], first["subscription_id"], first["plan_code"]) == (customer, sub["id"], plan["code"])
     assert (first["status"], first["currency"], first["coupons"]) == ("finalized", "USD", [])
+    assert (first["timing"], first["calculation_id"]) == ("in_arrears", None)
     assert recent(first["issued_at"]) and recent(first["created_at"])
 
     base, calls, tokens = first["fees"]
@@ -196,6 +199,8 @@ async def test_closed_periods_are_invoiced_with_base_standard_and_graduated_fees
         "unit_amount": "10",
         "precise_amount": "10",
         "description": "Pro base fee",
+        "period_start": rfc3339(start),
+        "period_end": rfc3339(month_start(1)),
     }
     assert calls == {
         "type": "charge",
@@ -207,6 +212,10 @@ async def test_closed_periods_are_invoiced_with_base_standard_and_graduated_fees
         "billable_metric_code": plan["charges"][0]["billable_metric_code"],
         "charge_id": plan["charges"][0]["id"],
         "events_count": 3,
+        "group": {},
+        "filter": None,
+        "period_start": rfc3339(start),
+        "period_end": rfc3339(month_start(1)),
     }
     assert (tokens["amount_cents"], tokens["units"], tokens["precise_amount"], tokens["events_count"]) == (
         1450,

@@ -44,7 +44,12 @@ async def biller(stack: Stack, invoicing_db: InvoicingDb):
     invoicing process would be."""
     channel = grpc.aio.insecure_channel(stack.metering)
     relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
-    yield Biller(invoicing_db.sessions, FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions), relay, timedelta(0))
+    yield Biller(
+        invoicing_db.sessions,
+        FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions),
+        relay,
+        timedelta(0),
+    )
     await channel.close()
 
 

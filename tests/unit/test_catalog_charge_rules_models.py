@@ -60,13 +60,15 @@ SAMPLE = {
     "per_transaction_min_amount": "1",
     "per_transaction_max_amount": "1",
     "graduated_percentage_ranges": [prng("0", "", "1")],
+    "grouped_by": ["region"],
 }
-# The properties of each model, as ISSUE3_MODELS.md and the API agree.
+# The properties of each model, as ISSUE3_MODELS.md and the API agree; every
+# model that depends on usage may group it (grouped_by), FLAT does not.
 OWN = {
-    pb.CHARGE_MODEL_STANDARD: {"amount"},
-    pb.CHARGE_MODEL_GRADUATED: {"graduated_ranges"},
-    VOLUME: {"volume_ranges"},
-    PACKAGE: {"amount", "package_size", "free_units"},
+    pb.CHARGE_MODEL_STANDARD: {"amount", "grouped_by"},
+    pb.CHARGE_MODEL_GRADUATED: {"graduated_ranges", "grouped_by"},
+    VOLUME: {"volume_ranges", "grouped_by"},
+    PACKAGE: {"amount", "package_size", "free_units", "grouped_by"},
     PERCENTAGE: {
         "rate",
         "fixed_amount",
@@ -74,8 +76,9 @@ OWN = {
         "free_units_per_total_aggregation",
         "per_transaction_min_amount",
         "per_transaction_max_amount",
+        "grouped_by",
     },
-    GRADUATED_PERCENTAGE: {"graduated_percentage_ranges"},
+    GRADUATED_PERCENTAGE: {"graduated_percentage_ranges", "grouped_by"},
     FLAT: {"amount"},
 }
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common.periods import Period, add_months, current, ended, periods
+from services.common.periods import Period, add_months, current, ended, periods, started
 
 ANNIVERSARY = "BILLING_TIME_ANNIVERSARY"
 CALENDAR = "BILLING_TIME_CALENDAR"
@@ -184,6 +184,58 @@ def test_current_years_later():
     assert (period.start, period.end) == (at(2026, 2, 28), at(2026, 3, 31))
 
 
+def test_a_period_defaults_its_full_end_to_its_end():
+    period = Period(start=at(2026, 1, 10), end=at(2026, 2, 1), full_start=at(2026, 1, 1))
+    assert period.full_end == at(2026, 2, 1)
+
+
+def test_an_end_inside_a_period_cuts_it_and_stops_the_sequence():
+    produced = list(periods(at(2026, 1, 31), MONTHLY, ANNIVERSARY, until=at(2026, 3, 10, 12)))
+    assert produced == [
+        Period(start=at(2026, 1, 31), end=at(2026, 2, 28), full_start=at(2026, 1, 31)),
+        Period(start=at(2026, 2, 28), end=at(2026, 3, 10, 12), full_start=at(2026, 2, 28), full_end=at(2026, 3, 31)),
+    ]
+
+
+def test_an_end_on_a_boundary_leaves_whole_periods():
+    produced = list(periods(at(2026, 1, 15), MONTHLY, CALENDAR, until=at(2026, 3, 1)))
+    assert [(p.start, p.end, p.full_end) for p in produced] == [
+        (at(2026, 1, 15), at(2026, 2, 1), at(2026, 2, 1)),
+        (at(2026, 2, 1), at(2026, 3, 1), at(2026, 3, 1)),
+    ]
+
+
+def test_an_end_inside_a_partial_first_period_keeps_its_calendar_bounds():
+    [period] = periods(at(2026, 1, 15), MONTHLY, CALENDAR, until=at(2026, 1, 20))
+    assert period == Period(at(2026, 1, 15), at(2026, 1, 20), full_start=at(2026, 1, 1), full_end=at(2026, 2, 1))
+
+
+def test_an_end_at_or_before_the_start_leaves_no_period():
+    start = at(2026, 5, 1)
+    assert list(periods(start, MONTHLY, ANNIVERSARY, until=start)) == []
+    assert list(periods(start, MONTHLY, ANNIVERSARY, until=start - US)) == []
+    assert current(start, MONTHLY, ANNIVERSARY, start, until=start) is None
+
+
+def test_ended_and_current_stop_at_the_end():
+    start, end = at(2026, 1, 1), at(2026, 2, 15)
+    assert [p.end for p in ended(start, MONTHLY, ANNIVERSARY, at(2030, 1, 1), until=end)] == [at(2026, 2, 1), end]
+    assert [p.end for p in ended(start, MONTHLY, ANNIVERSARY, end - US, until=end)] == [at(2026, 2, 1)]
+    assert current(start, MONTHLY, ANNIVERSARY, end - US, until=end).end == end
+    assert current(start, MONTHLY, ANNIVERSARY, end, until=end) is None
+
+
+def test_started_includes_a_period_starting_exactly_at_before():
+    start = at(2026, 1, 31)
+    assert [p.start for p in started(start, MONTHLY, ANNIVERSARY, start - US)] == []
+    assert [p.start for p in started(start, MONTHLY, ANNIVERSARY, start)] == [start]
+    assert [p.start for p in started(start, MONTHLY, ANNIVERSARY, at(2026, 2, 28))] == [start, at(2026, 2, 28)]
+    assert [p.start for p in started(start, MONTHLY, ANNIVERSARY, at(2027, 1, 1), until=at(2026, 3, 1))] == [
+        start,
+        at(2026, 2, 28),
+    ]
+
+
 INTERVALS = st.sampled_from([WEEKLY, MONTHLY, QUARTERLY, YEARLY])
 BILLING = st.sampled_from([ANNIVERSARY, CALENDAR])
 INSTANTS = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2030, 12, 31), timezones=st.just(UTC))
@@ -213,3 +265,22 @@ def test_current_contains_the_instant_and_follows_the_ended_ones(start, interval
     assert period.start <= moment < period.end
     done = ended(start, interval, billing_time, moment)
     assert (done[-1].end if done else start) == period.start
+
+
+@settings(deadline=None)  # exact, not timed: keep loaded CI machines from flaking
+@given(
+    start=INSTANTS,
+    interval=INTERVALS,
+    billing_time=BILLING,
+    length=st.timedeltas(min_value=timedelta(0), max_value=timedelta(days=800)),
+)
+def test_an_ended_subscription_has_periods_up_to_its_end_and_none_after(start, interval, billing_time, length):
+    end = start + length
+    cut = list(periods(start, interval, billing_time, until=end))
+    whole = list(islice(periods(start, interval, billing_time), len(cut)))
+    assert (cut[-1].end if cut else start) == end
+    assert all(p.start < end for p in cut)
+    assert cut[:-1] == whole[:-1]  # only the last one is cut
+    if cut:
+        last, full = cut[-1], whole[-1]
+        assert (last.start, last.full_start, last.full_end) == (full.start, full.full_start, full.end)

@@ -92,6 +92,13 @@ class Pricing:
         self.fees = fees
         self.projection = projection
 
+    async def _known(self, org: str, customer_id: str, subscription_id: str) -> Subscription | None:
+        async with self.sessions() as session:
+            row = await session.get(Subscription, subscription_id)
+        if row is None or row.organization_id != org or row.customer_id != customer_id:
+            return None
+        return row
+
     async def _subscriptions(self, org: str, customer_id: str) -> list[Subscription]:
         """The customer's subscriptions, first owner of unassigned events first."""
         query = (
@@ -103,9 +110,11 @@ class Pricing:
             return list((await session.execute(query)).scalars().all())
 
     async def _subscription(self, org: str, customer_id: str, subscription_id: str) -> Subscription:
-        async with self.sessions() as session:
-            row = await session.get(Subscription, subscription_id)
-        if row is None or row.organization_id != org or row.customer_id != customer_id:
+        row = await self._known(org, customer_id, subscription_id)
+        if row is None:  # created a moment ago, its event still in flight: ask the catalog
+            await self.projection.catch_up(org, customer_id)
+            row = await self._known(org, customer_id, subscription_id)
+        if row is None:
             raise NotFound(
                 f"subscription {subscription_id!r} not found for customer {customer_id!r}", field="subscription_id"
             )
@@ -133,7 +142,8 @@ class Pricing:
         _required(request, "customer_id", "metric_code")
         start, end = _window(request, "start_time", "end_time")
         code = request.metric_code
-        await self.projection.catch_up(org, request.customer_id)
+        if not request.subscription_id:  # the customer's whole list must be current
+            await self.projection.catch_up(org, request.customer_id)
         if request.subscription_id:
             subscription = await self._subscription(org, request.customer_id, request.subscription_id)
             charge = _charge(_plan(subscription), code)
@@ -193,7 +203,8 @@ class Pricing:
                 f"give both period_start and period_end, or neither: {missing} is missing", field=missing
             )
         window = _window(request, "period_start", "period_end") if all(bounds) else None
-        await self.projection.catch_up(org, request.customer_id)
+        if not request.subscription_id:  # the customer's whole list must be current
+            await self.projection.catch_up(org, request.customer_id)
         subscription = await self._pick(org, request.customer_id, request.subscription_id)
         plan = _plan(subscription)
         interval = _interval(plan)

@@ -16,9 +16,9 @@ from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
 from services.common.timestamps import to_proto
-from services.metering.clickhouse import ClickHouse, Embedded, Remote
+from services.metering.clickhouse import ClickHouse
 from services.metering.store import Event, EventStore, UsageQuery
-from tests.conftest import Infra, Stack, unique
+from tests.conftest import Stack, unique
 
 DB = "bxb_scoping"
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -27,13 +27,6 @@ HALF = START + (END - START) / 2
 NOW = datetime(2026, 4, 2, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture(scope="session", params=["embedded", "remote"])
-async def clickhouse(request, infra: Infra) -> AsyncIterator[ClickHouse]:
-    ch = Embedded(infra.chdb_path) if request.param == "embedded" else Remote(request.getfixturevalue("clickhouse_url"))
-    yield ch
-    await ch.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,31 +4,21 @@ session's chdb (Embedded) and through ClickHouse's HTTP interface (Remote)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 
 import pytest
 
 from services.common.decimals import canonical
-from services.metering.clickhouse import ClickHouse, Embedded, Remote
+from services.metering.clickhouse import ClickHouse
 from services.metering.store import Event, EventStore, ch_time
-from tests.conftest import Infra, unique
+from tests.conftest import unique
 
 DB = "bxb_store"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = datetime(2026, 4, 2, 12, 0, 0, 123456, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(scope="session", params=["embedded", "remote"])
-async def clickhouse(request, infra: Infra) -> AsyncIterator[ClickHouse]:
-    # Embedded opens a second session on the test session's chdb; Remote talks
-    # to the chdb HTTP server process.
-    ch = Embedded(infra.chdb_path) if request.param == "embedded" else Remote(request.getfixturevalue("clickhouse_url"))
-    yield ch
-    await ch.close()
 
 
 @pytest.fixture(scope="session")

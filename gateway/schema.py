@@ -225,3 +225,17 @@ def parse_json(raw: bytes) -> Any:
 
 def _reject_constant(name: str):
     raise invalid(f"malformed JSON: {name} is not a number", "", "MALFORMED_JSON")
+
+
+def one_of(body: dict, names: tuple[str, str], required: bool = True) -> tuple[str, str]:
+    """The value of whichever of two spellings of one field the body gives, and
+    the name it was given under; both is a 400 naming the second, neither (when
+    required) a 400 naming the first. Neither, when optional: ("", "")."""
+    given = [name for name in names if body[name] is not None]
+    if len(given) == 2:
+        raise invalid(f"give {names[0]} or {names[1]}, not both", names[1], "CONFLICTING_FIELDS")
+    if not given:
+        if required:
+            raise invalid(f"{names[0]} is required", names[0], "MISSING_FIELD")
+        return "", ""
+    return body[given[0]], given[0]

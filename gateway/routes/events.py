@@ -15,7 +15,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import invalid
-from gateway.schema import Spec, obj, string
+from gateway.schema import Spec, obj, one_of, string
 from services.common.timestamps import to_proto
 
 CREATE = obj(
@@ -46,26 +46,15 @@ def event_json(event: pb.UsageEvent) -> dict:
     }
 
 
-def _one_of(body: dict, names: tuple[str, str], required: bool) -> str:
-    given = [name for name in names if body[name] is not None]
-    if len(given) == 2:
-        raise invalid(f"give {names[0]} or {names[1]}, not both", names[1], "CONFLICTING_FIELDS")
-    if not given:
-        if required:
-            raise invalid(f"{names[0]} is required", names[0], "MISSING_FIELD")
-        return ""
-    return body[given[0]]
-
-
 async def create(call: Call):
     body = call.body
     abaxus = body["metric_key"] is not None
     if abaxus and body["idempotency_key"] is None and body["transaction_id"] is None:
         raise invalid("idempotency_key is required", "idempotency_key", "MISSING_FIELD")
     event = pb.UsageEvent(
-        transaction_id=_one_of(body, ("transaction_id", "idempotency_key"), required=False),
+        transaction_id=one_of(body, ("transaction_id", "idempotency_key"), required=False)[0],
         customer_id=body["customer_id"],
-        code=_one_of(body, ("code", "metric_key"), required=True),
+        code=one_of(body, ("code", "metric_key"))[0],
         timestamp=to_proto(body["timestamp"]),
         subscription_id=body["subscription_id"] or "",
         properties=body["properties"] or {},

@@ -23,27 +23,13 @@ from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import api_error, invalid
 from gateway.schema import Spec, array, mapping, obj, string
+from services.common.charge_fields import MODEL_FIELDS
 
 INTERVALS = ("weekly", "monthly", "quarterly", "yearly")
 
 # The properties a charge of each model has, in the order they render; any
 # other property given is refused (by the catalog, or here; see charge_proto).
-SHOWN = {
-    "standard": ("amount",),
-    "graduated": ("graduated_ranges",),
-    "volume": ("volume_ranges",),
-    "package": ("amount", "package_size", "free_units"),
-    "percentage": (
-        "rate",
-        "fixed_amount",
-        "free_units_per_events",
-        "free_units_per_total_aggregation",
-        "per_transaction_min_amount",
-        "per_transaction_max_amount",
-    ),
-    "graduated_percentage": ("graduated_percentage_ranges",),
-    "flat": ("amount",),
-}
+SHOWN = MODEL_FIELDS
 
 
 def ranges_spec(price: str) -> Spec:

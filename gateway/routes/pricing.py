@@ -13,8 +13,8 @@ from starlette.routing import Route
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import api_error, invalid
-from gateway.schema import Spec, obj, string
+from gateway.errors import api_error
+from gateway.schema import Spec, obj, one_of, string
 from services.common.currencies import exponent
 from services.common.timestamps import to_proto
 
@@ -100,19 +100,9 @@ def calculation_json(calculation: pb.Calculation) -> dict:
     }
 
 
-def _metric(body: dict) -> tuple[str, str]:
-    """The metric code and the field that named it: exactly one of metric_key and code."""
-    given = [name for name in ("metric_key", "code") if body[name] is not None]
-    if len(given) == 2:
-        raise invalid("give metric_key or code, not both", "code", "CONFLICTING_FIELDS")
-    if not given:
-        raise invalid("metric_key is required", "metric_key", "MISSING_FIELD")
-    return body[given[0]], given[0]
-
-
 async def compute(call: Call):
     body = call.body
-    code, named = _metric(body)
+    code, named = one_of(body, ("metric_key", "code"))
     request = pb.ComputeUsageRequest(
         customer_id=body["customer_id"],
         metric_code=code,

@@ -22,28 +22,13 @@ from typing import NamedTuple
 from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
 from services.catalog import validation
+from services.common.charge_fields import MODEL_FIELDS
 from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument
 
-# The properties each model may carry; any other property given is refused,
-# named. Property names are the same in the proto and in the JSON API.
+# The properties each model may carry; any other property given is refused, named.
 FIELDS: dict[int, frozenset[str]] = {
-    pb.CHARGE_MODEL_STANDARD: frozenset({"amount"}),
-    pb.CHARGE_MODEL_GRADUATED: frozenset({"graduated_ranges"}),
-    pb.CHARGE_MODEL_VOLUME: frozenset({"volume_ranges"}),
-    pb.CHARGE_MODEL_PACKAGE: frozenset({"amount", "package_size", "free_units"}),
-    pb.CHARGE_MODEL_PERCENTAGE: frozenset(
-        {
-            "rate",
-            "fixed_amount",
-            "free_units_per_events",
-            "free_units_per_total_aggregation",
-            "per_transaction_min_amount",
-            "per_transaction_max_amount",
-        }
-    ),
-    pb.CHARGE_MODEL_GRADUATED_PERCENTAGE: frozenset({"graduated_percentage_ranges"}),
-    pb.CHARGE_MODEL_FLAT: frozenset({"amount"}),
+    pb.ChargeModel.Value(f"CHARGE_MODEL_{model.upper()}"): frozenset(fields) for model, fields in MODEL_FIELDS.items()
 }
 
 # Models that rate an amount: their metric must sum that amount.

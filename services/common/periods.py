@@ -15,6 +15,7 @@ partial period keeps the bounds of the full interval it belongs to
 from __future__ import annotations
 
 import calendar
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -77,24 +78,14 @@ def ended(
     start: datetime, interval: str, billing_time: str, before: datetime, until: datetime | None = None
 ) -> list[Period]:
     """Periods whose end is at or before `before`."""
-    result = []
-    for period in periods(start, interval, billing_time, until):
-        if period.end > before:
-            break
-        result.append(period)
-    return result
+    return list(itertools.takewhile(lambda p: p.end <= before, periods(start, interval, billing_time, until)))
 
 
 def started(
     start: datetime, interval: str, billing_time: str, before: datetime, until: datetime | None = None
 ) -> list[Period]:
     """Periods whose start is at or before `before`."""
-    result = []
-    for period in periods(start, interval, billing_time, until):
-        if period.start > before:
-            break
-        result.append(period)
-    return result
+    return list(itertools.takewhile(lambda p: p.start <= before, periods(start, interval, billing_time, until)))
 
 
 def current(

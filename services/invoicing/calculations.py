@@ -27,15 +27,12 @@ from services.common import periods, tenancy
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
+from services.invoicing.billing import plan_of
 from services.invoicing.fees import FeeCalculator, aggregation
 from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
 
 MICROSECOND = timedelta(microseconds=1)
-
-
-def _plan(subscription: Subscription) -> plans_pb2.Plan:
-    return json_format.ParseDict(subscription.plan, plans_pb2.Plan())
 
 
 def _interval(plan: plans_pb2.Plan) -> str:
@@ -62,7 +59,7 @@ def _window(request, start_name: str, end_name: str) -> tuple[datetime, datetime
     return start, end
 
 
-def open_period(subscription: Subscription, interval: str, now: datetime) -> tuple[datetime, datetime]:
+def default_window(subscription: Subscription, interval: str, now: datetime) -> tuple[datetime, datetime]:
     """The period running now; the first one before the subscription starts, the
     last one (cut at its end) once it has ended; empty for a cancelled one."""
     at = max(now, subscription.start_time)
@@ -123,7 +120,7 @@ class Pricing:
     async def _metric(self, org: str, customer_id: str, code: str) -> billable_metrics_pb2.BillableMetric:
         """The metric as the customer's plans snapshot it, else as the catalog defines it."""
         for subscription in await self._subscriptions(org, customer_id):
-            charge = _charge(_plan(subscription), code)
+            charge = _charge(plan_of(subscription), code)
             if charge is not None:
                 return charge.billable_metric
         stub = billable_metrics_pb2_grpc.BillableMetricServiceStub(self.projection.catalog)
@@ -146,7 +143,7 @@ class Pricing:
             await self.projection.catch_up(org, request.customer_id)
         if request.subscription_id:
             subscription = await self._subscription(org, request.customer_id, request.subscription_id)
-            charge = _charge(_plan(subscription), code)
+            charge = _charge(plan_of(subscription), code)
             if charge is None:
                 raise InvalidArgument(
                     f"the plan of subscription {subscription.id!r} does not charge metric {code!r}",
@@ -206,10 +203,10 @@ class Pricing:
         if not request.subscription_id:  # the customer's whole list must be current
             await self.projection.catch_up(org, request.customer_id)
         subscription = await self._pick(org, request.customer_id, request.subscription_id)
-        plan = _plan(subscription)
+        plan = plan_of(subscription)
         interval = _interval(plan)
         if window is None:
-            window = open_period(subscription, interval, utcnow())
+            window = default_window(subscription, interval, utcnow())
         line_items = []
         for part in slices(subscription, interval, *window):
             for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):

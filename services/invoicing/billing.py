@@ -63,8 +63,27 @@ def has_advance_fees(plan: plans_pb2.Plan) -> bool:
     return (plan.pay_in_advance and plan.amount_cents > 0) or any(c.pay_in_advance for c in plan.charges)
 
 
+# Parsed plan versions by (plan id, version). A published version never
+# changes, and parsing a plan of many charges from JSON costs more than pricing
+# it, so each process parses each version once (a plan without an id, never
+# published, is parsed every time).
+_PLANS: dict[tuple[str, int], plans_pb2.Plan] = {}
+PLANS_KEPT = 4096
+
+
 def plan_of(subscription: Subscription) -> plans_pb2.Plan:
-    return json_format.ParseDict(subscription.plan, plans_pb2.Plan())
+    """The subscription's pinned plan (a copy: callers may change it)."""
+    key = (subscription.plan.get("id", ""), int(subscription.plan.get("version", 0)))
+    parsed = _PLANS.get(key) if key[0] else None
+    if parsed is None:
+        parsed = json_format.ParseDict(subscription.plan, plans_pb2.Plan())
+        if key[0]:
+            if len(_PLANS) >= PLANS_KEPT:
+                _PLANS.pop(next(iter(_PLANS)))  # the oldest parsed
+            _PLANS[key] = parsed
+    copy = plans_pb2.Plan()
+    copy.CopyFrom(parsed)
+    return copy
 
 
 def subscription_periods(subscription: Subscription, plan: plans_pb2.Plan, before: datetime) -> list[periods.Period]:

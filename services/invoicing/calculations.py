@@ -16,9 +16,8 @@ import itertools
 from datetime import datetime, timedelta
 
 import grpc
-from google.protobuf import json_format
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -89,37 +88,34 @@ class Pricing:
         self.fees = fees
         self.projection = projection
 
-    async def _known(self, org: str, customer_id: str, subscription_id: str) -> Subscription | None:
-        async with self.sessions() as session:
-            row = await session.get(Subscription, subscription_id)
-        if row is None or row.organization_id != org or row.customer_id != customer_id:
-            return None
-        return row
-
-    async def _subscriptions(self, org: str, customer_id: str) -> list[Subscription]:
+    async def _siblings(self, session: AsyncSession, org: str, customer_id: str) -> list[Subscription]:
         """The customer's subscriptions, first owner of unassigned events first."""
         query = (
             select(Subscription)
             .where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
             .order_by(Subscription.start_time, Subscription.create_time, Subscription.id)
         )
-        async with self.sessions() as session:
-            return list((await session.execute(query)).scalars().all())
+        return list((await session.execute(query)).scalars().all())
 
-    async def _subscription(self, org: str, customer_id: str, subscription_id: str) -> Subscription:
-        row = await self._known(org, customer_id, subscription_id)
-        if row is None:  # created a moment ago, its event still in flight: ask the catalog
+    async def _named(
+        self, session: AsyncSession, org: str, customer_id: str, subscription_id: str
+    ) -> tuple[Subscription, list[Subscription]]:
+        """The customer's subscription `subscription_id`, and all the customer's."""
+        rows = await self._siblings(session, org, customer_id)
+        if not any(row.id == subscription_id for row in rows):
+            # Created a moment ago, its event still in flight: ask the catalog.
             await self.projection.catch_up(org, customer_id)
-            row = await self._known(org, customer_id, subscription_id)
-        if row is None:
-            raise NotFound(
-                f"subscription {subscription_id!r} not found for customer {customer_id!r}", field="subscription_id"
-            )
-        return row
+            rows = await self._siblings(session, org, customer_id)
+        for row in rows:
+            if row.id == subscription_id:
+                return row, rows
+        raise NotFound(
+            f"subscription {subscription_id!r} not found for customer {customer_id!r}", field="subscription_id"
+        )
 
-    async def _metric(self, org: str, customer_id: str, code: str) -> billable_metrics_pb2.BillableMetric:
+    async def _metric(self, org: str, rows: list[Subscription], code: str) -> billable_metrics_pb2.BillableMetric:
         """The metric as the customer's plans snapshot it, else as the catalog defines it."""
-        for subscription in await self._subscriptions(org, customer_id):
+        for subscription in rows:
             charge = _charge(plan_of(subscription), code)
             if charge is not None:
                 return charge.billable_metric
@@ -141,8 +137,12 @@ class Pricing:
         code = request.metric_code
         if not request.subscription_id:  # the customer's whole list must be current
             await self.projection.catch_up(org, request.customer_id)
+        async with self.sessions() as session:
+            if request.subscription_id:
+                subscription, rows = await self._named(session, org, request.customer_id, request.subscription_id)
+            else:
+                rows = await self._siblings(session, org, request.customer_id)
         if request.subscription_id:
-            subscription = await self._subscription(org, request.customer_id, request.subscription_id)
             charge = _charge(plan_of(subscription), code)
             if charge is None:
                 raise InvalidArgument(
@@ -150,10 +150,10 @@ class Pricing:
                     field="metric_code",
                 )
             window = periods.Period(start, end, start)
-            owned = await self.fees.windows(subscription, [code], window)
+            owned = await self.fees.windows(subscription, [code], window, rows)
             usage_request = self.fees.request(subscription, charge.billable_metric, window, owned[code])
         else:
-            metric = await self._metric(org, request.customer_id, code)
+            metric = await self._metric(org, rows, code)
             usage_request = usage_pb2.AggregateUsageRequest(
                 customer_id=request.customer_id,
                 code=code,
@@ -174,11 +174,14 @@ class Pricing:
             event_count=usage.event_count,
         )
 
-    async def _pick(self, org: str, customer_id: str, subscription_id: str) -> Subscription:
-        """The named subscription, or the customer's only one (preferring those active now)."""
+    async def _pick(
+        self, session: AsyncSession, org: str, customer_id: str, subscription_id: str
+    ) -> tuple[Subscription, list[Subscription]]:
+        """The named subscription, or the customer's only one (preferring those
+        active now); and all the customer's."""
         if subscription_id:
-            return await self._subscription(org, customer_id, subscription_id)
-        rows = await self._subscriptions(org, customer_id)
+            return await self._named(session, org, customer_id, subscription_id)
+        rows = await self._siblings(session, org, customer_id)
         now = utcnow()
         active = [r for r in rows if r.start_time <= now and (r.terminate_time is None or now < r.terminate_time)]
         candidates = active or rows
@@ -189,7 +192,7 @@ class Pricing:
                 f"customer {customer_id!r} has {len(candidates)} subscriptions: give subscription_id",
                 field="subscription_id",
             )
-        return candidates[0]
+        return candidates[0], rows
 
     async def calculate(self, org: str, request: pb.CalculatePriceRequest) -> pb.Calculation:
         _required(request, "customer_id")
@@ -202,30 +205,32 @@ class Pricing:
         window = _window(request, "period_start", "period_end") if all(bounds) else None
         if not request.subscription_id:  # the customer's whole list must be current
             await self.projection.catch_up(org, request.customer_id)
-        subscription = await self._pick(org, request.customer_id, request.subscription_id)
-        plan = plan_of(subscription)
-        interval = _interval(plan)
-        if window is None:
-            window = default_window(subscription, interval, utcnow())
-        line_items = []
-        for part in slices(subscription, interval, *window):
-            for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):
-                line_items += await self.fees.period_fees(subscription, plan, part, timing)
-        now = utcnow()
-        calculation = pb.Calculation(
-            id=new_id("calc"),
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.id,
-            plan_code=plan.code,
-            plan_version=plan.version,
-            currency=plan.currency,
-            period_start=to_proto(window[0]),
-            period_end=to_proto(window[1]),
-            line_items=line_items,
-            total_amount_cents=sum(fee.amount_cents for fee in line_items),
-            create_time=to_proto(now),
-        )
+        # One transaction reads the subscriptions and stores the result: the
+        # fewest database round trips for the hottest read of the API.
         async with self.sessions() as session, session.begin():
+            subscription, rows = await self._pick(session, org, request.customer_id, request.subscription_id)
+            plan = plan_of(subscription)
+            interval = _interval(plan)
+            if window is None:
+                window = default_window(subscription, interval, utcnow())
+            line_items = []
+            for part in slices(subscription, interval, *window):
+                for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):
+                    line_items += await self.fees.period_fees(subscription, plan, part, timing, rows)
+            now = utcnow()
+            calculation = pb.Calculation(
+                id=new_id("calc"),
+                customer_id=subscription.customer_id,
+                subscription_id=subscription.id,
+                plan_code=plan.code,
+                plan_version=plan.version,
+                currency=plan.currency,
+                period_start=to_proto(window[0]),
+                period_end=to_proto(window[1]),
+                line_items=line_items,
+                total_amount_cents=sum(fee.amount_cents for fee in line_items),
+                create_time=to_proto(now),
+            )
             session.add(
                 Calculation(
                     id=calculation.id,
@@ -235,7 +240,7 @@ class Pricing:
                     period_start=window[0],
                     period_end=window[1],
                     total_amount_cents=calculation.total_amount_cents,
-                    calculation=json_format.MessageToDict(calculation, preserving_proto_field_name=True),
+                    message=calculation.SerializeToString(),
                     create_time=now,
                 )
             )
@@ -246,4 +251,4 @@ class Pricing:
             row = await session.get(Calculation, calculation_id)
         if row is None or row.organization_id != org:
             raise NotFound(f"calculation {calculation_id!r} not found", field="id")
-        return json_format.ParseDict(row.calculation, pb.Calculation())
+        return pb.Calculation.FromString(row.message)

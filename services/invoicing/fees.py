@@ -149,17 +149,24 @@ class FeeCalculator:
         self.sessions = sessions
 
     async def windows(
-        self, subscription: Subscription, codes: Iterable[str], period: Period
+        self,
+        subscription: Subscription,
+        codes: Iterable[str],
+        period: Period,
+        siblings: Sequence[Subscription] | None = None,
     ) -> dict[str, list[Window]]:
-        """Per metric code, the windows of `period` in which `subscription` owns unassigned events."""
-        assert self.sessions is not None, "give the calculator invoicing's database"
-        query = select(Subscription).where(
-            Subscription.organization_id == subscription.organization_id,
-            Subscription.customer_id == subscription.customer_id,
-            Subscription.id != subscription.id,
-        )
-        async with self.sessions() as session:
-            others = (await session.execute(query)).scalars().all()
+        """Per metric code, the windows of `period` in which `subscription` owns
+        unassigned events. `siblings`, when the caller has already read them,
+        are the customer's subscriptions (this one may be among them)."""
+        if siblings is None:
+            assert self.sessions is not None, "give the calculator invoicing's database"
+            query = select(Subscription).where(
+                Subscription.organization_id == subscription.organization_id,
+                Subscription.customer_id == subscription.customer_id,
+            )
+            async with self.sessions() as session:
+                siblings = (await session.execute(query)).scalars().all()
+        others = [row for row in siblings if row.id != subscription.id]
         return {code: _owned(subscription, others, code, period) for code in codes}
 
     @staticmethod
@@ -184,13 +191,17 @@ class FeeCalculator:
         )
 
     async def _measure(
-        self, subscription: Subscription, period: Period, charges: Sequence[plans_pb2.Charge]
+        self,
+        subscription: Subscription,
+        period: Period,
+        charges: Sequence[plans_pb2.Charge],
+        siblings: Sequence[Subscription] | None,
     ) -> list[usage_pb2.AggregateUsageResponse]:
         """The usage of each charge, in one metering call."""
         if not charges:
             return []
         assert self.usage is not None, "connect the metering stub first"
-        owned = await self.windows(subscription, {c.billable_metric.code for c in charges}, period)
+        owned = await self.windows(subscription, {c.billable_metric.code for c in charges}, period, siblings)
         requests = [
             self.request(
                 subscription,
@@ -217,7 +228,7 @@ class FeeCalculator:
 
     async def charge_fees(self, subscription: Subscription, plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
         """The lines of every charge over `period` as its usage stands (no minimums)."""
-        usage = await self._measure(subscription, period, plan.charges)
+        usage = await self._measure(subscription, period, plan.charges, None)
         return [
             fee
             for charge, reply in zip(plan.charges, usage, strict=True)
@@ -230,14 +241,18 @@ class FeeCalculator:
         plan: plans_pb2.Plan,
         period: Period,
         timing: int = ARREARS,
+        siblings: Sequence[Subscription] | None = None,
     ) -> list[pb.Fee]:
-        """The fees of a period billed at its end (IN_ARREARS) or at its start (IN_ADVANCE)."""
+        """The fees of a period billed at its end (IN_ARREARS) or at its start
+        (IN_ADVANCE). `siblings`: see `windows`."""
         base = base_fee(plan, period)
         bases = [base] if base is not None else []
         if timing == ADVANCE:
             advance = [fee for c in plan.charges if c.pay_in_advance for fee in _lines(c, plan, period, NO_USAGE)]
             return (bases if plan.pay_in_advance else []) + advance
-        usage = iter(await self._measure(subscription, period, [c for c in plan.charges if not c.pay_in_advance]))
+        usage = iter(
+            await self._measure(subscription, period, [c for c in plan.charges if not c.pay_in_advance], siblings)
+        )
         every = list(bases)  # both timings: what the commitment compares
         arrears = [] if plan.pay_in_advance else list(bases)
         for charge in plan.charges:

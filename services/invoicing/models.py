@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, String, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, DateTime, LargeBinary, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -79,7 +79,7 @@ class InvoiceSequence(Base):
 
 
 class Calculation(Base):
-    """A stored pricing calculation (bxb.invoicing.v1.Calculation as proto3 JSON)."""
+    """A stored pricing calculation."""
 
     __tablename__ = "calculations"
 
@@ -90,5 +90,7 @@ class Calculation(Base):
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     total_amount_cents: Mapped[int] = mapped_column(BigInteger)
-    calculation: Mapped[dict] = mapped_column(Json)
+    # bxb.invoicing.v1.Calculation in the protobuf wire format: written and
+    # read whole, and much faster to encode than JSON.
+    message: Mapped[bytes] = mapped_column(LargeBinary)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -30,6 +30,7 @@ _TYPE_NAMES = {
     "timestamp": "an RFC 3339 timestamp or Unix seconds",
     "properties": "an object",
     "map": "an object",
+    "list": "an array",
 }
 
 
@@ -160,6 +161,17 @@ def _array(value, spec, path):
     return [check(item, spec.items, f"{path}[{index}]") for index, item in enumerate(value)]
 
 
+def _list(value, spec, path):
+    """An array whose items the handler checks one by one (a batch, where one bad item must not fail the rest)."""
+    if not isinstance(value, list):
+        _fail(path, spec)
+    if not value:
+        raise invalid(f"{path} must not be empty", path, "EMPTY")
+    if len(value) > spec.max_items:
+        raise invalid(f"{path} has more than {spec.max_items} items, the limit", path, "TOO_MANY_ITEMS")
+    return value
+
+
 def _map(value, spec, path):
     if not isinstance(value, dict):
         _fail(path, spec)
@@ -190,6 +202,7 @@ def _properties(value, spec, path):
 
 
 _CHECKERS = {
+    "list": _list,
     "string": _string,
     "integer": _integer,
     "boolean": _boolean,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
 log = logging.getLogger("bxb.bus")
@@ -28,6 +28,8 @@ ORG_HEADER = "Bxb-Organization"
 class Stream:
     name: str
     subjects: tuple[str, ...]
+    # A work queue drops each message once its consumer has acknowledged it.
+    work_queue: bool = False
 
 
 CATALOG = Stream("BXB_CATALOG", ("bxb.catalog.>",))
@@ -49,7 +51,10 @@ class Bus:
         return cls(nc, nc.jetstream())
 
     async def ensure_stream(self, stream: Stream) -> None:
-        config = StreamConfig(name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0)
+        retention = RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS
+        config = StreamConfig(
+            name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0, retention=retention
+        )
         try:
             await self.js.stream_info(stream.name)
         except NotFoundError:

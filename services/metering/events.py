@@ -12,6 +12,7 @@ from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
+from services.metering.intake import Intake
 from services.metering.store import Event, EventStore
 
 MAX_BATCH = 500
@@ -71,9 +72,18 @@ def validated(event: pb.UsageEvent, where: str, now) -> Event:
     )
 
 
+def checked(event: pb.UsageEvent, where: str, now) -> Event | pb.EventError:
+    """The valid event, or why it is refused."""
+    try:
+        return validated(event, where, now)
+    except InvalidArgument as error:
+        return pb.EventError(reason=error.reason, field=error.field, message=error.message)
+
+
 class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
-    def __init__(self, store: EventStore):
+    def __init__(self, store: EventStore, intake: Intake):
         self.store = store
+        self.intake = intake
 
     async def IngestEvents(self, request: pb.IngestEventsRequest, context) -> pb.IngestEventsResponse:
         org = tenancy.organization_id()
@@ -95,8 +105,40 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             ]
         )
 
+    async def SubmitEvents(self, request: pb.SubmitEventsRequest, context) -> pb.SubmitEventsResponse:
+        org = tenancy.organization_id()
+        if not request.events:
+            raise InvalidArgument("events must not be empty", field="events")
+        if len(request.events) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} events per call", field="events", reason="BATCH_TOO_LARGE")
+        now = utcnow()
+        single = len(request.events) == 1
+        outcomes = [checked(e, "" if single else f"events[{i}].", now) for i, e in enumerate(request.events)]
+        valid = [e for e in outcomes if isinstance(e, Event)]
+        if request.backfill:
+            # What was queued before goes first, so the first accepted copy of a key wins.
+            await self.intake.settled()
+            fresh = await self.store.ingest(org, valid, now) if valid else []
+            kept = iter(pb.INGEST_OUTCOME_ACCEPTED if new else pb.INGEST_OUTCOME_DUPLICATE for new in fresh)
+        else:
+            if valid:
+                await self.intake.queue(org, valid, now)
+            kept = iter([pb.INGEST_OUTCOME_QUEUED] * len(valid))
+        results = []
+        for sent, outcome in zip(request.events, outcomes, strict=True):
+            if isinstance(outcome, Event):
+                results.append(pb.SubmitResult(transaction_id=outcome.transaction_id, outcome=next(kept)))
+            else:
+                results.append(
+                    pb.SubmitResult(
+                        transaction_id=sent.transaction_id, outcome=pb.INGEST_OUTCOME_REJECTED, error=outcome
+                    )
+                )
+        return pb.SubmitEventsResponse(results=results)
+
     async def GetEvent(self, request: pb.GetEventRequest, context) -> pb.UsageEvent:
         org = tenancy.organization_id()
+        await self.intake.settled()  # an event accepted a moment ago is found
         event = await self.store.get(org, request.transaction_id)
         if event is None:
             raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import config, grpc_server
+from services.common import bus, config, grpc_server
 from services.metering import clickhouse
 from services.metering.events import EventServicer
+from services.metering.intake import Intake
 from services.metering.store import EventStore
 from services.metering.usage import UsageServicer
 
@@ -22,6 +23,9 @@ class Settings:
     clickhouse_url: str
     chdb_path: Path
     database: str
+    nats_url: str
+    # How long a usage query waits for the events queued before it.
+    settle_timeout: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -31,23 +35,36 @@ class Settings:
             clickhouse_url=config.env_str("BXB_CLICKHOUSE_URL", ""),
             chdb_path=Path(config.env_str("BXB_CHDB_PATH", str(home / "clickhouse"))),
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),
+            nats_url=config.nats_url(),
+            settle_timeout=config.env_float("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", 10.0),
         )
 
 
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
+    intake = Intake(store, settings.settle_timeout)
+    connections: list[bus.Bus] = []
+
+    async def on_start() -> None:
+        await store.create_schema()
+        connections.append(await bus.Bus.connect(settings.nats_url, "metering"))
+        await intake.start(connections[0])
 
     async def on_stop() -> None:
+        for connection in connections:
+            await connection.close()
         await ch.close()
 
     return grpc_server.Service(
         name="metering",
         registrars=[
-            grpc_server.registrar(usage_events_pb2, usage_events_pb2_grpc, "EventService", EventServicer(store)),
-            grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store)),
+            grpc_server.registrar(
+                usage_events_pb2, usage_events_pb2_grpc, "EventService", EventServicer(store, intake)
+            ),
+            grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store, intake)),
         ],
-        on_start=store.create_schema,
+        on_start=on_start,
         on_stop=on_stop,
     )
 

@@ -10,6 +10,7 @@ from services.common.decimals import canonical
 from services.common.errors import InvalidArgument
 from services.common.timestamps import from_proto
 from services.metering.aggregation import Bucket, Usage, UsageQuery, Window
+from services.metering.intake import Intake
 from services.metering.store import EventStore
 
 MAX_BUCKETS = 100
@@ -126,12 +127,16 @@ def response_of(query: UsageQuery, groups: list[Usage]) -> pb.AggregateUsageResp
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
-    def __init__(self, store: EventStore):
+    """Exact usage: each call first waits for the events queued before it."""
+
+    def __init__(self, store: EventStore, intake: Intake):
         self.store = store
+        self.intake = intake
 
     async def AggregateUsage(self, request: pb.AggregateUsageRequest, context) -> pb.AggregateUsageResponse:
         org = tenancy.organization_id()
         query = query_of(request)
+        await self.intake.settled()
         [groups] = await self.store.aggregate_many(org, [query])
         return response_of(query, groups)
 
@@ -142,6 +147,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         if len(request.requests) > MAX_BATCH:
             raise _invalid("requests", f"must have at most {MAX_BATCH} entries")
         queries = [query_of(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
+        await self.intake.settled()
         results = await self.store.aggregate_many(org, queries)
         return pb.BatchAggregateUsageResponse(
             responses=[response_of(q, groups) for q, groups in zip(queries, results, strict=True)]

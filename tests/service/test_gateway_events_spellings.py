@@ -22,7 +22,7 @@ async def test_the_abaxus_event_is_accepted_with_202_and_deduplicated(tenant: Te
     assert first.json() == {"idempotency_key": "evt_req_abc123", "status": "accepted"}
     retry = await tenant.http.post("/v1/events", json=ABAXUS_EVENT)
     assert retry.status_code == 202
-    assert retry.json()["status"] == "duplicate"
+    assert retry.json()["status"] == "accepted"  # skipped when stored
     stored = (await tenant.http.get("/v1/events/evt_req_abc123")).json()
     assert (stored["code"], stored["value"], stored["subscription_id"]) == ("api_calls", "1", "sub_a1b2c3")
     assert stored["properties"] == {"region": "us-east-1"}
@@ -33,7 +33,9 @@ async def test_both_spellings_share_one_key_space(tenant: Tenant):
     bxb = {"transaction_id": "evt_req_abc123", "customer_id": "cust_acme", "code": "api_calls"}
     response = await tenant.http.post("/v1/events", json=bxb)
     assert response.status_code == 200
-    assert response.json() == {"transaction_id": "evt_req_abc123", "status": "duplicate"}
+    assert response.json() == {"transaction_id": "evt_req_abc123", "status": "accepted"}
+    stored = (await tenant.http.get("/v1/events/evt_req_abc123")).json()
+    assert stored["code"] == "api_calls"  # the first spelling's event, counted once
 
 
 async def test_an_abaxus_event_without_idempotency_key_is_refused(tenant: Tenant):

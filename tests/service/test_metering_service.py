@@ -1,21 +1,28 @@
 """The metering service over gRPC: EventService and UsageService on the
-in-process server of the test stack (chdb), and once on a ClickHouse server."""
+in-process server of the test stack (chdb), and once on a ClickHouse server;
+SubmitEvents and the JetStream intake on real NATS."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import grpc_server, tenancy
+from deploy.embedded import Nats
+from services.common import bus, grpc_server, tenancy
 from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
+from services.metering import intake as intake_module
 from services.metering import server as metering_server
+from services.metering.intake import IngestionBehind, Intake
+from services.metering.store import EventStore
 from tests.conftest import Stack, unique
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
@@ -257,7 +264,11 @@ async def test_aggregate_usage_validation_names_the_field(usage, org: str, field
 
 
 async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_path: Path):
-    settings = metering_server.Settings("127.0.0.1:0", clickhouse_url, tmp_path / "unused", "bxb_grpc")
+    # Its own NATS: metering processes sharing a NATS share one queue, which
+    # must feed one ClickHouse, and the stack's metering has its own.
+    nats = Nats(tmp_path / "nats")
+    nats.start()
+    settings = metering_server.Settings("127.0.0.1:0", clickhouse_url, tmp_path / "unused", "bxb_grpc", nats.url)
     service = metering_server.build(settings)
     server, port = await grpc_server.start(service, settings.address)
     try:
@@ -272,20 +283,142 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
             assert await aggregate_values(usage, org) == ("0.3", 2, ["0.1", "0.2"])
             got = await events.GetEvent(pb.GetEventRequest(transaction_id="t2"), metadata=tenancy.metadata(org))
             assert dict(got.properties) == {"v": "0.2"}
+            queued = pb.SubmitEventsRequest(events=[usage_event("t3", properties={"v": "0.4"})])
+            await events.SubmitEvents(queued, metadata=tenancy.metadata(org))
+            assert await aggregate(usage, org) == ("0.7", 3)  # the queue is drained first
     finally:
         await grpc_server.stop(service, server, grace=1)
+        nats.stop()
     assert not (tmp_path / "unused").exists()  # nothing was embedded
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    for name in ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE"):
+    names = ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE", "BXB_NATS_URL")
+    for name in (*names, "BXB_USAGE_SETTLE_TIMEOUT_SECONDS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BXB_HOME", str(tmp_path))
     defaults = metering_server.Settings.from_env()
-    assert defaults == metering_server.Settings("127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb")
+    assert defaults == metering_server.Settings(
+        "127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb", "nats://127.0.0.1:4222", 10.0
+    )
     monkeypatch.setenv("BXB_METERING_ADDRESS", "0.0.0.0:7000")
     monkeypatch.setenv("BXB_CLICKHOUSE_URL", "http://ch:8123")
     monkeypatch.setenv("BXB_CHDB_PATH", str(tmp_path / "chdb"))
     monkeypatch.setenv("BXB_CLICKHOUSE_DATABASE", "usage")
+    monkeypatch.setenv("BXB_NATS_URL", "nats://nats:4222")
+    monkeypatch.setenv("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "2.5")
     configured = metering_server.Settings.from_env()
-    assert configured == metering_server.Settings("0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage")
+    assert configured == metering_server.Settings(
+        "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5
+    )
+
+
+# SubmitEvents and the intake: per-event validation, queued events stored once,
+# backfill written at once, usage queries that wait for the queue.
+
+
+async def submit(events, org: str, *batch: pb.UsageEvent, backfill: bool = False) -> list[tuple[str, int, str]]:
+    request = pb.SubmitEventsRequest(events=batch, backfill=backfill)
+    reply = await events.SubmitEvents(request, metadata=tenancy.metadata(org))
+    return [(r.transaction_id, r.outcome, r.error.field) for r in reply.results]
+
+
+async def test_queued_events_count_at_once_for_usage_and_lookups(events, usage, org: str):
+    sent = [usage_event(f"t{i}", properties={"v": str(i)}) for i in range(1, 4)]
+    assert await submit(events, org, *sent) == [(f"t{i}", pb.INGEST_OUTCOME_QUEUED, "") for i in range(1, 4)]
+    # No waiting in the test: the usage query itself waits for the queue.
+    assert await aggregate(usage, org) == ("6", 3)
+    got = await events.GetEvent(pb.GetEventRequest(transaction_id="t2"), metadata=tenancy.metadata(org))
+    assert dict(got.properties) == {"v": "2"}
+
+
+async def test_a_key_counts_once_across_queue_backfill_and_direct_ingestion(events, usage, org: str):
+    await submit(events, org, usage_event("k1", properties={"v": "5"}))
+    await submit(events, org, usage_event("k1", properties={"v": "50"}))  # a retry through the queue
+    assert await submit(events, org, usage_event("k1", properties={"v": "500"}), backfill=True) == [
+        ("k1", pb.INGEST_OUTCOME_DUPLICATE, "")
+    ]
+    assert await ingest(events, org, usage_event("k1")) == [("k1", pb.INGEST_OUTCOME_DUPLICATE)]
+    assert await aggregate(usage, org) == ("5", 1)
+
+
+async def test_one_bad_event_never_blocks_the_others(events, usage, org: str):
+    future = usage_event("late", timestamp=to_proto(utcnow() + timedelta(hours=1)))
+    nameless = usage_event("nameless")
+    nameless.ClearField("code")
+    good = usage_event("good", properties={"v": "7"})
+    results = await submit(events, org, future, good, nameless)
+    assert results == [
+        ("late", pb.INGEST_OUTCOME_REJECTED, "events[0].timestamp"),
+        ("good", pb.INGEST_OUTCOME_QUEUED, ""),
+        ("nameless", pb.INGEST_OUTCOME_REJECTED, "events[2].code"),
+    ]
+    reply = await events.SubmitEvents(pb.SubmitEventsRequest(events=[future]), metadata=tenancy.metadata(org))
+    assert (reply.results[0].error.reason, reply.results[0].error.field) == ("TIMESTAMP_IN_FUTURE", "timestamp")
+    assert await aggregate(usage, org) == ("7", 1)
+
+
+async def test_a_batch_of_only_bad_events_queues_nothing(events, org: str):
+    nameless = usage_event("x")
+    nameless.ClearField("customer_id")
+    for backfill in (False, True):
+        assert await submit(events, org, nameless, backfill=backfill) == [
+            ("x", pb.INGEST_OUTCOME_REJECTED, "customer_id")
+        ]
+
+
+async def test_backfill_is_stored_before_the_answer(events, usage, org: str):
+    old = usage_event("b1", properties={"v": "2"})
+    assert await submit(events, org, old, old, backfill=True) == [
+        ("b1", pb.INGEST_OUTCOME_ACCEPTED, ""),
+        ("b1", pb.INGEST_OUTCOME_DUPLICATE, ""),
+    ]
+    assert await aggregate(usage, org) == ("2", 1)
+
+
+async def test_a_call_holds_1_to_500_events(events, org: str):
+    call = events.SubmitEvents(pb.SubmitEventsRequest(), metadata=tenancy.metadata(org))
+    assert await rejected(call) == (
+        pytest.importorskip("grpc").StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        "events",
+    )
+    too_many = pb.SubmitEventsRequest(events=[usage_event(f"t{i}") for i in range(501)])
+    call = events.SubmitEvents(too_many, metadata=tenancy.metadata(org))
+    assert (await rejected(call))[1:] == ("BATCH_TOO_LARGE", "events")
+
+
+async def test_a_redelivered_message_stores_nothing_twice(clickhouse, tmp_path: Path):
+    store = EventStore(clickhouse, "bxb_redelivery")
+    await store.create_schema()
+    intake = Intake(store)
+    message = intake_module.events_pb2.EventsAccepted(
+        event_id="evb_1", organization_id="org_1", occur_time=to_proto(utcnow()), events=[usage_event("r1")]
+    ).SerializeToString()
+    for _ in range(2):  # a crash between the write and the ack redelivers it
+        await intake.store_message(intake_module.SUBJECT, message)
+    assert (
+        await store.aggregate("org_1", "cus_1", "api", "count", "", utcnow() - timedelta(days=3650), utcnow())
+    ).count == 1
+
+
+async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, clickhouse):
+    """With no process consuming, queued events stay queued: the query says so."""
+    nats = Nats(tmp_path / "nats")
+    nats.start()
+    connection = await bus.Bus.connect(nats.url, "test")
+    try:
+        await connection.ensure_stream(intake_module.STREAM)
+        await connection.js.add_consumer(
+            intake_module.STREAM.name,
+            ConsumerConfig(durable_name=intake_module.DURABLE, ack_policy=AckPolicy.EXPLICIT),
+        )
+        intake = Intake(EventStore(clickhouse, "bxb_unconsumed"), settle_timeout=0.05, poll=0.01)
+        intake.bus = connection  # queue without consuming
+        await intake.settled()  # nothing queued yet
+        await intake.queue("org_1", [intake_module.event_of(usage_event("q1", timestamp=to_proto(utcnow())))], utcnow())
+        with pytest.raises(IngestionBehind):
+            await asyncio.wait_for(intake.settled(), 5)
+    finally:
+        await connection.close()
+        nats.stop()

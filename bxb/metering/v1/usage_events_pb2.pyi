@@ -32,6 +32,12 @@ class _IngestOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IngestO
     """Stored for the first time."""
     INGEST_OUTCOME_DUPLICATE: _IngestOutcome.ValueType  # 2
     """Its transaction_id was seen before; nothing changed."""
+    INGEST_OUTCOME_QUEUED: _IngestOutcome.ValueType  # 3
+    """Durably queued (SubmitEvents): stored right after, or skipped then as a
+    duplicate.
+    """
+    INGEST_OUTCOME_REJECTED: _IngestOutcome.ValueType  # 4
+    """Refused by validation: see the result's error. Nothing was stored."""
 
 class IngestOutcome(_IngestOutcome, metaclass=_IngestOutcomeEnumTypeWrapper):
     """Outcome of one event of an IngestEvents call."""
@@ -42,6 +48,12 @@ INGEST_OUTCOME_ACCEPTED: IngestOutcome.ValueType  # 1
 """Stored for the first time."""
 INGEST_OUTCOME_DUPLICATE: IngestOutcome.ValueType  # 2
 """Its transaction_id was seen before; nothing changed."""
+INGEST_OUTCOME_QUEUED: IngestOutcome.ValueType  # 3
+"""Durably queued (SubmitEvents): stored right after, or skipped then as a
+duplicate.
+"""
+INGEST_OUTCOME_REJECTED: IngestOutcome.ValueType  # 4
+"""Refused by validation: see the result's error. Nothing was stored."""
 Global___IngestOutcome: _TypeAlias = IngestOutcome  # noqa: Y015
 
 @_typing.final
@@ -197,6 +209,128 @@ class IngestEventsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___IngestEventsResponse: _TypeAlias = IngestEventsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitEventsRequest(_message.Message):
+    """Request for EventService.SubmitEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    BACKFILL_FIELD_NUMBER: _builtins.int
+    backfill: _builtins.bool
+    """Store the valid events at once, bypassing the queue, and answer after the
+    write (historical data, migrations).
+    """
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
+        """Events to accept, at most 500. Each is validated on its own: one invalid
+        event never blocks the others.
+        """
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___UsageEvent] | None = ...,
+        backfill: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitEventsRequest: _TypeAlias = SubmitEventsRequest  # noqa: Y015
+
+@_typing.final
+class EventError(_message.Message):
+    """Why one event of a SubmitEvents call was refused."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Machine-readable reason, as in google.rpc.ErrorInfo (for example
+    INVALID_ARGUMENT or TIMESTAMP_IN_FUTURE).
+    """
+    field: _builtins.str
+    """The offending field, prefixed with the event's place in a batch
+    ("events[3].value").
+    """
+    message: _builtins.str
+    """What is wrong, for a person."""
+    def __init__(
+        self,
+        *,
+        reason: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventError: _TypeAlias = EventError  # noqa: Y015
+
+@_typing.final
+class SubmitResult(_message.Message):
+    """Result for one event of a SubmitEvents call, in request order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """The event's transaction_id (assigned by the server when it was empty)."""
+    outcome: Global___IngestOutcome.ValueType
+    """QUEUED, or with backfill ACCEPTED or DUPLICATE; REJECTED with an error."""
+    @_builtins.property
+    def error(self) -> Global___EventError:
+        """Why the event was refused, when it was."""
+
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        outcome: Global___IngestOutcome.ValueType = ...,
+        error: Global___EventError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitResult: _TypeAlias = SubmitResult  # noqa: Y015
+
+@_typing.final
+class SubmitEventsResponse(_message.Message):
+    """Response of EventService.SubmitEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitResult]:
+        """One result per request event, in order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SubmitResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitEventsResponse: _TypeAlias = SubmitEventsResponse  # noqa: Y015
 
 @_typing.final
 class GetEventRequest(_message.Message):

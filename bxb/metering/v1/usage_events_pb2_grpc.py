@@ -40,6 +40,11 @@ class EventServiceStub:
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsRequest.SerializeToString,
                 response_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsResponse.FromString,
                 _registered_method=True)
+        self.SubmitEvents = channel.unary_unary(
+                '/bxb.metering.v1.EventService/SubmitEvents',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsResponse.FromString,
+                _registered_method=True)
         self.GetEvent = channel.unary_unary(
                 '/bxb.metering.v1.EventService/GetEvent',
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.GetEventRequest.SerializeToString,
@@ -52,7 +57,18 @@ class EventServiceServicer:
     """
 
     def IngestEvents(self, request, context):
-        """Validates and stores events, skipping duplicates.
+        """Validates and stores events at once, skipping duplicates: the backfill
+        path, answered after the write.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitEvents(self, request, context):
+        """Validates each event on its own and durably queues the valid ones
+        (JetStream acknowledged), or with backfill stores them at once. Queued
+        events are stored, skipping duplicates, right after; usage queries wait
+        for every event queued before them, so they stay exact.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -72,6 +88,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.IngestEvents,
                     request_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsRequest.FromString,
                     response_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsResponse.SerializeToString,
+            ),
+            'SubmitEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitEvents,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsResponse.SerializeToString,
             ),
             'GetEvent': grpc.unary_unary_rpc_method_handler(
                     servicer.GetEvent,
@@ -107,6 +128,33 @@ class EventService:
             '/bxb.metering.v1.EventService/IngestEvents',
             bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsRequest.SerializeToString,
             bxb_dot_metering_dot_v1_dot_usage__events__pb2.IngestEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.EventService/SubmitEvents',
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.SubmitEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,7 +34,15 @@ class EventServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventServiceAsyncStub: ...
     IngestEvents: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.IngestEventsRequest, _usage_events_pb2.IngestEventsResponse]
-    """Validates and stores events, skipping duplicates."""
+    """Validates and stores events at once, skipping duplicates: the backfill
+    path, answered after the write.
+    """
+    SubmitEvents: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.SubmitEventsRequest, _usage_events_pb2.SubmitEventsResponse]
+    """Validates each event on its own and durably queues the valid ones
+    (JetStream acknowledged), or with backfill stores them at once. Queued
+    events are stored, skipping duplicates, right after; usage queries wait
+    for every event queued before them, so they stay exact.
+    """
     GetEvent: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.GetEventRequest, _usage_events_pb2.UsageEvent]
     """Returns one stored event by its idempotency key."""
 
@@ -44,7 +52,15 @@ class EventServiceAsyncStub(EventServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     IngestEvents: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.IngestEventsRequest, _usage_events_pb2.IngestEventsResponse]  # type: ignore[assignment]
-    """Validates and stores events, skipping duplicates."""
+    """Validates and stores events at once, skipping duplicates: the backfill
+    path, answered after the write.
+    """
+    SubmitEvents: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.SubmitEventsRequest, _usage_events_pb2.SubmitEventsResponse]  # type: ignore[assignment]
+    """Validates each event on its own and durably queues the valid ones
+    (JetStream acknowledged), or with backfill stores them at once. Queued
+    events are stored, skipping duplicates, right after; usage queries wait
+    for every event queued before them, so they stay exact.
+    """
     GetEvent: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.GetEventRequest, _usage_events_pb2.UsageEvent]  # type: ignore[assignment]
     """Returns one stored event by its idempotency key."""
 
@@ -57,7 +73,21 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _usage_events_pb2.IngestEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_usage_events_pb2.IngestEventsResponse, _abc.Awaitable[_usage_events_pb2.IngestEventsResponse]]:
-        """Validates and stores events, skipping duplicates."""
+        """Validates and stores events at once, skipping duplicates: the backfill
+        path, answered after the write.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitEvents(
+        self,
+        request: _usage_events_pb2.SubmitEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_events_pb2.SubmitEventsResponse, _abc.Awaitable[_usage_events_pb2.SubmitEventsResponse]]:
+        """Validates each event on its own and durably queues the valid ones
+        (JetStream acknowledged), or with backfill stores them at once. Queued
+        events are stored, skipping duplicates, right after; usage queries wait
+        for every event queued before them, so they stay exact.
+        """
 
     @_abc_1.abstractmethod
     def GetEvent(

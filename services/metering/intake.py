@@ -1,0 +1,105 @@
+"""The asynchronous intake: events queued on JetStream, stored by a durable consumer.
+
+SubmitEvents publishes each call's valid events as one EventsAccepted message
+and answers once JetStream has acknowledged it: the events are durable, not
+yet in ClickHouse. Every metering process consumes the one durable consumer,
+so they share the work. A message is acknowledged only after its events are
+stored; one redelivered after a crash between the write and the ack stores
+nothing twice, because the store skips every transaction_id it has seen.
+
+Usage stays exact: `settled()` waits until everything queued before the call
+is stored (the consumer's ack floor has reached the stream's last sequence),
+and every usage query calls it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import grpc
+
+from bxb.metering.v1 import events_pb2
+from bxb.metering.v1 import usage_events_pb2 as pb
+from services.common import bus
+from services.common.errors import DomainError
+from services.common.ids import new_id
+from services.common.timestamps import from_proto, to_proto
+from services.metering.store import Event, EventStore
+
+SUBJECT = "bxb.metering.v1.events_accepted"
+# A work queue: a message is gone once stored; its one subject keeps the
+# consumer's ack floor comparable with the stream's last sequence.
+STREAM = bus.Stream("BXB_METERING_EVENTS", (SUBJECT,), work_queue=True)
+DURABLE = "metering-store"
+
+
+class IngestionBehind(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "INGESTION_BEHIND"
+
+
+def event_message(event: Event) -> pb.UsageEvent:
+    return pb.UsageEvent(
+        transaction_id=event.transaction_id,
+        customer_id=event.customer_id,
+        code=event.code,
+        timestamp=to_proto(event.timestamp),
+        properties=event.properties,
+        subscription_id=event.subscription_id,
+        value=event.value or "",
+    )
+
+
+def event_of(message: pb.UsageEvent) -> Event:
+    return Event(
+        transaction_id=message.transaction_id,
+        customer_id=message.customer_id,
+        code=message.code,
+        timestamp=from_proto(message.timestamp),
+        properties=dict(message.properties),
+        subscription_id=message.subscription_id,
+        value=message.value or None,
+    )
+
+
+class Intake:
+    def __init__(self, store: EventStore, settle_timeout: float = 10.0, poll: float = 0.002):
+        self.store = store
+        self.settle_timeout = settle_timeout
+        self.poll = poll
+        self.bus: bus.Bus | None = None
+
+    async def start(self, connected: bus.Bus) -> None:
+        self.bus = connected
+        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message)
+
+    async def queue(self, org: str, events: list[Event], now: datetime) -> None:
+        """Returns once JetStream holds the events."""
+        assert self.bus is not None, "start the intake first"
+        message = events_pb2.EventsAccepted(
+            event_id=new_id("evb"),
+            organization_id=org,
+            occur_time=to_proto(now),
+            events=[event_message(e) for e in events],
+        )
+        await self.bus.publish(SUBJECT, message.SerializeToString(), message.event_id, org)
+
+    async def store_message(self, subject: str, payload: bytes) -> None:
+        message = events_pb2.EventsAccepted.FromString(payload)
+        events = [event_of(e) for e in message.events]
+        await self.store.ingest(message.organization_id, events, from_proto(message.occur_time))
+
+    async def settled(self) -> None:
+        """Waits until every event queued before the call is stored."""
+        assert self.bus is not None, "start the intake first"
+        target = (await self.bus.js.stream_info(STREAM.name)).state.last_seq
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_timeout
+        while (await self.bus.js.consumer_info(STREAM.name, DURABLE)).ack_floor.stream_seq < target:
+            if loop.time() >= deadline:
+                raise IngestionBehind(
+                    f"events accepted before this request are still being stored; retry in a moment "
+                    f"(waited {self.settle_timeout:g} s)"
+                )
+            await asyncio.sleep(self.poll)

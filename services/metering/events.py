@@ -12,7 +12,7 @@ from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
-from services.metering.intake import Intake
+from services.metering.intake import Intake, event_message
 from services.metering.store import Event, EventStore
 
 MAX_BATCH = 500
@@ -72,6 +72,17 @@ def validated(event: pb.UsageEvent, where: str, now) -> Event:
     )
 
 
+def _placed(events) -> list[tuple[pb.UsageEvent, str]]:
+    """The events of a call (1 to MAX_BATCH), each with the prefix naming its
+    fields in errors: none for a single event, `events[i].` in a batch."""
+    if not events:
+        raise InvalidArgument("events must not be empty", field="events")
+    if len(events) > MAX_BATCH:
+        raise InvalidArgument(f"at most {MAX_BATCH} events per call", field="events", reason="BATCH_TOO_LARGE")
+    single = len(events) == 1
+    return [(e, "" if single else f"events[{i}].") for i, e in enumerate(events)]
+
+
 def checked(event: pb.UsageEvent, where: str, now) -> Event | pb.EventError:
     """The valid event, or why it is refused."""
     try:
@@ -87,13 +98,8 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
 
     async def IngestEvents(self, request: pb.IngestEventsRequest, context) -> pb.IngestEventsResponse:
         org = tenancy.organization_id()
-        if not request.events:
-            raise InvalidArgument("events must not be empty", field="events")
-        if len(request.events) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} events per call", field="events", reason="BATCH_TOO_LARGE")
         now = utcnow()
-        single = len(request.events) == 1
-        events = [validated(e, "" if single else f"events[{i}].", now) for i, e in enumerate(request.events)]
+        events = [validated(e, where, now) for e, where in _placed(request.events)]
         fresh = await self.store.ingest(org, events, now)
         return pb.IngestEventsResponse(
             results=[
@@ -107,13 +113,8 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
 
     async def SubmitEvents(self, request: pb.SubmitEventsRequest, context) -> pb.SubmitEventsResponse:
         org = tenancy.organization_id()
-        if not request.events:
-            raise InvalidArgument("events must not be empty", field="events")
-        if len(request.events) > MAX_BATCH:
-            raise InvalidArgument(f"at most {MAX_BATCH} events per call", field="events", reason="BATCH_TOO_LARGE")
         now = utcnow()
-        single = len(request.events) == 1
-        outcomes = [checked(e, "" if single else f"events[{i}].", now) for i, e in enumerate(request.events)]
+        outcomes = [checked(e, where, now) for e, where in _placed(request.events)]
         valid = [e for e in outcomes if isinstance(e, Event)]
         if request.backfill:
             # What was queued before goes first, so the first accepted copy of a key wins.
@@ -142,13 +143,6 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         event = await self.store.get(org, request.transaction_id)
         if event is None:
             raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")
-        return pb.UsageEvent(
-            transaction_id=event.transaction_id,
-            customer_id=event.customer_id,
-            code=event.code,
-            timestamp=to_proto(event.timestamp),
-            properties=event.properties,
-            subscription_id=event.subscription_id,
-            value=event.value or "",
-            ingest_time=to_proto(event.ingest_time),
-        )
+        found = event_message(event)
+        found.ingest_time.CopyFrom(to_proto(event.ingest_time))
+        return found

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from bxb.metering.v1 import events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
-from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from deploy.embedded import Nats
 from services.common import bus, grpc_server, tenancy
 from services.common.errors import error_info
@@ -388,11 +388,11 @@ async def test_a_call_holds_1_to_500_events(events, org: str):
     assert (await rejected(call))[1:] == ("BATCH_TOO_LARGE", "events")
 
 
-async def test_a_redelivered_message_stores_nothing_twice(clickhouse, tmp_path: Path):
+async def test_a_redelivered_message_stores_nothing_twice(clickhouse):
     store = EventStore(clickhouse, "bxb_redelivery")
     await store.create_schema()
     intake = Intake(store)
-    message = intake_module.events_pb2.EventsAccepted(
+    message = events_pb2.EventsAccepted(
         event_id="evb_1", organization_id="org_1", occur_time=to_proto(utcnow()), events=[usage_event("r1")]
     ).SerializeToString()
     for _ in range(2):  # a crash between the write and the ack redelivers it

@@ -15,7 +15,7 @@ from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.errors import error_response
-from gateway.routes import customers, events, invoices, metrics, plans, price_plans, pricing, subscriptions
+from gateway.routes import customers, events, invoices, metrics, plans, price_plans, pricing, subscriptions, usage
 
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *events.routes,
         *invoices.routes,
         *pricing.routes,
+        *usage.routes,
     ]
     return Starlette(
         routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}

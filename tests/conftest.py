@@ -81,7 +81,9 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
     running = []
     catalog = catalog_server.build(catalog_server.Settings("", await infra.database("catalog"), nats_url, api_key=""))
     running.append((catalog, *(await start(catalog))))
-    metering = metering_server.build(metering_server.Settings("", "", infra.chdb_path, "bxb_test", nats_url))
+    metering = metering_server.build(
+        metering_server.Settings("", "", infra.chdb_path, "bxb_test", nats_url, catalog_address=running[0][2])
+    )
     running.append((metering, *(await start(metering))))
     invoicing_database = await infra.database("invoicing")
     invoicing = invoicing_server.build(

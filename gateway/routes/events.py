@@ -16,6 +16,8 @@ key is the same deduplication key, and a retry is counted once, on every path.
 
 from __future__ import annotations
 
+from json import dumps
+
 from starlette.routing import Route
 
 from bxb.metering.v1 import usage_events_pb2 as pb
@@ -26,6 +28,9 @@ from gateway.schema import Spec, check, obj, one_of, string
 from services.common.timestamps import to_proto
 
 MAX_BATCH = 500
+# How much of a refused item the rejected-events listing keeps.
+MAX_TEXT = 200
+MAX_BODY = 16_384
 CREATE = obj(
     {
         "transaction_id": string(max_length=200),
@@ -104,8 +109,26 @@ def _at(where: str, field: str) -> str:
     return f"{where}.{field}" if field else where
 
 
-def _items(call: Call) -> list[tuple[dict | None, pb.UsageEvent | None, bool]]:
-    """Each item of a batch checked on its own: (error, event, ABAXUS-spelled)."""
+def _refused(raw, error: ApiError, where: str) -> pb.RejectedEvent:
+    """A batch item the gateway refused, as far as it can be read, for the rejected-events listing."""
+    known = raw if isinstance(raw, dict) else {}
+
+    def text(*names: str) -> str:
+        found = [known[n] for n in names if isinstance(known.get(n), str)]
+        return found[0][:MAX_TEXT] if found else ""
+
+    event = pb.UsageEvent(
+        transaction_id=text("transaction_id", "idempotency_key"),
+        customer_id=text("customer_id"),
+        code=text("code", "metric_key"),
+    )
+    field = error.field.removeprefix(where).removeprefix(".")
+    reason = pb.EventError(reason=error.reason, field=field, message=error.message)
+    return pb.RejectedEvent(event=event, error=reason, body=dumps(raw, separators=(",", ":"), default=str)[:MAX_BODY])
+
+
+def _items(call: Call) -> list[tuple[dict | None, pb.UsageEvent | pb.RejectedEvent, bool]]:
+    """Each item of a batch checked on its own: (error, event or refusal, ABAXUS-spelled)."""
     items = []
     for index, raw in enumerate(call.body["events"]):
         where = f"events[{index}]"
@@ -113,20 +136,22 @@ def _items(call: Call) -> list[tuple[dict | None, pb.UsageEvent | None, bool]]:
             event, abaxus = _event(check(raw, CREATE, where))
         except ApiError as error:
             field = error.field if error.field.startswith(where) else _at(where, error.field)
-            items.append((_error(pb.EventError(reason=error.reason, field=field, message=error.message)), None, False))
+            error.field = field
+            refusal = pb.EventError(reason=error.reason, field=field, message=error.message)
+            items.append((_error(refusal), _refused(raw, error, where), False))
         else:
             items.append((None, event, abaxus))
     return items
 
 
 async def _submit(call: Call, backfill: bool) -> list[dict]:
-    """The results of a batch, in order: valid items go to metering in one call."""
+    """The results of a batch, in order: valid items go to metering in one
+    call, with the refused ones for the rejected-events listing."""
     items = _items(call)
-    events = [event for _, event, _ in items if event is not None]
-    replies = iter([])
-    if events:
-        request = pb.SubmitEventsRequest(events=events, backfill=backfill)
-        replies = iter((await call.clients.events.SubmitEvents(request, **call.options)).results)
+    events = [event for _, event, _ in items if isinstance(event, pb.UsageEvent)]
+    refused = [event for _, event, _ in items if isinstance(event, pb.RejectedEvent)]
+    request = pb.SubmitEventsRequest(events=events, backfill=backfill, rejected=refused)
+    replies = iter((await call.clients.events.SubmitEvents(request, **call.options)).results)
     results = []
     for index, (error, _, abaxus) in enumerate(items):
         if error is not None:
@@ -164,6 +189,55 @@ async def backfill(call: Call):
     return json({"results": await _submit(call, backfill=True)}, 207)
 
 
+LIST = obj(
+    {
+        "status": string(choices=("accepted", "rejected")),
+        "customer_id": string(max_length=200),
+        "metric_key": string(max_length=100),
+        "code": string(max_length=100),
+        "idempotency_key": string(max_length=200),
+        "transaction_id": string(max_length=200),
+        "page_size": string(),
+        "page_token": string(),
+    }
+)
+
+
+def rejected_json(rejected: pb.RejectedEvent) -> dict:
+    return {
+        **event_json(rejected.event),
+        "status": "rejected",
+        "reason": rejected.error.reason,
+        "field": rejected.error.field or None,
+        "message": rejected.error.message,
+        "stored": rejected.stored,
+        "rejected_at": render.time(rejected, "reject_time"),
+        "body": rejected.body or None,
+    }
+
+
+async def list_(call: Call):
+    """Recent events (filtered by customer, metric or key), or with
+    status=rejected the refused ones and why."""
+    query = check(dict(call.request.query_params), LIST)
+    code = one_of(query, ("metric_key", "code"), required=False)[0]
+    key = one_of(query, ("idempotency_key", "transaction_id"), required=False)[0]
+    customer, size, token = query["customer_id"] or "", call.query_int("page_size"), query["page_token"] or ""
+    if query["status"] == "rejected":
+        if key:
+            raise invalid("rejected events are listed by customer or metric, not by key", "status", "INVALID_VALUE")
+        request = pb.ListRejectedEventsRequest(customer_id=customer, code=code, page_size=size, page_token=token)
+        reply = await call.clients.events.ListRejectedEvents(request, **call.options)
+        events = [rejected_json(r) for r in reply.rejected_events]
+    else:
+        request = pb.ListEventsRequest(
+            customer_id=customer, code=code, transaction_id=key, page_size=size, page_token=token
+        )
+        reply = await call.clients.events.ListEvents(request, **call.options)
+        events = [{**event_json(e), "status": "accepted"} for e in reply.events]
+    return json({"events": events, "next_page_token": reply.next_page_token})
+
+
 async def get(call: Call):
     event = await call.clients.events.GetEvent(
         pb.GetEventRequest(transaction_id=call.path("transaction_id")), **call.options
@@ -175,5 +249,6 @@ routes = [
     Route("/v1/events", endpoint(create, CREATE), methods=["POST"]),
     Route("/v1/events/batch", endpoint(batch, BATCH), methods=["POST"]),
     Route("/v1/events/backfill", endpoint(backfill, BATCH), methods=["POST"]),
+    Route("/v1/events", endpoint(list_), methods=["GET"]),
     Route("/v1/events/{transaction_id}", endpoint(get), methods=["GET"]),
 ]

@@ -23,11 +23,12 @@ from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, plan
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.metering.v1 import usage_pb2
 from services.common import periods, tenancy
+from services.common.aggregations import aggregation
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.invoicing.billing import plan_of
-from services.invoicing.fees import FeeCalculator, aggregation
+from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
 

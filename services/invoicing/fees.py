@@ -40,6 +40,7 @@ from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from services.common import tenancy
+from services.common.aggregations import aggregation
 from services.common.decimals import canonical
 from services.common.periods import Period
 from services.common.timestamps import to_proto
@@ -51,11 +52,6 @@ ARREARS = pb.BILLING_TIMING_IN_ARREARS
 ADVANCE = pb.BILLING_TIMING_IN_ADVANCE
 MICROSECOND = timedelta(microseconds=1)
 Window = tuple[datetime, datetime]
-
-
-def aggregation(metric: billable_metrics_pb2.BillableMetric) -> int:
-    name = billable_metrics_pb2.AggregationType.Name(metric.aggregation_type).removeprefix("AGGREGATION_TYPE_")
-    return usage_pb2.Aggregation.Value(f"AGGREGATION_{name}")
 
 
 def share(period: Period) -> Decimal:

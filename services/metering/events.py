@@ -7,13 +7,14 @@ from decimal import Decimal
 
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
-from services.common import tenancy
+from services.common import pagination, tenancy
 from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
-from services.metering.intake import Intake, event_message
-from services.metering.store import Event, EventStore
+from services.metering.intake import Intake
+from services.metering.messages import event_message
+from services.metering.store import Event, EventStore, StoredEvent
 
 MAX_BATCH = 500
 MAX_FUTURE = timedelta(minutes=5)
@@ -114,27 +115,30 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
     async def SubmitEvents(self, request: pb.SubmitEventsRequest, context) -> pb.SubmitEventsResponse:
         org = tenancy.organization_id()
         now = utcnow()
-        outcomes = [checked(e, where, now) for e, where in _placed(request.events)]
+        # A call may only report refusals (a batch the gateway refused whole).
+        placed = _placed(request.events) if request.events or not request.rejected else []
+        outcomes = [checked(e, where, now) for e, where in placed]
         valid = [e for e in outcomes if isinstance(e, Event)]
         if request.backfill:
             # What was queued before goes first, so the first accepted copy of a key wins.
             await self.intake.settled()
-            fresh = await self.store.ingest(org, valid, now) if valid else []
+            fresh = await self.intake.admit(org, valid, now) if valid else []
             kept = iter(pb.INGEST_OUTCOME_ACCEPTED if new else pb.INGEST_OUTCOME_DUPLICATE for new in fresh)
         else:
             if valid:
                 await self.intake.queue(org, valid, now)
             kept = iter([pb.INGEST_OUTCOME_QUEUED] * len(valid))
-        results = []
+        results, rejected = [], list(request.rejected)
         for sent, outcome in zip(request.events, outcomes, strict=True):
             if isinstance(outcome, Event):
                 results.append(pb.SubmitResult(transaction_id=outcome.transaction_id, outcome=next(kept)))
-            else:
-                results.append(
-                    pb.SubmitResult(
-                        transaction_id=sent.transaction_id, outcome=pb.INGEST_OUTCOME_REJECTED, error=outcome
-                    )
-                )
+                continue
+            results.append(
+                pb.SubmitResult(transaction_id=sent.transaction_id, outcome=pb.INGEST_OUTCOME_REJECTED, error=outcome)
+            )
+            alone = pb.EventError(reason=outcome.reason, field=_unplaced(outcome.field), message=outcome.message)
+            rejected.append(pb.RejectedEvent(event=sent, error=alone))
+        await self.intake.rejections.record(org, rejected, now)
         return pb.SubmitEventsResponse(results=results)
 
     async def GetEvent(self, request: pb.GetEventRequest, context) -> pb.UsageEvent:
@@ -143,6 +147,41 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         event = await self.store.get(org, request.transaction_id)
         if event is None:
             raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")
-        found = event_message(event)
-        found.ingest_time.CopyFrom(to_proto(event.ingest_time))
-        return found
+        return stored_message(event)
+
+    async def ListEvents(self, request: pb.ListEventsRequest, context) -> pb.ListEventsResponse:
+        org = tenancy.organization_id()
+        size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
+        await self.intake.settled()
+        found = await self.store.list(
+            org,
+            customer_id=request.customer_id,
+            code=request.code,
+            transaction_id=request.transaction_id,
+            offset=offset,
+            limit=size + 1,
+        )
+        return pb.ListEventsResponse(
+            events=[stored_message(e) for e in found[:size]],
+            next_page_token=pagination.next_token(offset, size, len(found)),
+        )
+
+    async def ListRejectedEvents(self, request: pb.ListRejectedEventsRequest, context) -> pb.ListRejectedEventsResponse:
+        org = tenancy.organization_id()
+        size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
+        await self.intake.settled()  # the queue's consumer flags unknown metrics and customers
+        found = await self.intake.rejections.list(org, request.customer_id, request.code, offset, size + 1)
+        return pb.ListRejectedEventsResponse(
+            rejected_events=found[:size], next_page_token=pagination.next_token(offset, size, len(found))
+        )
+
+
+def stored_message(event: StoredEvent) -> pb.UsageEvent:
+    found = event_message(event)
+    found.ingest_time.CopyFrom(to_proto(event.ingest_time))
+    return found
+
+
+def _unplaced(field: str) -> str:
+    """A batch item's field named as in a single event: `events[3].value` -> `value`."""
+    return field.split("].", 1)[1] if field.startswith("events[") else field

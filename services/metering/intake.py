@@ -20,11 +20,13 @@ from datetime import datetime
 import grpc
 
 from bxb.metering.v1 import events_pb2
-from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common import bus
 from services.common.errors import DomainError
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto
+from services.metering.messages import event_message, event_of
+from services.metering.references import References
+from services.metering.rejections import Rejections
 from services.metering.store import Event, EventStore
 
 SUBJECT = "bxb.metering.v1.events_accepted"
@@ -39,33 +41,19 @@ class IngestionBehind(DomainError):
     default_reason = "INGESTION_BEHIND"
 
 
-def event_message(event: Event) -> pb.UsageEvent:
-    return pb.UsageEvent(
-        transaction_id=event.transaction_id,
-        customer_id=event.customer_id,
-        code=event.code,
-        timestamp=to_proto(event.timestamp),
-        properties=event.properties,
-        subscription_id=event.subscription_id,
-        value=event.value or "",
-    )
-
-
-def event_of(message: pb.UsageEvent) -> Event:
-    return Event(
-        transaction_id=message.transaction_id,
-        customer_id=message.customer_id,
-        code=message.code,
-        timestamp=from_proto(message.timestamp),
-        properties=dict(message.properties),
-        subscription_id=message.subscription_id,
-        value=message.value or None,
-    )
-
-
 class Intake:
-    def __init__(self, store: EventStore, settle_timeout: float = 10.0, poll: float = 0.002):
+    def __init__(
+        self,
+        store: EventStore,
+        rejections: Rejections,
+        references: References | None = None,
+        settle_timeout: float = 10.0,
+        poll: float = 0.002,
+    ):
         self.store = store
+        self.rejections = rejections
+        # None: no catalog to ask, so no event is flagged.
+        self.references = references
         self.settle_timeout = settle_timeout
         self.poll = poll
         self.bus: bus.Bus | None = None
@@ -85,10 +73,20 @@ class Intake:
         )
         await self.bus.publish(SUBJECT, message.SerializeToString(), message.event_id, org)
 
+    async def admit(self, org: str, events: list[Event], now: datetime) -> list[bool]:
+        """Stores events (the queue's consumer and backfill alike), then flags
+        the new ones naming an unknown metric or customer; returns, per event,
+        whether it was new."""
+        fresh = await self.store.ingest(org, events, now)
+        if self.references is not None:
+            new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
+            await self.rejections.record(org, await self.references.unknown(org, new), now)
+        return fresh
+
     async def store_message(self, subject: str, payload: bytes) -> None:
         message = events_pb2.EventsAccepted.FromString(payload)
         events = [event_of(e) for e in message.events]
-        await self.store.ingest(message.organization_id, events, from_proto(message.occur_time))
+        await self.admit(message.organization_id, events, from_proto(message.occur_time))
 
     async def settled(self) -> None:
         """Waits until every event queued before the call is stored."""

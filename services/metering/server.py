@@ -8,11 +8,15 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import bus, config, grpc_server
 from services.metering import clickhouse
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
+from services.metering.references import References
+from services.metering.rejections import Rejections
 from services.metering.store import EventStore
 from services.metering.usage import UsageServicer
 
@@ -26,6 +30,8 @@ class Settings:
     nats_url: str
     # How long a usage query waits for the events queued before it.
     settle_timeout: float = 10.0
+    # Where to check that events name a known metric and customer; empty: no check.
+    catalog_address: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -37,13 +43,16 @@ class Settings:
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),
             nats_url=config.nats_url(),
             settle_timeout=config.env_float("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", 10.0),
+            catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
         )
 
 
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
-    intake = Intake(store, settings.settle_timeout)
+    catalog = grpc.aio.insecure_channel(settings.catalog_address) if settings.catalog_address else None
+    references = References(catalog) if catalog is not None else None
+    intake = Intake(store, Rejections(ch, settings.database), references, settings.settle_timeout)
     connections: list[bus.Bus] = []
 
     async def on_start() -> None:
@@ -54,6 +63,8 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     async def on_stop() -> None:
         for connection in connections:
             await connection.close()
+        if catalog is not None:
+            await catalog.close()
         await ch.close()
 
     return grpc_server.Service(

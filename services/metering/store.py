@@ -5,7 +5,10 @@ Tables (in database `db`):
   per-customer, per-metric reads. ReplacingMergeTree collapses a re-inserted
   copy of the same event, and reads use FINAL, so a copy can never count.
 - `event_keys`: every accepted idempotency key of an organization, with no
-  time window: a retry a year later is still recognized.
+  time window: a retry a year later is still recognized. A materialized view
+  fills it from `events`, so one INSERT writes an event and its key (and its
+  daily rollup, rollups.py): no crash can leave one without the other.
+- `rejected_events`: refusals and their reasons (rejections.py).
 
 Writes of one process go through a single writer task, so the
 check-then-insert on `event_keys` is exact.
@@ -16,7 +19,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
+from services.metering import histogram, rejections, rollups
 from services.metering.aggregation import Statement, Usage, UsageQuery, assemble, ch_time
 from services.metering.clickhouse import ClickHouse
 
@@ -47,6 +52,9 @@ def schema(db: str) -> list[str]:
         ORDER BY (organization_id, transaction_id)""",
         # Tables created before events had a top-level value gain the column.
         f"ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS value Nullable(String)",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_keys_mv TO {db}.event_keys AS
+        SELECT organization_id, transaction_id, ingest_time FROM {db}.events""",
+        *rejections.schema(db),
     ]
 
 
@@ -96,6 +104,11 @@ class EventStore:
     async def create_schema(self) -> None:
         for statement in schema(self.db):
             await self.ch.execute(statement)
+        [[rolled_up]] = await self.ch.query(f"EXISTS TABLE {self.db}.usage_daily")
+        for statement in rollups.schema(self.db):
+            await self.ch.execute(statement)
+        if not int(rolled_up):  # the first start with rollups: roll up what is stored
+            await self.ch.execute(rollups.fill(self.db))
 
     async def ingest(self, org: str, events: list[Event], now: datetime) -> list[bool]:
         """Stores new events; returns, per event, whether it was new.
@@ -135,7 +148,7 @@ class EventStore:
                 {"orgs": orgs, "ids": chunk},
             )
             seen.update((org, txn) for org, txn in rows)
-        outcomes, event_rows, key_rows = [], [], []
+        outcomes, event_rows = [], []
         for org, events, now, _ in batch:
             stamp = ch_time(now)
             outcome = []
@@ -157,13 +170,9 @@ class EventStore:
                             "value": e.value,
                         }
                     )
-                    key_rows.append({"organization_id": org, "transaction_id": e.transaction_id, "ingest_time": stamp})
             outcomes.append(outcome)
         if event_rows:
-            # Events first: a crash before the keys are written leaves a retry
-            # that re-inserts identical rows, which FINAL collapses.
-            await self.ch.insert(f"{self.db}.events", event_rows)
-            await self.ch.insert(f"{self.db}.event_keys", key_rows)
+            await self.ch.insert(f"{self.db}.events", event_rows)  # their keys and rollups too
         return outcomes
 
     async def aggregate(
@@ -196,19 +205,47 @@ class EventStore:
         by_query = dict(zip(distinct, answers, strict=True))
         return [list(by_query[q]) for q in queries]
 
+    async def summarize(self, org: str, summary: rollups.Summary) -> tuple[Decimal, int]:
+        """A summary's value and event count from the daily rollups (eventual)."""
+        sql, params = rollups.statement(self.db, org, summary)
+        [row] = await self.ch.query(sql, params)
+        return rollups.result(summary, row)
+
+    async def histogram(self, org: str, request: histogram.Histogram) -> list[histogram.Bar]:
+        sql, params = histogram.statement(self.db, org, request)
+        return histogram.bars(request, await self.ch.query(sql, params))
+
     async def get(self, org: str, transaction_id: str) -> StoredEvent | None:
+        found = await self.list(org, transaction_id=transaction_id, limit=1)
+        return found[0] if found else None
+
+    async def list(
+        self, org: str, *, customer_id: str = "", code: str = "", transaction_id: str = "", offset: int = 0, limit: int
+    ) -> list[StoredEvent]:
+        """Stored events, the most recent (by timestamp) first."""
+        where = ["organization_id = {org:String}"]
+        for column, wanted in (("customer_id", customer_id), ("code", code), ("transaction_id", transaction_id)):
+            if wanted:
+                where.append(f"{column} = {{{column}:String}}")
         rows = await self.ch.query(
             "SELECT transaction_id, customer_id, code, toString(timestamp), properties, subscription_id, "
-            f"value, toString(ingest_time) FROM {self.db}.events FINAL "
-            "WHERE organization_id = {org:String} AND transaction_id = {id:String} LIMIT 1",
-            {"org": org, "id": transaction_id},
+            f"value, toString(ingest_time) FROM {self.db}.events FINAL WHERE {' AND '.join(where)} "
+            "ORDER BY timestamp DESC, transaction_id DESC LIMIT {limit:UInt32} OFFSET {offset:UInt64}",
+            {
+                "org": org,
+                "customer_id": customer_id,
+                "code": code,
+                "transaction_id": transaction_id,
+                "limit": limit,
+                "offset": offset,
+            },
         )
-        if not rows:
-            return None
-        txn, customer, code, timestamp, properties, subscription, value, ingest = rows[0]
-        return StoredEvent(
-            txn, customer, code, _parse(timestamp), properties, subscription, value, ingest_time=_parse(ingest)
-        )
+        return [
+            StoredEvent(
+                txn, customer, code, _parse(timestamp), properties, subscription, value, ingest_time=_parse(ingest)
+            )
+            for txn, customer, code, timestamp, properties, subscription, value, ingest in rows
+        ]
 
 
 def _parse(text: str) -> datetime:

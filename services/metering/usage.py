@@ -8,7 +8,8 @@ from bxb.metering.v1 import usage_pb2_grpc
 from services.common import tenancy
 from services.common.decimals import canonical
 from services.common.errors import InvalidArgument
-from services.common.timestamps import from_proto
+from services.common.timestamps import from_proto, to_proto
+from services.metering import histogram, rollups
 from services.metering.aggregation import Bucket, Usage, UsageQuery, Window
 from services.metering.intake import Intake
 from services.metering.store import EventStore
@@ -19,6 +20,8 @@ MAX_GROUP_BY = 10
 # keeps one request's SQL small.
 MAX_WINDOWS = 100
 MAX_BATCH = 500
+# A month of hours, or a week of minutes.
+MAX_HISTOGRAM_BUCKETS = 10_080
 
 
 def _invalid(field: str, message: str) -> InvalidArgument:
@@ -78,17 +81,21 @@ def _windows(request: pb.AggregateUsageRequest, where: str) -> tuple[Window, ...
     return tuple(_range(w, f"{where}unassigned_windows[{i}].") for i, w in enumerate(request.unassigned_windows))
 
 
-def query_of(request: pb.AggregateUsageRequest, where: str = "") -> UsageQuery:
-    """The validated query of a request; `where` prefixes the fields named in errors."""
+def _basics(request, where: str = "") -> tuple[str, Window]:
+    """The aggregation's name and the window of a usage request; customer and code are required."""
     if request.aggregation == pb.AGGREGATION_UNSPECIFIED or request.aggregation not in pb.Aggregation.values():
         raise _invalid(f"{where}aggregation", "is required")
-    aggregation = pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower()
-    if aggregation == "count" and request.include_values:
-        raise _invalid(f"{where}include_values", "needs an aggregation of a value, not count")
     for name in ("customer_id", "code"):
         if not getattr(request, name):
             raise _invalid(f"{where}{name}", "is required")
-    start, end = _range(request, where)
+    return pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower(), _range(request, where)
+
+
+def query_of(request: pb.AggregateUsageRequest, where: str = "") -> UsageQuery:
+    """The validated query of a request; `where` prefixes the fields named in errors."""
+    aggregation, (start, end) = _basics(request, where)
+    if aggregation == "count" and request.include_values:
+        raise _invalid(f"{where}include_values", "needs an aggregation of a value, not count")
     return UsageQuery(
         customer_id=request.customer_id,
         code=request.code,
@@ -151,4 +158,53 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         results = await self.store.aggregate_many(org, queries)
         return pb.BatchAggregateUsageResponse(
             responses=[response_of(q, groups) for q, groups in zip(queries, results, strict=True)]
+        )
+
+    async def SummarizeUsage(self, request: pb.SummarizeUsageRequest, context) -> pb.SummarizeUsageResponse:
+        org = tenancy.organization_id()
+        aggregation, (start, end) = _basics(request)
+        if aggregation in rollups.ROLLED_UP:
+            summary = rollups.Summary(request.customer_id, request.code, aggregation, request.field_name, start, end)
+            value, count = await self.store.summarize(org, summary)
+            return pb.SummarizeUsageResponse(value=canonical(value), event_count=count, exact=False)
+        query = UsageQuery(request.customer_id, request.code, aggregation, request.field_name, start, end)
+        await self.intake.settled()
+        [[usage]] = await self.store.aggregate_many(org, [query])
+        return pb.SummarizeUsageResponse(value=canonical(usage.value), event_count=usage.count, exact=True)
+
+    async def UsageHistogram(self, request: pb.UsageHistogramRequest, context) -> pb.UsageHistogramResponse:
+        org = tenancy.organization_id()
+        aggregation, (start, end) = _basics(request)
+        if aggregation not in histogram.HISTOGRAMMED:
+            raise InvalidArgument(
+                f"a {aggregation} metric has no histogram: it is a level held over time, not usage per bucket",
+                field="aggregation",
+                reason="UNSUPPORTED_AGGREGATION",
+            )
+        if (
+            request.interval == pb.HISTOGRAM_INTERVAL_UNSPECIFIED
+            or request.interval not in pb.HistogramInterval.values()
+        ):
+            raise _invalid("interval", "is required (minute, hour or day)")
+        interval = pb.HistogramInterval.Name(request.interval).removeprefix("HISTOGRAM_INTERVAL_").lower()
+        asked = histogram.Histogram(
+            request.customer_id, request.code, aggregation, request.field_name, start, end, interval, request.group_by
+        )
+        if histogram.buckets(asked) > MAX_HISTOGRAM_BUCKETS:
+            raise _invalid(
+                "interval",
+                f"makes {histogram.buckets(asked)} buckets of the window; at most {MAX_HISTOGRAM_BUCKETS} are allowed",
+            )
+        await self.intake.settled()
+        return pb.UsageHistogramResponse(
+            buckets=[
+                pb.HistogramBucket(
+                    start_time=to_proto(bar.start),
+                    end_time=to_proto(bar.end),
+                    group_value=bar.group_value,
+                    value=canonical(bar.value),
+                    event_count=bar.count,
+                )
+                for bar in await self.store.histogram(org, asked)
+            ]
         )

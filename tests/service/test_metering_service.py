@@ -20,8 +20,10 @@ from services.common import bus, grpc_server, tenancy
 from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering import intake as intake_module
+from services.metering import messages
 from services.metering import server as metering_server
 from services.metering.intake import IngestionBehind, Intake
+from services.metering.rejections import Rejections
 from services.metering.store import EventStore
 from tests.conftest import Stack, unique
 
@@ -294,12 +296,12 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     names = ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE", "BXB_NATS_URL")
-    for name in (*names, "BXB_USAGE_SETTLE_TIMEOUT_SECONDS"):
+    for name in (*names, "BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "BXB_CATALOG_ADDRESS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BXB_HOME", str(tmp_path))
     defaults = metering_server.Settings.from_env()
     assert defaults == metering_server.Settings(
-        "127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb", "nats://127.0.0.1:4222", 10.0
+        "127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb", "nats://127.0.0.1:4222", 10.0, "127.0.0.1:50051"
     )
     monkeypatch.setenv("BXB_METERING_ADDRESS", "0.0.0.0:7000")
     monkeypatch.setenv("BXB_CLICKHOUSE_URL", "http://ch:8123")
@@ -307,9 +309,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("BXB_CLICKHOUSE_DATABASE", "usage")
     monkeypatch.setenv("BXB_NATS_URL", "nats://nats:4222")
     monkeypatch.setenv("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "2.5")
+    monkeypatch.setenv("BXB_CATALOG_ADDRESS", "catalog:50051")
     configured = metering_server.Settings.from_env()
     assert configured == metering_server.Settings(
-        "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5
+        "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5, "catalog:50051"
     )
 
 
@@ -391,7 +394,7 @@ async def test_a_call_holds_1_to_500_events(events, org: str):
 async def test_a_redelivered_message_stores_nothing_twice(clickhouse):
     store = EventStore(clickhouse, "bxb_redelivery")
     await store.create_schema()
-    intake = Intake(store)
+    intake = Intake(store, Rejections(clickhouse, "bxb_redelivery"))
     message = events_pb2.EventsAccepted(
         event_id="evb_1", organization_id="org_1", occur_time=to_proto(utcnow()), events=[usage_event("r1")]
     ).SerializeToString()
@@ -413,10 +416,15 @@ async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, c
             intake_module.STREAM.name,
             ConsumerConfig(durable_name=intake_module.DURABLE, ack_policy=AckPolicy.EXPLICIT),
         )
-        intake = Intake(EventStore(clickhouse, "bxb_unconsumed"), settle_timeout=0.05, poll=0.01)
+        intake = Intake(
+            EventStore(clickhouse, "bxb_unconsumed"),
+            Rejections(clickhouse, "bxb_unconsumed"),
+            settle_timeout=0.05,
+            poll=0.01,
+        )
         intake.bus = connection  # queue without consuming
         await intake.settled()  # nothing queued yet
-        await intake.queue("org_1", [intake_module.event_of(usage_event("q1", timestamp=to_proto(utcnow())))], utcnow())
+        await intake.queue("org_1", [messages.event_of(usage_event("q1", timestamp=to_proto(utcnow())))], utcnow())
         with pytest.raises(IngestionBehind):
             await asyncio.wait_for(intake.settled(), 5)
     finally:

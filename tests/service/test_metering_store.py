@@ -10,6 +10,7 @@ from decimal import Decimal, localcontext
 import pytest
 
 from services.common.decimals import canonical
+from services.metering import rollups
 from services.metering.clickhouse import ClickHouse
 from services.metering.store import Event, EventStore, ch_time
 from tests.conftest import unique
@@ -79,8 +80,22 @@ async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHou
     tables = await clickhouse.query(
         "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", {"db": db}
     )
-    assert tables == [["event_keys"], ["events"]]
+    names = ["event_keys", "event_keys_mv", "events", "rejected_events", "usage_daily", "usage_daily_mv"]
+    assert tables == [[name] for name in names]
     assert await usage(store, org, "sum") == (Decimal(4), 1)
+
+
+async def test_events_stored_before_the_rollups_existed_are_rolled_up_once(clickhouse: ClickHouse, org: str):
+    db = unique("bxb_rollup")
+    store = EventStore(clickhouse, db)
+    await store.create_schema()
+    await store.ingest(org, [event("t1", v="4"), event("t2", START + timedelta(days=2), v="6")], NOW)
+    for table in ("usage_daily_mv", "usage_daily"):  # as before rollups were introduced
+        await clickhouse.execute(f"DROP TABLE {db}.{table}")
+    await store.create_schema()
+    await store.create_schema()  # a second start rolls up nothing again
+    summary = rollups.Summary("cus_1", "api", "sum", "v", START, START + timedelta(days=31))
+    assert await store.summarize(org, summary) == (Decimal(10), 2)
 
 
 async def test_a_duplicate_in_one_batch_counts_once(store: EventStore, org: str):

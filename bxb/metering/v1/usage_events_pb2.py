@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x02\n\nUsageEvent\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12/\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x08 \x01(\t\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x13IngestEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\"T\n\x13SubmitEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\"<\n\nEventError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x83\x01\n\x0cSubmitResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\"F\n\x14SubmitEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.SubmitResult\")\n\x0fGetEventRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t*\xa2\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15INGEST_OUTCOME_QUEUED\x10\x03\x12\x1b\n\x17INGEST_OUTCOME_REJECTED\x10\x04\x32\x93\x02\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12[\n\x0cSubmitEvents\x12$.bxb.metering.v1.SubmitEventsRequest\x1a%.bxb.metering.v1.SubmitEventsResponse\x12I\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEventb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x02\n\nUsageEvent\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12/\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x08 \x01(\t\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x13IngestEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\"\x86\x01\n\x13SubmitEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\x12\x30\n\x08rejected\x18\x03 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEvent\"\xb6\x01\n\rRejectedEvent\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\x12/\n\x0breject_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\"<\n\nEventError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x83\x01\n\x0cSubmitResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\"F\n\x14SubmitEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.SubmitResult\")\n\x0fGetEventRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"u\n\x11ListEventsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x19ListRejectedEventsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"n\n\x1aListRejectedEventsResponse\x12\x37\n\x0frejected_events\x18\x01 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa2\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15INGEST_OUTCOME_QUEUED\x10\x03\x12\x1b\n\x17INGEST_OUTCOME_REJECTED\x10\x04\x32\xd9\x03\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12[\n\x0cSubmitEvents\x12$.bxb.metering.v1.SubmitEventsRequest\x1a%.bxb.metering.v1.SubmitEventsResponse\x12I\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEvent\x12U\n\nListEvents\x12\".bxb.metering.v1.ListEventsRequest\x1a#.bxb.metering.v1.ListEventsResponse\x12m\n\x12ListRejectedEvents\x12*.bxb.metering.v1.ListRejectedEventsRequest\x1a+.bxb.metering.v1.ListRejectedEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,8 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGEEVENT_PROPERTIESENTRY']._loaded_options = None
   _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_INGESTOUTCOME']._serialized_start=1041
-  _globals['_INGESTOUTCOME']._serialized_end=1203
+  _globals['_INGESTOUTCOME']._serialized_start=1703
+  _globals['_INGESTOUTCOME']._serialized_end=1865
   _globals['_USAGEEVENT']._serialized_start=89
   _globals['_USAGEEVENT']._serialized_end=412
   _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=363
@@ -46,16 +46,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTRESULT']._serialized_end=569
   _globals['_INGESTEVENTSRESPONSE']._serialized_start=571
   _globals['_INGESTEVENTSRESPONSE']._serialized_end=641
-  _globals['_SUBMITEVENTSREQUEST']._serialized_start=643
-  _globals['_SUBMITEVENTSREQUEST']._serialized_end=727
-  _globals['_EVENTERROR']._serialized_start=729
-  _globals['_EVENTERROR']._serialized_end=789
-  _globals['_SUBMITRESULT']._serialized_start=792
-  _globals['_SUBMITRESULT']._serialized_end=923
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=925
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=995
-  _globals['_GETEVENTREQUEST']._serialized_start=997
-  _globals['_GETEVENTREQUEST']._serialized_end=1038
-  _globals['_EVENTSERVICE']._serialized_start=1206
-  _globals['_EVENTSERVICE']._serialized_end=1481
+  _globals['_SUBMITEVENTSREQUEST']._serialized_start=644
+  _globals['_SUBMITEVENTSREQUEST']._serialized_end=778
+  _globals['_REJECTEDEVENT']._serialized_start=781
+  _globals['_REJECTEDEVENT']._serialized_end=963
+  _globals['_EVENTERROR']._serialized_start=965
+  _globals['_EVENTERROR']._serialized_end=1025
+  _globals['_SUBMITRESULT']._serialized_start=1028
+  _globals['_SUBMITRESULT']._serialized_end=1159
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=1161
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=1231
+  _globals['_GETEVENTREQUEST']._serialized_start=1233
+  _globals['_GETEVENTREQUEST']._serialized_end=1274
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1276
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1393
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1395
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1485
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_start=1487
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_end=1588
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_start=1590
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_end=1700
+  _globals['_EVENTSERVICE']._serialized_start=1868
+  _globals['_EVENTSERVICE']._serialized_end=2341
 # @@protoc_insertion_point(module_scope)

@@ -218,6 +218,7 @@ class SubmitEventsRequest(_message.Message):
 
     EVENTS_FIELD_NUMBER: _builtins.int
     BACKFILL_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     backfill: _builtins.bool
     """Store the valid events at once, bypassing the queue, and answer after the
     write (historical data, migrations).
@@ -228,19 +229,76 @@ class SubmitEventsRequest(_message.Message):
         event never blocks the others.
         """
 
+    @_builtins.property
+    def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedEvent]:
+        """Events the caller (the gateway) already refused, recorded with the
+        events metering refuses so ListRejectedEvents shows every refusal.
+        """
+
     def __init__(
         self,
         *,
         events: _abc.Iterable[Global___UsageEvent] | None = ...,
         backfill: _builtins.bool = ...,
+        rejected: _abc.Iterable[Global___RejectedEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "events", b"events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill", b"backfill", "events", b"events", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubmitEventsRequest: _TypeAlias = SubmitEventsRequest  # noqa: Y015
+
+@_typing.final
+class RejectedEvent(_message.Message):
+    """An event refused by validation, or stored but naming a metric or customer
+    the organization does not have (yet).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    REJECT_TIME_FIELD_NUMBER: _builtins.int
+    STORED_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    stored: _builtins.bool
+    """Whether the event was stored all the same: an event naming an unknown
+    metric or customer is kept and counts once they exist.
+    """
+    body: _builtins.str
+    """When the gateway refused the event: its JSON as sent, re-encoded
+    (decimals with a fraction as strings), cut at 16 KiB.
+    """
+    @_builtins.property
+    def event(self) -> Global___UsageEvent:
+        """The event as far as it could be read."""
+
+    @_builtins.property
+    def error(self) -> Global___EventError:
+        """Why it was refused; the field is named as in a single event ("value")."""
+
+    @_builtins.property
+    def reject_time(self) -> _timestamp_pb2.Timestamp:
+        """When the refusal happened; output only."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___UsageEvent | None = ...,
+        error: Global___EventError | None = ...,
+        reject_time: _timestamp_pb2.Timestamp | None = ...,
+        stored: _builtins.bool = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "event", b"event", "reject_time", b"reject_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "error", b"error", "event", b"event", "reject_time", b"reject_time", "stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RejectedEvent: _TypeAlias = RejectedEvent  # noqa: Y015
 
 @_typing.final
 class EventError(_message.Message):
@@ -353,3 +411,131 @@ class GetEventRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetEventRequest: _TypeAlias = GetEventRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """Request for EventService.ListEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Only this customer's events, when set."""
+    code: _builtins.str
+    """Only events of this metric code, when set."""
+    transaction_id: _builtins.str
+    """Only the event with this idempotency key, when set."""
+    page_size: _builtins.int
+    """Maximum number of events to return (default 50, at most 500)."""
+    page_token: _builtins.str
+    """Token from a previous response, to fetch the next page."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        transaction_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """Response of EventService.ListEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
+        """Stored events, the most recent (by timestamp) first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___UsageEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class ListRejectedEventsRequest(_message.Message):
+    """Request for EventService.ListRejectedEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """Only events naming this customer, when set."""
+    code: _builtins.str
+    """Only events naming this metric code, when set."""
+    page_size: _builtins.int
+    """Maximum number of events to return (default 50, at most 500)."""
+    page_token: _builtins.str
+    """Token from a previous response, to fetch the next page."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRejectedEventsRequest: _TypeAlias = ListRejectedEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListRejectedEventsResponse(_message.Message):
+    """Response of EventService.ListRejectedEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REJECTED_EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def rejected_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedEvent]:
+        """Refused events, the most recent refusal first."""
+
+    def __init__(
+        self,
+        *,
+        rejected_events: _abc.Iterable[Global___RejectedEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rejected_events", b"rejected_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRejectedEventsResponse: _TypeAlias = ListRejectedEventsResponse  # noqa: Y015

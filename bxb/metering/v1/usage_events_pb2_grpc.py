@@ -50,6 +50,16 @@ class EventServiceStub:
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.GetEventRequest.SerializeToString,
                 response_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.UsageEvent.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/bxb.metering.v1.EventService/ListEvents',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.ListRejectedEvents = channel.unary_unary(
+                '/bxb.metering.v1.EventService/ListRejectedEvents',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -81,6 +91,21 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """Lists stored events, the most recent first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRejectedEvents(self, request, context):
+        """Lists refused events with their reasons (kept 90 days), so a client can
+        see why billing missed them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -98,6 +123,16 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.GetEvent,
                     request_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.GetEventRequest.FromString,
                     response_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.UsageEvent.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'ListRejectedEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRejectedEvents,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +217,60 @@ class EventService:
             '/bxb.metering.v1.EventService/GetEvent',
             bxb_dot_metering_dot_v1_dot_usage__events__pb2.GetEventRequest.SerializeToString,
             bxb_dot_metering_dot_v1_dot_usage__events__pb2.UsageEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.EventService/ListEvents',
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRejectedEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.EventService/ListRejectedEvents',
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__events__pb2.ListRejectedEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

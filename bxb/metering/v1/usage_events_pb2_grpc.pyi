@@ -45,6 +45,12 @@ class EventServiceStub:
     """
     GetEvent: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.GetEventRequest, _usage_events_pb2.UsageEvent]
     """Returns one stored event by its idempotency key."""
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.ListEventsRequest, _usage_events_pb2.ListEventsResponse]
+    """Lists stored events, the most recent first."""
+    ListRejectedEvents: _grpc.UnaryUnaryMultiCallable[_usage_events_pb2.ListRejectedEventsRequest, _usage_events_pb2.ListRejectedEventsResponse]
+    """Lists refused events with their reasons (kept 90 days), so a client can
+    see why billing missed them.
+    """
 
 @_typing.type_check_only
 class EventServiceAsyncStub(EventServiceStub):
@@ -63,6 +69,12 @@ class EventServiceAsyncStub(EventServiceStub):
     """
     GetEvent: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.GetEventRequest, _usage_events_pb2.UsageEvent]  # type: ignore[assignment]
     """Returns one stored event by its idempotency key."""
+    ListEvents: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.ListEventsRequest, _usage_events_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """Lists stored events, the most recent first."""
+    ListRejectedEvents: _aio.UnaryUnaryMultiCallable[_usage_events_pb2.ListRejectedEventsRequest, _usage_events_pb2.ListRejectedEventsResponse]  # type: ignore[assignment]
+    """Lists refused events with their reasons (kept 90 days), so a client can
+    see why billing missed them.
+    """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage event ingestion for the calling organization."""
@@ -96,5 +108,23 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usage_events_pb2.UsageEvent, _abc.Awaitable[_usage_events_pb2.UsageEvent]]:
         """Returns one stored event by its idempotency key."""
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _usage_events_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_events_pb2.ListEventsResponse, _abc.Awaitable[_usage_events_pb2.ListEventsResponse]]:
+        """Lists stored events, the most recent first."""
+
+    @_abc_1.abstractmethod
+    def ListRejectedEvents(
+        self,
+        request: _usage_events_pb2.ListRejectedEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_events_pb2.ListRejectedEventsResponse, _abc.Awaitable[_usage_events_pb2.ListRejectedEventsResponse]]:
+        """Lists refused events with their reasons (kept 90 days), so a client can
+        see why billing missed them.
+        """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

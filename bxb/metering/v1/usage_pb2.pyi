@@ -64,6 +64,34 @@ window; each level weighted by the share of the window it held.
 """
 Global___Aggregation: _TypeAlias = Aggregation  # noqa: Y015
 
+class _HistogramInterval:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HistogramIntervalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HistogramInterval.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HISTOGRAM_INTERVAL_UNSPECIFIED: _HistogramInterval.ValueType  # 0
+    """Not set; rejected."""
+    HISTOGRAM_INTERVAL_MINUTE: _HistogramInterval.ValueType  # 1
+    """One minute."""
+    HISTOGRAM_INTERVAL_HOUR: _HistogramInterval.ValueType  # 2
+    """One hour."""
+    HISTOGRAM_INTERVAL_DAY: _HistogramInterval.ValueType  # 3
+    """One UTC day."""
+
+class HistogramInterval(_HistogramInterval, metaclass=_HistogramIntervalEnumTypeWrapper):
+    """The width of a histogram bucket."""
+
+HISTOGRAM_INTERVAL_UNSPECIFIED: HistogramInterval.ValueType  # 0
+"""Not set; rejected."""
+HISTOGRAM_INTERVAL_MINUTE: HistogramInterval.ValueType  # 1
+"""One minute."""
+HISTOGRAM_INTERVAL_HOUR: HistogramInterval.ValueType  # 2
+"""One hour."""
+HISTOGRAM_INTERVAL_DAY: HistogramInterval.ValueType  # 3
+"""One UTC day."""
+Global___HistogramInterval: _TypeAlias = HistogramInterval  # noqa: Y015
+
 @_typing.final
 class AggregateUsageRequest(_message.Message):
     """Request for UsageService.AggregateUsage."""
@@ -360,3 +388,201 @@ class BatchAggregateUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BatchAggregateUsageResponse: _TypeAlias = BatchAggregateUsageResponse  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageRequest(_message.Message):
+    """Request for UsageService.SummarizeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    FIELD_NAME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer whose usage is summarized."""
+    code: _builtins.str
+    """Code of the metric."""
+    aggregation: Global___Aggregation.ValueType
+    """The reduction."""
+    field_name: _builtins.str
+    """The property aggregated; empty means the event's top-level value."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        aggregation: Global___Aggregation.ValueType = ...,
+        field_name: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageRequest: _TypeAlias = SummarizeUsageRequest  # noqa: Y015
+
+@_typing.final
+class SummarizeUsageResponse(_message.Message):
+    """Response of UsageService.SummarizeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    EXACT_FIELD_NUMBER: _builtins.int
+    value: _builtins.str
+    """The quantity, a decimal string."""
+    event_count: _builtins.int
+    """Number of events summarized."""
+    exact: _builtins.bool
+    """Whether the figure is exact (read from the events, waiting for the
+    queue) or eventual (read from daily aggregates, without waiting).
+    """
+    def __init__(
+        self,
+        *,
+        value: _builtins.str = ...,
+        event_count: _builtins.int = ...,
+        exact: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "exact", b"exact", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeUsageResponse: _TypeAlias = SummarizeUsageResponse  # noqa: Y015
+
+@_typing.final
+class UsageHistogramRequest(_message.Message):
+    """Request for UsageService.UsageHistogram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    AGGREGATION_FIELD_NUMBER: _builtins.int
+    FIELD_NAME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer whose usage is bucketed."""
+    code: _builtins.str
+    """Code of the metric."""
+    aggregation: Global___Aggregation.ValueType
+    """The reduction, applied to each bucket's events."""
+    field_name: _builtins.str
+    """The property aggregated; empty means the event's top-level value."""
+    interval: Global___HistogramInterval.ValueType
+    """The bucket width."""
+    group_by: _builtins.str
+    """An event property whose values split each bucket, when set."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        aggregation: Global___Aggregation.ValueType = ...,
+        field_name: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        interval: Global___HistogramInterval.ValueType = ...,
+        group_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregation", b"aggregation", "code", b"code", "customer_id", b"customer_id", "end_time", b"end_time", "field_name", b"field_name", "group_by", b"group_by", "interval", b"interval", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageHistogramRequest: _TypeAlias = UsageHistogramRequest  # noqa: Y015
+
+@_typing.final
+class HistogramBucket(_message.Message):
+    """One bucket (and group) of a histogram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    GROUP_VALUE_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    group_value: _builtins.str
+    """The group's value of group_by ("" when the event lacks it)."""
+    value: _builtins.str
+    """The exact quantity, a decimal string."""
+    event_count: _builtins.int
+    """Number of events in the bucket and group."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the bucket, inclusive; buckets are aligned to the interval in UTC."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the bucket, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        group_value: _builtins.str = ...,
+        value: _builtins.str = ...,
+        event_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "event_count", b"event_count", "group_value", b"group_value", "start_time", b"start_time", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistogramBucket: _TypeAlias = HistogramBucket  # noqa: Y015
+
+@_typing.final
+class UsageHistogramResponse(_message.Message):
+    """Response of UsageService.UsageHistogram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUCKETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def buckets(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistogramBucket]:
+        """Buckets that have events, by start time then group value."""
+
+    def __init__(
+        self,
+        *,
+        buckets: _abc.Iterable[Global___HistogramBucket] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buckets", b"buckets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageHistogramResponse: _TypeAlias = UsageHistogramResponse  # noqa: Y015

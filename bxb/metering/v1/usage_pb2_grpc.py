@@ -45,6 +45,16 @@ class UsageServiceStub:
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.SerializeToString,
                 response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.FromString,
                 _registered_method=True)
+        self.SummarizeUsage = channel.unary_unary(
+                '/bxb.metering.v1.UsageService/SummarizeUsage',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageResponse.FromString,
+                _registered_method=True)
+        self.UsageHistogram = channel.unary_unary(
+                '/bxb.metering.v1.UsageService/UsageHistogram',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -66,6 +76,22 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeUsage(self, request, context):
+        """A dashboard figure from daily pre-computed aggregates, without waiting
+        for queued events (eventual). latest and weighted_sum depend on event
+        order across days, so they are read exactly from the events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UsageHistogram(self, request, context):
+        """Exact usage per minute, hour or day, optionally split by a property.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +104,16 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.BatchAggregateUsage,
                     request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.FromString,
                     response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.SerializeToString,
+            ),
+            'SummarizeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeUsage,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageResponse.SerializeToString,
+            ),
+            'UsageHistogram': grpc.unary_unary_rpc_method_handler(
+                    servicer.UsageHistogram,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +171,60 @@ class UsageService:
             '/bxb.metering.v1.UsageService/BatchAggregateUsage',
             bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageRequest.SerializeToString,
             bxb_dot_metering_dot_v1_dot_usage__pb2.BatchAggregateUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.UsageService/SummarizeUsage',
+            bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__pb2.SummarizeUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UsageHistogram(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.UsageService/UsageHistogram',
+            bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.FromString,
             options,
             channel_credentials,
             insecure,

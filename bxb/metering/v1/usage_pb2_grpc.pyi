@@ -39,6 +39,13 @@ class UsageServiceStub:
     """
     BatchAggregateUsage: _grpc.UnaryUnaryMultiCallable[_usage_pb2.BatchAggregateUsageRequest, _usage_pb2.BatchAggregateUsageResponse]
     """Several aggregations in one call (all the charges of a plan, say)."""
+    SummarizeUsage: _grpc.UnaryUnaryMultiCallable[_usage_pb2.SummarizeUsageRequest, _usage_pb2.SummarizeUsageResponse]
+    """A dashboard figure from daily pre-computed aggregates, without waiting
+    for queued events (eventual). latest and weighted_sum depend on event
+    order across days, so they are read exactly from the events.
+    """
+    UsageHistogram: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsageHistogramRequest, _usage_pb2.UsageHistogramResponse]
+    """Exact usage per minute, hour or day, optionally split by a property."""
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -51,6 +58,13 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """
     BatchAggregateUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.BatchAggregateUsageRequest, _usage_pb2.BatchAggregateUsageResponse]  # type: ignore[assignment]
     """Several aggregations in one call (all the charges of a plan, say)."""
+    SummarizeUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.SummarizeUsageRequest, _usage_pb2.SummarizeUsageResponse]  # type: ignore[assignment]
+    """A dashboard figure from daily pre-computed aggregates, without waiting
+    for queued events (eventual). latest and weighted_sum depend on event
+    order across days, so they are read exactly from the events.
+    """
+    UsageHistogram: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsageHistogramRequest, _usage_pb2.UsageHistogramResponse]  # type: ignore[assignment]
+    """Exact usage per minute, hour or day, optionally split by a property."""
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Exact usage queries over stored events."""
@@ -72,5 +86,24 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.BatchAggregateUsageResponse, _abc.Awaitable[_usage_pb2.BatchAggregateUsageResponse]]:
         """Several aggregations in one call (all the charges of a plan, say)."""
+
+    @_abc_1.abstractmethod
+    def SummarizeUsage(
+        self,
+        request: _usage_pb2.SummarizeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.SummarizeUsageResponse, _abc.Awaitable[_usage_pb2.SummarizeUsageResponse]]:
+        """A dashboard figure from daily pre-computed aggregates, without waiting
+        for queued events (eventual). latest and weighted_sum depend on event
+        order across days, so they are read exactly from the events.
+        """
+
+    @_abc_1.abstractmethod
+    def UsageHistogram(
+        self,
+        request: _usage_pb2.UsageHistogramRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.UsageHistogramResponse, _abc.Awaitable[_usage_pb2.UsageHistogramResponse]]:
+        """Exact usage per minute, hour or day, optionally split by a property."""
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,137 @@
+"""/v1/usage/summary and /v1/usage/histogram: usage views for dashboards.
+
+Both name the metric by `metric_key` or `code` and take the window as
+`period_start` and `period_end` query parameters; the metric's aggregation
+comes from the catalog.
+- summary: from daily pre-computed aggregates, without waiting for queued
+  events: `meta.consistency` is "eventual" (latest and weighted_sum metrics
+  are read exactly, and say "exact"). POST /v1/usage/compute is the exact,
+  invoiced figure.
+- histogram: exact usage per `interval` (minute, hour or day, aligned in
+  UTC), split by the `group_by` property when given.
+"""
+
+from __future__ import annotations
+
+import grpc
+from starlette.routing import Route
+
+from bxb.catalog.v1 import billable_metrics_pb2
+from bxb.metering.v1 import usage_pb2 as pb
+from gateway import render
+from gateway.call import Call, endpoint, json
+from gateway.errors import api_error
+from gateway.schema import Spec, check, obj, one_of, string
+from services.common.aggregations import aggregation
+from services.common.timestamps import format_rfc3339, to_proto
+
+WINDOW = {
+    "customer_id": string(required=True, max_length=200),
+    "metric_key": string(max_length=100),
+    "code": string(max_length=100),
+    "period_start": Spec("timestamp", required=True),
+    "period_end": Spec("timestamp", required=True),
+}
+SUMMARY = obj(WINDOW)
+HISTOGRAM = obj(
+    {
+        **WINDOW,
+        "interval": string(required=True, choices=("minute", "hour", "day")),
+        "group_by": string(max_length=200),
+    }
+)
+INTERVALS = {
+    "minute": pb.HISTOGRAM_INTERVAL_MINUTE,
+    "hour": pb.HISTOGRAM_INTERVAL_HOUR,
+    "day": pb.HISTOGRAM_INTERVAL_DAY,
+}
+
+
+class Query:
+    """A checked query string and the metric it names, read from the catalog."""
+
+    def __init__(self, call: Call, spec: Spec):
+        self.call = call
+        self.params = check(dict(call.request.query_params), spec)
+        self.code, self.named = one_of(self.params, ("metric_key", "code"))
+
+    async def metric(self) -> billable_metrics_pb2.BillableMetric:
+        return await self.call.clients.metrics.GetBillableMetric(
+            billable_metrics_pb2.GetBillableMetricRequest(code=self.code), **self.call.options
+        )
+
+    def window(self, metric: billable_metrics_pb2.BillableMetric) -> dict:
+        return {
+            "customer_id": self.params["customer_id"],
+            "code": self.code,
+            "aggregation": aggregation(metric),
+            "field_name": metric.field_name,
+            "start_time": to_proto(self.params["period_start"]),
+            "end_time": to_proto(self.params["period_end"]),
+        }
+
+    def failed(self, error: grpc.aio.AioRpcError):
+        """A failed call, its field named as the client spelled it."""
+        failure = api_error(error)
+        names = {"code": self.named, "start_time": "period_start", "end_time": "period_end"}
+        failure.field = names.get(failure.field, failure.field)
+        return failure.response()
+
+    def head(self) -> dict:
+        return {
+            "customer_id": self.params["customer_id"],
+            "metric_key": self.code,
+            "period_start": format_rfc3339(self.params["period_start"]),
+            "period_end": format_rfc3339(self.params["period_end"]),
+        }
+
+
+async def summary(call: Call):
+    query = Query(call, SUMMARY)
+    try:
+        window = query.window(await query.metric())
+        reply = await call.clients.usage.SummarizeUsage(pb.SummarizeUsageRequest(**window), **call.options)
+    except grpc.aio.AioRpcError as error:
+        return query.failed(error)
+    return json(
+        {
+            **query.head(),
+            "value": reply.value,
+            "events_count": reply.event_count,
+            "meta": {"consistency": "exact" if reply.exact else "eventual"},
+        }
+    )
+
+
+async def histogram(call: Call):
+    query = Query(call, HISTOGRAM)
+    interval, group_by = query.params["interval"], query.params["group_by"] or ""
+    try:
+        window = query.window(await query.metric())
+        request = pb.UsageHistogramRequest(**window, interval=INTERVALS[interval], group_by=group_by)
+        reply = await call.clients.usage.UsageHistogram(request, **call.options)
+    except grpc.aio.AioRpcError as error:
+        return query.failed(error)
+    return json(
+        {
+            **query.head(),
+            "interval": interval,
+            "group_by": group_by or None,
+            "buckets": [
+                {
+                    "start": render.time(bucket, "start_time"),
+                    "end": render.time(bucket, "end_time"),
+                    **({"group": bucket.group_value} if group_by else {}),
+                    "value": bucket.value,
+                    "events_count": bucket.event_count,
+                }
+                for bucket in reply.buckets
+            ],
+        }
+    )
+
+
+routes = [
+    Route("/v1/usage/summary", endpoint(summary), methods=["GET"]),
+    Route("/v1/usage/histogram", endpoint(histogram), methods=["GET"]),
+]

@@ -1,0 +1,145 @@
+"""Daily usage rollups: the pre-computed aggregates behind usage summaries.
+
+`usage_daily` holds, per (organization, customer, metric code, UTC day),
+mergeable aggregate states of that day's events: their count, and the sum,
+maximum and distinct values of the top-level value and of every property.
+A materialized view fills it from each insert into `events`, so the queue's
+consumer and the backfill path (which writes straight to `events`) update
+the same rollups in the same INSERT: a backfilled event is in the summary as
+soon as its write returns.
+
+A summary merges the whole days inside the window from the rollups and reads
+the ragged edges (before the first midnight, after the last) from the events.
+It is eventual: it reads without FINAL and without waiting for the queue.
+`latest` and `weighted_sum` depend on the order of events across days, so
+they are not rolled up; the usage service answers them exactly instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from services.metering.aggregation import TIME, ch_time
+
+DECIMAL = "Decimal128(12)"
+VALUE = "toDecimal128OrNull(value, 12)"
+# Properties with a numeric value, as decimals: a non-numeric one counts as
+# missing, as in the exact aggregation (0 for sums, skipped by max).
+NUMERIC_PROPERTIES = (
+    "mapApply((k, v) -> (k, toDecimal128OrZero(v, 12)), mapFilter((k, v) -> isNotNull(toDecimal128OrNull(v, 12)), "
+    "properties))"
+)
+# column: (state of the day's events, its type, how a summary merges it; F is the field parameter)
+COLUMNS = {
+    "events": ("countState()", "AggregateFunction(count)", "countMerge(events)"),
+    "value_sum": (f"sumState({VALUE})", f"AggregateFunction(sum, Nullable({DECIMAL}))", "sumMerge(value_sum)"),
+    "value_max": (f"maxState({VALUE})", f"AggregateFunction(max, Nullable({DECIMAL}))", "maxMerge(value_max)"),
+    "value_uniq": (
+        "uniqExactState(value)",
+        "AggregateFunction(uniqExact, Nullable(String))",
+        "uniqExactMerge(value_uniq)",
+    ),
+    "props_sum": (
+        f"sumMapState({NUMERIC_PROPERTIES})",
+        f"AggregateFunction(sumMap, Map(String, {DECIMAL}))",
+        "sumMapMerge(props_sum)[F]",
+    ),
+    "props_max": (
+        f"maxMapState({NUMERIC_PROPERTIES})",
+        f"AggregateFunction(maxMap, Map(String, {DECIMAL}))",
+        "maxMapMerge(props_max)[F]",
+    ),
+    "props_uniq": (
+        "uniqExactMapState(properties)",
+        "AggregateFunction(uniqExactMap, Map(String, String))",
+        "uniqExactMapMerge(props_uniq)[F]",
+    ),
+}
+ROLLED_UP = {"count", "sum", "max", "unique_count"}
+_SUFFIX = {"sum": "sum", "max": "max", "unique_count": "uniq"}
+
+
+def _states() -> str:
+    return ", ".join(f"{state} AS {name}" for name, (state, _, _) in COLUMNS.items())
+
+
+def schema(db: str) -> list[str]:
+    columns = ", ".join(f"{name} {kind}" for name, (_, kind, _) in COLUMNS.items())
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {db}.usage_daily (
+            organization_id LowCardinality(String),
+            customer_id String,
+            code LowCardinality(String),
+            day Date,
+            {columns}
+        ) ENGINE = AggregatingMergeTree
+        PARTITION BY toYYYYMM(day)
+        ORDER BY (organization_id, customer_id, code, day)""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS
+        SELECT organization_id, customer_id, code, toDate(timestamp) AS day, {_states()}
+        FROM {db}.events GROUP BY organization_id, customer_id, code, day""",
+    ]
+
+
+def fill(db: str) -> str:
+    """Rolls up the events stored before the view existed (run once, when the
+    table is created)."""
+    return (
+        f"INSERT INTO {db}.usage_daily SELECT organization_id, customer_id, code, toDate(timestamp) AS day, "
+        f"{_states()} FROM {db}.events FINAL GROUP BY organization_id, customer_id, code, day"
+    )
+
+
+@dataclass(frozen=True)
+class Summary:
+    customer_id: str
+    code: str
+    aggregation: str  # one of ROLLED_UP
+    field: str
+    start: datetime
+    end: datetime
+
+
+def _midnight_after(moment: datetime) -> datetime:
+    day = datetime.combine(moment.date(), time(), moment.tzinfo)
+    return day if day == moment else day + timedelta(days=1)
+
+
+def statement(db: str, org: str, s: Summary) -> tuple[str, dict[str, Any]]:
+    """One query merging the whole days from the rollups and the edges from
+    the events; it answers (event count, value or NULL)."""
+    column = "events" if s.aggregation == "count" else f"{'props' if s.field else 'value'}_{_SUFFIX[s.aggregation]}"
+    first = _midnight_after(s.start)
+    last = max(first, datetime.combine(s.end.date(), time(), s.end.tzinfo))
+    params = {
+        "org": org,
+        "customer": s.customer_id,
+        "code": s.code,
+        "field": s.field,
+        "start": ch_time(s.start),
+        "end": ch_time(s.end),
+        "first": ch_time(first),
+        "last": ch_time(last),
+    }
+    keys = "organization_id = {org:String} AND customer_id = {customer:String} AND code = {code:String}"
+    state = COLUMNS[column][0]
+    merged = COLUMNS[column][2].replace("[F]", "[{field:String}]")
+    sql = (
+        f"SELECT countMerge(events), toString({merged}) FROM ("
+        f"SELECT events, {column} FROM {db}.usage_daily WHERE {keys} "
+        f"AND day >= toDate({{first:{TIME}}}) AND day < toDate({{last:{TIME}}}) "
+        "UNION ALL "
+        f"SELECT countState() AS events, {state} AS {column} FROM {db}.events WHERE {keys} "
+        f"AND timestamp >= {{start:{TIME}}} AND timestamp < {{end:{TIME}}} "
+        f"AND NOT (timestamp >= {{first:{TIME}}} AND timestamp < {{last:{TIME}}}))"
+    )
+    return sql, params
+
+
+def result(s: Summary, row: list[Any]) -> tuple[Decimal, int]:
+    """The summary's value and event count from the statement's one row."""
+    count, value = row
+    return (Decimal(int(count)) if s.aggregation == "count" else Decimal(value or 0)), int(count)

@@ -9,9 +9,12 @@ from decimal import Decimal, localcontext
 
 import pytest
 
+from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common.decimals import canonical
-from services.metering import rollups
+from services.common.timestamps import from_proto, utcnow
+from services.metering import histogram, rollups
 from services.metering.clickhouse import ClickHouse
+from services.metering.rejections import Rejections
 from services.metering.store import Event, EventStore, ch_time
 from tests.conftest import unique
 
@@ -346,3 +349,59 @@ async def test_values_are_of_the_window_customer_and_metric_asked_for(store: Eve
     assert await values(store, org, customer="cus_2") == ["3"]
     assert await values(store, org, code="other") == ["4"]
     assert await values(store, org, end=START) == []
+
+
+# The views (rollups, histograms, listings, refusals) on both transports.
+
+
+async def test_summaries_merge_rollups_and_edges_like_the_exact_aggregation(store: EventStore, org: str):
+    days = [START + timedelta(days=d, hours=h) for d, h in ((0, 1), (0, 23), (1, 0), (3, 12))]
+    values = ["1.5", "x", "2", "7"]
+    await store.ingest(
+        org, [event(f"t{n}", at, v=v, r=v) for n, (at, v) in enumerate(zip(days, values, strict=True))], NOW
+    )
+    windows = [(START, END), (START + timedelta(hours=2), START + timedelta(days=3, hours=13)), (START, START + MS)]
+    for start, end in windows:
+        for aggregation in ("count", "sum", "max", "unique_count"):
+            summary = rollups.Summary("cus_1", "api", aggregation, "v", start, end)
+            exact = await store.aggregate(org, "cus_1", "api", aggregation, "v", start, end)
+            assert await store.summarize(org, summary) == (exact.value, exact.count), (aggregation, start, end)
+
+
+async def test_histograms_bucket_the_exact_usage(store: EventStore, org: str):
+    await store.ingest(
+        org,
+        [event("a", START, v="2"), event("b", START + timedelta(minutes=59), v="3"), event("c", END - MS, v="5")],
+        NOW,
+    )
+    request = histogram.Histogram("cus_1", "api", "sum", "v", START, END, "hour")
+    assert [(bar.start, bar.value, bar.count) for bar in await store.histogram(org, request)] == [
+        (START, Decimal(5), 2),
+        (END - timedelta(hours=1), Decimal(5), 1),
+    ]
+
+
+async def test_listings_go_newest_first_and_page(store: EventStore, org: str):
+    await store.ingest(org, [event(f"t{n}", START + n * MS) for n in range(3)] + [event("x", code="other")], NOW)
+    assert [e.transaction_id for e in await store.list(org, code="api", limit=2)] == ["t2", "t1"]
+    assert [e.transaction_id for e in await store.list(org, code="api", offset=2, limit=2)] == ["t0"]
+    assert (await store.get(org, "x")).code == "other"
+    assert await store.get(org, "missing") is None
+
+
+async def test_refusals_are_kept_and_listed_newest_first(clickhouse: ClickHouse, store: EventStore, org: str):
+    refusals = Rejections(clickhouse, DB)
+    now = utcnow()  # refusals older than 90 days are dropped
+    await refusals.record(org, [], now)  # nothing to record
+    for n in range(2):
+        refused = pb.RejectedEvent(
+            event=pb.UsageEvent(transaction_id=f"r{n}", customer_id="cus_1", code="api"),
+            error=pb.EventError(reason="INVALID_VALUE", field="value", message="bad"),
+        )
+        await refusals.record(org, [refused], now + n * MS)
+    listed = await refusals.list(org, "cus_1", "api", 0, 10)
+    assert [(r.event.transaction_id, from_proto(r.reject_time)) for r in listed] == [
+        ("r1", now + MS),
+        ("r0", now),
+    ]
+    assert await refusals.list(org, "cus_2", "", 0, 10) == []

@@ -50,21 +50,23 @@ class Settings:
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
-    catalog = grpc.aio.insecure_channel(settings.catalog_address) if settings.catalog_address else None
-    references = References(catalog) if catalog is not None else None
-    intake = Intake(store, Rejections(ch, settings.database), references, settings.settle_timeout)
+    intake = Intake(store, Rejections(ch, settings.database), settle_timeout=settings.settle_timeout)
     connections: list[bus.Bus] = []
+    channels: list[grpc.aio.Channel] = []
 
     async def on_start() -> None:
         await store.create_schema()
+        if settings.catalog_address:  # a channel belongs to the loop that opens it: this one
+            channels.append(grpc.aio.insecure_channel(settings.catalog_address))
+            intake.references = References(channels[0])
         connections.append(await bus.Bus.connect(settings.nats_url, "metering"))
         await intake.start(connections[0])
 
     async def on_stop() -> None:
         for connection in connections:
             await connection.close()
-        if catalog is not None:
-            await catalog.close()
+        for channel in channels:
+            await channel.close()
         await ch.close()
 
     return grpc_server.Service(

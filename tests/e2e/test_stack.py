@@ -106,6 +106,12 @@ async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restar
             await send_events(http)
             invoice = await eventually(lambda: september_invoice(http))
             assert (invoice["status"], invoice["currency"], invoice["total_amount_cents"]) == ("finalized", "USD", 234)
+            # Metering asks the catalog about what events name, from its own process and loop.
+            typo = {"transaction_id": "txn_typo", "customer_id": "cus_9a4b2", "code": "api_requestz"}
+            backfilled = await http.post("/v1/events/backfill", json={"events": [typo]})
+            assert backfilled.json()["results"][0]["result"] == "created"
+            rejected = (await http.get("/v1/events", params={"status": "rejected"})).json()["events"]
+            assert [(e["transaction_id"], e["reason"]) for e in rejected] == [("txn_typo", "UNKNOWN_METRIC")]
     finally:
         stop_make_run(process)
 

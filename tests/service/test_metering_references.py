@@ -57,15 +57,15 @@ async def test_known_names_are_remembered_for_the_ttl(stack: Stack, tenant: Tena
         remembered, forgetful = References(channel), References(channel, ttl=0)
         for refs in (remembered, forgetful):
             assert await refs.unknown(org, [event("cus_1", "api_calls")]) == []
+        monkeypatch.setattr(references_module, "KEPT", 1)
+        bounded = References(channel)
+        assert await bounded.unknown(org, [event("cus_1", "api_calls")]) == []
+        assert len(bounded._known) == 1  # two names known, the oldest went first
         assert (await tenant.http.delete("/v1/metrics/api_calls")).status_code in (200, 204)
         assert await remembered.unknown(org, [event("cus_1", "api_calls")]) == []  # still remembered
         assert [r.error.reason for r in await forgetful.unknown(org, [event("cus_1", "api_calls")])] == [
             "UNKNOWN_METRIC"
         ]
-        monkeypatch.setattr(references_module, "KEPT", 1)
-        bounded = References(channel)
-        await bounded.unknown(org, [event("cus_1", "nope")])
-        assert len(bounded._known) == 1  # the customer only; the oldest name goes first when full
 
 
 async def test_an_unreachable_catalog_flags_nothing():

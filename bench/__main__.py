@@ -5,9 +5,15 @@ through the gateway over real HTTP on loopback (client on the same machine):
 - `ingest`: single-event latency at a fixed request rate, and the invoice
   listing (which closes due periods);
 - `pricing`: POST /v1/pricing/calculate for one subscription with 20 charges
-  over 1M stored events.
+  over 1M stored events;
+- `metering`: batch ingestion throughput (POST /v1/events/batch until usage
+  counts every event), single-event latency, event-to-billable latency,
+  POST /v1/usage/compute over 10M stored events, and the metering process's
+  peak memory.
 
-Usage: python -m bench [ingest|pricing|all] [--rate 200] [--seconds 10] [--events 1000000]
+Usage: python -m bench [ingest|pricing|metering|all] [--rate 200] [--seconds 10] [--events 1000000]
+       [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
+       [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
 """
 
 from __future__ import annotations
@@ -15,18 +21,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import ingest_and_invoices, pricing
+from bench import ingest_and_invoices, metering, pricing
 from bench.common import running_stack
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", nargs="?", default="all", choices=["ingest", "pricing", "all"])
+    parser.add_argument("scenario", nargs="?", default="all", choices=["ingest", "pricing", "metering", "all"])
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--customers", type=int, default=50)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--batch-events", type=int, default=1_000_000, help="metering: events sent in batches")
+    parser.add_argument("--batch-customers", type=int, default=100, help="metering: customers of the batches")
+    parser.add_argument("--batch-workers", type=int, default=2, help="metering: client processes for batches")
+    parser.add_argument("--batch-concurrency", type=int, default=16, help="metering: batch requests in flight")
+    parser.add_argument("--samples", type=int, default=200, help="metering: event-to-billable samples")
+    parser.add_argument("--stored-events", type=int, default=10_000_000, help="metering: events loaded over gRPC")
+    parser.add_argument("--stored-customers", type=int, default=1000, help="metering: customers of those")
+    parser.add_argument("--load-workers", type=int, default=2, help="metering: client processes loading them")
+    parser.add_argument("--load-concurrency", type=int, default=16, help="metering: IngestEvents in flight")
     args = parser.parse_args()
     if args.scenario in ("ingest", "all"):
         async with running_stack() as (_, http):
@@ -34,6 +49,25 @@ async def main() -> None:
     if args.scenario in ("pricing", "all"):
         async with running_stack() as (stack, http):
             await pricing.run(http, stack.env["BXB_METERING_ADDRESS"], args.events, args.requests)
+    if args.scenario in ("metering", "all"):
+        options = metering.Options(
+            rate=args.rate,
+            seconds=args.seconds,
+            customers=args.customers,
+            requests=args.requests,
+            batch_events=args.batch_events,
+            batch_customers=args.batch_customers,
+            batch_workers=args.batch_workers,
+            batch_concurrency=args.batch_concurrency,
+            samples=args.samples,
+            stored_events=args.stored_events,
+            stored_customers=args.stored_customers,
+            load_workers=args.load_workers,
+            load_concurrency=args.load_concurrency,
+        )
+        async with running_stack() as (stack, http):
+            await metering.run(stack, http, options)
 
 
-asyncio.run(main())
+if __name__ == "__main__":  # not when multiprocessing's spawned workers import it
+    asyncio.run(main())

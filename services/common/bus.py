@@ -66,8 +66,12 @@ class Bus:
             headers[ORG_HEADER] = organization_id
         await self.js.publish(subject, payload, headers=headers)
 
-    async def consume(self, stream: Stream, durable: str, subject: str, handler: Handler, batch: int = 100) -> None:
-        """Starts a background loop feeding `handler` from a durable consumer."""
+    async def consume(
+        self, stream: Stream, durable: str, subject: str, handler: Handler, batch: int = 100, *, in_order: bool = True
+    ) -> None:
+        """Starts a background loop feeding `handler` from a durable consumer:
+        one message at a time in order, or (in_order=False) every fetched
+        message at once, for handlers that batch their work together."""
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             durable_name=durable,
@@ -79,22 +83,20 @@ class Bus:
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
-        self._tasks.append(asyncio.create_task(self._loop(sub, handler, batch), name=f"consume:{durable}"))
+        loop = self._loop(sub, handler, batch, in_order)
+        self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
-    async def _loop(self, sub, handler: Handler, batch: int) -> None:
+    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool) -> None:
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
             except TimeoutError:  # nats' own TimeoutError, or asyncio's when a fetch's deadline lapses
                 continue
-            for msg in messages:
-                try:
-                    await handler(msg.subject, msg.data)
-                except Exception:
-                    log.exception("handler failed for %s; redelivering", msg.subject)
-                    await msg.nak(delay=1.0)
-                else:
-                    await msg.ack()
+            if in_order:
+                for msg in messages:
+                    await _handle(msg, handler)
+            else:
+                await asyncio.gather(*(_handle(msg, handler) for msg in messages))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -104,3 +106,14 @@ class Bus:
         # close, not drain: draining waits on pull subscriptions' pending
         # fetches; anything unacknowledged is redelivered after restart.
         await self.nc.close()
+
+
+async def _handle(msg, handler: Handler) -> None:
+    """Acknowledged once handled; redelivered a second later when the handler fails."""
+    try:
+        await handler(msg.subject, msg.data)
+    except Exception:
+        log.exception("handler failed for %s; redelivering", msg.subject)
+        await msg.nak(delay=1.0)
+    else:
+        await msg.ack()

@@ -79,6 +79,17 @@ def status_proto(
     return status_pb2.Status(code=code.value[0], message=message, details=details)
 
 
+# A backing service's answer that the caller should see as it is: retry later.
+PASSED_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def passed_on_status(error: grpc.aio.AioRpcError) -> grpc.Status:
+    """A backing service's transient failure, status details included (the
+    metering service's INGESTION_BEHIND reaches the client as a 503)."""
+    status = rpc_status.from_call(error) or status_proto(error.code(), error.details() or "", error.code().name)
+    return rpc_status.to_status(status)
+
+
 def internal_status() -> grpc.Status:
     """The status for an unexpected exception: no detail leaks to the caller."""
     return rpc_status.to_status(status_proto(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"))

@@ -3,7 +3,9 @@
 Every service's `server.py` builds a `Service` (its servicers plus start and
 stop hooks) and hands it to `run`. The interceptor binds the calling
 organization from metadata and maps exceptions: a `DomainError` becomes its
-google.rpc.Status, anything else is logged and becomes a bare INTERNAL.
+google.rpc.Status, a backing service's UNAVAILABLE or DEADLINE_EXCEEDED is
+passed on as it came (retry later), anything else is logged and becomes a
+bare INTERNAL.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import IntegrityError
 
 from services.common import tenancy
-from services.common.errors import Aborted, DomainError, internal_status
+from services.common.errors import PASSED_ON, Aborted, DomainError, internal_status, passed_on_status
 
 ABORTED = Aborted("a concurrent request changed the same resource; retry", reason="CONCURRENT_MODIFICATION")
 
@@ -61,6 +63,11 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort_with_status(ABORTED.to_status())
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
+            except grpc.aio.AioRpcError as error:
+                if error.code() in PASSED_ON:  # abort raises: the lines below run for other codes
+                    await context.abort_with_status(passed_on_status(error))
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(internal_status())
             except Exception:
                 log.exception("unhandled error in %s", method)
                 await context.abort_with_status(internal_status())

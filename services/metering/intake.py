@@ -20,11 +20,12 @@ from datetime import datetime
 import grpc
 
 from bxb.metering.v1 import events_pb2
+from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common import bus
 from services.common.errors import DomainError
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto
-from services.metering.messages import event_message, event_of
+from services.metering.messages import event_of
 from services.metering.references import References
 from services.metering.rejections import Rejections
 from services.metering.store import Event, EventStore
@@ -60,16 +61,15 @@ class Intake:
 
     async def start(self, connected: bus.Bus) -> None:
         self.bus = connected
-        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message)
+        # Every fetched message at once: the store writes them together (group commit).
+        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message, batch=256, in_order=False)
 
-    async def queue(self, org: str, events: list[Event], now: datetime) -> None:
-        """Returns once JetStream holds the events."""
+    async def queue(self, org: str, events: list[pb.UsageEvent], now: datetime) -> None:
+        """Returns once JetStream holds the events (validated, each with its
+        transaction_id and timestamp set)."""
         assert self.bus is not None, "start the intake first"
         message = events_pb2.EventsAccepted(
-            event_id=new_id("evb"),
-            organization_id=org,
-            occur_time=to_proto(now),
-            events=[event_message(e) for e in events],
+            event_id=new_id("evb"), organization_id=org, occur_time=to_proto(now), events=events
         )
         await self.bus.publish(SUBJECT, message.SerializeToString(), message.event_id, org)
 

@@ -18,8 +18,9 @@ from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from deploy.embedded import free_port
 from services.catalog.customers import CustomerServicer
 from services.common import db, grpc_server, tenancy
-from services.common.errors import error_info
+from services.common.errors import NotFound, error_info
 from services.common.tenancy import metadata
+from services.metering.intake import IngestionBehind
 from tests.conftest import Stack
 
 CATALOG_SERVICES = [
@@ -224,3 +225,81 @@ async def test_a_service_without_hooks_starts_and_stops():
     await grpc_server.stop(service, server, grace=0)
     response = await service.health.Check(health_pb2.HealthCheckRequest(service=""), None)
     assert response.status == health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class Relay(customers_pb2_grpc.CustomerServiceServicer):
+    """Asks another service, as invoicing asks metering."""
+
+    def __init__(self, address: str):
+        self.address = address
+
+    async def GetCustomer(self, request, context):
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            return await customers_pb2_grpc.CustomerServiceStub(channel).GetCustomer(
+                request, metadata=metadata("org_x"), timeout=5
+            )
+
+
+class Behind(customers_pb2_grpc.CustomerServiceServicer):
+    async def GetCustomer(self, request, context):
+        if request.id == "missing":
+            raise NotFound("no such customer", field="id")
+        raise IngestionBehind("still storing; retry in a moment")
+
+
+async def test_a_backing_service_s_unavailability_is_passed_on_and_other_failures_are_internal(caplog):
+    backing = grpc_server.Service(
+        "backing", [grpc_server.registrar(customers_pb2, customers_pb2_grpc, "CustomerService", Behind())]
+    )
+    backing_server, backing_port = await grpc_server.start(backing, "127.0.0.1:0")
+    relay = grpc_server.Service(
+        "relay",
+        [
+            grpc_server.registrar(
+                customers_pb2, customers_pb2_grpc, "CustomerService", Relay(f"127.0.0.1:{backing_port}")
+            )
+        ],
+    )
+    relay_server, relay_port = await grpc_server.start(relay, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{relay_port}") as channel:
+            stub = customers_pb2_grpc.CustomerServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as behind:
+                await stub.GetCustomer(customers_pb2.GetCustomerRequest(id="c"), metadata=metadata("org_x"))
+            with caplog.at_level(logging.ERROR, logger="bxb.grpc"), pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetCustomer(customers_pb2.GetCustomerRequest(id="missing"), metadata=metadata("org_x"))
+    finally:
+        await grpc_server.stop(relay, relay_server, grace=0)
+        await grpc_server.stop(backing, backing_server, grace=0)
+    assert behind.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (behind.value.details(), error_info(behind.value).reason) == (
+        "still storing; retry in a moment",
+        "INGESTION_BEHIND",
+    )
+    # A backing service's NotFound is this service's bug, not the caller's: INTERNAL, logged.
+    assert (missing.value.code(), missing.value.details()) == (grpc.StatusCode.INTERNAL, "internal error")
+    assert [r.getMessage() for r in caplog.records if r.name == "bxb.grpc"] == [
+        "unhandled error in /bxb.catalog.v1.CustomerService/GetCustomer"
+    ]
+
+
+async def test_a_transient_failure_without_details_is_passed_on_with_its_code():
+    relay = grpc_server.Service(
+        "relay",
+        [
+            grpc_server.registrar(
+                customers_pb2, customers_pb2_grpc, "CustomerService", Relay(f"127.0.0.1:{free_port()}")
+            )
+        ],
+    )
+    server, port = await grpc_server.start(relay, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await customers_pb2_grpc.CustomerServiceStub(channel).GetCustomer(
+                    customers_pb2.GetCustomerRequest(id="c"), metadata=metadata("org_x")
+                )
+    finally:
+        await grpc_server.stop(relay, server, grace=0)
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_info(raised.value).reason == "UNAVAILABLE"

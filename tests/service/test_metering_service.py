@@ -20,7 +20,6 @@ from services.common import bus, grpc_server, tenancy
 from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering import intake as intake_module
-from services.metering import messages
 from services.metering import server as metering_server
 from services.metering.intake import IngestionBehind, Intake
 from services.metering.rejections import Rejections
@@ -424,7 +423,7 @@ async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, c
         )
         intake.bus = connection  # queue without consuming
         await intake.settled()  # nothing queued yet
-        await intake.queue("org_1", [messages.event_of(usage_event("q1", timestamp=to_proto(utcnow())))], utcnow())
+        await intake.queue("org_1", [usage_event("q1", timestamp=to_proto(utcnow()))], utcnow())
         with pytest.raises(IngestionBehind):
             await asyncio.wait_for(intake.settled(), 5)
     finally:

@@ -4,14 +4,21 @@ Tables (in database `db`):
 - `events`: one row per accepted event, partitioned by month and ordered for
   per-customer, per-metric reads. ReplacingMergeTree collapses a re-inserted
   copy of the same event, and reads use FINAL, so a copy can never count.
-- `event_keys`: every accepted idempotency key of an organization, with no
-  time window: a retry a year later is still recognized. A materialized view
+- `event_copies`: every stored copy of an idempotency key (the key and the
+  row's place in `events`), ordered by organization and key, with no time
+  window: a retry a year later is still recognized. A materialized view
   fills it from `events`, so one INSERT writes an event and its key (and its
   daily rollup, rollups.py): no crash can leave one without the other.
 - `rejected_events`: refusals and their reasons (rejections.py).
 
-Writes of one process go through a single writer task, so the
-check-then-insert on `event_keys` is exact.
+Writes of one process go through a single writer task, so its
+check-then-insert is exact. Two processes can still both pass the check for
+the same key at the same moment; when their copies differ (a retry stamped
+with a new time), FINAL would count both. So after each insert the writer
+looks its keys up again: of several copies of a key, the first accepted
+(earliest ingest time, then customer, code and time) is kept and the others
+are deleted, before the messages are acknowledged and so before any usage
+query counts them. Whichever of the two writers finishes last sees both.
 """
 
 from __future__ import annotations
@@ -44,23 +51,39 @@ def schema(db: str) -> list[str]:
         ) ENGINE = ReplacingMergeTree
         PARTITION BY toYYYYMM(timestamp)
         ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)""",
-        f"""CREATE TABLE IF NOT EXISTS {db}.event_keys (
-            organization_id LowCardinality(String),
-            transaction_id String,
-            ingest_time DateTime64(3, 'UTC')
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY (organization_id, transaction_id)""",
         # Tables created before events had a top-level value gain the column.
         f"ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS value Nullable(String)",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_keys_mv TO {db}.event_keys AS
-        SELECT organization_id, transaction_id, ingest_time FROM {db}.events""",
+        # Replaced by event_copies, which is filled from events (the record).
+        f"DROP VIEW IF EXISTS {db}.event_keys_mv",
+        f"DROP TABLE IF EXISTS {db}.event_keys",
         *rejections.schema(db),
+    ]
+
+
+COPY_COLUMNS = "organization_id, transaction_id, customer_id, code, timestamp, ingest_time"
+
+
+def copies_schema(db: str) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {db}.event_copies (
+            organization_id LowCardinality(String),
+            transaction_id String,
+            customer_id String,
+            code LowCardinality(String),
+            timestamp DateTime64(3, 'UTC'),
+            ingest_time DateTime64(3, 'UTC')
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (organization_id, transaction_id, customer_id, code, timestamp)""",
+        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies AS
+        SELECT {COPY_COLUMNS} FROM {db}.events""",
     ]
 
 
 # ClickHouse servers cap one HTTP form field at 128 KiB; a query parameter
 # stays well below that.
 MAX_PARAM_BYTES = 64 * 1024
+# Copies of at most 200 characters per field fit that parameter 80 at a time.
+DELETED_PER_STATEMENT = 80
 
 
 def id_chunks(ids: list[str]) -> list[list[str]]:
@@ -104,11 +127,20 @@ class EventStore:
     async def create_schema(self) -> None:
         for statement in schema(self.db):
             await self.ch.execute(statement)
-        [[rolled_up]] = await self.ch.query(f"EXISTS TABLE {self.db}.usage_daily")
-        for statement in rollups.schema(self.db):
-            await self.ch.execute(statement)
-        if not int(rolled_up):  # the first start with rollups: roll up what is stored
-            await self.ch.execute(rollups.fill(self.db))
+        derived = [
+            (
+                "event_copies",
+                copies_schema(self.db),
+                f"INSERT INTO {self.db}.event_copies SELECT {COPY_COLUMNS} FROM {self.db}.events FINAL",
+            ),
+            ("usage_daily", rollups.schema(self.db), rollups.fill(self.db)),
+        ]
+        for table, statements, fill in derived:
+            [[existed]] = await self.ch.query(f"EXISTS TABLE {self.db}.{table}")
+            for statement in statements:
+                await self.ch.execute(statement)
+            if not int(existed):  # the first start with this table: derive it from what is stored
+                await self.ch.execute(fill)
 
     async def ingest(self, org: str, events: list[Event], now: datetime) -> list[bool]:
         """Stores new events; returns, per event, whether it was new.
@@ -143,12 +175,12 @@ class EventStore:
         seen: set[tuple[str, str]] = set()
         for chunk in id_chunks(ids):
             rows = await self.ch.query(
-                f"SELECT organization_id, transaction_id FROM {self.db}.event_keys "
+                f"SELECT DISTINCT organization_id, transaction_id FROM {self.db}.event_copies "
                 "WHERE organization_id IN {orgs:Array(String)} AND transaction_id IN {ids:Array(String)}",
                 {"orgs": orgs, "ids": chunk},
             )
             seen.update((org, txn) for org, txn in rows)
-        outcomes, event_rows = [], []
+        outcomes, event_rows, placed = [], [], {}
         for org, events, now, _ in batch:
             stamp = ch_time(now)
             outcome = []
@@ -157,6 +189,7 @@ class EventStore:
                 seen.add((org, e.transaction_id))  # a repeat within the batch counts once
                 outcome.append(new)
                 if new:
+                    placed[(org, e.transaction_id)] = (len(outcomes), len(outcome) - 1)
                     event_rows.append(
                         {
                             "organization_id": org,
@@ -173,7 +206,53 @@ class EventStore:
             outcomes.append(outcome)
         if event_rows:
             await self.ch.insert(f"{self.db}.events", event_rows)  # their keys and rollups too
+            for key in await self._settle_copies(orgs, event_rows):
+                batch_at, event_at = placed[key]
+                outcomes[batch_at][event_at] = False  # another process stored a first copy
         return outcomes
+
+    async def _settle_copies(self, orgs: list[str], written: list[dict]) -> set[tuple[str, str]]:
+        """Keeps one copy per key of those just written: the first accepted.
+        Returns the keys whose copy written here lost to another process's."""
+        # Per key, each place a copy sits in `events` (customer, code, time)
+        # and its earliest ingest time; copies in one place are one row to FINAL.
+        places: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
+        for chunk in id_chunks(sorted({row["transaction_id"] for row in written})):
+            rows = await self.ch.query(
+                "SELECT organization_id, transaction_id, customer_id, code, toString(timestamp), "
+                f"toString(min(ingest_time)) FROM {self.db}.event_copies "
+                "WHERE organization_id IN {orgs:Array(String)} AND transaction_id IN {ids:Array(String)} "
+                "GROUP BY organization_id, transaction_id, customer_id, code, timestamp",
+                {"orgs": orgs, "ids": chunk},
+            )
+            for org, txn, customer, code, timestamp, ingest in rows:
+                places.setdefault((org, txn), {})[(customer, code, timestamp)] = ingest
+        mine = {
+            (r["organization_id"], r["transaction_id"]): (r["customer_id"], r["code"], r["timestamp"]) for r in written
+        }
+        lost, losers = set(), {}
+        for (org, txn), found in places.items():
+            if len(found) < 2:
+                continue
+            first = min(found, key=lambda place: (found[place], place))
+            losers.setdefault(org, []).extend((txn, *place) for place in found.keys() - {first})
+            if first != mine.get((org, txn)):
+                lost.add((org, txn))
+        for org, copies in losers.items():
+            await self._delete_copies(org, copies)
+        return lost
+
+    async def _delete_copies(self, org: str, copies: list[tuple[str, str, str, str]]) -> None:
+        """Deletes copies (transaction_id, customer, code, time text) from the
+        events and their index, a few hundred per statement."""
+        where = (
+            "organization_id = {org:String} AND (transaction_id, customer_id, code, toString(timestamp)) "
+            "IN {copies:Array(Tuple(String, String, String, String))}"
+        )
+        for start in range(0, len(copies), DELETED_PER_STATEMENT):
+            params = {"org": org, "copies": copies[start : start + DELETED_PER_STATEMENT]}
+            for table in ("events", "event_copies"):
+                await self.ch.execute(f"DELETE FROM {self.db}.{table} WHERE {where}", params)
 
     async def aggregate(
         self,

@@ -83,7 +83,7 @@ async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHou
     tables = await clickhouse.query(
         "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", {"db": db}
     )
-    names = ["event_keys", "event_keys_mv", "events", "rejected_events", "usage_daily", "usage_daily_mv"]
+    names = ["event_copies", "event_copies_mv", "events", "rejected_events", "usage_daily", "usage_daily_mv"]
     assert tables == [[name] for name in names]
     assert await usage(store, org, "sum") == (Decimal(4), 1)
 
@@ -405,3 +405,73 @@ async def test_refusals_are_kept_and_listed_newest_first(clickhouse: ClickHouse,
         ("r0", now),
     ]
     assert await refusals.list(org, "cus_2", "", 0, 10) == []
+
+
+# Two processes storing copies of one key at the same moment: each passed its
+# duplicate check before the other wrote. The first accepted copy is kept.
+
+
+class Gated:
+    """A ClickHouse whose inserts wait at a gate, as a slower process's would."""
+
+    def __init__(self, ch: ClickHouse):
+        self.ch = ch
+        self.arrived = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def execute(self, sql, params=None):
+        await self.ch.execute(sql, params)
+
+    async def query(self, sql, params=None):
+        return await self.ch.query(sql, params)
+
+    async def insert(self, table, rows):
+        self.arrived.set()
+        await self.gate.wait()
+        await self.ch.insert(table, rows)
+
+
+@pytest.mark.parametrize("slow_accepted_first", [True, False])
+async def test_copies_of_a_key_stored_at_once_by_two_processes_count_once(
+    clickhouse: ClickHouse, store: EventStore, org: str, slow_accepted_first: bool
+):
+    gated = Gated(clickhouse)
+    slow, fast = EventStore(gated, DB), EventStore(clickhouse, DB)
+    early, late = NOW, NOW + timedelta(seconds=1)
+    slow_copies = [event("k", START, v="1"), event("k2", START, v="2")]
+    fast_copies = [event(key, START + timedelta(hours=1), v="100") for key in ("k", "k2")]
+    writing = asyncio.create_task(slow.ingest(org, slow_copies, early if slow_accepted_first else late))
+    await gated.arrived.wait()  # checked (no copy yet), now writing
+    assert await fast.ingest(org, fast_copies, late if slow_accepted_first else early) == [True, True]
+    gated.gate.set()
+    # The slow writer sees both copies of each key; the later accepted are deleted.
+    assert await writing == [slow_accepted_first] * 2
+    assert await usage(store, org, "sum") == ((Decimal(3), 2) if slow_accepted_first else (Decimal(200), 2))
+    assert await store.ingest(org, [event("k", START, v="5")], late) == [False]  # and it stays a duplicate
+
+
+async def test_identical_copies_stored_at_once_stay_one_row(clickhouse: ClickHouse, store: EventStore, org: str):
+    gated = Gated(clickhouse)
+    slow = EventStore(gated, DB)
+    writing = asyncio.create_task(slow.ingest(org, [event("k", v="7")], NOW))
+    await gated.arrived.wait()
+    assert await store.ingest(org, [event("k", v="7")], NOW + MS) == [True]
+    gated.gate.set()
+    assert await writing == [True]  # one place in the table: FINAL keeps one row, nothing is deleted
+    assert await usage(store, org, "sum") == (Decimal(7), 1)
+
+
+async def test_keys_of_an_install_before_event_copies_are_derived_from_its_events(clickhouse: ClickHouse, org: str):
+    db = unique("bxb_keys")
+    store = EventStore(clickhouse, db)
+    await store.create_schema()
+    await store.ingest(org, [event("old", v="3")], NOW)
+    for statement in (f"DROP TABLE {db}.event_copies_mv", f"DROP TABLE {db}.event_copies"):
+        await clickhouse.execute(statement)
+    await clickhouse.execute(
+        f"CREATE TABLE {db}.event_keys (organization_id String) ENGINE = MergeTree ORDER BY tuple()"
+    )
+    await store.create_schema()
+    assert await clickhouse.query("EXISTS TABLE " + db + ".event_keys") == [[0]]
+    assert await store.ingest(org, [event("old", v="30")], NOW) == [False]
+    assert await usage(store, org, "sum") == (Decimal(3), 1)

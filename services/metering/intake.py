@@ -62,7 +62,7 @@ class Intake:
     async def start(self, connected: bus.Bus) -> None:
         self.bus = connected
         # Every fetched message at once: the store writes them together (group commit).
-        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message, batch=256, in_order=False)
+        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message, batch=64, in_order=False)
 
     async def queue(self, org: str, events: list[pb.UsageEvent], now: datetime) -> None:
         """Returns once JetStream holds the events (validated, each with its

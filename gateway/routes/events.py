@@ -123,7 +123,8 @@ def _refused(raw, error: ApiError, where: str) -> pb.RejectedEvent:
         code=text("code", "metric_key"),
     )
     field = error.field.removeprefix(where).removeprefix(".")
-    reason = pb.EventError(reason=error.reason, field=field, message=error.message)
+    message = error.message.replace(f"{where}.", "").replace(where, "the event")  # named as a single event
+    reason = pb.EventError(reason=error.reason, field=field, message=message)
     return pb.RejectedEvent(event=event, error=reason, body=dumps(raw, separators=(",", ":"), default=str)[:MAX_BODY])
 
 

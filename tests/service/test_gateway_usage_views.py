@@ -313,6 +313,8 @@ async def test_rejected_events_are_listed_with_why(tenant: Tenant):
     }
     by_key = {e["transaction_id"]: e for e in response.json()["events"]}
     assert by_key["bad_value"]["body"].startswith('{"idempotency_key":"bad_value"')
+    assert by_key["bad_value"]["message"] == "value must be a decimal number, got 'abc'"
+    assert by_key[""]["message"].startswith("the event ")
     assert by_key["typo"]["body"] is None and by_key["typo"]["status"] == "rejected"
     assert "counts once it does" in by_key["stranger"]["message"]
     # The stranger's event is kept: it counts for its customer.

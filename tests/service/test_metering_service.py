@@ -31,11 +31,6 @@ END = datetime(2026, 6, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def org() -> str:
-    return unique("org")
-
-
-@pytest.fixture
 async def channel(stack: Stack) -> AsyncIterator[grpc.aio.Channel]:
     async with stack.channel("metering") as channel:
         yield channel

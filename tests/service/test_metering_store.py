@@ -18,23 +18,10 @@ from services.metering.rejections import Rejections
 from services.metering.store import Event, EventStore, ch_time
 from tests.conftest import unique
 
-DB = "bxb_store"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = datetime(2026, 4, 2, 12, 0, 0, 123456, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(scope="session")
-async def store(clickhouse: ClickHouse) -> EventStore:
-    store = EventStore(clickhouse, DB)
-    await store.create_schema()
-    return store
-
-
-@pytest.fixture
-def org() -> str:
-    return unique("org")
 
 
 def event(txn: str, at: datetime = START, customer: str = "cus_1", code: str = "api", **properties: str) -> Event:
@@ -116,7 +103,7 @@ async def test_a_duplicate_in_a_later_batch_is_skipped(store: EventStore, org: s
 
 async def test_a_duplicate_after_a_restart_is_skipped(store: EventStore, org: str):
     assert await store.ingest(org, [event("t1", v="1")], NOW) == [True]
-    restarted = EventStore(store.ch, DB)
+    restarted = EventStore(store.ch, store.db)
     assert await restarted.ingest(org, [event("t1", v="100")], NOW + timedelta(days=365)) == [False]
     assert await usage(restarted, org, "sum") == (Decimal(1), 1)
 
@@ -328,8 +315,8 @@ async def test_a_duplicate_value_appears_once(store: EventStore, org: str):
         "subscription_id": "",
         "ingest_time": ch_time(NOW),
     }
-    await store.ch.insert(f"{DB}.events", [row])
-    await store.ch.insert(f"{DB}.events", [row])
+    await store.ch.insert(f"{store.db}.events", [row])
+    await store.ch.insert(f"{store.db}.events", [row])
     assert await values(store, org) == ["1", "10", "5"]
 
 
@@ -390,7 +377,7 @@ async def test_listings_go_newest_first_and_page(store: EventStore, org: str):
 
 
 async def test_refusals_are_kept_and_listed_newest_first(clickhouse: ClickHouse, store: EventStore, org: str):
-    refusals = Rejections(clickhouse, DB)
+    refusals = Rejections(clickhouse, store.db)
     now = utcnow()  # refusals older than 90 days are dropped
     await refusals.record(org, [], now)  # nothing to record
     for n in range(2):
@@ -436,7 +423,7 @@ async def test_copies_of_a_key_stored_at_once_by_two_processes_count_once(
     clickhouse: ClickHouse, store: EventStore, org: str, slow_accepted_first: bool
 ):
     gated = Gated(clickhouse)
-    slow, fast = EventStore(gated, DB), EventStore(clickhouse, DB)
+    slow, fast = EventStore(gated, store.db), EventStore(clickhouse, store.db)
     early, late = NOW, NOW + timedelta(seconds=1)
     slow_copies = [event("k", START, v="1"), event("k2", START, v="2")]
     fast_copies = [event(key, START + timedelta(hours=1), v="100") for key in ("k", "k2")]
@@ -452,7 +439,7 @@ async def test_copies_of_a_key_stored_at_once_by_two_processes_count_once(
 
 async def test_identical_copies_stored_at_once_stay_one_row(clickhouse: ClickHouse, store: EventStore, org: str):
     gated = Gated(clickhouse)
-    slow = EventStore(gated, DB)
+    slow = EventStore(gated, store.db)
     writing = asyncio.create_task(slow.ingest(org, [event("k", v="7")], NOW))
     await gated.arrived.wait()
     assert await store.ingest(org, [event("k", v="7")], NOW + MS) == [True]

@@ -19,23 +19,10 @@ from services.metering.clickhouse import ClickHouse
 from services.metering.store import Event, EventStore
 from tests.conftest import Stack, Tenant, unique
 
-DB = "bxb_value"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)
 NOW = datetime(2026, 4, 2, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture(scope="session")
-async def store(clickhouse: ClickHouse) -> EventStore:
-    store = EventStore(clickhouse, DB)
-    await store.create_schema()
-    return store
-
-
-@pytest.fixture
-def org() -> str:
-    return unique("org")
 
 
 def event(txn: str, value: str | None, at: datetime = START, **props: str) -> Event:

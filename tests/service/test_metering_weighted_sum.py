@@ -16,28 +16,14 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import tenancy
 from services.common.timestamps import to_proto
-from services.metering.clickhouse import ClickHouse
 from services.metering.store import Event, EventStore
 from tests.conftest import Stack, unique
 
-DB = "bxb_weighted"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)
 HALF = START + (END - START) / 2
 NOW = datetime(2026, 4, 2, tzinfo=UTC)
 MS = timedelta(milliseconds=1)
-
-
-@pytest.fixture(scope="session")
-async def store(clickhouse: ClickHouse) -> EventStore:
-    store = EventStore(clickhouse, DB)
-    await store.create_schema()
-    return store
-
-
-@pytest.fixture
-def org() -> str:
-    return unique("org")
 
 
 def change(txn: str, at: datetime, value: str | None, customer: str = "cus_1", code: str = "seats", **props) -> Event:

@@ -67,26 +67,36 @@ class Bus:
         await self.js.publish(subject, payload, headers=headers)
 
     async def consume(
-        self, stream: Stream, durable: str, subject: str, handler: Handler, batch: int = 100, *, in_order: bool = True
+        self,
+        stream: Stream,
+        durable: str,
+        subject: str,
+        handler: Handler,
+        batch: int = 100,
+        *,
+        in_order: bool = True,
+        ack_wait: float = 30.0,
     ) -> None:
         """Starts a background loop feeding `handler` from a durable consumer:
         one message at a time in order, or (in_order=False) every fetched
-        message at once, for handlers that batch their work together."""
+        message at once, for handlers that batch their work together. A
+        message not acknowledged within `ack_wait` seconds (its process died)
+        goes to another consumer; a handler still working says so in time."""
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             durable_name=durable,
             filter_subject=subject,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=30.0,
+            ack_wait=ack_wait,
             max_deliver=-1,
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
-        loop = self._loop(sub, handler, batch, in_order)
+        loop = self._loop(sub, handler, batch, in_order, ack_wait / 3)
         self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
-    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool) -> None:
+    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool, heartbeat: float) -> None:
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
@@ -94,9 +104,9 @@ class Bus:
                 continue
             if in_order:
                 for msg in messages:
-                    await _handle(msg, handler)
+                    await _handle(msg, handler, heartbeat)
             else:
-                await asyncio.gather(*(_handle(msg, handler) for msg in messages))
+                await asyncio.gather(*(_handle(msg, handler, heartbeat) for msg in messages))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -108,10 +118,14 @@ class Bus:
         await self.nc.close()
 
 
-async def _handle(msg, handler: Handler) -> None:
-    """Acknowledged once handled; redelivered a second later when the handler fails."""
+async def _handle(msg, handler: Handler, heartbeat: float) -> None:
+    """Acknowledged once handled, marked in progress every `heartbeat`
+    seconds until then; redelivered a second later when the handler fails."""
+    work = asyncio.ensure_future(handler(msg.subject, msg.data))
     try:
-        await handler(msg.subject, msg.data)
+        while not (await asyncio.wait({work}, timeout=heartbeat))[0]:
+            await msg.in_progress()
+        work.result()
     except Exception:
         log.exception("handler failed for %s; redelivering", msg.subject)
         await msg.nak(delay=1.0)

@@ -35,6 +35,7 @@ SUBJECT = "bxb.metering.v1.events_accepted"
 # consumer's ack floor comparable with the stream's last sequence.
 STREAM = bus.Stream("BXB_METERING_EVENTS", (SUBJECT,), work_queue=True)
 DURABLE = "metering-store"
+ACK_WAIT = 5.0
 
 
 class IngestionBehind(DomainError):
@@ -61,8 +62,12 @@ class Intake:
 
     async def start(self, connected: bus.Bus) -> None:
         self.bus = connected
-        # Every fetched message at once: the store writes them together (group commit).
-        await connected.consume(STREAM, DURABLE, SUBJECT, self.store_message, batch=64, in_order=False)
+        # Every fetched message at once: the store writes them together (group
+        # commit). What a dead process held is stored by another within
+        # ACK_WAIT, inside the time a usage query waits for the queue.
+        await connected.consume(
+            STREAM, DURABLE, SUBJECT, self.store_message, batch=64, in_order=False, ack_wait=ACK_WAIT
+        )
 
     async def queue(self, org: str, events: list[pb.UsageEvent], now: datetime) -> None:
         """Returns once JetStream holds the events (validated, each with its

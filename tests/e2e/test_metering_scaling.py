@@ -32,9 +32,8 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from deploy.embedded import Nats, free_port
 from deploy.stack import wait_serving
-from services.common import bus, tenancy
+from services.common import tenancy
 from services.common.timestamps import to_proto
-from services.metering import intake
 from tests.conftest import unique
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,9 +43,6 @@ CUSTOMERS = ("cus_a", "cus_b")
 BATCH = 500  # events per SubmitEvents call, the most one call takes
 CALLS = 40  # distinct batches: 20,000 events
 AFTER_KILL = 12  # calls submitted after B is killed, at least
-# The consumer's ack wait, shortened for the test from the service's 30 s:
-# the messages B held when it died are redelivered this long after B got them.
-ACK_WAIT = 6.0
 
 
 class ClickHouseProxy(ThreadingHTTPServer):
@@ -207,17 +203,6 @@ async def usage_of(address: str, org: str) -> dict[str, tuple[Decimal, int]]:
     return found
 
 
-async def shorten_ack_wait(nats_url: str) -> None:
-    connection = await bus.Bus.connect(nats_url, "test")
-    try:
-        info = await connection.js.consumer_info(intake.STREAM.name, intake.DURABLE)
-        await connection.js.add_consumer(intake.STREAM.name, info.config.evolve(ack_wait=ACK_WAIT))
-        info = await connection.js.consumer_info(intake.STREAM.name, intake.DURABLE)
-        assert info.config.ack_wait == ACK_WAIT
-    finally:
-        await connection.close()
-
-
 async def test_two_processes_share_the_queue_and_a_killed_one_loses_and_doubles_nothing(
     clickhouse_url: str, tmp_path: Path
 ):
@@ -237,7 +222,6 @@ async def test_two_processes_share_the_queue_and_a_killed_one_loses_and_doubles_
         b = spawn(b_env, b_log)
         processes += [a, b]
         await asyncio.gather(wait_serving(a_address), wait_serving(b_address))
-        await shorten_ack_wait(nats.url)
 
         order = plan()
         async with grpc.aio.insecure_channel(a_address) as channel:

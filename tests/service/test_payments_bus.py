@@ -129,3 +129,26 @@ async def test_a_durable_consumer_resumes_where_it_stopped(stream_bus, infra: In
 
 async def _equal(actual, expected) -> None:
     assert actual == expected
+
+
+async def test_a_slow_handler_keeps_its_message_past_the_ack_wait(stream_bus):
+    """In progress is said every third of the ack wait, so a handler that is
+    still working is never raced by a redelivery to the other consumer."""
+    b, stream, prefix = stream_bus
+    deliveries = []
+
+    async def slow(subject: str, payload: bytes) -> None:
+        deliveries.append(payload)
+        await asyncio.sleep(2.5)
+
+    for _ in range(2):  # two processes pulling from one durable consumer
+        await b.consume(stream, "slow", f"{prefix}.>", slow, in_order=False, ack_wait=1.0)
+    await b.publish(f"{prefix}.slow", b"work", unique("m"))
+
+    async def acked():
+        assert await consumer_state(b, stream, "slow") == (1, 0, 0)
+
+    await eventually(acked, timeout=15)
+    assert deliveries == [b"work"]
+    info = await b.js.consumer_info(stream.name, "slow")
+    assert (info.config.ack_wait, info.num_redelivered) == (1.0, 0)

@@ -6,7 +6,8 @@ maximum and distinct values of the top-level value and of every property.
 A materialized view fills it from each insert into `events`, so the queue's
 consumer and the backfill path (which writes straight to `events`) update
 the same rollups in the same INSERT: a backfilled event is in the summary as
-soon as its write returns.
+soon as its write returns. A copy deleted from `events` (store.py: two
+processes stored one key) has its day rolled up again.
 
 A summary merges the whole days inside the window from the rollups and reads
 the ragged edges (before the first midnight, after the last) from the events.
@@ -91,6 +92,20 @@ def fill(db: str) -> str:
         f"INSERT INTO {db}.usage_daily SELECT organization_id, customer_id, code, toDate(timestamp) AS day, "
         f"{_states()} FROM {db}.events FINAL GROUP BY organization_id, customer_id, code, day"
     )
+
+
+def redo(db: str) -> list[str]:
+    """Rolls some days up again from the events, after copies were deleted
+    from them (the view only ever adds): the days' rows are deleted, then
+    derived anew. Parameters: `org`, and `days` as (customer, code, date)."""
+    days = "(customer_id, code, day) IN {days:Array(Tuple(String, String, Date))}"
+    return [
+        f"DELETE FROM {db}.usage_daily WHERE organization_id = {{org:String}} AND {days}",
+        f"INSERT INTO {db}.usage_daily SELECT organization_id, customer_id, code, toDate(timestamp) AS day, "
+        f"{_states()} FROM {db}.events FINAL WHERE organization_id = {{org:String}} "
+        f"AND (customer_id, code, toDate(timestamp)) IN {{days:Array(Tuple(String, String, Date))}} "
+        "GROUP BY organization_id, customer_id, code, day",
+    ]
 
 
 @dataclass(frozen=True)

@@ -253,6 +253,10 @@ class EventStore:
             params = {"org": org, "copies": copies[start : start + DELETED_PER_STATEMENT]}
             for table in ("events", "event_copies"):
                 await self.ch.execute(f"DELETE FROM {self.db}.{table} WHERE {where}", params)
+        days = sorted({(customer, code, timestamp[:10]) for _, customer, code, timestamp in copies})
+        for start in range(0, len(days), DELETED_PER_STATEMENT):
+            for statement in rollups.redo(self.db):
+                await self.ch.execute(statement, {"org": org, "days": days[start : start + DELETED_PER_STATEMENT]})
 
     async def aggregate(
         self,

@@ -434,6 +434,9 @@ async def test_copies_of_a_key_stored_at_once_by_two_processes_count_once(
     # The slow writer sees both copies of each key; the later accepted are deleted.
     assert await writing == [slow_accepted_first] * 2
     assert await usage(store, org, "sum") == ((Decimal(3), 2) if slow_accepted_first else (Decimal(200), 2))
+    # The daily rollups dropped the deleted copies too: the summary agrees.
+    summary = rollups.Summary("cus_1", "api", "sum", "v", START, END)
+    assert await store.summarize(org, summary) == await usage(store, org, "sum")
     assert await store.ingest(org, [event("k", START, v="5")], late) == [False]  # and it stays a duplicate
 
 

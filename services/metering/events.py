@@ -1,4 +1,6 @@
-"""Event ingestion (EventService): validation, then exact-once storage."""
+"""Event ingestion and lookup (EventService): each event validated on its
+own, then queued or (backfill) stored at once, exactly once; stored events
+listed and looked up by key; refused events listed with why."""
 
 from __future__ import annotations
 

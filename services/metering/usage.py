@@ -1,5 +1,7 @@
-"""Exact usage queries (UsageService): validation, then one ClickHouse query
-per call, however many aggregations it asks for."""
+"""Usage queries (UsageService): exact aggregations, one ClickHouse query
+per call however many it asks for, each after the queue has drained;
+dashboard summaries from the daily rollups (eventual, without waiting); and
+exact histograms."""
 
 from __future__ import annotations
 

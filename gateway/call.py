@@ -91,7 +91,7 @@ def endpoint(handler: Handler, body: schema.Spec | None = None) -> Callable[[Req
                     raise invalid("a JSON body is required", "", "MISSING_BODY")
                 parsed = schema.parse_json(raw)
                 data = schema.check(parsed, body)
-                sent = frozenset(parsed)  # check() has made sure it is an object
+                sent = frozenset(parsed) if isinstance(parsed, dict) else frozenset()
             return await handler(Call(request, org, data, sent))
         except ApiError as error:
             return error.response()

@@ -31,6 +31,7 @@ _TYPE_NAMES = {
     "properties": "an object",
     "map": "an object",
     "list": "an array",
+    "any": "a JSON value",
 }
 
 
@@ -201,7 +202,13 @@ def _properties(value, spec, path):
     return result
 
 
+def _any(value, spec, path):
+    """Any JSON value, checked later by the handler (which records what it refuses)."""
+    return value
+
+
 _CHECKERS = {
+    "any": _any,
     "list": _list,
     "string": _string,
     "integer": _integer,

@@ -96,7 +96,12 @@ def _error(error: pb.EventError) -> dict:
 
 
 async def create(call: Call):
-    event, abaxus = _event(call.body)
+    try:
+        event, abaxus = _event(check(call.body, CREATE))
+    except ApiError as error:  # answered, and listed with the rejected events
+        refused = pb.SubmitEventsRequest(rejected=[_refused(call.body, error, "")])
+        await call.clients.events.SubmitEvents(refused, **call.options)
+        raise
     reply = await call.clients.events.SubmitEvents(pb.SubmitEventsRequest(events=[event]), **call.options)
     result = reply.results[0]
     if result.outcome == pb.INGEST_OUTCOME_REJECTED:
@@ -110,7 +115,8 @@ def _at(where: str, field: str) -> str:
 
 
 def _refused(raw, error: ApiError, where: str) -> pb.RejectedEvent:
-    """A batch item the gateway refused, as far as it can be read, for the rejected-events listing."""
+    """An event the gateway refused (a batch item at `where`), as far as it
+    can be read, for the rejected-events listing."""
     known = raw if isinstance(raw, dict) else {}
 
     def text(*names: str) -> str:
@@ -122,8 +128,10 @@ def _refused(raw, error: ApiError, where: str) -> pb.RejectedEvent:
         customer_id=text("customer_id"),
         code=text("code", "metric_key"),
     )
-    field = error.field.removeprefix(where).removeprefix(".")
-    message = error.message.replace(f"{where}.", "").replace(where, "the event")  # named as a single event
+    field, message = error.field, error.message
+    if where:  # a batch item's field and message, named as a single event's
+        field = field.removeprefix(where).removeprefix(".")
+        message = message.replace(f"{where}.", "").replace(where, "the event")
     reason = pb.EventError(reason=error.reason, field=field, message=message)
     return pb.RejectedEvent(event=event, error=reason, body=dumps(raw, separators=(",", ":"), default=str)[:MAX_BODY])
 
@@ -247,7 +255,7 @@ async def get(call: Call):
 
 
 routes = [
-    Route("/v1/events", endpoint(create, CREATE), methods=["POST"]),
+    Route("/v1/events", endpoint(create, Spec("any", required=True)), methods=["POST"]),
     Route("/v1/events/batch", endpoint(batch, BATCH), methods=["POST"]),
     Route("/v1/events/backfill", endpoint(backfill, BATCH), methods=["POST"]),
     Route("/v1/events", endpoint(list_), methods=["GET"]),

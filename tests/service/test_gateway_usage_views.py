@@ -352,3 +352,16 @@ async def test_another_organization_sees_none_of_it(tenant: Tenant, make_tenant)
     histogram = {"customer_id": "cust_acme", "metric_key": "api_calls", **MARCH, "interval": "day"}
     assert (await other.http.get("/v1/usage/histogram", params=histogram)).json()["buckets"] == []
     await other.http.aclose()
+
+
+async def test_a_single_event_refused_by_the_gateway_is_listed_with_its_body(tenant: Tenant):
+    bad_value = await tenant.http.post("/v1/events", json=item("shaky", "lots"))
+    assert (bad_value.status_code, bad_value.json()["error"]["field"]) == (400, "value")
+    not_an_object = await tenant.http.post("/v1/events", json=[1, 2])
+    assert not_an_object.status_code == 400
+    listed = (await tenant.http.get("/v1/events", params={"status": "rejected"})).json()["events"]
+    assert [(e["transaction_id"], e["reason"], e["field"], e["body"]) for e in listed] == [
+        ("", "INVALID_TYPE", None, "[1,2]"),
+        ("shaky", "INVALID_VALUE", "value", listed[1]["body"]),
+    ]
+    assert '"value":"lots"' in listed[1]["body"] and listed[1]["stored"] is False

@@ -125,6 +125,9 @@ async def _handle(msg, handler: Handler, heartbeat: float) -> None:
     try:
         while not (await asyncio.wait({work}, timeout=heartbeat))[0]:
             await msg.in_progress()
+    finally:
+        work.cancel()  # a no-op once done; a stopped consumer stops its handlers
+    try:
         work.result()
     except Exception:
         log.exception("handler failed for %s; redelivering", msg.subject)

@@ -152,3 +152,23 @@ async def test_a_slow_handler_keeps_its_message_past_the_ack_wait(stream_bus):
     assert deliveries == [b"work"]
     info = await b.js.consumer_info(stream.name, "slow")
     assert (info.config.ack_wait, info.num_redelivered) == (1.0, 0)
+
+
+async def test_stopping_a_consumer_stops_the_handler_it_is_running(stream_bus, infra: Infra):
+    b, stream, prefix = stream_bus
+    started, stopped = asyncio.Event(), asyncio.Event()
+
+    async def endless(subject: str, payload: bytes) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
+
+    consumer = await bus.Bus.connect(infra.nats.url, "bus-stopping")
+    await consumer.consume(stream, "endless", f"{prefix}.>", endless, in_order=False)
+    await b.publish(f"{prefix}.work", b"work", unique("m"))
+    await asyncio.wait_for(started.wait(), 10)
+    await consumer.close()
+    await asyncio.wait_for(stopped.wait(), 5)

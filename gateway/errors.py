@@ -57,6 +57,14 @@ def error_response(status: int, code: str, reason: str, message: str, field: str
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def respelled(error: grpc.aio.AioRpcError, names: dict[str, str]) -> JSONResponse:
+    """A failed call's error response, its field named as the client spelled
+    it (a service's `metric_code` is the request's `metric_key`)."""
+    failure = api_error(error)
+    failure.field = names.get(failure.field, failure.field)
+    return failure.response()
+
+
 def api_error(error: grpc.aio.AioRpcError) -> ApiError:
     """A failed service call as the error the client gets; the internal ones are logged, never detailed."""
     status = HTTP_STATUS.get(error.code(), 500)

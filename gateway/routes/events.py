@@ -144,9 +144,9 @@ def _items(call: Call) -> list[tuple[dict | None, pb.UsageEvent | pb.RejectedEve
         try:
             event, abaxus = _event(check(raw, CREATE, where))
         except ApiError as error:
-            field = error.field if error.field.startswith(where) else _at(where, error.field)
-            error.field = field
-            refusal = pb.EventError(reason=error.reason, field=field, message=error.message)
+            if not error.field.startswith(where):
+                error.field = _at(where, error.field)
+            refusal = pb.EventError(reason=error.reason, field=error.field, message=error.message)
             items.append((_error(refusal), _refused(raw, error, where), False))
         else:
             items.append((None, event, abaxus))

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import api_error
+from gateway.errors import respelled
 from gateway.schema import Spec, obj, one_of, string
 from services.common.currencies import exponent
 from services.common.timestamps import to_proto
@@ -113,12 +113,7 @@ async def compute(call: Call):
     try:
         reply = await call.clients.invoices.ComputeUsage(request, **call.options)
     except grpc.aio.AioRpcError as error:
-        # Name the request's fields as the client spelled them.
-        failure = api_error(error)
-        failure.field = {"metric_code": named, "start_time": "period_start", "end_time": "period_end"}.get(
-            failure.field, failure.field
-        )
-        return failure.response()
+        return respelled(error, {"metric_code": named, "start_time": "period_start", "end_time": "period_end"})
     return json(
         {
             "customer_id": reply.customer_id,

@@ -20,7 +20,7 @@ from bxb.catalog.v1 import billable_metrics_pb2
 from bxb.metering.v1 import usage_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import api_error
+from gateway.errors import respelled
 from gateway.schema import Spec, check, obj, one_of, string
 from services.common.aggregations import aggregation
 from services.common.timestamps import format_rfc3339, to_proto
@@ -71,11 +71,7 @@ class Query:
         }
 
     def failed(self, error: grpc.aio.AioRpcError):
-        """A failed call, its field named as the client spelled it."""
-        failure = api_error(error)
-        names = {"code": self.named, "start_time": "period_start", "end_time": "period_end"}
-        failure.field = names.get(failure.field, failure.field)
-        return failure.response()
+        return respelled(error, {"code": self.named, "start_time": "period_start", "end_time": "period_end"})
 
     def head(self) -> dict:
         return {

@@ -16,8 +16,8 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.metering.intake import Intake
-from services.metering.messages import event_message, event_of
-from services.metering.store import EventStore, StoredEvent
+from services.metering.messages import event_of, stored_message
+from services.metering.store import EventStore
 
 MAX_BATCH = 500
 MAX_FUTURE_SECONDS = 300
@@ -180,12 +180,6 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         return pb.ListRejectedEventsResponse(
             rejected_events=found[:size], next_page_token=pagination.next_token(offset, size, len(found))
         )
-
-
-def stored_message(event: StoredEvent) -> pb.UsageEvent:
-    found = event_message(event)
-    found.ingest_time.CopyFrom(to_proto(event.ingest_time))
-    return found
 
 
 def _unplaced(field: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common.timestamps import from_proto, to_proto
-from services.metering.store import Event
+from services.metering.store import Event, StoredEvent
 
 
 def event_message(event: Event) -> pb.UsageEvent:
@@ -17,6 +17,13 @@ def event_message(event: Event) -> pb.UsageEvent:
         subscription_id=event.subscription_id,
         value=event.value or "",
     )
+
+
+def stored_message(event: StoredEvent) -> pb.UsageEvent:
+    """A stored event as the API shows it, with its ingest time."""
+    found = event_message(event)
+    found.ingest_time.CopyFrom(to_proto(event.ingest_time))
+    return found
 
 
 def event_of(message: pb.UsageEvent) -> Event:

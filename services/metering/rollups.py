@@ -63,8 +63,14 @@ ROLLED_UP = {"count", "sum", "max", "unique_count"}
 _SUFFIX = {"sum": "sum", "max": "max", "unique_count": "uniq"}
 
 
-def _states() -> str:
-    return ", ".join(f"{state} AS {name}" for name, (state, _, _) in COLUMNS.items())
+def _days(source: str, where: str = "") -> str:
+    """The day rows (the states of each customer, metric and day) of the
+    events read from `source`, those matching `where` if given."""
+    states = ", ".join(f"{state} AS {name}" for name, (state, _, _) in COLUMNS.items())
+    return (
+        f"SELECT organization_id, customer_id, code, toDate(timestamp) AS day, {states} FROM {source} "
+        f"{f'WHERE {where} ' if where else ''}GROUP BY organization_id, customer_id, code, day"
+    )
 
 
 def schema(db: str) -> list[str]:
@@ -79,32 +85,25 @@ def schema(db: str) -> list[str]:
         ) ENGINE = AggregatingMergeTree
         PARTITION BY toYYYYMM(day)
         ORDER BY (organization_id, customer_id, code, day)""",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS
-        SELECT organization_id, customer_id, code, toDate(timestamp) AS day, {_states()}
-        FROM {db}.events GROUP BY organization_id, customer_id, code, day""",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS {_days(f'{db}.events')}",
     ]
 
 
 def fill(db: str) -> str:
     """Rolls up the events stored before the view existed (run once, when the
     table is created)."""
-    return (
-        f"INSERT INTO {db}.usage_daily SELECT organization_id, customer_id, code, toDate(timestamp) AS day, "
-        f"{_states()} FROM {db}.events FINAL GROUP BY organization_id, customer_id, code, day"
-    )
+    return f"INSERT INTO {db}.usage_daily {_days(f'{db}.events FINAL')}"
 
 
 def redo(db: str) -> list[str]:
     """Rolls some days up again from the events, after copies were deleted
     from them (the view only ever adds): the days' rows are deleted, then
     derived anew. Parameters: `org`, and `days` as (customer, code, date)."""
-    days = "(customer_id, code, day) IN {days:Array(Tuple(String, String, Date))}"
+    days = "{days:Array(Tuple(String, String, Date))}"
+    of_days = f"organization_id = {{org:String}} AND (customer_id, code, toDate(timestamp)) IN {days}"
     return [
-        f"DELETE FROM {db}.usage_daily WHERE organization_id = {{org:String}} AND {days}",
-        f"INSERT INTO {db}.usage_daily SELECT organization_id, customer_id, code, toDate(timestamp) AS day, "
-        f"{_states()} FROM {db}.events FINAL WHERE organization_id = {{org:String}} "
-        f"AND (customer_id, code, toDate(timestamp)) IN {{days:Array(Tuple(String, String, Date))}} "
-        "GROUP BY organization_id, customer_id, code, day",
+        f"DELETE FROM {db}.usage_daily WHERE organization_id = {{org:String}} AND (customer_id, code, day) IN {days}",
+        f"INSERT INTO {db}.usage_daily {_days(f'{db}.events FINAL', of_days)}",
     ]
 
 

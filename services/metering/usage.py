@@ -30,6 +30,14 @@ def _invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field} {message}", field=field)
 
 
+def _named(enum, value: int, prefix: str, field: str, unset: str) -> str:
+    """An enum field's value by its short name ("unique_count", "hour"); the
+    unspecified value or one this version does not know is refused."""
+    if value == 0 or value not in enum.values():
+        raise _invalid(field, unset)
+    return enum.Name(value).removeprefix(prefix).lower()
+
+
 def _range(message, where: str) -> Window:
     """A message's start_time and end_time, both required, end not before start."""
     for name in ("start_time", "end_time"):
@@ -85,12 +93,11 @@ def _windows(request: pb.AggregateUsageRequest, where: str) -> tuple[Window, ...
 
 def _basics(request, where: str = "") -> tuple[str, Window]:
     """The aggregation's name and the window of a usage request; customer and code are required."""
-    if request.aggregation == pb.AGGREGATION_UNSPECIFIED or request.aggregation not in pb.Aggregation.values():
-        raise _invalid(f"{where}aggregation", "is required")
+    aggregation = _named(pb.Aggregation, request.aggregation, "AGGREGATION_", f"{where}aggregation", "is required")
     for name in ("customer_id", "code"):
         if not getattr(request, name):
             raise _invalid(f"{where}{name}", "is required")
-    return pb.Aggregation.Name(request.aggregation).removeprefix("AGGREGATION_").lower(), _range(request, where)
+    return aggregation, _range(request, where)
 
 
 def query_of(request: pb.AggregateUsageRequest, where: str = "") -> UsageQuery:
@@ -183,19 +190,19 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 field="aggregation",
                 reason="UNSUPPORTED_AGGREGATION",
             )
-        if (
-            request.interval == pb.HISTOGRAM_INTERVAL_UNSPECIFIED
-            or request.interval not in pb.HistogramInterval.values()
-        ):
-            raise _invalid("interval", "is required (minute, hour or day)")
-        interval = pb.HistogramInterval.Name(request.interval).removeprefix("HISTOGRAM_INTERVAL_").lower()
+        interval = _named(
+            pb.HistogramInterval,
+            request.interval,
+            "HISTOGRAM_INTERVAL_",
+            "interval",
+            "is required (minute, hour or day)",
+        )
         asked = histogram.Histogram(
             request.customer_id, request.code, aggregation, request.field_name, start, end, interval, request.group_by
         )
-        if histogram.buckets(asked) > MAX_HISTOGRAM_BUCKETS:
+        if (count := histogram.buckets(asked)) > MAX_HISTOGRAM_BUCKETS:
             raise _invalid(
-                "interval",
-                f"makes {histogram.buckets(asked)} buckets of the window; at most {MAX_HISTOGRAM_BUCKETS} are allowed",
+                "interval", f"makes {count} buckets of the window; at most {MAX_HISTOGRAM_BUCKETS} are allowed"
             )
         await self.intake.settled()
         return pb.UsageHistogramResponse(

@@ -15,7 +15,18 @@ from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.errors import error_response
-from gateway.routes import customers, events, invoices, metrics, plans, price_plans, pricing, subscriptions, usage
+from gateway.routes import (
+    coupons,
+    customers,
+    events,
+    invoices,
+    metrics,
+    plans,
+    price_plans,
+    pricing,
+    subscriptions,
+    usage,
+)
 
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -67,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *price_plans.routes,
         *customers.routes,
         *subscriptions.routes,
+        *coupons.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,

@@ -8,6 +8,7 @@ import grpc
 
 from bxb.catalog.v1 import (
     billable_metrics_pb2_grpc,
+    coupons_pb2_grpc,
     customers_pb2_grpc,
     organizations_pb2_grpc,
     plans_pb2_grpc,
@@ -27,6 +28,7 @@ class Clients:
     plans: plans_pb2_grpc.PlanServiceStub
     customers: customers_pb2_grpc.CustomerServiceStub
     subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
+    coupons: coupons_pb2_grpc.CouponServiceStub
     events: usage_events_pb2_grpc.EventServiceStub
     usage: usage_pb2_grpc.UsageServiceStub
     invoices: invoices_pb2_grpc.InvoiceServiceStub
@@ -45,6 +47,7 @@ class Clients:
             plans=plans_pb2_grpc.PlanServiceStub(catalog),
             customers=customers_pb2_grpc.CustomerServiceStub(catalog),
             subscriptions=subscriptions_pb2_grpc.SubscriptionServiceStub(catalog),
+            coupons=coupons_pb2_grpc.CouponServiceStub(catalog),
             events=usage_events_pb2_grpc.EventServiceStub(metering),
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),

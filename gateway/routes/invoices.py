@@ -60,7 +60,16 @@ def invoice_json(invoice: pb.Invoice) -> dict:
         "period_end": render.time(invoice, "period_end"),
         "fees": [fee_json(f) for f in invoice.fees],
         "subtotal_cents": invoice.subtotal_cents,
-        "coupons": [],
+        "coupons": [
+            {
+                "code": c.code,
+                "name": c.name,
+                "applied_coupon_id": c.applied_coupon_id,
+                "discount_cents": c.discount_cents,
+            }
+            for c in invoice.coupons
+        ],
+        "coupons_amount_cents": invoice.coupons_amount_cents,
         "total_amount_cents": invoice.total_amount_cents,
         "issued_at": render.time(invoice, "issue_time"),
         "created_at": render.time(invoice, "create_time"),

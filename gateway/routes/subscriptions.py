@@ -20,6 +20,7 @@ CREATE = obj(
         "start_date": Spec("timestamp"),
         "billing_time": string(choices=("anniversary", "calendar")),
         "external_id": string(max_length=200),
+        "trial_period_days": Spec("integer", bits=32, nullable=True),
     }
 )
 
@@ -41,6 +42,7 @@ def subscription_json(sub: pb.Subscription) -> dict:
         "terminated_at": render.time(sub, "terminate_time"),
         "previous_subscription_id": sub.previous_subscription_id or None,
         "next_subscription_id": sub.next_subscription_id or None,
+        "trial_end_date": render.time(sub, "trial_end_time"),
     }
 
 
@@ -63,6 +65,7 @@ async def create(call: Call):
         billing_time=render.enum_value(pb.BillingTime, body["billing_time"], "BILLING_TIME_")
         if body["billing_time"]
         else 0,
+        trial_period_days=body["trial_period_days"],  # None (absent or null): the plan's trial
     )
     created = await call.clients.subscriptions.CreateSubscription(request, **call.options)
     if body["external_id"] and not _on_plan_asked(created, body):

@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -107,4 +120,30 @@ class Subscription(Base):
     previous_subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     next_subscription_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # End of the free trial; None without one.
+    trial_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(100))
+    # bxb.catalog.v1.Coupon in the protobuf wire format: written once, read whole.
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AppliedCoupon(Base):
+    __tablename__ = "applied_coupons"
+    __table_args__ = (Index("ix_applied_coupons_customer", "organization_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id"))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

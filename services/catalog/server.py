@@ -1,5 +1,5 @@
 """The catalog service process: metrics, plans, customers, subscriptions,
-organizations and API keys, in its own PostgreSQL database."""
+coupons, organizations and API keys, in its own PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from bxb.catalog.v1 import (
     billable_metrics_pb2,
     billable_metrics_pb2_grpc,
+    coupons_pb2,
+    coupons_pb2_grpc,
     customers_pb2,
     customers_pb2_grpc,
     organizations_pb2,
@@ -21,6 +23,7 @@ from bxb.catalog.v1 import (
     subscriptions_pb2_grpc,
 )
 from services.catalog import organizations
+from services.catalog.coupons import CouponServicer
 from services.catalog.customers import CustomerServicer
 from services.catalog.metrics import BillableMetricServicer
 from services.catalog.models import Outbox
@@ -88,6 +91,7 @@ def build(settings: Settings) -> grpc_server.Service:
             grpc_server.registrar(
                 subscriptions_pb2, subscriptions_pb2_grpc, "SubscriptionService", SubscriptionServicer(sessions, relay)
             ),
+            grpc_server.registrar(coupons_pb2, coupons_pb2_grpc, "CouponService", CouponServicer(sessions, relay)),
         ],
         on_start=on_start,
         on_stop=on_stop,

@@ -13,7 +13,7 @@ external_id names the latest subscription: it moves to the replacement."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -48,6 +48,21 @@ def start_time(request: pb.CreateSubscriptionRequest, now: datetime) -> datetime
     return value
 
 
+def trial_end(request: pb.CreateSubscriptionRequest, plan: Plan, start: datetime) -> datetime | None:
+    """The end of the subscription's free trial: the request's days, else the plan's."""
+    days = request.trial_period_days if request.HasField("trial_period_days") else plan.trial_period_days
+    if not 0 <= days <= plans.MAX_TRIAL_DAYS:
+        raise InvalidArgument(
+            f"trial_period_days must be between 0 and {plans.MAX_TRIAL_DAYS}", field="trial_period_days"
+        )
+    return start + timedelta(days=days) if days else None
+
+
+def billing_anchor(subscription: Subscription) -> datetime:
+    """Where billing periods start: the trial's end, else the start."""
+    return subscription.trial_end_time or subscription.start_time
+
+
 def terminated(subscription: Subscription, now: datetime) -> bool:
     """Ended, or cancelled before it started (its end is its start)."""
     end = subscription.terminate_time
@@ -77,6 +92,7 @@ def subscription_proto(subscription: Subscription, plan: Plan, now: datetime | N
         terminate_time=to_proto(subscription.terminate_time),
         previous_subscription_id=subscription.previous_subscription_id or "",
         next_subscription_id=subscription.next_subscription_id or "",
+        trial_end_time=to_proto(subscription.trial_end_time),
     )
 
 
@@ -147,10 +163,12 @@ def switch_time(subscription: Subscription, old: Plan, new: Plan, now: datetime)
     """When the replacement on `new` starts."""
     if subscription.start_time > now:  # not started yet: it changes at its start
         return subscription.start_time
+    if billing_anchor(subscription) > now:  # in its trial: nothing is paid for yet
+        return now
     if new.amount_cents >= old.amount_cents:  # an upgrade: now, the old plan's period is prorated
         return now
     # A downgrade: at the end of the period already paid for.
-    return periods.current(subscription.start_time, old.interval, subscription.billing_time, now).end
+    return periods.current(billing_anchor(subscription), old.interval, subscription.billing_time, now).end
 
 
 class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
@@ -174,13 +192,15 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                     return await _with_plan(session, existing)
             plan = await plans.resolve(session, org, request.plan_code, request.plan_id)
             await customers.ensure(session, org, request.customer_id)
+            start = start_time(request, now)
             subscription = Subscription(
                 id=new_id("sub"),
                 organization_id=org,
                 customer_id=request.customer_id,
                 plan_id=plan.id,
                 billing_time=pb.BillingTime.Name(request.billing_time or pb.BILLING_TIME_ANNIVERSARY),
-                start_time=start_time(request, now),
+                start_time=start,
+                trial_end_time=trial_end(request, plan, start),
                 external_id=request.external_id or None,
                 create_time=now,
             )
@@ -256,13 +276,16 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                     reason="CURRENCY_MISMATCH",
                 )
             await _cancel_successors(session, subscription, now)
+            switch = switch_time(subscription, old, new, now)
+            trial = subscription.trial_end_time
             replacement = Subscription(
                 id=new_id("sub"),
                 organization_id=org,
                 customer_id=subscription.customer_id,
                 plan_id=new.id,
                 billing_time=subscription.billing_time,
-                start_time=switch_time(subscription, old, new, now),
+                start_time=switch,
+                trial_end_time=trial if trial is not None and trial > switch else None,  # the rest of the trial
                 external_id=subscription.external_id,  # the client's reference follows the replacement
                 previous_subscription_id=subscription.id,
                 create_time=now,

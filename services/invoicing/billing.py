@@ -13,6 +13,15 @@ A period has up to two invoices, told apart by their timing:
   invoice; `run(customer_id=...)`, used when a customer's invoices are read,
   bills those backdated periods at once.
 
+A subscription with a free trial has its periods start when the trial ends:
+nothing is billed for the trial, and its usage falls outside every period.
+Once billing reaches the trial's end, trial_ended is published (once, by
+whichever run claims it); a subscription terminated during its trial never
+converts, so it announces nothing.
+
+Coupons: an invoice takes its discounts when it is issued, in its own
+transaction (see coupons.py).
+
 A terminated subscription's periods stop at its terminate time: none starts
 at or after it, and the one containing it is cut there (its base fee
 prorated by time), then billed once it has ended like any other.
@@ -42,6 +51,8 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
+from services.invoicing import coupons
+from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Invoice, InvoiceSequence, Outbox, Subscription
@@ -49,6 +60,7 @@ from services.invoicing.models import Invoice, InvoiceSequence, Outbox, Subscrip
 log = logging.getLogger("bxb.billing")
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
+TRIAL_ENDED = "bxb.invoicing.v1.trial_ended"
 ADVANCE, ARREARS = pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS
 # The watermark column of each timing: every period up to it is settled.
 WATERMARKS = {ADVANCE: Subscription.advance_billed_through, ARREARS: Subscription.billed_through}
@@ -89,7 +101,7 @@ def plan_of(subscription: Subscription) -> plans_pb2.Plan:
 def subscription_periods(subscription: Subscription, plan: plans_pb2.Plan, before: datetime) -> list[periods.Period]:
     """The subscription's periods that have started by `before`, the last one cut at its end if it has one."""
     return periods.started(
-        subscription.start_time,
+        subscription.billing_start,
         plans_pb2.PlanInterval.Name(plan.interval),
         subscription.billing_time,
         before,
@@ -100,7 +112,7 @@ def subscription_periods(subscription: Subscription, plan: plans_pb2.Plan, befor
 def open_period(subscription: Subscription, plan: plans_pb2.Plan, at: datetime) -> periods.Period | None:
     """The period running at `at`: None before the subscription starts or once it has ended."""
     return periods.current(
-        subscription.start_time,
+        subscription.billing_start,
         plans_pb2.PlanInterval.Name(plan.interval),
         subscription.billing_time,
         at,
@@ -126,11 +138,41 @@ class Biller:
         async with self.sessions() as session:
             subscriptions = (await session.execute(query.order_by(Subscription.create_time))).scalars().all()
         created = 0
+        announced = 0
         for subscription in subscriptions:
+            announced += await self.announce_trial_end(subscription, now)
             created += await self.bill(subscription, now, waits_after_creation=not customer_id)
-        if created:
+        if created or announced:
             self.relay.wake()
         return created
+
+    async def announce_trial_end(self, subscription: Subscription, now: datetime) -> int:
+        """Publishes trial_ended once the trial is over; 1 when this run did."""
+        trial_end = subscription.trial_end_time
+        if trial_end is None or subscription.trial_end_announced or trial_end > now:
+            return 0
+        end = subscription.terminate_time
+        if end is not None and end < trial_end:  # cancelled during the trial: it never converted
+            return 0
+        async with self.sessions() as session, session.begin():
+            claimed = await session.execute(
+                update(Subscription)
+                .where(Subscription.id == subscription.id, Subscription.trial_end_announced.is_(False))
+                .values(trial_end_announced=True)
+                .returning(Subscription.id)
+            )
+            if claimed.scalar_one_or_none() is None:
+                return 0  # another run announced it
+            event = events_pb2.TrialEnded(
+                event_id=new_id("evt"),
+                organization_id=subscription.organization_id,
+                occur_time=to_proto(now),
+                subscription_id=subscription.id,
+                customer_id=subscription.customer_id,
+                trial_end_time=to_proto(trial_end),
+            )
+            await outbox.enqueue(session, Outbox, TRIAL_ENDED, event)
+        return 1
 
     async def bill(self, subscription: Subscription, now: datetime, waits_after_creation: bool) -> int:
         plan = plan_of(subscription)
@@ -179,8 +221,13 @@ class Biller:
     ) -> bool:
         org = subscription.organization_id
         subtotal = sum(fee.amount_cents for fee in fees)
+        invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
         try:
             async with self.sessions() as session, session.begin():
+                given = await coupons.discount(
+                    session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True
+                )
+                discount = sum(c.discount_cents for c in given)
                 number = (
                     await session.execute(
                         insert(InvoiceSequence)
@@ -205,7 +252,9 @@ class Biller:
                     period_end=period.end,
                     fees=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees],
                     subtotal_cents=subtotal,
-                    total_amount_cents=subtotal,
+                    coupons=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given],
+                    coupons_amount_cents=discount,
+                    total_amount_cents=subtotal + discount,
                     issue_time=now,
                     create_time=now,
                     timing=pb.BillingTiming.Name(timing),
@@ -221,6 +270,7 @@ class Biller:
                 )
                 if inserted.scalar_one_or_none() is None:
                     raise Rollback
+                session.add_all(coupons.redemptions(invoice.id, subscription.id, period.start, given))
                 await self._settle(session, subscription, period, timing)
                 event = events_pb2.InvoiceFinalized(
                     event_id=new_id("evt"),

@@ -60,21 +60,21 @@ def _window(request, start_name: str, end_name: str) -> tuple[datetime, datetime
 
 
 def default_window(subscription: Subscription, interval: str, now: datetime) -> tuple[datetime, datetime]:
-    """The period running now; the first one before the subscription starts, the
-    last one (cut at its end) once it has ended; empty for a cancelled one."""
-    at = max(now, subscription.start_time)
+    """The period running now; the first one before billing starts (the
+    subscription starts, or its trial ends), the last one (cut at its end) once
+    it has ended; empty for one that ended before billing started."""
+    start = subscription.billing_start
+    at = max(now, start)
     if subscription.terminate_time is not None:
         at = min(at, subscription.terminate_time - MICROSECOND)
-    period = periods.current(
-        subscription.start_time, interval, subscription.billing_time, at, until=subscription.terminate_time
-    )
-    return (period.start, period.end) if period is not None else (subscription.start_time, subscription.start_time)
+    period = periods.current(start, interval, subscription.billing_time, at, until=subscription.terminate_time)
+    return (period.start, period.end) if period is not None else (start, start)
 
 
 def slices(subscription: Subscription, interval: str, start: datetime, end: datetime) -> list[periods.Period]:
     """[start, end) cut at the subscription's period boundaries and clipped to its active span."""
     every = periods.periods(
-        subscription.start_time, interval, subscription.billing_time, until=subscription.terminate_time
+        subscription.billing_start, interval, subscription.billing_time, until=subscription.terminate_time
     )
     return [
         periods.Period(max(p.start, start), min(p.end, end), p.full_start, p.full_end)

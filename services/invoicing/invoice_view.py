@@ -27,4 +27,6 @@ def invoice_proto(invoice: Invoice) -> pb.Invoice:
         create_time=to_proto(invoice.create_time),
         timing=pb.BillingTiming.Value(invoice.timing),
         calculation_id=invoice.calculation_id,
+        coupons=[json_format.ParseDict(c, pb.InvoiceCoupon()) for c in invoice.coupons],
+        coupons_amount_cents=invoice.coupons_amount_cents,
     )

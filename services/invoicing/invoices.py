@@ -3,7 +3,8 @@
 A customer's invoice list can start with drafts: one per subscription with an
 open period, its arrears fees priced as they stand now. A draft is never
 stored; it has no id and no number, and becomes the period's finalized
-invoice when the period ends (and is billed).
+invoice when the period ends (and is billed). Its coupons are those an
+invoice issued now would get, given what they have already discounted.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto, utcnow
+from services.invoicing import coupons
 from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
+from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Invoice, Subscription
@@ -92,6 +95,10 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             if not fees:
                 continue  # nothing will be billed at its end either
             total = sum(f.amount_cents for f in fees)
+            invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
+            async with self.sessions() as session:
+                given = await coupons.discount(session, org, customer_id, subscription.id, invoiced, now)
+            discount = sum(c.discount_cents for c in given)
             drafts.append(
                 pb.Invoice(
                     customer_id=customer_id,
@@ -103,7 +110,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                     period_end=to_proto(period.end),
                     fees=fees,
                     subtotal_cents=total,
-                    total_amount_cents=total,
+                    coupons=given,
+                    coupons_amount_cents=discount,
+                    total_amount_cents=total + discount,
                     timing=pb.BILLING_TIMING_IN_ARREARS,
                 )
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, DateTime, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, LargeBinary, String, UniqueConstraint, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -37,6 +37,15 @@ class Subscription(Base):
     billed_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Every period starting before this instant has its in-advance invoice.
     advance_billed_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # End of the free trial (periods start there); None without one.
+    trial_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Whether trial_ended has been published.
+    trial_end_announced: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+    @property
+    def billing_start(self) -> datetime:
+        """Where billing periods start: the end of the free trial, else the start."""
+        return self.trial_end_time or self.start_time
 
 
 class Invoice(Base):
@@ -66,6 +75,9 @@ class Invoice(Base):
     # BillingTiming name: billed at the period's end (usage) or start (advance fees).
     timing: Mapped[str] = mapped_column(String(32), default="BILLING_TIMING_IN_ARREARS")
     calculation_id: Mapped[str] = mapped_column(String(64), default="")
+    # Coupon discounts as proto3 JSON of bxb.invoicing.v1.InvoiceCoupon.
+    coupons: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    coupons_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class InvoiceSequence(Base):
@@ -94,3 +106,31 @@ class Calculation(Base):
     # read whole, and much faster to encode than JSON.
     message: Mapped[bytes] = mapped_column(LargeBinary)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AppliedCoupon(Base):
+    """A coupon applied to a customer, projected from catalog events."""
+
+    __tablename__ = "applied_coupons"
+    __table_args__ = (Index("ix_applied_coupons_customer", "organization_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    # bxb.catalog.v1.Coupon in the protobuf wire format, as it was when applied.
+    coupon: Mapped[bytes] = mapped_column(LargeBinary)
+    apply_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class CouponRedemption(Base):
+    """What one applied coupon took off one invoice: the record of what a
+    coupon has given, from which what it still gives is computed."""
+
+    __tablename__ = "coupon_redemptions"
+
+    invoice_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    applied_coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    subscription_id: Mapped[str] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)

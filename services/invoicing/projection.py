@@ -1,4 +1,4 @@
-"""Keeps invoicing's copy of subscriptions current.
+"""Keeps invoicing's copy of subscriptions and applied coupons current.
 
 Catalog events are the source: applying one twice leaves the same row (a
 known subscription keeps its row; only an earlier end can change it), so
@@ -9,7 +9,9 @@ so the earliest end wins whatever order the events arrive in. An update for a
 subscription this copy lacks reads its plan from the catalog and projects it.
 `catch_up` reads one customer's subscriptions from the catalog, applies those
 this copy lacks and the ends of those it has, so reading a customer's invoices
-right after a change sees it even while its event is still in flight.
+right after a change sees it even while its event is still in flight; it
+reads the customer's applied coupons too (see coupons.py for how they are
+kept).
 """
 
 from __future__ import annotations
@@ -23,15 +25,25 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import events_pb2, plans_pb2, plans_pb2_grpc, subscriptions_pb2, subscriptions_pb2_grpc
+from bxb.catalog.v1 import (
+    coupons_pb2,
+    coupons_pb2_grpc,
+    events_pb2,
+    plans_pb2,
+    plans_pb2_grpc,
+    subscriptions_pb2,
+    subscriptions_pb2_grpc,
+)
 from services.common import tenancy
 from services.common.timestamps import from_proto, from_proto_or_none
+from services.invoicing import coupons
 from services.invoicing.models import Subscription
 
 log = logging.getLogger("bxb.projection")
 
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
 SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
+APPLIED_COUPON_UPDATED = "bxb.catalog.v1.applied_coupon_updated"
 
 
 class SubscriptionProjection:
@@ -57,6 +69,7 @@ class SubscriptionProjection:
             "start_time": from_proto(sub.start_time),
             "create_time": from_proto(sub.create_time),
             "terminate_time": from_proto_or_none(sub, "terminate_time"),
+            "trial_end_time": from_proto_or_none(sub, "trial_end_time"),
         }
         statement = insert(Subscription).values(**values)
         # LEAST ignores NULL: a known end stays unless this one is earlier.
@@ -85,7 +98,14 @@ class SubscriptionProjection:
         elif subject == SUBSCRIPTION_UPDATED:
             updated = events_pb2.SubscriptionUpdated.FromString(payload)
             await self.updated(updated.organization_id, updated.subscription)
+        elif subject == APPLIED_COUPON_UPDATED:
+            event = events_pb2.AppliedCouponUpdated.FromString(payload)
+            await self.applied_coupon(event.organization_id, event.applied_coupon)
         # any other subject: a newer catalog may announce facts this version ignores
+
+    async def applied_coupon(self, org: str, applied: coupons_pb2.AppliedCoupon) -> None:
+        async with self.sessions() as session, session.begin():
+            await coupons.project(session, org, applied)
 
     async def updated(self, org: str, sub: subscriptions_pb2.Subscription) -> None:
         end = from_proto_or_none(sub, "terminate_time")
@@ -141,5 +161,20 @@ class SubscriptionProjection:
                 elif end is not None and (known[sub.id] is None or end < known[sub.id]):
                     await self.terminate(sub.id, end)
             token = page.next_page_token
+            if not token:
+                break
+        stub = coupons_pb2_grpc.CouponServiceStub(self.catalog)
+        while True:
+            listed = await stub.ListAppliedCoupons(
+                coupons_pb2.ListAppliedCouponsRequest(
+                    customer_id=customer_id, page_size=self.page_size, page_token=token
+                ),
+                metadata=meta,
+                timeout=self.timeout,
+                wait_for_ready=True,
+            )
+            for applied in listed.applied_coupons:
+                await self.applied_coupon(org, applied)
+            token = listed.next_page_token
             if not token:
                 return

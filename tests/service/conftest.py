@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
+import grpc
 import pytest
 
+from bxb.metering.v1 import usage_pb2_grpc
+from services.common.outbox import OutboxRelay
+from services.invoicing.billing import Biller
+from services.invoicing.fees import FeeCalculator
+from services.invoicing.models import Outbox
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
-from tests.conftest import Infra, unique
+from tests.conftest import Infra, Stack, unique
+from tests.service.invoicing_helpers import InvoicingDb
 
 
 @pytest.fixture(scope="session", params=["embedded", "remote"])
@@ -32,3 +40,21 @@ async def store(clickhouse: ClickHouse) -> EventStore:
 @pytest.fixture
 def org() -> str:
     return unique("org")
+
+
+@pytest.fixture
+async def invoicing_db(stack: Stack) -> AsyncIterator[InvoicingDb]:
+    handle = InvoicingDb(stack)
+    yield handle
+    await handle.close()
+
+
+@pytest.fixture
+async def biller(stack: Stack, invoicing_db: InvoicingDb) -> AsyncIterator[Biller]:
+    """A biller of its own on invoicing's database, as a second invoicing
+    process would be, told what time it is (no settle delay)."""
+    channel = grpc.aio.insecure_channel(stack.metering)
+    relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
+    fees = FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions)
+    yield Biller(invoicing_db.sessions, fees, relay, timedelta(0))
+    await channel.close()

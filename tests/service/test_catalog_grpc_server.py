@@ -25,6 +25,7 @@ from tests.conftest import Stack
 
 CATALOG_SERVICES = [
     "bxb.catalog.v1.BillableMetricService",
+    "bxb.catalog.v1.CouponService",
     "bxb.catalog.v1.CustomerService",
     "bxb.catalog.v1.OrganizationService",
     "bxb.catalog.v1.PlanService",

@@ -288,6 +288,7 @@ async def test_a_subscription_by_plan_code_starts_now_on_the_anniversary(tenant:
         "terminated_at": None,
         "previous_subscription_id": None,
         "next_subscription_id": None,
+        "trial_end_date": None,
     }
     assert (await tenant.http.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
     # The customer a subscription names exists from then on.

@@ -95,6 +95,7 @@ async def test_put_upgrades_now_and_answers_the_new_subscription(tenant: Tenant)
         "terminated_at": None,
         "previous_subscription_id": old["id"],
         "next_subscription_id": None,
+        "trial_end_date": None,
     }
     assert abs(instant(new["start_date"]) - datetime.now(UTC)) < timedelta(minutes=1)
     ended = await fetch(tenant, old["id"])

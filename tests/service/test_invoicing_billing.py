@@ -5,14 +5,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import grpc
 import pytest
 
-from bxb.metering.v1 import usage_pb2_grpc
-from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller, Scheduler
-from services.invoicing.fees import FeeCalculator
-from services.invoicing.models import Outbox
 from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
 
@@ -29,28 +24,6 @@ PRO = [
         },
     }
 ]
-
-
-@pytest.fixture
-async def invoicing_db(stack: Stack):
-    handle = InvoicingDb(stack)
-    yield handle
-    await handle.close()
-
-
-@pytest.fixture
-async def biller(stack: Stack, invoicing_db: InvoicingDb):
-    """A second, independent biller on the same database, as a second
-    invoicing process would be."""
-    channel = grpc.aio.insecure_channel(stack.metering)
-    relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
-    yield Biller(
-        invoicing_db.sessions,
-        FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions),
-        relay,
-        timedelta(0),
-    )
-    await channel.close()
 
 
 async def test_walkthrough_02_base_fee_plus_graduated_overage_is_12400(tenant: Tenant):

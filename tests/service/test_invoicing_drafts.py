@@ -27,13 +27,6 @@ async def invoices(stack: Stack):
         yield invoices_pb2_grpc.InvoiceServiceStub(channel)
 
 
-@pytest.fixture
-async def invoicing_db(stack: Stack):
-    handle = InvoicingDb(stack)
-    yield handle
-    await handle.close()
-
-
 def whole_seconds_ago(days: float):
     return (utcnow() - timedelta(days=days)).replace(microsecond=0)
 

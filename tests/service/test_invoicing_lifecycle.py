@@ -7,39 +7,20 @@ import asyncio
 from datetime import timedelta
 
 import grpc
-import pytest
 
 from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
 from bxb.metering.v1 import usage_pb2_grpc
-from services.common.outbox import OutboxRelay
 from services.common.periods import add_months
 from services.common.timestamps import format_rfc3339, parse_rfc3339, to_proto, utcnow
 from services.invoicing.billing import Biller, has_advance_fees
 from services.invoicing.fees import FeeCalculator
-from services.invoicing.models import Invoice, Outbox, Subscription
+from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from tests.conftest import Stack, Tenant, unique
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, send, subscribe
 
 CENT = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.01"}}]
-
-
-@pytest.fixture
-async def invoicing_db(stack: Stack):
-    handle = InvoicingDb(stack)
-    yield handle
-    await handle.close()
-
-
-@pytest.fixture
-async def biller(stack: Stack, invoicing_db: InvoicingDb):
-    """A biller of its own on invoicing's database, told what time it is."""
-    channel = grpc.aio.insecure_channel(stack.metering)
-    relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
-    fees = FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions)
-    yield Biller(invoicing_db.sessions, fees, relay, timedelta(0))
-    await channel.close()
 
 
 async def terminate(invoicing_db: InvoicingDb, tenant: Tenant, sub: dict, when: str) -> None:

@@ -11,13 +11,13 @@ import grpc
 import pytest
 from sqlalchemy import select
 
+from bxb.catalog.v1 import coupons_pb2, coupons_pb2_grpc, plans_pb2, subscriptions_pb2, subscriptions_pb2_grpc
 from bxb.catalog.v1 import events_pb2 as catalog_events
-from bxb.catalog.v1 import plans_pb2, subscriptions_pb2, subscriptions_pb2_grpc
 from services.common import tenancy
 from services.common.db import create_engine, migrate
 from services.common.db import sessions as db_sessions
 from services.common.timestamps import to_proto
-from services.invoicing.models import Subscription
+from services.invoicing.models import AppliedCoupon, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.server import MIGRATIONS
 from tests.conftest import Stack, Tenant, unique
@@ -25,13 +25,6 @@ from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, subscr
 
 CREATED, UPDATED = "bxb.catalog.v1.subscription_created", "bxb.catalog.v1.subscription_updated"
 CHARGES = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "1"}}]
-
-
-@pytest.fixture
-async def invoicing_db(stack: Stack):
-    handle = InvoicingDb(stack)
-    yield handle
-    await handle.close()
 
 
 @pytest.fixture
@@ -151,3 +144,38 @@ async def test_catching_up_applies_the_ends_the_catalog_knows(tenant: Tenant, em
 
     await projection.catch_up(tenant.organization_id, "catch_end")
     assert [await end_of(empty_db, s["id"]) for s in subs] == [ends[0], ends[1], at("2026-05-01T00:00:00"), None]
+
+
+async def applied_coupons(db) -> dict[str, object]:
+    async with db.sessions() as session:
+        rows = (await session.execute(select(AppliedCoupon))).scalars().all()
+    return {row.id: row.terminate_time for row in rows}
+
+
+async def test_applied_coupons_are_projected_from_events_and_caught_up_page_by_page(tenant: Tenant, empty_db, catalog):
+    h = tenant.http
+    for n in range(3):
+        body = {"code": f"C{n}", "discount_type": "percentage", "discount_value": 5, "duration": "forever"}
+        assert (await h.post("/v1/coupons", json=body)).status_code == 201
+    ids = [
+        (await h.post("/v1/applied_coupons", json={"customer_id": "cc", "coupon_code": f"C{n}"})).json()["id"]
+        for n in range(3)
+    ]
+    removed = (await h.delete(f"/v1/applied_coupons/{ids[0]}")).json()
+    projection = SubscriptionProjection(empty_db.sessions, catalog, page_size=2)
+    await projection.catch_up(tenant.organization_id, "cc")  # two pages
+    known = await applied_coupons(empty_db)
+    assert sorted(known) == sorted(ids)
+    assert known[ids[0]].isoformat().replace("+00:00", "Z").startswith(removed["terminated_at"][:19])
+    assert (known[ids[1]], known[ids[2]]) == (None, None)
+
+    # The event of an earlier application arriving late changes nothing: a known removal stays.
+    stub = coupons_pb2_grpc.CouponServiceStub(catalog)
+    meta = tenancy.metadata(tenant.organization_id)
+    listed = await stub.ListAppliedCoupons(coupons_pb2.ListAppliedCouponsRequest(customer_id="cc"), metadata=meta)
+    first = coupons_pb2.AppliedCoupon()
+    first.CopyFrom(listed.applied_coupons[0])
+    first.ClearField("terminate_time")
+    event = catalog_events.AppliedCouponUpdated(organization_id=tenant.organization_id, applied_coupon=first)
+    await projection.handle("bxb.catalog.v1.applied_coupon_updated", event.SerializeToString())
+    assert await applied_coupons(empty_db) == known

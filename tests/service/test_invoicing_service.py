@@ -29,13 +29,6 @@ async def invoices(stack: Stack):
         yield invoices_pb2_grpc.InvoiceServiceStub(channel)
 
 
-@pytest.fixture
-async def invoicing_db(stack: Stack):
-    handle = InvoicingDb(stack)
-    yield handle
-    await handle.close()
-
-
 async def test_current_usage_prices_the_open_period(tenant: Tenant, invoices, invoicing_db: InvoicingDb):
     await create_plan(tenant, "live", STANDARD)
     sub = await subscribe(tenant, "now", "live", "2026-01-15T00:00:00Z")

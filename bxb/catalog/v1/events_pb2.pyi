@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from bxb.catalog.v1 import coupons_pb2 as _coupons_pb2
 from bxb.catalog.v1 import customers_pb2 as _customers_pb2
 from bxb.catalog.v1 import plans_pb2 as _plans_pb2
 from bxb.catalog.v1 import subscriptions_pb2 as _subscriptions_pb2
@@ -152,3 +153,43 @@ class SubscriptionUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscriptionUpdated: _TypeAlias = SubscriptionUpdated  # noqa: Y015
+
+@_typing.final
+class AppliedCouponUpdated(_message.Message):
+    """Published on subject "bxb.catalog.v1.applied_coupon_updated" when a coupon
+    is applied to a customer and when it is removed.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_COUPON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the customer belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def applied_coupon(self) -> _coupons_pb2.AppliedCoupon:
+        """The applied coupon as it now stands, with its coupon."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_coupon: _coupons_pb2.AppliedCoupon | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_coupon", b"applied_coupon", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_coupon", b"applied_coupon", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AppliedCouponUpdated: _TypeAlias = AppliedCouponUpdated  # noqa: Y015

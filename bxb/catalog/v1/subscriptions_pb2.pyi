@@ -91,6 +91,7 @@ class Subscription(_message.Message):
     TERMINATE_TIME_FIELD_NUMBER: _builtins.int
     PREVIOUS_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     NEXT_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    TRIAL_END_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "sub_a1b2c3"."""
     customer_id: _builtins.str
@@ -125,6 +126,12 @@ class Subscription(_message.Message):
         upgrade, at the end of the current period for a downgrade).
         """
 
+    @_builtins.property
+    def trial_end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the free trial: no base fee and no usage is billed before it,
+        and billing periods start from it. Unset without a trial.
+        """
+
     def __init__(
         self,
         *,
@@ -141,10 +148,11 @@ class Subscription(_message.Message):
         terminate_time: _timestamp_pb2.Timestamp | None = ...,
         previous_subscription_id: _builtins.str = ...,
         next_subscription_id: _builtins.str = ...,
+        trial_end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "start_time", b"start_time", "terminate_time", b"terminate_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "start_time", b"start_time", "terminate_time", b"terminate_time", "trial_end_time", b"trial_end_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "next_subscription_id", b"next_subscription_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "previous_subscription_id", b"previous_subscription_id", "start_time", b"start_time", "status", b"status", "terminate_time", b"terminate_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "next_subscription_id", b"next_subscription_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "previous_subscription_id", b"previous_subscription_id", "start_time", b"start_time", "status", b"status", "terminate_time", b"terminate_time", "trial_end_time", b"trial_end_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -162,6 +170,7 @@ class CreateSubscriptionRequest(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     BILLING_TIME_FIELD_NUMBER: _builtins.int
     EXTERNAL_ID_FIELD_NUMBER: _builtins.int
+    TRIAL_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """The customer; created on the fly when unknown."""
     plan_code: _builtins.str
@@ -176,6 +185,10 @@ class CreateSubscriptionRequest(_message.Message):
     """Optional client-chosen reference; creating a subscription with an
     external_id that exists returns the existing subscription.
     """
+    trial_period_days: _builtins.int
+    """Days of free trial from the start; the plan's trial_period_days when
+    unset, none when 0.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When billing starts; now when unset."""
@@ -189,12 +202,15 @@ class CreateSubscriptionRequest(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         billing_time: Global___BillingTime.ValueType = ...,
         external_id: _builtins.str = ...,
+        trial_period_days: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_trial_period_days", b"_trial_period_days", "start_time", b"start_time", "trial_period_days", b"trial_period_days"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "customer_id", b"customer_id", "external_id", b"external_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_trial_period_days", b"_trial_period_days", "billing_time", b"billing_time", "customer_id", b"customer_id", "external_id", b"external_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "start_time", b"start_time", "trial_period_days", b"trial_period_days"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__trial_period_days: _TypeAlias = _typing.Literal["trial_period_days"]  # noqa: Y015
+    _WhichOneofArgType__trial_period_days: _TypeAlias = _typing.Literal["_trial_period_days", b"_trial_period_days"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__trial_period_days) -> _WhichOneofReturnType__trial_period_days | None: ...
 
 Global___CreateSubscriptionRequest: _TypeAlias = CreateSubscriptionRequest  # noqa: Y015
 

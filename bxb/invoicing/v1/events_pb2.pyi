@@ -57,3 +57,51 @@ class InvoiceFinalized(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoiceFinalized: _TypeAlias = InvoiceFinalized  # noqa: Y015
+
+@_typing.final
+class TrialEnded(_message.Message):
+    """Published on subject "bxb.invoicing.v1.trial_ended" once a subscription's
+    free trial is over (when billing reaches its end).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TRIAL_END_TIME_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the subscription belongs to."""
+    subscription_id: _builtins.str
+    """The subscription."""
+    customer_id: _builtins.str
+    """Its customer."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact was noticed."""
+
+    @_builtins.property
+    def trial_end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the trial ended."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        trial_end_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "trial_end_time", b"trial_end_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "subscription_id", b"subscription_id", "trial_end_time", b"trial_end_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TrialEnded: _TypeAlias = TrialEnded  # noqa: Y015

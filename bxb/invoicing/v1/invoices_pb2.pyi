@@ -270,6 +270,8 @@ class Invoice(_message.Message):
     PLAN_CODE_FIELD_NUMBER: _builtins.int
     TIMING_FIELD_NUMBER: _builtins.int
     CALCULATION_ID_FIELD_NUMBER: _builtins.int
+    COUPONS_FIELD_NUMBER: _builtins.int
+    COUPONS_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "inv_abc"."""
     number: _builtins.str
@@ -283,15 +285,17 @@ class Invoice(_message.Message):
     currency: _builtins.str
     """ISO 4217 currency code."""
     subtotal_cents: _builtins.int
-    """Sum of the fees in minor units."""
+    """Sum of the fees in minor units, before coupons."""
     total_amount_cents: _builtins.int
-    """Amount due in minor units."""
+    """Amount due in minor units: the subtotal less the coupons."""
     plan_code: _builtins.str
     """Code of the billed plan."""
     timing: Global___BillingTiming.ValueType
     """Whether the invoice bills its period at the start or at the end."""
     calculation_id: _builtins.str
     """The pricing calculation this invoice was issued from, when there was one."""
+    coupons_amount_cents: _builtins.int
+    """Sum of the coupon discounts in minor units, a negative number or 0."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed period, inclusive."""
@@ -312,6 +316,10 @@ class Invoice(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the invoice was created."""
 
+    @_builtins.property
+    def coupons(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceCoupon]:
+        """The coupons that discount it, in the order they apply."""
+
     def __init__(
         self,
         *,
@@ -331,14 +339,50 @@ class Invoice(_message.Message):
         plan_code: _builtins.str = ...,
         timing: Global___BillingTiming.ValueType = ...,
         calculation_id: _builtins.str = ...,
+        coupons: _abc.Iterable[Global___InvoiceCoupon] | None = ...,
+        coupons_amount_cents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "issue_time", b"issue_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Invoice: _TypeAlias = Invoice  # noqa: Y015
+
+@_typing.final
+class InvoiceCoupon(_message.Message):
+    """A coupon's discount on one invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPLIED_COUPON_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DISCOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    applied_coupon_id: _builtins.str
+    """The applied coupon that gave it."""
+    code: _builtins.str
+    """The coupon's code."""
+    name: _builtins.str
+    """The coupon's name."""
+    discount_cents: _builtins.int
+    """The discount in minor units, negative ("-2480")."""
+    def __init__(
+        self,
+        *,
+        applied_coupon_id: _builtins.str = ...,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        discount_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_coupon_id", b"applied_coupon_id", "code", b"code", "discount_cents", b"discount_cents", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceCoupon: _TypeAlias = InvoiceCoupon  # noqa: Y015
 
 @_typing.final
 class GetInvoiceRequest(_message.Message):

@@ -2,15 +2,37 @@
 
 A customer's invoice list (by path, or /v1/invoices?customer_id=) starts with
 the drafts of its open periods: `status: "draft"`, no id and no number.
+`POST /v1/invoices` (ABAXUS) issues an invoice up to a `cutoff_date`; ABAXUS
+calls the finalized state "issued", so an invoice issued that way says
+`issued` where one closed by the billing run says `finalized`: the same state,
+with the same transitions (`/void`, `/archive`).
 """
 
 from __future__ import annotations
 
+import grpc
 from starlette.routing import Route
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
+from gateway.errors import respelled
+from gateway.schema import Spec, obj, string
+from services.common.timestamps import to_proto
+
+CREATE = obj(
+    {
+        "customer_id": string(required=True, max_length=200),
+        "subscription_id": string(max_length=64),
+        "cutoff_date": Spec("timestamp", required=True),
+    }
+)
+
+
+def status_name(invoice: pb.Invoice) -> str:
+    if invoice.status == pb.INVOICE_STATUS_FINALIZED and invoice.timing == pb.BILLING_TIMING_ON_REQUEST:
+        return "issued"
+    return render.enum(pb.InvoiceStatus, invoice.status, "INVOICE_STATUS_")
 
 
 def fee_json(fee: pb.Fee) -> dict:
@@ -53,7 +75,7 @@ def invoice_json(invoice: pb.Invoice) -> dict:
         "customer_id": invoice.customer_id,
         "subscription_id": invoice.subscription_id,
         "plan_code": invoice.plan_code,
-        "status": render.enum(pb.InvoiceStatus, invoice.status, "INVOICE_STATUS_"),
+        "status": status_name(invoice),
         "timing": render.enum(pb.BillingTiming, invoice.timing, "BILLING_TIMING_"),
         "currency": invoice.currency,
         "period_start": render.time(invoice, "period_start"),
@@ -127,7 +149,37 @@ async def current_usage(call: Call):
     )
 
 
+async def create(call: Call):
+    body = call.body
+    request = pb.CreateInvoiceRequest(
+        customer_id=body["customer_id"],
+        subscription_id=body["subscription_id"] or "",
+        cutoff_time=to_proto(body["cutoff_date"]),
+    )
+    try:
+        invoice = await call.clients.invoices.CreateInvoice(request, **call.options)
+    except grpc.aio.AioRpcError as error:
+        return respelled(error, {"cutoff_time": "cutoff_date"})
+    data = invoice_json(invoice)
+    if invoice.status == pb.INVOICE_STATUS_FINALIZED:  # this route speaks ABAXUS
+        data["status"] = "issued"
+    return json(data, 201)
+
+
+async def void(call: Call):
+    invoice = await call.clients.invoices.VoidInvoice(pb.VoidInvoiceRequest(id=call.path("id")), **call.options)
+    return json(invoice_json(invoice))
+
+
+async def archive(call: Call):
+    invoice = await call.clients.invoices.ArchiveInvoice(pb.ArchiveInvoiceRequest(id=call.path("id")), **call.options)
+    return json(invoice_json(invoice))
+
+
 routes = [
+    Route("/v1/invoices", endpoint(create, CREATE), methods=["POST"]),
+    Route("/v1/invoices/{id}/void", endpoint(void), methods=["POST"]),
+    Route("/v1/invoices/{id}/archive", endpoint(archive), methods=["POST"]),
     Route("/v1/invoices", endpoint(list_all), methods=["GET"]),
     Route("/v1/invoices/{id}", endpoint(get), methods=["GET"]),
     Route("/v1/customers/{customer_id}/invoices", endpoint(list_customer), methods=["GET"]),

@@ -22,6 +22,11 @@ converts, so it announces nothing.
 Coupons: an invoice takes its discounts when it is issued, in its own
 transaction (see coupons.py).
 
+Invoices on request (requested.py) may have billed part of a period already:
+its end-of-period invoice prices the whole period and deducts what they
+billed (an ALREADY_BILLED line), and is not issued when that leaves nothing;
+one that closed the whole period moved the watermark, so the run skips it.
+
 A terminated subscription's periods stop at its terminate time: none starts
 at or after it, and the one containing it is cut there (its base fee
 prorated by time), then billed once it has ended like any other.
@@ -42,7 +47,6 @@ from datetime import datetime, timedelta
 
 from google.protobuf import json_format
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2
@@ -51,15 +55,13 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import coupons
-from services.invoicing.discounts import Invoiced
+from services.invoicing import issuing
 from services.invoicing.fees import FeeCalculator
-from services.invoicing.invoice_view import invoice_proto
-from services.invoicing.models import Invoice, InvoiceSequence, Outbox, Subscription
+from services.invoicing.issuing import INVOICE_FINALIZED
+from services.invoicing.models import Outbox, Subscription
 
 log = logging.getLogger("bxb.billing")
 
-INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 TRIAL_ENDED = "bxb.invoicing.v1.trial_ended"
 ADVANCE, ARREARS = pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS
 # The watermark column of each timing: every period up to it is settled.
@@ -219,66 +221,20 @@ class Biller:
         fees: list[pb.Fee],
         now: datetime,
     ) -> bool:
-        org = subscription.organization_id
-        subtotal = sum(fee.amount_cents for fee in fees)
-        invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
         try:
             async with self.sessions() as session, session.begin():
-                given = await coupons.discount(
-                    session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True
-                )
-                discount = sum(c.discount_cents for c in given)
-                number = (
-                    await session.execute(
-                        insert(InvoiceSequence)
-                        .values(organization_id=org, last_number=1)
-                        .on_conflict_do_update(
-                            index_elements=[InvoiceSequence.organization_id],
-                            set_={"last_number": InvoiceSequence.last_number + 1},
-                        )
-                        .returning(InvoiceSequence.last_number)
-                    )
-                ).scalar_one()
-                invoice = Invoice(
-                    id=new_id("inv"),
-                    organization_id=org,
-                    number=f"INV-{number:06d}",
-                    customer_id=subscription.customer_id,
-                    subscription_id=subscription.id,
-                    plan_code=plan.code,
-                    status="INVOICE_STATUS_FINALIZED",
-                    currency=plan.currency,
-                    period_start=period.start,
-                    period_end=period.end,
-                    fees=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees],
-                    subtotal_cents=subtotal,
-                    coupons=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given],
-                    coupons_amount_cents=discount,
-                    total_amount_cents=subtotal + discount,
-                    issue_time=now,
-                    create_time=now,
-                    timing=pb.BillingTiming.Name(timing),
-                    calculation_id="",
-                )
-                inserted = await session.execute(
-                    insert(Invoice)
-                    .values({c.key: getattr(invoice, c.key) for c in Invoice.__table__.columns})
-                    .on_conflict_do_nothing(
-                        index_elements=[Invoice.subscription_id, Invoice.period_start, Invoice.timing]
-                    )
-                    .returning(Invoice.id)
-                )
-                if inserted.scalar_one_or_none() is None:
-                    raise Rollback
-                session.add_all(coupons.redemptions(invoice.id, subscription.id, period.start, given))
+                fresh = await issuing.lock(session, subscription.id)
+                billed = WATERMARKS[timing].key
+                if getattr(fresh, billed) is not None and getattr(fresh, billed) >= period.end:
+                    raise Rollback  # another run, or an invoice on request, closed the period meanwhile
+                prior = await issuing.already_billed(session, subscription.id, period.start) if timing == ARREARS else 0
+                if prior:
+                    fees = [*fees, issuing.deduction(prior, period.start, period.end)]
+                    if sum(f.amount_cents for f in fees) == 0:  # the invoices on request billed it all
+                        await self._settle(session, subscription, period, timing)
+                        return False
+                invoice = await issuing.store(session, fresh, plan, (period.start, period.end), timing, fees, now)
                 await self._settle(session, subscription, period, timing)
-                event = events_pb2.InvoiceFinalized(
-                    event_id=new_id("evt"),
-                    organization_id=org,
-                    occur_time=to_proto(now),
-                    invoice=invoice_proto(invoice),
-                )
-                await outbox.enqueue(session, Outbox, INVOICE_FINALIZED, event)
         except Rollback:
             return False
         log.info(

@@ -35,7 +35,7 @@ from services.invoicing.projection import SubscriptionProjection
 MICROSECOND = timedelta(microseconds=1)
 
 
-def _interval(plan: plans_pb2.Plan) -> str:
+def interval_of(plan: plans_pb2.Plan) -> str:
     return plans_pb2.PlanInterval.Name(plan.interval)
 
 
@@ -81,6 +81,45 @@ def slices(subscription: Subscription, interval: str, start: datetime, end: date
         for p in itertools.takewhile(lambda p: p.start < end, every)
         if p.end > start
     ]
+
+
+def record(
+    session: AsyncSession,
+    org: str,
+    subscription: Subscription,
+    plan: plans_pb2.Plan,
+    window: tuple[datetime, datetime],
+    line_items: list[pb.Fee],
+    now: datetime,
+) -> pb.Calculation:
+    """Stores a priced window (in the caller's transaction) and returns it."""
+    calculation = pb.Calculation(
+        id=new_id("calc"),
+        customer_id=subscription.customer_id,
+        subscription_id=subscription.id,
+        plan_code=plan.code,
+        plan_version=plan.version,
+        currency=plan.currency,
+        period_start=to_proto(window[0]),
+        period_end=to_proto(window[1]),
+        line_items=line_items,
+        total_amount_cents=sum(fee.amount_cents for fee in line_items),
+        create_time=to_proto(now),
+    )
+    session.add(
+        Calculation(
+            id=calculation.id,
+            organization_id=org,
+            customer_id=calculation.customer_id,
+            subscription_id=calculation.subscription_id,
+            period_start=window[0],
+            period_end=window[1],
+            total_amount_cents=calculation.total_amount_cents,
+            message=calculation.SerializeToString(),
+            create_time=now,
+        )
+    )
+    return calculation
 
 
 class Pricing:
@@ -175,7 +214,7 @@ class Pricing:
             event_count=usage.event_count,
         )
 
-    async def _pick(
+    async def pick(
         self, session: AsyncSession, org: str, customer_id: str, subscription_id: str
     ) -> tuple[Subscription, list[Subscription]]:
         """The named subscription, or the customer's only one (preferring those
@@ -209,42 +248,16 @@ class Pricing:
         # One transaction reads the subscriptions and stores the result: the
         # fewest database round trips for the hottest read of the API.
         async with self.sessions() as session, session.begin():
-            subscription, rows = await self._pick(session, org, request.customer_id, request.subscription_id)
+            subscription, rows = await self.pick(session, org, request.customer_id, request.subscription_id)
             plan = plan_of(subscription)
-            interval = _interval(plan)
+            interval = interval_of(plan)
             if window is None:
                 window = default_window(subscription, interval, utcnow())
             line_items = []
             for part in slices(subscription, interval, *window):
                 for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):
                     line_items += await self.fees.period_fees(subscription, plan, part, timing, rows)
-            now = utcnow()
-            calculation = pb.Calculation(
-                id=new_id("calc"),
-                customer_id=subscription.customer_id,
-                subscription_id=subscription.id,
-                plan_code=plan.code,
-                plan_version=plan.version,
-                currency=plan.currency,
-                period_start=to_proto(window[0]),
-                period_end=to_proto(window[1]),
-                line_items=line_items,
-                total_amount_cents=sum(fee.amount_cents for fee in line_items),
-                create_time=to_proto(now),
-            )
-            session.add(
-                Calculation(
-                    id=calculation.id,
-                    organization_id=org,
-                    customer_id=calculation.customer_id,
-                    subscription_id=calculation.subscription_id,
-                    period_start=window[0],
-                    period_end=window[1],
-                    total_amount_cents=calculation.total_amount_cents,
-                    message=calculation.SerializeToString(),
-                    create_time=now,
-                )
-            )
+            calculation = record(session, org, subscription, plan, window, line_items, utcnow())
         return calculation
 
     async def get(self, org: str, calculation_id: str) -> pb.Calculation:

@@ -25,8 +25,10 @@ from services.invoicing.calculations import Pricing
 from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
+from services.invoicing.requested import RequestedInvoices
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
@@ -37,8 +39,12 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         fees: FeeCalculator,
         projection: SubscriptionProjection,
         pricing: Pricing,
+        requested: RequestedInvoices,
+        lifecycle: Lifecycle,
     ):
         self.sessions = sessions
+        self.requested = requested
+        self.lifecycle = lifecycle
         self.pricing = pricing
         self.biller = biller
         self.fees = fees
@@ -157,3 +163,12 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def GetCalculation(self, request: pb.GetCalculationRequest, context) -> pb.Calculation:
         return await self.pricing.get(tenancy.organization_id(), request.id)
+
+    async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context) -> pb.Invoice:
+        return await self.requested.create(tenancy.organization_id(), request)
+
+    async def VoidInvoice(self, request: pb.VoidInvoiceRequest, context) -> pb.Invoice:
+        return await self.lifecycle.change(tenancy.organization_id(), request.id, "void")
+
+    async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context) -> pb.Invoice:
+        return await self.lifecycle.change(tenancy.organization_id(), request.id, "archive")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, LargeBinary, String, UniqueConstraint, func
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, LargeBinary, String, UniqueConstraint, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,9 +50,17 @@ class Subscription(Base):
 
 class Invoice(Base):
     __tablename__ = "invoices"
-    # Exactly one invoice per subscription, period and timing, whatever races.
+    # Exactly one live invoice per subscription, period and timing, whatever
+    # races; a voided one leaves its place to the invoice replacing it.
     __table_args__ = (
-        UniqueConstraint("subscription_id", "period_start", "timing"),
+        Index(
+            "uq_invoices_live_period",
+            "subscription_id",
+            "period_start",
+            "timing",
+            unique=True,
+            postgresql_where=text("void_time IS NULL"),
+        ),
         UniqueConstraint("organization_id", "number"),
     )
 
@@ -75,6 +83,8 @@ class Invoice(Base):
     # BillingTiming name: billed at the period's end (usage) or start (advance fees).
     timing: Mapped[str] = mapped_column(String(32), default="BILLING_TIMING_IN_ARREARS")
     calculation_id: Mapped[str] = mapped_column(String(64), default="")
+    # When it was voided; it stays voided when archived.
+    void_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Coupon discounts as proto3 JSON of bxb.invoicing.v1.InvoiceCoupon.
     coupons: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     coupons_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -133,4 +143,16 @@ class CouponRedemption(Base):
     applied_coupon_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     subscription_id: Mapped[str] = mapped_column(String(64))
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class InterimAmount(Base):
+    """What an invoice issued on request billed of one subscription period:
+    the period's end-of-period invoice deducts it."""
+
+    __tablename__ = "interim_amounts"
+
+    invoice_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(String(64), index=True)
     amount_cents: Mapped[int] = mapped_column(BigInteger)

@@ -19,8 +19,10 @@ from services.invoicing.billing import Biller, Scheduler
 from services.invoicing.calculations import Pricing
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoices import InvoiceServicer
+from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Outbox
 from services.invoicing.projection import SubscriptionProjection
+from services.invoicing.requested import RequestedInvoices
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 METERING_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
@@ -88,7 +90,15 @@ def build(settings: Settings) -> grpc_server.Service:
                 invoices_pb2,
                 invoices_pb2_grpc,
                 "InvoiceService",
-                InvoiceServicer(sessions, biller, fees, projection, pricing),
+                InvoiceServicer(
+                    sessions,
+                    biller,
+                    fees,
+                    projection,
+                    pricing,
+                    RequestedInvoices(sessions, fees, pricing, relay),
+                    Lifecycle(sessions, relay),
+                ),
             )
         ],
         on_start=on_start,

@@ -13,7 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from bxb.invoicing.v1 import events_pb2
 from services.common import bus
 from services.invoicing.billing import TRIAL_ENDED, Biller
-from tests.conftest import Infra, Stack, Tenant
+from tests.conftest import Infra, Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
@@ -122,7 +122,11 @@ async def test_trial_ended_is_published_once_and_not_for_a_cancelled_trial(
         cancelled = await subscribe(tenant, "c2", "pro", recent, trial_period_days=14)
         assert (await tenant.http.delete(f"/v1/subscriptions/{cancelled['id']}")).status_code == 200
         await invoicing_db.projected(ended["id"])
-        await invoicing_db.projected(cancelled["id"])
+
+        async def cancellation_projected():
+            assert (await invoicing_db.projected(cancelled["id"])).terminate_time is not None
+
+        await eventually(cancellation_projected)
         await run_billing(stack, tenant)
         await run_billing(stack, tenant)  # a second run announces nothing again
         # A month on, the cancelled trial's end has passed too: it never converted.

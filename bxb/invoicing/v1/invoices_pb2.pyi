@@ -31,7 +31,13 @@ class _InvoiceStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Invoice
     INVOICE_STATUS_DRAFT: _InvoiceStatus.ValueType  # 1
     """Being computed; amounts may still change."""
     INVOICE_STATUS_FINALIZED: _InvoiceStatus.ValueType  # 2
-    """Final: amounts never change again."""
+    """Final ("issued" in ABAXUS's words): amounts never change again."""
+    INVOICE_STATUS_PAID: _InvoiceStatus.ValueType  # 3
+    """Paid in full."""
+    INVOICE_STATUS_VOIDED: _InvoiceStatus.ValueType  # 4
+    """Cancelled after it was finalized: nothing is due."""
+    INVOICE_STATUS_ARCHIVED: _InvoiceStatus.ValueType  # 5
+    """Put away: kept for the record, out of the way."""
 
 class InvoiceStatus(_InvoiceStatus, metaclass=_InvoiceStatusEnumTypeWrapper):
     """Lifecycle state of an invoice."""
@@ -41,7 +47,13 @@ INVOICE_STATUS_UNSPECIFIED: InvoiceStatus.ValueType  # 0
 INVOICE_STATUS_DRAFT: InvoiceStatus.ValueType  # 1
 """Being computed; amounts may still change."""
 INVOICE_STATUS_FINALIZED: InvoiceStatus.ValueType  # 2
-"""Final: amounts never change again."""
+"""Final ("issued" in ABAXUS's words): amounts never change again."""
+INVOICE_STATUS_PAID: InvoiceStatus.ValueType  # 3
+"""Paid in full."""
+INVOICE_STATUS_VOIDED: InvoiceStatus.ValueType  # 4
+"""Cancelled after it was finalized: nothing is due."""
+INVOICE_STATUS_ARCHIVED: InvoiceStatus.ValueType  # 5
+"""Put away: kept for the record, out of the way."""
 Global___InvoiceStatus: _TypeAlias = InvoiceStatus  # noqa: Y015
 
 class _FeeType:
@@ -60,6 +72,10 @@ class _FeeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeeType.Value
     """Tops a period's total up to the plan's minimum commitment."""
     FEE_TYPE_TRUE_UP: _FeeType.ValueType  # 4
     """Tops a charge up to its minimum spend (min_amount_cents)."""
+    FEE_TYPE_ALREADY_BILLED: _FeeType.ValueType  # 5
+    """Deducts what earlier invoices of the same period already billed
+    (invoices issued on request up to a cutoff); negative.
+    """
 
 class FeeType(_FeeType, metaclass=_FeeTypeEnumTypeWrapper):
     """What a fee line bills."""
@@ -74,6 +90,10 @@ FEE_TYPE_COMMITMENT: FeeType.ValueType  # 3
 """Tops a period's total up to the plan's minimum commitment."""
 FEE_TYPE_TRUE_UP: FeeType.ValueType  # 4
 """Tops a charge up to its minimum spend (min_amount_cents)."""
+FEE_TYPE_ALREADY_BILLED: FeeType.ValueType  # 5
+"""Deducts what earlier invoices of the same period already billed
+(invoices issued on request up to a cutoff); negative.
+"""
 Global___FeeType: _TypeAlias = FeeType  # noqa: Y015
 
 class _BillingTiming:
@@ -88,6 +108,10 @@ class _BillingTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Billing
     """At the period's end: usage, and fees billed in arrears."""
     BILLING_TIMING_IN_ADVANCE: _BillingTiming.ValueType  # 2
     """At the period's start: the fees paid in advance."""
+    BILLING_TIMING_ON_REQUEST: _BillingTiming.ValueType  # 3
+    """On request, up to a cutoff (POST /v1/invoices): what the periods it
+    covers owe so far, less what earlier invoices of those periods billed.
+    """
 
 class BillingTiming(_BillingTiming, metaclass=_BillingTimingEnumTypeWrapper):
     """When an invoice bills its period."""
@@ -98,6 +122,10 @@ BILLING_TIMING_IN_ARREARS: BillingTiming.ValueType  # 1
 """At the period's end: usage, and fees billed in arrears."""
 BILLING_TIMING_IN_ADVANCE: BillingTiming.ValueType  # 2
 """At the period's start: the fees paid in advance."""
+BILLING_TIMING_ON_REQUEST: BillingTiming.ValueType  # 3
+"""On request, up to a cutoff (POST /v1/invoices): what the periods it
+covers owe so far, less what earlier invoices of those periods billed.
+"""
 Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 
 @_typing.final
@@ -383,6 +411,85 @@ class InvoiceCoupon(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoiceCoupon: _TypeAlias = InvoiceCoupon  # noqa: Y015
+
+@_typing.final
+class CreateInvoiceRequest(_message.Message):
+    """Request for InvoiceService.CreateInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    CUTOFF_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    subscription_id: _builtins.str
+    """The subscription; may be empty when the customer has exactly one."""
+    @_builtins.property
+    def cutoff_time(self) -> _timestamp_pb2.Timestamp:
+        """The period ends here (exclusive; a cutoff at 23:59:59 bills that whole
+        day). It starts where the subscription's last invoice ended, or where its
+        billing started.
+        """
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        subscription_id: _builtins.str = ...,
+        cutoff_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cutoff_time", b"cutoff_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "cutoff_time", b"cutoff_time", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateInvoiceRequest: _TypeAlias = CreateInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class VoidInvoiceRequest(_message.Message):
+    """Request for InvoiceService.VoidInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class ArchiveInvoiceRequest(_message.Message):
+    """Request for InvoiceService.ArchiveInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArchiveInvoiceRequest: _TypeAlias = ArchiveInvoiceRequest  # noqa: Y015
 
 @_typing.final
 class GetInvoiceRequest(_message.Message):

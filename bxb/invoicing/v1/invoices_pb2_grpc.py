@@ -70,6 +70,21 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
                 _registered_method=True)
+        self.CreateInvoice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/CreateInvoice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+                _registered_method=True)
+        self.VoidInvoice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/VoidInvoice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+                _registered_method=True)
+        self.ArchiveInvoice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/ArchiveInvoice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -127,6 +142,29 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateInvoice(self, request, context):
+        """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
+        when its total would be 0 or the window is already invoiced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VoidInvoice(self, request, context):
+        """Voids a finalized invoice; FAILED_PRECONDITION from any other state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ArchiveInvoice(self, request, context):
+        """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
+        archived or while a draft.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +202,21 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.GetCalculation,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.SerializeToString,
+            ),
+            'CreateInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateInvoice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
+            ),
+            'VoidInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.VoidInvoice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
+            ),
+            'ArchiveInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ArchiveInvoice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -356,6 +409,87 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/GetCalculation',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/CreateInvoice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateInvoiceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VoidInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/VoidInvoice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ArchiveInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/ArchiveInvoice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,16 @@ class InvoiceServiceStub:
     """Prices a subscription over a window and stores the result."""
     GetCalculation: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]
     """Returns a stored calculation."""
+    CreateInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CreateInvoiceRequest, _invoices_pb2.Invoice]
+    """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
+    when its total would be 0 or the window is already invoiced.
+    """
+    VoidInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.VoidInvoiceRequest, _invoices_pb2.Invoice]
+    """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+    ArchiveInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]
+    """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
+    archived or while a draft.
+    """
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -75,6 +85,16 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Prices a subscription over a window and stores the result."""
     GetCalculation: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]  # type: ignore[assignment]
     """Returns a stored calculation."""
+    CreateInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CreateInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
+    """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
+    when its total would be 0 or the window is already invoiced.
+    """
+    VoidInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.VoidInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
+    """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+    ArchiveInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
+    """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
+    archived or while a draft.
+    """
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices of the calling organization."""
@@ -138,5 +158,33 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.Calculation, _abc.Awaitable[_invoices_pb2.Calculation]]:
         """Returns a stored calculation."""
+
+    @_abc_1.abstractmethod
+    def CreateInvoice(
+        self,
+        request: _invoices_pb2.CreateInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
+        """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
+        when its total would be 0 or the window is already invoiced.
+        """
+
+    @_abc_1.abstractmethod
+    def VoidInvoice(
+        self,
+        request: _invoices_pb2.VoidInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
+        """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+
+    @_abc_1.abstractmethod
+    def ArchiveInvoice(
+        self,
+        request: _invoices_pb2.ArchiveInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
+        """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
+        archived or while a draft.
+        """
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,127 @@
+"""Storing an issued invoice, for every path that issues one (the billing
+run, an invoice on request): its coupons, its gapless number, its row, what
+its coupons gave, and invoice_finalized through the outbox, all in the
+caller's transaction.
+
+Callers lock the subscription first (`lock`), so the billing run and
+invoices on request never bill the same stretch of a subscription at once,
+and read what earlier invoices on request billed of a period
+(`already_billed`) under that lock.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bxb.catalog.v1 import plans_pb2
+from bxb.invoicing.v1 import events_pb2
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common import outbox
+from services.common.ids import new_id
+from services.common.timestamps import to_proto
+from services.invoicing import coupons
+from services.invoicing.discounts import Invoiced
+from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
+
+INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
+
+
+async def lock(session: AsyncSession, subscription_id: str) -> Subscription:
+    """The subscription's row, fresh and locked until the transaction ends."""
+    query = select(Subscription).where(Subscription.id == subscription_id).with_for_update()
+    return (await session.execute(query.execution_options(populate_existing=True))).scalar_one()
+
+
+async def already_billed(session: AsyncSession, subscription_id: str, period_start: datetime) -> int:
+    """What live invoices on request billed of the period starting at `period_start`."""
+    query = (
+        select(func.coalesce(func.sum(InterimAmount.amount_cents), 0))
+        .join(Invoice, Invoice.id == InterimAmount.invoice_id)
+        .where(
+            InterimAmount.subscription_id == subscription_id,
+            InterimAmount.period_start == period_start,
+            Invoice.void_time.is_(None),
+        )
+    )
+    return int((await session.execute(query)).scalar_one())
+
+
+def deduction(cents: int, start: datetime, end: datetime) -> pb.Fee:
+    """The line taking off what earlier invoices of a period billed."""
+    return pb.Fee(
+        type=pb.FEE_TYPE_ALREADY_BILLED,
+        amount_cents=-cents,
+        units="1",
+        description="Already billed this period",
+        period_start=to_proto(start),
+        period_end=to_proto(end),
+    )
+
+
+async def _number(session: AsyncSession, org: str) -> str:
+    number = (
+        await session.execute(
+            insert(InvoiceSequence)
+            .values(organization_id=org, last_number=1)
+            .on_conflict_do_update(
+                index_elements=[InvoiceSequence.organization_id],
+                set_={"last_number": InvoiceSequence.last_number + 1},
+            )
+            .returning(InvoiceSequence.last_number)
+        )
+    ).scalar_one()
+    return f"INV-{number:06d}"
+
+
+async def store(
+    session: AsyncSession,
+    subscription: Subscription,
+    plan: plans_pb2.Plan,
+    bounds: tuple[datetime, datetime],
+    timing: int,
+    fees: list[pb.Fee],
+    now: datetime,
+    calculation_id: str = "",
+) -> Invoice:
+    """Issues the invoice. The caller's lock and its check of the watermarks
+    make a second live invoice of one period impossible; the unique index
+    stays as the last guard (a violation aborts the transaction)."""
+    org = subscription.organization_id
+    subtotal = sum(fee.amount_cents for fee in fees)
+    invoiced = Invoiced(fees, plan.currency, plan.code, bounds[0])
+    given = await coupons.discount(session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True)
+    discount = sum(c.discount_cents for c in given)
+    invoice = Invoice(
+        id=new_id("inv"),
+        organization_id=org,
+        number=await _number(session, org),
+        customer_id=subscription.customer_id,
+        subscription_id=subscription.id,
+        plan_code=plan.code,
+        status="INVOICE_STATUS_FINALIZED",
+        currency=plan.currency,
+        period_start=bounds[0],
+        period_end=bounds[1],
+        fees=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees],
+        subtotal_cents=subtotal,
+        coupons=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given],
+        coupons_amount_cents=discount,
+        total_amount_cents=subtotal + discount,
+        issue_time=now,
+        create_time=now,
+        timing=pb.BillingTiming.Name(timing),
+        calculation_id=calculation_id,
+    )
+    session.add(invoice)
+    session.add_all(coupons.redemptions(invoice.id, subscription.id, bounds[0], given))
+    event = events_pb2.InvoiceFinalized(
+        event_id=new_id("evt"), organization_id=org, occur_time=to_proto(now), invoice=invoice_proto(invoice)
+    )
+    await outbox.enqueue(session, Outbox, INVOICE_FINALIZED, event)
+    return invoice

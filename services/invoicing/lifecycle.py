@@ -1,0 +1,67 @@
+"""Invoice state changes after finalization.
+
+    finalized (issued) --void--> voided
+    finalized, paid, voided --archive--> archived
+
+Any other change is refused with FAILED_PRECONDITION (409) naming the
+current state. Voiding gives back what the invoice's coupons took (their
+redemptions go) and frees its period: an invoice on request may bill it
+again. Each change is announced as invoice_updated.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bxb.invoicing.v1 import events_pb2
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common import outbox
+from services.common.errors import FailedPrecondition, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import to_proto, utcnow
+from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.models import CouponRedemption, Invoice, Outbox
+
+INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
+FINALIZED, PAID = "INVOICE_STATUS_FINALIZED", "INVOICE_STATUS_PAID"
+VOIDED, ARCHIVED = "INVOICE_STATUS_VOIDED", "INVOICE_STATUS_ARCHIVED"
+# The action, the state it leads to, and the states it may start from.
+ACTIONS = {"void": (VOIDED, (FINALIZED,)), "archive": (ARCHIVED, (FINALIZED, PAID, VOIDED))}
+
+
+def state_name(status: str) -> str:
+    return status.removeprefix("INVOICE_STATUS_").lower()
+
+
+class Lifecycle:
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+        self.sessions = sessions
+        self.relay = relay
+
+    async def change(self, org: str, invoice_id: str, action: str) -> pb.Invoice:
+        target, sources = ACTIONS[action]
+        async with self.sessions() as session, session.begin():
+            query = select(Invoice).where(Invoice.id == invoice_id, Invoice.organization_id == org).with_for_update()
+            invoice = (await session.execute(query)).scalar_one_or_none()
+            if invoice is None:
+                raise NotFound(f"invoice {invoice_id!r} not found", field="id")
+            if invoice.status not in sources:
+                raise FailedPrecondition(
+                    f"invoice {invoice_id!r} is {state_name(invoice.status)}: it cannot be {state_name(target)}",
+                    field="status",
+                    reason="INVALID_TRANSITION",
+                    metadata={"status": state_name(invoice.status)},
+                )
+            now = utcnow()
+            invoice.status = target
+            if target == VOIDED:
+                invoice.void_time = now
+                await session.execute(delete(CouponRedemption).where(CouponRedemption.invoice_id == invoice.id))
+            result = invoice_proto(invoice)
+            event = events_pb2.InvoiceUpdated(
+                event_id=new_id("evt"), organization_id=org, occur_time=to_proto(now), invoice=result
+            )
+            await outbox.enqueue(session, Outbox, INVOICE_UPDATED, event)
+        self.relay.wake()
+        return result

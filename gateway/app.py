@@ -25,6 +25,7 @@ from gateway.routes import (
     price_plans,
     pricing,
     subscriptions,
+    taxes,
     usage,
 )
 
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *customers.routes,
         *subscriptions.routes,
         *coupons.routes,
+        *taxes.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,

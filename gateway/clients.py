@@ -13,6 +13,7 @@ from bxb.catalog.v1 import (
     organizations_pb2_grpc,
     plans_pb2_grpc,
     subscriptions_pb2_grpc,
+    taxes_pb2_grpc,
 )
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
@@ -29,6 +30,7 @@ class Clients:
     customers: customers_pb2_grpc.CustomerServiceStub
     subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
     coupons: coupons_pb2_grpc.CouponServiceStub
+    taxes: taxes_pb2_grpc.TaxServiceStub
     events: usage_events_pb2_grpc.EventServiceStub
     usage: usage_pb2_grpc.UsageServiceStub
     invoices: invoices_pb2_grpc.InvoiceServiceStub
@@ -48,6 +50,7 @@ class Clients:
             customers=customers_pb2_grpc.CustomerServiceStub(catalog),
             subscriptions=subscriptions_pb2_grpc.SubscriptionServiceStub(catalog),
             coupons=coupons_pb2_grpc.CouponServiceStub(catalog),
+            taxes=taxes_pb2_grpc.TaxServiceStub(catalog),
             events=usage_events_pb2_grpc.EventServiceStub(metering),
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),

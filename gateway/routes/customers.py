@@ -8,7 +8,7 @@ from bxb.catalog.v1 import customers_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import invalid
-from gateway.schema import obj, string
+from gateway.schema import array, obj, string
 
 CREATE = obj(
     {
@@ -24,6 +24,7 @@ CREATE = obj(
                 "provider_payment_method": string(required=True, max_length=200),
             }
         ),
+        "tax_codes": array(string(max_length=100), max_items=10),
     }
 )
 
@@ -39,6 +40,7 @@ def customer_json(customer: pb.Customer) -> dict:
             "provider": customer.billing.provider or None,
             "provider_customer_id": customer.billing.provider_customer_id or None,
         },
+        "tax_codes": list(customer.tax_codes),
         "created_at": render.time(customer, "create_time"),
     }
 
@@ -56,6 +58,7 @@ async def create(call: Call):
         billing=pb.BillingConfiguration(
             provider=billing.get("provider") or "", provider_customer_id=billing.get("provider_customer_id") or ""
         ),
+        tax_codes=body["tax_codes"] or [],
     )
     method = body["payment_method"]
     request = pb.CreateCustomerRequest(

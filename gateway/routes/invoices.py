@@ -92,6 +92,17 @@ def invoice_json(invoice: pb.Invoice) -> dict:
             for c in invoice.coupons
         ],
         "coupons_amount_cents": invoice.coupons_amount_cents,
+        "taxes": [
+            {
+                "code": t.code,
+                "name": t.name,
+                "rate": t.rate,
+                "taxable_amount_cents": t.taxable_amount_cents,
+                "amount_cents": t.amount_cents,
+            }
+            for t in invoice.taxes
+        ],
+        "taxes_amount_cents": invoice.taxes_amount_cents,
         "total_amount_cents": invoice.total_amount_cents,
         "issued_at": render.time(invoice, "issue_time"),
         "created_at": render.time(invoice, "create_time"),

@@ -93,6 +93,7 @@ PLAN_TERMS = {
     "pay_in_advance": Spec("boolean"),
     "trial_period_days": Spec("integer", bits=32),
     "minimum_commitment": obj({"amount_cents": Spec("integer", required=True)}, nullable=True),
+    "tax_codes": array(string(max_length=100), max_items=10),
 }
 CREATE = obj(
     {
@@ -184,6 +185,7 @@ def plan_terms_json(plan: pb.Plan) -> dict:
         "pay_in_advance": plan.pay_in_advance,
         "trial_period_days": plan.trial_period_days,
         "minimum_commitment": {"amount_cents": commitment} if commitment else None,
+        "tax_codes": list(plan.tax_codes),
     }
 
 
@@ -264,6 +266,7 @@ def plan_terms(body: dict) -> dict:
         "pay_in_advance": bool(body["pay_in_advance"]),
         "trial_period_days": body["trial_period_days"] or 0,
         "minimum_commitment_cents": commitment["amount_cents"] if commitment else 0,
+        "tax_codes": body["tax_codes"] or [],
     }
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import customers_pb2 as pb
 from bxb.catalog.v1 import customers_pb2_grpc, events_pb2
-from services.catalog import validation
+from services.catalog import taxes, validation
 from services.catalog.models import Customer, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
@@ -31,6 +31,7 @@ def customer_proto(customer: Customer) -> pb.Customer:
         billing=pb.BillingConfiguration(
             provider=customer.billing_provider, provider_customer_id=customer.billing_provider_customer_id
         ),
+        tax_codes=customer.tax_codes or [],
     )
 
 
@@ -83,6 +84,7 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         async with self.sessions() as session, session.begin():
             if await session.get(Customer, (org, spec.id)) is not None:
                 raise AlreadyExists(f"customer {spec.id!r} already exists", field="id")
+            customer.tax_codes = await taxes.check_codes(session, org, spec.tax_codes)
             session.add(customer)
             await session.flush()
             await session.refresh(customer)

@@ -88,6 +88,7 @@ class Plan(Base):
     pay_in_advance: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     trial_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     minimum_commitment_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -102,6 +103,7 @@ class Customer(Base):
     # Where the customer is charged: the payment provider and the customer's id there ("" when not set).
     billing_provider: Mapped[str] = mapped_column(String(32), default="", server_default="")
     billing_provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -147,3 +149,18 @@ class AppliedCoupon(Base):
     coupon_id: Mapped[str] = mapped_column(ForeignKey("coupons.id"))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Tax(Base):
+    __tablename__ = "taxes"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    # Percent, as a canonical decimal string.
+    rate: Mapped[str] = mapped_column(String(40))
+    description: Mapped[str] = mapped_column(Text, default="")
+    applied_to_organization: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

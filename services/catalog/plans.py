@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2 as pb
 from bxb.catalog.v1 import plans_pb2_grpc
-from services.catalog import charge_rules, metrics, validation
+from services.catalog import charge_rules, metrics, taxes, validation
 from services.catalog.models import Plan
 from services.common import currencies, pagination, tenancy
 from services.common.errors import InvalidArgument, NotFound
@@ -35,6 +35,7 @@ def plan_proto(plan: Plan) -> pb.Plan:
         pay_in_advance=plan.pay_in_advance,
         trial_period_days=plan.trial_period_days,
         minimum_commitment_cents=plan.minimum_commitment_cents,
+        tax_codes=plan.tax_codes or [],
     )
 
 
@@ -119,6 +120,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                 pay_in_advance=spec.pay_in_advance,
                 trial_period_days=spec.trial_period_days,
                 minimum_commitment_cents=spec.minimum_commitment_cents,
+                tax_codes=await taxes.check_codes(session, org, spec.tax_codes),
             )
             session.add(plan)
             await session.flush()

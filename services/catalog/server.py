@@ -1,5 +1,5 @@
 """The catalog service process: metrics, plans, customers, subscriptions,
-coupons, organizations and API keys, in its own PostgreSQL database."""
+coupons, taxes, organizations and API keys, in its own PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from bxb.catalog.v1 import (
     plans_pb2_grpc,
     subscriptions_pb2,
     subscriptions_pb2_grpc,
+    taxes_pb2,
+    taxes_pb2_grpc,
 )
 from services.catalog import organizations
 from services.catalog.coupons import CouponServicer
@@ -29,6 +31,7 @@ from services.catalog.metrics import BillableMetricServicer
 from services.catalog.models import Outbox
 from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
+from services.catalog.taxes import TaxServicer
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 
@@ -92,6 +95,7 @@ def build(settings: Settings) -> grpc_server.Service:
                 subscriptions_pb2, subscriptions_pb2_grpc, "SubscriptionService", SubscriptionServicer(sessions, relay)
             ),
             grpc_server.registrar(coupons_pb2, coupons_pb2_grpc, "CouponService", CouponServicer(sessions, relay)),
+            grpc_server.registrar(taxes_pb2, taxes_pb2_grpc, "TaxService", TaxServicer(sessions)),
         ],
         on_start=on_start,
         on_stop=on_stop,

@@ -221,6 +221,7 @@ class Biller:
         fees: list[pb.Fee],
         now: datetime,
     ) -> bool:
+        taxes = await self.fees.tax_rates(subscription, plan)
         try:
             async with self.sessions() as session, session.begin():
                 fresh = await issuing.lock(session, subscription.id)
@@ -233,7 +234,8 @@ class Biller:
                     if sum(f.amount_cents for f in fees) == 0:  # the invoices on request billed it all
                         await self._settle(session, subscription, period, timing)
                         return False
-                invoice = await issuing.store(session, fresh, plan, (period.start, period.end), timing, fees, now)
+                bounds = (period.start, period.end)
+                invoice = await issuing.store(session, fresh, plan, bounds, timing, fees, now, taxes)
                 await self._settle(session, subscription, period, timing)
         except Rollback:
             return False

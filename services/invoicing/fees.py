@@ -36,7 +36,7 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2
+from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, taxes_pb2, taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from services.common import tenancy
@@ -44,6 +44,7 @@ from services.common.aggregations import aggregation
 from services.common.decimals import canonical
 from services.common.periods import Period
 from services.common.timestamps import to_proto
+from services.invoicing import taxation
 from services.invoicing.models import Subscription
 from services.invoicing.pricing import models
 from services.invoicing.pricing.money import from_minor, to_minor
@@ -139,10 +140,17 @@ NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance know
 
 class FeeCalculator:
     def __init__(
-        self, usage: usage_pb2_grpc.UsageServiceStub | None = None, sessions: async_sessionmaker | None = None
+        self,
+        usage: usage_pb2_grpc.UsageServiceStub | None = None,
+        sessions: async_sessionmaker | None = None,
+        taxes: taxes_pb2_grpc.TaxServiceStub | None = None,
     ):
         self.usage = usage
         self.sessions = sessions
+        self.taxes = taxes  # the catalog's, for the taxes of an invoice; none without it
+
+    async def tax_rates(self, subscription: Subscription, plan: plans_pb2.Plan) -> list[taxes_pb2.Tax]:
+        return await taxation.resolve(self.taxes, subscription.organization_id, subscription.customer_id, plan)
 
     async def windows(
         self,

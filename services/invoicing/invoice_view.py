@@ -29,4 +29,6 @@ def invoice_proto(invoice: Invoice) -> pb.Invoice:
         calculation_id=invoice.calculation_id,
         coupons=[json_format.ParseDict(c, pb.InvoiceCoupon()) for c in invoice.coupons],
         coupons_amount_cents=invoice.coupons_amount_cents,
+        taxes=[json_format.ParseDict(t, pb.InvoiceTax()) for t in invoice.taxes],
+        taxes_amount_cents=invoice.taxes_amount_cents,
     )

@@ -29,6 +29,7 @@ from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
+from services.invoicing.taxation import tax_lines
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
@@ -105,6 +106,8 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             async with self.sessions() as session:
                 given = await coupons.discount(session, org, customer_id, subscription.id, invoiced, now)
             discount = sum(c.discount_cents for c in given)
+            levied = tax_lines(total + discount, plan.currency, await self.fees.tax_rates(subscription, plan))
+            tax = sum(t.amount_cents for t in levied)
             drafts.append(
                 pb.Invoice(
                     customer_id=customer_id,
@@ -118,7 +121,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                     subtotal_cents=total,
                     coupons=given,
                     coupons_amount_cents=discount,
-                    total_amount_cents=total + discount,
+                    taxes=levied,
+                    taxes_amount_cents=tax,
+                    total_amount_cents=total + discount + tax,
                     timing=pb.BILLING_TIMING_IN_ARREARS,
                 )
             )

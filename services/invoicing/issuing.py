@@ -1,7 +1,7 @@
 """Storing an issued invoice, for every path that issues one (the billing
-run, an invoice on request): its coupons, its gapless number, its row, what
-its coupons gave, and invoice_finalized through the outbox, all in the
-caller's transaction.
+run, an invoice on request): its coupons, then its taxes on what the coupons
+left, its gapless number, its row, what its coupons gave, and
+invoice_finalized through the outbox, all in the caller's transaction.
 
 Callers lock the subscription first (`lock`), so the billing run and
 invoices on request never bill the same stretch of a subscription at once,
@@ -11,6 +11,7 @@ and read what earlier invoices on request billed of a period
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf import json_format
@@ -18,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bxb.catalog.v1 import plans_pb2
+from bxb.catalog.v1 import plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox
@@ -28,6 +29,7 @@ from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
+from services.invoicing.taxation import tax_lines
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 
@@ -87,6 +89,7 @@ async def store(
     timing: int,
     fees: list[pb.Fee],
     now: datetime,
+    taxes: Sequence[taxes_pb2.Tax] = (),
     calculation_id: str = "",
 ) -> Invoice:
     """Issues the invoice. The caller's lock and its check of the watermarks
@@ -97,6 +100,8 @@ async def store(
     invoiced = Invoiced(fees, plan.currency, plan.code, bounds[0])
     given = await coupons.discount(session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True)
     discount = sum(c.discount_cents for c in given)
+    levied = tax_lines(subtotal + discount, plan.currency, taxes)
+    tax = sum(t.amount_cents for t in levied)
     invoice = Invoice(
         id=new_id("inv"),
         organization_id=org,
@@ -112,7 +117,9 @@ async def store(
         subtotal_cents=subtotal,
         coupons=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given],
         coupons_amount_cents=discount,
-        total_amount_cents=subtotal + discount,
+        taxes=[json_format.MessageToDict(t, preserving_proto_field_name=True) for t in levied],
+        taxes_amount_cents=tax,
+        total_amount_cents=subtotal + discount + tax,
         issue_time=now,
         create_time=now,
         timing=pb.BillingTiming.Name(timing),

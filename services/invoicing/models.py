@@ -88,6 +88,9 @@ class Invoice(Base):
     # Coupon discounts as proto3 JSON of bxb.invoicing.v1.InvoiceCoupon.
     coupons: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     coupons_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Tax lines as proto3 JSON of bxb.invoicing.v1.InvoiceTax.
+    taxes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    taxes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class InvoiceSequence(Base):

@@ -111,6 +111,7 @@ class RequestedInvoices:
                 period if end >= period.end else periods.Period(period.start, end, period.full_start, period.full_end)
             )
             priced.append((period, window, await self.fees.period_fees(subscription, plan, window, ARREARS, rows)))
+        taxes = await self.fees.tax_rates(subscription, plan)
         async with self.sessions() as session, session.begin():
             fresh = await issuing.lock(session, subscription.id)
             if await billed_to(session, fresh) != start:
@@ -132,7 +133,9 @@ class RequestedInvoices:
                     reason="ZERO_TOTAL",
                 )
             calculation = await self._calculation(session, org, fresh, plan, (start, end), lines, subtotal, now)
-            invoice = await issuing.store(session, fresh, plan, (start, end), ON_REQUEST, lines, now, calculation)
+            invoice = await issuing.store(
+                session, fresh, plan, (start, end), ON_REQUEST, lines, now, taxes, calculation_id=calculation
+            )
             session.add_all(
                 InterimAmount(invoice_id=invoice.id, period_start=p, subscription_id=subscription.id, amount_cents=c)
                 for p, c in interim

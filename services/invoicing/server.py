@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
 from services.common import bus, config, db, grpc_server
@@ -55,7 +56,9 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     relay = OutboxRelay(sessions, Outbox)
-    fees = FeeCalculator(sessions=sessions)  # its metering stub is connected in on_start, on the serving loop
+    fees = FeeCalculator(
+        sessions=sessions
+    )  # its metering and catalog stubs are connected in on_start, on the serving loop
     channels: list[grpc.aio.Channel] = []
     biller = Biller(sessions, fees, relay, timedelta(seconds=settings.settle_seconds))
     scheduler = Scheduler(biller, settings.billing_interval)
@@ -68,6 +71,7 @@ def build(settings: Settings) -> grpc_server.Service:
         fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
         projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
         channels.append(projection.catalog)
+        fees.taxes = taxes_pb2_grpc.TaxServiceStub(projection.catalog)
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)

@@ -8,6 +8,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller
@@ -53,8 +54,11 @@ async def invoicing_db(stack: Stack) -> AsyncIterator[InvoicingDb]:
 async def biller(stack: Stack, invoicing_db: InvoicingDb) -> AsyncIterator[Biller]:
     """A biller of its own on invoicing's database, as a second invoicing
     process would be, told what time it is (no settle delay)."""
-    channel = grpc.aio.insecure_channel(stack.metering)
+    channel, catalog = grpc.aio.insecure_channel(stack.metering), grpc.aio.insecure_channel(stack.catalog)
     relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
-    fees = FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions)
+    fees = FeeCalculator(
+        usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions, taxes_pb2_grpc.TaxServiceStub(catalog)
+    )
     yield Biller(invoicing_db.sessions, fees, relay, timedelta(0))
     await channel.close()
+    await catalog.close()

@@ -30,6 +30,7 @@ CATALOG_SERVICES = [
     "bxb.catalog.v1.OrganizationService",
     "bxb.catalog.v1.PlanService",
     "bxb.catalog.v1.SubscriptionService",
+    "bxb.catalog.v1.TaxService",
 ]
 PAYMENTS_SERVICES = ["bxb.payments.v1.PaymentService"]
 

@@ -220,7 +220,12 @@ async def test_a_customer_is_created_by_external_id_and_read_back(tenant: Tenant
     assert created.status_code == 201, created.text
     customer = created.json()
     assert recent(customer.pop("created_at"))
-    assert customer == {"id": customer_id, **body, "billing": {"provider": None, "provider_customer_id": None}}
+    assert customer == {
+        "id": customer_id,
+        **body,
+        "billing": {"provider": None, "provider_customer_id": None},
+        "tax_codes": [],
+    }
 
     fetched = await tenant.http.get(f"/v1/customers/{customer_id}")
     assert fetched.status_code == 200

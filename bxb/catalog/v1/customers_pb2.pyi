@@ -31,6 +31,7 @@ class Customer(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     BILLING_FIELD_NUMBER: _builtins.int
+    TAX_CODES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The organization's identifier for the customer, for example "cus_9a4b2"."""
     name: _builtins.str
@@ -47,6 +48,12 @@ class Customer(_message.Message):
     def billing(self) -> Global___BillingConfiguration:
         """Where the customer is charged."""
 
+    @_builtins.property
+    def tax_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Codes of the taxes its invoices carry when the plan names none; when
+        empty, the organization's apply.
+        """
+
     def __init__(
         self,
         *,
@@ -56,10 +63,11 @@ class Customer(_message.Message):
         currency: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         billing: Global___BillingConfiguration | None = ...,
+        tax_codes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "name", b"name", "tax_codes", b"tax_codes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

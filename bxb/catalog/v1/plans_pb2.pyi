@@ -369,6 +369,7 @@ class Plan(_message.Message):
     PAY_IN_ADVANCE_FIELD_NUMBER: _builtins.int
     TRIAL_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
     MINIMUM_COMMITMENT_CENTS_FIELD_NUMBER: _builtins.int
+    TAX_CODES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier of this version."""
     code: _builtins.str
@@ -403,6 +404,12 @@ class Plan(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When this version was created."""
 
+    @_builtins.property
+    def tax_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Codes of the taxes its invoices carry; when empty, the customer's or
+        the organization's apply.
+        """
+
     def __init__(
         self,
         *,
@@ -419,10 +426,11 @@ class Plan(_message.Message):
         pay_in_advance: _builtins.bool = ...,
         trial_period_days: _builtins.int = ...,
         minimum_commitment_cents: _builtins.int = ...,
+        tax_codes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "minimum_commitment_cents", b"minimum_commitment_cents", "name", b"name", "pay_in_advance", b"pay_in_advance", "trial_period_days", b"trial_period_days", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "minimum_commitment_cents", b"minimum_commitment_cents", "name", b"name", "pay_in_advance", b"pay_in_advance", "tax_codes", b"tax_codes", "trial_period_days", b"trial_period_days", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

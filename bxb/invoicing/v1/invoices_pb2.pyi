@@ -300,6 +300,8 @@ class Invoice(_message.Message):
     CALCULATION_ID_FIELD_NUMBER: _builtins.int
     COUPONS_FIELD_NUMBER: _builtins.int
     COUPONS_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    TAXES_FIELD_NUMBER: _builtins.int
+    TAXES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "inv_abc"."""
     number: _builtins.str
@@ -315,7 +317,7 @@ class Invoice(_message.Message):
     subtotal_cents: _builtins.int
     """Sum of the fees in minor units, before coupons."""
     total_amount_cents: _builtins.int
-    """Amount due in minor units: the subtotal less the coupons."""
+    """Amount due in minor units: the subtotal less the coupons, plus taxes."""
     plan_code: _builtins.str
     """Code of the billed plan."""
     timing: Global___BillingTiming.ValueType
@@ -324,6 +326,8 @@ class Invoice(_message.Message):
     """The pricing calculation this invoice was issued from, when there was one."""
     coupons_amount_cents: _builtins.int
     """Sum of the coupon discounts in minor units, a negative number or 0."""
+    taxes_amount_cents: _builtins.int
+    """Sum of the tax lines in minor units."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed period, inclusive."""
@@ -348,6 +352,10 @@ class Invoice(_message.Message):
     def coupons(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceCoupon]:
         """The coupons that discount it, in the order they apply."""
 
+    @_builtins.property
+    def taxes(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceTax]:
+        """The taxes on the subtotal after coupons, one line per rate."""
+
     def __init__(
         self,
         *,
@@ -369,14 +377,54 @@ class Invoice(_message.Message):
         calculation_id: _builtins.str = ...,
         coupons: _abc.Iterable[Global___InvoiceCoupon] | None = ...,
         coupons_amount_cents: _builtins.int = ...,
+        taxes: _abc.Iterable[Global___InvoiceTax] | None = ...,
+        taxes_amount_cents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "issue_time", b"issue_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "taxes", b"taxes", "taxes_amount_cents", b"taxes_amount_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Invoice: _TypeAlias = Invoice  # noqa: Y015
+
+@_typing.final
+class InvoiceTax(_message.Message):
+    """One tax line of an invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    RATE_FIELD_NUMBER: _builtins.int
+    TAXABLE_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The tax's code."""
+    name: _builtins.str
+    """The tax's name."""
+    rate: _builtins.str
+    """The rate in percent, a decimal string."""
+    taxable_amount_cents: _builtins.int
+    """What it is levied on: the subtotal after coupons, in minor units."""
+    amount_cents: _builtins.int
+    """The tax in minor units, rounded half up on its own."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        name: _builtins.str = ...,
+        rate: _builtins.str = ...,
+        taxable_amount_cents: _builtins.int = ...,
+        amount_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "code", b"code", "name", b"name", "rate", b"rate", "taxable_amount_cents", b"taxable_amount_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceTax: _TypeAlias = InvoiceTax  # noqa: Y015
 
 @_typing.final
 class InvoiceCoupon(_message.Message):

@@ -1,0 +1,112 @@
+"""Tax rates (TaxService) and which of them an invoice carries.
+
+An invoice carries the taxes its plan version names; when it names none, the
+customer's; when the customer names none, the organization's (the taxes
+`applied_to_organization`). Several taxes at one level all apply (a state
+and a city tax). Rates are read when an invoice is issued, so a changed rate
+applies to the invoices issued from then on.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bxb.catalog.v1 import taxes_pb2 as pb
+from bxb.catalog.v1 import taxes_pb2_grpc
+from services.catalog import validation
+from services.catalog.models import Customer, Tax
+from services.common import pagination, tenancy
+from services.common.decimals import canonical, parse_decimal
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import to_proto, utcnow
+
+MAX_TAXES = 10
+
+
+def tax_proto(tax: Tax) -> pb.Tax:
+    return pb.Tax(
+        id=tax.id,
+        code=tax.code,
+        name=tax.name,
+        rate=tax.rate,
+        description=tax.description,
+        applied_to_organization=tax.applied_to_organization,
+        create_time=to_proto(tax.create_time),
+    )
+
+
+async def check_codes(session: AsyncSession, org: str, codes, field: str = "tax_codes") -> list[str]:
+    """The codes, each naming an existing tax of the organization."""
+    validation.strings(codes, field, MAX_TAXES, 100)
+    known = set(
+        (await session.execute(select(Tax.code).where(Tax.organization_id == org, Tax.code.in_(list(codes)))))
+        .scalars()
+        .all()
+    )
+    for index, code in enumerate(codes):
+        if code not in known:
+            raise InvalidArgument(f"no tax with code {code!r}", field=f"{field}[{index}]", reason="UNKNOWN_TAX")
+    return list(codes)
+
+
+class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
+    def __init__(self, sessions: async_sessionmaker):
+        self.sessions = sessions
+
+    async def CreateTax(self, request: pb.CreateTaxRequest, context) -> pb.Tax:
+        org = tenancy.organization_id()
+        spec = request.tax
+        validation.code(spec.code, "code")
+        rate = parse_decimal(spec.rate or "", "rate")
+        if rate > 100:
+            raise InvalidArgument("rate must be at most 100 (percent)", field="rate")
+        tax = Tax(
+            id=new_id("tax"),
+            organization_id=org,
+            code=spec.code,
+            name=validation.text(spec.name.strip() or spec.code, "name"),
+            rate=canonical(rate),
+            description=validation.text(spec.description, "description", 2000),
+            applied_to_organization=spec.applied_to_organization,
+            create_time=utcnow(),
+        )
+        try:
+            async with self.sessions() as session, session.begin():
+                session.add(tax)
+        except IntegrityError:
+            raise AlreadyExists(f"tax {spec.code!r} already exists", field="code") from None
+        return tax_proto(tax)
+
+    async def GetTax(self, request: pb.GetTaxRequest, context) -> pb.Tax:
+        async with self.sessions() as session:
+            query = select(Tax).where(Tax.organization_id == tenancy.organization_id(), Tax.code == request.code)
+            tax = (await session.execute(query)).scalar_one_or_none()
+        if tax is None:
+            raise NotFound(f"tax {request.code!r} not found", field="code")
+        return tax_proto(tax)
+
+    async def ListTaxes(self, request: pb.ListTaxesRequest, context) -> pb.ListTaxesResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = select(Tax).where(Tax.organization_id == org).order_by(Tax.code).offset(offset).limit(size + 1)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListTaxesResponse(
+            taxes=[tax_proto(t) for t in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
+        )
+
+    async def ResolveTaxes(self, request: pb.ResolveTaxesRequest, context) -> pb.ResolveTaxesResponse:
+        org = tenancy.organization_id()
+        async with self.sessions() as session:
+            codes = list(request.plan_tax_codes)
+            if not codes:
+                customer = await session.get(Customer, (org, request.customer_id))
+                codes = list(customer.tax_codes) if customer is not None else []
+            query = select(Tax).where(Tax.organization_id == org)
+            query = query.where(Tax.code.in_(codes)) if codes else query.where(Tax.applied_to_organization)
+            rows = (await session.execute(query.order_by(Tax.code))).scalars().all()
+        return pb.ResolveTaxesResponse(taxes=[tax_proto(t) for t in rows])

@@ -1,0 +1,46 @@
+"""Tax lines of an invoice: pure arithmetic on the subtotal after coupons.
+
+Each tax is levied on the subtotal less the coupons, and rounded half up to
+the minor unit on its own line; the total is that base plus every line.
+Which taxes apply is the catalog's answer (TaxService.ResolveTaxes: the
+plan's, else the customer's, else the organization's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from bxb.catalog.v1 import plans_pb2, taxes_pb2, taxes_pb2_grpc
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common import tenancy
+from services.invoicing.pricing.money import from_minor, to_minor
+
+
+def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) -> list[pb.InvoiceTax]:
+    base = from_minor(base_cents, currency)
+    return [
+        pb.InvoiceTax(
+            code=tax.code,
+            name=tax.name,
+            rate=tax.rate,
+            taxable_amount_cents=base_cents,
+            amount_cents=to_minor(base * Decimal(tax.rate) / 100, currency),
+        )
+        for tax in taxes
+    ]
+
+
+async def resolve(
+    stub: taxes_pb2_grpc.TaxServiceStub | None, org: str, customer_id: str, plan: plans_pb2.Plan, timeout: float = 10.0
+) -> list[taxes_pb2.Tax]:
+    """The taxes an invoice of this customer and plan carries (none without a catalog)."""
+    if stub is None:
+        return []
+    reply = await stub.ResolveTaxes(
+        taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=plan.tax_codes),
+        metadata=tenancy.metadata(org),
+        timeout=timeout,
+        wait_for_ready=True,  # ride out a reconnect instead of failing fast
+    )
+    return list(reply.taxes)

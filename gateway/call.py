@@ -76,9 +76,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def endpoint(handler: Handler, body: schema.Spec | None = None) -> Callable[[Request], Awaitable[Response]]:
+def endpoint(
+    handler: Handler, body: schema.Spec | None = None, optional: bool = False
+) -> Callable[[Request], Awaitable[Response]]:
     """Wraps a handler. Request bodies are JSON whatever the Content-Type says,
-    so `curl -d '{...}'` (form-encoded by default) works as written."""
+    so `curl -d '{...}'` (form-encoded by default) works as written; an
+    `optional` body may be left out (it reads as `{}`)."""
 
     async def run(request: Request) -> Response:
         state = request.app.state
@@ -87,9 +90,9 @@ def endpoint(handler: Handler, body: schema.Spec | None = None) -> Callable[[Req
             data, sent = None, frozenset()
             if body is not None:
                 raw = await read_body(request, state.settings.max_body_bytes)
-                if not raw.strip():
+                if not raw.strip() and not optional:
                     raise invalid("a JSON body is required", "", "MISSING_BODY")
-                parsed = schema.parse_json(raw)
+                parsed = schema.parse_json(raw) if raw.strip() else {}
                 data = schema.check(parsed, body)
                 sent = frozenset(parsed) if isinstance(parsed, dict) else frozenset()
             return await handler(Call(request, org, data, sent))

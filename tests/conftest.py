@@ -23,6 +23,7 @@ from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
 from tests import clickhouse_http
+from tests.smtp import Mailbox
 
 
 @dataclass
@@ -56,6 +57,13 @@ def clickhouse_url(tmp_path_factory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def mailbox() -> Iterator[Mailbox]:
+    """The SMTP server the test stack's invoicing sends email to."""
+    with Mailbox() as box:
+        yield box
+
+
 @dataclass
 class Stack:
     catalog: str
@@ -76,7 +84,7 @@ async def start(service: grpc_server.Service) -> tuple[grpc.aio.Server, str]:
 
 
 @pytest.fixture(scope="session")
-async def stack(infra: Infra) -> AsyncIterator[Stack]:
+async def stack(infra: Infra, mailbox: Mailbox) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     running = []
     catalog = catalog_server.build(catalog_server.Settings("", await infra.database("catalog"), nats_url, api_key=""))
@@ -88,7 +96,15 @@ async def stack(infra: Infra) -> AsyncIterator[Stack]:
     invoicing_database = await infra.database("invoicing")
     invoicing = invoicing_server.build(
         invoicing_server.Settings(
-            "", invoicing_database, nats_url, running[1][2], 3600, settle_seconds=0, catalog_address=running[0][2]
+            "",
+            invoicing_database,
+            nats_url,
+            running[1][2],
+            3600,
+            settle_seconds=0,
+            catalog_address=running[0][2],
+            smtp_url=mailbox.url,
+            smtp_from="billing@bxb.test",
         )
     )
     running.append((invoicing, *(await start(invoicing))))

@@ -11,13 +11,14 @@ with the same transitions (`/void`, `/archive`).
 from __future__ import annotations
 
 import grpc
+from starlette.responses import Response
 from starlette.routing import Route
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import respelled
-from gateway.schema import Spec, obj, string
+from gateway.schema import Spec, array, obj, string
 from services.common.timestamps import to_proto
 
 CREATE = obj(
@@ -187,8 +188,28 @@ async def archive(call: Call):
     return json(invoice_json(invoice))
 
 
+EMAIL = obj({"to": array(string(max_length=320), max_items=10)})
+
+
+async def pdf(call: Call):
+    rendered = await call.clients.invoices.RenderInvoicePdf(
+        pb.RenderInvoicePdfRequest(id=call.path("id")), **call.options
+    )
+    disposition = f'inline; filename="{rendered.filename}"'
+    return Response(rendered.content, media_type="application/pdf", headers={"Content-Disposition": disposition})
+
+
+async def send_email(call: Call):
+    request = pb.SendInvoiceEmailRequest(id=call.path("id"), to=call.body["to"] or [])
+    sent = await call.clients.invoices.SendInvoiceEmail(request, **call.options)
+    return json({"invoice_id": request.id, "to": list(sent.to), "message_id": sent.message_id, "status": "sent"})
+
+
 routes = [
     Route("/v1/invoices", endpoint(create, CREATE), methods=["POST"]),
+    Route("/v1/invoices/{id}/pdf", endpoint(pdf), methods=["GET"]),
+    Route("/v1/invoices/{id}/send_email", endpoint(send_email, EMAIL, optional=True), methods=["POST"]),
+    Route("/v1/invoices/{id}/send-email", endpoint(send_email, EMAIL, optional=True), methods=["POST"]),
     Route("/v1/invoices/{id}/void", endpoint(void), methods=["POST"]),
     Route("/v1/invoices/{id}/archive", endpoint(archive), methods=["POST"]),
     Route("/v1/invoices", endpoint(list_all), methods=["GET"]),

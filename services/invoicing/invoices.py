@@ -22,6 +22,7 @@ from services.common.timestamps import to_proto, utcnow
 from services.invoicing import coupons
 from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
+from services.invoicing.delivery import Delivery
 from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto
@@ -42,7 +43,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         pricing: Pricing,
         requested: RequestedInvoices,
         lifecycle: Lifecycle,
+        delivery: Delivery,
     ):
+        self.delivery = delivery
         self.sessions = sessions
         self.requested = requested
         self.lifecycle = lifecycle
@@ -177,3 +180,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context) -> pb.Invoice:
         return await self.lifecycle.change(tenancy.organization_id(), request.id, "archive")
+
+    async def RenderInvoicePdf(self, request: pb.RenderInvoicePdfRequest, context) -> pb.InvoicePdf:
+        return await self.delivery.pdf(tenancy.organization_id(), request.id)
+
+    async def SendInvoiceEmail(self, request: pb.SendInvoiceEmailRequest, context) -> pb.SendInvoiceEmailResponse:
+        return await self.delivery.email(tenancy.organization_id(), request)

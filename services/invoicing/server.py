@@ -18,9 +18,11 @@ from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller, Scheduler
 from services.invoicing.calculations import Pricing
+from services.invoicing.delivery import Delivery
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoices import InvoiceServicer
 from services.invoicing.lifecycle import Lifecycle
+from services.invoicing.mailer import Mailer
 from services.invoicing.models import Outbox
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
@@ -38,6 +40,8 @@ class Settings:
     billing_interval: float
     settle_seconds: float
     catalog_address: str
+    smtp_url: str = ""
+    smtp_from: str = "billing@localhost"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +53,8 @@ class Settings:
             billing_interval=config.env_float("BXB_BILLING_INTERVAL_SECONDS", 10.0),
             settle_seconds=config.env_float("BXB_BILLING_SETTLE_SECONDS", 60.0),
             catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
+            smtp_url=config.env_str("BXB_SMTP_URL", ""),
+            smtp_from=config.env_str("BXB_SMTP_FROM", "billing@localhost"),
         )
 
 
@@ -64,6 +70,7 @@ def build(settings: Settings) -> grpc_server.Service:
     scheduler = Scheduler(biller, settings.billing_interval)
     projection = SubscriptionProjection(sessions)
     pricing = Pricing(sessions, fees, projection)
+    delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.
@@ -72,6 +79,7 @@ def build(settings: Settings) -> grpc_server.Service:
         projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
         channels.append(projection.catalog)
         fees.taxes = taxes_pb2_grpc.TaxServiceStub(projection.catalog)
+        delivery.catalog = projection.catalog
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)
@@ -102,6 +110,7 @@ def build(settings: Settings) -> grpc_server.Service:
                     pricing,
                     RequestedInvoices(sessions, fees, pricing, relay),
                     Lifecycle(sessions, relay),
+                    delivery,
                 ),
             )
         ],

@@ -540,6 +540,110 @@ class ArchiveInvoiceRequest(_message.Message):
 Global___ArchiveInvoiceRequest: _TypeAlias = ArchiveInvoiceRequest  # noqa: Y015
 
 @_typing.final
+class RenderInvoicePdfRequest(_message.Message):
+    """Request for InvoiceService.RenderInvoicePdf."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderInvoicePdfRequest: _TypeAlias = RenderInvoicePdfRequest  # noqa: Y015
+
+@_typing.final
+class InvoicePdf(_message.Message):
+    """An invoice rendered as a PDF document."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILENAME_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    filename: _builtins.str
+    """A file name for it, for example "INV-000001.pdf"."""
+    content: _builtins.bytes
+    """The PDF document."""
+    def __init__(
+        self,
+        *,
+        filename: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "filename", b"filename"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePdf: _TypeAlias = InvoicePdf  # noqa: Y015
+
+@_typing.final
+class SendInvoiceEmailRequest(_message.Message):
+    """Request for InvoiceService.SendInvoiceEmail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The invoice's id."""
+    @_builtins.property
+    def to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Recipients; the customer's email address when empty."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        to: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendInvoiceEmailRequest: _TypeAlias = SendInvoiceEmailRequest  # noqa: Y015
+
+@_typing.final
+class SendInvoiceEmailResponse(_message.Message):
+    """Response of InvoiceService.SendInvoiceEmail."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The Message-ID header of the email sent."""
+    @_builtins.property
+    def to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who the email went to."""
+
+    def __init__(
+        self,
+        *,
+        to: _abc.Iterable[_builtins.str] | None = ...,
+        message_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["message_id", b"message_id", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SendInvoiceEmailResponse: _TypeAlias = SendInvoiceEmailResponse  # noqa: Y015
+
+@_typing.final
 class GetInvoiceRequest(_message.Message):
     """Request for InvoiceService.GetInvoice."""
 

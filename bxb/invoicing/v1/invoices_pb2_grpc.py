@@ -85,6 +85,16 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
                 _registered_method=True)
+        self.RenderInvoicePdf = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/RenderInvoicePdf',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RenderInvoicePdfRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePdf.FromString,
+                _registered_method=True)
+        self.SendInvoiceEmail = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/SendInvoiceEmail',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -165,6 +175,20 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RenderInvoicePdf(self, request, context):
+        """Renders an invoice as a PDF document.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendInvoiceEmail(self, request, context):
+        """Emails an invoice, its PDF attached, over SMTP.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +241,16 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.ArchiveInvoice,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
+            ),
+            'RenderInvoicePdf': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenderInvoicePdf,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RenderInvoicePdfRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePdf.SerializeToString,
+            ),
+            'SendInvoiceEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendInvoiceEmail,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +524,60 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/ArchiveInvoice',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenderInvoicePdf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/RenderInvoicePdf',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RenderInvoicePdfRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePdf.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendInvoiceEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/SendInvoiceEmail',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
             options,
             channel_credentials,
             insecure,

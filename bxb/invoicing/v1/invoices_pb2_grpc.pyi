@@ -61,6 +61,10 @@ class InvoiceServiceStub:
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
     """
+    RenderInvoicePdf: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.RenderInvoicePdfRequest, _invoices_pb2.InvoicePdf]
+    """Renders an invoice as a PDF document."""
+    SendInvoiceEmail: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]
+    """Emails an invoice, its PDF attached, over SMTP."""
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -95,6 +99,10 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
     """
+    RenderInvoicePdf: _aio.UnaryUnaryMultiCallable[_invoices_pb2.RenderInvoicePdfRequest, _invoices_pb2.InvoicePdf]  # type: ignore[assignment]
+    """Renders an invoice as a PDF document."""
+    SendInvoiceEmail: _aio.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]  # type: ignore[assignment]
+    """Emails an invoice, its PDF attached, over SMTP."""
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices of the calling organization."""
@@ -186,5 +194,21 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
         archived or while a draft.
         """
+
+    @_abc_1.abstractmethod
+    def RenderInvoicePdf(
+        self,
+        request: _invoices_pb2.RenderInvoicePdfRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.InvoicePdf, _abc.Awaitable[_invoices_pb2.InvoicePdf]]:
+        """Renders an invoice as a PDF document."""
+
+    @_abc_1.abstractmethod
+    def SendInvoiceEmail(
+        self,
+        request: _invoices_pb2.SendInvoiceEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.SendInvoiceEmailResponse, _abc.Awaitable[_invoices_pb2.SendInvoiceEmailResponse]]:
+        """Emails an invoice, its PDF attached, over SMTP."""
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,6 +17,7 @@ from gateway.config import Settings
 from gateway.errors import error_response
 from gateway.routes import (
     coupons,
+    credit_notes,
     customers,
     events,
     invoices,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *customers.routes,
         *subscriptions.routes,
         *coupons.routes,
+        *credit_notes.routes,
         *taxes.routes,
         *events.routes,
         *invoices.routes,

@@ -104,6 +104,8 @@ def invoice_json(invoice: pb.Invoice) -> dict:
             for t in invoice.taxes
         ],
         "taxes_amount_cents": invoice.taxes_amount_cents,
+        "credit_notes_amount_cents": invoice.credit_notes_amount_cents,
+        "amount_due_cents": invoice.amount_due_cents,
         "total_amount_cents": invoice.total_amount_cents,
         "issued_at": render.time(invoice, "issue_time"),
         "created_at": render.time(invoice, "create_time"),

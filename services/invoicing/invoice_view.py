@@ -31,4 +31,7 @@ def invoice_proto(invoice: Invoice) -> pb.Invoice:
         coupons_amount_cents=invoice.coupons_amount_cents,
         taxes=[json_format.ParseDict(t, pb.InvoiceTax()) for t in invoice.taxes],
         taxes_amount_cents=invoice.taxes_amount_cents,
+        credit_notes_amount_cents=invoice.credit_notes_amount_cents,
+        # A voided invoice owes nothing.
+        amount_due_cents=0 if invoice.void_time else invoice.total_amount_cents - invoice.credit_notes_amount_cents,
     )

@@ -22,6 +22,7 @@ from services.common.timestamps import to_proto, utcnow
 from services.invoicing import coupons
 from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
+from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
 from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
@@ -44,8 +45,10 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         requested: RequestedInvoices,
         lifecycle: Lifecycle,
         delivery: Delivery,
+        credit_notes: CreditNotes,
     ):
         self.delivery = delivery
+        self.credit_notes = credit_notes
         self.sessions = sessions
         self.requested = requested
         self.lifecycle = lifecycle
@@ -127,6 +130,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                     taxes=levied,
                     taxes_amount_cents=tax,
                     total_amount_cents=total + discount + tax,
+                    amount_due_cents=total + discount + tax,
                     timing=pb.BILLING_TIMING_IN_ARREARS,
                 )
             )
@@ -186,3 +190,12 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def SendInvoiceEmail(self, request: pb.SendInvoiceEmailRequest, context) -> pb.SendInvoiceEmailResponse:
         return await self.delivery.email(tenancy.organization_id(), request)
+
+    async def CreateCreditNote(self, request: pb.CreateCreditNoteRequest, context) -> pb.CreditNote:
+        return await self.credit_notes.create(tenancy.organization_id(), request)
+
+    async def GetCreditNote(self, request: pb.GetCreditNoteRequest, context) -> pb.CreditNote:
+        return await self.credit_notes.get(tenancy.organization_id(), request.id)
+
+    async def ListCreditNotes(self, request: pb.ListCreditNotesRequest, context) -> pb.ListCreditNotesResponse:
+        return await self.credit_notes.list(tenancy.organization_id(), request)

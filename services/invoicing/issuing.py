@@ -119,6 +119,7 @@ async def store(
         coupons_amount_cents=discount,
         taxes=[json_format.MessageToDict(t, preserving_proto_field_name=True) for t in levied],
         taxes_amount_cents=tax,
+        credit_notes_amount_cents=0,
         total_amount_cents=subtotal + discount + tax,
         issue_time=now,
         create_time=now,

@@ -4,7 +4,7 @@
     finalized, paid, voided --archive--> archived
 
 Any other change is refused with FAILED_PRECONDITION (409) naming the
-current state. Voiding gives back what the invoice's coupons took (their
+current state; so is voiding an invoice that has credit notes. Voiding gives back what the invoice's coupons took (their
 redemptions go) and frees its period: an invoice on request may bill it
 again. Each change is announced as invoice_updated.
 """
@@ -51,6 +51,13 @@ class Lifecycle:
                     f"invoice {invoice_id!r} is {state_name(invoice.status)}: it cannot be {state_name(target)}",
                     field="status",
                     reason="INVALID_TRANSITION",
+                    metadata={"status": state_name(invoice.status)},
+                )
+            if target == VOIDED and invoice.credit_notes_amount_cents:
+                raise FailedPrecondition(
+                    f"invoice {invoice_id!r} has credit notes: it cannot be voided",
+                    field="status",
+                    reason="HAS_CREDIT_NOTES",
                     metadata={"status": state_name(invoice.status)},
                 )
             now = utcnow()

@@ -91,6 +91,8 @@ class Invoice(Base):
     # Tax lines as proto3 JSON of bxb.invoicing.v1.InvoiceTax.
     taxes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     taxes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Sum of its credit notes; its own amounts never change.
+    credit_notes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class InvoiceSequence(Base):
@@ -159,3 +161,26 @@ class InterimAmount(Base):
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     subscription_id: Mapped[str] = mapped_column(String(64), index=True)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class CreditNote(Base):
+    __tablename__ = "credit_notes"
+    __table_args__ = (UniqueConstraint("organization_id", "number"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    number: Mapped[str] = mapped_column(String(32))
+    invoice_id: Mapped[str] = mapped_column(String(64), index=True)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    # bxb.invoicing.v1.CreditNote in the protobuf wire format: written once, read whole.
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CreditNoteSequence(Base):
+    """Last credit note number per organization (gapless, like invoices')."""
+
+    __tablename__ = "credit_note_sequences"
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_number: Mapped[int] = mapped_column(BigInteger)

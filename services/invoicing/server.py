@@ -18,6 +18,7 @@ from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller, Scheduler
 from services.invoicing.calculations import Pricing
+from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoices import InvoiceServicer
@@ -111,6 +112,7 @@ def build(settings: Settings) -> grpc_server.Service:
                     RequestedInvoices(sessions, fees, pricing, relay),
                     Lifecycle(sessions, relay),
                     delivery,
+                    CreditNotes(sessions, relay),
                 ),
             )
         ],

@@ -145,3 +145,43 @@ class InvoiceUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoiceUpdated: _TypeAlias = InvoiceUpdated  # noqa: Y015
+
+@_typing.final
+class CreditNoteCreated(_message.Message):
+    """Published on subject "bxb.invoicing.v1.credit_note_created" when a credit
+    note is issued.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    CREDIT_NOTE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the invoice belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def credit_note(self) -> _invoices_pb2.CreditNote:
+        """The credit note."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        credit_note: _invoices_pb2.CreditNote | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditNoteCreated: _TypeAlias = CreditNoteCreated  # noqa: Y015

@@ -128,6 +128,70 @@ covers owe so far, less what earlier invoices of those periods billed.
 """
 Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 
+class _CreditNoteReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditNoteReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditNoteReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_NOTE_REASON_UNSPECIFIED: _CreditNoteReason.ValueType  # 0
+    """Not set."""
+    CREDIT_NOTE_REASON_DUPLICATED_CHARGE: _CreditNoteReason.ValueType  # 1
+    """The customer was charged twice."""
+    CREDIT_NOTE_REASON_PRODUCT_UNSATISFACTORY: _CreditNoteReason.ValueType  # 2
+    """The customer was not satisfied."""
+    CREDIT_NOTE_REASON_ORDER_CHANGE: _CreditNoteReason.ValueType  # 3
+    """The order changed."""
+    CREDIT_NOTE_REASON_ORDER_CANCELLATION: _CreditNoteReason.ValueType  # 4
+    """The order was cancelled."""
+    CREDIT_NOTE_REASON_FRAUDULENT_CHARGE: _CreditNoteReason.ValueType  # 5
+    """The charge was fraudulent."""
+    CREDIT_NOTE_REASON_OTHER: _CreditNoteReason.ValueType  # 6
+    """Anything else."""
+
+class CreditNoteReason(_CreditNoteReason, metaclass=_CreditNoteReasonEnumTypeWrapper):
+    """Why a credit note was issued."""
+
+CREDIT_NOTE_REASON_UNSPECIFIED: CreditNoteReason.ValueType  # 0
+"""Not set."""
+CREDIT_NOTE_REASON_DUPLICATED_CHARGE: CreditNoteReason.ValueType  # 1
+"""The customer was charged twice."""
+CREDIT_NOTE_REASON_PRODUCT_UNSATISFACTORY: CreditNoteReason.ValueType  # 2
+"""The customer was not satisfied."""
+CREDIT_NOTE_REASON_ORDER_CHANGE: CreditNoteReason.ValueType  # 3
+"""The order changed."""
+CREDIT_NOTE_REASON_ORDER_CANCELLATION: CreditNoteReason.ValueType  # 4
+"""The order was cancelled."""
+CREDIT_NOTE_REASON_FRAUDULENT_CHARGE: CreditNoteReason.ValueType  # 5
+"""The charge was fraudulent."""
+CREDIT_NOTE_REASON_OTHER: CreditNoteReason.ValueType  # 6
+"""Anything else."""
+Global___CreditNoteReason: _TypeAlias = CreditNoteReason  # noqa: Y015
+
+class _CreditNoteKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditNoteKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditNoteKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_NOTE_KIND_UNSPECIFIED: _CreditNoteKind.ValueType  # 0
+    """Not set."""
+    CREDIT_NOTE_KIND_CREDIT: _CreditNoteKind.ValueType  # 1
+    """Takes the amount off what the invoice still owes."""
+    CREDIT_NOTE_KIND_REFUND: _CreditNoteKind.ValueType  # 2
+    """Gives back money the customer paid (a paid invoice only)."""
+
+class CreditNoteKind(_CreditNoteKind, metaclass=_CreditNoteKindEnumTypeWrapper):
+    """What a credit note does with its amount."""
+
+CREDIT_NOTE_KIND_UNSPECIFIED: CreditNoteKind.ValueType  # 0
+"""Not set."""
+CREDIT_NOTE_KIND_CREDIT: CreditNoteKind.ValueType  # 1
+"""Takes the amount off what the invoice still owes."""
+CREDIT_NOTE_KIND_REFUND: CreditNoteKind.ValueType  # 2
+"""Gives back money the customer paid (a paid invoice only)."""
+Global___CreditNoteKind: _TypeAlias = CreditNoteKind  # noqa: Y015
+
 @_typing.final
 class FeeTier(_message.Message):
     """One priced slice of a charge (a graduated tier, for example)."""
@@ -302,6 +366,8 @@ class Invoice(_message.Message):
     COUPONS_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     TAXES_FIELD_NUMBER: _builtins.int
     TAXES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CREDIT_NOTES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_DUE_CENTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "inv_abc"."""
     number: _builtins.str
@@ -328,6 +394,10 @@ class Invoice(_message.Message):
     """Sum of the coupon discounts in minor units, a negative number or 0."""
     taxes_amount_cents: _builtins.int
     """Sum of the tax lines in minor units."""
+    credit_notes_amount_cents: _builtins.int
+    """Sum of its credit notes in minor units."""
+    amount_due_cents: _builtins.int
+    """What is still due in minor units: the total less its credit notes."""
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed period, inclusive."""
@@ -379,14 +449,204 @@ class Invoice(_message.Message):
         coupons_amount_cents: _builtins.int = ...,
         taxes: _abc.Iterable[Global___InvoiceTax] | None = ...,
         taxes_amount_cents: _builtins.int = ...,
+        credit_notes_amount_cents: _builtins.int = ...,
+        amount_due_cents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "issue_time", b"issue_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "taxes", b"taxes", "taxes_amount_cents", b"taxes_amount_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due_cents", b"amount_due_cents", "calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "credit_notes_amount_cents", b"credit_notes_amount_cents", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "taxes", b"taxes", "taxes_amount_cents", b"taxes_amount_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Invoice: _TypeAlias = Invoice  # noqa: Y015
+
+@_typing.final
+class CreditNote(_message.Message):
+    """A reduction of an issued invoice, in whole or in part."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NUMBER_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    TAXES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier."""
+    number: _builtins.str
+    """Sequential number within the organization, for example "CN-000001"."""
+    invoice_id: _builtins.str
+    """The invoice it reduces."""
+    customer_id: _builtins.str
+    """The invoice's customer."""
+    currency: _builtins.str
+    """ISO 4217 currency code, the invoice's."""
+    reason: Global___CreditNoteReason.ValueType
+    """Why it was issued."""
+    kind: Global___CreditNoteKind.ValueType
+    """Credit or refund."""
+    amount_cents: _builtins.int
+    """The amount in minor units, taxes included."""
+    taxes_amount_cents: _builtins.int
+    """The invoice's taxes' share of the amount, in minor units."""
+    description: _builtins.str
+    """Free text."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was issued."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        number: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        reason: Global___CreditNoteReason.ValueType = ...,
+        kind: Global___CreditNoteKind.ValueType = ...,
+        amount_cents: _builtins.int = ...,
+        taxes_amount_cents: _builtins.int = ...,
+        description: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "description", b"description", "id", b"id", "invoice_id", b"invoice_id", "kind", b"kind", "number", b"number", "reason", b"reason", "taxes_amount_cents", b"taxes_amount_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreditNote: _TypeAlias = CreditNote  # noqa: Y015
+
+@_typing.final
+class CreateCreditNoteRequest(_message.Message):
+    """Request for InvoiceService.CreateCreditNote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """The invoice to reduce."""
+    amount_cents: _builtins.int
+    """The amount in minor units, taxes included; everything the invoice
+    still owes when 0.
+    """
+    reason: Global___CreditNoteReason.ValueType
+    """Why."""
+    kind: Global___CreditNoteKind.ValueType
+    """Credit (the default) or refund."""
+    description: _builtins.str
+    """Free text."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        reason: Global___CreditNoteReason.ValueType = ...,
+        kind: Global___CreditNoteKind.ValueType = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "description", b"description", "invoice_id", b"invoice_id", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateCreditNoteRequest: _TypeAlias = CreateCreditNoteRequest  # noqa: Y015
+
+@_typing.final
+class GetCreditNoteRequest(_message.Message):
+    """Request for InvoiceService.GetCreditNote."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The credit note's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCreditNoteRequest: _TypeAlias = GetCreditNoteRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesRequest(_message.Message):
+    """Request for InvoiceService.ListCreditNotes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """Only credit notes of this invoice, when set."""
+    customer_id: _builtins.str
+    """Only credit notes of this customer, when set."""
+    page_size: _builtins.int
+    """Maximum number to return (default 50, at most 500)."""
+    page_token: _builtins.str
+    """Token from a previous response, to fetch the next page."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "invoice_id", b"invoice_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesRequest: _TypeAlias = ListCreditNotesRequest  # noqa: Y015
+
+@_typing.final
+class ListCreditNotesResponse(_message.Message):
+    """Response of InvoiceService.ListCreditNotes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDIT_NOTES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def credit_notes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreditNote]:
+        """The credit notes, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        credit_notes: _abc.Iterable[Global___CreditNote] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit_notes", b"credit_notes", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCreditNotesResponse: _TypeAlias = ListCreditNotesResponse  # noqa: Y015
 
 @_typing.final
 class InvoiceTax(_message.Message):

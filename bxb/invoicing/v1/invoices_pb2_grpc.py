@@ -95,6 +95,21 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
                 _registered_method=True)
+        self.CreateCreditNote = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/CreateCreditNote',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
+                _registered_method=True)
+        self.GetCreditNote = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/GetCreditNote',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
+                _registered_method=True)
+        self.ListCreditNotes = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/ListCreditNotes',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.FromString,
+                _registered_method=True)
 
 
 class InvoiceServiceServicer:
@@ -189,6 +204,27 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCreditNote(self, request, context):
+        """Issues a credit note on a finalized or paid invoice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCreditNote(self, request, context):
+        """Returns one credit note.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCreditNotes(self, request, context):
+        """Lists credit notes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InvoiceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -251,6 +287,21 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.SendInvoiceEmail,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.SerializeToString,
+            ),
+            'CreateCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCreditNote,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.SerializeToString,
+            ),
+            'GetCreditNote': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCreditNote,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.SerializeToString,
+            ),
+            'ListCreditNotes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCreditNotes,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -578,6 +629,87 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/SendInvoiceEmail',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/CreateCreditNote',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCreditNote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/GetCreditNote',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCreditNotes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/ListCreditNotes',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,12 @@ class InvoiceServiceStub:
     """Renders an invoice as a PDF document."""
     SendInvoiceEmail: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]
     """Emails an invoice, its PDF attached, over SMTP."""
+    CreateCreditNote: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CreateCreditNoteRequest, _invoices_pb2.CreditNote]
+    """Issues a credit note on a finalized or paid invoice."""
+    GetCreditNote: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCreditNoteRequest, _invoices_pb2.CreditNote]
+    """Returns one credit note."""
+    ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ListCreditNotesRequest, _invoices_pb2.ListCreditNotesResponse]
+    """Lists credit notes."""
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
@@ -103,6 +109,12 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Renders an invoice as a PDF document."""
     SendInvoiceEmail: _aio.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]  # type: ignore[assignment]
     """Emails an invoice, its PDF attached, over SMTP."""
+    CreateCreditNote: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CreateCreditNoteRequest, _invoices_pb2.CreditNote]  # type: ignore[assignment]
+    """Issues a credit note on a finalized or paid invoice."""
+    GetCreditNote: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCreditNoteRequest, _invoices_pb2.CreditNote]  # type: ignore[assignment]
+    """Returns one credit note."""
+    ListCreditNotes: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ListCreditNotesRequest, _invoices_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
+    """Lists credit notes."""
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
     """Invoices of the calling organization."""
@@ -210,5 +222,29 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.SendInvoiceEmailResponse, _abc.Awaitable[_invoices_pb2.SendInvoiceEmailResponse]]:
         """Emails an invoice, its PDF attached, over SMTP."""
+
+    @_abc_1.abstractmethod
+    def CreateCreditNote(
+        self,
+        request: _invoices_pb2.CreateCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.CreditNote, _abc.Awaitable[_invoices_pb2.CreditNote]]:
+        """Issues a credit note on a finalized or paid invoice."""
+
+    @_abc_1.abstractmethod
+    def GetCreditNote(
+        self,
+        request: _invoices_pb2.GetCreditNoteRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.CreditNote, _abc.Awaitable[_invoices_pb2.CreditNote]]:
+        """Returns one credit note."""
+
+    @_abc_1.abstractmethod
+    def ListCreditNotes(
+        self,
+        request: _invoices_pb2.ListCreditNotesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.ListCreditNotesResponse, _abc.Awaitable[_invoices_pb2.ListCreditNotesResponse]]:
+        """Lists credit notes."""
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -94,6 +94,15 @@ PLAN_TERMS = {
     "trial_period_days": Spec("integer", bits=32),
     "minimum_commitment": obj({"amount_cents": Spec("integer", required=True)}, nullable=True),
     "tax_codes": array(string(max_length=100), max_items=10),
+    "usage_thresholds": array(
+        obj(
+            {
+                "amount_cents": Spec("integer", required=True),
+                "threshold_display_name": string(max_length=200),
+                "recurring": Spec("boolean"),
+            }
+        ),
+    ),
 }
 CREATE = obj(
     {
@@ -186,6 +195,10 @@ def plan_terms_json(plan: pb.Plan) -> dict:
         "trial_period_days": plan.trial_period_days,
         "minimum_commitment": {"amount_cents": commitment} if commitment else None,
         "tax_codes": list(plan.tax_codes),
+        "usage_thresholds": [
+            {"amount_cents": t.amount_cents, "threshold_display_name": t.display_name or None, "recurring": t.recurring}
+            for t in plan.usage_thresholds
+        ],
     }
 
 
@@ -267,6 +280,14 @@ def plan_terms(body: dict) -> dict:
         "trial_period_days": body["trial_period_days"] or 0,
         "minimum_commitment_cents": commitment["amount_cents"] if commitment else 0,
         "tax_codes": body["tax_codes"] or [],
+        "usage_thresholds": [
+            pb.UsageThreshold(
+                amount_cents=t["amount_cents"],
+                display_name=t["threshold_display_name"] or "",
+                recurring=bool(t["recurring"]),
+            )
+            for t in body["usage_thresholds"] or []
+        ],
     }
 
 

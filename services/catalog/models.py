@@ -89,6 +89,8 @@ class Plan(Base):
     trial_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     minimum_commitment_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    # Progressive billing thresholds as proto3 JSON of bxb.catalog.v1.UsageThreshold.
+    usage_thresholds: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 

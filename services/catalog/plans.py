@@ -16,8 +16,26 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
 MAX_CHARGES = 100
+MAX_THRESHOLDS = 50
 # Ten years: a trial is days at the start of a subscription, not a way to make a plan free.
 MAX_TRIAL_DAYS = 3650
+
+
+def usage_thresholds(given) -> list[dict]:
+    """Progressive billing thresholds: positive, the fixed ones ascending, at most one recurring."""
+    if len(given) > MAX_THRESHOLDS:
+        raise InvalidArgument(f"a plan has at most {MAX_THRESHOLDS} usage thresholds", field="usage_thresholds")
+    fixed = [t.amount_cents for t in given if not t.recurring]
+    for index, threshold in enumerate(given):
+        field = f"usage_thresholds[{index}].amount_cents"
+        if threshold.amount_cents <= 0:
+            raise InvalidArgument(f"{field} must be more than 0", field=field)
+        validation.text(threshold.display_name, f"usage_thresholds[{index}].display_name")
+    if fixed != sorted(set(fixed)):
+        raise InvalidArgument("the fixed usage thresholds must be distinct and ascending", field="usage_thresholds")
+    if len(given) - len(fixed) > 1:
+        raise InvalidArgument("at most one usage threshold is recurring", field="usage_thresholds")
+    return [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in given]
 
 
 def plan_proto(plan: Plan) -> pb.Plan:
@@ -36,6 +54,7 @@ def plan_proto(plan: Plan) -> pb.Plan:
         trial_period_days=plan.trial_period_days,
         minimum_commitment_cents=plan.minimum_commitment_cents,
         tax_codes=plan.tax_codes or [],
+        usage_thresholds=[json_format.ParseDict(t, pb.UsageThreshold()) for t in plan.usage_thresholds or []],
     )
 
 
@@ -82,6 +101,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
         currency = currencies.validate(spec.currency or "USD")
         if len(spec.charges) > MAX_CHARGES:
             raise InvalidArgument(f"a plan has at most {MAX_CHARGES} charges", field="charges")
+        thresholds = usage_thresholds(spec.usage_thresholds)
         async with self.sessions() as session, session.begin():
             charges = []
             for index, charge in enumerate(spec.charges):
@@ -121,6 +141,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                 trial_period_days=spec.trial_period_days,
                 minimum_commitment_cents=spec.minimum_commitment_cents,
                 tax_codes=await taxes.check_codes(session, org, spec.tax_codes),
+                usage_thresholds=thresholds,
             )
             session.add(plan)
             await session.flush()

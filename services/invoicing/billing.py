@@ -128,6 +128,8 @@ class Biller:
         self.fees = fees
         self.relay = relay
         self.settle = settle
+        # Progressive billing, checked for each subscription's open period (progressive.py).
+        self.progressive = None
 
     async def run(self, now: datetime | None = None, org: str = "", customer_id: str = "") -> int:
         """Bills every due period; returns the number of invoices created."""
@@ -190,6 +192,8 @@ class Biller:
             billed = subscription.billed_through
             if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
                 created += await self._bill(subscription, plan, period, ARREARS, now)
+        if self.progressive is not None:
+            created += await self.progressive.check(subscription, plan, now)
         return created
 
     async def _bill(

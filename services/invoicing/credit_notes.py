@@ -14,8 +14,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -23,6 +22,7 @@ from services.common import outbox, pagination
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
+from services.invoicing import issuing
 from services.invoicing.lifecycle import state_name
 from services.invoicing.models import CreditNote, CreditNoteSequence, Invoice, Outbox
 
@@ -35,21 +35,6 @@ def tax_share(amount: int, invoice: Invoice) -> int:
     invoice owes something, so its total is positive)."""
     exact = Decimal(amount) * invoice.taxes_amount_cents / invoice.total_amount_cents
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-async def _number(session: AsyncSession, org: str) -> str:
-    number = (
-        await session.execute(
-            insert(CreditNoteSequence)
-            .values(organization_id=org, last_number=1)
-            .on_conflict_do_update(
-                index_elements=[CreditNoteSequence.organization_id],
-                set_={"last_number": CreditNoteSequence.last_number + 1},
-            )
-            .returning(CreditNoteSequence.last_number)
-        )
-    ).scalar_one()
-    return f"CN-{number:06d}"
 
 
 class CreditNotes:
@@ -96,7 +81,7 @@ class CreditNotes:
             now = utcnow()
             note = pb.CreditNote(
                 id=new_id("cn"),
-                number=await _number(session, org),
+                number=await issuing.next_number(session, CreditNoteSequence, org, "CN"),
                 invoice_id=invoice.id,
                 customer_id=invoice.customer_id,
                 currency=invoice.currency,

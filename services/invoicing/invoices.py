@@ -19,7 +19,7 @@ from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import coupons
+from services.invoicing import coupons, issuing
 from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
 from services.invoicing.credit_notes import CreditNotes
@@ -107,10 +107,13 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
             if not fees:
                 continue  # nothing will be billed at its end either
-            total = sum(f.amount_cents for f in fees)
-            invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
             async with self.sessions() as session:
+                prior = await issuing.already_billed(session, subscription.id, period.start)
+                if prior:  # invoices on request or at a threshold billed part of it
+                    fees = [*fees, issuing.deduction(prior, period.start, period.end)]
+                invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
                 given = await coupons.discount(session, org, customer_id, subscription.id, invoiced, now)
+            total = sum(f.amount_cents for f in fees)
             discount = sum(c.discount_cents for c in given)
             levied = tax_lines(total + discount, plan.currency, await self.fees.tax_rates(subscription, plan))
             tax = sum(t.amount_cents for t in levied)

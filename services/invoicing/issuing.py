@@ -66,19 +66,20 @@ def deduction(cents: int, start: datetime, end: datetime) -> pb.Fee:
     )
 
 
-async def _number(session: AsyncSession, org: str) -> str:
+async def next_number(session: AsyncSession, sequence, org: str, prefix: str) -> str:
+    """The organization's next number from `sequence` (its row is locked until
+    the transaction ends, so numbers are gapless: a rollback gives it back)."""
     number = (
         await session.execute(
-            insert(InvoiceSequence)
+            insert(sequence)
             .values(organization_id=org, last_number=1)
             .on_conflict_do_update(
-                index_elements=[InvoiceSequence.organization_id],
-                set_={"last_number": InvoiceSequence.last_number + 1},
+                index_elements=[sequence.organization_id], set_={"last_number": sequence.last_number + 1}
             )
-            .returning(InvoiceSequence.last_number)
+            .returning(sequence.last_number)
         )
     ).scalar_one()
-    return f"INV-{number:06d}"
+    return f"{prefix}-{number:06d}"
 
 
 async def store(
@@ -105,7 +106,7 @@ async def store(
     invoice = Invoice(
         id=new_id("inv"),
         organization_id=org,
-        number=await _number(session, org),
+        number=await next_number(session, InvoiceSequence, org, "INV"),
         customer_id=subscription.customer_id,
         subscription_id=subscription.id,
         plan_code=plan.code,

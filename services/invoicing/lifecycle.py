@@ -5,8 +5,8 @@
 
 Any other change is refused with FAILED_PRECONDITION (409) naming the
 current state; so is voiding an invoice that has credit notes. Voiding gives back what the invoice's coupons took (their
-redemptions go) and frees its period: an invoice on request may bill it
-again. Each change is announced as invoice_updated.
+redemptions go) and what it billed of a period it did not close (an invoice
+on request may bill that again); a period it closed stays closed. Each change is announced as invoice_updated.
 """
 
 from __future__ import annotations

@@ -184,3 +184,14 @@ class CreditNoteSequence(Base):
 
     organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     last_number: Mapped[int] = mapped_column(BigInteger)
+
+
+class ThresholdCrossing(Base):
+    """How many of its plan's usage thresholds a subscription period has
+    been invoiced for (progressive billing)."""
+
+    __tablename__ = "threshold_crossings"
+
+    subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    crossed: Mapped[int] = mapped_column(BigInteger)

@@ -2,9 +2,10 @@
 to a cutoff, now.
 
 The invoice starts where the subscription's billing stands: the end of its
-last live invoice in arrears or on request, else where billing starts (the
-start, or the trial's end). A voided invoice no longer counts, so its
-period can be invoiced again (the billing run does not do that by itself). It ends at the
+last live invoice in arrears, on request or at a threshold, or of its last
+closed period, else where billing starts (the start, or the trial's end). A
+voided invoice that did not close its period no longer counts, so what it
+billed can be invoiced again; a closed period stays closed. It ends at the
 cutoff (exclusive; a cutoff at 23:59:59 bills that whole day), clipped to the
 subscription's end, and never later than now.
 
@@ -34,7 +35,7 @@ from services.common import periods
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
 from services.common.outbox import OutboxRelay
 from services.common.timestamps import format_rfc3339, from_proto, utcnow
-from services.invoicing import issuing
+from services.invoicing import issuing, thresholds
 from services.invoicing.billing import plan_of
 from services.invoicing.calculations import Pricing, interval_of, record
 from services.invoicing.fees import FeeCalculator
@@ -42,7 +43,7 @@ from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import Calculation, InterimAmount, Invoice, Subscription
 
 ON_REQUEST, ARREARS = pb.BILLING_TIMING_ON_REQUEST, pb.BILLING_TIMING_IN_ARREARS
-BILLED_TO = ("BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_ON_REQUEST")
+BILLED_TO = ("BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_ON_REQUEST", "BILLING_TIMING_PROGRESSIVE")
 SECOND = timedelta(seconds=1)
 
 
@@ -62,7 +63,8 @@ async def billed_to(session: AsyncSession, subscription: Subscription) -> dateti
             Invoice.void_time.is_(None),
         )
     )
-    return max(subscription.billing_start, last.scalar() or subscription.billing_start)
+    marks = [subscription.billing_start, last.scalar(), subscription.billed_through]
+    return max(mark for mark in marks if mark is not None)
 
 
 class RequestedInvoices:
@@ -99,6 +101,22 @@ class RequestedInvoices:
                 field="cutoff_time",
                 reason="ALREADY_INVOICED",
             )
+        return invoice_proto(await self.issue(subscription, rows, start, end, ON_REQUEST, now))
+
+    async def issue(
+        self,
+        subscription: Subscription,
+        rows: list[Subscription] | None,
+        start: datetime,
+        end: datetime,
+        timing: int,
+        now: datetime,
+        crossed: tuple[datetime, int] | None = None,
+    ) -> Invoice:
+        """Bills [start, end) (start: where billing stood when read); ABORTED
+        when another invoice moved it meanwhile. `crossed`: the period start
+        and the number of usage thresholds this invoice bills up to."""
+        org = subscription.organization_id
         plan = plan_of(subscription)
         interval = interval_of(plan)
         every = periods.periods(
@@ -134,14 +152,16 @@ class RequestedInvoices:
                 )
             calculation = await self._calculation(session, org, fresh, plan, (start, end), lines, subtotal, now)
             invoice = await issuing.store(
-                session, fresh, plan, (start, end), ON_REQUEST, lines, now, taxes, calculation_id=calculation
+                session, fresh, plan, (start, end), timing, lines, now, taxes, calculation_id=calculation
             )
+            if crossed is not None:
+                await thresholds.record(session, subscription.id, *crossed)
             session.add_all(
                 InterimAmount(invoice_id=invoice.id, period_start=p, subscription_id=subscription.id, amount_cents=c)
                 for p, c in interim
             )
         self.relay.wake()
-        return invoice_proto(invoice)
+        return invoice
 
     async def _ending(self, subscription_id: str, end: datetime) -> Invoice | None:
         async with self.sessions() as session:

@@ -25,6 +25,7 @@ from services.invoicing.invoices import InvoiceServicer
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.mailer import Mailer
 from services.invoicing.models import Outbox
+from services.invoicing.progressive import ProgressiveBilling
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 
@@ -72,6 +73,8 @@ def build(settings: Settings) -> grpc_server.Service:
     projection = SubscriptionProjection(sessions)
     pricing = Pricing(sessions, fees, projection)
     delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
+    requested = RequestedInvoices(sessions, fees, pricing, relay)
+    biller.progressive = ProgressiveBilling(sessions, fees, requested)
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.
@@ -109,7 +112,7 @@ def build(settings: Settings) -> grpc_server.Service:
                     fees,
                     projection,
                     pricing,
-                    RequestedInvoices(sessions, fees, pricing, relay),
+                    requested,
                     Lifecycle(sessions, relay),
                     delivery,
                     CreditNotes(sessions, relay),

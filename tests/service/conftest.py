@@ -12,8 +12,12 @@ from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller
+from services.invoicing.calculations import Pricing
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Outbox
+from services.invoicing.progressive import ProgressiveBilling
+from services.invoicing.projection import SubscriptionProjection
+from services.invoicing.requested import RequestedInvoices
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
 from tests.conftest import Infra, Stack, unique
@@ -59,6 +63,11 @@ async def biller(stack: Stack, invoicing_db: InvoicingDb) -> AsyncIterator[Bille
     fees = FeeCalculator(
         usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions, taxes_pb2_grpc.TaxServiceStub(catalog)
     )
-    yield Biller(invoicing_db.sessions, fees, relay, timedelta(0))
+    biller = Biller(invoicing_db.sessions, fees, relay, timedelta(0))
+    pricing = Pricing(invoicing_db.sessions, fees, SubscriptionProjection(invoicing_db.sessions, catalog))
+    biller.progressive = ProgressiveBilling(
+        invoicing_db.sessions, fees, RequestedInvoices(invoicing_db.sessions, fees, pricing, relay)
+    )
+    yield biller
     await channel.close()
     await catalog.close()

@@ -82,6 +82,7 @@ async def test_the_seed_plan_is_created_with_monthly_interval_and_graduated_tier
         "trial_period_days": 0,
         "minimum_commitment": None,
         "tax_codes": [],
+        "usage_thresholds": [],
     }
     assert (charge["metric_key"], charge["model"]) == (key, "tiered")
     assert charge["properties"] == {

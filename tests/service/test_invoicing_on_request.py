@@ -200,8 +200,8 @@ async def test_void_and_archive_follow_the_lifecycle_and_refuse_the_rest(tenant:
     )
     await h.post("/v1/applied_coupons", json={"customer_id": "c1", "coupon_code": "FIVE"})
     await subscribe(tenant, "c1", "pro", "2026-03-01T00:00:00Z")
-    invoice = await issue(tenant, "c1", "2026-03-31T23:59:59Z")
-    assert invoice["coupons_amount_cents"] == -4900  # $50 against $49: $1 left
+    invoice = await issue(tenant, "c1", "2026-03-15T23:59:59Z")  # half of March: 4900 x 15/31 = 2371
+    assert (invoice["subtotal_cents"], invoice["coupons_amount_cents"]) == (2371, -2371)  # $50 against $23.71
 
     voided = await h.post(f"/v1/invoices/{invoice['id']}/void")
     assert (voided.status_code, voided.json()["status"]) == (200, "voided")
@@ -210,10 +210,18 @@ async def test_void_and_archive_follow_the_lifecycle_and_refuse_the_rest(tenant:
     assert (again.json()["error"]["reason"], again.json()["error"]["field"]) == ("INVALID_TRANSITION", "status")
     assert "is voided" in again.json()["error"]["message"]
 
-    # Voiding freed the period and gave the coupon back: the same invoice again, with a new number.
-    reissued = await issue(tenant, "c1", "2026-03-31T23:59:59Z")
-    assert (reissued["total_amount_cents"], reissued["coupons_amount_cents"]) == (0, -4900)
+    # Voiding gave the coupon back and the days it billed: the same invoice again, with a new number.
+    reissued = await issue(tenant, "c1", "2026-03-15T23:59:59Z")
+    assert (reissued["total_amount_cents"], reissued["coupons_amount_cents"]) == (0, -2371)
     assert reissued["number"] != invoice["number"]
+    # An invoice that closed its period does not reopen it when voided.
+    closing = await issue(tenant, "c1", "2026-03-31T23:59:59Z")
+    # March in full less the 2371 already billed, all of it covered by what is left of the $50.
+    assert (closing["period_start"], closing["subtotal_cents"]) == ("2026-03-16T00:00:00Z", 4900 - 2371)
+    assert (closing["coupons_amount_cents"], closing["total_amount_cents"]) == (-2529, 0)
+    assert (await h.post(f"/v1/invoices/{closing['id']}/void")).status_code == 200
+    reopened = await h.post("/v1/invoices", json={"customer_id": "c1", "cutoff_date": "2026-03-31T23:59:59Z"})
+    assert (reopened.status_code, reopened.json()["error"]["reason"]) == (409, "ALREADY_INVOICED")
 
     archived = await h.post(f"/v1/invoices/{invoice['id']}/archive")
     assert (archived.status_code, archived.json()["status"]) == (200, "archived")
@@ -319,3 +327,20 @@ async def test_a_cutoff_at_an_archived_invoice_answers_it_as_it_stands(tenant: T
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/archive")).status_code == 200
     again = await issue(tenant, "c1", "2026-03-31T23:59:59Z")
     assert (again["id"], again["status"]) == (invoice["id"], "archived")
+
+
+async def test_the_draft_of_a_period_invoiced_in_part_deducts_what_was_billed(tenant: Tenant):
+    await create_plan(tenant, "pro", STANDARD, amount_cents=3000)
+    await subscribe(tenant, "c1", "pro", "2026-11-01T00:00:00Z")
+    await send(tenant, "c1", 5000, "2026-11-05T00:00:00Z")
+    interim = await issue(tenant, "c1", "2026-11-09T23:59:59Z")  # 9 of 30 days: 900, usage 500
+    assert interim["total_amount_cents"] == 1400
+    [draft] = [
+        i for i in (await tenant.http.get("/v1/customers/c1/invoices")).json()["invoices"] if i["status"] == "draft"
+    ]
+    assert [(f["type"], f["amount_cents"]) for f in draft["fees"]] == [
+        ("subscription", 3000),
+        ("charge", 500),
+        ("already_billed", -1400),
+    ]
+    assert draft["total_amount_cents"] == 2100

@@ -7,16 +7,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from tests.conftest import Tenant
+from tests.service.test_gateway_coupons import LAUNCH20
 from tests.service.test_walkthrough_bill_by_subscription import METRIC, PLAN
 
-COUPON = {
-    "name": "Launch20",
-    "code": "LAUNCH20",
-    "discount_type": "percentage",
-    "discount_value": 20,
-    "duration": "recurring",
-    "duration_in_months": 3,
-}
+COUPON = LAUNCH20  # the walkthrough's coupon, as written
 APPLY = {"customer_id": "cus_9a4b2", "coupon_code": "LAUNCH20"}
 
 

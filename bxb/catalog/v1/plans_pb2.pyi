@@ -370,6 +370,7 @@ class Plan(_message.Message):
     TRIAL_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
     MINIMUM_COMMITMENT_CENTS_FIELD_NUMBER: _builtins.int
     TAX_CODES_FIELD_NUMBER: _builtins.int
+    USAGE_THRESHOLDS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier of this version."""
     code: _builtins.str
@@ -410,6 +411,12 @@ class Plan(_message.Message):
         the organization's apply.
         """
 
+    @_builtins.property
+    def usage_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageThreshold]:
+        """Progressive billing: usage amounts within a period that, once reached,
+        bill the period so far at once (the period-end invoice deducts it).
+        """
+
     def __init__(
         self,
         *,
@@ -427,14 +434,47 @@ class Plan(_message.Message):
         trial_period_days: _builtins.int = ...,
         minimum_commitment_cents: _builtins.int = ...,
         tax_codes: _abc.Iterable[_builtins.str] | None = ...,
+        usage_thresholds: _abc.Iterable[Global___UsageThreshold] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "minimum_commitment_cents", b"minimum_commitment_cents", "name", b"name", "pay_in_advance", b"pay_in_advance", "tax_codes", b"tax_codes", "trial_period_days", b"trial_period_days", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "charges", b"charges", "code", b"code", "create_time", b"create_time", "currency", b"currency", "description", b"description", "id", b"id", "interval", b"interval", "minimum_commitment_cents", b"minimum_commitment_cents", "name", b"name", "pay_in_advance", b"pay_in_advance", "tax_codes", b"tax_codes", "trial_period_days", b"trial_period_days", "usage_thresholds", b"usage_thresholds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Plan: _TypeAlias = Plan  # noqa: Y015
+
+@_typing.final
+class UsageThreshold(_message.Message):
+    """A usage amount within a billing period that triggers an invoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    RECURRING_FIELD_NUMBER: _builtins.int
+    amount_cents: _builtins.int
+    """The amount of the period's usage fees, in minor units."""
+    display_name: _builtins.str
+    """Shown on the invoice it triggers."""
+    recurring: _builtins.bool
+    """Repeats every amount_cents beyond the last fixed threshold; at most one
+    threshold recurs.
+    """
+    def __init__(
+        self,
+        *,
+        amount_cents: _builtins.int = ...,
+        display_name: _builtins.str = ...,
+        recurring: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "display_name", b"display_name", "recurring", b"recurring"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageThreshold: _TypeAlias = UsageThreshold  # noqa: Y015
 
 @_typing.final
 class CreatePlanRequest(_message.Message):

@@ -112,6 +112,10 @@ class _BillingTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Billing
     """On request, up to a cutoff (POST /v1/invoices): what the periods it
     covers owe so far, less what earlier invoices of those periods billed.
     """
+    BILLING_TIMING_PROGRESSIVE: _BillingTiming.ValueType  # 4
+    """When the period's usage reaches one of the plan's thresholds
+    (progressive billing): like ON_REQUEST, up to that moment.
+    """
 
 class BillingTiming(_BillingTiming, metaclass=_BillingTimingEnumTypeWrapper):
     """When an invoice bills its period."""
@@ -125,6 +129,10 @@ BILLING_TIMING_IN_ADVANCE: BillingTiming.ValueType  # 2
 BILLING_TIMING_ON_REQUEST: BillingTiming.ValueType  # 3
 """On request, up to a cutoff (POST /v1/invoices): what the periods it
 covers owe so far, less what earlier invoices of those periods billed.
+"""
+BILLING_TIMING_PROGRESSIVE: BillingTiming.ValueType  # 4
+"""When the period's usage reaches one of the plan's thresholds
+(progressive billing): like ON_REQUEST, up to that moment.
 """
 Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 

@@ -16,6 +16,7 @@ from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.errors import error_response
 from gateway.routes import (
+    add_ons,
     coupons,
     credit_notes,
     customers,
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *customers.routes,
         *subscriptions.routes,
         *coupons.routes,
+        *add_ons.routes,
         *credit_notes.routes,
         *taxes.routes,
         *events.routes,

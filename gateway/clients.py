@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import grpc
 
 from bxb.catalog.v1 import (
+    add_ons_pb2_grpc,
     billable_metrics_pb2_grpc,
     coupons_pb2_grpc,
     customers_pb2_grpc,
@@ -31,6 +32,7 @@ class Clients:
     subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
     coupons: coupons_pb2_grpc.CouponServiceStub
     taxes: taxes_pb2_grpc.TaxServiceStub
+    add_ons: add_ons_pb2_grpc.AddOnServiceStub
     events: usage_events_pb2_grpc.EventServiceStub
     usage: usage_pb2_grpc.UsageServiceStub
     invoices: invoices_pb2_grpc.InvoiceServiceStub
@@ -51,6 +53,7 @@ class Clients:
             subscriptions=subscriptions_pb2_grpc.SubscriptionServiceStub(catalog),
             coupons=coupons_pb2_grpc.CouponServiceStub(catalog),
             taxes=taxes_pb2_grpc.TaxServiceStub(catalog),
+            add_ons=add_ons_pb2_grpc.AddOnServiceStub(catalog),
             events=usage_events_pb2_grpc.EventServiceStub(metering),
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),

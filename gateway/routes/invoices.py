@@ -74,8 +74,8 @@ def invoice_json(invoice: pb.Invoice) -> dict:
         "id": invoice.id or None,  # a draft has neither until it is issued
         "number": invoice.number or None,
         "customer_id": invoice.customer_id,
-        "subscription_id": invoice.subscription_id,
-        "plan_code": invoice.plan_code,
+        "subscription_id": invoice.subscription_id or None,  # none for a one-off invoice
+        "plan_code": invoice.plan_code or None,
         "status": status_name(invoice),
         "timing": render.enum(pb.BillingTiming, invoice.timing, "BILLING_TIMING_"),
         "currency": invoice.currency,

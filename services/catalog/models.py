@@ -166,3 +166,27 @@ class Tax(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     applied_to_organization: Mapped[bool] = mapped_column(Boolean, default=False)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class AddOn(Base):
+    __tablename__ = "add_ons"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(100))
+    # bxb.catalog.v1.AddOn in the protobuf wire format: written once, read whole.
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AppliedAddOn(Base):
+    __tablename__ = "applied_add_ons"
+    __table_args__ = (Index("ix_applied_add_ons_customer", "organization_id", "customer_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(200))
+    # bxb.catalog.v1.AppliedAddOn in the protobuf wire format, add-on included.
+    message: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

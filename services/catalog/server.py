@@ -1,5 +1,5 @@
 """The catalog service process: metrics, plans, customers, subscriptions,
-coupons, taxes, organizations and API keys, in its own PostgreSQL database."""
+coupons, taxes, add-ons, organizations and API keys, in its own PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.catalog.v1 import (
+    add_ons_pb2,
+    add_ons_pb2_grpc,
     billable_metrics_pb2,
     billable_metrics_pb2_grpc,
     coupons_pb2,
@@ -25,6 +27,7 @@ from bxb.catalog.v1 import (
     taxes_pb2_grpc,
 )
 from services.catalog import organizations
+from services.catalog.add_ons import AddOnServicer
 from services.catalog.coupons import CouponServicer
 from services.catalog.customers import CustomerServicer
 from services.catalog.metrics import BillableMetricServicer
@@ -96,6 +99,7 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(coupons_pb2, coupons_pb2_grpc, "CouponService", CouponServicer(sessions, relay)),
             grpc_server.registrar(taxes_pb2, taxes_pb2_grpc, "TaxService", TaxServicer(sessions)),
+            grpc_server.registrar(add_ons_pb2, add_ons_pb2_grpc, "AddOnService", AddOnServicer(sessions, relay)),
         ],
         on_start=on_start,
         on_stop=on_stop,

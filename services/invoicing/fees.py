@@ -150,7 +150,9 @@ class FeeCalculator:
         self.taxes = taxes  # the catalog's, for the taxes of an invoice; none without it
 
     async def tax_rates(self, subscription: Subscription, plan: plans_pb2.Plan) -> list[taxes_pb2.Tax]:
-        return await taxation.resolve(self.taxes, subscription.organization_id, subscription.customer_id, plan)
+        return await taxation.resolve(
+            self.taxes, subscription.organization_id, subscription.customer_id, plan.tax_codes
+        )
 
     async def windows(
         self,

@@ -97,40 +97,62 @@ async def store(
     make a second live invoice of one period impossible; the unique index
     stays as the last guard (a violation aborts the transaction)."""
     org = subscription.organization_id
-    subtotal = sum(fee.amount_cents for fee in fees)
     invoiced = Invoiced(fees, plan.currency, plan.code, bounds[0])
     given = await coupons.discount(session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True)
-    discount = sum(c.discount_cents for c in given)
-    levied = tax_lines(subtotal + discount, plan.currency, taxes)
-    tax = sum(t.amount_cents for t in levied)
-    invoice = Invoice(
-        id=new_id("inv"),
-        organization_id=org,
-        number=await next_number(session, InvoiceSequence, org, "INV"),
-        customer_id=subscription.customer_id,
-        subscription_id=subscription.id,
-        plan_code=plan.code,
-        status="INVOICE_STATUS_FINALIZED",
-        currency=plan.currency,
-        period_start=bounds[0],
-        period_end=bounds[1],
-        fees=[json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees],
-        subtotal_cents=subtotal,
-        coupons=[json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given],
-        coupons_amount_cents=discount,
-        taxes=[json_format.MessageToDict(t, preserving_proto_field_name=True) for t in levied],
-        taxes_amount_cents=tax,
-        credit_notes_amount_cents=0,
-        total_amount_cents=subtotal + discount + tax,
-        issue_time=now,
-        create_time=now,
-        timing=pb.BillingTiming.Name(timing),
-        calculation_id=calculation_id,
+    invoice = await record(
+        session,
+        Invoice(
+            organization_id=org,
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            plan_code=plan.code,
+            currency=plan.currency,
+            period_start=bounds[0],
+            period_end=bounds[1],
+            timing=pb.BillingTiming.Name(timing),
+            calculation_id=calculation_id,
+        ),
+        fees,
+        given,
+        taxes,
+        now,
     )
-    session.add(invoice)
     session.add_all(coupons.redemptions(invoice.id, subscription.id, bounds[0], given))
+    return invoice
+
+
+async def record(
+    session: AsyncSession,
+    invoice: Invoice,
+    fees: list[pb.Fee],
+    given: Sequence[pb.InvoiceCoupon],
+    taxes: Sequence[taxes_pb2.Tax],
+    now: datetime,
+) -> Invoice:
+    """Completes `invoice` (who and what it bills is set) with its lines,
+    coupons, taxes, totals and number, stores it and announces it."""
+    subtotal = sum(fee.amount_cents for fee in fees)
+    discount = sum(c.discount_cents for c in given)
+    levied = tax_lines(subtotal + discount, invoice.currency, taxes)
+    tax = sum(t.amount_cents for t in levied)
+    invoice.id = new_id("inv")
+    invoice.number = await next_number(session, InvoiceSequence, invoice.organization_id, "INV")
+    invoice.status = "INVOICE_STATUS_FINALIZED"
+    invoice.fees = [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees]
+    invoice.subtotal_cents = subtotal
+    invoice.coupons = [json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given]
+    invoice.coupons_amount_cents = discount
+    invoice.taxes = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in levied]
+    invoice.taxes_amount_cents = tax
+    invoice.credit_notes_amount_cents = 0
+    invoice.total_amount_cents = subtotal + discount + tax
+    invoice.issue_time = invoice.create_time = now
+    session.add(invoice)
     event = events_pb2.InvoiceFinalized(
-        event_id=new_id("evt"), organization_id=org, occur_time=to_proto(now), invoice=invoice_proto(invoice)
+        event_id=new_id("evt"),
+        organization_id=invoice.organization_id,
+        occur_time=to_proto(now),
+        invoice=invoice_proto(invoice),
     )
     await outbox.enqueue(session, Outbox, INVOICE_FINALIZED, event)
     return invoice

@@ -59,8 +59,10 @@ class Invoice(Base):
             "period_start",
             "timing",
             unique=True,
-            postgresql_where=text("void_time IS NULL"),
+            postgresql_where=text("void_time IS NULL AND timing <> 'BILLING_TIMING_ONE_OFF'"),
         ),
+        # One one-off invoice per thing it bills (an applied add-on).
+        Index("uq_invoices_source", "source_id", unique=True, postgresql_where=text("source_id IS NOT NULL")),
         UniqueConstraint("organization_id", "number"),
     )
 
@@ -83,6 +85,8 @@ class Invoice(Base):
     # BillingTiming name: billed at the period's end (usage) or start (advance fees).
     timing: Mapped[str] = mapped_column(String(32), default="BILLING_TIMING_IN_ARREARS")
     calculation_id: Mapped[str] = mapped_column(String(64), default="")
+    # What a one-off invoice bills (an applied add-on's id); None otherwise.
+    source_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # When it was voided; it stays voided when archived.
     void_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Coupon discounts as proto3 JSON of bxb.invoicing.v1.InvoiceCoupon.

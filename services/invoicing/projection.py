@@ -11,7 +11,7 @@ subscription this copy lacks reads its plan from the catalog and projects it.
 this copy lacks and the ends of those it has, so reading a customer's invoices
 right after a change sees it even while its event is still in flight; it
 reads the customer's applied coupons too (see coupons.py for how they are
-kept).
+kept), and issues the one-off invoices of applied add-ons (one_offs.py).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import (
+    add_ons_pb2,
+    add_ons_pb2_grpc,
     coupons_pb2,
     coupons_pb2_grpc,
     events_pb2,
@@ -44,6 +46,7 @@ log = logging.getLogger("bxb.projection")
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
 SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
 APPLIED_COUPON_UPDATED = "bxb.catalog.v1.applied_coupon_updated"
+ADD_ON_APPLIED = "bxb.catalog.v1.add_on_applied"
 
 
 class SubscriptionProjection:
@@ -58,6 +61,8 @@ class SubscriptionProjection:
         self.catalog = catalog
         self.page_size = page_size
         self.timeout = timeout
+        # Issues the one-off invoice of an applied add-on (one_offs.py); add-ons are ignored without it.
+        self.one_offs = None
 
     async def apply(self, org: str, sub: subscriptions_pb2.Subscription, plan: plans_pb2.Plan) -> None:
         values = {
@@ -101,6 +106,9 @@ class SubscriptionProjection:
         elif subject == APPLIED_COUPON_UPDATED:
             event = events_pb2.AppliedCouponUpdated.FromString(payload)
             await self.applied_coupon(event.organization_id, event.applied_coupon)
+        elif subject == ADD_ON_APPLIED and self.one_offs is not None:
+            applied = events_pb2.AddOnApplied.FromString(payload)
+            await self.one_offs.issue(applied.organization_id, applied.applied_add_on)
         # any other subject: a newer catalog may announce facts this version ignores
 
     async def applied_coupon(self, org: str, applied: coupons_pb2.AppliedCoupon) -> None:
@@ -176,5 +184,22 @@ class SubscriptionProjection:
             for applied in listed.applied_coupons:
                 await self.applied_coupon(org, applied)
             token = listed.next_page_token
+            if not token:
+                break
+        if self.one_offs is None:
+            return
+        add_ons = add_ons_pb2_grpc.AddOnServiceStub(self.catalog)
+        while True:
+            given = await add_ons.ListAppliedAddOns(
+                add_ons_pb2.ListAppliedAddOnsRequest(
+                    customer_id=customer_id, page_size=self.page_size, page_token=token
+                ),
+                metadata=meta,
+                timeout=self.timeout,
+                wait_for_ready=True,
+            )
+            for applied_add_on in given.applied_add_ons:
+                await self.one_offs.issue(org, applied_add_on)
+            token = given.next_page_token
             if not token:
                 return

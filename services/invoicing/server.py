@@ -25,6 +25,7 @@ from services.invoicing.invoices import InvoiceServicer
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.mailer import Mailer
 from services.invoicing.models import Outbox
+from services.invoicing.one_offs import OneOffInvoices
 from services.invoicing.progressive import ProgressiveBilling
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
@@ -64,9 +65,8 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     relay = OutboxRelay(sessions, Outbox)
-    fees = FeeCalculator(
-        sessions=sessions
-    )  # its metering and catalog stubs are connected in on_start, on the serving loop
+    # The calculator's metering and catalog stubs are connected in on_start, on the serving loop.
+    fees = FeeCalculator(sessions=sessions)
     channels: list[grpc.aio.Channel] = []
     biller = Biller(sessions, fees, relay, timedelta(seconds=settings.settle_seconds))
     scheduler = Scheduler(biller, settings.billing_interval)
@@ -75,6 +75,7 @@ def build(settings: Settings) -> grpc_server.Service:
     delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
     requested = RequestedInvoices(sessions, fees, pricing, relay)
     biller.progressive = ProgressiveBilling(sessions, fees, requested)
+    projection.one_offs = OneOffInvoices(sessions, fees, relay)
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.

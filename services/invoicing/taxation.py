@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 
-from bxb.catalog.v1 import plans_pb2, taxes_pb2, taxes_pb2_grpc
+from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import tenancy
 from services.invoicing.pricing.money import from_minor, to_minor
@@ -32,13 +32,18 @@ def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) ->
 
 
 async def resolve(
-    stub: taxes_pb2_grpc.TaxServiceStub | None, org: str, customer_id: str, plan: plans_pb2.Plan, timeout: float = 10.0
+    stub: taxes_pb2_grpc.TaxServiceStub | None,
+    org: str,
+    customer_id: str,
+    tax_codes: Sequence[str],
+    timeout: float = 10.0,
 ) -> list[taxes_pb2.Tax]:
-    """The taxes an invoice of this customer and plan carries (none without a catalog)."""
+    """The taxes an invoice of this customer carries when what it bills (a plan,
+    an add-on) names `tax_codes` (none without a catalog)."""
     if stub is None:
         return []
     reply = await stub.ResolveTaxes(
-        taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=plan.tax_codes),
+        taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=tax_codes),
         metadata=tenancy.metadata(org),
         timeout=timeout,
         wait_for_ready=True,  # ride out a reconnect instead of failing fast

@@ -24,6 +24,7 @@ from services.metering.intake import IngestionBehind
 from tests.conftest import Stack
 
 CATALOG_SERVICES = [
+    "bxb.catalog.v1.AddOnService",
     "bxb.catalog.v1.BillableMetricService",
     "bxb.catalog.v1.CouponService",
     "bxb.catalog.v1.CustomerService",

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from bxb.catalog.v1 import add_ons_pb2 as _add_ons_pb2
 from bxb.catalog.v1 import coupons_pb2 as _coupons_pb2
 from bxb.catalog.v1 import customers_pb2 as _customers_pb2
 from bxb.catalog.v1 import plans_pb2 as _plans_pb2
@@ -193,3 +194,43 @@ class AppliedCouponUpdated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AppliedCouponUpdated: _TypeAlias = AppliedCouponUpdated  # noqa: Y015
+
+@_typing.final
+class AddOnApplied(_message.Message):
+    """Published on subject "bxb.catalog.v1.add_on_applied" when an add-on is
+    applied to a customer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    APPLIED_ADD_ON_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the customer belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def applied_add_on(self) -> _add_ons_pb2.AppliedAddOn:
+        """The applied add-on, with the add-on."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        applied_add_on: _add_ons_pb2.AppliedAddOn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["applied_add_on", b"applied_add_on", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_add_on", b"applied_add_on", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddOnApplied: _TypeAlias = AddOnApplied  # noqa: Y015

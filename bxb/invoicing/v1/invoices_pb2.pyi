@@ -76,6 +76,8 @@ class _FeeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeeType.Value
     """Deducts what earlier invoices of the same period already billed
     (invoices issued on request up to a cutoff); negative.
     """
+    FEE_TYPE_ADD_ON: _FeeType.ValueType  # 6
+    """A one-off charge (an add-on applied to the customer)."""
 
 class FeeType(_FeeType, metaclass=_FeeTypeEnumTypeWrapper):
     """What a fee line bills."""
@@ -94,6 +96,8 @@ FEE_TYPE_ALREADY_BILLED: FeeType.ValueType  # 5
 """Deducts what earlier invoices of the same period already billed
 (invoices issued on request up to a cutoff); negative.
 """
+FEE_TYPE_ADD_ON: FeeType.ValueType  # 6
+"""A one-off charge (an add-on applied to the customer)."""
 Global___FeeType: _TypeAlias = FeeType  # noqa: Y015
 
 class _BillingTiming:
@@ -116,6 +120,8 @@ class _BillingTimingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Billing
     """When the period's usage reaches one of the plan's thresholds
     (progressive billing): like ON_REQUEST, up to that moment.
     """
+    BILLING_TIMING_ONE_OFF: _BillingTiming.ValueType  # 5
+    """At once, for one-off charges (add-ons); not tied to a subscription."""
 
 class BillingTiming(_BillingTiming, metaclass=_BillingTimingEnumTypeWrapper):
     """When an invoice bills its period."""
@@ -134,6 +140,8 @@ BILLING_TIMING_PROGRESSIVE: BillingTiming.ValueType  # 4
 """When the period's usage reaches one of the plan's thresholds
 (progressive billing): like ON_REQUEST, up to that moment.
 """
+BILLING_TIMING_ONE_OFF: BillingTiming.ValueType  # 5
+"""At once, for one-off charges (add-ons); not tied to a subscription."""
 Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 
 class _CreditNoteReason:

@@ -1,0 +1,137 @@
+"""Add-ons (AddOnService): one-off charges. Applying one to a customer is
+announced as bxb.catalog.v1.add_on_applied through the outbox, in the same
+transaction, with the add-on as it is then; invoicing issues its one-off
+invoice. An add-on is immutable once created."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bxb.catalog.v1 import add_ons_pb2 as pb
+from bxb.catalog.v1 import add_ons_pb2_grpc, events_pb2
+from services.catalog import customers, taxes, validation
+from services.catalog.models import AddOn, AppliedAddOn, Outbox
+from services.common import currencies, outbox, pagination, tenancy
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import to_proto, utcnow
+
+ADD_ON_APPLIED = "bxb.catalog.v1.add_on_applied"
+
+
+class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+        self.sessions = sessions
+        self.relay = relay
+
+    async def CreateAddOn(self, request: pb.CreateAddOnRequest, context) -> pb.AddOn:
+        org = tenancy.organization_id()
+        spec = request.add_on
+        validation.code(spec.code, "code")
+        if spec.amount_cents <= 0:
+            raise InvalidArgument("amount_cents must be more than 0", field="amount_cents")
+        now = utcnow()
+        add_on = pb.AddOn(
+            id=new_id("addon"),
+            code=spec.code,
+            name=validation.text(spec.name.strip() or spec.code, "name"),
+            description=validation.text(spec.description, "description", 2000),
+            amount_cents=spec.amount_cents,
+            currency=currencies.validate(spec.currency or "USD"),
+            create_time=to_proto(now),
+        )
+        try:
+            async with self.sessions() as session, session.begin():
+                add_on.tax_codes.extend(await taxes.check_codes(session, org, spec.tax_codes))
+                session.add(
+                    AddOn(
+                        id=add_on.id,
+                        organization_id=org,
+                        code=add_on.code,
+                        message=add_on.SerializeToString(),
+                        create_time=now,
+                    )
+                )
+        except IntegrityError:
+            raise AlreadyExists(f"add-on {spec.code!r} already exists", field="code") from None
+        return add_on
+
+    async def _find(self, session, org: str, code: str, field: str) -> pb.AddOn:
+        query = select(AddOn.message).where(AddOn.organization_id == org, AddOn.code == code)
+        message = (await session.execute(query)).scalar_one_or_none()
+        if message is None:
+            raise NotFound(f"add-on {code!r} not found", field=field)
+        return pb.AddOn.FromString(message)
+
+    async def GetAddOn(self, request: pb.GetAddOnRequest, context) -> pb.AddOn:
+        async with self.sessions() as session:
+            return await self._find(session, tenancy.organization_id(), request.code, "code")
+
+    async def ListAddOns(self, request: pb.ListAddOnsRequest, context) -> pb.ListAddOnsResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = (
+            select(AddOn.message)
+            .where(AddOn.organization_id == org)
+            .order_by(AddOn.code)
+            .offset(offset)
+            .limit(size + 1)
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListAddOnsResponse(
+            add_ons=[pb.AddOn.FromString(m) for m in rows[:size]],
+            next_page_token=pagination.next_token(offset, size, len(rows)),
+        )
+
+    async def ApplyAddOn(self, request: pb.ApplyAddOnRequest, context) -> pb.AppliedAddOn:
+        org = tenancy.organization_id()
+        validation.external_id(request.customer_id, "customer_id")
+        if request.amount_cents < 0:
+            raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
+        currency = currencies.validate(request.currency) if request.currency else ""
+        now = utcnow()
+        async with self.sessions() as session, session.begin():
+            add_on = await self._find(session, org, request.add_on_code, "add_on_code")
+            await customers.ensure(session, org, request.customer_id)
+            applied = pb.AppliedAddOn(
+                id=new_id("aao"),
+                customer_id=request.customer_id,
+                add_on=add_on,
+                amount_cents=request.amount_cents or add_on.amount_cents,
+                currency=currency or add_on.currency,
+                create_time=to_proto(now),
+            )
+            session.add(
+                AppliedAddOn(
+                    id=applied.id,
+                    organization_id=org,
+                    customer_id=applied.customer_id,
+                    message=applied.SerializeToString(),
+                    create_time=now,
+                )
+            )
+            event = events_pb2.AddOnApplied(
+                event_id=new_id("evt"), organization_id=org, occur_time=to_proto(now), applied_add_on=applied
+            )
+            await outbox.enqueue(session, Outbox, ADD_ON_APPLIED, event)
+        self.relay.wake()
+        return applied
+
+    async def ListAppliedAddOns(self, request: pb.ListAppliedAddOnsRequest, context) -> pb.ListAppliedAddOnsResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = select(AppliedAddOn.message).where(AppliedAddOn.organization_id == org)
+        if request.customer_id:
+            query = query.where(AppliedAddOn.customer_id == request.customer_id)
+        query = query.order_by(AppliedAddOn.create_time, AppliedAddOn.id).offset(offset).limit(size + 1)
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListAppliedAddOnsResponse(
+            applied_add_ons=[pb.AppliedAddOn.FromString(m) for m in rows[:size]],
+            next_page_token=pagination.next_token(offset, size, len(rows)),
+        )

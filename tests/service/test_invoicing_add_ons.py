@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import select
 
 from bxb.catalog.v1 import add_ons_pb2, add_ons_pb2_grpc, taxes_pb2_grpc
 from services.common import tenancy
@@ -13,6 +14,7 @@ from services.common.outbox import OutboxRelay
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Invoice, Outbox
 from services.invoicing.one_offs import OneOffInvoices
+from services.invoicing.projection import SubscriptionProjection
 from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb
 
@@ -141,3 +143,31 @@ async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenan
     assert [i["id"] for i in await one_offs(tenant, "c3")] == [first["id"]]
     async with invoicing_db.sessions() as session:
         assert (await session.get(Invoice, first["id"])).source_id == applied.id
+
+
+async def test_catching_up_issues_every_applied_add_on_page_by_page(
+    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+):
+    await post(tenant, "/v1/add_ons", SETUP)
+    ids = [
+        (await post(tenant, "/v1/applied_add_ons", {"customer_id": "c4", "add_on_code": "setup"}))["id"]
+        for _ in range(3)
+    ]
+    async with stack.channel("catalog") as catalog:
+        projection = SubscriptionProjection(invoicing_db.sessions, catalog, page_size=2)
+        fees = FeeCalculator(sessions=invoicing_db.sessions, taxes=taxes_pb2_grpc.TaxServiceStub(catalog))
+        projection.one_offs = OneOffInvoices(invoicing_db.sessions, fees, OutboxRelay(invoicing_db.sessions, Outbox))
+        await projection.catch_up(tenant.organization_id, "c4")
+    async with invoicing_db.sessions() as session:
+        sources = (
+            (
+                await session.execute(
+                    select(Invoice.source_id).where(
+                        Invoice.organization_id == tenant.organization_id, Invoice.customer_id == "c4"
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert sorted(sources) == sorted(ids)

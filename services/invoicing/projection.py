@@ -17,6 +17,7 @@ kept), and issues the one-off invoices of applied add-ons (one_offs.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 import grpc
@@ -150,56 +151,40 @@ class SubscriptionProjection:
                 )
             )
             known = {sub_id: end for sub_id, end in rows}
-        subscriptions = subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog)
-        meta = tenancy.metadata(org)
+        listing = subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions
+        async for sub in self._every(
+            listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, customer_id
+        ):
+            end = from_proto_or_none(sub, "terminate_time")
+            if sub.id not in known:
+                await self.apply(org, sub, await self._plan(org, sub))
+            elif end is not None and (known[sub.id] is None or end < known[sub.id]):
+                await self.terminate(sub.id, end)
+        listing = coupons_pb2_grpc.CouponServiceStub(self.catalog).ListAppliedCoupons
+        async for applied in self._every(
+            listing, coupons_pb2.ListAppliedCouponsRequest, "applied_coupons", org, customer_id
+        ):
+            await self.applied_coupon(org, applied)
+        if self.one_offs is None:
+            return
+        listing = add_ons_pb2_grpc.AddOnServiceStub(self.catalog).ListAppliedAddOns
+        async for applied_add_on in self._every(
+            listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, customer_id
+        ):
+            await self.one_offs.issue(org, applied_add_on)
+
+    async def _every(self, listing, request_type, field: str, org: str, customer_id: str) -> AsyncIterator:
+        """Every item (`field` of each page) of one of the catalog's customer listings, page after page."""
         token = ""
         while True:
-            page = await subscriptions.ListSubscriptions(
-                subscriptions_pb2.ListSubscriptionsRequest(
-                    customer_id=customer_id, page_size=self.page_size, page_token=token
-                ),
-                metadata=meta,
+            page = await listing(
+                request_type(customer_id=customer_id, page_size=self.page_size, page_token=token),
+                metadata=tenancy.metadata(org),
                 timeout=self.timeout,
                 wait_for_ready=True,  # ride out a reconnect instead of failing fast
             )
-            for sub in page.subscriptions:
-                end = from_proto_or_none(sub, "terminate_time")
-                if sub.id not in known:
-                    await self.apply(org, sub, await self._plan(org, sub))
-                elif end is not None and (known[sub.id] is None or end < known[sub.id]):
-                    await self.terminate(sub.id, end)
+            for item in getattr(page, field):
+                yield item
             token = page.next_page_token
-            if not token:
-                break
-        stub = coupons_pb2_grpc.CouponServiceStub(self.catalog)
-        while True:
-            listed = await stub.ListAppliedCoupons(
-                coupons_pb2.ListAppliedCouponsRequest(
-                    customer_id=customer_id, page_size=self.page_size, page_token=token
-                ),
-                metadata=meta,
-                timeout=self.timeout,
-                wait_for_ready=True,
-            )
-            for applied in listed.applied_coupons:
-                await self.applied_coupon(org, applied)
-            token = listed.next_page_token
-            if not token:
-                break
-        if self.one_offs is None:
-            return
-        add_ons = add_ons_pb2_grpc.AddOnServiceStub(self.catalog)
-        while True:
-            given = await add_ons.ListAppliedAddOns(
-                add_ons_pb2.ListAppliedAddOnsRequest(
-                    customer_id=customer_id, page_size=self.page_size, page_token=token
-                ),
-                metadata=meta,
-                timeout=self.timeout,
-                wait_for_ready=True,
-            )
-            for applied_add_on in given.applied_add_ons:
-                await self.one_offs.issue(org, applied_add_on)
-            token = given.next_page_token
             if not token:
                 return

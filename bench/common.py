@@ -34,11 +34,12 @@ def report(name: str, samples: list[float]) -> None:
 
 
 @asynccontextmanager
-async def running_stack() -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
-    """A stack as `make run` starts it, in a temporary BXB_HOME, and a client."""
+async def running_stack(**settings: str) -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
+    """A stack as `make run` starts it, in a temporary BXB_HOME, and a client;
+    `settings` are more BXB_* variables."""
     home = Path(tempfile.mkdtemp(prefix="bxb-bench-")) / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BXB_")}
-    env.update(BXB_HOME=str(home), BXB_GATEWAY_PORT=str(free_port()), BXB_API_KEY=KEY)
+    env.update(BXB_HOME=str(home), BXB_GATEWAY_PORT=str(free_port()), BXB_API_KEY=KEY, **settings)
     stack = Stack(home, env)
     try:
         url, _ = await stack.start()

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from google.protobuf import json_format
@@ -123,8 +124,16 @@ def open_period(subscription: Subscription, plan: plans_pb2.Plan, at: datetime) 
 
 
 class Biller:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, relay: outbox.OutboxRelay, settle: timedelta):
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        fees: FeeCalculator,
+        relay: outbox.OutboxRelay,
+        settle: timedelta,
+        concurrency: int = 16,
+    ):
         self.sessions = sessions
+        self.concurrency = concurrency
         self.fees = fees
         self.relay = relay
         self.settle = settle
@@ -141,14 +150,28 @@ class Biller:
             query = query.where(Subscription.customer_id == customer_id)
         async with self.sessions() as session:
             subscriptions = (await session.execute(query.order_by(Subscription.create_time))).scalars().all()
-        created = 0
-        announced = 0
-        for subscription in subscriptions:
-            announced += await self.announce_trial_end(subscription, now)
-            created += await self.bill(subscription, now, waits_after_creation=not customer_id)
-        if created or announced:
+        gate = asyncio.Semaphore(self.concurrency)
+        customers: dict[tuple[str, str], list[Subscription]] = {}
+        for row in subscriptions:  # each customer's, for who owns events naming no subscription
+            customers.setdefault((row.organization_id, row.customer_id), []).append(row)
+
+        async def one(subscription: Subscription) -> tuple[int, int]:
+            async with gate:
+                announced = await self.announce_trial_end(subscription, now)
+                siblings = customers[(subscription.organization_id, subscription.customer_id)]
+                billed = await self.bill(subscription, now, waits_after_creation=not customer_id, siblings=siblings)
+                return announced, billed
+
+        # Subscriptions are billed side by side: each invoice locks its own
+        # subscription, so they never wait on each other but for the number.
+        outcomes = await asyncio.gather(*(one(s) for s in subscriptions), return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        done = [o for o in outcomes if not isinstance(o, BaseException)]
+        if any(announced or created for announced, created in done):
             self.relay.wake()
-        return created
+        if failures:
+            raise failures[0]  # the others were billed; the next run retries this one
+        return sum(created for _, created in done)
 
     async def announce_trial_end(self, subscription: Subscription, now: datetime) -> int:
         """Publishes trial_ended once the trial is over; 1 when this run did."""
@@ -178,7 +201,15 @@ class Biller:
             await outbox.enqueue(session, Outbox, TRIAL_ENDED, event)
         return 1
 
-    async def bill(self, subscription: Subscription, now: datetime, waits_after_creation: bool) -> int:
+    async def bill(
+        self,
+        subscription: Subscription,
+        now: datetime,
+        waits_after_creation: bool,
+        siblings: Sequence[Subscription] | None = None,
+    ) -> int:
+        """Bills the subscription's due periods. `siblings`: the customer's
+        subscriptions when the caller has read them (see FeeCalculator.windows)."""
         plan = plan_of(subscription)
         cutoff = now - self.settle
         # In-advance fees hold no usage: only arrears wait for a backdated subscription's events.
@@ -188,18 +219,24 @@ class Biller:
         for period in subscription_periods(subscription, plan, now):
             advanced = subscription.advance_billed_through
             if advance and (advanced is None or period.start >= advanced):
-                created += await self._bill(subscription, plan, period, ADVANCE, now)
+                created += await self._bill(subscription, plan, period, ADVANCE, now, siblings)
             billed = subscription.billed_through
             if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
-                created += await self._bill(subscription, plan, period, ARREARS, now)
+                created += await self._bill(subscription, plan, period, ARREARS, now, siblings)
         if self.progressive is not None:
             created += await self.progressive.check(subscription, plan, now)
         return created
 
     async def _bill(
-        self, subscription: Subscription, plan: plans_pb2.Plan, period: periods.Period, timing: int, now: datetime
+        self,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        period: periods.Period,
+        timing: int,
+        now: datetime,
+        siblings: Sequence[Subscription] | None,
     ) -> int:
-        fees = await self.fees.period_fees(subscription, plan, period, timing)
+        fees = await self.fees.period_fees(subscription, plan, period, timing, siblings)
         if fees:
             return int(await self._issue(subscription, plan, period, timing, fees, now))
         async with self.sessions() as session, session.begin():  # nothing to bill: settle it all the same

@@ -192,3 +192,28 @@ async def test_zero_and_three_decimal_currencies_round_half_up(
     invoice = (await tenant.http.get(f"/v1/customers/c_{currency}/invoices")).json()["invoices"][-1]
     # JPY: 3 x 0.5 = 1.5 yen -> 2; KWD: 3 x 0.0005 = 0.0015 dinar -> 2 fils.
     assert (invoice["currency"], invoice["total_amount_cents"]) == (currency, expected)
+
+
+async def test_one_failing_subscription_does_not_stop_the_others(
+    tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller
+):
+    await create_plan(tenant, "payg", STANDARD, amount_cents=100)
+    broken = await subscribe(tenant, "c1", "payg", "2026-07-01T00:00:00Z")
+    fine = await subscribe(tenant, "c2", "payg", "2026-07-01T00:00:00Z")
+    await invoicing_db.projected(broken["id"])
+    await invoicing_db.projected(fine["id"])
+
+    class OneBroken(Biller):
+        async def bill(self, subscription, *args, **kwargs):
+            if subscription.id == broken["id"]:
+                raise RuntimeError("metering down for this one")
+            return await super().bill(subscription, *args, **kwargs)
+
+    failing = OneBroken(biller.sessions, biller.fees, biller.relay, biller.settle, concurrency=2)
+    with pytest.raises(RuntimeError):
+        await failing.run(org=tenant.organization_id)
+    assert [i.period_start for i in await invoicing_db.invoices(fine["id"])][:2] == [
+        at("2026-07-01T00:00:00"),
+        at("2026-08-01T00:00:00"),
+    ]
+    assert await invoicing_db.invoices(broken["id"]) == []

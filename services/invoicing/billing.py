@@ -47,7 +47,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from google.protobuf import json_format
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2
@@ -245,13 +245,7 @@ class Biller:
 
     @staticmethod
     async def _settle(session, subscription: Subscription, period: periods.Period, timing: int) -> None:
-        column = WATERMARKS[timing]
-        # GREATEST ignores NULL, and a slower run never moves the watermark back.
-        await session.execute(
-            update(Subscription)
-            .where(Subscription.id == subscription.id)
-            .values({column.key: func.greatest(column, period.end)})
-        )
+        await issuing.settle(session, subscription.id, WATERMARKS[timing], period.end)
 
     async def _issue(
         self,
@@ -269,10 +263,9 @@ class Biller:
                 billed = WATERMARKS[timing].key
                 if getattr(fresh, billed) is not None and getattr(fresh, billed) >= period.end:
                     raise Rollback  # another run, or an invoice on request, closed the period meanwhile
-                prior = await issuing.already_billed(session, subscription.id, period.start) if timing == ARREARS else 0
-                if prior:
-                    fees = [*fees, issuing.deduction(prior, period.start, period.end)]
-                    if sum(f.amount_cents for f in fees) == 0:  # the invoices on request billed it all
+                if timing == ARREARS:
+                    fees, prior = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
+                    if prior and sum(f.amount_cents for f in fees) == 0:  # the invoices on request billed it all
                         await self._settle(session, subscription, period, timing)
                         return False
                 bounds = (period.start, period.end)

@@ -23,6 +23,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import issuing
+from services.invoicing.invoice_view import stored
 from services.invoicing.lifecycle import state_name
 from services.invoicing.models import CreditNote, CreditNoteSequence, Invoice, Outbox
 
@@ -47,14 +48,7 @@ class CreditNotes:
         if request.amount_cents < 0:
             raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
         async with self.sessions() as session, session.begin():
-            query = (
-                select(Invoice)
-                .where(Invoice.id == request.invoice_id, Invoice.organization_id == org)
-                .with_for_update()
-            )
-            invoice = (await session.execute(query)).scalar_one_or_none()
-            if invoice is None:
-                raise NotFound(f"invoice {request.invoice_id!r} not found", field="invoice_id")
+            invoice = await stored(session, org, request.invoice_id, field="invoice_id", lock=True)
             if invoice.status not in CREDITABLE:
                 raise FailedPrecondition(
                     f"invoice {invoice.id!r} is {state_name(invoice.status)}: only a finalized or paid invoice "

@@ -16,12 +16,11 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bxb.catalog.v1 import customers_pb2, customers_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import tenancy
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.invoicing import documents
 from services.invoicing.documents import money
-from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.mailer import Attachment, Mailer
-from services.invoicing.models import Invoice
 
 # One address: no spaces, no line breaks (no header injection), one "@" inside.
 ADDRESS = re.compile(r"[^\s@,;<>]+@[^\s@,;<>]+\.[^\s@,;<>]+")
@@ -36,10 +35,7 @@ class Delivery:
 
     async def invoice(self, org: str, invoice_id: str) -> pb.Invoice:
         async with self.sessions() as session:
-            row = await session.get(Invoice, invoice_id)
-        if row is None or row.organization_id != org:
-            raise NotFound(f"invoice {invoice_id!r} not found", field="id")
-        return invoice_proto(row)
+            return invoice_proto(await stored(session, org, invoice_id))
 
     async def pdf(self, org: str, invoice_id: str) -> pb.InvoicePdf:
         return await self._render(await self.invoice(org, invoice_id))

@@ -1,12 +1,26 @@
-"""Invoice rows as bxb.invoicing.v1.Invoice messages."""
+"""Invoice rows: found by id within an organization, and as
+bxb.invoicing.v1.Invoice messages."""
 
 from __future__ import annotations
 
 from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common.errors import NotFound
 from services.common.timestamps import to_proto
 from services.invoicing.models import Invoice
+
+
+async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = "id", lock: bool = False) -> Invoice:
+    """The organization's invoice (row-locked until the transaction ends with
+    `lock`), or NOT_FOUND naming `field`."""
+    query = select(Invoice).where(Invoice.id == invoice_id, Invoice.organization_id == org)
+    invoice = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+    if invoice is None:
+        raise NotFound(f"invoice {invoice_id!r} not found", field=field)
+    return invoice
 
 
 def invoice_proto(invoice: Invoice) -> pb.Invoice:

@@ -26,12 +26,12 @@ from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
 from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
-from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
-from services.invoicing.taxation import tax_lines
+from services.invoicing.taxation import totals
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
@@ -58,12 +58,8 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         self.projection = projection
 
     async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
-        org = tenancy.organization_id()
         async with self.sessions() as session:
-            invoice = await session.get(Invoice, request.id)
-        if invoice is None or invoice.organization_id != org:
-            raise NotFound(f"invoice {request.id!r} not found", field="id")
-        return invoice_proto(invoice)
+            return invoice_proto(await stored(session, tenancy.organization_id(), request.id))
 
     async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
         org = tenancy.organization_id()
@@ -108,15 +104,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             if not fees:
                 continue  # nothing will be billed at its end either
             async with self.sessions() as session:
-                prior = await issuing.already_billed(session, subscription.id, period.start)
-                if prior:  # invoices on request or at a threshold billed part of it
-                    fees = [*fees, issuing.deduction(prior, period.start, period.end)]
+                # Invoices on request or at a threshold may have billed part of it.
+                fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
                 invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
                 given = await coupons.discount(session, org, customer_id, subscription.id, invoiced, now)
-            total = sum(f.amount_cents for f in fees)
-            discount = sum(c.discount_cents for c in given)
-            levied = tax_lines(total + discount, plan.currency, await self.fees.tax_rates(subscription, plan))
-            tax = sum(t.amount_cents for t in levied)
+            amounts = totals(fees, given, plan.currency, await self.fees.tax_rates(subscription, plan))
             drafts.append(
                 pb.Invoice(
                     customer_id=customer_id,
@@ -127,13 +119,13 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                     period_start=to_proto(period.start),
                     period_end=to_proto(period.end),
                     fees=fees,
-                    subtotal_cents=total,
+                    subtotal_cents=amounts.subtotal,
                     coupons=given,
-                    coupons_amount_cents=discount,
-                    taxes=levied,
-                    taxes_amount_cents=tax,
-                    total_amount_cents=total + discount + tax,
-                    amount_due_cents=total + discount + tax,
+                    coupons_amount_cents=amounts.discount,
+                    taxes=amounts.taxes,
+                    taxes_amount_cents=amounts.tax,
+                    total_amount_cents=amounts.total,
+                    amount_due_cents=amounts.total,
                     timing=pb.BILLING_TIMING_IN_ARREARS,
                 )
             )

@@ -5,8 +5,8 @@ invoice_finalized through the outbox, all in the caller's transaction.
 
 Callers lock the subscription first (`lock`), so the billing run and
 invoices on request never bill the same stretch of a subscription at once,
-and read what earlier invoices on request billed of a period
-(`already_billed`) under that lock.
+and read what earlier invoices on request billed of a period (`deducted`)
+and move the watermarks (`settle`) under that lock.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf import json_format
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,7 +29,7 @@ from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
 from services.invoicing.invoice_view import invoice_proto
 from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
-from services.invoicing.taxation import tax_lines
+from services.invoicing.taxation import totals
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 
@@ -40,7 +40,27 @@ async def lock(session: AsyncSession, subscription_id: str) -> Subscription:
     return (await session.execute(query.execution_options(populate_existing=True))).scalar_one()
 
 
-async def already_billed(session: AsyncSession, subscription_id: str, period_start: datetime) -> int:
+async def settle(session: AsyncSession, subscription_id: str, watermark, end: datetime) -> None:
+    """Moves a watermark of the subscription (a column: every period up to it
+    is settled) to `end`; GREATEST ignores NULL, and never moves it back."""
+    await session.execute(
+        update(Subscription)
+        .where(Subscription.id == subscription_id)
+        .values({watermark.key: func.greatest(watermark, end)})
+    )
+
+
+async def deducted(
+    session: AsyncSession, subscription_id: str, fees: list[pb.Fee], period_start: datetime, end: datetime
+) -> tuple[list[pb.Fee], int]:
+    """`fees` of the period starting at `period_start`, with a line taking off
+    what earlier invoices (on request, at a threshold) billed of it when they
+    did; and that amount."""
+    prior = await _already_billed(session, subscription_id, period_start)
+    return ([*fees, _deduction(prior, period_start, end)] if prior else fees), prior
+
+
+async def _already_billed(session: AsyncSession, subscription_id: str, period_start: datetime) -> int:
     """What live invoices on request billed of the period starting at `period_start`."""
     query = (
         select(func.coalesce(func.sum(InterimAmount.amount_cents), 0))
@@ -54,7 +74,7 @@ async def already_billed(session: AsyncSession, subscription_id: str, period_sta
     return int((await session.execute(query)).scalar_one())
 
 
-def deduction(cents: int, start: datetime, end: datetime) -> pb.Fee:
+def _deduction(cents: int, start: datetime, end: datetime) -> pb.Fee:
     """The line taking off what earlier invoices of a period billed."""
     return pb.Fee(
         type=pb.FEE_TYPE_ALREADY_BILLED,
@@ -131,21 +151,18 @@ async def record(
 ) -> Invoice:
     """Completes `invoice` (who and what it bills is set) with its lines,
     coupons, taxes, totals and number, stores it and announces it."""
-    subtotal = sum(fee.amount_cents for fee in fees)
-    discount = sum(c.discount_cents for c in given)
-    levied = tax_lines(subtotal + discount, invoice.currency, taxes)
-    tax = sum(t.amount_cents for t in levied)
+    amounts = totals(fees, given, invoice.currency, taxes)
     invoice.id = new_id("inv")
     invoice.number = await next_number(session, InvoiceSequence, invoice.organization_id, "INV")
     invoice.status = "INVOICE_STATUS_FINALIZED"
     invoice.fees = [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees]
-    invoice.subtotal_cents = subtotal
+    invoice.subtotal_cents = amounts.subtotal
     invoice.coupons = [json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given]
-    invoice.coupons_amount_cents = discount
-    invoice.taxes = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in levied]
-    invoice.taxes_amount_cents = tax
+    invoice.coupons_amount_cents = amounts.discount
+    invoice.taxes = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in amounts.taxes]
+    invoice.taxes_amount_cents = amounts.tax
     invoice.credit_notes_amount_cents = 0
-    invoice.total_amount_cents = subtotal + discount + tax
+    invoice.total_amount_cents = amounts.total
     invoice.issue_time = invoice.create_time = now
     session.add(invoice)
     event = events_pb2.InvoiceFinalized(

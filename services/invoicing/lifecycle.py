@@ -11,17 +11,17 @@ on request may bill that again); a period it closed stays closed. Each change is
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox
-from services.common.errors import FailedPrecondition, NotFound
+from services.common.errors import FailedPrecondition
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing.invoice_view import invoice_proto
-from services.invoicing.models import CouponRedemption, Invoice, Outbox
+from services.invoicing.invoice_view import invoice_proto, stored
+from services.invoicing.models import CouponRedemption, Outbox
 
 INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 FINALIZED, PAID = "INVOICE_STATUS_FINALIZED", "INVOICE_STATUS_PAID"
@@ -42,10 +42,7 @@ class Lifecycle:
     async def change(self, org: str, invoice_id: str, action: str) -> pb.Invoice:
         target, sources = ACTIONS[action]
         async with self.sessions() as session, session.begin():
-            query = select(Invoice).where(Invoice.id == invoice_id, Invoice.organization_id == org).with_for_update()
-            invoice = (await session.execute(query)).scalar_one_or_none()
-            if invoice is None:
-                raise NotFound(f"invoice {invoice_id!r} not found", field="id")
+            invoice = await stored(session, org, invoice_id, lock=True)
             if invoice.status not in sources:
                 raise FailedPrecondition(
                     f"invoice {invoice_id!r} is {state_name(invoice.status)}: it cannot be {state_name(target)}",

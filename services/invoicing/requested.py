@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -44,6 +44,8 @@ from services.invoicing.models import Calculation, InterimAmount, Invoice, Subsc
 
 ON_REQUEST, ARREARS = pb.BILLING_TIMING_ON_REQUEST, pb.BILLING_TIMING_IN_ARREARS
 BILLED_TO = ("BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_ON_REQUEST", "BILLING_TIMING_PROGRESSIVE")
+# Live invoices that move where a subscription's billing stands.
+BILLING = (Invoice.timing.in_(BILLED_TO), Invoice.void_time.is_(None))
 SECOND = timedelta(seconds=1)
 
 
@@ -57,11 +59,7 @@ def period_end(cutoff: datetime) -> datetime:
 async def billed_to(session: AsyncSession, subscription: Subscription) -> datetime:
     """Where the subscription's billing stands: what its next invoice starts from."""
     last = await session.execute(
-        select(func.max(Invoice.period_end)).where(
-            Invoice.subscription_id == subscription.id,
-            Invoice.timing.in_(BILLED_TO),
-            Invoice.void_time.is_(None),
-        )
+        select(func.max(Invoice.period_end)).where(Invoice.subscription_id == subscription.id, *BILLING)
     )
     marks = [subscription.billing_start, last.scalar(), subscription.billed_through]
     return max(mark for mark in marks if mark is not None)
@@ -136,11 +134,10 @@ class RequestedInvoices:
                 raise Aborted("the subscription was invoiced meanwhile; retry", field="cutoff_time")
             lines, interim = [], []
             for period, window, fees in priced:
-                prior = await issuing.already_billed(session, subscription.id, period.start)
-                fees = [*fees, issuing.deduction(prior, period.start, window.end)] if prior else fees
+                fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, window.end)
                 lines += fees
                 if window.end == period.end:  # closed: the billing run leaves it alone
-                    await self._settle(session, subscription.id, period.end)
+                    await issuing.settle(session, subscription.id, Subscription.billed_through, period.end)
                 else:
                     interim.append((period.start, sum(f.amount_cents for f in fees)))
             subtotal = sum(f.amount_cents for f in lines)
@@ -167,23 +164,10 @@ class RequestedInvoices:
         async with self.sessions() as session:
             found = await session.execute(
                 select(Invoice)
-                .where(
-                    Invoice.subscription_id == subscription_id,
-                    Invoice.period_end == end,
-                    Invoice.timing.in_(BILLED_TO),
-                    Invoice.void_time.is_(None),
-                )
+                .where(Invoice.subscription_id == subscription_id, Invoice.period_end == end, *BILLING)
                 .limit(1)
             )
             return found.scalar_one_or_none()
-
-    @staticmethod
-    async def _settle(session: AsyncSession, subscription_id: str, end: datetime) -> None:
-        await session.execute(
-            update(Subscription)
-            .where(Subscription.id == subscription_id)
-            .values(billed_through=func.greatest(Subscription.billed_through, end))
-        )
 
     @staticmethod
     async def _calculation(session, org, subscription, plan, window, lines, subtotal, now) -> str:

@@ -1,4 +1,5 @@
-"""Tax lines of an invoice: pure arithmetic on the subtotal after coupons.
+"""Tax lines and totals of an invoice: pure arithmetic on the subtotal after
+coupons.
 
 Each tax is levied on the subtotal less the coupons, and rounded half up to
 the minor unit on its own line; the total is that base plus every line.
@@ -9,12 +10,36 @@ plan's, else the customer's, else the organization's).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import tenancy
 from services.invoicing.pricing.money import from_minor, to_minor
+
+
+@dataclass(frozen=True)
+class Totals:
+    """An invoice's amounts in minor units, as issued invoices and drafts show them."""
+
+    subtotal: int
+    discount: int  # the coupons: negative or 0
+    taxes: list[pb.InvoiceTax]
+    tax: int
+
+    @property
+    def total(self) -> int:
+        return self.subtotal + self.discount + self.tax
+
+
+def totals(
+    fees: Sequence[pb.Fee], given: Sequence[pb.InvoiceCoupon], currency: str, taxes: Sequence[taxes_pb2.Tax]
+) -> Totals:
+    subtotal = sum(fee.amount_cents for fee in fees)
+    discount = sum(c.discount_cents for c in given)
+    levied = tax_lines(subtotal + discount, currency, taxes)
+    return Totals(subtotal, discount, levied, sum(t.amount_cents for t in levied))
 
 
 def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) -> list[pb.InvoiceTax]:

@@ -28,6 +28,7 @@ from gateway.routes import (
     pricing,
     subscriptions,
     taxes,
+    test_clocks,
     usage,
 )
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *add_ons.routes,
         *credit_notes.routes,
         *taxes.routes,
+        *test_clocks.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,

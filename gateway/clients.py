@@ -15,6 +15,7 @@ from bxb.catalog.v1 import (
     plans_pb2_grpc,
     subscriptions_pb2_grpc,
     taxes_pb2_grpc,
+    test_clocks_pb2_grpc,
 )
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
@@ -32,6 +33,7 @@ class Clients:
     subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
     coupons: coupons_pb2_grpc.CouponServiceStub
     taxes: taxes_pb2_grpc.TaxServiceStub
+    test_clocks: test_clocks_pb2_grpc.TestClockServiceStub
     add_ons: add_ons_pb2_grpc.AddOnServiceStub
     events: usage_events_pb2_grpc.EventServiceStub
     usage: usage_pb2_grpc.UsageServiceStub
@@ -54,6 +56,7 @@ class Clients:
             coupons=coupons_pb2_grpc.CouponServiceStub(catalog),
             taxes=taxes_pb2_grpc.TaxServiceStub(catalog),
             add_ons=add_ons_pb2_grpc.AddOnServiceStub(catalog),
+            test_clocks=test_clocks_pb2_grpc.TestClockServiceStub(catalog),
             events=usage_events_pb2_grpc.EventServiceStub(metering),
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),

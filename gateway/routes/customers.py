@@ -8,7 +8,7 @@ from bxb.catalog.v1 import customers_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import invalid
-from gateway.schema import array, obj, string
+from gateway.schema import Spec, array, obj, string
 
 CREATE = obj(
     {
@@ -25,6 +25,8 @@ CREATE = obj(
             }
         ),
         "tax_codes": array(string(max_length=100), max_items=10),
+        "test_clock_id": string(max_length=64),
+        "invoice_grace_period": Spec("integer", bits=32),
     }
 )
 
@@ -41,6 +43,8 @@ def customer_json(customer: pb.Customer) -> dict:
             "provider_customer_id": customer.billing.provider_customer_id or None,
         },
         "tax_codes": list(customer.tax_codes),
+        "test_clock_id": customer.test_clock_id or None,
+        "invoice_grace_period": customer.invoice_grace_period_days,
         "created_at": render.time(customer, "create_time"),
     }
 
@@ -59,6 +63,8 @@ async def create(call: Call):
             provider=billing.get("provider") or "", provider_customer_id=billing.get("provider_customer_id") or ""
         ),
         tax_codes=body["tax_codes"] or [],
+        test_clock_id=body["test_clock_id"] or "",
+        invoice_grace_period_days=body["invoice_grace_period"] or 0,
     )
     method = body["payment_method"]
     request = pb.CreateCustomerRequest(

@@ -5,7 +5,11 @@ the drafts of its open periods: `status: "draft"`, no id and no number.
 `POST /v1/invoices` (ABAXUS) issues an invoice up to a `cutoff_date`; ABAXUS
 calls the finalized state "issued", so an invoice issued that way says
 `issued` where one closed by the billing run says `finalized`: the same state,
-with the same transitions (`/void`, `/archive`).
+with the same transitions (`/void`, `/archive`). A customer with an invoice
+grace period has its ended periods' invoices stored as `draft` (with an id,
+no number) until the grace period ends or `/finalize` is called.
+`POST /v1/invoices/preview` shows a subscription's open period as it stands
+and its usage charges projected to the period's end.
 """
 
 from __future__ import annotations
@@ -185,6 +189,28 @@ async def void(call: Call):
     return json(invoice_json(invoice))
 
 
+async def finalize(call: Call):
+    invoice = await call.clients.invoices.FinalizeInvoice(pb.FinalizeInvoiceRequest(id=call.path("id")), **call.options)
+    return json(invoice_json(invoice))
+
+
+PREVIEW = obj({"subscription_id": string(required=True, max_length=64)})
+
+
+async def preview(call: Call):
+    reply = await call.clients.invoices.PreviewInvoice(
+        pb.PreviewInvoiceRequest(subscription_id=call.body["subscription_id"]), **call.options
+    )
+    return json(
+        {
+            "invoice": invoice_json(reply.invoice) if reply.HasField("invoice") else None,
+            "projected_fees": [fee_json(f) for f in reply.projected_fees],
+            "projected_usage_amount_cents": reply.projected_usage_amount_cents,
+            "elapsed_ratio": reply.elapsed_ratio,
+        }
+    )
+
+
 async def archive(call: Call):
     invoice = await call.clients.invoices.ArchiveInvoice(pb.ArchiveInvoiceRequest(id=call.path("id")), **call.options)
     return json(invoice_json(invoice))
@@ -212,6 +238,8 @@ routes = [
     Route("/v1/invoices/{id}/pdf", endpoint(pdf), methods=["GET"]),
     Route("/v1/invoices/{id}/send_email", endpoint(send_email, EMAIL, optional=True), methods=["POST"]),
     Route("/v1/invoices/{id}/send-email", endpoint(send_email, EMAIL, optional=True), methods=["POST"]),
+    Route("/v1/invoices/preview", endpoint(preview, PREVIEW), methods=["POST"]),
+    Route("/v1/invoices/{id}/finalize", endpoint(finalize), methods=["POST"]),
     Route("/v1/invoices/{id}/void", endpoint(void), methods=["POST"]),
     Route("/v1/invoices/{id}/archive", endpoint(archive), methods=["POST"]),
     Route("/v1/invoices", endpoint(list_all), methods=["GET"]),

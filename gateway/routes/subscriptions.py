@@ -43,6 +43,7 @@ def subscription_json(sub: pb.Subscription) -> dict:
         "previous_subscription_id": sub.previous_subscription_id or None,
         "next_subscription_id": sub.next_subscription_id or None,
         "trial_end_date": render.time(sub, "trial_end_time"),
+        "test_clock_id": sub.test_clock_id or None,
     }
 
 

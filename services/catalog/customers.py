@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import customers_pb2 as pb
 from bxb.catalog.v1 import customers_pb2_grpc, events_pb2
-from services.catalog import taxes, validation
+from services.catalog import taxes, test_clocks, validation
 from services.catalog.models import Customer, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
@@ -19,6 +19,7 @@ from services.common.timestamps import to_proto
 
 CUSTOMER_CREATED = "bxb.catalog.v1.customer_created"
 PROVIDERS = ("stripe",)
+MAX_GRACE_DAYS = 365
 
 
 def customer_proto(customer: Customer) -> pb.Customer:
@@ -32,6 +33,8 @@ def customer_proto(customer: Customer) -> pb.Customer:
             provider=customer.billing_provider, provider_customer_id=customer.billing_provider_customer_id
         ),
         tax_codes=customer.tax_codes or [],
+        test_clock_id=customer.test_clock_id or "",
+        invoice_grace_period_days=customer.invoice_grace_period_days or 0,
     )
 
 
@@ -57,10 +60,11 @@ def _billing(request: pb.CreateCustomerRequest) -> tuple[pb.BillingConfiguration
     return billing, method
 
 
-async def ensure(session: AsyncSession, org: str, customer_id: str) -> None:
-    """Creates a bare customer unless it exists (subscriptions and events may name new ones)."""
+async def ensure(session: AsyncSession, org: str, customer_id: str) -> Customer:
+    """The customer, created bare unless it exists (subscriptions and events may name new ones)."""
     validation.external_id(customer_id, "customer_id")
     await session.execute(insert(Customer).values(organization_id=org, id=customer_id).on_conflict_do_nothing())
+    return await session.get(Customer, (org, customer_id))
 
 
 class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
@@ -78,6 +82,11 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             email=validation.text(spec.email, "email", 320),
             currency=currencies.validate(spec.currency) if spec.currency else "",
         )
+        if not 0 <= spec.invoice_grace_period_days <= MAX_GRACE_DAYS:
+            raise InvalidArgument(
+                f"invoice_grace_period must be between 0 and {MAX_GRACE_DAYS} days", field="invoice_grace_period"
+            )
+        customer.invoice_grace_period_days = spec.invoice_grace_period_days
         billing, method = _billing(request)
         customer.billing_provider = billing.provider
         customer.billing_provider_customer_id = billing.provider_customer_id
@@ -85,6 +94,8 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             if await session.get(Customer, (org, spec.id)) is not None:
                 raise AlreadyExists(f"customer {spec.id!r} already exists", field="id")
             customer.tax_codes = await taxes.check_codes(session, org, spec.tax_codes)
+            if spec.test_clock_id:
+                customer.test_clock_id = (await test_clocks.find(session, org, spec.test_clock_id, "test_clock_id")).id
             session.add(customer)
             await session.flush()
             await session.refresh(customer)

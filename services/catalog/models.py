@@ -107,6 +107,10 @@ class Customer(Base):
     billing_provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
     tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The test clock it lives on (None for a real customer); set at creation only.
+    test_clock_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Days an ended period's invoice stays a recomputed draft.
+    invoice_grace_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Subscription(Base):
@@ -127,6 +131,10 @@ class Subscription(Base):
     # End of the free trial; None without one.
     trial_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The customer's test clock and grace period, copied at creation (a
+    # customer's never change), so its time needs no join.
+    test_clock_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    invoice_grace_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Coupon(Base):
@@ -189,4 +197,17 @@ class AppliedAddOn(Base):
     customer_id: Mapped[str] = mapped_column(String(200))
     # bxb.catalog.v1.AppliedAddOn in the protobuf wire format, add-on included.
     message: Mapped[bytes] = mapped_column(LargeBinary)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TestClock(Base):
+    """A simulated time for the customers created on it (test_clocks.py)."""
+
+    __tablename__ = "test_clocks"
+    __test__ = False  # not a pytest class, whatever its name
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    frozen_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,5 +1,5 @@
 """The catalog service process: metrics, plans, customers, subscriptions,
-coupons, taxes, add-ons, organizations and API keys, in its own PostgreSQL database."""
+coupons, taxes, add-ons, test clocks, organizations and API keys, in its own PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from bxb.catalog.v1 import (
     subscriptions_pb2_grpc,
     taxes_pb2,
     taxes_pb2_grpc,
+    test_clocks_pb2,
+    test_clocks_pb2_grpc,
 )
 from services.catalog import organizations
 from services.catalog.add_ons import AddOnServicer
@@ -35,6 +37,7 @@ from services.catalog.models import Outbox
 from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
 from services.catalog.taxes import TaxServicer
+from services.catalog.test_clocks import TestClockServicer
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 
@@ -100,6 +103,9 @@ def build(settings: Settings) -> grpc_server.Service:
             grpc_server.registrar(coupons_pb2, coupons_pb2_grpc, "CouponService", CouponServicer(sessions, relay)),
             grpc_server.registrar(taxes_pb2, taxes_pb2_grpc, "TaxService", TaxServicer(sessions)),
             grpc_server.registrar(add_ons_pb2, add_ons_pb2_grpc, "AddOnService", AddOnServicer(sessions, relay)),
+            grpc_server.registrar(
+                test_clocks_pb2, test_clocks_pb2_grpc, "TestClockService", TestClockServicer(sessions, relay)
+            ),
         ],
         on_start=on_start,
         on_stop=on_stop,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import events_pb2, subscriptions_pb2_grpc
 from bxb.catalog.v1 import subscriptions_pb2 as pb
-from services.catalog import customers, plans, validation
+from services.catalog import customers, plans, test_clocks, validation
 from services.catalog.models import Outbox, Plan, Subscription
 from services.common import outbox, pagination, periods, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -93,11 +93,14 @@ def subscription_proto(subscription: Subscription, plan: Plan, now: datetime | N
         previous_subscription_id=subscription.previous_subscription_id or "",
         next_subscription_id=subscription.next_subscription_id or "",
         trial_end_time=to_proto(subscription.trial_end_time),
+        test_clock_id=subscription.test_clock_id or "",
+        invoice_grace_period_days=subscription.invoice_grace_period_days or 0,
     )
 
 
 async def _with_plan(session: AsyncSession, subscription: Subscription) -> pb.Subscription:
-    return subscription_proto(subscription, await session.get(Plan, subscription.plan_id))
+    now = await test_clocks.now(session, subscription.organization_id, subscription.test_clock_id)
+    return subscription_proto(subscription, await session.get(Plan, subscription.plan_id), now)
 
 
 async def _announce_created(
@@ -181,7 +184,6 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         validation.external_id(request.customer_id, "customer_id")
         if request.external_id:
             validation.external_id(request.external_id, "external_id")
-        now = utcnow()
         async with self.sessions() as session, session.begin():
             if request.external_id:
                 query = select(Subscription).where(
@@ -191,7 +193,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 if existing is not None:  # a retried create returns what the first one made
                     return await _with_plan(session, existing)
             plan = await plans.resolve(session, org, request.plan_code, request.plan_id)
-            await customers.ensure(session, org, request.customer_id)
+            customer = await customers.ensure(session, org, request.customer_id)
+            now = await test_clocks.now(session, org, customer.test_clock_id)  # a clock's customer lives at its time
             start = start_time(request, now)
             subscription = Subscription(
                 id=new_id("sub"),
@@ -203,6 +206,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 trial_end_time=trial_end(request, plan, start),
                 external_id=request.external_id or None,
                 create_time=now,
+                test_clock_id=customer.test_clock_id,
+                invoice_grace_period_days=customer.invoice_grace_period_days,
             )
             session.add(subscription)
             await session.flush()
@@ -232,9 +237,10 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         query = query.order_by(Subscription.create_time, Subscription.id).offset(offset).limit(size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
+            clocks = await test_clocks.times(session, org)
         now = utcnow()
         return pb.ListSubscriptionsResponse(
-            subscriptions=[subscription_proto(s, p, now) for s, p in rows[:size]],
+            subscriptions=[subscription_proto(s, p, clocks.get(s.test_clock_id, now)) for s, p in rows[:size]],
             next_page_token=pagination.next_token(offset, size, len(rows)),
         )
 
@@ -242,7 +248,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             subscription = await _locked(session, org, request.id)
-            now = utcnow()  # read under the lock, after any concurrent change committed
+            # Read under the lock, after any concurrent change committed.
+            now = await test_clocks.now(session, org, subscription.test_clock_id)
             if terminated(subscription, now):  # terminating again changes nothing
                 return await _with_plan(session, subscription)
             await _cancel_successors(session, subscription, now)
@@ -255,7 +262,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             subscription = await _locked(session, org, request.id)
-            now = utcnow()  # read under the lock, after any concurrent change committed
+            # Read under the lock, after any concurrent change committed.
+            now = await test_clocks.now(session, org, subscription.test_clock_id)
             if terminated(subscription, now):
                 raise FailedPrecondition(
                     f"subscription {request.id!r} is terminated; its plan cannot change",
@@ -288,6 +296,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 trial_end_time=trial if trial is not None and trial > switch else None,  # the rest of the trial
                 external_id=subscription.external_id,  # the client's reference follows the replacement
                 previous_subscription_id=subscription.id,
+                test_clock_id=subscription.test_clock_id,
+                invoice_grace_period_days=subscription.invoice_grace_period_days,
                 create_time=now,
             )
             subscription.terminate_time = replacement.start_time

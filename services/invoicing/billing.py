@@ -54,11 +54,14 @@ from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
+from services.common.errors import FailedPrecondition
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import issuing
+from services.invoicing import clocks, drafts, issuing, late_usage
 from services.invoicing.fees import FeeCalculator
+from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.issuing import INVOICE_FINALIZED
+from services.invoicing.lifecycle import state_name
 from services.invoicing.models import Outbox, Subscription
 
 log = logging.getLogger("bxb.billing")
@@ -140,26 +143,44 @@ class Biller:
         # Progressive billing, checked for each subscription's open period (progressive.py).
         self.progressive = None
 
-    async def run(self, now: datetime | None = None, org: str = "", customer_id: str = "") -> int:
-        """Bills every due period; returns the number of invoices created."""
+    async def run(
+        self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""
+    ) -> int:
+        """Bills every due period; returns the number of invoices created
+        (drafts included) or finalized. A subscription on a test clock is
+        billed at its clock's time, not at `now`."""
         now = now or utcnow()
         query = select(Subscription)
         if org:
             query = query.where(Subscription.organization_id == org)
         if customer_id:
             query = query.where(Subscription.customer_id == customer_id)
+        if test_clock_id:
+            query = query.where(Subscription.test_clock_id == test_clock_id)
         async with self.sessions() as session:
             subscriptions = (await session.execute(query.order_by(Subscription.create_time))).scalars().all()
+            clock_times = await clocks.times(session, subscriptions)
         gate = asyncio.Semaphore(self.concurrency)
         customers: dict[tuple[str, str], list[Subscription]] = {}
         for row in subscriptions:  # each customer's, for who owns events naming no subscription
             customers.setdefault((row.organization_id, row.customer_id), []).append(row)
 
         async def one(subscription: Subscription) -> tuple[int, int]:
+            at = clocks.now_of(subscription, clock_times, now)
+            if at is None:
+                return 0, 0  # its clock is not known here yet
+            # A clock's time stands still: its events are in before it moves, so nothing waits to settle.
+            simulated = subscription.test_clock_id is not None
             async with gate:
-                announced = await self.announce_trial_end(subscription, now)
+                announced = await self.announce_trial_end(subscription, at)
                 siblings = customers[(subscription.organization_id, subscription.customer_id)]
-                billed = await self.bill(subscription, now, waits_after_creation=not customer_id, siblings=siblings)
+                billed = await self.bill(
+                    subscription,
+                    at,
+                    waits_after_creation=not (customer_id or simulated),
+                    siblings=siblings,
+                    settle=timedelta(0) if simulated else self.settle,
+                )
                 return announced, billed
 
         # Subscriptions are billed side by side: each invoice locks its own
@@ -207,25 +228,48 @@ class Biller:
         now: datetime,
         waits_after_creation: bool,
         siblings: Sequence[Subscription] | None = None,
+        settle: timedelta | None = None,
     ) -> int:
         """Bills the subscription's due periods. `siblings`: the customer's
         subscriptions when the caller has read them (see FeeCalculator.windows)."""
         plan = plan_of(subscription)
-        cutoff = now - self.settle
+        cutoff = now - (self.settle if settle is None else settle)
         # In-advance fees hold no usage: only arrears wait for a backdated subscription's events.
         arrears_due = not (waits_after_creation and subscription.create_time > cutoff)
         advance = has_advance_fees(plan)
         created = 0
+        before = None  # the period before, for its late usage
         for period in subscription_periods(subscription, plan, now):
             advanced = subscription.advance_billed_through
             if advance and (advanced is None or period.start >= advanced):
                 created += await self._bill(subscription, plan, period, ADVANCE, now, siblings)
             billed = subscription.billed_through
             if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
-                created += await self._bill(subscription, plan, period, ARREARS, now, siblings)
+                created += await self._bill(subscription, plan, period, ARREARS, now, siblings, before)
+            before = period
         if self.progressive is not None:
             created += await self.progressive.check(subscription, plan, now)
         return created
+
+    async def finalize(self, org: str, invoice_id: str, now: datetime | None = None) -> pb.Invoice:
+        """Finalizes a stored draft now, before its grace period ends, with the usage known now."""
+        async with self.sessions() as session:
+            draft = await stored(session, org, invoice_id)
+            if draft.status != drafts.DRAFT:
+                raise FailedPrecondition(
+                    f"invoice {invoice_id!r} is {state_name(draft.status)}: it cannot be finalized",
+                    field="status",
+                    reason="INVALID_TRANSITION",
+                    metadata={"status": state_name(draft.status)},
+                )
+            subscription = await session.get(Subscription, draft.subscription_id)
+        plan = plan_of(subscription)
+        listed = subscription_periods(subscription, plan, draft.period_end)
+        at = {p.start: i for i, p in enumerate(listed)}[draft.period_start]
+        before = listed[at - 1] if at else None
+        await self._bill(subscription, plan, listed[at], ARREARS, now or utcnow(), None, before, final=True)
+        async with self.sessions() as session:
+            return invoice_proto(await stored(session, org, invoice_id))
 
     async def _bill(
         self,
@@ -235,10 +279,15 @@ class Biller:
         timing: int,
         now: datetime,
         siblings: Sequence[Subscription] | None,
+        before: periods.Period | None = None,
+        final: bool = False,
     ) -> int:
         fees = await self.fees.period_fees(subscription, plan, period, timing, siblings)
-        if fees:
-            return int(await self._issue(subscription, plan, period, timing, fees, now))
+        repriced = None  # the period before, priced with the usage known now
+        if before is not None:
+            repriced = await self.fees.period_fees(subscription, plan, before, timing, siblings)
+        if fees or repriced:
+            return int(await self._issue(subscription, plan, period, timing, fees, now, (before, repriced), final))
         async with self.sessions() as session, session.begin():  # nothing to bill: settle it all the same
             await self._settle(session, subscription, period, timing)
         return 0
@@ -255,21 +304,38 @@ class Biller:
         timing: int,
         fees: list[pb.Fee],
         now: datetime,
+        late: tuple[periods.Period | None, list[pb.Fee] | None] = (None, None),
+        final: bool = False,
     ) -> bool:
+        """Issues the period's invoice, or keeps its draft during the grace
+        period; True when an invoice was created or finalized."""
         taxes = await self.fees.tax_rates(subscription, plan)
+        grace_end = period.end + timedelta(days=subscription.invoice_grace_period_days)
         try:
             async with self.sessions() as session, session.begin():
                 fresh = await issuing.lock(session, subscription.id)
                 billed = WATERMARKS[timing].key
                 if getattr(fresh, billed) is not None and getattr(fresh, billed) >= period.end:
                     raise Rollback  # another run, or an invoice on request, closed the period meanwhile
+                draft = None
                 if timing == ARREARS:
                     fees, prior = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
-                    if prior and sum(f.amount_cents for f in fees) == 0:  # the invoices on request billed it all
+                    before, repriced = late
+                    owed = await late_usage.owed(session, subscription.id, before, repriced) if before else None
+                    fees = [*fees, owed] if owed else fees
+                    draft = await drafts.stored(session, subscription.id, period.start)
+                    if not fees or (not owed and prior and sum(f.amount_cents for f in fees) == 0):
+                        # Nothing to bill, or the invoices on request billed it all.
+                        if draft is not None:
+                            await session.delete(draft)
                         await self._settle(session, subscription, period, timing)
                         return False
+                    if not final and now < grace_end:  # in its grace period: a draft, recomputed each run
+                        bounds = (period.start, period.end)
+                        await drafts.keep(session, draft, fresh, plan, bounds, fees, now, taxes, grace_end)
+                        return draft is None
                 bounds = (period.start, period.end)
-                invoice = await issuing.store(session, fresh, plan, bounds, timing, fees, now, taxes)
+                invoice = await issuing.store(session, fresh, plan, bounds, timing, fees, now, taxes, draft=draft)
                 await self._settle(session, subscription, period, timing)
         except Rollback:
             return False

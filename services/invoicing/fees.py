@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -232,13 +232,16 @@ class FeeCalculator:
         )
         return list(reply.responses)
 
-    async def charge_fees(self, subscription: Subscription, plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
-        """The lines of every charge over `period` as its usage stands (no minimums)."""
+    async def charge_fees(
+        self, subscription: Subscription, plan: plans_pb2.Plan, period: Period, factor: Decimal | None = None
+    ) -> list[pb.Fee]:
+        """The lines of every charge over `period` as its usage stands (no
+        minimums), or with its usage projected by `factor` (see `projected`)."""
         usage = await self._measure(subscription, period, plan.charges, None)
         return [
             fee
             for charge, reply in zip(plan.charges, usage, strict=True)
-            for fee in _lines(charge, plan, period, reply)
+            for fee in _lines(charge, plan, period, projected(charge, reply, factor) if factor else reply)
         ]
 
     async def period_fees(
@@ -285,6 +288,31 @@ class FeeCalculator:
             description=f"{plan.name} minimum commitment",
         )
         return arrears + ([commitment] if commitment is not None else [])
+
+
+# Aggregations whose usage grows with time; the others are levels.
+GROWING = (billable_metrics_pb2.AGGREGATION_TYPE_COUNT, billable_metrics_pb2.AGGREGATION_TYPE_SUM)
+
+
+def projected(
+    charge: plans_pb2.Charge, usage: usage_pb2.AggregateUsageResponse, factor: Decimal
+) -> usage_pb2.AggregateUsageResponse:
+    """`usage` as it would stand if it kept growing at its pace: counts and
+    sums times `factor` (a count stays whole), each event's values repeated
+    in order to match; a level (max, latest, ...) as it is."""
+    if charge.billable_metric.aggregation_type not in GROWING:
+        return usage
+    copy = usage_pb2.AggregateUsageResponse()
+    copy.CopyFrom(usage)
+    whole = charge.billable_metric.aggregation_type == billable_metrics_pb2.AGGREGATION_TYPE_COUNT
+    for part in [copy, *copy.groups]:
+        value = Decimal(part.value or 0) * factor
+        part.value = canonical(value.to_integral_value(ROUND_FLOOR) if whole else value)
+        part.event_count = int(part.event_count * factor)
+        values = list(part.values)
+        del part.values[:]
+        part.values.extend(values[i % len(values)] for i in range(int(len(values) * factor)))
+    return copy
 
 
 def _label(charge: plans_pb2.Charge) -> str:

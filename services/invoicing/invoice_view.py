@@ -26,7 +26,7 @@ async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = 
 def invoice_proto(invoice: Invoice) -> pb.Invoice:
     return pb.Invoice(
         id=invoice.id,
-        number=invoice.number,
+        number=invoice.number or "",  # none while a draft
         customer_id=invoice.customer_id,
         subscription_id=invoice.subscription_id,
         plan_code=invoice.plan_code,

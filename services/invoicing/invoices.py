@@ -9,7 +9,8 @@ invoice issued now would get, given what they have already discounted.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -17,21 +18,22 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
-from services.common.errors import NotFound
-from services.common.timestamps import to_proto, utcnow
-from services.invoicing import coupons, issuing
+from services.common.decimals import canonical
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.timestamps import from_proto, to_proto, utcnow
+from services.invoicing import clocks, drafts, issuing
 from services.invoicing.billing import Biller, open_period, plan_of
 from services.invoicing.calculations import Pricing
 from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
-from services.invoicing.discounts import Invoiced
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
-from services.invoicing.taxation import totals
+
+MICROSECOND = timedelta(microseconds=1)
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
@@ -77,11 +79,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc()).offset(offset).limit(size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        drafts = []
+        open_drafts = []
         if request.customer_id and request.include_draft and offset == 0:
-            drafts = await self._drafts(org, request.customer_id, utcnow())
+            open_drafts = await self._drafts(org, request.customer_id)
         return pb.ListInvoicesResponse(
-            invoices=[*drafts, *(invoice_proto(i) for i in rows[:size])],
+            invoices=[*open_drafts, *(invoice_proto(i) for i in rows[:size])],
             next_page_token=pagination.next_token(offset, size, len(rows)),
         )
 
@@ -92,55 +94,94 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         async with self.sessions() as session:
             return list((await session.execute(query.order_by(Subscription.create_time))).scalars().all())
 
-    async def _drafts(self, org: str, customer_id: str, now: datetime) -> list[pb.Invoice]:
+    async def _present(self, subscriptions: list[Subscription]) -> dict[str, datetime]:
+        """Each subscription's present (its clock's time on a test clock); a
+        subscription whose clock is not known here yet has none."""
+        now = utcnow()
+        async with self.sessions() as session:
+            known = await clocks.times(session, subscriptions)
+        at = {s.id: clocks.now_of(s, known, now) for s in subscriptions}
+        return {sub_id: time for sub_id, time in at.items() if time is not None}
+
+    async def _drafts(self, org: str, customer_id: str) -> list[pb.Invoice]:
         """The invoice each open period would get if it ended now (none for a period without a fee)."""
-        drafts = []
-        for subscription in await self._subscriptions(org, customer_id):
-            plan = plan_of(subscription)
-            period = open_period(subscription, plan, now)
-            if period is None:
-                continue  # not started yet, or ended
-            fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
-            if not fees:
-                continue  # nothing will be billed at its end either
-            async with self.sessions() as session:
-                # Invoices on request or at a threshold may have billed part of it.
-                fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
-                invoiced = Invoiced(fees, plan.currency, plan.code, period.start)
-                given = await coupons.discount(session, org, customer_id, subscription.id, invoiced, now)
-            amounts = totals(fees, given, plan.currency, await self.fees.tax_rates(subscription, plan))
-            drafts.append(
-                pb.Invoice(
-                    customer_id=customer_id,
-                    subscription_id=subscription.id,
-                    plan_code=plan.code,
-                    status=pb.INVOICE_STATUS_DRAFT,
-                    currency=plan.currency,
-                    period_start=to_proto(period.start),
-                    period_end=to_proto(period.end),
-                    fees=fees,
-                    subtotal_cents=amounts.subtotal,
-                    coupons=given,
-                    coupons_amount_cents=amounts.discount,
-                    taxes=amounts.taxes,
-                    taxes_amount_cents=amounts.tax,
-                    total_amount_cents=amounts.total,
-                    amount_due_cents=amounts.total,
-                    timing=pb.BILLING_TIMING_IN_ARREARS,
-                )
+        subscriptions = await self._subscriptions(org, customer_id)
+        present = await self._present(subscriptions)
+        found = [await self._draft(s, present.get(s.id)) for s in subscriptions]
+        return [draft for draft in found if draft is not None]
+
+    async def _draft(self, subscription: Subscription, now: datetime | None) -> pb.Invoice | None:
+        """The invoice the open period at `now` would get if it ended then; None without one or without a fee."""
+        plan = plan_of(subscription)
+        period = open_period(subscription, plan, now) if now is not None else None
+        if period is None:
+            return None  # not started yet, or ended
+        fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
+        if not fees:
+            return None  # nothing will be billed at its end either
+        taxes = await self.fees.tax_rates(subscription, plan)
+        async with self.sessions() as session:
+            # Invoices on request or at a threshold may have billed part of it.
+            fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
+            given, amounts = await drafts.priced(session, subscription, plan, period.start, fees, now, taxes)
+        return pb.Invoice(
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            plan_code=plan.code,
+            status=pb.INVOICE_STATUS_DRAFT,
+            currency=plan.currency,
+            period_start=to_proto(period.start),
+            period_end=to_proto(period.end),
+            fees=fees,
+            subtotal_cents=amounts.subtotal,
+            coupons=given,
+            coupons_amount_cents=amounts.discount,
+            taxes=amounts.taxes,
+            taxes_amount_cents=amounts.tax,
+            total_amount_cents=amounts.total,
+            amount_due_cents=amounts.total,
+            timing=pb.BILLING_TIMING_IN_ARREARS,
+        )
+
+    async def PreviewInvoice(self, request: pb.PreviewInvoiceRequest, context) -> pb.InvoicePreview:
+        org = tenancy.organization_id()
+        async with self.sessions() as session:
+            subscription = await session.get(Subscription, request.subscription_id)
+        if subscription is None or subscription.organization_id != org:
+            raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
+        await self.projection.catch_up(org, subscription.customer_id)  # its clock's latest time, among others
+        now = (await self._present([subscription])).get(subscription.id)
+        plan = plan_of(subscription)
+        period = open_period(subscription, plan, now) if now is not None else None
+        if period is None:
+            raise FailedPrecondition(
+                f"subscription {request.subscription_id!r} has no open period to preview",
+                field="subscription_id",
+                reason="NO_OPEN_PERIOD",
             )
-        return drafts
+        elapsed = Decimal((now - period.start) // MICROSECOND)
+        length = Decimal((period.end - period.start) // MICROSECOND)
+        draft = await self._draft(subscription, now)
+        # Usage projected to the period's end; at its very start there is no pace yet.
+        projected = await self.fees.charge_fees(subscription, plan, period, length / elapsed if elapsed else None)
+        return pb.InvoicePreview(
+            invoice=draft,
+            projected_fees=projected,
+            projected_usage_amount_cents=sum(f.amount_cents for f in projected),
+            elapsed_ratio=canonical(elapsed / length),
+        )
 
     async def GetCurrentUsage(self, request: pb.GetCurrentUsageRequest, context) -> pb.GetCurrentUsageResponse:
         org = tenancy.organization_id()
         subscriptions = await self._subscriptions(org, request.customer_id, request.subscription_id)
         if request.subscription_id and not subscriptions:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
-        now = utcnow()
+        present = await self._present(subscriptions)
         result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
         for subscription in subscriptions:
             plan = plan_of(subscription)
-            period = open_period(subscription, plan, now)
+            now = present.get(subscription.id)
+            period = open_period(subscription, plan, now) if now is not None else None
             if period is None:
                 continue  # starts in the future, or has ended
             fees = await self.fees.charge_fees(subscription, plan, period)
@@ -159,8 +200,17 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def RunBilling(self, request: pb.RunBillingRequest, context) -> pb.RunBillingResponse:
         org = tenancy.organization_id()
-        created = await self.biller.run(org=org, customer_id=request.customer_id)
+        clock = request.test_clock_id
+        if clock:
+            if not request.HasField("frozen_time"):
+                raise InvalidArgument("frozen_time is required with test_clock_id", field="frozen_time")
+            async with self.sessions() as session, session.begin():
+                await clocks.advance(session, org, clock, from_proto(request.frozen_time))
+        created = await self.biller.run(org=org, customer_id=request.customer_id, test_clock_id=clock)
         return pb.RunBillingResponse(invoices_created=created)
+
+    async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context) -> pb.Invoice:
+        return await self.biller.finalize(tenancy.organization_id(), request.id)
 
     async def ComputeUsage(self, request: pb.ComputeUsageRequest, context) -> pb.ComputeUsageResponse:
         return await self.pricing.compute_usage(tenancy.organization_id(), request)

@@ -112,31 +112,25 @@ async def store(
     now: datetime,
     taxes: Sequence[taxes_pb2.Tax] = (),
     calculation_id: str = "",
+    draft: Invoice | None = None,
 ) -> Invoice:
-    """Issues the invoice. The caller's lock and its check of the watermarks
-    make a second live invoice of one period impossible; the unique index
-    stays as the last guard (a violation aborts the transaction)."""
+    """Issues the invoice (finalizing `draft`, the period's stored draft, when
+    there is one: it keeps its id). The caller's lock and its check of the
+    watermarks make a second live invoice of one period impossible; the unique
+    index stays as the last guard (a violation aborts the transaction)."""
     org = subscription.organization_id
     invoiced = Invoiced(fees, plan.currency, plan.code, bounds[0])
     given = await coupons.discount(session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True)
-    invoice = await record(
-        session,
-        Invoice(
-            organization_id=org,
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.id,
-            plan_code=plan.code,
-            currency=plan.currency,
-            period_start=bounds[0],
-            period_end=bounds[1],
-            timing=pb.BillingTiming.Name(timing),
-            calculation_id=calculation_id,
-        ),
-        fees,
-        given,
-        taxes,
-        now,
-    )
+    invoice = draft or Invoice()
+    invoice.organization_id = org
+    invoice.customer_id = subscription.customer_id
+    invoice.subscription_id = subscription.id
+    invoice.plan_code = plan.code
+    invoice.currency = plan.currency
+    invoice.period_start, invoice.period_end = bounds
+    invoice.timing = pb.BillingTiming.Name(timing)
+    invoice.calculation_id = calculation_id
+    invoice = await record(session, invoice, fees, given, taxes, now)
     session.add_all(coupons.redemptions(invoice.id, subscription.id, bounds[0], given))
     return invoice
 
@@ -152,7 +146,7 @@ async def record(
     """Completes `invoice` (who and what it bills is set) with its lines,
     coupons, taxes, totals and number, stores it and announces it."""
     amounts = totals(fees, given, invoice.currency, taxes)
-    invoice.id = new_id("inv")
+    invoice.id = invoice.id or new_id("inv")
     invoice.number = await next_number(session, InvoiceSequence, invoice.organization_id, "INV")
     invoice.status = "INVOICE_STATUS_FINALIZED"
     invoice.fees = [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees]
@@ -163,7 +157,8 @@ async def record(
     invoice.taxes_amount_cents = amounts.tax
     invoice.credit_notes_amount_cents = 0
     invoice.total_amount_cents = amounts.total
-    invoice.issue_time = invoice.create_time = now
+    invoice.issue_time = now
+    invoice.create_time = invoice.create_time or now
     session.add(invoice)
     event = events_pb2.InvoiceFinalized(
         event_id=new_id("evt"),

@@ -5,7 +5,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Index, LargeBinary, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -41,6 +53,10 @@ class Subscription(Base):
     trial_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Whether trial_ended has been published.
     trial_end_announced: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    # The customer's test clock: its periods close at the clock's time (clocks.py).
+    test_clock_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Days an ended period's invoice stays a draft, recomputed, before it is finalized.
+    invoice_grace_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     @property
     def billing_start(self) -> datetime:
@@ -68,7 +84,8 @@ class Invoice(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(String(64))
-    number: Mapped[str] = mapped_column(String(32))
+    # None while a draft: numbers are taken at finalization, so they stay gapless.
+    number: Mapped[str | None] = mapped_column(String(32), nullable=True)
     customer_id: Mapped[str] = mapped_column(String(200), index=True)
     subscription_id: Mapped[str] = mapped_column(String(64))
     plan_code: Mapped[str] = mapped_column(String(100))
@@ -97,6 +114,8 @@ class Invoice(Base):
     taxes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Sum of its credit notes; its own amounts never change.
     credit_notes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A draft's grace period end: it is finalized then, with the usage known by then.
+    grace_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class InvoiceSequence(Base):
@@ -199,3 +218,14 @@ class ThresholdCrossing(Base):
     subscription_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
     crossed: Mapped[int] = mapped_column(BigInteger)
+
+
+class TestClock(Base):
+    """A test clock's time, projected from bxb.catalog.v1.test_clock_advanced."""
+
+    __tablename__ = "test_clocks"
+    __test__ = False  # not a pytest class, whatever its name
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    frozen_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -12,6 +12,7 @@ this copy lacks and the ends of those it has, so reading a customer's invoices
 right after a change sees it even while its event is still in flight; it
 reads the customer's applied coupons too (see coupons.py for how they are
 kept), and issues the one-off invoices of applied add-ons (one_offs.py).
+Test clocks' times are kept too (clocks.py).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from bxb.catalog.v1 import (
 )
 from services.common import tenancy
 from services.common.timestamps import from_proto, from_proto_or_none
-from services.invoicing import coupons
+from services.invoicing import clocks, coupons
 from services.invoicing.models import Subscription
 
 log = logging.getLogger("bxb.projection")
@@ -48,6 +49,7 @@ SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
 SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
 APPLIED_COUPON_UPDATED = "bxb.catalog.v1.applied_coupon_updated"
 ADD_ON_APPLIED = "bxb.catalog.v1.add_on_applied"
+TEST_CLOCK_ADVANCED = "bxb.catalog.v1.test_clock_advanced"
 
 
 class SubscriptionProjection:
@@ -76,6 +78,8 @@ class SubscriptionProjection:
             "create_time": from_proto(sub.create_time),
             "terminate_time": from_proto_or_none(sub, "terminate_time"),
             "trial_end_time": from_proto_or_none(sub, "trial_end_time"),
+            "test_clock_id": sub.test_clock_id or None,
+            "invoice_grace_period_days": sub.invoice_grace_period_days,
         }
         statement = insert(Subscription).values(**values)
         # LEAST ignores NULL: a known end stays unless this one is earlier.
@@ -107,6 +111,11 @@ class SubscriptionProjection:
         elif subject == APPLIED_COUPON_UPDATED:
             event = events_pb2.AppliedCouponUpdated.FromString(payload)
             await self.applied_coupon(event.organization_id, event.applied_coupon)
+        elif subject == TEST_CLOCK_ADVANCED:
+            advanced = events_pb2.TestClockAdvanced.FromString(payload)
+            clock = advanced.test_clock
+            async with self.sessions() as session, session.begin():
+                await clocks.advance(session, advanced.organization_id, clock.id, from_proto(clock.frozen_time))
         elif subject == ADD_ON_APPLIED and self.one_offs is not None:
             applied = events_pb2.AddOnApplied.FromString(payload)
             await self.one_offs.issue(applied.organization_id, applied.applied_add_on)

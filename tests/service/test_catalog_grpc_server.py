@@ -32,6 +32,7 @@ CATALOG_SERVICES = [
     "bxb.catalog.v1.PlanService",
     "bxb.catalog.v1.SubscriptionService",
     "bxb.catalog.v1.TaxService",
+    "bxb.catalog.v1.TestClockService",
 ]
 PAYMENTS_SERVICES = ["bxb.payments.v1.PaymentService"]
 

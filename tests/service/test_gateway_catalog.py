@@ -225,6 +225,8 @@ async def test_a_customer_is_created_by_external_id_and_read_back(tenant: Tenant
         **body,
         "billing": {"provider": None, "provider_customer_id": None},
         "tax_codes": [],
+        "test_clock_id": None,
+        "invoice_grace_period": 0,
     }
 
     fetched = await tenant.http.get(f"/v1/customers/{customer_id}")
@@ -294,6 +296,7 @@ async def test_a_subscription_by_plan_code_starts_now_on_the_anniversary(tenant:
         "previous_subscription_id": None,
         "next_subscription_id": None,
         "trial_end_date": None,
+        "test_clock_id": None,
     }
     assert (await tenant.http.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
     # The customer a subscription names exists from then on.

@@ -96,6 +96,7 @@ async def test_put_upgrades_now_and_answers_the_new_subscription(tenant: Tenant)
         "previous_subscription_id": old["id"],
         "next_subscription_id": None,
         "trial_end_date": None,
+        "test_clock_id": None,
     }
     assert abs(instant(new["start_date"]) - datetime.now(UTC)) < timedelta(minutes=1)
     ended = await fetch(tenant, old["id"])

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc0\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12\x11\n\ttax_codes\x18\x07 \x03(\t\"F\n\x14\x42illingConfiguration\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x02 \x01(\t\"U\n\x14PaymentMethodDetails\x12\x1c\n\x14provider_customer_id\x18\x01 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x02 \x01(\t\"\x81\x01\n\x15\x43reateCustomerRequest\x12*\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8f\x02\n\x0f\x43ustomerService\x12Q\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12K\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12\\\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12\x11\n\ttax_codes\x18\x07 \x03(\t\x12\x15\n\rtest_clock_id\x18\x08 \x01(\t\x12!\n\x19invoice_grace_period_days\x18\t \x01(\x05\"F\n\x14\x42illingConfiguration\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x02 \x01(\t\"U\n\x14PaymentMethodDetails\x12\x1c\n\x14provider_customer_id\x18\x01 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x02 \x01(\t\"\x81\x01\n\x15\x43reateCustomerRequest\x12*\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8f\x02\n\x0f\x43ustomerService\x12Q\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12K\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12\\\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.customers_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CUSTOMER']._serialized_start=84
-  _globals['_CUSTOMER']._serialized_end=276
-  _globals['_BILLINGCONFIGURATION']._serialized_start=278
-  _globals['_BILLINGCONFIGURATION']._serialized_end=348
-  _globals['_PAYMENTMETHODDETAILS']._serialized_start=350
-  _globals['_PAYMENTMETHODDETAILS']._serialized_end=435
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=438
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=567
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=569
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=601
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=603
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=664
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=666
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=759
-  _globals['_CUSTOMERSERVICE']._serialized_start=762
-  _globals['_CUSTOMERSERVICE']._serialized_end=1033
+  _globals['_CUSTOMER']._serialized_end=334
+  _globals['_BILLINGCONFIGURATION']._serialized_start=336
+  _globals['_BILLINGCONFIGURATION']._serialized_end=406
+  _globals['_PAYMENTMETHODDETAILS']._serialized_start=408
+  _globals['_PAYMENTMETHODDETAILS']._serialized_end=493
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=496
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=625
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=627
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=659
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=661
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=722
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=724
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=817
+  _globals['_CUSTOMERSERVICE']._serialized_start=820
+  _globals['_CUSTOMERSERVICE']._serialized_end=1091
 # @@protoc_insertion_point(module_scope)

@@ -32,6 +32,8 @@ class Customer(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     BILLING_FIELD_NUMBER: _builtins.int
     TAX_CODES_FIELD_NUMBER: _builtins.int
+    TEST_CLOCK_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_GRACE_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The organization's identifier for the customer, for example "cus_9a4b2"."""
     name: _builtins.str
@@ -40,6 +42,14 @@ class Customer(_message.Message):
     """Billing email address."""
     currency: _builtins.str
     """Preferred ISO 4217 currency; empty to follow the plan."""
+    test_clock_id: _builtins.str
+    """The test clock the customer lives on; empty for a real customer. Set at
+    creation only: its subscriptions follow the clock's time.
+    """
+    invoice_grace_period_days: _builtins.int
+    """Days an ended period's invoice stays a draft, recomputed from late
+    events, before it is finalized; 0 finalizes at once.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the customer was created."""
@@ -64,10 +74,12 @@ class Customer(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         billing: Global___BillingConfiguration | None = ...,
         tax_codes: _abc.Iterable[_builtins.str] | None = ...,
+        test_clock_id: _builtins.str = ...,
+        invoice_grace_period_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "name", b"name", "tax_codes", b"tax_codes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing", b"billing", "create_time", b"create_time", "currency", b"currency", "email", b"email", "id", b"id", "invoice_grace_period_days", b"invoice_grace_period_days", "name", b"name", "tax_codes", b"tax_codes", "test_clock_id", b"test_clock_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,7 @@ from bxb.catalog.v1 import coupons_pb2 as _coupons_pb2
 from bxb.catalog.v1 import customers_pb2 as _customers_pb2
 from bxb.catalog.v1 import plans_pb2 as _plans_pb2
 from bxb.catalog.v1 import subscriptions_pb2 as _subscriptions_pb2
+from bxb.catalog.v1 import test_clocks_pb2 as _test_clocks_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -234,3 +235,44 @@ class AddOnApplied(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AddOnApplied: _TypeAlias = AddOnApplied  # noqa: Y015
+
+@_typing.final
+class TestClockAdvanced(_message.Message):
+    """Published on subject "bxb.catalog.v1.test_clock_advanced" when a test clock
+    is created and each time it moves forward: its customers' billing runs at
+    the new time.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    TEST_CLOCK_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the clock belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened (real time)."""
+
+    @_builtins.property
+    def test_clock(self) -> _test_clocks_pb2.TestClock:
+        """The clock as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        test_clock: _test_clocks_pb2.TestClock | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "test_clock", b"test_clock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "test_clock", b"test_clock"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TestClockAdvanced: _TypeAlias = TestClockAdvanced  # noqa: Y015

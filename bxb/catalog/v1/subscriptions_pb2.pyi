@@ -92,6 +92,8 @@ class Subscription(_message.Message):
     PREVIOUS_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     NEXT_SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
     TRIAL_END_TIME_FIELD_NUMBER: _builtins.int
+    TEST_CLOCK_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_GRACE_PERIOD_DAYS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "sub_a1b2c3"."""
     customer_id: _builtins.str
@@ -112,6 +114,12 @@ class Subscription(_message.Message):
     """The subscription this one replaced by a plan change."""
     next_subscription_id: _builtins.str
     """The subscription replacing this one after a plan change."""
+    test_clock_id: _builtins.str
+    """The customer's test clock (copied at creation: a customer's clock never
+    changes); empty for a real customer.
+    """
+    invoice_grace_period_days: _builtins.int
+    """The customer's invoice grace period in days (copied at creation)."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """When billing starts; may be in the past."""
@@ -149,10 +157,12 @@ class Subscription(_message.Message):
         previous_subscription_id: _builtins.str = ...,
         next_subscription_id: _builtins.str = ...,
         trial_end_time: _timestamp_pb2.Timestamp | None = ...,
+        test_clock_id: _builtins.str = ...,
+        invoice_grace_period_days: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "start_time", b"start_time", "terminate_time", b"terminate_time", "trial_end_time", b"trial_end_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "next_subscription_id", b"next_subscription_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "previous_subscription_id", b"previous_subscription_id", "start_time", b"start_time", "status", b"status", "terminate_time", b"terminate_time", "trial_end_time", b"trial_end_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billing_time", b"billing_time", "create_time", b"create_time", "customer_id", b"customer_id", "external_id", b"external_id", "id", b"id", "invoice_grace_period_days", b"invoice_grace_period_days", "next_subscription_id", b"next_subscription_id", "plan_code", b"plan_code", "plan_id", b"plan_id", "plan_version", b"plan_version", "previous_subscription_id", b"previous_subscription_id", "start_time", b"start_time", "status", b"status", "terminate_time", b"terminate_time", "test_clock_id", b"test_clock_id", "trial_end_time", b"trial_end_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

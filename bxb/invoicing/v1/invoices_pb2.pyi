@@ -78,6 +78,10 @@ class _FeeTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FeeType.Value
     """
     FEE_TYPE_ADD_ON: _FeeType.ValueType  # 6
     """A one-off charge (an add-on applied to the customer)."""
+    FEE_TYPE_LATE_USAGE: _FeeType.ValueType  # 7
+    """Usage of an earlier period whose invoice was already final when its
+    events arrived: billed on the next invoice, never on the final one.
+    """
 
 class FeeType(_FeeType, metaclass=_FeeTypeEnumTypeWrapper):
     """What a fee line bills."""
@@ -98,6 +102,10 @@ FEE_TYPE_ALREADY_BILLED: FeeType.ValueType  # 5
 """
 FEE_TYPE_ADD_ON: FeeType.ValueType  # 6
 """A one-off charge (an add-on applied to the customer)."""
+FEE_TYPE_LATE_USAGE: FeeType.ValueType  # 7
+"""Usage of an earlier period whose invoice was already final when its
+events arrived: billed on the next invoice, never on the final one.
+"""
 Global___FeeType: _TypeAlias = FeeType  # noqa: Y015
 
 class _BillingTiming:
@@ -794,6 +802,94 @@ class VoidInvoiceRequest(_message.Message):
 Global___VoidInvoiceRequest: _TypeAlias = VoidInvoiceRequest  # noqa: Y015
 
 @_typing.final
+class FinalizeInvoiceRequest(_message.Message):
+    """Request for InvoiceService.FinalizeInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The draft invoice's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FinalizeInvoiceRequest: _TypeAlias = FinalizeInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class PreviewInvoiceRequest(_message.Message):
+    """Request for InvoiceService.PreviewInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    subscription_id: _builtins.str
+    """The subscription whose open period is previewed."""
+    def __init__(
+        self,
+        *,
+        subscription_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PreviewInvoiceRequest: _TypeAlias = PreviewInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class InvoicePreview(_message.Message):
+    """What a subscription's open period would bill now, and where its usage is
+    heading by the period's end.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_FIELD_NUMBER: _builtins.int
+    PROJECTED_FEES_FIELD_NUMBER: _builtins.int
+    PROJECTED_USAGE_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    ELAPSED_RATIO_FIELD_NUMBER: _builtins.int
+    projected_usage_amount_cents: _builtins.int
+    """The usage charges' total at the projected usage."""
+    elapsed_ratio: _builtins.str
+    """The share of the period elapsed, a decimal string ("0.5")."""
+    @_builtins.property
+    def invoice(self) -> Global___Invoice:
+        """The invoice the period would get if it ended now (a draft, never stored)."""
+
+    @_builtins.property
+    def projected_fees(self) -> _containers.RepeatedCompositeFieldContainer[Global___Fee]:
+        """Each usage charge priced at its projected usage: counts and sums grow
+        in proportion to the time elapsed (a percentage charge's events repeat
+        at the pace so far); levels (max, latest, unique counts, time-weighted
+        sums) stay where they are.
+        """
+
+    def __init__(
+        self,
+        *,
+        invoice: Global___Invoice | None = ...,
+        projected_fees: _abc.Iterable[Global___Fee] | None = ...,
+        projected_usage_amount_cents: _builtins.int = ...,
+        elapsed_ratio: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ratio", b"elapsed_ratio", "invoice", b"invoice", "projected_fees", b"projected_fees", "projected_usage_amount_cents", b"projected_usage_amount_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoicePreview: _TypeAlias = InvoicePreview  # noqa: Y015
+
+@_typing.final
 class ArchiveInvoiceRequest(_message.Message):
     """Request for InvoiceService.ArchiveInvoice."""
 
@@ -1118,16 +1214,30 @@ class RunBillingRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    TEST_CLOCK_ID_FIELD_NUMBER: _builtins.int
+    FROZEN_TIME_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Only this customer's subscriptions, when set."""
+    test_clock_id: _builtins.str
+    """Only the subscriptions of this test clock's customers, at the clock's
+    time, when set.
+    """
+    @_builtins.property
+    def frozen_time(self) -> _timestamp_pb2.Timestamp:
+        """The test clock's time (with test_clock_id): moves the clock this
+        service knows forward, never back.
+        """
+
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
+        test_clock_id: _builtins.str = ...,
+        frozen_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["frozen_time", b"frozen_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "frozen_time", b"frozen_time", "test_clock_id", b"test_clock_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,16 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
                 _registered_method=True)
+        self.FinalizeInvoice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/FinalizeInvoice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.FinalizeInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+                _registered_method=True)
+        self.PreviewInvoice = channel.unary_unary(
+                '/bxb.invoicing.v1.InvoiceService/PreviewInvoice',
+                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.FromString,
+                _registered_method=True)
         self.ArchiveInvoice = channel.unary_unary(
                 '/bxb.invoicing.v1.InvoiceService/ArchiveInvoice',
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ArchiveInvoiceRequest.SerializeToString,
@@ -182,6 +192,21 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FinalizeInvoice(self, request, context):
+        """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
+        other state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewInvoice(self, request, context):
+        """Previews a subscription's open period, with projected usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ArchiveInvoice(self, request, context):
         """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
         archived or while a draft.
@@ -272,6 +297,16 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.VoidInvoice,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
+            ),
+            'FinalizeInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeInvoice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.FinalizeInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
+            ),
+            'PreviewInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewInvoice,
+                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.SerializeToString,
             ),
             'ArchiveInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveInvoice,
@@ -548,6 +583,60 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/VoidInvoice',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.VoidInvoiceRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/FinalizeInvoice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.FinalizeInvoiceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.invoicing.v1.InvoiceService/PreviewInvoice',
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.SerializeToString,
+            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,12 @@ class InvoiceServiceStub:
     """
     VoidInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.VoidInvoiceRequest, _invoices_pb2.Invoice]
     """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+    FinalizeInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.FinalizeInvoiceRequest, _invoices_pb2.Invoice]
+    """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
+    other state.
+    """
+    PreviewInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.PreviewInvoiceRequest, _invoices_pb2.InvoicePreview]
+    """Previews a subscription's open period, with projected usage."""
     ArchiveInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
@@ -101,6 +107,12 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """
     VoidInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.VoidInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
     """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+    FinalizeInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.FinalizeInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
+    """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
+    other state.
+    """
+    PreviewInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.PreviewInvoiceRequest, _invoices_pb2.InvoicePreview]  # type: ignore[assignment]
+    """Previews a subscription's open period, with projected usage."""
     ArchiveInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
@@ -196,6 +208,24 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
         """Voids a finalized invoice; FAILED_PRECONDITION from any other state."""
+
+    @_abc_1.abstractmethod
+    def FinalizeInvoice(
+        self,
+        request: _invoices_pb2.FinalizeInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
+        """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
+        other state.
+        """
+
+    @_abc_1.abstractmethod
+    def PreviewInvoice(
+        self,
+        request: _invoices_pb2.PreviewInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_invoices_pb2.InvoicePreview, _abc.Awaitable[_invoices_pb2.InvoicePreview]]:
+        """Previews a subscription's open period, with projected usage."""
 
     @_abc_1.abstractmethod
     def ArchiveInvoice(

@@ -1,0 +1,137 @@
+"""Test clocks (TestClockService): simulated time, as Stripe has it.
+
+A customer created on a clock, and every subscription it takes, lives at the
+clock's frozen time: subscriptions start, change and end at that time, and
+invoicing bills them when the clock, not the calendar, reaches their periods'
+ends. Creating and advancing a clock is announced as test_clock_advanced
+(through the outbox, in the same transaction), which invoicing follows.
+Customers not on a clock never read one: their time is the real time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bxb.catalog.v1 import events_pb2, test_clocks_pb2_grpc
+from bxb.catalog.v1 import test_clocks_pb2 as pb
+from services.catalog import validation
+from services.catalog.models import Outbox, TestClock
+from services.common import outbox, pagination, tenancy
+from services.common.errors import InvalidArgument, NotFound
+from services.common.ids import new_id
+from services.common.timestamps import from_proto, to_proto, utcnow
+
+TEST_CLOCK_ADVANCED = "bxb.catalog.v1.test_clock_advanced"
+# The bounds of subscription start dates: periods are billed one by one from a
+# clock's first time to its last.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def clock_proto(clock: TestClock) -> pb.TestClock:
+    return pb.TestClock(
+        id=clock.id,
+        name=clock.name,
+        frozen_time=to_proto(clock.frozen_time),
+        create_time=to_proto(clock.create_time),
+    )
+
+
+def _frozen_time(message, field: str = "frozen_time") -> datetime:
+    if not message.HasField("frozen_time"):
+        raise InvalidArgument(f"{field} is required", field=field)
+    value = from_proto(message.frozen_time)
+    if not EARLIEST <= value < LATEST:
+        raise InvalidArgument(f"{field} must be between 2000-01-01 and 2099-12-31", field=field)
+    return value
+
+
+async def find(session: AsyncSession, org: str, clock_id: str, field: str = "id", lock: bool = False) -> TestClock:
+    query = select(TestClock).where(TestClock.organization_id == org, TestClock.id == clock_id)
+    clock = (await session.execute(query.with_for_update() if lock else query)).scalar_one_or_none()
+    if clock is None:
+        raise NotFound(f"test clock {clock_id!r} not found", field=field)
+    return clock
+
+
+async def now(session: AsyncSession, org: str, clock_id: str | None) -> datetime:
+    """The time of a customer on `clock_id`: the clock's, else the real time."""
+    return (await find(session, org, clock_id, "test_clock_id")).frozen_time if clock_id else utcnow()
+
+
+async def times(session: AsyncSession, org: str) -> dict[str, datetime]:
+    """Every clock of the organization and its time."""
+    query = select(TestClock.id, TestClock.frozen_time).where(TestClock.organization_id == org)
+    return {clock_id: time for clock_id, time in await session.execute(query)}
+
+
+async def _announce(session: AsyncSession, clock: TestClock) -> pb.TestClock:
+    result = clock_proto(clock)
+    event = events_pb2.TestClockAdvanced(
+        event_id=new_id("evt"), organization_id=clock.organization_id, occur_time=to_proto(utcnow()), test_clock=result
+    )
+    await outbox.enqueue(session, Outbox, TEST_CLOCK_ADVANCED, event)
+    return result
+
+
+class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
+    __test__ = False  # not a pytest class, whatever its name
+
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+        self.sessions = sessions
+        self.relay = relay
+
+    async def CreateTestClock(self, request: pb.CreateTestClockRequest, context) -> pb.TestClock:
+        spec = request.test_clock
+        clock = TestClock(
+            id=new_id("clock"),
+            organization_id=tenancy.organization_id(),
+            name=validation.text(spec.name, "name"),
+            frozen_time=_frozen_time(spec),
+            create_time=utcnow(),
+        )
+        async with self.sessions() as session, session.begin():
+            session.add(clock)
+            result = await _announce(session, clock)
+        self.relay.wake()
+        return result
+
+    async def GetTestClock(self, request: pb.GetTestClockRequest, context) -> pb.TestClock:
+        async with self.sessions() as session:
+            return clock_proto(await find(session, tenancy.organization_id(), request.id))
+
+    async def ListTestClocks(self, request: pb.ListTestClocksRequest, context) -> pb.ListTestClocksResponse:
+        org = tenancy.organization_id()
+        size = pagination.page_size(request.page_size)
+        offset = pagination.decode_token(request.page_token)
+        query = (
+            select(TestClock)
+            .where(TestClock.organization_id == org)
+            .order_by(TestClock.create_time, TestClock.id)
+            .offset(offset)
+            .limit(size + 1)
+        )
+        async with self.sessions() as session:
+            rows = (await session.execute(query)).scalars().all()
+        return pb.ListTestClocksResponse(
+            test_clocks=[clock_proto(c) for c in rows[:size]],
+            next_page_token=pagination.next_token(offset, size, len(rows)),
+        )
+
+    async def AdvanceTestClock(self, request: pb.AdvanceTestClockRequest, context) -> pb.TestClock:
+        target = _frozen_time(request)
+        async with self.sessions() as session, session.begin():
+            clock = await find(session, tenancy.organization_id(), request.id, lock=True)
+            if target <= clock.frozen_time:
+                raise InvalidArgument(
+                    f"frozen_time must be later than the clock's time, {clock.frozen_time.isoformat()}",
+                    field="frozen_time",
+                    reason="CLOCK_CANNOT_GO_BACK",
+                )
+            clock.frozen_time = target
+            result = await _announce(session, clock)
+        self.relay.wake()
+        return result

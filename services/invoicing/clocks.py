@@ -1,0 +1,46 @@
+"""Test clocks, as invoicing knows them: each clock's time, projected from
+bxb.catalog.v1.test_clock_advanced (and moved by RunBilling for a clock).
+
+A subscription of a customer on a clock lives at the clock's time: the
+billing run closes its periods when the clock reaches their ends, and its
+drafts and previews are priced at that time. A clock only ever moves forward,
+whatever order its announcements arrive in. A subscription whose clock this
+copy does not know yet is left alone (never billed at the real time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.invoicing.models import Subscription, TestClock
+
+
+async def advance(session: AsyncSession, org: str, clock_id: str, frozen_time: datetime) -> None:
+    """Records the clock's time, unless it knows a later one."""
+    statement = insert(TestClock).values(id=clock_id, organization_id=org, frozen_time=frozen_time)
+    statement = statement.on_conflict_do_update(
+        index_elements=[TestClock.id],
+        set_={"frozen_time": func.greatest(TestClock.frozen_time, statement.excluded.frozen_time)},
+        where=TestClock.organization_id == org,
+    )
+    await session.execute(statement)
+
+
+async def times(session: AsyncSession, subscriptions: Iterable[Subscription]) -> dict[str, datetime]:
+    """The time of each clock the subscriptions live on."""
+    ids = {s.test_clock_id for s in subscriptions if s.test_clock_id}
+    if not ids:
+        return {}
+    rows = await session.execute(select(TestClock.id, TestClock.frozen_time).where(TestClock.id.in_(ids)))
+    return {clock_id: time for clock_id, time in rows}
+
+
+def now_of(subscription: Subscription, clocks: dict[str, datetime], now: datetime) -> datetime | None:
+    """The subscription's present: its clock's time, the real `now` without a
+    clock, None while its clock is unknown."""
+    return clocks.get(subscription.test_clock_id) if subscription.test_clock_id else now

@@ -1,0 +1,104 @@
+"""Draft invoices: priced as they would be issued now, never numbered.
+
+Two kinds share one pricing (`priced`):
+- computed drafts, for an open period or a preview (invoices.py): never
+  stored;
+- stored drafts, for an ended period during its customer's grace period
+  (`keep`): the billing run recomputes one from the usage known at each run,
+  late events included, until its grace period ends; then it is finalized in
+  place (it keeps its id and takes its number; issuing.store).
+A draft's coupons are those an invoice issued now would get; it takes
+nothing from them until it is finalized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from google.protobuf import json_format
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bxb.catalog.v1 import plans_pb2, taxes_pb2
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common.ids import new_id
+from services.invoicing import coupons
+from services.invoicing.discounts import Invoiced
+from services.invoicing.models import Invoice, Subscription
+from services.invoicing.taxation import Totals, totals
+
+DRAFT = "INVOICE_STATUS_DRAFT"
+ARREARS = "BILLING_TIMING_IN_ARREARS"
+
+
+def _dicts(messages) -> list[dict]:
+    return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+
+
+async def priced(
+    session: AsyncSession,
+    subscription: Subscription,
+    plan: plans_pb2.Plan,
+    period_start: datetime,
+    fees: list[pb.Fee],
+    now: datetime,
+    taxes: Sequence[taxes_pb2.Tax],
+) -> tuple[list[pb.InvoiceCoupon], Totals]:
+    """The coupons an invoice of these fees issued now would get, and its totals."""
+    invoiced = Invoiced(fees, plan.currency, plan.code, period_start)
+    org, customer = subscription.organization_id, subscription.customer_id
+    given = await coupons.discount(session, org, customer, subscription.id, invoiced, now)
+    return given, totals(fees, given, plan.currency, taxes)
+
+
+async def stored(session: AsyncSession, subscription_id: str, period_start: datetime) -> Invoice | None:
+    """The period's stored draft, if it has one."""
+    query = select(Invoice).where(
+        Invoice.subscription_id == subscription_id,
+        Invoice.period_start == period_start,
+        Invoice.timing == ARREARS,
+        Invoice.status == DRAFT,
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def keep(
+    session: AsyncSession,
+    draft: Invoice | None,
+    subscription: Subscription,
+    plan: plans_pb2.Plan,
+    bounds: tuple[datetime, datetime],
+    fees: list[pb.Fee],
+    now: datetime,
+    taxes: Sequence[taxes_pb2.Tax],
+    grace_end: datetime,
+) -> Invoice:
+    """Stores the period's draft with these fees (a new one when `draft` is None)."""
+    given, amounts = await priced(session, subscription, plan, bounds[0], fees, now, taxes)
+    if draft is None:
+        draft = Invoice(
+            id=new_id("inv"),
+            organization_id=subscription.organization_id,
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.id,
+            plan_code=plan.code,
+            currency=plan.currency,
+            period_start=bounds[0],
+            period_end=bounds[1],
+            timing=ARREARS,
+            status=DRAFT,
+            create_time=now,
+            grace_end_time=grace_end,
+        )
+        session.add(draft)
+    draft.fees = _dicts(fees)
+    draft.subtotal_cents = amounts.subtotal
+    draft.coupons = _dicts(given)
+    draft.coupons_amount_cents = amounts.discount
+    draft.taxes = _dicts(amounts.taxes)
+    draft.taxes_amount_cents = amounts.tax
+    draft.credit_notes_amount_cents = 0
+    draft.total_amount_cents = amounts.total
+    draft.issue_time = now  # when it was last computed
+    return draft

@@ -1,0 +1,73 @@
+"""Late usage: events of a period whose invoice is already final.
+
+A finalized invoice never changes. When the next period's invoice is issued,
+the billing run prices the period before it again with every event known
+now; what that comes to beyond what the period has been billed (the lines
+naming it on live invoices: its own, invoices on request, earlier late-usage
+lines) is billed on the new
+invoice as a LATE_USAGE line naming the earlier period, which counts as billed
+of that period from then on, so it is never billed twice. Voiding the new
+invoice gives it back: the next one bills it again.
+
+Only the period just before is looked at: usage arriving more than a period
+late is not billed. Late events only ever add usage in practice; a period now
+priced below what it was billed is left as billed (no credit is made).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common.periods import Period
+from services.common.timestamps import parse_rfc3339, to_proto
+from services.invoicing.models import Invoice
+
+ARREARS, ADVANCE = "BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_IN_ADVANCE"
+DRAFT = "INVOICE_STATUS_DRAFT"
+
+
+async def billed(session: AsyncSession, subscription_id: str, period: Period) -> int | None:
+    """What the period has been billed for its usage so far: the lines naming
+    it on every live invoice but those paid in advance (its own invoice, the
+    invoices on request or at a threshold that billed part of it and the
+    deductions of those, earlier late-usage lines). None when that is not
+    settled: its invoice is still a draft, or was voided and not replaced."""
+    query = select(Invoice.status, Invoice.void_time, Invoice.timing, Invoice.fees).where(
+        Invoice.subscription_id == subscription_id,
+        Invoice.period_start <= period.start,
+        Invoice.period_end >= period.start,
+        Invoice.timing != ADVANCE,
+    )
+    invoices = (await session.execute(query)).all()
+    own = [(status, voided) for status, voided, timing, _ in invoices if timing == ARREARS]
+    if any(status == DRAFT for status, _ in own) or (own and all(voided for _, voided in own)):
+        return None
+    return sum(
+        int(fee.get("amount_cents", 0))
+        for _, voided, _, fees in invoices
+        if voided is None
+        for fee in fees
+        if "period_start" in fee and parse_rfc3339(fee["period_start"]) == period.start
+    )
+
+
+def line(cents: int, period: Period) -> pb.Fee:
+    return pb.Fee(
+        type=pb.FEE_TYPE_LATE_USAGE,
+        amount_cents=cents,
+        units="1",
+        description="Usage received after this period's invoice was final",
+        period_start=to_proto(period.start),
+        period_end=to_proto(period.end),
+    )
+
+
+async def owed(session: AsyncSession, subscription_id: str, period: Period, repriced: list[pb.Fee]) -> pb.Fee | None:
+    """The LATE_USAGE line for `period`, now priced at `repriced`; None when it owes nothing more."""
+    so_far = await billed(session, subscription_id, period)
+    if so_far is None:
+        return None
+    more = sum(f.amount_cents for f in repriced) - so_far
+    return line(more, period) if more > 0 else None

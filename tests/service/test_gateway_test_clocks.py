@@ -1,0 +1,110 @@
+"""Test clocks through the gateway: a customer on a clock is billed at the
+clock's time, a year of it in one call, and real customers never notice."""
+
+from __future__ import annotations
+
+from tests.conftest import Tenant
+from tests.service.test_walkthrough_bill_by_subscription import METRIC, PLAN
+
+
+def tokens(month: int) -> int:
+    """Month m's usage: 10,000 x m tokens above the 100,000 free, so its charge is 500 x m cents."""
+    return 100_000 + 10_000 * month
+
+
+async def setup(h, start: str = "2025-01-01T00:00:00Z") -> str:
+    assert (await h.post("/v1/billable_metrics", json=METRIC)).status_code == 201
+    assert (await h.post("/v1/plans", json=PLAN)).status_code == 201
+    clock = await h.post("/v1/test_clocks", json={"name": "a year of pro", "frozen_time": start})
+    assert clock.status_code == 201, clock.text
+    assert clock.json()["frozen_time"] == start
+    return clock.json()["id"]
+
+
+async def send(h, customer: str, timestamp: str, amount: int) -> None:
+    event = {"customer_id": customer, "code": "api_requests", "timestamp": timestamp, "properties": {"tokens": amount}}
+    assert (await h.post("/v1/events", json=event)).status_code == 200
+
+
+async def invoices(h, customer: str) -> list[dict]:
+    """The customer's stored invoices (the open period's computed draft left out), oldest first."""
+    listed = await h.get(f"/v1/customers/{customer}/invoices", params={"page_size": 100})
+    return sorted((i for i in listed.json()["invoices"] if i["id"]), key=lambda i: i["period_start"])
+
+
+async def test_a_clock_advanced_twelve_months_bills_each_month_once_with_late_usage_on_the_next(tenant: Tenant):
+    h = tenant.http
+    clock = await setup(h)
+    customer = {"id": "cus_clock", "test_clock_id": clock}
+    created = await h.post("/v1/customers", json=customer)
+    assert (created.status_code, created.json()["test_clock_id"]) == (201, clock)
+    sub = await h.post("/v1/subscriptions", json={"customer_id": "cus_clock", "plan_code": "pro"})
+    # No start date: the clock's time, not the real one; it is active at the clock's time.
+    assert (sub.json()["start_date"], sub.json()["status"]) == ("2025-01-01T00:00:00Z", "active")
+    for month in range(1, 13):
+        await send(h, "cus_clock", f"2025-{month:02d}-15T12:00:00Z", tokens(month))
+    # The real time is long past 2025, yet nothing is billed before the clock
+    # moves: the open period, at the clock's time, is January's.
+    listed = (await h.get("/v1/customers/cus_clock/invoices")).json()["invoices"]
+    assert [(i["status"], i["period_start"], i["subtotal_cents"]) for i in listed] == [
+        ("draft", "2025-01-01T00:00:00Z", 4900 + 500)
+    ]
+
+    half = await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-07-01T00:00:00Z"})
+    assert (half.status_code, half.json()["invoices_created"]) == (200, 6), half.text
+    # June's usage grows after its invoice was final: 2,000 tokens, 100 cents.
+    await send(h, "cus_clock", "2025-06-20T08:00:00Z", 2_000)
+    rest = await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2026-01-01T00:00:00Z"})
+    assert (rest.status_code, rest.json()["invoices_created"]) == (200, 6), rest.text
+    assert (await h.get(f"/v1/test_clocks/{clock}")).json()["frozen_time"] == "2026-01-01T00:00:00Z"
+
+    billed = await invoices(h, "cus_clock")
+    assert [i["period_start"][:10] for i in billed] == [f"2025-{m:02d}-01" for m in range(1, 13)]
+    assert all(i["status"] == "finalized" for i in billed)
+    june, july = billed[5], billed[6]
+    assert [(f["type"], f["amount_cents"]) for f in june["fees"]] == [("subscription", 4900), ("charge", 3000)]
+    assert [(f["type"], f["amount_cents"]) for f in july["fees"]] == [
+        ("subscription", 4900),
+        ("charge", 3500),
+        ("late_usage", 100),
+    ]
+    assert july["fees"][2]["period_start"] == "2025-06-01T00:00:00Z"
+    # 12 x 4900 + 500 x (1 + ... + 12) + the late 100.
+    assert sum(i["total_amount_cents"] for i in billed) == 12 * 4900 + 500 * 78 + 100
+    numbers = [int(i["number"].split("-")[1]) for i in billed]
+    assert sorted(numbers) == list(range(1, 13))  # gapless, each month once
+
+
+async def test_a_clock_only_moves_forward_and_leaves_real_customers_alone(tenant: Tenant):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_sim", "test_clock_id": clock})
+    future = {"customer_id": "cus_sim", "plan_code": "pro", "start_date": "2025-03-01T00:00:00Z"}
+    pending = await h.post("/v1/subscriptions", json=future)
+    assert pending.json()["status"] == "pending"  # in the clock's future, though long past in real time
+    real = {"customer_id": "cus_real", "plan_code": "pro", "start_date": "2026-09-01T00:00:00Z"}
+    assert (await h.post("/v1/subscriptions", json=real)).status_code == 201
+
+    back = await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2024-12-31T00:00:00Z"})
+    assert (back.status_code, back.json()["error"]["field"]) == (400, "frozen_time")
+    moved = await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-04-01T00:00:00Z"})
+    assert moved.json()["invoices_created"] == 1  # March, and only the clock's customer
+    listed = (await h.get("/v1/subscriptions", params={"customer_id": "cus_sim"})).json()["subscriptions"]
+    assert [s["status"] for s in listed] == ["active"]
+    assert [i["total_amount_cents"] for i in await invoices(h, "cus_sim")] == [4900]
+    assert (await h.get("/v1/test_clocks")).json()["test_clocks"][0]["id"] == clock
+
+
+async def test_clock_errors_name_the_field(tenant: Tenant):
+    h = tenant.http
+    missing = await h.post("/v1/test_clocks", json={"name": "no time"})
+    assert (missing.status_code, missing.json()["error"]["field"]) == (400, "frozen_time")
+    far = await h.post("/v1/test_clocks", json={"frozen_time": "1999-12-31T00:00:00Z"})
+    assert (far.status_code, far.json()["error"]["field"]) == (400, "frozen_time")
+    unknown = await h.post("/v1/customers", json={"id": "cus_x", "test_clock_id": "clock_nope"})
+    assert (unknown.status_code, unknown.json()["error"]["field"]) == (404, "test_clock_id")
+    assert (await h.get("/v1/test_clocks/clock_nope")).status_code == 404
+    nowhere = await h.post("/v1/test_clocks/clock_nope/advance", json={"frozen_time": "2025-01-01T00:00:00Z"})
+    assert nowhere.status_code == 404
+    grace = await h.post("/v1/customers", json={"id": "cus_y", "invoice_grace_period": 366})
+    assert (grace.status_code, grace.json()["error"]["field"]) == (400, "invoice_grace_period")

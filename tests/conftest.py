@@ -24,6 +24,7 @@ from services.metering import server as metering_server
 from services.payments import server as payments_server
 from tests import clickhouse_http
 from tests.smtp import Mailbox
+from tests.stripe import LocalStripe
 
 
 @dataclass
@@ -64,6 +65,13 @@ def mailbox() -> Iterator[Mailbox]:
         yield box
 
 
+@pytest.fixture(scope="session")
+def localstripe() -> Iterator[LocalStripe]:
+    """Stripe's API as localstripe serves it, in its own process (GPL: never imported)."""
+    with LocalStripe() as server:
+        yield server
+
+
 @dataclass
 class Stack:
     catalog: str
@@ -84,7 +92,7 @@ async def start(service: grpc_server.Service) -> tuple[grpc.aio.Server, str]:
 
 
 @pytest.fixture(scope="session")
-async def stack(infra: Infra, mailbox: Mailbox) -> AsyncIterator[Stack]:
+async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     running = []
     catalog = catalog_server.build(catalog_server.Settings("", await infra.database("catalog"), nats_url, api_key=""))
@@ -108,7 +116,16 @@ async def stack(infra: Infra, mailbox: Mailbox) -> AsyncIterator[Stack]:
         )
     )
     running.append((invoicing, *(await start(invoicing))))
-    payments = payments_server.build(payments_server.Settings("", await infra.database("payments"), nats_url))
+    payments = payments_server.build(
+        payments_server.Settings(
+            "",
+            await infra.database("payments"),
+            nats_url,
+            invoicing_address=running[2][2],
+            stripe_api_key=localstripe.api_key,
+            stripe_api_base=localstripe.url,
+        )
+    )
     running.append((payments, *(await start(payments))))
     addresses = [address for _, _, address in running]
     settings = GatewaySettings("127.0.0.1", 0, *addresses, max_body_bytes=65536, auth_cache_seconds=30, call_timeout=30)

@@ -19,9 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from bxb.payments.v1 import payments_pb2
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import respelled
+from gateway.errors import error_response, respelled
 from gateway.schema import Spec, array, obj, string
 from services.common.timestamps import to_proto
 
@@ -211,6 +212,28 @@ async def preview(call: Call):
     )
 
 
+async def charge(call: Call):
+    """ABAXUS's `charge`: the invoice's amount due, to the customer's saved
+    payment method; `paid` with the provider's `payment_intent`, or a 402
+    saying why the provider declined (the payment is kept as failed; charging
+    again retries)."""
+    payment = await call.clients.payments.ChargeInvoice(
+        payments_pb2.ChargeInvoiceRequest(invoice_id=call.path("id")), **call.options
+    )
+    if payment.status == payments_pb2.PAYMENT_STATUS_FAILED:
+        return error_response(402, "FAILED_PRECONDITION", "PAYMENT_FAILED", payment.failure_message, "payment_method")
+    return json(
+        {
+            "id": payment.invoice_id,
+            "status": "paid",
+            "payment_intent": payment.provider_payment_id or None,  # none when nothing was due
+            "payment_id": payment.id,
+            "amount_cents": payment.amount_cents,
+            "currency": payment.currency,
+        }
+    )
+
+
 async def archive(call: Call):
     invoice = await call.clients.invoices.ArchiveInvoice(pb.ArchiveInvoiceRequest(id=call.path("id")), **call.options)
     return json(invoice_json(invoice))
@@ -240,6 +263,7 @@ routes = [
     Route("/v1/invoices/{id}/send-email", endpoint(send_email, EMAIL, optional=True), methods=["POST"]),
     Route("/v1/invoices/preview", endpoint(preview, PREVIEW), methods=["POST"]),
     Route("/v1/invoices/{id}/finalize", endpoint(finalize), methods=["POST"]),
+    Route("/v1/invoices/{id}/charge", endpoint(charge), methods=["POST"]),
     Route("/v1/invoices/{id}/void", endpoint(void), methods=["POST"]),
     Route("/v1/invoices/{id}/archive", endpoint(archive), methods=["POST"]),
     Route("/v1/invoices", endpoint(list_all), methods=["GET"]),

@@ -34,6 +34,7 @@ class Stream:
 
 CATALOG = Stream("BXB_CATALOG", ("bxb.catalog.>",))
 INVOICING = Stream("BXB_INVOICING", ("bxb.invoicing.>",))
+PAYMENTS = Stream("BXB_PAYMENTS", ("bxb.payments.>",))
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 """Receives a message's subject and payload; raising makes it redeliver."""

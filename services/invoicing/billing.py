@@ -323,13 +323,12 @@ class Biller:
                     before, repriced = late
                     owed = await late_usage.owed(session, subscription.id, before, repriced) if before else None
                     fees = [*fees, owed] if owed else fees
-                    draft = await drafts.stored(session, subscription.id, period.start)
                     if not fees or (not owed and prior and sum(f.amount_cents for f in fees) == 0):
-                        # Nothing to bill, or the invoices on request billed it all.
-                        if draft is not None:
-                            await session.delete(draft)
+                        # Nothing to bill, or the invoices on request billed it all (a period
+                        # billed on request has no draft: its invoice on request moved billing past it).
                         await self._settle(session, subscription, period, timing)
                         return False
+                    draft = await drafts.stored(session, subscription.id, period.start)
                     if not final and now < grace_end:  # in its grace period: a draft, recomputed each run
                         bounds = (period.start, period.end)
                         await drafts.keep(session, draft, fresh, plan, bounds, fees, now, taxes, grace_end)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,15 +24,12 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.ids import new_id
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
+from services.invoicing.invoice_view import fill
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.taxation import Totals, totals
 
 DRAFT = "INVOICE_STATUS_DRAFT"
 ARREARS = "BILLING_TIMING_IN_ARREARS"
-
-
-def _dicts(messages) -> list[dict]:
-    return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
 
 
 async def priced(
@@ -92,13 +88,6 @@ async def keep(
             grace_end_time=grace_end,
         )
         session.add(draft)
-    draft.fees = _dicts(fees)
-    draft.subtotal_cents = amounts.subtotal
-    draft.coupons = _dicts(given)
-    draft.coupons_amount_cents = amounts.discount
-    draft.taxes = _dicts(amounts.taxes)
-    draft.taxes_amount_cents = amounts.tax
-    draft.credit_notes_amount_cents = 0
-    draft.total_amount_cents = amounts.total
+    fill(draft, fees, given, amounts)
     draft.issue_time = now  # when it was last computed
     return draft

@@ -3,6 +3,8 @@ bxb.invoicing.v1.Invoice messages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -11,6 +13,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto
 from services.invoicing.models import Invoice
+from services.invoicing.taxation import Totals
 
 
 async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = "id", lock: bool = False) -> Invoice:
@@ -21,6 +24,22 @@ async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = 
     if invoice is None:
         raise NotFound(f"invoice {invoice_id!r} not found", field=field)
     return invoice
+
+
+def _json(messages) -> list[dict]:
+    return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+
+
+def fill(invoice: Invoice, fees: Sequence[pb.Fee], given: Sequence[pb.InvoiceCoupon], amounts: Totals) -> None:
+    """Writes an invoice's lines, coupons, taxes and amounts onto its row (issued or draft)."""
+    invoice.fees = _json(fees)
+    invoice.subtotal_cents = amounts.subtotal
+    invoice.coupons = _json(given)
+    invoice.coupons_amount_cents = amounts.discount
+    invoice.taxes = _json(amounts.taxes)
+    invoice.taxes_amount_cents = amounts.tax
+    invoice.credit_notes_amount_cents = 0
+    invoice.total_amount_cents = amounts.total
 
 
 def invoice_proto(invoice: Invoice) -> pb.Invoice:

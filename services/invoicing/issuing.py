@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from google.protobuf import json_format
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +26,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
-from services.invoicing.invoice_view import invoice_proto
+from services.invoicing.invoice_view import fill, invoice_proto
 from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
 from services.invoicing.taxation import totals
 
@@ -149,14 +148,7 @@ async def record(
     invoice.id = invoice.id or new_id("inv")
     invoice.number = await next_number(session, InvoiceSequence, invoice.organization_id, "INV")
     invoice.status = "INVOICE_STATUS_FINALIZED"
-    invoice.fees = [json_format.MessageToDict(f, preserving_proto_field_name=True) for f in fees]
-    invoice.subtotal_cents = amounts.subtotal
-    invoice.coupons = [json_format.MessageToDict(c, preserving_proto_field_name=True) for c in given]
-    invoice.coupons_amount_cents = amounts.discount
-    invoice.taxes = [json_format.MessageToDict(t, preserving_proto_field_name=True) for t in amounts.taxes]
-    invoice.taxes_amount_cents = amounts.tax
-    invoice.credit_notes_amount_cents = 0
-    invoice.total_amount_cents = amounts.total
+    fill(invoice, fees, given, amounts)
     invoice.issue_time = now
     invoice.create_time = invoice.create_time or now
     session.add(invoice)

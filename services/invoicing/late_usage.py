@@ -34,19 +34,21 @@ async def billed(session: AsyncSession, subscription_id: str, period: Period) ->
     invoices on request or at a threshold that billed part of it and the
     deductions of those, earlier late-usage lines). None when that is not
     settled: its invoice is still a draft, or was voided and not replaced."""
-    query = select(Invoice.status, Invoice.void_time, Invoice.timing, Invoice.fees).where(
+    query = select(Invoice.period_start, Invoice.status, Invoice.void_time, Invoice.timing, Invoice.fees).where(
         Invoice.subscription_id == subscription_id,
         Invoice.period_start <= period.start,
-        Invoice.period_end >= period.start,
+        Invoice.period_end > period.start,
         Invoice.timing != ADVANCE,
     )
     invoices = (await session.execute(query)).all()
-    own = [(status, voided) for status, voided, timing, _ in invoices if timing == ARREARS]
+    own = [
+        (status, voided) for start, status, voided, timing, _ in invoices if (start, timing) == (period.start, ARREARS)
+    ]
     if any(status == DRAFT for status, _ in own) or (own and all(voided for _, voided in own)):
         return None
     return sum(
         int(fee.get("amount_cents", 0))
-        for _, voided, _, fees in invoices
+        for _, _, voided, _, fees in invoices
         if voided is None
         for fee in fees
         if "period_start" in fee and parse_rfc3339(fee["period_start"]) == period.start

@@ -1,6 +1,7 @@
 """Invoice state changes after finalization.
 
     finalized (issued) --void--> voided
+    finalized (issued) --pay--> paid     (a charge succeeded: payment_updated)
     finalized, paid, voided --archive--> archived
 
 Any other change is refused with FAILED_PRECONDITION (409) naming the
@@ -11,11 +12,15 @@ on request may bill that again); a period it closed stays closed. Each change is
 
 from __future__ import annotations
 
+import logging
+
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from bxb.payments.v1 import events_pb2 as payments_events_pb2
+from bxb.payments.v1 import payments_pb2
 from services.common import outbox
 from services.common.errors import FailedPrecondition
 from services.common.ids import new_id
@@ -23,11 +28,18 @@ from services.common.timestamps import to_proto, utcnow
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.models import CouponRedemption, Outbox
 
+log = logging.getLogger("bxb.lifecycle")
+
 INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 FINALIZED, PAID = "INVOICE_STATUS_FINALIZED", "INVOICE_STATUS_PAID"
 VOIDED, ARCHIVED = "INVOICE_STATUS_VOIDED", "INVOICE_STATUS_ARCHIVED"
 # The action, the state it leads to, and the states it may start from.
-ACTIONS = {"void": (VOIDED, (FINALIZED,)), "archive": (ARCHIVED, (FINALIZED, PAID, VOIDED))}
+ACTIONS = {
+    "void": (VOIDED, (FINALIZED,)),
+    "archive": (ARCHIVED, (FINALIZED, PAID, VOIDED)),
+    "pay": (PAID, (FINALIZED,)),
+}
+PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
 
 
 def state_name(status: str) -> str:
@@ -69,3 +81,17 @@ class Lifecycle:
             await outbox.enqueue(session, Outbox, INVOICE_UPDATED, event)
         self.relay.wake()
         return result
+
+    async def paid(self, subject: str, payload: bytes) -> None:
+        """Marks an invoice paid when the payments service announces a
+        successful charge; announcements of an invoice already paid (or
+        since archived) change nothing."""
+        if subject != PAYMENT_UPDATED:
+            return  # a newer payments service may announce facts this version ignores
+        payment = payments_events_pb2.PaymentUpdated.FromString(payload)
+        if payment.payment.status != payments_pb2.PAYMENT_STATUS_SUCCEEDED:
+            return
+        try:
+            await self.change(payment.organization_id, payment.payment.invoice_id, "pay")
+        except FailedPrecondition as refused:
+            log.info("payment of invoice %s changes nothing: %s", payment.payment.invoice_id, refused)

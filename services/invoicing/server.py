@@ -74,6 +74,7 @@ def build(settings: Settings) -> grpc_server.Service:
     pricing = Pricing(sessions, fees, projection)
     delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
     requested = RequestedInvoices(sessions, fees, pricing, relay)
+    lifecycle = Lifecycle(sessions, relay)
     biller.progressive = ProgressiveBilling(sessions, fees, requested)
     projection.one_offs = OneOffInvoices(sessions, fees, relay)
 
@@ -89,6 +90,8 @@ def build(settings: Settings) -> grpc_server.Service:
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)
         await relay.bus.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle)
+        await relay.bus.ensure_stream(bus.PAYMENTS)  # whichever service starts first creates it
+        await relay.bus.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid)
         relay.start()
         scheduler.start()
 
@@ -114,7 +117,7 @@ def build(settings: Settings) -> grpc_server.Service:
                     projection,
                     pricing,
                     requested,
-                    Lifecycle(sessions, relay),
+                    lifecycle,
                     delivery,
                     CreditNotes(sessions, relay),
                 ),

@@ -1,4 +1,4 @@
-"""Payments and payment methods (PaymentService)."""
+"""Payments and payment methods (PaymentService); charging is in charging.py."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ def payment_proto(payment: Payment) -> pb.Payment:
         currency=payment.currency,
         status=pb.PaymentStatus.Value(payment.status),
         create_time=to_proto(payment.create_time),
+        provider_payment_id=payment.provider_payment_id,
+        failure_message=payment.failure_message,
     )
 
 
@@ -59,8 +61,9 @@ async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker, charging=None):
         self.sessions = sessions
+        self.charging = charging  # charging.Charging: charges invoices
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
@@ -115,3 +118,6 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
         return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])
+
+    async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context) -> pb.Payment:
+        return payment_proto(await self.charging.charge(tenancy.organization_id(), request.invoice_id))

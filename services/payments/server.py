@@ -1,5 +1,5 @@
-"""The payments service process: receivables from finalized invoices and
-customers' payment methods."""
+"""The payments service process: receivables from finalized invoices,
+customers' payment methods, and charging invoices through Stripe."""
 
 from __future__ import annotations
 
@@ -8,11 +8,18 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
+from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
+from services.common.outbox import OutboxRelay
+from services.payments.charging import Charging
 from services.payments.customers import CustomerPaymentMethods
+from services.payments.models import Outbox
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
+from services.payments.stripe_charges import StripeCharges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -22,6 +29,10 @@ class Settings:
     address: str
     database_url: str
     nats_url: str
+    invoicing_address: str = ""
+    # Stripe: the secret key (no charges without it) and, for a test double, its address.
+    stripe_api_key: str = ""
+    stripe_api_base: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -29,6 +40,9 @@ class Settings:
             address=config.grpc_address("payments", config.DEFAULT_PORTS["payments"]),
             database_url=config.database_url("payments"),
             nats_url=config.nats_url(),
+            invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
+            stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
+            stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
         )
 
 
@@ -37,22 +51,34 @@ def build(settings: Settings) -> grpc_server.Service:
     sessions = db.sessions(engine)
     receivables = Receivables(sessions)
     methods = CustomerPaymentMethods(sessions)
-    state: dict[str, bus.Bus] = {}
+    relay = OutboxRelay(sessions, Outbox)
+    stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
+    charging = Charging(sessions, relay, stripe)
+    channels: list[grpc.aio.Channel] = []
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
-        state["bus"] = await bus.Bus.connect(settings.nats_url, "payments")
-        await state["bus"].consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle)
-        await state["bus"].consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle)
+        channels.append(grpc.aio.insecure_channel(settings.invoicing_address))
+        charging.invoices = invoices_pb2_grpc.InvoiceServiceStub(channels[0])
+        relay.bus = await bus.Bus.connect(settings.nats_url, "payments")
+        await relay.bus.ensure_stream(bus.PAYMENTS)
+        await relay.bus.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle)
+        await relay.bus.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle)
+        relay.start()
 
     async def on_stop() -> None:
-        await state["bus"].close()  # on_stop follows a successful on_start, which connected the bus
+        await relay.stop()
+        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
+        for channel in channels:
+            await channel.close()
         await engine.dispose()
 
     return grpc_server.Service(
         name="payments",
         registrars=[
-            grpc_server.registrar(payments_pb2, payments_pb2_grpc, "PaymentService", PaymentServicer(sessions))
+            grpc_server.registrar(
+                payments_pb2, payments_pb2_grpc, "PaymentService", PaymentServicer(sessions, charging)
+            )
         ],
         on_start=on_start,
         on_stop=on_stop,

@@ -3,7 +3,17 @@ clock's time, a year of it in one call, and real customers never notice."""
 
 from __future__ import annotations
 
-from tests.conftest import Tenant
+import grpc
+import pytest
+from sqlalchemy import delete
+
+from bxb.catalog.v1 import test_clocks_pb2, test_clocks_pb2_grpc
+from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from services.common import tenancy
+from services.common.errors import error_info
+from services.invoicing.models import TestClock
+from tests.conftest import Stack, Tenant
+from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_walkthrough_bill_by_subscription import METRIC, PLAN
 
 
@@ -108,3 +118,54 @@ async def test_clock_errors_name_the_field(tenant: Tenant):
     assert nowhere.status_code == 404
     grace = await h.post("/v1/customers", json={"id": "cus_y", "invoice_grace_period": 366})
     assert (grace.status_code, grace.json()["error"]["field"]) == (400, "invoice_grace_period")
+
+
+async def test_a_voided_period_is_not_billed_again_as_late_usage(tenant: Tenant):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_void", "test_clock_id": clock})
+    await h.post("/v1/subscriptions", json={"customer_id": "cus_void", "plan_code": "pro"})
+    await send(h, "cus_void", "2025-01-15T00:00:00Z", tokens(1))
+    await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-02-01T00:00:00Z"})
+    [january] = await invoices(h, "cus_void")
+    assert (await h.post(f"/v1/invoices/{january['id']}/void")).status_code == 200
+    await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-03-01T00:00:00Z"})
+    february = (await invoices(h, "cus_void"))[1]
+    # The user cancelled January's invoice: February's does not bill January again.
+    assert [(f["type"], f["amount_cents"]) for f in february["fees"]] == [("subscription", 4900), ("charge", 0)]
+
+
+async def test_the_preview_of_a_subscription_not_started_on_its_clock_is_refused(tenant: Tenant):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_later", "test_clock_id": clock})
+    body = {"customer_id": "cus_later", "plan_code": "pro", "start_date": "2025-06-01T00:00:00Z"}
+    sub = (await h.post("/v1/subscriptions", json=body)).json()
+    refused = await h.post("/v1/invoices/preview", json={"subscription_id": sub["id"]})
+    assert (refused.status_code, refused.json()["error"]["reason"]) == (409, "NO_OPEN_PERIOD")
+
+
+async def test_a_subscription_whose_clock_invoicing_does_not_know_is_never_billed_at_the_real_time(
+    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_lost", "test_clock_id": clock})
+    sub = (await h.post("/v1/subscriptions", json={"customer_id": "cus_lost", "plan_code": "pro"})).json()
+    await invoicing_db.projected(sub["id"])
+    async with invoicing_db.sessions() as session, session.begin():  # as if its announcement were still on its way
+        await session.execute(delete(TestClock).where(TestClock.id == clock))
+    async with stack.channel("invoicing") as channel:
+        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
+        md = tenancy.metadata(tenant.organization_id)
+        assert (await stub.RunBilling(invoices_pb2.RunBillingRequest(), metadata=md)).invoices_created == 0
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.RunBilling(invoices_pb2.RunBillingRequest(test_clock_id=clock), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(refused.value).metadata["field"] == "frozen_time"
+    # The catalog refuses a clock without a time too, whoever calls it.
+    async with stack.channel("catalog") as channel:
+        clocks = test_clocks_pb2_grpc.TestClockServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as untimed:
+            await clocks.CreateTestClock(test_clocks_pb2.CreateTestClockRequest(), metadata=md)
+        assert error_info(untimed.value).metadata["field"] == "frozen_time"

@@ -25,29 +25,31 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/payments/v1/payments.proto\x12\x0f\x62xb.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc7\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.bxb.payments.v1.PaymentStatus\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc6\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x04 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x13ListPaymentsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.bxb.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1a\x43reatePaymentMethodRequest\x12\x36\n\x0epayment_method\x18\x01 \x01(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"0\n\x19ListPaymentMethodsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"U\n\x1aListPaymentMethodsResponse\x12\x37\n\x0fpayment_methods\x18\x01 \x03(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x32\xc0\x02\n\x0ePaymentService\x12[\n\x0cListPayments\x12$.bxb.payments.v1.ListPaymentsRequest\x1a%.bxb.payments.v1.ListPaymentsResponse\x12\x62\n\x13\x43reatePaymentMethod\x12+.bxb.payments.v1.CreatePaymentMethodRequest\x1a\x1e.bxb.payments.v1.PaymentMethod\x12m\n\x12ListPaymentMethods\x12*.bxb.payments.v1.ListPaymentMethodsRequest\x1a+.bxb.payments.v1.ListPaymentMethodsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/payments/v1/payments.proto\x12\x0f\x62xb.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.bxb.payments.v1.PaymentStatus\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13provider_payment_id\x18\x08 \x01(\t\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\"\xc6\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x04 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x13ListPaymentsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.bxb.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1a\x43reatePaymentMethodRequest\x12\x36\n\x0epayment_method\x18\x01 \x01(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"0\n\x19ListPaymentMethodsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"U\n\x1aListPaymentMethodsResponse\x12\x37\n\x0fpayment_methods\x18\x01 \x03(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"*\n\x14\x43hargeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t*\x84\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x32\x92\x03\n\x0ePaymentService\x12[\n\x0cListPayments\x12$.bxb.payments.v1.ListPaymentsRequest\x1a%.bxb.payments.v1.ListPaymentsResponse\x12\x62\n\x13\x43reatePaymentMethod\x12+.bxb.payments.v1.CreatePaymentMethodRequest\x1a\x1e.bxb.payments.v1.PaymentMethod\x12m\n\x12ListPaymentMethods\x12*.bxb.payments.v1.ListPaymentMethodsRequest\x1a+.bxb.payments.v1.ListPaymentMethodsResponse\x12P\n\rChargeInvoice\x12%.bxb.payments.v1.ChargeInvoiceRequest\x1a\x18.bxb.payments.v1.Paymentb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.payments.v1.payments_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYMENTSTATUS']._serialized_start=907
-  _globals['_PAYMENTSTATUS']._serialized_end=1039
+  _globals['_PAYMENTSTATUS']._serialized_start=1005
+  _globals['_PAYMENTSTATUS']._serialized_end=1137
   _globals['_PAYMENT']._serialized_start=85
-  _globals['_PAYMENT']._serialized_end=284
-  _globals['_PAYMENTMETHOD']._serialized_start=287
-  _globals['_PAYMENTMETHOD']._serialized_end=485
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=487
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=588
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=590
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=681
-  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_start=683
-  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_end=767
-  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_start=769
-  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_end=817
-  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_start=819
-  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_end=904
-  _globals['_PAYMENTSERVICE']._serialized_start=1042
-  _globals['_PAYMENTSERVICE']._serialized_end=1362
+  _globals['_PAYMENT']._serialized_end=338
+  _globals['_PAYMENTMETHOD']._serialized_start=341
+  _globals['_PAYMENTMETHOD']._serialized_end=539
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=541
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=642
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=644
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=735
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_start=737
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_end=821
+  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_start=823
+  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_end=871
+  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_start=873
+  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_end=958
+  _globals['_CHARGEINVOICEREQUEST']._serialized_start=960
+  _globals['_CHARGEINVOICEREQUEST']._serialized_end=1002
+  _globals['_PAYMENTSERVICE']._serialized_start=1140
+  _globals['_PAYMENTSERVICE']._serialized_end=1542
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     PAYMENT_STATUS_SUCCEEDED: _PaymentStatus.ValueType  # 2
     """Collected."""
     PAYMENT_STATUS_FAILED: _PaymentStatus.ValueType  # 3
-    """Collection failed."""
+    """Collection failed; charging again may succeed."""
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """State of what a customer owes on one invoice."""
@@ -45,7 +45,7 @@ PAYMENT_STATUS_PENDING: PaymentStatus.ValueType  # 1
 PAYMENT_STATUS_SUCCEEDED: PaymentStatus.ValueType  # 2
 """Collected."""
 PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 3
-"""Collection failed."""
+"""Collection failed; charging again may succeed."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 @_typing.final
@@ -61,6 +61,8 @@ class Payment(_message.Message):
     CURRENCY_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     invoice_id: _builtins.str
@@ -73,6 +75,12 @@ class Payment(_message.Message):
     """ISO 4217 currency code."""
     status: Global___PaymentStatus.ValueType
     """Collection state."""
+    provider_payment_id: _builtins.str
+    """The provider's id of the last charge, for example a Stripe PaymentIntent
+    "pi_xxx"; empty before the first.
+    """
+    failure_message: _builtins.str
+    """Why the last charge failed, as the provider said; empty otherwise."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment record was created."""
@@ -87,10 +95,12 @@ class Payment(_message.Message):
         currency: _builtins.str = ...,
         status: Global___PaymentStatus.ValueType = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        provider_payment_id: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "id", b"id", "invoice_id", b"invoice_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "failure_message", b"failure_message", "id", b"id", "invoice_id", b"invoice_id", "provider_payment_id", b"provider_payment_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -275,3 +285,25 @@ class ListPaymentMethodsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentMethodsResponse: _TypeAlias = ListPaymentMethodsResponse  # noqa: Y015
+
+@_typing.final
+class ChargeInvoiceRequest(_message.Message):
+    """Request for PaymentService.ChargeInvoice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """The finalized invoice to charge."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChargeInvoiceRequest: _TypeAlias = ChargeInvoiceRequest  # noqa: Y015

@@ -50,6 +50,11 @@ class PaymentServiceStub:
                 request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.SerializeToString,
                 response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.FromString,
                 _registered_method=True)
+        self.ChargeInvoice = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/ChargeInvoice',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -77,6 +82,15 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChargeInvoice(self, request, context):
+        """Charges what a finalized invoice still asks (its amount due) to the
+        customer's default payment method; answers the payment, SUCCEEDED or
+        FAILED. Charging a paid invoice again charges nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentMethods,
                     request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.FromString,
                     response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.SerializeToString,
+            ),
+            'ChargeInvoice': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChargeInvoice,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +197,33 @@ class PaymentService:
             '/bxb.payments.v1.PaymentService/ListPaymentMethods',
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.SerializeToString,
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChargeInvoice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/ChargeInvoice',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class PaymentServiceStub:
     """Saves a payment method; the newest one becomes the default."""
     ListPaymentMethods: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentMethodsRequest, _payments_pb2.ListPaymentMethodsResponse]
     """Lists a customer's payment methods."""
+    ChargeInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]
+    """Charges what a finalized invoice still asks (its amount due) to the
+    customer's default payment method; answers the payment, SUCCEEDED or
+    FAILED. Charging a paid invoice again charges nothing.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -51,6 +56,11 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Saves a payment method; the newest one becomes the default."""
     ListPaymentMethods: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentMethodsRequest, _payments_pb2.ListPaymentMethodsResponse]  # type: ignore[assignment]
     """Lists a customer's payment methods."""
+    ChargeInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Charges what a finalized invoice still asks (its amount due) to the
+    customer's default payment method; answers the payment, SUCCEEDED or
+    FAILED. Charging a paid invoice again charges nothing.
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """Payments and payment methods of the calling organization."""
@@ -78,5 +88,16 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ListPaymentMethodsResponse, _abc.Awaitable[_payments_pb2.ListPaymentMethodsResponse]]:
         """Lists a customer's payment methods."""
+
+    @_abc_1.abstractmethod
+    def ChargeInvoice(
+        self,
+        request: _payments_pb2.ChargeInvoiceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Charges what a finalized invoice still asks (its amount due) to the
+        customer's default payment method; answers the payment, SUCCEEDED or
+        FAILED. Charging a paid invoice again charges nothing.
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,57 @@
+"""Stripe for tests: localstripe (a fake of Stripe's API) in its own process,
+and helpers that make a customer with a card there, as a user's Stripe
+account would have it. localstripe is GPL: it only ever runs as a separate
+process, never imported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import stripe
+
+from deploy.embedded import free_port, wait_for_port
+
+# localstripe's test cards: one that is charged, one whose charges are
+# declined, one whose charges need the holder (3-D Secure).
+GOOD_CARD, DECLINED_CARD, AUTHENTICATED_CARD = "4242424242424242", "4000000000000341", "4000002760003184"
+
+
+class LocalStripe:
+    api_key = "sk_test_bxb_localstripe"
+
+    def __init__(self):
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> LocalStripe:
+        program = Path(sys.executable).parent / "localstripe"
+        self.process = subprocess.Popen(
+            [str(program), "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_port(self.port, timeout=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+    def client(self) -> stripe.StripeClient:
+        return stripe.StripeClient(self.api_key, base_addresses={"api": self.url}, http_client=stripe.HTTPXClient())
+
+    async def customer_with_card(self, number: str = GOOD_CARD) -> tuple[str, str]:
+        """A Stripe customer with a saved card: (cus_..., pm_...)."""
+        client = self.client()
+        customer = await client.v1.customers.create_async(params={"email": "billing@acme.test"})
+        card = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+        method = await client.v1.payment_methods.create_async(params={"type": "card", "card": card})
+        await client.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
+        return customer.id, method.id
+
+    async def intent(self, intent_id: str):
+        return await self.client().v1.payment_intents.retrieve_async(intent_id)

@@ -234,6 +234,8 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         )
         if request.customer_id:
             query = query.where(Subscription.customer_id == request.customer_id)
+        if request.test_clock_id:
+            query = query.where(Subscription.test_clock_id == request.test_clock_id)
         query = query.order_by(Subscription.create_time, Subscription.id).offset(offset).limit(size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()

@@ -282,10 +282,10 @@ class Biller:
         before: periods.Period | None = None,
         final: bool = False,
     ) -> int:
-        fees = await self.fees.period_fees(subscription, plan, period, timing, siblings)
-        repriced = None  # the period before, priced with the usage known now
-        if before is not None:
-            repriced = await self.fees.period_fees(subscription, plan, before, timing, siblings)
+        # The period before, priced again with the usage known now (late usage), in the same metering call.
+        both = [period] if before is None else [period, before]
+        fees, *earlier = await self.fees.periods_fees(subscription, plan, both, timing, siblings)
+        repriced = earlier[0] if earlier else None
         if fees or repriced:
             return int(await self._issue(subscription, plan, period, timing, fees, now, (before, repriced), final))
         async with self.sessions() as session, session.begin():  # nothing to bill: settle it all the same
@@ -328,7 +328,9 @@ class Biller:
                         # billed on request has no draft: its invoice on request moved billing past it).
                         await self._settle(session, subscription, period, timing)
                         return False
-                    draft = await drafts.stored(session, subscription.id, period.start)
+                    # Only a customer with a grace period has drafts.
+                    grace = subscription.invoice_grace_period_days
+                    draft = await drafts.stored(session, subscription.id, period.start) if grace else None
                     if not final and now < grace_end:  # in its grace period: a draft, recomputed each run
                         bounds = (period.start, period.end)
                         await drafts.keep(session, draft, fresh, plan, bounds, fees, now, taxes, grace_end)

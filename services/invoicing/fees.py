@@ -199,45 +199,51 @@ class FeeCalculator:
     async def _measure(
         self,
         subscription: Subscription,
-        period: Period,
+        periods: Sequence[Period],
         charges: Sequence[plans_pb2.Charge],
         siblings: Sequence[Subscription] | None,
-    ) -> list[usage_pb2.AggregateUsageResponse]:
-        """The usage of each charge, in one metering call."""
+    ) -> list[list[usage_pb2.AggregateUsageResponse]]:
+        """The usage of each charge in each period, in one metering call."""
         if not charges:
-            return []
+            return [[] for _ in periods]
         assert self.usage is not None, "connect the metering stub first"
-        owned = await self.windows(subscription, {c.billable_metric.code for c in charges}, period, siblings)
-        requests = [
-            self.request(
-                subscription,
-                charge.billable_metric,
-                period,
-                owned[charge.billable_metric.code],
-                # Only percentage prices each event; other models need the total alone.
-                include_values=charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE,
-                buckets=[
-                    usage_pb2.FilterSet(
-                        filters=[usage_pb2.PropertyFilter(key=v.key, values=v.values) for v in charge.filters[i].values]
-                    )
-                    for i in bucket_order(charge)
-                ],
-                group_by=charge.properties.grouped_by,
-            )
-            for charge in charges
-        ]
+        codes = {c.billable_metric.code for c in charges}
+        requests = []
+        for period in periods:
+            owned = await self.windows(subscription, codes, period, siblings)
+            requests += [
+                self.request(
+                    subscription,
+                    charge.billable_metric,
+                    period,
+                    owned[charge.billable_metric.code],
+                    # Only percentage prices each event; other models need the total alone.
+                    include_values=charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE,
+                    buckets=[
+                        usage_pb2.FilterSet(
+                            filters=[
+                                usage_pb2.PropertyFilter(key=v.key, values=v.values) for v in charge.filters[i].values
+                            ]
+                        )
+                        for i in bucket_order(charge)
+                    ],
+                    group_by=charge.properties.grouped_by,
+                )
+                for charge in charges
+            ]
         reply = await self.usage.BatchAggregateUsage(
             usage_pb2.BatchAggregateUsageRequest(requests=requests),
             metadata=tenancy.metadata(subscription.organization_id),
         )
-        return list(reply.responses)
+        n = len(charges)
+        return [list(reply.responses[i * n : (i + 1) * n]) for i in range(len(periods))]
 
     async def charge_fees(
         self, subscription: Subscription, plan: plans_pb2.Plan, period: Period, factor: Decimal | None = None
     ) -> list[pb.Fee]:
         """The lines of every charge over `period` as its usage stands (no
         minimums), or with its usage projected by `factor` (see `projected`)."""
-        usage = await self._measure(subscription, period, plan.charges, None)
+        [usage] = await self._measure(subscription, [period], plan.charges, None)
         return [
             fee
             for charge, reply in zip(plan.charges, usage, strict=True)
@@ -254,40 +260,66 @@ class FeeCalculator:
     ) -> list[pb.Fee]:
         """The fees of a period billed at its end (IN_ARREARS) or at its start
         (IN_ADVANCE). `siblings`: see `windows`."""
-        base = base_fee(plan, period)
-        bases = [base] if base is not None else []
+        [fees] = await self.periods_fees(subscription, plan, [period], timing, siblings)
+        return fees
+
+    async def periods_fees(
+        self,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        periods: Sequence[Period],
+        timing: int = ARREARS,
+        siblings: Sequence[Subscription] | None = None,
+    ) -> list[list[pb.Fee]]:
+        """`period_fees` of several periods, measured in one metering call."""
         if timing == ADVANCE:
-            advance = [fee for c in plan.charges if c.pay_in_advance for fee in _lines(c, plan, period, NO_USAGE)]
-            return (bases if plan.pay_in_advance else []) + advance
-        usage = iter(
-            await self._measure(subscription, period, [c for c in plan.charges if not c.pay_in_advance], siblings)
+            return [_advance_fees(plan, period) for period in periods]
+        measured = await self._measure(
+            subscription, periods, [c for c in plan.charges if not c.pay_in_advance], siblings
         )
-        every = list(bases)  # both timings: what the commitment compares
-        arrears = [] if plan.pay_in_advance else list(bases)
-        for charge in plan.charges:
-            lines = _lines(charge, plan, period, NO_USAGE if charge.pay_in_advance else next(usage))
-            true_up = _top_up(
-                pb.FEE_TYPE_TRUE_UP,
-                charge.min_amount_cents,
-                lines,
-                plan,
-                period,
-                description=f"{_label(charge)} minimum spend",
-                billable_metric_code=charge.billable_metric.code,
-                charge_id=charge.id,
-            )
-            top = [true_up] if true_up is not None else []
-            every += lines + top
-            arrears += top if charge.pay_in_advance else lines + top
-        commitment = _top_up(
-            pb.FEE_TYPE_COMMITMENT,
-            plan.minimum_commitment_cents,
-            every,
+        return [_arrears_fees(plan, period, usage) for period, usage in zip(periods, measured, strict=True)]
+
+
+def _advance_fees(plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:
+    """The base fee paid in advance and the charges paid in advance (flat: no usage)."""
+    base = base_fee(plan, period)
+    bases = [base] if base is not None and plan.pay_in_advance else []
+    return bases + [fee for c in plan.charges if c.pay_in_advance for fee in _lines(c, plan, period, NO_USAGE)]
+
+
+def _arrears_fees(
+    plan: plans_pb2.Plan, period: Period, measured: Sequence[usage_pb2.AggregateUsageResponse]
+) -> list[pb.Fee]:
+    """The fees billed at the period's end, from the usage of its charges billed in arrears."""
+    base = base_fee(plan, period)
+    bases = [base] if base is not None else []
+    usage = iter(measured)
+    every = list(bases)  # both timings: what the commitment compares
+    arrears = [] if plan.pay_in_advance else list(bases)
+    for charge in plan.charges:
+        lines = _lines(charge, plan, period, NO_USAGE if charge.pay_in_advance else next(usage))
+        true_up = _top_up(
+            pb.FEE_TYPE_TRUE_UP,
+            charge.min_amount_cents,
+            lines,
             plan,
             period,
-            description=f"{plan.name} minimum commitment",
+            description=f"{_label(charge)} minimum spend",
+            billable_metric_code=charge.billable_metric.code,
+            charge_id=charge.id,
         )
-        return arrears + ([commitment] if commitment is not None else [])
+        top = [true_up] if true_up is not None else []
+        every += lines + top
+        arrears += top if charge.pay_in_advance else lines + top
+    commitment = _top_up(
+        pb.FEE_TYPE_COMMITMENT,
+        plan.minimum_commitment_cents,
+        every,
+        plan,
+        period,
+        description=f"{plan.name} minimum commitment",
+    )
+    return arrears + ([commitment] if commitment is not None else [])
 
 
 # Aggregations whose usage grows with time; the others are levels.

@@ -145,11 +145,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def PreviewInvoice(self, request: pb.PreviewInvoiceRequest, context) -> pb.InvoicePreview:
         org = tenancy.organization_id()
-        async with self.sessions() as session:
-            subscription = await session.get(Subscription, request.subscription_id)
-        if subscription is None or subscription.organization_id != org:
+        subscription = await self.projection.subscription(org, request.subscription_id)
+        if subscription is None:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
-        await self.projection.catch_up(org, subscription.customer_id)  # its clock's latest time, among others
         now = (await self._present([subscription])).get(subscription.id)
         plan = plan_of(subscription)
         period = open_period(subscription, plan, now) if now is not None else None
@@ -206,6 +204,8 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                 raise InvalidArgument("frozen_time is required with test_clock_id", field="frozen_time")
             async with self.sessions() as session, session.begin():
                 await clocks.advance(session, org, clock, from_proto(request.frozen_time))
+            # Its customers' newest subscriptions may still be on their way here.
+            await self.projection.catch_up_clock(org, clock)
         created = await self.biller.run(org=org, customer_id=request.customer_id, test_clock_id=clock)
         return pb.RunBillingResponse(invoices_created=created)
 

@@ -11,8 +11,10 @@ subscription this copy lacks reads its plan from the catalog and projects it.
 this copy lacks and the ends of those it has, so reading a customer's invoices
 right after a change sees it even while its event is still in flight; it
 reads the customer's applied coupons too (see coupons.py for how they are
-kept), and issues the one-off invoices of applied add-ons (one_offs.py).
-Test clocks' times are kept too (clocks.py).
+kept), and issues the one-off invoices of applied add-ons (one_offs.py);
+`catch_up_clock` does the same for the subscriptions of a test clock's
+customers, before a clock's billing run. Test clocks' times are kept too
+(clocks.py).
 """
 
 from __future__ import annotations
@@ -143,6 +145,30 @@ class SubscriptionProjection:
             wait_for_ready=True,  # ride out a reconnect instead of failing fast
         )
 
+    async def subscription(self, org: str, subscription_id: str) -> Subscription | None:
+        """The organization's subscription, caught up from the catalog when
+        this copy does not have it yet (its creation still in flight)."""
+        row = await self._stored(org, subscription_id)
+        if row is not None or self.catalog is None:
+            return row
+        try:
+            sub = await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).GetSubscription(
+                subscriptions_pb2.GetSubscriptionRequest(id=subscription_id),
+                metadata=tenancy.metadata(org),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("catalog unreachable while looking up %s: %s", subscription_id, error.code())
+            return None
+        await self.apply(org, sub, await self._plan(org, sub))
+        return await self._stored(org, subscription_id)
+
+    async def _stored(self, org: str, subscription_id: str) -> Subscription | None:
+        async with self.sessions() as session:
+            row = await session.get(Subscription, subscription_id)
+        return row if row is not None and row.organization_id == org else None
+
     async def catch_up(self, org: str, customer_id: str) -> None:
         """Best effort: when the catalog cannot be reached, events still arrive later."""
         if self.catalog is None:
@@ -152,42 +178,52 @@ class SubscriptionProjection:
         except grpc.aio.AioRpcError as error:
             log.warning("catalog unreachable while catching up %s: %s", customer_id, error.code())
 
-    async def _catch_up(self, org: str, customer_id: str) -> None:
+    async def catch_up_clock(self, org: str, test_clock_id: str) -> None:
+        """Best effort, like `catch_up`: the subscriptions of a test clock's customers."""
+        if self.catalog is None:
+            return
+        try:
+            await self._subscriptions(org, Subscription.test_clock_id == test_clock_id, test_clock_id=test_clock_id)
+        except grpc.aio.AioRpcError as error:
+            log.warning("catalog unreachable while catching up clock %s: %s", test_clock_id, error.code())
+
+    async def _subscriptions(self, org: str, mine, **scope: str) -> None:
+        """Applies the subscriptions the catalog lists for `scope` (`mine` selects them here) that this copy lacks,
+        and the ends of those it has."""
         async with self.sessions() as session:
             rows = await session.execute(
-                select(Subscription.id, Subscription.terminate_time).where(
-                    Subscription.organization_id == org, Subscription.customer_id == customer_id
-                )
+                select(Subscription.id, Subscription.terminate_time).where(Subscription.organization_id == org, mine)
             )
             known = {sub_id: end for sub_id, end in rows}
         listing = subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions
-        async for sub in self._every(
-            listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, customer_id
-        ):
+        async for sub in self._every(listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, scope):
             end = from_proto_or_none(sub, "terminate_time")
             if sub.id not in known:
                 await self.apply(org, sub, await self._plan(org, sub))
             elif end is not None and (known[sub.id] is None or end < known[sub.id]):
                 await self.terminate(sub.id, end)
+
+    async def _catch_up(self, org: str, customer_id: str) -> None:
+        await self._subscriptions(org, Subscription.customer_id == customer_id, customer_id=customer_id)
         listing = coupons_pb2_grpc.CouponServiceStub(self.catalog).ListAppliedCoupons
         async for applied in self._every(
-            listing, coupons_pb2.ListAppliedCouponsRequest, "applied_coupons", org, customer_id
+            listing, coupons_pb2.ListAppliedCouponsRequest, "applied_coupons", org, {"customer_id": customer_id}
         ):
             await self.applied_coupon(org, applied)
         if self.one_offs is None:
             return
         listing = add_ons_pb2_grpc.AddOnServiceStub(self.catalog).ListAppliedAddOns
         async for applied_add_on in self._every(
-            listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, customer_id
+            listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, {"customer_id": customer_id}
         ):
             await self.one_offs.issue(org, applied_add_on)
 
-    async def _every(self, listing, request_type, field: str, org: str, customer_id: str) -> AsyncIterator:
-        """Every item (`field` of each page) of one of the catalog's customer listings, page after page."""
+    async def _every(self, listing, request_type, field: str, org: str, scope: dict[str, str]) -> AsyncIterator:
+        """Every item (`field` of each page) of one of the catalog's listings for `scope`, page after page."""
         token = ""
         while True:
             page = await listing(
-                request_type(customer_id=customer_id, page_size=self.page_size, page_token=token),
+                request_type(**scope, page_size=self.page_size, page_token=token),
                 metadata=tenancy.metadata(org),
                 timeout=self.timeout,
                 wait_for_ready=True,  # ride out a reconnect instead of failing fast

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
 from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from deploy.embedded import free_port
 from services.common import tenancy
 from services.common.db import create_engine, migrate
 from services.common.db import sessions as db_sessions
@@ -165,3 +166,14 @@ async def test_catch_up_reads_subscriptions_the_events_have_not_brought_yet(
         )  # no catalog: no-op
     finally:
         await engine.dispose()
+
+
+async def test_without_a_reachable_catalog_lookups_find_only_what_is_projected(invoicing_db: InvoicingDb):
+    alone = SubscriptionProjection(invoicing_db.sessions)
+    assert await alone.subscription("org_x", "sub_unknown") is None
+    await alone.catch_up_clock("org_x", "clock_x")  # nothing to ask: nothing happens
+    closed = f"127.0.0.1:{free_port()}"
+    async with grpc.aio.insecure_channel(closed) as channel:
+        cut_off = SubscriptionProjection(invoicing_db.sessions, catalog=channel, timeout=0.3)
+        assert await cut_off.subscription("org_x", "sub_unknown") is None
+        await cut_off.catch_up_clock("org_x", "clock_x")  # logged; the clock's run bills what is known

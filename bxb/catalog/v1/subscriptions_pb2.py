@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/subscriptions.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x04\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x05\x12\x32\n\x06status\x18\x06 \x01(\x0e\x32\".bxb.catalog.v1.SubscriptionStatus\x12\x31\n\x0c\x62illing_time\x18\x07 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xternal_id\x18\n \x01(\t\x12\x32\n\x0eterminate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18previous_subscription_id\x18\x0c \x01(\t\x12\x1c\n\x14next_subscription_id\x18\r \x01(\t\x12\x32\n\x0etrial_end_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtest_clock_id\x18\x0f \x01(\t\x12!\n\x19invoice_grace_period_days\x18\x10 \x01(\x05\"\x82\x02\n\x19\x43reateSubscriptionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0c\x62illing_time\x18\x05 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\x12\x1e\n\x11trial_period_days\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x14\n\x12_trial_period_days\"$\n\x16GetSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"V\n\x18ListSubscriptionsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x19ListSubscriptionsResponse\x12\x33\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x1cTerminateSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x1d\x43hangeSubscriptionPlanRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t*\x9e\x01\n\x12SubscriptionStatus\x12#\n\x1fSUBSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBSCRIPTION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATUS_ACTIVE\x10\x02\x12\"\n\x1eSUBSCRIPTION_STATUS_TERMINATED\x10\x03*d\n\x0b\x42illingTime\x12\x1c\n\x18\x42ILLING_TIME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_TIME_ANNIVERSARY\x10\x01\x12\x19\n\x15\x42ILLING_TIME_CALENDAR\x10\x02\x32\x83\x04\n\x13SubscriptionService\x12]\n\x12\x43reateSubscription\x12).bxb.catalog.v1.CreateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12W\n\x0fGetSubscription\x12&.bxb.catalog.v1.GetSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12h\n\x11ListSubscriptions\x12(.bxb.catalog.v1.ListSubscriptionsRequest\x1a).bxb.catalog.v1.ListSubscriptionsResponse\x12\x63\n\x15TerminateSubscription\x12,.bxb.catalog.v1.TerminateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12\x65\n\x16\x43hangeSubscriptionPlan\x12-.bxb.catalog.v1.ChangeSubscriptionPlanRequest\x1a\x1c.bxb.catalog.v1.Subscriptionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/subscriptions.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x04\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x05\x12\x32\n\x06status\x18\x06 \x01(\x0e\x32\".bxb.catalog.v1.SubscriptionStatus\x12\x31\n\x0c\x62illing_time\x18\x07 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xternal_id\x18\n \x01(\t\x12\x32\n\x0eterminate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18previous_subscription_id\x18\x0c \x01(\t\x12\x1c\n\x14next_subscription_id\x18\r \x01(\t\x12\x32\n\x0etrial_end_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtest_clock_id\x18\x0f \x01(\t\x12!\n\x19invoice_grace_period_days\x18\x10 \x01(\x05\"\x82\x02\n\x19\x43reateSubscriptionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0c\x62illing_time\x18\x05 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\x12\x1e\n\x11trial_period_days\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x14\n\x12_trial_period_days\"$\n\x16GetSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"m\n\x18ListSubscriptionsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rtest_clock_id\x18\x04 \x01(\t\"i\n\x19ListSubscriptionsResponse\x12\x33\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x1cTerminateSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x1d\x43hangeSubscriptionPlanRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t*\x9e\x01\n\x12SubscriptionStatus\x12#\n\x1fSUBSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBSCRIPTION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATUS_ACTIVE\x10\x02\x12\"\n\x1eSUBSCRIPTION_STATUS_TERMINATED\x10\x03*d\n\x0b\x42illingTime\x12\x1c\n\x18\x42ILLING_TIME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_TIME_ANNIVERSARY\x10\x01\x12\x19\n\x15\x42ILLING_TIME_CALENDAR\x10\x02\x32\x83\x04\n\x13SubscriptionService\x12]\n\x12\x43reateSubscription\x12).bxb.catalog.v1.CreateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12W\n\x0fGetSubscription\x12&.bxb.catalog.v1.GetSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12h\n\x11ListSubscriptions\x12(.bxb.catalog.v1.ListSubscriptionsRequest\x1a).bxb.catalog.v1.ListSubscriptionsResponse\x12\x63\n\x15TerminateSubscription\x12,.bxb.catalog.v1.TerminateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12\x65\n\x16\x43hangeSubscriptionPlan\x12-.bxb.catalog.v1.ChangeSubscriptionPlanRequest\x1a\x1c.bxb.catalog.v1.Subscriptionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.subscriptions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1262
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1420
-  _globals['_BILLINGTIME']._serialized_start=1422
-  _globals['_BILLINGTIME']._serialized_end=1522
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1285
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1443
+  _globals['_BILLINGTIME']._serialized_start=1445
+  _globals['_BILLINGTIME']._serialized_end=1545
   _globals['_SUBSCRIPTION']._serialized_start=88
   _globals['_SUBSCRIPTION']._serialized_end=640
   _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=643
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=903
   _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=939
   _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=941
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1027
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1029
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1134
-  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_start=1136
-  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_end=1178
-  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_start=1180
-  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_end=1259
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1525
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=2040
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1050
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1052
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1157
+  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_start=1159
+  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_end=1201
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_start=1203
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_end=1282
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1548
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=2063
 # @@protoc_insertion_point(module_scope)

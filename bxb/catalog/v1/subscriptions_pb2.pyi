@@ -255,22 +255,26 @@ class ListSubscriptionsRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TEST_CLOCK_ID_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Only subscriptions of this customer, when set."""
     page_size: _builtins.int
     """Maximum number of subscriptions to return (default 50, at most 500)."""
     page_token: _builtins.str
     """Token from a previous response, to fetch the next page."""
+    test_clock_id: _builtins.str
+    """Only subscriptions of this test clock's customers, when set."""
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        test_clock_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "test_clock_id", b"test_clock_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

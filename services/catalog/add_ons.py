@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.catalog.v1 import add_ons_pb2 as pb
 from bxb.catalog.v1 import add_ons_pb2_grpc, events_pb2
-from services.catalog import customers, taxes, validation
+from services.catalog import customers, taxes, test_clocks, validation
 from services.catalog.models import AddOn, AppliedAddOn, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
@@ -93,10 +93,10 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
         if request.amount_cents < 0:
             raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
         currency = currencies.validate(request.currency) if request.currency else ""
-        now = utcnow()
         async with self.sessions() as session, session.begin():
             add_on = await self._find(session, org, request.add_on_code, "add_on_code")
-            await customers.ensure(session, org, request.customer_id)
+            customer = await customers.ensure(session, org, request.customer_id)
+            now = await test_clocks.now(session, org, customer.test_clock_id)  # a clock's customer lives at its time
             applied = pb.AppliedAddOn(
                 id=new_id("aao"),
                 customer_id=request.customer_id,

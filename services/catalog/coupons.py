@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import coupons_pb2 as pb
 from bxb.catalog.v1 import coupons_pb2_grpc, events_pb2
-from services.catalog import customers, metrics, plans, validation
+from services.catalog import customers, metrics, plans, test_clocks, validation
 from services.catalog.models import AppliedCoupon, Coupon, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.decimals import canonical, parse_decimal
@@ -172,8 +172,9 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         validation.external_id(request.customer_id, "customer_id")
         if not request.coupon_code:
             raise InvalidArgument("coupon_code is required", field="coupon_code")
-        now = utcnow()
         async with self.sessions() as session, session.begin():
+            customer = await customers.ensure(session, org, request.customer_id)
+            now = await test_clocks.now(session, org, customer.test_clock_id)  # a clock's customer lives at its time
             # Locked: two concurrent applications to one customer run one after the other.
             coupon = await _coupon(session, org, request.coupon_code, "coupon_code")
             await session.refresh(coupon, with_for_update=True)
@@ -197,7 +198,6 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
                     field="coupon_code",
                     reason="COUPON_ALREADY_APPLIED",
                 )
-            await customers.ensure(session, org, request.customer_id)
             applied = AppliedCoupon(
                 id=new_id("acp"),
                 organization_id=org,
@@ -233,7 +233,6 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
 
     async def RemoveAppliedCoupon(self, request: pb.RemoveAppliedCouponRequest, context) -> pb.AppliedCoupon:
         org = tenancy.organization_id()
-        now = utcnow()
         async with self.sessions() as session, session.begin():
             query = (
                 select(AppliedCoupon)
@@ -246,6 +245,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
             coupon = await session.get(Coupon, applied.coupon_id)
             if applied.terminate_time is not None:  # removing again changes nothing
                 return applied_proto(applied, coupon)
+            now = await test_clocks.customer_now(session, org, applied.customer_id)
             applied.terminate_time = now
             result = applied_proto(applied, coupon)
             await _announce(session, org, result, now)

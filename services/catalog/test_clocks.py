@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bxb.catalog.v1 import events_pb2, test_clocks_pb2_grpc
 from bxb.catalog.v1 import test_clocks_pb2 as pb
 from services.catalog import validation
-from services.catalog.models import Outbox, TestClock
+from services.catalog.models import Customer, Outbox, TestClock
 from services.common import outbox, pagination, tenancy
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
@@ -60,6 +60,12 @@ async def find(session: AsyncSession, org: str, clock_id: str, field: str = "id"
 async def now(session: AsyncSession, org: str, clock_id: str | None) -> datetime:
     """The time of a customer on `clock_id`: the clock's, else the real time."""
     return (await find(session, org, clock_id, "test_clock_id")).frozen_time if clock_id else utcnow()
+
+
+async def customer_now(session: AsyncSession, org: str, customer_id: str) -> datetime:
+    """The customer's present: its clock's time when it lives on one, else the real time."""
+    query = select(Customer.test_clock_id).where(Customer.organization_id == org, Customer.id == customer_id)
+    return await now(session, org, (await session.execute(query)).scalar_one_or_none())
 
 
 async def times(session: AsyncSession, org: str) -> dict[str, datetime]:

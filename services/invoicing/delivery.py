@@ -1,8 +1,8 @@
 """Invoices leave the service: as a PDF, and by email with the PDF attached.
 
 An email goes to the addresses given, else to the customer's email address
-as the catalog knows it. Only stored invoices (with a number) are rendered:
-a draft changes until its period ends.
+as the catalog knows it. Only finalized invoices (with a number) are
+rendered: a draft, computed or stored in its grace period, still changes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,15 @@ class Delivery:
 
     async def invoice(self, org: str, invoice_id: str) -> pb.Invoice:
         async with self.sessions() as session:
-            return invoice_proto(await stored(session, org, invoice_id))
+            invoice = invoice_proto(await stored(session, org, invoice_id))
+        if invoice.status == pb.INVOICE_STATUS_DRAFT:
+            raise FailedPrecondition(
+                f"invoice {invoice_id!r} is draft: it is rendered once finalized",
+                field="status",
+                reason="INVALID_TRANSITION",
+                metadata={"status": "draft"},
+            )
+        return invoice
 
     async def pdf(self, org: str, invoice_id: str) -> pb.InvoicePdf:
         return await self._render(await self.invoice(org, invoice_id))

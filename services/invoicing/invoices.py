@@ -1,10 +1,12 @@
 """Invoices and current usage (InvoiceService).
 
 A customer's invoice list can start with drafts: one per subscription with an
-open period, its arrears fees priced as they stand now. A draft is never
-stored; it has no id and no number, and becomes the period's finalized
-invoice when the period ends (and is billed). Its coupons are those an
-invoice issued now would get, given what they have already discounted.
+open period, its arrears fees priced as they stand now (computed, never
+stored: no id, no number; see drafts.py), followed by its stored invoices,
+the drafts of ended periods in a grace period among them. A preview is the
+open period's draft with its usage projected to the period's end. Each
+subscription is read at its own present: its test clock's time, if it lives
+on one (clocks.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from decimal import Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
+from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.decimals import canonical
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.periods import Period
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
 from services.invoicing.billing import Biller, open_period, plan_of
@@ -34,6 +38,13 @@ from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 
 MICROSECOND = timedelta(microseconds=1)
+
+
+def running(subscription: Subscription, now: datetime | None) -> tuple[plans_pb2.Plan, Period | None]:
+    """The subscription's plan and its period open at `now`: none before it
+    starts, once it has ended, or without a present (its clock unknown here)."""
+    plan = plan_of(subscription)
+    return plan, open_period(subscription, plan, now) if now is not None else None
 
 
 class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
@@ -112,8 +123,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def _draft(self, subscription: Subscription, now: datetime | None) -> pb.Invoice | None:
         """The invoice the open period at `now` would get if it ended then; None without one or without a fee."""
-        plan = plan_of(subscription)
-        period = open_period(subscription, plan, now) if now is not None else None
+        plan, period = running(subscription, now)
         if period is None:
             return None  # not started yet, or ended
         fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
@@ -149,8 +159,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         if subscription is None:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
         now = (await self._present([subscription])).get(subscription.id)
-        plan = plan_of(subscription)
-        period = open_period(subscription, plan, now) if now is not None else None
+        plan, period = running(subscription, now)
         if period is None:
             raise FailedPrecondition(
                 f"subscription {request.subscription_id!r} has no open period to preview",
@@ -177,9 +186,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         present = await self._present(subscriptions)
         result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
         for subscription in subscriptions:
-            plan = plan_of(subscription)
-            now = present.get(subscription.id)
-            period = open_period(subscription, plan, now) if now is not None else None
+            plan, period = running(subscription, present.get(subscription.id))
             if period is None:
                 continue  # starts in the future, or has ended
             fees = await self.fees.charge_fees(subscription, plan, period)

@@ -35,6 +35,7 @@ async def test_a_draft_in_its_grace_period_is_recomputed_from_late_events_then_f
     assert (voided.status_code, voided.json()["error"]["reason"]) == (409, "INVALID_TRANSITION")
     assert "is draft" in voided.json()["error"]["message"]
 
+    assert (await h.get(f"/v1/invoices/{draft['id']}/pdf")).status_code == 409  # rendered once final
     # A late January event, inside the grace period: the draft takes it in.
     await send(h, "cus_grace", "2025-01-20T00:00:00Z", 4_000)
     assert await advance(h, clock, "2025-02-03T23:59:59Z") == 0

@@ -12,8 +12,9 @@ from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
 from services.invoicing.models import TestClock
-from tests.conftest import Stack, Tenant
+from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb
+from tests.service.test_gateway_coupons import LAUNCH20
 from tests.service.test_walkthrough_bill_by_subscription import METRIC, PLAN
 
 
@@ -169,3 +170,34 @@ async def test_a_subscription_whose_clock_invoicing_does_not_know_is_never_bille
         with pytest.raises(grpc.aio.AioRpcError) as untimed:
             await clocks.CreateTestClock(test_clocks_pb2.CreateTestClockRequest(), metadata=md)
         assert error_info(untimed.value).metadata["field"] == "frozen_time"
+
+
+async def test_coupons_and_add_ons_of_a_clock_s_customer_follow_its_time(tenant: Tenant):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_promo", "test_clock_id": clock})
+    await h.post("/v1/subscriptions", json={"customer_id": "cus_promo", "plan_code": "pro"})
+    assert (await h.post("/v1/coupons", json=LAUNCH20)).status_code == 201
+    applied = await h.post("/v1/applied_coupons", json={"customer_id": "cus_promo", "coupon_code": "LAUNCH20"})
+    assert applied.status_code == 201, applied.text
+    await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-02-01T00:00:00Z"})
+    # Applied at the clock's time, before January ended: January is discounted.
+    [january] = await invoices(h, "cus_promo")
+    assert (january["coupons_amount_cents"], january["total_amount_cents"]) == (-980, 3920)
+    assert (await h.delete(f"/v1/applied_coupons/{applied.json()['id']}")).status_code == 200
+    await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-03-01T00:00:00Z"})
+    february = (await invoices(h, "cus_promo"))[1]
+    assert (february["coupons_amount_cents"], february["total_amount_cents"]) == (0, 4900)
+
+    setup_fee = {"code": "setup", "name": "Setup", "amount_cents": 50000}
+    assert (await h.post("/v1/add_ons", json=setup_fee)).status_code == 201
+    body = {"customer_id": "cus_promo", "add_on_code": "setup"}
+    assert (await h.post("/v1/applied_add_ons", json=body)).status_code == 201
+
+    async def one_off():
+        listed = (await h.get("/v1/customers/cus_promo/invoices")).json()["invoices"]
+        [found] = [i for i in listed if i["timing"] == "one_off"]
+        return found
+
+    invoice = await eventually(one_off)
+    assert (invoice["issued_at"], invoice["total_amount_cents"]) == ("2025-03-01T00:00:00Z", 50000)

@@ -27,6 +27,7 @@ from services.common.aggregations import aggregation
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
+from services.invoicing import clocks
 from services.invoicing.billing import plan_of
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Calculation, Subscription
@@ -222,8 +223,15 @@ class Pricing:
         if subscription_id:
             return await self._named(session, org, customer_id, subscription_id)
         rows = await self._siblings(session, org, customer_id)
-        now = utcnow()
-        active = [r for r in rows if r.start_time <= now and (r.terminate_time is None or now < r.terminate_time)]
+        present = await clocks.presents(session, rows, utcnow())  # each at its own time (test clocks)
+
+        def is_active(row: Subscription) -> bool:
+            now = present.get(row.id)
+            return (
+                now is not None and row.start_time <= now and (row.terminate_time is None or now < row.terminate_time)
+            )
+
+        active = [r for r in rows if is_active(r)]
         candidates = active or rows
         if not candidates:
             raise NotFound(f"customer {customer_id!r} has no subscription", field="customer_id")
@@ -251,8 +259,8 @@ class Pricing:
             subscription, rows = await self.pick(session, org, request.customer_id, request.subscription_id)
             plan = plan_of(subscription)
             interval = interval_of(plan)
-            if window is None:
-                window = default_window(subscription, interval, utcnow())
+            if window is None:  # the open period, at the subscription's present
+                window = default_window(subscription, interval, await clocks.present(session, subscription, utcnow()))
             line_items = []
             for part in slices(subscription, interval, *window):
                 for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):

@@ -10,13 +10,14 @@ copy does not know yet is left alone (never billed at the real time).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common.errors import Unavailable
 from services.invoicing.models import Subscription, TestClock
 
 
@@ -44,3 +45,19 @@ def now_of(subscription: Subscription, clocks: dict[str, datetime], now: datetim
     """The subscription's present: its clock's time, the real `now` without a
     clock, None while its clock is unknown."""
     return clocks.get(subscription.test_clock_id) if subscription.test_clock_id else now
+
+
+async def presents(session: AsyncSession, subscriptions: Sequence[Subscription], now: datetime) -> dict[str, datetime]:
+    """Each subscription's present (`now_of`), by id; one whose clock is unknown here has none."""
+    known = await times(session, subscriptions)
+    at = {s.id: now_of(s, known, now) for s in subscriptions}
+    return {sub_id: time for sub_id, time in at.items() if time is not None}
+
+
+async def present(session: AsyncSession, subscription: Subscription, now: datetime) -> datetime:
+    """The subscription's present, for a request that must have one: UNAVAILABLE
+    (retry) while its clock's announcement is still on its way here."""
+    found = (await presents(session, [subscription], now)).get(subscription.id)
+    if found is None:
+        raise Unavailable(f"test clock {subscription.test_clock_id!r} is not known here yet; retry")
+    return found

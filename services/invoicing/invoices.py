@@ -108,11 +108,8 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
     async def _present(self, subscriptions: list[Subscription]) -> dict[str, datetime]:
         """Each subscription's present (its clock's time on a test clock); a
         subscription whose clock is not known here yet has none."""
-        now = utcnow()
         async with self.sessions() as session:
-            known = await clocks.times(session, subscriptions)
-        at = {s.id: clocks.now_of(s, known, now) for s in subscriptions}
-        return {sub_id: time for sub_id, time in at.items() if time is not None}
+            return await clocks.presents(session, subscriptions, utcnow())
 
     async def _drafts(self, org: str, customer_id: str) -> list[pb.Invoice]:
         """The invoice each open period would get if it ended now (none for a period without a fee)."""

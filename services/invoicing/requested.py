@@ -35,7 +35,7 @@ from services.common import periods
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
 from services.common.outbox import OutboxRelay
 from services.common.timestamps import format_rfc3339, from_proto, utcnow
-from services.invoicing import issuing, thresholds
+from services.invoicing import clocks, issuing, thresholds
 from services.invoicing.billing import plan_of
 from services.invoicing.calculations import Pricing, interval_of, record
 from services.invoicing.fees import FeeCalculator
@@ -77,17 +77,17 @@ class RequestedInvoices:
             raise InvalidArgument("customer_id is required", field="customer_id")
         if not request.HasField("cutoff_time"):
             raise InvalidArgument("cutoff_date is required", field="cutoff_time")
-        now = utcnow()
         end = period_end(from_proto(request.cutoff_time))
-        if end > now:
-            raise InvalidArgument(
-                "cutoff_date must not be in the future", field="cutoff_time", reason="CUTOFF_IN_FUTURE"
-            )
         if not request.subscription_id:  # the customer's whole list must be current
             await self.pricing.projection.catch_up(org, request.customer_id)
         async with self.sessions() as session:
             subscription, rows = await self.pricing.pick(session, org, request.customer_id, request.subscription_id)
+            now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
             start = await billed_to(session, subscription)
+        if end > now:
+            raise InvalidArgument(
+                "cutoff_date must not be in the future", field="cutoff_time", reason="CUTOFF_IN_FUTURE"
+            )
         if subscription.terminate_time is not None:
             end = min(end, subscription.terminate_time)
         if end <= start:

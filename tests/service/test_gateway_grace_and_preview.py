@@ -4,7 +4,11 @@ test clocks so that time is exact."""
 
 from __future__ import annotations
 
+from sqlalchemy import delete
+
+from services.invoicing.models import Subscription
 from tests.conftest import Tenant
+from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_gateway_test_clocks import invoices, send, setup
 
 
@@ -90,3 +94,17 @@ async def test_the_preview_shows_the_period_so_far_and_usage_projected_to_its_en
     missing = await h.post("/v1/invoices/preview", json={"subscription_id": "sub_nope"})
     assert (missing.status_code, missing.json()["error"]["field"]) == (404, "subscription_id")
     assert (await h.post("/v1/invoices/preview", json={})).status_code == 400
+
+
+async def test_a_preview_right_after_subscribing_reads_the_subscription_from_the_catalog(
+    tenant: Tenant, invoicing_db: InvoicingDb
+):
+    h = tenant.http
+    await on_clock(h, "cus_fresh")
+    sub = (await h.get("/v1/subscriptions", params={"customer_id": "cus_fresh"})).json()["subscriptions"][0]
+    await invoicing_db.projected(sub["id"])
+    async with invoicing_db.sessions() as session, session.begin():  # as if its creation were still on its way
+        await session.execute(delete(Subscription).where(Subscription.id == sub["id"]))
+    preview = await h.post("/v1/invoices/preview", json={"subscription_id": sub["id"]})
+    assert (preview.status_code, preview.json()["invoice"]["subtotal_cents"]) == (200, 4900)
+    assert (await invoicing_db.projected(sub["id"])).test_clock_id == sub["test_clock_id"]

@@ -201,3 +201,33 @@ async def test_coupons_and_add_ons_of_a_clock_s_customer_follow_its_time(tenant:
 
     invoice = await eventually(one_off)
     assert (invoice["issued_at"], invoice["total_amount_cents"]) == ("2025-03-01T00:00:00Z", 50000)
+
+
+async def test_invoices_on_request_and_calculations_of_a_clock_s_customer_use_its_time(
+    tenant: Tenant, invoicing_db: InvoicingDb
+):
+    h = tenant.http
+    clock = await setup(h)
+    await h.post("/v1/customers", json={"id": "cus_abx", "test_clock_id": clock})
+    sub = (await h.post("/v1/subscriptions", json={"customer_id": "cus_abx", "plan_code": "pro"})).json()
+    await h.post(f"/v1/test_clocks/{clock}/advance", json={"frozen_time": "2025-03-16T00:00:00Z"})
+    # Long past in real time, but after the clock's time: the future.
+    late = await h.post("/v1/invoices", json={"customer_id": "cus_abx", "cutoff_date": "2025-03-31T23:59:59Z"})
+    assert (late.status_code, late.json()["error"]["reason"]) == (400, "CUTOFF_IN_FUTURE")
+    issued = await h.post("/v1/invoices", json={"customer_id": "cus_abx", "cutoff_date": "2025-03-15T23:59:59Z"})
+    assert issued.status_code == 201, issued.text
+    # March 1 to 16 of the clock's March: 4900 x 15/31 = 2370.97 -> 2371.
+    body = issued.json()
+    assert (body["period_start"], body["period_end"], body["total_amount_cents"]) == (
+        "2025-03-01T00:00:00Z",
+        "2025-03-16T00:00:00Z",
+        2371,
+    )
+    calculated = (await h.post("/v1/pricing/calculate", json={"customer_id": "cus_abx"})).json()
+    assert (calculated["period_start"], calculated["period_end"]) == ("2025-03-01T00:00:00Z", "2025-04-01T00:00:00Z")
+
+    async with invoicing_db.sessions() as session, session.begin():  # its clock unknown here for a moment
+        await session.execute(delete(TestClock).where(TestClock.id == clock))
+    unknown = await h.post("/v1/invoices", json={"customer_id": "cus_abx", "cutoff_date": "2025-03-20T23:59:59Z"})
+    assert unknown.status_code == 503
+    assert sub["test_clock_id"] == clock

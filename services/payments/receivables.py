@@ -1,19 +1,22 @@
-"""Records what each finalized invoice asks the customer to pay.
+"""Records what each finalized invoice asks the customer to pay, and cancels
+it when the invoice is voided.
 
-Fed by bxb.invoicing.v1.invoice_finalized; the unique (organization, invoice)
-key makes a redelivered event a no-op.
+Fed by bxb.invoicing.v1.invoice_finalized and invoice_updated; the unique
+(organization, invoice) key makes a redelivered event a no-op.
 """
 
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.invoicing.v1 import events_pb2
+from bxb.invoicing.v1 import events_pb2, invoices_pb2
 from services.common.ids import new_id
 from services.payments.models import Payment
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
+INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 
 
 class Receivables:
@@ -21,9 +24,13 @@ class Receivables:
         self.sessions = sessions
 
     async def handle(self, subject: str, payload: bytes) -> None:
-        if subject != INVOICE_FINALIZED:
-            return  # a newer invoicing may announce facts this version ignores
-        event = events_pb2.InvoiceFinalized.FromString(payload)
+        if subject == INVOICE_FINALIZED:
+            await self.finalized(events_pb2.InvoiceFinalized.FromString(payload))
+        elif subject == INVOICE_UPDATED:
+            await self.updated(events_pb2.InvoiceUpdated.FromString(payload))
+        # any other subject: a newer invoicing may announce facts this version ignores
+
+    async def finalized(self, event: events_pb2.InvoiceFinalized) -> None:
         invoice = event.invoice
         status = "PAYMENT_STATUS_PENDING" if invoice.total_amount_cents > 0 else "PAYMENT_STATUS_SUCCEEDED"
         async with self.sessions() as session, session.begin():
@@ -39,4 +46,19 @@ class Receivables:
                     status=status,
                 )
                 .on_conflict_do_nothing()
+            )
+
+    async def updated(self, event: events_pb2.InvoiceUpdated) -> None:
+        """A voided invoice owes nothing: what it asked is cancelled, unless it was collected."""
+        if event.invoice.status != invoices_pb2.INVOICE_STATUS_VOIDED:
+            return
+        async with self.sessions() as session, session.begin():
+            await session.execute(
+                update(Payment)
+                .where(
+                    Payment.organization_id == event.organization_id,
+                    Payment.invoice_id == event.invoice.id,
+                    Payment.status.in_(("PAYMENT_STATUS_PENDING", "PAYMENT_STATUS_FAILED")),
+                )
+                .values(status="PAYMENT_STATUS_CANCELED")
             )

@@ -114,7 +114,9 @@ async def test_a_declined_card_is_a_402_and_the_invoice_stays_issued(
     assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["status"] == "issued"
 
 
-async def test_what_cannot_be_charged_is_refused_with_its_reason(tenant: Tenant, localstripe: LocalStripe):
+async def test_what_cannot_be_charged_is_refused_with_its_reason(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe
+):
     h = tenant.http
     invoice = await issued(tenant, localstripe, card="")
     no_card = await h.post(f"/v1/invoices/{invoice['id']}/charge")
@@ -125,6 +127,11 @@ async def test_what_cannot_be_charged_is_refused_with_its_reason(tenant: Tenant,
     voided = await h.post(f"/v1/invoices/{invoice['id']}/charge")
     assert (voided.status_code, voided.json()["error"]["reason"]) == (409, "INVALID_TRANSITION")
     assert "is voided" in voided.json()["error"]["message"]
+
+    async def cancelled():  # what it asked is no longer owed
+        assert await payments(stack, tenant, invoice["id"]) == [("PAYMENT_STATUS_CANCELED", 4750)]
+
+    await eventually(cancelled)
 
 
 async def test_a_card_that_needs_its_holder_is_a_402(stack: Stack, tenant: Tenant, localstripe: LocalStripe):

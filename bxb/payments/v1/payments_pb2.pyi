@@ -34,6 +34,8 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     """Collected."""
     PAYMENT_STATUS_FAILED: _PaymentStatus.ValueType  # 3
     """Collection failed; charging again may succeed."""
+    PAYMENT_STATUS_CANCELED: _PaymentStatus.ValueType  # 4
+    """Nothing is owed any more: the invoice was voided before it was paid."""
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """State of what a customer owes on one invoice."""
@@ -46,6 +48,8 @@ PAYMENT_STATUS_SUCCEEDED: PaymentStatus.ValueType  # 2
 """Collected."""
 PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 3
 """Collection failed; charging again may succeed."""
+PAYMENT_STATUS_CANCELED: PaymentStatus.ValueType  # 4
+"""Nothing is owed any more: the invoice was voided before it was paid."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 @_typing.final

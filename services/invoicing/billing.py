@@ -31,6 +31,13 @@ A terminated subscription's periods stop at its terminate time: none starts
 at or after it, and the one containing it is cut there (its base fee
 prorated by time), then billed once it has ended like any other.
 
+A customer with a grace period has each ended period's arrears invoice
+kept as a stored draft (drafts.py), recomputed by every run until the grace
+period ends, then finalized in place; the watermark moves only then. An
+arrears invoice also bills the late usage of the period before it
+(late_usage.py), priced in the same metering call. A subscription on a test
+clock is billed at its clock's time, with no settle delay (clocks.py).
+
 Two runs racing for the same period cannot both invoice it: the unique
 (subscription, period start, timing) key lets one insert win and the other
 roll back (its invoice number with it, so numbers stay gapless). Each timing
@@ -251,7 +258,7 @@ class Biller:
             created += await self.progressive.check(subscription, plan, now)
         return created
 
-    async def finalize(self, org: str, invoice_id: str, now: datetime | None = None) -> pb.Invoice:
+    async def finalize(self, org: str, invoice_id: str) -> pb.Invoice:
         """Finalizes a stored draft now, before its grace period ends, with the usage known now."""
         async with self.sessions() as session:
             draft = await stored(session, org, invoice_id)
@@ -263,11 +270,12 @@ class Biller:
                     metadata={"status": state_name(draft.status)},
                 )
             subscription = await session.get(Subscription, draft.subscription_id)
+            now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
         plan = plan_of(subscription)
         listed = subscription_periods(subscription, plan, draft.period_end)
         at = {p.start: i for i, p in enumerate(listed)}[draft.period_start]
         before = listed[at - 1] if at else None
-        await self._bill(subscription, plan, listed[at], ARREARS, now or utcnow(), None, before, final=True)
+        await self._bill(subscription, plan, listed[at], ARREARS, now, None, before, final=True)
         async with self.sessions() as session:
             return invoice_proto(await stored(session, org, invoice_id))
 

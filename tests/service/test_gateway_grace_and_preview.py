@@ -61,6 +61,7 @@ async def test_a_draft_can_be_finalized_early_and_only_once(tenant: Tenant):
     finalized = await h.post(f"/v1/invoices/{draft['id']}/finalize")
     assert finalized.status_code == 200, finalized.text
     assert (finalized.json()["status"], finalized.json()["number"]) == ("finalized", "INV-000001")
+    assert finalized.json()["issued_at"] == "2025-02-02T00:00:00Z"  # at the clock's time
     assert finalized.json()["total_amount_cents"] == 4900
     again = await h.post(f"/v1/invoices/{draft['id']}/finalize")
     assert (again.status_code, again.json()["error"]["reason"]) == (409, "INVALID_TRANSITION")

@@ -61,14 +61,13 @@ from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
-from services.common.errors import FailedPrecondition
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing, late_usage
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.issuing import INVOICE_FINALIZED
-from services.invoicing.lifecycle import state_name
+from services.invoicing.lifecycle import invalid_transition
 from services.invoicing.models import Outbox, Subscription
 
 log = logging.getLogger("bxb.billing")
@@ -263,12 +262,7 @@ class Biller:
         async with self.sessions() as session:
             draft = await stored(session, org, invoice_id)
             if draft.status != drafts.DRAFT:
-                raise FailedPrecondition(
-                    f"invoice {invoice_id!r} is {state_name(draft.status)}: it cannot be finalized",
-                    field="status",
-                    reason="INVALID_TRANSITION",
-                    metadata={"status": state_name(draft.status)},
-                )
+                raise invalid_transition(invoice_id, draft.status, "it cannot be finalized")
             subscription = await session.get(Subscription, draft.subscription_id)
             now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
         plan = plan_of(subscription)
@@ -319,6 +313,7 @@ class Biller:
         period; True when an invoice was created or finalized."""
         taxes = await self.fees.tax_rates(subscription, plan)
         grace_end = period.end + timedelta(days=subscription.invoice_grace_period_days)
+        bounds = (period.start, period.end)
         try:
             async with self.sessions() as session, session.begin():
                 fresh = await issuing.lock(session, subscription.id)
@@ -340,10 +335,8 @@ class Biller:
                     grace = subscription.invoice_grace_period_days
                     draft = await drafts.stored(session, subscription.id, period.start) if grace else None
                     if not final and now < grace_end:  # in its grace period: a draft, recomputed each run
-                        bounds = (period.start, period.end)
                         await drafts.keep(session, draft, fresh, plan, bounds, fees, now, taxes, grace_end)
                         return draft is None
-                bounds = (period.start, period.end)
                 invoice = await issuing.store(session, fresh, plan, bounds, timing, fees, now, taxes, draft=draft)
                 await self._settle(session, subscription, period, timing)
         except Rollback:

@@ -24,7 +24,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import issuing
 from services.invoicing.invoice_view import stored
-from services.invoicing.lifecycle import state_name
+from services.invoicing.lifecycle import invalid_transition
 from services.invoicing.models import CreditNote, CreditNoteSequence, Invoice, Outbox
 
 CREDIT_NOTE_CREATED = "bxb.invoicing.v1.credit_note_created"
@@ -50,13 +50,8 @@ class CreditNotes:
         async with self.sessions() as session, session.begin():
             invoice = await stored(session, org, request.invoice_id, field="invoice_id", lock=True)
             if invoice.status not in CREDITABLE:
-                raise FailedPrecondition(
-                    f"invoice {invoice.id!r} is {state_name(invoice.status)}: only a finalized or paid invoice "
-                    "takes a credit note",
-                    field="invoice_id",
-                    reason="INVALID_TRANSITION",
-                    metadata={"status": state_name(invoice.status)},
-                )
+                outcome = "only a finalized or paid invoice takes a credit note"
+                raise invalid_transition(invoice.id, invoice.status, outcome, field="invoice_id")
             if kind == pb.CREDIT_NOTE_KIND_REFUND and invoice.status != "INVOICE_STATUS_PAID":
                 raise FailedPrecondition(
                     f"invoice {invoice.id!r} is not paid: there is nothing to refund", field="kind", reason="NOT_PAID"

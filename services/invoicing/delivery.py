@@ -20,6 +20,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument
 from services.invoicing import documents
 from services.invoicing.documents import money
 from services.invoicing.invoice_view import invoice_proto, stored
+from services.invoicing.lifecycle import invalid_transition
 from services.invoicing.mailer import Attachment, Mailer
 
 # One address: no spaces, no line breaks (no header injection), one "@" inside.
@@ -35,15 +36,10 @@ class Delivery:
 
     async def invoice(self, org: str, invoice_id: str) -> pb.Invoice:
         async with self.sessions() as session:
-            invoice = invoice_proto(await stored(session, org, invoice_id))
-        if invoice.status == pb.INVOICE_STATUS_DRAFT:
-            raise FailedPrecondition(
-                f"invoice {invoice_id!r} is draft: it is rendered once finalized",
-                field="status",
-                reason="INVALID_TRANSITION",
-                metadata={"status": "draft"},
-            )
-        return invoice
+            invoice = await stored(session, org, invoice_id)
+        if invoice.status == "INVOICE_STATUS_DRAFT":
+            raise invalid_transition(invoice_id, invoice.status, "it is rendered once finalized")
+        return invoice_proto(invoice)
 
     async def pdf(self, org: str, invoice_id: str) -> pb.InvoicePdf:
         return await self._render(await self.invoice(org, invoice_id))

@@ -24,7 +24,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.ids import new_id
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
-from services.invoicing.invoice_view import fill
+from services.invoicing.invoice_view import describe, fill
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.taxation import Totals, totals
 
@@ -73,20 +73,8 @@ async def keep(
     """Stores the period's draft with these fees (a new one when `draft` is None)."""
     given, amounts = await priced(session, subscription, plan, bounds[0], fees, now, taxes)
     if draft is None:
-        draft = Invoice(
-            id=new_id("inv"),
-            organization_id=subscription.organization_id,
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.id,
-            plan_code=plan.code,
-            currency=plan.currency,
-            period_start=bounds[0],
-            period_end=bounds[1],
-            timing=ARREARS,
-            status=DRAFT,
-            create_time=now,
-            grace_end_time=grace_end,
-        )
+        draft = Invoice(id=new_id("inv"), status=DRAFT, create_time=now, grace_end_time=grace_end)
+        describe(draft, subscription, plan, bounds, ARREARS)
         session.add(draft)
     fill(draft, fees, given, amounts)
     draft.issue_time = now  # when it was last computed

@@ -4,15 +4,17 @@ bxb.invoicing.v1.Invoice messages."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from google.protobuf import json_format
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.errors import NotFound
 from services.common.timestamps import to_proto
-from services.invoicing.models import Invoice
+from services.invoicing.models import Invoice, Subscription
 from services.invoicing.taxation import Totals
 
 
@@ -28,6 +30,20 @@ async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = 
 
 def _json(messages) -> list[dict]:
     return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
+
+
+def describe(
+    invoice: Invoice, subscription: Subscription, plan: plans_pb2.Plan, bounds: tuple[datetime, datetime], timing: str
+) -> None:
+    """Writes who and what an invoice bills onto its row: the subscription's
+    customer and plan, the period (`bounds`) and the BillingTiming name."""
+    invoice.organization_id = subscription.organization_id
+    invoice.customer_id = subscription.customer_id
+    invoice.subscription_id = subscription.id
+    invoice.plan_code = plan.code
+    invoice.currency = plan.currency
+    invoice.period_start, invoice.period_end = bounds
+    invoice.timing = timing
 
 
 def fill(invoice: Invoice, fees: Sequence[pb.Fee], given: Sequence[pb.InvoiceCoupon], amounts: Totals) -> None:

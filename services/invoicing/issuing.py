@@ -26,7 +26,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
-from services.invoicing.invoice_view import fill, invoice_proto
+from services.invoicing.invoice_view import describe, fill, invoice_proto
 from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
 from services.invoicing.taxation import totals
 
@@ -121,13 +121,7 @@ async def store(
     invoiced = Invoiced(fees, plan.currency, plan.code, bounds[0])
     given = await coupons.discount(session, org, subscription.customer_id, subscription.id, invoiced, now, lock=True)
     invoice = draft or Invoice()
-    invoice.organization_id = org
-    invoice.customer_id = subscription.customer_id
-    invoice.subscription_id = subscription.id
-    invoice.plan_code = plan.code
-    invoice.currency = plan.currency
-    invoice.period_start, invoice.period_end = bounds
-    invoice.timing = pb.BillingTiming.Name(timing)
+    describe(invoice, subscription, plan, bounds, pb.BillingTiming.Name(timing))
     invoice.calculation_id = calculation_id
     invoice = await record(session, invoice, fees, given, taxes, now)
     session.add_all(coupons.redemptions(invoice.id, subscription.id, bounds[0], given))

@@ -46,6 +46,18 @@ def state_name(status: str) -> str:
     return status.removeprefix("INVOICE_STATUS_").lower()
 
 
+def invalid_transition(invoice_id: str, status: str, outcome: str, field: str = "status") -> FailedPrecondition:
+    """The refusal of an action the invoice's state does not allow: a 409
+    naming that state ("invoice 'inv_...' is voided: it cannot be voided")."""
+    state = state_name(status)
+    return FailedPrecondition(
+        f"invoice {invoice_id!r} is {state}: {outcome}",
+        field=field,
+        reason="INVALID_TRANSITION",
+        metadata={"status": state},
+    )
+
+
 class Lifecycle:
     def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
         self.sessions = sessions
@@ -56,12 +68,7 @@ class Lifecycle:
         async with self.sessions() as session, session.begin():
             invoice = await stored(session, org, invoice_id, lock=True)
             if invoice.status not in sources:
-                raise FailedPrecondition(
-                    f"invoice {invoice_id!r} is {state_name(invoice.status)}: it cannot be {state_name(target)}",
-                    field="status",
-                    reason="INVALID_TRANSITION",
-                    metadata={"status": state_name(invoice.status)},
-                )
+                raise invalid_transition(invoice_id, invoice.status, f"it cannot be {state_name(target)}")
             if target == VOIDED and invoice.credit_notes_amount_cents:
                 raise FailedPrecondition(
                     f"invoice {invoice_id!r} has credit notes: it cannot be voided",

@@ -24,6 +24,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 
 MAX_TAXES = 10
+MAX_RESOLVED = 1000  # invoices per BatchResolveTaxes
 
 
 def tax_proto(tax: Tax) -> pb.Tax:
@@ -99,14 +100,32 @@ class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
             taxes=[tax_proto(t) for t in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
         )
 
-    async def ResolveTaxes(self, request: pb.ResolveTaxesRequest, context) -> pb.ResolveTaxesResponse:
+    async def BatchResolveTaxes(self, request: pb.BatchResolveTaxesRequest, context) -> pb.BatchResolveTaxesResponse:
         org = tenancy.organization_id()
+        if len(request.requests) > MAX_RESOLVED:
+            raise InvalidArgument(f"at most {MAX_RESOLVED} requests", field="requests")
+        wanted = {r.customer_id for r in request.requests if not r.plan_tax_codes}
         async with self.sessions() as session:
-            codes = list(request.plan_tax_codes)
-            if not codes:
-                customer = await session.get(Customer, (org, request.customer_id))
-                codes = list(customer.tax_codes) if customer is not None else []
-            query = select(Tax).where(Tax.organization_id == org)
-            query = query.where(Tax.code.in_(codes)) if codes else query.where(Tax.applied_to_organization)
-            rows = (await session.execute(query.order_by(Tax.code))).scalars().all()
-        return pb.ResolveTaxesResponse(taxes=[tax_proto(t) for t in rows])
+            customers = (
+                await session.execute(
+                    select(Customer.id, Customer.tax_codes).where(
+                        Customer.organization_id == org, Customer.id.in_(wanted)
+                    )
+                )
+            ).all()
+            taxes = (await session.execute(select(Tax).where(Tax.organization_id == org).order_by(Tax.code))).scalars()
+            by_code = {tax.code: tax_proto(tax) for tax in taxes}
+        customer_codes = {customer_id: list(codes) for customer_id, codes in customers}
+        organization = [tax for tax in by_code.values() if tax.applied_to_organization]
+
+        def resolved(r: pb.ResolveTaxesRequest) -> list[pb.Tax]:
+            codes = list(r.plan_tax_codes) or customer_codes.get(r.customer_id, [])
+            return (
+                sorted((by_code[c] for c in set(codes) if c in by_code), key=lambda t: t.code)
+                if codes
+                else organization
+            )
+
+        return pb.BatchResolveTaxesResponse(
+            responses=[pb.ResolveTaxesResponse(taxes=resolved(r)) for r in request.requests]
+        )

@@ -46,14 +46,20 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-async def enqueue(session: AsyncSession, table: Table, subject: str, event) -> None:
-    """Adds `event` (a message with event_id and organization_id) to the transaction."""
+async def enqueue(session: AsyncSession, table: Table, subject: str, *events) -> None:
+    """Adds `events` (messages with event_id and organization_id) to the
+    transaction, in order, with one statement."""
     await session.execute(
         table.insert().values(
-            event_id=event.event_id,
-            organization_id=event.organization_id,
-            subject=subject,
-            payload=event.SerializeToString(),
+            [
+                {
+                    "event_id": event.event_id,
+                    "organization_id": event.organization_id,
+                    "subject": subject,
+                    "payload": event.SerializeToString(),
+                }
+                for event in events
+            ]
         )
     )
 

@@ -38,9 +38,17 @@ arrears invoice also bills the late usage of the period before it
 (late_usage.py), priced in the same metering call. A subscription on a test
 clock is billed at its clock's time, with no settle delay (clocks.py).
 
-Two runs racing for the same period cannot both invoice it: the unique
-(subscription, period start, timing) key lets one insert win and the other
-roll back (its invoice number with it, so numbers stay gapless). Each timing
+A run bills pages of subscriptions (a customer's all on one page, one
+organization a page): each page is priced with one metering call (per 500 usage queries), taxed with
+one catalog call and stored in one transaction that locks its subscriptions
+in id order, numbers its invoices with one reservation and queues their
+announcements in one statement. A page that fails is billed again one
+subscription at a time, so one that cannot be billed holds up no other.
+
+Two runs racing for the same period cannot both invoice it: each page checks
+the watermarks under its locks and skips what the other billed; the unique
+(subscription, period start, timing) key is the last guard (its page rolls
+back, its invoice numbers with it, so numbers stay gapless). Each timing
 has a watermark on the subscription (`advance_billed_through`,
 `billed_through`) so settled periods are not priced again.
 """
@@ -51,6 +59,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from google.protobuf import json_format
@@ -63,7 +72,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing import clocks, drafts, issuing, late_usage
+from services.invoicing import clocks, coupons, drafts, issuing, late_usage
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.issuing import INVOICE_FINALIZED
@@ -76,10 +85,6 @@ TRIAL_ENDED = "bxb.invoicing.v1.trial_ended"
 ADVANCE, ARREARS = pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS
 # The watermark column of each timing: every period up to it is settled.
 WATERMARKS = {ADVANCE: Subscription.advance_billed_through, ARREARS: Subscription.billed_through}
-
-
-class Rollback(Exception):
-    """Raised inside a transaction to undo it (another run billed the period)."""
 
 
 def has_advance_fees(plan: plans_pb2.Plan) -> bool:
@@ -132,6 +137,30 @@ def open_period(subscription: Subscription, plan: plans_pb2.Plan, at: datetime) 
     )
 
 
+@dataclass
+class Due:
+    """One invoice a billing page may issue: a subscription's period at one timing."""
+
+    subscription: Subscription
+    plan: plans_pb2.Plan
+    period: periods.Period
+    timing: int
+    now: datetime
+    siblings: Sequence[Subscription] | None = None  # the customer's subscriptions, when read (FeeCalculator.windows)
+    before: periods.Period | None = None  # in arrears: the period before, priced again for its late usage
+    final: bool = False  # finalize even during the grace period
+    fees: list[pb.Fee] = field(default_factory=list)
+    repriced: list[pb.Fee] | None = None  # the period before as priced now
+
+    @property
+    def key(self) -> tuple[str, datetime]:
+        return self.subscription.id, self.period.start
+
+
+# A page: subscriptions billed together (with their billing time and due invoices).
+Page = list[tuple[Subscription, datetime, list[Due]]]
+
+
 class Biller:
     def __init__(
         self,
@@ -139,10 +168,12 @@ class Biller:
         fees: FeeCalculator,
         relay: outbox.OutboxRelay,
         settle: timedelta,
-        concurrency: int = 16,
+        concurrency: int = 2,
+        page_size: int = 200,
     ):
         self.sessions = sessions
-        self.concurrency = concurrency
+        self.concurrency = concurrency  # pages billed side by side
+        self.page_size = page_size  # subscriptions per page
         self.fees = fees
         self.relay = relay
         self.settle = settle
@@ -164,41 +195,42 @@ class Biller:
         if test_clock_id:
             query = query.where(Subscription.test_clock_id == test_clock_id)
         async with self.sessions() as session:
-            subscriptions = (await session.execute(query.order_by(Subscription.create_time))).scalars().all()
+            order = (Subscription.organization_id, Subscription.customer_id, Subscription.create_time)
+            subscriptions = (await session.execute(query.order_by(*order))).scalars().all()
             clock_times = await clocks.times(session, subscriptions)
-        gate = asyncio.Semaphore(self.concurrency)
         customers: dict[tuple[str, str], list[Subscription]] = {}
         for row in subscriptions:  # each customer's, for who owns events naming no subscription
             customers.setdefault((row.organization_id, row.customer_id), []).append(row)
+        announced = 0
+        pages: list[Page] = []
+        for (org_id, _), rows in customers.items():
+            # A page holds one organization's subscriptions, a customer's all in one.
+            if not pages or pages[-1][0][0].organization_id != org_id or len(pages[-1]) >= self.page_size:
+                pages.append([])
+            for subscription in rows:
+                at = clocks.now_of(subscription, clock_times, now)
+                if at is None:
+                    continue  # its clock is not known here yet
+                announced += await self.announce_trial_end(subscription, at)
+                # A clock's time stands still: its events are in before it moves, so nothing waits to settle.
+                simulated = subscription.test_clock_id is not None
+                waits = not (customer_id or simulated)
+                settle = timedelta(0) if simulated else self.settle
+                pages[-1].append((subscription, at, self.dues(subscription, at, waits, rows, settle)))
+        gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(subscription: Subscription) -> tuple[int, int]:
-            at = clocks.now_of(subscription, clock_times, now)
-            if at is None:
-                return 0, 0  # its clock is not known here yet
-            # A clock's time stands still: its events are in before it moves, so nothing waits to settle.
-            simulated = subscription.test_clock_id is not None
+        async def one(page: Page) -> int:
             async with gate:
-                announced = await self.announce_trial_end(subscription, at)
-                siblings = customers[(subscription.organization_id, subscription.customer_id)]
-                billed = await self.bill(
-                    subscription,
-                    at,
-                    waits_after_creation=not (customer_id or simulated),
-                    siblings=siblings,
-                    settle=timedelta(0) if simulated else self.settle,
-                )
-                return announced, billed
+                return await self.bill_page(page)
 
-        # Subscriptions are billed side by side: each invoice locks its own
-        # subscription, so they never wait on each other but for the number.
-        outcomes = await asyncio.gather(*(one(s) for s in subscriptions), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(page) for page in pages if page), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
-        done = [o for o in outcomes if not isinstance(o, BaseException)]
-        if any(announced or created for announced, created in done):
+        created = sum(o for o in outcomes if not isinstance(o, BaseException))
+        if announced or created:
             self.relay.wake()
         if failures:
             raise failures[0]  # the others were billed; the next run retries this one
-        return sum(created for _, created in done)
+        return created
 
     async def announce_trial_end(self, subscription: Subscription, now: datetime) -> int:
         """Publishes trial_ended once the trial is over; 1 when this run did."""
@@ -228,6 +260,32 @@ class Biller:
             await outbox.enqueue(session, Outbox, TRIAL_ENDED, event)
         return 1
 
+    def dues(
+        self,
+        subscription: Subscription,
+        now: datetime,
+        waits_after_creation: bool,
+        siblings: Sequence[Subscription] | None = None,
+        settle: timedelta | None = None,
+    ) -> list[Due]:
+        """The subscription's periods due for an invoice at `now`, as its watermarks stood when read."""
+        plan = plan_of(subscription)
+        cutoff = now - (self.settle if settle is None else settle)
+        # In-advance fees hold no usage: only arrears wait for a backdated subscription's events.
+        arrears_due = not (waits_after_creation and subscription.create_time > cutoff)
+        advance = has_advance_fees(plan)
+        due = []
+        before = None  # the period before, for its late usage
+        for period in subscription_periods(subscription, plan, now):
+            advanced = subscription.advance_billed_through
+            if advance and (advanced is None or period.start >= advanced):
+                due.append(Due(subscription, plan, period, ADVANCE, now, siblings))
+            billed = subscription.billed_through
+            if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
+                due.append(Due(subscription, plan, period, ARREARS, now, siblings, before))
+            before = period
+        return due
+
     async def bill(
         self,
         subscription: Subscription,
@@ -236,25 +294,35 @@ class Biller:
         siblings: Sequence[Subscription] | None = None,
         settle: timedelta | None = None,
     ) -> int:
-        """Bills the subscription's due periods. `siblings`: the customer's
-        subscriptions when the caller has read them (see FeeCalculator.windows)."""
-        plan = plan_of(subscription)
-        cutoff = now - (self.settle if settle is None else settle)
-        # In-advance fees hold no usage: only arrears wait for a backdated subscription's events.
-        arrears_due = not (waits_after_creation and subscription.create_time > cutoff)
-        advance = has_advance_fees(plan)
-        created = 0
-        before = None  # the period before, for its late usage
-        for period in subscription_periods(subscription, plan, now):
-            advanced = subscription.advance_billed_through
-            if advance and (advanced is None or period.start >= advanced):
-                created += await self._bill(subscription, plan, period, ADVANCE, now, siblings)
-            billed = subscription.billed_through
-            if arrears_due and period.end <= cutoff and (billed is None or period.end > billed):
-                created += await self._bill(subscription, plan, period, ARREARS, now, siblings, before)
-            before = period
+        """Bills one subscription's due periods (a page of one)."""
+        return await self.bill_page(
+            [(subscription, now, self.dues(subscription, now, waits_after_creation, siblings, settle))]
+        )
+
+    async def bill_page(self, page: Page) -> int:
+        """Bills a page; when that fails, its subscriptions one by one, so a
+        subscription that cannot be billed holds up no other."""
+        try:
+            return await self._bill_page(page)
+        except Exception:
+            if len(page) == 1:
+                raise
+            log.exception("billing page of %d subscriptions failed; billing them one by one", len(page))
+        created, failures = 0, []
+        for one in page:
+            try:
+                created += await self._bill_page([one])
+            except Exception as failure:
+                failures.append(failure)
+        if failures:
+            raise failures[0]  # the others were billed; the next run retries this one
+        return created
+
+    async def _bill_page(self, page: Page) -> int:
+        created = await self.issue([due for _, _, dues in page for due in dues])
         if self.progressive is not None:
-            created += await self.progressive.check(subscription, plan, now)
+            for subscription, at, _ in page:
+                created += await self.progressive.check(subscription, plan_of(subscription), at)
         return created
 
     async def finalize(self, org: str, invoice_id: str) -> pb.Invoice:
@@ -269,86 +337,87 @@ class Biller:
         listed = subscription_periods(subscription, plan, draft.period_end)
         at = {p.start: i for i, p in enumerate(listed)}[draft.period_start]
         before = listed[at - 1] if at else None
-        await self._bill(subscription, plan, listed[at], ARREARS, now, None, before, final=True)
+        await self.issue([Due(subscription, plan, listed[at], ARREARS, now, before=before, final=True)])
         async with self.sessions() as session:
             return invoice_proto(await stored(session, org, invoice_id))
 
-    async def _bill(
-        self,
-        subscription: Subscription,
-        plan: plans_pb2.Plan,
-        period: periods.Period,
-        timing: int,
-        now: datetime,
-        siblings: Sequence[Subscription] | None,
-        before: periods.Period | None = None,
-        final: bool = False,
-    ) -> int:
-        # The period before, priced again with the usage known now (late usage), in the same metering call.
-        both = [period] if before is None else [period, before]
-        fees, *earlier = await self.fees.periods_fees(subscription, plan, both, timing, siblings)
-        repriced = earlier[0] if earlier else None
-        if fees or repriced:
-            return int(await self._issue(subscription, plan, period, timing, fees, now, (before, repriced), final))
-        async with self.sessions() as session, session.begin():  # nothing to bill: settle it all the same
-            await self._settle(session, subscription, period, timing)
-        return 0
+    async def issue(self, dues: list[Due]) -> int:
+        """Issues the due invoices of one organization: priced with one
+        metering call (the period before each, for its late usage, priced in
+        it too, unless it is due here as well), taxed with one catalog call,
+        stored in one transaction. Returns the invoices created or finalized."""
+        if not dues:
+            return 0
+        here = {due.key for due in dues if due.timing == ARREARS}
+        jobs = []
+        for due in dues:
+            late = due.before is not None and (due.subscription.id, due.before.start) not in here
+            due.before = due.before if late else None
+            listed = [due.period, due.before] if late else [due.period]
+            jobs.append((due.subscription, due.plan, listed, due.timing, due.siblings))
+        for due, (fees, *earlier) in zip(dues, await self.fees.jobs_fees(jobs), strict=True):
+            due.fees, due.repriced = fees, earlier[0] if earlier else None
+        org = dues[0].subscription.organization_id
+        taxes = await self.fees.jobs_taxes(org, [(d.subscription.customer_id, d.plan.tax_codes) for d in dues])
+        async with self.sessions() as session, session.begin():
+            issued, created = await self._store(session, dues, taxes)
+            await issuing.announce(session, issued)
+        if issued:
+            log.info("issued %d invoices (%s to %s)", len(issued), issued[0].number, issued[-1].number)
+        return created
 
-    @staticmethod
-    async def _settle(session, subscription: Subscription, period: periods.Period, timing: int) -> None:
-        await issuing.settle(session, subscription.id, WATERMARKS[timing], period.end)
-
-    async def _issue(
-        self,
-        subscription: Subscription,
-        plan: plans_pb2.Plan,
-        period: periods.Period,
-        timing: int,
-        fees: list[pb.Fee],
-        now: datetime,
-        late: tuple[periods.Period | None, list[pb.Fee] | None] = (None, None),
-        final: bool = False,
-    ) -> bool:
-        """Issues the period's invoice, or keeps its draft during the grace
-        period; True when an invoice was created or finalized."""
-        taxes = await self.fees.tax_rates(subscription, plan)
-        grace_end = period.end + timedelta(days=subscription.invoice_grace_period_days)
-        bounds = (period.start, period.end)
-        try:
-            async with self.sessions() as session, session.begin():
-                fresh = await issuing.lock(session, subscription.id)
-                billed = WATERMARKS[timing].key
-                if getattr(fresh, billed) is not None and getattr(fresh, billed) >= period.end:
-                    raise Rollback  # another run, or an invoice on request, closed the period meanwhile
-                draft = None
-                if timing == ARREARS:
-                    fees, prior = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
-                    before, repriced = late
-                    owed = await late_usage.owed(session, subscription.id, before, repriced) if before else None
-                    fees = [*fees, owed] if owed else fees
-                    if not fees or (not owed and prior and sum(f.amount_cents for f in fees) == 0):
-                        # Nothing to bill, or the invoices on request billed it all (a period
-                        # billed on request has no draft: its invoice on request moved billing past it).
-                        await self._settle(session, subscription, period, timing)
-                        return False
-                    # Only a customer with a grace period has drafts.
-                    grace = subscription.invoice_grace_period_days
-                    draft = await drafts.stored(session, subscription.id, period.start) if grace else None
-                    if not final and now < grace_end:  # in its grace period: a draft, recomputed each run
-                        await drafts.keep(session, draft, fresh, plan, bounds, fees, now, taxes, grace_end)
-                        return draft is None
-                invoice = await issuing.store(session, fresh, plan, bounds, timing, fees, now, taxes, draft=draft)
-                await self._settle(session, subscription, period, timing)
-        except Rollback:
-            return False
-        log.info(
-            "invoice %s for %s period %s (%s)",
-            invoice.number,
-            subscription.id,
-            period.start.isoformat(),
-            invoice.timing,
-        )
-        return True
+    async def _store(self, session, dues: list[Due], taxes: list[list]) -> tuple[list, int]:
+        """Stores each due invoice (or draft, or nothing) in the page's
+        transaction; the issued invoices, unnumbered, and the count created."""
+        rows = await issuing.lock(session, [due.subscription.id for due in dues])
+        arrears = [due for due in dues if due.timing == ARREARS]
+        prior = await issuing.already_billed(session, [due.key for due in arrears])
+        late = await late_usage.billed(session, [(d.subscription.id, d.before) for d in arrears if d.repriced])
+        graced = [due.key for due in arrears if due.subscription.invoice_grace_period_days]
+        kept = await drafts.stored(session, graced)
+        org = dues[0].subscription.organization_id
+        since, until = min(due.now for due in dues), max(due.now for due in dues)
+        holders = await coupons.holders(session, org, {due.subscription.customer_id for due in dues}, since, until)
+        issued, created = [], 0
+        for due, tax in zip(dues, taxes, strict=True):
+            row = rows[due.subscription.id]
+            watermark = WATERMARKS[due.timing]
+            billed = getattr(row, watermark.key)
+            if billed is not None and billed >= due.period.end:
+                continue  # another run, or an invoice on request, closed the period meanwhile
+            fees, draft, period = due.fees, None, due.period
+            if due.timing == ARREARS:
+                deducted = prior.get(due.key, 0)
+                fees = [*fees, issuing.deduction(deducted, period.start, period.end)] if deducted else fees
+                owed = (
+                    late_usage.owed(late[(row.id, due.before.start)], due.before, due.repriced)
+                    if due.repriced
+                    else None
+                )
+                fees = [*fees, owed] if owed else fees
+                if not fees or (not owed and deducted and sum(f.amount_cents for f in fees) == 0):
+                    # Nothing to bill, or the invoices on request billed it all (a period
+                    # billed on request has no draft: its invoice on request moved billing past it).
+                    issuing.settle(row, watermark, period.end)
+                    continue
+                # Only a customer with a grace period has drafts.
+                draft = kept.get(due.key)
+                grace_end = period.end + timedelta(days=row.invoice_grace_period_days)
+                if not due.final and due.now < grace_end:  # in its grace period: a draft, recomputed each run
+                    bounds = (period.start, period.end)
+                    await drafts.keep(session, draft, row, due.plan, bounds, fees, due.now, tax, grace_end)
+                    created += draft is None
+                    continue
+            bounds = (period.start, period.end)
+            discounted = row.customer_id in holders
+            issued.append(
+                await issuing.store(
+                    session, row, due.plan, bounds, due.timing, fees, due.now, tax, draft=draft, discounted=discounted
+                )
+            )
+            issuing.settle(row, watermark, period.end)
+            created += 1
+        return issued, created
 
 
 class Scheduler:

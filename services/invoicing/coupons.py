@@ -12,6 +12,7 @@ remainder of a fixed-amount coupon.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
@@ -85,6 +86,28 @@ async def offers(
     )
     standing = {row[0]: Standing(int(row[1]), row[2], int(row[3])) for row in given}
     return [Offer(a.id, coupons_pb2.Coupon.FromString(a.coupon), standing.get(a.id, Standing())) for a in applied]
+
+
+async def holders(
+    session: AsyncSession, org: str, customer_ids: Iterable[str], since: datetime, until: datetime
+) -> set[str]:
+    """The customers among `customer_ids` with a coupon in force at some time
+    in [since, until]; their coupons are row-locked, in id order, until the
+    transaction ends. A billing page locks all its customers' coupons here,
+    before any invoice of it reads them, so two pages never lock them in
+    opposite orders."""
+    query = (
+        select(AppliedCoupon.id, AppliedCoupon.customer_id)
+        .where(
+            AppliedCoupon.organization_id == org,
+            AppliedCoupon.customer_id.in_(set(customer_ids)),
+            AppliedCoupon.apply_time <= until,
+            or_(AppliedCoupon.terminate_time.is_(None), AppliedCoupon.terminate_time > since),
+        )
+        .order_by(AppliedCoupon.id)
+        .with_for_update()
+    )
+    return {customer_id for _, customer_id in (await session.execute(query)).all()}
 
 
 async def discount(

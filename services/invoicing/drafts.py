@@ -48,15 +48,19 @@ async def priced(
     return given, totals(fees, given, plan.currency, taxes)
 
 
-async def stored(session: AsyncSession, subscription_id: str, period_start: datetime) -> Invoice | None:
-    """The period's stored draft, if it has one."""
+async def stored(session: AsyncSession, periods: Sequence[tuple[str, datetime]]) -> dict[tuple[str, datetime], Invoice]:
+    """The stored drafts of the (subscription id, period start) pairs in
+    `periods` that have one, by that pair, one query for all."""
+    if not periods:
+        return {}
     query = select(Invoice).where(
-        Invoice.subscription_id == subscription_id,
-        Invoice.period_start == period_start,
+        Invoice.subscription_id.in_({subscription_id for subscription_id, _ in periods}),
         Invoice.timing == ARREARS,
         Invoice.status == DRAFT,
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    wanted = set(periods)
+    found = (await session.execute(query)).scalars().all()
+    return {key: draft for draft in found if (key := (draft.subscription_id, draft.period_start)) in wanted}
 
 
 async def keep(

@@ -29,6 +29,7 @@ minimum exactly.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -135,6 +136,13 @@ def _subtract(windows: list[Window], cut: Window) -> list[Window]:
     return [(start, end) for start, end in pieces if start < end]
 
 
+# What to price: a subscription, its plan, periods and timing, and its
+# customer's subscriptions when the caller has read them (see windows).
+Job = tuple[Subscription, plans_pb2.Plan, Sequence[Period], int, Sequence[Subscription] | None]
+# What to measure: a subscription, its periods, the charges, its siblings.
+Measure = tuple[Subscription, Sequence[Period], Sequence[plans_pb2.Charge], Sequence[Subscription] | None]
+USAGE_BATCH = 500  # the most requests metering's BatchAggregateUsage takes
+
 NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance knows of its period
 
 
@@ -150,9 +158,12 @@ class FeeCalculator:
         self.taxes = taxes  # the catalog's, for the taxes of an invoice; none without it
 
     async def tax_rates(self, subscription: Subscription, plan: plans_pb2.Plan) -> list[taxes_pb2.Tax]:
-        return await taxation.resolve(
-            self.taxes, subscription.organization_id, subscription.customer_id, plan.tax_codes
-        )
+        [taxes] = await self.jobs_taxes(subscription.organization_id, [(subscription.customer_id, plan.tax_codes)])
+        return taxes
+
+    async def jobs_taxes(self, org: str, invoiced: Sequence[tuple[str, Sequence[str]]]) -> list[list[taxes_pb2.Tax]]:
+        """The taxes of each (customer id, plan tax codes) in `invoiced`, one catalog call for all."""
+        return await taxation.resolve(self.taxes, org, invoiced)
 
     async def windows(
         self,
@@ -196,54 +207,60 @@ class FeeCalculator:
             **fields,
         )
 
-    async def _measure(
-        self,
-        subscription: Subscription,
-        periods: Sequence[Period],
-        charges: Sequence[plans_pb2.Charge],
-        siblings: Sequence[Subscription] | None,
-    ) -> list[list[usage_pb2.AggregateUsageResponse]]:
-        """The usage of each charge in each period, in one metering call."""
-        if not charges:
-            return [[] for _ in periods]
-        assert self.usage is not None, "connect the metering stub first"
-        codes = {c.billable_metric.code for c in charges}
-        requests = []
-        for period in periods:
-            owned = await self.windows(subscription, codes, period, siblings)
-            requests += [
-                self.request(
-                    subscription,
-                    charge.billable_metric,
-                    period,
-                    owned[charge.billable_metric.code],
-                    # Only percentage prices each event; other models need the total alone.
-                    include_values=charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE,
-                    buckets=[
-                        usage_pb2.FilterSet(
-                            filters=[
-                                usage_pb2.PropertyFilter(key=v.key, values=v.values) for v in charge.filters[i].values
-                            ]
-                        )
-                        for i in bucket_order(charge)
-                    ],
-                    group_by=charge.properties.grouped_by,
+    async def _measure(self, jobs: Sequence[Measure]) -> list[list[list[usage_pb2.AggregateUsageResponse]]]:
+        """The usage of each job's charges in each of its periods, for jobs of
+        one organization, in as few metering calls as its batch limit allows."""
+        requests: list[usage_pb2.AggregateUsageRequest] = []
+        spans = []  # per job: its first request, its periods, its charges
+        for subscription, periods, charges, siblings in jobs:
+            spans.append((len(requests), len(periods), len(charges)))
+            if not charges:
+                continue
+            codes = {c.billable_metric.code for c in charges}
+            for period in periods:
+                owned = await self.windows(subscription, codes, period, siblings)
+                requests += [
+                    self.request(
+                        subscription,
+                        charge.billable_metric,
+                        period,
+                        owned[charge.billable_metric.code],
+                        # Only percentage prices each event; other models need the total alone.
+                        include_values=charge.charge_model == plans_pb2.CHARGE_MODEL_PERCENTAGE,
+                        buckets=[
+                            usage_pb2.FilterSet(
+                                filters=[
+                                    usage_pb2.PropertyFilter(key=v.key, values=v.values)
+                                    for v in charge.filters[i].values
+                                ]
+                            )
+                            for i in bucket_order(charge)
+                        ],
+                        group_by=charge.properties.grouped_by,
+                    )
+                    for charge in charges
+                ]
+        replies: list[usage_pb2.AggregateUsageResponse] = []
+        if requests:
+            assert self.usage is not None, "connect the metering stub first"
+            metadata = tenancy.metadata(jobs[0][0].organization_id)
+            calls = [
+                self.usage.BatchAggregateUsage(
+                    usage_pb2.BatchAggregateUsageRequest(requests=requests[first : first + USAGE_BATCH]),
+                    metadata=metadata,
                 )
-                for charge in charges
+                for first in range(0, len(requests), USAGE_BATCH)
             ]
-        reply = await self.usage.BatchAggregateUsage(
-            usage_pb2.BatchAggregateUsageRequest(requests=requests),
-            metadata=tenancy.metadata(subscription.organization_id),
-        )
-        n = len(charges)
-        return [list(reply.responses[i * n : (i + 1) * n]) for i in range(len(periods))]
+            for reply in await asyncio.gather(*calls):
+                replies += reply.responses
+        return [[replies[first + i * n : first + (i + 1) * n] for i in range(count)] for first, count, n in spans]
 
     async def charge_fees(
         self, subscription: Subscription, plan: plans_pb2.Plan, period: Period, factor: Decimal | None = None
     ) -> list[pb.Fee]:
         """The lines of every charge over `period` as its usage stands (no
         minimums), or with its usage projected by `factor` (see `projected`)."""
-        [usage] = await self._measure(subscription, [period], plan.charges, None)
+        [[usage]] = await self._measure([(subscription, [period], plan.charges, None)])
         return [
             fee
             for charge, reply in zip(plan.charges, usage, strict=True)
@@ -272,12 +289,29 @@ class FeeCalculator:
         siblings: Sequence[Subscription] | None = None,
     ) -> list[list[pb.Fee]]:
         """`period_fees` of several periods, measured in one metering call."""
-        if timing == ADVANCE:
-            return [_advance_fees(plan, period) for period in periods]
+        [fees] = await self.jobs_fees([(subscription, plan, periods, timing, siblings)])
+        return fees
+
+    async def jobs_fees(self, jobs: Sequence[Job]) -> list[list[list[pb.Fee]]]:
+        """`periods_fees` of each job, for jobs of one organization (a billing
+        page), all measured together."""
         measured = await self._measure(
-            subscription, periods, [c for c in plan.charges if not c.pay_in_advance], siblings
+            [
+                (
+                    subscription,
+                    periods,
+                    [c for c in plan.charges if not c.pay_in_advance] if timing == ARREARS else [],
+                    siblings,
+                )
+                for subscription, plan, periods, timing, siblings in jobs
+            ]
         )
-        return [_arrears_fees(plan, period, usage) for period, usage in zip(periods, measured, strict=True)]
+        return [
+            [_advance_fees(plan, period) for period in periods]
+            if timing == ADVANCE
+            else [_arrears_fees(plan, period, usage) for period, usage in zip(periods, job_usage, strict=True)]
+            for (_, plan, periods, timing, _), job_usage in zip(jobs, measured, strict=True)
+        ]
 
 
 def _advance_fees(plan: plans_pb2.Plan, period: Period) -> list[pb.Fee]:

@@ -16,6 +16,9 @@ priced below what it was billed is left as billed (no credit is made).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,19 +31,39 @@ ARREARS, ADVANCE = "BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_IN_ADVANCE"
 DRAFT = "INVOICE_STATUS_DRAFT"
 
 
-async def billed(session: AsyncSession, subscription_id: str, period: Period) -> int | None:
-    """What the period has been billed for its usage so far: the lines naming
-    it on every live invoice but those paid in advance (its own invoice, the
-    invoices on request or at a threshold that billed part of it and the
-    deductions of those, earlier late-usage lines). None when that is not
-    settled: its invoice is still a draft, or was voided and not replaced."""
-    query = select(Invoice.period_start, Invoice.status, Invoice.void_time, Invoice.timing, Invoice.fees).where(
-        Invoice.subscription_id == subscription_id,
-        Invoice.period_start <= period.start,
-        Invoice.period_end > period.start,
+async def billed(session: AsyncSession, wanted: Sequence[tuple[str, Period]]) -> dict[tuple[str, datetime], int | None]:
+    """What each (subscription, period) in `wanted` has been billed for its
+    usage so far, keyed by (subscription id, period start), one query for all:
+    the lines naming it on every live invoice but those paid in advance (its
+    own invoice, the invoices on request or at a threshold that billed part of
+    it and the deductions of those, earlier late-usage lines). None when that
+    is not settled: its invoice is still a draft, or was voided and not
+    replaced."""
+    if not wanted:
+        return {}
+    query = select(
+        Invoice.subscription_id,
+        Invoice.period_start,
+        Invoice.period_end,
+        Invoice.status,
+        Invoice.void_time,
+        Invoice.timing,
+        Invoice.fees,
+    ).where(
+        Invoice.subscription_id.in_({subscription_id for subscription_id, _ in wanted}),
+        Invoice.period_start <= max(period.start for _, period in wanted),
+        Invoice.period_end > min(period.start for _, period in wanted),
         Invoice.timing != ADVANCE,
     )
-    invoices = (await session.execute(query)).all()
+    invoices: dict[str, list] = {}
+    for subscription_id, *row in (await session.execute(query)).all():
+        invoices.setdefault(subscription_id, []).append(row)
+    return {(s, period.start): _billed(invoices.get(s, []), period) for s, period in wanted}
+
+
+def _billed(invoices: list, period: Period) -> int | None:
+    """`billed` of one period, from its subscription's invoices around it."""
+    invoices = [row[:1] + row[2:] for row in invoices if row[0] <= period.start < row[1]]
     own = [
         (status, voided) for start, status, voided, timing, _ in invoices if (start, timing) == (period.start, ARREARS)
     ]
@@ -66,9 +89,9 @@ def line(cents: int, period: Period) -> pb.Fee:
     )
 
 
-async def owed(session: AsyncSession, subscription_id: str, period: Period, repriced: list[pb.Fee]) -> pb.Fee | None:
-    """The LATE_USAGE line for `period`, now priced at `repriced`; None when it owes nothing more."""
-    so_far = await billed(session, subscription_id, period)
+def owed(so_far: int | None, period: Period, repriced: list[pb.Fee]) -> pb.Fee | None:
+    """The LATE_USAGE line for `period`, now priced at `repriced`, given what
+    it was `billed` so far; None when it owes nothing more."""
     if so_far is None:
         return None
     more = sum(f.amount_cents for f in repriced) - so_far

@@ -129,7 +129,7 @@ class RequestedInvoices:
             priced.append((period, window, await self.fees.period_fees(subscription, plan, window, ARREARS, rows)))
         taxes = await self.fees.tax_rates(subscription, plan)
         async with self.sessions() as session, session.begin():
-            fresh = await issuing.lock(session, subscription.id)
+            fresh = (await issuing.lock(session, [subscription.id]))[subscription.id]
             if await billed_to(session, fresh) != start:
                 raise Aborted("the subscription was invoiced meanwhile; retry", field="cutoff_time")
             lines, interim = [], []
@@ -137,7 +137,7 @@ class RequestedInvoices:
                 fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, window.end)
                 lines += fees
                 if window.end == period.end:  # closed: the billing run leaves it alone
-                    await issuing.settle(session, subscription.id, Subscription.billed_through, period.end)
+                    issuing.settle(fresh, Subscription.billed_through, period.end)
                 else:
                     interim.append((period.start, sum(f.amount_cents for f in fees)))
             subtotal = sum(f.amount_cents for f in lines)
@@ -151,6 +151,7 @@ class RequestedInvoices:
             invoice = await issuing.store(
                 session, fresh, plan, (start, end), timing, lines, now, taxes, calculation_id=calculation
             )
+            await issuing.announce(session, [invoice])
             if crossed is not None:
                 await thresholds.record(session, subscription.id, *crossed)
             session.add_all(

@@ -45,6 +45,7 @@ class Settings:
     catalog_address: str
     smtp_url: str = ""
     smtp_from: str = "billing@localhost"
+    billing_page_size: int = 200
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
             smtp_url=config.env_str("BXB_SMTP_URL", ""),
             smtp_from=config.env_str("BXB_SMTP_FROM", "billing@localhost"),
+            billing_page_size=max(1, int(config.env_float("BXB_BILLING_PAGE_SIZE", 200))),
         )
 
 
@@ -68,7 +70,9 @@ def build(settings: Settings) -> grpc_server.Service:
     # The calculator's metering and catalog stubs are connected in on_start, on the serving loop.
     fees = FeeCalculator(sessions=sessions)
     channels: list[grpc.aio.Channel] = []
-    biller = Biller(sessions, fees, relay, timedelta(seconds=settings.settle_seconds))
+    biller = Biller(
+        sessions, fees, relay, timedelta(seconds=settings.settle_seconds), page_size=settings.billing_page_size
+    )
     scheduler = Scheduler(biller, settings.billing_interval)
     projection = SubscriptionProjection(sessions)
     pricing = Pricing(sessions, fees, projection)

@@ -3,12 +3,13 @@ coupons.
 
 Each tax is levied on the subtotal less the coupons, and rounded half up to
 the minor unit on its own line; the total is that base plus every line.
-Which taxes apply is the catalog's answer (TaxService.ResolveTaxes: the
+Which taxes apply is the catalog's answer (TaxService.BatchResolveTaxes: the
 plan's, else the customer's, else the organization's).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -17,6 +18,8 @@ from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import tenancy
 from services.invoicing.pricing.money import from_minor, to_minor
+
+BATCH = 1000  # the most invoices catalog's BatchResolveTaxes takes
 
 
 @dataclass(frozen=True)
@@ -59,18 +62,28 @@ def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) ->
 async def resolve(
     stub: taxes_pb2_grpc.TaxServiceStub | None,
     org: str,
-    customer_id: str,
-    tax_codes: Sequence[str],
+    invoiced: Sequence[tuple[str, Sequence[str]]],
     timeout: float = 10.0,
-) -> list[taxes_pb2.Tax]:
-    """The taxes an invoice of this customer carries when what it bills (a plan,
-    an add-on) names `tax_codes` (none without a catalog)."""
+) -> list[list[taxes_pb2.Tax]]:
+    """The taxes of each invoice in `invoiced`, a (customer id, tax codes of
+    what it bills: a plan, an add-on) pair; none without a catalog. One
+    catalog call per BATCH invoices."""
     if stub is None:
-        return []
-    reply = await stub.ResolveTaxes(
-        taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=tax_codes),
-        metadata=tenancy.metadata(org),
-        timeout=timeout,
-        wait_for_ready=True,  # ride out a reconnect instead of failing fast
+        return [[] for _ in invoiced]
+    replies = await asyncio.gather(
+        *(
+            stub.BatchResolveTaxes(
+                taxes_pb2.BatchResolveTaxesRequest(
+                    requests=[
+                        taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=codes)
+                        for customer_id, codes in invoiced[first : first + BATCH]
+                    ]
+                ),
+                metadata=tenancy.metadata(org),
+                timeout=timeout,
+                wait_for_ready=True,  # ride out a reconnect instead of failing fast
+            )
+            for first in range(0, len(invoiced), BATCH)
+        )
     )
-    return list(reply.taxes)
+    return [list(answer.taxes) for reply in replies for answer in reply.responses]

@@ -113,10 +113,10 @@ class PausedTaxes:
     def __init__(self, stub):
         self.stub, self.asked, self.release = stub, asyncio.Event(), asyncio.Event()
 
-    async def ResolveTaxes(self, *args, **kwargs):
+    async def BatchResolveTaxes(self, *args, **kwargs):
         self.asked.set()
         await self.release.wait()
-        return await self.stub.ResolveTaxes(*args, **kwargs)
+        return await self.stub.BatchResolveTaxes(*args, **kwargs)
 
 
 async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb):

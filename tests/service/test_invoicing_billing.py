@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.fees import FeeCalculator
 from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
 
@@ -203,13 +204,15 @@ async def test_one_failing_subscription_does_not_stop_the_others(
     await invoicing_db.projected(broken["id"])
     await invoicing_db.projected(fine["id"])
 
-    class OneBroken(Biller):
-        async def bill(self, subscription, *args, **kwargs):
-            if subscription.id == broken["id"]:
+    class OneBroken(FeeCalculator):
+        async def jobs_fees(self, jobs):
+            if any(subscription.id == broken["id"] for subscription, *_ in jobs):
                 raise RuntimeError("metering down for this one")
-            return await super().bill(subscription, *args, **kwargs)
+            return await super().jobs_fees(jobs)
 
-    failing = OneBroken(biller.sessions, biller.fees, biller.relay, biller.settle, concurrency=2)
+    fees = OneBroken(biller.fees.usage, biller.fees.sessions, biller.fees.taxes)
+    # Both subscriptions are on one page, which fails; then each is billed on its own.
+    failing = Biller(biller.sessions, fees, biller.relay, biller.settle)
     with pytest.raises(RuntimeError):
         await failing.run(org=tenant.organization_id)
     assert [i.period_start for i in await invoicing_db.invoices(fine["id"])][:2] == [
@@ -217,3 +220,32 @@ async def test_one_failing_subscription_does_not_stop_the_others(
         at("2026-08-01T00:00:00"),
     ]
     assert await invoicing_db.invoices(broken["id"]) == []
+    alone = await invoicing_db.projected(broken["id"])
+    with pytest.raises(RuntimeError):  # a page of one fails as it is
+        await failing.bill(alone, at("2026-09-02T00:00:00"), waits_after_creation=False)
+
+
+async def test_a_page_failing_once_is_billed_again_one_subscription_at_a_time(
+    tenant: Tenant, invoicing_db: InvoicingDb, biller: Biller
+):
+    await create_plan(tenant, "payg", STANDARD, amount_cents=100)
+    subscriptions = [await subscribe(tenant, f"c{n}", "payg", "2026-07-01T00:00:00Z") for n in range(3)]
+    for sub in subscriptions:
+        await invoicing_db.projected(sub["id"])
+
+    class FailsOnce(FeeCalculator):
+        failed = 0
+
+        async def jobs_fees(self, jobs):
+            if not self.failed:
+                self.failed += 1
+                raise RuntimeError("a moment's outage")
+            return await super().jobs_fees(jobs)
+
+    fees = FailsOnce(biller.fees.usage, biller.fees.sessions, biller.fees.taxes)
+    created = await Biller(biller.sessions, fees, biller.relay, biller.settle).run(org=tenant.organization_id)
+    billed = [await invoicing_db.invoices(sub["id"]) for sub in subscriptions]
+    assert fees.failed == 1
+    assert len(billed[0]) >= 4  # July to October at least
+    assert [len(invoices) for invoices in billed] == [len(billed[0])] * 3
+    assert created == 3 * len(billed[0])

@@ -4,9 +4,13 @@ drafts and invoices on request carry them; bad taxes name their field."""
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
-from tests.conftest import Tenant
+from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
+from services.common import tenancy
+from services.common.errors import error_info
+from tests.conftest import Stack, Tenant
 from tests.service.invoicing_helpers import create_plan, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
@@ -135,3 +139,26 @@ async def test_taxes_are_read_back_unique_and_must_exist_where_named(tenant: Ten
         assert (await other.http.get("/v1/taxes")).json()["taxes"] == []
     finally:
         await other.http.aclose()
+
+
+async def test_taxes_are_resolved_for_many_invoices_in_one_call_up_to_a_limit(stack: Stack, tenant: Tenant):
+    await tax(tenant, "vat", "20", applied_to_organization=True)
+    await tax(tenant, "city", "1.5")
+    await customer(tenant, "local", tax_codes=["city"])
+    asked = [("local", []), ("nobody", []), ("local", ["vat", "city", "vat", "gone"])]
+    async with stack.channel("catalog") as channel:
+        stub = taxes_pb2_grpc.TaxServiceStub(channel)
+        meta = tenancy.metadata(tenant.organization_id)
+        reply = await stub.BatchResolveTaxes(
+            taxes_pb2.BatchResolveTaxesRequest(
+                requests=[taxes_pb2.ResolveTaxesRequest(customer_id=c, plan_tax_codes=codes) for c, codes in asked]
+            ),
+            metadata=meta,
+        )
+        # The customer's, else the organization's; a plan's own, each once, by code, unknown ones skipped.
+        assert [[t.code for t in r.taxes] for r in reply.responses] == [["city"], ["vat"], ["city", "vat"]]
+        too_many = taxes_pb2.BatchResolveTaxesRequest(requests=[taxes_pb2.ResolveTaxesRequest(customer_id="c")] * 1001)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.BatchResolveTaxes(too_many, metadata=meta)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(refused.value).metadata["field"] == "requests"

@@ -98,6 +98,36 @@ async def test_a_subscription_without_windows_counts_only_the_events_naming_it(s
     assert await total(store, org, subscription_id="sub_3") == (Decimal(0), 0)
 
 
+async def test_subscriptions_of_several_customers_in_one_batch_count_as_if_asked_alone(store: EventStore, org: str):
+    await scoped_events(store, org)
+    # Ids that would read alike if joined without their lengths.
+    await store.ingest(
+        org, [event("u1", customer="ab", subscription="c", tokens="7"), event("u2", customer="a", tokens="3")], NOW
+    )
+    whole = ((START - DAY, END),)
+    asked = [
+        query(subscription_id="sub_1", windows=whole),  # t1, t3, t4, t5
+        query(subscription_id="sub_2"),  # t2 only
+        query(customer_id="cus_2", subscription_id="sub_1", windows=whole),  # t6
+        query(subscription_id="sub_1", windows=(FIRST, SECOND)),  # its own scan: t1, t3, t5
+        query(customer_id="ab", subscription_id="c"),
+        query(customer_id="a", subscription_id="bc", windows=whole),  # u2, unassigned
+        query(customer_id="cus_3", subscription_id="sub_3", windows=whole),
+    ]
+    answers = await store.aggregate_many(org, asked)
+    assert [(a.value, a.count) for [a] in answers] == [
+        (Decimal(11101), 4),
+        (Decimal(10), 1),
+        (Decimal(100000), 1),
+        (Decimal(10101), 3),
+        (Decimal(7), 1),
+        (Decimal(3), 1),
+        (Decimal(0), 0),
+    ]
+    for one, answer in zip(asked, answers, strict=True):
+        assert await store.aggregate_many(org, [one]) == [answer]
+
+
 async def test_without_a_subscription_every_event_of_the_customer_counts(store: EventStore, org: str):
     await scoped_events(store, org)
     assert await total(store, org) == (Decimal(11111), 5)
@@ -132,6 +162,8 @@ async def test_weighted_sum_carries_the_scoped_level_into_the_window(store: Even
     # 14 for the first half, 8 for the second.
     scoped = await total(store, org, "weighted_sum", "", code="seats", subscription_id="sub_1", windows=(window,))
     assert scoped == (Decimal(11), 1)
+    # Without windows only its own events count: 10 for the first half, 4 for the second.
+    assert await total(store, org, "weighted_sum", "", code="seats", subscription_id="sub_1") == (Decimal(7), 1)
 
 
 # Buckets and groups

@@ -35,8 +35,18 @@ def test_another_customer_window_scope_or_weighted_sum_reads_other_events():
         query("seats", "weighted_sum"),
         query("calls", "count"),
         query("storage", "weighted_sum"),
+        query(subscription_id="sub_1", windows=((START, START + timedelta(days=1)),)),
     ]
-    assert scans(plan) == [[0, 6], [1], [2], [3], [4], [5, 7]]
+    # A subscription reading none (3) or all (4) of the unassigned events shares the subscriptions' scan.
+    assert scans(plan) == [[0, 6], [1], [2], [3, 4], [5, 7], [8]]
+
+
+def test_subscriptions_of_any_customers_over_one_range_share_one_scan():
+    whole = ((START - timedelta(days=1), END),)
+    plan = [query(customer_id=f"cus_{n}", subscription_id=f"sub_{n}", windows=whole if n % 2 else ()) for n in range(4)]
+    plan.append(query(customer_id="cus_9", subscription_id="sub_9", end=END + timedelta(days=1)))
+    plan.append(query("seats", "weighted_sum", subscription_id="sub_1"))
+    assert scans(plan) == [[0, 1, 2, 3], [4], [5]]
 
 
 def test_client_values_are_parameters_never_sql_text():
@@ -67,7 +77,8 @@ def test_a_window_covering_the_period_needs_no_time_test():
         "2026-03-01 00:00:00.000",
         "2026-04-01 00:00:00.000",
     ]
-    assert "subscription_id IN (" in covering.sql
+    assert ["", "s"] in covering.params.values()  # its own events and the unassigned ones
     # weighted_sum reads the level from before the period, so the window's start matters.
     weighted = Statement("db", "org", [query(aggregation="weighted_sum", subscription_id="s", windows=((START, END),))])
-    assert "subscription_id IN (" not in weighted.sql
+    assert "subscription_id IN" not in weighted.sql
+    assert "2026-03-01 00:00:00.000" in weighted.params.values()

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/taxes.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x03Tax\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04rate\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x1f\n\x17\x61pplied_to_organization\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x10\x43reateTaxRequest\x12 \n\x03tax\x18\x01 \x01(\x0b\x32\x13.bxb.catalog.v1.Tax\"\x1d\n\rGetTaxRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"9\n\x10ListTaxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x13ResolveTaxesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0eplan_tax_codes\x18\x02 \x03(\t\":\n\x14ResolveTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax2\xbb\x02\n\nTaxService\x12\x42\n\tCreateTax\x12 .bxb.catalog.v1.CreateTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12<\n\x06GetTax\x12\x1d.bxb.catalog.v1.GetTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12P\n\tListTaxes\x12 .bxb.catalog.v1.ListTaxesRequest\x1a!.bxb.catalog.v1.ListTaxesResponse\x12Y\n\x0cResolveTaxes\x12#.bxb.catalog.v1.ResolveTaxesRequest\x1a$.bxb.catalog.v1.ResolveTaxesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/taxes.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x01\n\x03Tax\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04rate\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x1f\n\x17\x61pplied_to_organization\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x10\x43reateTaxRequest\x12 \n\x03tax\x18\x01 \x01(\x0b\x32\x13.bxb.catalog.v1.Tax\"\x1d\n\rGetTaxRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"9\n\x10ListTaxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x13ResolveTaxesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0eplan_tax_codes\x18\x02 \x03(\t\":\n\x14ResolveTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\"Q\n\x18\x42\x61tchResolveTaxesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.bxb.catalog.v1.ResolveTaxesRequest\"T\n\x19\x42\x61tchResolveTaxesResponse\x12\x37\n\tresponses\x18\x01 \x03(\x0b\x32$.bxb.catalog.v1.ResolveTaxesResponse2\xca\x02\n\nTaxService\x12\x42\n\tCreateTax\x12 .bxb.catalog.v1.CreateTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12<\n\x06GetTax\x12\x1d.bxb.catalog.v1.GetTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12P\n\tListTaxes\x12 .bxb.catalog.v1.ListTaxesRequest\x1a!.bxb.catalog.v1.ListTaxesResponse\x12h\n\x11\x42\x61tchResolveTaxes\x12(.bxb.catalog.v1.BatchResolveTaxesRequest\x1a).bxb.catalog.v1.BatchResolveTaxesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,6 +46,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVETAXESREQUEST']._serialized_end=536
   _globals['_RESOLVETAXESRESPONSE']._serialized_start=538
   _globals['_RESOLVETAXESRESPONSE']._serialized_end=596
-  _globals['_TAXSERVICE']._serialized_start=599
-  _globals['_TAXSERVICE']._serialized_end=914
+  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_start=598
+  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_end=679
+  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_start=681
+  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_end=765
+  _globals['_TAXSERVICE']._serialized_start=768
+  _globals['_TAXSERVICE']._serialized_end=1098
 # @@protoc_insertion_point(module_scope)

@@ -169,7 +169,7 @@ Global___ListTaxesResponse: _TypeAlias = ListTaxesResponse  # noqa: Y015
 
 @_typing.final
 class ResolveTaxesRequest(_message.Message):
-    """Request for TaxService.ResolveTaxes."""
+    """One invoice of a TaxService.BatchResolveTaxes request."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -197,7 +197,7 @@ Global___ResolveTaxesRequest: _TypeAlias = ResolveTaxesRequest  # noqa: Y015
 
 @_typing.final
 class ResolveTaxesResponse(_message.Message):
-    """Response of TaxService.ResolveTaxes."""
+    """The answer for one ResolveTaxesRequest."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -220,3 +220,51 @@ class ResolveTaxesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveTaxesResponse: _TypeAlias = ResolveTaxesResponse  # noqa: Y015
+
+@_typing.final
+class BatchResolveTaxesRequest(_message.Message):
+    """Request for TaxService.BatchResolveTaxes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolveTaxesRequest]:
+        """The invoices, at most 1000."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ResolveTaxesRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchResolveTaxesRequest: _TypeAlias = BatchResolveTaxesRequest  # noqa: Y015
+
+@_typing.final
+class BatchResolveTaxesResponse(_message.Message):
+    """Response of TaxService.BatchResolveTaxes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResolveTaxesResponse]:
+        """One per request, in order."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___ResolveTaxesResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchResolveTaxesResponse: _TypeAlias = BatchResolveTaxesResponse  # noqa: Y015

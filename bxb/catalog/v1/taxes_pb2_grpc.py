@@ -50,10 +50,10 @@ class TaxServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ListTaxesRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ListTaxesResponse.FromString,
                 _registered_method=True)
-        self.ResolveTaxes = channel.unary_unary(
-                '/bxb.catalog.v1.TaxService/ResolveTaxes',
-                request_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesRequest.SerializeToString,
-                response_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesResponse.FromString,
+        self.BatchResolveTaxes = channel.unary_unary(
+                '/bxb.catalog.v1.TaxService/BatchResolveTaxes',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesResponse.FromString,
                 _registered_method=True)
 
 
@@ -82,8 +82,9 @@ class TaxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ResolveTaxes(self, request, context):
-        """The taxes an invoice of this customer and plan carries.
+    def BatchResolveTaxes(self, request, context):
+        """The taxes each invoice (a customer and a plan) carries, for many
+        invoices at once (a billing run's page).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -107,10 +108,10 @@ def add_TaxServiceServicer_to_server(servicer, server):
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ListTaxesRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ListTaxesResponse.SerializeToString,
             ),
-            'ResolveTaxes': grpc.unary_unary_rpc_method_handler(
-                    servicer.ResolveTaxes,
-                    request_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesRequest.FromString,
-                    response_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesResponse.SerializeToString,
+            'BatchResolveTaxes': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchResolveTaxes,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -206,7 +207,7 @@ class TaxService:
             _registered_method=True)
 
     @staticmethod
-    def ResolveTaxes(request,
+    def BatchResolveTaxes(request,
             target,
             options=(),
             channel_credentials=None,
@@ -219,9 +220,9 @@ class TaxService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/bxb.catalog.v1.TaxService/ResolveTaxes',
-            bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesRequest.SerializeToString,
-            bxb_dot_catalog_dot_v1_dot_taxes__pb2.ResolveTaxesResponse.FromString,
+            '/bxb.catalog.v1.TaxService/BatchResolveTaxes',
+            bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_taxes__pb2.BatchResolveTaxesResponse.FromString,
             options,
             channel_credentials,
             insecure,

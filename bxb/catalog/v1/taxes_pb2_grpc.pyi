@@ -39,8 +39,10 @@ class TaxServiceStub:
     """Returns one tax."""
     ListTaxes: _grpc.UnaryUnaryMultiCallable[_taxes_pb2.ListTaxesRequest, _taxes_pb2.ListTaxesResponse]
     """Lists taxes."""
-    ResolveTaxes: _grpc.UnaryUnaryMultiCallable[_taxes_pb2.ResolveTaxesRequest, _taxes_pb2.ResolveTaxesResponse]
-    """The taxes an invoice of this customer and plan carries."""
+    BatchResolveTaxes: _grpc.UnaryUnaryMultiCallable[_taxes_pb2.BatchResolveTaxesRequest, _taxes_pb2.BatchResolveTaxesResponse]
+    """The taxes each invoice (a customer and a plan) carries, for many
+    invoices at once (a billing run's page).
+    """
 
 @_typing.type_check_only
 class TaxServiceAsyncStub(TaxServiceStub):
@@ -53,8 +55,10 @@ class TaxServiceAsyncStub(TaxServiceStub):
     """Returns one tax."""
     ListTaxes: _aio.UnaryUnaryMultiCallable[_taxes_pb2.ListTaxesRequest, _taxes_pb2.ListTaxesResponse]  # type: ignore[assignment]
     """Lists taxes."""
-    ResolveTaxes: _aio.UnaryUnaryMultiCallable[_taxes_pb2.ResolveTaxesRequest, _taxes_pb2.ResolveTaxesResponse]  # type: ignore[assignment]
-    """The taxes an invoice of this customer and plan carries."""
+    BatchResolveTaxes: _aio.UnaryUnaryMultiCallable[_taxes_pb2.BatchResolveTaxesRequest, _taxes_pb2.BatchResolveTaxesResponse]  # type: ignore[assignment]
+    """The taxes each invoice (a customer and a plan) carries, for many
+    invoices at once (a billing run's page).
+    """
 
 class TaxServiceServicer(metaclass=_abc_1.ABCMeta):
     """Tax rates of the calling organization."""
@@ -84,11 +88,13 @@ class TaxServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists taxes."""
 
     @_abc_1.abstractmethod
-    def ResolveTaxes(
+    def BatchResolveTaxes(
         self,
-        request: _taxes_pb2.ResolveTaxesRequest,
+        request: _taxes_pb2.BatchResolveTaxesRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_taxes_pb2.ResolveTaxesResponse, _abc.Awaitable[_taxes_pb2.ResolveTaxesResponse]]:
-        """The taxes an invoice of this customer and plan carries."""
+    ) -> _typing.Union[_taxes_pb2.BatchResolveTaxesResponse, _abc.Awaitable[_taxes_pb2.BatchResolveTaxesResponse]]:
+        """The taxes each invoice (a customer and a plan) carries, for many
+        invoices at once (a billing run's page).
+        """
 
 def add_TaxServiceServicer_to_server(servicer: TaxServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -197,7 +197,7 @@ class Biller:
         async with self.sessions() as session:
             order = (Subscription.organization_id, Subscription.customer_id, Subscription.create_time)
             subscriptions = (await session.execute(query.order_by(*order))).scalars().all()
-            clock_times = await clocks.times(session, subscriptions)
+            present = await clocks.presents(session, subscriptions, now)
         customers: dict[tuple[str, str], list[Subscription]] = {}
         for row in subscriptions:  # each customer's, for who owns events naming no subscription
             customers.setdefault((row.organization_id, row.customer_id), []).append(row)
@@ -208,7 +208,7 @@ class Biller:
             if not pages or pages[-1][0][0].organization_id != org_id or len(pages[-1]) >= self.page_size:
                 pages.append([])
             for subscription in rows:
-                at = clocks.now_of(subscription, clock_times, now)
+                at = present.get(subscription.id)
                 if at is None:
                     continue  # its clock is not known here yet
                 announced += await self.announce_trial_end(subscription, at)
@@ -373,7 +373,7 @@ class Biller:
         arrears = [due for due in dues if due.timing == ARREARS]
         prior = await issuing.already_billed(session, [due.key for due in arrears])
         late = await late_usage.billed(session, [(d.subscription.id, d.before) for d in arrears if d.repriced])
-        graced = [due.key for due in arrears if due.subscription.invoice_grace_period_days]
+        graced = [due.key for due in arrears if rows[due.subscription.id].invoice_grace_period_days]
         kept = await drafts.stored(session, graced)
         org = dues[0].subscription.organization_id
         since, until = min(due.now for due in dues), max(due.now for due in dues)

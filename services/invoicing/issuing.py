@@ -77,6 +77,7 @@ async def already_billed(
         .join(Invoice, Invoice.id == InterimAmount.invoice_id)
         .where(
             InterimAmount.subscription_id.in_({subscription_id for subscription_id, _ in periods}),
+            InterimAmount.period_start.in_({start for _, start in periods}),
             Invoice.void_time.is_(None),
         )
         .group_by(InterimAmount.subscription_id, InterimAmount.period_start)

@@ -183,11 +183,11 @@ class Statement:
                 if whole(q):
                     routes.setdefault(route_key(q.customer_id, "", q.code), []).append(n)
             keys = self._bind("Array(String)", list(routes))
-            ids = [self.queries[n] for n in scan]
+            asked = [self.queries[n] for n in scan]
             where += [
-                f"customer_id IN {self._bind('Array(String)', sorted({q.customer_id for q in ids}))}",
-                f"code IN {self._bind('Array(String)', sorted({q.code for q in ids}))}",
-                f"subscription_id IN {self._bind('Array(String)', sorted({q.subscription_id for q in ids} | {''}))}",
+                f"customer_id IN {self._bind('Array(String)', sorted({q.customer_id for q in asked}))}",
+                f"code IN {self._bind('Array(String)', sorted({q.code for q in asked}))}",
+                f"subscription_id IN {self._bind('Array(String)', sorted({q.subscription_id for q in asked} | {''}))}",
                 f"{ROUTE_KEY} IN {keys}",
             ]
             route = self._route(routes, ROUTE_KEY, keys)

@@ -40,6 +40,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bench.common import KEY, ORG, report
 from bench.ingest_and_invoices import single_events
+from bench.rawhttp import Connection
 from bxb.metering.v1 import usage_events_pb2 as pb
 from deploy.stack import Stack
 from services.common import tenancy
@@ -260,35 +261,34 @@ def batch_bodies(worker: int, workers: int, events: int, customers: int) -> list
 
 
 async def post_bodies(url: str, bodies: list[bytes], concurrency: int) -> dict:
-    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     stats = {"requests": 0, "accepted": 0, "rejected": 0, "retries": 0, "error": ""}
     pending = iter(bodies)
     latencies: list[float] = []
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=120) as http:
 
-        async def sender() -> None:
-            for body in pending:
-                while True:
-                    t0 = time.perf_counter()
-                    response = await http.post("/v1/events/batch", content=body)
-                    latencies.append(time.perf_counter() - t0)
-                    if response.status_code in (429, 502, 503, 504):
-                        stats["retries"] += 1
-                        await asyncio.sleep(0.05)
-                        continue
-                    break
-                if response.status_code != 207:
-                    raise RuntimeError(f"POST /v1/events/batch: {response.status_code} {response.text[:300]}")
-                stats["requests"] += 1
-                for result in response.json()["results"]:
-                    if result["status"] == 202:
-                        stats["accepted"] += 1
-                    else:
-                        stats["rejected"] += 1
-                        stats["error"] = stats["error"] or json.dumps(result)
+    async def sender() -> None:
+        connection = await Connection.open(url, KEY)
+        for body in pending:
+            while True:
+                t0 = time.perf_counter()
+                status, answer = await connection.post("/v1/events/batch", body)
+                latencies.append(time.perf_counter() - t0)
+                if status in (429, 502, 503, 504):
+                    stats["retries"] += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                break
+            if status != 207:
+                raise RuntimeError(f"POST /v1/events/batch: {status} {answer[:300]!r}")
+            stats["requests"] += 1
+            for result in json.loads(answer)["results"]:
+                if result["status"] == 202:
+                    stats["accepted"] += 1
+                else:
+                    stats["rejected"] += 1
+                    stats["error"] = stats["error"] or json.dumps(result)
+        await connection.close()
 
-        await asyncio.gather(*(sender() for _ in range(concurrency)))
+    await asyncio.gather(*(sender() for _ in range(concurrency)))
     stats["latencies"] = latencies
     return stats
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -59,8 +60,20 @@ class Call:
 Handler = Callable[[Call], Awaitable[Response]]
 
 
+class Json(JSONResponse):
+    """A JSON answer written by orjson: json.dumps cost a batch of 500 events
+    a tenth of the gateway's time. What orjson refuses (an integer beyond 64
+    bits, a non-string key) is written as JSONResponse writes it."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # orjson.JSONEncodeError is one
+            return super().render(content)
+
+
 def json(data: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status)
+    return Json(data, status_code=status)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -9,6 +9,7 @@ JetStream redelivers a message whose handler failed or whose ack was lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,12 +78,15 @@ class Bus:
         *,
         in_order: bool = True,
         ack_wait: float = 30.0,
+        linger: float = 0.0,
     ) -> None:
         """Starts a background loop feeding `handler` from a durable consumer:
         one message at a time in order, or (in_order=False) every fetched
-        message at once, for handlers that batch their work together. A
-        message not acknowledged within `ack_wait` seconds (its process died)
-        goes to another consumer; a handler still working says so in time."""
+        message at once, for handlers that batch their work together; then a
+        fetch of fewer than `batch` waits `linger` seconds for more to join
+        it. A message not acknowledged within `ack_wait` seconds (its process
+        died) goes to another consumer; a handler still working says so in
+        time."""
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             durable_name=durable,
@@ -94,15 +98,21 @@ class Bus:
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
-        loop = self._loop(sub, handler, batch, in_order, ack_wait / 3)
+        loop = self._loop(sub, handler, batch, in_order, ack_wait / 3, linger)
         self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
-    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool, heartbeat: float) -> None:
+    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool, heartbeat: float, linger: float) -> None:
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
             except TimeoutError:  # nats' own TimeoutError, or asyncio's when a fetch's deadline lapses
                 continue
+            if not in_order and linger and len(messages) < batch:
+                # A trickle: a batched write costs about the same for one
+                # message or fifty, so let more arrive and handle them together.
+                await asyncio.sleep(linger)
+                with contextlib.suppress(TimeoutError):
+                    messages += await sub.fetch(batch - len(messages), timeout=linger)
             if in_order:
                 for msg in messages:
                     await _handle(msg, handler, heartbeat)

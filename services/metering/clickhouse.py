@@ -6,8 +6,10 @@
 
 Queries use server-side parameters (`{name:Type}`) and answer JSONCompact,
 parsed with exact decimals; inserts send `INSERT ... FORMAT JSONEachRow` with
-the rows in the same body. Both transports are blocking, so calls run in a
-worker thread; chdb is not thread-safe, so its calls are serialized.
+the rows in the same body, written by orjson (json.dumps cost an insert of
+20,000 events more than ClickHouse did). Both transports are blocking, so
+calls run in a worker thread; chdb is not thread-safe, so its calls are
+serialized.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+import orjson
 from clickhouse_connect.driver.binding import format_bind_value
 
 
@@ -38,8 +41,25 @@ def _rows(body: bytes) -> list[list[Any]]:
 
 
 def insert_statement(table: str, rows: list[dict[str, Any]]) -> str:
-    lines = "\n".join(json.dumps(row, separators=(",", ":")) for row in rows)
+    lines = b"\n".join(map(orjson.dumps, rows)).decode()
     return f"INSERT INTO {table} FORMAT JSONEachRow\n{lines}"
+
+
+# What clickhouse-connect escapes in a bound string (binding.escape_str).
+_SPECIAL = ("\\", "'", "`", "\t", "\n")
+_ESCAPED = str.maketrans({c: "\\" + c for c in _SPECIAL})
+
+
+def bound(value: Any) -> str:
+    """A parameter's text, as clickhouse-connect's format_bind_value writes
+    it. A list of strings (the thousands of keys a deduplication query
+    looks up) is joined in one call instead of escaped character by
+    character, which cost more than the query."""
+    if isinstance(value, list) and value and all(type(v) is str for v in value):
+        if any(c in "".join(value) for c in _SPECIAL):
+            value = [v.translate(_ESCAPED) for v in value]
+        return "['" + "', '".join(value) + "']"
+    return format_bind_value(value)
 
 
 class Embedded:
@@ -53,9 +73,9 @@ class Embedded:
         self._lock = threading.Lock()
 
     def _run(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
-        bound = {k: format_bind_value(v) for k, v in (params or {}).items()}
+        texts = {k: bound(v) for k, v in (params or {}).items()}
         with self._lock:
-            result = self._session.query(sql, fmt, params=bound) if bound else self._session.query(sql, fmt)
+            result = self._session.query(sql, fmt, params=texts) if texts else self._session.query(sql, fmt)
         return result.bytes()
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:

@@ -51,6 +51,7 @@ class Intake:
         references: References | None = None,
         settle_timeout: float = 10.0,
         poll: float = 0.002,
+        linger: float = 0.0,
     ):
         self.store = store
         self.rejections = rejections
@@ -58,6 +59,8 @@ class Intake:
         self.references = references
         self.settle_timeout = settle_timeout
         self.poll = poll
+        # Seconds a small fetch waits for more events to join its write.
+        self.linger = linger
         self.bus: bus.Bus | None = None
 
     async def start(self, connected: bus.Bus) -> None:
@@ -66,7 +69,14 @@ class Intake:
         # commit). What a dead process held is stored by another within
         # ACK_WAIT, inside the time a usage query waits for the queue.
         await connected.consume(
-            STREAM, DURABLE, SUBJECT, self.store_message, batch=64, in_order=False, ack_wait=ACK_WAIT
+            STREAM,
+            DURABLE,
+            SUBJECT,
+            self.store_message,
+            batch=64,
+            in_order=False,
+            ack_wait=ACK_WAIT,
+            linger=self.linger,
         )
 
     async def queue(self, org: str, events: list[pb.UsageEvent], now: datetime) -> None:

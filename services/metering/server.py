@@ -32,6 +32,8 @@ class Settings:
     settle_timeout: float = 10.0
     # Where to check that events name a known metric and customer; empty: no check.
     catalog_address: str = ""
+    # How long the queue's consumer waits for more events to join a small write.
+    write_linger: float = 0.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -44,13 +46,16 @@ class Settings:
             nats_url=config.nats_url(),
             settle_timeout=config.env_float("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", 10.0),
             catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
+            write_linger=config.env_float("BXB_METERING_WRITE_LINGER_SECONDS", 0.05),
         )
 
 
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
-    intake = Intake(store, Rejections(ch, settings.database), settle_timeout=settings.settle_timeout)
+    intake = Intake(
+        store, Rejections(ch, settings.database), settle_timeout=settings.settle_timeout, linger=settings.write_linger
+    )
     connections: list[bus.Bus] = []
     channels: list[grpc.aio.Channel] = []
 

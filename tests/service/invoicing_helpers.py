@@ -31,6 +31,22 @@ async def create_plan(t: Tenant, code: str, charges: list[dict], amount_cents: i
     return response.json()
 
 
+# The time the tests of ended and open periods are written at: the months
+# before it have ended, the one holding it is open.
+WRITTEN_AT = "2026-11-20T00:00:00Z"
+
+
+async def on_clock(t: Tenant, *customers: str, frozen: str = WRITTEN_AT) -> str:
+    """Creates the customers on a test clock frozen at `frozen`, so which of
+    their periods have ended does not depend on the real date."""
+    clock = await t.http.post("/v1/test_clocks", json={"name": "written at", "frozen_time": frozen})
+    assert clock.status_code == 201, clock.text
+    for customer in customers:
+        created = await t.http.post("/v1/customers", json={"id": customer, "test_clock_id": clock.json()["id"]})
+        assert created.status_code == 201, created.text
+    return clock.json()["id"]
+
+
 async def subscribe(t: Tenant, customer: str, plan: str, start: str, **extra) -> dict:
     body = {"customer_id": customer, "plan_code": plan, "start_date": start, **extra}
     response = await t.http.post("/v1/subscriptions", json=body)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Tenant
-from tests.service.invoicing_helpers import create_plan, send, subscribe
+from tests.service.invoicing_helpers import create_plan, on_clock, send, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
-MONTHS = [f"2026-{m:02d}-01T00:00:00Z" for m in range(1, 11)]  # the ended periods of a Jan 1 subscription
+MONTHS = [f"2026-{m:02d}-01T00:00:00Z" for m in range(1, 11)]  # the ended periods of a Jan 1 subscription, on_clock
 
 
 async def coupon(t: Tenant, code: str, **body) -> dict:
@@ -54,6 +54,7 @@ async def base_plan(t: Tenant, code: str = "base", **extra) -> None:
     ],
 )
 async def test_a_percentage_coupon_discounts_for_its_duration(tenant: Tenant, terms: dict, expected: list[int]):
+    await on_clock(tenant, "c1")
     await base_plan(tenant)
     await coupon(tenant, "OFF20", discount_type="percentage", discount_value=20, **terms)
     await apply(tenant, "c1", "OFF20")
@@ -62,6 +63,7 @@ async def test_a_percentage_coupon_discounts_for_its_duration(tenant: Tenant, te
 
 
 async def test_a_fixed_coupon_larger_than_invoices_carries_its_remainder(tenant: Tenant):
+    await on_clock(tenant, "c1")
     await base_plan(tenant)
     await coupon(tenant, "HUNDRED", discount_type="fixed_amount", discount_value=100, duration="once")
     await apply(tenant, "c1", "HUNDRED")
@@ -80,6 +82,7 @@ async def test_a_fixed_coupon_larger_than_invoices_carries_its_remainder(tenant:
     ],
 )
 async def test_a_recurring_fixed_coupon_gives_its_amount_each_period(tenant: Tenant, terms, expected):
+    await on_clock(tenant, "c1")
     await base_plan(tenant)
     await coupon(tenant, "TEN", discount_type="fixed_amount", amount_cents=1000, currency="USD", **terms)
     await apply(tenant, "c1", "TEN")
@@ -88,6 +91,7 @@ async def test_a_recurring_fixed_coupon_gives_its_amount_each_period(tenant: Ten
 
 
 async def test_a_per_period_amount_larger_than_the_invoice_does_not_carry(tenant: Tenant):
+    await on_clock(tenant, "c1")
     await base_plan(tenant)
     await coupon(tenant, "BIG", discount_type="fixed_amount", discount_value="60.00", duration="forever")
     await apply(tenant, "c1", "BIG")

@@ -25,7 +25,7 @@ from services.invoicing.models import Outbox
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 from tests.conftest import Stack, Tenant
-from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
+from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, on_clock, run_billing, send, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
 GROWTH = {
@@ -330,6 +330,7 @@ async def test_a_cutoff_at_an_archived_invoice_answers_it_as_it_stands(tenant: T
 
 
 async def test_the_draft_of_a_period_invoiced_in_part_deducts_what_was_billed(tenant: Tenant):
+    await on_clock(tenant, "c1")  # November is open
     await create_plan(tenant, "pro", STANDARD, amount_cents=3000)
     await subscribe(tenant, "c1", "pro", "2026-11-01T00:00:00Z")
     await send(tenant, "c1", 5000, "2026-11-05T00:00:00Z")

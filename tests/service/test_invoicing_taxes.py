@@ -11,7 +11,7 @@ from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
 from tests.conftest import Stack, Tenant
-from tests.service.invoicing_helpers import create_plan, subscribe
+from tests.service.invoicing_helpers import create_plan, on_clock, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
 
@@ -91,6 +91,7 @@ async def test_a_three_decimal_currency_rounds_to_the_fils(tenant: Tenant):
 
 
 async def test_drafts_and_invoices_on_request_carry_taxes(tenant: Tenant):
+    await on_clock(tenant, "c1", "c2")  # November is open
     await tax(tenant, "vat", "20", applied_to_organization=True)
     await create_plan(tenant, "pro", STANDARD, amount_cents=4900)
     await subscribe(tenant, "c1", "pro", "2026-11-01T00:00:00Z")

@@ -290,12 +290,13 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     names = ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE", "BXB_NATS_URL")
-    for name in (*names, "BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "BXB_CATALOG_ADDRESS"):
+    tuning = ("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "BXB_CATALOG_ADDRESS", "BXB_METERING_WRITE_LINGER_SECONDS")
+    for name in (*names, *tuning):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BXB_HOME", str(tmp_path))
     defaults = metering_server.Settings.from_env()
     assert defaults == metering_server.Settings(
-        "127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb", "nats://127.0.0.1:4222", 10.0, "127.0.0.1:50051"
+        "127.0.0.1:50052", "", tmp_path / "clickhouse", "bxb", "nats://127.0.0.1:4222", 10.0, "127.0.0.1:50051", 0.05
     )
     monkeypatch.setenv("BXB_METERING_ADDRESS", "0.0.0.0:7000")
     monkeypatch.setenv("BXB_CLICKHOUSE_URL", "http://ch:8123")
@@ -304,9 +305,10 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.setenv("BXB_NATS_URL", "nats://nats:4222")
     monkeypatch.setenv("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "2.5")
     monkeypatch.setenv("BXB_CATALOG_ADDRESS", "catalog:50051")
+    monkeypatch.setenv("BXB_METERING_WRITE_LINGER_SECONDS", "0.1")
     configured = metering_server.Settings.from_env()
     assert configured == metering_server.Settings(
-        "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5, "catalog:50051"
+        "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5, "catalog:50051", 0.1
     )
 
 

@@ -451,6 +451,33 @@ async def test_identical_copies_stored_at_once_stay_one_row(clickhouse: ClickHou
     assert await usage(store, org, "sum") == (Decimal(7), 1)
 
 
+async def test_a_write_settles_another_organizations_copies_of_a_key_it_holds(
+    clickhouse: ClickHouse, store: EventStore, org: str
+):
+    other = f"{org}_b"
+    # Two copies of key k for `other`, in two places, as two racing processes would leave them.
+    for hours, ingested in ((0, NOW), (1, NOW + MS)):
+        row = {
+            "organization_id": other,
+            "customer_id": "cus_1",
+            "code": "api",
+            "transaction_id": "k",
+            "timestamp": ch_time(START + timedelta(hours=hours)),
+            "properties": {"v": str(hours + 1)},
+            "subscription_id": "",
+            "ingest_time": ch_time(ingested),
+            "value": None,
+        }
+        await clickhouse.insert(f"{store.db}.events", [row])
+    # Both calls join one write (group commit), whose key lookups span both organizations.
+    ours, theirs = await asyncio.gather(
+        store.ingest(org, [event("k", v="5")], NOW), store.ingest(other, [event("j", v="10")], NOW)
+    )
+    assert (ours, theirs) == ([True], [True])  # k of `other` was not written here: not reported as lost
+    assert await usage(store, org, "sum") == (Decimal(5), 1)
+    assert await usage(store, other, "sum") == (Decimal(11), 2)  # its first k, and j
+
+
 async def test_keys_of_an_install_before_event_copies_are_derived_from_its_events(clickhouse: ClickHouse, org: str):
     db = unique("bxb_keys")
     store = EventStore(clickhouse, db)

@@ -172,3 +172,24 @@ async def test_stopping_a_consumer_stops_the_handler_it_is_running(stream_bus, i
     await asyncio.wait_for(started.wait(), 10)
     await consumer.close()
     await asyncio.wait_for(stopped.wait(), 5)
+
+
+async def test_an_unordered_consumer_lingers_so_a_trickle_is_handled_together(stream_bus):
+    b, stream, prefix = stream_bus
+    started, seen_together = [], []
+
+    async def handler(subject: str, payload: bytes) -> None:
+        started.append(payload)
+        await asyncio.sleep(0)  # the other handlers of the same fetch start meanwhile
+        seen_together.append(list(started))
+
+    await b.consume(stream, "lingering", f"{prefix}.>", handler, batch=10, in_order=False, linger=0.5)
+    await b.publish(f"{prefix}.work", b"1", unique("m"))
+    await asyncio.sleep(0.2)
+    await b.publish(f"{prefix}.work", b"2", unique("m"))
+
+    async def handled_together():
+        assert seen_together == [[b"1", b"2"], [b"1", b"2"]]
+        assert await consumer_state(b, stream, "lingering") == (2, 0, 0)
+
+    await eventually(handled_together)

@@ -31,6 +31,28 @@ def test_proto_round_trip_keeps_the_instant_and_microseconds():
     assert back.tzinfo is UTC
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_protos_match_protobufs_own_conversion_at_the_edges(value):
+    ts = timestamps.to_proto(value)
+    expected = Timestamp()
+    expected.FromDatetime(value)
+    assert (ts.seconds, ts.nanos) == (expected.seconds, expected.nanos)
+    assert timestamps.from_proto(ts) == value
+
+
+def test_from_proto_drops_nanoseconds_below_a_microsecond():
+    ts = Timestamp(seconds=-1, nanos=999_999_999)
+    assert timestamps.from_proto(ts) == datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    assert timestamps.from_proto(ts) == ts.ToDatetime(tzinfo=UTC)
+
+
 def test_to_proto_converts_other_offsets_to_the_same_instant():
     paris = datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=1)))
     ts = timestamps.to_proto(paris)

@@ -176,8 +176,10 @@ class Pricing:
         _required(request, "customer_id", "metric_code")
         start, end = _window(request, "start_time", "end_time")
         code = request.metric_code
-        if not request.subscription_id:  # the customer's whole list must be current
-            await self.projection.catch_up(org, request.customer_id)
+        # Unscoped, no catch-up with the catalog (three listings a call): a
+        # subscription still on its way would only change where the metric is
+        # read, and the catalog's definition is its plans' while any uses it
+        # (the fields that decide usage cannot change then).
         async with self.sessions() as session:
             if request.subscription_id:
                 subscription, rows = await self._named(session, org, request.customer_id, request.subscription_id)

@@ -36,7 +36,7 @@ def spawn(address: str, stack: Stack, infra: Infra, log: Path) -> subprocess.Pop
         BXB_NATS_URL=infra.nats.url,
         BXB_METERING_ADDRESS=stack.metering,
         BXB_CATALOG_ADDRESS=stack.catalog,
-        BXB_BILLING_INTERVAL_SECONDS="3600",  # the runs below are the test's own
+        BXB_BILLING_INTERVAL_SECONDS="3600",  # after the run at start, the runs below are the test's own
         BXB_BILLING_SETTLE_SECONDS="0",
         BXB_BILLING_PAGE_SIZE="2",  # 2 subscriptions' periods a transaction, so B dies between pages
     )
@@ -60,35 +60,45 @@ async def test_two_invoicing_processes_bill_each_period_exactly_once(
     today = utcnow()
     ended = (today.year - 2026) * 12 + today.month - 1  # the monthly periods over since 2026-01-01
     assert (await h.post("/v1/plans", json=PLAN)).status_code == 201
-    subscriptions = []
-    for n in range(SUBSCRIPTIONS):
-        body = {"customer_id": f"c{n}", "plan_code": "seat", "start_date": "2026-01-01T00:00:00Z"}
-        created = await h.post("/v1/subscriptions", json=body)
-        subscriptions.append(created.json()["id"])
     invoicing = InvoicingDb(stack)
     try:
-        for subscription in subscriptions:
-            await invoicing.projected(subscription)
         a_address, b_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
         a = spawn(a_address, stack, infra, tmp_path / "a.log")
         b = spawn(b_address, stack, infra, tmp_path / "b.log")
         try:
+            # Each bills at its start: the subscriptions come after, so only the test's runs bill them.
             await asyncio.gather(wait_serving(a_address), wait_serving(b_address))
-            runs = [run_billing(address, tenant.organization_id) for address in (a_address, b_address) * 3]
-            racing = asyncio.gather(*runs, return_exceptions=True)
+            subscriptions = []
+            for n in range(SUBSCRIPTIONS):
+                body = {"customer_id": f"c{n}", "plan_code": "seat", "start_date": "2026-01-01T00:00:00Z"}
+                created = await h.post("/v1/subscriptions", json=body)
+                subscriptions.append(created.json()["id"])
+            for subscription in subscriptions:
+                await invoicing.projected(subscription)
+            org = tenant.organization_id
 
             async def billed(at_least: int):
                 async with invoicing.sessions() as session:
                     query = select(Invoice.subscription_id, Invoice.period_start, Invoice.number).where(
-                        Invoice.organization_id == tenant.organization_id
+                        Invoice.organization_id == org
                     )
                     rows = (await session.execute(query)).all()
                 assert len(rows) >= at_least
                 return rows
 
+            async def b_billed_a_page():
+                assert "issued" in (tmp_path / "b.log").read_text()
+
+            # B starts first (started together, B could trail A page after
+            # page, blocked on the rows A holds, and bill nothing); once it
+            # has billed a page, A races it, and B is killed mid-run: its
+            # open transactions roll back.
+            racing = [asyncio.gather(*(run_billing(b_address, org) for _ in range(3)), return_exceptions=True)]
+            await eventually(b_billed_a_page, timeout=60, interval=0.01)
+            racing.append(asyncio.gather(*(run_billing(a_address, org) for _ in range(3)), return_exceptions=True))
             await eventually(lambda: billed(SUBSCRIPTIONS * ended // 3), timeout=60)
-            b.send_signal(signal.SIGKILL)  # mid-run: its open transactions roll back
-            await racing
+            b.send_signal(signal.SIGKILL)
+            await asyncio.gather(*racing)
             await run_billing(a_address, tenant.organization_id)  # whatever B left
             rows = await billed(SUBSCRIPTIONS * ended)
         finally:

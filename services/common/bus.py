@@ -83,10 +83,11 @@ class Bus:
         """Starts a background loop feeding `handler` from a durable consumer:
         one message at a time in order, or (in_order=False) every fetched
         message at once, for handlers that batch their work together; then a
-        fetch of fewer than `batch` waits `linger` seconds for more to join
-        it. A message not acknowledged within `ack_wait` seconds (its process
-        died) goes to another consumer; a handler still working says so in
-        time."""
+        fetch of fewer than `batch` waits `linger` seconds and takes what has
+        arrived meanwhile (when nothing has, it waits up to `linger` more for
+        a first one). A message not acknowledged within `ack_wait` seconds
+        (its process died) goes to another consumer; a handler still working
+        says so in time."""
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             durable_name=durable,

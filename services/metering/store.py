@@ -221,7 +221,8 @@ class EventStore:
         to another process's."""
         # Per key stored in more than one place in `events` (customer, code,
         # time), each place and its earliest ingest time; copies in one place
-        # are one row to FINAL. ClickHouse keeps the rest, nearly every key.
+        # are one row to FINAL. ClickHouse leaves out the keys stored in one
+        # place: nearly all of them.
         places: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
         for chunk in id_chunks(sorted({txn for _, txn in written})):
             rows = await self.ch.query(

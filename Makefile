@@ -6,6 +6,8 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv
 PY := $(VENV)/bin/python
+# pytest-xdist workers: each starts its own PostgreSQL, NATS, chdb and services.
+TEST_WORKERS ?= 2
 
 .PHONY: install run test lint proto proto-check bench clean
 
@@ -21,7 +23,7 @@ run: install
 
 test: install proto-check lint
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest $(PYTEST_ARGS)
+	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=100
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,24 @@ import asyncpg
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
 
 
+# Ports handed to servers that bind them later. Below Linux's ephemeral range
+# (32768 and up), where the kernel picks outgoing connections' source ports
+# and port 0: a port found free there can be taken by any connection before
+# the server binds it, which happened with two test workers side by side.
+PORTS = range(20000, 32768)
+_draw = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on now, for a server to bind."""
+    while True:
+        port = _draw.choice(PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: draw again
+            return port
 
 
 def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:

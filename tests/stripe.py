@@ -32,9 +32,14 @@ class LocalStripe:
     def __enter__(self) -> LocalStripe:
         program = Path(sys.executable).parent / "localstripe"
         self.process = subprocess.Popen(
-            [str(program), "--port", str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            # --from-scratch: not the state another instance left in the file
+            # every instance shares (/tmp/localstripe.pickle), half written
+            # when two test workers run one each.
+            [str(program), "--port", str(self.port), "--from-scratch"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        wait_for_port(self.port, timeout=30)
+        wait_for_port(self.port, timeout=30, process=self.process)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -59,6 +59,21 @@ def new_user():
     subprocess.run(["userdel", name], stderr=subprocess.DEVNULL, check=False)
 
 
+# free_port
+
+
+def test_free_port_is_below_the_ephemeral_range_and_skips_a_taken_one(monkeypatch: pytest.MonkeyPatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        draws = iter([busy, 20001, 20002, 20003])
+        monkeypatch.setattr(embedded._draw, "choice", lambda ports: next(draws))
+        port = free_port()
+    assert port in (20001, 20002, 20003)  # one of them may be in use on a busy machine
+    assert embedded.PORTS.stop <= 32768
+
+
 # wait_for_port
 
 

@@ -168,7 +168,11 @@ class Statement:
         if not weighted_sum:  # weighted_sum also reads the level before the window
             where.append(f"timestamp >= {start}")
         routes: dict[str, list[int]] = {}
-        if whole(first) is None:  # one customer's scan
+        asked = [self.queries[n] for n in scan]
+        # One customer's scan, also when a subscriptions' scan holds a single
+        # subscription (pricing one): routing by code is cheaper than by the
+        # ids' route key (measured 5 ms of 55 for 20 charges over 50k events).
+        if len({(q.customer_id, q.subscription_id, q.windows) for q in asked}) == 1:
             for n in scan:
                 routes.setdefault(self.queries[n].code, []).append(n)
             codes = self._bind("Array(String)", list(routes))
@@ -183,7 +187,6 @@ class Statement:
                 if whole(q):
                     routes.setdefault(route_key(q.customer_id, "", q.code), []).append(n)
             keys = self._bind("Array(String)", list(routes))
-            asked = [self.queries[n] for n in scan]
             where += [
                 f"customer_id IN {self._bind('Array(String)', sorted({q.customer_id for q in asked}))}",
                 f"code IN {self._bind('Array(String)', sorted({q.code for q in asked}))}",
@@ -265,6 +268,8 @@ class Statement:
         windows = [(start, end) for start, end in windows if start < end]
         if not windows:
             return f"subscription_id = {own}"
+        if since is not None and (since, q.end) in windows:  # all the unassigned events read: no time test
+            return f"subscription_id IN {self._bind('Array(String)', ['', q.subscription_id])}"
         inside = " OR ".join(
             f"timestamp >= {self._bind(TIME, ch_time(start))} AND timestamp < {self._bind(TIME, ch_time(end))}"
             for start, end in windows

@@ -49,6 +49,17 @@ def test_subscriptions_of_any_customers_over_one_range_share_one_scan():
     assert scans(plan) == [[0, 1, 2, 3], [4], [5]]
 
 
+def test_one_subscriptions_scan_routes_by_code_and_several_by_their_ids():
+    whole = ((START, END),)
+    one = Statement("db", "org", [query(f"m{n}", subscription_id="sub_1", windows=whole) for n in range(3)])
+    assert "transform(code," in one.sql
+    assert "customer_id = {" in one.sql and "length(customer_id)" not in one.sql
+    page = Statement(
+        "db", "org", [query(customer_id=f"cus_{n}", subscription_id=f"sub_{n}", windows=whole) for n in range(2)]
+    )
+    assert "length(customer_id)" in page.sql and "transform(code," not in page.sql
+
+
 def test_client_values_are_parameters_never_sql_text():
     tricky = "x') OR 1=1 -- {org:String} \\'"
     plan = [

@@ -171,7 +171,7 @@ class Statement:
         asked = [self.queries[n] for n in scan]
         # One customer's scan, also when a subscriptions' scan holds a single
         # subscription (pricing one): routing by code is cheaper than by the
-        # ids' route key (measured 5 ms of 55 for 20 charges over 50k events).
+        # ids' route key (measured 61 against 68 ms for 20 charges over 50k events).
         if len({(q.customer_id, q.subscription_id, q.windows) for q in asked}) == 1:
             for n in scan:
                 routes.setdefault(self.queries[n].code, []).append(n)

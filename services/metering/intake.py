@@ -106,13 +106,19 @@ class Intake:
     async def settled(self) -> None:
         """Waits until every event queued before the call is stored."""
         assert self.bus is not None, "start the intake first"
-        target = (await self.bus.js.stream_info(STREAM.name)).state.last_seq
+        js = self.bus.js
+        # Both read at once (one round trip): each answer is at least as new as
+        # the call, so a floor at or past the target still covers every event
+        # queued before it.
+        stream, consumer = await asyncio.gather(js.stream_info(STREAM.name), js.consumer_info(STREAM.name, DURABLE))
+        target = stream.state.last_seq
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settle_timeout
-        while (await self.bus.js.consumer_info(STREAM.name, DURABLE)).ack_floor.stream_seq < target:
+        while consumer.ack_floor.stream_seq < target:
             if loop.time() >= deadline:
                 raise IngestionBehind(
                     f"events accepted before this request are still being stored; retry in a moment "
                     f"(waited {self.settle_timeout:g} s)"
                 )
             await asyncio.sleep(self.poll)
+            consumer = await js.consumer_info(STREAM.name, DURABLE)

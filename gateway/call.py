@@ -39,10 +39,17 @@ class Call:
         return {"metadata": tenancy.metadata(self.org), "timeout": self.request.app.state.settings.call_timeout}
 
     def path(self, name: str) -> str:
-        return self.request.path_params[name]
+        return schema.refuse_nul(self.request.path_params[name], name)
 
     def query(self, name: str) -> str:
-        return self.request.query_params.get(name, "")
+        return schema.refuse_nul(self.request.query_params.get(name, ""), name)
+
+    def query_params(self, spec: schema.Spec) -> dict[str, Any]:
+        """The whole query string, checked against `spec` as a body is."""
+        params = dict(self.request.query_params)
+        for name, value in params.items():
+            schema.refuse_nul(value, name)
+        return schema.check(params, spec)
 
     def query_int(self, name: str) -> int:
         raw = self.query(name)
@@ -106,7 +113,7 @@ def endpoint(
                 if not raw.strip() and not optional:
                     raise invalid("a JSON body is required", "", "MISSING_BODY")
                 parsed = schema.parse_json(raw) if raw.strip() else {}
-                data = schema.check(parsed, body)
+                data = schema.check_body(parsed, body)
                 sent = frozenset(parsed) if isinstance(parsed, dict) else frozenset()
             return await handler(Call(request, org, data, sent))
         except ApiError as error:
@@ -117,4 +124,5 @@ def endpoint(
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
             return error_response(500, "INTERNAL", "INTERNAL", "internal error")
 
+    run.spec = body  # what the route reads, for tools that describe the API (and its tests)
     return run

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from gateway.errors import invalid
+from gateway.errors import ApiError, invalid
 from services.common.decimals import MAX_EXPONENT
-from services.common.timestamps import parse_rfc3339
+from services.common.timestamps import LATEST, format_rfc3339, parse_rfc3339
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -72,7 +72,14 @@ def _join(path: str, name: str) -> str:
 
 
 def _fail(path: str, spec: Spec) -> None:
-    raise invalid(f"{path} must be {_TYPE_NAMES[spec.kind]}", path, "INVALID_TYPE")
+    raise invalid(f"{path or 'the body'} must be {_TYPE_NAMES[spec.kind]}", path, "INVALID_TYPE")
+
+
+def check_body(value: Any, spec: Spec) -> Any:
+    """A whole request body, checked: unlike an optional field, it cannot be null."""
+    if value is None:
+        _fail("", spec)
+    return check(value, spec)
 
 
 def check(value: Any, spec: Spec, path: str = "") -> Any:
@@ -129,19 +136,29 @@ def _timestamp(value, spec, path):
         _fail(path, spec)
     if isinstance(value, (int, Decimal)):
         try:
-            return EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))
+            instant = EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))
         except ArithmeticError:  # OverflowError, or decimal.Overflow for huge exponents
-            raise invalid(f"{path} is out of range", path, "INVALID_VALUE") from None
-    if not isinstance(value, str):
+            raise _out_of_range(path) from None
+    elif not isinstance(value, str):
         _fail(path, spec)
-    try:
-        return parse_rfc3339(value)
-    except OverflowError:  # a valid instant whose UTC form is before year 1 or after 9999
-        raise invalid(f"{path} is out of range", path, "INVALID_VALUE") from None
-    except ValueError:
-        raise invalid(
-            f"{path} must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got {value!r}", path, "INVALID_VALUE"
-        ) from None
+    else:
+        try:
+            instant = parse_rfc3339(value)
+        except OverflowError:  # a valid instant whose UTC form is before year 1 or after 9999
+            raise _out_of_range(path) from None
+        except ValueError:
+            raise invalid(
+                f"{path} must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got {value!r}",
+                path,
+                "INVALID_VALUE",
+            ) from None
+    if instant >= LATEST:
+        raise _out_of_range(path)
+    return instant
+
+
+def _out_of_range(path: str) -> ApiError:
+    return invalid(f"{path} is out of range: times must be before {format_rfc3339(LATEST)}", path, "INVALID_VALUE")
 
 
 def _object(value, spec, path):
@@ -227,6 +244,30 @@ _CHECKERS = {
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_NUL_ESCAPE = re.compile(rb"\\u0000")
+NUL = "\x00"
+
+
+def refuse_nul(text: str, name: str) -> str:
+    """`text`, unless it holds a NUL character, which PostgreSQL text cannot
+    store: then a 400 naming `name`."""
+    if NUL in text:
+        raise invalid(f"{name or 'the body'} must not contain the NUL character (\\u0000)", name, "INVALID_VALUE")
+    return text
+
+
+def _refuse_nul_in(value: Any, path: str = "") -> None:
+    """Refuses the first string or key holding a NUL character, by its path."""
+    if isinstance(value, str):
+        refuse_nul(value, path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = _join(path, key.replace(NUL, "\\u0000"))
+            refuse_nul(key, where)
+            _refuse_nul_in(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_nul_in(item, f"{path}[{index}]")
 
 
 def parse_json(raw: bytes) -> Any:
@@ -238,6 +279,9 @@ def parse_json(raw: bytes) -> Any:
         # only a body holding such an escape is encoded to find out.
         if _SURROGATE_ESCAPE.search(raw):
             json.dumps(value, ensure_ascii=False, default=str).encode()
+        # Likewise only an escape makes a NUL (a raw one is malformed JSON).
+        if _NUL_ESCAPE.search(raw):
+            _refuse_nul_in(value)
         return value
     except json.JSONDecodeError as error:
         raise invalid(

@@ -228,7 +228,7 @@ def rejected_json(rejected: pb.RejectedEvent) -> dict:
 async def list_(call: Call):
     """Recent events (filtered by customer, metric or key), or with
     status=rejected the refused ones and why."""
-    query = check(dict(call.request.query_params), LIST)
+    query = call.query_params(LIST)
     code = one_of(query, ("metric_key", "code"), required=False)[0]
     key = one_of(query, ("idempotency_key", "transaction_id"), required=False)[0]
     customer, size, token = query["customer_id"] or "", call.query_int("page_size"), query["page_token"] or ""

@@ -21,7 +21,7 @@ from bxb.metering.v1 import usage_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import respelled
-from gateway.schema import Spec, check, obj, one_of, string
+from gateway.schema import Spec, obj, one_of, string
 from services.common.aggregations import aggregation
 from services.common.timestamps import format_rfc3339, to_proto
 
@@ -52,7 +52,7 @@ class Query:
 
     def __init__(self, call: Call, spec: Spec):
         self.call = call
-        self.params = check(dict(call.request.query_params), spec)
+        self.params = call.query_params(spec)
         self.code, self.named = one_of(self.params, ("metric_key", "code"))
 
     async def metric(self) -> billable_metrics_pb2.BillableMetric:

@@ -4,8 +4,9 @@ Every service's `server.py` builds a `Service` (its servicers plus start and
 stop hooks) and hands it to `run`. The interceptor binds the calling
 organization from metadata and maps exceptions: a `DomainError` becomes its
 google.rpc.Status, a backing service's UNAVAILABLE or DEADLINE_EXCEEDED is
-passed on as it came (retry later), anything else is logged and becomes a
-bare INTERNAL.
+passed on as it came (retry later), text PostgreSQL cannot store (a NUL
+character) is the caller's INVALID_ARGUMENT, anything else is logged and
+becomes a bare INTERNAL.
 """
 
 from __future__ import annotations
@@ -20,12 +21,26 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.common import tenancy
-from services.common.errors import PASSED_ON, Aborted, DomainError, internal_status, passed_on_status
+from services.common.errors import (
+    PASSED_ON,
+    Aborted,
+    DomainError,
+    InvalidArgument,
+    internal_status,
+    passed_on_status,
+)
 
 ABORTED = Aborted("a concurrent request changed the same resource; retry", reason="CONCURRENT_MODIFICATION")
+# PostgreSQL's SQLSTATEs for text it cannot store: a NUL character in a text
+# column (character_not_in_repertoire) or a \u0000 escape in JSONB
+# (untranslatable_character). Either came from the caller's strings.
+UNSTORABLE_TEXT = {"22021", "22P05"}
+UNSTORABLE = InvalidArgument(
+    "a string holds a character that cannot be stored (NUL, \\u0000)", reason="UNSTORABLE_CHARACTER"
+)
 
 log = logging.getLogger("bxb.grpc")
 
@@ -69,7 +84,9 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
                     await context.abort_with_status(passed_on_status(error))
                 log.exception("unhandled error in %s", method)
                 await context.abort_with_status(internal_status())
-            except Exception:
+            except Exception as error:
+                if isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in UNSTORABLE_TEXT:
+                    await context.abort_with_status(UNSTORABLE.to_status())  # its transaction rolled back
                 log.exception("unhandled error in %s", method)
                 await context.abort_with_status(internal_status())
             finally:

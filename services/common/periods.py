@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from services.common.errors import InvalidArgument
+
 MONTHS = {"PLAN_INTERVAL_MONTHLY": 1, "PLAN_INTERVAL_QUARTERLY": 3, "PLAN_INTERVAL_YEARLY": 12}
 WEEKLY = "PLAN_INTERVAL_WEEKLY"
 
@@ -44,9 +46,14 @@ def add_months(anchor: datetime, months: int) -> datetime:
 
 
 def _step(anchor: datetime, interval: str, n: int) -> datetime:
-    if interval == WEEKLY:
-        return anchor + timedelta(weeks=n)
-    return add_months(anchor, MONTHS[interval] * n)
+    try:
+        if interval == WEEKLY:
+            return anchor + timedelta(weeks=n)
+        return add_months(anchor, MONTHS[interval] * n)
+    except (OverflowError, ValueError):  # past the year 9999: only a caller's time so far off gets there
+        raise InvalidArgument(
+            "a billing period would end after the year 9999: give times before 9999-01-01", reason="OUT_OF_RANGE"
+        ) from None
 
 
 def _calendar_anchor(start: datetime, interval: str) -> datetime:

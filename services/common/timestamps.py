@@ -11,6 +11,9 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Times bxb accepts end before the calendar's last year: the billing period
+# holding any of them (a year at most) must still end inside it.
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def utcnow() -> datetime:

@@ -34,6 +34,9 @@ from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
 
 MICROSECOND = timedelta(microseconds=1)
+# Billing periods one calculation may span (ten years of a monthly plan):
+# each is priced apart, so a window of centuries would run for hours.
+MAX_SLICES = 120
 
 
 def interval_of(plan: plans_pb2.Plan) -> str:
@@ -73,15 +76,24 @@ def default_window(subscription: Subscription, interval: str, now: datetime) -> 
 
 
 def slices(subscription: Subscription, interval: str, start: datetime, end: datetime) -> list[periods.Period]:
-    """[start, end) cut at the subscription's period boundaries and clipped to its active span."""
+    """[start, end) cut at the subscription's period boundaries and clipped to
+    its active span: at most MAX_SLICES (each is priced on its own), or a 400."""
     every = periods.periods(
         subscription.billing_start, interval, subscription.billing_time, until=subscription.terminate_time
     )
-    return [
+    cut = [
         periods.Period(max(p.start, start), min(p.end, end), p.full_start, p.full_end)
-        for p in itertools.takewhile(lambda p: p.start < end, every)
-        if p.end > start
+        for p in itertools.islice(
+            (p for p in itertools.takewhile(lambda p: p.start < end, every) if p.end > start), MAX_SLICES + 1
+        )
     ]
+    if len(cut) > MAX_SLICES:
+        raise InvalidArgument(
+            f"the window spans more than {MAX_SLICES} billing periods; price a shorter one",
+            field="period_end",
+            reason="WINDOW_TOO_LONG",
+        )
+    return cut
 
 
 def record(

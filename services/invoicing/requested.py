@@ -77,17 +77,19 @@ class RequestedInvoices:
             raise InvalidArgument("customer_id is required", field="customer_id")
         if not request.HasField("cutoff_time"):
             raise InvalidArgument("cutoff_date is required", field="cutoff_time")
-        end = period_end(from_proto(request.cutoff_time))
+        cutoff = from_proto(request.cutoff_time)
         if not request.subscription_id:  # the customer's whole list must be current
             await self.pricing.projection.catch_up(org, request.customer_id)
         async with self.sessions() as session:
             subscription, rows = await self.pricing.pick(session, org, request.customer_id, request.subscription_id)
             now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
             start = await billed_to(session, subscription)
-        if end > now:
+        # Compared first as given: a cutoff in year 9999 has no second after it.
+        if cutoff > now or period_end(cutoff) > now:
             raise InvalidArgument(
                 "cutoff_date must not be in the future", field="cutoff_time", reason="CUTOFF_IN_FUTURE"
             )
+        end = period_end(cutoff)
         if subscription.terminate_time is not None:
             end = min(end, subscription.terminate_time)
         if end <= start:

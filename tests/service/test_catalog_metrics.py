@@ -199,3 +199,20 @@ async def test_list_rejects_bad_paging(metrics: Metrics, fields, field):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await metrics.list(**fields)
     assert_invalid(raised.value, field)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"name": "API\x00Requests"},  # a text column
+        {"filters": [pb.PropertyValues(key="region", values=["us\x00"])]},  # a JSONB one
+    ],
+)
+async def test_a_nul_character_postgresql_cannot_store_is_invalid_argument_and_stores_nothing(
+    metrics: Metrics, fields: dict
+):
+    error = await metrics.rejected(code="api_requests", aggregation_type=1, **fields)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert error_info(error).reason == "UNSTORABLE_CHARACTER"
+    assert "NUL" in error.details()
+    assert list((await metrics.list()).billable_metrics) == []

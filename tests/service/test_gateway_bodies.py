@@ -67,10 +67,59 @@ async def test_bodies_that_are_not_valid_unicode_json_are_malformed(tenant: Tena
     await assert_no_metric(tenant, "m")
 
 
-async def test_a_json_body_that_is_not_an_object_is_refused(tenant: Tenant):
-    response = await tenant.http.post("/v1/billable_metrics", json=["count"])
-    error = assert_error(response, 400, "INVALID_TYPE")
-    assert "must be an object" in error["message"]
+@pytest.mark.parametrize("raw", [b'["count"]', b"null", b"7"])
+@pytest.mark.parametrize("path", ["/v1/billable_metrics", "/v1/events/batch", "/v1/pricing/calculate"])
+async def test_a_json_body_that_is_not_an_object_is_refused(tenant: Tenant, path: str, raw: bytes):
+    response = await tenant.http.post(path, content=raw)
+    error = assert_error(response, 400, "INVALID_TYPE")  # the body itself: no field
+    assert error["message"] == "the body must be an object"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"code": "m\u0000", "aggregation_type": "count"}, "code"),
+        ({"code": "m", "aggregation_type": "count", "name": "\u0000"}, "name"),
+        (
+            {"code": "m", "aggregation_type": "count", "filters": [{"key": "region", "values": ["us", "\u0000"]}]},
+            "filters[0].values[1]",
+        ),
+        ({"code": "m", "aggregation_type": "count", "filters": [{"key\u0000": "region"}]}, "filters[0].key\\u0000"),
+    ],
+)
+async def test_a_nul_character_anywhere_in_a_body_is_refused_by_its_path(tenant: Tenant, body: dict, field: str):
+    raw = json.dumps(body).encode()  # the NUL characters as \\u0000 escapes
+    assert b"\\u0000" in raw
+    response = await tenant.http.post("/v1/billable_metrics", content=raw)
+    error = assert_error(response, 400, "INVALID_VALUE", field)
+    assert "NUL" in error["message"]
+    await assert_no_metric(tenant, "m")
+
+
+async def test_an_escaped_backslash_before_u0000_is_plain_text(tenant: Tenant):
+    code = unique("m")
+    body = {"code": code, "aggregation_type": "count", "description": "C strings end with \\u0000"}
+    response = await tenant.http.post("/v1/billable_metrics", content=json.dumps(body).encode())
+    assert response.status_code == 201, response.text
+    assert response.json()["description"] == "C strings end with \\u0000"
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/v1/billable_metrics/m%00", "code"),
+        ("/v1/customers/c%00/invoices", "customer_id"),
+        ("/v1/invoices?customer_id=c%00", "customer_id"),
+        (
+            "/v1/usage/summary?customer_id=c%00&metric_key=m&period_start=2026-01-01T00:00:00Z"
+            "&period_end=2026-02-01T00:00:00Z",
+            "customer_id",
+        ),
+        ("/v1/events?customer_id=c%00", "customer_id"),
+    ],
+)
+async def test_a_nul_character_in_the_path_or_query_is_refused_by_name(tenant: Tenant, path: str, field: str):
+    assert_error(await tenant.http.get(path), 400, "INVALID_VALUE", field)
 
 
 async def test_an_unknown_field_is_refused_by_name(tenant: Tenant):

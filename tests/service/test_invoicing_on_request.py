@@ -166,6 +166,7 @@ async def test_an_invoice_billing_nothing_is_refused_and_stores_nothing(tenant: 
         ({"customer_id": "c1"}, 400, "cutoff_date"),
         ({"cutoff_date": "2026-03-31T23:59:59Z"}, 400, "customer_id"),
         ({"customer_id": "c1", "cutoff_date": "2099-01-01T00:00:00Z"}, 400, "cutoff_date"),
+        ({"customer_id": "c1", "cutoff_date": "9999-12-31T23:59:59Z"}, 400, "cutoff_date"),  # no second after it
         ({"customer_id": "c1", "cutoff_date": "2026-02-15T00:00:00Z"}, 409, "cutoff_date"),
         ({"customer_id": "nobody", "cutoff_date": "2026-03-31T23:59:59Z"}, 404, "customer_id"),
         (

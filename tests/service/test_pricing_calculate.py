@@ -316,6 +316,9 @@ async def test_a_window_needs_both_bounds_in_order(tenant: Tenant, desk: Desk):
         ({"period_start": "2026-09-02T00:00:00Z", "period_end": "2026-09-01T00:00:00Z"}, "period_end"),
         ({"period_start": "2026-09-01T00:00:00Z", "period_end": "2026-09-01T00:00:00Z"}, "period_end"),
         ({"period_start": "yesterday"}, "period_start"),
+        # 121 monthly periods (at most 120), and a window ending after the last year bxb takes.
+        ({"period_start": "2026-09-01T00:00:00Z", "period_end": "2036-09-02T00:00:00Z"}, "period_end"),
+        ({"period_start": "2026-09-01T00:00:00Z", "period_end": "9999-12-31T23:59:59Z"}, "period_end"),
     ]
     for window, field in cases:
         response = await calculate(tenant, customer_id="cus", **window)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.common.errors import InvalidArgument
 from services.common.periods import Period, add_months, current, ended, periods, started
 
 ANNIVERSARY = "BILLING_TIME_ANNIVERSARY"
@@ -284,3 +285,11 @@ def test_an_ended_subscription_has_periods_up_to_its_end_and_none_after(start, i
     if cut:
         last, full = cut[-1], whole[-1]
         assert (last.start, last.full_start, last.full_end) == (full.start, full.full_start, full.end)
+
+
+@pytest.mark.parametrize("interval", ["PLAN_INTERVAL_WEEKLY", "PLAN_INTERVAL_YEARLY"])
+def test_a_period_that_would_end_after_the_year_9999_is_the_caller_s_error(interval):
+    every = periods(datetime(9998, 12, 25, tzinfo=UTC), interval, "BILLING_TIME_ANNIVERSARY")
+    with pytest.raises(InvalidArgument) as raised:
+        list(islice(every, 60))
+    assert raised.value.reason == "OUT_OF_RANGE"

@@ -191,11 +191,17 @@ def test_timestamp_refuses_malformed_text(value):
         Decimal("1E+999999"),  # Decimal overflow, not OverflowError
         "0001-01-01T00:00:00+01:00",  # valid text, but before year 1 in UTC
         "9999-12-31T23:59:59-01:00",
+        "9999-01-01T00:00:00Z",  # a valid instant, but its billing period could end past year 9999
+        253370764800,  # the same in Unix seconds
     ],
 )
 def test_timestamp_out_of_range(value):
     error = assert_refused(value, Spec("timestamp"), "INVALID_VALUE", path="timestamp")
-    assert "out of range" in error.message
+    assert error.message == "timestamp is out of range: times must be before 9999-01-01T00:00:00Z"
+
+
+def test_the_last_time_in_range_is_taken():
+    assert check("9998-12-31T23:59:59.999999Z", Spec("timestamp")) == datetime(9998, 12, 31, 23, 59, 59, 999999, UTC)
 
 
 @pytest.mark.parametrize("value", [True, False, 1.5, [2026], {"seconds": 1}])

@@ -113,7 +113,7 @@ def endpoint(
                 if not raw.strip() and not optional:
                     raise invalid("a JSON body is required", "", "MISSING_BODY")
                 parsed = schema.parse_json(raw) if raw.strip() else {}
-                data = schema.check_body(parsed, body)
+                data = schema.check_present(parsed, body)
                 sent = frozenset(parsed) if isinstance(parsed, dict) else frozenset()
             return await handler(Call(request, org, data, sent))
         except ApiError as error:

@@ -75,11 +75,13 @@ def _fail(path: str, spec: Spec) -> None:
     raise invalid(f"{path or 'the body'} must be {_TYPE_NAMES[spec.kind]}", path, "INVALID_TYPE")
 
 
-def check_body(value: Any, spec: Spec) -> Any:
-    """A whole request body, checked: unlike an optional field, it cannot be null."""
-    if value is None:
-        _fail("", spec)
-    return check(value, spec)
+def check_present(value: Any, spec: Spec, path: str = "") -> Any:
+    """A value that is there whatever its spec says (a whole body, an array
+    item, a map value), checked: unlike an absent optional field, it cannot be
+    null unless its spec is nullable (or required: then it is missing)."""
+    if value is None and not (spec.nullable or spec.required):
+        _fail(path, spec)
+    return check(value, spec, path)
 
 
 def check(value: Any, spec: Spec, path: str = "") -> Any:
@@ -180,7 +182,7 @@ def _array(value, spec, path):
     if spec.max_items and len(value) > spec.max_items:
         raise invalid(f"{path} has more than {spec.max_items} items", path, "TOO_MANY_ITEMS")
     assert spec.items is not None
-    return [check(item, spec.items, f"{path}[{index}]") for index, item in enumerate(value)]
+    return [check_present(item, spec.items, f"{path}[{index}]") for index, item in enumerate(value)]
 
 
 def _list(value, spec, path):
@@ -200,7 +202,7 @@ def _map(value, spec, path):
     if spec.max_items and len(value) > spec.max_items:
         raise invalid(f"{path} has more than {spec.max_items} keys", path, "TOO_MANY_ITEMS")
     assert spec.items is not None
-    return {key: check(item, spec.items, _join(path, key)) for key, item in value.items()}
+    return {key: check_present(item, spec.items, _join(path, key)) for key, item in value.items()}
 
 
 def _properties(value, spec, path):

@@ -24,7 +24,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import ApiError, invalid
-from gateway.schema import Spec, check, obj, one_of, string
+from gateway.schema import Spec, check, check_present, obj, one_of, string
 from services.common.timestamps import to_proto
 
 MAX_BATCH = 500
@@ -142,7 +142,7 @@ def _items(call: Call) -> list[tuple[dict | None, pb.UsageEvent | pb.RejectedEve
     for index, raw in enumerate(call.body["events"]):
         where = f"events[{index}]"
         try:
-            event, abaxus = _event(check(raw, CREATE, where))
+            event, abaxus = _event(check_present(raw, CREATE, where))
         except ApiError as error:
             if not error.field.startswith(where):
                 error.field = _at(where, error.field)

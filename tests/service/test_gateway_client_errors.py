@@ -1,7 +1,7 @@
 """Whatever a client sends, every /v1 route answers a success or a JSON 4xx,
 never a 5xx: a body that is null or no object, and in each field of an
-otherwise sensible body a NUL character, a wrong type, a huge number or a
-time at the end of the calendar; odd path segments and query values.
+otherwise sensible body a NUL character, a wrong type, a huge number, a null
+item or a time at the end of the calendar; odd path segments and query values.
 
 Each route's body spec is read from the app itself, so a new route is
 covered as soon as it is added. The sensible bodies name real resources (a
@@ -21,7 +21,19 @@ from gateway.config import Settings
 from gateway.schema import Spec
 from tests.conftest import Tenant
 
-BAD_VALUES = [None, "a\u0000b", 10**40, -1, [], {}, "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "x" * 300]
+BAD_VALUES = [
+    None,
+    "a\u0000b",
+    10**40,
+    -1,
+    [],
+    {},
+    [None],
+    {"k": None},
+    "9999-12-31T23:59:59Z",
+    "0001-01-01T00:00:00Z",
+    "x" * 300,
+]
 BAD_SEGMENTS = ["x" * 300, "%00", "..", "a b"]
 BAD_QUERIES = ["%00", "-1", "99999999999", "9999-12-31T23:59:59Z", "x" * 300]
 QUERIES = ["customer_id", "subscription_id", "page_size", "page_token", "status", "metric_key", "period_start"]

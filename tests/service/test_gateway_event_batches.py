@@ -38,18 +38,21 @@ async def test_a_batch_answers_each_item_and_stores_exactly_the_valid_ones(tenan
         item("evt_003", "3", properties={"region": "us-east-1"}),
         {"code": "api_calls", "customer_id": "cust_acme", "timestamp": "2999-01-01T00:00:00Z"},  # future
         item("evt_001", "5"),  # a retry within the batch
+        None,
     ]
     response = await tenant.http.post("/v1/events/batch", json={"events": events})
     assert response.status_code == 207, response.text
     results = response.json()["results"]
-    assert [r["status"] for r in results] == [202, 400, 400, 400, 202, 400, 202]
+    assert [r["status"] for r in results] == [202, 400, 400, 400, 202, 400, 202, 400]
     assert results[0] == {"status": 202, "idempotency_key": "evt_001"}
-    assert [results[i]["field"] for i in (1, 2, 3, 5)] == [
+    assert [results[i]["field"] for i in (1, 2, 3, 5, 7)] == [
         "events[1].value",
         "events[2].idempotency_key",
         "events[3]",
         "events[5].timestamp",
+        "events[7]",
     ]
+    assert results[7]["message"] == "events[7] must be an object"
     assert results[5]["reason"] == "TIMESTAMP_IN_FUTURE"
     assert await usage(tenant) == ("5", 2)
 

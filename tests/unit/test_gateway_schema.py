@@ -375,3 +375,15 @@ def test_parse_json_refuses_an_unpaired_surrogate_escape():
 
 def test_parse_json_accepts_a_paired_surrogate_escape():
     assert parse_json(b'{"name": "\\ud83d\\ude00"}') == {"name": "\U0001f600"}
+
+
+def test_a_null_array_item_or_map_value_is_refused_by_its_path():
+    error = assert_refused({"code": "gold", "charges": [None]}, PLAN, "INVALID_TYPE", field="body.charges[0]")
+    assert error.message == "body.charges[0] must be an object"
+    prices = schema.mapping(Spec("decimal"))
+    error = assert_refused({"us": "1", "eu": None}, prices, "INVALID_TYPE", field="body.eu")
+    assert error.message == "body.eu must be a decimal number or a string holding one"
+
+
+def test_a_nullable_array_item_may_be_null():
+    assert check([None, 3], array(Spec("integer", nullable=True))) == [None, 3]

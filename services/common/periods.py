@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.common.errors import InvalidArgument
+from services.common.timestamps import LATEST, format_rfc3339
 
 MONTHS = {"PLAN_INTERVAL_MONTHLY": 1, "PLAN_INTERVAL_QUARTERLY": 3, "PLAN_INTERVAL_YEARLY": 12}
 WEEKLY = "PLAN_INTERVAL_WEEKLY"
@@ -52,7 +53,8 @@ def _step(anchor: datetime, interval: str, n: int) -> datetime:
         return add_months(anchor, MONTHS[interval] * n)
     except (OverflowError, ValueError):  # past the year 9999: only a caller's time so far off gets there
         raise InvalidArgument(
-            "a billing period would end after the year 9999: give times before 9999-01-01", reason="OUT_OF_RANGE"
+            f"a billing period would end after the year 9999: give times before {format_rfc3339(LATEST)}",
+            reason="OUT_OF_RANGE",
         ) from None
 
 

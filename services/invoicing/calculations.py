@@ -81,11 +81,10 @@ def slices(subscription: Subscription, interval: str, start: datetime, end: date
     every = periods.periods(
         subscription.billing_start, interval, subscription.billing_time, until=subscription.terminate_time
     )
+    touching = (p for p in itertools.takewhile(lambda p: p.start < end, every) if p.end > start)
     cut = [
         periods.Period(max(p.start, start), min(p.end, end), p.full_start, p.full_end)
-        for p in itertools.islice(
-            (p for p in itertools.takewhile(lambda p: p.start < end, every) if p.end > start), MAX_SLICES + 1
-        )
+        for p in itertools.islice(touching, MAX_SLICES + 1)
     ]
     if len(cut) > MAX_SLICES:
         raise InvalidArgument(

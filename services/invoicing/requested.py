@@ -84,12 +84,13 @@ class RequestedInvoices:
             subscription, rows = await self.pricing.pick(session, org, request.customer_id, request.subscription_id)
             now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
             start = await billed_to(session, subscription)
-        # Compared first as given: a cutoff in year 9999 has no second after it.
-        if cutoff > now or period_end(cutoff) > now:
+        # A cutoff already after now is judged as given: the last second of
+        # year 9999 has no second after it.
+        end = cutoff if cutoff > now else period_end(cutoff)
+        if end > now:
             raise InvalidArgument(
                 "cutoff_date must not be in the future", field="cutoff_time", reason="CUTOFF_IN_FUTURE"
             )
-        end = period_end(cutoff)
         if subscription.terminate_time is not None:
             end = min(end, subscription.terminate_time)
         if end <= start:

@@ -7,15 +7,16 @@ import asyncio
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
 
 from bxb.catalog.v1 import add_ons_pb2, add_ons_pb2_grpc, taxes_pb2_grpc
 from services.common import tenancy
 from services.common.outbox import OutboxRelay
 from services.invoicing.fees import FeeCalculator
-from services.invoicing.models import Invoice, Outbox
+from services.invoicing.models import Invoice, InvoiceSequence, Outbox
 from services.invoicing.one_offs import OneOffInvoices
 from services.invoicing.projection import SubscriptionProjection
-from tests.conftest import Stack, Tenant, eventually
+from tests.conftest import Stack, Tenant
 from tests.service.invoicing_helpers import InvoicingDb
 
 SETUP = {"code": "setup", "name": "Setup fee", "amount_cents": 50000}
@@ -120,26 +121,28 @@ class PausedTaxes:
 
 
 async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb):
+    """The service (from add_on_applied, or a read) and a second issuer both
+    pass their check for an existing invoice before either stores one; one
+    invoice results. Holding the organization's invoice numbering keeps every
+    issuer from committing until the second has passed its check (without
+    the hold the service could win first, and the check would never ask)."""
     await post(tenant, "/v1/add_ons", SETUP)
-    async with stack.channel("catalog") as catalog:
-        meta = tenancy.metadata(tenant.organization_id)
+    org = tenant.organization_id
+    async with stack.channel("catalog") as catalog, invoicing_db.sessions() as hold:
+        await hold.execute(insert(InvoiceSequence).values(organization_id=org, last_number=0))
         applied = await add_ons_pb2_grpc.AddOnServiceStub(catalog).ApplyAddOn(
-            add_ons_pb2.ApplyAddOnRequest(customer_id="c3", add_on_code="setup"), metadata=meta
+            add_ons_pb2.ApplyAddOnRequest(customer_id="c3", add_on_code="setup"), metadata=tenancy.metadata(org)
         )
         paused = PausedTaxes(taxes_pb2_grpc.TaxServiceStub(catalog))
         relay = OutboxRelay(invoicing_db.sessions, Outbox)
         slow = OneOffInvoices(invoicing_db.sessions, FeeCalculator(sessions=invoicing_db.sessions, taxes=paused), relay)
-        late = asyncio.create_task(slow.issue(tenant.organization_id, applied))
-        await paused.asked.wait()
-
-        async def issued_by_the_service():
-            [invoice] = await one_offs(tenant, "c3")
-            return invoice
-
-        first = await eventually(issued_by_the_service)
+        late = asyncio.create_task(slow.issue(org, applied))
+        await asyncio.wait_for(paused.asked.wait(), 10)  # past its check: nothing was issued
         paused.release.set()
-        await late  # its insert meets the service's invoice: nothing more
-        await slow.issue(tenant.organization_id, applied)  # a redelivery finds it
+        await hold.rollback()  # numbering free: the issuers race to store it
+        await late
+        [first] = await one_offs(tenant, "c3")
+        await slow.issue(org, applied)  # a redelivery finds it
     assert [i["id"] for i in await one_offs(tenant, "c3")] == [first["id"]]
     async with invoicing_db.sessions() as session:
         assert (await session.get(Invoice, first["id"])).source_id == applied.id

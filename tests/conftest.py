@@ -42,7 +42,7 @@ class Infra:
 def infra(tmp_path_factory) -> Infra:
     root = tmp_path_factory.mktemp("infra")
     postgres = Postgres(root / "postgres", durable=False)
-    nats = Nats(root / "nats")
+    nats = Nats(root / "nats", durable=False)
     postgres.start()
     nats.start()
     yield Infra(postgres, nats, root / "chdb")

@@ -17,6 +17,8 @@ from bxb.catalog.v1 import (
     coupons_pb2_grpc,
     customers_pb2,
     customers_pb2_grpc,
+    event_references_pb2,
+    event_references_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
     plans_pb2,
@@ -32,6 +34,7 @@ from services.catalog import organizations
 from services.catalog.add_ons import AddOnServicer
 from services.catalog.coupons import CouponServicer
 from services.catalog.customers import CustomerServicer
+from services.catalog.event_references import EventReferenceServicer
 from services.catalog.metrics import BillableMetricServicer
 from services.catalog.models import Outbox
 from services.catalog.plans import PlanServicer
@@ -102,6 +105,12 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(coupons_pb2, coupons_pb2_grpc, "CouponService", CouponServicer(sessions, relay)),
             grpc_server.registrar(taxes_pb2, taxes_pb2_grpc, "TaxService", TaxServicer(sessions)),
+            grpc_server.registrar(
+                event_references_pb2,
+                event_references_pb2_grpc,
+                "EventReferenceService",
+                EventReferenceServicer(sessions),
+            ),
             grpc_server.registrar(add_ons_pb2, add_ons_pb2_grpc, "AddOnService", AddOnServicer(sessions, relay)),
             grpc_server.registrar(
                 test_clocks_pb2, test_clocks_pb2_grpc, "TestClockService", TestClockServicer(sessions, relay)

@@ -4,6 +4,14 @@ Subjects are `bxb.<service>.v1.<event>`; each producing service owns one
 stream holding its subjects. Consumers are durable pull consumers, so a
 service that was down resumes where it stopped. Handlers must be idempotent:
 JetStream redelivers a message whose handler failed or whose ack was lost.
+
+No message holds up the others: a failed one is redelivered after a delay
+that doubles with each attempt (1 s up to RETRY_CAP), while the consumer goes
+on with the messages behind it. A message that can never be handled (its
+payload does not decode, or its handler raises `Poison`), or that still fails
+after a consumer's `max_attempts`, is handed to the consumer's parker (a
+dead-letter place that an API lists) and acknowledged; when parking fails
+too, it stays in the stream and is retried.
 """
 
 from __future__ import annotations
@@ -11,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import nats
+from google.protobuf.message import DecodeError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
@@ -40,6 +50,39 @@ PAYMENTS = Stream("BXB_PAYMENTS", ("bxb.payments.>",))
 Handler = Callable[[str, bytes], Awaitable[None]]
 """Receives a message's subject and payload; raising makes it redeliver."""
 
+RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
+RETRY_CAP = 300.0  # the longest wait between two deliveries
+
+
+class Poison(Exception):
+    """Raised by a handler for a message it can never handle: parked at once."""
+
+
+@dataclass(frozen=True)
+class Parked:
+    """A message given up on: what it was and why."""
+
+    stream: str
+    durable: str
+    sequence: int  # its place in the stream
+    subject: str
+    payload: bytes
+    organization_id: str  # from its header; empty when it had none
+    attempts: int
+    error: str
+
+
+Parker = Callable[[Parked], Awaitable[None]]
+"""Stores a message given up on where an API lists it; raising keeps it in the stream."""
+
+
+def retry_delay(attempt: int, cap: float = RETRY_CAP) -> float:
+    """Seconds before delivering a message again after its `attempt`-th
+    failure: doubling from RETRY_BASE to `cap`, with a tenth of jitter so
+    that messages failing together do not come back together."""
+    delay = min(cap, RETRY_BASE * 2 ** min(attempt - 1, 30))
+    return delay * random.uniform(0.9, 1.1)
+
 
 class Bus:
     def __init__(self, nc: nats.NATS, js: JetStreamContext):
@@ -53,14 +96,18 @@ class Bus:
         return cls(nc, nc.jetstream())
 
     async def ensure_stream(self, stream: Stream) -> None:
+        """Creates the stream, or gives an existing one the subjects it should have now."""
         retention = RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS
         config = StreamConfig(
             name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0, retention=retention
         )
         try:
-            await self.js.stream_info(stream.name)
+            info = await self.js.stream_info(stream.name)
         except NotFoundError:
             await self.js.add_stream(config)
+            return
+        if info.config.subjects != list(stream.subjects):
+            await self.js.update_stream(info.config.evolve(subjects=list(stream.subjects)))
 
     async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
         headers = {MSG_ID: msg_id}
@@ -72,22 +119,28 @@ class Bus:
         self,
         stream: Stream,
         durable: str,
-        subject: str,
+        subject: str | None,
         handler: Handler,
         batch: int = 100,
         *,
         in_order: bool = True,
         ack_wait: float = 30.0,
         linger: float = 0.0,
+        park: Parker | None = None,
+        max_attempts: int = 0,
+        retry_cap: float = RETRY_CAP,
     ) -> None:
-        """Starts a background loop feeding `handler` from a durable consumer:
+        """Starts a background loop feeding `handler` from a durable consumer
+        of `subject` (None: the whole stream):
         one message at a time in order, or (in_order=False) every fetched
         message at once, for handlers that batch their work together; then a
         fetch of fewer than `batch` waits `linger` seconds and takes what has
         arrived meanwhile (when nothing has, it waits up to `linger` more for
         a first one). A message not acknowledged within `ack_wait` seconds
         (its process died) goes to another consumer; a handler still working
-        says so in time."""
+        says so in time. `park` receives the messages given up on: poison at
+        once, any other after `max_attempts` deliveries (0: never); a failed
+        message comes back after at most `retry_cap` seconds."""
         await self.ensure_stream(stream)
         config = ConsumerConfig(
             durable_name=durable,
@@ -99,10 +152,11 @@ class Bus:
         )
         await self.js.add_consumer(stream.name, config)
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
-        loop = self._loop(sub, handler, batch, in_order, ack_wait / 3, linger)
+        handling = _Handling(stream.name, durable, handler, ack_wait / 3, park, max_attempts, retry_cap)
+        loop = self._loop(sub, handling, batch, in_order, linger)
         self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
-    async def _loop(self, sub, handler: Handler, batch: int, in_order: bool, heartbeat: float, linger: float) -> None:
+    async def _loop(self, sub, handling: _Handling, batch: int, in_order: bool, linger: float) -> None:
         while True:
             try:
                 messages = await sub.fetch(batch, timeout=1.0)
@@ -116,9 +170,9 @@ class Bus:
                     messages += await sub.fetch(batch - len(messages), timeout=linger)
             if in_order:
                 for msg in messages:
-                    await _handle(msg, handler, heartbeat)
+                    await handling.handle(msg)
             else:
-                await asyncio.gather(*(_handle(msg, handler, heartbeat) for msg in messages))
+                await asyncio.gather(*(handling.handle(msg) for msg in messages))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -130,19 +184,62 @@ class Bus:
         await self.nc.close()
 
 
-async def _handle(msg, handler: Handler, heartbeat: float) -> None:
-    """Acknowledged once handled, marked in progress every `heartbeat`
-    seconds until then; redelivered a second later when the handler fails."""
-    work = asyncio.ensure_future(handler(msg.subject, msg.data))
-    try:
-        while not (await asyncio.wait({work}, timeout=heartbeat))[0]:
-            await msg.in_progress()
-    finally:
-        work.cancel()  # a no-op once done; a stopped consumer stops its handlers
-    try:
-        work.result()
-    except Exception:
-        log.exception("handler failed for %s; redelivering", msg.subject)
-        await msg.nak(delay=1.0)
-    else:
-        await msg.ack()
+@dataclass(frozen=True)
+class _Handling:
+    """How one consumer handles a message: runs its handler, then acks,
+    redelivers later, or parks."""
+
+    stream: str
+    durable: str
+    handler: Handler
+    heartbeat: float  # seconds between two "in progress" while the handler works
+    park: Parker | None
+    max_attempts: int
+    retry_cap: float
+
+    async def handle(self, msg) -> None:
+        """Acknowledged once handled, marked in progress every heartbeat
+        until then; redelivered after `retry_delay` when the handler fails,
+        parked when it never can."""
+        work = asyncio.ensure_future(self.handler(msg.subject, msg.data))
+        try:
+            while not (await asyncio.wait({work}, timeout=self.heartbeat))[0]:
+                await msg.in_progress()
+        finally:
+            work.cancel()  # a no-op once done; a stopped consumer stops its handlers
+        error = work.exception()
+        if error is None:
+            await msg.ack()
+            return
+        attempt = msg.metadata.num_delivered
+        poison = isinstance(error, (Poison, DecodeError))
+        given_up = poison or attempt >= self.max_attempts > 0
+        if self.park is not None and given_up and await self._parked(msg, error, attempt):
+            await msg.ack()
+            return
+        log.error("handler failed for %s (attempt %d); redelivering", msg.subject, attempt, exc_info=error)
+        await msg.nak(delay=retry_delay(attempt, self.retry_cap))
+
+    async def _parked(self, msg, error: BaseException, attempt: int) -> bool:
+        """Whether the message was parked (a failure to park keeps it in the stream)."""
+        assert self.park is not None
+        parked = Parked(
+            stream=self.stream,
+            durable=self.durable,
+            sequence=msg.metadata.sequence.stream,
+            subject=msg.subject,
+            payload=msg.data,
+            organization_id=(msg.headers or {}).get(ORG_HEADER, ""),
+            attempts=attempt,
+            error=f"{type(error).__name__}: {error}"[:MAX_ERROR],
+        )
+        try:
+            await self.park(parked)
+        except Exception:
+            log.exception("parking %s failed; it stays in the stream", msg.subject)
+            return False
+        log.error("parked %s after %d attempts: %s", msg.subject, attempt, parked.error)
+        return True
+
+
+MAX_ERROR = 1000  # characters of a handler's error kept with a parked message

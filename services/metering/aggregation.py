@@ -38,6 +38,8 @@ LAST = "toInt128(toUnixTimestamp64Milli(timestamp)) * 1000000000000000 + toUnixT
 # division by the window's length is rounded half-even to that scale.
 WEIGHTED_SCALE = Decimal("1e-12")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A value as summed: 64 integer digits hold any total of values below 10^26.
+SUM = "toDecimal256(num, 12)"
 MS = timedelta(milliseconds=1)
 
 
@@ -202,9 +204,10 @@ class Statement:
             f"{route} AS q",
             f"{src} AS src",
             f"{present} AS present",
-            # Values read as Decimal128(12), exact (events.py refuses top-level
-            # values that do not fit); a missing or non-numeric one is NULL, so
-            # max and latest skip it, and 0 for sums and listed values.
+            # Values read as Decimal128(12), exact (numbers.py refuses values
+            # that do not fit); a missing or non-numeric one is NULL, so max and
+            # latest skip it, and 0 for sums and listed values. Sums add up as
+            # Decimal256 (SUM): no total of such values can wrap.
             "toDecimal128OrNull(src, 12) AS num_or_null",
             "ifNull(num_or_null, toDecimal128(0, 12)) AS num",
             f"{self._per_query(scan, self._bucket)} AS bucket",
@@ -240,7 +243,7 @@ class Statement:
             "bucket",
             "grp",
             "countIf(inside) AS events",
-            "toString(sumIf(num, inside)) AS total",
+            f"toString(sumIf({SUM}, inside)) AS total",
             f"{of('max', 'toString(maxIf(num_or_null, QUERIES))')} AS largest",
             f"{of('unique_count', 'toString(uniqExactIf(src, present AND QUERIES))')} AS uniques",
             # The value of the last event with a numeric value (argMax skips
@@ -248,7 +251,7 @@ class Statement:
             # like the pair (ingest times are after 1970 and below 10^15 ms),
             # and compares much faster than a tuple.
             f"{of('latest', f'toString(argMaxIf(num_or_null, {LAST}, QUERIES))')} AS latest",
-            f"{'toString(sumIf(num, NOT inside))' if weighted_sum else 'NULL'} AS carried",
+            f"{f'toString(sumIf({SUM}, NOT inside))' if weighted_sum else 'NULL'} AS carried",
             # Each event's time and value, ordered by (timestamp, ingest_time,
             # transaction_id): after FINAL no two events share a transaction_id.
             (

@@ -4,44 +4,26 @@ listed and looked up by key; refused events listed with why."""
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from bxb.catalog.v1.billable_metrics_pb2 import BillableMetric as Metric
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
 from services.common import pagination, tenancy
-from services.common.decimals import canonical, parse_decimal
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.metering.intake import Intake
 from services.metering.messages import event_of, stored_message
-from services.metering.store import EventStore
+from services.metering.numbers import property_error, value_text
+from services.metering.store import EventStore, Outcome, Unstorable
 
 MAX_BATCH = 500
 MAX_FUTURE_SECONDS = 300
+# The earliest time an event may carry: 1970-01-01T00:00:00Z.
+EARLIEST = Timestamp(seconds=0)
 MAX_PROPERTIES_BYTES = 16_384
 MAX_ID = 200
-# Values are aggregated as ClickHouse Decimal128 with 12 decimal places.
-VALUE_PLACES = 12
-VALUE_LIMIT = Decimal(10) ** (38 - VALUE_PLACES)
-
-
-def value_text(text: str, field: str) -> str:
-    """The top-level value in canonical notation, refused unless it is a
-    decimal that the aggregations hold exactly."""
-    value = parse_decimal(text, field, allow_negative=True)
-    _, digits, exponent = value.as_tuple()
-    significant = "".join(map(str, digits)).rstrip("0")
-    places = -exponent - (len(digits) - len(significant)) if significant else 0
-    if value.copy_abs() >= VALUE_LIMIT or places > VALUE_PLACES:  # abs() would round to 28 digits
-        raise InvalidArgument(
-            f"{field} must have at most {38 - VALUE_PLACES} integer digits and {VALUE_PLACES} decimal places, "
-            f"got {text!r}",
-            field=field,
-        )
-    return canonical(value)
 
 
 def normalized(event: pb.UsageEvent, where: str, now: Timestamp) -> pb.UsageEvent:
@@ -63,6 +45,12 @@ def normalized(event: pb.UsageEvent, where: str, now: Timestamp) -> pb.UsageEven
             field=f"{where}timestamp",
             reason="TIMESTAMP_IN_FUTURE",
         )
+    elif event.timestamp.seconds < EARLIEST.seconds:
+        raise InvalidArgument(
+            f"{where}timestamp is before 1970-01-01T00:00:00Z, the earliest time an event may carry",
+            field=f"{where}timestamp",
+            reason="TIMESTAMP_OUT_OF_RANGE",
+        )
     size = sum(len(k.encode()) + len(v.encode()) for k, v in event.properties.items())
     if size > MAX_PROPERTIES_BYTES:
         raise InvalidArgument(
@@ -75,6 +63,23 @@ def normalized(event: pb.UsageEvent, where: str, now: Timestamp) -> pb.UsageEven
     if not event.transaction_id:
         event.transaction_id = new_id("evt")
     return event
+
+
+def outcome_of(stored: Outcome) -> pb.IngestOutcome:
+    """A stored event's outcome: ACCEPTED when new, DUPLICATE, or REJECTED
+    when ClickHouse refused it (it is listed with the rejected events)."""
+    if isinstance(stored, Unstorable):
+        return pb.INGEST_OUTCOME_REJECTED
+    return pb.INGEST_OUTCOME_ACCEPTED if stored else pb.INGEST_OUTCOME_DUPLICATE
+
+
+def submit_result(stored: Outcome) -> pb.SubmitResult:
+    """A backfilled event's result (its transaction_id set by the caller);
+    an unstorable one says why (it is already listed as rejected)."""
+    result = pb.SubmitResult(outcome=outcome_of(stored))
+    if isinstance(stored, Unstorable):
+        result.error.CopyFrom(pb.EventError(reason="UNSTORABLE", message=stored.reason))
+    return result
 
 
 def _placed(events) -> list[tuple[pb.UsageEvent, str]]:
@@ -96,6 +101,16 @@ def checked(event: pb.UsageEvent, where: str, now: Timestamp) -> pb.UsageEvent |
         return pb.EventError(reason=error.reason, field=error.field, message=error.message)
 
 
+def counted(
+    outcome: pb.UsageEvent | pb.EventError, where: str, metrics: dict[str, Metric]
+) -> pb.UsageEvent | pb.EventError:
+    """A valid event, unless the property its metric aggregates is not a number."""
+    metric = metrics.get(outcome.code) if isinstance(outcome, pb.UsageEvent) else None
+    if metric is None:
+        return outcome
+    return property_error(metric, outcome.properties, where) or outcome
+
+
 class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
     def __init__(self, store: EventStore, intake: Intake):
         self.store = store
@@ -105,15 +120,17 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         org = tenancy.organization_id()
         now = utcnow()
         received = to_proto(now)
-        events = [event_of(normalized(e, where, received)) for e, where in _placed(request.events)]
-        fresh = await self.store.ingest(org, events, now)
+        placed = [(normalized(e, where, received), where) for e, where in _placed(request.events)]
+        metrics = await self._metrics(org, [e for e, _ in placed])
+        for e, where in placed:
+            if isinstance(refused := counted(e, where, metrics), pb.EventError):
+                raise InvalidArgument(refused.message, field=refused.field, reason=refused.reason)
+        events = [event_of(e) for e, _ in placed]
+        outcomes = await self.intake.admit(org, events, now)
         return pb.IngestEventsResponse(
             results=[
-                pb.IngestResult(
-                    transaction_id=e.transaction_id,
-                    outcome=pb.INGEST_OUTCOME_ACCEPTED if new else pb.INGEST_OUTCOME_DUPLICATE,
-                )
-                for e, new in zip(events, fresh, strict=True)
+                pb.IngestResult(transaction_id=e.transaction_id, outcome=outcome_of(stored))
+                for e, stored in zip(events, outcomes, strict=True)
             ]
         )
 
@@ -124,20 +141,25 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         # A call may only report refusals (a batch the gateway refused whole).
         placed = _placed(request.events) if request.events or not request.rejected else []
         outcomes = [checked(e, where, received) for e, where in placed]
+        metrics = await self._metrics(org, [e for e in outcomes if isinstance(e, pb.UsageEvent)])
+        outcomes = [counted(e, where, metrics) for e, (_, where) in zip(outcomes, placed, strict=True)]
         valid = [e for e in outcomes if isinstance(e, pb.UsageEvent)]
         if request.backfill:
             # What was queued before goes first, so the first accepted copy of a key wins.
-            await self.intake.settled()
-            fresh = await self.intake.admit(org, [event_of(e) for e in valid], now) if valid else []
-            kept = iter(pb.INGEST_OUTCOME_ACCEPTED if new else pb.INGEST_OUTCOME_DUPLICATE for new in fresh)
+            await self.intake.settled(org)
+            stored = await self.intake.admit(org, [event_of(e) for e in valid], now) if valid else []
+            kept = iter(map(submit_result, stored))
         else:
             if valid:
                 await self.intake.queue(org, valid, now)
-            kept = iter([pb.INGEST_OUTCOME_QUEUED] * len(valid))
+            kept = iter([pb.SubmitResult(outcome=pb.INGEST_OUTCOME_QUEUED)] * len(valid))
         results, rejected = [], list(request.rejected)
         for sent, outcome in zip(request.events, outcomes, strict=True):
             if isinstance(outcome, pb.UsageEvent):
-                results.append(pb.SubmitResult(transaction_id=outcome.transaction_id, outcome=next(kept)))
+                result = pb.SubmitResult()
+                result.CopyFrom(next(kept))
+                result.transaction_id = outcome.transaction_id
+                results.append(result)
                 continue
             results.append(
                 pb.SubmitResult(transaction_id=sent.transaction_id, outcome=pb.INGEST_OUTCOME_REJECTED, error=outcome)
@@ -147,9 +169,16 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         await self.intake.rejections.record(org, rejected, now)
         return pb.SubmitEventsResponse(results=results)
 
+    async def _metrics(self, org: str, events: list[pb.UsageEvent]) -> dict[str, Metric]:
+        """The definitions of the events' metrics that exist (none without a catalog)."""
+        references = self.intake.references
+        if references is None or not events:
+            return {}
+        return await references.metrics(org, {e.code for e in events})
+
     async def GetEvent(self, request: pb.GetEventRequest, context) -> pb.UsageEvent:
         org = tenancy.organization_id()
-        await self.intake.settled()  # an event accepted a moment ago is found
+        await self.intake.settled(org)  # an event accepted a moment ago is found
         event = await self.store.get(org, request.transaction_id)
         if event is None:
             raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")
@@ -158,7 +187,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
     async def ListEvents(self, request: pb.ListEventsRequest, context) -> pb.ListEventsResponse:
         org = tenancy.organization_id()
         size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
-        await self.intake.settled()
+        await self.intake.settled(org)
         found = await self.store.list(
             org,
             customer_id=request.customer_id,
@@ -175,7 +204,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
     async def ListRejectedEvents(self, request: pb.ListRejectedEventsRequest, context) -> pb.ListRejectedEventsResponse:
         org = tenancy.organization_id()
         size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
-        await self.intake.settled()  # the queue's consumer flags unknown metrics and customers
+        await self.intake.settled(org)  # the queue's consumer flags unknown metrics and customers
         found = await self.intake.rejections.list(org, request.customer_id, request.code, offset, size + 1)
         return pb.ListRejectedEventsResponse(
             rejected_events=found[:size], next_page_token=pagination.next_token(offset, size, len(found))

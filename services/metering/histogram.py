@@ -56,7 +56,7 @@ def statement(db: str, org: str, h: Histogram) -> tuple[str, dict[str, Any]]:
     number = f"toDecimal128OrNull({src}, 12)"
     reduced = {
         "count": "toString(count())",
-        "sum": f"toString(sum(ifNull({number}, toDecimal128(0, 12))))",
+        "sum": f"toString(sum(toDecimal256(ifNull({number}, toDecimal128(0, 12)), 12)))",
         "max": f"toString(max({number}))",
         "unique_count": f"toString(uniqExactIf({src}, {present}))",
         "latest": f"toString(argMax({number}, {LAST}))",

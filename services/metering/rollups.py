@@ -1,6 +1,6 @@
 """Daily usage rollups: the pre-computed aggregates behind usage summaries.
 
-`usage_daily` holds, per (organization, customer, metric code, UTC day),
+`usage_daily_v2` holds, per (organization, customer, metric code, UTC day),
 mergeable aggregate states of that day's events: their count, and the sum,
 maximum and distinct values of the top-level value and of every property.
 A materialized view fills it from each insert into `events`, so the queue's
@@ -25,18 +25,30 @@ from typing import Any
 
 from services.metering.aggregation import TIME, ch_time
 
+TABLE = "usage_daily_v2"  # v2: sums as Decimal256 (usage_daily's Decimal128 sums could wrap)
 DECIMAL = "Decimal128(12)"
+SUMMED = "Decimal256(12)"
 VALUE = "toDecimal128OrNull(value, 12)"
-# Properties with a numeric value, as decimals: a non-numeric one counts as
-# missing, as in the exact aggregation (0 for sums, skipped by max).
-NUMERIC_PROPERTIES = (
-    "mapApply((k, v) -> (k, toDecimal128OrZero(v, 12)), mapFilter((k, v) -> isNotNull(toDecimal128OrNull(v, 12)), "
-    "properties))"
-)
+
+
+def numeric_properties(kind: str) -> str:
+    """Properties with a numeric value, as decimals of `kind`: a non-numeric
+    one counts as missing, as in the exact aggregation (0 for sums, skipped
+    by max). Read as Decimal128 either way, as the exact aggregation does."""
+    return (
+        f"mapApply((k, v) -> (k, to{kind}(toDecimal128OrZero(v, 12), 12)), "
+        "mapFilter((k, v) -> isNotNull(toDecimal128OrNull(v, 12)), properties))"
+    )
+
+
 # column: (state of the day's events, its type, how a summary merges it; F is the field parameter)
 COLUMNS = {
     "events": ("countState()", "AggregateFunction(count)", "countMerge(events)"),
-    "value_sum": (f"sumState({VALUE})", f"AggregateFunction(sum, Nullable({DECIMAL}))", "sumMerge(value_sum)"),
+    "value_sum": (
+        f"sumState(toDecimal256({VALUE}, 12))",
+        f"AggregateFunction(sum, Nullable({SUMMED}))",
+        "sumMerge(value_sum)",
+    ),
     "value_max": (f"maxState({VALUE})", f"AggregateFunction(max, Nullable({DECIMAL}))", "maxMerge(value_max)"),
     "value_uniq": (
         "uniqExactState(value)",
@@ -44,12 +56,12 @@ COLUMNS = {
         "uniqExactMerge(value_uniq)",
     ),
     "props_sum": (
-        f"sumMapState({NUMERIC_PROPERTIES})",
-        f"AggregateFunction(sumMap, Map(String, {DECIMAL}))",
+        f"sumMapState({numeric_properties('Decimal256')})",
+        f"AggregateFunction(sumMap, Map(String, {SUMMED}))",
         "sumMapMerge(props_sum)[F]",
     ),
     "props_max": (
-        f"maxMapState({NUMERIC_PROPERTIES})",
+        f"maxMapState({numeric_properties('Decimal128')})",
         f"AggregateFunction(maxMap, Map(String, {DECIMAL}))",
         "maxMapMerge(props_max)[F]",
     ),
@@ -76,7 +88,10 @@ def _days(source: str, where: str = "") -> str:
 def schema(db: str) -> list[str]:
     columns = ", ".join(f"{name} {kind}" for name, (_, kind, _) in COLUMNS.items())
     return [
-        f"""CREATE TABLE IF NOT EXISTS {db}.usage_daily (
+        # Replaced by TABLE, whose sums cannot wrap (derived anew from the events).
+        f"DROP VIEW IF EXISTS {db}.usage_daily_mv",
+        f"DROP TABLE IF EXISTS {db}.usage_daily",
+        f"""CREATE TABLE IF NOT EXISTS {db}.{TABLE} (
             organization_id LowCardinality(String),
             customer_id String,
             code LowCardinality(String),
@@ -85,14 +100,14 @@ def schema(db: str) -> list[str]:
         ) ENGINE = AggregatingMergeTree
         PARTITION BY toYYYYMM(day)
         ORDER BY (organization_id, customer_id, code, day)""",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.usage_daily_mv TO {db}.usage_daily AS {_days(f'{db}.events')}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{TABLE}_mv TO {db}.{TABLE} AS {_days(f'{db}.events')}",
     ]
 
 
 def fill(db: str) -> str:
     """Rolls up the events stored before the view existed (run once, when the
     table is created)."""
-    return f"INSERT INTO {db}.usage_daily {_days(f'{db}.events FINAL')}"
+    return f"INSERT INTO {db}.{TABLE} {_days(f'{db}.events FINAL')}"
 
 
 def redo(db: str) -> list[str]:
@@ -102,8 +117,8 @@ def redo(db: str) -> list[str]:
     days = "{days:Array(Tuple(String, String, Date))}"
     of_days = f"organization_id = {{org:String}} AND (customer_id, code, toDate(timestamp)) IN {days}"
     return [
-        f"DELETE FROM {db}.usage_daily WHERE organization_id = {{org:String}} AND (customer_id, code, day) IN {days}",
-        f"INSERT INTO {db}.usage_daily {_days(f'{db}.events FINAL', of_days)}",
+        f"DELETE FROM {db}.{TABLE} WHERE organization_id = {{org:String}} AND (customer_id, code, day) IN {days}",
+        f"INSERT INTO {db}.{TABLE} {_days(f'{db}.events FINAL', of_days)}",
     ]
 
 
@@ -143,7 +158,7 @@ def statement(db: str, org: str, s: Summary) -> tuple[str, dict[str, Any]]:
     merged = COLUMNS[column][2].replace("[F]", "[{field:String}]")
     sql = (
         f"SELECT countMerge(events), toString({merged}) FROM ("
-        f"SELECT events, {column} FROM {db}.usage_daily WHERE {keys} "
+        f"SELECT events, {column} FROM {db}.{TABLE} WHERE {keys} "
         f"AND day >= toDate({{first:{TIME}}}) AND day < toDate({{last:{TIME}}}) "
         "UNION ALL "
         f"SELECT countState() AS events, {state} AS {column} FROM {db}.events WHERE {keys} "

@@ -19,6 +19,18 @@ looks its keys up again: of several copies of a key, the first accepted
 (earliest ingest time, then customer, code and time) is kept and the others
 are deleted, before the messages are acknowledged and so before any usage
 query counts them. Whichever of the two writers finishes last sees both.
+
+One event that cannot be stored never holds up the others: when a write
+fails and a canary row (organization "", which no tenant can name) is still
+stored, the failure lies in the data, so the calls are written one by one
+and a failing call's events in halves, down to the events that fail alone;
+those come back `Unstorable` with ClickHouse's reason and the rest are
+stored. When the canary fails too, ClickHouse itself is failing and every
+caller gets the error (retried later, nothing lost).
+
+An insert touches at most PARTITIONS_PER_INSERT months, ClickHouse's own
+default limit per insert block: a batch spanning decades is written in
+several inserts instead of being refused whole.
 """
 
 from __future__ import annotations
@@ -27,12 +39,13 @@ import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from services.metering import histogram, rejections, rollups
-from services.metering.aggregation import Statement, Usage, UsageQuery, assemble, ch_time
+from services.metering.aggregation import EPOCH, Statement, Usage, UsageQuery, assemble, ch_time
 from services.metering.clickhouse import ClickHouse
 
-__all__ = ["Event", "EventStore", "StoredEvent", "Usage", "UsageQuery", "ch_time"]
+__all__ = ["Event", "EventStore", "StoredEvent", "Unstorable", "Usage", "UsageQuery", "ch_time"]
 
 
 def schema(db: str) -> list[str]:
@@ -84,6 +97,7 @@ def copies_schema(db: str) -> list[str]:
 MAX_PARAM_BYTES = 64 * 1024
 # Copies of at most 200 characters per field fit that parameter 80 at a time.
 DELETED_PER_STATEMENT = 80
+MAX_REASON = 500  # characters of ClickHouse's message kept with an unstorable event
 
 
 def id_chunks(ids: list[str]) -> list[list[str]]:
@@ -120,11 +134,41 @@ class StoredEvent(Event):
     ingest_time: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Unstorable:
+    """An event ClickHouse refused even when written alone: not stored."""
+
+    reason: str
+
+
+# What a write answers per event: True when new, False for a duplicate.
+Outcome = bool | Unstorable
+# One ingest call waiting for the writer: (organization, events, ingest time, its answer).
+Call = tuple[str, list[Event], datetime, asyncio.Future]
+
+# ClickHouse's default max_partitions_per_insert_block: the months one insert may touch.
+PARTITIONS_PER_INSERT = 100
+CANARY_ORGANIZATION = ""  # no tenant has an empty id (tenancy refuses one)
+
+
+def partition_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The event rows split so that each chunk touches at most
+    PARTITIONS_PER_INSERT months (the `timestamp` text starts with YYYY-MM)."""
+    months: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        months.setdefault(row["timestamp"][:7], []).append(row)
+    groups = list(months.values())
+    return [
+        [row for group in groups[start : start + PARTITIONS_PER_INSERT] for row in group]
+        for start in range(0, len(groups), PARTITIONS_PER_INSERT)
+    ]
+
+
 class EventStore:
     def __init__(self, clickhouse: ClickHouse, db: str):
         self.ch = clickhouse
         self.db = db
-        self._pending: list[tuple[str, list[Event], datetime, asyncio.Future]] = []
+        self._pending: list[Call] = []
         self._writer: asyncio.Task | None = None
 
     async def create_schema(self) -> None:
@@ -136,7 +180,7 @@ class EventStore:
                 copies_schema(self.db),
                 f"INSERT INTO {self.db}.event_copies SELECT {COPY_COLUMNS} FROM {self.db}.events FINAL",
             ),
-            ("usage_daily", rollups.schema(self.db), rollups.fill(self.db)),
+            (rollups.TABLE, rollups.schema(self.db), rollups.fill(self.db)),
         ]
         for table, statements, fill in derived:
             [[existed]] = await self.ch.query(f"EXISTS TABLE {self.db}.{table}")
@@ -145,14 +189,15 @@ class EventStore:
             if not int(existed):  # the first start with this table: derive it from what is stored
                 await self.ch.execute(fill)
 
-    async def ingest(self, org: str, events: list[Event], now: datetime) -> list[bool]:
-        """Stores new events; returns, per event, whether it was new.
+    async def ingest(self, org: str, events: list[Event], now: datetime) -> list[Outcome]:
+        """Stores new events; returns, per event, True when it was new, False
+        for a duplicate, or Unstorable when ClickHouse refused it alone.
 
         Concurrent calls are group-committed: while one write is in flight,
         the next calls queue up and go out together as one deduplication query
         and one insert per table, which is what ClickHouse is fast at.
         """
-        future: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
         self._pending.append((org, events, now, future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
@@ -162,7 +207,7 @@ class EventStore:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                outcomes = await self._write(batch)
+                outcomes = await self._isolating(batch)
             except Exception as error:
                 for *_, future in batch:
                     if not future.done():
@@ -172,7 +217,41 @@ class EventStore:
                     if not future.done():
                         future.set_result(outcome)
 
-    async def _write(self, batch: list[tuple[str, list[Event], datetime, asyncio.Future]]) -> list[list[bool]]:
+    async def _isolating(self, batch: list[Call]) -> list[list[Outcome]]:
+        """`_write(batch)`; when that fails in the data (the canary is still
+        stored), each call alone and a failing call's events in halves, so
+        only the events that fail alone are left out, as Unstorable."""
+        try:
+            return await self._write(batch)
+        except Exception as error:
+            failure = error
+        await self._canary()  # raises when ClickHouse itself is failing: then everyone retries
+        if len(batch) > 1:
+            return [(await self._isolating([call]))[0] for call in batch]
+        org, events, now, future = batch[0]
+        if len(events) == 1:
+            return [[Unstorable(f"ClickHouse refused the event: {failure}"[:MAX_REASON])]]
+        half = len(events) // 2
+        [first] = await self._isolating([(org, events[:half], now, future)])
+        [second] = await self._isolating([(org, events[half:], now, future)])
+        return [first + second]
+
+    async def _canary(self) -> None:
+        """Stores the one canary row again: proof that ClickHouse takes writes now."""
+        row = {
+            "organization_id": CANARY_ORGANIZATION,
+            "customer_id": "",
+            "code": "",
+            "transaction_id": "canary",
+            "timestamp": ch_time(EPOCH),
+            "properties": {},
+            "subscription_id": "",
+            "ingest_time": ch_time(EPOCH),
+            "value": None,
+        }
+        await self.ch.insert(f"{self.db}.events", [row])
+
+    async def _write(self, batch: list[Call]) -> list[list[Outcome]]:
         orgs = sorted({org for org, *_ in batch})
         ids = sorted({e.transaction_id for _, events, *_ in batch for e in events})
         seen: set[tuple[str, str]] = set()
@@ -183,10 +262,11 @@ class EventStore:
                 {"orgs": orgs, "ids": chunk},
             )
             seen.update((org, txn) for org, txn in rows)
-        outcomes, event_rows, placed, written = [], [], {}, {}
+        outcomes: list[list[Outcome]] = []
+        event_rows, placed, written = [], {}, {}
         for org, events, now, _ in batch:
             stamp = ch_time(now)
-            outcome = []
+            outcome: list[Outcome] = []
             for e in events:
                 new = (org, e.transaction_id) not in seen
                 seen.add((org, e.transaction_id))  # a repeat within the batch counts once
@@ -209,7 +289,8 @@ class EventStore:
                     )
             outcomes.append(outcome)
         if event_rows:
-            await self.ch.insert(f"{self.db}.events", event_rows)  # their keys and rollups too
+            for chunk in partition_chunks(event_rows):
+                await self.ch.insert(f"{self.db}.events", chunk)  # their keys and rollups too
             for key in await self._settle_copies(orgs, written):
                 batch_at, event_at = placed[key]
                 outcomes[batch_at][event_at] = False  # another process stored a first copy

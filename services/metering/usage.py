@@ -152,7 +152,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
     async def AggregateUsage(self, request: pb.AggregateUsageRequest, context) -> pb.AggregateUsageResponse:
         org = tenancy.organization_id()
         query = query_of(request)
-        await self.intake.settled()
+        await self.intake.settled(org)
         [groups] = await self.store.aggregate_many(org, [query])
         return response_of(query, groups)
 
@@ -163,7 +163,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         if len(request.requests) > MAX_BATCH:
             raise _invalid("requests", f"must have at most {MAX_BATCH} entries")
         queries = [query_of(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
-        await self.intake.settled()
+        await self.intake.settled(org)
         results = await self.store.aggregate_many(org, queries)
         return pb.BatchAggregateUsageResponse(
             responses=[response_of(q, groups) for q, groups in zip(queries, results, strict=True)]
@@ -177,7 +177,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             value, count = await self.store.summarize(org, summary)
             return pb.SummarizeUsageResponse(value=canonical(value), event_count=count, exact=False)
         query = UsageQuery(request.customer_id, request.code, aggregation, request.field_name, start, end)
-        await self.intake.settled()
+        await self.intake.settled(org)
         [[usage]] = await self.store.aggregate_many(org, [query])
         return pb.SummarizeUsageResponse(value=canonical(usage.value), event_count=usage.count, exact=True)
 
@@ -204,7 +204,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             raise _invalid(
                 "interval", f"makes {count} buckets of the window; at most {MAX_HISTOGRAM_BUCKETS} are allowed"
             )
-        await self.intake.settled()
+        await self.intake.settled(org)
         return pb.UsageHistogramResponse(
             buckets=[
                 pb.HistogramBucket(

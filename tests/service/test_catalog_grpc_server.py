@@ -20,7 +20,7 @@ from services.catalog.customers import CustomerServicer
 from services.common import db, grpc_server, tenancy
 from services.common.errors import NotFound, error_info
 from services.common.tenancy import metadata
-from services.metering.intake import IngestionBehind
+from services.metering.backlog import IngestionBehind
 from tests.conftest import Stack
 
 CATALOG_SERVICES = [
@@ -28,6 +28,7 @@ CATALOG_SERVICES = [
     "bxb.catalog.v1.BillableMetricService",
     "bxb.catalog.v1.CouponService",
     "bxb.catalog.v1.CustomerService",
+    "bxb.catalog.v1.EventReferenceService",
     "bxb.catalog.v1.OrganizationService",
     "bxb.catalog.v1.PlanService",
     "bxb.catalog.v1.SubscriptionService",

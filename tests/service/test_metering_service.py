@@ -21,7 +21,8 @@ from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering import intake as intake_module
 from services.metering import server as metering_server
-from services.metering.intake import IngestionBehind, Intake
+from services.metering.backlog import Backlog, IngestionBehind
+from services.metering.intake import Intake
 from services.metering.rejections import Rejections
 from services.metering.store import EventStore
 from tests.conftest import Stack, unique
@@ -262,7 +263,7 @@ async def test_aggregate_usage_validation_names_the_field(usage, org: str, field
 async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_path: Path):
     # Its own NATS: metering processes sharing a NATS share one queue, which
     # must feed one ClickHouse, and the stack's metering has its own.
-    nats = Nats(tmp_path / "nats")
+    nats = Nats(tmp_path / "nats", durable=False)
     nats.start()
     settings = metering_server.Settings("127.0.0.1:0", clickhouse_url, tmp_path / "unused", "bxb_grpc", nats.url)
     service = metering_server.build(settings)
@@ -403,7 +404,7 @@ async def test_a_redelivered_message_stores_nothing_twice(clickhouse):
 
 async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, clickhouse):
     """With no process consuming, queued events stay queued: the query says so."""
-    nats = Nats(tmp_path / "nats")
+    nats = Nats(tmp_path / "nats", durable=False)
     nats.start()
     connection = await bus.Bus.connect(nats.url, "test")
     try:
@@ -413,16 +414,14 @@ async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, c
             ConsumerConfig(durable_name=intake_module.DURABLE, ack_policy=AckPolicy.EXPLICIT),
         )
         intake = Intake(
-            EventStore(clickhouse, "bxb_unconsumed"),
-            Rejections(clickhouse, "bxb_unconsumed"),
-            settle_timeout=0.05,
-            poll=0.01,
+            EventStore(clickhouse, "bxb_unconsumed"), Rejections(clickhouse, "bxb_unconsumed"), settle_timeout=0.05
         )
-        intake.bus = connection  # queue without consuming
-        await intake.settled()  # nothing queued yet
+        intake.bus, intake.backlog = connection, Backlog(connection.js, intake_module.STREAM.name, 0.05)
+        await intake.settled("org_1")  # nothing queued yet
         await intake.queue("org_1", [usage_event("q1", timestamp=to_proto(utcnow()))], utcnow())
         with pytest.raises(IngestionBehind):
-            await asyncio.wait_for(intake.settled(), 5)
+            await asyncio.wait_for(intake.settled("org_1"), 5)
+        await asyncio.wait_for(intake.settled("org_2"), 5)  # another organization's backlog is not its own
     finally:
         await connection.close()
         nats.stop()

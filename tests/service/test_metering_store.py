@@ -70,7 +70,7 @@ async def test_schema_creation_is_idempotent_and_keeps_data(clickhouse: ClickHou
     tables = await clickhouse.query(
         "SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name", {"db": db}
     )
-    names = ["event_copies", "event_copies_mv", "events", "rejected_events", "usage_daily", "usage_daily_mv"]
+    names = ["event_copies", "event_copies_mv", "events", "rejected_events", "usage_daily_v2", "usage_daily_v2_mv"]
     assert tables == [[name] for name in names]
     assert await usage(store, org, "sum") == (Decimal(4), 1)
 
@@ -80,7 +80,7 @@ async def test_events_stored_before_the_rollups_existed_are_rolled_up_once(click
     store = EventStore(clickhouse, db)
     await store.create_schema()
     await store.ingest(org, [event("t1", v="4"), event("t2", START + timedelta(days=2), v="6")], NOW)
-    for table in ("usage_daily_mv", "usage_daily"):  # as before rollups were introduced
+    for table in ("usage_daily_v2_mv", "usage_daily_v2"):  # as before rollups were introduced
         await clickhouse.execute(f"DROP TABLE {db}.{table}")
     await store.create_schema()
     await store.create_schema()  # a second start rolls up nothing again

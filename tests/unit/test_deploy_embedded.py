@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 
 import asyncpg
+import nats
 import pytest
 
 from deploy import embedded
 from deploy.embedded import (
+    MAX_PAYLOAD,
     Nats,
     Postgres,
     _connect_retrying,
@@ -151,6 +153,22 @@ def test_nats_stop_when_the_server_already_died(tmp_path: Path):
     nats.stop()
     assert process.returncode == -signal.SIGKILL and nats.process is None
     nats.stop()  # and again, with nothing left to stop
+
+
+async def test_nats_takes_messages_up_to_its_set_limit_and_syncs_every_write(tmp_path: Path):
+    durable, fast = Nats(tmp_path / "durable"), Nats(tmp_path / "fast", durable=False)
+    assert "sync_interval: always" in durable.config() and "sync_interval" not in fast.config()
+    durable.start()
+    try:
+        connection = await nats.connect(durable.url)
+        try:
+            assert connection.max_payload == MAX_PAYLOAD  # the server's own answer: its default is 1 MB
+            await connection.publish("big", b"x" * (2 * 1024 * 1024))
+            await connection.flush()
+        finally:
+            await connection.close()
+    finally:
+        durable.stop()
 
 
 def test_postgres_stop_before_start_does_nothing(tmp_path: Path):

@@ -1,13 +1,17 @@
-"""The NATS JetStream bus payments consumes invoicing events from: streams,
-publishing with ids, durable consumers that ack on success and redeliver on
-failure."""
+"""The NATS JetStream bus every service publishes and consumes through:
+streams, publishing with ids, durable consumers that ack on success,
+redeliver a failure later without holding up the messages behind it, and
+park what can never be handled."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import time
 
 import pytest
+from google.protobuf import empty_pb2
 
 from services.common import bus
 from tests.conftest import Infra, eventually, unique
@@ -92,7 +96,7 @@ async def test_a_failing_handler_gets_the_message_again_until_it_succeeds(stream
         await eventually(acked, timeout=15)
     assert attempts == [b"payload", b"payload"]
     [record] = [r for r in caplog.records if r.name == "bxb.bus"]
-    assert record.getMessage() == f"handler failed for {prefix}.once; redelivering"
+    assert record.getMessage() == f"handler failed for {prefix}.once (attempt 1); redelivering"
 
 
 async def test_a_durable_consumer_resumes_where_it_stopped(stream_bus, infra: Infra):
@@ -193,3 +197,116 @@ async def test_an_unordered_consumer_lingers_so_a_trickle_is_handled_together(st
         assert await consumer_state(b, stream, "lingering") == (2, 0, 0)
 
     await eventually(handled_together)
+
+
+bus_test_message = empty_pb2.Empty  # any message: b"garbage" does not decode as one
+
+
+async def test_an_existing_stream_takes_the_subjects_it_should_have_now(stream_bus):
+    b, stream, prefix = stream_bus
+    await b.ensure_stream(stream)
+    await b.publish(f"{prefix}.kept", b"x", unique("m"))
+    wider = bus.Stream(stream.name, (*stream.subjects, f"other.{prefix}.>"))
+    await b.ensure_stream(wider)  # a newer version's subjects
+    info = await b.js.stream_info(stream.name)
+    assert (info.config.subjects, info.state.messages) == (list(wider.subjects), 1)
+
+
+def test_a_failed_message_waits_twice_as_long_each_time_up_to_the_cap():
+    delays = [bus.retry_delay(attempt) for attempt in (1, 2, 3, 9, 10, 1000)]
+    expected = [1, 2, 4, 256, 300, 300]
+    assert all(0.9 * e <= d <= 1.1 * e for d, e in zip(delays, expected, strict=True)), delays
+    assert 9 <= bus.retry_delay(5, cap=10) <= 11
+
+
+class Parking:
+    """A parker keeping what it is given (failing while `broken`)."""
+
+    def __init__(self):
+        self.parked: list[bus.Parked] = []
+        self.broken = False
+
+    async def __call__(self, parked: bus.Parked) -> None:
+        if self.broken:
+            raise RuntimeError("the dead-letter store is down")
+        self.parked.append(parked)
+
+
+async def test_a_poison_message_is_parked_at_once_and_the_next_ones_go_on(stream_bus):
+    b, stream, prefix = stream_bus
+    parking, handled = Parking(), []
+
+    async def handler(subject: str, payload: bytes) -> None:
+        if payload == b"poison":
+            raise bus.Poison("this can never be handled")
+        if payload == b"garbage":
+            bus_test_message.FromString(payload)  # raises DecodeError
+        handled.append(payload)
+
+    await b.consume(stream, "poisoned", f"{prefix}.>", handler, park=parking, max_attempts=5)
+    for payload in (b"poison", b"garbage", b"fine"):
+        await b.publish(f"{prefix}.e", payload, unique("m"), organization_id="org_p")
+
+    async def settled():
+        assert handled == [b"fine"]
+        assert [(p.payload, p.attempts, p.organization_id) for p in parking.parked] == [
+            (b"poison", 1, "org_p"),
+            (b"garbage", 1, "org_p"),
+        ]
+        assert await consumer_state(b, stream, "poisoned") == (3, 0, 0)
+
+    await eventually(settled)
+    first = parking.parked[0]
+    assert (first.stream, first.durable, first.subject, first.sequence) == (stream.name, "poisoned", f"{prefix}.e", 1)
+    assert first.error == "Poison: this can never be handled"
+    assert parking.parked[1].error.startswith("DecodeError")
+
+
+async def test_a_failing_message_is_retried_later_then_parked_and_holds_up_nothing(stream_bus):
+    b, stream, prefix = stream_bus
+    parking, handled, tries = Parking(), [], []
+
+    async def handler(subject: str, payload: bytes) -> None:
+        if payload == b"bad":
+            tries.append(time.monotonic())
+            raise RuntimeError("always fails")
+        handled.append(payload)
+
+    await b.consume(stream, "retrying", f"{prefix}.>", handler, park=parking, max_attempts=3)
+    await b.publish(f"{prefix}.e", b"bad", unique("m"))
+    await b.publish(f"{prefix}.e", b"next", unique("m"))
+    await eventually(lambda: _equal(handled, [b"next"]), timeout=2)  # not behind the failing one
+
+    async def parked():
+        assert [(p.payload, p.attempts) for p in parking.parked] == [(b"bad", 3)]
+        assert await consumer_state(b, stream, "retrying") == (2, 0, 0)
+
+    await eventually(parked, timeout=15)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(tries)]
+    assert len(tries) == 3 and 0.8 < gaps[0] < gaps[1], gaps  # about 1 s, then about 2 s
+    assert parking.parked[0].error == "RuntimeError: always fails"
+
+
+async def test_a_message_that_cannot_be_parked_stays_in_the_stream(stream_bus):
+    b, stream, prefix = stream_bus
+    parking = Parking()
+    parking.broken = True
+
+    async def poisoned(subject: str, payload: bytes) -> None:
+        raise bus.Poison("never")
+
+    await b.consume(stream, "unparked", f"{prefix}.>", poisoned, park=parking)
+    await b.publish(f"{prefix}.e", b"p", unique("m"))
+
+    async def redelivered():
+        info = await b.js.consumer_info(stream.name, "unparked")
+        assert info.num_redelivered >= 1 and info.num_ack_pending == 1
+
+    await eventually(redelivered, timeout=5)
+    parking.broken = False
+
+    async def parked():
+        assert [p.payload for p in parking.parked] == [b"p"]
+        assert await consumer_state(b, stream, "unparked") == (1, 0, 0)
+
+    await eventually(parked, timeout=10)

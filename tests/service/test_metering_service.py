@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
 from bxb.metering.v1 import events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
@@ -25,7 +25,7 @@ from services.metering.backlog import Backlog, IngestionBehind
 from services.metering.intake import Intake
 from services.metering.rejections import Rejections
 from services.metering.store import EventStore
-from tests.conftest import Stack, unique
+from tests.conftest import Stack, eventually, unique
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -422,6 +422,37 @@ async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, c
         with pytest.raises(IngestionBehind):
             await asyncio.wait_for(intake.settled("org_1"), 5)
         await asyncio.wait_for(intake.settled("org_2"), 5)  # another organization's backlog is not its own
+    finally:
+        await connection.close()
+        nats.stop()
+
+
+async def test_an_older_version_s_queue_is_taken_over_with_what_it_holds(tmp_path: Path):
+    """Before each organization had its subject, one subject held every
+    message and the consumer filtered on it: an upgrade keeps both."""
+    nats = Nats(tmp_path / "nats", durable=False)
+    nats.start()
+    connection = await bus.Bus.connect(nats.url, "upgrade")
+    try:
+        old = intake_module.SUBJECT
+        await connection.js.add_stream(
+            StreamConfig(name=intake_module.STREAM.name, subjects=[old], retention=RetentionPolicy.WORK_QUEUE)
+        )
+        config = ConsumerConfig(durable_name=intake_module.DURABLE, filter_subject=old, ack_policy=AckPolicy.EXPLICIT)
+        await connection.js.add_consumer(intake_module.STREAM.name, config)
+        await connection.publish(old, b"queued before", unique("m"))
+        handled = []
+
+        async def handler(subject: str, payload: bytes) -> None:
+            handled.append(payload)
+
+        await connection.consume(intake_module.STREAM, intake_module.DURABLE, None, handler, in_order=False)
+        await connection.publish(intake_module.subject_of("org_1"), b"queued after", unique("m"))
+
+        async def both():
+            assert sorted(handled) == [b"queued after", b"queued before"]
+
+        await eventually(both)
     finally:
         await connection.close()
         nats.stop()

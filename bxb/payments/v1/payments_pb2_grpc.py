@@ -84,8 +84,13 @@ class PaymentServiceServicer:
 
     def ChargeInvoice(self, request, context):
         """Charges what a finalized invoice still asks (its amount due) to the
-        customer's default payment method; answers the payment, SUCCEEDED or
-        FAILED. Charging a paid invoice again charges nothing.
+        customer's default payment method; answers the payment, SUCCEEDED,
+        FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
+        charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+        looked up at the provider by the next call before anything new is
+        created; while one is at the provider, FAILED_PRECONDITION
+        PAYMENT_IN_PROGRESS. A request the provider refuses is
+        FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,6 +39,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.payments import attempts
 from services.payments.models import (
+    PAYMENT_CANCELED,
     PAYMENT_PENDING,
     PAYMENT_SUCCEEDED,
     Outbox,
@@ -54,9 +55,10 @@ PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
 STALE_MARGIN_SECONDS = 30.0
 
 
-async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invoice) -> Payment:
-    """The invoice's payment row, created when invoice_finalized has not
-    brought it yet; locked until the transaction ends."""
+async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invoice, status: str = "") -> Payment:
+    """The invoice's payment row, created (with `status`, else by its total)
+    when invoice_finalized has not brought it yet; locked until the
+    transaction ends."""
     await session.execute(
         insert(Payment)
         .values(
@@ -66,7 +68,7 @@ async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invo
             customer_id=invoice.customer_id,
             amount_cents=invoice.total_amount_cents,
             currency=invoice.currency,
-            status=PAYMENT_PENDING if invoice.total_amount_cents > 0 else PAYMENT_SUCCEEDED,
+            status=status or (PAYMENT_PENDING if invoice.total_amount_cents > 0 else PAYMENT_SUCCEEDED),
         )
         .on_conflict_do_nothing()
     )
@@ -156,6 +158,10 @@ class Charging:
                 field="status",
                 reason="INVALID_TRANSITION",
                 metadata={"status": state},
+            )
+        if payment.status == PAYMENT_CANCELED:  # closed for voiding (services/payments/closing.py)
+            raise FailedPrecondition(
+                f"invoice {invoice.id!r} is being voided: its payment is canceled", reason="PAYMENT_CANCELED"
             )
         payment.amount_cents = invoice.amount_due_cents
         if payment.amount_cents <= 0:  # credit notes took it all: nothing to collect

@@ -15,6 +15,7 @@ from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
+from services.payments.closing import Closing
 from services.payments.customers import CustomerPaymentMethods
 from services.payments.models import Outbox
 from services.payments.payments import PaymentServicer
@@ -103,7 +104,7 @@ def build(settings: Settings) -> grpc_server.Service:
                 payments_pb2,
                 payments_pb2_grpc,
                 "PaymentService",
-                PaymentServicer(sessions, charging),
+                PaymentServicer(sessions, charging, Closing(sessions)),
             )
         ],
         on_start=on_start,

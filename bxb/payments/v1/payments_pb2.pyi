@@ -319,3 +319,37 @@ class ChargeInvoiceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChargeInvoiceRequest: _TypeAlias = ChargeInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class CancelInvoicePaymentRequest(_message.Message):
+    """Request for PaymentService.CancelInvoicePayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """The invoice about to be voided."""
+    customer_id: _builtins.str
+    """Its customer: recorded when payments has no record of the invoice yet."""
+    amount_cents: _builtins.int
+    """Its total in the currency's minor units, likewise."""
+    currency: _builtins.str
+    """Its ISO 4217 currency code, likewise."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "customer_id", b"customer_id", "invoice_id", b"invoice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelInvoicePaymentRequest: _TypeAlias = CancelInvoicePaymentRequest  # noqa: Y015

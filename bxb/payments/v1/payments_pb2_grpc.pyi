@@ -49,6 +49,13 @@ class PaymentServiceStub:
     PAYMENT_IN_PROGRESS. A request the provider refuses is
     FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
     """
+    CancelInvoicePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CancelInvoicePaymentRequest, _payments_pb2.Payment]
+    """Closes an invoice's payment to charges before invoicing voids it: the
+    payment becomes CANCELED and no charge can start any more. Refused with
+    FAILED_PRECONDITION while a charge is under way or once one succeeded
+    (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+    canceled payment.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -70,6 +77,13 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     created; while one is at the provider, FAILED_PRECONDITION
     PAYMENT_IN_PROGRESS. A request the provider refuses is
     FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+    """
+    CancelInvoicePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.CancelInvoicePaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Closes an invoice's payment to charges before invoicing voids it: the
+    payment becomes CANCELED and no charge can start any more. Refused with
+    FAILED_PRECONDITION while a charge is under way or once one succeeded
+    (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+    canceled payment.
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,6 +127,19 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         created; while one is at the provider, FAILED_PRECONDITION
         PAYMENT_IN_PROGRESS. A request the provider refuses is
         FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelInvoicePayment(
+        self,
+        request: _payments_pb2.CancelInvoicePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Closes an invoice's payment to charges before invoicing voids it: the
+        payment becomes CANCELED and no charge can start any more. Refused with
+        FAILED_PRECONDITION while a charge is under way or once one succeeded
+        (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+        canceled payment.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
-from deploy.embedded import Nats, Postgres
+from deploy.embedded import Nats, Postgres, free_port
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
 from services.catalog import server as catalog_server
@@ -86,8 +86,8 @@ class Stack:
         return grpc.aio.insecure_channel(getattr(self, service))
 
 
-async def start(service: grpc_server.Service) -> tuple[grpc.aio.Server, str]:
-    server, port = await grpc_server.start(service, "127.0.0.1:0")
+async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
+    server, port = await grpc_server.start(service, address)
     return server, f"127.0.0.1:{port}"
 
 
@@ -102,6 +102,8 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
     )
     running.append((metering, *(await start(metering))))
     invoicing_database = await infra.database("invoicing")
+    # Invoicing and payments call each other: payments' address is chosen before either starts.
+    payments_address = f"127.0.0.1:{free_port()}"
     invoicing = invoicing_server.build(
         invoicing_server.Settings(
             "",
@@ -113,6 +115,7 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
             catalog_address=running[0][2],
             smtp_url=mailbox.url,
             smtp_from="billing@bxb.test",
+            payments_address=payments_address,
         )
     )
     running.append((invoicing, *(await start(invoicing))))
@@ -126,7 +129,7 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
             stripe_api_base=localstripe.url,
         )
     )
-    running.append((payments, *(await start(payments))))
+    running.append((payments, *(await start(payments, payments_address))))
     addresses = [address for _, _, address in running]
     settings = GatewaySettings("127.0.0.1", 0, *addresses, max_body_bytes=65536, auth_cache_seconds=30, call_timeout=30)
     app = create_app(settings)

@@ -216,12 +216,17 @@ async def charge(call: Call):
     """ABAXUS's `charge`: the invoice's amount due, to the customer's saved
     payment method; `paid` with the provider's `payment_intent`, or a 402
     saying why the provider declined (the payment is kept as failed; charging
-    again retries)."""
+    again retries) or that the customer must authenticate the payment."""
     payment = await call.clients.payments.ChargeInvoice(
         payments_pb2.ChargeInvoiceRequest(invoice_id=call.path("id")), **call.options
     )
     if payment.status == payments_pb2.PAYMENT_STATUS_FAILED:
         return error_response(402, "FAILED_PRECONDITION", "PAYMENT_FAILED", payment.failure_message, "payment_method")
+    if payment.status == payments_pb2.PAYMENT_STATUS_REQUIRES_ACTION:
+        message = (
+            f"the customer must authenticate the payment (3-D Secure) of payment intent {payment.provider_payment_id}"
+        )
+        return error_response(402, "FAILED_PRECONDITION", "PAYMENT_REQUIRES_ACTION", message, "payment_method")
     return json(
         {
             "id": payment.invoice_id,

@@ -8,25 +8,35 @@ Any other change is refused with FAILED_PRECONDITION (409) naming the
 current state; so is voiding an invoice that has credit notes. Voiding gives back what the invoice's coupons took (their
 redemptions go) and what it billed of a period it did not close (an invoice
 on request may bill that again); a period it closed stays closed. Each change is announced as invoice_updated.
+
+Voiding must not race a charge into money taken with nothing owed: before
+the invoice is voided, the payments service closes its payment to charges
+(CancelInvoicePayment), with the invoice row locked meanwhile so that no
+credit note or payment changes it, and within a deadline. Payments refuses
+while a charge is under way or once one collected (its reason is passed on,
+a 409); payments unreachable is UNAVAILABLE (503) and nothing changes. If
+the void then fails to commit, the payment stays closed and voiding again
+completes it.
 """
 
 from __future__ import annotations
 
 import logging
 
+import grpc
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.payments.v1 import events_pb2 as payments_events_pb2
-from bxb.payments.v1 import payments_pb2
-from services.common import outbox
-from services.common.errors import FailedPrecondition
+from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
+from services.common import outbox, tenancy
+from services.common.errors import FailedPrecondition, Unavailable, error_info
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing.invoice_view import invoice_proto, stored
-from services.invoicing.models import CouponRedemption, Outbox
+from services.invoicing.models import CouponRedemption, Invoice, Outbox
 
 log = logging.getLogger("bxb.lifecycle")
 
@@ -59,9 +69,17 @@ def invalid_transition(invoice_id: str, status: str, outcome: str, field: str = 
 
 
 class Lifecycle:
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        relay: outbox.OutboxRelay,
+        payments: payments_pb2_grpc.PaymentServiceStub | None = None,
+        timeout: float = 5.0,
+    ):
         self.sessions = sessions
         self.relay = relay
+        self.payments = payments  # connected when the service starts
+        self.timeout = timeout  # seconds for a call to payments
 
     async def change(self, org: str, invoice_id: str, action: str) -> pb.Invoice:
         target, sources = ACTIONS[action]
@@ -76,6 +94,8 @@ class Lifecycle:
                     reason="HAS_CREDIT_NOTES",
                     metadata={"status": state_name(invoice.status)},
                 )
+            if target == VOIDED:
+                await self._close_payment(org, invoice)
             now = utcnow()
             invoice.status = target
             if target == VOIDED:
@@ -88,6 +108,26 @@ class Lifecycle:
             await outbox.enqueue(session, Outbox, INVOICE_UPDATED, event)
         self.relay.wake()
         return result
+
+    async def _close_payment(self, org: str, invoice: Invoice) -> None:
+        """Has payments close the invoice's payment to charges, or raises why not."""
+        request = payments_pb2.CancelInvoicePaymentRequest(
+            invoice_id=invoice.id,
+            customer_id=invoice.customer_id,
+            amount_cents=invoice.total_amount_cents,
+            currency=invoice.currency,
+        )
+        try:
+            await self.payments.CancelInvoicePayment(request, metadata=tenancy.metadata(org), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise Unavailable(f"payments could not be reached: {error.code().name}") from None
+            raise FailedPrecondition(
+                f"invoice {invoice.id!r} cannot be voided: {error.details()}",
+                field="status",
+                reason=error_info(error).reason,
+                metadata={"status": state_name(invoice.status)},
+            ) from None
 
     async def paid(self, subject: str, payload: bytes) -> None:
         """Marks an invoice paid when the payments service announces a

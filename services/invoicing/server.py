@@ -14,6 +14,7 @@ import grpc
 from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
+from bxb.payments.v1 import payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller, Scheduler
@@ -46,6 +47,9 @@ class Settings:
     smtp_url: str = ""
     smtp_from: str = "billing@localhost"
     billing_page_size: int = 200
+    # Payments: asked to close an invoice's payment before the invoice is voided, within the deadline (seconds).
+    payments_address: str = ""
+    payments_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +64,8 @@ class Settings:
             smtp_url=config.env_str("BXB_SMTP_URL", ""),
             smtp_from=config.env_str("BXB_SMTP_FROM", "billing@localhost"),
             billing_page_size=max(1, int(config.env_float("BXB_BILLING_PAGE_SIZE", 200))),
+            payments_address=config.grpc_address("payments", config.DEFAULT_PORTS["payments"]),
+            payments_timeout=config.env_float("BXB_PAYMENTS_TIMEOUT_SECONDS", 5.0),
         )
 
 
@@ -78,7 +84,7 @@ def build(settings: Settings) -> grpc_server.Service:
     pricing = Pricing(sessions, fees, projection)
     delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
     requested = RequestedInvoices(sessions, fees, pricing, relay)
-    lifecycle = Lifecycle(sessions, relay)
+    lifecycle = Lifecycle(sessions, relay, timeout=settings.payments_timeout)
     biller.progressive = ProgressiveBilling(sessions, fees, requested)
     projection.one_offs = OneOffInvoices(sessions, fees, relay)
 
@@ -90,6 +96,8 @@ def build(settings: Settings) -> grpc_server.Service:
         channels.append(projection.catalog)
         fees.taxes = taxes_pb2_grpc.TaxServiceStub(projection.catalog)
         delivery.catalog = projection.catalog
+        channels.append(grpc.aio.insecure_channel(settings.payments_address))
+        lifecycle.payments = payments_pb2_grpc.PaymentServiceStub(channels[-1])
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)

@@ -1,16 +1,30 @@
 """Charging an invoice (PaymentService.ChargeInvoice, ABAXUS's
-`POST /v1/invoices/{id}/charge`).
+`POST /v1/invoices/{id}/charge`) so that no fault charges it twice.
 
 The invoice is read from invoicing (its state and what it still asks, after
 credit notes), so a charge right after the invoice is issued does not wait
-for invoice_finalized to reach this service. Its payment row is locked for
-the whole attempt: two charges of one invoice never run at once, and a paid
-invoice is never charged again (asking again answers the payment). The
-customer's default payment method is charged; the outcome is stored and
-announced as payment_updated, from which invoicing marks the invoice paid.
+for invoice_finalized to reach this service. Then, in three steps:
+
+1. One transaction under the payment's row lock: a paid invoice answers its
+   payment; an attempt already at the provider is refused
+   (PAYMENT_IN_PROGRESS), unless its claim is stale; an open attempt (its
+   outcome unknown, or waiting for the customer) is claimed to be looked up;
+   otherwise a new attempt is stored, in_flight with its idempotency key.
+   Committed before anything is sent.
+2. The provider is asked, with no transaction open, within its deadline
+   (StripeCharges.settle: an attempt that may have reached it is looked up
+   before anything is created).
+3. One transaction records the outcome on the attempt and the payment, and
+   announces payment_updated (invoicing marks the invoice paid from it).
+
+A process dying between 1 and 3 leaves its attempt in_flight; the next
+charge of the invoice, or the recovery sweep (recovery.py), takes it over
+once its claim is stale and looks it up at the provider.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import grpc
 from sqlalchemy import select
@@ -23,18 +37,28 @@ from services.common import outbox, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.payments.models import Outbox, Payment, PaymentMethod
+from services.payments import attempts
+from services.payments.models import (
+    PAYMENT_CANCELED,
+    PAYMENT_PENDING,
+    PAYMENT_SUCCEEDED,
+    Outbox,
+    Payment,
+    PaymentAttempt,
+    PaymentMethod,
+)
 from services.payments.payments import payment_proto
-from services.payments.stripe_charges import Charge, Declined, StripeCharges
+from services.payments.stripe_charges import REJECTED, UNKNOWN, Outcome, StripeCharges, Unreachable
 
 PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
-PENDING, SUCCEEDED, FAILED = "PAYMENT_STATUS_PENDING", "PAYMENT_STATUS_SUCCEEDED", "PAYMENT_STATUS_FAILED"
-MAX_MESSAGE = 500  # the stored column's width
+# How long past the provider's deadline a claim is still trusted to its holder.
+STALE_MARGIN_SECONDS = 30.0
 
 
-async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invoice) -> Payment:
-    """The invoice's payment row, created when invoice_finalized has not
-    brought it yet; locked until the transaction ends."""
+async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invoice, status: str = "") -> Payment:
+    """The invoice's payment row, created (with `status`, else by its total)
+    when invoice_finalized has not brought it yet; locked until the
+    transaction ends."""
     await session.execute(
         insert(Payment)
         .values(
@@ -44,12 +68,22 @@ async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invo
             customer_id=invoice.customer_id,
             amount_cents=invoice.total_amount_cents,
             currency=invoice.currency,
-            status=PENDING if invoice.total_amount_cents > 0 else SUCCEEDED,
+            status=status or (PAYMENT_PENDING if invoice.total_amount_cents > 0 else PAYMENT_SUCCEEDED),
         )
         .on_conflict_do_nothing()
     )
     query = select(Payment).where(Payment.organization_id == org, Payment.invoice_id == invoice.id)
     return (await session.execute(query.with_for_update())).scalar_one()
+
+
+async def announce(session: AsyncSession, payment: Payment) -> None:
+    event = events_pb2.PaymentUpdated(
+        event_id=new_id("evt"),
+        organization_id=payment.organization_id,
+        occur_time=to_proto(utcnow()),
+        payment=payment_proto(payment),
+    )
+    await outbox.enqueue(session, Outbox, PAYMENT_UPDATED, event)
 
 
 class Charging:
@@ -59,13 +93,15 @@ class Charging:
         relay: outbox.OutboxRelay,
         stripe: StripeCharges | None = None,
         invoices: invoices_pb2_grpc.InvoiceServiceStub | None = None,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
+        stale_after: float = 20.0 + STALE_MARGIN_SECONDS,
     ):
         self.sessions = sessions
         self.relay = relay
         self.stripe = stripe  # None when no provider is configured
         self.invoices = invoices  # connected when the service starts
-        self.timeout = timeout
+        self.timeout = timeout  # seconds for a call to invoicing
+        self.stale_after = timedelta(seconds=stale_after)  # a claim older than this was abandoned
 
     async def _invoice(self, org: str, invoice_id: str) -> invoices_pb2.Invoice:
         try:
@@ -83,20 +119,38 @@ class Charging:
         invoice = await self._invoice(org, invoice_id)
         async with self.sessions() as session, session.begin():
             payment = await receivable(session, org, invoice)
-            if payment.status != SUCCEEDED:
-                await self._attempt(session, payment, invoice)
-            # Announced again when it had already succeeded: invoicing's "paid" is idempotent.
-            event = events_pb2.PaymentUpdated(
-                event_id=new_id("evt"),
-                organization_id=org,
-                occur_time=to_proto(utcnow()),
-                payment=payment_proto(payment),
-            )
-            await outbox.enqueue(session, Outbox, PAYMENT_UPDATED, event)
-        self.relay.wake()
-        return payment
+            claim = await self._begin(session, payment, invoice)
+            if claim is None:
+                # Settled without the provider, or already: invoicing's "paid" is idempotent.
+                await announce(session, payment)
+        if claim is None:
+            self.relay.wake()
+            return payment
+        return await self._settle(claim)
 
-    async def _attempt(self, session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice) -> None:
+    async def resume(self, payment_id: str) -> Payment | None:
+        """Looks up the payment's abandoned attempt at the provider (the
+        recovery sweep); None when it is no longer abandoned."""
+        async with self.sessions() as session, session.begin():
+            payment = await session.get(Payment, payment_id, with_for_update=True)
+            attempt = await attempts.latest(session, payment)
+            if attempt.status not in (attempts.IN_FLIGHT, UNKNOWN) or not attempts.claimable(attempt, self.stale_after):
+                return None  # settled, or taken over, meanwhile
+            claim = attempts.claim(attempt)
+        return await self._settle(claim)
+
+    async def _begin(
+        self, session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice
+    ) -> attempts.Claim | None:
+        """Step 1: the attempt to settle at the provider, None when there is none to make."""
+        if payment.status == PAYMENT_SUCCEEDED:
+            return None
+        attempt = await attempts.latest(session, payment)
+        if attempt is not None and attempt.status in attempts.OPEN:
+            if not attempts.claimable(attempt, self.stale_after):
+                raise attempts.in_progress(payment.invoice_id)
+            self._provider()
+            return attempts.claim(attempt)
         if invoice.status != invoices_pb2.INVOICE_STATUS_FINALIZED:
             state = invoices_pb2.InvoiceStatus.Name(invoice.status).removeprefix("INVOICE_STATUS_").lower()
             raise FailedPrecondition(
@@ -105,29 +159,54 @@ class Charging:
                 reason="INVALID_TRANSITION",
                 metadata={"status": state},
             )
+        if payment.status == PAYMENT_CANCELED:  # closed for voiding (services/payments/closing.py)
+            raise FailedPrecondition(
+                f"invoice {invoice.id!r} is being voided: its payment is canceled", reason="PAYMENT_CANCELED"
+            )
         payment.amount_cents = invoice.amount_due_cents
         if payment.amount_cents <= 0:  # credit notes took it all: nothing to collect
-            payment.status = SUCCEEDED
-            return
+            payment.status = PAYMENT_SUCCEEDED
+            return None
         method = await self._default_method(session, payment)
+        self._provider()
+        return attempts.start(session, payment, method)
+
+    def _provider(self) -> None:
         if self.stripe is None:
             raise FailedPrecondition(
                 "no payment provider is configured (set BXB_STRIPE_API_KEY)", reason="PAYMENTS_NOT_CONFIGURED"
             )
-        charge = Charge(
-            amount=payment.amount_cents,
-            currency=payment.currency,
-            customer=method.provider_customer_id,
-            payment_method=method.provider_payment_method,
-            idempotency_key=f"{payment.id}-{payment.attempts}",
-        )
+
+    async def _settle(self, claim: attempts.Claim) -> Payment:
+        """Steps 2 and 3: the provider's answer, recorded; errors say what happened."""
         try:
-            payment.provider_payment_id = await self.stripe.charge(charge)
-        except Declined as declined:
-            payment.status, payment.failure_message = FAILED, str(declined)[:MAX_MESSAGE]
-            payment.attempts += 1
-            return
-        payment.status, payment.failure_message = SUCCEEDED, ""
+            outcome = await self.stripe.settle(claim.request, claim.intent_id, claim.sent)
+        except Unreachable as error:
+            outcome = Outcome(UNKNOWN, claim.intent_id, "unreachable", str(error))
+        payment, attempt = await self._record(claim, outcome)
+        if attempt.status == UNKNOWN:
+            raise Unavailable(
+                f"the outcome of the charge is not known yet ({attempt.failure_message}); charging again looks it up"
+            )
+        if attempt.status == REJECTED:
+            raise FailedPrecondition(
+                f"the payment provider refused the charge: {attempt.failure_message}", reason="PROVIDER_REJECTED"
+            )
+        return payment
+
+    async def _record(self, claim: attempts.Claim, outcome: Outcome) -> tuple[Payment, PaymentAttempt]:
+        """The payment and its attempt with the outcome recorded; when the
+        claim was taken over meanwhile, as its new holder left them."""
+        async with self.sessions() as session, session.begin():
+            payment = await session.get(Payment, claim.payment_id, with_for_update=True)
+            attempt = await session.get(PaymentAttempt, claim.attempt_id)
+            if attempt.status == attempts.IN_FLIGHT and attempt.claim_token == claim.token:
+                if attempts.record(attempt, payment, outcome):
+                    await announce(session, payment)
+            elif attempt.status == attempts.IN_FLIGHT:  # its new holder is at the provider
+                raise attempts.in_progress(payment.invoice_id)
+        self.relay.wake()
+        return payment, attempt
 
     @staticmethod
     async def _default_method(session: AsyncSession, payment: Payment) -> PaymentMethod:

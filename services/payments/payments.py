@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bxb.invoicing.v1 import invoices_pb2
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import pagination, tenancy
@@ -61,9 +62,10 @@ async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, charging=None):
+    def __init__(self, sessions: async_sessionmaker, charging=None, closing=None):
         self.sessions = sessions
         self.charging = charging  # charging.Charging: charges invoices
+        self.closing = closing  # closing.Closing: closes voided invoices' payments
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
@@ -121,3 +123,14 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
 
     async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context) -> pb.Payment:
         return payment_proto(await self.charging.charge(tenancy.organization_id(), request.invoice_id))
+
+    async def CancelInvoicePayment(self, request: pb.CancelInvoicePaymentRequest, context) -> pb.Payment:
+        if not request.invoice_id:
+            raise InvalidArgument("invoice_id is required", field="invoice_id")
+        invoice = invoices_pb2.Invoice(
+            id=request.invoice_id,
+            customer_id=request.customer_id,
+            total_amount_cents=request.amount_cents,
+            currency=request.currency,
+        )
+        return payment_proto(await self.closing.cancel(tenancy.organization_id(), invoice))

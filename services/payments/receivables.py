@@ -1,5 +1,5 @@
 """Records what each finalized invoice asks the customer to pay, and cancels
-it when the invoice is voided.
+it when the invoice is voided (closing.py: as invoicing asked before voiding).
 
 Fed by bxb.invoicing.v1.invoice_finalized and invoice_updated; the unique
 (organization, invoice) key makes a redelivered event a no-op.
@@ -7,13 +7,13 @@ Fed by bxb.invoicing.v1.invoice_finalized and invoice_updated; the unique
 
 from __future__ import annotations
 
-from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2, invoices_pb2
 from services.common.ids import new_id
-from services.payments.models import Payment
+from services.payments.closing import Closing
+from services.payments.models import PAYMENT_PENDING, PAYMENT_SUCCEEDED, Payment
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
@@ -22,6 +22,7 @@ INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 class Receivables:
     def __init__(self, sessions: async_sessionmaker):
         self.sessions = sessions
+        self.closing = Closing(sessions)
 
     async def handle(self, subject: str, payload: bytes) -> None:
         if subject == INVOICE_FINALIZED:
@@ -32,7 +33,7 @@ class Receivables:
 
     async def finalized(self, event: events_pb2.InvoiceFinalized) -> None:
         invoice = event.invoice
-        status = "PAYMENT_STATUS_PENDING" if invoice.total_amount_cents > 0 else "PAYMENT_STATUS_SUCCEEDED"
+        status = PAYMENT_PENDING if invoice.total_amount_cents > 0 else PAYMENT_SUCCEEDED
         async with self.sessions() as session, session.begin():
             await session.execute(
                 insert(Payment)
@@ -49,16 +50,6 @@ class Receivables:
             )
 
     async def updated(self, event: events_pb2.InvoiceUpdated) -> None:
-        """A voided invoice owes nothing: what it asked is cancelled, unless it was collected."""
-        if event.invoice.status != invoices_pb2.INVOICE_STATUS_VOIDED:
-            return
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Payment)
-                .where(
-                    Payment.organization_id == event.organization_id,
-                    Payment.invoice_id == event.invoice.id,
-                    Payment.status.in_(("PAYMENT_STATUS_PENDING", "PAYMENT_STATUS_FAILED")),
-                )
-                .values(status="PAYMENT_STATUS_CANCELED")
-            )
+        """A voided invoice owes nothing: what it asked is cancelled, unless a charge took it."""
+        if event.invoice.status == invoices_pb2.INVOICE_STATUS_VOIDED:
+            await self.closing.voided(event.organization_id, event.invoice)

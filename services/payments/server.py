@@ -14,11 +14,13 @@ from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OutboxRelay
-from services.payments.charging import Charging
+from services.payments.charging import STALE_MARGIN_SECONDS, Charging
+from services.payments.closing import Closing
 from services.payments.customers import CustomerPaymentMethods
 from services.payments.models import Outbox
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
+from services.payments.recovery import Recovery
 from services.payments.stripe_charges import StripeCharges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -33,6 +35,11 @@ class Settings:
     # Stripe: the secret key (no charges without it) and, for a test double, its address.
     stripe_api_key: str = ""
     stripe_api_base: str = ""
+    # Deadlines, in seconds: one charge's requests to Stripe together; a call to invoicing.
+    stripe_timeout: float = 20.0
+    invoicing_timeout: float = 5.0
+    # How often attempts abandoned mid-call are looked up at Stripe.
+    recovery_interval: float = 60.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -43,6 +50,9 @@ class Settings:
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
             stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
             stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
+            stripe_timeout=config.env_float("BXB_STRIPE_TIMEOUT_SECONDS", 20.0),
+            invoicing_timeout=config.env_float("BXB_INVOICING_TIMEOUT_SECONDS", 5.0),
+            recovery_interval=config.env_float("BXB_PAYMENTS_RECOVERY_INTERVAL_SECONDS", 60.0),
         )
 
 
@@ -52,8 +62,18 @@ def build(settings: Settings) -> grpc_server.Service:
     receivables = Receivables(sessions)
     methods = CustomerPaymentMethods(sessions)
     relay = OutboxRelay(sessions, Outbox)
-    stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base) if settings.stripe_api_key else None
-    charging = Charging(sessions, relay, stripe)
+    stripe = None
+    if settings.stripe_api_key:
+        stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
+    charging = Charging(
+        sessions,
+        relay,
+        stripe,
+        timeout=settings.invoicing_timeout,
+        stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS,
+    )
+    # Abandoned attempts can only be looked up where there is a provider to ask.
+    recovery = Recovery(charging, settings.recovery_interval) if stripe else None
     channels: list[grpc.aio.Channel] = []
 
     async def on_start() -> None:
@@ -65,8 +85,12 @@ def build(settings: Settings) -> grpc_server.Service:
         await relay.bus.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle)
         await relay.bus.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle)
         relay.start()
+        if recovery:
+            recovery.start()
 
     async def on_stop() -> None:
+        if recovery:
+            await recovery.stop()
         await relay.stop()
         await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
         for channel in channels:
@@ -77,7 +101,10 @@ def build(settings: Settings) -> grpc_server.Service:
         name="payments",
         registrars=[
             grpc_server.registrar(
-                payments_pb2, payments_pb2_grpc, "PaymentService", PaymentServicer(sessions, charging)
+                payments_pb2,
+                payments_pb2_grpc,
+                "PaymentService",
+                PaymentServicer(sessions, charging, Closing(sessions)),
             )
         ],
         on_start=on_start,

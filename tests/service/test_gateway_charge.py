@@ -14,22 +14,31 @@ from deploy.embedded import free_port
 from services.common import grpc_server
 from services.common.errors import NotFound, Unavailable, error_info
 from services.common.tenancy import metadata
+from services.common.timestamps import utcnow
 from services.invoicing.lifecycle import Lifecycle
 from services.payments import server as payments_server
 from services.payments.charging import Charging
-from services.payments.stripe_charges import Charge, StripeCharges
+from services.payments.stripe_charges import IntentRequest, StripeCharges, Unreachable
 from tests.conftest import Infra, Stack, Tenant, eventually, start
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_invoicing_on_request import GROWTH, issue
-from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe
+from tests.stripe import DECLINED_CARD, LocalStripe
 
 
-async def issued(tenant: Tenant, localstripe: LocalStripe, card: str = "4242424242424242", **customer) -> dict:
-    """The seed's setup (a customer with a saved card at Stripe) and an invoice issued on request for $47.50."""
+async def issued(
+    tenant: Tenant,
+    localstripe: LocalStripe,
+    card: str = "4242424242424242",
+    currency: str = "USD",
+    calls: int = 85000,
+    **customer,
+) -> dict:
+    """The seed's setup (a customer with a saved card at Stripe) and an invoice
+    issued on request: 47.50 in `currency` for the seed's 85,000 calls."""
     h = tenant.http
     metric = {"key": "api_calls", "aggregation_type": "sum", "value_type": "integer"}
     assert (await h.post("/v1/metrics", json=metric)).status_code == 201
-    assert (await h.post("/v1/price-plans", json=GROWTH)).status_code == 201
+    assert (await h.post("/v1/price-plans", json={**GROWTH, "currency": currency})).status_code == 201
     if card:
         stripe_customer, method = await localstripe.customer_with_card(card)
         customer["billing"] = {"provider": "stripe"}
@@ -41,7 +50,7 @@ async def issued(tenant: Tenant, localstripe: LocalStripe, card: str = "42424242
         "idempotency_key": "e1",
         "customer_id": "cust_acme",
         "metric_key": "api_calls",
-        "value": 85000,
+        "value": calls,
         "timestamp": "2026-03-05T00:00:00Z",
     }
     assert (await h.post("/v1/events", json=event)).status_code == 202
@@ -134,14 +143,6 @@ async def test_what_cannot_be_charged_is_refused_with_its_reason(
     await eventually(cancelled)
 
 
-async def test_a_card_that_needs_its_holder_is_a_402(stack: Stack, tenant: Tenant, localstripe: LocalStripe):
-    invoice = await issued(tenant, localstripe, card=AUTHENTICATED_CARD)
-    await payment_methods_saved(stack, tenant)
-    refused = await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")
-    assert (refused.status_code, refused.json()["error"]["reason"]) == (402, "PAYMENT_FAILED")
-    assert "requires_action" in refused.json()["error"]["message"]
-
-
 async def test_an_invoice_credited_in_full_is_paid_without_a_charge(
     stack: Stack, tenant: Tenant, localstripe: LocalStripe
 ):
@@ -197,10 +198,10 @@ async def test_an_unreachable_invoicing_or_stripe_is_unavailable():
         charging = Charging(None, None, invoices=invoices_pb2_grpc.InvoiceServiceStub(channel), timeout=0.5)
         with pytest.raises(Unavailable, match="invoicing could not be reached"):
             await charging.charge("org_x", "inv_x")
-    nowhere = StripeCharges(LocalStripe.api_key, f"http://{closed}", retries=0)
-    charge = Charge(100, "USD", "cus_x", "pm_x", "key")
-    with pytest.raises(Unavailable, match="payment provider could not be reached"):
-        await nowhere.charge(charge)
+    nowhere = StripeCharges(LocalStripe.api_key, f"http://{closed}")
+    request = IntentRequest("att_x", "inv_x", "org_x", 100, "USD", "cus_x", "pm_x", "key", utcnow())
+    with pytest.raises(Unreachable, match="Stripe could not be reached"):
+        await nowhere.settle(request)
 
 
 async def test_invoicing_ignores_payment_news_that_pays_nothing(invoicing_db: InvoicingDb):

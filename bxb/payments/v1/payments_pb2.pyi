@@ -36,6 +36,10 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     """Collection failed; charging again may succeed."""
     PAYMENT_STATUS_CANCELED: _PaymentStatus.ValueType  # 4
     """Nothing is owed any more: the invoice was voided before it was paid."""
+    PAYMENT_STATUS_REQUIRES_ACTION: _PaymentStatus.ValueType  # 5
+    """The provider waits for the customer (3-D Secure) on the charge named by
+    provider_payment_id; no other charge starts meanwhile.
+    """
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """State of what a customer owes on one invoice."""
@@ -50,6 +54,10 @@ PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 3
 """Collection failed; charging again may succeed."""
 PAYMENT_STATUS_CANCELED: PaymentStatus.ValueType  # 4
 """Nothing is owed any more: the invoice was voided before it was paid."""
+PAYMENT_STATUS_REQUIRES_ACTION: PaymentStatus.ValueType  # 5
+"""The provider waits for the customer (3-D Secure) on the charge named by
+provider_payment_id; no other charge starts meanwhile.
+"""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 @_typing.final
@@ -80,11 +88,11 @@ class Payment(_message.Message):
     status: Global___PaymentStatus.ValueType
     """Collection state."""
     provider_payment_id: _builtins.str
-    """The provider's id of the last charge, for example a Stripe PaymentIntent
-    "pi_xxx"; empty before the first.
+    """The provider's id of the charge that succeeded or waits for the customer,
+    for example a Stripe PaymentIntent "pi_xxx"; empty otherwise.
     """
     failure_message: _builtins.str
-    """Why the last charge failed, as the provider said; empty otherwise."""
+    """Why the last charge was declined, as the provider said; empty otherwise."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment record was created."""
@@ -311,3 +319,37 @@ class ChargeInvoiceRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChargeInvoiceRequest: _TypeAlias = ChargeInvoiceRequest  # noqa: Y015
+
+@_typing.final
+class CancelInvoicePaymentRequest(_message.Message):
+    """Request for PaymentService.CancelInvoicePayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """The invoice about to be voided."""
+    customer_id: _builtins.str
+    """Its customer: recorded when payments has no record of the invoice yet."""
+    amount_cents: _builtins.int
+    """Its total in the currency's minor units, likewise."""
+    currency: _builtins.str
+    """Its ISO 4217 currency code, likewise."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "currency", b"currency", "customer_id", b"customer_id", "invoice_id", b"invoice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelInvoicePaymentRequest: _TypeAlias = CancelInvoicePaymentRequest  # noqa: Y015

@@ -55,6 +55,11 @@ class PaymentServiceStub:
                 request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.SerializeToString,
                 response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
                 _registered_method=True)
+        self.CancelInvoicePayment = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/CancelInvoicePayment',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CancelInvoicePaymentRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -84,8 +89,24 @@ class PaymentServiceServicer:
 
     def ChargeInvoice(self, request, context):
         """Charges what a finalized invoice still asks (its amount due) to the
-        customer's default payment method; answers the payment, SUCCEEDED or
-        FAILED. Charging a paid invoice again charges nothing.
+        customer's default payment method; answers the payment, SUCCEEDED,
+        FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
+        charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+        looked up at the provider by the next call before anything new is
+        created; while one is at the provider, FAILED_PRECONDITION
+        PAYMENT_IN_PROGRESS. A request the provider refuses is
+        FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelInvoicePayment(self, request, context):
+        """Closes an invoice's payment to charges before invoicing voids it: the
+        payment becomes CANCELED and no charge can start any more. Refused with
+        FAILED_PRECONDITION while a charge is under way or once one succeeded
+        (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+        canceled payment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,6 +133,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
             'ChargeInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.ChargeInvoice,
                     request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'CancelInvoicePayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelInvoicePayment,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CancelInvoicePaymentRequest.FromString,
                     response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.SerializeToString,
             ),
     }
@@ -223,6 +249,33 @@ class PaymentService:
             target,
             '/bxb.payments.v1.PaymentService/ChargeInvoice',
             bxb_dot_payments_dot_v1_dot_payments__pb2.ChargeInvoiceRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelInvoicePayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/CancelInvoicePayment',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.CancelInvoicePaymentRequest.SerializeToString,
             bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
             options,
             channel_credentials,

@@ -41,8 +41,20 @@ class PaymentServiceStub:
     """Lists a customer's payment methods."""
     ChargeInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]
     """Charges what a finalized invoice still asks (its amount due) to the
-    customer's default payment method; answers the payment, SUCCEEDED or
-    FAILED. Charging a paid invoice again charges nothing.
+    customer's default payment method; answers the payment, SUCCEEDED,
+    FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
+    charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+    looked up at the provider by the next call before anything new is
+    created; while one is at the provider, FAILED_PRECONDITION
+    PAYMENT_IN_PROGRESS. A request the provider refuses is
+    FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+    """
+    CancelInvoicePayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CancelInvoicePaymentRequest, _payments_pb2.Payment]
+    """Closes an invoice's payment to charges before invoicing voids it: the
+    payment becomes CANCELED and no charge can start any more. Refused with
+    FAILED_PRECONDITION while a charge is under way or once one succeeded
+    (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+    canceled payment.
     """
 
 @_typing.type_check_only
@@ -58,8 +70,20 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Lists a customer's payment methods."""
     ChargeInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]  # type: ignore[assignment]
     """Charges what a finalized invoice still asks (its amount due) to the
-    customer's default payment method; answers the payment, SUCCEEDED or
-    FAILED. Charging a paid invoice again charges nothing.
+    customer's default payment method; answers the payment, SUCCEEDED,
+    FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
+    charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+    looked up at the provider by the next call before anything new is
+    created; while one is at the provider, FAILED_PRECONDITION
+    PAYMENT_IN_PROGRESS. A request the provider refuses is
+    FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+    """
+    CancelInvoicePayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.CancelInvoicePaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Closes an invoice's payment to charges before invoicing voids it: the
+    payment becomes CANCELED and no charge can start any more. Refused with
+    FAILED_PRECONDITION while a charge is under way or once one succeeded
+    (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+    canceled payment.
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -96,8 +120,26 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
         """Charges what a finalized invoice still asks (its amount due) to the
-        customer's default payment method; answers the payment, SUCCEEDED or
-        FAILED. Charging a paid invoice again charges nothing.
+        customer's default payment method; answers the payment, SUCCEEDED,
+        FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
+        charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+        looked up at the provider by the next call before anything new is
+        created; while one is at the provider, FAILED_PRECONDITION
+        PAYMENT_IN_PROGRESS. A request the provider refuses is
+        FAILED_PRECONDITION PROVIDER_REJECTED, and the payment stays PENDING.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelInvoicePayment(
+        self,
+        request: _payments_pb2.CancelInvoicePaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Closes an invoice's payment to charges before invoicing voids it: the
+        payment becomes CANCELED and no charge can start any more. Refused with
+        FAILED_PRECONDITION while a charge is under way or once one succeeded
+        (reasons PAYMENT_IN_PROGRESS, PAYMENT_SUCCEEDED). Asking again answers the
+        canceled payment.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,6 +23,7 @@ from gateway.routes import (
     events,
     invoices,
     metrics,
+    parked_messages,
     plans,
     price_plans,
     pricing,
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *invoices.routes,
         *pricing.routes,
         *usage.routes,
+        *parked_messages.routes,
     ]
     return Starlette(
         routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}

@@ -17,6 +17,7 @@ from bxb.catalog.v1 import (
     taxes_pb2_grpc,
     test_clocks_pb2_grpc,
 )
+from bxb.common.v1 import parked_messages_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
@@ -39,6 +40,8 @@ class Clients:
     usage: usage_pb2_grpc.UsageServiceStub
     invoices: invoices_pb2_grpc.InvoiceServiceStub
     payments: payments_pb2_grpc.PaymentServiceStub
+    # Each service's parked messages, by service name.
+    parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceStub]
 
     @classmethod
     def connect(cls, settings: Settings) -> Clients:
@@ -61,6 +64,10 @@ class Clients:
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),
             payments=payments_pb2_grpc.PaymentServiceStub(payments),
+            parked={
+                name: parked_messages_pb2_grpc.ParkedMessageServiceStub(channel)
+                for name, channel in (("catalog", catalog), ("invoicing", invoicing), ("payments", payments))
+            },
         )
 
     async def close(self) -> None:

@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
+from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from deploy.embedded import Nats, Postgres, free_port
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
 from services.catalog import server as catalog_server
-from services.common import grpc_server
+from services.common import grpc_server, tenancy
 from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
@@ -146,6 +147,17 @@ class Tenant:
     organization_id: str
     key: str
     http: httpx.AsyncClient
+    stack: Stack | None = None
+
+    async def bill(self, customer_id: str = "") -> int:
+        """Runs billing for the organization (one customer's, when given) as
+        the billing run would, without its settle wait; the invoices it made."""
+        assert self.stack is not None
+        async with self.stack.channel("invoicing") as channel:
+            reply = await invoices_pb2_grpc.InvoiceServiceStub(channel).RunBilling(
+                invoices_pb2.RunBillingRequest(customer_id=customer_id), metadata=tenancy.metadata(self.organization_id)
+            )
+        return reply.invoices_created
 
 
 async def new_tenant(stack: Stack) -> Tenant:
@@ -158,7 +170,7 @@ async def new_tenant(stack: Stack) -> Tenant:
         base_url="http://bxb.test",
         headers={"Authorization": f"Bearer {key.secret}"},
     )
-    return Tenant(org.id, key.secret, http)
+    return Tenant(org.id, key.secret, http, stack)
 
 
 @pytest.fixture

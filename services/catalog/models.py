@@ -23,9 +23,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import declarative_base
 from services.common.outbox import outbox_table
+from services.common.parking import parked_table
 
 Base = declarative_base()
 Outbox = outbox_table(Base.metadata)
+Parked = parked_table(Base.metadata)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 

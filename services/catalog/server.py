@@ -30,19 +30,21 @@ from bxb.catalog.v1 import (
     test_clocks_pb2,
     test_clocks_pb2_grpc,
 )
+from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from services.catalog import organizations
 from services.catalog.add_ons import AddOnServicer
 from services.catalog.coupons import CouponServicer
 from services.catalog.customers import CustomerServicer
 from services.catalog.event_references import EventReferenceServicer
 from services.catalog.metrics import BillableMetricServicer
-from services.catalog.models import Outbox
+from services.catalog.models import Outbox, Parked
 from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
 from services.catalog.taxes import TaxServicer
 from services.catalog.test_clocks import TestClockServicer
 from services.common import bus, config, db, grpc_server
-from services.common.outbox import OutboxRelay
+from services.common.outbox import OUTBOX, OutboxRelay
+from services.common.parking import ParkedMessages
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -67,7 +69,11 @@ class Settings:
 def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
-    relay = OutboxRelay(sessions, Outbox)
+    # What a retry of a parked outbox row runs (the catalog consumes no events).
+    handlers: dict[str, bus.Handler] = {}
+    parked = ParkedMessages("catalog", sessions, Parked, handlers)
+    relay = OutboxRelay(sessions, Outbox, park=parked.park)
+    handlers[OUTBOX] = relay.republish
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -115,6 +121,7 @@ def build(settings: Settings) -> grpc_server.Service:
             grpc_server.registrar(
                 test_clocks_pb2, test_clocks_pb2_grpc, "TestClockService", TestClockServicer(sessions, relay)
             ),
+            grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,
         on_stop=on_stop,

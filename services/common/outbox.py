@@ -4,14 +4,24 @@ A service writes its event row in the same transaction as its data, so an
 event is published if and only if the change committed. The relay publishes
 pending rows in order (JetStream deduplicates on the event id if a publish is
 retried) and marks them published.
+
+No row wedges the outbox: one NATS will never take (larger than
+MAX_EVENT_BYTES, or refused as too large or malformed) is handed to the
+service's parker (parking.py: listed, and published again on retry) and
+marked done, so the rows behind it and other organizations' go on. A publish
+that fails for any other reason (NATS away) stops the flush: the rows from
+there on stay pending, in order, and the relay retries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 
+from nats.errors import MaxPayloadError
+from nats.js.errors import BadRequestError
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -27,9 +37,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.common.bus import Bus
+from services.common.bus import Bus, Parked, Parker
 
 log = logging.getLogger("bxb.outbox")
+
+# An event's largest payload, far below the 8 MB NATS takes (deploy/embedded.py)
+# and at NATS's 1 MB default: bxb's events are bounded well under it by what
+# requests may hold; a larger one is parked, not published.
+MAX_EVENT_BYTES = 1024 * 1024
+# What NATS answers for a message it will never take, however often it is sent.
+REFUSED = (MaxPayloadError, BadRequestError)
+OUTBOX = "outbox"  # the durable name parked outbox rows are filed under
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -64,12 +82,24 @@ async def enqueue(session: AsyncSession, table: Table, subject: str, *events) ->
     )
 
 
+class Unpublishable(Exception):
+    """A row NATS will never take."""
+
+
 class OutboxRelay:
-    def __init__(self, sessions: async_sessionmaker, table: Table, bus: Bus | None = None, poll_seconds: float = 1.0):
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        table: Table,
+        bus: Bus | None = None,
+        poll_seconds: float = 1.0,
+        park: Parker | None = None,
+    ):
         self.sessions = sessions
         self.table = table
         self.bus = bus
         self.poll_seconds = poll_seconds
+        self.park = park  # where a row NATS will never take goes; without one, it stays pending
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
@@ -78,6 +108,11 @@ class OutboxRelay:
         self._wake.set()
 
     async def flush(self, limit: int = 500) -> int:
+        """Publishes up to `limit` pending rows in order; the number published
+        or parked. A transient failure is raised once what came before it is
+        marked."""
+        assert self.bus is not None, "connect the bus before flushing"
+        failure: Exception | None = None
         async with self.sessions() as session, session.begin():
             rows = (
                 await session.execute(
@@ -88,15 +123,52 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
+            done = []
             for row in rows:
-                assert self.bus is not None, "connect the bus before flushing"
-                await self.bus.publish(row.subject, row.payload, row.event_id, row.organization_id)
-            if rows:
-                ids = [row.id for row in rows]
+                try:
+                    await self._publish(row)
+                except (Unpublishable, *REFUSED) as refused:
+                    if self.park is None or not await self._parked(row, refused):
+                        failure = refused
+                        break
+                except Exception as error:  # NATS away: this row and the ones behind it wait
+                    failure = error
+                    break
+                done.append(row.id)
+            if done:
                 await session.execute(
-                    update(self.table).where(self.table.c.id.in_(ids)).values(publish_time=func.now())
+                    update(self.table).where(self.table.c.id.in_(done)).values(publish_time=func.now())
                 )
-            return len(rows)
+        if failure is not None:
+            raise failure
+        return len(done)
+
+    async def _publish(self, row) -> None:
+        if len(row.payload) > MAX_EVENT_BYTES:
+            raise Unpublishable(f"{len(row.payload)} bytes, more than an event may hold ({MAX_EVENT_BYTES})")
+        assert self.bus is not None
+        await self.bus.publish(row.subject, row.payload, row.event_id, row.organization_id)
+
+    async def _parked(self, row, refused: Exception) -> bool:
+        """Whether the row could be parked (then it counts as done)."""
+        assert self.park is not None
+        error = f"{type(refused).__name__}: {refused}"
+        parked = Parked("", OUTBOX, row.id, row.subject, row.payload, row.organization_id, 1, error)
+        try:
+            await self.park(parked)
+        except Exception:
+            log.exception("parking outbox row %s failed; it stays pending", row.id)
+            return False
+        log.error("parked outbox row %s (%s): %s", row.id, row.subject, error)
+        return True
+
+    async def republish(self, subject: str, payload: bytes) -> None:
+        """Publishes a parked row again (ParkedMessageService's retry); its
+        digest is its message id, so a repeated retry is one message."""
+        if len(payload) > MAX_EVENT_BYTES:
+            raise Unpublishable(f"{len(payload)} bytes, more than an event may hold ({MAX_EVENT_BYTES})")
+        assert self.bus is not None
+        await self.bus.publish(subject, payload, hashlib.sha256(payload).hexdigest())
 
     async def _run(self) -> None:
         while True:

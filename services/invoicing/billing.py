@@ -45,6 +45,12 @@ in id order, numbers its invoices with one reservation and queues their
 announcements in one statement. A page that fails is billed again one
 subscription at a time, so one that cannot be billed holds up no other.
 
+A run issues at most MAX_DUE_PER_RUN invoices of one subscription, the
+oldest first: a subscription backdated by decades, or a test clock moved by
+decades, is billed in bounded chunks, and the scheduler runs again at once
+while any is behind. A terminated subscription whose every period is
+settled is marked finished, and no run reads it again.
+
 Two runs racing for the same period cannot both invoice it: each page checks
 the watermarks under its locks and skips what the other billed; the unique
 (subscription, period start, timing) key is the last guard (its page rolls
@@ -91,6 +97,9 @@ def has_advance_fees(plan: plans_pb2.Plan) -> bool:
     """Whether the plan bills anything at the start of its periods."""
     return (plan.pay_in_advance and plan.amount_cents > 0) or any(c.pay_in_advance for c in plan.charges)
 
+
+# The most invoices (or drafts) of one subscription a run issues; the next run goes on.
+MAX_DUE_PER_RUN = 24
 
 # Parsed plan versions by (plan id, version). A published version never
 # changes, and parsing a plan of many charges from JSON costs more than pricing
@@ -183,11 +192,19 @@ class Biller:
     async def run(
         self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""
     ) -> int:
-        """Bills every due period; returns the number of invoices created
-        (drafts included) or finalized. A subscription on a test clock is
-        billed at its clock's time, not at `now`."""
+        """Bills every due period, at most MAX_DUE_PER_RUN of one subscription;
+        returns the number of invoices created (drafts included) or finalized.
+        A subscription on a test clock is billed at its clock's time, not at
+        `now`."""
+        created, _ = await self.sweep(now, org, customer_id, test_clock_id)
+        return created
+
+    async def sweep(
+        self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""
+    ) -> tuple[int, bool]:
+        """`run`, and whether some subscription has more due than it billed."""
         now = now or utcnow()
-        query = select(Subscription)
+        query = select(Subscription).where(Subscription.billing_finished.is_(False))
         if org:
             query = query.where(Subscription.organization_id == org)
         if customer_id:
@@ -201,7 +218,7 @@ class Biller:
         customers: dict[tuple[str, str], list[Subscription]] = {}
         for row in subscriptions:  # each customer's, for who owns events naming no subscription
             customers.setdefault((row.organization_id, row.customer_id), []).append(row)
-        announced = 0
+        announced, behind, finished = 0, False, []
         pages: list[Page] = []
         for (org_id, _), rows in customers.items():
             # A page holds one organization's subscriptions, a customer's all in one.
@@ -216,7 +233,11 @@ class Biller:
                 simulated = subscription.test_clock_id is not None
                 waits = not (customer_id or simulated)
                 settle = timedelta(0) if simulated else self.settle
-                pages[-1].append((subscription, at, self.dues(subscription, at, waits, rows, settle)))
+                due = self.dues(subscription, at, waits, rows, settle)
+                behind = behind or len(due) > MAX_DUE_PER_RUN
+                if self.finished(subscription):
+                    finished.append(subscription.id)
+                pages[-1].append((subscription, at, due[:MAX_DUE_PER_RUN]))
         gate = asyncio.Semaphore(self.concurrency)
 
         async def one(page: Page) -> int:
@@ -226,11 +247,33 @@ class Biller:
         outcomes = await asyncio.gather(*(one(page) for page in pages if page), return_exceptions=True)
         failures = [o for o in outcomes if isinstance(o, BaseException)]
         created = sum(o for o in outcomes if not isinstance(o, BaseException))
+        if finished:
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(Subscription).where(Subscription.id.in_(finished)).values(billing_finished=True)
+                )
         if announced or created:
             self.relay.wake()
         if failures:
             raise failures[0]  # the others were billed; the next run retries this one
-        return created
+        return created, behind
+
+    @staticmethod
+    def finished(subscription: Subscription) -> bool:
+        """Whether nothing of the subscription can fall due any more: it has
+        ended, the watermarks of its timings have reached its end (or it had
+        no period at all), and no trial is left to announce."""
+        end = subscription.terminate_time
+        if end is None:
+            return False
+        if end > subscription.billing_start:  # it had periods: each settled, up to the last
+            marks = [subscription.billed_through]
+            if has_advance_fees(plan_of(subscription)):
+                marks.append(subscription.advance_billed_through)
+            if any(mark is None or mark < end for mark in marks):
+                return False
+        trial = subscription.trial_end_time
+        return trial is None or trial > end or subscription.trial_end_announced
 
     async def announce_trial_end(self, subscription: Subscription, now: datetime) -> int:
         """Publishes trial_ended once the trial is over; 1 when this run did."""
@@ -421,23 +464,48 @@ class Biller:
 
 
 class Scheduler:
-    """Runs the biller at start and then every `interval`."""
+    """Runs the biller at start and then every `interval`, at once again
+    while a run leaves more due than it billed; and follows a bounded
+    RunBilling's scope (`follow`) in the background until it is caught up."""
 
     def __init__(self, biller: Biller, interval: float):
         self.biller = biller
         self.interval = interval
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._following: dict[tuple[str, str, str], asyncio.Task] = {}
 
     def wake(self) -> None:
         self._wake.set()
 
+    def follow(self, org: str, customer_id: str = "", test_clock_id: str = "") -> None:
+        """Goes on billing this scope (RunBilling's) in the background, run
+        after run, until nothing in it is behind; once per scope at a time."""
+        scope = (org, customer_id, test_clock_id)
+        if scope not in self._following:
+            self._following[scope] = asyncio.create_task(self._follow(scope), name=f"billing-follow:{org}")
+
+    async def _follow(self, scope: tuple[str, str, str]) -> None:
+        org, customer_id, test_clock_id = scope
+        behind = True
+        try:
+            while behind:
+                _, behind = await self.biller.sweep(org=org, customer_id=customer_id, test_clock_id=test_clock_id)
+        except Exception:
+            log.exception("billing %s in the background failed; the scheduler's runs go on", scope)
+        finally:
+            self._following.pop(scope, None)
+
     async def _loop(self) -> None:
         while True:
+            behind = False
             try:
-                await self.biller.run()
+                _, behind = await self.biller.sweep()
             except Exception:
                 log.exception("billing run failed; retrying on the next tick")
+            if behind:  # a subscription has more due than one run bills: go on at once
+                await asyncio.sleep(0)
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval)
             self._wake.clear()
@@ -446,10 +514,11 @@ class Scheduler:
         self._task = asyncio.create_task(self._loop(), name="billing-scheduler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [*([self._task] if self._task is not None else []), *self._following.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
 
 
 __all__ = ["INVOICE_FINALIZED", "Biller", "Scheduler", "has_advance_fees", "open_period", "pb"]

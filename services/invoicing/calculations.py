@@ -34,6 +34,7 @@ from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
 
 MICROSECOND = timedelta(microseconds=1)
+ARREARS = pb.BILLING_TIMING_IN_ARREARS
 # Billing periods one calculation may span (ten years of a monthly plan):
 # each is priced apart, so a window of centuries would run for hours.
 MAX_SLICES = 120
@@ -140,24 +141,24 @@ class Pricing:
         self.fees = fees
         self.projection = projection
 
-    async def _siblings(self, session: AsyncSession, org: str, customer_id: str) -> list[Subscription]:
+    async def _siblings(self, org: str, customer_id: str) -> list[Subscription]:
         """The customer's subscriptions, first owner of unassigned events first."""
         query = (
             select(Subscription)
             .where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
             .order_by(Subscription.start_time, Subscription.create_time, Subscription.id)
         )
-        return list((await session.execute(query)).scalars().all())
+        async with self.sessions() as session:
+            return list((await session.execute(query)).scalars().all())
 
-    async def _named(
-        self, session: AsyncSession, org: str, customer_id: str, subscription_id: str
-    ) -> tuple[Subscription, list[Subscription]]:
+    async def _named(self, org: str, customer_id: str, subscription_id: str) -> tuple[Subscription, list[Subscription]]:
         """The customer's subscription `subscription_id`, and all the customer's."""
-        rows = await self._siblings(session, org, customer_id)
+        rows = await self._siblings(org, customer_id)
         if not any(row.id == subscription_id for row in rows):
-            # Created a moment ago, its event still in flight: ask the catalog.
-            await self.projection.catch_up(org, customer_id)
-            rows = await self._siblings(session, org, customer_id)
+            # Created a moment ago, its event still on its way here: wait for it (no session held).
+            arrived = await self.projection.arrived(org, subscription_id)
+            if arrived is not None and arrived.customer_id == customer_id:
+                rows = await self._siblings(org, customer_id)
         for row in rows:
             if row.id == subscription_id:
                 return row, rows
@@ -191,11 +192,10 @@ class Pricing:
         # subscription still on its way would only change where the metric is
         # read, and the catalog's definition is its plans' while any uses it
         # (the fields that decide usage cannot change then).
-        async with self.sessions() as session:
-            if request.subscription_id:
-                subscription, rows = await self._named(session, org, request.customer_id, request.subscription_id)
-            else:
-                rows = await self._siblings(session, org, request.customer_id)
+        if request.subscription_id:
+            subscription, rows = await self._named(org, request.customer_id, request.subscription_id)
+        else:
+            rows = await self._siblings(org, request.customer_id)
         if request.subscription_id:
             charge = _charge(plan_of(subscription), code)
             if charge is None:
@@ -228,15 +228,14 @@ class Pricing:
             event_count=usage.event_count,
         )
 
-    async def pick(
-        self, session: AsyncSession, org: str, customer_id: str, subscription_id: str
-    ) -> tuple[Subscription, list[Subscription]]:
+    async def pick(self, org: str, customer_id: str, subscription_id: str) -> tuple[Subscription, list[Subscription]]:
         """The named subscription, or the customer's only one (preferring those
         active now); and all the customer's."""
         if subscription_id:
-            return await self._named(session, org, customer_id, subscription_id)
-        rows = await self._siblings(session, org, customer_id)
-        present = await clocks.presents(session, rows, utcnow())  # each at its own time (test clocks)
+            return await self._named(org, customer_id, subscription_id)
+        rows = await self._siblings(org, customer_id)
+        async with self.sessions() as session:
+            present = await clocks.presents(session, rows, utcnow())  # each at its own time (test clocks)
 
         def is_active(row: Subscription) -> bool:
             now = present.get(row.id)
@@ -264,22 +263,22 @@ class Pricing:
                 f"give both period_start and period_end, or neither: {missing} is missing", field=missing
             )
         window = _window(request, "period_start", "period_end") if all(bounds) else None
-        if not request.subscription_id:  # the customer's whole list must be current
-            await self.projection.catch_up(org, request.customer_id)
-        # One transaction reads the subscriptions and stores the result: the
-        # fewest database round trips for the hottest read of the API.
+        if not request.subscription_id:  # a subscription created a moment ago may be on its way here
+            await self.projection.arrived_for(org, request.customer_id)
+        subscription, rows = await self.pick(org, request.customer_id, request.subscription_id)
+        async with self.sessions() as session:
+            now = await clocks.present(session, subscription, utcnow())
+        plan = plan_of(subscription)
+        interval = interval_of(plan)
+        if window is None:  # the open period, at the subscription's present
+            window = default_window(subscription, interval, now)
+        parts = slices(subscription, interval, *window)
+        # Both timings of every slice, measured in one metering call (no transaction held meanwhile).
+        jobs = [(subscription, plan, parts, timing, rows) for timing in (pb.BILLING_TIMING_IN_ADVANCE, ARREARS)]
+        advance, arrears = await self.fees.jobs_fees(jobs)
+        line_items = [fee for before, after in zip(advance, arrears, strict=True) for fee in (*before, *after)]
         async with self.sessions() as session, session.begin():
-            subscription, rows = await self.pick(session, org, request.customer_id, request.subscription_id)
-            plan = plan_of(subscription)
-            interval = interval_of(plan)
-            if window is None:  # the open period, at the subscription's present
-                window = default_window(subscription, interval, await clocks.present(session, subscription, utcnow()))
-            line_items = []
-            for part in slices(subscription, interval, *window):
-                for timing in (pb.BILLING_TIMING_IN_ADVANCE, pb.BILLING_TIMING_IN_ARREARS):
-                    line_items += await self.fees.period_fees(subscription, plan, part, timing, rows)
-            calculation = record(session, org, subscription, plan, window, line_items, utcnow())
-        return calculation
+            return record(session, org, subscription, plan, window, line_items, utcnow())
 
     async def get(self, org: str, calculation_id: str) -> pb.Calculation:
         async with self.sessions() as session:

@@ -260,11 +260,24 @@ class FeeCalculator:
     ) -> list[pb.Fee]:
         """The lines of every charge over `period` as its usage stands (no
         minimums), or with its usage projected by `factor` (see `projected`)."""
-        [[usage]] = await self._measure([(subscription, [period], plan.charges, None)])
+        [fees] = await self.jobs_charge_fees([(subscription, plan, period)], factor)
+        return fees
+
+    async def jobs_charge_fees(
+        self, jobs: Sequence[tuple[Subscription, plans_pb2.Plan, Period]], factor: Decimal | None = None
+    ) -> list[list[pb.Fee]]:
+        """`charge_fees` of each (subscription, plan, period) of one
+        organization, measured together."""
+        measured = await self._measure(
+            [(subscription, [period], plan.charges, None) for subscription, plan, period in jobs]
+        )
         return [
-            fee
-            for charge, reply in zip(plan.charges, usage, strict=True)
-            for fee in _lines(charge, plan, period, projected(charge, reply, factor) if factor else reply)
+            [
+                fee
+                for charge, reply in zip(plan.charges, usage, strict=True)
+                for fee in _lines(charge, plan, period, projected(charge, reply, factor) if factor else reply)
+            ]
+            for (_, plan, period), [usage] in zip(jobs, measured, strict=True)
         ]
 
     async def period_fees(

@@ -1,10 +1,14 @@
 """Invoices and current usage (InvoiceService).
 
-A customer's invoice list can start with drafts: one per subscription with an
-open period, its arrears fees priced as they stand now (computed, never
-stored: no id, no number; see drafts.py), followed by its stored invoices,
-the drafts of ended periods in a grace period among them. A preview is the
-open period's draft with its usage projected to the period's end. Each
+A customer's invoice list starts with drafts, computed on each read and
+never stored (no id, no number; see drafts.py): one for each subscription's
+open period, and one for each ended period the billing run has not invoiced
+yet (the newest PENDING_SHOWN), each priced as it stands now; then its
+stored invoices, the drafts of ended periods in a grace period among them.
+Reads never write: issuing what fell due is the billing run's job. One
+listing prices the drafts of at most DRAFTED_SUBSCRIPTIONS subscriptions (the
+newest) with one metering call and one catalog call. A preview is the open
+period's draft with its usage projected to the period's end. Each
 subscription is read at its own present: its test clock's time, if it lives
 on one (clocks.py).
 """
@@ -26,7 +30,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.periods import Period
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
-from services.invoicing.billing import Biller, open_period, plan_of
+from services.invoicing.billing import Biller, Scheduler, open_period, plan_of, subscription_periods
 from services.invoicing.calculations import Pricing
 from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
@@ -36,8 +40,57 @@ from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
+from services.invoicing.taxation import Totals
 
 MICROSECOND = timedelta(microseconds=1)
+# Subscriptions of a customer one listing prices (the newest): a bound on one read's work.
+DRAFTED_SUBSCRIPTIONS = 200
+# Ended periods of a subscription, not invoiced yet, that a listing shows as drafts (the newest).
+PENDING_SHOWN = 12
+# What one draft prices: a subscription, its plan, a period, and the subscription's present.
+Drafted = tuple[Subscription, plans_pb2.Plan, Period, datetime]
+
+
+def shown_periods(subscription: Subscription, plan: plans_pb2.Plan, now: datetime | None) -> list[Period]:
+    """The periods a listing shows as drafts, newest first: the one open at
+    `now`, and the ended ones not invoiced yet (at most PENDING_SHOWN); none
+    without a present (its test clock unknown here)."""
+    if now is None:
+        return []
+    billed = subscription.billed_through
+    started = subscription_periods(subscription, plan, now)
+    ended = [p for p in started if p.end <= now and (billed is None or p.end > billed)]
+    current = open_period(subscription, plan, now)
+    return ([current] if current is not None else []) + ended[::-1][:PENDING_SHOWN]
+
+
+def draft_proto(
+    subscription: Subscription,
+    plan: plans_pb2.Plan,
+    period: Period,
+    fees: list[pb.Fee],
+    given: list[pb.InvoiceCoupon],
+    amounts: Totals,
+) -> pb.Invoice:
+    """A computed draft as the API shows it: no id, no number."""
+    return pb.Invoice(
+        customer_id=subscription.customer_id,
+        subscription_id=subscription.id,
+        plan_code=plan.code,
+        status=pb.INVOICE_STATUS_DRAFT,
+        currency=plan.currency,
+        period_start=to_proto(period.start),
+        period_end=to_proto(period.end),
+        fees=fees,
+        subtotal_cents=amounts.subtotal,
+        coupons=given,
+        coupons_amount_cents=amounts.discount,
+        taxes=amounts.taxes,
+        taxes_amount_cents=amounts.tax,
+        total_amount_cents=amounts.total,
+        amount_due_cents=amounts.total,
+        timing=pb.BILLING_TIMING_IN_ARREARS,
+    )
 
 
 def running(subscription: Subscription, now: datetime | None) -> tuple[plans_pb2.Plan, Period | None]:
@@ -59,7 +112,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         lifecycle: Lifecycle,
         delivery: Delivery,
         credit_notes: CreditNotes,
+        scheduler: Scheduler,
     ):
+        self.scheduler = scheduler
         self.delivery = delivery
         self.credit_notes = credit_notes
         self.sessions = sessions
@@ -78,23 +133,17 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         org = tenancy.organization_id()
         size = pagination.page_size(request.page_size)
         offset = pagination.decode_token(request.page_token)
-        if request.customer_id:
-            # Reading a customer's invoices first closes its due periods, so a
-            # list never lags behind the calendar (or behind a subscription
-            # whose event is still in flight).
-            await self.projection.catch_up(org, request.customer_id)
-            await self.biller.run(org=org, customer_id=request.customer_id)
         query = select(Invoice).where(Invoice.organization_id == org)
         if request.customer_id:
             query = query.where(Invoice.customer_id == request.customer_id)
         query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc()).offset(offset).limit(size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        open_drafts = []
+        computed = []
         if request.customer_id and request.include_draft and offset == 0:
-            open_drafts = await self._drafts(org, request.customer_id)
+            computed = await self._drafts(org, request.customer_id)
         return pb.ListInvoicesResponse(
-            invoices=[*open_drafts, *(invoice_proto(i) for i in rows[:size])],
+            invoices=[*computed, *(invoice_proto(i) for i in rows[:size])],
             next_page_token=pagination.next_token(offset, size, len(rows)),
         )
 
@@ -112,47 +161,43 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             return await clocks.presents(session, subscriptions, utcnow())
 
     async def _drafts(self, org: str, customer_id: str) -> list[pb.Invoice]:
-        """The invoice each open period would get if it ended now (none for a period without a fee)."""
+        """The invoice each open period would get if it ended now, and each
+        ended period the billing run has not invoiced yet, newest first (none
+        for a period without a fee)."""
         subscriptions = await self._subscriptions(org, customer_id)
         present = await self._present(subscriptions)
-        found = [await self._draft(s, present.get(s.id)) for s in subscriptions]
-        return [draft for draft in found if draft is not None]
+        wanted: list[Drafted] = []
+        for subscription in reversed(subscriptions[-DRAFTED_SUBSCRIPTIONS:]):
+            now = present.get(subscription.id)  # none while its clock is unknown here: no draft yet
+            plan = plan_of(subscription)
+            wanted += [(subscription, plan, p, now) for p in shown_periods(subscription, plan, now)]
+        async with self.sessions() as session:  # ended periods in a grace period are stored drafts: listed already
+            kept = await drafts.stored(session, [(s.id, p.start) for s, _, p, _ in wanted])
+        return await self._priced([w for w in wanted if (w[0].id, w[2].start) not in kept], subscriptions)
 
-    async def _draft(self, subscription: Subscription, now: datetime | None) -> pb.Invoice | None:
-        """The invoice the open period at `now` would get if it ended then; None without one or without a fee."""
-        plan, period = running(subscription, now)
-        if period is None:
-            return None  # not started yet, or ended
-        fees = await self.fees.period_fees(subscription, plan, period, pb.BILLING_TIMING_IN_ARREARS)
-        if not fees:
-            return None  # nothing will be billed at its end either
-        taxes = await self.fees.tax_rates(subscription, plan)
+    async def _priced(self, wanted: list[Drafted], siblings: list[Subscription]) -> list[pb.Invoice]:
+        """The drafts of `wanted` (one customer's), priced with one metering
+        call and one catalog call; a period without a fee has none."""
+        if not wanted:
+            return []
+        org = wanted[0][0].organization_id
+        jobs = [(s, plan, [period], pb.BILLING_TIMING_IN_ARREARS, siblings) for s, plan, period, _ in wanted]
+        priced = await self.fees.jobs_fees(jobs)
+        taxes = await self.fees.jobs_taxes(org, [(s.customer_id, plan.tax_codes) for s, plan, _, _ in wanted])
+        found = []
         async with self.sessions() as session:
-            # Invoices on request or at a threshold may have billed part of it.
-            fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
-            given, amounts = await drafts.priced(session, subscription, plan, period.start, fees, now, taxes)
-        return pb.Invoice(
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.id,
-            plan_code=plan.code,
-            status=pb.INVOICE_STATUS_DRAFT,
-            currency=plan.currency,
-            period_start=to_proto(period.start),
-            period_end=to_proto(period.end),
-            fees=fees,
-            subtotal_cents=amounts.subtotal,
-            coupons=given,
-            coupons_amount_cents=amounts.discount,
-            taxes=amounts.taxes,
-            taxes_amount_cents=amounts.tax,
-            total_amount_cents=amounts.total,
-            amount_due_cents=amounts.total,
-            timing=pb.BILLING_TIMING_IN_ARREARS,
-        )
+            for (subscription, plan, period, now), [fees], tax in zip(wanted, priced, taxes, strict=True):
+                if not fees:
+                    continue  # nothing will be billed at its end either
+                # Invoices on request or at a threshold may have billed part of it.
+                fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
+                given, amounts = await drafts.priced(session, subscription, plan, period.start, fees, now, tax)
+                found.append(draft_proto(subscription, plan, period, fees, given, amounts))
+        return found
 
     async def PreviewInvoice(self, request: pb.PreviewInvoiceRequest, context) -> pb.InvoicePreview:
         org = tenancy.organization_id()
-        subscription = await self.projection.subscription(org, request.subscription_id)
+        subscription = await self.projection.arrived(org, request.subscription_id)
         if subscription is None:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
         now = (await self._present([subscription])).get(subscription.id)
@@ -163,9 +208,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                 field="subscription_id",
                 reason="NO_OPEN_PERIOD",
             )
+        assert now is not None  # a period is open at the subscription's present
         elapsed = Decimal((now - period.start) // MICROSECOND)
         length = Decimal((period.end - period.start) // MICROSECOND)
-        draft = await self._draft(subscription, now)
+        siblings = await self._subscriptions(org, subscription.customer_id)
+        [draft] = await self._priced([(subscription, plan, period, now)], siblings) or [None]
         # Usage projected to the period's end; at its very start there is no pace yet.
         projected = await self.fees.charge_fees(subscription, plan, period, length / elapsed if elapsed else None)
         return pb.InvoicePreview(
@@ -181,12 +228,14 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         if request.subscription_id and not subscriptions:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
         present = await self._present(subscriptions)
-        result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
-        for subscription in subscriptions:
+        running_now = []
+        for subscription in subscriptions[-DRAFTED_SUBSCRIPTIONS:]:
             plan, period = running(subscription, present.get(subscription.id))
-            if period is None:
-                continue  # starts in the future, or has ended
-            fees = await self.fees.charge_fees(subscription, plan, period)
+            if period is not None:  # not started yet, or ended: none
+                running_now.append((subscription, plan, period))
+        result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
+        measured = await self.fees.jobs_charge_fees(running_now)
+        for (subscription, plan, period), fees in zip(running_now, measured, strict=True):
             result.subscriptions.append(
                 pb.SubscriptionUsage(
                     subscription_id=subscription.id,
@@ -210,7 +259,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
                 await clocks.advance(session, org, clock, from_proto(request.frozen_time))
             # Its customers' newest subscriptions may still be on their way here.
             await self.projection.catch_up_clock(org, clock)
-        created = await self.biller.run(org=org, customer_id=request.customer_id, test_clock_id=clock)
+        elif request.customer_id:  # likewise the customer's
+            await self.projection.catch_up(org, request.customer_id)
+        created, behind = await self.biller.sweep(org=org, customer_id=request.customer_id, test_clock_id=clock)
+        if behind:  # more due than one run bills: the rest is billed in the background
+            self.scheduler.follow(org, request.customer_id, clock)
         return pb.RunBillingResponse(invoices_created=created)
 
     async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context) -> pb.Invoice:

@@ -23,9 +23,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from services.common.db import declarative_base
 from services.common.outbox import outbox_table
+from services.common.parking import parked_table
 
 Base = declarative_base()
 Outbox = outbox_table(Base.metadata)
+Parked = parked_table(Base.metadata)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 
@@ -57,6 +59,10 @@ class Subscription(Base):
     test_clock_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # Days an ended period's invoice stays a draft, recomputed, before it is finalized.
     invoice_grace_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Ended, every period billed: nothing can fall due any more, so the billing run skips it.
+    billing_finished: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+
+    __table_args__ = (Index("ix_subscriptions_unfinished", "id", postgresql_where=text("NOT billing_finished")),)
 
     @property
     def billing_start(self) -> datetime:

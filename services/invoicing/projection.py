@@ -8,10 +8,11 @@ moves earlier: a termination can cut a scheduled end short, never extend it,
 so the earliest end wins whatever order the events arrive in. An update for a
 subscription this copy lacks reads its plan from the catalog and projects it.
 `catch_up` reads one customer's subscriptions from the catalog, applies those
-this copy lacks and the ends of those it has, so reading a customer's invoices
-right after a change sees it even while its event is still in flight; it
-reads the customer's applied coupons too (see coupons.py for how they are
-kept), and issues the one-off invoices of applied add-ons (one_offs.py);
+this copy lacks and the ends of those it has, so an invoice on request right
+after a change sees it even while its event is still in flight; it reads the
+customer's applied coupons too (see coupons.py for how they are kept), and
+issues the one-off invoices of applied add-ons (one_offs.py). Reads never
+write: they wait for an event still on its way (`arrived`) instead;
 `catch_up_clock` does the same for the subscriptions of a test clock's
 customers, before a clock's billing run. Test clocks' times are kept too
 (clocks.py).
@@ -19,6 +20,7 @@ customers, before a clock's billing run. Test clocks' times are kept too
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -41,11 +43,15 @@ from bxb.catalog.v1 import (
     subscriptions_pb2_grpc,
 )
 from services.common import tenancy
+from services.common.errors import Unavailable
 from services.common.timestamps import from_proto, from_proto_or_none
 from services.invoicing import clocks, coupons
 from services.invoicing.models import Subscription
 
 log = logging.getLogger("bxb.projection")
+
+ARRIVAL_POLL = 0.02  # seconds between two looks for a subscription on its way here
+ARRIVALS_AWAITED = 50  # the most subscriptions of a customer a read waits for
 
 SUBSCRIPTION_CREATED = "bxb.catalog.v1.subscription_created"
 SUBSCRIPTION_UPDATED = "bxb.catalog.v1.subscription_updated"
@@ -61,11 +67,13 @@ class SubscriptionProjection:
         catalog: grpc.aio.Channel | None = None,
         page_size: int = 500,
         timeout: float = 10.0,
+        arrival: float = 2.0,
     ):
         self.sessions = sessions
         self.catalog = catalog
         self.page_size = page_size
         self.timeout = timeout
+        self.arrival = arrival  # seconds a read waits for a subscription the catalog has and this copy not yet
         # Issues the one-off invoice of an applied add-on (one_offs.py); add-ons are ignored without it.
         self.one_offs = None
 
@@ -145,24 +153,54 @@ class SubscriptionProjection:
             wait_for_ready=True,  # ride out a reconnect instead of failing fast
         )
 
-    async def subscription(self, org: str, subscription_id: str) -> Subscription | None:
-        """The organization's subscription, caught up from the catalog when
-        this copy does not have it yet (its creation still in flight)."""
+    async def arrived(self, org: str, subscription_id: str) -> Subscription | None:
+        """The organization's subscription as this copy holds it. When the
+        copy lacks it but the catalog has it (its creation is still on its
+        way here), after waiting up to `arrival` seconds for its event;
+        UNAVAILABLE (retry) if it has not come by then. Writes nothing: reads
+        never do, the event brings it."""
         row = await self._stored(org, subscription_id)
         if row is not None or self.catalog is None:
             return row
         try:
-            sub = await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).GetSubscription(
+            await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).GetSubscription(
                 subscriptions_pb2.GetSubscriptionRequest(id=subscription_id),
                 metadata=tenancy.metadata(org),
                 timeout=self.timeout,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.NOT_FOUND:
-                log.warning("catalog unreachable while looking up %s: %s", subscription_id, error.code())
-            return None
-        await self.apply(org, sub, await self._plan(org, sub))
-        return await self._stored(org, subscription_id)
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise Unavailable(f"the catalog could not be reached to find subscription {subscription_id!r}") from None
+        deadline = asyncio.get_running_loop().time() + self.arrival
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(ARRIVAL_POLL)
+            row = await self._stored(org, subscription_id)
+            if row is not None:
+                return row
+        raise Unavailable(f"subscription {subscription_id!r} is still being set up here; retry in a moment")
+
+    async def arrived_for(self, org: str, customer_id: str) -> None:
+        """Waits (as `arrived`) for the customer's newest subscriptions the
+        catalog lists, when this copy has none of the customer's at all."""
+        async with self.sessions() as session:
+            found = await session.execute(
+                select(Subscription.id)
+                .where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
+                .limit(1)
+            )
+        if found.first() is not None or self.catalog is None:
+            return
+        try:
+            page = await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions(
+                subscriptions_pb2.ListSubscriptionsRequest(customer_id=customer_id, page_size=ARRIVALS_AWAITED),
+                metadata=tenancy.metadata(org),
+                timeout=self.timeout,
+            )
+        except grpc.aio.AioRpcError:
+            raise Unavailable(f"the catalog could not be reached to find customer {customer_id!r}") from None
+        for sub in page.subscriptions:
+            await self.arrived(org, sub.id)
 
     async def _stored(self, org: str, subscription_id: str) -> Subscription | None:
         async with self.sessions() as session:

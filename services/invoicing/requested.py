@@ -80,8 +80,8 @@ class RequestedInvoices:
         cutoff = from_proto(request.cutoff_time)
         if not request.subscription_id:  # the customer's whole list must be current
             await self.pricing.projection.catch_up(org, request.customer_id)
+        subscription, rows = await self.pricing.pick(org, request.customer_id, request.subscription_id)
         async with self.sessions() as session:
-            subscription, rows = await self.pricing.pick(session, org, request.customer_id, request.subscription_id)
             now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
             start = await billed_to(session, subscription)
         # A cutoff already after now is judged as given: the last second of

@@ -12,11 +12,13 @@ from pathlib import Path
 import grpc
 
 from bxb.catalog.v1 import taxes_pb2_grpc
+from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
-from services.common.outbox import OutboxRelay
+from services.common.outbox import OUTBOX, OutboxRelay
+from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
 from services.invoicing.calculations import Pricing
 from services.invoicing.credit_notes import CreditNotes
@@ -25,7 +27,7 @@ from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoices import InvoiceServicer
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.mailer import Mailer
-from services.invoicing.models import Outbox
+from services.invoicing.models import Outbox, Parked
 from services.invoicing.one_offs import OneOffInvoices
 from services.invoicing.progressive import ProgressiveBilling
 from services.invoicing.projection import SubscriptionProjection
@@ -33,6 +35,9 @@ from services.invoicing.requested import RequestedInvoices
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 METERING_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+# Deliveries of a failing catalog or payments event before it is parked:
+# with doubling delays up to 5 minutes apart, about an hour of retries.
+MAX_ATTEMPTS = 20
 
 
 @dataclass
@@ -72,7 +77,10 @@ class Settings:
 def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
-    relay = OutboxRelay(sessions, Outbox)
+    # What a retry of each kind of parked message runs: filled below, once each handler exists.
+    handlers: dict[str, bus.Handler] = {}
+    parked = ParkedMessages("invoicing", sessions, Parked, handlers)
+    relay = OutboxRelay(sessions, Outbox, park=parked.park)
     # The calculator's metering and catalog stubs are connected in on_start, on the serving loop.
     fees = FeeCalculator(sessions=sessions)
     channels: list[grpc.aio.Channel] = []
@@ -87,6 +95,7 @@ def build(settings: Settings) -> grpc_server.Service:
     lifecycle = Lifecycle(sessions, relay, timeout=settings.payments_timeout)
     biller.progressive = ProgressiveBilling(sessions, fees, requested)
     projection.one_offs = OneOffInvoices(sessions, fees, relay)
+    handlers.update({OUTBOX: relay.republish, "invoicing": projection.handle, "invoicing-payments": lifecycle.paid})
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.
@@ -101,9 +110,10 @@ def build(settings: Settings) -> grpc_server.Service:
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
         await relay.bus.ensure_stream(bus.INVOICING)
-        await relay.bus.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle)
+        parking = {"park": parked.park, "max_attempts": MAX_ATTEMPTS}
+        await relay.bus.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle, **parking)
         await relay.bus.ensure_stream(bus.PAYMENTS)  # whichever service starts first creates it
-        await relay.bus.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid)
+        await relay.bus.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid, **parking)
         relay.start()
         scheduler.start()
 
@@ -132,8 +142,10 @@ def build(settings: Settings) -> grpc_server.Service:
                     lifecycle,
                     delivery,
                     CreditNotes(sessions, relay),
+                    scheduler,
                 ),
-            )
+            ),
+            grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,
         on_stop=on_stop,

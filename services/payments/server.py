@@ -10,20 +10,25 @@ from pathlib import Path
 
 import grpc
 
+from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
-from services.common.outbox import OutboxRelay
+from services.common.outbox import OUTBOX, OutboxRelay
+from services.common.parking import ParkedMessages
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
 from services.payments.closing import Closing
 from services.payments.customers import CustomerPaymentMethods
-from services.payments.models import Outbox
+from services.payments.models import Outbox, Parked
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.stripe_charges import StripeCharges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Deliveries of a failing invoicing or catalog event before it is parked:
+# with doubling delays up to 5 minutes apart, about an hour of retries.
+MAX_ATTEMPTS = 20
 
 
 @dataclass
@@ -61,7 +66,11 @@ def build(settings: Settings) -> grpc_server.Service:
     sessions = db.sessions(engine)
     receivables = Receivables(sessions)
     methods = CustomerPaymentMethods(sessions)
-    relay = OutboxRelay(sessions, Outbox)
+    # What a retry of each kind of parked message runs.
+    handlers: dict[str, bus.Handler] = {"payments": receivables.handle, "payments-catalog": methods.handle}
+    parked = ParkedMessages("payments", sessions, Parked, handlers)
+    relay = OutboxRelay(sessions, Outbox, park=parked.park)
+    handlers[OUTBOX] = relay.republish
     stripe = None
     if settings.stripe_api_key:
         stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
@@ -82,8 +91,9 @@ def build(settings: Settings) -> grpc_server.Service:
         charging.invoices = invoices_pb2_grpc.InvoiceServiceStub(channels[0])
         relay.bus = await bus.Bus.connect(settings.nats_url, "payments")
         await relay.bus.ensure_stream(bus.PAYMENTS)
-        await relay.bus.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle)
-        await relay.bus.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle)
+        parking = {"park": parked.park, "max_attempts": MAX_ATTEMPTS}
+        await relay.bus.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, **parking)
+        await relay.bus.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, **parking)
         relay.start()
         if recovery:
             recovery.start()
@@ -105,7 +115,8 @@ def build(settings: Settings) -> grpc_server.Service:
                 payments_pb2_grpc,
                 "PaymentService",
                 PaymentServicer(sessions, charging, Closing(sessions)),
-            )
+            ),
+            grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,
         on_stop=on_stop,

@@ -34,8 +34,9 @@ CATALOG_SERVICES = [
     "bxb.catalog.v1.SubscriptionService",
     "bxb.catalog.v1.TaxService",
     "bxb.catalog.v1.TestClockService",
+    "bxb.common.v1.ParkedMessageService",
 ]
-PAYMENTS_SERVICES = ["bxb.payments.v1.PaymentService"]
+PAYMENTS_SERVICES = ["bxb.common.v1.ParkedMessageService", "bxb.payments.v1.PaymentService"]
 
 
 async def list_services(address: str) -> list[str]:

@@ -171,3 +171,73 @@ async def test_a_stopped_relay_publishes_nothing_more(box: Box):
     await asyncio.sleep(0.2)
     assert await box.unpublished() == [event.event_id]
     assert await box.published() == []
+
+
+class Parking:
+    """A parker keeping what it is given (failing while `broken`)."""
+
+    def __init__(self):
+        self.parked: list[bus.Parked] = []
+        self.broken = False
+
+    async def __call__(self, parked: bus.Parked) -> None:
+        if self.broken:
+            raise RuntimeError("the dead-letter table is down")
+        self.parked.append(parked)
+
+
+async def test_a_row_nats_will_never_take_is_parked_and_the_rows_behind_it_go_on(box: Box, monkeypatch):
+    monkeypatch.setattr(outbox, "MAX_EVENT_BYTES", 200)
+    parking = Parking()
+    relay = outbox.OutboxRelay(box.sessions, box.table, box.bus, park=parking)
+    huge = events_pb2.SubscriptionCreated(event_id=new_id("evt"), organization_id="org_big")
+    huge.subscription.customer_id = "x" * 500
+    async with box.sessions() as session, session.begin():
+        await outbox.enqueue(session, box.table, box.subject, huge)
+    after = await box.enqueue(org="org_other")
+    assert await relay.flush() == 2
+    assert await box.unpublished() == []
+    assert [m.headers[bus.MSG_ID] for m in await box.published()] == [after.event_id]
+    [parked] = parking.parked
+    assert (parked.durable, parked.subject, parked.organization_id) == (outbox.OUTBOX, box.subject, "org_big")
+    assert parked.payload == huge.SerializeToString() and parked.error.startswith("Unpublishable: ")
+    with pytest.raises(outbox.Unpublishable):  # a retry cannot publish it either
+        await relay.republish(parked.subject, parked.payload)
+
+
+async def test_a_row_jetstream_refuses_is_parked_too(box: Box, infra: Infra):
+    small = bus.Stream(unique("small").upper(), (f"test.{unique('small')}.>",))
+    await box.bus.js.add_stream(name=small.name, subjects=list(small.subjects), max_msg_size=100)
+    try:
+        parking = Parking()
+        relay = outbox.OutboxRelay(box.sessions, box.table, box.bus, park=parking)
+        subject = small.subjects[0].replace(">", "v1.big")
+        refused = events_pb2.SubscriptionCreated(event_id=new_id("evt"), organization_id="org_x")
+        refused.subscription.customer_id = "x" * 200  # above the stream's 100 bytes
+        async with box.sessions() as session, session.begin():
+            await outbox.enqueue(session, box.table, subject, refused)
+        assert await relay.flush() == 1
+        assert [p.error.split(":")[0] for p in parking.parked] == ["BadRequestError"]
+    finally:
+        await box.bus.js.delete_stream(small.name)
+
+
+async def test_without_a_place_to_park_it_a_refused_row_waits_and_the_flush_says_why(box: Box, monkeypatch):
+    monkeypatch.setattr(outbox, "MAX_EVENT_BYTES", 10)
+    event = await box.enqueue()
+    with pytest.raises(outbox.Unpublishable):
+        await outbox.OutboxRelay(box.sessions, box.table, box.bus).flush()
+    broken = Parking()
+    broken.broken = True
+    with pytest.raises(outbox.Unpublishable):
+        await outbox.OutboxRelay(box.sessions, box.table, box.bus, park=broken).flush()
+    assert await box.unpublished() == [event.event_id]
+
+
+async def test_a_parked_row_published_again_is_one_message_however_often(box: Box):
+    relay = outbox.OutboxRelay(box.sessions, box.table, box.bus)
+    event = events_pb2.SubscriptionCreated(event_id=new_id("evt"), organization_id="org_r")
+    for _ in range(2):
+        await relay.republish(box.subject, event.SerializeToString())
+    [message] = await box.published()
+    assert events_pb2.SubscriptionCreated.FromString(message.data) == event

@@ -4,10 +4,13 @@ test clocks so that time is exact."""
 
 from __future__ import annotations
 
+import asyncio
+
 from sqlalchemy import delete
 
 from services.invoicing.models import Subscription
-from tests.conftest import Tenant
+from services.invoicing.projection import SubscriptionProjection
+from tests.conftest import Stack, Tenant
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_gateway_test_clocks import invoices, send, setup
 
@@ -97,8 +100,8 @@ async def test_the_preview_shows_the_period_so_far_and_usage_projected_to_its_en
     assert (await h.post("/v1/invoices/preview", json={})).status_code == 400
 
 
-async def test_a_preview_right_after_subscribing_reads_the_subscription_from_the_catalog(
-    tenant: Tenant, invoicing_db: InvoicingDb
+async def test_a_preview_right_after_subscribing_waits_for_the_subscription_on_its_way(
+    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
 ):
     h = tenant.http
     await on_clock(h, "cus_fresh")
@@ -106,6 +109,29 @@ async def test_a_preview_right_after_subscribing_reads_the_subscription_from_the
     await invoicing_db.projected(sub["id"])
     async with invoicing_db.sessions() as session, session.begin():  # as if its creation were still on its way
         await session.execute(delete(Subscription).where(Subscription.id == sub["id"]))
-    preview = await h.post("/v1/invoices/preview", json={"subscription_id": sub["id"]})
+    previewing = asyncio.create_task(h.post("/v1/invoices/preview", json={"subscription_id": sub["id"]}))
+    await asyncio.sleep(0.2)
+    assert not previewing.done()  # waiting for it; writing nothing
+    async with stack.channel("catalog") as catalog:  # its event arrives
+        await SubscriptionProjection(invoicing_db.sessions, catalog).catch_up(tenant.organization_id, "cus_fresh")
+    preview = await previewing
     assert (preview.status_code, preview.json()["invoice"]["subtotal_cents"]) == (200, 4900)
     assert (await invoicing_db.projected(sub["id"])).test_clock_id == sub["test_clock_id"]
+
+
+async def test_a_calculation_right_after_subscribing_waits_for_the_subscription_on_its_way(
+    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+):
+    h = tenant.http
+    await on_clock(h, "cus_calc")
+    sub = (await h.get("/v1/subscriptions", params={"customer_id": "cus_calc"})).json()["subscriptions"][0]
+    await invoicing_db.projected(sub["id"])
+    async with invoicing_db.sessions() as session, session.begin():  # as if its creation were still on its way
+        await session.execute(delete(Subscription).where(Subscription.id == sub["id"]))
+    body = {"customer_id": "cus_calc", "subscription_id": sub["id"]}
+    calculating = asyncio.create_task(h.post("/v1/pricing/calculate", json=body))
+    await asyncio.sleep(0.2)
+    async with stack.channel("catalog") as catalog:  # its event arrives
+        await SubscriptionProjection(invoicing_db.sessions, catalog).catch_up(tenant.organization_id, "cus_calc")
+    calculated = await calculating
+    assert (calculated.status_code, calculated.json()["subscription_id"]) == (200, sub["id"]), calculated.text

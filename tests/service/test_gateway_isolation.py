@@ -42,6 +42,7 @@ async def populate(t: Tenant, amount: str) -> dict:
     assert accepted.json() == {"transaction_id": "txn_shared", "status": "accepted"}
 
     async def invoiced():
+        await t.bill("cus_shared")
         listed = (await h.get("/v1/customers/cus_shared/invoices")).json()["invoices"]
         invoices = [i for i in listed if i["status"] == "finalized"]  # not the open period's draft
         assert len(invoices) == 1, invoices

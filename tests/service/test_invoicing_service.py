@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from sqlalchemy import select
@@ -13,7 +15,7 @@ from deploy.embedded import free_port
 from services.common import tenancy
 from services.common.db import create_engine, migrate
 from services.common.db import sessions as db_sessions
-from services.common.errors import error_info
+from services.common.errors import Unavailable, error_info
 from services.common.timestamps import format_rfc3339, to_proto, utcnow
 from services.invoicing.models import Subscription
 from services.invoicing.projection import SubscriptionProjection
@@ -73,6 +75,7 @@ async def test_invoices_of_one_organization_are_invisible_to_another(
     await create_plan(tenant, "p", STANDARD)
     sub = await subscribe(tenant, "shared_name", "p", "2026-08-01T00:00:00Z")
     await invoicing_db.projected(sub["id"])
+    await tenant.bill("shared_name")
     mine = await invoices.ListInvoices(
         invoices_pb2.ListInvoicesRequest(customer_id="shared_name"), metadata=tenancy.metadata(tenant.organization_id)
     )
@@ -119,6 +122,7 @@ async def test_list_invoices_pages_newest_period_first(tenant: Tenant, invoices,
     await create_plan(tenant, "pages", STANDARD)
     sub = await subscribe(tenant, "pager", "pages", "2026-05-01T00:00:00Z")
     await invoicing_db.projected(sub["id"])
+    await tenant.bill("pager")
     meta = tenancy.metadata(tenant.organization_id)
     first = await invoices.ListInvoices(
         invoices_pb2.ListInvoicesRequest(customer_id="pager", page_size=2), metadata=meta
@@ -170,10 +174,41 @@ async def test_catch_up_reads_subscriptions_the_events_have_not_brought_yet(
 
 async def test_without_a_reachable_catalog_lookups_find_only_what_is_projected(invoicing_db: InvoicingDb):
     alone = SubscriptionProjection(invoicing_db.sessions)
-    assert await alone.subscription("org_x", "sub_unknown") is None
+    assert await alone.arrived("org_x", "sub_unknown") is None
+    await alone.arrived_for("org_x", "cus_unknown")  # nothing to ask: nothing to wait for
     await alone.catch_up_clock("org_x", "clock_x")  # nothing to ask: nothing happens
     closed = f"127.0.0.1:{free_port()}"
     async with grpc.aio.insecure_channel(closed) as channel:
         cut_off = SubscriptionProjection(invoicing_db.sessions, catalog=channel, timeout=0.3)
-        assert await cut_off.subscription("org_x", "sub_unknown") is None
+        for lookup in (cut_off.arrived("org_x", "sub_unknown"), cut_off.arrived_for("org_x", "cus_unknown")):
+            with pytest.raises(Unavailable):  # whether it exists is unknown: retry, not 404
+                await lookup
         await cut_off.catch_up_clock("org_x", "clock_x")  # logged; the clock's run bills what is known
+
+
+async def test_a_read_waits_for_a_subscription_on_its_way_and_writes_nothing(stack: Stack, infra, tenant: Tenant):
+    """A projection on an empty database stands for one whose events are late."""
+    await create_plan(tenant, "late", STANDARD)
+    sub = await subscribe(tenant, "latecomer", "late", "2026-08-01T00:00:00Z")
+    url = await infra.database(unique("inv").lower())
+    await migrate(url, MIGRATIONS)
+    engine = create_engine(url, pool_size=2)
+    org = tenant.organization_id
+    try:
+        async with grpc.aio.insecure_channel(stack.catalog) as catalog:
+            waiting = SubscriptionProjection(db_sessions(engine), catalog, arrival=0.3)
+            with pytest.raises(Unavailable):  # the catalog has it, this copy never got it
+                await waiting.arrived(org, sub["id"])
+            with pytest.raises(Unavailable):
+                await waiting.arrived_for(org, "latecomer")
+            assert await waiting.arrived(org, "sub_nowhere") is None  # the catalog has none: 404
+            async with db_sessions(engine)() as session:
+                assert (await session.execute(select(Subscription))).first() is None  # nothing written
+            patient = SubscriptionProjection(db_sessions(engine), catalog, arrival=5)
+            found = asyncio.create_task(patient.arrived(org, sub["id"]))
+            await asyncio.sleep(0.1)
+            await patient.catch_up(org, "latecomer")  # its event, arriving meanwhile
+            assert (await found).id == sub["id"]
+            await patient.arrived_for(org, "latecomer")  # the customer has one here now: no wait
+    finally:
+        await engine.dispose()

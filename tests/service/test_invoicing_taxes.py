@@ -28,6 +28,7 @@ async def customer(t: Tenant, customer_id: str, **extra) -> None:
 
 
 async def october(t: Tenant, customer_id: str) -> dict:
+    await t.bill(customer_id)
     listed = (await t.http.get(f"/v1/customers/{customer_id}/invoices", params={"page_size": 100})).json()
     [invoice] = [i for i in listed["invoices"] if i["period_start"] == "2026-10-01T00:00:00Z"]
     return invoice

@@ -20,6 +20,8 @@ STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard",
 
 
 async def invoices(t: Tenant, customer: str) -> list[dict]:
+    """The customer's invoices once the billing run has issued what is due."""
+    await t.bill(customer)
     response = await t.http.get(f"/v1/customers/{customer}/invoices", params={"page_size": 100})
     assert response.status_code == 200, response.text
     return sorted(response.json()["invoices"], key=lambda i: i["period_start"])
@@ -127,9 +129,9 @@ async def test_trial_ended_is_published_once_and_not_for_a_cancelled_trial(
             assert (await invoicing_db.projected(cancelled["id"])).terminate_time is not None
 
         await eventually(cancellation_projected)
-        await run_billing(stack, tenant)
-        await run_billing(stack, tenant)  # a second run announces nothing again
-        # A month on, the cancelled trial's end has passed too: it never converted.
+        await run_billing(stack, tenant, "c1")
+        await run_billing(stack, tenant, "c1")  # a second run announces nothing again
+        # First billed a month on, when the cancelled trial's end has passed too: it never converted.
         await biller.run(now=datetime.now(UTC) + timedelta(days=30), org=tenant.organization_id, customer_id="c2")
         assert (await invoicing_db.projected(cancelled["id"])).trial_end_announced is False
         messages = []

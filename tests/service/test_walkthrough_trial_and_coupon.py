@@ -39,6 +39,7 @@ async def test_the_first_invoice_after_the_trial_is_9920(tenant: Tenant):
         }
         assert (await h.post("/v1/events", json=event)).status_code == 200
 
+    await tenant.bill("cus_9a4b2")
     listed = (await h.get("/v1/customers/cus_9a4b2/invoices", params={"page_size": 100})).json()["invoices"]
     by_start = {i["period_start"]: i for i in listed}
     assert min(by_start) == "2025-02-24T00:00:00Z"  # nothing billed for the trial

@@ -19,6 +19,8 @@ from services.common import tenancy
 
 log = logging.getLogger("bxb.gateway")
 
+MAX_ID = 200  # the longest id or code bxb stores (customer ids, idempotency keys)
+
 
 @dataclass
 class Call:
@@ -39,7 +41,12 @@ class Call:
         return {"metadata": tenancy.metadata(self.org), "timeout": self.request.app.state.settings.call_timeout}
 
     def path(self, name: str) -> str:
-        return schema.refuse_nul(self.request.path_params[name], name)
+        """A path parameter (an id or a code): none is longer than MAX_ID
+        characters, so a longer one is a 400 naming it, not a lookup."""
+        value = schema.refuse_nul(self.request.path_params[name], name)
+        if len(value) > MAX_ID:
+            raise invalid(f"{name} must be at most {MAX_ID} characters", name, "INVALID_VALUE")
+        return value
 
     def query(self, name: str) -> str:
         return schema.refuse_nul(self.request.query_params.get(name, ""), name)

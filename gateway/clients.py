@@ -22,6 +22,7 @@ from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from gateway.config import Settings
+from services.common.channels import open_channel
 
 
 @dataclass
@@ -46,7 +47,7 @@ class Clients:
     @classmethod
     def connect(cls, settings: Settings) -> Clients:
         catalog, metering, invoicing, payments = (
-            grpc.aio.insecure_channel(address)
+            open_channel(address, settings.call_timeout)
             for address in (settings.catalog, settings.metering, settings.invoicing, settings.payments)
         )
         return cls(

@@ -35,6 +35,11 @@ HTTP_STATUS = {
 }
 
 
+# Seconds a client is asked to wait before retrying what a dependency away refused.
+RETRY_AFTER = 1
+RETRIED = frozenset({503, 504})
+
+
 class ApiError(Exception):
     """A failure the gateway itself detects (bad JSON, unknown field, ...)."""
 
@@ -43,7 +48,8 @@ class ApiError(Exception):
         self.status, self.code, self.reason, self.message, self.field = status, code, reason, message, field
 
     def response(self) -> JSONResponse:
-        return error_response(self.status, self.code, self.reason, self.message, self.field)
+        headers = {"Retry-After": str(RETRY_AFTER)} if self.status in RETRIED else None
+        return error_response(self.status, self.code, self.reason, self.message, self.field, headers)
 
 
 def invalid(message: str, field: str = "", reason: str = "INVALID_ARGUMENT") -> ApiError:
@@ -66,12 +72,17 @@ def respelled(error: grpc.aio.AioRpcError, names: dict[str, str]) -> JSONRespons
 
 
 def api_error(error: grpc.aio.AioRpcError) -> ApiError:
-    """A failed service call as the error the client gets; the internal ones are logged, never detailed."""
+    """A failed service call as the error the client gets; the internal ones
+    are logged, never detailed. RESOURCE_EXHAUSTED is a 429 only when a
+    service said so (its ErrorInfo): gRPC's own, a message or its metadata
+    too large, is a bug of ours, not a reason for the client to retry."""
+    info = error_info(error)
     status = HTTP_STATUS.get(error.code(), 500)
+    if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info is None:
+        status = 500
     if status == 500:
         log.error("service call failed: %s %s", error.code(), error.details())
         return ApiError(500, "INTERNAL", "INTERNAL", "internal error")
-    info = error_info(error)
     reason = info.reason if info is not None else error.code().name
     field = info.metadata.get("field", "") if info is not None else ""
     message = error.details() or error.code().name.lower()

@@ -71,21 +71,18 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
 
     async def ListAddOns(self, request: pb.ListAddOnsRequest, context) -> pb.ListAddOnsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListAddOns")
         query = (
             select(AddOn.message)
             .where(AddOn.organization_id == org)
             .order_by(AddOn.code)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListAddOnsResponse(
-            add_ons=[pb.AddOn.FromString(m) for m in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        add_ons, token = pagination.answer(page, [pb.AddOn.FromString(m) for m in rows])
+        return pb.ListAddOnsResponse(add_ons=add_ons, next_page_token=token)
 
     async def ApplyAddOn(self, request: pb.ApplyAddOnRequest, context) -> pb.AppliedAddOn:
         org = tenancy.organization_id()
@@ -123,15 +120,12 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
 
     async def ListAppliedAddOns(self, request: pb.ListAppliedAddOnsRequest, context) -> pb.ListAppliedAddOnsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListAppliedAddOns")
         query = select(AppliedAddOn.message).where(AppliedAddOn.organization_id == org)
         if request.customer_id:
             query = query.where(AppliedAddOn.customer_id == request.customer_id)
-        query = query.order_by(AppliedAddOn.create_time, AppliedAddOn.id).offset(offset).limit(size + 1)
+        query = query.order_by(AppliedAddOn.create_time, AppliedAddOn.id).offset(page.offset).limit(page.size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListAppliedAddOnsResponse(
-            applied_add_ons=[pb.AppliedAddOn.FromString(m) for m in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        applied_add_ons, token = pagination.answer(page, [pb.AppliedAddOn.FromString(m) for m in rows])
+        return pb.ListAppliedAddOnsResponse(applied_add_ons=applied_add_ons, next_page_token=token)

@@ -151,21 +151,18 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
 
     async def ListCoupons(self, request: pb.ListCouponsRequest, context) -> pb.ListCouponsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListCoupons")
         query = (
             select(Coupon.message)
             .where(Coupon.organization_id == org)
             .order_by(Coupon.create_time, Coupon.id)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListCouponsResponse(
-            coupons=[pb.Coupon.FromString(m) for m in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        coupons, token = pagination.answer(page, [pb.Coupon.FromString(m) for m in rows])
+        return pb.ListCouponsResponse(coupons=coupons, next_page_token=token)
 
     async def ApplyCoupon(self, request: pb.ApplyCouponRequest, context) -> pb.AppliedCoupon:
         org = tenancy.organization_id()
@@ -214,8 +211,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
 
     async def ListAppliedCoupons(self, request: pb.ListAppliedCouponsRequest, context) -> pb.ListAppliedCouponsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListAppliedCoupons")
         query = (
             select(AppliedCoupon, Coupon)
             .join(Coupon, Coupon.id == AppliedCoupon.coupon_id)
@@ -223,13 +219,11 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         )
         if request.customer_id:
             query = query.where(AppliedCoupon.customer_id == request.customer_id)
-        query = query.order_by(AppliedCoupon.create_time, AppliedCoupon.id).offset(offset).limit(size + 1)
+        query = query.order_by(AppliedCoupon.create_time, AppliedCoupon.id).offset(page.offset).limit(page.size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
-        return pb.ListAppliedCouponsResponse(
-            applied_coupons=[applied_proto(a, c) for a, c in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        applied_coupons, token = pagination.answer(page, [applied_proto(a, c) for a, c in rows])
+        return pb.ListAppliedCouponsResponse(applied_coupons=applied_coupons, next_page_token=token)
 
     async def RemoveAppliedCoupon(self, request: pb.RemoveAppliedCouponRequest, context) -> pb.AppliedCoupon:
         org = tenancy.organization_id()

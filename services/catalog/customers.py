@@ -121,18 +121,15 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
 
     async def ListCustomers(self, request: pb.ListCustomersRequest, context) -> pb.ListCustomersResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListCustomers")
         query = (
             select(Customer)
             .where(Customer.organization_id == org)
             .order_by(Customer.create_time, Customer.id)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListCustomersResponse(
-            customers=[customer_proto(c) for c in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        customers, token = pagination.answer(page, [customer_proto(c) for c in rows])
+        return pb.ListCustomersResponse(customers=customers, next_page_token=token)

@@ -234,18 +234,15 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
         self, request: pb.ListBillableMetricsRequest, context
     ) -> pb.ListBillableMetricsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListBillableMetrics")
         query = (
             select(BillableMetric)
             .where(BillableMetric.organization_id == org)
             .order_by(BillableMetric.create_time, BillableMetric.id)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListBillableMetricsResponse(
-            billable_metrics=[metric_proto(m) for m in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        billable_metrics, token = pagination.answer(page, [metric_proto(m) for m in rows])
+        return pb.ListBillableMetricsResponse(billable_metrics=billable_metrics, next_page_token=token)

@@ -164,8 +164,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
 
     async def ListPlans(self, request: pb.ListPlansRequest, context) -> pb.ListPlansResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListPlans")
         latest = (
             select(Plan.code, func.max(Plan.version).label("version"))
             .where(Plan.organization_id == org)
@@ -177,30 +176,27 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
             .join(latest, (Plan.code == latest.c.code) & (Plan.version == latest.c.version))
             .where(Plan.organization_id == org)
             .order_by(Plan.code)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListPlansResponse(
-            plans=[plan_proto(p) for p in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
-        )
+        plans, token = pagination.answer(page, [plan_proto(p) for p in rows])
+        return pb.ListPlansResponse(plans=plans, next_page_token=token)
 
     async def ListPlanVersions(self, request: pb.ListPlanVersionsRequest, context) -> pb.ListPlanVersionsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListPlanVersions")
         query = (
             select(Plan)
             .where(Plan.organization_id == org, Plan.code == request.code)
             .order_by(Plan.version)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
             if not rows and await current(session, org, request.code) is None:
                 raise NotFound(f"plan {request.code!r} not found", field="code")
-        return pb.ListPlanVersionsResponse(
-            plans=[plan_proto(p) for p in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
-        )
+        plans, token = pagination.answer(page, [plan_proto(p) for p in rows])
+        return pb.ListPlanVersionsResponse(plans=plans, next_page_token=token)

@@ -225,8 +225,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
 
     async def ListSubscriptions(self, request: pb.ListSubscriptionsRequest, context) -> pb.ListSubscriptionsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListSubscriptions")
         query = (
             select(Subscription, Plan)
             .join(Plan, Plan.id == Subscription.plan_id)
@@ -236,15 +235,15 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
             query = query.where(Subscription.customer_id == request.customer_id)
         if request.test_clock_id:
             query = query.where(Subscription.test_clock_id == request.test_clock_id)
-        query = query.order_by(Subscription.create_time, Subscription.id).offset(offset).limit(size + 1)
+        query = query.order_by(Subscription.create_time, Subscription.id).offset(page.offset).limit(page.size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
             clocks = await test_clocks.times(session, org)
         now = utcnow()
-        return pb.ListSubscriptionsResponse(
-            subscriptions=[subscription_proto(s, p, clocks.get(s.test_clock_id, now)) for s, p in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
+        subscriptions, token = pagination.answer(
+            page, [subscription_proto(s, p, clocks.get(s.test_clock_id, now)) for s, p in rows]
         )
+        return pb.ListSubscriptionsResponse(subscriptions=subscriptions, next_page_token=token)
 
     async def TerminateSubscription(self, request: pb.TerminateSubscriptionRequest, context) -> pb.Subscription:
         org = tenancy.organization_id()

@@ -91,14 +91,14 @@ class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
 
     async def ListTaxes(self, request: pb.ListTaxesRequest, context) -> pb.ListTaxesResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
-        query = select(Tax).where(Tax.organization_id == org).order_by(Tax.code).offset(offset).limit(size + 1)
+        page = pagination.page(request, "ListTaxes")
+        query = (
+            select(Tax).where(Tax.organization_id == org).order_by(Tax.code).offset(page.offset).limit(page.size + 1)
+        )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListTaxesResponse(
-            taxes=[tax_proto(t) for t in rows[:size]], next_page_token=pagination.next_token(offset, size, len(rows))
-        )
+        taxes, token = pagination.answer(page, [tax_proto(t) for t in rows])
+        return pb.ListTaxesResponse(taxes=taxes, next_page_token=token)
 
     async def BatchResolveTaxes(self, request: pb.BatchResolveTaxesRequest, context) -> pb.BatchResolveTaxesResponse:
         org = tenancy.organization_id()

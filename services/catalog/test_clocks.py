@@ -111,21 +111,18 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
 
     async def ListTestClocks(self, request: pb.ListTestClocksRequest, context) -> pb.ListTestClocksResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListTestClocks")
         query = (
             select(TestClock)
             .where(TestClock.organization_id == org)
             .order_by(TestClock.create_time, TestClock.id)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListTestClocksResponse(
-            test_clocks=[clock_proto(c) for c in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        test_clocks, token = pagination.answer(page, [clock_proto(c) for c in rows])
+        return pb.ListTestClocksResponse(test_clocks=test_clocks, next_page_token=token)
 
     async def AdvanceTestClock(self, request: pb.AdvanceTestClockRequest, context) -> pb.TestClock:
         target = _frozen_time(request)

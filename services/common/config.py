@@ -34,3 +34,14 @@ def nats_url() -> str:
 
 def database_url(service: str) -> str:
     return env_str(f"BXB_{service.upper()}_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/bxb_{service}")
+
+
+# Signs page tokens when BXB_SECRET_KEY is unset: fine on one laptop, forgeable
+# by anyone who reads this line; `make run` sets a key of its own.
+DEVELOPMENT_SECRET = "bxb development secret: set BXB_SECRET_KEY"
+
+
+def secret_key() -> bytes:
+    """BXB_SECRET_KEY, the key every replica of every service shares (it
+    signs page tokens)."""
+    return env_str("BXB_SECRET_KEY", DEVELOPMENT_SECRET).encode()

@@ -71,10 +71,23 @@ class Unauthenticated(DomainError):
     default_reason = "UNAUTHENTICATED"
 
 
+# A status travels in response metadata, which gRPC caps at 8 KiB by default:
+# what a message or a metadata value echoes of the caller's input (an id of
+# 20,000 characters) is cut, so every error reaches its caller.
+MAX_MESSAGE = 1000
+MAX_METADATA_VALUE = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def status_proto(
     code: grpc.StatusCode, message: str, reason: str, field: str = "", metadata: dict[str, str] | None = None
 ) -> status_pb2.Status:
-    info_metadata = dict(metadata or {})
+    message = _cut(message, MAX_MESSAGE)
+    field = _cut(field, MAX_METADATA_VALUE)
+    info_metadata = {key: _cut(value, MAX_METADATA_VALUE) for key, value in (metadata or {}).items()}
     if field:
         info_metadata["field"] = field
     details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=info_metadata))]
@@ -107,8 +120,12 @@ def _pack(message) -> any_pb2.Any:
 
 
 def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    """The ErrorInfo detail of a failed call, when the server sent one."""
-    status = rpc_status.from_call(error)
+    """The ErrorInfo detail of a failed call, when the server sent one (and
+    it arrived whole: none when the transport dropped or cut it)."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # its details do not match the call's status
+        return None
     if status is None:
         return None
     for detail in status.details:

@@ -5,8 +5,9 @@ stop hooks) and hands it to `run`. The interceptor binds the calling
 organization from metadata and maps exceptions: a `DomainError` becomes its
 google.rpc.Status, a backing service's UNAVAILABLE or DEADLINE_EXCEEDED is
 passed on as it came (retry later), text PostgreSQL cannot store (a NUL
-character) is the caller's INVALID_ARGUMENT, anything else is logged and
-becomes a bare INTERNAL.
+character) is the caller's INVALID_ARGUMENT, a dependency out of reach
+(PostgreSQL, NATS or ClickHouse: failures.py) is UNAVAILABLE, anything else
+is logged and becomes a bare INTERNAL.
 """
 
 from __future__ import annotations
@@ -23,21 +24,24 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.common import tenancy
+from services.common import channels, tenancy
 from services.common.errors import (
     PASSED_ON,
     Aborted,
     DomainError,
     InvalidArgument,
+    Unavailable,
     internal_status,
     passed_on_status,
 )
+from services.common.failures import is_unavailable
 
 ABORTED = Aborted("a concurrent request changed the same resource; retry", reason="CONCURRENT_MODIFICATION")
 # PostgreSQL's SQLSTATEs for text it cannot store: a NUL character in a text
 # column (character_not_in_repertoire) or a \u0000 escape in JSONB
 # (untranslatable_character). Either came from the caller's strings.
 UNSTORABLE_TEXT = {"22021", "22P05"}
+DEPENDENCY_AWAY = Unavailable("a service this one depends on is unavailable; retry", reason="DEPENDENCY_UNAVAILABLE")
 UNSTORABLE = InvalidArgument(
     "a string holds a character that cannot be stored (NUL, \\u0000)", reason="UNSTORABLE_CHARACTER"
 )
@@ -87,6 +91,9 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
             except Exception as error:
                 if isinstance(error, DBAPIError) and getattr(error.orig, "sqlstate", None) in UNSTORABLE_TEXT:
                     await context.abort_with_status(UNSTORABLE.to_status())  # its transaction rolled back
+                if is_unavailable(error):  # PostgreSQL, NATS or ClickHouse away: retry, not a bug
+                    log.warning("%s: a dependency is unavailable: %r", method, error)
+                    await context.abort_with_status(DEPENDENCY_AWAY.to_status())
                 log.exception("unhandled error in %s", method)
                 await context.abort_with_status(internal_status())
             finally:
@@ -112,7 +119,7 @@ class Service:
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts the server on `address` ("127.0.0.1:0" for any free port)."""
-    server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()])
+    server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()], options=channels.OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

@@ -100,20 +100,18 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
 
     async def ListParkedMessages(self, request: pb.ListParkedMessagesRequest, context) -> pb.ListParkedMessagesResponse:
         org = tenancy.organization_id()
-        size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListParkedMessages")
         query = (
             select(self.table)
             .where(self.table.c.organization_id == org)
             .order_by(self.table.c.park_time.desc(), self.table.c.id)
-            .offset(offset)
-            .limit(size + 1)
+            .offset(page.offset)
+            .limit(page.size + 1)
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).all()
-        return pb.ListParkedMessagesResponse(
-            parked_messages=[self._proto(row) for row in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        parked_messages, token = pagination.answer(page, [self._proto(row) for row in rows])
+        return pb.ListParkedMessagesResponse(parked_messages=parked_messages, next_page_token=token)
 
     async def RetryParkedMessage(self, request: pb.RetryParkedMessageRequest, context) -> pb.ParkedMessage:
         org = tenancy.organization_id()

@@ -108,17 +108,14 @@ class CreditNotes:
         return pb.CreditNote.FromString(row.message)
 
     async def list(self, org: str, request: pb.ListCreditNotesRequest) -> pb.ListCreditNotesResponse:
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListList")
         query = select(CreditNote.message).where(CreditNote.organization_id == org)
         if request.invoice_id:
             query = query.where(CreditNote.invoice_id == request.invoice_id)
         if request.customer_id:
             query = query.where(CreditNote.customer_id == request.customer_id)
-        query = query.order_by(CreditNote.create_time, CreditNote.number).offset(offset).limit(size + 1)
+        query = query.order_by(CreditNote.create_time, CreditNote.number).offset(page.offset).limit(page.size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListCreditNotesResponse(
-            credit_notes=[pb.CreditNote.FromString(m) for m in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        credit_notes, token = pagination.answer(page, [pb.CreditNote.FromString(m) for m in rows])
+        return pb.ListCreditNotesResponse(credit_notes=credit_notes, next_page_token=token)

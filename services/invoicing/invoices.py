@@ -15,6 +15,7 @@ on one (clocks.py).
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -26,7 +27,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.decimals import canonical
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.periods import Period
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
@@ -131,21 +132,20 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListInvoices")
         query = select(Invoice).where(Invoice.organization_id == org)
         if request.customer_id:
             query = query.where(Invoice.customer_id == request.customer_id)
-        query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc()).offset(offset).limit(size + 1)
+        query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc())
         async with self.sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
+            rows = (await session.execute(query.offset(page.offset).limit(page.size + 1))).scalars().all()
+        invoices, token = pagination.answer(page, [invoice_proto(i) for i in rows])
         computed = []
-        if request.customer_id and request.include_draft and offset == 0:
+        if request.customer_id and request.include_draft and page.offset == 0:
+            with contextlib.suppress(Unavailable):  # the catalog away: what is here is listed
+                await self.projection.arrived_for(org, request.customer_id)  # one created a moment ago included
             computed = await self._drafts(org, request.customer_id)
-        return pb.ListInvoicesResponse(
-            invoices=[*computed, *(invoice_proto(i) for i in rows[:size])],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        return pb.ListInvoicesResponse(invoices=[*computed, *invoices], next_page_token=token)
 
     async def _subscriptions(self, org: str, customer_id: str, subscription_id: str = "") -> list[Subscription]:
         query = select(Subscription).where(Subscription.organization_id == org, Subscription.customer_id == customer_id)

@@ -181,15 +181,10 @@ class SubscriptionProjection:
         raise Unavailable(f"subscription {subscription_id!r} is still being set up here; retry in a moment")
 
     async def arrived_for(self, org: str, customer_id: str) -> None:
-        """Waits (as `arrived`) for the customer's newest subscriptions the
-        catalog lists, when this copy has none of the customer's at all."""
-        async with self.sessions() as session:
-            found = await session.execute(
-                select(Subscription.id)
-                .where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
-                .limit(1)
-            )
-        if found.first() is not None or self.catalog is None:
+        """Waits (as `arrived`) for those of the customer's subscriptions the
+        catalog lists first (ARRIVALS_AWAITED) that this copy lacks: a read
+        right after a subscription is created sees it. One catalog call."""
+        if self.catalog is None:
             return
         try:
             page = await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions(
@@ -199,8 +194,19 @@ class SubscriptionProjection:
             )
         except grpc.aio.AioRpcError:
             raise Unavailable(f"the catalog could not be reached to find customer {customer_id!r}") from None
+        async with self.sessions() as session:
+            known = set(
+                (
+                    await session.execute(
+                        select(Subscription.id).where(
+                            Subscription.organization_id == org, Subscription.customer_id == customer_id
+                        )
+                    )
+                ).scalars()
+            )
         for sub in page.subscriptions:
-            await self.arrived(org, sub.id)
+            if sub.id not in known:
+                await self.arrived(org, sub.id)
 
     async def _stored(self, org: str, subscription_id: str) -> Subscription | None:
         async with self.sessions() as session:

@@ -17,6 +17,7 @@ from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from bxb.metering.v1 import usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
+from services.common.channels import open_channel
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
@@ -34,7 +35,7 @@ from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-METERING_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
+METERING_REPLY_BYTES = 256 * 1024 * 1024
 # Deliveries of a failing catalog or payments event before it is parked:
 # with doubling delays up to 5 minutes apart, about an hour of retries.
 MAX_ATTEMPTS = 20
@@ -99,13 +100,13 @@ def build(settings: Settings) -> grpc_server.Service:
 
     async def on_start() -> None:
         # Percentage charges read every event's value of a period: allow large replies.
-        channels.append(grpc.aio.insecure_channel(settings.metering_address, options=METERING_CHANNEL_OPTIONS))
+        channels.append(open_channel(settings.metering_address, receive_bytes=METERING_REPLY_BYTES))
         fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
-        projection.catalog = grpc.aio.insecure_channel(settings.catalog_address)
+        projection.catalog = open_channel(settings.catalog_address)
         channels.append(projection.catalog)
         fees.taxes = taxes_pb2_grpc.TaxServiceStub(projection.catalog)
         delivery.catalog = projection.catalog
-        channels.append(grpc.aio.insecure_channel(settings.payments_address))
+        channels.append(open_channel(settings.payments_address))
         lifecycle.payments = payments_pb2_grpc.PaymentServiceStub(channels[-1])
         await db.migrate(settings.database_url, MIGRATIONS)
         relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")

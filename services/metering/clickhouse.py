@@ -26,6 +26,12 @@ import orjson
 from clickhouse_connect.driver.binding import format_bind_value
 
 
+# Seconds: reaching a ClickHouse server, and the longest one statement may run
+# (then ClickHouse stops it: TIMEOUT_EXCEEDED), on either transport.
+CONNECT_TIMEOUT = 5
+QUERY_TIMEOUT = 60
+
+
 class ClickHouse(Protocol):
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
@@ -70,6 +76,7 @@ class Embedded:
 
         path.mkdir(parents=True, exist_ok=True)
         self._session = session.Session(str(path))
+        self._session.query(f"SET max_execution_time = {QUERY_TIMEOUT}")
         self._lock = threading.Lock()
 
     def _run(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
@@ -106,6 +113,9 @@ class Remote:
             password=parts.password or "",
             secure=parts.scheme == "https",
             autogenerate_session_id=False,
+            connect_timeout=CONNECT_TIMEOUT,
+            send_receive_timeout=QUERY_TIMEOUT,
+            settings={"max_execution_time": QUERY_TIMEOUT},
         )
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:

@@ -186,29 +186,26 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
 
     async def ListEvents(self, request: pb.ListEventsRequest, context) -> pb.ListEventsResponse:
         org = tenancy.organization_id()
-        size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListEvents")
         await self.intake.settled(org)
         found = await self.store.list(
             org,
             customer_id=request.customer_id,
             code=request.code,
             transaction_id=request.transaction_id,
-            offset=offset,
-            limit=size + 1,
+            offset=page.offset,
+            limit=page.size + 1,
         )
-        return pb.ListEventsResponse(
-            events=[stored_message(e) for e in found[:size]],
-            next_page_token=pagination.next_token(offset, size, len(found)),
-        )
+        events, token = pagination.answer(page, [stored_message(e) for e in found])
+        return pb.ListEventsResponse(events=events, next_page_token=token)
 
     async def ListRejectedEvents(self, request: pb.ListRejectedEventsRequest, context) -> pb.ListRejectedEventsResponse:
         org = tenancy.organization_id()
-        size, offset = pagination.page_size(request.page_size), pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListRejectedEvents")
         await self.intake.settled(org)  # the queue's consumer flags unknown metrics and customers
-        found = await self.intake.rejections.list(org, request.customer_id, request.code, offset, size + 1)
-        return pb.ListRejectedEventsResponse(
-            rejected_events=found[:size], next_page_token=pagination.next_token(offset, size, len(found))
-        )
+        found = await self.intake.rejections.list(org, request.customer_id, request.code, page.offset, page.size + 1)
+        rejected, token = pagination.answer(page, found)
+        return pb.ListRejectedEventsResponse(rejected_events=rejected, next_page_token=token)
 
 
 def _unplaced(field: str) -> str:

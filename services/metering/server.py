@@ -12,6 +12,7 @@ import grpc
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import bus, config, grpc_server
+from services.common.channels import open_channel
 from services.metering import clickhouse
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
@@ -62,7 +63,7 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     async def on_start() -> None:
         await store.create_schema()
         if settings.catalog_address:  # a channel belongs to the loop that opens it: this one
-            channels.append(grpc.aio.insecure_channel(settings.catalog_address))
+            channels.append(open_channel(settings.catalog_address))
             intake.references = References(channels[0])
         connections.append(await bus.Bus.connect(settings.nats_url, "metering"))
         await intake.start(connections[0])

@@ -69,20 +69,17 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
-        size = pagination.page_size(request.page_size)
-        offset = pagination.decode_token(request.page_token)
+        page = pagination.page(request, "ListPayments")
         query = select(Payment).where(Payment.organization_id == org)
         if request.customer_id:
             query = query.where(Payment.customer_id == request.customer_id)
         if request.invoice_id:
             query = query.where(Payment.invoice_id == request.invoice_id)
-        query = query.order_by(Payment.create_time.desc(), Payment.id).offset(offset).limit(size + 1)
+        query = query.order_by(Payment.create_time.desc(), Payment.id).offset(page.offset).limit(page.size + 1)
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        return pb.ListPaymentsResponse(
-            payments=[payment_proto(p) for p in rows[:size]],
-            next_page_token=pagination.next_token(offset, size, len(rows)),
-        )
+        payments, token = pagination.answer(page, [payment_proto(p) for p in rows])
+        return pb.ListPaymentsResponse(payments=payments, next_page_token=token)
 
     async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context) -> pb.PaymentMethod:
         org = tenancy.organization_id()

@@ -14,6 +14,7 @@ from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
+from services.common.channels import open_channel
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
@@ -87,7 +88,7 @@ def build(settings: Settings) -> grpc_server.Service:
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
-        channels.append(grpc.aio.insecure_channel(settings.invoicing_address))
+        channels.append(open_channel(settings.invoicing_address))
         charging.invoices = invoices_pb2_grpc.InvoiceServiceStub(channels[0])
         relay.bus = await bus.Bus.connect(settings.nats_url, "payments")
         await relay.bus.ensure_stream(bus.PAYMENTS)

@@ -112,8 +112,8 @@ async def test_an_unknown_method_is_unimplemented(stack: Stack):
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-async def test_an_unreachable_database_is_internal_without_details(caplog):
-    """A failure no domain rule expects is logged and answered with a bare INTERNAL."""
+async def test_an_unreachable_database_is_unavailable_without_details(caplog):
+    """PostgreSQL refusing connections: the caller retries (UNAVAILABLE), the log says why."""
     engine = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/gone", pool_size=1)
     servicer = CustomerServicer(db.sessions(engine), None)  # GetCustomer publishes nothing
     service = grpc_server.Service(
@@ -123,18 +123,17 @@ async def test_an_unreachable_database_is_internal_without_details(caplog):
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = customers_pb2_grpc.CustomerServiceStub(channel)
-            with caplog.at_level(logging.ERROR, logger="bxb.grpc"), pytest.raises(grpc.aio.AioRpcError) as raised:
+            with caplog.at_level(logging.WARNING, logger="bxb.grpc"), pytest.raises(grpc.aio.AioRpcError) as raised:
                 await stub.GetCustomer(customers_pb2.GetCustomerRequest(id="c"), metadata=metadata("org_x"))
     finally:
         await grpc_server.stop(service, server, grace=0)
         await engine.dispose()
-    assert raised.value.code() == grpc.StatusCode.INTERNAL
-    assert raised.value.details() == "internal error"
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.details() == "a service this one depends on is unavailable; retry"
     info = error_info(raised.value)
-    assert (info.reason, dict(info.metadata)) == ("INTERNAL", {})
+    assert (info.reason, dict(info.metadata)) == ("DEPENDENCY_UNAVAILABLE", {})
     [record] = [r for r in caplog.records if r.name == "bxb.grpc"]
-    assert record.getMessage() == "unhandled error in /bxb.catalog.v1.CustomerService/GetCustomer"
-    assert record.exc_info is not None
+    assert record.getMessage().startswith("/bxb.catalog.v1.CustomerService/GetCustomer: a dependency is unavailable")
 
 
 class Probe(customers_pb2_grpc.CustomerServiceServicer):

@@ -8,7 +8,6 @@ import pytest
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc, plans_pb2_grpc
 from bxb.catalog.v1 import plans_pb2 as pb
-from services.common.pagination import encode_token
 from services.common.tenancy import metadata
 from tests.conftest import Stack, Tenant, unique
 
@@ -53,10 +52,9 @@ async def test_versions_are_paged(plans):
     )
     assert [p.version for p in second.plans] == [3]
     assert second.next_page_token == ""
-    beyond = await stub.ListPlanVersions(
-        pb.ListPlanVersionsRequest(code=code, page_token=encode_token(10)), metadata=md
-    )
-    assert list(beyond.plans) == []
+    with pytest.raises(grpc.aio.AioRpcError) as forged:  # a page no listing led to
+        await stub.ListPlanVersions(pb.ListPlanVersionsRequest(code=code, page_token="b3Bmc2V0OjEw"), metadata=md)
+    assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_versions_of_an_unknown_code_are_not_found(plans):

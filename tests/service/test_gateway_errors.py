@@ -17,6 +17,7 @@ from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from gateway.app import create_app
 from gateway.config import Settings
 from services.catalog.organizations import OrganizationServicer
+from deploy.embedded import free_port
 from services.common import db, grpc_server
 from tests.conftest import Infra, Stack, Tenant, unique
 
@@ -144,6 +145,28 @@ async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
         "error": {"status": 500, "code": "INTERNAL", "reason": "INTERNAL", "message": "internal error"}
     }
     assert "service call failed: StatusCode.INTERNAL" in caplog.text
+
+
+async def test_a_database_away_is_a_503_with_retry_after(stack: Stack, tenant: Tenant):
+    """An OrganizationService whose PostgreSQL refuses connections: retry, not a bug."""
+    engine = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/away")
+    away = grpc_server.Service(
+        name="catalog",
+        registrars=[
+            grpc_server.registrar(
+                organizations_pb2, organizations_pb2_grpc, "OrganizationService", OrganizationServicer(db.sessions(engine))
+            )
+        ],
+    )
+    server, port = await grpc_server.start(away, "127.0.0.1:0")
+    try:
+        async with gateway(replaced(stack, catalog=f"127.0.0.1:{port}"), tenant.key) as http:
+            response = await http.get("/v1/customers")
+    finally:
+        await grpc_server.stop(away, server, grace=0)
+        await engine.dispose()
+    assert (response.status_code, response.headers["retry-after"]) == (503, "1")
+    assert response.json()["error"]["code"] == "UNAVAILABLE"
 
 
 async def test_an_unexpected_gateway_error_is_a_json_500(

@@ -26,9 +26,16 @@ def _bad_request_only() -> grpc.Status:
     )
 
 
+class Exhausted(errors.DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "TOO_MANY_REQUESTS"
+
+
 STATUSES = {
     "invalid": lambda: errors.InvalidArgument("amount must be positive", field="charges[0].properties.amount"),
     "not_found": lambda: errors.NotFound("no plan 'gold'", reason="PLAN_NOT_FOUND"),
+    "exhausted": lambda: Exhausted("slow down"),
+    "long": lambda: errors.NotFound(f"invoice {'x' * 20000!r} not found", field="id", metadata={"id": "y" * 20000}),
 }
 
 
@@ -40,6 +47,9 @@ async def _fail(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         await context.abort_with_status(errors.internal_status())
     if kind == "bad_request_only":
         await context.abort_with_status(_bad_request_only())
+    if kind == "mismatched":  # details saying NOT_FOUND on an INVALID_ARGUMENT call
+        details = STATUSES["not_found"]().to_status().trailing_metadata
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "bad", trailing_metadata=details)
     if kind == "code":  # a bare status: no details at all
         code_name, _, message = arg.partition(":")
         await context.abort(grpc.StatusCode[code_name], message)
@@ -139,7 +149,6 @@ async def test_from_rpc_unavailable_says_retry_not_the_transport_detail(fail):
         ("ALREADY_EXISTS", 409),
         ("ABORTED", 409),
         ("FAILED_PRECONDITION", 409),
-        ("RESOURCE_EXHAUSTED", 429),
         ("CANCELLED", 499),
         ("UNIMPLEMENTED", 501),
         ("UNAVAILABLE", 503),
@@ -153,7 +162,10 @@ async def test_from_rpc_maps_grpc_codes_to_http_statuses(fail, code, http):
     assert body(response)["code"] == code
 
 
-@pytest.mark.parametrize("request_text", ["internal", "code:DATA_LOSS:disk gone", "crash"])
+@pytest.mark.parametrize(
+    "request_text",
+    ["internal", "code:DATA_LOSS:disk gone", "crash", "code:RESOURCE_EXHAUSTED:Received message larger than max"],
+)
 async def test_from_rpc_hides_unexpected_failures_and_logs_them(fail, caplog, request_text):
     error = await fail(request_text)
     with caplog.at_level(logging.ERROR, logger="bxb.gateway"):
@@ -161,3 +173,29 @@ async def test_from_rpc_hides_unexpected_failures_and_logs_them(fail, caplog, re
     assert response.status_code == 500
     assert body(response) == {"status": 500, "code": "INTERNAL", "reason": "INTERNAL", "message": "internal error"}
     assert str(error.code()) in caplog.text
+
+
+async def test_a_service_s_own_resource_exhausted_is_a_429(fail):
+    response = from_rpc(await fail("domain:exhausted"))
+    assert (response.status_code, body(response)["reason"]) == (429, "TOO_MANY_REQUESTS")
+
+
+@pytest.mark.parametrize(("code", "http"), [("UNAVAILABLE", 503), ("DEADLINE_EXCEEDED", 504)])
+async def test_a_dependency_away_asks_the_client_to_retry_after_a_second(fail, code, http):
+    response = from_rpc(await fail(f"code:{code}:x"))
+    assert (response.status_code, response.headers["retry-after"]) == (http, "1")
+
+
+async def test_an_error_echoing_an_id_of_any_length_reaches_the_caller_cut(fail):
+    error = await fail("domain:long")
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    info = errors.error_info(error)
+    assert len(error.details()) == errors.MAX_MESSAGE and error.details().endswith("…")
+    assert len(info.metadata["id"]) == errors.MAX_METADATA_VALUE and info.metadata["field"] == "id"
+    assert from_rpc(error).status_code == 404
+
+
+async def test_details_that_contradict_the_call_are_ignored(fail):
+    error = await fail("mismatched")
+    assert errors.error_info(error) is None
+    assert body(from_rpc(error))["reason"] == "INVALID_ARGUMENT"

@@ -1,0 +1,38 @@
+"""Channels between bxb processes: every call has a deadline, and messages
+up to MESSAGE_BYTES pass both ways.
+
+A call that names no timeout gets the channel's (`DefaultDeadline`), so no
+remote call can wait forever on a peer that hangs. Every server and channel
+takes messages of MESSAGE_BYTES, far above what a request or a page may
+hold (the gateway caps bodies at 5 MiB, pages stop at 4 MiB: pagination.py),
+so no accepted request or reply meets gRPC's own 4 MiB default.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+MESSAGE_BYTES = 16 * 1024 * 1024
+DEFAULT_TIMEOUT = 30.0  # seconds, for a call that names none
+OPTIONS = [("grpc.max_send_message_length", MESSAGE_BYTES), ("grpc.max_receive_message_length", MESSAGE_BYTES)]
+
+
+class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
+    """Gives a call without a timeout the channel's."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):
+        if client_call_details.timeout is None:
+            client_call_details = client_call_details._replace(timeout=self.timeout)
+        return await continuation(client_call_details, request)
+
+
+def open_channel(
+    address: str, timeout: float = DEFAULT_TIMEOUT, receive_bytes: int = MESSAGE_BYTES
+) -> grpc.aio.Channel:
+    """A channel to a bxb service at `address` (see the module docstring);
+    `receive_bytes` lets a caller expecting larger replies take them."""
+    options = [*OPTIONS[:1], ("grpc.max_receive_message_length", receive_bytes)]
+    return grpc.aio.insecure_channel(address, options=options, interceptors=[DefaultDeadline(timeout)])

@@ -14,7 +14,8 @@ from bxb.catalog.v1 import add_ons_pb2_grpc, events_pb2
 from services.catalog import customers, taxes, test_clocks, validation
 from services.catalog.models import AddOn, AppliedAddOn, Outbox
 from services.common import currencies, outbox, pagination, tenancy
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.decimals import check_cents
+from services.common.errors import AlreadyExists, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 
@@ -30,8 +31,7 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
         org = tenancy.organization_id()
         spec = request.add_on
         validation.code(spec.code, "code")
-        if spec.amount_cents <= 0:
-            raise InvalidArgument("amount_cents must be more than 0", field="amount_cents")
+        check_cents(spec.amount_cents, "amount_cents", positive=True)
         now = utcnow()
         add_on = pb.AddOn(
             id=new_id("addon"),
@@ -87,8 +87,7 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
     async def ApplyAddOn(self, request: pb.ApplyAddOnRequest, context) -> pb.AppliedAddOn:
         org = tenancy.organization_id()
         validation.external_id(request.customer_id, "customer_id")
-        if request.amount_cents < 0:
-            raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
+        check_cents(request.amount_cents, "amount_cents")
         currency = currencies.validate(request.currency) if request.currency else ""
         async with self.sessions() as session, session.begin():
             add_on = await self._find(session, org, request.add_on_code, "add_on_code")

@@ -23,7 +23,7 @@ from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
 from services.catalog import validation
 from services.common.charge_fields import MODEL_FIELDS
-from services.common.decimals import canonical, parse_decimal
+from services.common.decimals import canonical, check_cents, parse_amount, parse_decimal
 from services.common.errors import InvalidArgument
 
 # The properties each model may carry; any other property given is refused, named.
@@ -99,8 +99,7 @@ def charge(given: pb.Charge, path: str, metric: metrics_pb.BillableMetric) -> pb
             f"a {model_name(model)} charge depends on usage known at the period's end",
             field=f"{path}.pay_in_advance",
         )
-    if given.min_amount_cents < 0:
-        raise InvalidArgument(f"{path}.min_amount_cents must not be negative", field=f"{path}.min_amount_cents")
+    check_cents(given.min_amount_cents, f"{path}.min_amount_cents")
     if len(given.filters) > MAX_FILTERS:
         raise InvalidArgument(f"{path}.filters has more than {MAX_FILTERS} filters", field=f"{path}.filters")
     declared = {item.key: set(item.values) for item in metric.filters}
@@ -230,15 +229,15 @@ _CANONICAL: dict[int, Callable[[pb.ChargeProperties, str, str], pb.ChargePropert
 
 
 def _required(text: str, field: str, name: str) -> str:
-    """A decimal >= 0 the model needs, canonical."""
+    """An amount >= 0 the model needs, canonical (see parse_amount)."""
     if not text:
         raise InvalidArgument(f"{field} is required for the {name} model", field=field)
-    return canonical(parse_decimal(text, field))
+    return canonical(parse_amount(text, field))
 
 
 def _optional(text: str, field: str) -> str:
-    """A decimal >= 0, canonical; empty when not set."""
-    return text and canonical(parse_decimal(text, field))
+    """An amount >= 0, canonical (see parse_amount); empty when not set."""
+    return text and canonical(parse_amount(text, field))
 
 
 def _at_least(value: int, minimum: int, field: str) -> None:
@@ -284,8 +283,8 @@ def _ranges(ranges, where: str, price: _Price) -> list:
             expected_from = end + 1
         elif not last:
             raise InvalidArgument(f"{here}.to is required: only the last range may be open-ended", field=f"{here}.to")
-        amount = parse_decimal(getattr(tier, price.attribute) or "0", f"{here}.{price.json_name}")
-        flat = parse_decimal(tier.flat_amount or "0", f"{here}.flat_amount")
+        amount = parse_amount(getattr(tier, price.attribute) or "0", f"{here}.{price.json_name}")
+        flat = parse_amount(tier.flat_amount or "0", f"{here}.flat_amount")
         result.append(
             price.message(
                 from_value=canonical(start),

@@ -20,7 +20,7 @@ from bxb.catalog.v1 import coupons_pb2_grpc, events_pb2
 from services.catalog import customers, metrics, plans, test_clocks, validation
 from services.catalog.models import AppliedCoupon, Coupon, Outbox
 from services.common import currencies, outbox, pagination, tenancy
-from services.common.decimals import canonical, parse_decimal
+from services.common.decimals import canonical, check_cents, parse_decimal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto_or_none, to_proto, utcnow
@@ -80,8 +80,7 @@ def validated(coupon: pb.Coupon) -> pb.Coupon:
     if coupon.coupon_type == pb.COUPON_TYPE_PERCENTAGE:
         clean.percentage = _percentage(coupon)
     elif coupon.coupon_type == pb.COUPON_TYPE_FIXED_AMOUNT:
-        if coupon.amount_cents <= 0:
-            raise InvalidArgument("amount_cents must be more than 0", field="amount_cents")
+        check_cents(coupon.amount_cents, "amount_cents", positive=True)
         if coupon.percentage:
             raise InvalidArgument("a fixed-amount coupon has no percentage", field="percentage")
         clean.currency = currencies.validate(coupon.currency or "USD")

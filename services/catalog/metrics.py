@@ -25,6 +25,9 @@ MAX_FILTER_KEYS = 50
 MAX_FILTER_VALUES = 500
 MAX_KEY_LENGTH = 100
 MAX_VALUE_LENGTH = 200
+# What a metric's filters may weigh in all (keys and values): a plan pins a
+# copy of its metrics, and a plan travels in events (plans.MAX_PLAN_BYTES).
+MAX_FILTER_BYTES = 32 * 1024
 
 
 def metric_proto(metric: BillableMetric) -> pb.BillableMetric:
@@ -107,6 +110,13 @@ def filters(given) -> list[dict]:
             raise InvalidArgument(f"{here}.values needs at least one value", field=f"{here}.values")
         values = validation.strings(item.values, f"{here}.values", MAX_FILTER_VALUES, MAX_VALUE_LENGTH)
         result.append({"key": item.key, "values": values})
+    weight = sum(len(item["key"].encode()) + sum(len(v.encode()) for v in item["values"]) for item in result)
+    if weight > MAX_FILTER_BYTES:
+        raise InvalidArgument(
+            f"filters hold {weight} bytes of keys and values; at most {MAX_FILTER_BYTES}",
+            field="filters",
+            reason="TOO_LARGE",
+        )
     return result
 
 

@@ -11,11 +11,16 @@ from bxb.catalog.v1 import plans_pb2_grpc
 from services.catalog import charge_rules, metrics, taxes, validation
 from services.catalog.models import Plan
 from services.common import currencies, pagination, tenancy
+from services.common.decimals import check_cents
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
 MAX_CHARGES = 100
+# What a plan's charges (with the metrics they pin) may weigh: a plan travels
+# whole in subscription_created, which must stay far below NATS's 1 MB, and
+# in every listing page of plans or subscriptions.
+MAX_PLAN_BYTES = 256 * 1024
 MAX_THRESHOLDS = 50
 # Ten years: a trial is days at the start of a subscription, not a way to make a plan free.
 MAX_TRIAL_DAYS = 3650
@@ -28,8 +33,7 @@ def usage_thresholds(given) -> list[dict]:
     fixed = [t.amount_cents for t in given if not t.recurring]
     for index, threshold in enumerate(given):
         field = f"usage_thresholds[{index}].amount_cents"
-        if threshold.amount_cents <= 0:
-            raise InvalidArgument(f"{field} must be more than 0", field=field)
+        check_cents(threshold.amount_cents, field, positive=True)
         validation.text(threshold.display_name, f"usage_thresholds[{index}].display_name")
     if fixed != sorted(set(fixed)):
         raise InvalidArgument("the fixed usage thresholds must be distinct and ascending", field="usage_thresholds")
@@ -90,20 +94,18 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
         validation.code(spec.code, "code")
         if spec.interval == pb.PLAN_INTERVAL_UNSPECIFIED or spec.interval not in pb.PlanInterval.values():
             raise InvalidArgument("interval is required", field="interval")
-        if spec.amount_cents < 0:
-            raise InvalidArgument("amount_cents must not be negative", field="amount_cents")
+        check_cents(spec.amount_cents, "amount_cents")
         if not 0 <= spec.trial_period_days <= MAX_TRIAL_DAYS:
             raise InvalidArgument(
                 f"trial_period_days must be between 0 and {MAX_TRIAL_DAYS}", field="trial_period_days"
             )
-        if spec.minimum_commitment_cents < 0:
-            raise InvalidArgument("minimum_commitment_cents must not be negative", field="minimum_commitment_cents")
+        check_cents(spec.minimum_commitment_cents, "minimum_commitment_cents")
         currency = currencies.validate(spec.currency or "USD")
         if len(spec.charges) > MAX_CHARGES:
             raise InvalidArgument(f"a plan has at most {MAX_CHARGES} charges", field="charges")
         thresholds = usage_thresholds(spec.usage_thresholds)
         async with self.sessions() as session, session.begin():
-            charges = []
+            charges, weight = [], 0
             for index, charge in enumerate(spec.charges):
                 path = f"charges[{index}]"
                 # Share-locked: a concurrent delete waits until this plan exists, then sees it in use.
@@ -123,6 +125,13 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
                 stored.billable_metric_code = metric.code
                 stored.billable_metric.CopyFrom(snapshot)
                 charges.append(json_format.MessageToDict(stored, preserving_proto_field_name=True))
+                weight += stored.ByteSize()
+            if weight > MAX_PLAN_BYTES:
+                raise InvalidArgument(
+                    f"the charges weigh {weight} bytes with the metrics they pin; a plan holds at most {MAX_PLAN_BYTES}",
+                    field="charges",
+                    reason="TOO_LARGE",
+                )
             previous = await session.execute(
                 select(func.max(Plan.version)).where(Plan.organization_id == org, Plan.code == spec.code)
             )

@@ -72,7 +72,7 @@ def base_fee(plan: plans_pb2.Plan, period: Period) -> pb.Fee | None:
     exact = full * part
     return pb.Fee(
         type=pb.FEE_TYPE_SUBSCRIPTION,
-        amount_cents=to_minor(exact, plan.currency),
+        amount_cents=to_minor(exact, plan.currency, "the base fee"),
         units=canonical(part),
         unit_amount=canonical(full),
         precise_amount=canonical(exact),
@@ -436,7 +436,7 @@ def _line(
     name = f"{_label(charge)} ({'; '.join(qualifiers)})" if qualifiers else _label(charge)
     return pb.Fee(
         type=pb.FEE_TYPE_CHARGE,
-        amount_cents=to_minor(priced.amount, plan.currency),
+        amount_cents=to_minor(priced.amount, plan.currency, f"the charge of {charge.billable_metric.code!r}"),
         units=canonical(units),
         unit_amount=canonical(priced.amount / units) if units else "0",
         precise_amount=canonical(priced.amount),

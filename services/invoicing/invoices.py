@@ -16,13 +16,14 @@ on one (clocks.py).
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bxb.catalog.v1 import plans_pb2
+from bxb.catalog.v1 import plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
@@ -39,10 +40,12 @@ from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
+from services.invoicing.pricing.money import AmountOutOfRange
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 from services.invoicing.taxation import Totals
 
+log = logging.getLogger("bxb.invoices")
 MICROSECOND = timedelta(microseconds=1)
 # Subscriptions of a customer one listing prices (the newest): a bound on one read's work.
 DRAFTED_SUBSCRIPTIONS = 200
@@ -175,25 +178,65 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             kept = await drafts.stored(session, [(s.id, p.start) for s, _, p, _ in wanted])
         return await self._priced([w for w in wanted if (w[0].id, w[2].start) not in kept], subscriptions)
 
-    async def _priced(self, wanted: list[Drafted], siblings: list[Subscription]) -> list[pb.Invoice]:
+    async def _priced(
+        self, wanted: list[Drafted], siblings: list[Subscription], listing: bool = True
+    ) -> list[pb.Invoice]:
         """The drafts of `wanted` (one customer's), priced with one metering
-        call and one catalog call; a period without a fee has none."""
+        call and one catalog call; a period without a fee has none. A draft
+        whose amounts are out of range (usage times price beyond what an
+        invoice holds) is left out of a `listing` (logged: the customer's
+        other invoices are still listed); otherwise AMOUNT_OUT_OF_RANGE."""
         if not wanted:
             return []
         org = wanted[0][0].organization_id
         jobs = [(s, plan, [period], pb.BILLING_TIMING_IN_ARREARS, siblings) for s, plan, period, _ in wanted]
-        priced = await self.fees.jobs_fees(jobs)
+        try:
+            priced: list[list[list[pb.Fee]] | None] = list(await self.fees.jobs_fees(jobs))
+        except AmountOutOfRange:
+            if not listing:
+                raise
+            priced = [await self._alone(job) for job in jobs]  # to find the ones out of range
         taxes = await self.fees.jobs_taxes(org, [(s.customer_id, plan.tax_codes) for s, plan, _, _ in wanted])
         found = []
         async with self.sessions() as session:
-            for (subscription, plan, period, now), [fees], tax in zip(wanted, priced, taxes, strict=True):
-                if not fees:
-                    continue  # nothing will be billed at its end either
-                # Invoices on request or at a threshold may have billed part of it.
-                fees, _ = await issuing.deducted(session, subscription.id, fees, period.start, period.end)
-                given, amounts = await drafts.priced(session, subscription, plan, period.start, fees, now, tax)
-                found.append(draft_proto(subscription, plan, period, fees, given, amounts))
+            for (subscription, plan, period, now), fees, tax in zip(wanted, priced, taxes, strict=True):
+                try:
+                    draft = await self._draft(session, subscription, plan, period, now, fees, tax)
+                except AmountOutOfRange as error:
+                    if not listing:
+                        raise
+                    log.warning("draft of %s left out of a listing: %s", subscription.id, error.message)
+                    continue
+                if draft is not None:
+                    found.append(draft)
         return found
+
+    async def _alone(self, job) -> list[list[pb.Fee]] | None:
+        """One draft's fees priced alone; None when they are out of range."""
+        try:
+            [fees] = await self.fees.jobs_fees([job])
+        except AmountOutOfRange as error:
+            log.warning("draft of %s left out of a listing: %s", job[0].id, error.message)
+            return None
+        return fees
+
+    @staticmethod
+    async def _draft(
+        session: AsyncSession,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        period: Period,
+        now: datetime,
+        fees: list[list[pb.Fee]] | None,
+        tax: list[taxes_pb2.Tax],
+    ) -> pb.Invoice | None:
+        """One draft from its fees (none without a fee, or when left out as out of range)."""
+        if not fees or not fees[0]:
+            return None  # nothing will be billed at its end either
+        # Invoices on request or at a threshold may have billed part of it.
+        lines, _ = await issuing.deducted(session, subscription.id, fees[0], period.start, period.end)
+        given, amounts = await drafts.priced(session, subscription, plan, period.start, lines, now, tax)
+        return draft_proto(subscription, plan, period, lines, given, amounts)
 
     async def PreviewInvoice(self, request: pb.PreviewInvoiceRequest, context) -> pb.InvoicePreview:
         org = tenancy.organization_id()
@@ -212,7 +255,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         elapsed = Decimal((now - period.start) // MICROSECOND)
         length = Decimal((period.end - period.start) // MICROSECOND)
         siblings = await self._subscriptions(org, subscription.customer_id)
-        [draft] = await self._priced([(subscription, plan, period, now)], siblings) or [None]
+        [draft] = await self._priced([(subscription, plan, period, now)], siblings, listing=False) or [None]
         # Usage projected to the period's end; at its very start there is no pace yet.
         projected = await self.fees.charge_fees(subscription, plan, period, length / elapsed if elapsed else None)
         return pb.InvoicePreview(

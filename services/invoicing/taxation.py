@@ -17,7 +17,7 @@ from decimal import Decimal
 from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import tenancy
-from services.invoicing.pricing.money import from_minor, to_minor
+from services.invoicing.pricing.money import from_minor, to_minor, within
 
 BATCH = 1000  # the most invoices catalog's BatchResolveTaxes takes
 
@@ -39,10 +39,12 @@ class Totals:
 def totals(
     fees: Sequence[pb.Fee], given: Sequence[pb.InvoiceCoupon], currency: str, taxes: Sequence[taxes_pb2.Tax]
 ) -> Totals:
-    subtotal = sum(fee.amount_cents for fee in fees)
+    subtotal = within(sum(fee.amount_cents for fee in fees), "the subtotal")
     discount = sum(c.discount_cents for c in given)
     levied = tax_lines(subtotal + discount, currency, taxes)
-    return Totals(subtotal, discount, levied, sum(t.amount_cents for t in levied))
+    found = Totals(subtotal, discount, levied, sum(t.amount_cents for t in levied))
+    within(found.total, "the total")
+    return found
 
 
 def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) -> list[pb.InvoiceTax]:
@@ -53,7 +55,7 @@ def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) ->
             name=tax.name,
             rate=tax.rate,
             taxable_amount_cents=base_cents,
-            amount_cents=to_minor(base * Decimal(tax.rate) / 100, currency),
+            amount_cents=to_minor(base * Decimal(tax.rate) / 100, currency, f"tax {tax.code!r}"),
         )
         for tax in taxes
     ]

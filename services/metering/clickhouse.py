@@ -25,7 +25,6 @@ from urllib.parse import urlparse
 import orjson
 from clickhouse_connect.driver.binding import format_bind_value
 
-
 # Seconds: reaching a ClickHouse server, and the longest one statement may run
 # (then ClickHouse stops it: TIMEOUT_EXCEEDED), on either transport.
 CONNECT_TIMEOUT = 5

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
+from deploy.embedded import free_port
 from gateway.app import create_app
 from gateway.config import Settings
 from services.catalog.organizations import OrganizationServicer
-from deploy.embedded import free_port
 from services.common import db, grpc_server
 from tests.conftest import Infra, Stack, Tenant, unique
 
@@ -154,7 +154,10 @@ async def test_a_database_away_is_a_503_with_retry_after(stack: Stack, tenant: T
         name="catalog",
         registrars=[
             grpc_server.registrar(
-                organizations_pb2, organizations_pb2_grpc, "OrganizationService", OrganizationServicer(db.sessions(engine))
+                organizations_pb2,
+                organizations_pb2_grpc,
+                "OrganizationService",
+                OrganizationServicer(db.sessions(engine)),
             )
         ],
     )

@@ -8,12 +8,15 @@ through the gateway over real HTTP on loopback (client on the same machine):
   over 1M stored events;
 - `billing`: the billing run closing a period for 10,000 subscriptions with
   usage (`--subscriptions`, `--events-per-subscription`);
+- `readers`: 200 concurrent readers (invoice listings, price calculations)
+  alone and while batches are ingested at full speed (`--readers`,
+  `--seconds`, `--customers`, `--batch-concurrency`);
 - `metering`: batch ingestion throughput (POST /v1/events/batch until usage
   counts every event), single-event latency, event-to-billable latency,
   POST /v1/usage/compute over 10M stored events, and the metering process's
   peak memory.
 
-Usage: python -m bench [ingest|pricing|metering|billing|all] [--rate 200] [--seconds 10] [--events 1000000]
+Usage: python -m bench [ingest|pricing|metering|billing|readers|all] [--rate 200] [--seconds 10] [--events 1000000]
        [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
 """
@@ -23,14 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import billing, ingest_and_invoices, metering, pricing
+from bench import billing, ingest_and_invoices, metering, pricing, readers
 from bench.common import running_stack
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=["ingest", "pricing", "metering", "billing", "all"]
+        "scenario", nargs="?", default="all", choices=["ingest", "pricing", "metering", "billing", "readers", "all"]
     )
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
@@ -48,6 +51,7 @@ async def main() -> None:
     parser.add_argument("--load-concurrency", type=int, default=16, help="metering: IngestEvents in flight")
     parser.add_argument("--subscriptions", type=int, default=10_000, help="billing: subscriptions to close")
     parser.add_argument("--events-per-subscription", type=int, default=10, help="billing: events of each")
+    parser.add_argument("--readers", type=int, default=200, help="readers: concurrent readers")
     args = parser.parse_args()
     if args.scenario in ("ingest", "all"):
         async with running_stack() as (_, http):
@@ -58,6 +62,10 @@ async def main() -> None:
     if args.scenario in ("billing", "all"):
         async with running_stack(**billing.SETTINGS) as (stack, http):
             await billing.run(stack, http, args.subscriptions, args.events_per_subscription)
+    if args.scenario in ("readers", "all"):
+        async with running_stack() as (stack, http):
+            catalog = stack.env["BXB_CATALOG_ADDRESS"]
+            await readers.run(http, catalog, args.readers, args.seconds, args.customers, args.batch_concurrency)
     if args.scenario in ("metering", "all"):
         options = metering.Options(
             rate=args.rate,

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         clients = Clients.connect(settings)
         app.state.settings = settings
         app.state.clients = clients
+        app.state.admission = Admission()
         app.state.authenticator = Authenticator(
             clients.organizations, settings.auth_cache_seconds, settings.call_timeout
         )

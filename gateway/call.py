@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway import schema
+from gateway.admission import kind_of
 from gateway.errors import ApiError, error_response, from_rpc, invalid
 from services.common import tenancy
 
@@ -122,7 +123,8 @@ def endpoint(
                 parsed = schema.parse_json(raw) if raw.strip() else {}
                 data = schema.check_present(parsed, body)
                 sent = frozenset(parsed) if isinstance(parsed, dict) else frozenset()
-            return await handler(Call(request, org, data, sent))
+            async with state.admission.enter(kind_of(request.method, request.url.path), org):
+                return await handler(Call(request, org, data, sent))
         except ApiError as error:
             return error.response()
         except grpc.aio.AioRpcError as error:

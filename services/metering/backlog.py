@@ -13,6 +13,11 @@ as long each time up to POLL_MAX, and releases every waiter whose sequence it
 has passed. However many requests wait on one organization, that costs at
 most one NATS request per POLL_MAX (about 20 a second) once the backlog
 lasts. Each waiter gives up after its timeout (INGESTION_BEHIND, a 503).
+
+`lag` tells how long an organization's oldest queued message has waited:
+the intake refuses more events of an organization whose lag passes its bound
+(INGESTION_BACKLOG, a 503 with Retry-After), so the queue, and what a usage
+query waits for, stays short however fast a client sends.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from datetime import UTC, datetime
 
 import grpc
 from nats.js import JetStreamContext
@@ -31,11 +37,18 @@ log = logging.getLogger("bxb.backlog")
 
 POLL_FIRST = 0.002  # seconds before the watch first looks again
 POLL_MAX = 0.05  # the longest a watch waits between two looks
+AGE_KEPT = 0.2  # seconds a subject's lag is taken as read
+AGES_KEPT = 10_000  # subjects whose lag is remembered at most
 
 
 class IngestionBehind(DomainError):
     code = grpc.StatusCode.UNAVAILABLE
     default_reason = "INGESTION_BEHIND"
+
+
+class IngestionBacklogged(DomainError):
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "INGESTION_BACKLOG"
 
 
 class Backlog:
@@ -46,6 +59,8 @@ class Backlog:
         # Per subject: its waiters, each (the last sequence it waits for, its future).
         self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._watches: dict[str, asyncio.Task] = {}
+        # Per subject: when its oldest message was last looked at, and how old it was then.
+        self._ages: dict[str, tuple[float, float]] = {}
 
     async def first(self, subject: str, after: int = 0) -> float:
         """The sequence of the first message left on `subject` after
@@ -55,6 +70,24 @@ class Backlog:
         except NotFoundError:
             return math.inf
         return found.seq
+
+    async def lag(self, subject: str) -> float:
+        """How long the oldest message left on `subject` has waited, in
+        seconds (0 for none): read from NATS at most every AGE_KEPT seconds."""
+        now = asyncio.get_running_loop().time()
+        seen = self._ages.get(subject)
+        if seen is not None and now - seen[0] < AGE_KEPT:
+            return seen[1]
+        try:
+            oldest = await self.js.get_msg(self.stream, seq=1, subject=subject, next=True)
+        except NotFoundError:
+            age = 0.0
+        else:
+            age = max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
+        if len(self._ages) >= AGES_KEPT:
+            self._ages.clear()
+        self._ages[subject] = (now, age)
+        return age
 
     async def settled(self, subject: str) -> None:
         """Returns once no message of `subject` queued before the call is left."""

@@ -35,7 +35,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common import bus
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
-from services.metering.backlog import Backlog
+from services.metering.backlog import Backlog, IngestionBacklogged
 from services.metering.messages import event_message, event_of
 from services.metering.references import References
 from services.metering.rejections import Rejections
@@ -54,6 +54,9 @@ RETRY_CAP = 10.0  # seconds: a retried write comes back soon once ClickHouse doe
 # deploy/embedded.py): a call's events go out in as many messages as needed.
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_BODY = 16_384  # bytes of an unreadable message kept with its rejection
+# Seconds an organization's oldest queued events may have waited before more
+# of its events are refused: what bounds how long its usage queries wait.
+MAX_LAG = 2.0
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -135,9 +138,14 @@ class Intake:
 
     async def queue(self, org: str, events: list[pb.UsageEvent], now: datetime) -> None:
         """Returns once JetStream holds the events (validated, each with its
-        transaction_id and timestamp set)."""
-        assert self.bus is not None, "start the intake first"
+        transaction_id and timestamp set); INGESTION_BACKLOG (retry) while
+        the organization's oldest queued events have waited over MAX_LAG."""
+        assert self.bus is not None and self.backlog is not None, "start the intake first"
         subject = subject_of(org)
+        if (lag := await self.backlog.lag(subject)) > MAX_LAG:
+            raise IngestionBacklogged(
+                f"events sent before are still being stored ({lag:.1f} s behind); retry in a moment"
+            )
         await asyncio.gather(
             *(
                 self.bus.publish(subject, message.SerializeToString(), message.event_id, org)

@@ -13,10 +13,12 @@ import pytest
 
 from bxb.metering.v1 import events_pb2
 from bxb.metering.v1 import usage_events_pb2 as pb
+from deploy.embedded import Nats
 from services.common import bus
 from services.common.timestamps import to_proto, utcnow
+from services.metering import backlog as backlog_module
 from services.metering import intake as intake_module
-from services.metering.backlog import Backlog, IngestionBehind
+from services.metering.backlog import Backlog, IngestionBacklogged, IngestionBehind
 from services.metering.clickhouse import ClickHouse
 from services.metering.intake import Intake
 from services.metering.rejections import Rejections
@@ -257,3 +259,47 @@ async def test_a_watch_rides_out_a_failed_read(infra: Infra):
     finally:
         await connection.js.delete_stream(stream.name)
         await connection.close()
+
+
+async def test_an_organization_s_lag_is_how_long_its_oldest_queued_message_waits(infra: Infra, monkeypatch):
+    connection = await bus.Bus.connect(infra.nats.url, "backlog-lag")
+    name = unique("lag")
+    stream = bus.Stream(name.upper(), (f"{name}.>",), work_queue=True)
+    try:
+        await connection.ensure_stream(stream)
+        backlog = Backlog(connection.js, stream.name, timeout=1)
+        assert await backlog.lag(f"{name}.org_l") == 0.0
+        await connection.publish(f"{name}.org_l", b"x", unique("m"), "org_l")
+        assert await backlog.lag(f"{name}.org_l") == 0.0  # read a moment ago: taken as read
+        await asyncio.sleep(0.3)
+        assert 0.25 < await backlog.lag(f"{name}.org_l") < 5
+        monkeypatch.setattr(backlog_module, "AGES_KEPT", 1)
+        assert await backlog.lag(f"{name}.org_none") == 0.0
+        assert list(backlog._ages) == [f"{name}.org_none"]  # the remembered lags are bounded
+    finally:
+        await connection.js.delete_stream(stream.name)
+        await connection.close()
+
+
+async def test_events_of_an_organization_too_far_behind_are_refused_until_it_catches_up(
+    tmp_path, clickhouse: ClickHouse, monkeypatch
+):
+    """With no process consuming, an organization's queue only ages."""
+    monkeypatch.setattr(intake_module, "MAX_LAG", 0.2)
+    nats = Nats(tmp_path / "nats", durable=False)
+    nats.start()
+    connection = await bus.Bus.connect(nats.url, "lagging")
+    try:
+        await connection.ensure_stream(intake_module.STREAM)
+        intake = Intake(EventStore(clickhouse, "bxb_lagging"), Rejections(clickhouse, "bxb_lagging"))
+        intake.bus, intake.backlog = connection, Backlog(connection.js, intake_module.STREAM.name, 1)
+        event = pb.UsageEvent(transaction_id="l1", customer_id="c", code="api", timestamp=to_proto(utcnow()))
+        await intake.queue("org_slow", [event], utcnow())
+        await asyncio.sleep(0.5)
+        with pytest.raises(IngestionBacklogged) as refused:
+            await intake.queue("org_slow", [event], utcnow())
+        assert refused.value.message.endswith(" s behind); retry in a moment")
+        await intake.queue("org_other", [event], utcnow())  # another organization's queue is not behind
+    finally:
+        await connection.close()
+        nats.stop()

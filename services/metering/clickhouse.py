@@ -15,8 +15,11 @@ serialized.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
+from collections import deque
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
@@ -34,7 +37,9 @@ QUERY_TIMEOUT = 60
 class ClickHouse(Protocol):
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
 
-    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]: ...
+    async def query(
+        self, sql: str, params: dict[str, Any] | None = None, *, write: bool = False
+    ) -> list[list[Any]]: ...
 
     async def insert(self, table: str, rows: list[dict[str, Any]]) -> None: ...
 
@@ -67,8 +72,48 @@ def bound(value: Any) -> str:
     return format_bind_value(value)
 
 
+class Turns:
+    """Whose turn it is at an engine that runs one statement at a time: the
+    writes waiting (inserts, and the reads a write makes) go before the reads
+    waiting, so however many usage queries queue up, ingestion never waits
+    behind more than the one statement running."""
+
+    def __init__(self):
+        self._busy = False
+        self._writes: deque[asyncio.Future[None]] = deque()
+        self._reads: deque[asyncio.Future[None]] = deque()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, write: bool) -> AsyncIterator[None]:
+        if self._busy:
+            given: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            (self._writes if write else self._reads).append(given)
+            try:
+                await given
+            except asyncio.CancelledError:
+                if given.done() and not given.cancelled():  # given the turn as it was cancelled: pass it on
+                    self._pass()
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._pass()
+
+    def _pass(self) -> None:
+        for queue in (self._writes, self._reads):
+            while queue:
+                given = queue.popleft()
+                if not given.done():  # a waiter cancelled meanwhile has gone
+                    given.set_result(None)
+                    return
+        self._busy = False
+
+
 class Embedded:
-    """chdb: one engine per process, its data in `path`."""
+    """chdb: one engine per process, its data in `path`; one statement at a
+    time, writes first (Turns)."""
 
     def __init__(self, path: Path):
         from chdb import session
@@ -76,7 +121,8 @@ class Embedded:
         path.mkdir(parents=True, exist_ok=True)
         self._session = session.Session(str(path))
         self._session.query(f"SET max_execution_time = {QUERY_TIMEOUT}")
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # a cancelled call's thread still runs: the next one waits for it
+        self._turns = Turns()
 
     def _run(self, sql: str, params: dict[str, Any] | None, fmt: str) -> bytes:
         texts = {k: bound(v) for k, v in (params or {}).items()}
@@ -85,13 +131,16 @@ class Embedded:
         return result.bytes()
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
-        await asyncio.to_thread(self._run, sql, params, "CSV")
+        async with self._turns.turn(write=True):
+            await asyncio.to_thread(self._run, sql, params, "CSV")
 
-    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
-        return _rows(await asyncio.to_thread(self._run, sql, params, "JSONCompact"))
+    async def query(self, sql: str, params: dict[str, Any] | None = None, *, write: bool = False) -> list[list[Any]]:
+        async with self._turns.turn(write):
+            return _rows(await asyncio.to_thread(self._run, sql, params, "JSONCompact"))
 
     async def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self._run, insert_statement(table, rows), None, "CSV")
+        async with self._turns.turn(write=True):
+            await asyncio.to_thread(self._run, insert_statement(table, rows), None, "CSV")
 
     async def close(self) -> None:
         # chdb keeps one engine per process; it is released at exit.
@@ -120,7 +169,8 @@ class Remote:
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         await asyncio.to_thread(self._client.command, sql, parameters=params)
 
-    async def query(self, sql: str, params: dict[str, Any] | None = None) -> list[list[Any]]:
+    async def query(self, sql: str, params: dict[str, Any] | None = None, *, write: bool = False) -> list[list[Any]]:
+        """`write` is only a priority hint: a server runs statements side by side."""
         body = await asyncio.to_thread(self._client.raw_query, sql, parameters=params, fmt="JSONCompact")
         return _rows(body)
 

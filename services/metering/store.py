@@ -260,6 +260,7 @@ class EventStore:
                 f"SELECT DISTINCT organization_id, transaction_id FROM {self.db}.event_copies "
                 "WHERE organization_id IN {orgs:Array(String)} AND transaction_id IN {ids:Array(String)}",
                 {"orgs": orgs, "ids": chunk},
+                write=True,
             )
             seen.update((org, txn) for org, txn in rows)
         outcomes: list[list[Outcome]] = []
@@ -314,6 +315,7 @@ class EventStore:
                 "GROUP BY organization_id, transaction_id, customer_id, code, timestamp) "
                 "GROUP BY organization_id, transaction_id HAVING count() > 1",
                 {"orgs": orgs, "ids": chunk},
+                write=True,
             )
             for org, txn, found in rows:
                 places[(org, txn)] = {(customer, code, at): ingest for customer, code, at, ingest in found}

@@ -409,8 +409,8 @@ class Gated:
     async def execute(self, sql, params=None):
         await self.ch.execute(sql, params)
 
-    async def query(self, sql, params=None):
-        return await self.ch.query(sql, params)
+    async def query(self, sql, params=None, *, write=False):
+        return await self.ch.query(sql, params, write=write)
 
     async def insert(self, table, rows):
         self.arrived.set()

@@ -28,6 +28,10 @@ from urllib.parse import urlparse
 import orjson
 from clickhouse_connect.driver.binding import format_bind_value
 
+# Table settings of what billing reads: a part is fsynced, data and directory,
+# before its insert returns, so the queue's message is acknowledged (and leaves
+# NATS) only once its events would survive a power loss.
+DURABLE = "fsync_after_insert = 1, fsync_part_directory = 1"
 # Seconds: reaching a ClickHouse server, and the longest one statement may run
 # (then ClickHouse stops it: TIMEOUT_EXCEEDED), on either transport.
 CONNECT_TIMEOUT = 5

@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 from services.metering.aggregation import TIME, ch_time
+from services.metering.clickhouse import DURABLE
 
 TABLE = "usage_daily_v2"  # v2: sums as Decimal256 (usage_daily's Decimal128 sums could wrap)
 DECIMAL = "Decimal128(12)"
@@ -99,7 +100,8 @@ def schema(db: str) -> list[str]:
             {columns}
         ) ENGINE = AggregatingMergeTree
         PARTITION BY toYYYYMM(day)
-        ORDER BY (organization_id, customer_id, code, day)""",
+        ORDER BY (organization_id, customer_id, code, day)
+        SETTINGS {DURABLE}""",
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{TABLE}_mv TO {db}.{TABLE} AS {_days(f'{db}.events')}",
     ]
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from services.metering import histogram, rejections, rollups
 from services.metering.aggregation import EPOCH, Statement, Usage, UsageQuery, assemble, ch_time
-from services.metering.clickhouse import ClickHouse
+from services.metering.clickhouse import DURABLE, ClickHouse
 
 __all__ = ["Event", "EventStore", "StoredEvent", "Unstorable", "Usage", "UsageQuery", "ch_time"]
 
@@ -63,9 +63,12 @@ def schema(db: str) -> list[str]:
             value Nullable(String)
         ) ENGINE = ReplacingMergeTree
         PARTITION BY toYYYYMM(timestamp)
-        ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)""",
+        ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)
+        SETTINGS {DURABLE}""",
         # Tables created before events had a top-level value gain the column.
         f"ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS value Nullable(String)",
+        # Every insert is on disk before the queue's message is acknowledged.
+        f"ALTER TABLE {db}.events MODIFY SETTING {DURABLE}",
         # Replaced by event_copies, which is filled from events (the record).
         f"DROP VIEW IF EXISTS {db}.event_keys_mv",
         f"DROP TABLE IF EXISTS {db}.event_keys",
@@ -86,7 +89,9 @@ def copies_schema(db: str) -> list[str]:
             timestamp DateTime64(3, 'UTC'),
             ingest_time DateTime64(3, 'UTC')
         ) ENGINE = ReplacingMergeTree
-        ORDER BY (organization_id, transaction_id, customer_id, code, timestamp)""",
+        ORDER BY (organization_id, transaction_id, customer_id, code, timestamp)
+        SETTINGS {DURABLE}""",
+        f"ALTER TABLE {db}.event_copies MODIFY SETTING {DURABLE}",
         f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies AS
         SELECT {COPY_COLUMNS} FROM {db}.events""",
     ]

@@ -492,3 +492,17 @@ async def test_keys_of_an_install_before_event_copies_are_derived_from_its_event
     assert await clickhouse.query("EXISTS TABLE " + db + ".event_keys") == [[0]]
     assert await store.ingest(org, [event("old", v="30")], NOW) == [False]
     assert await usage(store, org, "sum") == (Decimal(3), 1)
+
+
+async def test_what_billing_reads_is_fsynced_before_an_insert_returns(clickhouse: ClickHouse):
+    db = unique("bxb_durable")
+    await clickhouse.execute(f"CREATE DATABASE {db}")
+    await clickhouse.execute(  # an events table of an older version, not fsynced
+        f"CREATE TABLE {db}.events (organization_id String, customer_id String, code String, transaction_id String, "
+        "timestamp DateTime64(3, 'UTC'), properties Map(String, String), subscription_id String, "
+        "ingest_time DateTime64(3, 'UTC')) ENGINE = ReplacingMergeTree ORDER BY (organization_id, transaction_id)"
+    )
+    await EventStore(clickhouse, db).create_schema()
+    for table in ("events", "event_copies", rollups.TABLE):
+        [[created]] = await clickhouse.query(f"SHOW CREATE TABLE {db}.{table}")
+        assert "fsync_after_insert = 1" in created and "fsync_part_directory = 1" in created, table

@@ -76,6 +76,7 @@ from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
+from services.common.errors import DomainError
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, coupons, drafts, issuing, late_usage
@@ -347,10 +348,10 @@ class Biller:
         subscription that cannot be billed holds up no other."""
         try:
             return await self._bill_page(page)
-        except Exception:
+        except Exception as error:
             if len(page) == 1:
                 raise
-            log.exception("billing page of %d subscriptions failed; billing them one by one", len(page))
+            failed(log, error, f"billing page of {len(page)} subscriptions failed; billing them one by one")
         created, failures = 0, []
         for one in page:
             try:
@@ -463,6 +464,16 @@ class Biller:
         return issued, created
 
 
+def failed(logger: logging.Logger, error: Exception, what: str) -> None:
+    """Logs a failed run: a refusal the domain expects (an amount out of
+    range, billing caught up meanwhile) in one line, anything else with its
+    traceback; either is retried by the next run."""
+    if isinstance(error, DomainError):
+        logger.warning("%s: %s", what, error.message)
+    else:
+        logger.error(what, exc_info=error)
+
+
 class Scheduler:
     """Runs the biller at start and then every `interval`, at once again
     while a run leaves more due than it billed; and follows a bounded
@@ -491,8 +502,8 @@ class Scheduler:
         try:
             while behind:
                 _, behind = await self.biller.sweep(org=org, customer_id=customer_id, test_clock_id=test_clock_id)
-        except Exception:
-            log.exception("billing %s in the background failed; the scheduler's runs go on", scope)
+        except Exception as error:
+            failed(log, error, f"billing {scope} in the background failed; the scheduler's runs go on")
         finally:
             self._following.pop(scope, None)
 
@@ -501,8 +512,8 @@ class Scheduler:
             behind = False
             try:
                 _, behind = await self.biller.sweep()
-            except Exception:
-                log.exception("billing run failed; retrying on the next tick")
+            except Exception as error:
+                failed(log, error, "billing run failed; retrying on the next tick")
             if behind:  # a subscription has more due than one run bills: go on at once
                 await asyncio.sleep(0)
                 continue

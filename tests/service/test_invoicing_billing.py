@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
 
-from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.billing import Biller, Scheduler, failed
 from services.invoicing.fees import FeeCalculator
+from services.invoicing.pricing.money import AmountOutOfRange
 from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, run_billing, send, subscribe
 
@@ -274,3 +276,18 @@ async def test_following_a_scope_bills_it_to_the_end_once_at_a_time_and_survives
     await eventually(lambda: _assert(scheduler._following == {}))
     assert "billing ('org_f', '', 'clk') in the background failed" in caplog.text
     await scheduler.stop()
+
+
+def test_a_failed_run_is_logged_in_one_line_when_the_domain_expects_it(caplog):
+    logger = logging.getLogger("bxb.test_billing")
+    with caplog.at_level(logging.WARNING, logger="bxb.test_billing"):
+        failed(logger, AmountOutOfRange("the charge of 'tokens' comes to too much"), "billing run failed")
+        failed(logger, RuntimeError("database down"), "billing run failed")
+    expected, unexpected = caplog.records
+    assert (expected.levelname, expected.getMessage(), expected.exc_info) == (
+        "WARNING",
+        "billing run failed: the charge of 'tokens' comes to too much",
+        None,
+    )
+    assert (unexpected.levelname, unexpected.getMessage()) == ("ERROR", "billing run failed")
+    assert unexpected.exc_info[1].args == ("database down",)

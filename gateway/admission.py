@@ -31,7 +31,7 @@ class Lane:
     wait: float  # seconds a request may wait for a slot
 
 
-LANES = {"read": Lane(16, 8, 0.5), "ingest": Lane(8, 4, 2.0), "write": Lane(16, 8, 2.0)}
+LANES = {"read": Lane(16, 8, 0.25), "ingest": Lane(8, 4, 2.0), "write": Lane(16, 8, 2.0)}
 
 
 def kind_of(method: str, path: str) -> str:

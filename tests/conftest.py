@@ -19,7 +19,7 @@ from deploy.embedded import Nats, Postgres, free_port
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
 from services.catalog import server as catalog_server
-from services.common import grpc_server, tenancy
+from services.common import bus, grpc_server, tenancy
 from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
@@ -197,8 +197,21 @@ async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10
             await asyncio.sleep(interval)
 
 
+class Parking:
+    """A parker (bus.Parker) keeping what it is given; failing while `broken`."""
+
+    def __init__(self):
+        self.parked: list[bus.Parked] = []
+        self.broken = False
+
+    async def __call__(self, parked: bus.Parked) -> None:
+        if self.broken:
+            raise RuntimeError("the dead-letter store is down")
+        self.parked.append(parked)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
-__all__ = ["Infra", "Stack", "Tenant", "eventually", "unique"]
+__all__ = ["Infra", "Parking", "Stack", "Tenant", "eventually", "unique"]

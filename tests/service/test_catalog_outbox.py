@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from bxb.catalog.v1 import events_pb2
 from services.common import bus, db, outbox
 from services.common.ids import new_id
-from tests.conftest import Infra, eventually, unique
+from tests.conftest import Infra, Parking, eventually, unique
 
 
 @dataclass
@@ -171,19 +171,6 @@ async def test_a_stopped_relay_publishes_nothing_more(box: Box):
     await asyncio.sleep(0.2)
     assert await box.unpublished() == [event.event_id]
     assert await box.published() == []
-
-
-class Parking:
-    """A parker keeping what it is given (failing while `broken`)."""
-
-    def __init__(self):
-        self.parked: list[bus.Parked] = []
-        self.broken = False
-
-    async def __call__(self, parked: bus.Parked) -> None:
-        if self.broken:
-            raise RuntimeError("the dead-letter table is down")
-        self.parked.append(parked)
 
 
 async def test_a_row_nats_will_never_take_is_parked_and_the_rows_behind_it_go_on(box: Box, monkeypatch):

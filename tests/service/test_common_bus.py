@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import empty_pb2
 
 from services.common import bus
-from tests.conftest import Infra, eventually, unique
+from tests.conftest import Infra, Parking, eventually, unique
 
 
 @pytest.fixture
@@ -217,19 +217,6 @@ def test_a_failed_message_waits_twice_as_long_each_time_up_to_the_cap():
     expected = [1, 2, 4, 256, 300, 300]
     assert all(0.9 * e <= d <= 1.1 * e for d, e in zip(delays, expected, strict=True)), delays
     assert 9 <= bus.retry_delay(5, cap=10) <= 11
-
-
-class Parking:
-    """A parker keeping what it is given (failing while `broken`)."""
-
-    def __init__(self):
-        self.parked: list[bus.Parked] = []
-        self.broken = False
-
-    async def __call__(self, parked: bus.Parked) -> None:
-        if self.broken:
-            raise RuntimeError("the dead-letter store is down")
-        self.parked.append(parked)
 
 
 async def test_a_poison_message_is_parked_at_once_and_the_next_ones_go_on(stream_bus):

@@ -115,13 +115,11 @@ async def test_a_call_past_its_deadline_is_a_504(stack: Stack, tenant: Tenant):
     assert response.json()["error"]["code"] == "DEADLINE_EXCEEDED"
 
 
-async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
-    infra: Infra, stack: Stack, tenant: Tenant, caplog: pytest.LogCaptureFixture
-):
-    """An OrganizationService whose database does not exist fails every call
-    with INTERNAL; the client learns only that it failed."""
-    engine = db.create_engine(infra.postgres.url(unique("missing_db")))
-    broken = grpc_server.Service(
+@contextlib.asynccontextmanager
+async def organizations_on(stack: Stack, key: str, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway whose catalog is an OrganizationService on `database_url` alone."""
+    engine = db.create_engine(database_url)
+    catalog = grpc_server.Service(
         name="catalog",
         registrars=[
             grpc_server.registrar(
@@ -132,14 +130,23 @@ async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
             )
         ],
     )
-    server, port = await grpc_server.start(broken, "127.0.0.1:0")
+    server, port = await grpc_server.start(catalog, "127.0.0.1:0")
     try:
-        with caplog.at_level(logging.ERROR, logger="bxb.gateway"):
-            async with gateway(replaced(stack, catalog=f"127.0.0.1:{port}"), tenant.key) as http:
-                response = await http.get("/v1/customers")
+        async with gateway(replaced(stack, catalog=f"127.0.0.1:{port}"), key) as http:
+            yield http
     finally:
-        await grpc_server.stop(broken, server, grace=0)
+        await grpc_server.stop(catalog, server, grace=0)
         await engine.dispose()
+
+
+async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
+    infra: Infra, stack: Stack, tenant: Tenant, caplog: pytest.LogCaptureFixture
+):
+    """An OrganizationService whose database does not exist fails every call
+    with INTERNAL; the client learns only that it failed."""
+    with caplog.at_level(logging.ERROR, logger="bxb.gateway"):
+        async with organizations_on(stack, tenant.key, infra.postgres.url(unique("missing_db"))) as http:
+            response = await http.get("/v1/customers")
     assert response.status_code == 500
     assert response.json() == {
         "error": {"status": 500, "code": "INTERNAL", "reason": "INTERNAL", "message": "internal error"}
@@ -149,25 +156,8 @@ async def test_an_internal_service_failure_is_a_500_that_leaks_nothing(
 
 async def test_a_database_away_is_a_503_with_retry_after(stack: Stack, tenant: Tenant):
     """An OrganizationService whose PostgreSQL refuses connections: retry, not a bug."""
-    engine = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/away")
-    away = grpc_server.Service(
-        name="catalog",
-        registrars=[
-            grpc_server.registrar(
-                organizations_pb2,
-                organizations_pb2_grpc,
-                "OrganizationService",
-                OrganizationServicer(db.sessions(engine)),
-            )
-        ],
-    )
-    server, port = await grpc_server.start(away, "127.0.0.1:0")
-    try:
-        async with gateway(replaced(stack, catalog=f"127.0.0.1:{port}"), tenant.key) as http:
-            response = await http.get("/v1/customers")
-    finally:
-        await grpc_server.stop(away, server, grace=0)
-        await engine.dispose()
+    async with organizations_on(stack, tenant.key, f"postgresql://postgres@127.0.0.1:{free_port()}/away") as http:
+        response = await http.get("/v1/customers")
     assert (response.status_code, response.headers["retry-after"]) == (503, "1")
     assert response.json()["error"]["code"] == "UNAVAILABLE"
 

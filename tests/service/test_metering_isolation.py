@@ -7,6 +7,8 @@ cost in NATS requests."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -182,52 +184,65 @@ class CountingBacklog(Backlog):
         return await super().first(subject, after)
 
 
-async def test_waiters_on_one_organization_share_one_watch(infra: Infra):
+@dataclass
+class Queue:
+    """A work-queue stream of its own, as the intake's is, and a bus on it."""
+
+    bus: bus.Bus
+    stream: str
+    prefix: str
+
+    def subject(self, org: str) -> str:
+        return f"{self.prefix}.{org}"
+
+    async def send(self, org: str, payload: bytes = b"x") -> None:
+        await self.bus.publish(self.subject(org), payload, unique("m"), org)
+
+    async def take(self, org: str) -> None:
+        """Stores (acknowledges) the organization's first message, as the consumer would."""
+        sub = await self.bus.js.pull_subscribe(self.subject(org), unique("store"), stream=self.stream)
+        [msg] = await sub.fetch(1, timeout=2)
+        await msg.ack()
+
+
+@pytest.fixture
+async def queue(infra: Infra) -> AsyncIterator[Queue]:
+    connection = await bus.Bus.connect(infra.nats.url, "backlog")
+    prefix = unique("queue")
+    stream = bus.Stream(prefix.upper(), (f"{prefix}.>",), work_queue=True)
+    await connection.ensure_stream(stream)
+    yield Queue(connection, stream.name, prefix)
+    await connection.js.delete_stream(stream.name)
+    await connection.close()
+
+
+async def test_waiters_on_one_organization_share_one_watch(queue: Queue):
     """With no process consuming, 200 readers of one organization wait on
     one message: each asks NATS once, and one watch looks for all of them."""
-    connection = await bus.Bus.connect(infra.nats.url, "backlog")
-    name = unique("backlog")
-    stream = bus.Stream(name.upper(), (f"{name}.>",), work_queue=True)
-    try:
-        await connection.ensure_stream(stream)
-        await connection.publish(f"{name}.org_w", b"x", unique("m"), "org_w")
-        backlog = CountingBacklog(connection.js, stream.name, timeout=0.5)
-        started = asyncio.get_running_loop().time()
-        waits = await asyncio.gather(*(backlog.settled(f"{name}.org_w") for _ in range(200)), return_exceptions=True)
-        elapsed = asyncio.get_running_loop().time() - started
-        assert all(isinstance(w, IngestionBehind) for w in waits)
-        assert 200 <= backlog.looks <= 200 + 2 * elapsed / 0.05 + 10, backlog.looks
-        await backlog.settled(f"{name}.org_other")  # nothing of its own: no wait
+    await queue.send("org_w")
+    backlog = CountingBacklog(queue.bus.js, queue.stream, timeout=0.5)
+    started = asyncio.get_running_loop().time()
+    waits = await asyncio.gather(*(backlog.settled(queue.subject("org_w")) for _ in range(200)), return_exceptions=True)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert all(isinstance(w, IngestionBehind) for w in waits)
+    assert 200 <= backlog.looks <= 200 + 2 * elapsed / 0.05 + 10, backlog.looks
+    await backlog.settled(queue.subject("org_other"))  # nothing of its own: no wait
 
-        async def watch_ended():
-            assert backlog._watches == {} and backlog._waiting == {}
+    async def watch_ended():
+        assert backlog._watches == {} and backlog._waiting == {}
 
-        await eventually(watch_ended, timeout=1)
-    finally:
-        await connection.js.delete_stream(stream.name)
-        await connection.close()
+    await eventually(watch_ended, timeout=1)
 
 
-async def test_a_waiter_is_released_once_its_messages_are_stored(infra: Infra):
-    connection = await bus.Bus.connect(infra.nats.url, "backlog-release")
-    name = unique("release")
-    stream = bus.Stream(name.upper(), (f"{name}.>",), work_queue=True)
-    subject = f"{name}.org_r"
-    try:
-        await connection.ensure_stream(stream)
-        await connection.publish(subject, b"x", unique("m"), "org_r")
-        backlog = Backlog(connection.js, stream.name, timeout=10)
-        waiting = asyncio.create_task(backlog.settled(subject))
-        await asyncio.sleep(0.2)
-        assert not waiting.done()
-        sub = await connection.js.pull_subscribe(subject, "store", stream=stream.name)
-        [msg] = await sub.fetch(1, timeout=2)
-        await connection.publish(subject, b"later", unique("m"), "org_r")  # queued after the wait began
-        await msg.ack()
-        await asyncio.wait_for(waiting, 2)
-    finally:
-        await connection.js.delete_stream(stream.name)
-        await connection.close()
+async def test_a_waiter_is_released_once_its_messages_are_stored(queue: Queue):
+    await queue.send("org_r")
+    backlog = Backlog(queue.bus.js, queue.stream, timeout=10)
+    waiting = asyncio.create_task(backlog.settled(queue.subject("org_r")))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    await queue.take("org_r")
+    await queue.send("org_r", b"later")  # queued after the wait began
+    await asyncio.wait_for(waiting, 2)
 
 
 class StutteringBacklog(Backlog):
@@ -242,43 +257,25 @@ class StutteringBacklog(Backlog):
         return await super().first(subject, after)
 
 
-async def test_a_watch_rides_out_a_failed_read(infra: Infra):
-    connection = await bus.Bus.connect(infra.nats.url, "backlog-stutter")
-    name = unique("stutter")
-    stream = bus.Stream(name.upper(), (f"{name}.>",), work_queue=True)
-    try:
-        await connection.ensure_stream(stream)
-        await connection.publish(f"{name}.org_s", b"x", unique("m"), "org_s")
-        backlog = StutteringBacklog(connection.js, stream.name, timeout=10)
-        waiting = asyncio.create_task(backlog.settled(f"{name}.org_s"))
-        sub = await connection.js.pull_subscribe(f"{name}.org_s", "store", stream=stream.name)
-        [msg] = await sub.fetch(1, timeout=2)
-        await msg.ack()
-        await asyncio.wait_for(waiting, 2)
-        assert backlog.reads >= 3
-    finally:
-        await connection.js.delete_stream(stream.name)
-        await connection.close()
+async def test_a_watch_rides_out_a_failed_read(queue: Queue):
+    await queue.send("org_s")
+    backlog = StutteringBacklog(queue.bus.js, queue.stream, timeout=10)
+    waiting = asyncio.create_task(backlog.settled(queue.subject("org_s")))
+    await queue.take("org_s")
+    await asyncio.wait_for(waiting, 2)
+    assert backlog.reads >= 3
 
 
-async def test_an_organization_s_lag_is_how_long_its_oldest_queued_message_waits(infra: Infra, monkeypatch):
-    connection = await bus.Bus.connect(infra.nats.url, "backlog-lag")
-    name = unique("lag")
-    stream = bus.Stream(name.upper(), (f"{name}.>",), work_queue=True)
-    try:
-        await connection.ensure_stream(stream)
-        backlog = Backlog(connection.js, stream.name, timeout=1)
-        assert await backlog.lag(f"{name}.org_l") == 0.0
-        await connection.publish(f"{name}.org_l", b"x", unique("m"), "org_l")
-        assert await backlog.lag(f"{name}.org_l") == 0.0  # read a moment ago: taken as read
-        await asyncio.sleep(0.3)
-        assert 0.25 < await backlog.lag(f"{name}.org_l") < 5
-        monkeypatch.setattr(backlog_module, "AGES_KEPT", 1)
-        assert await backlog.lag(f"{name}.org_none") == 0.0
-        assert list(backlog._ages) == [f"{name}.org_none"]  # the remembered lags are bounded
-    finally:
-        await connection.js.delete_stream(stream.name)
-        await connection.close()
+async def test_an_organization_s_lag_is_how_long_its_oldest_queued_message_waits(queue: Queue, monkeypatch):
+    backlog = Backlog(queue.bus.js, queue.stream, timeout=1)
+    assert await backlog.lag(queue.subject("org_l")) == 0.0
+    await queue.send("org_l")
+    assert await backlog.lag(queue.subject("org_l")) == 0.0  # read a moment ago: taken as read
+    await asyncio.sleep(0.3)
+    assert 0.25 < await backlog.lag(queue.subject("org_l")) < 5
+    monkeypatch.setattr(backlog_module, "AGES_KEPT", 1)
+    assert await backlog.lag(queue.subject("org_none")) == 0.0
+    assert list(backlog._ages) == [queue.subject("org_none")]  # the remembered lags are bounded
 
 
 async def test_events_of_an_organization_too_far_behind_are_refused_until_it_catches_up(

@@ -15,6 +15,10 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 INTERVAL = 0.1  # seconds between two looks
+# A channel waits longer and longer between connection attempts to a server
+# that is not up yet (1 s growing to 2 min by default), which would hide for
+# seconds a service that came up meanwhile.
+RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def _deadline(timeout: float) -> float:
@@ -28,7 +32,7 @@ def _past(deadline: float) -> bool:
 async def wait_serving(address: str, timeout: float = 60) -> None:
     """Returns once the gRPC service at `address` reports SERVING."""
     deadline = _deadline(timeout)
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with grpc.aio.insecure_channel(address, options=RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

@@ -124,7 +124,7 @@ class Stack:
 
 
 async def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s stack %(levelname)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s stack %(levelname)s: %(message)s")
     home = Path(config.env_str("BXB_HOME", ".bxb")).resolve()
     stack = Stack(home, dict(os.environ, BXB_HOME=str(home)))
     stopping = asyncio.Event()

@@ -198,7 +198,7 @@ class Supervisor:
                 while exits[0] < exits[-1] - self.policy.window:
                     exits.popleft()
                 delay = self.policy.delay(failures)
-                log.warning("%s %s (see %s); restarting in %.1f s", child.name, why, child.log, delay)
+                log.warning("%s %s (see %s); restarting in %g s", child.name, why, child.log, delay)
                 if len(exits) >= self.policy.crash_loop:
                     log.error(
                         "%s keeps crashing (%d exits in %g s); retrying every %g s at most",

@@ -19,7 +19,7 @@ import pytest
 from deploy.embedded import Nats, free_port
 from deploy.stack import DATABASES, SERVICES, Stack
 from tests.conftest import Infra, eventually, unique
-from tests.e2e.test_stack import KEY, read_until, stack_env, start_make_run, stop_make_run
+from tests.e2e.test_stack import KEY, read_until, stack_env, start_make_run
 from tests.service.test_walkthrough_bill_by_usage import METRIC, PLAN
 
 EMBEDDED = {"postgres", "nats-server"}
@@ -141,6 +141,7 @@ async def test_make_run_restarts_a_killed_service_and_leaves_the_others_running(
             assert (await http.get("/v1/customers/cus_ext/invoices")).status_code == 200  # invoicing answers
         children = psutil.Process(process.pid).children()
     finally:
-        stop_make_run(process)  # SIGINT: exit 0
+        process.send_signal(signal.SIGTERM)  # as a service manager stops it
+        assert process.wait(60) == 0
     assert not any(child.is_running() for child in children)
     assert not (home / "pids.json").exists()

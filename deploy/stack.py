@@ -22,7 +22,7 @@ from pathlib import Path
 
 from deploy.embedded import Nats, Postgres, free_port
 from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
-from deploy.supervisor import Child, RestartPolicy, Supervisor
+from deploy.supervisor import Child, Supervisor
 from services.common import config
 
 SERVICES = ("catalog", "metering", "invoicing", "payments")
@@ -43,12 +43,12 @@ def api_key(home: Path, env: dict[str, str]) -> str:
 class Stack:
     """The stack's processes under one supervisor (deploy/supervisor.py)."""
 
-    def __init__(self, home: Path, env: dict[str, str], policy: RestartPolicy | None = None):
+    def __init__(self, home: Path, env: dict[str, str]):
         self.home = home
         self.env = env
         self.postgres: Postgres | None = None
         self.nats: Nats | None = None
-        self.supervisor = Supervisor(home / "pids.json", policy)
+        self.supervisor = Supervisor(home / "pids.json")
 
     async def start(self) -> tuple[str, str]:
         env = self.env

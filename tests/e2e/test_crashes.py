@@ -169,7 +169,7 @@ class Ingest:
             ]
             await self.send(events)
             self.batches += 1
-            await asyncio.sleep(0.05)  # a steady stream, not a flood of the two shared cores
+            await asyncio.sleep(0.1)  # a steady stream, not a flood of the two shared cores
 
     async def acknowledged(self, count: int) -> None:
         """Returns once `count` events are acknowledged."""

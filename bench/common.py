@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import tempfile
@@ -49,4 +48,4 @@ async def running_stack(**settings: str) -> AsyncIterator[tuple[Stack, httpx.Asy
         async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60) as http:
             yield stack, http
     finally:
-        await asyncio.to_thread(stack.stop)
+        await stack.stop()

@@ -123,11 +123,7 @@ class Watch:
     each process of the stack spent in each phase."""
 
     def __init__(self, stack: Stack, interval: float = 0.1):
-        self.roots = {name: process.pid for name, process in stack.children}
-        for name in ("postgres", "nats"):
-            server = getattr(stack, name)
-            if server is not None and server.process is not None:
-                self.roots[name] = server.process.pid
+        self.roots = stack.supervisor.pids()
         self.pid = self.roots["metering"]
         self.interval = interval
         self.peak_kb = 0

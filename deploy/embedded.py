@@ -147,8 +147,12 @@ class Postgres:
         )
 
     def start(self) -> None:
-        open_binaries(self._user)
         self.init()
+        wait_for_port(self.port, 30, self.spawn())
+
+    def spawn(self) -> subprocess.Popen:
+        """Starts the server on an initialized data directory, without waiting for it."""
+        open_binaries(self._user)
         args = [
             str(_pg_bin() / "postgres"),
             "-D", str(self.data_dir),
@@ -159,9 +163,9 @@ class Postgres:
         ]  # fmt: skip
         if not self.durable:  # test databases trade crash safety for speed
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, user=self._user)
-        wait_for_port(self.port, 30, self.process)
+        with open(self.data_dir / "server.log", "ab") as log:  # the server writes to its own copy
+            self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, user=self._user)
+        return self.process
 
     async def create_database(self, name: str) -> None:
         conn = await _connect_retrying(self.url())
@@ -229,13 +233,17 @@ class Nats:
         )
 
     def start(self) -> None:
+        wait_for_port(self.port, 30, self.spawn())
+
+    def spawn(self) -> subprocess.Popen:
+        """Starts the server, without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats.conf"
         config.write_text(self.config())
         args = [nats_server_binary(), "-c", str(config)]
-        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        wait_for_port(self.port, 30, self.process)
+        with open(self.data_dir / "server.log", "ab") as log:  # the server writes to its own copy
+            self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        return self.process
 
     def stop(self, timeout: float = 15) -> None:
         stop_processes([self.process], signal.SIGTERM, timeout)

@@ -2,26 +2,27 @@
 
 Starts embedded PostgreSQL and nats-server (unless BXB_*_DATABASE_URL and
 BXB_NATS_URL point at real ones), the four services and the gateway, each
-its own process; prints the URL and an API key; stops everything on Ctrl-C.
+its own process under the supervisor (a process that exits is restarted);
+prints the URL and an API key; stops everything on Ctrl-C or SIGTERM.
 Data lives in BXB_HOME (default ./.bxb) and survives restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import secrets
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 
-import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from deploy.embedded import Nats, Postgres, free_port, stop_processes
+from deploy.embedded import Nats, Postgres, free_port
+from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
+from deploy.supervisor import Child, Supervisor
 from services.common import config
 
 SERVICES = ("catalog", "metering", "invoicing", "payments")
@@ -39,62 +40,30 @@ def api_key(home: Path, env: dict[str, str]) -> str:
     return path.read_text().strip()
 
 
-async def wait_serving(address: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"service at {address} not serving after {timeout}s")
-            await asyncio.sleep(0.1)
-
-
-async def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(url, timeout=1)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{url} not answering after {timeout}s")
-            await asyncio.sleep(0.1)
-
-
 class Stack:
+    """The stack's processes under one supervisor (deploy/supervisor.py)."""
+
     def __init__(self, home: Path, env: dict[str, str]):
         self.home = home
         self.env = env
         self.postgres: Postgres | None = None
         self.nats: Nats | None = None
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.supervisor = Supervisor(home / "pids.json")
 
     async def start(self) -> tuple[str, str]:
         env = self.env
         self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "logs").mkdir(exist_ok=True)
         await self.start_servers()
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
         key = api_key(self.home, env)
         env["BXB_API_KEY"] = key
-        (self.home / "logs").mkdir(exist_ok=True)
-        for name in SERVICES:
-            self._spawn(name)
-        for name in SERVICES:
-            await wait_serving(env[f"BXB_{name.upper()}_ADDRESS"])
+        await self.supervisor.start(*(self.service(name) for name in SERVICES))
         env.setdefault("BXB_GATEWAY_PORT", "8080")
-        self._spawn("gateway")
         url = f"http://{env.get('BXB_GATEWAY_HOST', '127.0.0.1')}:{env['BXB_GATEWAY_PORT']}"
-        await wait_http(url + "/health")
+        await self.supervisor.start(self._process("gateway", "gateway", partial(wait_http, url + "/health")))
         return url, key
 
     async def start_servers(self) -> None:
@@ -104,56 +73,58 @@ class Stack:
         missing = [db for db in DATABASES if not env.get(f"BXB_{db.upper()}_DATABASE_URL")]
         if missing:
             port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None
-            self.postgres = Postgres(self.home / "postgres", port=port)
-            self.postgres.start()
+            self.postgres = postgres = Postgres(self.home / "postgres", port=port)
+            await asyncio.to_thread(postgres.init)
+            ready = partial(wait_postgres, postgres.url())
+            log = postgres.data_dir / "server.log"
+            await self.supervisor.start(Child("postgres", postgres.spawn, ready, log, signal.SIGINT))  # fast shutdown
             for db in missing:
-                await self.postgres.create_database(f"bxb_{db}")
-                env[f"BXB_{db.upper()}_DATABASE_URL"] = self.postgres.url(f"bxb_{db}")
+                await postgres.create_database(f"bxb_{db}")
+                env[f"BXB_{db.upper()}_DATABASE_URL"] = postgres.url(f"bxb_{db}")
         if not env.get("BXB_NATS_URL"):
             port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
-            self.nats = Nats(self.home / "nats", port=port)
-            self.nats.start()
-            env["BXB_NATS_URL"] = self.nats.url
+            self.nats = nats = Nats(self.home / "nats", port=port)
+            await self.supervisor.start(
+                Child("nats", nats.spawn, partial(wait_tcp, nats.port), nats.data_dir / "server.log")
+            )
+            env["BXB_NATS_URL"] = nats.url
 
-    def _spawn(self, name: str) -> None:
-        module = "gateway" if name == "gateway" else f"services.{name}"
-        log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the child
-        process = subprocess.Popen(
-            [sys.executable, "-m", module], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        self.children.append((name, process))
+    def service(self, name: str) -> Child:
+        """A service's process, ready once its gRPC health says SERVING."""
+        return self._process(name, f"services.{name}", partial(wait_serving, self.env[f"BXB_{name.upper()}_ADDRESS"]))
 
-    def stop_service(self, name: str) -> None:
-        """Stops one service (SIGTERM, graceful), leaving the rest running."""
-        for index, (child, process) in enumerate(self.children):
-            if child == name:
-                process.send_signal(signal.SIGTERM)
-                process.wait(20)
-                del self.children[index]
-                return
-        raise KeyError(name)
+    def _process(self, name: str, module: str, ready: Callable[[], Awaitable[None]]) -> Child:
+        log = self.home / "logs" / f"{name}.log"
+
+        def spawn() -> subprocess.Popen:
+            with open(log, "ab") as output:  # the child writes to its own copy
+                return subprocess.Popen(
+                    [sys.executable, "-m", module], env=self.env, stdout=output, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+
+        return Child(name, spawn, ready, log)
+
+    async def stop_service(self, name: str) -> None:
+        """Stops one service for good (SIGTERM, graceful), leaving the rest running."""
+        if name not in self.supervisor.children:
+            raise KeyError(name)
+        await self.supervisor.stop(name)
 
     async def start_service(self, name: str) -> None:
         """Starts a stopped service again and waits until it serves."""
-        self._spawn(name)
-        await wait_serving(self.env[f"BXB_{name.upper()}_ADDRESS"])
+        await self.supervisor.start(self.service(name))
 
-    def exited(self) -> str:
-        """The name of a child that died, or ""."""
-        return next((name for name, process in self.children if process.poll() is not None), "")
-
-    def stop(self, timeout: float = 20) -> None:
-        """Stops the gateway and the services (SIGTERM, killed if still running
-        after `timeout` seconds), then the embedded servers."""
-        stop_processes((process for _, process in reversed(self.children)), signal.SIGTERM, timeout)
-        self.children.clear()
-        if self.nats is not None:
-            self.nats.stop()
-        if self.postgres is not None:
-            self.postgres.stop()
+    async def stop(self, timeout: float = 20) -> None:
+        """Stops the gateway, then the services (SIGTERM, killed if still
+        running after `timeout` seconds), then the embedded servers."""
+        await self.supervisor.stop("gateway", timeout=timeout)
+        await self.supervisor.stop(*SERVICES, timeout=timeout)
+        await self.supervisor.stop("nats", "postgres", timeout=timeout)
 
 
 async def main() -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s stack %(levelname)s: %(message)s")
     home = Path(config.env_str("BXB_HOME", ".bxb")).resolve()
     stack = Stack(home, dict(os.environ, BXB_HOME=str(home)))
     stopping = asyncio.Event()
@@ -163,17 +134,12 @@ async def main() -> int:
     try:
         url, key = await stack.start()
         print(f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n", flush=True)
-        print(f"data in {home}, logs in {home / 'logs'}; Ctrl-C stops everything\n", flush=True)
-        while not stopping.is_set():
-            died = stack.exited()
-            if died:
-                print(f"{died} exited; see {home / 'logs' / (died + '.log')}; stopping", file=sys.stderr)
-                return 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), 0.5)
+        print(f"data in {home}, logs in {home / 'logs'}, PIDs in {stack.supervisor.pids_file}", flush=True)
+        print("a process that exits is restarted; Ctrl-C stops everything\n", flush=True)
+        await stopping.wait()
         return 0
     finally:
-        stack.stop()
+        await stack.stop()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ payload does not decode, or its handler raises `Poison`), or that still fails
 after a consumer's `max_attempts`, is handed to the consumer's parker (a
 dead-letter place that an API lists) and acknowledged; when parking fails
 too, it stays in the stream and is retried.
+
+A consumer outlives NATS restarts: the client reconnects on its own, and a
+fetch (or ack) that fails meanwhile is logged and tried again, never ending
+the consumer.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ Handler = Callable[[str, bytes], Awaitable[None]]
 
 RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
 RETRY_CAP = 300.0  # the longest wait between two deliveries
+REFETCH_PAUSE = 0.5  # seconds before fetching again after a fetch failed (NATS away)
 
 
 class Poison(Exception):
@@ -157,22 +162,34 @@ class Bus:
         self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
     async def _loop(self, sub, handling: _Handling, batch: int, in_order: bool, linger: float) -> None:
+        """Fetches and handles until cancelled. A round that fails because
+        NATS is away (the client's reconnect buffer full, JetStream not
+        answering yet) is tried again: the loop never dies, and what it left
+        unacknowledged is redelivered."""
         while True:
             try:
-                messages = await sub.fetch(batch, timeout=1.0)
-            except TimeoutError:  # nats' own TimeoutError, or asyncio's when a fetch's deadline lapses
-                continue
-            if not in_order and linger and len(messages) < batch:
-                # A trickle: a batched write costs about the same for one
-                # message or fifty, so let more arrive and handle them together.
-                await asyncio.sleep(linger)
-                with contextlib.suppress(TimeoutError):
-                    messages += await sub.fetch(batch - len(messages), timeout=linger)
-            if in_order:
-                for msg in messages:
-                    await handling.handle(msg)
-            else:
-                await asyncio.gather(*(handling.handle(msg) for msg in messages))
+                await self._round(sub, handling, batch, in_order, linger)
+            except Exception:
+                log.warning("consuming %s failed; fetching again", handling.durable, exc_info=True)
+                await asyncio.sleep(REFETCH_PAUSE)
+
+    async def _round(self, sub, handling: _Handling, batch: int, in_order: bool, linger: float) -> None:
+        """Fetches what is there (waiting a second at most) and handles it."""
+        try:
+            messages = await sub.fetch(batch, timeout=1.0)
+        except TimeoutError:  # nats' own TimeoutError, or asyncio's when a fetch's deadline lapses
+            return
+        if not in_order and linger and len(messages) < batch:
+            # A trickle: a batched write costs about the same for one
+            # message or fifty, so let more arrive and handle them together.
+            await asyncio.sleep(linger)
+            with contextlib.suppress(TimeoutError):
+                messages += await sub.fetch(batch - len(messages), timeout=linger)
+        if in_order:
+            for msg in messages:
+                await handling.handle(msg)
+        else:
+            await asyncio.gather(*(handling.handle(msg) for msg in messages))
 
     async def close(self) -> None:
         for task in self._tasks:

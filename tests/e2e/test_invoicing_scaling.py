@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
 from deploy.embedded import free_port
-from deploy.stack import wait_serving
+from deploy.readiness import wait_serving
 from services.common import tenancy
 from services.common.timestamps import utcnow
 from services.invoicing.models import Invoice

@@ -31,7 +31,7 @@ import grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from deploy.embedded import Nats, free_port
-from deploy.stack import wait_serving
+from deploy.readiness import wait_serving
 from services.common import tenancy
 from services.common.timestamps import to_proto
 from tests.conftest import unique

@@ -1,10 +1,11 @@
 """End-to-end: the stack on external PostgreSQL and NATS (no embedded server
-starts), how it stops children that died or hang, and `make run` exiting 1
-when a service dies."""
+starts), how it stops children that hang, and `make run` restarting a
+service that dies while the others run on."""
 
 from __future__ import annotations
 
-import asyncio
+import json
+import os
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest
 from deploy.embedded import Nats, free_port
 from deploy.stack import DATABASES, SERVICES, Stack
 from tests.conftest import Infra, eventually, unique
-from tests.e2e.test_stack import KEY, stack_env, start_make_run
+from tests.e2e.test_stack import KEY, read_until, stack_env, start_make_run
 from tests.service.test_walkthrough_bill_by_usage import METRIC, PLAN
 
 EMBEDDED = {"postgres", "nats-server"}
@@ -54,7 +55,7 @@ async def test_stack_on_external_servers_starts_no_embedded_ones_and_stops_dead_
         assert (stack.postgres, stack.nats) == (None, None)
         assert embedded_children() == before
         assert not (home / "postgres").exists() and not (home / "nats").exists()
-        assert {name for name, _ in stack.children} == {*SERVICES, "gateway"}
+        assert set(stack.supervisor.children) == {*SERVICES, "gateway"}
 
         # The stack really runs on those servers: catalog writes to its
         # database, and invoicing hears of the subscription over that NATS.
@@ -79,24 +80,21 @@ async def test_stack_on_external_servers_starts_no_embedded_ones_and_stops_dead_
             await invoicing.close()
 
         with pytest.raises(KeyError):
-            stack.stop_service("ledger")
-        assert len(stack.children) == len(SERVICES) + 1
-
-        processes = dict(stack.children)
-        processes["metering"].kill()
-        processes["metering"].wait(30)
-        assert stack.exited() == "metering"
+            await stack.stop_service("ledger")
+        processes = {name: child.process for name, child in stack.supervisor.children.items()}
+        assert set(processes) == {*SERVICES, "gateway"}
+        assert json.loads((home / "pids.json").read_text())["children"] == stack.supervisor.pids()
         processes["payments"].send_signal(signal.SIGSTOP)  # hung: SIGTERM stays pending
         started = time.monotonic()
-        await asyncio.to_thread(stack.stop, 2)
+        await stack.stop(2)
         assert time.monotonic() - started >= 2  # waited for payments, then killed it
-        assert processes["metering"].returncode == processes["payments"].returncode == -signal.SIGKILL
+        assert processes["payments"].returncode == -signal.SIGKILL
         assert all(process.returncode is not None for process in processes.values())
-        assert stack.children == []
+        assert stack.supervisor.children == {} and not (home / "pids.json").exists()
         # The external servers are not the stack's to stop.
         assert infra.postgres.process.poll() is None
     finally:
-        await asyncio.to_thread(stack.stop)
+        await stack.stop()
 
 
 async def test_only_the_databases_without_a_url_get_an_embedded_postgres(external: dict[str, str], tmp_path: Path):
@@ -117,27 +115,33 @@ async def test_only_the_databases_without_a_url_get_an_embedded_postgres(externa
         assert {"bxb_invoicing", "bxb_payments"} <= databases and "bxb_catalog" not in databases
         server = stack.postgres.process
     finally:
-        await asyncio.to_thread(stack.stop)
-    assert server.returncode == 0 and stack.postgres.process is None  # stopped cleanly with the stack
+        await stack.stop()
+    assert server.returncode == 0  # stopped cleanly with the stack
 
 
 @pytest.mark.timeout(180)
-async def test_make_run_exits_1_naming_the_log_when_a_service_dies(external: dict[str, str], tmp_path: Path):
+async def test_make_run_restarts_a_killed_service_and_leaves_the_others_running(
+    external: dict[str, str], tmp_path: Path
+):
     home = tmp_path / "home"
-    process, _, _ = start_make_run(stack_env(home, BXB_API_KEY=KEY, **external))
+    process, url, _ = start_make_run(stack_env(home, BXB_API_KEY=KEY, **external))
     try:
-        children = psutil.Process(process.pid).children()
+        before = json.loads((home / "pids.json").read_text())
+        assert before["stack"] == process.pid and set(before["children"]) == {*SERVICES, "gateway"}
+        assert {child.pid for child in psutil.Process(process.pid).children()} == set(before["children"].values())
         assert embedded_children(process.pid) == set()
-        assert len(children) == len(SERVICES) + 1
-        [invoicing] = [child for child in children if "services.invoicing" in child.cmdline()]
-        invoicing.kill()
-        output, _ = process.communicate(timeout=60)
+        os.kill(before["children"]["invoicing"], signal.SIGKILL)
+        lines = read_until(process, "invoicing restarted after")
+        log = home / "logs" / "invoicing.log"
+        assert any(f"invoicing exited with code -9 (see {log}); restarting in 0.5 s" in line for line in lines)
+        after = json.loads((home / "pids.json").read_text())
+        assert after["children"].pop("invoicing") != before["children"].pop("invoicing")
+        assert after["children"] == before["children"]  # the others ran on
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            assert (await http.get("/v1/customers/cus_ext/invoices")).status_code == 200  # invoicing answers
+        children = psutil.Process(process.pid).children()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == 1
-    log = home / "logs" / "invoicing.log"
-    assert f"invoicing exited; see {log}; stopping" in output
-    assert log.exists()
-    assert not any(child.is_running() for child in children)  # the others were stopped
+        process.send_signal(signal.SIGTERM)  # as a service manager stops it
+        assert process.wait(60) == 0
+    assert not any(child.is_running() for child in children)
+    assert not (home / "pids.json").exists()

@@ -10,7 +10,7 @@ import pytest
 from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
-from tests.conftest import Stack, Tenant
+from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import create_plan, on_clock, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
@@ -96,7 +96,13 @@ async def test_drafts_and_invoices_on_request_carry_taxes(tenant: Tenant):
     await tax(tenant, "vat", "20", applied_to_organization=True)
     await create_plan(tenant, "pro", STANDARD, amount_cents=4900)
     await subscribe(tenant, "c1", "pro", "2026-11-01T00:00:00Z")
-    [draft] = (await tenant.http.get("/v1/customers/c1/invoices")).json()["invoices"]
+
+    async def drafted() -> dict:
+        invoices = (await tenant.http.get("/v1/customers/c1/invoices")).json()["invoices"]
+        assert len(invoices) == 1, invoices  # listed once invoicing has heard of the subscription
+        return invoices[0]
+
+    draft = await eventually(drafted)
     assert (draft["status"], draft["taxes_amount_cents"], draft["total_amount_cents"]) == ("draft", 980, 5880)
     await create_plan(tenant, "pro2", STANDARD, amount_cents=3100)
     await subscribe(tenant, "c2", "pro2", "2026-10-01T00:00:00Z")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Tenant
+from tests.conftest import Tenant, eventually
 
 METRIC = {"name": "API Requests", "code": "api_requests", "aggregation_type": "sum", "field_name": "tokens"}
 PLAN = {
@@ -53,8 +53,9 @@ async def test_walkthrough_bills_234_cents_and_retries_count_once(tenant: Tenant
         assert len(first) == 1, body
         return first[0]
 
-    # Until the billing run issues it, the ended period shows as a draft priced as it stands.
-    pending = await september()
+    # Until the billing run issues it, the ended period shows as a draft priced
+    # as it stands (once invoicing has heard of the subscription).
+    pending = await eventually(september)
     assert (pending["status"], pending["id"], pending["total_amount_cents"]) == ("draft", None, 234)
     await tenant.bill("cus_9a4b2")
     invoice = await september()

@@ -554,3 +554,104 @@ async def test_a_long_id_in_a_path_is_a_client_error(shared: Resources, path, me
 async def test_a_long_query_value_is_a_client_error(shared: Resources, path):
     for name in QUERY_NAMES:
         assert_client_error(await shared.tenant.http.get(shared.own(path), params={name: "x" * 20000}))
+
+
+# Amounts far beyond any price: refused, or accepted and then priced: one case each.
+
+BIG = 2**63 - 1
+OVERFLOW = (
+    "known, fixed elsewhere: the amount is accepted, and pricing it overflows the 64-bit cents that "
+    "every invoice, usage and calculation read prices into: 500 INTERNAL"
+)
+
+
+def priced(model: str, **properties) -> dict:
+    return {"charges": [{"billable_metric_code": "m", "charge_model": model, "properties": properties}]}
+
+
+def graduated(*ranges: tuple) -> dict:
+    return priced("graduated", graduated_ranges=[dict(zip(("from", "to", "per_unit"), r, strict=True)) for r in ranges])
+
+
+ADD_ON = [
+    ("/v1/add_ons", {"code": "big", "amount_cents": BIG}),
+    ("/v1/applied_add_ons", {"customer_id": "d", "add_on_code": "big"}),
+]
+COUPON = [
+    ("/v1/coupons", {"code": "big", "discount_type": "fixed_amount", "amount_cents": BIG, "duration": "forever"}),
+    ("/v1/applied_coupons", {"customer_id": "d", "coupon_code": "big"}),
+]
+# name: (the plan's terms, the units used, other writes, why it fails now)
+AMOUNTS = {
+    "plan amount_cents 2^63-1": ({"amount_cents": BIG}, "1", [], ""),
+    "minimum_commitment 2^63-1": ({"minimum_commitment": {"amount_cents": BIG}}, "1", [], ""),
+    "min_amount_cents 2^63-1": ({"charges": [{**priced("standard", amount="1")["charges"][0], "min_amount_cents": BIG}]}, "1", [], ""),
+    "usage threshold 2^63-1": ({"usage_thresholds": [{"amount_cents": BIG}]}, "1", [], ""),
+    "package_size 2^63-1": (priced("package", amount="1", package_size=BIG), "1", [], ""),
+    "graduated bound 1e90": (graduated((0, "1e90", "1"), ("1e90", None, "1")), "1", [], ""),
+    "standard amount 1e-90": (priced("standard", amount="1e-90"), "1", [], ""),
+    "add-on amount_cents 2^63-1": (priced("standard", amount="1"), "1", ADD_ON, ""),
+    "fixed coupon amount_cents 2^63-1": (priced("standard", amount="1"), "1", COUPON, ""),
+    "standard amount 1e20": (priced("standard", amount="1e20"), "1", [], OVERFLOW),
+    "standard amount 1e90": (priced("standard", amount="1e90"), "1", [], OVERFLOW),
+    "package amount 1e90": (priced("package", amount="1e90", package_size=1), "1", [], OVERFLOW),
+    "graduated per_unit 1e90": (graduated((0, None, "1e90")), "1", [], OVERFLOW),
+    "flat amount 1e90": (priced("flat", amount="1e90"), "1", [], OVERFLOW),
+    "percentage rate 1e90": (priced("percentage", rate="1e90"), "1", [], OVERFLOW),
+    "event units 26 digits": (priced("standard", amount="1"), "9" * 26, [], OVERFLOW),
+}  # fmt: skip
+
+
+async def billed_customer(t: Tenant, plan: dict, units: str, writes: list[tuple[str, dict]]) -> dict | None:
+    """Customer d on a test clock, subscribed since April 1st to a plan with
+    `plan`'s terms, `units` used on April 2nd, and `writes`: d's subscription,
+    or None when the API refuses what it was given."""
+    resources = Resources(t)
+    await resources.post("/v1/billable_metrics", {"code": "m", "aggregation_type": "sum", "field_name": "units"})
+    created = await t.http.post("/v1/plans", json={"code": "p", "interval": "monthly", **plan})
+    clock = await resources.post("/v1/test_clocks", {"frozen_time": CLOCK})
+    await resources.post("/v1/customers", {"id": "d", "test_clock_id": clock["id"]})
+    if created.status_code == 400:
+        return None
+    subscription = await resources.post("/v1/subscriptions", {"customer_id": "d", "plan_code": "p", "start_date": NOW})
+    event = {"customer_id": "d", "code": "m", "timestamp": "2026-04-02T00:00:00Z", "properties": {"units": units}}
+    for path, body in [("/v1/events", event), *writes]:
+        response = await t.http.post(path, json=body)
+        assert_client_error(response)
+        if response.status_code == 400:
+            return None
+    return {**subscription, "test_clock_id": clock["id"]}
+
+
+async def assert_priced(h: httpx.AsyncClient, subscription: dict) -> None:
+    """Every read pricing customer d's open period answers, and so does billing it."""
+    window = {"customer_id": "d", "metric_key": "m", "period_start": NOW, "period_end": TIMES_BY_NAME["period_end"]}
+    for method, path, body in [
+        ("GET", "/v1/customers/d/invoices", None),
+        ("GET", "/v1/customers/d/current_usage", None),
+        ("POST", "/v1/invoices/preview", {"subscription_id": subscription["id"]}),
+        ("POST", "/v1/pricing/calculate", {"customer_id": "d"}),
+        ("POST", "/v1/usage/compute", window),
+        ("POST", "/v1/invoices", {"customer_id": "d", "cutoff_date": TIMES_BY_NAME["cutoff_date"]}),
+        ("POST", f"/v1/test_clocks/{subscription['test_clock_id']}/advance", {"frozen_time": "2026-05-02T00:00:00Z"}),
+        ("GET", "/v1/invoices", None),
+        ("GET", "/v1/customers/d/invoices", None),
+    ]:
+        assert_client_error(await h.request(method, path, json=body))
+
+
+@pytest.mark.parametrize(
+    ("plan", "units", "writes"),
+    [
+        pytest.param(*case, id=name, marks=[pytest.mark.xfail(strict=True, reason=why)] if why else [])
+        for name, (*case, why) in AMOUNTS.items()
+    ],
+)
+async def test_an_amount_far_beyond_any_price_is_refused_or_priced(make_tenant, plan, units, writes):
+    t = await make_tenant()
+    try:
+        subscription = await billed_customer(t, plan, units, writes)
+        if subscription is not None:
+            await assert_priced(t.http, subscription)
+    finally:
+        await t.http.aclose()

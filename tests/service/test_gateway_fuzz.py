@@ -13,10 +13,12 @@ JSON object at all. Most examples change a few fields, at any depth, of a
 sensible body naming the test's own resources (made one the API takes
 first), so hostile values reach the services and their stores.
 
-Each route gets a tenant of its own, so its examples do not depend on which
-routes ran before; generation is derandomized (the same examples on every
-run) and small per route. Ids of thousands of characters are asked
-separately, one case per route and length (test_a_long_id_...)."""
+Each write route gets a tenant of its own, so its examples do not depend on
+which routes ran before (the reads share one: reading changes nothing);
+generation is derandomized (the same examples on every run) and small per
+route. Asked separately, one case each, so that the known failures are
+marked precisely: ids and query values of thousands of characters, and
+amounts far beyond any price, priced."""
 
 from __future__ import annotations
 

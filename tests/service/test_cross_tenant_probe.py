@@ -132,31 +132,35 @@ async def populate(org: Org, stack: Stack, localstripe: LocalStripe, price: int)
     made["add_on"] = (await org.post("/v1/add_ons", add_on))["id"]
     applied = {"customer_id": CUSTOMER, "add_on_code": ADD_ON}
     made["applied_add_on"] = (await org.post("/v1/applied_add_ons", applied))["id"]
+    made["add_on_invoice"] = (await invoiced(org, "one_off"))["id"]
     when = rfc3339(start + timedelta(days=2))
     event = {"customer_id": CUSTOMER, "code": METRIC, "timestamp": when, "properties": {"units": str(price)}}
     await org.post("/v1/events", {**event, "transaction_id": TXN}, 200)
     made["event"] = (await org.post("/v1/events", event, 200))["transaction_id"]  # a server-assigned key
     abaxus = {"idempotency_key": KEY, "customer_id": CUSTOMER, "metric_key": METRIC, "timestamp": when}
     await org.post("/v1/events", {**abaxus, "properties": {"units": str(price)}}, 202)
-    made["invoice"] = (await billed(org))["id"]
+    await org.tenant.bill(CUSTOMER)
+    made["invoice"] = (await invoiced(org, "in_arrears"))["id"]
     note = {"invoice_id": made["invoice"], "amount_cents": 100, "reason": "other", "description": f"{mark} credit"}
     made["credit_note"] = (await org.post("/v1/credit_notes", note))["id"]
     made["calculation"] = (await org.post("/v1/pricing/calculate", {"customer_id": CUSTOMER}, 200))["calculation_id"]
     made["parked"] = await parked(org, stack, price)
 
 
-async def billed(org: Org) -> dict:
-    """The invoice of the ended period, once billing has issued it."""
-    h = org.tenant.http
+async def invoiced(org: Org, timing: str) -> dict:
+    """The customer's issued invoice of that timing, once it is there (an
+    add-on's is issued when invoicing hears of it; billing may run before
+    invoicing knows the subscription, so it runs again)."""
 
-    async def invoiced():
-        await org.tenant.bill(CUSTOMER)
-        listed = (await h.get(f"/v1/customers/{CUSTOMER}/invoices")).json()["invoices"]
-        found = [i for i in listed if i["status"] == "finalized" and i["subscription_id"]]
+    async def issued():
+        listed = (await org.tenant.http.get(f"/v1/customers/{CUSTOMER}/invoices")).json()["invoices"]
+        found = [i for i in listed if i["status"] == "finalized" and i["timing"] == timing]
+        if not found and timing == "in_arrears":
+            await org.tenant.bill(CUSTOMER)
         assert len(found) == 1, listed
         return found[0]
 
-    return await eventually(invoiced)
+    return await eventually(issued)
 
 
 async def parked(org: Org, stack: Stack, sequence: int) -> str:

@@ -616,6 +616,7 @@ async def billed_customer(t: Tenant, plan: dict, units: str, writes: list[tuple[
     if created.status_code == 400:
         return None
     subscription = await resources.post("/v1/subscriptions", {"customer_id": "d", "plan_code": "p", "start_date": NOW})
+    await known_to_invoicing(t, subscription["id"])
     event = {"customer_id": "d", "code": "m", "timestamp": "2026-04-02T00:00:00Z", "properties": {"units": units}}
     for path, body in [("/v1/events", event), *writes]:
         response = await t.http.post(path, json=body)
@@ -623,6 +624,16 @@ async def billed_customer(t: Tenant, plan: dict, units: str, writes: list[tuple[
         if response.status_code == 400:
             return None
     return {**subscription, "test_clock_id": clock["id"]}
+
+
+async def known_to_invoicing(t: Tenant, subscription_id: str) -> None:
+    """Waits until invoicing has the subscription (a preview is no longer a 503, retry)."""
+
+    async def known():
+        response = await t.http.post("/v1/invoices/preview", json={"subscription_id": subscription_id})
+        assert response.status_code != 503, response.text
+
+    await eventually(known)
 
 
 async def assert_priced(h: httpx.AsyncClient, subscription: dict) -> None:

@@ -38,7 +38,7 @@ from gateway.schema import Spec
 from tests.conftest import Stack, Tenant, eventually, new_tenant
 from tests.service.test_gateway_client_errors import ROUTES, sensible
 
-EXAMPLES = 20
+EXAMPLES = 15
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,
@@ -483,7 +483,8 @@ async def test_hostile_input_is_answered_with_a_client_error(world: World, path,
 # Ids of thousands of characters, and query values as long: one case each.
 
 LONG = {"5000 é": "é" * 5000, "8000 x": "x" * 8000, "20000 x": "x" * 20000}
-QUERY_NAMES = sorted({*QUERY, "subscription_id", "invoice_id", "transaction_id"})
+# The query parameters naming something looked up, or echoed.
+QUERY_NAMES = ["customer_id", "subscription_id", "invoice_id", "metric_key", "idempotency_key", "page_token"]
 ECHOED = (
     "known, fixed elsewhere: the NOT_FOUND message echoes the id past gRPC's 8 KB metadata limit: 5000 é and "
     "20000 x answer 429 RESOURCE_EXHAUSTED, 8000 x makes the gateway raise (ValueError in error_info: a 500)"

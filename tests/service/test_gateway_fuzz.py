@@ -210,11 +210,11 @@ QUERY = {
 
 class Resources:
     """A tenant's resources: a metric m, a plan p charging it, a customer c
-    on a test clock subscribed to it since March and invoiced for March (a
-    credit note on it), a tax t, an add-on a applied to c, a coupon k applied
-    to c, an event e, a calculation. `names` are what sensible bodies name,
-    by the ending of a field's name; `ids` what a path names, by the
-    collection it is under."""
+    on a test clock subscribed to it since March and invoiced for March, a
+    tax t, an add-on a, a coupon k applied to c; for reads also a credit
+    note, a applied to c, an event e and a calculation. `names` are what
+    sensible bodies name, by the ending of a field's name; `ids` what a path
+    names, by the collection it is under."""
 
     def __init__(self, tenant: Tenant):
         self.tenant = tenant
@@ -233,7 +233,9 @@ class Resources:
         assert response.status_code == expect, response.text
         return response.json()
 
-    async def populate(self) -> None:
+    async def populate(self, read: bool) -> None:
+        """The resources; those no write names (a credit note, an event, a
+        calculation, an applied add-on: work in the background) only for `read`."""
         await self.post("/v1/billable_metrics", {"code": "m", "aggregation_type": "sum", "field_name": "units"})
         charges = [{"billable_metric_code": "m", "charge_model": "standard", "properties": {"amount": "1"}}]
         await self.post("/v1/plans", {"code": "p", "interval": "monthly", "amount_cents": 100, "charges": charges})
@@ -242,16 +244,30 @@ class Resources:
         sub = {"customer_id": "c", "plan_code": "p", "start_date": "2026-03-01T00:00:00Z"}
         subscription = await self.post("/v1/subscriptions", sub)
         invoice = await self.post("/v1/invoices", {"customer_id": "c", "cutoff_date": "2026-03-31T23:59:59Z"})
-        note = await self.post("/v1/credit_notes", {"invoice_id": invoice["id"], "amount_cents": 1})
         await self.post("/v1/taxes", {"code": "t", "rate": "10"})
         await self.post("/v1/add_ons", {"code": "a", "amount_cents": 100})
-        await self.post("/v1/applied_add_ons", {"customer_id": "c", "add_on_code": "a"})
         coupon = {"code": "k", "discount_type": "percentage", "discount_value": "10", "duration": "once"}
         await self.post("/v1/coupons", coupon)
         applied = await self.post("/v1/applied_coupons", {"customer_id": "c", "coupon_code": "k"})
-        event = {"transaction_id": "e", "customer_id": "c", "code": "m", "timestamp": NOW, "properties": {"units": 1}}
-        await self.post("/v1/events", event, 200)
-        calculation = await self.post("/v1/pricing/calculate", {"customer_id": "c"}, 200)
+        if read:
+            note = await self.post("/v1/credit_notes", {"invoice_id": invoice["id"], "amount_cents": 1})
+            await self.post("/v1/applied_add_ons", {"customer_id": "c", "add_on_code": "a"})
+            event = {
+                "transaction_id": "e",
+                "customer_id": "c",
+                "code": "m",
+                "timestamp": NOW,
+                "properties": {"units": 1},
+            }
+            await self.post("/v1/events", event, 200)
+            calculation = await self.post("/v1/pricing/calculate", {"customer_id": "c"}, 200)
+            self.ids.update(
+                {
+                    "/v1/credit_notes": note["id"],
+                    "/v1/events": "e",
+                    "/v1/pricing/calculations": calculation["calculation_id"],
+                }
+            )
         self.names = {
             "subscription_id": subscription["id"],
             "invoice_id": invoice["id"],
@@ -271,7 +287,7 @@ class Resources:
             "email": "c@example.test",
             "to": "c@example.test",
         }
-        self.ids = {
+        self.ids |= {
             "/v1/billable_metrics": "m",
             "/v1/metrics": "m",
             "/v1/plans": "p",
@@ -279,14 +295,11 @@ class Resources:
             "/v1/customers": "c",
             "/v1/subscriptions": subscription["id"],
             "/v1/invoices": invoice["id"],
-            "/v1/credit_notes": note["id"],
             "/v1/test_clocks": clock["id"],
             "/v1/taxes": "t",
             "/v1/add_ons": "a",
             "/v1/coupons": "k",
             "/v1/applied_coupons": applied["id"],
-            "/v1/events": "e",
-            "/v1/pricing/calculations": calculation["calculation_id"],
         }
 
     def own(self, path: str) -> str:
@@ -408,9 +421,9 @@ def fill(path: str, value: str) -> str:
     return re.sub(r"{\w+}", lambda _: quote(value, safe=""), path)
 
 
-async def populated(tenant: Tenant) -> Resources:
+async def populated(tenant: Tenant, read: bool) -> Resources:
     resources = Resources(tenant)
-    await resources.populate()
+    await resources.populate(read)
     return resources
 
 
@@ -418,14 +431,14 @@ async def populated(tenant: Tenant) -> Resources:
 async def shared(stack: Stack) -> AsyncIterator[Resources]:
     """Resources the reads share: reading changes nothing, so no read depends on another."""
     tenant = await new_tenant(stack)
-    yield await populated(tenant)
+    yield await populated(tenant, read=True)
     await tenant.http.aclose()
 
 
 @pytest.fixture
 async def own(tenant: Tenant) -> Resources:
     """Resources of one write route's own, so no write depends on which routes ran before."""
-    return await populated(tenant)
+    return await populated(tenant, read=False)
 
 
 @pytest.fixture

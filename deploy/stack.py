@@ -29,13 +29,15 @@ SERVICES = ("catalog", "metering", "invoicing", "payments")
 DATABASES = ("catalog", "invoicing", "payments")
 
 
-def api_key(home: Path, env: dict[str, str]) -> str:
-    """BXB_API_KEY, else the key this home was given on its first run."""
-    if env.get("BXB_API_KEY"):
-        return env["BXB_API_KEY"]
-    path = home / "api_key"
+def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = "") -> str:
+    """The environment's `variable` (BXB_API_KEY, BXB_SECRET_KEY), else the
+    value this home was given on its first run, kept private in a file named
+    after it (api_key, secret_key), so that restarts keep keys and tokens."""
+    if env.get(variable):
+        return env[variable]
+    path = home / variable.removeprefix("BXB_").lower()
     if not path.exists():
-        path.write_text("bxb_sk_" + secrets.token_urlsafe(32) + "\n")
+        path.write_text(prefix + secrets.token_urlsafe(32) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -58,8 +60,8 @@ class Stack:
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
-        key = api_key(self.home, env)
-        env["BXB_API_KEY"] = key
+        key = env["BXB_API_KEY"] = kept_secret(self.home, env, "BXB_API_KEY", prefix="bxb_sk_")
+        env["BXB_SECRET_KEY"] = kept_secret(self.home, env, "BXB_SECRET_KEY")
         await self.supervisor.start(*(self.service(name) for name in SERVICES))
         env.setdefault("BXB_GATEWAY_PORT", "8080")
         url = f"http://{env.get('BXB_GATEWAY_HOST', '127.0.0.1')}:{env['BXB_GATEWAY_PORT']}"

@@ -54,6 +54,7 @@ async def test_a_clock_advanced_twelve_months_bills_each_month_once_with_late_us
     assert (sub.json()["start_date"], sub.json()["status"]) == ("2025-01-01T00:00:00Z", "active")
     for month in range(1, 13):
         await send(h, "cus_clock", f"2025-{month:02d}-15T12:00:00Z", tokens(month))
+
     # The real time is long past 2025, yet nothing is billed before the clock
     # moves: the open period, at the clock's time, is January's (listed once
     # invoicing has heard of the subscription).

@@ -12,7 +12,8 @@ NATS for the first message left, first after POLL_FIRST seconds, then twice
 as long each time up to POLL_MAX, and releases every waiter whose sequence it
 has passed. However many requests wait on one organization, that costs at
 most one NATS request per POLL_MAX (about 20 a second) once the backlog
-lasts. Each waiter gives up after its timeout (INGESTION_BEHIND, a 503).
+lasts. Each waiter gives up after its timeout (INGESTION_BEHIND, a 503),
+and each question to NATS after NATS_DEADLINE (NATS away: a 503 too).
 
 `lag` tells how long an organization's oldest queued message has waited:
 the intake refuses more events of an organization whose lag passes its bound
@@ -39,6 +40,7 @@ POLL_FIRST = 0.002  # seconds before the watch first looks again
 POLL_MAX = 0.05  # the longest a watch waits between two looks
 AGE_KEPT = 0.2  # seconds a subject's lag is taken as read
 AGES_KEPT = 10_000  # subjects whose lag is remembered at most
+NATS_DEADLINE = 2.0  # seconds one question to JetStream may take (milliseconds, unless NATS is away)
 
 
 class IngestionBehind(DomainError):
@@ -66,7 +68,8 @@ class Backlog:
         """The sequence of the first message left on `subject` after
         `after`, or infinity when there is none."""
         try:
-            found = await self.js.get_msg(self.stream, seq=after + 1, subject=subject, next=True)
+            async with asyncio.timeout(NATS_DEADLINE):
+                found = await self.js.get_msg(self.stream, seq=after + 1, subject=subject, next=True)
         except NotFoundError:
             return math.inf
         return found.seq
@@ -79,7 +82,8 @@ class Backlog:
         if seen is not None and now - seen[0] < AGE_KEPT:
             return seen[1]
         try:
-            oldest = await self.js.get_msg(self.stream, seq=1, subject=subject, next=True)
+            async with asyncio.timeout(NATS_DEADLINE):
+                oldest = await self.js.get_msg(self.stream, seq=1, subject=subject, next=True)
         except NotFoundError:
             age = 0.0
         else:
@@ -91,7 +95,8 @@ class Backlog:
 
     async def settled(self, subject: str) -> None:
         """Returns once no message of `subject` queued before the call is left."""
-        first, info = await asyncio.gather(self.first(subject), self.js.stream_info(self.stream))
+        async with asyncio.timeout(NATS_DEADLINE):
+            first, info = await asyncio.gather(self.first(subject), self.js.stream_info(self.stream))
         target = info.state.last_seq
         if first > target:
             return

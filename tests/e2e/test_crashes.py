@@ -124,10 +124,13 @@ class Outage:
     killed_at: float = 0.0
     recovered: dict[str, float] = field(default_factory=dict)  # route -> seconds from the kill
     statuses: Counter[str] = field(default_factory=Counter)  # failed answers, by status or error
+    wrong: list[str] = field(default_factory=list)  # answers no outage excuses: a 500, a client timeout
 
-    def failed(self, answer: httpx.Response | Exception) -> None:
+    def failed(self, route: str, answer: httpx.Response | Exception) -> None:
         key = str(answer.status_code) if isinstance(answer, httpx.Response) else type(answer).__name__
         self.statuses[key] += 1
+        if key == "500" or isinstance(answer, httpx.TimeoutException):
+            self.wrong.append(f"{route}: {key} {answer.text[:200] if isinstance(answer, httpx.Response) else ''}")
 
 
 async def attempt(http: httpx.AsyncClient, outage: Outage, method: str, url: str, **kwargs) -> httpx.Response | None:
@@ -135,11 +138,11 @@ async def attempt(http: httpx.AsyncClient, outage: Outage, method: str, url: str
     try:
         response = await http.request(method, url, **kwargs)
     except httpx.HTTPError as error:
-        outage.failed(error)
+        outage.failed(f"{method} {url}", error)
         return None
     if response.is_success:
         return response
-    outage.failed(response)
+    outage.failed(f"{method} {url}", response)
     return None
 
 
@@ -352,7 +355,7 @@ async def crash(
         f"{target}: killed pid {killed}; read route answered after {outage.recovered['read']:.1f} s, "
         f"ingest after {outage.recovered['ingest']:.1f} s; failed answers {dict(outage.statuses)}; "
         f"{len(ingest.acked)} events acknowledged, {result['events_count']} counted "
-        f"({lost} lost, {doubled} doubled); {invoices}",
+        f"({lost} lost, {doubled} doubled); {invoices}; wrong answers {outage.wrong}",
         flush=True,
     )
     assert (result["events_count"], result["value"]) == (len(ingest.acked), str(sum(ingest.acked.values())))
@@ -363,6 +366,7 @@ async def crash(
     await eventually(restarted)
     assert running.pid(target) != killed
     assert max(outage.recovered.values()) < RECOVERY_BOUND, outage.recovered
+    assert not outage.wrong, outage.wrong  # a dependency away is a 503 at once, never a 500 or a hang
     return customer
 
 

@@ -22,6 +22,7 @@ of characters, and amounts far beyond any price, priced or refused."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -37,7 +38,7 @@ from gateway.schema import Spec
 from tests.conftest import Stack, Tenant, eventually, new_tenant
 from tests.service.test_gateway_client_errors import ROUTES, sensible
 
-EXAMPLES = 15
+EXAMPLES = int(os.environ.get("BXB_FUZZ_EXAMPLES", "15"))  # a route; a soak run sets more
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,

@@ -20,7 +20,7 @@ import grpc
 import httpx
 
 from bench.common import ORG
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
 from deploy.stack import Stack
@@ -118,12 +118,12 @@ async def run(stack: Stack, http: httpx.AsyncClient, subscriptions: int, per_sub
     await load(stack.env["BXB_METERING_ADDRESS"], subscriptions, per_subscription, start, end)
     await projected(stack.env["BXB_INVOICING_DATABASE_URL"], subscriptions)
     async with grpc.aio.insecure_channel(stack.env["BXB_INVOICING_ADDRESS"]) as channel:
-        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
+        stub = billing_runs_pb2_grpc.BillingRunServiceStub(channel)
         meta = tenancy.metadata(ORG)
         t0 = time.perf_counter()
-        first = await stub.RunBilling(invoices_pb2.RunBillingRequest(), metadata=meta, timeout=3600)
+        first = await stub.RunBilling(billing_runs_pb2.RunBillingRequest(), metadata=meta, timeout=3600)
         took = time.perf_counter() - t0
-        again = await stub.RunBilling(invoices_pb2.RunBillingRequest(), metadata=meta, timeout=3600)
+        again = await stub.RunBilling(billing_runs_pb2.RunBillingRequest(), metadata=meta, timeout=3600)
     print(
         f"billing run: {first.invoices_created} invoices for {subscriptions} subscriptions "
         f"({per_subscription} events each) in {took:.1f} s = {first.invoices_created / took:.0f} invoices/s; "

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from deploy.embedded import Nats, Postgres, free_port
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
@@ -154,8 +154,9 @@ class Tenant:
         the billing run would, without its settle wait; the invoices it made."""
         assert self.stack is not None
         async with self.stack.channel("invoicing") as channel:
-            reply = await invoices_pb2_grpc.InvoiceServiceStub(channel).RunBilling(
-                invoices_pb2.RunBillingRequest(customer_id=customer_id), metadata=tenancy.metadata(self.organization_id)
+            reply = await billing_runs_pb2_grpc.BillingRunServiceStub(channel).RunBilling(
+                billing_runs_pb2.RunBillingRequest(customer_id=customer_id),
+                metadata=tenancy.metadata(self.organization_id),
             )
         return reply.invoices_created
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
-from bxb.invoicing.v1 import invoices_pb2 as pb
+from bxb.invoicing.v1 import credit_notes_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.schema import Spec, obj, string
@@ -55,17 +55,17 @@ async def create(call: Call):
         kind=render.enum_value(pb.CreditNoteKind, body["type"], "CREDIT_NOTE_KIND_") if body["type"] else 0,
         description=body["description"] or "",
     )
-    note = await call.clients.invoices.CreateCreditNote(request, **call.options)
+    note = await call.clients.credit_notes.CreateCreditNote(request, **call.options)
     return json(credit_note_json(note), 201)
 
 
 async def get(call: Call):
-    note = await call.clients.invoices.GetCreditNote(pb.GetCreditNoteRequest(id=call.path("id")), **call.options)
+    note = await call.clients.credit_notes.GetCreditNote(pb.GetCreditNoteRequest(id=call.path("id")), **call.options)
     return json(credit_note_json(note))
 
 
 async def list_(call: Call):
-    reply = await call.clients.invoices.ListCreditNotes(
+    reply = await call.clients.credit_notes.ListCreditNotes(
         pb.ListCreditNotesRequest(
             invoice_id=call.query("invoice_id"),
             customer_id=call.query("customer_id"),

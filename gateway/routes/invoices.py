@@ -18,6 +18,7 @@ import grpc
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bxb.invoicing.v1 import calculations_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.payments.v1 import payments_pb2
 from gateway import render
@@ -124,7 +125,6 @@ async def list_for(call: Call, customer_id: str):
             customer_id=customer_id,
             page_size=call.query_int("page_size"),
             page_token=call.query("page_token"),
-            include_draft=bool(customer_id),
         ),
         **call.options,
     )
@@ -145,8 +145,10 @@ async def get(call: Call):
 
 
 async def current_usage(call: Call):
-    reply = await call.clients.invoices.GetCurrentUsage(
-        pb.GetCurrentUsageRequest(customer_id=call.path("customer_id"), subscription_id=call.query("subscription_id")),
+    reply = await call.clients.calculations.GetCurrentUsage(
+        calculations_pb2.GetCurrentUsageRequest(
+            customer_id=call.path("customer_id"), subscription_id=call.query("subscription_id")
+        ),
         **call.options,
     )
     return json(
@@ -199,8 +201,8 @@ PREVIEW = obj({"subscription_id": string(required=True, max_length=64)})
 
 
 async def preview(call: Call):
-    reply = await call.clients.invoices.PreviewInvoice(
-        pb.PreviewInvoiceRequest(subscription_id=call.body["subscription_id"]), **call.options
+    reply = await call.clients.calculations.PreviewInvoice(
+        calculations_pb2.PreviewInvoiceRequest(subscription_id=call.body["subscription_id"]), **call.options
     )
     return json(
         {

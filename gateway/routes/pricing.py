@@ -10,7 +10,9 @@ from decimal import Decimal
 import grpc
 from starlette.routing import Route
 
+from bxb.invoicing.v1 import calculations_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from bxb.metering.v1 import usage_pb2
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import respelled
@@ -82,7 +84,7 @@ def line_json(fee: pb.Fee, currency: str) -> dict:
     }
 
 
-def calculation_json(calculation: pb.Calculation) -> dict:
+def calculation_json(calculation: calculations_pb2.Calculation) -> dict:
     currency = calculation.currency
     return {
         "calculation_id": calculation.id,
@@ -103,7 +105,7 @@ def calculation_json(calculation: pb.Calculation) -> dict:
 async def compute(call: Call):
     body = call.body
     code, named = one_of(body, ("metric_key", "code"))
-    request = pb.ComputeUsageRequest(
+    request = usage_pb2.ComputeUsageRequest(
         customer_id=body["customer_id"],
         metric_code=code,
         start_time=to_proto(body["period_start"]),
@@ -111,7 +113,7 @@ async def compute(call: Call):
         subscription_id=body["subscription_id"] or "",
     )
     try:
-        reply = await call.clients.invoices.ComputeUsage(request, **call.options)
+        reply = await call.clients.usage.ComputeUsage(request, **call.options)
     except grpc.aio.AioRpcError as error:
         return respelled(error, {"metric_code": named, "start_time": "period_start", "end_time": "period_end"})
     return json(
@@ -130,8 +132,8 @@ async def compute(call: Call):
 
 async def calculate(call: Call):
     body = call.body
-    reply = await call.clients.invoices.CalculatePrice(
-        pb.CalculatePriceRequest(
+    reply = await call.clients.calculations.CreateCalculation(
+        calculations_pb2.CreateCalculationRequest(
             customer_id=body["customer_id"],
             subscription_id=body["subscription_id"] or "",
             period_start=to_proto(body["period_start"]),
@@ -143,7 +145,9 @@ async def calculate(call: Call):
 
 
 async def get(call: Call):
-    reply = await call.clients.invoices.GetCalculation(pb.GetCalculationRequest(id=call.path("id")), **call.options)
+    reply = await call.clients.calculations.GetCalculation(
+        calculations_pb2.GetCalculationRequest(id=call.path("id")), **call.options
+    )
     return json(calculation_json(reply))
 
 

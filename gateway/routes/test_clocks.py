@@ -13,7 +13,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from bxb.catalog.v1 import test_clocks_pb2 as pb
-from bxb.invoicing.v1 import invoices_pb2
+from bxb.invoicing.v1 import billing_runs_pb2
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.schema import Spec, obj, string
@@ -60,8 +60,8 @@ async def advance(call: Call):
     )
     # The move is announced to invoicing too (it catches up on its own); this
     # bills what fell due before answering, so the caller sees the invoices.
-    billed = await call.clients.invoices.RunBilling(
-        invoices_pb2.RunBillingRequest(test_clock_id=moved.id, frozen_time=moved.frozen_time), **call.options
+    billed = await call.clients.billing_runs.RunBilling(
+        billing_runs_pb2.RunBillingRequest(test_clock_id=moved.id, frozen_time=moved.frozen_time), **call.options
     )
     return json({**clock_json(moved), "invoices_created": billed.invoices_created})
 

@@ -1,8 +1,8 @@
 """/v1/usage/summary and /v1/usage/histogram: usage views for dashboards.
 
 Both name the metric by `metric_key` or `code` and take the window as
-`period_start` and `period_end` query parameters; the metric's aggregation
-comes from the catalog.
+`period_start` and `period_end` query parameters; metering aggregates it as
+the catalog defines it.
 - summary: from daily pre-computed aggregates, without waiting for queued
   events: `meta.consistency` is "eventual" (latest and weighted_sum metrics
   are read exactly, and say "exact"). POST /v1/usage/compute is the exact,
@@ -16,13 +16,11 @@ from __future__ import annotations
 import grpc
 from starlette.routing import Route
 
-from bxb.catalog.v1 import billable_metrics_pb2
 from bxb.metering.v1 import usage_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
 from gateway.errors import respelled
 from gateway.schema import Spec, obj, one_of, string
-from services.common.aggregations import aggregation
 from services.common.timestamps import format_rfc3339, to_proto
 
 WINDOW = {
@@ -48,24 +46,17 @@ INTERVALS = {
 
 
 class Query:
-    """A checked query string and the metric it names, read from the catalog."""
+    """A checked query string and the metric it names."""
 
     def __init__(self, call: Call, spec: Spec):
         self.call = call
         self.params = call.query_params(spec)
         self.code, self.named = one_of(self.params, ("metric_key", "code"))
 
-    async def metric(self) -> billable_metrics_pb2.BillableMetric:
-        return await self.call.clients.metrics.GetBillableMetric(
-            billable_metrics_pb2.GetBillableMetricRequest(code=self.code), **self.call.options
-        )
-
-    def window(self, metric: billable_metrics_pb2.BillableMetric) -> dict:
+    def window(self) -> dict:
         return {
             "customer_id": self.params["customer_id"],
             "code": self.code,
-            "aggregation": aggregation(metric),
-            "field_name": metric.field_name,
             "start_time": to_proto(self.params["period_start"]),
             "end_time": to_proto(self.params["period_end"]),
         }
@@ -85,7 +76,7 @@ class Query:
 async def summary(call: Call):
     query = Query(call, SUMMARY)
     try:
-        window = query.window(await query.metric())
+        window = query.window()
         reply = await call.clients.usage.SummarizeUsage(pb.SummarizeUsageRequest(**window), **call.options)
     except grpc.aio.AioRpcError as error:
         return query.failed(error)
@@ -103,7 +94,7 @@ async def histogram(call: Call):
     query = Query(call, HISTOGRAM)
     interval, group_by = query.params["interval"], query.params["group_by"] or ""
     try:
-        window = query.window(await query.metric())
+        window = query.window()
         request = pb.UsageHistogramRequest(**window, interval=INTERVALS[interval], group_by=group_by)
         reply = await call.clients.usage.UsageHistogram(request, **call.options)
     except grpc.aio.AioRpcError as error:

@@ -1,13 +1,10 @@
-"""Exact usage and stored price calculations (ComputeUsage, CalculatePrice,
-GetCalculation of InvoiceService): the same numbers an invoice bills.
+"""Pricing on demand (CalculationService): the same numbers an invoice bills.
 
-ComputeUsage scoped to a subscription reads the metric snapshot of its pinned
-plan and counts the events its invoice counts; unscoped, every event of the
-customer, the metric taken from a subscription charging it or else from the
-catalog. CalculatePrice prices one subscription over a window (by default its
-open period), split at billing-period boundaries; each slice gets the fees of
-both timings, base fee and minimums prorated by the slice's share of its
-period. The result is stored, so an invoice or a client can refer to it.
+CreateCalculation prices one subscription over a window (by default its open
+period), split at billing-period boundaries; each slice gets the fees of both
+timings, base fee and minimums prorated by the slice's share of its period.
+The result is stored, so an invoice or a client can refer to it. A preview
+and current usage price the open period as it stands (invoices.Drafting).
 """
 
 from __future__ import annotations
@@ -15,15 +12,13 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timedelta
 
-import grpc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, plans_pb2
-from bxb.invoicing.v1 import invoices_pb2 as pb
-from bxb.metering.v1 import usage_pb2
-from services.common import periods, tenancy
-from services.common.aggregations import aggregation
+from bxb.catalog.v1 import plans_pb2
+from bxb.invoicing.v1 import calculations_pb2 as pb
+from bxb.invoicing.v1 import invoices_pb2
+from services.common import periods
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
@@ -34,7 +29,7 @@ from services.invoicing.models import Calculation, Subscription
 from services.invoicing.projection import SubscriptionProjection
 
 MICROSECOND = timedelta(microseconds=1)
-ARREARS = pb.BILLING_TIMING_IN_ARREARS
+ARREARS = invoices_pb2.BILLING_TIMING_IN_ARREARS
 # Billing periods one calculation may span (ten years of a monthly plan):
 # each is priced apart, so a window of centuries would run for hours.
 MAX_SLICES = 120
@@ -102,7 +97,7 @@ def record(
     subscription: Subscription,
     plan: plans_pb2.Plan,
     window: tuple[datetime, datetime],
-    line_items: list[pb.Fee],
+    line_items: list[invoices_pb2.Fee],
     now: datetime,
 ) -> pb.Calculation:
     """Stores a priced window (in the caller's transaction) and returns it."""
@@ -166,68 +161,6 @@ class Pricing:
             f"subscription {subscription_id!r} not found for customer {customer_id!r}", field="subscription_id"
         )
 
-    async def _metric(self, org: str, rows: list[Subscription], code: str) -> billable_metrics_pb2.BillableMetric:
-        """The metric as the customer's plans snapshot it, else as the catalog defines it."""
-        for subscription in rows:
-            charge = _charge(plan_of(subscription), code)
-            if charge is not None:
-                return charge.billable_metric
-        stub = billable_metrics_pb2_grpc.BillableMetricServiceStub(self.projection.catalog)
-        try:
-            return await stub.GetBillableMetric(
-                billable_metrics_pb2.GetBillableMetricRequest(code=code),
-                metadata=tenancy.metadata(org),
-                timeout=self.projection.timeout,
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"metric {code!r} not found", field="metric_code") from None
-            raise
-
-    async def compute_usage(self, org: str, request: pb.ComputeUsageRequest) -> pb.ComputeUsageResponse:
-        _required(request, "customer_id", "metric_code")
-        start, end = _window(request, "start_time", "end_time")
-        code = request.metric_code
-        # Unscoped, no catch-up with the catalog (three listings a call): a
-        # subscription still on its way would only change where the metric is
-        # read, and the catalog's definition is its plans' while any uses it
-        # (the fields that decide usage cannot change then).
-        if request.subscription_id:
-            subscription, rows = await self._named(org, request.customer_id, request.subscription_id)
-        else:
-            rows = await self._siblings(org, request.customer_id)
-        if request.subscription_id:
-            charge = _charge(plan_of(subscription), code)
-            if charge is None:
-                raise InvalidArgument(
-                    f"the plan of subscription {subscription.id!r} does not charge metric {code!r}",
-                    field="metric_code",
-                )
-            window = periods.Period(start, end, start)
-            owned = await self.fees.windows(subscription, [code], window, rows)
-            usage_request = self.fees.request(subscription, charge.billable_metric, window, owned[code])
-        else:
-            metric = await self._metric(org, rows, code)
-            usage_request = usage_pb2.AggregateUsageRequest(
-                customer_id=request.customer_id,
-                code=code,
-                aggregation=aggregation(metric),
-                field_name=metric.field_name,
-                start_time=to_proto(start),
-                end_time=to_proto(end),
-            )
-        assert self.fees.usage is not None, "connect the metering stub first"
-        usage = await self.fees.usage.AggregateUsage(usage_request, metadata=tenancy.metadata(org))
-        return pb.ComputeUsageResponse(
-            customer_id=request.customer_id,
-            metric_code=code,
-            start_time=to_proto(start),
-            end_time=to_proto(end),
-            subscription_id=request.subscription_id,
-            value=usage.value,
-            event_count=usage.event_count,
-        )
-
     async def pick(self, org: str, customer_id: str, subscription_id: str) -> tuple[Subscription, list[Subscription]]:
         """The named subscription, or the customer's only one (preferring those
         active now); and all the customer's."""
@@ -254,7 +187,7 @@ class Pricing:
             )
         return candidates[0], rows
 
-    async def calculate(self, org: str, request: pb.CalculatePriceRequest) -> pb.Calculation:
+    async def calculate(self, org: str, request: pb.CreateCalculationRequest) -> pb.Calculation:
         _required(request, "customer_id")
         bounds = [request.HasField("period_start"), request.HasField("period_end")]
         if any(bounds) and not all(bounds):
@@ -274,7 +207,9 @@ class Pricing:
             window = default_window(subscription, interval, now)
         parts = slices(subscription, interval, *window)
         # Both timings of every slice, measured in one metering call (no transaction held meanwhile).
-        jobs = [(subscription, plan, parts, timing, rows) for timing in (pb.BILLING_TIMING_IN_ADVANCE, ARREARS)]
+        jobs = [
+            (subscription, plan, parts, timing, rows) for timing in (invoices_pb2.BILLING_TIMING_IN_ADVANCE, ARREARS)
+        ]
         advance, arrears = await self.fees.jobs_fees(jobs)
         line_items = [fee for before, after in zip(advance, arrears, strict=True) for fee in (*before, *after)]
         async with self.sessions() as session, session.begin():

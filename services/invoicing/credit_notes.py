@@ -16,9 +16,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.invoicing.v1 import events_pb2
-from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.common import outbox, pagination
+from bxb.invoicing.v1 import credit_notes_pb2 as pb
+from bxb.invoicing.v1 import credit_notes_pb2_grpc, events_pb2
+from services.common import outbox, pagination, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
@@ -38,7 +38,9 @@ def tax_share(amount: int, invoice: Invoice) -> int:
     return int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-class CreditNotes:
+class CreditNotes(credit_notes_pb2_grpc.CreditNoteServiceServicer):
+    """CreditNoteService: issues, reads and lists credit notes."""
+
     def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
@@ -119,3 +121,12 @@ class CreditNotes:
             rows = (await session.execute(query)).scalars().all()
         credit_notes, token = pagination.answer(page, [pb.CreditNote.FromString(m) for m in rows])
         return pb.ListCreditNotesResponse(credit_notes=credit_notes, next_page_token=token)
+
+    async def CreateCreditNote(self, request: pb.CreateCreditNoteRequest, context) -> pb.CreditNote:
+        return await self.create(tenancy.organization_id(), request)
+
+    async def GetCreditNote(self, request: pb.GetCreditNoteRequest, context) -> pb.CreditNote:
+        return await self.get(tenancy.organization_id(), request.id)
+
+    async def ListCreditNotes(self, request: pb.ListCreditNotesRequest, context) -> pb.ListCreditNotesResponse:
+        return await self.list(tenancy.organization_id(), request)

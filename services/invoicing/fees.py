@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy import select
@@ -43,6 +43,7 @@ from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from services.common import tenancy
 from services.common.aggregations import aggregation
 from services.common.decimals import canonical
+from services.common.ownership import Claim, Window, owned
 from services.common.periods import Period
 from services.common.timestamps import to_proto
 from services.invoicing import taxation
@@ -53,7 +54,6 @@ from services.invoicing.pricing.money import from_minor, to_minor
 ARREARS = pb.BILLING_TIMING_IN_ARREARS
 ADVANCE = pb.BILLING_TIMING_IN_ADVANCE
 MICROSECOND = timedelta(microseconds=1)
-Window = tuple[datetime, datetime]
 
 
 def share(period: Period) -> Decimal:
@@ -112,28 +112,10 @@ def filter_label(charge_filter: plans_pb2.ChargeFilter) -> str:
     return "; ".join(f"{v.key}: {', '.join(v.values)}" for v in charge_filter.values)
 
 
-def _owned(subscription: Subscription, others: Sequence[Subscription], code: str, period: Period) -> list[Window]:
-    """The windows of `period` in which `subscription` owns the events of `code` naming no subscription."""
-
-    def span(row: Subscription) -> Window:
-        return row.start_time, row.terminate_time or period.end
-
-    def rank(row: Subscription) -> tuple:
-        return row.start_time, row.create_time, row.id
-
-    start, end = span(subscription)
-    windows = [(max(start, period.start), min(end, period.end))]
-    for other in others:
-        charges = {c.get("billable_metric_code") for c in other.plan.get("charges", [])}
-        if code in charges and rank(other) < rank(subscription):
-            windows = _subtract(windows, span(other))
-    return [(s, e) for s, e in windows if s < e]
-
-
-def _subtract(windows: list[Window], cut: Window) -> list[Window]:
-    """`windows` without `cut`: what remains before it and after it, empty pieces dropped."""
-    pieces = [piece for start, end in windows for piece in ((start, min(end, cut[0])), (max(start, cut[1]), end))]
-    return [(start, end) for start, end in pieces if start < end]
+def claim(row: Subscription) -> Claim:
+    """A subscription's claim on its customer's unassigned events."""
+    codes = frozenset(c.get("billable_metric_code") for c in row.plan.get("charges", []))
+    return Claim(row.id, row.start_time, row.terminate_time, row.create_time, codes)
 
 
 # What to price: a subscription, its plan, periods and timing, and its
@@ -184,7 +166,8 @@ class FeeCalculator:
             async with self.sessions() as session:
                 siblings = (await session.execute(query)).scalars().all()
         others = [row for row in siblings if row.id != subscription.id]
-        return {code: _owned(subscription, others, code, period) for code in codes}
+        mine, rest = claim(subscription), [claim(row) for row in others]
+        return {code: owned(mine, rest, code, period.start, period.end) for code in codes}
 
     @staticmethod
     def request(

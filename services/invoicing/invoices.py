@@ -1,6 +1,6 @@
-"""Invoices and current usage (InvoiceService).
+"""Invoices (InvoiceService) and the drafts of open and ended periods (Drafting).
 
-A customer's invoice list starts with drafts, computed on each read and
+A customer's invoice list (over gRPC as over REST) starts with drafts, computed on each read and
 never stored (no id, no number; see drafts.py): one for each subscription's
 open period, and one for each ended period the billing run has not invoiced
 yet (the newest PENDING_SHOWN), each priced as it stands now; then its
@@ -24,17 +24,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2, taxes_pb2
+from bxb.invoicing.v1 import calculations_pb2, invoices_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.decimals import canonical
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.errors import FailedPrecondition, NotFound, Unavailable
 from services.common.periods import Period
-from services.common.timestamps import from_proto, to_proto, utcnow
+from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
-from services.invoicing.billing import Biller, Scheduler, open_period, plan_of, subscription_periods
-from services.invoicing.calculations import Pricing
-from services.invoicing.credit_notes import CreditNotes
+from services.invoicing.billing import Biller, open_period, plan_of, subscription_periods
 from services.invoicing.delivery import Delivery
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.invoice_view import invoice_proto, stored
@@ -104,51 +102,15 @@ def running(subscription: Subscription, now: datetime | None) -> tuple[plans_pb2
     return plan, open_period(subscription, plan, now) if now is not None else None
 
 
-class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
-    def __init__(
-        self,
-        sessions: async_sessionmaker,
-        biller: Biller,
-        fees: FeeCalculator,
-        projection: SubscriptionProjection,
-        pricing: Pricing,
-        requested: RequestedInvoices,
-        lifecycle: Lifecycle,
-        delivery: Delivery,
-        credit_notes: CreditNotes,
-        scheduler: Scheduler,
-    ):
-        self.scheduler = scheduler
-        self.delivery = delivery
-        self.credit_notes = credit_notes
+class Drafting:
+    """The drafts of a customer's periods, priced on read and never stored;
+    also what a preview and current usage price. Each subscription is read
+    at its own present (its test clock's time, if it lives on one)."""
+
+    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, projection: SubscriptionProjection):
         self.sessions = sessions
-        self.requested = requested
-        self.lifecycle = lifecycle
-        self.pricing = pricing
-        self.biller = biller
         self.fees = fees
         self.projection = projection
-
-    async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
-        async with self.sessions() as session:
-            return invoice_proto(await stored(session, tenancy.organization_id(), request.id))
-
-    async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
-        org = tenancy.organization_id()
-        page = pagination.page(request, "ListInvoices")
-        query = select(Invoice).where(Invoice.organization_id == org)
-        if request.customer_id:
-            query = query.where(Invoice.customer_id == request.customer_id)
-        query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc())
-        async with self.sessions() as session:
-            rows = (await session.execute(query.offset(page.offset).limit(page.size + 1))).scalars().all()
-        invoices, token = pagination.answer(page, [invoice_proto(i) for i in rows])
-        computed = []
-        if request.customer_id and request.include_draft and page.offset == 0:
-            with contextlib.suppress(Unavailable):  # the catalog away: what is here is listed
-                await self.projection.arrived_for(org, request.customer_id)  # one created a moment ago included
-            computed = await self._drafts(org, request.customer_id)
-        return pb.ListInvoicesResponse(invoices=[*computed, *invoices], next_page_token=token)
 
     async def _subscriptions(self, org: str, customer_id: str, subscription_id: str = "") -> list[Subscription]:
         query = select(Subscription).where(Subscription.organization_id == org, Subscription.customer_id == customer_id)
@@ -163,7 +125,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         async with self.sessions() as session:
             return await clocks.presents(session, subscriptions, utcnow())
 
-    async def _drafts(self, org: str, customer_id: str) -> list[pb.Invoice]:
+    async def drafts(self, org: str, customer_id: str) -> list[pb.Invoice]:
         """The invoice each open period would get if it ended now, and each
         ended period the billing run has not invoiced yet, newest first (none
         for a period without a fee)."""
@@ -238,8 +200,9 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         given, amounts = await drafts.priced(session, subscription, plan, period.start, lines, now, tax)
         return draft_proto(subscription, plan, period, lines, given, amounts)
 
-    async def PreviewInvoice(self, request: pb.PreviewInvoiceRequest, context) -> pb.InvoicePreview:
-        org = tenancy.organization_id()
+    async def preview(
+        self, org: str, request: calculations_pb2.PreviewInvoiceRequest
+    ) -> calculations_pb2.InvoicePreview:
         subscription = await self.projection.arrived(org, request.subscription_id)
         if subscription is None:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
@@ -258,15 +221,16 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         [draft] = await self._priced([(subscription, plan, period, now)], siblings, listing=False) or [None]
         # Usage projected to the period's end; at its very start there is no pace yet.
         projected = await self.fees.charge_fees(subscription, plan, period, length / elapsed if elapsed else None)
-        return pb.InvoicePreview(
+        return calculations_pb2.InvoicePreview(
             invoice=draft,
             projected_fees=projected,
             projected_usage_amount_cents=sum(f.amount_cents for f in projected),
             elapsed_ratio=canonical(elapsed / length),
         )
 
-    async def GetCurrentUsage(self, request: pb.GetCurrentUsageRequest, context) -> pb.GetCurrentUsageResponse:
-        org = tenancy.organization_id()
+    async def current_usage(
+        self, org: str, request: calculations_pb2.GetCurrentUsageRequest
+    ) -> calculations_pb2.GetCurrentUsageResponse:
         subscriptions = await self._subscriptions(org, request.customer_id, request.subscription_id)
         if request.subscription_id and not subscriptions:
             raise NotFound(f"subscription {request.subscription_id!r} not found", field="subscription_id")
@@ -276,11 +240,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             plan, period = running(subscription, present.get(subscription.id))
             if period is not None:  # not started yet, or ended: none
                 running_now.append((subscription, plan, period))
-        result = pb.GetCurrentUsageResponse(customer_id=request.customer_id)
+        result = calculations_pb2.GetCurrentUsageResponse(customer_id=request.customer_id)
         measured = await self.fees.jobs_charge_fees(running_now)
         for (subscription, plan, period), fees in zip(running_now, measured, strict=True):
             result.subscriptions.append(
-                pb.SubscriptionUsage(
+                calculations_pb2.SubscriptionUsage(
                     subscription_id=subscription.id,
                     plan_code=plan.code,
                     currency=plan.currency,
@@ -292,34 +256,52 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             )
         return result
 
-    async def RunBilling(self, request: pb.RunBillingRequest, context) -> pb.RunBillingResponse:
+
+class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
+    """InvoiceService: stored invoices, a customer's drafts, and the
+    invoice's lifecycle, document and email."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker,
+        drafting: Drafting,
+        biller: Biller,
+        requested: RequestedInvoices,
+        lifecycle: Lifecycle,
+        delivery: Delivery,
+    ):
+        self.sessions = sessions
+        self.drafting = drafting
+        self.biller = biller
+        self.requested = requested
+        self.lifecycle = lifecycle
+        self.delivery = delivery
+
+    async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
+        async with self.sessions() as session:
+            return invoice_proto(await stored(session, tenancy.organization_id(), request.id))
+
+    async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
         org = tenancy.organization_id()
-        clock = request.test_clock_id
-        if clock:
-            if not request.HasField("frozen_time"):
-                raise InvalidArgument("frozen_time is required with test_clock_id", field="frozen_time")
-            async with self.sessions() as session, session.begin():
-                await clocks.advance(session, org, clock, from_proto(request.frozen_time))
-            # Its customers' newest subscriptions may still be on their way here.
-            await self.projection.catch_up_clock(org, clock)
-        elif request.customer_id:  # likewise the customer's
-            await self.projection.catch_up(org, request.customer_id)
-        created, behind = await self.biller.sweep(org=org, customer_id=request.customer_id, test_clock_id=clock)
-        if behind:  # more due than one run bills: the rest is billed in the background
-            self.scheduler.follow(org, request.customer_id, clock)
-        return pb.RunBillingResponse(invoices_created=created)
+        page = pagination.page(request, "ListInvoices")
+        query = select(Invoice).where(Invoice.organization_id == org)
+        if request.customer_id:
+            query = query.where(Invoice.customer_id == request.customer_id)
+        query = query.order_by(Invoice.period_start.desc(), Invoice.number.desc())
+        async with self.sessions() as session:
+            rows = (await session.execute(query.offset(page.offset).limit(page.size + 1))).scalars().all()
+        invoices, token = pagination.answer(page, [invoice_proto(i) for i in rows])
+        computed = []
+        if request.customer_id and page.offset == 0:  # over gRPC as over REST
+            with contextlib.suppress(Unavailable):  # the catalog away: what is here is listed
+                await self.drafting.projection.arrived_for(
+                    org, request.customer_id
+                )  # one created a moment ago included
+            computed = await self.drafting.drafts(org, request.customer_id)
+        return pb.ListInvoicesResponse(invoices=[*computed, *invoices], next_page_token=token)
 
     async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context) -> pb.Invoice:
         return await self.biller.finalize(tenancy.organization_id(), request.id)
-
-    async def ComputeUsage(self, request: pb.ComputeUsageRequest, context) -> pb.ComputeUsageResponse:
-        return await self.pricing.compute_usage(tenancy.organization_id(), request)
-
-    async def CalculatePrice(self, request: pb.CalculatePriceRequest, context) -> pb.Calculation:
-        return await self.pricing.calculate(tenancy.organization_id(), request)
-
-    async def GetCalculation(self, request: pb.GetCalculationRequest, context) -> pb.Calculation:
-        return await self.pricing.get(tenancy.organization_id(), request.id)
 
     async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context) -> pb.Invoice:
         return await self.requested.create(tenancy.organization_id(), request)
@@ -335,12 +317,3 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     async def SendInvoiceEmail(self, request: pb.SendInvoiceEmailRequest, context) -> pb.SendInvoiceEmailResponse:
         return await self.delivery.email(tenancy.organization_id(), request)
-
-    async def CreateCreditNote(self, request: pb.CreateCreditNoteRequest, context) -> pb.CreditNote:
-        return await self.credit_notes.create(tenancy.organization_id(), request)
-
-    async def GetCreditNote(self, request: pb.GetCreditNoteRequest, context) -> pb.CreditNote:
-        return await self.credit_notes.get(tenancy.organization_id(), request.id)
-
-    async def ListCreditNotes(self, request: pb.ListCreditNotesRequest, context) -> pb.ListCreditNotesResponse:
-        return await self.credit_notes.list(tenancy.organization_id(), request)

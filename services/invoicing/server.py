@@ -13,7 +13,16 @@ import grpc
 
 from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import (
+    billing_runs_pb2,
+    billing_runs_pb2_grpc,
+    calculations_pb2,
+    calculations_pb2_grpc,
+    credit_notes_pb2,
+    credit_notes_pb2_grpc,
+    invoices_pb2,
+    invoices_pb2_grpc,
+)
 from bxb.metering.v1 import usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import bus, config, db, grpc_server
@@ -21,11 +30,12 @@ from services.common.channels import open_channel
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
+from services.invoicing.calculation_service import CalculationServicer
 from services.invoicing.calculations import Pricing
 from services.invoicing.credit_notes import CreditNotes
 from services.invoicing.delivery import Delivery
 from services.invoicing.fees import FeeCalculator
-from services.invoicing.invoices import InvoiceServicer
+from services.invoicing.invoices import Drafting, InvoiceServicer
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.mailer import Mailer
 from services.invoicing.models import Outbox, Parked
@@ -33,6 +43,7 @@ from services.invoicing.one_offs import OneOffInvoices
 from services.invoicing.progressive import ProgressiveBilling
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
+from services.invoicing.runs import BillingRunServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 METERING_REPLY_BYTES = 256 * 1024 * 1024
@@ -126,6 +137,8 @@ def build(settings: Settings) -> grpc_server.Service:
             await channel.close()
         await engine.dispose()
 
+    drafting = Drafting(sessions, fees, projection)
+    credit_notes = CreditNotes(sessions, relay)
     return grpc_server.Service(
         name="invoicing",
         registrars=[
@@ -133,19 +146,18 @@ def build(settings: Settings) -> grpc_server.Service:
                 invoices_pb2,
                 invoices_pb2_grpc,
                 "InvoiceService",
-                InvoiceServicer(
-                    sessions,
-                    biller,
-                    fees,
-                    projection,
-                    pricing,
-                    requested,
-                    lifecycle,
-                    delivery,
-                    CreditNotes(sessions, relay),
-                    scheduler,
-                ),
+                InvoiceServicer(sessions, drafting, biller, requested, lifecycle, delivery),
             ),
+            grpc_server.registrar(
+                calculations_pb2, calculations_pb2_grpc, "CalculationService", CalculationServicer(pricing, drafting)
+            ),
+            grpc_server.registrar(
+                billing_runs_pb2,
+                billing_runs_pb2_grpc,
+                "BillingRunService",
+                BillingRunServicer(sessions, biller, scheduler, projection),
+            ),
+            grpc_server.registrar(credit_notes_pb2, credit_notes_pb2_grpc, "CreditNoteService", credit_notes),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,

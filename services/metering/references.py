@@ -25,9 +25,9 @@ from collections import OrderedDict
 
 import grpc
 
-from bxb.catalog.v1 import billable_metrics_pb2, event_references_pb2, event_references_pb2_grpc
+from bxb.catalog.v1 import billable_metrics_pb2, event_references_pb2
 from bxb.metering.v1 import usage_events_pb2 as pb
-from services.common import tenancy
+from services.common import peers
 from services.metering.messages import event_message
 from services.metering.numbers import property_error
 from services.metering.store import Event
@@ -40,8 +40,8 @@ Metric = billable_metrics_pb2.BillableMetric
 
 
 class References:
-    def __init__(self, catalog: grpc.aio.Channel, ttl: float = 60.0, unknown_ttl: float = 5.0):
-        self.catalog = event_references_pb2_grpc.EventReferenceServiceStub(catalog)
+    def __init__(self, catalog: peers.Catalog, ttl: float = 60.0, unknown_ttl: float = 5.0):
+        self.catalog = catalog
         self.ttl = ttl
         self.unknown_ttl = unknown_ttl
         # (org, "metric" or "customer", name) -> (expiry, the metric, True for a customer, or None when unknown)
@@ -69,7 +69,9 @@ class References:
             customer_ids=sorted(name for kind, name in missing if kind == "customer"),
         )
         try:
-            found = await self.catalog.ResolveEventReferences(request, metadata=tenancy.metadata(org), timeout=TIMEOUT)
+            found = await self.catalog.event_references.ResolveEventReferences(
+                request, **self.catalog.options(org, timeout=TIMEOUT)
+            )
         except grpc.aio.AioRpcError as error:
             log.warning("catalog unavailable while resolving %d names: %s", len(missing), error.code())
             return None

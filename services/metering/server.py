@@ -8,12 +8,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import bus, config, grpc_server
-from services.common.channels import open_channel
+from services.common import bus, config, grpc_server, peers
 from services.metering import clickhouse
+from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
 from services.metering.references import References
@@ -54,25 +52,27 @@ class Settings:
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
+    catalog = peers.Catalog(settings.catalog_address) if settings.catalog_address else None
     intake = Intake(
-        store, Rejections(ch, settings.database), settle_timeout=settings.settle_timeout, linger=settings.write_linger
+        store,
+        Rejections(ch, settings.database),
+        References(catalog) if catalog is not None else None,
+        settle_timeout=settings.settle_timeout,
+        linger=settings.write_linger,
     )
+    definitions = Definitions(catalog) if catalog is not None else None
     connections: list[bus.Bus] = []
-    channels: list[grpc.aio.Channel] = []
 
     async def on_start() -> None:
         await store.create_schema()
-        if settings.catalog_address:  # a channel belongs to the loop that opens it: this one
-            channels.append(open_channel(settings.catalog_address))
-            intake.references = References(channels[0])
         connections.append(await bus.Bus.connect(settings.nats_url, "metering"))
         await intake.start(connections[0])
 
     async def on_stop() -> None:
         for connection in connections:
             await connection.close()
-        for channel in channels:
-            await channel.close()
+        if catalog is not None:
+            await catalog.close()
         await ch.close()
 
     return grpc_server.Service(
@@ -81,7 +81,7 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
             grpc_server.registrar(
                 usage_events_pb2, usage_events_pb2_grpc, "EventService", EventServicer(store, intake)
             ),
-            grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store, intake)),
+            grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store, intake, definitions)),
         ],
         on_start=on_start,
         on_stop=on_stop,

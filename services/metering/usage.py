@@ -8,11 +8,13 @@ from __future__ import annotations
 from bxb.metering.v1 import usage_pb2 as pb
 from bxb.metering.v1 import usage_pb2_grpc
 from services.common import tenancy
+from services.common.aggregations import aggregation
 from services.common.decimals import canonical
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 from services.common.timestamps import from_proto, to_proto
 from services.metering import histogram, rollups
 from services.metering.aggregation import Bucket, Usage, UsageQuery, Window
+from services.metering.definitions import Definitions
 from services.metering.intake import Intake
 from services.metering.store import EventStore
 
@@ -145,12 +147,20 @@ def response_of(query: UsageQuery, groups: list[Usage]) -> pb.AggregateUsageResp
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
     """Exact usage: each call first waits for the events queued before it."""
 
-    def __init__(self, store: EventStore, intake: Intake):
+    def __init__(self, store: EventStore, intake: Intake, definitions: Definitions | None = None):
         self.store = store
         self.intake = intake
+        # The catalog's metric definitions; without one (a metering of its
+        # own), every request names its aggregation.
+        self.definitions = definitions
+
+    async def _settle(self, org: str, requests: list, where: list[str]) -> None:
+        if self.definitions is not None:
+            await self.definitions.settle(org, requests, where)
 
     async def AggregateUsage(self, request: pb.AggregateUsageRequest, context) -> pb.AggregateUsageResponse:
         org = tenancy.organization_id()
+        await self._settle(org, [request], [""])
         query = query_of(request)
         await self.intake.settled(org)
         [groups] = await self.store.aggregate_many(org, [query])
@@ -162,6 +172,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         org = tenancy.organization_id()
         if len(request.requests) > MAX_BATCH:
             raise _invalid("requests", f"must have at most {MAX_BATCH} entries")
+        await self._settle(org, list(request.requests), [f"requests[{i}]." for i in range(len(request.requests))])
         queries = [query_of(r, f"requests[{i}].") for i, r in enumerate(request.requests)]
         await self.intake.settled(org)
         results = await self.store.aggregate_many(org, queries)
@@ -171,6 +182,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
 
     async def SummarizeUsage(self, request: pb.SummarizeUsageRequest, context) -> pb.SummarizeUsageResponse:
         org = tenancy.organization_id()
+        await self._settle(org, [request], [""])
         aggregation, (start, end) = _basics(request)
         if aggregation in rollups.ROLLED_UP:
             summary = rollups.Summary(request.customer_id, request.code, aggregation, request.field_name, start, end)
@@ -183,6 +195,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
 
     async def UsageHistogram(self, request: pb.UsageHistogramRequest, context) -> pb.UsageHistogramResponse:
         org = tenancy.organization_id()
+        await self._settle(org, [request], [""])
         aggregation, (start, end) = _basics(request)
         if aggregation not in histogram.HISTOGRAMMED:
             raise InvalidArgument(
@@ -216,4 +229,47 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 )
                 for bar in await self.store.histogram(org, asked)
             ]
+        )
+
+    async def ComputeUsage(self, request: pb.ComputeUsageRequest, context) -> pb.ComputeUsageResponse:
+        """The metric's usage as the catalog defines it; scoped to a
+        subscription, the events its invoice counts (definitions.py)."""
+        org = tenancy.organization_id()
+        for name in ("customer_id", "metric_code"):
+            if not getattr(request, name):
+                raise _invalid(name, "is required")
+        start, end = _range(request, "")
+        if end == start:
+            raise _invalid("end_time", "must be after start_time")
+        if self.definitions is None:
+            raise Unavailable("usage is computed from the catalog's metrics, and this service has no catalog")
+        code = request.metric_code
+        windows: tuple[Window, ...] = ()
+        if request.subscription_id:
+            metric, owned = await self.definitions.scope(
+                org, request.customer_id, request.subscription_id, code, (start, end)
+            )
+            windows = tuple(owned)  # none: only the events naming it
+        else:
+            metric = await self.definitions.metric(org, code)
+        query = UsageQuery(
+            request.customer_id,
+            code,
+            _named(pb.Aggregation, aggregation(metric), "AGGREGATION_", "aggregation", "is required"),
+            metric.field_name,
+            start,
+            end,
+            subscription_id=request.subscription_id,
+            windows=windows,
+        )
+        await self.intake.settled(org)
+        [[usage]] = await self.store.aggregate_many(org, [query])
+        return pb.ComputeUsageResponse(
+            customer_id=request.customer_id,
+            metric_code=code,
+            start_time=request.start_time,
+            end_time=request.end_time,
+            subscription_id=request.subscription_id,
+            value=canonical(usage.value),
+            event_count=usage.count,
         )

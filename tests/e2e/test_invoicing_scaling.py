@@ -14,7 +14,7 @@ from pathlib import Path
 import grpc
 from sqlalchemy import select
 
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from deploy.embedded import free_port
 from deploy.readiness import wait_serving
 from services.common import tenancy
@@ -48,8 +48,8 @@ def spawn(address: str, stack: Stack, infra: Infra, log: Path) -> subprocess.Pop
 
 async def run_billing(address: str, org: str) -> int:
     async with grpc.aio.insecure_channel(address) as channel:
-        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
-        reply = await stub.RunBilling(invoices_pb2.RunBillingRequest(), metadata=tenancy.metadata(org), timeout=60)
+        stub = billing_runs_pb2_grpc.BillingRunServiceStub(channel)
+        reply = await stub.RunBilling(billing_runs_pb2.RunBillingRequest(), metadata=tenancy.metadata(org), timeout=60)
         return reply.invoices_created
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import grpc
 from sqlalchemy import select
 
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from services.common import db, tenancy
 from services.invoicing.models import Invoice, Subscription
 from tests.conftest import Stack, Tenant, eventually, unique
@@ -91,7 +91,7 @@ class InvoicingDb:
 
 async def run_billing(stack: Stack, t: Tenant, customer_id: str = "") -> int:
     async with grpc.aio.insecure_channel(stack.invoicing) as channel:
-        reply = await invoices_pb2_grpc.InvoiceServiceStub(channel).RunBilling(
-            invoices_pb2.RunBillingRequest(customer_id=customer_id), metadata=tenancy.metadata(t.organization_id)
+        reply = await billing_runs_pb2_grpc.BillingRunServiceStub(channel).RunBilling(
+            billing_runs_pb2.RunBillingRequest(customer_id=customer_id), metadata=tenancy.metadata(t.organization_id)
         )
     return reply.invoices_created

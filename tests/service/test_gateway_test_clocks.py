@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete
 
 from bxb.catalog.v1 import test_clocks_pb2, test_clocks_pb2_grpc
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
 from services.invoicing.models import TestClock
@@ -162,11 +162,11 @@ async def test_a_subscription_whose_clock_invoicing_does_not_know_is_never_bille
     async with invoicing_db.sessions() as session, session.begin():  # as if its announcement were still on its way
         await session.execute(delete(TestClock).where(TestClock.id == clock))
     async with stack.channel("invoicing") as channel:
-        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
+        stub = billing_runs_pb2_grpc.BillingRunServiceStub(channel)
         md = tenancy.metadata(tenant.organization_id)
-        assert (await stub.RunBilling(invoices_pb2.RunBillingRequest(), metadata=md)).invoices_created == 0
+        assert (await stub.RunBilling(billing_runs_pb2.RunBillingRequest(), metadata=md)).invoices_created == 0
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await stub.RunBilling(invoices_pb2.RunBillingRequest(test_clock_id=clock), metadata=md)
+            await stub.RunBilling(billing_runs_pb2.RunBillingRequest(test_clock_id=clock), metadata=md)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_info(refused.value).metadata["field"] == "frozen_time"
     # The catalog refuses a clock without a time too, whoever calls it.

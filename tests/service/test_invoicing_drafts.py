@@ -9,8 +9,8 @@ import pytest
 
 from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import subscriptions_pb2
+from bxb.invoicing.v1 import calculations_pb2, calculations_pb2_grpc, invoices_pb2_grpc
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from bxb.invoicing.v1 import invoices_pb2_grpc
 from services.common import tenancy
 from services.common.periods import add_months
 from services.common.timestamps import format_rfc3339, from_proto, to_proto, utcnow
@@ -56,9 +56,7 @@ async def test_the_first_page_starts_with_the_draft_of_the_open_period(
     await invoicing_db.projected(pending["id"])
     meta = tenancy.metadata(tenant.organization_id)
     # Before the billing run: the open period and both ended ones as drafts, newest first; nothing stored.
-    unbilled = await invoices.ListInvoices(
-        pb.ListInvoicesRequest(customer_id="drafty", include_draft=True), metadata=meta
-    )
+    unbilled = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="drafty"), metadata=meta)
     assert [(i.status, from_proto(i.period_start), i.total_amount_cents) for i in unbilled.invoices] == [
         (pb.INVOICE_STATUS_DRAFT, add_months(start, 2), 1500),
         (pb.INVOICE_STATUS_DRAFT, add_months(start, 1), 500),
@@ -67,9 +65,7 @@ async def test_the_first_page_starts_with_the_draft_of_the_open_period(
     assert await invoicing_db.invoices(sub["id"]) == []  # reading issued nothing
     await tenant.bill("drafty")
 
-    first = await invoices.ListInvoices(
-        pb.ListInvoicesRequest(customer_id="drafty", include_draft=True, page_size=1), metadata=meta
-    )
+    first = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="drafty", page_size=1), metadata=meta)
     draft, newest = first.invoices
     assert (draft.id, draft.number, draft.status, draft.timing) == (
         "",
@@ -97,7 +93,7 @@ async def test_the_first_page_starts_with_the_draft_of_the_open_period(
 
     assert (newest.status, from_proto(newest.period_start)) == (pb.INVOICE_STATUS_FINALIZED, add_months(start, 1))
     second = await invoices.ListInvoices(
-        pb.ListInvoicesRequest(customer_id="drafty", include_draft=True, page_size=1, page_token=first.next_page_token),
+        pb.ListInvoicesRequest(customer_id="drafty", page_size=1, page_token=first.next_page_token),
         metadata=meta,
     )
     [oldest] = second.invoices  # drafts head the first page only
@@ -107,14 +103,12 @@ async def test_the_first_page_starts_with_the_draft_of_the_open_period(
         700,  # 500 + 8 tokens x 0.25
     )
 
-    plain = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="drafty"), metadata=meta)
-    assert [i.status for i in plain.invoices] == [pb.INVOICE_STATUS_FINALIZED] * 2
-    everyone = await invoices.ListInvoices(pb.ListInvoicesRequest(include_draft=True), metadata=meta)
+    everyone = await invoices.ListInvoices(pb.ListInvoicesRequest(), metadata=meta)
     assert [i.status for i in everyone.invoices] == [pb.INVOICE_STATUS_FINALIZED] * 2  # drafts need a customer
 
 
 async def test_ended_subscriptions_and_periods_without_arrears_fees_have_no_draft(
-    tenant: Tenant, invoices, invoicing_db: InvoicingDb
+    stack: Stack, tenant: Tenant, invoices, invoicing_db: InvoicingDb
 ):
     await create_plan(tenant, "metered", QUARTER, amount_cents=3000)
     await create_plan(tenant, "upfront", [], amount_cents=2500, pay_in_advance=True)
@@ -130,7 +124,7 @@ async def test_ended_subscriptions_and_periods_without_arrears_fees_have_no_draf
     meta = tenancy.metadata(tenant.organization_id)
     await tenant.bill("mixed")
 
-    listed = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="mixed", include_draft=True), metadata=meta)
+    listed = await invoices.ListInvoices(pb.ListInvoicesRequest(customer_id="mixed"), metadata=meta)
     drafts = [i for i in listed.invoices if i.status == pb.INVOICE_STATUS_DRAFT]
     [draft] = drafts  # the upfront plan bills nothing at the period's end, the ended one has no open period
     assert (draft.subscription_id, from_proto(draft.period_start), from_proto(draft.period_end)) == (
@@ -144,7 +138,11 @@ async def test_ended_subscriptions_and_periods_without_arrears_fees_have_no_draf
     finalized = {(i.subscription_id, i.timing) for i in listed.invoices if i.status == pb.INVOICE_STATUS_FINALIZED}
     assert finalized == {(ended["id"], pb.BILLING_TIMING_IN_ARREARS), (upfront["id"], pb.BILLING_TIMING_IN_ADVANCE)}
 
-    usage = await invoices.GetCurrentUsage(pb.GetCurrentUsageRequest(customer_id="mixed"), metadata=meta)
+    async with grpc.aio.insecure_channel(stack.invoicing) as channel:
+        calculations = calculations_pb2_grpc.CalculationServiceStub(channel)
+        usage = await calculations.GetCurrentUsage(
+            calculations_pb2.GetCurrentUsageRequest(customer_id="mixed"), metadata=meta
+        )
     assert [u.subscription_id for u in usage.subscriptions] == [upfront["id"], ending["id"]]  # not the ended one
 
 
@@ -187,7 +185,9 @@ async def test_a_subscription_whose_clock_is_unknown_here_has_no_draft_yet(
         row = await session.get(Subscription, sub["id"])
         row.test_clock_id = "clk_not_announced"
     listed = await invoices.ListInvoices(
-        pb.ListInvoicesRequest(customer_id="unclocked", include_draft=True),
+        pb.ListInvoicesRequest(
+            customer_id="unclocked",
+        ),
         metadata=tenancy.metadata(tenant.organization_id),
     )
     assert list(listed.invoices) == []

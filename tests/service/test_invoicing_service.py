@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import calculations_pb2, calculations_pb2_grpc, invoices_pb2, invoices_pb2_grpc
 from deploy.embedded import free_port
 from services.common import tenancy
 from services.common.db import create_engine, migrate
@@ -32,7 +32,13 @@ async def invoices(stack: Stack):
         yield invoices_pb2_grpc.InvoiceServiceStub(channel)
 
 
-async def test_current_usage_prices_the_open_period(tenant: Tenant, invoices, invoicing_db: InvoicingDb):
+@pytest.fixture
+async def calculations(stack: Stack):
+    async with grpc.aio.insecure_channel(stack.invoicing) as channel:
+        yield calculations_pb2_grpc.CalculationServiceStub(channel)
+
+
+async def test_current_usage_prices_the_open_period(tenant: Tenant, calculations, invoicing_db: InvoicingDb):
     await create_plan(tenant, "live", STANDARD)
     sub = await subscribe(tenant, "now", "live", "2026-01-15T00:00:00Z")
     future = await subscribe(tenant, "now", "live", "2099-01-01T00:00:00Z")
@@ -41,26 +47,26 @@ async def test_current_usage_prices_the_open_period(tenant: Tenant, invoices, in
     await invoicing_db.projected(future["id"])
     await send(tenant, "now", 10, "2026-01-15T00:00:00Z")  # in a closed period: not current usage
     await send(tenant, "now", 6, format_rfc3339(utcnow()))
-    reply = await invoices.GetCurrentUsage(
-        invoices_pb2.GetCurrentUsageRequest(customer_id="now"), metadata=tenancy.metadata(tenant.organization_id)
+    reply = await calculations.GetCurrentUsage(
+        calculations_pb2.GetCurrentUsageRequest(customer_id="now"), metadata=tenancy.metadata(tenant.organization_id)
     )
     [usage] = reply.subscriptions  # the pending subscription has no open period yet
     assert usage.subscription_id == sub["id"]
     assert usage.period_start.ToDatetime() <= utcnow().replace(tzinfo=None) < usage.period_end.ToDatetime()
     assert (usage.amount_cents, usage.fees[0].units) == (150, "6")
 
-    only = await invoices.GetCurrentUsage(
-        invoices_pb2.GetCurrentUsageRequest(customer_id="now", subscription_id=sub["id"]),
+    only = await calculations.GetCurrentUsage(
+        calculations_pb2.GetCurrentUsageRequest(customer_id="now", subscription_id=sub["id"]),
         metadata=tenancy.metadata(tenant.organization_id),
     )
     assert [u.subscription_id for u in only.subscriptions] == [sub["id"]]
 
 
-async def test_unknown_subscription_and_invoice_are_not_found(tenant: Tenant, invoices):
+async def test_unknown_subscription_and_invoice_are_not_found(tenant: Tenant, invoices, calculations):
     meta = tenancy.metadata(tenant.organization_id)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await invoices.GetCurrentUsage(
-            invoices_pb2.GetCurrentUsageRequest(customer_id="x", subscription_id="sub_missing"), metadata=meta
+        await calculations.GetCurrentUsage(
+            calculations_pb2.GetCurrentUsageRequest(customer_id="x", subscription_id="sub_missing"), metadata=meta
         )
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert error_info(raised.value).metadata["field"] == "subscription_id"
@@ -131,8 +137,11 @@ async def test_list_invoices_pages_newest_period_first(tenant: Tenant, invoices,
         invoices_pb2.ListInvoicesRequest(customer_id="pager", page_size=2, page_token=first.next_page_token),
         metadata=meta,
     )
-    starts = [i.period_start.ToDatetime() for i in [*first.invoices, *second.invoices]]
-    assert len(first.invoices) == 2 and first.next_page_token
+    # A customer's first page starts with the draft of its open period, over gRPC as over REST.
+    draft, *issued = first.invoices
+    assert (draft.status, draft.id) == (invoices_pb2.INVOICE_STATUS_DRAFT, "")
+    starts = [i.period_start.ToDatetime() for i in [*issued, *second.invoices]]
+    assert len(issued) == 2 and first.next_page_token
     assert starts == sorted(starts, reverse=True)
     everything = await invoices.ListInvoices(invoices_pb2.ListInvoicesRequest(), metadata=meta)
     assert {i.customer_id for i in everything.invoices} == {"pager"}

@@ -11,7 +11,7 @@ import pytest
 from bxb.catalog.v1 import event_references_pb2, event_references_pb2_grpc
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from deploy.embedded import free_port
-from services.common import tenancy
+from services.common import peers, tenancy
 from services.common.errors import error_info
 from services.common.timestamps import to_proto
 from services.metering import references as references_module
@@ -36,7 +36,7 @@ async def test_unknown_metrics_and_customers_are_reported_once_each_event(stack:
     await known(tenant)
     org = tenant.organization_id
     async with stack.channel("catalog") as channel:
-        refs = References(channel)
+        refs = References(peers.Catalog(channel=channel))
         events = [
             event("cus_1", "api_calls"),
             event("cus_1", "nope"),
@@ -56,11 +56,14 @@ async def test_known_names_are_remembered_for_the_ttl(stack: Stack, tenant: Tena
     await known(tenant)
     org = tenant.organization_id
     async with stack.channel("catalog") as channel:
-        remembered, forgetful = References(channel), References(channel, ttl=0)
+        remembered, forgetful = (
+            References(peers.Catalog(channel=channel)),
+            References(peers.Catalog(channel=channel), ttl=0),
+        )
         for refs in (remembered, forgetful):
             assert await refs.unknown(org, [event("cus_1", "api_calls")]) == []
         monkeypatch.setattr(references_module, "KEPT", 1)
-        bounded = References(channel)
+        bounded = References(peers.Catalog(channel=channel))
         assert await bounded.unknown(org, [event("cus_1", "api_calls")]) == []
         assert len(bounded._known) == 1  # two names known, the oldest went first
         assert (await tenant.http.delete("/v1/metrics/api_calls")).status_code in (200, 204)
@@ -72,7 +75,7 @@ async def test_known_names_are_remembered_for_the_ttl(stack: Stack, tenant: Tena
 
 async def test_an_unreachable_catalog_flags_nothing():
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as channel:
-        assert await References(channel).unknown("org_1", [event("cus_1", "api_calls")]) == []
+        assert await References(peers.Catalog(channel=channel)).unknown("org_1", [event("cus_1", "api_calls")]) == []
 
 
 async def test_a_histogram_needs_an_interval(stack: Stack, tenant: Tenant):
@@ -107,13 +110,13 @@ async def test_a_batch_is_resolved_in_one_call_and_unknown_names_are_remembered_
     org = tenant.organization_id
     counting = Counting()
     async with grpc.aio.insecure_channel(stack.catalog, interceptors=[counting]) as channel:
-        refs = References(channel)
+        refs = References(peers.Catalog(channel=channel))
         batch = [event(f"cus_{n}", code) for n in range(200) for code in ("api_calls", "nope")]
         found = await refs.unknown(org, batch)
         assert len(found) == 400 - 1  # only cus_1 with api_calls names what exists
         assert await refs.unknown(org, batch) == found  # all remembered, known and unknown alike
         assert counting.calls == ["ResolveEventReferences"]
-        impatient = References(channel, unknown_ttl=0)
+        impatient = References(peers.Catalog(channel=channel), unknown_ttl=0)
         for _ in range(2):
             await impatient.unknown(org, [event("cus_1", "nope")])
         assert counting.calls == ["ResolveEventReferences"] * 3  # an unknown name asked again once forgotten
@@ -125,7 +128,9 @@ async def test_a_stored_event_whose_aggregated_property_is_no_number_is_listed(s
     assert (await tenant.http.post("/v1/customers", json={"id": "cus_1"})).status_code == 201
     bad = Event("t1", "cus_1", "tokens", AT, {"tokens": "1_000"})
     async with stack.channel("catalog") as channel:
-        [listed] = await References(channel).unknown(tenant.organization_id, [bad, event("cus_1", "tokens")])
+        [listed] = await References(peers.Catalog(channel=channel)).unknown(
+            tenant.organization_id, [bad, event("cus_1", "tokens")]
+        )
     assert (listed.event.transaction_id, listed.error.reason, listed.error.field) == (
         "t1",
         "INVALID_NUMBER",

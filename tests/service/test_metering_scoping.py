@@ -554,10 +554,13 @@ async def test_a_batch_holds_at_most_500_requests(channel, usage, org: str):
 
 
 async def test_a_batch_validates_the_existing_fields_by_index(usage, org: str):
-    batch = usage_pb2.BatchAggregateUsageRequest(requests=[request(), request(aggregation=None)])
+    batch = usage_pb2.BatchAggregateUsageRequest(requests=[request(), request(aggregation=99)])
     assert await rejected(usage.BatchAggregateUsage(batch, metadata=tenancy.metadata(org))) == invalid(
         "requests[1].aggregation"
     )
+    unnamed = usage_pb2.BatchAggregateUsageRequest(requests=[request(), request(aggregation=None)])
+    code, _ = await rejected(usage.BatchAggregateUsage(unnamed, metadata=tenancy.metadata(org)))
+    assert code == grpc.StatusCode.NOT_FOUND  # no aggregation, and no metric to take it from
 
 
 async def test_a_batch_without_an_organization_is_unauthenticated(usage):

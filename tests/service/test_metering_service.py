@@ -242,7 +242,6 @@ async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"aggregation": usage_pb2.AGGREGATION_UNSPECIFIED}, "aggregation"),
         ({"aggregation": 99}, "aggregation"),
         ({"customer_id": None}, "customer_id"),
         ({"code": None}, "code"),
@@ -255,6 +254,11 @@ async def test_an_empty_window_aggregates_to_zero(events, usage, org: str):
 )
 async def test_aggregate_usage_validation_names_the_field(usage, org: str, fields: dict, field: str):
     assert await rejected(aggregate(usage, org, **fields)) == invalid(field)
+
+
+async def test_a_query_without_aggregation_needs_a_metric_the_catalog_defines(usage, org: str):
+    unset = aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_UNSPECIFIED)
+    assert await rejected(unset) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "code")
 
 
 # The same service on a ClickHouse server (Remote transport).

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import calculations_pb2, calculations_pb2_grpc
 from services.common import tenancy
 from services.common.errors import error_info
 from tests.conftest import Stack, Tenant, unique
@@ -331,8 +331,8 @@ async def test_a_window_needs_both_bounds_in_order(tenant: Tenant, desk: Desk):
 async def test_the_service_requires_a_customer(stack: Stack, tenant: Tenant):
     async with grpc.aio.insecure_channel(stack.invoicing) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await invoices_pb2_grpc.InvoiceServiceStub(channel).CalculatePrice(
-                invoices_pb2.CalculatePriceRequest(), metadata=tenancy.metadata(tenant.organization_id)
+            await calculations_pb2_grpc.CalculationServiceStub(channel).CreateCalculation(
+                calculations_pb2.CreateCalculationRequest(), metadata=tenancy.metadata(tenant.organization_id)
             )
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(failure.value).metadata["field"] == "customer_id"

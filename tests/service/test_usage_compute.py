@@ -1,4 +1,4 @@
-"""POST /v1/usage/compute and InvoiceService.ComputeUsage: the exact usage of
+"""POST /v1/usage/compute and metering's UsageService.ComputeUsage: the exact usage of
 a customer and metric over a window, scoped to a subscription as its invoice
 counts it."""
 
@@ -7,18 +7,14 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from bxb.catalog.v1 import billable_metrics_pb2
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
-from bxb.metering.v1 import usage_pb2_grpc
-from services.common import tenancy
-from services.common.errors import error_info
+from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
+from services.common import peers, tenancy
+from services.common.errors import Unavailable, error_info
 from services.common.timestamps import to_proto
-from services.invoicing.calculations import Pricing
-from services.invoicing.fees import FeeCalculator
-from services.invoicing.projection import SubscriptionProjection
+from services.metering.definitions import Definitions
 from tests.conftest import Stack, Tenant, unique
-from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, subscribe
-from tests.service.pricing_helpers import Desk, charge, metric, open_desk, plan
+from tests.service.invoicing_helpers import at, create_plan, subscribe
+from tests.service.pricing_helpers import Desk, open_desk
 
 SEPTEMBER = {"period_start": "2026-09-01T00:00:00Z", "period_end": "2026-10-01T00:00:00Z"}
 
@@ -79,32 +75,83 @@ async def test_a_subscription_counts_its_own_events_and_the_unassigned_ones_it_o
     assert (everything.json()["value"], everything.json()["events_count"]) == ("111", 3)
 
 
-async def test_the_metric_of_a_customer_plan_needs_no_catalog_entry(tenant: Tenant, desk: Desk):
-    # The plan's snapshot of a count metric the catalog never had.
-    counted = metric(unique("snap"), "Snap", billable_metrics_pb2.AGGREGATION_TYPE_COUNT, "")
-    await desk.subscribe("cus", plan(charge(counted)), "2026-09-01")
-    await desk.send("cus", counted.code, "2026-09-02", tokens=5)
-    await desk.send("cus", counted.code, "2026-09-03", tokens=6)
+async def test_usage_is_read_as_the_catalog_defines_the_metric_over_grpc_too(stack: Stack, tenant: Tenant):
+    body = {"code": "peak", "name": "Peak", "aggregation_type": "sum", "field_name": "tokens"}
+    assert (await tenant.http.post("/v1/billable_metrics", json=body)).status_code == 201
+    for day, tokens in (("2026-09-02", 5), ("2026-09-03", 7)):
+        event = {"transaction_id": unique("txn"), "customer_id": "cus", "code": "peak", "timestamp": day}
+        event["properties"] = {"tokens": tokens}
+        assert (await tenant.http.post("/v1/events", json=event)).status_code == 200
+    meta = tenancy.metadata(tenant.organization_id)
+    window = {"start_time": to_proto(at("2026-09-01")), "end_time": to_proto(at("2026-10-01"))}
+    asked = {"customer_id": "cus", "code": "peak", **window}
+    async with grpc.aio.insecure_channel(stack.metering) as channel:
+        usage = usage_pb2_grpc.UsageServiceStub(channel)
+        computed = await usage.ComputeUsage(
+            usage_pb2.ComputeUsageRequest(customer_id="cus", metric_code="peak", **window), metadata=meta
+        )
+        assert (computed.value, computed.event_count) == ("12", 2)
+        # Unset: the metric's own aggregation and field.
+        summed = await usage.AggregateUsage(usage_pb2.AggregateUsageRequest(**asked), metadata=meta)
+        assert (summed.value, summed.event_count) == ("12", 2)
+        # MAX of a SUM metric, or another field, is refused, never answered with the sum.
+        for request, field, reason in (
+            (
+                usage_pb2.AggregateUsageRequest(**asked, aggregation=usage_pb2.AGGREGATION_MAX),
+                "aggregation",
+                "AGGREGATION_MISMATCH",
+            ),
+            (
+                usage_pb2.SummarizeUsageRequest(**asked, aggregation=usage_pb2.AGGREGATION_SUM, field_name="other"),
+                "field_name",
+                "FIELD_MISMATCH",
+            ),
+        ):
+            method = (
+                usage.AggregateUsage if isinstance(request, usage_pb2.AggregateUsageRequest) else usage.SummarizeUsage
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await method(request, metadata=meta)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert (error_info(refused.value).reason, error_info(refused.value).metadata["field"]) == (reason, field)
+        batch = usage_pb2.BatchAggregateUsageRequest(
+            requests=[
+                usage_pb2.AggregateUsageRequest(**asked),
+                usage_pb2.AggregateUsageRequest(**asked, aggregation=usage_pb2.AGGREGATION_COUNT),
+            ]
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await usage.BatchAggregateUsage(batch, metadata=meta)
+        assert error_info(refused.value).metadata["field"] == "requests[1].aggregation"
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await usage.UsageHistogram(
+                usage_pb2.UsageHistogramRequest(**{**asked, "code": "nope"}, interval=usage_pb2.HISTOGRAM_INTERVAL_DAY),
+                metadata=meta,
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    # REST asks the same service and gets the same number.
+    rest = await compute(tenant, customer_id="cus", metric_key="peak", **SEPTEMBER)
+    assert rest.json()["value"] == "12"
 
-    response = await compute(tenant, customer_id="cus", metric_key=counted.code, **SEPTEMBER)
 
-    assert (response.json()["value"], response.json()["events_count"]) == ("2", 2)
-    unknown = await compute(tenant, customer_id="someone", metric_key=counted.code, **SEPTEMBER)
-    assert unknown.status_code == 404
-    assert unknown.json()["error"]["field"] == "metric_key"
-
-
-async def test_refusals_name_the_field_as_the_client_spelled_it(tenant: Tenant, desk: Desk):
-    sub = await desk.subscribe("cus", plan(charge()), "2026-09-01")
+async def test_refusals_name_the_field_as_the_client_spelled_it(tenant: Tenant):
+    await create_plan(
+        tenant, "req", [{"billable_metric_code": "requests", "charge_model": "standard", "properties": {"amount": "1"}}]
+    )
+    sub = await subscribe(tenant, "cus", "req", "2026-09-01T00:00:00Z")
     cases = [
         ({"customer_id": "cus", "metric_key": "nope", **SEPTEMBER}, 404, "metric_key"),
-        ({"customer_id": "cus", "code": "calls", "subscription_id": sub.id, **SEPTEMBER}, 400, "code"),
+        ({"customer_id": "cus", "code": "calls", "subscription_id": sub["id"], **SEPTEMBER}, 400, "code"),
         (
             {"customer_id": "cus", "code": "requests", "subscription_id": "sub_nope", **SEPTEMBER},
             404,
             "subscription_id",
         ),
-        ({"customer_id": "other", "code": "requests", "subscription_id": sub.id, **SEPTEMBER}, 404, "subscription_id"),
+        (
+            {"customer_id": "other", "code": "requests", "subscription_id": sub["id"], **SEPTEMBER},
+            404,
+            "subscription_id",
+        ),
         (
             {"customer_id": "cus", "code": "requests", **SEPTEMBER, "period_end": SEPTEMBER["period_start"]},
             400,
@@ -118,7 +165,7 @@ async def test_refusals_name_the_field_as_the_client_spelled_it(tenant: Tenant, 
         response = await compute(tenant, **body)
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["field"] == field, body
-    plain = await compute(tenant, customer_id="cus", code="calls", subscription_id=sub.id, **SEPTEMBER)
+    plain = await compute(tenant, customer_id="cus", code="calls", subscription_id=sub["id"], **SEPTEMBER)
     assert "does not charge metric 'calls'" in plain.json()["error"]["message"]
 
 
@@ -126,16 +173,22 @@ async def test_the_service_requires_customer_metric_and_window(stack: Stack, ten
     meta = tenancy.metadata(tenant.organization_id)
     window = {"start_time": to_proto(at("2026-09-01")), "end_time": to_proto(at("2026-10-01"))}
     cases = [
-        (invoices_pb2.ComputeUsageRequest(metric_code="m", **window), "customer_id"),
-        (invoices_pb2.ComputeUsageRequest(customer_id="c", **window), "metric_code"),
-        (invoices_pb2.ComputeUsageRequest(customer_id="c", metric_code="m"), "start_time"),
+        (usage_pb2.ComputeUsageRequest(metric_code="m", **window), "customer_id"),
+        (usage_pb2.ComputeUsageRequest(customer_id="c", **window), "metric_code"),
+        (usage_pb2.ComputeUsageRequest(customer_id="c", metric_code="m"), "start_time"),
         (
-            invoices_pb2.ComputeUsageRequest(customer_id="c", metric_code="m", start_time=window["start_time"]),
+            usage_pb2.ComputeUsageRequest(customer_id="c", metric_code="m", start_time=window["start_time"]),
+            "end_time",
+        ),
+        (
+            usage_pb2.ComputeUsageRequest(
+                customer_id="c", metric_code="m", start_time=window["start_time"], end_time=window["start_time"]
+            ),
             "end_time",
         ),
     ]
-    async with grpc.aio.insecure_channel(stack.invoicing) as channel:
-        stub = invoices_pb2_grpc.InvoiceServiceStub(channel)
+    async with grpc.aio.insecure_channel(stack.metering) as channel:
+        stub = usage_pb2_grpc.UsageServiceStub(channel)
         for request, field in cases:
             with pytest.raises(grpc.aio.AioRpcError) as failure:
                 await stub.ComputeUsage(request, metadata=meta)
@@ -143,18 +196,32 @@ async def test_the_service_requires_customer_metric_and_window(stack: Stack, ten
             assert error_info(failure.value).metadata["field"] == field
 
 
-async def test_an_unreachable_catalog_is_not_mistaken_for_an_unknown_metric(stack: Stack, tenant: Tenant):
-    db = InvoicingDb(stack)
-    async with grpc.aio.insecure_channel(stack.metering) as metering, grpc.aio.insecure_channel("127.0.0.1:1") as dead:
-        fees = FeeCalculator(usage_pb2_grpc.UsageServiceStub(metering), db.sessions)
-        pricing = Pricing(db.sessions, fees, SubscriptionProjection(db.sessions, catalog=dead, timeout=0.5))
-        request = invoices_pb2.ComputeUsageRequest(
-            customer_id="cus",
-            metric_code="tokens",
-            start_time=to_proto(at("2026-09-01")),
-            end_time=to_proto(at("2026-10-01")),
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as failure:
-            await pricing.compute_usage(tenant.organization_id, request)
-    await db.close()
-    assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
+async def test_ownership_reads_every_page_of_the_customers_subscriptions(stack: Stack, tenant: Tenant):
+    charges = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "1"}}]
+    await create_plan(tenant, "paged", charges)
+    first = await subscribe(tenant, "cus", "paged", "2026-09-01T00:00:00Z")
+    second = await subscribe(tenant, "cus", "paged", "2026-09-10T00:00:00Z")
+    catalog = peers.Catalog(stack.catalog)
+    try:
+        definitions = Definitions(catalog, page=1)  # one subscription a call
+        window = (at("2026-09-01"), at("2026-10-01"))
+        _, windows = await definitions.scope(tenant.organization_id, "cus", second["id"], "api_requests", window)
+        assert windows == []  # the earlier one owns the unassigned events
+        _, windows = await definitions.scope(tenant.organization_id, "cus", first["id"], "api_requests", window)
+        assert windows == [window]
+    finally:
+        await catalog.close()
+
+
+async def test_an_unreachable_catalog_is_not_mistaken_for_an_unknown_metric(tenant: Tenant):
+    catalog = peers.Catalog("127.0.0.1:1", timeout=0.5)
+    window = (at("2026-09-01"), at("2026-10-01"))
+    try:
+        for call in (
+            Definitions(catalog).metric(tenant.organization_id, "tokens"),
+            Definitions(catalog).scope(tenant.organization_id, "cus", "sub_1", "tokens", window),
+        ):
+            with pytest.raises(Unavailable):
+                await call
+    finally:
+        await catalog.close()

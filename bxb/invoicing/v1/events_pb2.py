@@ -22,23 +22,24 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from bxb.invoicing.v1 import credit_notes_pb2 as bxb_dot_invoicing_dot_v1_dot_credit__notes__pb2
 from bxb.invoicing.v1 import invoices_pb2 as bxb_dot_invoicing_dot_v1_dot_invoices__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62xb/invoicing/v1/events.proto\x12\x10\x62xb.invoicing.v1\x1a\x1f\x62xb/invoicing/v1/invoices.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x10InvoiceFinalized\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07invoice\x18\x04 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\"\xc9\x01\n\nTrialEnded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x32\n\x0etrial_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x0eInvoiceUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07invoice\x18\x04 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\"\xa1\x01\n\x11\x43reditNoteCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0b\x63redit_note\x18\x04 \x01(\x0b\x32\x1c.bxb.invoicing.v1.CreditNoteb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62xb/invoicing/v1/events.proto\x12\x10\x62xb.invoicing.v1\x1a#bxb/invoicing/v1/credit_notes.proto\x1a\x1f\x62xb/invoicing/v1/invoices.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\x10InvoiceFinalized\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07invoice\x18\x04 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\"\xc9\x01\n\nTrialEnded\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x04 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x05 \x01(\t\x12\x32\n\x0etrial_end_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x97\x01\n\x0eInvoiceUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07invoice\x18\x04 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\"\xa1\x01\n\x11\x43reditNoteCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0b\x63redit_note\x18\x04 \x01(\x0b\x32\x1c.bxb.invoicing.v1.CreditNoteb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.invoicing.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INVOICEFINALIZED']._serialized_start=118
-  _globals['_INVOICEFINALIZED']._serialized_end=271
-  _globals['_TRIALENDED']._serialized_start=274
-  _globals['_TRIALENDED']._serialized_end=475
-  _globals['_INVOICEUPDATED']._serialized_start=478
-  _globals['_INVOICEUPDATED']._serialized_end=629
-  _globals['_CREDITNOTECREATED']._serialized_start=632
-  _globals['_CREDITNOTECREATED']._serialized_end=793
+  _globals['_INVOICEFINALIZED']._serialized_start=155
+  _globals['_INVOICEFINALIZED']._serialized_end=308
+  _globals['_TRIALENDED']._serialized_start=311
+  _globals['_TRIALENDED']._serialized_end=512
+  _globals['_INVOICEUPDATED']._serialized_start=515
+  _globals['_INVOICEUPDATED']._serialized_end=666
+  _globals['_CREDITNOTECREATED']._serialized_start=669
+  _globals['_CREDITNOTECREATED']._serialized_end=830
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from bxb.invoicing.v1 import credit_notes_pb2 as _credit_notes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as _invoices_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -167,7 +168,7 @@ class CreditNoteCreated(_message.Message):
         """When the fact happened."""
 
     @_builtins.property
-    def credit_note(self) -> _invoices_pb2.CreditNote:
+    def credit_note(self) -> _credit_notes_pb2.CreditNote:
         """The credit note."""
 
     def __init__(
@@ -176,7 +177,7 @@ class CreditNoteCreated(_message.Message):
         event_id: _builtins.str = ...,
         organization_id: _builtins.str = ...,
         occur_time: _timestamp_pb2.Timestamp | None = ...,
-        credit_note: _invoices_pb2.CreditNote | None = ...,
+        credit_note: _credit_notes_pb2.CreditNote | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credit_note", b"credit_note", "occur_time", b"occur_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

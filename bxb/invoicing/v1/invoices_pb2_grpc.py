@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class InvoiceServiceStub:
-    """Invoices of the calling organization.
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
     """
 
     def __init__(self, channel):
@@ -45,31 +46,6 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesResponse.FromString,
                 _registered_method=True)
-        self.GetCurrentUsage = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/GetCurrentUsage',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageResponse.FromString,
-                _registered_method=True)
-        self.RunBilling = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/RunBilling',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.FromString,
-                _registered_method=True)
-        self.ComputeUsage = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/ComputeUsage',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.FromString,
-                _registered_method=True)
-        self.CalculatePrice = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/CalculatePrice',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
-                _registered_method=True)
-        self.GetCalculation = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/GetCalculation',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
-                _registered_method=True)
         self.CreateInvoice = channel.unary_unary(
                 '/bxb.invoicing.v1.InvoiceService/CreateInvoice',
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateInvoiceRequest.SerializeToString,
@@ -84,11 +60,6 @@ class InvoiceServiceStub:
                 '/bxb.invoicing.v1.InvoiceService/FinalizeInvoice',
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.FinalizeInvoiceRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.FromString,
-                _registered_method=True)
-        self.PreviewInvoice = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/PreviewInvoice',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.FromString,
                 _registered_method=True)
         self.ArchiveInvoice = channel.unary_unary(
                 '/bxb.invoicing.v1.InvoiceService/ArchiveInvoice',
@@ -105,73 +76,23 @@ class InvoiceServiceStub:
                 request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
                 response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
                 _registered_method=True)
-        self.CreateCreditNote = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/CreateCreditNote',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
-                _registered_method=True)
-        self.GetCreditNote = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/GetCreditNote',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
-                _registered_method=True)
-        self.ListCreditNotes = channel.unary_unary(
-                '/bxb.invoicing.v1.InvoiceService/ListCreditNotes',
-                request_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.SerializeToString,
-                response_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.FromString,
-                _registered_method=True)
 
 
 class InvoiceServiceServicer:
-    """Invoices of the calling organization.
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
     """
 
     def GetInvoice(self, request, context):
-        """Returns one invoice.
+        """Returns one stored invoice; NOT_FOUND for an unknown id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListInvoices(self, request, context):
-        """Lists invoices.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetCurrentUsage(self, request, context):
-        """Prices the open period of a customer's subscriptions.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RunBilling(self, request, context):
-        """Bills every ended period now (the scheduler does this too). Safe to run
-        concurrently: each subscription period is billed exactly once.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ComputeUsage(self, request, context):
-        """The exact usage of a customer and metric over a window: the number an
-        invoice for that window uses.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CalculatePrice(self, request, context):
-        """Prices a subscription over a window and stores the result.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetCalculation(self, request, context):
-        """Returns a stored calculation.
+        """Lists invoices, newest period first; a customer's listing starts with
+        the drafts of its periods as they stand (computed, never stored).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,13 +121,6 @@ class InvoiceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def PreviewInvoice(self, request, context):
-        """Previews a subscription's open period, with projected usage.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ArchiveInvoice(self, request, context):
         """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
         archived or while a draft.
@@ -216,35 +130,14 @@ class InvoiceServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RenderInvoicePdf(self, request, context):
-        """Renders an invoice as a PDF document.
+        """Renders an issued invoice as a PDF document.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def SendInvoiceEmail(self, request, context):
-        """Emails an invoice, its PDF attached, over SMTP.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CreateCreditNote(self, request, context):
-        """Issues a credit note on a finalized or paid invoice.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def GetCreditNote(self, request, context):
-        """Returns one credit note.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ListCreditNotes(self, request, context):
-        """Lists credit notes.
+        """Emails an issued invoice, its PDF attached, over SMTP.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,31 +156,6 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesResponse.SerializeToString,
             ),
-            'GetCurrentUsage': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetCurrentUsage,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageResponse.SerializeToString,
-            ),
-            'RunBilling': grpc.unary_unary_rpc_method_handler(
-                    servicer.RunBilling,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.SerializeToString,
-            ),
-            'ComputeUsage': grpc.unary_unary_rpc_method_handler(
-                    servicer.ComputeUsage,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.SerializeToString,
-            ),
-            'CalculatePrice': grpc.unary_unary_rpc_method_handler(
-                    servicer.CalculatePrice,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.SerializeToString,
-            ),
-            'GetCalculation': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetCalculation,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.SerializeToString,
-            ),
             'CreateInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateInvoice,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateInvoiceRequest.FromString,
@@ -302,11 +170,6 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     servicer.FinalizeInvoice,
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.FinalizeInvoiceRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Invoice.SerializeToString,
-            ),
-            'PreviewInvoice': grpc.unary_unary_rpc_method_handler(
-                    servicer.PreviewInvoice,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.SerializeToString,
             ),
             'ArchiveInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.ArchiveInvoice,
@@ -323,21 +186,6 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
                     request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.FromString,
                     response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.SerializeToString,
             ),
-            'CreateCreditNote': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateCreditNote,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.SerializeToString,
-            ),
-            'GetCreditNote': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetCreditNote,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.SerializeToString,
-            ),
-            'ListCreditNotes': grpc.unary_unary_rpc_method_handler(
-                    servicer.ListCreditNotes,
-                    request_deserializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.FromString,
-                    response_serializer=bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'bxb.invoicing.v1.InvoiceService', rpc_method_handlers)
@@ -347,7 +195,8 @@ def add_InvoiceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class InvoiceService:
-    """Invoices of the calling organization.
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
     """
 
     @staticmethod
@@ -394,141 +243,6 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/ListInvoices',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListInvoicesResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetCurrentUsage(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/GetCurrentUsage',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCurrentUsageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RunBilling(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/RunBilling',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.RunBillingResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ComputeUsage(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/ComputeUsage',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ComputeUsageResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CalculatePrice(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/CalculatePrice',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CalculatePriceRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetCalculation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/GetCalculation',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCalculationRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.Calculation.FromString,
             options,
             channel_credentials,
             insecure,
@@ -621,33 +335,6 @@ class InvoiceService:
             _registered_method=True)
 
     @staticmethod
-    def PreviewInvoice(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/PreviewInvoice',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.PreviewInvoiceRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.InvoicePreview.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
     def ArchiveInvoice(request,
             target,
             options=(),
@@ -718,87 +405,6 @@ class InvoiceService:
             '/bxb.invoicing.v1.InvoiceService/SendInvoiceEmail',
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailRequest.SerializeToString,
             bxb_dot_invoicing_dot_v1_dot_invoices__pb2.SendInvoiceEmailResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CreateCreditNote(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/CreateCreditNote',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreateCreditNoteRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def GetCreditNote(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/GetCreditNote',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.GetCreditNoteRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.CreditNote.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ListCreditNotes(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/bxb.invoicing.v1.InvoiceService/ListCreditNotes',
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesRequest.SerializeToString,
-            bxb_dot_invoicing_dot_v1_dot_invoices__pb2.ListCreditNotesResponse.FromString,
             options,
             channel_credentials,
             insecure,

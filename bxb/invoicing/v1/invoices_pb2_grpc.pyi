@@ -27,30 +27,20 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class InvoiceServiceStub:
-    """Invoices of the calling organization."""
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> InvoiceServiceAsyncStub: ...
     GetInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetInvoiceRequest, _invoices_pb2.Invoice]
-    """Returns one invoice."""
+    """Returns one stored invoice; NOT_FOUND for an unknown id."""
     ListInvoices: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ListInvoicesRequest, _invoices_pb2.ListInvoicesResponse]
-    """Lists invoices."""
-    GetCurrentUsage: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCurrentUsageRequest, _invoices_pb2.GetCurrentUsageResponse]
-    """Prices the open period of a customer's subscriptions."""
-    RunBilling: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.RunBillingRequest, _invoices_pb2.RunBillingResponse]
-    """Bills every ended period now (the scheduler does this too). Safe to run
-    concurrently: each subscription period is billed exactly once.
+    """Lists invoices, newest period first; a customer's listing starts with
+    the drafts of its periods as they stand (computed, never stored).
     """
-    ComputeUsage: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ComputeUsageRequest, _invoices_pb2.ComputeUsageResponse]
-    """The exact usage of a customer and metric over a window: the number an
-    invoice for that window uses.
-    """
-    CalculatePrice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CalculatePriceRequest, _invoices_pb2.Calculation]
-    """Prices a subscription over a window and stores the result."""
-    GetCalculation: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]
-    """Returns a stored calculation."""
     CreateInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CreateInvoiceRequest, _invoices_pb2.Invoice]
     """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
     when its total would be 0 or the window is already invoiced.
@@ -61,46 +51,28 @@ class InvoiceServiceStub:
     """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
     other state.
     """
-    PreviewInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.PreviewInvoiceRequest, _invoices_pb2.InvoicePreview]
-    """Previews a subscription's open period, with projected usage."""
     ArchiveInvoice: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
     """
     RenderInvoicePdf: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.RenderInvoicePdfRequest, _invoices_pb2.InvoicePdf]
-    """Renders an invoice as a PDF document."""
+    """Renders an issued invoice as a PDF document."""
     SendInvoiceEmail: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]
-    """Emails an invoice, its PDF attached, over SMTP."""
-    CreateCreditNote: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.CreateCreditNoteRequest, _invoices_pb2.CreditNote]
-    """Issues a credit note on a finalized or paid invoice."""
-    GetCreditNote: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.GetCreditNoteRequest, _invoices_pb2.CreditNote]
-    """Returns one credit note."""
-    ListCreditNotes: _grpc.UnaryUnaryMultiCallable[_invoices_pb2.ListCreditNotesRequest, _invoices_pb2.ListCreditNotesResponse]
-    """Lists credit notes."""
+    """Emails an issued invoice, its PDF attached, over SMTP."""
 
 @_typing.type_check_only
 class InvoiceServiceAsyncStub(InvoiceServiceStub):
-    """Invoices of the calling organization."""
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
-    """Returns one invoice."""
+    """Returns one stored invoice; NOT_FOUND for an unknown id."""
     ListInvoices: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ListInvoicesRequest, _invoices_pb2.ListInvoicesResponse]  # type: ignore[assignment]
-    """Lists invoices."""
-    GetCurrentUsage: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCurrentUsageRequest, _invoices_pb2.GetCurrentUsageResponse]  # type: ignore[assignment]
-    """Prices the open period of a customer's subscriptions."""
-    RunBilling: _aio.UnaryUnaryMultiCallable[_invoices_pb2.RunBillingRequest, _invoices_pb2.RunBillingResponse]  # type: ignore[assignment]
-    """Bills every ended period now (the scheduler does this too). Safe to run
-    concurrently: each subscription period is billed exactly once.
+    """Lists invoices, newest period first; a customer's listing starts with
+    the drafts of its periods as they stand (computed, never stored).
     """
-    ComputeUsage: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ComputeUsageRequest, _invoices_pb2.ComputeUsageResponse]  # type: ignore[assignment]
-    """The exact usage of a customer and metric over a window: the number an
-    invoice for that window uses.
-    """
-    CalculatePrice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CalculatePriceRequest, _invoices_pb2.Calculation]  # type: ignore[assignment]
-    """Prices a subscription over a window and stores the result."""
-    GetCalculation: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCalculationRequest, _invoices_pb2.Calculation]  # type: ignore[assignment]
-    """Returns a stored calculation."""
     CreateInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CreateInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
     """Issues an invoice for a subscription up to a cutoff; FAILED_PRECONDITION
     when its total would be 0 or the window is already invoiced.
@@ -111,25 +83,19 @@ class InvoiceServiceAsyncStub(InvoiceServiceStub):
     """Finalizes a draft in its grace period now; FAILED_PRECONDITION from any
     other state.
     """
-    PreviewInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.PreviewInvoiceRequest, _invoices_pb2.InvoicePreview]  # type: ignore[assignment]
-    """Previews a subscription's open period, with projected usage."""
     ArchiveInvoice: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ArchiveInvoiceRequest, _invoices_pb2.Invoice]  # type: ignore[assignment]
     """Archives a finalized, paid or voided invoice; FAILED_PRECONDITION once
     archived or while a draft.
     """
     RenderInvoicePdf: _aio.UnaryUnaryMultiCallable[_invoices_pb2.RenderInvoicePdfRequest, _invoices_pb2.InvoicePdf]  # type: ignore[assignment]
-    """Renders an invoice as a PDF document."""
+    """Renders an issued invoice as a PDF document."""
     SendInvoiceEmail: _aio.UnaryUnaryMultiCallable[_invoices_pb2.SendInvoiceEmailRequest, _invoices_pb2.SendInvoiceEmailResponse]  # type: ignore[assignment]
-    """Emails an invoice, its PDF attached, over SMTP."""
-    CreateCreditNote: _aio.UnaryUnaryMultiCallable[_invoices_pb2.CreateCreditNoteRequest, _invoices_pb2.CreditNote]  # type: ignore[assignment]
-    """Issues a credit note on a finalized or paid invoice."""
-    GetCreditNote: _aio.UnaryUnaryMultiCallable[_invoices_pb2.GetCreditNoteRequest, _invoices_pb2.CreditNote]  # type: ignore[assignment]
-    """Returns one credit note."""
-    ListCreditNotes: _aio.UnaryUnaryMultiCallable[_invoices_pb2.ListCreditNotesRequest, _invoices_pb2.ListCreditNotesResponse]  # type: ignore[assignment]
-    """Lists credit notes."""
+    """Emails an issued invoice, its PDF attached, over SMTP."""
 
 class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Invoices of the calling organization."""
+    """Invoices of the calling organization: the issued ones and, in a
+    customer's listing, the drafts of its periods computed on read.
+    """
 
     @_abc_1.abstractmethod
     def GetInvoice(
@@ -137,7 +103,7 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoices_pb2.GetInvoiceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.Invoice, _abc.Awaitable[_invoices_pb2.Invoice]]:
-        """Returns one invoice."""
+        """Returns one stored invoice; NOT_FOUND for an unknown id."""
 
     @_abc_1.abstractmethod
     def ListInvoices(
@@ -145,51 +111,9 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoices_pb2.ListInvoicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.ListInvoicesResponse, _abc.Awaitable[_invoices_pb2.ListInvoicesResponse]]:
-        """Lists invoices."""
-
-    @_abc_1.abstractmethod
-    def GetCurrentUsage(
-        self,
-        request: _invoices_pb2.GetCurrentUsageRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.GetCurrentUsageResponse, _abc.Awaitable[_invoices_pb2.GetCurrentUsageResponse]]:
-        """Prices the open period of a customer's subscriptions."""
-
-    @_abc_1.abstractmethod
-    def RunBilling(
-        self,
-        request: _invoices_pb2.RunBillingRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.RunBillingResponse, _abc.Awaitable[_invoices_pb2.RunBillingResponse]]:
-        """Bills every ended period now (the scheduler does this too). Safe to run
-        concurrently: each subscription period is billed exactly once.
+        """Lists invoices, newest period first; a customer's listing starts with
+        the drafts of its periods as they stand (computed, never stored).
         """
-
-    @_abc_1.abstractmethod
-    def ComputeUsage(
-        self,
-        request: _invoices_pb2.ComputeUsageRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.ComputeUsageResponse, _abc.Awaitable[_invoices_pb2.ComputeUsageResponse]]:
-        """The exact usage of a customer and metric over a window: the number an
-        invoice for that window uses.
-        """
-
-    @_abc_1.abstractmethod
-    def CalculatePrice(
-        self,
-        request: _invoices_pb2.CalculatePriceRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.Calculation, _abc.Awaitable[_invoices_pb2.Calculation]]:
-        """Prices a subscription over a window and stores the result."""
-
-    @_abc_1.abstractmethod
-    def GetCalculation(
-        self,
-        request: _invoices_pb2.GetCalculationRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.Calculation, _abc.Awaitable[_invoices_pb2.Calculation]]:
-        """Returns a stored calculation."""
 
     @_abc_1.abstractmethod
     def CreateInvoice(
@@ -220,14 +144,6 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
-    def PreviewInvoice(
-        self,
-        request: _invoices_pb2.PreviewInvoiceRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.InvoicePreview, _abc.Awaitable[_invoices_pb2.InvoicePreview]]:
-        """Previews a subscription's open period, with projected usage."""
-
-    @_abc_1.abstractmethod
     def ArchiveInvoice(
         self,
         request: _invoices_pb2.ArchiveInvoiceRequest,
@@ -243,7 +159,7 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoices_pb2.RenderInvoicePdfRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.InvoicePdf, _abc.Awaitable[_invoices_pb2.InvoicePdf]]:
-        """Renders an invoice as a PDF document."""
+        """Renders an issued invoice as a PDF document."""
 
     @_abc_1.abstractmethod
     def SendInvoiceEmail(
@@ -251,30 +167,6 @@ class InvoiceServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _invoices_pb2.SendInvoiceEmailRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_invoices_pb2.SendInvoiceEmailResponse, _abc.Awaitable[_invoices_pb2.SendInvoiceEmailResponse]]:
-        """Emails an invoice, its PDF attached, over SMTP."""
-
-    @_abc_1.abstractmethod
-    def CreateCreditNote(
-        self,
-        request: _invoices_pb2.CreateCreditNoteRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.CreditNote, _abc.Awaitable[_invoices_pb2.CreditNote]]:
-        """Issues a credit note on a finalized or paid invoice."""
-
-    @_abc_1.abstractmethod
-    def GetCreditNote(
-        self,
-        request: _invoices_pb2.GetCreditNoteRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.CreditNote, _abc.Awaitable[_invoices_pb2.CreditNote]]:
-        """Returns one credit note."""
-
-    @_abc_1.abstractmethod
-    def ListCreditNotes(
-        self,
-        request: _invoices_pb2.ListCreditNotesRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_invoices_pb2.ListCreditNotesResponse, _abc.Awaitable[_invoices_pb2.ListCreditNotesResponse]]:
-        """Lists credit notes."""
+        """Emails an issued invoice, its PDF attached, over SMTP."""
 
 def add_InvoiceServiceServicer_to_server(servicer: InvoiceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

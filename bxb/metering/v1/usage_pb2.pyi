@@ -114,10 +114,14 @@ class AggregateUsageRequest(_message.Message):
     code: _builtins.str
     """Code of the metric (the events' code)."""
     aggregation: Global___Aggregation.ValueType
-    """The reduction."""
+    """The reduction. Unset: the metric's, from the catalog. Set for a metric
+    the catalog defines otherwise: INVALID_ARGUMENT naming this field (a
+    code the catalog does not know is aggregated as asked).
+    """
     field_name: _builtins.str
     """The property aggregated; ignored for COUNT. Empty for the other
-    aggregations means the event's top-level value.
+    aggregations means the event's top-level value. With aggregation unset,
+    the metric's; otherwise it must be the metric's (INVALID_ARGUMENT).
     """
     include_values: _builtins.bool
     """Also return each event's value of field_name, in time order (for
@@ -406,9 +410,13 @@ class SummarizeUsageRequest(_message.Message):
     code: _builtins.str
     """Code of the metric."""
     aggregation: Global___Aggregation.ValueType
-    """The reduction."""
+    """The reduction; unset means the metric's, as the catalog defines it.
+    One the catalog defines otherwise is INVALID_ARGUMENT naming this field.
+    """
     field_name: _builtins.str
-    """The property aggregated; empty means the event's top-level value."""
+    """The property aggregated; empty means the event's top-level value (with
+    aggregation unset, the metric's field).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Start of the window, inclusive."""
@@ -486,9 +494,13 @@ class UsageHistogramRequest(_message.Message):
     code: _builtins.str
     """Code of the metric."""
     aggregation: Global___Aggregation.ValueType
-    """The reduction, applied to each bucket's events."""
+    """The reduction; unset means the metric's, as the catalog defines it.
+    One the catalog defines otherwise is INVALID_ARGUMENT naming this field.
+    """
     field_name: _builtins.str
-    """The property aggregated; empty means the event's top-level value."""
+    """The property aggregated; empty means the event's top-level value (with
+    aggregation unset, the metric's field).
+    """
     interval: Global___HistogramInterval.ValueType
     """The bucket width."""
     group_by: _builtins.str
@@ -586,3 +598,98 @@ class UsageHistogramResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageHistogramResponse: _TypeAlias = UsageHistogramResponse  # noqa: Y015
+
+@_typing.final
+class ComputeUsageRequest(_message.Message):
+    """Request for UsageService.ComputeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    METRIC_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    metric_code: _builtins.str
+    """Code of the metric; its aggregation and field are the catalog's."""
+    subscription_id: _builtins.str
+    """Count only this subscription's events (those naming it, and the ones
+    naming no subscription that it owns), as its invoice does; when empty,
+    every event of the customer.
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        metric_code: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "end_time", b"end_time", "metric_code", b"metric_code", "start_time", b"start_time", "subscription_id", b"subscription_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeUsageRequest: _TypeAlias = ComputeUsageRequest  # noqa: Y015
+
+@_typing.final
+class ComputeUsageResponse(_message.Message):
+    """Response of UsageService.ComputeUsage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    METRIC_CODE_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    metric_code: _builtins.str
+    """Code of the metric."""
+    subscription_id: _builtins.str
+    """The subscription the usage was scoped to, if any."""
+    value: _builtins.str
+    """The exact quantity, a decimal string."""
+    event_count: _builtins.int
+    """Number of distinct events aggregated."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        metric_code: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+        value: _builtins.str = ...,
+        event_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "end_time", b"end_time", "event_count", b"event_count", "metric_code", b"metric_code", "start_time", b"start_time", "subscription_id", b"subscription_id", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ComputeUsageResponse: _TypeAlias = ComputeUsageResponse  # noqa: Y015

@@ -55,6 +55,11 @@ class UsageServiceStub:
                 request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.SerializeToString,
                 response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.FromString,
                 _registered_method=True)
+        self.ComputeUsage = channel.unary_unary(
+                '/bxb.metering.v1.UsageService/ComputeUsage',
+                request_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageRequest.SerializeToString,
+                response_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -92,6 +97,16 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ComputeUsage(self, request, context):
+        """The exact usage of a customer's metric over a window, aggregated as the
+        catalog defines the metric (NOT_FOUND for an unknown one); scoped to a
+        subscription, counted as its invoice counts it. The number an invoice
+        for that window uses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +129,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.UsageHistogram,
                     request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.FromString,
                     response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.SerializeToString,
+            ),
+            'ComputeUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ComputeUsage,
+                    request_deserializer=bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageRequest.FromString,
+                    response_serializer=bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +245,33 @@ class UsageService:
             '/bxb.metering.v1.UsageService/UsageHistogram',
             bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramRequest.SerializeToString,
             bxb_dot_metering_dot_v1_dot_usage__pb2.UsageHistogramResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ComputeUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.metering.v1.UsageService/ComputeUsage',
+            bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageRequest.SerializeToString,
+            bxb_dot_metering_dot_v1_dot_usage__pb2.ComputeUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,12 @@ class UsageServiceStub:
     """
     UsageHistogram: _grpc.UnaryUnaryMultiCallable[_usage_pb2.UsageHistogramRequest, _usage_pb2.UsageHistogramResponse]
     """Exact usage per minute, hour or day, optionally split by a property."""
+    ComputeUsage: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ComputeUsageRequest, _usage_pb2.ComputeUsageResponse]
+    """The exact usage of a customer's metric over a window, aggregated as the
+    catalog defines the metric (NOT_FOUND for an unknown one); scoped to a
+    subscription, counted as its invoice counts it. The number an invoice
+    for that window uses.
+    """
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -65,6 +71,12 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """
     UsageHistogram: _aio.UnaryUnaryMultiCallable[_usage_pb2.UsageHistogramRequest, _usage_pb2.UsageHistogramResponse]  # type: ignore[assignment]
     """Exact usage per minute, hour or day, optionally split by a property."""
+    ComputeUsage: _aio.UnaryUnaryMultiCallable[_usage_pb2.ComputeUsageRequest, _usage_pb2.ComputeUsageResponse]  # type: ignore[assignment]
+    """The exact usage of a customer's metric over a window, aggregated as the
+    catalog defines the metric (NOT_FOUND for an unknown one); scoped to a
+    subscription, counted as its invoice counts it. The number an invoice
+    for that window uses.
+    """
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Exact usage queries over stored events."""
@@ -105,5 +117,17 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_usage_pb2.UsageHistogramResponse, _abc.Awaitable[_usage_pb2.UsageHistogramResponse]]:
         """Exact usage per minute, hour or day, optionally split by a property."""
+
+    @_abc_1.abstractmethod
+    def ComputeUsage(
+        self,
+        request: _usage_pb2.ComputeUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.ComputeUsageResponse, _abc.Awaitable[_usage_pb2.ComputeUsageResponse]]:
+        """The exact usage of a customer's metric over a window, aggregated as the
+        catalog defines the metric (NOT_FOUND for an unknown one); scoped to a
+        subscription, counted as its invoice counts it. The number an invoice
+        for that window uses.
+        """
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

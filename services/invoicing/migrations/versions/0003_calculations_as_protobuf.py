@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from google.protobuf import json_format
 
-from bxb.invoicing.v1 import invoices_pb2
+from bxb.invoicing.v1 import calculations_pb2
 
 revision = "0003"
 down_revision = "0002"
@@ -28,7 +28,7 @@ def upgrade() -> None:
     op.add_column("calculations", sa.Column("message", sa.LargeBinary(), nullable=True))
     bind = op.get_bind()
     for row_id, stored in bind.execute(sa.select(calculations.c.id, calculations.c.calculation)).all():
-        message = json_format.ParseDict(stored, invoices_pb2.Calculation()).SerializeToString()
+        message = json_format.ParseDict(stored, calculations_pb2.Calculation()).SerializeToString()
         bind.execute(calculations.update().where(calculations.c.id == row_id).values(message=message))
     op.alter_column("calculations", "message", nullable=False)
     op.drop_column("calculations", "calculation")
@@ -39,7 +39,7 @@ def downgrade() -> None:
     bind = op.get_bind()
     for row_id, message in bind.execute(sa.select(calculations.c.id, calculations.c.message)).all():
         stored = json_format.MessageToDict(
-            invoices_pb2.Calculation.FromString(message), preserving_proto_field_name=True
+            calculations_pb2.Calculation.FromString(message), preserving_proto_field_name=True
         )
         bind.execute(calculations.update().where(calculations.c.id == row_id).values(calculation=stored))
     op.alter_column("calculations", "calculation", nullable=False)

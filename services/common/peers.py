@@ -12,19 +12,7 @@ from typing import Any
 
 import grpc
 
-from bxb.catalog.v1 import (
-    add_ons_pb2_grpc,
-    billable_metrics_pb2_grpc,
-    coupons_pb2_grpc,
-    customers_pb2_grpc,
-    event_references_pb2_grpc,
-    plans_pb2_grpc,
-    subscriptions_pb2_grpc,
-    taxes_pb2_grpc,
-)
-from bxb.invoicing.v1 import billing_runs_pb2_grpc, invoices_pb2_grpc
-from bxb.metering.v1 import usage_pb2_grpc
-from bxb.payments.v1 import payments_pb2_grpc
+from bxb.catalog.v1 import event_references_pb2_grpc, plans_pb2_grpc, subscriptions_pb2_grpc
 from services.common import tenancy
 from services.common.channels import DEFAULT_TIMEOUT, MESSAGE_BYTES, open_channel
 
@@ -66,10 +54,6 @@ class Peer:
 
 class Catalog(Peer):
     @property
-    def metrics(self) -> billable_metrics_pb2_grpc.BillableMetricServiceStub:
-        return self.stub(billable_metrics_pb2_grpc.BillableMetricServiceStub)
-
-    @property
     def plans(self) -> plans_pb2_grpc.PlanServiceStub:
         return self.stub(plans_pb2_grpc.PlanServiceStub)
 
@@ -78,43 +62,5 @@ class Catalog(Peer):
         return self.stub(subscriptions_pb2_grpc.SubscriptionServiceStub)
 
     @property
-    def customers(self) -> customers_pb2_grpc.CustomerServiceStub:
-        return self.stub(customers_pb2_grpc.CustomerServiceStub)
-
-    @property
-    def coupons(self) -> coupons_pb2_grpc.CouponServiceStub:
-        return self.stub(coupons_pb2_grpc.CouponServiceStub)
-
-    @property
-    def add_ons(self) -> add_ons_pb2_grpc.AddOnServiceStub:
-        return self.stub(add_ons_pb2_grpc.AddOnServiceStub)
-
-    @property
-    def taxes(self) -> taxes_pb2_grpc.TaxServiceStub:
-        return self.stub(taxes_pb2_grpc.TaxServiceStub)
-
-    @property
     def event_references(self) -> event_references_pb2_grpc.EventReferenceServiceStub:
         return self.stub(event_references_pb2_grpc.EventReferenceServiceStub)
-
-
-class Metering(Peer):
-    @property
-    def usage(self) -> usage_pb2_grpc.UsageServiceStub:
-        return self.stub(usage_pb2_grpc.UsageServiceStub)
-
-
-class Invoicing(Peer):
-    @property
-    def invoices(self) -> invoices_pb2_grpc.InvoiceServiceStub:
-        return self.stub(invoices_pb2_grpc.InvoiceServiceStub)
-
-    @property
-    def billing_runs(self) -> billing_runs_pb2_grpc.BillingRunServiceStub:
-        return self.stub(billing_runs_pb2_grpc.BillingRunServiceStub)
-
-
-class Payments(Peer):
-    @property
-    def payments(self) -> payments_pb2_grpc.PaymentServiceStub:
-        return self.stub(payments_pb2_grpc.PaymentServiceStub)

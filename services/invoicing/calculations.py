@@ -39,10 +39,6 @@ def interval_of(plan: plans_pb2.Plan) -> str:
     return plans_pb2.PlanInterval.Name(plan.interval)
 
 
-def _charge(plan: plans_pb2.Plan, code: str) -> plans_pb2.Charge | None:
-    return next((c for c in plan.charges if c.billable_metric_code == code), None)
-
-
 def _required(request, *names: str) -> None:
     for name in names:
         if not getattr(request, name):
@@ -50,9 +46,7 @@ def _required(request, *names: str) -> None:
 
 
 def _window(request, start_name: str, end_name: str) -> tuple[datetime, datetime]:
-    for name in (start_name, end_name):
-        if not request.HasField(name):
-            raise InvalidArgument(f"{name} is required", field=name)
+    """The window both fields (given) bound; the end after the start."""
     start, end = from_proto(getattr(request, start_name)), from_proto(getattr(request, end_name))
     if end <= start:
         raise InvalidArgument(f"{end_name} must be after {start_name}", field=end_name)

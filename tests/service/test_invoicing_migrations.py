@@ -11,7 +11,7 @@ import asyncpg
 from alembic import command
 from alembic.config import Config
 
-from bxb.invoicing.v1 import invoices_pb2 as pb
+from bxb.invoicing.v1 import calculations_pb2 as pb
 from services.catalog.server import MIGRATIONS as CATALOG
 from services.common import db
 from services.invoicing.server import MIGRATIONS

@@ -287,6 +287,11 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
             queued = pb.SubmitEventsRequest(events=[usage_event("t3", properties={"v": "0.4"})])
             await events.SubmitEvents(queued, metadata=tenancy.metadata(org))
             assert await aggregate(usage, org) == ("0.7", 3)  # the queue is drained first
+            computed = usage_pb2.ComputeUsageRequest(
+                customer_id="cus_1", metric_code="api", start_time=to_proto(START), end_time=to_proto(END)
+            )
+            code, _, _ = await rejected(usage.ComputeUsage(computed, metadata=tenancy.metadata(org)))
+            assert code == grpc.StatusCode.UNAVAILABLE  # no catalog here to say how "api" is aggregated
     finally:
         await grpc_server.stop(service, server, grace=1)
         nats.stop()

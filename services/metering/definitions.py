@@ -31,6 +31,7 @@ from services.common.timestamps import from_proto, from_proto_or_none
 
 Metric = billable_metrics_pb2.BillableMetric
 PAGE = 500  # subscriptions of a customer read per catalog call
+TIMEOUT = 5.0  # seconds per catalog call: an unreachable catalog must not hold a query up
 
 
 def _name(value: int) -> str:
@@ -75,7 +76,12 @@ class Definitions:
 
     async def settle(self, org: str, requests: list, where: list[str]) -> None:
         """Every request's aggregation and field as its metric defines them (see reconcile)."""
-        known = await self.metrics(org, {r.code for r in requests})
+        try:
+            known = await self.metrics(org, {r.code for r in requests})
+        except Unavailable:
+            if all(r.aggregation for r in requests):
+                return  # named in full: served as asked, reads never wait on the catalog
+            raise
         for request, prefix in zip(requests, where, strict=True):
             reconcile(request, known.get(request.code), prefix)
 
@@ -121,7 +127,7 @@ class Definitions:
     async def _ask(self, method, request, org: str):
         """One catalog call; UNAVAILABLE when the catalog does not answer."""
         try:
-            return await method(request, **self.catalog.options(org))
+            return await method(request, **self.catalog.options(org, timeout=TIMEOUT))
         except grpc.aio.AioRpcError:
             raise Unavailable("the catalog could not be reached to read what the usage query names") from None
 

@@ -223,5 +223,9 @@ async def test_an_unreachable_catalog_is_not_mistaken_for_an_unknown_metric(tena
         ):
             with pytest.raises(Unavailable):
                 await call
+        named = usage_pb2.AggregateUsageRequest(code="tokens", aggregation=usage_pb2.AGGREGATION_COUNT)
+        await Definitions(catalog).settle(tenant.organization_id, [named], [""])  # served as asked
+        with pytest.raises(Unavailable):
+            await Definitions(catalog).settle(tenant.organization_id, [usage_pb2.AggregateUsageRequest(code="t")], [""])
     finally:
         await catalog.close()

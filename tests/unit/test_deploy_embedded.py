@@ -120,7 +120,7 @@ def test_stop_processes_signals_running_processes_and_leaves_exited_ones_alone()
     exited = python("raise SystemExit(7)")
     exited.wait(30)
     running = python(SLEEPER)
-    stop_processes([None, exited, running], signal.SIGTERM, 30)
+    stop_processes([(None, signal.SIGTERM), (exited, signal.SIGTERM), (running, signal.SIGTERM)], 30)
     assert (exited.returncode, running.returncode) == (7, -signal.SIGTERM)
 
 
@@ -128,7 +128,7 @@ def test_stop_processes_kills_processes_that_ignore_the_signal_after_one_shared_
     stubborn = [ignoring_sigterm(), ignoring_sigterm()]
     obedient = python(SLEEPER)
     started = time.monotonic()
-    stop_processes([*stubborn, obedient], signal.SIGTERM, 1)
+    stop_processes([(p, signal.SIGTERM) for p in [*stubborn, obedient]], 1)
     elapsed = time.monotonic() - started
     assert [p.returncode for p in stubborn] == [-signal.SIGKILL, -signal.SIGKILL]
     assert obedient.returncode == -signal.SIGTERM

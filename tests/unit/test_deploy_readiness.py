@@ -104,21 +104,21 @@ async def test_wait_postgres_waits_for_a_server_starting_up(tmp_path: Path):
 
 # Every check gives up after its timeout with a message naming what it waited for.
 
-PORT = free_port()  # nothing listens there
-
 
 @pytest.mark.parametrize(
     ("wait", "target", "failure"),
     [
-        (wait_serving, f"127.0.0.1:{PORT}", f"service at 127.0.0.1:{PORT} not serving"),
-        (wait_http, f"http://127.0.0.1:{PORT}/health", f"http://127.0.0.1:{PORT}/health not answering"),
-        (wait_tcp, PORT, f"nothing listens on 127.0.0.1:{PORT}"),
-        (wait_postgres, f"postgresql://postgres@127.0.0.1:{PORT}/postgres", "not taking connections"),
+        (wait_serving, "127.0.0.1:{port}", "service at 127.0.0.1:{port} not serving"),
+        (wait_http, "http://127.0.0.1:{port}/health", "http://127.0.0.1:{port}/health not answering"),
+        (wait_tcp, None, "nothing listens on 127.0.0.1:{port}"),
+        (wait_postgres, "postgresql://postgres@127.0.0.1:{port}/postgres", "not taking connections"),
     ],
+    ids=["wait_serving", "wait_http", "wait_tcp", "wait_postgres"],
 )
 async def test_each_check_times_out_when_nothing_answers(wait, target, failure):
+    port = free_port()  # nothing listens there
     started = asyncio.get_running_loop().time()
     with pytest.raises(TimeoutError) as timed_out:
-        await wait(target, timeout=0.5)
-    assert failure in str(timed_out.value) and str(timed_out.value).endswith("after 0.5s")
+        await wait(target.format(port=port) if target else port, timeout=0.5)
+    assert failure.format(port=port) in str(timed_out.value) and str(timed_out.value).endswith("after 0.5s")
     assert 0.5 <= asyncio.get_running_loop().time() - started < 5

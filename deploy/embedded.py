@@ -140,6 +140,7 @@ class Postgres:
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
+        open_binaries(self._user)
         prepare_data_dir(self.data_dir, self._user)
         subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],

@@ -245,6 +245,20 @@ def test_open_binaries_lets_the_postgres_user_reach_binaries_in_a_private_checko
     assert subprocess.run(["test", "-x", str(binary)], user=new_user, check=False).returncode == 0
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user")
+def test_initdb_runs_from_a_private_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_user: str):
+    """initdb, run as the server's user, is reached before the server is ever
+    started (a fresh clone in a mktemp -d directory failed here)."""
+    initdb = fake_binaries(tmp_path, monkeypatch).parent / "initdb"
+    initdb.write_text('#!/bin/sh\ntouch "$2/PG_VERSION"\n')  # initdb -D <dir> ...
+    initdb.chmod(0o755)
+    system_user(new_user)
+    monkeypatch.setattr(embedded, "system_user", lambda: new_user)
+    postgres = Postgres(tmp_path / "data")
+    postgres.init()
+    assert (tmp_path / "data" / "PG_VERSION").exists()
+
+
 # _connect_retrying
 
 

@@ -5,6 +5,9 @@ the wire, so they are used under v1's method path."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -34,3 +37,10 @@ async def describe(address: str, symbol: str) -> descriptor_pb2.FileDescriptorPr
     response = await ask(address, reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol))
     assert response.HasField("file_descriptor_response"), response.error_response
     return descriptor_pb2.FileDescriptorProto.FromString(response.file_descriptor_response.file_descriptor_proto[0])
+
+
+def package_services(name: str) -> list[str]:
+    """Every service the protos of bxb.<name>.v1 define."""
+    package = importlib.import_module(f"bxb.{name}.v1")
+    modules = [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
+    return [s.full_name for m in modules if m.__name__.endswith("_pb2") for s in m.DESCRIPTOR.services_by_name.values()]

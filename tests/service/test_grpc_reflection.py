@@ -5,9 +5,6 @@ Postman or buf curl can call bxb without the protos."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 import pytest
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
@@ -19,22 +16,15 @@ from tests.conftest import Stack
 PARKED = "bxb.common.v1.ParkedMessageService"
 
 
-def package_services(name: str) -> list[str]:
-    """Every service the protos of bxb.<name>.v1 define."""
-    package = importlib.import_module(f"bxb.{name}.v1")
-    modules = [importlib.import_module(f"{package.__name__}.{m.name}") for m in pkgutil.iter_modules(package.__path__)]
-    return [s.full_name for m in modules if m.__name__.endswith("_pb2") for s in m.DESCRIPTOR.services_by_name.values()]
-
-
 @pytest.mark.parametrize("name", ["catalog", "metering", "invoicing", "payments"])
 async def test_reflection_v1_lists_and_describes_every_service(stack: Stack, name: str):
     address = getattr(stack, name)
     listed = await grpc_reflection.list_services(address)
     parked = [PARKED] if name != "metering" else []  # metering parks nothing: its queue has no dead letters
     assert listed == sorted(
-        [*package_services(name), *parked, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
+        [*grpc_reflection.package_services(name), *parked, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1]
     )
-    assert len(package_services(name)) >= 1
+    assert len(grpc_reflection.package_services(name)) >= 1
     for service in listed:
         file = await grpc_reflection.describe(address, service)
         assert service in {f"{file.package}.{s.name}" for s in file.service}, (service, file.name)

@@ -5,13 +5,20 @@ Postman or buf curl can call bxb without the protos."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+from pathlib import Path
+
 import pytest
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from services.common.grpc_server import REFLECTION_V1
 from tests import grpc_reflection
-from tests.conftest import Stack
+from tests.conftest import Stack, Tenant
+
+BUF = Path(sys.executable).parent / "buf"
 
 PARKED = "bxb.common.v1.ParkedMessageService"
 
@@ -31,3 +38,33 @@ async def test_reflection_v1_lists_and_describes_every_service(stack: Stack, nam
     v1 = await grpc_reflection.describe(address, REFLECTION_V1)
     assert (v1.name, v1.package) == ("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1")
     assert [m.input_type for m in v1.service[0].method] == [".grpc.reflection.v1.ServerReflectionRequest"]
+
+
+async def buf_curl(*args: str) -> str:
+    """buf curl, schema from reflection v1 only (--reflect-protocol grpc-v1)."""
+    process = await asyncio.create_subprocess_exec(
+        BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_buf_curl_calls_a_service_knowing_it_only_through_reflection_v1(stack: Stack, tenant: Tenant):
+    url = f"http://{stack.catalog}"
+    assert "bxb.catalog.v1.OrganizationService" in (await buf_curl("--list-services", url)).split()
+    auth = json.loads(
+        await buf_curl(
+            "-d", json.dumps({"secret": tenant.key}), f"{url}/bxb.catalog.v1.OrganizationService/AuthenticateApiKey"
+        )
+    )
+    assert auth["organizationId"] == tenant.organization_id
+    metric = {"billableMetric": {"code": "calls", "name": "Calls", "aggregationType": "AGGREGATION_TYPE_COUNT"}}
+    method = f"{url}/bxb.catalog.v1.BillableMetricService/CreateBillableMetric"
+    created = json.loads(
+        await buf_curl("-H", f"x-bxb-organization: {auth['organizationId']}", "-d", json.dumps(metric), method)
+    )
+    assert (created["code"], created["aggregationType"]) == ("calls", "AGGREGATION_TYPE_COUNT")
+    listed = (await tenant.http.get("/v1/billable_metrics")).json()["billable_metrics"]
+    assert [m["code"] for m in listed] == ["calls"]  # made for the key's organization

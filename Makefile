@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # pytest-xdist workers: each starts its own PostgreSQL, NATS, chdb and services.
 TEST_WORKERS ?= 2
 
-.PHONY: install run test lint proto proto-check bench clean
+.PHONY: install run test lint proto proto-check clients breaking bench clean
 
 install: $(VENV)/.installed
 
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 run: install
 	$(PY) -m deploy.stack
 
-test: install proto-check lint
+test: install proto-check lint breaking
 	$(PY) -m coverage erase
 	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q
@@ -38,8 +38,16 @@ proto: install
 proto-check: install
 	$(PY) scripts/gen_proto.py --check
 
+# The descriptor set and the TypeScript, Java (and Go, with its plugins) clients, under clients/.
+clients: install
+	$(PY) scripts/clients.py
+
+# buf breaking (WIRE_JSON) against the newest v* tag; nothing to compare before the first.
+breaking: install
+	$(PY) scripts/breaking.py
+
 bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .bxb .coverage .coverage.*
+	rm -rf $(VENV) .bxb .coverage .coverage.* node_modules clients/bxb.binpb clients/ts clients/java clients/go

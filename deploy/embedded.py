@@ -62,19 +62,21 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def stop_processes(processes: Iterable[subprocess.Popen | None], sig: int, timeout: float) -> None:
-    """Sends `sig` to each process still running, gives them `timeout` seconds
-    in all to exit, and kills the ones that have not."""
-    running = [process for process in processes if process is not None and process.poll() is None]
-    for process in running:
+def stop_processes(stops: Iterable[tuple[subprocess.Popen | None, int]], timeout: float) -> list[subprocess.Popen]:
+    """Sends each (process, signal) pair's process still running its signal,
+    gives them `timeout` seconds in all to exit, and kills the ones that have
+    not; the processes that were running."""
+    running = [(process, sig) for process, sig in stops if process is not None and process.poll() is None]
+    for process, sig in running:
         process.send_signal(sig)
     deadline = time.monotonic() + timeout
-    for process in running:
+    for process, _ in running:
         try:
             process.wait(max(deadline - time.monotonic(), 0))
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    return [process for process, _ in running]
 
 
 def system_user(name: str = PG_SYSTEM_USER) -> str | None:
@@ -138,6 +140,7 @@ class Postgres:
     def init(self) -> None:
         if (self.data_dir / "PG_VERSION").exists():
             return
+        open_binaries(self._user)
         prepare_data_dir(self.data_dir, self._user)
         subprocess.run(
             [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
@@ -177,7 +180,7 @@ class Postgres:
             await conn.close()
 
     def stop(self, timeout: float = 30) -> None:
-        stop_processes([self.process], signal.SIGINT, timeout)  # SIGINT: "fast" shutdown
+        stop_processes([(self.process, signal.SIGINT)], timeout)  # SIGINT: "fast" shutdown
         self.process = None
 
 
@@ -246,5 +249,5 @@ class Nats:
         return self.process
 
     def stop(self, timeout: float = 15) -> None:
-        stop_processes([self.process], signal.SIGTERM, timeout)
+        stop_processes([(self.process, signal.SIGTERM)], timeout)
         self.process = None

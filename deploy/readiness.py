@@ -8,6 +8,7 @@ Each check retries every `INTERVAL` seconds and raises TimeoutError after
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import grpc
@@ -21,76 +22,71 @@ INTERVAL = 0.1  # seconds between two looks
 RECONNECT = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
-def _deadline(timeout: float) -> float:
-    return asyncio.get_running_loop().time() + timeout
-
-
-def _past(deadline: float) -> bool:
-    return asyncio.get_running_loop().time() > deadline
+async def _until(ready: Callable[[], Awaitable[bool]], timeout: float, failure: str) -> None:
+    """Asks `ready` every INTERVAL seconds until it says yes; TimeoutError
+    with `failure` once `timeout` seconds have passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await ready():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{failure} after {timeout}s")
+        await asyncio.sleep(INTERVAL)
 
 
 async def wait_serving(address: str, timeout: float = 60) -> None:
     """Returns once the gRPC service at `address` reports SERVING."""
-    deadline = _deadline(timeout)
     async with grpc.aio.insecure_channel(address, options=RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while True:
+
+        async def serving() -> bool:
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
             except grpc.aio.AioRpcError:
-                pass
-            if _past(deadline):
-                raise TimeoutError(f"service at {address} not serving after {timeout}s")
-            await asyncio.sleep(INTERVAL)
+                return False
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+        await _until(serving, timeout, f"service at {address} not serving")
 
 
 async def wait_http(url: str, timeout: float = 60) -> None:
     """Returns once GET `url` answers 200."""
-    deadline = _deadline(timeout)
     async with httpx.AsyncClient() as client:
-        while True:
+
+        async def answering() -> bool:
             try:
-                if (await client.get(url, timeout=1)).status_code == 200:
-                    return
+                return (await client.get(url, timeout=1)).status_code == 200
             except httpx.HTTPError:
-                pass
-            if _past(deadline):
-                raise TimeoutError(f"{url} not answering after {timeout}s")
-            await asyncio.sleep(INTERVAL)
+                return False
+
+        await _until(answering, timeout, f"{url} not answering")
 
 
 async def wait_tcp(port: int, timeout: float = 60) -> None:
     """Returns once something accepts connections on 127.0.0.1:`port`."""
-    deadline = _deadline(timeout)
-    while True:
+
+    async def listening() -> bool:
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
         except OSError:
-            pass
-        else:
-            writer.close()
-            await writer.wait_closed()
-            return
-        if _past(deadline):
-            raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
-        await asyncio.sleep(INTERVAL)
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    await _until(listening, timeout, f"nothing listens on 127.0.0.1:{port}")
 
 
 async def wait_postgres(url: str, timeout: float = 60) -> None:
     """Returns once PostgreSQL at `url` takes a connection: its port opens
     before crash recovery ends, while it still answers "the database system
     is starting up"."""
-    deadline = _deadline(timeout)
-    while True:
+
+    async def taking() -> bool:
         try:
             conn = await asyncpg.connect(url, timeout=1)
         except (OSError, asyncpg.PostgresError, TimeoutError):
-            pass
-        else:
-            await conn.close()
-            return
-        if _past(deadline):
-            raise TimeoutError(f"PostgreSQL at {url} not taking connections after {timeout}s")
-        await asyncio.sleep(INTERVAL)
+            return False
+        await conn.close()
+        return True
+
+    await _until(taking, timeout, f"PostgreSQL at {url} not taking connections")

@@ -3,7 +3,8 @@
 Starts embedded PostgreSQL and nats-server (unless BXB_*_DATABASE_URL and
 BXB_NATS_URL point at real ones), the four services and the gateway, each
 its own process under the supervisor (a process that exits is restarted);
-prints the URL and an API key; stops everything on Ctrl-C or SIGTERM.
+prints the URL, an API key and each service's gRPC address; stops everything
+on Ctrl-C or SIGTERM.
 Data lives in BXB_HOME (default ./.bxb) and survives restarts.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from deploy.embedded import Nats, Postgres, free_port
 from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
 from deploy.supervisor import Child, Supervisor
-from services.common import config
+from services.common import config, tenancy
 
 SERVICES = ("catalog", "metering", "invoicing", "payments")
 DATABASES = ("catalog", "invoicing", "payments")
@@ -40,6 +41,18 @@ def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = ""
         path.write_text(prefix + secrets.token_urlsafe(32) + "\n")
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def banner(url: str, key: str, addresses: dict[str, str]) -> str:
+    """What `make run` prints once the stack is up: the gateway's URL, the
+    API key, and where each service answers gRPC (called directly, a
+    service takes the organization from metadata; see README)."""
+    width = max(map(len, addresses))
+    services = "".join(f"  {name:<{width}}  {address}\n" for name, address in addresses.items())
+    return (
+        f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n\n"
+        f"gRPC services (metadata {tenancy.METADATA_KEY}: <organization id>):\n{services}"
+    )
 
 
 class Stack:
@@ -91,6 +104,10 @@ class Stack:
             )
             env["BXB_NATS_URL"] = nats.url
 
+    def addresses(self) -> dict[str, str]:
+        """Each service's gRPC address, in start order."""
+        return {name: self.env[f"BXB_{name.upper()}_ADDRESS"] for name in SERVICES}
+
     def service(self, name: str) -> Child:
         """A service's process, ready once its gRPC health says SERVING."""
         return self._process(name, f"services.{name}", partial(wait_serving, self.env[f"BXB_{name.upper()}_ADDRESS"]))
@@ -135,7 +152,7 @@ async def main() -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         url, key = await stack.start()
-        print(f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n", flush=True)
+        print(banner(url, key, stack.addresses()), flush=True)
         print(f"data in {home}, logs in {home / 'logs'}, PIDs in {stack.supervisor.pids_file}", flush=True)
         print("a process that exits is restarted; Ctrl-C stops everything\n", flush=True)
         await stopping.wait()

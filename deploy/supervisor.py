@@ -29,6 +29,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deploy.embedded import stop_processes
+
 log = logging.getLogger("bxb.stack")
 
 
@@ -97,17 +99,7 @@ def kill_group(process: subprocess.Popen) -> None:
 def terminate(children: Sequence[Child], timeout: float) -> None:
     """Sends each running child its stop signal, gives them `timeout` seconds
     in all to exit, then kills the ones still running and their groups."""
-    running = [child.process for child in children if child.process is not None and child.process.poll() is None]
-    for child in children:
-        if child.process in running:
-            child.process.send_signal(child.stop_signal)
-    deadline = time.monotonic() + timeout
-    for process in running:
-        try:
-            process.wait(max(deadline - time.monotonic(), 0))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    for process in stop_processes([(child.process, child.stop_signal) for child in children], timeout):
         kill_group(process)
 
 

@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from services.common import channels, tenancy
@@ -60,6 +61,48 @@ def registrar(pb2_module, grpc_module, service: str, servicer) -> Registrar:
         return pb2_module.DESCRIPTOR.services_by_name[service].full_name
 
     return register
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def reflection_v1_descriptor() -> None:
+    """Adds grpc/reflection/v1/reflection.proto to the default pool, so that
+    reflection describes the v1 service it lists. It is v1alpha's file
+    under the package grpc.reflection.v1: the two are the same messages with
+    the same numbers (grpcio-reflection ships only v1alpha)."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName("grpc/reflection/v1/reflection.proto")
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+        proto.name, proto.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+        proto.options.Clear()
+        for field in (field for message in proto.message_type for field in message.field if field.type_name):
+            field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+        for method in proto.service[0].method:
+            method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+            method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+        pool.Add(proto)
+
+
+def enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
+    """Serves gRPC server reflection v1 (what grpcurl, Postman and buf curl
+    ask for first) and v1alpha, listing `names`, health and reflection. One
+    servicer answers both: v1 is v1alpha's protocol renamed, message for
+    message (grpcio-reflection implements only v1alpha, grpc/grpc#38576)."""
+    reflection_v1_descriptor()
+    servicer = reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, REFLECTION_V1, reflection.SERVICE_NAME])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        [grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler})]
+    )
 
 
 class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
@@ -122,7 +165,7 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()], options=channels.OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
-    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    enable_reflection(server, names)
     port = server.add_insecure_port(address)
     if service.on_start is not None:
         await service.on_start()

@@ -172,8 +172,21 @@ def expected() -> dict[str, tuple[Decimal, int]]:
 
 
 async def submit(events: usage_events_pb2_grpc.EventServiceStub, org: str, call: int) -> None:
-    reply = await events.SubmitEvents(pb.SubmitEventsRequest(events=batch(call)), metadata=tenancy.metadata(org))
-    assert [r.outcome for r in reply.results] == [pb.INGEST_OUTCOME_QUEUED] * BATCH
+    """Submits call `call`'s batch, retried with the same events as a client
+    would while metering answers that the organization's queue is too far
+    behind (INGESTION_BACKLOG: a slow machine stores slowly)."""
+    while True:
+        try:
+            reply = await events.SubmitEvents(
+                pb.SubmitEventsRequest(events=batch(call)), metadata=tenancy.metadata(org)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            await asyncio.sleep(0.2)
+            continue
+        assert [r.outcome for r in reply.results] == [pb.INGEST_OUTCOME_QUEUED] * BATCH
+        return
 
 
 async def usage_of(address: str, org: str) -> dict[str, tuple[Decimal, int]]:

@@ -9,12 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, organizations_pb2, organizations_pb2_grpc
 from deploy.embedded import free_port
-from deploy.stack import Stack
+from deploy.stack import SERVICES, Stack
+from services.common import tenancy
 from services.common.timestamps import utcnow
+from tests import grpc_reflection
 from tests.conftest import eventually
 from tests.service.test_walkthrough_bill_by_usage import METRIC, PLAN
 
@@ -75,6 +79,12 @@ def read_until(process: subprocess.Popen, marker: str) -> list[str]:
 
 
 def start_make_run(env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
+    process, url, key, _ = start_make_run_grpc(env)
+    return process, url, key
+
+
+def start_make_run_grpc(env: dict[str, str]) -> tuple[subprocess.Popen, str, str, dict[str, str]]:
+    """Starts `make run`; its URL, API key and the gRPC address it printed for each service."""
     process = subprocess.Popen(
         [sys.executable, "-m", "deploy.stack"],
         cwd=REPO,
@@ -86,7 +96,22 @@ def start_make_run(env: dict[str, str]) -> tuple[subprocess.Popen, str, str]:
     lines = read_until(process, "Ctrl-C stops everything")
     url = next(line.split(" at ")[1].strip() for line in lines if "bxb is running at" in line)
     key = next(line.split(": ")[1].strip() for line in lines if line.startswith("API key:"))
-    return process, url, key
+    grpc_lines = lines[next(i for i, line in enumerate(lines) if line.startswith("gRPC services")) + 1 :]
+    addresses = dict(line.split() for line in grpc_lines[: len(SERVICES)])
+    return process, url, key, addresses
+
+
+async def grpc_metric_codes(addresses: dict[str, str], key: str) -> list[str]:
+    """The metrics listed over gRPC, straight from the catalog at the address
+    `make run` printed, for the organization the API key belongs to."""
+    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+        auth = await organizations_pb2_grpc.OrganizationServiceStub(channel).AuthenticateApiKey(
+            organizations_pb2.AuthenticateApiKeyRequest(secret=key)
+        )
+        metrics = await billable_metrics_pb2_grpc.BillableMetricServiceStub(channel).ListBillableMetrics(
+            billable_metrics_pb2.ListBillableMetricsRequest(), metadata=tenancy.metadata(auth.organization_id)
+        )
+    return [m.code for m in metrics.billable_metrics]
 
 
 def stop_make_run(process: subprocess.Popen) -> None:
@@ -100,9 +125,14 @@ async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restar
     env = stack_env(
         tmp_path / "home", BXB_API_KEY=KEY, BXB_BILLING_SETTLE_SECONDS="5", BXB_BILLING_INTERVAL_SECONDS="1"
     )
-    process, url, key = start_make_run(env)
+    process, url, key, addresses = start_make_run_grpc(env)
     try:
         assert key == KEY  # BXB_API_KEY makes that exact key valid
+        assert list(addresses) == list(SERVICES)
+        for name, address in addresses.items():  # each printed address is that service, with reflection v1
+            assert set(grpc_reflection.package_services(name)) <= set(await grpc_reflection.list_services(address)), (
+                name
+            )
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
             assert (await http.get("/v1/billable_metrics", headers={"Authorization": "Bearer nope"})).status_code == 401
             sub = await walkthrough(http)
@@ -124,6 +154,7 @@ async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restar
             assert backfilled.json()["results"][0]["result"] == "created"
             rejected = (await http.get("/v1/events", params={"status": "rejected"})).json()["events"]
             assert [(e["transaction_id"], e["reason"]) for e in rejected] == [("txn_typo", "UNKNOWN_METRIC")]
+        assert await grpc_metric_codes(addresses, KEY) == ["api_requests"]
     finally:
         stop_make_run(process)
 

@@ -67,7 +67,7 @@ async def test_health_reports_serving_for_the_server_and_each_service(stack: Sta
 @pytest.mark.parametrize(("name", "services"), [("catalog", CATALOG_SERVICES), ("payments", PAYMENTS_SERVICES)])
 async def test_reflection_lists_the_services(stack: Stack, name, services):
     assert await list_services(getattr(stack, name)) == sorted(
-        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        [*services, health.SERVICE_NAME, reflection.SERVICE_NAME, grpc_server.REFLECTION_V1]
     )
 
 
@@ -225,7 +225,7 @@ async def test_a_service_without_hooks_starts_and_stops():
     address = f"127.0.0.1:{port}"
     assert await health_status(address, "bxb.catalog.v1.CustomerService") == health_pb2.HealthCheckResponse.SERVING
     assert await list_services(address) == sorted(
-        ["bxb.catalog.v1.CustomerService", health.SERVICE_NAME, reflection.SERVICE_NAME]
+        ["bxb.catalog.v1.CustomerService", health.SERVICE_NAME, reflection.SERVICE_NAME, grpc_server.REFLECTION_V1]
     )
     await grpc_server.stop(service, server, grace=0)
     response = await service.health.Check(health_pb2.HealthCheckRequest(service=""), None)

@@ -430,6 +430,7 @@ async def base_body(probe: Probe, method: str, url: str, spec: Spec) -> dict:
     return body
 
 
+@pytest.mark.timeout(600)  # about 2,000 requests: 20 s alone, minutes on a machine shared with other suites
 async def test_another_organizations_ids_find_nothing_and_change_nothing(pair, stack: Stack):
     a, b = pair
     # B's values as its probe sees them: its lists and the shared codes (it never asks B's ids).

@@ -120,7 +120,7 @@ def test_stop_processes_signals_running_processes_and_leaves_exited_ones_alone()
     exited = python("raise SystemExit(7)")
     exited.wait(30)
     running = python(SLEEPER)
-    stop_processes([None, exited, running], signal.SIGTERM, 30)
+    stop_processes([(None, signal.SIGTERM), (exited, signal.SIGTERM), (running, signal.SIGTERM)], 30)
     assert (exited.returncode, running.returncode) == (7, -signal.SIGTERM)
 
 
@@ -128,7 +128,7 @@ def test_stop_processes_kills_processes_that_ignore_the_signal_after_one_shared_
     stubborn = [ignoring_sigterm(), ignoring_sigterm()]
     obedient = python(SLEEPER)
     started = time.monotonic()
-    stop_processes([*stubborn, obedient], signal.SIGTERM, 1)
+    stop_processes([(p, signal.SIGTERM) for p in [*stubborn, obedient]], 1)
     elapsed = time.monotonic() - started
     assert [p.returncode for p in stubborn] == [-signal.SIGKILL, -signal.SIGKILL]
     assert obedient.returncode == -signal.SIGTERM
@@ -243,6 +243,20 @@ def test_open_binaries_lets_the_postgres_user_reach_binaries_in_a_private_checko
     assert subprocess.run(["test", "-x", str(binary)], user=new_user, check=False).returncode != 0
     open_binaries(new_user)
     assert subprocess.run(["test", "-x", str(binary)], user=new_user, check=False).returncode == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creates a system user")
+def test_initdb_runs_from_a_private_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, new_user: str):
+    """initdb, run as the server's user, is reached before the server is ever
+    started (a fresh clone in a mktemp -d directory failed here)."""
+    initdb = fake_binaries(tmp_path, monkeypatch).parent / "initdb"
+    initdb.write_text('#!/bin/sh\ntouch "$2/PG_VERSION"\n')  # initdb -D <dir> ...
+    initdb.chmod(0o755)
+    system_user(new_user)
+    monkeypatch.setattr(embedded, "system_user", lambda: new_user)
+    postgres = Postgres(tmp_path / "data")
+    postgres.init()
+    assert (tmp_path / "data" / "PG_VERSION").exists()
 
 
 # _connect_retrying

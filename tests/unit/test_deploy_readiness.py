@@ -40,14 +40,6 @@ async def test_wait_serving_waits_until_the_service_reports_serving():
         await server.stop(None)
 
 
-async def test_wait_serving_times_out_when_nothing_answers():
-    address = f"127.0.0.1:{free_port()}"
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(TimeoutError, match=f"service at {address} not serving after 0.5s"):
-        await wait_serving(address, timeout=0.5)
-    assert 0.5 <= asyncio.get_running_loop().time() - started < 5
-
-
 # wait_http
 
 
@@ -72,14 +64,6 @@ async def test_wait_http_waits_for_a_200():
         server.close()
 
 
-async def test_wait_http_times_out_when_nothing_answers():
-    url = f"http://127.0.0.1:{free_port()}/health"
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(TimeoutError, match=f"{url} not answering after 0.5s"):
-        await wait_http(url, timeout=0.5)
-    assert 0.5 <= asyncio.get_running_loop().time() - started < 5
-
-
 # wait_tcp
 
 
@@ -100,12 +84,6 @@ async def test_wait_tcp_waits_until_something_listens():
         servers[0].close()
 
 
-async def test_wait_tcp_times_out_when_nothing_listens():
-    port = free_port()
-    with pytest.raises(TimeoutError, match=f"nothing listens on 127.0.0.1:{port} after 0.5s"):
-        await wait_tcp(port, timeout=0.5)
-
-
 # wait_postgres
 
 
@@ -124,7 +102,23 @@ async def test_wait_postgres_waits_for_a_server_starting_up(tmp_path: Path):
         await asyncio.to_thread(postgres.stop)
 
 
-async def test_wait_postgres_times_out_when_no_server_answers():
-    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    with pytest.raises(TimeoutError, match=r"not taking connections after 0\.5s"):
-        await wait_postgres(url, timeout=0.5)
+# Every check gives up after its timeout with a message naming what it waited for.
+
+
+@pytest.mark.parametrize(
+    ("wait", "target", "failure"),
+    [
+        (wait_serving, "127.0.0.1:{port}", "service at 127.0.0.1:{port} not serving"),
+        (wait_http, "http://127.0.0.1:{port}/health", "http://127.0.0.1:{port}/health not answering"),
+        (wait_tcp, None, "nothing listens on 127.0.0.1:{port}"),
+        (wait_postgres, "postgresql://postgres@127.0.0.1:{port}/postgres", "not taking connections"),
+    ],
+    ids=["wait_serving", "wait_http", "wait_tcp", "wait_postgres"],
+)
+async def test_each_check_times_out_when_nothing_answers(wait, target, failure):
+    port = free_port()  # nothing listens there
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(TimeoutError) as timed_out:
+        await wait(target.format(port=port) if target else port, timeout=0.5)
+    assert failure.format(port=port) in str(timed_out.value) and str(timed_out.value).endswith("after 0.5s")
+    assert 0.5 <= asyncio.get_running_loop().time() - started < 5

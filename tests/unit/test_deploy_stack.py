@@ -1,12 +1,12 @@
 """deploy/stack.py at function level: the secrets a home keeps (its API key
-and the key that signs page tokens)."""
+and the key that signs page tokens) and the banner `make run` prints."""
 
 from __future__ import annotations
 
 import stat
 from pathlib import Path
 
-from deploy.stack import kept_secret
+from deploy.stack import banner, kept_secret
 
 # kept_secret
 
@@ -36,3 +36,19 @@ def test_the_secret_key_is_kept_apart_from_the_api_key(tmp_path: Path):
     assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
     assert kept_secret(tmp_path, {}, "BXB_SECRET_KEY") == secret
     assert kept_secret(tmp_path, {}, "BXB_API_KEY") != secret
+
+
+# banner
+
+
+def test_the_banner_names_the_url_the_key_and_each_service_s_grpc_address():
+    addresses = {"catalog": "127.0.0.1:40001", "metering": "127.0.0.1:40002", "invoicing": "127.0.0.1:40003"}
+    text = banner("http://127.0.0.1:8080", "bxb_sk_k", addresses)
+    assert "bxb is running at http://127.0.0.1:8080\nAPI key: bxb_sk_k\n" in text
+    assert "export BXB_API_KEY=bxb_sk_k" in text
+    assert text.endswith(
+        "gRPC services (metadata x-bxb-organization: <organization id>):\n"
+        "  catalog    127.0.0.1:40001\n"
+        "  metering   127.0.0.1:40002\n"
+        "  invoicing  127.0.0.1:40003\n"
+    )

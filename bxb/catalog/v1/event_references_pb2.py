@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from bxb.catalog.v1 import billable_metrics_pb2 as bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/event_references.proto\x12\x0e\x62xb.catalog.v1\x1a%bxb/catalog/v1/billable_metrics.proto\"K\n\x1dResolveEventReferencesRequest\x12\x14\n\x0cmetric_codes\x18\x01 \x03(\t\x12\x14\n\x0c\x63ustomer_ids\x18\x02 \x03(\t\"p\n\x1eResolveEventReferencesResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x14\n\x0c\x63ustomer_ids\x18\x02 \x03(\t2\x90\x01\n\x15\x45ventReferenceService\x12w\n\x16ResolveEventReferences\x12-.bxb.catalog.v1.ResolveEventReferencesRequest\x1a..bxb.catalog.v1.ResolveEventReferencesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/event_references.proto\x12\x0e\x62xb.catalog.v1\x1a%bxb/catalog/v1/billable_metrics.proto\"K\n\x1dResolveEventReferencesRequest\x12\x14\n\x0cmetric_codes\x18\x01 \x03(\t\x12\x14\n\x0c\x63ustomer_ids\x18\x02 \x03(\t\"p\n\x1eResolveEventReferencesResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x14\n\x0c\x63ustomer_ids\x18\x02 \x03(\t2\x90\x01\n\x15\x45ventReferenceService\x12w\n\x16ResolveEventReferences\x12-.bxb.catalog.v1.ResolveEventReferencesRequest\x1a..bxb.catalog.v1.ResolveEventReferencesResponseB\xa8\x01\n\x12\x63om.bxb.catalog.v1B\x14\x45ventReferencesProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.event_references_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\024EventReferencesProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
   _globals['_RESOLVEEVENTREFERENCESREQUEST']._serialized_start=96
   _globals['_RESOLVEEVENTREFERENCESREQUEST']._serialized_end=171
   _globals['_RESOLVEEVENTREFERENCESRESPONSE']._serialized_start=173

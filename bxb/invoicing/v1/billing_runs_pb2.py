@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/billing_runs.proto\x12\x10\x62xb.invoicing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x11RunBillingRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x15\n\rtest_clock_id\x18\x02 \x01(\t\x12/\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x12RunBillingResponse\x12\x18\n\x10invoices_created\x18\x01 \x01(\x05\x32l\n\x11\x42illingRunService\x12W\n\nRunBilling\x12#.bxb.invoicing.v1.RunBillingRequest\x1a$.bxb.invoicing.v1.RunBillingResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/billing_runs.proto\x12\x10\x62xb.invoicing.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"p\n\x11RunBillingRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x15\n\rtest_clock_id\x18\x02 \x01(\t\x12/\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x12RunBillingResponse\x12\x18\n\x10invoices_created\x18\x01 \x01(\x05\x32l\n\x11\x42illingRunService\x12W\n\nRunBilling\x12#.bxb.invoicing.v1.RunBillingRequest\x1a$.bxb.invoicing.v1.RunBillingResponseB\xb0\x01\n\x14\x63om.bxb.invoicing.v1B\x10\x42illingRunsProtoP\x01ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\xa2\x02\x04\x42XIN\xaa\x02\x10\x42xb.Invoicing.V1\xca\x02\x10\x42xb\\Invoicing\\V1\xea\x02\x12\x42xb::Invoicing::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.invoicing.v1.billing_runs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\024com.bxb.invoicing.v1B\020BillingRunsProtoP\001ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\242\002\004BXIN\252\002\020Bxb.Invoicing.V1\312\002\020Bxb\\Invoicing\\V1\352\002\022Bxb::Invoicing::V1'
   _globals['_RUNBILLINGREQUEST']._serialized_start=90
   _globals['_RUNBILLINGREQUEST']._serialized_end=202
   _globals['_RUNBILLINGRESPONSE']._serialized_start=204

@@ -26,13 +26,14 @@ from bxb.payments.v1 import payments_pb2 as bxb_dot_payments_dot_v1_dot_payments
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/payments/v1/events.proto\x12\x0f\x62xb.payments.v1\x1a\x1e\x62xb/payments/v1/payments.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n\x0ePaymentUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07payment\x18\x04 \x01(\x0b\x32\x18.bxb.payments.v1.Paymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/payments/v1/events.proto\x12\x0f\x62xb.payments.v1\x1a\x1e\x62xb/payments/v1/payments.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n\x0ePaymentUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x07payment\x18\x04 \x01(\x0b\x32\x18.bxb.payments.v1.PaymentB\xa5\x01\n\x13\x63om.bxb.payments.v1B\x0b\x45ventsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\xa2\x02\x04\x42XPA\xaa\x02\x0f\x42xb.Payments.V1\xca\x02\x0f\x42xb\\Payments\\V1\xea\x02\x11\x42xb::Payments::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.payments.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.payments.v1B\013EventsProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\242\002\004BXPA\252\002\017Bxb.Payments.V1\312\002\017Bxb\\Payments\\V1\352\002\021Bxb::Payments::V1'
   _globals['_PAYMENTUPDATED']._serialized_start=115
   _globals['_PAYMENTUPDATED']._serialized_end=265
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 
 const env = process.env;
 const generated = (file) => import(pathToFileURL(join(env.BXB_TS_CLIENT, file)).href);
-const [organizations, metrics, plans, customers, subscriptions, events, usage, invoicing, errorDetails] =
+const [organizations, metrics, plans, customers, subscriptions, events, usage, invoicing, billingRuns, errorDetails] =
   await Promise.all(
     [
       "bxb/catalog/v1/organizations_pb.js",
@@ -31,6 +31,7 @@ const [organizations, metrics, plans, customers, subscriptions, events, usage, i
       "bxb/metering/v1/usage_events_pb.js",
       "bxb/metering/v1/usage_pb.js",
       "bxb/invoicing/v1/invoices_pb.js",
+      "bxb/invoicing/v1/billing_runs_pb.js",
       "google/rpc/error_details_pb.js",
     ].map(generated),
   );
@@ -142,7 +143,7 @@ const used = await createClient(usage.UsageService, metering).aggregateUsage(
 // month's invoice, it is listed as a draft priced as it stands.
 const invoiceService = createClient(invoicing.InvoiceService, invoicingTransport);
 async function lastMonth() {
-  const { invoices } = await invoiceService.listInvoices({ customerId: "cus_ts", includeDraft: true }, call);
+  const { invoices } = await invoiceService.listInvoices({ customerId: "cus_ts" }, call);
   return invoices.find((i) => i.periodStart && timestampDate(i.periodStart).getTime() === periodStart.getTime());
 }
 let draft;
@@ -150,7 +151,8 @@ for (const deadline = Date.now() + 15000; !draft && Date.now() < deadline; await
   draft = await lastMonth();
 }
 assert.ok(draft, "no draft for last month");
-const { invoicesCreated } = await invoiceService.runBilling({ customerId: "cus_ts" }, call);
+const billing = createClient(billingRuns.BillingRunService, invoicingTransport);
+const { invoicesCreated } = await billing.runBilling({ customerId: "cus_ts" }, call);
 const invoice = await lastMonth();
 
 const describe = (i) => ({

@@ -35,6 +35,10 @@ HTTP_STATUS = {
 }
 
 
+# Reasons whose HTTP status is not their code's: a payment the provider
+# declined, or one the customer must authenticate, is 402 Payment Required.
+REASON_STATUS = {"PAYMENT_FAILED": 402, "PAYMENT_REQUIRES_ACTION": 402}
+
 # Seconds a client is asked to wait before retrying what a dependency away refused.
 RETRY_AFTER = 1
 RETRIED = frozenset({503, 504})
@@ -84,6 +88,7 @@ def api_error(error: grpc.aio.AioRpcError) -> ApiError:
         log.error("service call failed: %s %s", error.code(), error.details())
         return ApiError(500, "INTERNAL", "INTERNAL", "internal error")
     reason = info.reason if info is not None else error.code().name
+    status = REASON_STATUS.get(reason, status)
     field = info.metadata.get("field", "") if info is not None else ""
     message = error.details() or error.code().name.lower()
     if error.code() == grpc.StatusCode.UNAVAILABLE:

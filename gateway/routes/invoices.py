@@ -23,7 +23,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.payments.v1 import payments_pb2
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import error_response, respelled
+from gateway.errors import respelled
 from gateway.schema import Spec, array, obj, string
 from services.common.timestamps import to_proto
 
@@ -222,13 +222,6 @@ async def charge(call: Call):
     payment = await call.clients.payments.ChargeInvoice(
         payments_pb2.ChargeInvoiceRequest(invoice_id=call.path("id")), **call.options
     )
-    if payment.status == payments_pb2.PAYMENT_STATUS_FAILED:
-        return error_response(402, "FAILED_PRECONDITION", "PAYMENT_FAILED", payment.failure_message, "payment_method")
-    if payment.status == payments_pb2.PAYMENT_STATUS_REQUIRES_ACTION:
-        message = (
-            f"the customer must authenticate the payment (3-D Secure) of payment intent {payment.provider_payment_id}"
-        )
-        return error_response(402, "FAILED_PRECONDITION", "PAYMENT_REQUIRES_ACTION", message, "payment_method")
     return json(
         {
             "id": payment.invoice_id,

@@ -9,10 +9,10 @@ from bxb.invoicing.v1 import invoices_pb2
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import pagination, tenancy
-from services.common.errors import InvalidArgument
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
-from services.payments.models import Payment, PaymentMethod
+from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment, PaymentMethod
 
 PROVIDERS = {"stripe"}
 MAX_ID_LENGTH = 200  # the width of the stored columns
@@ -119,7 +119,25 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])
 
     async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context) -> pb.Payment:
-        return payment_proto(await self.charging.charge(tenancy.organization_id(), request.invoice_id))
+        """The succeeded payment; a decline or a payment waiting for the
+        customer is an error, recorded before it is raised."""
+        payment = await self.charging.charge(tenancy.organization_id(), request.invoice_id)
+        if payment.status == PAYMENT_FAILED:
+            raise FailedPrecondition(
+                payment.failure_message or "the payment was declined",
+                reason="PAYMENT_FAILED",
+                field="payment_method",
+                metadata={"payment_id": payment.id, "provider_payment_id": payment.provider_payment_id},
+            )
+        if payment.status == PAYMENT_REQUIRES_ACTION:
+            raise FailedPrecondition(
+                "the customer must authenticate the payment (3-D Secure) of payment intent "
+                f"{payment.provider_payment_id}",
+                reason="PAYMENT_REQUIRES_ACTION",
+                field="payment_method",
+                metadata={"payment_id": payment.id, "provider_payment_id": payment.provider_payment_id},
+            )
+        return payment_proto(payment)
 
     async def CancelInvoicePayment(self, request: pb.CancelInvoicePaymentRequest, context) -> pb.Payment:
         if not request.invoice_id:

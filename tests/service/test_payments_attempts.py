@@ -213,22 +213,48 @@ async def test_an_unreachable_holder_answers_in_progress_when_its_claim_was_take
     assert (attempt.status, attempt.claim_token) == ("in_flight", "other")
 
 
+def refusal(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """A refused charge's reason and message, checked to be a FAILED_PRECONDITION on the payment method."""
+    info = error_info(error)
+    assert (error.code(), info.metadata["field"]) == (grpc.StatusCode.FAILED_PRECONDITION, "payment_method")
+    assert info.metadata["payment_id"].startswith("pay_") and info.metadata["provider_payment_id"].startswith("pi_")
+    return info.reason, error.details()
+
+
 async def test_a_decline_whose_answer_was_lost_is_found_and_recorded_as_a_decline(
     stack: Stack, infra: Infra, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
 ):
     stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe, card=DECLINED_CARD)
     async with StripeProxy(localstripe) as proxy, payments_through(stack, infra, proxy) as stub:
-        first = await charge(stub, tenant, invoice)  # declined: its failed charge stays at Stripe
-        assert (first.status, first.failure_message) == (pb.PAYMENT_STATUS_FAILED, "Your card was declined.")
+        first = await refused(stub, tenant, invoice)  # declined: its failed charge stays at Stripe
+        assert refusal(first) == ("PAYMENT_FAILED", "Your card was declined.")
         proxy.mode = "drop"
         assert (await refused(stub, tenant, invoice)).code() == grpc.StatusCode.UNAVAILABLE
-        found = await charge(stub, tenant, invoice)  # looked up among the customer's charges, the first one's too
-    assert (found.status, found.failure_message) == (pb.PAYMENT_STATUS_FAILED, "Your card was declined.")
+        found = await refused(stub, tenant, invoice)  # looked up among the customer's charges, the first one's too
+    assert refusal(found) == ("PAYMENT_FAILED", "Your card was declined.")
     assert len(await localstripe.intents_of(stripe_customer)) == 2
     declined, lost = await payments_db.attempts(invoice["id"])
     assert (declined.status, declined.failure_reason) == ("failed", "card_declined")
     assert (lost.status, lost.failure_reason) == ("failed", "card_declined")
     assert lost.provider_payment_id.startswith("pi_")
+
+
+async def test_over_grpc_a_payment_waiting_for_the_customer_is_an_error_too(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
+):
+    """The rule the REST route's 402 follows lives in the service: a gRPC
+    caller is told the same, and the payment is recorded first."""
+    stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe, card=AUTHENTICATED_CARD)
+    async with stack.channel("payments") as channel:
+        error = await refused(payments_pb2_grpc.PaymentServiceStub(channel), tenant, invoice)
+    reason, message = refusal(error)
+    [intent] = await localstripe.intents_of(stripe_customer)
+    assert (reason, intent.id in message, error_info(error).metadata["provider_payment_id"]) == (
+        "PAYMENT_REQUIRES_ACTION",
+        True,
+        intent.id,
+    )
+    assert await payments(stack, tenant, invoice["id"]) == [("PAYMENT_STATUS_REQUIRES_ACTION", 4750)]
 
 
 async def test_an_intent_waiting_for_the_customer_is_read_back_by_id(

@@ -89,9 +89,14 @@ class PaymentServiceServicer:
 
     def ChargeInvoice(self, request, context):
         """Charges what a finalized invoice still asks (its amount due) to the
-        customer's default payment method; answers the payment, SUCCEEDED,
-        FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
-        charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+        customer's default payment method; answers the SUCCEEDED payment.
+        Charging a paid invoice again charges nothing. A decline is recorded
+        (the payment FAILED, listed) and answered FAILED_PRECONDITION
+        PAYMENT_FAILED naming payment_method, with the provider's message;
+        charging again retries. A payment the customer must authenticate
+        (3-D Secure) is recorded REQUIRES_ACTION and answered
+        FAILED_PRECONDITION PAYMENT_REQUIRES_ACTION, its ErrorInfo metadata
+        holding payment_id and provider_payment_id. A charge whose outcome is unknown (UNAVAILABLE) is
         looked up at the provider by the next call before anything new is
         created; while one is at the provider, FAILED_PRECONDITION
         PAYMENT_IN_PROGRESS. A request the provider refuses is

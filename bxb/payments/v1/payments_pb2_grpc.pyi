@@ -41,9 +41,14 @@ class PaymentServiceStub:
     """Lists a customer's payment methods."""
     ChargeInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]
     """Charges what a finalized invoice still asks (its amount due) to the
-    customer's default payment method; answers the payment, SUCCEEDED,
-    FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
-    charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+    customer's default payment method; answers the SUCCEEDED payment.
+    Charging a paid invoice again charges nothing. A decline is recorded
+    (the payment FAILED, listed) and answered FAILED_PRECONDITION
+    PAYMENT_FAILED naming payment_method, with the provider's message;
+    charging again retries. A payment the customer must authenticate
+    (3-D Secure) is recorded REQUIRES_ACTION and answered
+    FAILED_PRECONDITION PAYMENT_REQUIRES_ACTION, its ErrorInfo metadata
+    holding payment_id and provider_payment_id. A charge whose outcome is unknown (UNAVAILABLE) is
     looked up at the provider by the next call before anything new is
     created; while one is at the provider, FAILED_PRECONDITION
     PAYMENT_IN_PROGRESS. A request the provider refuses is
@@ -70,9 +75,14 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Lists a customer's payment methods."""
     ChargeInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]  # type: ignore[assignment]
     """Charges what a finalized invoice still asks (its amount due) to the
-    customer's default payment method; answers the payment, SUCCEEDED,
-    FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
-    charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+    customer's default payment method; answers the SUCCEEDED payment.
+    Charging a paid invoice again charges nothing. A decline is recorded
+    (the payment FAILED, listed) and answered FAILED_PRECONDITION
+    PAYMENT_FAILED naming payment_method, with the provider's message;
+    charging again retries. A payment the customer must authenticate
+    (3-D Secure) is recorded REQUIRES_ACTION and answered
+    FAILED_PRECONDITION PAYMENT_REQUIRES_ACTION, its ErrorInfo metadata
+    holding payment_id and provider_payment_id. A charge whose outcome is unknown (UNAVAILABLE) is
     looked up at the provider by the next call before anything new is
     created; while one is at the provider, FAILED_PRECONDITION
     PAYMENT_IN_PROGRESS. A request the provider refuses is
@@ -120,9 +130,14 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
         """Charges what a finalized invoice still asks (its amount due) to the
-        customer's default payment method; answers the payment, SUCCEEDED,
-        FAILED (declined) or REQUIRES_ACTION. Charging a paid invoice again
-        charges nothing. A charge whose outcome is unknown (UNAVAILABLE) is
+        customer's default payment method; answers the SUCCEEDED payment.
+        Charging a paid invoice again charges nothing. A decline is recorded
+        (the payment FAILED, listed) and answered FAILED_PRECONDITION
+        PAYMENT_FAILED naming payment_method, with the provider's message;
+        charging again retries. A payment the customer must authenticate
+        (3-D Secure) is recorded REQUIRES_ACTION and answered
+        FAILED_PRECONDITION PAYMENT_REQUIRES_ACTION, its ErrorInfo metadata
+        holding payment_id and provider_payment_id. A charge whose outcome is unknown (UNAVAILABLE) is
         looked up at the provider by the next call before anything new is
         created; while one is at the provider, FAILED_PRECONDITION
         PAYMENT_IN_PROGRESS. A request the provider refuses is

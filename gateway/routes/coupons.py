@@ -9,18 +9,14 @@ major units ("50" is $50.00) for a fixed-amount one.
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 import grpc
 from starlette.routing import Route
 
 from bxb.catalog.v1 import coupons_pb2 as pb
 from gateway import render
 from gateway.call import Call, endpoint, json
-from gateway.errors import invalid, respelled
+from gateway.errors import respelled
 from gateway.schema import Spec, array, obj, one_of, string
-from services.common.currencies import EXPONENTS
-from services.common.decimals import canonical
 from services.common.timestamps import to_proto
 
 TYPES = ("percentage", "fixed_amount")
@@ -55,27 +51,6 @@ APPLY = obj(
 )
 
 
-def _currency(body: dict) -> str:
-    currency, field = one_of(body, ("currency", "amount_currency"), required=False)
-    currency = (currency or "USD").upper()
-    if currency not in EXPONENTS:
-        raise invalid(f"{field} {currency!r} is not an ISO 4217 currency code", field, "INVALID_VALUE")
-    return currency
-
-
-def _amount(body: dict, currency: str) -> int:
-    """A fixed coupon's amount in minor units, from amount_cents or discount_value in major units."""
-    value, field = one_of(body, ("discount_value", "amount_cents"))
-    if field == "amount_cents":
-        return value
-    minor = Decimal(value).scaleb(EXPONENTS[currency])
-    if minor != minor.to_integral_value():
-        raise invalid(f"discount_value has more decimals than {currency} has", field, "INVALID_VALUE")
-    if abs(minor) >= 2**63:
-        raise invalid("discount_value is out of range", field, "INVALID_VALUE")
-    return int(minor)
-
-
 def coupon_request(body: dict) -> pb.Coupon:
     kind, _ = one_of(body, ("discount_type", "coupon_type"))
     duration, _ = one_of(body, ("duration", "frequency"))
@@ -92,14 +67,14 @@ def coupon_request(body: dict) -> pb.Coupon:
         plan_codes=limits.get("plan_codes") or [],
         billable_metric_codes=limits.get("billable_metric_codes") or [],
     )
-    # The other type's fields are passed on, for the catalog to refuse.
+    # Only re-spelled: the catalog converts, checks and refuses the other type's fields.
+    coupon.currency, _ = one_of(body, ("currency", "amount_currency"), required=False)
+    coupon.currency = coupon.currency or ""
+    coupon.amount_cents = body["amount_cents"] or 0
     if kind == "percentage":
         coupon.percentage, _ = one_of(body, ("discount_value", "percentage_rate"))
-        coupon.amount_cents = body["amount_cents"] or 0
-        coupon.currency = body["currency"] or body["amount_currency"] or ""
     else:
-        coupon.currency = _currency(body)
-        coupon.amount_cents = _amount(body, coupon.currency)
+        coupon.amount = body["discount_value"] or ""
         coupon.percentage = body["percentage_rate"] or ""
     return coupon
 
@@ -107,14 +82,13 @@ def coupon_request(body: dict) -> pb.Coupon:
 def coupon_json(coupon: pb.Coupon) -> dict:
     kind = render.enum(pb.CouponType, coupon.coupon_type, "COUPON_TYPE_")
     fixed = coupon.coupon_type == pb.COUPON_TYPE_FIXED_AMOUNT
-    amount = canonical(Decimal(coupon.amount_cents).scaleb(-EXPONENTS[coupon.currency])) if fixed else None
     return {
         "id": coupon.id,
         "code": coupon.code,
         "name": coupon.name,
         "description": coupon.description,
         "discount_type": kind,
-        "discount_value": amount if fixed else coupon.percentage,
+        "discount_value": coupon.amount if fixed else coupon.percentage,
         "percentage_rate": None if fixed else coupon.percentage,
         "amount_cents": coupon.amount_cents if fixed else None,
         "currency": coupon.currency or None,
@@ -153,7 +127,7 @@ def spellings(body: dict) -> dict[str, str]:
     return {
         "coupon_type": sent("discount_type", "coupon_type"),
         "percentage": "percentage_rate" if fixed else sent("discount_value", "percentage_rate"),
-        "amount_cents": sent("discount_value", "amount_cents") if fixed else "amount_cents",
+        "amount": "discount_value",
         "currency": sent("currency", "amount_currency"),
         "duration": sent("duration", "frequency"),
         "duration_in_months": sent("duration_in_months", "frequency_duration"),

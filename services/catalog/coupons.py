@@ -10,6 +10,7 @@ once at a time per customer, and not after its expiry.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,7 +21,7 @@ from bxb.catalog.v1 import coupons_pb2_grpc, events_pb2
 from services.catalog import customers, metrics, plans, test_clocks, validation
 from services.catalog.models import AppliedCoupon, Coupon, Outbox
 from services.common import currencies, outbox, pagination, tenancy
-from services.common.decimals import canonical, check_cents, parse_decimal
+from services.common.decimals import canonical, check_cents, parse_amount, parse_decimal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import from_proto_or_none, to_proto, utcnow
@@ -35,9 +36,30 @@ def _percentage(coupon: pb.Coupon) -> str:
     rate = parse_decimal(coupon.percentage or "", "percentage")
     if not 0 < rate <= 100:
         raise InvalidArgument("percentage must be more than 0 and at most 100", field="percentage")
-    if coupon.amount_cents or coupon.currency:
-        raise InvalidArgument("a percentage coupon has no amount", field="amount_cents")
+    if coupon.amount_cents or coupon.amount or coupon.currency:
+        raise InvalidArgument("a percentage coupon has no amount", field="amount" if coupon.amount else "amount_cents")
     return canonical(rate)
+
+
+def _amount_cents(coupon: pb.Coupon, currency: str) -> int:
+    """A fixed coupon's amount in minor units: amount_cents, or `amount` in
+    major units converted (more decimals than the currency has are refused)."""
+    if not coupon.amount:
+        return check_cents(coupon.amount_cents, "amount_cents", positive=True)
+    if coupon.amount_cents:
+        raise InvalidArgument("give amount or amount_cents, not both", field="amount")
+    minor = parse_amount(coupon.amount, "amount").scaleb(currencies.exponent(currency))
+    if minor != minor.to_integral_value():
+        raise InvalidArgument(f"amount has more decimals than {currency} has", field="amount")
+    return check_cents(int(minor), "amount", positive=True)
+
+
+def with_amount(coupon: pb.Coupon) -> pb.Coupon:
+    """The coupon as answered: a fixed one's amount in major units beside
+    its minor units (coupons stored before `amount` existed have none)."""
+    if coupon.coupon_type == pb.COUPON_TYPE_FIXED_AMOUNT:
+        coupon.amount = canonical(Decimal(coupon.amount_cents).scaleb(-currencies.exponent(coupon.currency)))
+    return coupon
 
 
 def _duration(coupon: pb.Coupon) -> None:
@@ -80,10 +102,11 @@ def validated(coupon: pb.Coupon) -> pb.Coupon:
     if coupon.coupon_type == pb.COUPON_TYPE_PERCENTAGE:
         clean.percentage = _percentage(coupon)
     elif coupon.coupon_type == pb.COUPON_TYPE_FIXED_AMOUNT:
-        check_cents(coupon.amount_cents, "amount_cents", positive=True)
         if coupon.percentage:
             raise InvalidArgument("a fixed-amount coupon has no percentage", field="percentage")
         clean.currency = currencies.validate(coupon.currency or "USD")
+        clean.amount_cents = _amount_cents(coupon, clean.currency)
+        with_amount(clean)
     else:
         raise InvalidArgument("coupon_type must be percentage or fixed_amount", field="coupon_type")
     _duration(coupon)
@@ -94,7 +117,7 @@ def applied_proto(applied: AppliedCoupon, coupon: Coupon) -> pb.AppliedCoupon:
     return pb.AppliedCoupon(
         id=applied.id,
         customer_id=applied.customer_id,
-        coupon=pb.Coupon.FromString(coupon.message),
+        coupon=with_amount(pb.Coupon.FromString(coupon.message)),
         create_time=to_proto(applied.create_time),
         terminate_time=to_proto(applied.terminate_time),
     )
@@ -146,7 +169,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
     async def GetCoupon(self, request: pb.GetCouponRequest, context) -> pb.Coupon:
         async with self.sessions() as session:
             row = await _coupon(session, tenancy.organization_id(), request.code, "code")
-        return pb.Coupon.FromString(row.message)
+        return with_amount(pb.Coupon.FromString(row.message))
 
     async def ListCoupons(self, request: pb.ListCouponsRequest, context) -> pb.ListCouponsResponse:
         org = tenancy.organization_id()
@@ -160,7 +183,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         )
         async with self.sessions() as session:
             rows = (await session.execute(query)).scalars().all()
-        coupons, token = pagination.answer(page, [pb.Coupon.FromString(m) for m in rows])
+        coupons, token = pagination.answer(page, [with_amount(pb.Coupon.FromString(m)) for m in rows])
         return pb.ListCouponsResponse(coupons=coupons, next_page_token=token)
 
     async def ApplyCoupon(self, request: pb.ApplyCouponRequest, context) -> pb.AppliedCoupon:

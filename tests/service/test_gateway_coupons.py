@@ -237,3 +237,61 @@ async def test_the_catalog_refuses_a_coupon_without_type_or_duration(stack: Stac
             )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(refused.value).metadata["field"] == field
+
+
+async def create_over_grpc(stack: Stack, tenant: Tenant, coupon: cpb.Coupon) -> cpb.Coupon:
+    async with stack.channel("catalog") as channel:
+        return await cpb_grpc.CouponServiceStub(channel).CreateCoupon(
+            cpb.CreateCouponRequest(coupon=coupon), metadata=tenancy.metadata(tenant.organization_id)
+        )
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "cents"), [("JPY", "500", 500), ("KWD", "1.25", 1250), ("USD", "0.5", 50)]
+)
+async def test_over_grpc_a_fixed_amount_means_what_it_means_over_rest(
+    stack: Stack, tenant: Tenant, currency, amount, cents
+):
+    """The catalog converts major units, as the gateway's discount_value
+    reads: both paths store and answer the same coupon."""
+    fixed = {"coupon_type": cpb.COUPON_TYPE_FIXED_AMOUNT, "duration": cpb.COUPON_DURATION_ONCE, "currency": currency}
+    by_amount = await create_over_grpc(stack, tenant, cpb.Coupon(code="A", amount=amount, **fixed))
+    by_cents = await create_over_grpc(stack, tenant, cpb.Coupon(code="C", amount_cents=cents, **fixed))
+    assert (by_amount.amount, by_amount.amount_cents) == (by_cents.amount, by_cents.amount_cents) == (amount, cents)
+    over_rest = (await tenant.http.get("/v1/coupons/A")).json()
+    assert (over_rest["discount_value"], over_rest["amount_cents"]) == (amount, cents)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"amount": "10", "amount_cents": 1000}, "amount"),
+        ({"amount": "0.001"}, "amount"),
+        ({"amount": "0"}, "amount"),
+        ({"amount": "ten"}, "amount"),
+    ],
+)
+async def test_over_grpc_a_bad_fixed_amount_is_refused_naming_its_field(stack: Stack, tenant: Tenant, change, field):
+    fixed = {"coupon_type": cpb.COUPON_TYPE_FIXED_AMOUNT, "duration": cpb.COUPON_DURATION_ONCE, "currency": "USD"}
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await create_over_grpc(stack, tenant, cpb.Coupon(code="B", **{**fixed, **change}))
+    assert (refused.value.code(), error_info(refused.value).metadata["field"]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        field,
+    )
+
+
+async def test_over_grpc_a_percentage_coupon_has_no_amount(stack: Stack, tenant: Tenant):
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await create_over_grpc(
+            stack,
+            tenant,
+            cpb.Coupon(
+                code="P",
+                coupon_type=cpb.COUPON_TYPE_PERCENTAGE,
+                percentage="5",
+                amount="1",
+                duration=cpb.COUPON_DURATION_ONCE,
+            ),
+        )
+    assert error_info(refused.value).metadata["field"] == "amount"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/coupons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x95\x03\n\x06\x43oupon\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63oupon_type\x18\x04 \x01(\x0e\x32\x1a.bxb.catalog.v1.CouponType\x12\x12\n\npercentage\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x30\n\x08\x64uration\x18\x08 \x01(\x0e\x32\x1e.bxb.catalog.v1.CouponDuration\x12\x1a\n\x12\x64uration_in_months\x18\t \x01(\x05\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nplan_codes\x18\x0b \x03(\t\x12\x1d\n\x15\x62illable_metric_codes\x18\x0c \x03(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\"\xbd\x01\n\rAppliedCoupon\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12&\n\x06\x63oupon\x18\x03 \x01(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eterminate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13\x43reateCouponRequest\x12&\n\x06\x63oupon\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.Coupon\" \n\x10GetCouponRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListCouponsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListCouponsResponse\x12\'\n\x07\x63oupons\x18\x01 \x03(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12\x41pplyCouponRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oupon_code\x18\x02 \x01(\t\"W\n\x19ListAppliedCouponsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1aListAppliedCouponsResponse\x12\x36\n\x0f\x61pplied_coupons\x18\x01 \x03(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1aRemoveAppliedCouponRequest\x12\n\n\x02id\x18\x01 \x01(\t*c\n\nCouponType\x12\x1b\n\x17\x43OUPON_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OUPON_TYPE_PERCENTAGE\x10\x01\x12\x1c\n\x18\x43OUPON_TYPE_FIXED_AMOUNT\x10\x02*\x87\x01\n\x0e\x43ouponDuration\x12\x1f\n\x1b\x43OUPON_DURATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OUPON_DURATION_ONCE\x10\x01\x12\x1d\n\x19\x43OUPON_DURATION_RECURRING\x10\x02\x12\x1b\n\x17\x43OUPON_DURATION_FOREVER\x10\x03\x32\x9c\x04\n\rCouponService\x12K\n\x0c\x43reateCoupon\x12#.bxb.catalog.v1.CreateCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\x12\x45\n\tGetCoupon\x12 .bxb.catalog.v1.GetCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\x12V\n\x0bListCoupons\x12\".bxb.catalog.v1.ListCouponsRequest\x1a#.bxb.catalog.v1.ListCouponsResponse\x12P\n\x0b\x41pplyCoupon\x12\".bxb.catalog.v1.ApplyCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\x12k\n\x12ListAppliedCoupons\x12).bxb.catalog.v1.ListAppliedCouponsRequest\x1a*.bxb.catalog.v1.ListAppliedCouponsResponse\x12`\n\x13RemoveAppliedCoupon\x12*.bxb.catalog.v1.RemoveAppliedCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCouponB\xa0\x01\n\x12\x63om.bxb.catalog.v1B\x0c\x43ouponsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/coupons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x03\n\x06\x43oupon\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x63oupon_type\x18\x04 \x01(\x0e\x32\x1a.bxb.catalog.v1.CouponType\x12\x12\n\npercentage\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\x30\n\x08\x64uration\x18\x08 \x01(\x0e\x32\x1e.bxb.catalog.v1.CouponDuration\x12\x1a\n\x12\x64uration_in_months\x18\t \x01(\x05\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nplan_codes\x18\x0b \x03(\t\x12\x1d\n\x15\x62illable_metric_codes\x18\x0c \x03(\t\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x64\x65scription\x18\x0e \x01(\t\x12\x0e\n\x06\x61mount\x18\x0f \x01(\t\"\xbd\x01\n\rAppliedCoupon\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12&\n\x06\x63oupon\x18\x03 \x01(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eterminate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"=\n\x13\x43reateCouponRequest\x12&\n\x06\x63oupon\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.Coupon\" \n\x10GetCouponRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\";\n\x12ListCouponsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListCouponsResponse\x12\'\n\x07\x63oupons\x18\x01 \x03(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\">\n\x12\x41pplyCouponRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63oupon_code\x18\x02 \x01(\t\"W\n\x19ListAppliedCouponsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1aListAppliedCouponsResponse\x12\x36\n\x0f\x61pplied_coupons\x18\x01 \x03(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x1aRemoveAppliedCouponRequest\x12\n\n\x02id\x18\x01 \x01(\t*c\n\nCouponType\x12\x1b\n\x17\x43OUPON_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OUPON_TYPE_PERCENTAGE\x10\x01\x12\x1c\n\x18\x43OUPON_TYPE_FIXED_AMOUNT\x10\x02*\x87\x01\n\x0e\x43ouponDuration\x12\x1f\n\x1b\x43OUPON_DURATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OUPON_DURATION_ONCE\x10\x01\x12\x1d\n\x19\x43OUPON_DURATION_RECURRING\x10\x02\x12\x1b\n\x17\x43OUPON_DURATION_FOREVER\x10\x03\x32\x9c\x04\n\rCouponService\x12K\n\x0c\x43reateCoupon\x12#.bxb.catalog.v1.CreateCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\x12\x45\n\tGetCoupon\x12 .bxb.catalog.v1.GetCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\x12V\n\x0bListCoupons\x12\".bxb.catalog.v1.ListCouponsRequest\x1a#.bxb.catalog.v1.ListCouponsResponse\x12P\n\x0b\x41pplyCoupon\x12\".bxb.catalog.v1.ApplyCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\x12k\n\x12ListAppliedCoupons\x12).bxb.catalog.v1.ListAppliedCouponsRequest\x1a*.bxb.catalog.v1.ListAppliedCouponsResponse\x12`\n\x13RemoveAppliedCoupon\x12*.bxb.catalog.v1.RemoveAppliedCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCouponB\xa0\x01\n\x12\x63om.bxb.catalog.v1B\x0c\x43ouponsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +33,30 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.coupons_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\014CouponsProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_COUPONTYPE']._serialized_start=1234
-  _globals['_COUPONTYPE']._serialized_end=1333
-  _globals['_COUPONDURATION']._serialized_start=1336
-  _globals['_COUPONDURATION']._serialized_end=1471
+  _globals['_COUPONTYPE']._serialized_start=1250
+  _globals['_COUPONTYPE']._serialized_end=1349
+  _globals['_COUPONDURATION']._serialized_start=1352
+  _globals['_COUPONDURATION']._serialized_end=1487
   _globals['_COUPON']._serialized_start=82
-  _globals['_COUPON']._serialized_end=487
-  _globals['_APPLIEDCOUPON']._serialized_start=490
-  _globals['_APPLIEDCOUPON']._serialized_end=679
-  _globals['_CREATECOUPONREQUEST']._serialized_start=681
-  _globals['_CREATECOUPONREQUEST']._serialized_end=742
-  _globals['_GETCOUPONREQUEST']._serialized_start=744
-  _globals['_GETCOUPONREQUEST']._serialized_end=776
-  _globals['_LISTCOUPONSREQUEST']._serialized_start=778
-  _globals['_LISTCOUPONSREQUEST']._serialized_end=837
-  _globals['_LISTCOUPONSRESPONSE']._serialized_start=839
-  _globals['_LISTCOUPONSRESPONSE']._serialized_end=926
-  _globals['_APPLYCOUPONREQUEST']._serialized_start=928
-  _globals['_APPLYCOUPONREQUEST']._serialized_end=990
-  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_start=992
-  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_end=1079
-  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_start=1081
-  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_end=1190
-  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_start=1192
-  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_end=1232
-  _globals['_COUPONSERVICE']._serialized_start=1474
-  _globals['_COUPONSERVICE']._serialized_end=2014
+  _globals['_COUPON']._serialized_end=503
+  _globals['_APPLIEDCOUPON']._serialized_start=506
+  _globals['_APPLIEDCOUPON']._serialized_end=695
+  _globals['_CREATECOUPONREQUEST']._serialized_start=697
+  _globals['_CREATECOUPONREQUEST']._serialized_end=758
+  _globals['_GETCOUPONREQUEST']._serialized_start=760
+  _globals['_GETCOUPONREQUEST']._serialized_end=792
+  _globals['_LISTCOUPONSREQUEST']._serialized_start=794
+  _globals['_LISTCOUPONSREQUEST']._serialized_end=853
+  _globals['_LISTCOUPONSRESPONSE']._serialized_start=855
+  _globals['_LISTCOUPONSRESPONSE']._serialized_end=942
+  _globals['_APPLYCOUPONREQUEST']._serialized_start=944
+  _globals['_APPLYCOUPONREQUEST']._serialized_end=1006
+  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_start=1008
+  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_end=1095
+  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_start=1097
+  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_end=1206
+  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_start=1208
+  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_end=1248
+  _globals['_COUPONSERVICE']._serialized_start=1490
+  _globals['_COUPONSERVICE']._serialized_end=2030
 # @@protoc_insertion_point(module_scope)

@@ -100,6 +100,7 @@ class Coupon(_message.Message):
     BILLABLE_METRIC_CODES_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     code: _builtins.str
@@ -122,6 +123,11 @@ class Coupon(_message.Message):
     """For a recurring coupon: the number of months it discounts."""
     description: _builtins.str
     """Free text."""
+    amount: _builtins.str
+    """For a fixed-amount coupon: the amount in major units of `currency`, a
+    decimal string ("50" is 50.00 USD). A request gives it or
+    amount_cents, not both; an answer carries both.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """After this instant the coupon can no longer be applied; unset for never.
@@ -157,10 +163,11 @@ class Coupon(_message.Message):
         billable_metric_codes: _abc.Iterable[_builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         description: _builtins.str = ...,
+        amount: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "billable_metric_codes", b"billable_metric_codes", "code", b"code", "coupon_type", b"coupon_type", "create_time", b"create_time", "currency", b"currency", "description", b"description", "duration", b"duration", "duration_in_months", b"duration_in_months", "expire_time", b"expire_time", "id", b"id", "name", b"name", "percentage", b"percentage", "plan_codes", b"plan_codes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "amount_cents", b"amount_cents", "billable_metric_codes", b"billable_metric_codes", "code", b"code", "coupon_type", b"coupon_type", "create_time", b"create_time", "currency", b"currency", "description", b"description", "duration", b"duration", "duration_in_months", b"duration_in_months", "expire_time", b"expire_time", "id", b"id", "name", b"name", "percentage", b"percentage", "plan_codes", b"plan_codes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from gateway import schema
 from gateway.admission import kind_of
 from gateway.errors import ApiError, error_response, from_rpc, invalid
-from services.common import tenancy
+from services.common import tenancy, trust
 
 log = logging.getLogger("bxb.gateway")
 
@@ -39,7 +39,10 @@ class Call:
     @property
     def options(self) -> dict:
         """Keyword arguments for every service call: tenancy and deadline."""
-        return {"metadata": tenancy.metadata(self.org), "timeout": self.request.app.state.settings.call_timeout}
+        return {
+            "metadata": tenancy.metadata(self.org) + trust.metadata(),
+            "timeout": self.request.app.state.settings.call_timeout,
+        }
 
     def path(self, name: str) -> str:
         """A path parameter (an id or a code): none is longer than MAX_ID

@@ -9,8 +9,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bxb.catalog.v1.billable_metrics_pb2 import BillableMetric as Metric
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
-from services.common import pagination, tenancy
-from services.common.errors import InvalidArgument, NotFound
+from services.common import pagination, tenancy, trust
+from services.common.errors import InvalidArgument, NotFound, PermissionDenied
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.metering.intake import Intake
@@ -136,6 +136,8 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
 
     async def SubmitEvents(self, request: pb.SubmitEventsRequest, context) -> pb.SubmitEventsResponse:
         org = tenancy.organization_id()
+        if request.rejected and not trust.from_gateway(context.invocation_metadata()):
+            raise PermissionDenied("only the gateway records the events it refused", field="rejected")
         now = utcnow()
         received = to_proto(now)
         # A call may only report refusals (a batch the gateway refused whole).

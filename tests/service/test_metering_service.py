@@ -16,7 +16,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 from bxb.metering.v1 import events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
 from deploy.embedded import Nats
-from services.common import bus, grpc_server, tenancy
+from services.common import bus, grpc_server, tenancy, trust
 from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering import intake as intake_module
@@ -395,6 +395,26 @@ async def test_a_call_holds_1_to_500_events(events, org: str):
     too_many = pb.SubmitEventsRequest(events=[usage_event(f"t{i}") for i in range(501)])
     call = events.SubmitEvents(too_many, metadata=tenancy.metadata(org))
     assert (await rejected(call))[1:] == ("BATCH_TOO_LARGE", "events")
+
+
+async def test_only_the_gateway_records_the_events_it_refused(events, org: str):
+    """`rejected` is the gateway's to say: another caller may not plant
+    refusals in an organization's listing (nothing is recorded)."""
+    refusal = pb.RejectedEvent(
+        event=usage_event("forged", customer="cus_forged"), error=pb.EventError(reason="INVALID_VALUE", field="value")
+    )
+    request = pb.SubmitEventsRequest(rejected=[refusal])
+    for forged in [tenancy.metadata(org), (*tenancy.metadata(org), ("x-bxb-gateway", "0" * 64))]:
+        assert await rejected(events.SubmitEvents(request, metadata=forged)) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "PERMISSION_DENIED",
+            "rejected",
+        )
+    listing = pb.ListRejectedEventsRequest(customer_id="cus_forged")
+    assert not (await events.ListRejectedEvents(listing, metadata=tenancy.metadata(org))).rejected_events
+    await events.SubmitEvents(request, metadata=tenancy.metadata(org) + trust.metadata())
+    [recorded] = (await events.ListRejectedEvents(listing, metadata=tenancy.metadata(org))).rejected_events
+    assert (recorded.event.transaction_id, recorded.error.field) == ("forged", "value")
 
 
 async def test_a_redelivered_message_stores_nothing_twice(clickhouse):

@@ -231,8 +231,10 @@ class SubmitEventsRequest(_message.Message):
 
     @_builtins.property
     def rejected(self) -> _containers.RepeatedCompositeFieldContainer[Global___RejectedEvent]:
-        """Events the caller (the gateway) already refused, recorded with the
-        events metering refuses so ListRejectedEvents shows every refusal.
+        """Events the gateway already refused, recorded with the events metering
+        refuses so ListRejectedEvents shows every refusal. Only the gateway may
+        set it (its calls carry its x-bxb-gateway token): another caller is
+        PERMISSION_DENIED naming `rejected`.
         """
 
     def __init__(

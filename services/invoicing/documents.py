@@ -18,9 +18,6 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.currencies import exponent
 from services.common.timestamps import from_proto
 
-STATUS = {pb.INVOICE_STATUS_FINALIZED: "Issued"}
-
-
 def money(cents: int, currency: str) -> str:
     """12400 USD -> "124.00 USD"; 500 JPY -> "500 JPY"; 1001 KWD -> "1.001 KWD"."""
     digits = exponent(currency)
@@ -43,7 +40,7 @@ def render(invoice: pb.Invoice) -> bytes:
         topMargin=18 * mm,
         bottomMargin=18 * mm,
     )
-    status = STATUS.get(invoice.status, pb.InvoiceStatus.Name(invoice.status).removeprefix("INVOICE_STATUS_").title())
+    status = pb.InvoiceStatus.Name(invoice.status).removeprefix("INVOICE_STATUS_").title()  # the canonical name
     header = [
         ["Invoice", invoice.number],
         ["Status", status],

@@ -59,6 +59,7 @@ async def test_the_pdf_opens_and_shows_the_invoice_lines(tenant: Tenant):
     text = text_of(response.content)
     for shown in (
         f"Invoice {invoice['number']}",
+        "Finalized",  # the state's one name: "issued" is only an ABAXUS route's word
         "cus_pdf",
         "Pro base fee",
         "api_requests: 250000 units",

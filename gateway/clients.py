@@ -18,7 +18,7 @@ from bxb.catalog.v1 import (
     test_clocks_pb2_grpc,
 )
 from bxb.common.v1 import parked_messages_pb2_grpc
-from bxb.invoicing.v1 import billing_runs_pb2_grpc, calculations_pb2_grpc, credit_notes_pb2_grpc, invoices_pb2_grpc
+from bxb.invoicing.v1 import calculations_pb2_grpc, credit_notes_pb2_grpc, invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from gateway.config import Settings
@@ -42,7 +42,6 @@ class Clients:
     invoices: invoices_pb2_grpc.InvoiceServiceStub
     calculations: calculations_pb2_grpc.CalculationServiceStub
     credit_notes: credit_notes_pb2_grpc.CreditNoteServiceStub
-    billing_runs: billing_runs_pb2_grpc.BillingRunServiceStub
     payments: payments_pb2_grpc.PaymentServiceStub
     # Each service's parked messages, by service name.
     parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceStub]
@@ -69,7 +68,6 @@ class Clients:
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),
             calculations=calculations_pb2_grpc.CalculationServiceStub(invoicing),
             credit_notes=credit_notes_pb2_grpc.CreditNoteServiceStub(invoicing),
-            billing_runs=billing_runs_pb2_grpc.BillingRunServiceStub(invoicing),
             payments=payments_pb2_grpc.PaymentServiceStub(payments),
             parked={
                 name: parked_messages_pb2_grpc.ParkedMessageServiceStub(channel)

@@ -96,15 +96,19 @@ async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> t
 async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     running = []
-    catalog = catalog_server.build(catalog_server.Settings("", await infra.database("catalog"), nats_url, api_key=""))
+    # Services that call each other: invoicing's and payments' addresses are chosen before any starts.
+    invoicing_address, payments_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    catalog = catalog_server.build(
+        catalog_server.Settings(
+            "", await infra.database("catalog"), nats_url, api_key="", invoicing_address=invoicing_address
+        )
+    )
     running.append((catalog, *(await start(catalog))))
     metering = metering_server.build(
         metering_server.Settings("", "", infra.chdb_path, "bxb_test", nats_url, catalog_address=running[0][2])
     )
     running.append((metering, *(await start(metering))))
     invoicing_database = await infra.database("invoicing")
-    # Invoicing and payments call each other: payments' address is chosen before either starts.
-    payments_address = f"127.0.0.1:{free_port()}"
     invoicing = invoicing_server.build(
         invoicing_server.Settings(
             "",
@@ -119,7 +123,7 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
             payments_address=payments_address,
         )
     )
-    running.append((invoicing, *(await start(invoicing))))
+    running.append((invoicing, *(await start(invoicing, invoicing_address))))
     payments = payments_server.build(
         payments_server.Settings(
             "",

@@ -45,6 +45,7 @@ from services.catalog.test_clocks import TestClockServicer
 from services.common import bus, config, db, grpc_server
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
+from services.common.peers import Invoicing
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -55,6 +56,8 @@ class Settings:
     database_url: str
     nats_url: str
     api_key: str
+    # Invoicing, asked to bill what a test clock's move made due.
+    invoicing_address: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -63,6 +66,7 @@ class Settings:
             database_url=config.database_url("catalog"),
             nats_url=config.nats_url(),
             api_key=config.env_str("BXB_API_KEY", ""),
+            invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
         )
 
 
@@ -74,6 +78,7 @@ def build(settings: Settings) -> grpc_server.Service:
     parked = ParkedMessages("catalog", sessions, Parked, handlers)
     relay = OutboxRelay(sessions, Outbox, park=parked.park)
     handlers[OUTBOX] = relay.republish
+    invoicing = Invoicing(settings.invoicing_address)
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -85,6 +90,7 @@ def build(settings: Settings) -> grpc_server.Service:
     async def on_stop() -> None:
         await relay.stop()
         await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
+        await invoicing.close()
         await engine.dispose()
 
     return grpc_server.Service(
@@ -119,7 +125,7 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(add_ons_pb2, add_ons_pb2_grpc, "AddOnService", AddOnServicer(sessions, relay)),
             grpc_server.registrar(
-                test_clocks_pb2, test_clocks_pb2_grpc, "TestClockService", TestClockServicer(sessions, relay)
+                test_clocks_pb2, test_clocks_pb2_grpc, "TestClockService", TestClockServicer(sessions, relay, invoicing)
             ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],

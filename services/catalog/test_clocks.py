@@ -17,11 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import events_pb2, test_clocks_pb2_grpc
 from bxb.catalog.v1 import test_clocks_pb2 as pb
+from bxb.invoicing.v1 import billing_runs_pb2
 from services.catalog import validation
 from services.catalog.models import Customer, Outbox, TestClock
 from services.common import outbox, pagination, tenancy
 from services.common.errors import InvalidArgument, NotFound
 from services.common.ids import new_id
+from services.common.peers import Invoicing
 from services.common.timestamps import from_proto, to_proto, utcnow
 
 TEST_CLOCK_ADVANCED = "bxb.catalog.v1.test_clock_advanced"
@@ -86,9 +88,10 @@ async def _announce(session: AsyncSession, clock: TestClock) -> pb.TestClock:
 class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
     __test__ = False  # not a pytest class, whatever its name
 
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay, invoicing: Invoicing):
         self.sessions = sessions
         self.relay = relay
+        self.invoicing = invoicing
 
     async def CreateTestClock(self, request: pb.CreateTestClockRequest, context) -> pb.TestClock:
         spec = request.test_clock
@@ -124,17 +127,25 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
         test_clocks, token = pagination.answer(page, [clock_proto(c) for c in rows])
         return pb.ListTestClocksResponse(test_clocks=test_clocks, next_page_token=token)
 
-    async def AdvanceTestClock(self, request: pb.AdvanceTestClockRequest, context) -> pb.TestClock:
+    async def AdvanceTestClock(self, request: pb.AdvanceTestClockRequest, context) -> pb.AdvanceTestClockResponse:
+        """Moves the clock (committed and announced first), then has
+        invoicing bill what fell due by then, outside any transaction."""
+        org = tenancy.organization_id()
         target = _frozen_time(request)
         async with self.sessions() as session, session.begin():
-            clock = await find(session, tenancy.organization_id(), request.id, lock=True)
-            if target <= clock.frozen_time:
+            clock = await find(session, org, request.id, lock=True)
+            if target < clock.frozen_time:
                 raise InvalidArgument(
-                    f"frozen_time must be later than the clock's time, {clock.frozen_time.isoformat()}",
+                    f"frozen_time must not be earlier than the clock's time, {clock.frozen_time.isoformat()}",
                     field="frozen_time",
                     reason="CLOCK_CANNOT_GO_BACK",
                 )
+            moved = target > clock.frozen_time
             clock.frozen_time = target
-            result = await _announce(session, clock)
+            result = await _announce(session, clock) if moved else clock_proto(clock)
         self.relay.wake()
-        return result
+        billed = await self.invoicing.billing_runs.RunBilling(
+            billing_runs_pb2.RunBillingRequest(test_clock_id=result.id, frozen_time=result.frozen_time),
+            **self.invoicing.options(org),
+        )
+        return pb.AdvanceTestClockResponse(test_clock=result, invoices_created=billed.invoices_created)

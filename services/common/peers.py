@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from bxb.catalog.v1 import event_references_pb2_grpc, plans_pb2_grpc, subscriptions_pb2_grpc
+from bxb.invoicing.v1 import billing_runs_pb2_grpc
 from services.common import tenancy
 from services.common.channels import DEFAULT_TIMEOUT, MESSAGE_BYTES, open_channel
 
@@ -64,3 +65,9 @@ class Catalog(Peer):
     @property
     def event_references(self) -> event_references_pb2_grpc.EventReferenceServiceStub:
         return self.stub(event_references_pb2_grpc.EventReferenceServiceStub)
+
+
+class Invoicing(Peer):
+    @property
+    def billing_runs(self) -> billing_runs_pb2_grpc.BillingRunServiceStub:
+        return self.stub(billing_runs_pb2_grpc.BillingRunServiceStub)

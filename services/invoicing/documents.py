@@ -18,6 +18,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common.currencies import exponent
 from services.common.timestamps import from_proto
 
+
 def money(cents: int, currency: str) -> str:
     """12400 USD -> "124.00 USD"; 500 JPY -> "500 JPY"; 1001 KWD -> "1.001 KWD"."""
     digits = exponent(currency)

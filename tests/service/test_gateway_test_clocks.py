@@ -9,10 +9,13 @@ from sqlalchemy import delete
 
 from bxb.catalog.v1 import test_clocks_pb2, test_clocks_pb2_grpc
 from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
-from services.common import tenancy
+from deploy.embedded import free_port
+from services.catalog import server as catalog_server
+from services.common import grpc_server, tenancy
 from services.common.errors import error_info
+from services.common.timestamps import parse_rfc3339, to_proto
 from services.invoicing.models import TestClock
-from tests.conftest import Stack, Tenant, eventually
+from tests.conftest import Infra, Stack, Tenant, eventually, unique
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_gateway_coupons import LAUNCH20
 from tests.service.test_walkthrough_bill_by_subscription import METRIC, PLAN
@@ -237,3 +240,60 @@ async def test_invoices_on_request_and_calculations_of_a_clock_s_customer_use_it
     unknown = await h.post("/v1/invoices", json={"customer_id": "cus_abx", "cutoff_date": "2025-03-20T23:59:59Z"})
     assert unknown.status_code == 503
     assert sub["test_clock_id"] == clock
+
+
+async def advance_over_grpc(channel, tenant: Tenant, clock: str, to: str) -> test_clocks_pb2.AdvanceTestClockResponse:
+    request = test_clocks_pb2.AdvanceTestClockRequest(id=clock, frozen_time=to_proto(parse_rfc3339(to)))
+    return await test_clocks_pb2_grpc.TestClockServiceStub(channel).AdvanceTestClock(
+        request, metadata=tenancy.metadata(tenant.organization_id)
+    )
+
+
+async def test_over_grpc_advancing_a_clock_bills_what_fell_due_as_over_rest(stack: Stack, tenant: Tenant):
+    """The catalog's RPC itself bills before answering, so a gRPC caller gets
+    what the REST route shows; the clock's own time again bills nothing more."""
+    h = tenant.http
+    clock = await setup(h)
+    assert (await h.post("/v1/customers", json={"id": "cus_g", "test_clock_id": clock})).status_code == 201
+    sub = {"customer_id": "cus_g", "plan_code": PLAN["code"], "start_date": "2025-01-01T00:00:00Z"}
+    assert (await h.post("/v1/subscriptions", json=sub)).status_code == 201
+    async with stack.channel("catalog") as channel:
+        moved = await advance_over_grpc(channel, tenant, clock, "2025-04-01T00:00:00Z")
+        assert (moved.test_clock.id, moved.invoices_created) == (clock, 3)
+        assert [i["period_start"][:7] for i in await invoices(h, "cus_g")] == ["2025-01", "2025-02", "2025-03"]
+        again = await advance_over_grpc(channel, tenant, clock, "2025-04-01T00:00:00Z")  # a retry
+        assert again.invoices_created == 0 and len(await invoices(h, "cus_g")) == 3
+        with pytest.raises(grpc.aio.AioRpcError) as back:
+            await advance_over_grpc(channel, tenant, clock, "2025-03-01T00:00:00Z")
+    assert (back.value.code(), error_info(back.value).reason) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "CLOCK_CANNOT_GO_BACK",
+    )
+
+
+async def test_a_move_whose_billing_cannot_reach_invoicing_is_unavailable_and_kept(infra: Infra, tenant: Tenant):
+    """The move is committed before invoicing is asked: invoicing away is
+    UNAVAILABLE, and the clock stays at its new time for the retry."""
+    url = await infra.database(unique("catalog_clock"))
+    settings = catalog_server.Settings(
+        "", url, infra.nats.url, api_key="", invoicing_address=f"127.0.0.1:{free_port()}"
+    )
+    service = catalog_server.build(settings)
+    server, port = await grpc_server.start(service, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = test_clocks_pb2_grpc.TestClockServiceStub(channel)
+            md = tenancy.metadata(tenant.organization_id)
+            created = await stub.CreateTestClock(
+                test_clocks_pb2.CreateTestClockRequest(
+                    test_clock=test_clocks_pb2.TestClock(frozen_time=to_proto(parse_rfc3339("2025-01-01T00:00:00Z")))
+                ),
+                metadata=md,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as away:
+                await advance_over_grpc(channel, tenant, created.id, "2025-02-01T00:00:00Z")
+            kept = await stub.GetTestClock(test_clocks_pb2.GetTestClockRequest(id=created.id), metadata=md)
+    finally:
+        await grpc_server.stop(service, server, grace=0)
+    assert away.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert kept.frozen_time.ToJsonString() == "2025-02-01T00:00:00Z"

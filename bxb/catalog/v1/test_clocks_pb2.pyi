@@ -173,7 +173,10 @@ class AdvanceTestClockRequest(_message.Message):
     """The clock's id."""
     @_builtins.property
     def frozen_time(self) -> _timestamp_pb2.Timestamp:
-        """The new time; must be later than the clock's."""
+        """The new time; not earlier than the clock's. The clock's own time moves
+        nothing and bills what fell due again: a retry after UNAVAILABLE
+        completes what the first call started.
+        """
 
     def __init__(
         self,
@@ -188,3 +191,33 @@ class AdvanceTestClockRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdvanceTestClockRequest: _TypeAlias = AdvanceTestClockRequest  # noqa: Y015
+
+@_typing.final
+class AdvanceTestClockResponse(_message.Message):
+    """Response of TestClockService.AdvanceTestClock."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEST_CLOCK_FIELD_NUMBER: _builtins.int
+    INVOICES_CREATED_FIELD_NUMBER: _builtins.int
+    invoices_created: _builtins.int
+    """Invoices the move issued: every period of the clock's customers that
+    ended by the new time, billed before the answer.
+    """
+    @_builtins.property
+    def test_clock(self) -> Global___TestClock:
+        """The clock at its new time."""
+
+    def __init__(
+        self,
+        *,
+        test_clock: Global___TestClock | None = ...,
+        invoices_created: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["test_clock", b"test_clock"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoices_created", b"invoices_created", "test_clock", b"test_clock"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdvanceTestClockResponse: _TypeAlias = AdvanceTestClockResponse  # noqa: Y015

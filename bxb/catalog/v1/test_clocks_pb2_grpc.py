@@ -53,7 +53,7 @@ class TestClockServiceStub:
         self.AdvanceTestClock = channel.unary_unary(
                 '/bxb.catalog.v1.TestClockService/AdvanceTestClock',
                 request_serializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockRequest.SerializeToString,
-                response_deserializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.TestClock.FromString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockResponse.FromString,
                 _registered_method=True)
 
 
@@ -83,8 +83,10 @@ class TestClockServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AdvanceTestClock(self, request, context):
-        """Moves the clock forward and announces it (test_clock_advanced), so
-        every billing step that falls due runs.
+        """Moves the clock forward, announces it (test_clock_advanced), and bills
+        (invoicing's BillingRunService) every period of the clock's customers
+        that ended by then before answering. Invoicing unreachable: UNAVAILABLE,
+        the move kept (retry with the same time).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -111,7 +113,7 @@ def add_TestClockServiceServicer_to_server(servicer, server):
             'AdvanceTestClock': grpc.unary_unary_rpc_method_handler(
                     servicer.AdvanceTestClock,
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockRequest.FromString,
-                    response_serializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.TestClock.SerializeToString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,7 +224,7 @@ class TestClockService:
             target,
             '/bxb.catalog.v1.TestClockService/AdvanceTestClock',
             bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockRequest.SerializeToString,
-            bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.TestClock.FromString,
+            bxb_dot_catalog_dot_v1_dot_test__clocks__pb2.AdvanceTestClockResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,9 +39,11 @@ class TestClockServiceStub:
     """Returns one clock."""
     ListTestClocks: _grpc.UnaryUnaryMultiCallable[_test_clocks_pb2.ListTestClocksRequest, _test_clocks_pb2.ListTestClocksResponse]
     """Lists clocks."""
-    AdvanceTestClock: _grpc.UnaryUnaryMultiCallable[_test_clocks_pb2.AdvanceTestClockRequest, _test_clocks_pb2.TestClock]
-    """Moves the clock forward and announces it (test_clock_advanced), so
-    every billing step that falls due runs.
+    AdvanceTestClock: _grpc.UnaryUnaryMultiCallable[_test_clocks_pb2.AdvanceTestClockRequest, _test_clocks_pb2.AdvanceTestClockResponse]
+    """Moves the clock forward, announces it (test_clock_advanced), and bills
+    (invoicing's BillingRunService) every period of the clock's customers
+    that ended by then before answering. Invoicing unreachable: UNAVAILABLE,
+    the move kept (retry with the same time).
     """
 
 @_typing.type_check_only
@@ -55,9 +57,11 @@ class TestClockServiceAsyncStub(TestClockServiceStub):
     """Returns one clock."""
     ListTestClocks: _aio.UnaryUnaryMultiCallable[_test_clocks_pb2.ListTestClocksRequest, _test_clocks_pb2.ListTestClocksResponse]  # type: ignore[assignment]
     """Lists clocks."""
-    AdvanceTestClock: _aio.UnaryUnaryMultiCallable[_test_clocks_pb2.AdvanceTestClockRequest, _test_clocks_pb2.TestClock]  # type: ignore[assignment]
-    """Moves the clock forward and announces it (test_clock_advanced), so
-    every billing step that falls due runs.
+    AdvanceTestClock: _aio.UnaryUnaryMultiCallable[_test_clocks_pb2.AdvanceTestClockRequest, _test_clocks_pb2.AdvanceTestClockResponse]  # type: ignore[assignment]
+    """Moves the clock forward, announces it (test_clock_advanced), and bills
+    (invoicing's BillingRunService) every period of the clock's customers
+    that ended by then before answering. Invoicing unreachable: UNAVAILABLE,
+    the move kept (retry with the same time).
     """
 
 class TestClockServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -92,9 +96,11 @@ class TestClockServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _test_clocks_pb2.AdvanceTestClockRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_test_clocks_pb2.TestClock, _abc.Awaitable[_test_clocks_pb2.TestClock]]:
-        """Moves the clock forward and announces it (test_clock_advanced), so
-        every billing step that falls due runs.
+    ) -> _typing.Union[_test_clocks_pb2.AdvanceTestClockResponse, _abc.Awaitable[_test_clocks_pb2.AdvanceTestClockResponse]]:
+        """Moves the clock forward, announces it (test_clock_advanced), and bills
+        (invoicing's BillingRunService) every period of the clock's customers
+        that ended by then before answering. Invoicing unreachable: UNAVAILABLE,
+        the move kept (retry with the same time).
         """
 
 def add_TestClockServiceServicer_to_server(servicer: TestClockServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

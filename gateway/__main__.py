@@ -7,7 +7,7 @@ from gateway.config import Settings
 
 settings = Settings.from_env()
 # The stock asyncio loop, not uvloop: grpc.aio's completion queue wakes it
-# faster (measured: 5.0 ms vs 7.0 ms for a catalog list through the gateway).
+# sooner, so a call through the gateway answers faster.
 uvicorn.run(
     create_app(settings), host=settings.host, port=settings.port, log_level="info", access_log=False, loop="asyncio"
 )

@@ -5,11 +5,9 @@ scope, and whether the level before the window counts, as for weighted_sum)
 share one scan of the events table: one UNION ALL branch, which routes each
 event to the queries of its code, splits it by bucket and group values, and
 reduces every (query, bucket, group) together. Each event is read once however
-many queries want it. Measured on 1M events in chdb (20 metrics, the priced
-customer holding 50k), one scan answering 20 queries took 23 ms, against
-230 ms for 20 queries in a row or at once and 140 ms for a UNION ALL of one
-SELECT per query: ClickHouse's fixed cost per SELECT dominates at this size.
-For the same reason, subscriptions' queries that read all or none of the
+many queries want it: ClickHouse's fixed cost per SELECT dominates at a
+customer's size, so one scan beats a query each or a UNION ALL of one SELECT
+per query (`python -m bench pricing` measures it). For the same reason, subscriptions' queries that read all or none of the
 unassigned events of one time range share one scan across customers (a
 billing run prices a page of subscriptions in one call), each event routed by
 its (customer, subscription, code).
@@ -173,7 +171,7 @@ class Statement:
         asked = [self.queries[n] for n in scan]
         # One customer's scan, also when a subscriptions' scan holds a single
         # subscription (pricing one): routing by code is cheaper than by the
-        # ids' route key (measured 61 against 68 ms for 20 charges over 50k events).
+        # ids' route key.
         if len({(q.customer_id, q.subscription_id, q.windows) for q in asked}) == 1:
             for n in scan:
                 routes.setdefault(self.queries[n].code, []).append(n)

@@ -42,7 +42,7 @@ from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
 from services.catalog.taxes import TaxServicer
 from services.catalog.test_clocks import TestClockServicer
-from services.common import bus, config, db, grpc_server
+from services.common import bus, config, db, grpc_server, parking
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.common.peers import Invoicing
@@ -73,23 +73,22 @@ class Settings:
 def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
+    events = bus.Bus(settings.nats_url, "catalog")
+    relay = OutboxRelay(sessions, Outbox, events, park=parking.parker(sessions, Parked))
     # What a retry of a parked outbox row runs (the catalog consumes no events).
-    handlers: dict[str, bus.Handler] = {}
-    parked = ParkedMessages("catalog", sessions, Parked, handlers)
-    relay = OutboxRelay(sessions, Outbox, park=parked.park)
-    handlers[OUTBOX] = relay.republish
+    parked = ParkedMessages("catalog", sessions, Parked, {OUTBOX: relay.republish})
     invoicing = Invoicing(settings.invoicing_address)
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
         await organizations.bootstrap(sessions, settings.api_key)
-        relay.bus = await bus.Bus.connect(settings.nats_url, "catalog")
-        await relay.bus.ensure_stream(bus.CATALOG)
+        await events.open()
+        await events.ensure_stream(bus.CATALOG)
         relay.start()
 
     async def on_stop() -> None:
         await relay.stop()
-        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
+        await events.close()  # on_stop follows a successful on_start, which opened the bus
         await invoicing.close()
         await engine.dispose()
 

@@ -144,8 +144,7 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
             clock.frozen_time = target
             result = await _announce(session, clock) if moved else clock_proto(clock)
         self.relay.wake()
-        billed = await self.invoicing.billing_runs.RunBilling(
-            billing_runs_pb2.RunBillingRequest(test_clock_id=result.id, frozen_time=result.frozen_time),
-            **self.invoicing.options(org),
+        billed = await self.invoicing.run_billing(
+            org, billing_runs_pb2.RunBillingRequest(test_clock_id=result.id, frozen_time=result.frozen_time)
         )
         return pb.AdvanceTestClockResponse(test_clock=result, invoices_created=billed.invoices_created)

@@ -90,15 +90,26 @@ def retry_delay(attempt: int, cap: float = RETRY_CAP) -> float:
 
 
 class Bus:
-    def __init__(self, nc: nats.NATS, js: JetStreamContext):
-        self.nc = nc
-        self.js = js
+    def __init__(self, url: str, name: str):
+        """A client of the NATS at `url`, named `name`; it connects on `open`,
+        on the event loop it serves (a NATS client belongs to that loop),
+        so a service builds it with the rest and opens it at start-up."""
+        self.url = url
+        self.name = name
+        self.nc = nats.NATS()
+        self.js: JetStreamContext = self.nc.jetstream()
         self._tasks: list[asyncio.Task] = []
+
+    async def open(self) -> None:
+        """Connects; the client reconnects on its own from then on."""
+        await self.nc.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
-        nc = await nats.connect(url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
-        return cls(nc, nc.jetstream())
+        """A bus, open."""
+        opened = cls(url, name)
+        await opened.open()
+        return opened
 
     async def ensure_stream(self, stream: Stream) -> None:
         """Creates the stream, or gives an existing one the subjects it should have now."""
@@ -239,7 +250,6 @@ class _Handling:
 
     async def _parked(self, msg, error: BaseException, attempt: int) -> bool:
         """Whether the message was parked (a failure to park keeps it in the stream)."""
-        assert self.park is not None
         parked = Parked(
             stream=self.stream,
             durable=self.durable,

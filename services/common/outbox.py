@@ -91,7 +91,7 @@ class OutboxRelay:
         self,
         sessions: async_sessionmaker,
         table: Table,
-        bus: Bus | None = None,
+        bus: Bus,
         poll_seconds: float = 1.0,
         park: Parker | None = None,
     ):
@@ -111,7 +111,6 @@ class OutboxRelay:
         """Publishes up to `limit` pending rows in order; the number published
         or parked. A transient failure is raised once what came before it is
         marked."""
-        assert self.bus is not None, "connect the bus before flushing"
         failure: Exception | None = None
         async with self.sessions() as session, session.begin():
             rows = (
@@ -146,12 +145,10 @@ class OutboxRelay:
     async def _publish(self, row) -> None:
         if len(row.payload) > MAX_EVENT_BYTES:
             raise Unpublishable(f"{len(row.payload)} bytes, more than an event may hold ({MAX_EVENT_BYTES})")
-        assert self.bus is not None
         await self.bus.publish(row.subject, row.payload, row.event_id, row.organization_id)
 
     async def _parked(self, row, refused: Exception) -> bool:
         """Whether the row could be parked (then it counts as done)."""
-        assert self.park is not None
         error = f"{type(refused).__name__}: {refused}"
         parked = Parked("", OUTBOX, row.id, row.subject, row.payload, row.organization_id, 1, error)
         try:
@@ -167,7 +164,6 @@ class OutboxRelay:
         digest is its message id, so a repeated retry is one message."""
         if len(payload) > MAX_EVENT_BYTES:
             raise Unpublishable(f"{len(payload)} bytes, more than an event may hold ({MAX_EVENT_BYTES})")
-        assert self.bus is not None
         await self.bus.publish(subject, payload, hashlib.sha256(payload).hexdigest())
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ idempotent, so a retry of something handled meanwhile changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import sqlalchemy as sa
@@ -58,6 +59,30 @@ def drop_table(op) -> None:
     op.drop_table(TABLE)
 
 
+async def park(sessions: async_sessionmaker, table: sa.Table, parked: bus.Parked) -> None:
+    """Stores a message given up on (once per consumer and stream position)."""
+    row = {
+        "id": new_id("pkm"),
+        "organization_id": parked.organization_id,
+        "stream": parked.stream,
+        "durable": parked.durable,
+        "sequence": parked.sequence,
+        "subject": parked.subject,
+        "payload": parked.payload,
+        "error": parked.error,
+        "attempts": parked.attempts,
+        "park_time": utcnow(),
+    }
+    async with sessions() as session, session.begin():
+        await session.execute(insert(table).values(row).on_conflict_do_nothing())
+
+
+def parker(sessions: async_sessionmaker, table: sa.Table) -> bus.Parker:
+    """The parker of a service's consumers and outbox relay, which exist
+    before the ParkedMessages that retries through them."""
+    return functools.partial(park, sessions, table)
+
+
 class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
     """A service's parked messages: the parker its consumers are given, and
     the API that lists and retries them (`handlers`: each consumer's
@@ -72,20 +97,7 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
         self.handlers = handlers
 
     async def park(self, parked: bus.Parked) -> None:
-        row = {
-            "id": new_id("pkm"),
-            "organization_id": parked.organization_id,
-            "stream": parked.stream,
-            "durable": parked.durable,
-            "sequence": parked.sequence,
-            "subject": parked.subject,
-            "payload": parked.payload,
-            "error": parked.error,
-            "attempts": parked.attempts,
-            "park_time": utcnow(),
-        }
-        async with self.sessions() as session, session.begin():
-            await session.execute(insert(self.table).values(row).on_conflict_do_nothing())
+        await park(self.sessions, self.table, parked)
 
     def _proto(self, row) -> pb.ParkedMessage:
         return pb.ParkedMessage(

@@ -67,6 +67,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from sqlalchemy import select, update
@@ -85,6 +86,9 @@ from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.issuing import INVOICE_FINALIZED
 from services.invoicing.lifecycle import invalid_transition
 from services.invoicing.models import Outbox, Subscription
+
+if TYPE_CHECKING:  # progressive.py builds on this module
+    from services.invoicing.progressive import ProgressiveBilling
 
 log = logging.getLogger("bxb.billing")
 
@@ -180,6 +184,7 @@ class Biller:
         settle: timedelta,
         concurrency: int = 2,
         page_size: int = 200,
+        progressive: ProgressiveBilling | None = None,
     ):
         self.sessions = sessions
         self.concurrency = concurrency  # pages billed side by side
@@ -187,8 +192,8 @@ class Biller:
         self.fees = fees
         self.relay = relay
         self.settle = settle
-        # Progressive billing, checked for each subscription's open period (progressive.py).
-        self.progressive = None
+        # Progressive billing, checked for each subscription's open period; none without it.
+        self.progressive = progressive
 
     async def run(
         self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import re
 
-import grpc
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import customers_pb2, customers_pb2_grpc
+from bxb.catalog.v1 import customers_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.common import tenancy
+from services.common import peers
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.invoicing import documents
 from services.invoicing.documents import money
@@ -29,7 +28,7 @@ MAX_RECIPIENTS = 10
 
 
 class Delivery:
-    def __init__(self, sessions: async_sessionmaker, mailer: Mailer, catalog: grpc.aio.Channel | None = None):
+    def __init__(self, sessions: async_sessionmaker, mailer: Mailer, catalog: peers.Catalog):
         self.sessions = sessions
         self.mailer = mailer
         self.catalog = catalog
@@ -50,10 +49,7 @@ class Delivery:
         return pb.InvoicePdf(filename=f"{invoice.number}.pdf", content=content)
 
     async def _customer_email(self, org: str, customer_id: str) -> str:
-        assert self.catalog is not None, "connect the catalog channel first"
-        customer = await customers_pb2_grpc.CustomerServiceStub(self.catalog).GetCustomer(
-            customers_pb2.GetCustomerRequest(id=customer_id), metadata=tenancy.metadata(org), timeout=10
-        )
+        customer = await self.catalog.get_customer(org, customers_pb2.GetCustomerRequest(id=customer_id))
         return customer.email
 
     async def email(self, org: str, request: pb.SendInvoiceEmailRequest) -> pb.SendInvoiceEmailResponse:

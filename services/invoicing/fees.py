@@ -37,10 +37,10 @@ from decimal import ROUND_FLOOR, Decimal
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, taxes_pb2, taxes_pb2_grpc
+from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
-from services.common import tenancy
+from bxb.metering.v1 import usage_pb2
+from services.common import peers
 from services.common.aggregations import aggregation
 from services.common.decimals import canonical
 from services.common.ownership import Claim, Window, owned
@@ -131,13 +131,13 @@ NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance know
 class FeeCalculator:
     def __init__(
         self,
-        usage: usage_pb2_grpc.UsageServiceStub | None = None,
-        sessions: async_sessionmaker | None = None,
-        taxes: taxes_pb2_grpc.TaxServiceStub | None = None,
+        sessions: async_sessionmaker,
+        metering: peers.Metering,
+        catalog: peers.Catalog | None = None,
     ):
-        self.usage = usage
         self.sessions = sessions
-        self.taxes = taxes  # the catalog's, for the taxes of an invoice; none without it
+        self.metering = metering
+        self.catalog = catalog  # asked for the taxes of an invoice; none without it
 
     async def tax_rates(self, subscription: Subscription, plan: plans_pb2.Plan) -> list[taxes_pb2.Tax]:
         [taxes] = await self.jobs_taxes(subscription.organization_id, [(subscription.customer_id, plan.tax_codes)])
@@ -145,7 +145,7 @@ class FeeCalculator:
 
     async def jobs_taxes(self, org: str, invoiced: Sequence[tuple[str, Sequence[str]]]) -> list[list[taxes_pb2.Tax]]:
         """The taxes of each (customer id, plan tax codes) in `invoiced`, one catalog call for all."""
-        return await taxation.resolve(self.taxes, org, invoiced)
+        return await taxation.resolve(self.catalog, org, invoiced)
 
     async def windows(
         self,
@@ -158,7 +158,6 @@ class FeeCalculator:
         unassigned events. `siblings`, when the caller has already read them,
         are the customer's subscriptions (this one may be among them)."""
         if siblings is None:
-            assert self.sessions is not None, "give the calculator invoicing's database"
             query = select(Subscription).where(
                 Subscription.organization_id == subscription.organization_id,
                 Subscription.customer_id == subscription.customer_id,
@@ -225,12 +224,10 @@ class FeeCalculator:
                 ]
         replies: list[usage_pb2.AggregateUsageResponse] = []
         if requests:
-            assert self.usage is not None, "connect the metering stub first"
-            metadata = tenancy.metadata(jobs[0][0].organization_id)
+            org = jobs[0][0].organization_id
             calls = [
-                self.usage.BatchAggregateUsage(
-                    usage_pb2.BatchAggregateUsageRequest(requests=requests[first : first + USAGE_BATCH]),
-                    metadata=metadata,
+                self.metering.batch_aggregate_usage(
+                    org, usage_pb2.BatchAggregateUsageRequest(requests=requests[first : first + USAGE_BATCH])
                 )
                 for first in range(0, len(requests), USAGE_BATCH)
             ]

@@ -30,8 +30,8 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.payments.v1 import events_pb2 as payments_events_pb2
-from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
-from services.common import outbox, tenancy
+from bxb.payments.v1 import payments_pb2
+from services.common import outbox, peers
 from services.common.errors import FailedPrecondition, Unavailable, error_info
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
@@ -73,13 +73,11 @@ class Lifecycle:
         self,
         sessions: async_sessionmaker,
         relay: outbox.OutboxRelay,
-        payments: payments_pb2_grpc.PaymentServiceStub | None = None,
-        timeout: float = 5.0,
+        payments: peers.Payments,
     ):
         self.sessions = sessions
         self.relay = relay
-        self.payments = payments  # connected when the service starts
-        self.timeout = timeout  # seconds for a call to payments
+        self.payments = payments  # asked to close an invoice's payment before it is voided
 
     async def change(self, org: str, invoice_id: str, action: str) -> pb.Invoice:
         target, sources = ACTIONS[action]
@@ -118,7 +116,7 @@ class Lifecycle:
             currency=invoice.currency,
         )
         try:
-            await self.payments.CancelInvoicePayment(request, metadata=tenancy.metadata(org), timeout=self.timeout)
+            await self.payments.cancel_invoice_payment(org, request)
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise Unavailable(f"payments could not be reached: {error.code().name}") from None

@@ -9,7 +9,7 @@ import smtplib
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import make_msgid
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from services.common.errors import FailedPrecondition, Unavailable
 
@@ -42,14 +42,12 @@ class Mailer:
             attachment.content, maintype=attachment.maintype, subtype=attachment.subtype, filename=attachment.filename
         )
         try:
-            await asyncio.to_thread(self._deliver, message)
+            await asyncio.to_thread(self._deliver, self.url, message)
         except (OSError, smtplib.SMTPException) as error:
             raise Unavailable(f"the SMTP server refused or could not be reached: {error}", field="to") from None
         return message["Message-ID"]
 
-    def _deliver(self, message: EmailMessage) -> None:
-        url = self.url
-        assert url is not None
+    def _deliver(self, url: SplitResult, message: EmailMessage) -> None:
         with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=self.timeout) as smtp:
             if url.username:
                 smtp.login(unquote(url.username), unquote(url.password or ""))

@@ -52,7 +52,7 @@ class OneOffInvoices:
             period_start=applied.create_time,
             period_end=applied.create_time,
         )
-        [taxes] = await taxation.resolve(self.fees.taxes, org, [(applied.customer_id, add_on.tax_codes)])
+        [taxes] = await taxation.resolve(self.fees.catalog, org, [(applied.customer_id, add_on.tax_codes)])
         invoice = Invoice(
             organization_id=org,
             customer_id=applied.customer_id,

@@ -31,22 +31,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from bxb.catalog.v1 import (
-    add_ons_pb2,
-    add_ons_pb2_grpc,
-    coupons_pb2,
-    coupons_pb2_grpc,
-    events_pb2,
-    plans_pb2,
-    plans_pb2_grpc,
-    subscriptions_pb2,
-    subscriptions_pb2_grpc,
-)
-from services.common import tenancy
+from bxb.catalog.v1 import add_ons_pb2, coupons_pb2, events_pb2, plans_pb2, subscriptions_pb2
+from services.common import peers
 from services.common.errors import Unavailable
 from services.common.timestamps import from_proto, from_proto_or_none
 from services.invoicing import clocks, coupons
 from services.invoicing.models import Subscription
+from services.invoicing.one_offs import OneOffInvoices
 
 log = logging.getLogger("bxb.projection")
 
@@ -64,18 +55,17 @@ class SubscriptionProjection:
     def __init__(
         self,
         sessions: async_sessionmaker,
-        catalog: grpc.aio.Channel | None = None,
+        catalog: peers.Catalog | None = None,
+        one_offs: OneOffInvoices | None = None,
         page_size: int = 500,
-        timeout: float = 10.0,
         arrival: float = 2.0,
     ):
         self.sessions = sessions
-        self.catalog = catalog
+        self.catalog = catalog  # read for what this copy lacks; without it, events are all there is
+        # Issues the one-off invoice of an applied add-on; add-ons are ignored without it.
+        self.one_offs = one_offs
         self.page_size = page_size
-        self.timeout = timeout
         self.arrival = arrival  # seconds a read waits for a subscription the catalog has and this copy not yet
-        # Issues the one-off invoice of an applied add-on (one_offs.py); add-ons are ignored without it.
-        self.one_offs = None
 
     async def apply(self, org: str, sub: subscriptions_pb2.Subscription, plan: plans_pb2.Plan) -> None:
         values = {
@@ -146,10 +136,9 @@ class SubscriptionProjection:
         await self.apply(org, sub, plan)
 
     async def _plan(self, org: str, sub: subscriptions_pb2.Subscription) -> plans_pb2.Plan:
-        return await plans_pb2_grpc.PlanServiceStub(self.catalog).GetPlan(
+        return await self.catalog.get_plan(
+            org,
             plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
-            metadata=tenancy.metadata(org),
-            timeout=self.timeout,
             wait_for_ready=True,  # ride out a reconnect instead of failing fast
         )
 
@@ -163,11 +152,7 @@ class SubscriptionProjection:
         if row is not None or self.catalog is None:
             return row
         try:
-            await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).GetSubscription(
-                subscriptions_pb2.GetSubscriptionRequest(id=subscription_id),
-                metadata=tenancy.metadata(org),
-                timeout=self.timeout,
-            )
+            await self.catalog.get_subscription(org, subscriptions_pb2.GetSubscriptionRequest(id=subscription_id))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -187,10 +172,8 @@ class SubscriptionProjection:
         if self.catalog is None:
             return
         try:
-            page = await subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions(
-                subscriptions_pb2.ListSubscriptionsRequest(customer_id=customer_id, page_size=ARRIVALS_AWAITED),
-                metadata=tenancy.metadata(org),
-                timeout=self.timeout,
+            page = await self.catalog.list_subscriptions(
+                org, subscriptions_pb2.ListSubscriptionsRequest(customer_id=customer_id, page_size=ARRIVALS_AWAITED)
             )
         except grpc.aio.AioRpcError:
             raise Unavailable(f"the catalog could not be reached to find customer {customer_id!r}") from None
@@ -239,7 +222,7 @@ class SubscriptionProjection:
                 select(Subscription.id, Subscription.terminate_time).where(Subscription.organization_id == org, mine)
             )
             known = {sub_id: end for sub_id, end in rows}
-        listing = subscriptions_pb2_grpc.SubscriptionServiceStub(self.catalog).ListSubscriptions
+        listing = self.catalog.list_subscriptions
         async for sub in self._every(listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, scope):
             end = from_proto_or_none(sub, "terminate_time")
             if sub.id not in known:
@@ -249,14 +232,17 @@ class SubscriptionProjection:
 
     async def _catch_up(self, org: str, customer_id: str) -> None:
         await self._subscriptions(org, Subscription.customer_id == customer_id, customer_id=customer_id)
-        listing = coupons_pb2_grpc.CouponServiceStub(self.catalog).ListAppliedCoupons
         async for applied in self._every(
-            listing, coupons_pb2.ListAppliedCouponsRequest, "applied_coupons", org, {"customer_id": customer_id}
+            self.catalog.list_applied_coupons,
+            coupons_pb2.ListAppliedCouponsRequest,
+            "applied_coupons",
+            org,
+            {"customer_id": customer_id},
         ):
             await self.applied_coupon(org, applied)
         if self.one_offs is None:
             return
-        listing = add_ons_pb2_grpc.AddOnServiceStub(self.catalog).ListAppliedAddOns
+        listing = self.catalog.list_applied_add_ons
         async for applied_add_on in self._every(
             listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, {"customer_id": customer_id}
         ):
@@ -267,9 +253,8 @@ class SubscriptionProjection:
         token = ""
         while True:
             page = await listing(
+                org,
                 request_type(**scope, page_size=self.page_size, page_token=token),
-                metadata=tenancy.metadata(org),
-                timeout=self.timeout,
                 wait_for_ready=True,  # ride out a reconnect instead of failing fast
             )
             for item in getattr(page, field):

@@ -9,9 +9,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
-
-from bxb.catalog.v1 import taxes_pb2_grpc
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.invoicing.v1 import (
     billing_runs_pb2,
@@ -23,10 +20,7 @@ from bxb.invoicing.v1 import (
     invoices_pb2,
     invoices_pb2_grpc,
 )
-from bxb.metering.v1 import usage_pb2_grpc
-from bxb.payments.v1 import payments_pb2_grpc
-from services.common import bus, config, db, grpc_server
-from services.common.channels import open_channel
+from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
@@ -67,6 +61,8 @@ class Settings:
     # Payments: asked to close an invoice's payment before the invoice is voided, within the deadline (seconds).
     payments_address: str = ""
     payments_timeout: float = 5.0
+    # Seconds a call to the catalog may take (subscriptions, plans, taxes, customers).
+    catalog_timeout: float = 10.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -89,52 +85,49 @@ class Settings:
 def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
-    # What a retry of each kind of parked message runs: filled below, once each handler exists.
-    handlers: dict[str, bus.Handler] = {}
-    parked = ParkedMessages("invoicing", sessions, Parked, handlers)
-    relay = OutboxRelay(sessions, Outbox, park=parked.park)
-    # The calculator's metering and catalog stubs are connected in on_start, on the serving loop.
-    fees = FeeCalculator(sessions=sessions)
-    channels: list[grpc.aio.Channel] = []
+    # Percentage charges read every event's value of a period: allow large replies.
+    metering = peers.Metering(settings.metering_address, receive_bytes=METERING_REPLY_BYTES)
+    catalog = peers.Catalog(settings.catalog_address, timeout=settings.catalog_timeout)
+    payments = peers.Payments(settings.payments_address, timeout=settings.payments_timeout)
+    events = bus.Bus(settings.nats_url, "invoicing")
+    park = parking.parker(sessions, Parked)
+    relay = OutboxRelay(sessions, Outbox, events, park=park)
+    fees = FeeCalculator(sessions, metering, catalog)
+    projection = SubscriptionProjection(sessions, catalog, OneOffInvoices(sessions, fees, relay))
+    pricing = Pricing(sessions, fees, projection)
+    requested = RequestedInvoices(sessions, fees, pricing, relay)
     biller = Biller(
-        sessions, fees, relay, timedelta(seconds=settings.settle_seconds), page_size=settings.billing_page_size
+        sessions,
+        fees,
+        relay,
+        timedelta(seconds=settings.settle_seconds),
+        page_size=settings.billing_page_size,
+        progressive=ProgressiveBilling(sessions, fees, requested),
     )
     scheduler = Scheduler(biller, settings.billing_interval)
-    projection = SubscriptionProjection(sessions)
-    pricing = Pricing(sessions, fees, projection)
-    delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from))
-    requested = RequestedInvoices(sessions, fees, pricing, relay)
-    lifecycle = Lifecycle(sessions, relay, timeout=settings.payments_timeout)
-    biller.progressive = ProgressiveBilling(sessions, fees, requested)
-    projection.one_offs = OneOffInvoices(sessions, fees, relay)
-    handlers.update({OUTBOX: relay.republish, "invoicing": projection.handle, "invoicing-payments": lifecycle.paid})
+    delivery = Delivery(sessions, Mailer(settings.smtp_url, settings.smtp_from), catalog)
+    lifecycle = Lifecycle(sessions, relay, payments)
+    # What a retry of each kind of parked message runs.
+    handlers = {OUTBOX: relay.republish, "invoicing": projection.handle, "invoicing-payments": lifecycle.paid}
+    parked = ParkedMessages("invoicing", sessions, Parked, handlers)
 
     async def on_start() -> None:
-        # Percentage charges read every event's value of a period: allow large replies.
-        channels.append(open_channel(settings.metering_address, receive_bytes=METERING_REPLY_BYTES))
-        fees.usage = usage_pb2_grpc.UsageServiceStub(channels[0])
-        projection.catalog = open_channel(settings.catalog_address)
-        channels.append(projection.catalog)
-        fees.taxes = taxes_pb2_grpc.TaxServiceStub(projection.catalog)
-        delivery.catalog = projection.catalog
-        channels.append(open_channel(settings.payments_address))
-        lifecycle.payments = payments_pb2_grpc.PaymentServiceStub(channels[-1])
         await db.migrate(settings.database_url, MIGRATIONS)
-        relay.bus = await bus.Bus.connect(settings.nats_url, "invoicing")
-        await relay.bus.ensure_stream(bus.INVOICING)
-        parking = {"park": parked.park, "max_attempts": MAX_ATTEMPTS}
-        await relay.bus.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle, **parking)
-        await relay.bus.ensure_stream(bus.PAYMENTS)  # whichever service starts first creates it
-        await relay.bus.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid, **parking)
+        await events.open()
+        await events.ensure_stream(bus.INVOICING)
+        given_up = {"park": park, "max_attempts": MAX_ATTEMPTS}
+        await events.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle, **given_up)
+        await events.ensure_stream(bus.PAYMENTS)  # whichever service starts first creates it
+        await events.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid, **given_up)
         relay.start()
         scheduler.start()
 
     async def on_stop() -> None:
         await scheduler.stop()
         await relay.stop()
-        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
-        for channel in channels:
-            await channel.close()
+        await events.close()  # on_stop follows a successful on_start, which opened the bus
+        for peer in (metering, catalog, payments):
+            await peer.close()
         await engine.dispose()
 
     drafting = Drafting(sessions, fees, projection)

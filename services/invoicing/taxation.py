@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
+from bxb.catalog.v1 import taxes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.common import tenancy
+from services.common import peers
 from services.invoicing.pricing.money import from_minor, to_minor, within
 
 BATCH = 1000  # the most invoices catalog's BatchResolveTaxes takes
@@ -62,27 +62,23 @@ def tax_lines(base_cents: int, currency: str, taxes: Sequence[taxes_pb2.Tax]) ->
 
 
 async def resolve(
-    stub: taxes_pb2_grpc.TaxServiceStub | None,
-    org: str,
-    invoiced: Sequence[tuple[str, Sequence[str]]],
-    timeout: float = 10.0,
+    catalog: peers.Catalog | None, org: str, invoiced: Sequence[tuple[str, Sequence[str]]]
 ) -> list[list[taxes_pb2.Tax]]:
     """The taxes of each invoice in `invoiced`, a (customer id, tax codes of
     what it bills: a plan, an add-on) pair; none without a catalog. One
     catalog call per BATCH invoices."""
-    if stub is None:
+    if catalog is None:
         return [[] for _ in invoiced]
     replies = await asyncio.gather(
         *(
-            stub.BatchResolveTaxes(
+            catalog.batch_resolve_taxes(
+                org,
                 taxes_pb2.BatchResolveTaxesRequest(
                     requests=[
                         taxes_pb2.ResolveTaxesRequest(customer_id=customer_id, plan_tax_codes=codes)
                         for customer_id, codes in invoiced[first : first + BATCH]
                     ]
                 ),
-                metadata=tenancy.metadata(org),
-                timeout=timeout,
                 wait_for_ready=True,  # ride out a reconnect instead of failing fast
             )
             for first in range(0, len(invoiced), BATCH)

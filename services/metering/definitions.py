@@ -31,7 +31,6 @@ from services.common.timestamps import from_proto, from_proto_or_none
 
 Metric = billable_metrics_pb2.BillableMetric
 PAGE = 500  # subscriptions of a customer read per catalog call
-TIMEOUT = 5.0  # seconds per catalog call: an unreachable catalog must not hold a query up
 
 
 def _name(value: int) -> str:
@@ -71,7 +70,7 @@ class Definitions:
     async def metrics(self, org: str, codes: set[str]) -> dict[str, Metric]:
         """The catalog's metrics among `codes`, read now."""
         request = event_references_pb2.ResolveEventReferencesRequest(metric_codes=sorted(codes))
-        found = await self._ask(self.catalog.event_references.ResolveEventReferences, request, org)
+        found = await self._ask(self.catalog.resolve_event_references, request, org)
         return {m.code: m for m in found.billable_metrics}
 
     async def settle(self, org: str, requests: list, where: list[str]) -> None:
@@ -127,7 +126,7 @@ class Definitions:
     async def _ask(self, method, request, org: str):
         """One catalog call; UNAVAILABLE when the catalog does not answer."""
         try:
-            return await method(request, **self.catalog.options(org, timeout=TIMEOUT))
+            return await method(org, request)
         except grpc.aio.AioRpcError:
             raise Unavailable("the catalog could not be reached to read what the usage query names") from None
 
@@ -137,11 +136,11 @@ class Definitions:
             request = subscriptions_pb2.ListSubscriptionsRequest(
                 customer_id=customer_id, page_size=self.page, page_token=token
             )
-            page = await self._ask(self.catalog.subscriptions.ListSubscriptions, request, org)
+            page = await self._ask(self.catalog.list_subscriptions, request, org)
             found += page.subscriptions
             token = page.next_page_token
             if not token:
                 return found
 
     async def _plan(self, org: str, code: str, version: int) -> plans_pb2.Plan:
-        return await self._ask(self.catalog.plans.GetPlan, plans_pb2.GetPlanRequest(code=code, version=version), org)
+        return await self._ask(self.catalog.get_plan, plans_pb2.GetPlanRequest(code=code, version=version), org)

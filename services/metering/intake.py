@@ -103,27 +103,26 @@ class Intake:
         self,
         store: EventStore,
         rejections: Rejections,
+        queue: bus.Bus,
         references: References | None = None,
         settle_timeout: float = 10.0,
         linger: float = 0.0,
     ):
         self.store = store
         self.rejections = rejections
+        self.bus = queue  # opened by the service before `start`
+        self.backlog = Backlog(queue.js, STREAM.name, settle_timeout)
         # None: no catalog to ask, so no event is flagged.
         self.references = references
-        self.settle_timeout = settle_timeout
         # Seconds a small fetch waits for more events to join its write.
         self.linger = linger
-        self.bus: bus.Bus | None = None
-        self.backlog: Backlog | None = None
 
-    async def start(self, connected: bus.Bus) -> None:
-        self.bus = connected
-        self.backlog = Backlog(connected.js, STREAM.name, self.settle_timeout)
+    async def start(self) -> None:
+        """Starts storing what the queue holds."""
         # Every fetched message at once: the store writes them together (group
         # commit). What a dead process held is stored by another within
         # ACK_WAIT, inside the time a usage query waits for the queue.
-        await connected.consume(
+        await self.bus.consume(
             STREAM,
             DURABLE,
             None,
@@ -140,7 +139,6 @@ class Intake:
         """Returns once JetStream holds the events (validated, each with its
         transaction_id and timestamp set); INGESTION_BACKLOG (retry) while
         the organization's oldest queued events have waited over MAX_LAG."""
-        assert self.bus is not None and self.backlog is not None, "start the intake first"
         subject = subject_of(org)
         if (lag := await self.backlog.lag(subject)) > MAX_LAG:
             raise IngestionBacklogged(
@@ -183,5 +181,4 @@ class Intake:
     async def settled(self, org: str) -> None:
         """Waits until every event of `org` queued before the call is stored
         (INGESTION_BEHIND after the settle timeout)."""
-        assert self.backlog is not None, "start the intake first"
         await self.backlog.settled(subject_of(org))

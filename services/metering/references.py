@@ -34,7 +34,6 @@ from services.metering.store import Event
 
 log = logging.getLogger(__name__)
 KEPT = 100_000  # names remembered at most; the oldest go first
-TIMEOUT = 5.0  # seconds; a slow catalog must not hold the queue up for long
 
 Metric = billable_metrics_pb2.BillableMetric
 
@@ -69,9 +68,7 @@ class References:
             customer_ids=sorted(name for kind, name in missing if kind == "customer"),
         )
         try:
-            found = await self.catalog.event_references.ResolveEventReferences(
-                request, **self.catalog.options(org, timeout=TIMEOUT)
-            )
+            found = await self.catalog.resolve_event_references(org, request)
         except grpc.aio.AioRpcError as error:
             log.warning("catalog unavailable while resolving %d names: %s", len(missing), error.code())
             return None

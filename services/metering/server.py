@@ -33,6 +33,8 @@ class Settings:
     catalog_address: str = ""
     # How long the queue's consumer waits for more events to join a small write.
     write_linger: float = 0.0
+    # Seconds a call to the catalog may take: a slow catalog must hold neither the queue nor a query up for long.
+    catalog_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,25 +54,27 @@ class Settings:
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
     ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
     store = EventStore(ch, settings.database)
-    catalog = peers.Catalog(settings.catalog_address) if settings.catalog_address else None
+    catalog = None
+    if settings.catalog_address:
+        catalog = peers.Catalog(settings.catalog_address, timeout=settings.catalog_timeout)
+    queue = bus.Bus(settings.nats_url, "metering")
     intake = Intake(
         store,
         Rejections(ch, settings.database),
+        queue,
         References(catalog) if catalog is not None else None,
         settle_timeout=settings.settle_timeout,
         linger=settings.write_linger,
     )
     definitions = Definitions(catalog) if catalog is not None else None
-    connections: list[bus.Bus] = []
 
     async def on_start() -> None:
         await store.create_schema()
-        connections.append(await bus.Bus.connect(settings.nats_url, "metering"))
-        await intake.start(connections[0])
+        await queue.open()
+        await intake.start()
 
     async def on_stop() -> None:
-        for connection in connections:
-            await connection.close()
+        await queue.close()  # on_stop follows a successful on_start, which opened the bus
         if catalog is not None:
             await catalog.close()
         await ch.close()

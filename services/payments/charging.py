@@ -31,9 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bxb.invoicing.v1 import invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import invoices_pb2
 from bxb.payments.v1 import events_pb2
-from services.common import outbox, tenancy
+from services.common import outbox, peers
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
@@ -91,23 +91,19 @@ class Charging:
         self,
         sessions: async_sessionmaker,
         relay: outbox.OutboxRelay,
+        invoicing: peers.Invoicing,
         stripe: StripeCharges | None = None,
-        invoices: invoices_pb2_grpc.InvoiceServiceStub | None = None,
-        timeout: float = 5.0,
         stale_after: float = 20.0 + STALE_MARGIN_SECONDS,
     ):
         self.sessions = sessions
         self.relay = relay
+        self.invoicing = invoicing  # read for the invoice to charge
         self.stripe = stripe  # None when no provider is configured
-        self.invoices = invoices  # connected when the service starts
-        self.timeout = timeout  # seconds for a call to invoicing
         self.stale_after = timedelta(seconds=stale_after)  # a claim older than this was abandoned
 
     async def _invoice(self, org: str, invoice_id: str) -> invoices_pb2.Invoice:
         try:
-            return await self.invoices.GetInvoice(
-                invoices_pb2.GetInvoiceRequest(id=invoice_id), metadata=tenancy.metadata(org), timeout=self.timeout
-            )
+            return await self.invoicing.get_invoice(org, invoices_pb2.GetInvoiceRequest(id=invoice_id))
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound(f"invoice {invoice_id!r} not found", field="invoice_id") from None

@@ -8,13 +8,9 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
-from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
-from services.common import bus, config, db, grpc_server
-from services.common.channels import open_channel
+from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
@@ -65,36 +61,29 @@ class Settings:
 def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
+    invoicing = peers.Invoicing(settings.invoicing_address, timeout=settings.invoicing_timeout)
+    events = bus.Bus(settings.nats_url, "payments")
+    park = parking.parker(sessions, Parked)
+    relay = OutboxRelay(sessions, Outbox, events, park=park)
     receivables = Receivables(sessions)
     methods = CustomerPaymentMethods(sessions)
     # What a retry of each kind of parked message runs.
-    handlers: dict[str, bus.Handler] = {"payments": receivables.handle, "payments-catalog": methods.handle}
+    handlers = {OUTBOX: relay.republish, "payments": receivables.handle, "payments-catalog": methods.handle}
     parked = ParkedMessages("payments", sessions, Parked, handlers)
-    relay = OutboxRelay(sessions, Outbox, park=parked.park)
-    handlers[OUTBOX] = relay.republish
     stripe = None
     if settings.stripe_api_key:
         stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
-    charging = Charging(
-        sessions,
-        relay,
-        stripe,
-        timeout=settings.invoicing_timeout,
-        stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS,
-    )
+    charging = Charging(sessions, relay, invoicing, stripe, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS)
     # Abandoned attempts can only be looked up where there is a provider to ask.
     recovery = Recovery(charging, settings.recovery_interval) if stripe else None
-    channels: list[grpc.aio.Channel] = []
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
-        channels.append(open_channel(settings.invoicing_address))
-        charging.invoices = invoices_pb2_grpc.InvoiceServiceStub(channels[0])
-        relay.bus = await bus.Bus.connect(settings.nats_url, "payments")
-        await relay.bus.ensure_stream(bus.PAYMENTS)
-        parking = {"park": parked.park, "max_attempts": MAX_ATTEMPTS}
-        await relay.bus.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, **parking)
-        await relay.bus.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, **parking)
+        await events.open()
+        await events.ensure_stream(bus.PAYMENTS)
+        given_up = {"park": park, "max_attempts": MAX_ATTEMPTS}
+        await events.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, **given_up)
+        await events.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, **given_up)
         relay.start()
         if recovery:
             recovery.start()
@@ -103,9 +92,8 @@ def build(settings: Settings) -> grpc_server.Service:
         if recovery:
             await recovery.stop()
         await relay.stop()
-        await relay.bus.close()  # on_stop follows a successful on_start, which connected the bus
-        for channel in channels:
-            await channel.close()
+        await events.close()  # on_stop follows a successful on_start, which opened the bus
+        await invoicing.close()
         await engine.dispose()
 
     return grpc_server.Service(

@@ -5,11 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import grpc
 import pytest
 
-from bxb.catalog.v1 import taxes_pb2_grpc
-from bxb.metering.v1 import usage_pb2_grpc
+from services.common import bus, peers
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller
 from services.invoicing.calculations import Pricing
@@ -55,19 +53,17 @@ async def invoicing_db(stack: Stack) -> AsyncIterator[InvoicingDb]:
 
 
 @pytest.fixture
-async def biller(stack: Stack, invoicing_db: InvoicingDb) -> AsyncIterator[Biller]:
+async def biller(infra: Infra, stack: Stack, invoicing_db: InvoicingDb) -> AsyncIterator[Biller]:
     """A biller of its own on invoicing's database, as a second invoicing
     process would be, told what time it is (no settle delay)."""
-    channel, catalog = grpc.aio.insecure_channel(stack.metering), grpc.aio.insecure_channel(stack.catalog)
-    relay = OutboxRelay(invoicing_db.sessions, Outbox)  # never started: rows stay for the service's relay
-    fees = FeeCalculator(
-        usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions, taxes_pb2_grpc.TaxServiceStub(catalog)
-    )
-    biller = Biller(invoicing_db.sessions, fees, relay, timedelta(0))
+    metering, catalog = peers.Metering(stack.metering), peers.Catalog(stack.catalog)
+    # Never opened nor started: rows stay for the service's relay.
+    relay = OutboxRelay(invoicing_db.sessions, Outbox, bus.Bus(infra.nats.url, unique("unopened")))
+    fees = FeeCalculator(invoicing_db.sessions, metering, catalog)
     pricing = Pricing(invoicing_db.sessions, fees, SubscriptionProjection(invoicing_db.sessions, catalog))
-    biller.progressive = ProgressiveBilling(
+    progressive = ProgressiveBilling(
         invoicing_db.sessions, fees, RequestedInvoices(invoicing_db.sessions, fees, pricing, relay)
     )
-    yield biller
-    await channel.close()
+    yield Biller(invoicing_db.sessions, fees, relay, timedelta(0), progressive=progressive)
+    await metering.close()
     await catalog.close()

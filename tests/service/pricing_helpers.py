@@ -10,10 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
-import grpc
-
 from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, subscriptions_pb2
-from bxb.metering.v1 import usage_pb2_grpc
+from services.common import peers
 from services.common.periods import Period
 from services.common.timestamps import format_rfc3339, to_proto, utcnow
 from services.invoicing.fees import FeeCalculator
@@ -128,11 +126,7 @@ class Desk:
 @contextlib.asynccontextmanager
 async def open_desk(stack: Stack, tenant: Tenant) -> AsyncIterator[Desk]:
     db = InvoicingDb(stack)
-    async with grpc.aio.insecure_channel(stack.metering) as channel:
-        yield Desk(
-            tenant,
-            db,
-            FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), db.sessions),
-            SubscriptionProjection(db.sessions),
-        )
+    metering = peers.Metering(stack.metering)
+    yield Desk(tenant, db, FeeCalculator(db.sessions, metering), SubscriptionProjection(db.sessions))
+    await metering.close()
     await db.close()

@@ -6,12 +6,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import events_pb2 as payments_events_pb2
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from deploy.embedded import free_port
-from services.common import grpc_server
+from services.common import grpc_server, peers
 from services.common.errors import NotFound, Unavailable, error_info
 from services.common.tenancy import metadata
 from services.common.timestamps import utcnow
@@ -194,10 +193,10 @@ async def test_without_a_stripe_key_nothing_is_charged(
 
 async def test_an_unreachable_invoicing_or_stripe_is_unavailable():
     closed = f"127.0.0.1:{free_port()}"
-    async with grpc.aio.insecure_channel(closed) as channel:
-        charging = Charging(None, None, invoices=invoices_pb2_grpc.InvoiceServiceStub(channel), timeout=0.5)
-        with pytest.raises(Unavailable, match="invoicing could not be reached"):
-            await charging.charge("org_x", "inv_x")
+    invoicing = peers.Invoicing(closed, timeout=0.5)
+    with pytest.raises(Unavailable, match="invoicing could not be reached"):
+        await Charging(None, None, invoicing).charge("org_x", "inv_x")
+    await invoicing.close()
     nowhere = StripeCharges(LocalStripe.api_key, f"http://{closed}")
     request = IntentRequest("att_x", "inv_x", "org_x", 100, "USD", "cus_x", "pm_x", "key", utcnow())
     with pytest.raises(Unreachable, match="Stripe could not be reached"):
@@ -205,7 +204,7 @@ async def test_an_unreachable_invoicing_or_stripe_is_unavailable():
 
 
 async def test_invoicing_ignores_payment_news_that_pays_nothing(invoicing_db: InvoicingDb):
-    lifecycle = Lifecycle(invoicing_db.sessions, relay=None)
+    lifecycle = Lifecycle(invoicing_db.sessions, relay=None, payments=peers.Payments("127.0.0.1:1"))  # never asked
     await lifecycle.paid("bxb.payments.v1.something_new", b"\xff")  # a newer fact, not even decoded
     failed = payments_events_pb2.PaymentUpdated(
         organization_id="org_x", payment=pb.Payment(invoice_id="inv_unknown", status=pb.PAYMENT_STATUS_FAILED)

@@ -8,6 +8,7 @@ import asyncio
 
 from sqlalchemy import delete
 
+from services.common import peers
 from services.invoicing.models import Subscription
 from services.invoicing.projection import SubscriptionProjection
 from tests.conftest import Stack, Tenant
@@ -113,7 +114,8 @@ async def test_a_preview_right_after_subscribing_waits_for_the_subscription_on_i
     await asyncio.sleep(0.2)
     assert not previewing.done()  # waiting for it; writing nothing
     async with stack.channel("catalog") as catalog:  # its event arrives
-        await SubscriptionProjection(invoicing_db.sessions, catalog).catch_up(tenant.organization_id, "cus_fresh")
+        projection = SubscriptionProjection(invoicing_db.sessions, peers.Catalog(channel=catalog))
+        await projection.catch_up(tenant.organization_id, "cus_fresh")
     preview = await previewing
     assert (preview.status_code, preview.json()["invoice"]["subtotal_cents"]) == (200, 4900)
     assert (await invoicing_db.projected(sub["id"])).test_clock_id == sub["test_clock_id"]
@@ -132,6 +134,7 @@ async def test_a_calculation_right_after_subscribing_waits_for_the_subscription_
     calculating = asyncio.create_task(h.post("/v1/pricing/calculate", json=body))
     await asyncio.sleep(0.2)
     async with stack.channel("catalog") as catalog:  # its event arrives
-        await SubscriptionProjection(invoicing_db.sessions, catalog).catch_up(tenant.organization_id, "cus_calc")
+        projection = SubscriptionProjection(invoicing_db.sessions, peers.Catalog(channel=catalog))
+        await projection.catch_up(tenant.organization_id, "cus_calc")
     calculated = await calculating
     assert (calculated.status_code, calculated.json()["subscription_id"]) == (200, sub["id"]), calculated.text

@@ -9,14 +9,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 
-from bxb.catalog.v1 import add_ons_pb2, add_ons_pb2_grpc, taxes_pb2_grpc
-from services.common import tenancy
+from bxb.catalog.v1 import add_ons_pb2, add_ons_pb2_grpc
+from services.common import bus, peers, tenancy
 from services.common.outbox import OutboxRelay
 from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Invoice, InvoiceSequence, Outbox
 from services.invoicing.one_offs import OneOffInvoices
 from services.invoicing.projection import SubscriptionProjection
-from tests.conftest import Stack, Tenant, eventually
+from tests.conftest import Infra, Stack, Tenant, eventually, unique
 from tests.service.invoicing_helpers import InvoicingDb
 
 SETUP = {"code": "setup", "name": "Setup fee", "amount_cents": 50000}
@@ -119,19 +119,22 @@ async def test_add_ons_are_read_back_unique_and_private(tenant: Tenant, make_ten
         await other.http.aclose()
 
 
-class PausedTaxes:
-    """The catalog's tax service, reached only once released."""
+class PausedTaxes(peers.Catalog):
+    """The catalog, answering for taxes only once released."""
 
-    def __init__(self, stub):
-        self.stub, self.asked, self.release = stub, asyncio.Event(), asyncio.Event()
+    def __init__(self, channel):
+        super().__init__(channel=channel)
+        self.asked, self.release = asyncio.Event(), asyncio.Event()
 
-    async def BatchResolveTaxes(self, *args, **kwargs):
+    async def batch_resolve_taxes(self, org, request, **options):
         self.asked.set()
         await self.release.wait()
-        return await self.stub.BatchResolveTaxes(*args, **kwargs)
+        return await super().batch_resolve_taxes(org, request, **options)
 
 
-async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb):
+async def test_two_paths_issuing_one_add_on_make_one_invoice(
+    infra: Infra, stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+):
     """The service (from add_on_applied, or a read) and a second issuer both
     pass their check for an existing invoice before either stores one; one
     invoice results. Holding the organization's invoice numbering keeps every
@@ -144,9 +147,10 @@ async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenan
         applied = await add_ons_pb2_grpc.AddOnServiceStub(catalog).ApplyAddOn(
             add_ons_pb2.ApplyAddOnRequest(customer_id="c3", add_on_code="setup"), metadata=tenancy.metadata(org)
         )
-        paused = PausedTaxes(taxes_pb2_grpc.TaxServiceStub(catalog))
-        relay = OutboxRelay(invoicing_db.sessions, Outbox)
-        slow = OneOffInvoices(invoicing_db.sessions, FeeCalculator(sessions=invoicing_db.sessions, taxes=paused), relay)
+        paused = PausedTaxes(catalog)
+        relay = OutboxRelay(invoicing_db.sessions, Outbox, bus.Bus(infra.nats.url, unique("unopened")))
+        fees = FeeCalculator(invoicing_db.sessions, peers.Metering(stack.metering), paused)
+        slow = OneOffInvoices(invoicing_db.sessions, fees, relay)
         late = asyncio.create_task(slow.issue(org, applied))
         await asyncio.wait_for(paused.asked.wait(), 10)  # past its check: nothing was issued
         paused.release.set()
@@ -160,17 +164,20 @@ async def test_two_paths_issuing_one_add_on_make_one_invoice(stack: Stack, tenan
 
 
 async def test_catching_up_issues_every_applied_add_on_page_by_page(
-    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+    infra: Infra, stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
 ):
     await post(tenant, "/v1/add_ons", SETUP)
     ids = [
         (await post(tenant, "/v1/applied_add_ons", {"customer_id": "c4", "add_on_code": "setup"}))["id"]
         for _ in range(3)
     ]
-    async with stack.channel("catalog") as catalog:
-        projection = SubscriptionProjection(invoicing_db.sessions, catalog, page_size=2)
-        fees = FeeCalculator(sessions=invoicing_db.sessions, taxes=taxes_pb2_grpc.TaxServiceStub(catalog))
-        projection.one_offs = OneOffInvoices(invoicing_db.sessions, fees, OutboxRelay(invoicing_db.sessions, Outbox))
+    async with stack.channel("catalog") as channel:
+        catalog = peers.Catalog(channel=channel)
+        # One-offs measure no usage: metering is never asked.
+        fees = FeeCalculator(invoicing_db.sessions, peers.Metering(stack.metering), catalog)
+        relay = OutboxRelay(invoicing_db.sessions, Outbox, bus.Bus(infra.nats.url, unique("unopened")))
+        issuer = OneOffInvoices(invoicing_db.sessions, fees, relay)
+        projection = SubscriptionProjection(invoicing_db.sessions, catalog, issuer, page_size=2)
         await projection.catch_up(tenant.organization_id, "c4")
     async with invoicing_db.sessions() as session:
         sources = (

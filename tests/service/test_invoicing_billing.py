@@ -213,7 +213,7 @@ async def test_one_failing_subscription_does_not_stop_the_others(
                 raise RuntimeError("metering down for this one")
             return await super().jobs_fees(jobs)
 
-    fees = OneBroken(biller.fees.usage, biller.fees.sessions, biller.fees.taxes)
+    fees = OneBroken(biller.fees.sessions, biller.fees.metering, biller.fees.catalog)
     # Both subscriptions are on one page, which fails; then each is billed on its own.
     failing = Biller(biller.sessions, fees, biller.relay, biller.settle)
     with pytest.raises(RuntimeError):
@@ -245,7 +245,7 @@ async def test_a_page_failing_once_is_billed_again_one_subscription_at_a_time(
                 raise RuntimeError("a moment's outage")
             return await super().jobs_fees(jobs)
 
-    fees = FailsOnce(biller.fees.usage, biller.fees.sessions, biller.fees.taxes)
+    fees = FailsOnce(biller.fees.sessions, biller.fees.metering, biller.fees.catalog)
     created = await Biller(biller.sessions, fees, biller.relay, biller.settle).run(org=tenant.organization_id)
     billed = [await invoicing_db.invoices(sub["id"]) for sub in subscriptions]
     assert fees.failed == 1

@@ -11,7 +11,7 @@ from pypdf import PdfReader
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
-from services.common import tenancy
+from services.common import peers, tenancy
 from services.common.errors import FailedPrecondition, Unavailable, error_info
 from services.invoicing.delivery import Delivery
 from services.invoicing.mailer import Attachment, Mailer
@@ -140,9 +140,9 @@ async def test_the_mailer_needs_a_reachable_configured_server():
 
 async def test_every_state_renders(tenant: Tenant, invoicing_db: InvoicingDb):
     invoice = await issued(tenant, {"id": "cus_states"})
-    delivery = Delivery(invoicing_db.sessions, Mailer("", "x@y.z"))
+    rendering = Delivery(invoicing_db.sessions, Mailer("", "x@y.z"), peers.Catalog("127.0.0.1:1"))  # asks no catalog
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/void")).status_code == 200
-    pdf = await delivery.pdf(tenant.organization_id, invoice["id"])
+    pdf = await rendering.pdf(tenant.organization_id, invoice["id"])
     assert "Voided" in text_of(pdf.content)
 
 

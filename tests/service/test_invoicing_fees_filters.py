@@ -11,7 +11,9 @@ import pytest
 
 from bxb.catalog.v1 import billable_metrics_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common import peers
 from services.common.timestamps import from_proto
+from services.invoicing.fees import FeeCalculator
 from tests.conftest import Stack, Tenant
 from tests.service.invoicing_helpers import at
 from tests.service.pricing_helpers import Desk, charge, metric, open_desk, period, plan, price_filter, props
@@ -328,31 +330,32 @@ async def test_ties_in_start_go_to_the_earlier_created_then_the_lower_id(desk: D
 
 async def test_one_metering_call_prices_every_charge_of_a_period(desk: Desk):
     calls = []
-    usage = desk.fees.usage
 
-    class Counting:
-        async def BatchAggregateUsage(self, request, **kwargs):
+    class Counting(peers.Metering):
+        async def batch_aggregate_usage(self, org, request):
             calls.append(len(request.requests))
-            return await usage.BatchAggregateUsage(request, **kwargs)
+            return await super().batch_aggregate_usage(org, request)
 
-    desk.fees.usage = Counting()
+    metering = Counting(desk.fees.metering.address)
+    counted = FeeCalculator(desk.fees.sessions, metering)
     count = billable_metrics_pb2.AGGREGATION_TYPE_COUNT
     pinned = plan(charge(), charge(metric("calls", "Calls", count, "")), charge(metric("bytes", "Bytes")))
     sub = await desk.subscribe("cus", pinned, "2026-09-01")
     await desk.send("cus", "calls", "2026-09-02")
 
-    fees = await desk.fees.period_fees(sub, pinned, SEPTEMBER)
+    fees = await counted.period_fees(sub, pinned, SEPTEMBER)
+    await metering.close()
 
     assert calls == [3]
     assert [f.units for f in fees] == ["0", "1", "0"]
 
 
 async def test_a_plan_without_charges_asks_metering_nothing(desk: Desk):
-    desk.fees.usage = None  # any metering call would fail
+    nowhere = FeeCalculator(desk.fees.sessions, peers.Metering("127.0.0.1:1"))  # any metering call would fail
     base_only = plan(amount_cents=1500)
     sub = await desk.subscribe("cus", base_only, "2026-09-01")
 
-    fees = await desk.fees.period_fees(sub, base_only, SEPTEMBER)
+    fees = await nowhere.period_fees(sub, base_only, SEPTEMBER)
 
     assert [(f.type, f.amount_cents, f.units) for f in fees] == [(pb.FEE_TYPE_SUBSCRIPTION, 1500, "1")]
 

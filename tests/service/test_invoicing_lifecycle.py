@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import grpc
-
 from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
-from bxb.metering.v1 import usage_pb2_grpc
+from services.common import peers
 from services.common.periods import add_months
 from services.common.timestamps import format_rfc3339, parse_rfc3339, to_proto, utcnow
 from services.invoicing.billing import Biller, has_advance_fees
@@ -196,19 +194,14 @@ async def test_racing_runs_issue_one_invoice_per_period_and_timing_with_gapless_
         await send(tenant, f"race{n}", 100 * (n + 1), "2026-06-15T00:00:00Z")
         await invoicing_db.projected(sub["id"])
     await terminate(invoicing_db, tenant, subs[0], "2026-07-16T00:00:00")
-    channel = grpc.aio.insecure_channel(stack.metering)  # a second biller, as a second invoicing process
-    other = Biller(
-        invoicing_db.sessions,
-        FeeCalculator(usage_pb2_grpc.UsageServiceStub(channel), invoicing_db.sessions),
-        biller.relay,
-        timedelta(0),
-    )
+    metering = peers.Metering(stack.metering)  # a second biller, as a second invoicing process
+    other = Biller(invoicing_db.sessions, FeeCalculator(invoicing_db.sessions, metering), biller.relay, timedelta(0))
     try:
         now, org = at("2026-08-10T00:00:00"), tenant.organization_id
         runs = [b.run(now=now, org=org, customer_id=f"race{n}") for n in range(3) for b in (biller, other, biller)]
         created = await asyncio.gather(*runs)
     finally:
-        await channel.close()
+        await metering.close()
 
     # The terminated one: June and the cut July, each in advance and in arrears. The others: June, July
     # and August in advance; June and July in arrears.

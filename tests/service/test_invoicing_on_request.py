@@ -13,8 +13,7 @@ import pytest
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from bxb.invoicing.v1 import invoices_pb2_grpc
-from bxb.metering.v1 import usage_pb2_grpc
-from services.common import tenancy
+from services.common import bus, peers, tenancy
 from services.common.errors import Aborted, error_info
 from services.common.outbox import OutboxRelay
 from services.common.timestamps import to_proto
@@ -24,7 +23,7 @@ from services.invoicing.fees import FeeCalculator
 from services.invoicing.models import Outbox
 from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
-from tests.conftest import Stack, Tenant
+from tests.conftest import Infra, Stack, Tenant, unique
 from tests.service.invoicing_helpers import InvoicingDb, at, create_plan, on_clock, run_billing, send, subscribe
 
 STANDARD = [{"billable_metric_code": "api_requests", "charge_model": "standard", "properties": {"amount": "0.001"}}]
@@ -276,8 +275,8 @@ async def test_an_ended_subscription_is_invoiced_up_to_its_end(tenant: Tenant):
 class Paused(FeeCalculator):
     """Prices as invoicing does, but waits inside pricing until released."""
 
-    def __init__(self, usage, sessions):
-        super().__init__(usage, sessions)
+    def __init__(self, sessions, metering):
+        super().__init__(sessions, metering)
         self.pricing, self.release = asyncio.Event(), asyncio.Event()
 
     async def period_fees(self, *args, **kwargs):
@@ -287,15 +286,17 @@ class Paused(FeeCalculator):
 
 
 async def test_a_request_that_lost_a_race_is_aborted_and_stores_nothing(
-    stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
+    infra: Infra, stack: Stack, tenant: Tenant, invoicing_db: InvoicingDb
 ):
     await create_plan(tenant, "pro", STANDARD, amount_cents=4900)
     sub = await subscribe(tenant, "c1", "pro", "2026-03-01T00:00:00Z")
     await invoicing_db.projected(sub["id"])
-    async with grpc.aio.insecure_channel(stack.metering) as metering, stack.channel("catalog") as catalog:
-        fees = Paused(usage_pb2_grpc.UsageServiceStub(metering), invoicing_db.sessions)
+    metering, catalog = peers.Metering(stack.metering), peers.Catalog(stack.catalog)
+    try:
+        fees = Paused(invoicing_db.sessions, metering)
         pricing = Pricing(invoicing_db.sessions, fees, SubscriptionProjection(invoicing_db.sessions, catalog))
-        slow = RequestedInvoices(invoicing_db.sessions, fees, pricing, OutboxRelay(invoicing_db.sessions, Outbox))
+        relay = OutboxRelay(invoicing_db.sessions, Outbox, bus.Bus(infra.nats.url, unique("unopened")))
+        slow = RequestedInvoices(invoicing_db.sessions, fees, pricing, relay)
         request = pb.CreateInvoiceRequest(
             customer_id="c1", subscription_id=sub["id"], cutoff_time=to_proto(at("2026-03-31T23:59:59"))
         )
@@ -305,6 +306,9 @@ async def test_a_request_that_lost_a_race_is_aborted_and_stores_nothing(
         fees.release.set()
         with pytest.raises(Aborted):
             await racing
+    finally:
+        await metering.close()
+        await catalog.close()
     assert [i.id for i in await invoicing_db.invoices(sub["id"])] == [winner["id"]]
 
 

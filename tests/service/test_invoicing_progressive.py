@@ -113,7 +113,7 @@ class Paused(FeeCalculator):
     """Measures as invoicing does, but waits inside the threshold check until released."""
 
     def __init__(self, fees: FeeCalculator):
-        super().__init__(fees.usage, fees.sessions, fees.taxes)
+        super().__init__(fees.sessions, fees.metering, fees.catalog)
         self.measuring, self.release = asyncio.Event(), asyncio.Event()
 
     async def charge_fees(self, *args, **kwargs):

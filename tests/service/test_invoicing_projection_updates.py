@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from bxb.catalog.v1 import coupons_pb2, coupons_pb2_grpc, plans_pb2, subscriptions_pb2, subscriptions_pb2_grpc
 from bxb.catalog.v1 import events_pb2 as catalog_events
-from services.common import tenancy
+from services.common import peers, tenancy
 from services.common.db import create_engine, migrate
 from services.common.db import sessions as db_sessions
 from services.common.timestamps import to_proto
@@ -99,7 +99,7 @@ async def test_an_update_of_an_unknown_subscription_reads_it_from_the_catalog(te
         subscriptions_pb2.TerminateSubscriptionRequest(id=sub["id"]), metadata=meta
     )
 
-    projection = SubscriptionProjection(empty_db.sessions, catalog)
+    projection = SubscriptionProjection(empty_db.sessions, peers.Catalog(channel=catalog))
     await projection.handle(UPDATED, updated(tenant.organization_id, terminated))
     async with empty_db.sessions() as session:
         row = await session.get(Subscription, sub["id"])
@@ -127,7 +127,7 @@ async def test_an_update_of_an_unknown_subscription_without_a_catalog_is_retried
 async def test_catching_up_applies_the_ends_the_catalog_knows(tenant: Tenant, empty_db, catalog):
     await create_plan(tenant, "ends", CHARGES)
     subs = [await subscribe(tenant, "catch_end", "ends", "2026-04-01T00:00:00Z") for _ in range(4)]
-    projection = SubscriptionProjection(empty_db.sessions, catalog, page_size=2)
+    projection = SubscriptionProjection(empty_db.sessions, peers.Catalog(channel=catalog), page_size=2)
     await projection.catch_up(tenant.organization_id, "catch_end")  # all four, none ended yet
     assert [await end_of(empty_db, s["id"]) for s in subs] == [None] * 4
 
@@ -162,7 +162,7 @@ async def test_applied_coupons_are_projected_from_events_and_caught_up_page_by_p
         for n in range(3)
     ]
     removed = (await h.delete(f"/v1/applied_coupons/{ids[0]}")).json()
-    projection = SubscriptionProjection(empty_db.sessions, catalog, page_size=2)
+    projection = SubscriptionProjection(empty_db.sessions, peers.Catalog(channel=catalog), page_size=2)
     await projection.catch_up(tenant.organization_id, "cc")  # two pages
     known = await applied_coupons(empty_db)
     assert sorted(known) == sorted(ids)

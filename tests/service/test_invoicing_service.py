@@ -12,7 +12,7 @@ from bxb.catalog.v1 import events_pb2 as catalog_events
 from bxb.catalog.v1 import plans_pb2, subscriptions_pb2
 from bxb.invoicing.v1 import calculations_pb2, calculations_pb2_grpc, invoices_pb2, invoices_pb2_grpc
 from deploy.embedded import free_port
-from services.common import tenancy
+from services.common import peers, tenancy
 from services.common.db import create_engine, migrate
 from services.common.db import sessions as db_sessions
 from services.common.errors import Unavailable, error_info
@@ -158,7 +158,7 @@ async def test_catch_up_reads_subscriptions_the_events_have_not_brought_yet(
     engine = create_engine(url, pool_size=2)
     try:
         async with grpc.aio.insecure_channel(stack.catalog) as catalog:
-            projection = SubscriptionProjection(db_sessions(engine), catalog, page_size=1)
+            projection = SubscriptionProjection(db_sessions(engine), peers.Catalog(channel=catalog), page_size=1)
             await projection.catch_up(tenant.organization_id, "catchup")
             await projection.catch_up(tenant.organization_id, "catchup")  # nothing new the second time
         async with db_sessions(engine)() as session:
@@ -169,10 +169,9 @@ async def test_catch_up_reads_subscriptions_the_events_have_not_brought_yet(
             and rows[0].plan["charges"][0]["billable_metric_code"] == "api_requests"
         )
 
-        async with grpc.aio.insecure_channel("127.0.0.1:1") as nowhere:
-            await SubscriptionProjection(db_sessions(engine), nowhere, timeout=0.5).catch_up(
-                tenant.organization_id, "catchup"
-            )
+        nowhere = peers.Catalog("127.0.0.1:1", timeout=0.5)
+        await SubscriptionProjection(db_sessions(engine), nowhere).catch_up(tenant.organization_id, "catchup")
+        await nowhere.close()
         assert "catalog unreachable" in caplog.text
         await SubscriptionProjection(db_sessions(engine)).catch_up(
             tenant.organization_id, "catchup"
@@ -187,12 +186,13 @@ async def test_without_a_reachable_catalog_lookups_find_only_what_is_projected(i
     await alone.arrived_for("org_x", "cus_unknown")  # nothing to ask: nothing to wait for
     await alone.catch_up_clock("org_x", "clock_x")  # nothing to ask: nothing happens
     closed = f"127.0.0.1:{free_port()}"
-    async with grpc.aio.insecure_channel(closed) as channel:
-        cut_off = SubscriptionProjection(invoicing_db.sessions, catalog=channel, timeout=0.3)
-        for lookup in (cut_off.arrived("org_x", "sub_unknown"), cut_off.arrived_for("org_x", "cus_unknown")):
-            with pytest.raises(Unavailable):  # whether it exists is unknown: retry, not 404
-                await lookup
-        await cut_off.catch_up_clock("org_x", "clock_x")  # logged; the clock's run bills what is known
+    catalog = peers.Catalog(closed, timeout=0.3)
+    cut_off = SubscriptionProjection(invoicing_db.sessions, catalog)
+    for lookup in (cut_off.arrived("org_x", "sub_unknown"), cut_off.arrived_for("org_x", "cus_unknown")):
+        with pytest.raises(Unavailable):  # whether it exists is unknown: retry, not 404
+            await lookup
+    await cut_off.catch_up_clock("org_x", "clock_x")  # logged; the clock's run bills what is known
+    await catalog.close()
 
 
 async def test_a_read_waits_for_a_subscription_on_its_way_and_writes_nothing(stack: Stack, infra, tenant: Tenant):
@@ -204,7 +204,8 @@ async def test_a_read_waits_for_a_subscription_on_its_way_and_writes_nothing(sta
     engine = create_engine(url, pool_size=2)
     org = tenant.organization_id
     try:
-        async with grpc.aio.insecure_channel(stack.catalog) as catalog:
+        async with grpc.aio.insecure_channel(stack.catalog) as channel:
+            catalog = peers.Catalog(channel=channel)
             waiting = SubscriptionProjection(db_sessions(engine), catalog, arrival=0.3)
             with pytest.raises(Unavailable):  # the catalog has it, this copy never got it
                 await waiting.arrived(org, sub["id"])

@@ -110,10 +110,10 @@ async def test_an_event_clickhouse_refuses_is_left_out_and_the_rest_stored(guard
 
 
 async def test_the_queue_lists_an_unstorable_event_as_rejected_and_acknowledges_it(
-    guarded: EventStore, clickhouse: ClickHouse, org: str
+    guarded: EventStore, clickhouse: ClickHouse, org: str, infra: Infra
 ):
     rejections = Rejections(clickhouse, guarded.db)
-    intake = Intake(guarded, rejections)
+    intake = Intake(guarded, rejections, bus.Bus(infra.nats.url, unique("unopened")))  # handed the message directly
     message = events_pb2.EventsAccepted(
         event_id="evb_1",
         organization_id=org,
@@ -130,14 +130,14 @@ async def test_the_queue_lists_an_unstorable_event_as_rejected_and_acknowledges_
 
 
 async def test_an_unreadable_queued_message_is_parked_with_the_organization_s_rejections(
-    clickhouse: ClickHouse, org: str
+    clickhouse: ClickHouse, org: str, infra: Infra
 ):
     db = unique("bxb_parked")
     store = EventStore(clickhouse, db)
     await store.create_schema()
     rejections = Rejections(clickhouse, db)
     parked = bus.Parked("S", "D", 7, intake_module.subject_of(org), b"\xffnot a message", org, 1, "DecodeError: bad")
-    await Intake(store, rejections).park(parked)
+    await Intake(store, rejections, bus.Bus(infra.nats.url, unique("unopened"))).park(parked)
     [listed] = await rejections.list(org, "", "", 0, 10)
     assert (listed.error.reason, listed.stored) == ("UNREADABLE_MESSAGE", False)
     assert listed.error.message == "a queued message could not be read: DecodeError: bad"
@@ -288,8 +288,8 @@ async def test_events_of_an_organization_too_far_behind_are_refused_until_it_cat
     connection = await bus.Bus.connect(nats.url, "lagging")
     try:
         await connection.ensure_stream(intake_module.STREAM)
-        intake = Intake(EventStore(clickhouse, "bxb_lagging"), Rejections(clickhouse, "bxb_lagging"))
-        intake.bus, intake.backlog = connection, Backlog(connection.js, intake_module.STREAM.name, 1)
+        lagging = EventStore(clickhouse, "bxb_lagging"), Rejections(clickhouse, "bxb_lagging")
+        intake = Intake(*lagging, connection, settle_timeout=1)
         event = pb.UsageEvent(transaction_id="l1", customer_id="c", code="api", timestamp=to_proto(utcnow()))
         await intake.queue("org_slow", [event], utcnow())
         await asyncio.sleep(0.5)

@@ -21,11 +21,11 @@ from services.common.errors import error_info
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering import intake as intake_module
 from services.metering import server as metering_server
-from services.metering.backlog import Backlog, IngestionBehind
+from services.metering.backlog import IngestionBehind
 from services.metering.intake import Intake
 from services.metering.rejections import Rejections
 from services.metering.store import EventStore
-from tests.conftest import Stack, eventually, unique
+from tests.conftest import Infra, Stack, eventually, unique
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -417,10 +417,11 @@ async def test_only_the_gateway_records_the_events_it_refused(events, org: str):
     assert (recorded.event.transaction_id, recorded.error.field) == ("forged", "value")
 
 
-async def test_a_redelivered_message_stores_nothing_twice(clickhouse):
+async def test_a_redelivered_message_stores_nothing_twice(clickhouse, infra: Infra):
     store = EventStore(clickhouse, "bxb_redelivery")
     await store.create_schema()
-    intake = Intake(store, Rejections(clickhouse, "bxb_redelivery"))
+    unopened = bus.Bus(infra.nats.url, unique("unopened"))  # the message is handed over directly
+    intake = Intake(store, Rejections(clickhouse, "bxb_redelivery"), unopened)
     message = events_pb2.EventsAccepted(
         event_id="evb_1", organization_id="org_1", occur_time=to_proto(utcnow()), events=[usage_event("r1")]
     ).SerializeToString()
@@ -442,10 +443,8 @@ async def test_a_query_waits_no_longer_than_the_settle_timeout(tmp_path: Path, c
             intake_module.STREAM.name,
             ConsumerConfig(durable_name=intake_module.DURABLE, ack_policy=AckPolicy.EXPLICIT),
         )
-        intake = Intake(
-            EventStore(clickhouse, "bxb_unconsumed"), Rejections(clickhouse, "bxb_unconsumed"), settle_timeout=0.05
-        )
-        intake.bus, intake.backlog = connection, Backlog(connection.js, intake_module.STREAM.name, 0.05)
+        unconsumed = EventStore(clickhouse, "bxb_unconsumed"), Rejections(clickhouse, "bxb_unconsumed")
+        intake = Intake(*unconsumed, connection, settle_timeout=0.05)
         await intake.settled("org_1")  # nothing queued yet
         await intake.queue("org_1", [usage_event("q1", timestamp=to_proto(utcnow()))], utcnow())
         with pytest.raises(IngestionBehind):

@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from bxb.invoicing.v1 import invoices_pb2_grpc
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from deploy.embedded import free_port
-from services.common import db, grpc_server
+from services.common import bus, db, grpc_server, peers
 from services.common.errors import FailedPrecondition, error_info
 from services.common.ids import new_id
 from services.common.outbox import OutboxRelay
@@ -34,9 +33,11 @@ from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe, StripeP
 
 
 class PaymentsDb:
-    def __init__(self, infra: Infra):
+    def __init__(self, infra: Infra, stack: Stack):
         self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
         self.sessions = db.sessions(self.engine)
+        self.invoicing = peers.Invoicing(stack.invoicing)
+        self.bus = bus.Bus(infra.nats.url, unique("unopened"))  # never opened: the stack's relay publishes
 
     async def attempts(self, invoice_id: str) -> list[PaymentAttempt]:
         async with self.sessions() as session:
@@ -49,13 +50,14 @@ class PaymentsDb:
 
     def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
         """Charging as another payments process does it; its outbox rows are published by the stack's."""
-        return Charging(self.sessions, OutboxRelay(self.sessions, Outbox), stripe, **options)
+        return Charging(self.sessions, OutboxRelay(self.sessions, Outbox, self.bus), self.invoicing, stripe, **options)
 
 
 @pytest.fixture
 async def payments_db(stack: Stack, infra: Infra) -> AsyncIterator[PaymentsDb]:
-    handle = PaymentsDb(infra)
+    handle = PaymentsDb(infra, stack)
     yield handle
+    await handle.invoicing.close()
     await handle.engine.dispose()
 
 
@@ -321,10 +323,8 @@ async def test_an_open_attempt_without_a_provider_is_refused(
     async with StripeProxy(localstripe) as proxy, payments_through(stack, infra, proxy) as stub:
         proxy.mode = "drop"
         assert (await refused(stub, tenant, invoice)).code() == grpc.StatusCode.UNAVAILABLE
-    async with grpc.aio.insecure_channel(stack.invoicing) as channel:
-        unconfigured = payments_db.charging(invoices=invoices_pb2_grpc.InvoiceServiceStub(channel))
-        with pytest.raises(FailedPrecondition) as raised:
-            await unconfigured.charge(tenant.organization_id, invoice["id"])
+    with pytest.raises(FailedPrecondition) as raised:
+        await payments_db.charging().charge(tenant.organization_id, invoice["id"])
     assert raised.value.reason == "PAYMENTS_NOT_CONFIGURED"
     # The database itself holds one open attempt per payment.
     [attempt] = await payments_db.attempts(invoice["id"])
@@ -337,7 +337,8 @@ async def test_an_open_attempt_without_a_provider_is_refused(
 
 async def test_the_sweep_survives_a_database_it_cannot_reach(caplog):
     closed = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
-    recovery = Recovery(Charging(db.sessions(closed), relay=None), interval=0.01)
+    nowhere = peers.Invoicing(f"127.0.0.1:{free_port()}")  # the sweep asks invoicing nothing
+    recovery = Recovery(Charging(db.sessions(closed), relay=None, invoicing=nowhere), interval=0.01)
     with caplog.at_level(logging.ERROR, logger="bxb.payments.recovery"):
         recovery.start()
 

@@ -15,7 +15,7 @@ from bxb.invoicing.v1 import events_pb2, invoices_pb2
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from deploy.embedded import free_port
-from services.common import bus
+from services.common import bus, peers
 from services.common.errors import Unavailable, error_info
 from services.common.ids import new_id
 from services.common.tenancy import metadata
@@ -81,12 +81,11 @@ async def test_voiding_while_payments_is_unreachable_is_unavailable_and_changes_
     tenant: Tenant, invoicing_db: InvoicingDb, localstripe: LocalStripe
 ):
     invoice = await issued(tenant, localstripe)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as nowhere:
-        lifecycle = Lifecycle(
-            invoicing_db.sessions, relay=None, payments=payments_pb2_grpc.PaymentServiceStub(nowhere), timeout=0.5
-        )
-        with pytest.raises(Unavailable, match="payments could not be reached"):
-            await lifecycle.change(tenant.organization_id, invoice["id"], "void")
+    nowhere = peers.Payments(f"127.0.0.1:{free_port()}", timeout=0.5)
+    lifecycle = Lifecycle(invoicing_db.sessions, relay=None, payments=nowhere)
+    with pytest.raises(Unavailable, match="payments could not be reached"):
+        await lifecycle.change(tenant.organization_id, invoice["id"], "void")
+    await nowhere.close()
     assert (await tenant.http.get(f"/v1/invoices/{invoice['id']}")).json()["status"] == "issued"
 
 

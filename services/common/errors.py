@@ -113,6 +113,22 @@ def passed_on_status(error: grpc.aio.AioRpcError) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def relayed(error: grpc.aio.AioRpcError) -> DomainError:
+    """A peer's answer to what our caller asked, passed on as it is: its
+    code, message, reason, field and metadata (a billing run that refuses
+    an amount out of range is the caller's 409, not our 500)."""
+    info = error_info(error)
+    metadata = dict(info.metadata) if info is not None else {}
+    passed = DomainError(
+        error.details() or error.code().name.lower(),
+        reason=info.reason if info is not None else error.code().name,
+        field=metadata.pop("field", ""),
+        metadata=metadata,
+    )
+    passed.code = error.code()
+    return passed
+
+
 def internal_status() -> grpc.Status:
     """The status for an unexpected exception: no detail leaks to the caller."""
     return rpc_status.to_status(status_proto(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"))

@@ -79,8 +79,7 @@ async def resolve(
                         for customer_id, codes in invoiced[first : first + BATCH]
                     ]
                 ),
-                wait_for_ready=True,  # ride out a reconnect instead of failing fast
-            )
+            )  # never waits for a catalog that is away: reads price drafts, and a read answers 503 at once
             for first in range(0, len(invoiced), BATCH)
         )
     )

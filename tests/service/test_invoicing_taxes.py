@@ -4,12 +4,16 @@ drafts and invoices on request carry them; bad taxes name their field."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
 from bxb.catalog.v1 import taxes_pb2, taxes_pb2_grpc
-from services.common import tenancy
+from deploy.embedded import free_port
+from services.common import peers, tenancy
 from services.common.errors import error_info
+from services.invoicing import taxation
 from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import create_plan, on_clock, subscribe
 
@@ -170,3 +174,18 @@ async def test_taxes_are_resolved_for_many_invoices_in_one_call_up_to_a_limit(st
             await stub.BatchResolveTaxes(too_many, metadata=meta)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(refused.value).metadata["field"] == "requests"
+
+
+async def test_taxes_are_never_waited_for_while_the_catalog_is_away():
+    """Reads price drafts, taxes included: with the catalog down, resolving
+    taxes fails at once (a read answers 503) instead of waiting out the
+    catalog's deadline for it to come back."""
+    catalog = peers.Catalog(f"127.0.0.1:{free_port()}", timeout=10)
+    started = asyncio.get_running_loop().time()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as away:
+            await taxation.resolve(catalog, "org_1", [("cus_1", [])])
+    finally:
+        await catalog.close()
+    assert away.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert asyncio.get_running_loop().time() - started < 5

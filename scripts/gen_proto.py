@@ -18,16 +18,44 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 PACKAGE = "bxb"
+# Protos our protos import whose source no package ships: protovalidate's
+# buf/validate/validate.proto comes as its descriptor, which protoc reads
+# with --descriptor_set_in; its Python is generated beside ours.
+VALIDATE = "buf/validate/validate.proto"
+PACKAGES = (PACKAGE, "buf")
+
+
+def dependency_set(directory: Path) -> Path:
+    """A FileDescriptorSet of the protos known only by their descriptors."""
+    from google.protobuf import descriptor_pb2
+    from protovalidate._gen.buf.validate import validate_pb
+
+    found = descriptor_pb2.FileDescriptorSet()
+    found.file.add().ParseFromString(validate_pb.desc().proto.to_binary())
+    path = directory / "dependencies.binpb"
+    path.write_bytes(found.SerializeToString())
+    return path
 
 
 def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
     well_known = str(resources.files("grpc_tools") / "_proto")
+    common = str(resources.files("google") / "..")  # googleapis-common-protos ships google/api and google/rpc
     bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory() as tmp:
+        _protoc(out, protos, well_known, common, bin_dir, dependency_set(Path(tmp)))
+    for package in PACKAGES:
+        for directory in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
+            (directory / "__init__.py").touch()
+
+
+def _protoc(out: Path, protos: list[str], well_known: str, common: str, bin_dir: Path, dependencies: Path) -> None:
     args = [
         "protoc",
+        f"--descriptor_set_in={dependencies}",
         f"-I{PROTO_DIR}",
         f"-I{well_known}",
+        f"-I{common}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
@@ -35,11 +63,10 @@ def generate(out: Path) -> None:
         f"--mypy_out=quiet:{out}",
         f"--mypy_grpc_out=quiet:{out}",
         *protos,
+        VALIDATE,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for directory in [out / PACKAGE, *(p for p in (out / PACKAGE).rglob("*") if p.is_dir())]:
-        (directory / "__init__.py").touch()
 
 
 def tree(root: Path) -> dict[str, Path]:
@@ -49,7 +76,8 @@ def tree(root: Path) -> dict[str, Path]:
 def check() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
-        fresh, committed = tree(Path(tmp) / PACKAGE), tree(ROOT / PACKAGE)
+        fresh = {f"{p}/{name}": path for p in PACKAGES for name, path in tree(Path(tmp) / p).items()}
+        committed = {f"{p}/{name}": path for p in PACKAGES for name, path in tree(ROOT / p).items()}
         stale = sorted(
             name
             for name in fresh.keys() | committed.keys()

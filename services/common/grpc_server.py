@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.common import channels, tenancy
+from services.common import channels, tenancy, validation
 from services.common.errors import (
     PASSED_ON,
     Aborted,
@@ -117,6 +117,7 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
         async def unary_unary(request, context):
             token = tenancy.bind(org)
             try:
+                validation.check(request)
                 return await inner(request, context)
             except DomainError as error:
                 await context.abort_with_status(error.to_status())

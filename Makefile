@@ -27,8 +27,10 @@ test: install proto-check lint breaking
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=100
 
+# buf reads the protos as one image protoc builds (buf/validate is known by its descriptor only).
 lint: install
-	$(VENV)/bin/buf lint proto
+	$(PY) scripts/gen_proto.py --image build/bxb.binpb
+	$(VENV)/bin/buf lint build/bxb.binpb --config proto/buf.yaml --path bxb
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 

@@ -39,31 +39,51 @@ def dependency_set(directory: Path) -> Path:
 
 def generate(out: Path) -> None:
     protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
-    well_known = str(resources.files("grpc_tools") / "_proto")
-    common = str(resources.files("google") / "..")  # googleapis-common-protos ships google/api and google/rpc
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as tmp:
-        _protoc(out, protos, well_known, common, bin_dir, dependency_set(Path(tmp)))
+        _protoc(
+            [
+                f"--python_out={out}",
+                f"--grpc_python_out={out}",
+                f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
+                f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+                f"--mypy_out=quiet:{out}",
+                f"--mypy_grpc_out=quiet:{out}",
+                *protos,
+                VALIDATE,
+            ],
+            dependency_set(Path(tmp)),
+        )
     for package in PACKAGES:
         for directory in [out / package, *(p for p in (out / package).rglob("*") if p.is_dir())]:
             (directory / "__init__.py").touch()
 
 
-def _protoc(out: Path, protos: list[str], well_known: str, common: str, bin_dir: Path, dependencies: Path) -> None:
+def image(path: Path) -> None:
+    """Writes every proto under proto/ with its imports and comments as one
+    FileDescriptorSet: what buf lints, generates clients from and compares
+    (it cannot resolve buf/validate from source without the network)."""
+    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        _protoc(
+            ["--include_imports", "--include_source_info", f"--descriptor_set_out={path}", *protos],
+            dependency_set(Path(tmp)),
+        )
+
+
+def _protoc(outputs: list[str], dependencies: Path) -> None:
+    """protoc over proto/, the well-known types, googleapis' protos and the
+    descriptor-only dependencies."""
+    from google.api import annotations_pb2  # googleapis-common-protos ships google/api and google/rpc
+
     args = [
         "protoc",
         f"--descriptor_set_in={dependencies}",
         f"-I{PROTO_DIR}",
-        f"-I{well_known}",
-        f"-I{common}",
-        f"--python_out={out}",
-        f"--grpc_python_out={out}",
-        f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
-        f"--mypy_out=quiet:{out}",
-        f"--mypy_grpc_out=quiet:{out}",
-        *protos,
-        VALIDATE,
+        f"-I{resources.files('grpc_tools') / '_proto'}",
+        f"-I{Path(annotations_pb2.__file__).parents[2]}",
+        *outputs,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
@@ -94,6 +114,9 @@ def check() -> int:
 def main(argv: list[str]) -> int:
     if argv[1:] == ["--check"]:
         return check()
+    if argv[1:2] == ["--image"] and len(argv) == 3:
+        image(Path(argv[2]))
+        return 0
     generate(ROOT)
     return 0
 

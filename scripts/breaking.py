@@ -21,6 +21,9 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_proto  # noqa: E402 - a sibling script, not a package
+
 BUF = Path(sys.executable).parent / "buf"
 
 
@@ -44,7 +47,14 @@ def check(repo: Path) -> int:
     with tempfile.TemporaryDirectory() as released:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(released, filter="data")
-        result = subprocess.run([BUF, "breaking", repo / "proto", "--against", Path(released) / "proto"])
+        # Both sides as images protoc builds (buf cannot resolve buf/validate from source).
+        now, then = Path(released) / "now.binpb", Path(released) / "then.binpb"
+        gen_proto.image(now, proto_dir=repo / "proto")
+        gen_proto.image(then, proto_dir=Path(released) / "proto")
+        config = repo / "proto" / "buf.yaml"
+        result = subprocess.run(
+            [BUF, "breaking", now, "--against", then, "--config", config, "--path", "bxb", "--against-config", config]
+        )
     if result.returncode != 0:
         print(f"buf breaking: the protos break the API of {tag} (see above)")
         return 1

@@ -33,6 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import gen_proto  # noqa: E402 - a sibling script, not a package
+
 CLIENTS = ROOT / "clients"
 DESCRIPTORS = CLIENTS / "bxb.binpb"
 BIN = Path(sys.executable).parent
@@ -48,15 +51,8 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 @functools.cache
 def descriptors() -> Path:
     """Builds clients/bxb.binpb from proto/ and googleapis' google/rpc (once a run)."""
-    import google.rpc.status_pb2  # the googleapis-common-protos wheel ships the .proto files beside the code
-
-    google_rpc = Path(google.rpc.status_pb2.__file__).parent
     with tempfile.TemporaryDirectory() as tmp:
-        shutil.copytree(ROOT / "proto" / "bxb", Path(tmp) / "bxb")
-        (Path(tmp) / "google" / "rpc").mkdir(parents=True)
-        for name in GOOGLE_RPC:
-            shutil.copy(google_rpc / name, Path(tmp) / "google" / "rpc" / name)
-        run(BUF, "build", tmp, "-o", Path(tmp) / DESCRIPTORS.name)
+        gen_proto.image(Path(tmp) / DESCRIPTORS.name, extra=[f"google/rpc/{name}" for name in GOOGLE_RPC])
         os.replace(Path(tmp) / DESCRIPTORS.name, DESCRIPTORS)  # whole or not at all, for readers meanwhile
     print(f"descriptor set: {DESCRIPTORS.relative_to(ROOT)}")
     return DESCRIPTORS
@@ -98,6 +94,7 @@ def plugin_path(name: str, *aliases: str) -> Iterator[dict[str, str] | None]:
 
 
 def java() -> Path:
+    descriptors()
     run(BUF, "generate", "--template", CLIENTS / "buf.gen.java.yaml")
     with plugin_path("protoc-gen-grpc-java", "grpc_java_plugin") as env:
         if env is None:
@@ -118,6 +115,7 @@ def go() -> Path | None:
             "protoc-gen-go protoc-gen-go-grpc) and run make clients again"
         )
         return None
+    descriptors()
     run(BUF, "generate", "--template", CLIENTS / "buf.gen.go.yaml")
     print("Go: clients/go")
     return CLIENTS / "go"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import filecmp
 import sys
 import tempfile
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -59,20 +60,23 @@ def generate(out: Path) -> None:
             (directory / "__init__.py").touch()
 
 
-def image(path: Path) -> None:
-    """Writes every proto under proto/ with its imports and comments as one
-    FileDescriptorSet: what buf lints, generates clients from and compares
-    (it cannot resolve buf/validate from source without the network)."""
-    protos = sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+def image(path: Path, extra: Sequence[str] = (), proto_dir: Path = PROTO_DIR) -> None:
+    """Writes every proto under proto/ (and the `extra` files found on the
+    include path, googleapis' google/rpc for one) with their imports and
+    comments as one FileDescriptorSet: what buf lints, generates clients from
+    and compares (it cannot resolve buf/validate from source without the
+    network). `proto_dir`: another tree of them (a release's, to compare)."""
+    protos = sorted(str(p.relative_to(proto_dir)) for p in proto_dir.rglob("*.proto"))
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         _protoc(
-            ["--include_imports", "--include_source_info", f"--descriptor_set_out={path}", *protos],
+            ["--include_imports", "--include_source_info", f"--descriptor_set_out={path}", *protos, *extra],
             dependency_set(Path(tmp)),
+            proto_dir,
         )
 
 
-def _protoc(outputs: list[str], dependencies: Path) -> None:
+def _protoc(outputs: list[str], dependencies: Path, proto_dir: Path = PROTO_DIR) -> None:
     """protoc over proto/, the well-known types, googleapis' protos and the
     descriptor-only dependencies."""
     from google.api import annotations_pb2  # googleapis-common-protos ships google/api and google/rpc
@@ -80,7 +84,7 @@ def _protoc(outputs: list[str], dependencies: Path) -> None:
     args = [
         "protoc",
         f"--descriptor_set_in={dependencies}",
-        f"-I{PROTO_DIR}",
+        f"-I{proto_dir}",
         f"-I{resources.files('grpc_tools') / '_proto'}",
         f"-I{Path(annotations_pb2.__file__).parents[2]}",
         *outputs,

@@ -16,14 +16,13 @@ from services.common.errors import InvalidArgument
 
 def path(violation: protovalidate.Violation) -> str:
     """The violating field as a path: names joined by dots, an index or key
-    of a repeated or map field in brackets."""
+    of a repeated or map field in brackets (`customer.tax_codes[0]`)."""
     parts: list[str] = []
     for element in violation.proto.field.elements:
         name = element.field_name
         subscript = element.subscript  # a repeated field's index or a map's key, when set
         if subscript is not None:
-            key = subscript.value
-            name += f'["{key}"]' if isinstance(key, str) else f"[{key}]"
+            name += f"[{subscript.value}]"
         parts.append(name)
     return ".".join(parts)
 

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x01\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12\x11\n\ttax_codes\x18\x07 \x03(\t\x12\x15\n\rtest_clock_id\x18\x08 \x01(\t\x12!\n\x19invoice_grace_period_days\x18\t \x01(\x05\"F\n\x14\x42illingConfiguration\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x02 \x01(\t\"U\n\x14PaymentMethodDetails\x12\x1c\n\x14provider_customer_id\x18\x01 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x02 \x01(\t\"\x81\x01\n\x15\x43reateCustomerRequest\x12*\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8f\x02\n\x0f\x43ustomerService\x12Q\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12K\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12\\\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponseB\xa2\x01\n\x12\x63om.bxb.catalog.v1B\x0e\x43ustomersProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x02\n\x08\x43ustomer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12!\n\ttax_codes\x18\x07 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\n\"\x04r\x02\x18\x64\x12\x15\n\rtest_clock_id\x18\x08 \x01(\t\x12!\n\x19invoice_grace_period_days\x18\t \x01(\x05\"F\n\x14\x42illingConfiguration\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x02 \x01(\t\"U\n\x14PaymentMethodDetails\x12\x1c\n\x14provider_customer_id\x18\x01 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x02 \x01(\t\"\x81\x01\n\x15\x43reateCustomerRequest\x12*\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\" \n\x12GetCustomerRequest\x12\n\n\x02id\x18\x01 \x01(\t\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8f\x02\n\x0f\x43ustomerService\x12Q\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12K\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\x12\\\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponseB\xa2\x01\n\x12\x63om.bxb.catalog.v1B\x0e\x43ustomersProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +34,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.customers_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\016CustomersProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_CUSTOMER']._serialized_start=84
-  _globals['_CUSTOMER']._serialized_end=334
-  _globals['_BILLINGCONFIGURATION']._serialized_start=336
-  _globals['_BILLINGCONFIGURATION']._serialized_end=406
-  _globals['_PAYMENTMETHODDETAILS']._serialized_start=408
-  _globals['_PAYMENTMETHODDETAILS']._serialized_end=493
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=496
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=625
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=627
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=659
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=661
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=722
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=724
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=817
-  _globals['_CUSTOMERSERVICE']._serialized_start=820
-  _globals['_CUSTOMERSERVICE']._serialized_end=1091
+  _globals['_CUSTOMER'].fields_by_name['tax_codes']._loaded_options = None
+  _globals['_CUSTOMER'].fields_by_name['tax_codes']._serialized_options = b'\272H\013\222\001\010\020\n\"\004r\002\030d'
+  _globals['_CUSTOMER']._serialized_start=113
+  _globals['_CUSTOMER']._serialized_end=379
+  _globals['_BILLINGCONFIGURATION']._serialized_start=381
+  _globals['_BILLINGCONFIGURATION']._serialized_end=451
+  _globals['_PAYMENTMETHODDETAILS']._serialized_start=453
+  _globals['_PAYMENTMETHODDETAILS']._serialized_end=538
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=541
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=670
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=672
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=704
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=706
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=767
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=769
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=862
+  _globals['_CUSTOMERSERVICE']._serialized_start=865
+  _globals['_CUSTOMERSERVICE']._serialized_end=1136
 # @@protoc_insertion_point(module_scope)

@@ -69,7 +69,6 @@ def coupon_request(body: dict) -> pb.Coupon:
     )
     # Only re-spelled: the catalog converts, checks and refuses the other type's fields.
     coupon.currency, _ = one_of(body, ("currency", "amount_currency"), required=False)
-    coupon.currency = coupon.currency or ""
     coupon.amount_cents = body["amount_cents"] or 0
     if kind == "percentage":
         coupon.percentage, _ = one_of(body, ("discount_value", "percentage_rate"))

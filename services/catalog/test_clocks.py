@@ -22,7 +22,7 @@ from bxb.invoicing.v1 import billing_runs_pb2
 from services.catalog import validation
 from services.catalog.models import Customer, Outbox, TestClock
 from services.common import outbox, pagination, tenancy
-from services.common.errors import InvalidArgument, NotFound, relayed
+from services.common.errors import InvalidArgument, NotFound, Relayed
 from services.common.ids import new_id
 from services.common.peers import Invoicing
 from services.common.timestamps import from_proto, to_proto, utcnow
@@ -150,5 +150,5 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
                 org, billing_runs_pb2.RunBillingRequest(test_clock_id=result.id, frozen_time=result.frozen_time)
             )
         except grpc.aio.AioRpcError as error:  # the move stands; the caller hears invoicing's answer
-            raise relayed(error) from None
+            raise Relayed(error) from None
         return pb.AdvanceTestClockResponse(test_clock=result, invoices_created=billed.invoices_created)

@@ -107,26 +107,23 @@ PASSED_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 
 def passed_on_status(error: grpc.aio.AioRpcError) -> grpc.Status:
-    """A backing service's transient failure, status details included (the
+    """A backing service's answer as it is, status details included (the
     metering service's INGESTION_BEHIND reaches the client as a 503)."""
     status = rpc_status.from_call(error) or status_proto(error.code(), error.details() or "", error.code().name)
     return rpc_status.to_status(status)
 
 
-def relayed(error: grpc.aio.AioRpcError) -> DomainError:
-    """A peer's answer to what our caller asked, passed on as it is: its
-    code, message, reason, field and metadata (a billing run that refuses
-    an amount out of range is the caller's 409, not our 500)."""
-    info = error_info(error)
-    metadata = dict(info.metadata) if info is not None else {}
-    passed = DomainError(
-        error.details() or error.code().name.lower(),
-        reason=info.reason if info is not None else error.code().name,
-        field=metadata.pop("field", ""),
-        metadata=metadata,
-    )
-    passed.code = error.code()
-    return passed
+class Relayed(DomainError):
+    """A peer's answer to what our caller asked, passed on as it is, status
+    details and all (a billing run that refuses an amount out of range is
+    the caller's 409, not our 500)."""
+
+    def __init__(self, error: grpc.aio.AioRpcError):
+        super().__init__(error.details() or error.code().name.lower())
+        self.error = error
+
+    def to_status(self) -> grpc.Status:
+        return passed_on_status(self.error)
 
 
 def internal_status() -> grpc.Status:

@@ -13,6 +13,7 @@ loop that opens it, and services are built before their serving loop runs.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -38,6 +39,28 @@ from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import tenancy
 from services.common.channels import DEFAULT_TIMEOUT, MESSAGE_BYTES, open_channel
+
+
+async def every(
+    listing,
+    request_type: type,
+    field: str,
+    org: str,
+    scope: dict[str, str],
+    page_size: int,
+    wait_for_ready: bool = False,
+) -> AsyncIterator:
+    """Every item (`field` of each page) of one of a peer's listings for
+    `scope`, page after page."""
+    token = ""
+    while True:
+        request = request_type(**scope, page_size=page_size, page_token=token)
+        page = await listing(org, request, wait_for_ready=wait_for_ready)
+        for item in getattr(page, field):
+            yield item
+        token = page.next_page_token
+        if not token:
+            return
 
 
 class Peer:

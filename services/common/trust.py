@@ -9,6 +9,7 @@ may. Mutual TLS between services replaces this when it comes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Iterable
@@ -19,7 +20,13 @@ METADATA_KEY = "x-bxb-gateway"
 
 
 def gateway_token() -> str:
-    return hmac.new(config.secret_key(), b"bxb gateway calls", hashlib.sha256).hexdigest()
+    return _token(config.secret_key())
+
+
+@functools.lru_cache(maxsize=4)
+def _token(key: bytes) -> str:
+    """Derived once per key, not on every call the gateway makes."""
+    return hmac.new(key, b"bxb gateway calls", hashlib.sha256).hexdigest()
 
 
 def metadata() -> tuple[tuple[str, str], ...]:

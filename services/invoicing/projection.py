@@ -248,17 +248,6 @@ class SubscriptionProjection:
         ):
             await self.one_offs.issue(org, applied_add_on)
 
-    async def _every(self, listing, request_type, field: str, org: str, scope: dict[str, str]) -> AsyncIterator:
-        """Every item (`field` of each page) of one of the catalog's listings for `scope`, page after page."""
-        token = ""
-        while True:
-            page = await listing(
-                org,
-                request_type(**scope, page_size=self.page_size, page_token=token),
-                wait_for_ready=True,  # ride out a reconnect instead of failing fast
-            )
-            for item in getattr(page, field):
-                yield item
-            token = page.next_page_token
-            if not token:
-                return
+    def _every(self, listing, request_type, field: str, org: str, scope: dict[str, str]) -> AsyncIterator:
+        """Every item of one of the catalog's listings for `scope`, riding out a reconnect."""
+        return peers.every(listing, request_type, field, org, scope, self.page_size, wait_for_ready=True)

@@ -31,6 +31,7 @@ from services.common.timestamps import from_proto, from_proto_or_none
 
 Metric = billable_metrics_pb2.BillableMetric
 PAGE = 500  # subscriptions of a customer read per catalog call
+UNREACHABLE = "the catalog could not be reached to read what the usage query names"
 
 
 def _name(value: int) -> str:
@@ -128,19 +129,21 @@ class Definitions:
         try:
             return await method(org, request)
         except grpc.aio.AioRpcError:
-            raise Unavailable("the catalog could not be reached to read what the usage query names") from None
+            raise Unavailable(UNREACHABLE) from None
 
     async def _subscriptions(self, org: str, customer_id: str) -> list[subscriptions_pb2.Subscription]:
-        found, token = [], ""
-        while True:
-            request = subscriptions_pb2.ListSubscriptionsRequest(
-                customer_id=customer_id, page_size=self.page, page_token=token
-            )
-            page = await self._ask(self.catalog.list_subscriptions, request, org)
-            found += page.subscriptions
-            token = page.next_page_token
-            if not token:
-                return found
+        listing = peers.every(
+            self.catalog.list_subscriptions,
+            subscriptions_pb2.ListSubscriptionsRequest,
+            "subscriptions",
+            org,
+            {"customer_id": customer_id},
+            self.page,
+        )
+        try:
+            return [subscription async for subscription in listing]
+        except grpc.aio.AioRpcError:
+            raise Unavailable(UNREACHABLE) from None
 
     async def _plan(self, org: str, code: str, version: int) -> plans_pb2.Plan:
         return await self._ask(self.catalog.get_plan, plans_pb2.GetPlanRequest(code=code, version=version), org)

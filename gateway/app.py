@@ -11,16 +11,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bxb.catalog.v1 import customers_pb2, taxes_pb2
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
+from gateway.dialects import PUBLIC
 from gateway.errors import error_response
 from gateway.routes import (
     add_ons,
     coupons,
     credit_notes,
-    customers,
     events,
     invoices,
     metrics,
@@ -29,11 +30,13 @@ from gateway.routes import (
     price_plans,
     pricing,
     subscriptions,
-    taxes,
     test_clocks,
     usage,
 )
+from gateway.transcoder import routes as transcoded
 
+# The services whose RPCs are served as the HTTP routes their protos declare.
+TRANSCODED = [customers_pb2.DESCRIPTOR, taxes_pb2.DESCRIPTOR]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
 
@@ -84,18 +87,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *metrics.routes,
         *plans.routes,
         *price_plans.routes,
-        *customers.routes,
         *subscriptions.routes,
         *coupons.routes,
         *add_ons.routes,
         *credit_notes.routes,
-        *taxes.routes,
         *test_clocks.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,
         *usage.routes,
         *parked_messages.routes,
+        *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(
         routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
 
 from bxb.catalog.v1 import (
     add_ons_pb2_grpc,
@@ -23,6 +26,17 @@ from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from gateway.config import Settings
 from services.common.channels import open_channel
+
+# The services, in the order of Clients.channels: the second part of their package names.
+SERVICES = ("catalog", "metering", "invoicing", "payments")
+
+
+def serialized(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def message_class(descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
 
 
 @dataclass
@@ -45,6 +59,8 @@ class Clients:
     payments: payments_pb2_grpc.PaymentServiceStub
     # Each service's parked messages, by service name.
     parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceStub]
+    # Callers of RPCs by their full name, made on first use (see unary).
+    callers: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: Settings) -> Clients:
@@ -74,6 +90,19 @@ class Clients:
                 for name, channel in (("catalog", catalog), ("invoicing", invoicing), ("payments", payments))
             },
         )
+
+    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable:
+        """A caller of any RPC of the four services, by its descriptor."""
+        found = self.callers.get(method.full_name)
+        if found is None:
+            package = method.containing_service.file.package
+            channel = self.channels[SERVICES.index(package.split(".")[1])]
+            found = self.callers[method.full_name] = channel.unary_unary(
+                f"/{method.containing_service.full_name}/{method.name}",
+                request_serializer=serialized,
+                response_deserializer=message_class(method.output_type).FromString,
+            )
+        return found
 
     async def close(self) -> None:
         for channel in self.channels:

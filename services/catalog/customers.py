@@ -43,7 +43,9 @@ def _billing(request: pb.CreateCustomerRequest) -> tuple[pb.BillingConfiguration
     customer id, when only one is given, is the other's too."""
     billing, method = request.customer.billing, request.payment_method
     if billing.provider and billing.provider not in PROVIDERS:
-        raise InvalidArgument(f"billing.provider must be one of: {', '.join(PROVIDERS)}", field="billing.provider")
+        raise InvalidArgument(
+            f"customer.billing.provider must be one of: {', '.join(PROVIDERS)}", field="customer.billing.provider"
+        )
     provider_customer_id = billing.provider_customer_id or method.provider_customer_id
     billing = pb.BillingConfiguration(provider=billing.provider, provider_customer_id=provider_customer_id)
     method = pb.PaymentMethodDetails(
@@ -56,7 +58,7 @@ def _billing(request: pb.CreateCustomerRequest) -> tuple[pb.BillingConfiguration
             if not getattr(method, name):
                 raise InvalidArgument(f"{field} is required", field=field)
             validation.text(getattr(method, name), field)
-    validation.text(billing.provider_customer_id, "billing.provider_customer_id")
+    validation.text(billing.provider_customer_id, "customer.billing.provider_customer_id")
     return billing, method
 
 
@@ -77,14 +79,15 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         spec = request.customer
         customer = Customer(
             organization_id=org,
-            id=validation.external_id(spec.id, "id"),
-            name=validation.text(spec.name, "name"),
-            email=validation.text(spec.email, "email", 320),
-            currency=currencies.validate(spec.currency) if spec.currency else "",
+            id=validation.external_id(spec.id, "customer.id"),
+            name=validation.text(spec.name, "customer.name"),
+            email=validation.text(spec.email, "customer.email", 320),
+            currency=currencies.validate(spec.currency, "customer.currency") if spec.currency else "",
         )
         if not 0 <= spec.invoice_grace_period_days <= MAX_GRACE_DAYS:
             raise InvalidArgument(
-                f"invoice_grace_period must be between 0 and {MAX_GRACE_DAYS} days", field="invoice_grace_period"
+                f"customer.invoice_grace_period_days must be between 0 and {MAX_GRACE_DAYS} days",
+                field="customer.invoice_grace_period_days",
             )
         customer.invoice_grace_period_days = spec.invoice_grace_period_days
         billing, method = _billing(request)
@@ -92,7 +95,7 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         customer.billing_provider_customer_id = billing.provider_customer_id
         async with self.sessions() as session, session.begin():
             if await session.get(Customer, (org, spec.id)) is not None:
-                raise AlreadyExists(f"customer {spec.id!r} already exists", field="id")
+                raise AlreadyExists(f"customer {spec.id!r} already exists", field="customer.id")
             customer.tax_codes = await taxes.check_codes(session, org, spec.tax_codes)
             if spec.test_clock_id:
                 customer.test_clock_id = (await test_clocks.find(session, org, spec.test_clock_id, "test_clock_id")).id

@@ -27,10 +27,21 @@ def path(violation: protovalidate.Violation) -> str:
     return ".".join(parts)
 
 
+# How a broken rule reads (after the field's path) and its ErrorInfo reason,
+# by protovalidate's rule id; any other rule reads as protovalidate says.
+SAID = {
+    "required": ("is required", "MISSING_FIELD"),
+    "string.max_len": ("must be at most {} characters", "INVALID_VALUE"),
+    "repeated.max_items": ("has more than {} items", "TOO_MANY_ITEMS"),
+    "map.max_pairs": ("has more than {} keys", "TOO_MANY_ITEMS"),
+}
+
+
 def check(request: Message) -> None:
     """Raises INVALID_ARGUMENT naming the first field that breaks a rule."""
     violations = protovalidate.collect_violations(request)
     if violations:
         first = violations[0]
         field = path(first)
-        raise InvalidArgument(f"{field} {first.proto.message}", field=field, reason="INVALID_ARGUMENT")
+        said, reason = SAID.get(first.proto.rule_id, (first.proto.message, "INVALID_VALUE"))
+        raise InvalidArgument(f"{field} {said.format(first.rule_value)}", field=field, reason=reason)

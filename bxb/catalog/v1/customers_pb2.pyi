@@ -147,7 +147,7 @@ class CreateCustomerRequest(_message.Message):
     PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def customer(self) -> Global___Customer:
-        """The customer to create; create_time is ignored."""
+        """The customer to create."""
 
     @_builtins.property
     def payment_method(self) -> Global___PaymentMethodDetails:

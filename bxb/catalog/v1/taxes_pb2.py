@@ -23,10 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from bxb.common.v1 import field_format_pb2 as bxb_dot_common_dot_v1_dot_field__format__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/taxes.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n\x03Tax\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\x04\x63ode\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x0c\n\x04rate\x18\x04 \x01(\t\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x1f\n\x17\x61pplied_to_organization\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x10\x43reateTaxRequest\x12 \n\x03tax\x18\x01 \x01(\x0b\x32\x13.bxb.catalog.v1.Tax\"\x1d\n\rGetTaxRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"9\n\x10ListTaxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x13ResolveTaxesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0eplan_tax_codes\x18\x02 \x03(\t\":\n\x14ResolveTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\"Q\n\x18\x42\x61tchResolveTaxesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.bxb.catalog.v1.ResolveTaxesRequest\"T\n\x19\x42\x61tchResolveTaxesResponse\x12\x37\n\tresponses\x18\x01 \x03(\x0b\x32$.bxb.catalog.v1.ResolveTaxesResponse2\xca\x02\n\nTaxService\x12\x42\n\tCreateTax\x12 .bxb.catalog.v1.CreateTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12<\n\x06GetTax\x12\x1d.bxb.catalog.v1.GetTaxRequest\x1a\x13.bxb.catalog.v1.Tax\x12P\n\tListTaxes\x12 .bxb.catalog.v1.ListTaxesRequest\x1a!.bxb.catalog.v1.ListTaxesResponse\x12h\n\x11\x42\x61tchResolveTaxes\x12(.bxb.catalog.v1.BatchResolveTaxesRequest\x1a).bxb.catalog.v1.BatchResolveTaxesResponseB\x9e\x01\n\x12\x63om.bxb.catalog.v1B\nTaxesProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/taxes.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a bxb/common/v1/field_format.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n\x03Tax\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1c\n\x04rate\x18\x04 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x88\xb5\x18\x01\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x1f\n\x17\x61pplied_to_organization\x18\x06 \x01(\x08\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\":\n\x10\x43reateTaxRequest\x12&\n\x03tax\x18\x01 \x01(\x0b\x32\x13.bxb.catalog.v1.TaxB\x04\xe2\x41\x01\x02\"*\n\rGetTaxRequest\x12\x19\n\x04\x63ode\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\"9\n\x10ListTaxesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"P\n\x11ListTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x13ResolveTaxesRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0eplan_tax_codes\x18\x02 \x03(\t\":\n\x14ResolveTaxesResponse\x12\"\n\x05taxes\x18\x01 \x03(\x0b\x32\x13.bxb.catalog.v1.Tax\"Q\n\x18\x42\x61tchResolveTaxesRequest\x12\x35\n\x08requests\x18\x01 \x03(\x0b\x32#.bxb.catalog.v1.ResolveTaxesRequest\"T\n\x19\x42\x61tchResolveTaxesResponse\x12\x37\n\tresponses\x18\x01 \x03(\x0b\x32$.bxb.catalog.v1.ResolveTaxesResponse2\x8f\x03\n\nTaxService\x12Z\n\tCreateTax\x12 .bxb.catalog.v1.CreateTaxRequest\x1a\x13.bxb.catalog.v1.Tax\"\x16\x82\xd3\xe4\x93\x02\x10\"\t/v1/taxes:\x03tax\x12V\n\x06GetTax\x12\x1d.bxb.catalog.v1.GetTaxRequest\x1a\x13.bxb.catalog.v1.Tax\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/taxes/{code}\x12\x63\n\tListTaxes\x12 .bxb.catalog.v1.ListTaxesRequest\x1a!.bxb.catalog.v1.ListTaxesResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/taxes\x12h\n\x11\x42\x61tchResolveTaxes\x12(.bxb.catalog.v1.BatchResolveTaxesRequest\x1a).bxb.catalog.v1.BatchResolveTaxesResponseB\x9e\x01\n\x12\x63om.bxb.catalog.v1B\nTaxesProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +37,46 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.taxes_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\nTaxesProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
+  _globals['_TAX'].fields_by_name['id']._loaded_options = None
+  _globals['_TAX'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_TAX'].fields_by_name['code']._loaded_options = None
-  _globals['_TAX'].fields_by_name['code']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_TAX'].fields_by_name['code']._serialized_options = b'\342A\002\002\005\272H\007r\002\030d\310\001\001'
   _globals['_TAX'].fields_by_name['name']._loaded_options = None
   _globals['_TAX'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_TAX'].fields_by_name['rate']._loaded_options = None
+  _globals['_TAX'].fields_by_name['rate']._serialized_options = b'\342A\001\002\272H\003\310\001\001\210\265\030\001'
   _globals['_TAX'].fields_by_name['description']._loaded_options = None
   _globals['_TAX'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
-  _globals['_TAX']._serialized_start=109
-  _globals['_TAX']._serialized_end=300
-  _globals['_CREATETAXREQUEST']._serialized_start=302
-  _globals['_CREATETAXREQUEST']._serialized_end=354
-  _globals['_GETTAXREQUEST']._serialized_start=356
-  _globals['_GETTAXREQUEST']._serialized_end=385
-  _globals['_LISTTAXESREQUEST']._serialized_start=387
-  _globals['_LISTTAXESREQUEST']._serialized_end=444
-  _globals['_LISTTAXESRESPONSE']._serialized_start=446
-  _globals['_LISTTAXESRESPONSE']._serialized_end=526
-  _globals['_RESOLVETAXESREQUEST']._serialized_start=528
-  _globals['_RESOLVETAXESREQUEST']._serialized_end=594
-  _globals['_RESOLVETAXESRESPONSE']._serialized_start=596
-  _globals['_RESOLVETAXESRESPONSE']._serialized_end=654
-  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_start=656
-  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_end=737
-  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_start=739
-  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_end=823
-  _globals['_TAXSERVICE']._serialized_start=826
-  _globals['_TAXSERVICE']._serialized_end=1156
+  _globals['_TAX'].fields_by_name['create_time']._loaded_options = None
+  _globals['_TAX'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETAXREQUEST'].fields_by_name['tax']._loaded_options = None
+  _globals['_CREATETAXREQUEST'].fields_by_name['tax']._serialized_options = b'\342A\001\002'
+  _globals['_GETTAXREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_GETTAXREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
+  _globals['_TAXSERVICE'].methods_by_name['CreateTax']._loaded_options = None
+  _globals['_TAXSERVICE'].methods_by_name['CreateTax']._serialized_options = b'\202\323\344\223\002\020\"\t/v1/taxes:\003tax'
+  _globals['_TAXSERVICE'].methods_by_name['GetTax']._loaded_options = None
+  _globals['_TAXSERVICE'].methods_by_name['GetTax']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/taxes/{code}'
+  _globals['_TAXSERVICE'].methods_by_name['ListTaxes']._loaded_options = None
+  _globals['_TAXSERVICE'].methods_by_name['ListTaxes']._serialized_options = b'\202\323\344\223\002\013\022\t/v1/taxes'
+  _globals['_TAX']._serialized_start=206
+  _globals['_TAX']._serialized_end=433
+  _globals['_CREATETAXREQUEST']._serialized_start=435
+  _globals['_CREATETAXREQUEST']._serialized_end=493
+  _globals['_GETTAXREQUEST']._serialized_start=495
+  _globals['_GETTAXREQUEST']._serialized_end=537
+  _globals['_LISTTAXESREQUEST']._serialized_start=539
+  _globals['_LISTTAXESREQUEST']._serialized_end=596
+  _globals['_LISTTAXESRESPONSE']._serialized_start=598
+  _globals['_LISTTAXESRESPONSE']._serialized_end=678
+  _globals['_RESOLVETAXESREQUEST']._serialized_start=680
+  _globals['_RESOLVETAXESREQUEST']._serialized_end=746
+  _globals['_RESOLVETAXESRESPONSE']._serialized_start=748
+  _globals['_RESOLVETAXESRESPONSE']._serialized_end=806
+  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_start=808
+  _globals['_BATCHRESOLVETAXESREQUEST']._serialized_end=889
+  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_start=891
+  _globals['_BATCHRESOLVETAXESRESPONSE']._serialized_end=975
+  _globals['_TAXSERVICE']._serialized_start=978
+  _globals['_TAXSERVICE']._serialized_end=1377
 # @@protoc_insertion_point(module_scope)

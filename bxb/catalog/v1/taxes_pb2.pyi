@@ -76,7 +76,7 @@ class CreateTaxRequest(_message.Message):
     TAX_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def tax(self) -> Global___Tax:
-        """The tax to create; id and create_time are ignored."""
+        """The tax to create."""
 
     def __init__(
         self,

@@ -1,0 +1,364 @@
+"""Protobuf messages to and from the public JSON, read off their descriptors.
+
+The JSON is proto JSON with the conventions the public API has always had:
+proto field names, integers as JSON numbers, enum values as the lower-case
+name without the enum's prefix (`PLAN_INTERVAL_MONTHLY` is "monthly", the
+zero value null), timestamps as RFC 3339 (Unix seconds accepted), and
+decimal strings (fields marked `(bxb.common.v1.decimal)`) accepting JSON numbers
+exactly. How a dialect spells a message beyond that is a `View`
+(gateway/dialects.py). Only the JSON's shape and types are checked here;
+limits, patterns and required fields are the protos' rules, checked by the
+service for every caller.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from google.api import field_behavior_pb2
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bxb.common.v1 import field_format_pb2
+from gateway.errors import ApiError, invalid
+from services.common.decimals import MAX_EXPONENT
+from services.common.timestamps import EPOCH, LATEST, format_rfc3339, from_proto, parse_rfc3339, to_proto
+
+TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+INTEGERS = {
+    FieldDescriptor.TYPE_INT32: 32,
+    FieldDescriptor.TYPE_SINT32: 32,
+    FieldDescriptor.TYPE_SFIXED32: 32,
+    FieldDescriptor.TYPE_INT64: 64,
+    FieldDescriptor.TYPE_SINT64: 64,
+    FieldDescriptor.TYPE_SFIXED64: 64,
+}
+
+
+@dataclass(frozen=True)
+class View:
+    """How one message is spelled in a dialect, beyond proto JSON.
+
+    `names` renames proto fields (create_time -> created_at); `aliases` are
+    further input spellings of a field (metric_key for code), which may be
+    given instead of it but must agree with it; `copies` are output fields
+    repeating another (external_id repeats id); `nulls` render empty as
+    null; `objects` render unset as their empty object instead of null;
+    `hidden` fields are neither read nor shown; `inline` names a message
+    field whose own fields are spelled at this level; `render` reshapes the
+    finished JSON object (for a shape no declaration above can say).
+    """
+
+    names: Mapping[str, str] = field(default_factory=dict)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    copies: Mapping[str, str] = field(default_factory=dict)
+    nulls: frozenset[str] = frozenset()
+    objects: frozenset[str] = frozenset()
+    hidden: frozenset[str] = frozenset()
+    inline: str = ""
+    enums: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    render: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
+
+    def json_name(self, name: str) -> str:
+        return self.names.get(name, name)
+
+
+PLAIN = View()
+Views = Mapping[str, View]
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _wrong_type(path: str, kind: str) -> ApiError:
+    return invalid(f"{path or 'the body'} must be {kind}", path, "INVALID_TYPE")
+
+
+def enum_name(enum: EnumDescriptor, number: int) -> str | None:
+    """PLAN_INTERVAL_MONTHLY -> "monthly"; the zero value, or one unknown, -> None."""
+    value = enum.values_by_number.get(number)
+    if value is None or number == 0:
+        return None
+    return value.name.removeprefix(_prefix(enum)).lower()
+
+
+def _prefix(enum: EnumDescriptor) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+
+
+def output_only(descriptor: FieldDescriptor) -> bool:
+    """Whether the server sets the field (`google.api.field_behavior`): a
+    request never names it."""
+    return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+
+
+def is_decimal(descriptor: FieldDescriptor) -> bool:
+    return descriptor.GetOptions().Extensions[field_format_pb2.decimal]
+
+
+class Decoder:
+    """Builds request messages from parsed JSON (decimals as Decimal)."""
+
+    def __init__(self, views: Views):
+        self.views = views
+
+    def view(self, descriptor: Descriptor) -> View:
+        return self.views.get(descriptor.full_name, PLAIN)
+
+    def names(self, descriptor: Descriptor) -> dict[str, tuple[str, FieldDescriptor]]:
+        """Every JSON spelling a message reads, to (proto path, field); an
+        inlined field's own fields are read at this level."""
+        view = self.view(descriptor)
+        found: dict[str, tuple[str, FieldDescriptor]] = {}
+        for proto in descriptor.fields:
+            if proto.name in view.hidden or output_only(proto):
+                continue
+            if proto.name == view.inline:
+                for name, (path, inner) in self.names(proto.message_type).items():
+                    found[name] = (f"{proto.name}.{path}", inner)
+                continue
+            found[view.json_name(proto.name)] = (proto.name, proto)
+        for alias, name in view.aliases.items():
+            found[alias] = found[view.json_name(name)]
+        return found
+
+    def into(self, message: Message, value: Any, path: str = "") -> None:
+        """Fills `message` from a JSON object; `path` names it in errors."""
+        if not isinstance(value, dict):
+            raise _wrong_type(path, "an object")
+        names = self.names(message.DESCRIPTOR)
+        given: dict[str, str] = {}
+        for name, item in value.items():
+            where = _join(path, name)
+            if name not in names:
+                raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
+            if item is None:
+                continue
+            proto_path, descriptor = names[name]
+            if proto_path in given:
+                first = given[proto_path]
+                if value[first] != item:
+                    raise invalid(f"{first} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
+                continue
+            given[proto_path] = name
+            *outer, _ = proto_path.split(".")
+            target = message
+            for step in outer:
+                target = getattr(target, step)
+            self.field(target, descriptor, item, where)
+
+    def field(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            self._map(message, descriptor, value, path)
+        elif descriptor.is_repeated:
+            if not isinstance(value, list):
+                raise _wrong_type(path, "an array")
+            container = getattr(message, descriptor.name)
+            for index, item in enumerate(value):
+                where = f"{path}[{index}]"
+                if item is None:
+                    raise _wrong_type(where, _kind(descriptor))
+                if descriptor.message_type is not None:
+                    self._message(container.add(), item, where)
+                else:
+                    container.append(self.scalar(descriptor, item, where))
+        elif descriptor.message_type is not None:
+            self._message(getattr(message, descriptor.name), value, path, message, descriptor)
+        else:
+            setattr(message, descriptor.name, self.scalar(descriptor, value, path))
+
+    def _message(
+        self,
+        target: Message,
+        value: Any,
+        path: str,
+        parent: Message | None = None,
+        descriptor: FieldDescriptor | None = None,
+    ) -> None:
+        if target.DESCRIPTOR.full_name == TIMESTAMP:
+            target.CopyFrom(timestamp(value, path))
+        else:
+            self.into(target, value, path)
+            if parent is not None and descriptor is not None and not value:
+                getattr(parent, descriptor.name).SetInParent()
+
+    def _map(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise _wrong_type(path, "an object")
+        container = getattr(message, descriptor.name)
+        entry = descriptor.message_type.fields_by_name["value"]
+        for key, item in value.items():
+            where = _join(path, key)
+            if entry.message_type is not None:
+                if item is None:
+                    raise _wrong_type(where, _kind(entry))
+                self._message(container[key], item, where)
+            elif item is not None:  # a property given as null is left out
+                container[key] = (
+                    text(item) if entry.type == FieldDescriptor.TYPE_STRING else self.scalar(entry, item, where)
+                )
+
+    def scalar(self, descriptor: FieldDescriptor, value: Any, path: str) -> Any:
+        kind = descriptor.type
+        if kind == FieldDescriptor.TYPE_STRING:
+            if is_decimal(descriptor):
+                return decimal(value, path)
+            if not isinstance(value, str):
+                raise _wrong_type(path, "a string")
+            return value
+        if kind == FieldDescriptor.TYPE_BOOL:
+            if not isinstance(value, bool):
+                raise _wrong_type(path, "a boolean")
+            return value
+        if kind == FieldDescriptor.TYPE_ENUM:
+            return self._enum(descriptor, value, path)
+        if kind in INTEGERS:
+            return integer(value, INTEGERS[kind], path)
+        raise _wrong_type(path, "a supported value")  # pragma: no cover - the protos use no other scalar
+
+    def _enum(self, descriptor: FieldDescriptor, value: Any, path: str) -> int:
+        if not isinstance(value, str):
+            raise _wrong_type(path, "a string")
+        spelled = self.view(descriptor.containing_type).enums.get(descriptor.name, {})
+        names = {
+            spelled.get(name, name): number
+            for number in descriptor.enum_type.values_by_number
+            if (name := enum_name(descriptor.enum_type, number))
+        }
+        if value not in names:
+            raise invalid(f"{path} must be one of: {', '.join(names)}", path, "INVALID_VALUE")
+        return names[value]
+
+
+def _kind(descriptor: FieldDescriptor) -> str:
+    if descriptor.message_type is not None:
+        return (
+            "an RFC 3339 timestamp or Unix seconds" if descriptor.message_type.full_name == TIMESTAMP else "an object"
+        )
+    if descriptor.type == FieldDescriptor.TYPE_BOOL:
+        return "a boolean"
+    if descriptor.type in INTEGERS:
+        return "an integer"
+    return "a decimal number or a string holding one" if is_decimal(descriptor) else "a string"
+
+
+def integer(value: Any, bits: int, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong_type(path, "an integer")
+    if abs(value) >= 2 ** (bits - 1):
+        raise invalid(f"{path} is out of range", path, "INVALID_VALUE")
+    return value
+
+
+def decimal(value: Any, path: str) -> str:
+    """A decimal given as a JSON number or a string, as exact text."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise _wrong_type(path, "a decimal number or a string holding one")
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(value)
+    except InvalidOperation:
+        raise invalid(f"{path} must be a decimal number, got {value!r}", path, "INVALID_VALUE") from None
+    if not number.is_finite():
+        raise invalid(f"{path} must be a finite number", path, "INVALID_VALUE")
+    if number and abs(number.adjusted()) > MAX_EXPONENT:
+        raise invalid(f"{path} is out of range", path, "INVALID_VALUE")
+    return value if isinstance(value, str) else format(number, "f")
+
+
+def timestamp(value: Any, path: str) -> Timestamp:
+    """An RFC 3339 instant or Unix seconds (a JSON number)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
+        raise _wrong_type(path, "an RFC 3339 timestamp or Unix seconds")
+    if isinstance(value, str):
+        try:
+            instant = parse_rfc3339(value)
+        except OverflowError:  # a valid instant whose UTC form is before year 1 or after 9999
+            raise _out_of_range(path) from None
+        except ValueError:
+            raise invalid(
+                f"{path} must be an RFC 3339 timestamp such as 2026-01-01T00:00:00Z, got {value!r}",
+                path,
+                "INVALID_VALUE",
+            ) from None
+    else:
+        try:
+            instant = EPOCH + timedelta(microseconds=int(Decimal(value) * 1_000_000))
+        except ArithmeticError:  # OverflowError, or decimal.Overflow for huge exponents
+            raise _out_of_range(path) from None
+    if instant >= LATEST:
+        raise _out_of_range(path)
+    stamp = to_proto(instant)
+    assert stamp is not None
+    return stamp
+
+
+def _out_of_range(path: str) -> ApiError:
+    return invalid(f"{path} is out of range: times must be before {format_rfc3339(LATEST)}", path, "INVALID_VALUE")
+
+
+def text(value: Any) -> str:
+    """A free-form property as exact text: numbers keep their JSON text,
+    booleans are true/false, nested values are compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Encoder:
+    """Renders messages as the public JSON."""
+
+    def __init__(self, views: Views):
+        self.views = views
+
+    def message(self, message: Message) -> dict[str, Any]:
+        view = self.views.get(message.DESCRIPTOR.full_name, PLAIN)
+        shown: dict[str, Any] = {}
+        for descriptor in message.DESCRIPTOR.fields:
+            name = descriptor.name
+            if name in view.hidden:
+                continue
+            if name == view.inline:
+                shown.update(self.message(getattr(message, name)))
+                continue
+            value = self.value(message, descriptor, view)
+            if name in view.nulls and not value:
+                value = None
+            shown[view.json_name(name)] = value
+        for copy, source in view.copies.items():
+            shown[copy] = shown[view.json_name(source)]
+        return view.render(message, shown) if view.render is not None else shown
+
+    def value(self, message: Message, descriptor: FieldDescriptor, view: View = PLAIN) -> Any:
+        raw = getattr(message, descriptor.name)
+        if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
+            entry = descriptor.message_type.fields_by_name["value"]
+            if entry.message_type is None:
+                return dict(raw)
+            return {key: self.message(item) for key, item in raw.items()}
+        if descriptor.is_repeated:
+            return [self._item(descriptor, item, view) for item in raw]
+        if descriptor.message_type is not None and not message.HasField(descriptor.name):
+            return self.message(raw) if descriptor.name in view.objects else None
+        return self._item(descriptor, raw, view)
+
+    def _item(self, descriptor: FieldDescriptor, value: Any, view: View) -> Any:
+        if descriptor.message_type is not None:
+            if descriptor.message_type.full_name == TIMESTAMP:
+                return format_rfc3339(from_proto(value))
+            return self.message(value)
+        if descriptor.type == FieldDescriptor.TYPE_ENUM:
+            name = enum_name(descriptor.enum_type, value)
+            return view.enums.get(descriptor.name, {}).get(name, name) if name else None
+        return value

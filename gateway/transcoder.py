@@ -1,0 +1,186 @@
+"""HTTP to gRPC, read off the protos' `google.api.http` annotations.
+
+At start-up every RPC of the public services that declares an HTTP rule
+(and each of its `additional_bindings`) becomes a route: its path template's
+variables, the body (`*` or one field) and the query string fill the
+request; the response (or its `response_body` field) is the answer. How each
+route is spelled in its dialect (views, status) comes from gateway/dialects.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.message import Message
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import codec, schema
+from gateway.admission import kind_of
+from gateway.bindings import Binding, bindings
+from gateway.call import json, read_body
+from gateway.clients import message_class
+from gateway.codec import Decoder, Encoder, Views
+from gateway.dialects import Dialect
+from gateway.errors import ApiError, api_error, error_response, invalid
+from services.common import tenancy, trust
+
+log = logging.getLogger("bxb.gateway")
+
+
+class Transcoder:
+    """Builds a binding's request from HTTP and its answer from the reply."""
+
+    def __init__(self, binding: Binding, views: Views):
+        self.binding = binding
+        self.decoder = Decoder(views)
+        self.encoder = Encoder(views)
+        self.request_class = message_class(binding.method.input_type)
+        self.response_class = message_class(binding.method.output_type)
+
+    async def request(self, http: Request, max_body: int) -> Message:
+        binding = self.binding
+        request = self.request_class()
+        if binding.body:
+            raw = await read_body(http, max_body)
+            parsed = schema.parse_json(raw) if raw.strip() else {}
+            target = request if binding.body == "*" else getattr(request, binding.body)
+            self.decoder.into(target, parsed)
+            if binding.body != "*":
+                target.SetInParent()
+        for variable in binding.variables:
+            value = schema.refuse_nul(http.path_params[variable.replace(".", "__")], variable)
+            _set(request, variable, value)
+        self._query(request, http)
+        return request
+
+    def _query(self, request: Message, http: Request) -> None:
+        """Query parameters fill the request's remaining scalar fields."""
+        bound = {*self.binding.variables, self.binding.body}
+        names = self.decoder.names(request.DESCRIPTOR)
+        for name, value in http.query_params.multi_items():
+            schema.refuse_nul(value, name)
+            found = names.get(name)
+            if found is None or found[0].split(".")[0] in bound or found[1].message_type is not None:
+                raise invalid(f"unknown query parameter {name!r}", name, "UNKNOWN_FIELD")
+            path, descriptor = found
+            *outer, _ = path.split(".")
+            target = request
+            for step in outer:
+                target = getattr(target, step)
+            item = _from_query(descriptor, value, name)
+            if descriptor.is_repeated:
+                getattr(target, descriptor.name).append(self.decoder.scalar(descriptor, item, name))
+            else:
+                setattr(target, descriptor.name, self.decoder.scalar(descriptor, item, name))
+
+    def public_field(self, path: str) -> str:
+        """A field path a service named (`tax.description`), as the client
+        spelled it (`description`): the body's field is left out and each
+        field takes its dialect's name."""
+        if not path:
+            return path
+        descriptor: Descriptor | None = self.request_class.DESCRIPTOR
+        segments = path.split(".")
+        body = self.binding.body
+        if body not in ("", "*") and segments[0] == body:
+            segments = segments[1:]
+            descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
+        shown = []
+        for segment in segments:
+            name, bracket, rest = segment.partition("[")
+            found = descriptor.fields_by_name.get(name) if descriptor is not None else None
+            if descriptor is None or found is None:
+                shown.append(segment)
+                descriptor = None
+                continue
+            view = self.decoder.view(descriptor)
+            descriptor = found.message_type
+            if name != view.inline:
+                shown.append(view.json_name(name) + bracket + rest)
+        return ".".join(shown)
+
+    def response(self, reply: Message) -> dict[str, Any]:
+        if self.binding.response_body:
+            return self.encoder.message(getattr(reply, self.binding.response_body))
+        return self.encoder.message(reply)
+
+
+def _set(request: Message, path: str, value: str) -> None:
+    *outer, last = path.split(".")
+    target = request
+    for step in outer:
+        target = getattr(target, step)
+    setattr(target, last, value)
+
+
+def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
+    """A query string value as the JSON value it stands for."""
+    if descriptor.type in codec.INTEGERS:
+        try:
+            return int(value)
+        except ValueError:
+            raise invalid(f"{name} must be an integer", name, "INVALID_TYPE") from None
+    if descriptor.type == FieldDescriptor.TYPE_BOOL:
+        if value not in ("true", "false"):
+            raise invalid(f"{name} must be true or false", name, "INVALID_TYPE")
+        return value == "true"
+    return value
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def endpoint(transcoder: Transcoder, status: int) -> Endpoint:
+    """A binding's endpoint: authenticate, build the request, admit, call,
+    answer; every failure is the one JSON error body."""
+    binding = transcoder.binding
+
+    async def run(request: Request) -> Response:
+        state = request.app.state
+        try:
+            org = await state.authenticator.organization(request.headers.get("authorization"))
+            message = await transcoder.request(request, state.settings.max_body_bytes)
+            call = state.clients.unary(binding.method)
+            async with state.admission.enter(kind_of(request.method, request.url.path), org):
+                reply = await call(message, **options(state, org))
+            return json(transcoder.response(reply), status)
+        except ApiError as error:
+            return error.response()
+        except grpc.aio.AioRpcError as error:
+            failure = api_error(error)
+            named = transcoder.public_field(failure.field)
+            if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with the field
+                failure.message = named + failure.message.removeprefix(failure.field)
+            failure.field = named
+            return failure.response()
+        except Exception:
+            log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
+            return error_response(500, "INTERNAL", "INTERNAL", "internal error")
+
+    return run
+
+
+def options(state: Any, org: str) -> dict[str, Any]:
+    """Keyword arguments for every service call: tenancy and deadline."""
+    return {"metadata": tenancy.metadata(org) + trust.metadata(), "timeout": state.settings.call_timeout}
+
+
+def routes(files: list[FileDescriptor], dialect: Dialect) -> list[Route]:
+    """A route per binding the files declare, spelled as the dialect says."""
+    found = []
+    for binding in bindings(files):
+        spelling = dialect.spelling(binding)
+        found.append(
+            Route(
+                binding.route_path,
+                endpoint(Transcoder(binding, spelling.views), spelling.status),
+                methods=[binding.verb],
+            )
+        )
+    return found

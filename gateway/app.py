@@ -11,32 +11,32 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bxb.catalog.v1 import customers_pb2, taxes_pb2
+from bxb.catalog.v1 import customers_pb2, plans_pb2, taxes_pb2
+from bxb.common.v1 import parked_messages_pb2
+from bxb.invoicing.v1 import calculations_pb2, invoices_pb2
+from bxb.metering.v1 import usage_events_pb2, usage_pb2
+from bxb.payments.v1 import payments_pb2
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.dialects import PUBLIC
 from gateway.errors import error_response
-from gateway.routes import (
-    add_ons,
-    coupons,
-    credit_notes,
-    events,
-    invoices,
-    metrics,
-    parked_messages,
-    plans,
-    price_plans,
-    pricing,
-    subscriptions,
-    test_clocks,
-    usage,
-)
+from gateway.routes import add_ons, coupons, credit_notes, metrics, subscriptions, test_clocks
 from gateway.transcoder import routes as transcoded
 
 # The services whose RPCs are served as the HTTP routes their protos declare.
-TRANSCODED = [customers_pb2.DESCRIPTOR, taxes_pb2.DESCRIPTOR]
+TRANSCODED = [
+    customers_pb2.DESCRIPTOR,
+    taxes_pb2.DESCRIPTOR,
+    plans_pb2.DESCRIPTOR,
+    invoices_pb2.DESCRIPTOR,
+    calculations_pb2.DESCRIPTOR,
+    usage_pb2.DESCRIPTOR,
+    usage_events_pb2.DESCRIPTOR,
+    payments_pb2.DESCRIPTOR,
+    parked_messages_pb2.DESCRIPTOR,
+]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
 
@@ -85,18 +85,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         *metrics.routes,
-        *plans.routes,
-        *price_plans.routes,
         *subscriptions.routes,
         *coupons.routes,
         *add_ons.routes,
         *credit_notes.routes,
         *test_clocks.routes,
-        *events.routes,
-        *invoices.routes,
-        *pricing.routes,
-        *usage.routes,
-        *parked_messages.routes,
         *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(

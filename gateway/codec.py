@@ -48,12 +48,18 @@ class View:
 
     `names` renames proto fields (create_time -> created_at); `aliases` are
     further input spellings of a field (metric_key for code), which may be
-    given instead of it but must agree with it; `copies` are output fields
+    given instead of it but must agree with it (or, with `one_spelling`,
+    may not be given with it); `copies` are output fields
     repeating another (external_id repeats id); `nulls` render empty as
     null; `objects` render unset as their empty object instead of null;
-    `hidden` fields are neither read nor shown; `inline` names a message
-    field whose own fields are spelled at this level; `render` reshapes the
-    finished JSON object (for a shape no declaration above can say).
+    `hidden` fields are neither read nor shown; `inline` names message
+    fields whose own fields are spelled at this level; `wrapped` fields are
+    spelled as a one-key object, null when empty (minimum_commitment_cents
+    as {"amount_cents": 100}); `keyed` repeated (key, value) messages as
+    one object ({"region": ["eu"]}); `enums` respell a field's enum values
+    (the first spelling is shown, any is read);
+    `render` reshapes the finished JSON object (for a shape no declaration
+    above can say).
     """
 
     names: Mapping[str, str] = field(default_factory=dict)
@@ -62,8 +68,11 @@ class View:
     nulls: frozenset[str] = frozenset()
     objects: frozenset[str] = frozenset()
     hidden: frozenset[str] = frozenset()
-    inline: str = ""
-    enums: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    inline: tuple[str, ...] = ()
+    wrapped: Mapping[str, str] = field(default_factory=dict)
+    keyed: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    enums: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
+    one_spelling: bool = False
     render: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
 
     def json_name(self, name: str) -> str:
@@ -82,6 +91,17 @@ def _wrong_type(path: str, kind: str) -> ApiError:
     return invalid(f"{path or 'the body'} must be {kind}", path, "INVALID_TYPE")
 
 
+def conflict(view: View, first: str, second: str, path: str, agree: bool) -> None:
+    """Two spellings of one field were given: refused when they disagree, or
+    whenever the view takes one spelling only."""
+    if view.one_spelling:  # named by the further spelling, the first the field's own
+        first, second = (second, first) if first in view.aliases else (first, second)
+        raise invalid(f"give {first} or {second}, not both", _join(path, second), "CONFLICTING_FIELDS")
+    where = _join(path, second)
+    if not agree:
+        raise invalid(f"{first} and {second} name the same thing and disagree", where)
+
+
 def enum_name(enum: EnumDescriptor, number: int) -> str | None:
     """PLAN_INTERVAL_MONTHLY -> "monthly"; the zero value, or one unknown, -> None."""
     value = enum.values_by_number.get(number)
@@ -98,6 +118,11 @@ def output_only(descriptor: FieldDescriptor) -> bool:
     """Whether the server sets the field (`google.api.field_behavior`): a
     request never names it."""
     return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+
+
+def required(descriptor: FieldDescriptor) -> bool:
+    """Whether a request must give the field (`google.api.field_behavior`)."""
+    return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
 
 
 def is_decimal(descriptor: FieldDescriptor) -> bool:
@@ -121,7 +146,7 @@ class Decoder:
         for proto in descriptor.fields:
             if proto.name in view.hidden or output_only(proto):
                 continue
-            if proto.name == view.inline:
+            if proto.name in view.inline:
                 for name, (path, inner) in self.names(proto.message_type).items():
                     found[name] = (f"{proto.name}.{path}", inner)
                 continue
@@ -144,9 +169,7 @@ class Decoder:
                 continue
             proto_path, descriptor = names[name]
             if proto_path in given:
-                first = given[proto_path]
-                if value[first] != item:
-                    raise invalid(f"{first} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
+                conflict(self.view(message.DESCRIPTOR), given[proto_path], name, path, value[given[proto_path]] == item)
                 continue
             given[proto_path] = name
             *outer, _ = proto_path.split(".")
@@ -156,6 +179,12 @@ class Decoder:
             self.field(target, descriptor, item, where)
 
     def field(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
+        view = self.view(message.DESCRIPTOR)
+        if descriptor.name in view.wrapped:
+            value = self._unwrapped(view.wrapped[descriptor.name], value, path)
+        if descriptor.name in view.keyed:
+            self._keyed(getattr(message, descriptor.name), view.keyed[descriptor.name], value, path)
+            return
         if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
             self._map(message, descriptor, value, path)
         elif descriptor.is_repeated:
@@ -174,6 +203,33 @@ class Decoder:
             self._message(getattr(message, descriptor.name), value, path, message, descriptor)
         else:
             setattr(message, descriptor.name, self.scalar(descriptor, value, path))
+
+    @staticmethod
+    def _unwrapped(inner: str, value: Any, path: str) -> Any:
+        """The value of a field spelled as a one-key object ({"amount_cents": 100})."""
+        if not isinstance(value, dict):
+            raise _wrong_type(path, "an object")
+        for name in value:
+            if name != inner:
+                where = _join(path, name)
+                raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
+        if value.get(inner) is None:
+            where = _join(path, inner)
+            raise invalid(f"{where} is required", where, "MISSING_FIELD")
+        return value[inner]
+
+    def _keyed(self, container: Any, names: tuple[str, str], value: Any, path: str) -> None:
+        """Repeated (key, value) messages given as one JSON object ({"region": ["eu"]})."""
+        if not isinstance(value, dict):
+            raise _wrong_type(path, "an object")
+        key, item = names
+        for name, entry in value.items():
+            added = container.add()
+            setattr(added, key, name)
+            where = _join(path, name)
+            if entry is None:
+                raise invalid(f"{where} is required", where, "MISSING_FIELD")
+            self.field(added, added.DESCRIPTOR.fields_by_name[item], entry, where)
 
     def _message(
         self,
@@ -229,9 +285,10 @@ class Decoder:
             raise _wrong_type(path, "a string")
         spelled = self.view(descriptor.containing_type).enums.get(descriptor.name, {})
         names = {
-            spelled.get(name, name): number
+            spelling: number
             for number in descriptor.enum_type.values_by_number
             if (name := enum_name(descriptor.enum_type, number))
+            for spelling in spelled.get(name, (name,))
         }
         if value not in names:
             raise invalid(f"{path} must be one of: {', '.join(names)}", path, "INVALID_VALUE")
@@ -329,12 +386,17 @@ class Encoder:
             name = descriptor.name
             if name in view.hidden:
                 continue
-            if name == view.inline:
+            if name in view.inline:
                 shown.update(self.message(getattr(message, name)))
                 continue
             value = self.value(message, descriptor, view)
             if name in view.nulls and not value:
                 value = None
+            if name in view.wrapped:
+                value = {view.wrapped[name]: value} if value else None
+            if name in view.keyed:
+                key, item = view.keyed[name]
+                value = {entry[key]: entry[item] for entry in value}
             shown[view.json_name(name)] = value
         for copy, source in view.copies.items():
             shown[copy] = shown[view.json_name(source)]
@@ -360,5 +422,5 @@ class Encoder:
             return self.message(value)
         if descriptor.type == FieldDescriptor.TYPE_ENUM:
             name = enum_name(descriptor.enum_type, value)
-            return view.enums.get(descriptor.name, {}).get(name, name) if name else None
+            return view.enums.get(descriptor.name, {}).get(name, (name,))[0] if name else None
         return value

@@ -9,12 +9,14 @@ route is spelled in its dialect (views, status) comes from gateway/dialects.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
@@ -26,7 +28,6 @@ from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views
-from gateway.dialects import Dialect
 from gateway.errors import ApiError, api_error, error_response, invalid
 from services.common import tenancy, trust
 
@@ -42,13 +43,20 @@ class Transcoder:
         self.encoder = Encoder(views)
         self.request_class = message_class(binding.method.input_type)
         self.response_class = message_class(binding.method.output_type)
+        self.body_required = _body_required(binding, self.request_class.DESCRIPTOR)
 
-    async def request(self, http: Request, max_body: int) -> Message:
+    async def request(self, http: Request, max_body: int, given: set[str] | None = None) -> Message:
+        """The RPC's request from the HTTP one; `given` collects the names
+        the client gave at the top level (errors name a field as given)."""
         binding = self.binding
         request = self.request_class()
         if binding.body:
             raw = await read_body(http, max_body)
+            if not raw.strip() and self.body_required:
+                raise invalid("a JSON body is required", "", "MISSING_BODY")
             parsed = schema.parse_json(raw) if raw.strip() else {}
+            if given is not None and isinstance(parsed, dict):
+                given.update(parsed)
             target = request if binding.body == "*" else getattr(request, binding.body)
             self.decoder.into(target, parsed)
             if binding.body != "*":
@@ -56,30 +64,42 @@ class Transcoder:
         for variable in binding.variables:
             value = schema.refuse_nul(http.path_params[variable.replace(".", "__")], variable)
             _set(request, variable, value)
-        self._query(request, http)
+        self.query(request, http.query_params.multi_items())
+        if given is not None:
+            given.update(http.query_params)
         return request
 
-    def _query(self, request: Message, http: Request) -> None:
+    def query(self, request: Message, params: list[tuple[str, str]]) -> Message:
         """Query parameters fill the request's remaining scalar fields."""
         bound = {*self.binding.variables, self.binding.body}
         names = self.decoder.names(request.DESCRIPTOR)
-        for name, value in http.query_params.multi_items():
+        view = self.decoder.view(request.DESCRIPTOR)
+        seen: dict[str, tuple[str, str]] = {}
+        for name, value in params:
             schema.refuse_nul(value, name)
             found = names.get(name)
-            if found is None or found[0].split(".")[0] in bound or found[1].message_type is not None:
+            stamp = found is not None and found[1].message_type is not None and _is_timestamp(found[1])
+            if found is None or found[0].split(".")[0] in bound or (found[1].message_type is not None and not stamp):
                 raise invalid(f"unknown query parameter {name!r}", name, "UNKNOWN_FIELD")
             path, descriptor = found
+            if path in seen and seen[path][0] != name and not descriptor.is_repeated:
+                codec.conflict(view, seen[path][0], name, "", seen[path][1] == value)
+            seen[path] = (name, value)
             *outer, _ = path.split(".")
             target = request
             for step in outer:
                 target = getattr(target, step)
+            if stamp:
+                getattr(target, descriptor.name).CopyFrom(codec.timestamp(value, name))
+                continue
             item = _from_query(descriptor, value, name)
             if descriptor.is_repeated:
                 getattr(target, descriptor.name).append(self.decoder.scalar(descriptor, item, name))
             else:
                 setattr(target, descriptor.name, self.decoder.scalar(descriptor, item, name))
+        return request
 
-    def public_field(self, path: str) -> str:
+    def public_field(self, path: str, given: Collection[str] = ()) -> str:
         """A field path a service named (`tax.description`), as the client
         spelled it (`description`): the body's field is left out and each
         field takes its dialect's name."""
@@ -88,8 +108,10 @@ class Transcoder:
         descriptor: Descriptor | None = self.request_class.DESCRIPTOR
         segments = path.split(".")
         body = self.binding.body
-        if body not in ("", "*") and segments[0] == body:
-            segments = segments[1:]
+        if body not in ("", "*"):
+            # named from the request (`plan.code`) or, as some services do, from the body (`code`)
+            if segments[0] == body:
+                segments = segments[1:]
             descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
         shown = []
         for segment in segments:
@@ -101,8 +123,15 @@ class Transcoder:
                 continue
             view = self.decoder.view(descriptor)
             descriptor = found.message_type
-            if name != view.inline:
-                shown.append(view.json_name(name) + bracket + rest)
+            spelled = view.json_name(name)
+            if not shown and view.one_spelling:  # a top-level field as the client named it
+                spelled = next(
+                    (alias for alias, aliased in view.aliases.items() if aliased == name and alias in given), spelled
+                )
+            if name in view.wrapped:
+                shown.append(f"{spelled}.{view.wrapped[name]}")
+            elif name not in view.inline:
+                shown.append(spelled + bracket + rest)
         return ".".join(shown)
 
     def response(self, reply: Message) -> dict[str, Any]:
@@ -111,12 +140,27 @@ class Transcoder:
         return self.encoder.message(reply)
 
 
+def _body_required(binding: Binding, request: Descriptor) -> bool:
+    """Whether the body must be given: it fills a field the proto says is
+    required (one a path variable does not fill)."""
+    if binding.body == "":
+        return False
+    if binding.body != "*":
+        return True
+    bound = {variable.split(".")[0] for variable in binding.variables}
+    return any(codec.required(field) for field in request.fields if field.name not in bound)
+
+
 def _set(request: Message, path: str, value: str) -> None:
     *outer, last = path.split(".")
     target = request
     for step in outer:
         target = getattr(target, step)
     setattr(target, last, value)
+
+
+def _is_timestamp(descriptor: FieldDescriptor) -> bool:
+    return descriptor.message_type.full_name == codec.TIMESTAMP
 
 
 def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
@@ -136,25 +180,99 @@ def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def endpoint(transcoder: Transcoder, status: int) -> Endpoint:
-    """A binding's endpoint: authenticate, build the request, admit, call,
-    answer; every failure is the one JSON error body."""
-    binding = transcoder.binding
+@dataclass
+class Exchange:
+    """One request being served: who asks, and the RPC its route calls."""
+
+    http: Request
+    org: str
+    transcoder: Transcoder
+    # The names the client gave at the top level of its body and query.
+    given: set[str] = field(default_factory=set)
+
+    async def call(self, message: Message, method: MethodDescriptor | None = None) -> Any:
+        """Calls the route's RPC (or `method`) once admitted (gateway/admission.py)."""
+        state = self.http.app.state
+        call = state.clients.unary(method or self.transcoder.binding.method)
+        async with self.admitted():
+            return await call(message, **options(state, self.org))
+
+    def admitted(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """A slot of the request's lane, for calls made otherwise."""
+        return self.http.app.state.admission.enter(kind_of(self.http.method, self.http.url.path), self.org)
+
+
+Handler = Callable[[Exchange], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How one route reads and answers: its views and status; `answer`
+    completes the JSON from the request and the reply (what the route echoes
+    or adds); `respond` answers with something else than JSON; `handle`
+    serves the route in its own way (ingestion's per-item batches)."""
+
+    views: Views
+    status: int = 200
+    answer: Callable[[Any, Any, dict[str, Any]], dict[str, Any]] | None = None
+    respond: Callable[[Any], Response] | None = None
+    handle: Callable[[Spelling], Handler] | None = None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The spelling of every route: `views` unless `routes` says otherwise
+    for a route (its verb and template); a create answers 201. `extra`
+    routes serve an RPC under a further template its proto does not name."""
+
+    views: Views
+    routes: Mapping[tuple[str, str], Spelling] = field(default_factory=dict)
+    extra: tuple[tuple[str, str, str], ...] = ()
+
+    def spelling(self, binding: Binding) -> Spelling:
+        declared = self.routes.get((binding.verb, binding.template))
+        if declared is not None:
+            return declared
+        created = binding.verb == "POST" and binding.method.name.startswith("Create")
+        return Spelling(self.views, 201 if created else 200)
+
+
+def transcoded(spelling: Spelling) -> Handler:
+    """The plain route: the request from HTTP, the reply as JSON."""
+
+    async def handle(exchange: Exchange) -> Response:
+        transcoder = exchange.transcoder
+        message = await transcoder.request(
+            exchange.http, exchange.http.app.state.settings.max_body_bytes, exchange.given
+        )
+        reply = await exchange.call(message)
+        if spelling.respond is not None:
+            return spelling.respond(reply)
+        shown = transcoder.response(reply)
+        if spelling.answer is not None:
+            shown = spelling.answer(message, reply, shown)
+        return json(shown, spelling.status)
+
+    return handle
+
+
+def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
+    """A route's endpoint: authenticate, then serve; every failure is the
+    one JSON error body, a service's field named as the client spells it."""
+    handle = (spelling.handle or transcoded)(spelling)
 
     async def run(request: Request) -> Response:
         state = request.app.state
+        exchange = None
         try:
             org = await state.authenticator.organization(request.headers.get("authorization"))
-            message = await transcoder.request(request, state.settings.max_body_bytes)
-            call = state.clients.unary(binding.method)
-            async with state.admission.enter(kind_of(request.method, request.url.path), org):
-                reply = await call(message, **options(state, org))
-            return json(transcoder.response(reply), status)
+            exchange = Exchange(request, org, transcoder)
+            return await handle(exchange)
         except ApiError as error:
             return error.response()
         except grpc.aio.AioRpcError as error:
             failure = api_error(error)
-            named = transcoder.public_field(failure.field)
+            named = transcoder.public_field(failure.field, exchange.given if exchange is not None else ())
             if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with the field
                 failure.message = named + failure.message.removeprefix(failure.field)
             failure.field = named
@@ -172,15 +290,17 @@ def options(state: Any, org: str) -> dict[str, Any]:
 
 
 def routes(files: list[FileDescriptor], dialect: Dialect) -> list[Route]:
-    """A route per binding the files declare, spelled as the dialect says."""
-    found = []
-    for binding in bindings(files):
-        spelling = dialect.spelling(binding)
-        found.append(
-            Route(
-                binding.route_path,
-                endpoint(Transcoder(binding, spelling.views), spelling.status),
-                methods=[binding.verb],
-            )
+    """A route per binding the files declare (and per extra route of the
+    dialect), spelled as the dialect says."""
+    found = list(bindings(files))
+    methods = {binding.method.full_name: binding.method for binding in found}
+    for verb, template, method in dialect.extra:
+        found.append(Binding(methods[method], verb, template, "*", ""))
+    return [
+        Route(
+            binding.route_path,
+            endpoint(Transcoder(binding, (spelling := dialect.spelling(binding)).views), spelling),
+            methods=[binding.verb],
         )
-    return found
+        for binding in found
+    ]

@@ -32,6 +32,9 @@ def path(violation: protovalidate.Violation) -> str:
 SAID = {
     "required": ("is required", "MISSING_FIELD"),
     "string.max_len": ("must be at most {} characters", "INVALID_VALUE"),
+    "string.in": ("must be one of: {}", "INVALID_VALUE"),
+    "enum.defined_only": ("must be one of the enum's values", "INVALID_VALUE"),
+    "repeated.min_items": ("must have at least {} item(s)", "MISSING_FIELD"),
     "repeated.max_items": ("has more than {} items", "TOO_MANY_ITEMS"),
     "map.max_pairs": ("has more than {} keys", "TOO_MANY_ITEMS"),
 }
@@ -43,5 +46,8 @@ def check(request: Message) -> None:
     if violations:
         first = violations[0]
         field = path(first)
-        said, reason = SAID.get(first.proto.rule_id, (first.proto.message, "INVALID_VALUE"))
-        raise InvalidArgument(f"{field} {said.format(first.rule_value)}", field=field, reason=reason)
+        said, reason = SAID.get(first.proto.rule_id, (first.proto.message, "INVALID_ARGUMENT"))
+        value = first.rule_value
+        if isinstance(value, list | tuple) or type(value).__name__.endswith("Container"):
+            value = ", ".join(map(str, value))
+        raise InvalidArgument(f"{field} {said.format(value)}", field=field, reason=reason)

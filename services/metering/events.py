@@ -141,10 +141,11 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         now = utcnow()
         received = to_proto(now)
         # A call may only report refusals (a batch the gateway refused whole).
+        # Each result names its event's fields as the event's own (`value`): its index is its place.
         placed = _placed(request.events) if request.events or not request.rejected else []
-        outcomes = [checked(e, where, received) for e, where in placed]
+        outcomes = [checked(e, "", received) for e, _ in placed]
         metrics = await self._metrics(org, [e for e in outcomes if isinstance(e, pb.UsageEvent)])
-        outcomes = [counted(e, where, metrics) for e, (_, where) in zip(outcomes, placed, strict=True)]
+        outcomes = [counted(e, "", metrics) for e in outcomes]
         valid = [e for e in outcomes if isinstance(e, pb.UsageEvent)]
         if request.backfill:
             # What was queued before goes first, so the first accepted copy of a key wins.
@@ -166,8 +167,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             results.append(
                 pb.SubmitResult(transaction_id=sent.transaction_id, outcome=pb.INGEST_OUTCOME_REJECTED, error=outcome)
             )
-            alone = pb.EventError(reason=outcome.reason, field=_unplaced(outcome.field), message=outcome.message)
-            rejected.append(pb.RejectedEvent(event=sent, error=alone))
+            rejected.append(pb.RejectedEvent(event=sent, error=outcome))
         await self.intake.rejections.record(org, rejected, now)
         return pb.SubmitEventsResponse(results=results)
 
@@ -209,7 +209,3 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         rejected, token = pagination.answer(page, found)
         return pb.ListRejectedEventsResponse(rejected_events=rejected, next_page_token=token)
 
-
-def _unplaced(field: str) -> str:
-    """A batch item's field named as in a single event: `events[3].value` -> `value`."""
-    return field.split("].", 1)[1] if field.startswith("events[") else field

@@ -167,7 +167,7 @@ async def test_currency_and_amount_currency_may_agree_but_not_disagree(tenant: T
     assert response.status_code == 400
     error = response.json()["error"]
     assert (error["reason"], error["field"]) == ("INVALID_ARGUMENT", "amount_currency")
-    assert error["message"] == "currency and amount_currency disagree"
+    assert error["message"] == "currency and amount_currency name the same thing and disagree"
     assert (await tenant.http.get(f"/v1/plans/{code}")).status_code == 404
 
 

@@ -175,20 +175,20 @@ class ChargeProperties(_message.Message):
     """PERCENTAGE: greatest rated fee per charged event, a decimal string."""
     @_builtins.property
     def graduated_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
-        """GRADUATED: contiguous tiers, the last one open-ended."""
+        """GRADUATED: contiguous tiers, the last one open-ended; at most 100."""
 
     @_builtins.property
     def volume_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
-        """VOLUME: contiguous tiers, the last one open-ended."""
+        """VOLUME: contiguous tiers, the last one open-ended; at most 100."""
 
     @_builtins.property
     def graduated_percentage_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedPercentageRange]:
-        """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount."""
+        """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount; at most 100."""
 
     @_builtins.property
     def grouped_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Any model but FLAT: event properties whose values split the usage into
-        groups, each priced on its own and billed as its own fee line.
+        groups, each priced on its own and billed as its own fee line; at most 20.
         """
 
     def __init__(
@@ -197,22 +197,33 @@ class ChargeProperties(_message.Message):
         amount: _builtins.str = ...,
         graduated_ranges: _abc.Iterable[Global___GraduatedRange] | None = ...,
         volume_ranges: _abc.Iterable[Global___GraduatedRange] | None = ...,
-        package_size: _builtins.int = ...,
-        free_units: _builtins.int = ...,
+        package_size: _builtins.int | None = ...,
+        free_units: _builtins.int | None = ...,
         rate: _builtins.str = ...,
         fixed_amount: _builtins.str = ...,
-        free_units_per_events: _builtins.int = ...,
+        free_units_per_events: _builtins.int | None = ...,
         free_units_per_total_aggregation: _builtins.str = ...,
         per_transaction_min_amount: _builtins.str = ...,
         per_transaction_max_amount: _builtins.str = ...,
         graduated_percentage_ranges: _abc.Iterable[Global___GraduatedPercentageRange] | None = ...,
         grouped_by: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_free_units", b"_free_units", "_free_units_per_events", b"_free_units_per_events", "_package_size", b"_package_size", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "package_size", b"package_size"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "fixed_amount", b"fixed_amount", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "free_units_per_total_aggregation", b"free_units_per_total_aggregation", "graduated_percentage_ranges", b"graduated_percentage_ranges", "graduated_ranges", b"graduated_ranges", "grouped_by", b"grouped_by", "package_size", b"package_size", "per_transaction_max_amount", b"per_transaction_max_amount", "per_transaction_min_amount", b"per_transaction_min_amount", "rate", b"rate", "volume_ranges", b"volume_ranges"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_free_units", b"_free_units", "_free_units_per_events", b"_free_units_per_events", "_package_size", b"_package_size", "amount", b"amount", "fixed_amount", b"fixed_amount", "free_units", b"free_units", "free_units_per_events", b"free_units_per_events", "free_units_per_total_aggregation", b"free_units_per_total_aggregation", "graduated_percentage_ranges", b"graduated_percentage_ranges", "graduated_ranges", b"graduated_ranges", "grouped_by", b"grouped_by", "package_size", b"package_size", "per_transaction_max_amount", b"per_transaction_max_amount", "per_transaction_min_amount", b"per_transaction_min_amount", "rate", b"rate", "volume_ranges", b"volume_ranges"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__free_units: _TypeAlias = _typing.Literal["free_units"]  # noqa: Y015
+    _WhichOneofArgType__free_units: _TypeAlias = _typing.Literal["_free_units", b"_free_units"]  # noqa: Y015
+    _WhichOneofReturnType__free_units_per_events: _TypeAlias = _typing.Literal["free_units_per_events"]  # noqa: Y015
+    _WhichOneofArgType__free_units_per_events: _TypeAlias = _typing.Literal["_free_units_per_events", b"_free_units_per_events"]  # noqa: Y015
+    _WhichOneofReturnType__package_size: _TypeAlias = _typing.Literal["package_size"]  # noqa: Y015
+    _WhichOneofArgType__package_size: _TypeAlias = _typing.Literal["_package_size", b"_package_size"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__free_units) -> _WhichOneofReturnType__free_units | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__free_units_per_events) -> _WhichOneofReturnType__free_units_per_events | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__package_size) -> _WhichOneofReturnType__package_size | None: ...
 
 Global___ChargeProperties: _TypeAlias = ChargeProperties  # noqa: Y015
 
@@ -290,7 +301,8 @@ class Charge(_message.Message):
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChargeFilter]:
         """Prices for events whose properties match a filter. An event matching
-        several filters is priced by the most specific one (the most keys).
+        several filters is priced by the most specific one (the most keys); at
+        most 100.
         """
 
     def __init__(
@@ -384,7 +396,7 @@ class Plan(_message.Message):
     amount_cents: _builtins.int
     """Base fee per interval in the currency's minor units."""
     currency: _builtins.str
-    """ISO 4217 currency code, for example "USD"."""
+    """ISO 4217 currency code, for example "USD"; USD when empty."""
     description: _builtins.str
     """Optional longer description."""
     pay_in_advance: _builtins.bool
@@ -392,14 +404,14 @@ class Plan(_message.Message):
     at its end, with the usage).
     """
     trial_period_days: _builtins.int
-    """Days of free trial at the start of a subscription."""
+    """Days of free trial at the start of a subscription, at most 3650."""
     minimum_commitment_cents: _builtins.int
     """Least total of the base fee and charges per full period, in minor units:
     a lower total is topped up by a commitment fee.
     """
     @_builtins.property
     def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charge]:
-        """Usage charges."""
+        """Usage charges, at most 100."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -414,7 +426,8 @@ class Plan(_message.Message):
     @_builtins.property
     def usage_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageThreshold]:
         """Progressive billing: usage amounts within a period that, once reached,
-        bill the period so far at once (the period-end invoice deducts it).
+        bill the period so far at once (the period-end invoice deducts it); at
+        most 50.
         """
 
     def __init__(

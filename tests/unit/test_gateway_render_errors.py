@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bxb.catalog.v1 import plans_pb2 as pb
 from gateway import render
-from gateway.errors import ApiError, error_response, invalid
+from gateway.errors import ApiError, body_path, error_response, invalid
 
 
 def test_time_renders_set_timestamps_as_rfc3339_utc():
@@ -107,3 +107,16 @@ def test_invalid_is_a_400_invalid_argument():
         "reason": "INVALID_ARGUMENT",
         "message": "bad",
     }
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plan.charges[1].billable_metric_code", "charges[1].billable_metric_code"),
+        ("add_on.name must be at most 200 characters", "name must be at most 200 characters"),
+        ("customer_id value is required", "customer_id value is required"),  # a top-level field stays
+        ("planet", "planet"),
+    ],
+)
+def test_a_field_of_a_wrapped_resource_is_named_as_the_body_names_it(text, expected):
+    assert body_path(text) == expected

@@ -192,7 +192,7 @@ def _package(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProp
         )
     _at_least(props.package_size, 1, f"{where}.package_size")
     _at_least(props.free_units, 0, f"{where}.free_units")
-    return pb.ChargeProperties(amount=amount, package_size=props.package_size, free_units=props.free_units)
+    return pb.ChargeProperties(amount=amount, package_size=props.package_size, free_units=props.free_units or None)
 
 
 def _percentage(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeProperties:
@@ -208,7 +208,7 @@ def _percentage(props: pb.ChargeProperties, where: str, name: str) -> pb.ChargeP
     return pb.ChargeProperties(
         rate=rate,
         fixed_amount=_optional(props.fixed_amount, f"{where}.fixed_amount"),
-        free_units_per_events=props.free_units_per_events,
+        free_units_per_events=props.free_units_per_events or None,
         free_units_per_total_aggregation=_optional(
             props.free_units_per_total_aggregation, f"{where}.free_units_per_total_aggregation"
         ),

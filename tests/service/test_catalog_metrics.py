@@ -55,10 +55,10 @@ def violation(error: grpc.aio.AioRpcError) -> error_details_pb2.BadRequest.Field
     raise AssertionError("no BadRequest detail")
 
 
-def assert_invalid(error: grpc.aio.AioRpcError, field: str) -> None:
+def assert_invalid(error: grpc.aio.AioRpcError, field: str, reason: str = "INVALID_ARGUMENT") -> None:
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     info = error_info(error)
-    assert (info.reason, info.domain, info.metadata["field"]) == ("INVALID_ARGUMENT", "bxb.dev", field)
+    assert (info.reason, info.domain, info.metadata["field"]) == (reason, "bxb.dev", field)
     assert (violation(error).field, violation(error).description) == (field, error.details())
 
 
@@ -100,27 +100,30 @@ async def test_aggregations_over_a_property_need_a_field_name(metrics: Metrics, 
 
 # Unset, the catalog refuses it; a value no AggregationType has, the proto's rule (enum.defined_only).
 @pytest.mark.parametrize(
-    ("aggregation", "field"),
-    [(pb.AGGREGATION_TYPE_UNSPECIFIED, "aggregation_type"), (42, "billable_metric.aggregation_type")],
+    ("aggregation", "field", "reason"),
+    [
+        (pb.AGGREGATION_TYPE_UNSPECIFIED, "aggregation_type", "INVALID_ARGUMENT"),
+        (42, "billable_metric.aggregation_type", "INVALID_VALUE"),
+    ],
 )
-async def test_aggregation_type_is_required(metrics: Metrics, aggregation, field):
+async def test_aggregation_type_is_required(metrics: Metrics, aggregation, field, reason):
     error = await metrics.rejected(code="m", aggregation_type=aggregation, field_name="x")
-    assert_invalid(error, field)
+    assert_invalid(error, field, reason)
 
 
 # Required and at most 100 characters: the proto's rules; the characters: the catalog's.
 @pytest.mark.parametrize(
-    ("code", "field", "message"),
+    ("code", "field", "message", "reason"),
     [
-        ("", "billable_metric.code", "billable_metric.code value is required"),
-        ("has space", "code", "code must be 1-100 letters, digits"),
-        ("_leading", "code", "code must be 1-100 letters, digits"),
-        ("x" * 101, "billable_metric.code", "billable_metric.code must be at most 100 characters"),
+        ("", "billable_metric.code", "billable_metric.code is required", "MISSING_FIELD"),
+        ("has space", "code", "code must be 1-100 letters, digits", "INVALID_ARGUMENT"),
+        ("_leading", "code", "code must be 1-100 letters, digits", "INVALID_ARGUMENT"),
+        ("x" * 101, "billable_metric.code", "billable_metric.code must be at most 100 characters", "INVALID_VALUE"),
     ],
 )
-async def test_bad_codes_are_rejected(metrics: Metrics, code, field, message):
+async def test_bad_codes_are_rejected(metrics: Metrics, code, field, message, reason):
     error = await metrics.rejected(code=code, aggregation_type=pb.AGGREGATION_TYPE_COUNT)
-    assert_invalid(error, field)
+    assert_invalid(error, field, reason)
     assert error.details().startswith(message)
 
 
@@ -134,7 +137,7 @@ async def test_bad_codes_are_rejected(metrics: Metrics, code, field, message):
 )
 async def test_overlong_texts_are_rejected(metrics: Metrics, fields, field):
     error = await metrics.rejected(**{"code": "m", "aggregation_type": pb.AGGREGATION_TYPE_COUNT, **fields})
-    assert_invalid(error, field)
+    assert_invalid(error, field, "INVALID_VALUE")
 
 
 async def test_a_duplicate_code_is_already_exists_and_keeps_the_first(metrics: Metrics):

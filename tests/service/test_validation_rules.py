@@ -89,7 +89,11 @@ async def refused_field(stack: Stack, tenant: Tenant, service: str, stub_class, 
 
 
 def charge(code: str) -> plans_pb2.Charge:
-    return plans_pb2.Charge(billable_metric_code=code, charge_model=plans_pb2.CHARGE_MODEL_STANDARD)
+    return plans_pb2.Charge(
+        billable_metric_code=code,
+        charge_model=plans_pb2.CHARGE_MODEL_STANDARD,
+        properties=plans_pb2.ChargeProperties(amount="1"),
+    )
 
 
 # One request per kind of rule and service: a length, a repeated field's size,
@@ -244,5 +248,5 @@ async def test_a_batch_of_events_is_checked_event_by_event_not_as_a_whole(stack:
         )
     assert [(r.outcome, r.error.field) for r in reply.results] == [
         (usage_events_pb2.INGEST_OUTCOME_QUEUED, ""),
-        (usage_events_pb2.INGEST_OUTCOME_REJECTED, "events[1].code"),
+        (usage_events_pb2.INGEST_OUTCOME_REJECTED, "code"),  # named within its event, which its place names
     ]

@@ -226,7 +226,8 @@ def test_the_other_terms_are_kept():
 @pytest.mark.parametrize("model", [STANDARD, PACKAGE])
 def test_only_a_flat_charge_can_be_paid_in_advance(model):
     given = pb.Charge(
-        charge_model=model, properties=pb.ChargeProperties(amount="1", package_size=1 if model == PACKAGE else 0)
+        charge_model=model,
+        properties=pb.ChargeProperties(amount="1", package_size=1 if model == PACKAGE else None),
     )
     given.pay_in_advance = True
     error = refusal(given)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from gateway.routes.invoices import fee_json, invoice_json
+from gateway.codec import Encoder
+from gateway.dialects import BXB
 from services.common.timestamps import to_proto
 
+# Invoices and fees as the bxb dialect shows them.
+fee_json = invoice_json = Encoder(BXB).message
 START, END = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 16, tzinfo=UTC)
 
 

@@ -16,6 +16,7 @@ from bxb.common.v1 import parked_messages_pb2
 from bxb.invoicing.v1 import calculations_pb2, invoices_pb2
 from bxb.metering.v1 import usage_events_pb2, usage_pb2
 from bxb.payments.v1 import payments_pb2
+from gateway import docs
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
@@ -24,6 +25,7 @@ from gateway.dialects import PUBLIC
 from gateway.errors import error_response
 from gateway.routes import add_ons, coupons, credit_notes, metrics, subscriptions, test_clocks
 from gateway.transcoder import routes as transcoded
+from gateway.transcoder import served
 
 # The services whose RPCs are served as the HTTP routes their protos declare.
 TRANSCODED = [
@@ -93,5 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(
-        routes=one_route_per_path(routes), lifespan=lifespan, exception_handlers={HTTPException: http_error}
+        routes=[*one_route_per_path(routes), *docs.routes(served(TRANSCODED, PUBLIC))],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error},
     )

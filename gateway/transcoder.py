@@ -289,18 +289,19 @@ def options(state: Any, org: str) -> dict[str, Any]:
     return {"metadata": tenancy.metadata(org) + trust.metadata(), "timeout": state.settings.call_timeout}
 
 
-def routes(files: list[FileDescriptor], dialect: Dialect) -> list[Route]:
-    """A route per binding the files declare (and per extra route of the
-    dialect), spelled as the dialect says."""
+def served(files: list[FileDescriptor], dialect: Dialect) -> list[tuple[Binding, Spelling]]:
+    """Every route the files declare (and every extra route of the
+    dialect), with the spelling the dialect gives it."""
     found = list(bindings(files))
     methods = {binding.method.full_name: binding.method for binding in found}
     for verb, template, method in dialect.extra:
         found.append(Binding(methods[method], verb, template, "*", ""))
+    return [(binding, dialect.spelling(binding)) for binding in found]
+
+
+def routes(files: list[FileDescriptor], dialect: Dialect) -> list[Route]:
+    """A Starlette route per route served."""
     return [
-        Route(
-            binding.route_path,
-            endpoint(Transcoder(binding, (spelling := dialect.spelling(binding)).views), spelling),
-            methods=[binding.verb],
-        )
-        for binding in found
+        Route(binding.route_path, endpoint(Transcoder(binding, spelling.views), spelling), methods=[binding.verb])
+        for binding, spelling in served(files, dialect)
     ]

@@ -11,7 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bxb.catalog.v1 import customers_pb2, taxes_pb2
+from bxb.catalog.v1 import customers_pb2, taxes_pb2, test_clocks_pb2
+from bxb.invoicing.v1 import credit_notes_pb2
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
@@ -21,7 +22,6 @@ from gateway.errors import error_response
 from gateway.routes import (
     add_ons,
     coupons,
-    credit_notes,
     events,
     invoices,
     metrics,
@@ -30,13 +30,17 @@ from gateway.routes import (
     price_plans,
     pricing,
     subscriptions,
-    test_clocks,
     usage,
 )
 from gateway.transcoder import routes as transcoded
 
 # The services whose RPCs are served as the HTTP routes their protos declare.
-TRANSCODED = [customers_pb2.DESCRIPTOR, taxes_pb2.DESCRIPTOR]
+TRANSCODED = [
+    customers_pb2.DESCRIPTOR,
+    taxes_pb2.DESCRIPTOR,
+    test_clocks_pb2.DESCRIPTOR,
+    credit_notes_pb2.DESCRIPTOR,
+]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
 
@@ -90,8 +94,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *subscriptions.routes,
         *coupons.routes,
         *add_ons.routes,
-        *credit_notes.routes,
-        *test_clocks.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,

@@ -113,13 +113,16 @@ class Decoder:
     def view(self, descriptor: Descriptor) -> View:
         return self.views.get(descriptor.full_name, PLAIN)
 
-    def names(self, descriptor: Descriptor) -> dict[str, tuple[str, FieldDescriptor]]:
+    def names(
+        self, descriptor: Descriptor, bound: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[str, FieldDescriptor]]:
         """Every JSON spelling a message reads, to (proto path, field); an
-        inlined field's own fields are read at this level."""
+        inlined field's own fields are read at this level; `bound` fields
+        (a path's variables) are not."""
         view = self.view(descriptor)
         found: dict[str, tuple[str, FieldDescriptor]] = {}
         for proto in descriptor.fields:
-            if proto.name in view.hidden or output_only(proto):
+            if proto.name in view.hidden or proto.name in bound or output_only(proto):
                 continue
             if proto.name == view.inline:
                 for name, (path, inner) in self.names(proto.message_type).items():
@@ -130,11 +133,12 @@ class Decoder:
             found[alias] = found[view.json_name(name)]
         return found
 
-    def into(self, message: Message, value: Any, path: str = "") -> None:
-        """Fills `message` from a JSON object; `path` names it in errors."""
+    def into(self, message: Message, value: Any, path: str = "", bound: frozenset[str] = frozenset()) -> None:
+        """Fills `message` from a JSON object; `path` names it in errors;
+        `bound` fields are not read (see names)."""
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
-        names = self.names(message.DESCRIPTOR)
+        names = self.names(message.DESCRIPTOR, bound)
         given: dict[str, str] = {}
         for name, item in value.items():
             where = _join(path, name)
@@ -224,15 +228,19 @@ class Decoder:
             return integer(value, INTEGERS[kind], path)
         raise _wrong_type(path, "a supported value")  # pragma: no cover - the protos use no other scalar
 
-    def _enum(self, descriptor: FieldDescriptor, value: Any, path: str) -> int:
-        if not isinstance(value, str):
-            raise _wrong_type(path, "a string")
+    def enum_names(self, descriptor: FieldDescriptor) -> dict[str, int]:
+        """The names an enum field reads, to their numbers (the zero value has none)."""
         spelled = self.view(descriptor.containing_type).enums.get(descriptor.name, {})
-        names = {
+        return {
             spelled.get(name, name): number
             for number in descriptor.enum_type.values_by_number
             if (name := enum_name(descriptor.enum_type, number))
         }
+
+    def _enum(self, descriptor: FieldDescriptor, value: Any, path: str) -> int:
+        if not isinstance(value, str):
+            raise _wrong_type(path, "a string")
+        names = self.enum_names(descriptor)
         if value not in names:
             raise invalid(f"{path} must be one of: {', '.join(names)}", path, "INVALID_VALUE")
         return names[value]

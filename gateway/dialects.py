@@ -28,6 +28,11 @@ BXB: Views = {
     ),
     "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id"})),
     "bxb.catalog.v1.CreateCustomerRequest": View(inline="customer"),
+    "bxb.catalog.v1.TestClock": CREATED,
+    "bxb.catalog.v1.AdvanceTestClockResponse": View(inline="test_clock"),
+    "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
+    # A service's errors name the request's `kind` as such.
+    "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
 }
 
 

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from buf.validate import validate_pb2
 from gateway import codec, schema
 from gateway.admission import kind_of
 from gateway.bindings import Binding, bindings
@@ -42,15 +43,20 @@ class Transcoder:
         self.encoder = Encoder(views)
         self.request_class = message_class(binding.method.input_type)
         self.response_class = message_class(binding.method.output_type)
+        self.bound = frozenset(variable.split(".")[0] for variable in binding.variables)
 
     async def request(self, http: Request, max_body: int) -> Message:
         binding = self.binding
         request = self.request_class()
         if binding.body:
             raw = await read_body(http, max_body)
-            parsed = schema.parse_json(raw) if raw.strip() else {}
-            target = request if binding.body == "*" else getattr(request, binding.body)
-            self.decoder.into(target, parsed)
+            if not raw.strip():
+                raise invalid("a JSON body is required", "", "MISSING_BODY")
+            parsed = schema.parse_json(raw)
+            whole = binding.body == "*"
+            target = request if whole else getattr(request, binding.body)
+            # `*` is every field the path does not bind.
+            self.decoder.into(target, parsed, bound=self.bound if whole else frozenset())
             if binding.body != "*":
                 target.SetInParent()
         for variable in binding.variables:
@@ -110,6 +116,53 @@ class Transcoder:
             return self.encoder.message(getattr(reply, self.binding.response_body))
         return self.encoder.message(reply)
 
+    def spec(self) -> schema.Spec | None:
+        """What the binding's body reads, as a schema.Spec: for tools that
+        describe the API (and its tests)."""
+        body = self.binding.body
+        if not body:
+            return None
+        if body == "*":
+            return describe(self.decoder, self.request_class.DESCRIPTOR, self.bound)
+        return describe(self.decoder, self.request_class.DESCRIPTOR.fields_by_name[body].message_type)
+
+
+def describe(decoder: Decoder, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> schema.Spec:
+    """A message's JSON as a schema.Spec: its spellings, types, enum names
+    and the limits its `buf.validate` rules set."""
+    return schema.obj(
+        {name: _described(decoder, field) for name, (_, field) in decoder.names(descriptor, bound).items()}
+    )
+
+
+def _described(decoder: Decoder, field: FieldDescriptor) -> schema.Spec:
+    rules = field.GetOptions().Extensions[validate_pb2.field]
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value = field.message_type.fields_by_name["value"]
+        return schema.mapping(_item(decoder, value, rules.map.values), max_items=rules.map.max_pairs)
+    if field.is_repeated:
+        items = _item(decoder, field, rules.repeated.items)
+        return schema.array(items, required=rules.required, max_items=rules.repeated.max_items)
+    spec = _item(decoder, field, rules)
+    spec.required = rules.required
+    return spec
+
+
+def _item(decoder: Decoder, field: FieldDescriptor, rules: validate_pb2.FieldRules) -> schema.Spec:
+    if field.message_type is not None:
+        if field.message_type.full_name == codec.TIMESTAMP:
+            return schema.Spec("timestamp")
+        return describe(decoder, field.message_type)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return schema.string(choices=tuple(decoder.enum_names(field)))
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return schema.Spec("boolean")
+    if field.type in codec.INTEGERS:
+        return schema.Spec("integer", bits=codec.INTEGERS[field.type])
+    if codec.is_decimal(field):
+        return schema.Spec("decimal")
+    return schema.string(max_length=rules.string.max_len)
+
 
 def _set(request: Message, path: str, value: str) -> None:
     *outer, last = path.split(".")
@@ -163,6 +216,7 @@ def endpoint(transcoder: Transcoder, status: int) -> Endpoint:
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
             return error_response(500, "INTERNAL", "INTERNAL", "internal error")
 
+    run.spec = transcoder.spec()  # what the route reads, for tools that describe the API (and its tests)
     return run
 
 

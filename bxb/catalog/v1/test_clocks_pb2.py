@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bxb/catalog/v1/test_clocks.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\tTestClock\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"G\n\x16\x43reateTestClockRequest\x12-\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\"!\n\x13GetTestClockRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x15ListTestClocksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x16ListTestClocksResponse\x12.\n\x0btest_clocks\x18\x01 \x03(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x17\x41\x64vanceTestClockRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0b\x66rozen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"c\n\x18\x41\x64vanceTestClockResponse\x12-\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x18\n\x10invoices_created\x18\x02 \x01(\x05\x32\x80\x03\n\x10TestClockService\x12T\n\x0f\x43reateTestClock\x12&.bxb.catalog.v1.CreateTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\x12N\n\x0cGetTestClock\x12#.bxb.catalog.v1.GetTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\x12_\n\x0eListTestClocks\x12%.bxb.catalog.v1.ListTestClocksRequest\x1a&.bxb.catalog.v1.ListTestClocksResponse\x12\x65\n\x10\x41\x64vanceTestClock\x12\'.bxb.catalog.v1.AdvanceTestClockRequest\x1a(.bxb.catalog.v1.AdvanceTestClockResponseB\xa3\x01\n\x12\x63om.bxb.catalog.v1B\x0fTestClocksProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bxb/catalog/v1/test_clocks.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\tTestClock\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12;\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"S\n\x16\x43reateTestClockRequest\x12\x39\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClockB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"/\n\x13GetTestClockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\">\n\x15ListTestClocksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x16ListTestClocksResponse\x12.\n\x0btest_clocks\x18\x01 \x03(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x17\x41\x64vanceTestClockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\x12;\n\x0b\x66rozen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"c\n\x18\x41\x64vanceTestClockResponse\x12-\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x18\n\x10invoices_created\x18\x02 \x01(\x05\x32\x86\x04\n\x10TestClockService\x12y\n\x0f\x43reateTestClock\x12&.bxb.catalog.v1.CreateTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"#\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/test_clocks:\ntest_clock\x12l\n\x0cGetTestClock\x12#.bxb.catalog.v1.GetTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/test_clocks/{id}\x12x\n\x0eListTestClocks\x12%.bxb.catalog.v1.ListTestClocksRequest\x1a&.bxb.catalog.v1.ListTestClocksResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/test_clocks\x12\x8e\x01\n\x10\x41\x64vanceTestClock\x12\'.bxb.catalog.v1.AdvanceTestClockRequest\x1a(.bxb.catalog.v1.AdvanceTestClockResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/test_clocks/{id}/advance:\x01*B\xa3\x01\n\x12\x63om.bxb.catalog.v1B\x0fTestClocksProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,20 +36,44 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.test_clocks_
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\017TestClocksProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_TESTCLOCK']._serialized_start=86
-  _globals['_TESTCLOCK']._serialized_end=221
-  _globals['_CREATETESTCLOCKREQUEST']._serialized_start=223
-  _globals['_CREATETESTCLOCKREQUEST']._serialized_end=294
-  _globals['_GETTESTCLOCKREQUEST']._serialized_start=296
-  _globals['_GETTESTCLOCKREQUEST']._serialized_end=329
-  _globals['_LISTTESTCLOCKSREQUEST']._serialized_start=331
-  _globals['_LISTTESTCLOCKSREQUEST']._serialized_end=393
-  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_start=395
-  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_end=492
-  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_start=494
-  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_end=580
-  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_start=582
-  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_end=681
-  _globals['_TESTCLOCKSERVICE']._serialized_start=684
-  _globals['_TESTCLOCKSERVICE']._serialized_end=1068
+  _globals['_TESTCLOCK'].fields_by_name['id']._loaded_options = None
+  _globals['_TESTCLOCK'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_TESTCLOCK'].fields_by_name['name']._loaded_options = None
+  _globals['_TESTCLOCK'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_TESTCLOCK'].fields_by_name['frozen_time']._loaded_options = None
+  _globals['_TESTCLOCK'].fields_by_name['frozen_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_TESTCLOCK'].fields_by_name['create_time']._loaded_options = None
+  _globals['_TESTCLOCK'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETESTCLOCKREQUEST'].fields_by_name['test_clock']._loaded_options = None
+  _globals['_CREATETESTCLOCKREQUEST'].fields_by_name['test_clock']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_GETTESTCLOCKREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETTESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['frozen_time']._loaded_options = None
+  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['frozen_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['CreateTestClock']._loaded_options = None
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['CreateTestClock']._serialized_options = b'\202\323\344\223\002\035\"\017/v1/test_clocks:\ntest_clock'
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['GetTestClock']._loaded_options = None
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['GetTestClock']._serialized_options = b'\202\323\344\223\002\026\022\024/v1/test_clocks/{id}'
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['ListTestClocks']._loaded_options = None
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['ListTestClocks']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/test_clocks'
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['AdvanceTestClock']._loaded_options = None
+  _globals['_TESTCLOCKSERVICE'].methods_by_name['AdvanceTestClock']._serialized_options = b'\202\323\344\223\002!\"\034/v1/test_clocks/{id}/advance:\001*'
+  _globals['_TESTCLOCK']._serialized_start=178
+  _globals['_TESTCLOCK']._serialized_end=347
+  _globals['_CREATETESTCLOCKREQUEST']._serialized_start=349
+  _globals['_CREATETESTCLOCKREQUEST']._serialized_end=432
+  _globals['_GETTESTCLOCKREQUEST']._serialized_start=434
+  _globals['_GETTESTCLOCKREQUEST']._serialized_end=481
+  _globals['_LISTTESTCLOCKSREQUEST']._serialized_start=483
+  _globals['_LISTTESTCLOCKSREQUEST']._serialized_end=545
+  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_start=547
+  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_end=644
+  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_start=646
+  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_end=758
+  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_start=760
+  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_end=859
+  _globals['_TESTCLOCKSERVICE']._serialized_start=862
+  _globals['_TESTCLOCKSERVICE']._serialized_end=1380
 # @@protoc_insertion_point(module_scope)

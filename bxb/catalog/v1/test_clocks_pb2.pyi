@@ -39,7 +39,7 @@ class TestClock(_message.Message):
     """Display name."""
     @_builtins.property
     def frozen_time(self) -> _timestamp_pb2.Timestamp:
-        """The clock's current time."""
+        """The clock's current time; AdvanceTestClock moves it."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:

@@ -49,7 +49,9 @@ class View:
     `names` renames proto fields (create_time -> created_at); `aliases` are
     further input spellings of a field (metric_key for code), which may be
     given instead of it but must agree with it; `copies` are output fields
-    repeating another (external_id repeats id); `nulls` render empty as
+    repeating another (external_id repeats id) or, by a dotted path through
+    the rendered JSON, one of a message field's own (add_on_code repeats
+    add_on.code; null when add_on is); `nulls` render empty as
     null; `objects` render unset as their empty object instead of null;
     `hidden` fields are neither read nor shown; `inline` names a message
     field whose own fields are spelled at this level; `render` reshapes the
@@ -345,7 +347,11 @@ class Encoder:
                 value = None
             shown[view.json_name(name)] = value
         for copy, source in view.copies.items():
-            shown[copy] = shown[view.json_name(source)]
+            first, *rest = source.split(".")
+            value = shown[view.json_name(first)]
+            for key in rest:
+                value = None if value is None else value[key]
+            shown[copy] = value
         return view.render(message, shown) if view.render is not None else shown
 
     def value(self, message: Message, descriptor: FieldDescriptor, view: View = PLAIN) -> Any:

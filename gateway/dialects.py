@@ -9,11 +9,18 @@ no service knows a dialect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import grpc
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+
+from bxb.catalog.v1 import subscriptions_pb2
 from gateway.bindings import Binding
 from gateway.codec import View, Views
+from services.common.errors import error_info
 
 CREATED = View(names={"create_time": "created_at"})
 
@@ -30,18 +37,46 @@ BXB: Views = {
     "bxb.catalog.v1.CreateCustomerRequest": View(inline="customer"),
     "bxb.catalog.v1.TestClock": CREATED,
     "bxb.catalog.v1.AdvanceTestClockResponse": View(inline="test_clock"),
+    "bxb.catalog.v1.AddOn": View(names={"create_time": "created_at", "currency": "amount_currency"}),
+    "bxb.catalog.v1.AppliedAddOn": View(
+        names={"create_time": "created_at", "currency": "amount_currency"}, copies={"add_on_code": "add_on.code"}
+    ),
+    "bxb.catalog.v1.ApplyAddOnRequest": View(
+        names={"currency": "amount_currency"}, aliases={"external_customer_id": "customer_id"}
+    ),
+    "bxb.catalog.v1.Subscription": View(
+        names={
+            "start_time": "start_date",
+            "create_time": "created_at",
+            "terminate_time": "terminated_at",
+            "trial_end_time": "trial_end_date",
+        },
+        nulls=frozenset({"external_id", "previous_subscription_id", "next_subscription_id", "test_clock_id"}),
+        hidden=frozenset({"invoice_grace_period_days"}),
+    ),
+    "bxb.catalog.v1.CreateSubscriptionRequest": View(names={"start_time": "start_date"}),
     "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
     # A service's errors name the request's `kind` as such.
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
 }
 
 
+# A caller of any RPC by its descriptor (Clients.unary).
+Unary = Callable[[MethodDescriptor], Callable[..., Awaitable[Message]]]
+# What a route does after its RPC answered: given a caller of any RPC, the
+# request, the reply and the call's options, the answer and its status (None
+# keeps the route's).
+Then = Callable[[Unary, Any, Any, dict[str, Any]], Awaitable[tuple[Message, int | None]]]
+
+
 @dataclass(frozen=True)
 class Spelling:
-    """How one route reads and answers."""
+    """How one route reads and answers; `then`, for a route whose answer
+    takes more than its RPC."""
 
     views: Views
     status: int = 200
+    then: Then | None = None
 
 
 @dataclass(frozen=True)
@@ -60,4 +95,49 @@ class Dialect:
         return Spelling(self.views, 201 if created else 200)
 
 
-PUBLIC = Dialect(BXB)
+CHANGE_PLAN = subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionService"].methods_by_name[
+    "ChangeSubscriptionPlan"
+]
+
+
+async def change_plan_by_external_id(
+    unary: Unary,
+    request: subscriptions_pb2.CreateSubscriptionRequest,
+    created: subscriptions_pb2.Subscription,
+    options: dict[str, Any],
+) -> tuple[Message, int | None]:
+    """As in Lago, creating a subscription again by its `external_id` on
+    another plan changes its plan (200): CreateSubscription returned the
+    existing one. Whether it is on the plan asked is what its text shows (a
+    plan_id may also name another version of the same plan: SAME_PLAN)."""
+    asked = (
+        created.plan_code == request.plan_code
+        if request.plan_code
+        else request.plan_id
+        in (
+            created.plan_id,
+            created.plan_code,
+        )
+    )
+    if not request.external_id or asked:
+        return created, None
+    change = subscriptions_pb2.ChangeSubscriptionPlanRequest(
+        id=created.id, plan_code=request.plan_code, plan_id=request.plan_id
+    )
+    try:
+        return await unary(CHANGE_PLAN)(change, **options), 200
+    except grpc.aio.AioRpcError as error:
+        info = error_info(error)
+        if info is None or info.reason != "SAME_PLAN":
+            raise
+    return created, None
+
+
+PUBLIC = Dialect(
+    BXB,
+    routes={
+        # Applying an add-on creates its application.
+        ("POST", "/v1/applied_add_ons"): Spelling(BXB, 201),
+        ("POST", "/v1/subscriptions"): Spelling(BXB, 201, then=change_plan_by_external_id),
+    },
+)

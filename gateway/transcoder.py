@@ -27,7 +27,7 @@ from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views
-from gateway.dialects import Dialect
+from gateway.dialects import Dialect, Spelling
 from gateway.errors import ApiError, api_error, error_response, invalid
 from services.common import tenancy, trust
 
@@ -189,7 +189,7 @@ def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def endpoint(transcoder: Transcoder, status: int) -> Endpoint:
+def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
     """A binding's endpoint: authenticate, build the request, admit, call,
     answer; every failure is the one JSON error body."""
     binding = transcoder.binding
@@ -200,8 +200,13 @@ def endpoint(transcoder: Transcoder, status: int) -> Endpoint:
             org = await state.authenticator.organization(request.headers.get("authorization"))
             message = await transcoder.request(request, state.settings.max_body_bytes)
             call = state.clients.unary(binding.method)
+            given = options(state, org)
+            status = spelling.status
             async with state.admission.enter(kind_of(request.method, request.url.path), org):
-                reply = await call(message, **options(state, org))
+                reply = await call(message, **given)
+                if spelling.then is not None:
+                    reply, then_status = await spelling.then(state.clients.unary, message, reply, given)
+                    status = then_status or status
             return json(transcoder.response(reply), status)
         except ApiError as error:
             return error.response()
@@ -233,7 +238,7 @@ def routes(files: list[FileDescriptor], dialect: Dialect) -> list[Route]:
         found.append(
             Route(
                 binding.route_path,
-                endpoint(Transcoder(binding, spelling.views), spelling.status),
+                endpoint(Transcoder(binding, spelling.views), spelling),
                 methods=[binding.verb],
             )
         )

@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/add_ons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb0\x01\n\x05\x41\x64\x64On\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x11\n\ttax_codes\x18\x07 \x03(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xaf\x01\n\x0c\x41ppliedAddOn\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12%\n\x06\x61\x64\x64_on\x18\x03 \x01(\x0b\x32\x15.bxb.catalog.v1.AddOn\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x12\x43reateAddOnRequest\x12%\n\x06\x61\x64\x64_on\x18\x01 \x01(\x0b\x32\x15.bxb.catalog.v1.AddOn\"\x1f\n\x0fGetAddOnRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\":\n\x11ListAddOnsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListAddOnsResponse\x12&\n\x07\x61\x64\x64_ons\x18\x01 \x03(\x0b\x32\x15.bxb.catalog.v1.AddOn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x11\x41pplyAddOnRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x64\x64_on_code\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\"V\n\x18ListAppliedAddOnsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x19ListAppliedAddOnsResponse\x12\x35\n\x0f\x61pplied_add_ons\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.AppliedAddOn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xaa\x03\n\x0c\x41\x64\x64OnService\x12H\n\x0b\x43reateAddOn\x12\".bxb.catalog.v1.CreateAddOnRequest\x1a\x15.bxb.catalog.v1.AddOn\x12\x42\n\x08GetAddOn\x12\x1f.bxb.catalog.v1.GetAddOnRequest\x1a\x15.bxb.catalog.v1.AddOn\x12S\n\nListAddOns\x12!.bxb.catalog.v1.ListAddOnsRequest\x1a\".bxb.catalog.v1.ListAddOnsResponse\x12M\n\nApplyAddOn\x12!.bxb.catalog.v1.ApplyAddOnRequest\x1a\x1c.bxb.catalog.v1.AppliedAddOn\x12h\n\x11ListAppliedAddOns\x12(.bxb.catalog.v1.ListAppliedAddOnsRequest\x1a).bxb.catalog.v1.ListAppliedAddOnsResponseB\x9f\x01\n\x12\x63om.bxb.catalog.v1B\x0b\x41\x64\x64OnsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/add_ons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x02\n\x05\x41\x64\x64On\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1d\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12!\n\x0c\x61mount_cents\x18\x05 \x01(\x03\x42\x0b\xe2\x41\x01\x02\xbaH\x04\"\x02 \x00\x12\x19\n\x08\x63urrency\x18\x06 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12!\n\ttax_codes\x18\x07 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\n\"\x04r\x02\x18\x64\x12\x35\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xd3\x01\n\x0c\x41ppliedAddOn\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12+\n\x06\x61\x64\x64_on\x18\x03 \x01(\x0b\x32\x15.bxb.catalog.v1.AddOnB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63urrency\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"G\n\x12\x43reateAddOnRequest\x12\x31\n\x06\x61\x64\x64_on\x18\x01 \x01(\x0b\x32\x15.bxb.catalog.v1.AddOnB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"-\n\x0fGetAddOnRequest\x12\x1a\n\x04\x63ode\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\":\n\x11ListAddOnsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"U\n\x12ListAddOnsResponse\x12&\n\x07\x61\x64\x64_ons\x18\x01 \x03(\x0b\x32\x15.bxb.catalog.v1.AddOn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8f\x01\n\x11\x41pplyAddOnRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12#\n\x0b\x61\x64\x64_on_code\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x19\n\x08\x63urrency\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\"V\n\x18ListAppliedAddOnsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"k\n\x19ListAppliedAddOnsResponse\x12\x35\n\x0f\x61pplied_add_ons\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.AppliedAddOn\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xb6\x04\n\x0c\x41\x64\x64OnService\x12\x65\n\x0b\x43reateAddOn\x12\".bxb.catalog.v1.CreateAddOnRequest\x1a\x15.bxb.catalog.v1.AddOn\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/add_ons:\x06\x61\x64\x64_on\x12^\n\x08GetAddOn\x12\x1f.bxb.catalog.v1.GetAddOnRequest\x1a\x15.bxb.catalog.v1.AddOn\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/add_ons/{code}\x12h\n\nListAddOns\x12!.bxb.catalog.v1.ListAddOnsRequest\x1a\".bxb.catalog.v1.ListAddOnsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/add_ons\x12m\n\nApplyAddOn\x12!.bxb.catalog.v1.ApplyAddOnRequest\x1a\x1c.bxb.catalog.v1.AppliedAddOn\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/applied_add_ons:\x01*\x12\x85\x01\n\x11ListAppliedAddOns\x12(.bxb.catalog.v1.ListAppliedAddOnsRequest\x1a).bxb.catalog.v1.ListAppliedAddOnsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/applied_add_onsB\x9f\x01\n\x12\x63om.bxb.catalog.v1B\x0b\x41\x64\x64OnsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +36,72 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.add_ons_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\013AddOnsProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_ADDON']._serialized_start=82
-  _globals['_ADDON']._serialized_end=258
-  _globals['_APPLIEDADDON']._serialized_start=261
-  _globals['_APPLIEDADDON']._serialized_end=436
-  _globals['_CREATEADDONREQUEST']._serialized_start=438
-  _globals['_CREATEADDONREQUEST']._serialized_end=497
-  _globals['_GETADDONREQUEST']._serialized_start=499
-  _globals['_GETADDONREQUEST']._serialized_end=530
-  _globals['_LISTADDONSREQUEST']._serialized_start=532
-  _globals['_LISTADDONSREQUEST']._serialized_end=590
-  _globals['_LISTADDONSRESPONSE']._serialized_start=592
-  _globals['_LISTADDONSRESPONSE']._serialized_end=677
-  _globals['_APPLYADDONREQUEST']._serialized_start=679
-  _globals['_APPLYADDONREQUEST']._serialized_end=780
-  _globals['_LISTAPPLIEDADDONSREQUEST']._serialized_start=782
-  _globals['_LISTAPPLIEDADDONSREQUEST']._serialized_end=868
-  _globals['_LISTAPPLIEDADDONSRESPONSE']._serialized_start=870
-  _globals['_LISTAPPLIEDADDONSRESPONSE']._serialized_end=977
-  _globals['_ADDONSERVICE']._serialized_start=980
-  _globals['_ADDONSERVICE']._serialized_end=1406
+  _globals['_ADDON'].fields_by_name['id']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_ADDON'].fields_by_name['code']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['code']._serialized_options = b'\342A\002\002\005\272H\007r\002\030d\310\001\001'
+  _globals['_ADDON'].fields_by_name['name']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_ADDON'].fields_by_name['description']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
+  _globals['_ADDON'].fields_by_name['amount_cents']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['amount_cents']._serialized_options = b'\342A\001\002\272H\004\"\002 \000'
+  _globals['_ADDON'].fields_by_name['currency']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['currency']._serialized_options = b'\272H\004r\002\030\003'
+  _globals['_ADDON'].fields_by_name['tax_codes']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['tax_codes']._serialized_options = b'\272H\013\222\001\010\020\n\"\004r\002\030d'
+  _globals['_ADDON'].fields_by_name['create_time']._loaded_options = None
+  _globals['_ADDON'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['id']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['add_on']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['add_on']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['amount_cents']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['amount_cents']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['currency']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['currency']._serialized_options = b'\342A\001\003'
+  _globals['_APPLIEDADDON'].fields_by_name['create_time']._loaded_options = None
+  _globals['_APPLIEDADDON'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEADDONREQUEST'].fields_by_name['add_on']._loaded_options = None
+  _globals['_CREATEADDONREQUEST'].fields_by_name['add_on']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_GETADDONREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_GETADDONREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_APPLYADDONREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_APPLYADDONREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_APPLYADDONREQUEST'].fields_by_name['add_on_code']._loaded_options = None
+  _globals['_APPLYADDONREQUEST'].fields_by_name['add_on_code']._serialized_options = b'\342A\001\002\272H\007r\002\030d\310\001\001'
+  _globals['_APPLYADDONREQUEST'].fields_by_name['currency']._loaded_options = None
+  _globals['_APPLYADDONREQUEST'].fields_by_name['currency']._serialized_options = b'\272H\004r\002\030\003'
+  _globals['_ADDONSERVICE'].methods_by_name['CreateAddOn']._loaded_options = None
+  _globals['_ADDONSERVICE'].methods_by_name['CreateAddOn']._serialized_options = b'\202\323\344\223\002\025\"\013/v1/add_ons:\006add_on'
+  _globals['_ADDONSERVICE'].methods_by_name['GetAddOn']._loaded_options = None
+  _globals['_ADDONSERVICE'].methods_by_name['GetAddOn']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/add_ons/{code}'
+  _globals['_ADDONSERVICE'].methods_by_name['ListAddOns']._loaded_options = None
+  _globals['_ADDONSERVICE'].methods_by_name['ListAddOns']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/add_ons'
+  _globals['_ADDONSERVICE'].methods_by_name['ApplyAddOn']._loaded_options = None
+  _globals['_ADDONSERVICE'].methods_by_name['ApplyAddOn']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/applied_add_ons:\001*'
+  _globals['_ADDONSERVICE'].methods_by_name['ListAppliedAddOns']._loaded_options = None
+  _globals['_ADDONSERVICE'].methods_by_name['ListAppliedAddOns']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/applied_add_ons'
+  _globals['_ADDON']._serialized_start=174
+  _globals['_ADDON']._serialized_end=437
+  _globals['_APPLIEDADDON']._serialized_start=440
+  _globals['_APPLIEDADDON']._serialized_end=651
+  _globals['_CREATEADDONREQUEST']._serialized_start=653
+  _globals['_CREATEADDONREQUEST']._serialized_end=724
+  _globals['_GETADDONREQUEST']._serialized_start=726
+  _globals['_GETADDONREQUEST']._serialized_end=771
+  _globals['_LISTADDONSREQUEST']._serialized_start=773
+  _globals['_LISTADDONSREQUEST']._serialized_end=831
+  _globals['_LISTADDONSRESPONSE']._serialized_start=833
+  _globals['_LISTADDONSRESPONSE']._serialized_end=918
+  _globals['_APPLYADDONREQUEST']._serialized_start=921
+  _globals['_APPLYADDONREQUEST']._serialized_end=1064
+  _globals['_LISTAPPLIEDADDONSREQUEST']._serialized_start=1066
+  _globals['_LISTAPPLIEDADDONSREQUEST']._serialized_end=1152
+  _globals['_LISTAPPLIEDADDONSRESPONSE']._serialized_start=1154
+  _globals['_LISTAPPLIEDADDONSRESPONSE']._serialized_end=1261
+  _globals['_ADDONSERVICE']._serialized_start=1264
+  _globals['_ADDONSERVICE']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

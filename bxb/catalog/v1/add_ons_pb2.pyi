@@ -42,9 +42,9 @@ class AddOn(_message.Message):
     description: _builtins.str
     """Free text."""
     amount_cents: _builtins.int
-    """Its price in minor units of `currency`."""
+    """Its price in minor units of `currency`, more than 0."""
     currency: _builtins.str
-    """ISO 4217 currency code."""
+    """ISO 4217 currency code; USD when empty."""
     @_builtins.property
     def tax_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Codes of the taxes its invoices carry; when empty, the customer's or

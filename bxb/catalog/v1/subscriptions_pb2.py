@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/subscriptions.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x04\n\x0cSubscription\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12\x14\n\x0cplan_version\x18\x05 \x01(\x05\x12\x32\n\x06status\x18\x06 \x01(\x0e\x32\".bxb.catalog.v1.SubscriptionStatus\x12\x31\n\x0c\x62illing_time\x18\x07 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x65xternal_id\x18\n \x01(\t\x12\x32\n\x0eterminate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x18previous_subscription_id\x18\x0c \x01(\t\x12\x1c\n\x14next_subscription_id\x18\r \x01(\t\x12\x32\n\x0etrial_end_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rtest_clock_id\x18\x0f \x01(\t\x12!\n\x19invoice_grace_period_days\x18\x10 \x01(\x05\"\x82\x02\n\x19\x43reateSubscriptionRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x0c\x62illing_time\x18\x05 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTime\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\x12\x1e\n\x11trial_period_days\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x14\n\x12_trial_period_days\"$\n\x16GetSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"m\n\x18ListSubscriptionsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rtest_clock_id\x18\x04 \x01(\t\"i\n\x19ListSubscriptionsResponse\x12\x33\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"*\n\x1cTerminateSubscriptionRequest\x12\n\n\x02id\x18\x01 \x01(\t\"O\n\x1d\x43hangeSubscriptionPlanRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t*\x9e\x01\n\x12SubscriptionStatus\x12#\n\x1fSUBSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBSCRIPTION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATUS_ACTIVE\x10\x02\x12\"\n\x1eSUBSCRIPTION_STATUS_TERMINATED\x10\x03*d\n\x0b\x42illingTime\x12\x1c\n\x18\x42ILLING_TIME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_TIME_ANNIVERSARY\x10\x01\x12\x19\n\x15\x42ILLING_TIME_CALENDAR\x10\x02\x32\x83\x04\n\x13SubscriptionService\x12]\n\x12\x43reateSubscription\x12).bxb.catalog.v1.CreateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12W\n\x0fGetSubscription\x12&.bxb.catalog.v1.GetSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12h\n\x11ListSubscriptions\x12(.bxb.catalog.v1.ListSubscriptionsRequest\x1a).bxb.catalog.v1.ListSubscriptionsResponse\x12\x63\n\x15TerminateSubscription\x12,.bxb.catalog.v1.TerminateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\x12\x65\n\x16\x43hangeSubscriptionPlan\x12-.bxb.catalog.v1.ChangeSubscriptionPlanRequest\x1a\x1c.bxb.catalog.v1.SubscriptionB\xa6\x01\n\x12\x63om.bxb.catalog.v1B\x12SubscriptionsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/subscriptions.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x05\n\x0cSubscription\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x15\n\x07plan_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tplan_code\x18\x04 \x01(\tB\x04\xe2\x41\x01\x05\x12\x1a\n\x0cplan_version\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x38\n\x06status\x18\x06 \x01(\x0e\x32\".bxb.catalog.v1.SubscriptionStatusB\x04\xe2\x41\x01\x03\x12\x37\n\x0c\x62illing_time\x18\x07 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTimeB\x04\xe2\x41\x01\x05\x12\x34\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x05\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x65xternal_id\x18\n \x01(\tB\x04\xe2\x41\x01\x05\x12\x38\n\x0eterminate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12&\n\x18previous_subscription_id\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\"\n\x14next_subscription_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x0etrial_end_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1b\n\rtest_clock_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\x12\'\n\x19invoice_grace_period_days\x18\x10 \x01(\x05\x42\x04\xe2\x41\x01\x03\"\xc5\x02\n\x19\x43reateSubscriptionRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x1a\n\tplan_code\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x18\n\x07plan_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x0c\x62illing_time\x18\x05 \x01(\x0e\x32\x1b.bxb.catalog.v1.BillingTimeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1d\n\x0b\x65xternal_id\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12*\n\x11trial_period_days\x18\x07 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc2\x1c(\x00H\x00\x88\x01\x01\x42\x14\n\x12_trial_period_days\"2\n\x16GetSubscriptionRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"m\n\x18ListSubscriptionsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x15\n\rtest_clock_id\x18\x04 \x01(\t\"i\n\x19ListSubscriptionsResponse\x12\x33\n\rsubscriptions\x18\x01 \x03(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"8\n\x1cTerminateSubscriptionRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"o\n\x1d\x43hangeSubscriptionPlanRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\x12\x1a\n\tplan_code\x18\x02 \x01(\tB\x07\xbaH\x04r\x02\x18\x64\x12\x18\n\x07plan_id\x18\x03 \x01(\tB\x07\xbaH\x04r\x02\x18\x64*\x9e\x01\n\x12SubscriptionStatus\x12#\n\x1fSUBSCRIPTION_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1bSUBSCRIPTION_STATUS_PENDING\x10\x01\x12\x1e\n\x1aSUBSCRIPTION_STATUS_ACTIVE\x10\x02\x12\"\n\x1eSUBSCRIPTION_STATUS_TERMINATED\x10\x03*d\n\x0b\x42illingTime\x12\x1c\n\x18\x42ILLING_TIME_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x42ILLING_TIME_ANNIVERSARY\x10\x01\x12\x19\n\x15\x42ILLING_TIME_CALENDAR\x10\x02\x32\xa2\x05\n\x13SubscriptionService\x12{\n\x12\x43reateSubscription\x12).bxb.catalog.v1.CreateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/subscriptions:\x01*\x12w\n\x0fGetSubscription\x12&.bxb.catalog.v1.GetSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/subscriptions/{id}\x12\x83\x01\n\x11ListSubscriptions\x12(.bxb.catalog.v1.ListSubscriptionsRequest\x1a).bxb.catalog.v1.ListSubscriptionsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/subscriptions\x12\x83\x01\n\x15TerminateSubscription\x12,.bxb.catalog.v1.TerminateSubscriptionRequest\x1a\x1c.bxb.catalog.v1.Subscription\"\x1e\x82\xd3\xe4\x93\x02\x18*\x16/v1/subscriptions/{id}\x12\x88\x01\n\x16\x43hangeSubscriptionPlan\x12-.bxb.catalog.v1.ChangeSubscriptionPlanRequest\x1a\x1c.bxb.catalog.v1.Subscription\"!\x82\xd3\xe4\x93\x02\x1b\x1a\x16/v1/subscriptions/{id}:\x01*B\xa6\x01\n\x12\x63om.bxb.catalog.v1B\x12SubscriptionsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,24 +36,88 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.subscription
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\022SubscriptionsProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1285
-  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1443
-  _globals['_BILLINGTIME']._serialized_start=1445
-  _globals['_BILLINGTIME']._serialized_end=1545
-  _globals['_SUBSCRIPTION']._serialized_start=88
-  _globals['_SUBSCRIPTION']._serialized_end=640
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=643
-  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=901
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=903
-  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=939
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=941
-  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1050
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1052
-  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1157
-  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_start=1159
-  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_end=1201
-  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_start=1203
-  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_end=1282
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1548
-  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=2063
+  _globals['_SUBSCRIPTION'].fields_by_name['id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['customer_id']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_id']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_code']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_code']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_version']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['plan_version']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['status']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['billing_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['billing_time']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['start_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['start_time']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['external_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['external_id']._serialized_options = b'\342A\001\005'
+  _globals['_SUBSCRIPTION'].fields_by_name['terminate_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['terminate_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['previous_subscription_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['previous_subscription_id']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['next_subscription_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['next_subscription_id']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['trial_end_time']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['trial_end_time']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['test_clock_id']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['test_clock_id']._serialized_options = b'\342A\001\003'
+  _globals['_SUBSCRIPTION'].fields_by_name['invoice_grace_period_days']._loaded_options = None
+  _globals['_SUBSCRIPTION'].fields_by_name['invoice_grace_period_days']._serialized_options = b'\342A\001\003'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['plan_code']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['plan_code']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['plan_id']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['plan_id']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['billing_time']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['billing_time']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['external_id']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['external_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['trial_period_days']._loaded_options = None
+  _globals['_CREATESUBSCRIPTIONREQUEST'].fields_by_name['trial_period_days']._serialized_options = b'\272H\007\032\005\030\302\034(\000'
+  _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETSUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_TERMINATESUBSCRIPTIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_TERMINATESUBSCRIPTIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['plan_code']._loaded_options = None
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['plan_code']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['plan_id']._loaded_options = None
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST'].fields_by_name['plan_id']._serialized_options = b'\272H\004r\002\030d'
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['CreateSubscription']._loaded_options = None
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['CreateSubscription']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/subscriptions:\001*'
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['GetSubscription']._loaded_options = None
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['GetSubscription']._serialized_options = b'\202\323\344\223\002\030\022\026/v1/subscriptions/{id}'
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['ListSubscriptions']._loaded_options = None
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['ListSubscriptions']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/subscriptions'
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['TerminateSubscription']._loaded_options = None
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['TerminateSubscription']._serialized_options = b'\202\323\344\223\002\030*\026/v1/subscriptions/{id}'
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['ChangeSubscriptionPlan']._loaded_options = None
+  _globals['_SUBSCRIPTIONSERVICE'].methods_by_name['ChangeSubscriptionPlan']._serialized_options = b'\202\323\344\223\002\033\032\026/v1/subscriptions/{id}:\001*'
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_start=1600
+  _globals['_SUBSCRIPTIONSTATUS']._serialized_end=1758
+  _globals['_BILLINGTIME']._serialized_start=1760
+  _globals['_BILLINGTIME']._serialized_end=1860
+  _globals['_SUBSCRIPTION']._serialized_start=180
+  _globals['_SUBSCRIPTION']._serialized_end=828
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_start=831
+  _globals['_CREATESUBSCRIPTIONREQUEST']._serialized_end=1156
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_start=1158
+  _globals['_GETSUBSCRIPTIONREQUEST']._serialized_end=1208
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_start=1210
+  _globals['_LISTSUBSCRIPTIONSREQUEST']._serialized_end=1319
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_start=1321
+  _globals['_LISTSUBSCRIPTIONSRESPONSE']._serialized_end=1426
+  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_start=1428
+  _globals['_TERMINATESUBSCRIPTIONREQUEST']._serialized_end=1484
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_start=1486
+  _globals['_CHANGESUBSCRIPTIONPLANREQUEST']._serialized_end=1597
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_start=1863
+  _globals['_SUBSCRIPTIONSERVICE']._serialized_end=2537
 # @@protoc_insertion_point(module_scope)

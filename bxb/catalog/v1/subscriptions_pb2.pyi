@@ -197,7 +197,7 @@ class CreateSubscriptionRequest(_message.Message):
     """
     trial_period_days: _builtins.int
     """Days of free trial from the start; the plan's trial_period_days when
-    unset, none when 0.
+    unset, none when 0; at most 3650.
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:

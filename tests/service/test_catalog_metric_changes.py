@@ -109,7 +109,7 @@ async def test_a_field_name_next_to_a_value_type_is_refused(catalog: Catalog):
 
 async def test_an_unknown_value_type_is_refused(catalog: Catalog):
     error = await refused(catalog.create(code="calls", aggregation_type=SUM, value_type=7))
-    assert_invalid(error, "value_type")
+    assert_invalid(error, "billable_metric.value_type")  # the proto's rule (enum.defined_only)
 
 
 async def test_count_keeps_neither_a_field_name_nor_a_value_type(catalog: Catalog):

@@ -98,33 +98,38 @@ async def test_aggregations_over_a_property_need_a_field_name(metrics: Metrics, 
     assert (created.aggregation_type, created.field_name) == (aggregation, "value")
 
 
-@pytest.mark.parametrize("aggregation", [pb.AGGREGATION_TYPE_UNSPECIFIED, 42])
-async def test_aggregation_type_is_required(metrics: Metrics, aggregation):
-    error = await metrics.rejected(code="m", aggregation_type=aggregation, field_name="x")
-    assert_invalid(error, "aggregation_type")
-
-
+# Unset, the catalog refuses it; a value no AggregationType has, the proto's rule (enum.defined_only).
 @pytest.mark.parametrize(
-    ("code", "message"),
+    ("aggregation", "field"),
+    [(pb.AGGREGATION_TYPE_UNSPECIFIED, "aggregation_type"), (42, "billable_metric.aggregation_type")],
+)
+async def test_aggregation_type_is_required(metrics: Metrics, aggregation, field):
+    error = await metrics.rejected(code="m", aggregation_type=aggregation, field_name="x")
+    assert_invalid(error, field)
+
+
+# Required and at most 100 characters: the proto's rules; the characters: the catalog's.
+@pytest.mark.parametrize(
+    ("code", "field", "message"),
     [
-        ("", "code is required"),
-        ("has space", "code must be 1-100 letters, digits"),
-        ("_leading", "code must be 1-100 letters, digits"),
-        ("x" * 101, "code must be 1-100 letters, digits"),
+        ("", "billable_metric.code", "billable_metric.code value is required"),
+        ("has space", "code", "code must be 1-100 letters, digits"),
+        ("_leading", "code", "code must be 1-100 letters, digits"),
+        ("x" * 101, "billable_metric.code", "billable_metric.code must be at most 100 characters"),
     ],
 )
-async def test_bad_codes_are_rejected(metrics: Metrics, code, message):
+async def test_bad_codes_are_rejected(metrics: Metrics, code, field, message):
     error = await metrics.rejected(code=code, aggregation_type=pb.AGGREGATION_TYPE_COUNT)
-    assert_invalid(error, "code")
+    assert_invalid(error, field)
     assert error.details().startswith(message)
 
 
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
-        ({"name": "n" * 201}, "name"),
-        ({"description": "d" * 2001}, "description"),
-        ({"aggregation_type": pb.AGGREGATION_TYPE_SUM, "field_name": "f" * 201}, "field_name"),
+        ({"name": "n" * 201}, "billable_metric.name"),
+        ({"description": "d" * 2001}, "billable_metric.description"),
+        ({"aggregation_type": pb.AGGREGATION_TYPE_SUM, "field_name": "f" * 201}, "billable_metric.field_name"),
     ],
 )
 async def test_overlong_texts_are_rejected(metrics: Metrics, fields, field):

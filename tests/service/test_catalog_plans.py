@@ -188,13 +188,13 @@ async def test_an_unknown_metric_names_the_charge(plans: Plans):
 
 async def test_a_charge_without_a_metric_code_is_required(plans: Plans):
     error = await plans.rejected(code="p", charges=[standard("", "1")])
-    assert_invalid(error, "charges[0].billable_metric_code")
-    assert error.details() == "charges[0].billable_metric_code is required"
+    assert_invalid(error, "plan.charges[0].billable_metric_code")  # the proto's rule
+    assert error.details() == "plan.charges[0].billable_metric_code value is required"
 
 
 @pytest.mark.parametrize("interval", [pb.PLAN_INTERVAL_UNSPECIFIED, 17])
 async def test_interval_is_required(plans: Plans, interval):
-    assert_invalid(await plans.rejected(code="p", interval=interval), "interval")
+    assert_invalid(await plans.rejected(code="p", interval=interval), "plan.interval")
 
 
 async def test_amount_cents_must_not_be_negative(plans: Plans):
@@ -207,13 +207,13 @@ async def test_currency_must_be_iso_4217(plans: Plans):
     assert error.details() == "currency 'XYZ' is not an ISO 4217 currency code"
 
 
-@pytest.mark.parametrize(("code", "field"), [("", "code"), ("bad code", "code")])
+@pytest.mark.parametrize(("code", "field"), [("", "plan.code"), ("bad code", "code")])
 async def test_code_is_validated(plans: Plans, code, field):
     assert_invalid(await plans.rejected(code=code), field)
 
 
 @pytest.mark.parametrize(
-    ("fields", "field"), [({"name": "n" * 201}, "name"), ({"description": "d" * 2001}, "description")]
+    ("fields", "field"), [({"name": "n" * 201}, "plan.name"), ({"description": "d" * 2001}, "plan.description")]
 )
 async def test_overlong_texts_are_rejected(plans: Plans, fields, field):
     assert_invalid(await plans.rejected(code="p", **fields), field)
@@ -222,7 +222,7 @@ async def test_overlong_texts_are_rejected(plans: Plans, fields, field):
 async def test_a_plan_has_at_most_max_charges(plans: Plans):
     await plans.metric("m")
     error = await plans.rejected(code="p", charges=[standard("m", "1")] * (MAX_CHARGES + 1))
-    assert_invalid(error, "charges")
+    assert_invalid(error, "plan.charges")
     plan = await plans.create(code="p", charges=[standard("m", "1")] * MAX_CHARGES)
     assert len(plan.charges) == MAX_CHARGES
     assert len({c.id for c in plan.charges}) == MAX_CHARGES
@@ -231,7 +231,7 @@ async def test_a_plan_has_at_most_max_charges(plans: Plans):
 @pytest.mark.parametrize(
     ("charge", "field"),
     [
-        (pb.Charge(billable_metric_code="m"), "charges[0].charge_model"),
+        (pb.Charge(billable_metric_code="m"), "plan.charges[0].charge_model"),
         (standard("m", ""), "charges[0].properties.amount"),
         (standard("m", "abc"), "charges[0].properties.amount"),
         (standard("m", "-1"), "charges[0].properties.amount"),

@@ -225,8 +225,8 @@ async def test_coupon_lists_are_paginated(tenant: Tenant):
 @pytest.mark.parametrize(
     ("coupon", "field"),
     [
-        (cpb.Coupon(code="X", duration=cpb.COUPON_DURATION_ONCE), "coupon_type"),
-        (cpb.Coupon(code="X", coupon_type=cpb.COUPON_TYPE_PERCENTAGE, percentage="5"), "duration"),
+        (cpb.Coupon(code="X", duration=cpb.COUPON_DURATION_ONCE), "coupon.coupon_type"),
+        (cpb.Coupon(code="X", coupon_type=cpb.COUPON_TYPE_PERCENTAGE, percentage="5"), "coupon.duration"),
     ],
 )
 async def test_the_catalog_refuses_a_coupon_without_type_or_duration(stack: Stack, tenant: Tenant, coupon, field):

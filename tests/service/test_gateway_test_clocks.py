@@ -176,8 +176,11 @@ async def test_a_subscription_whose_clock_invoicing_does_not_know_is_never_bille
     async with stack.channel("catalog") as channel:
         clocks = test_clocks_pb2_grpc.TestClockServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as untimed:
-            await clocks.CreateTestClock(test_clocks_pb2.CreateTestClockRequest(), metadata=md)
-        assert error_info(untimed.value).metadata["field"] == "test_clock"
+            await clocks.CreateTestClock(
+                test_clocks_pb2.CreateTestClockRequest(test_clock=test_clocks_pb2.TestClock(name="untimed")),
+                metadata=md,
+            )
+        assert error_info(untimed.value).metadata["field"] == "test_clock.frozen_time"
 
 
 async def test_coupons_and_add_ons_of_a_clock_s_customer_follow_its_time(tenant: Tenant):

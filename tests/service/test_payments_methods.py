@@ -94,18 +94,18 @@ async def test_concurrent_creates_leave_exactly_one_default(methods: Methods):
 
 @pytest.mark.parametrize("field", ["customer_id", "provider_customer_id", "provider_payment_method"])
 async def test_identifiers_are_required(methods: Methods, field):
-    error = await methods.rejected(field, **{field: ""})
-    assert error.details() == f"{field} is required"
+    error = await methods.rejected(f"payment_method.{field}", **{field: ""})  # the proto's rules
+    assert error.details() == f"payment_method.{field} value is required"
     assert await methods.list() == []
 
 
 @pytest.mark.parametrize("field", ["customer_id", "provider_customer_id", "provider_payment_method"])
 async def test_identifiers_longer_than_200_characters_are_rejected(methods: Methods, field):
-    await methods.rejected(field, **{field: "x" * 201})
+    await methods.rejected(f"payment_method.{field}", **{field: "x" * 201})
     assert await methods.list() == []
 
 
 async def test_only_known_providers_are_accepted(methods: Methods):
-    error = await methods.rejected("provider", provider="paypal")
-    assert error.details() == "provider must be one of ['stripe']"
+    error = await methods.rejected("payment_method.provider", provider="paypal")
+    assert error.details() == "payment_method.provider must be in list [stripe]"
     assert await methods.list() == []

@@ -115,7 +115,9 @@ class BillableMetric(_message.Message):
     description: _builtins.str
     """Optional longer description."""
     aggregation_type: Global___AggregationType.ValueType
-    """How events are reduced to a quantity."""
+    """How events are reduced to a quantity; required to create one (an
+    update changes it only when its update_mask names it).
+    """
     field_name: _builtins.str
     """The event property aggregated; empty for COUNT and for metrics fed by
     the event's top-level value.
@@ -131,7 +133,7 @@ class BillableMetric(_message.Message):
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___PropertyValues]:
         """The event properties charges may price differently, each with the values
-        it may take (for example region: us-east-1, eu-west-1).
+        it may take (for example region: us-east-1, eu-west-1); at most 50.
         """
 
     def __init__(
@@ -167,7 +169,7 @@ class PropertyValues(_message.Message):
     """The event property, for example "region"."""
     @_builtins.property
     def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Its values, for example ["us-east-1", "eu-west-1"]."""
+        """Its values, for example ["us-east-1", "eu-west-1"]; at least one."""
 
     def __init__(
         self,

@@ -120,7 +120,7 @@ class Coupon(_message.Message):
     duration: Global___CouponDuration.ValueType
     """How long it keeps discounting once applied."""
     duration_in_months: _builtins.int
-    """For a recurring coupon: the number of months it discounts."""
+    """For a recurring coupon: the number of months it discounts (at most 1200)."""
     description: _builtins.str
     """Free text."""
     amount: _builtins.str

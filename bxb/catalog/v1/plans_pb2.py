@@ -22,11 +22,14 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from bxb.catalog.v1 import billable_metrics_pb2 as bxb_dot_catalog_dot_v1_dot_billable__metrics__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/plans.proto\x12\x0e\x62xb.catalog.v1\x1a%bxb/catalog/v1/billable_metrics.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0eGraduatedRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xd5\x03\n\x10\x43hargeProperties\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x38\n\x10graduated_ranges\x18\x02 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x35\n\rvolume_ranges\x18\x03 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRange\x12\x14\n\x0cpackage_size\x18\x04 \x01(\x03\x12\x12\n\nfree_units\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\t\x12\x14\n\x0c\x66ixed_amount\x18\x07 \x01(\t\x12\x1d\n\x15\x66ree_units_per_events\x18\x08 \x01(\x03\x12(\n free_units_per_total_aggregation\x18\t \x01(\t\x12\"\n\x1aper_transaction_min_amount\x18\n \x01(\t\x12\"\n\x1aper_transaction_max_amount\x18\x0b \x01(\t\x12M\n\x1bgraduated_percentage_ranges\x18\x0c \x03(\x0b\x32(.bxb.catalog.v1.GraduatedPercentageRange\x12\x12\n\ngrouped_by\x18\r \x03(\t\"c\n\x18GraduatedPercentageRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\xd3\x02\n\x06\x43harge\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1c\n\x14\x62illable_metric_code\x18\x02 \x01(\t\x12\x37\n\x0f\x62illable_metric\x18\x03 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x31\n\x0c\x63harge_model\x18\x04 \x01(\x0e\x32\x1b.bxb.catalog.v1.ChargeModel\x12\x34\n\nproperties\x18\x05 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12-\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x1c.bxb.catalog.v1.ChargeFilter\x12\x18\n\x10min_amount_cents\x18\x07 \x01(\x03\x12\x16\n\x0epay_in_advance\x18\x08 \x01(\x08\x12\x1c\n\x14invoice_display_name\x18\t \x01(\t\"\x92\x01\n\x0c\x43hargeFilter\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValues\x12\x34\n\nproperties\x18\x02 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12\x1c\n\x14invoice_display_name\x18\x03 \x01(\t\"\xa8\x03\n\x04Plan\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\x05\x12.\n\x08interval\x18\x05 \x01(\x0e\x32\x1c.bxb.catalog.v1.PlanInterval\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\'\n\x07\x63harges\x18\t \x03(\x0b\x32\x16.bxb.catalog.v1.Charge\x12\x13\n\x0b\x64\x65scription\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epay_in_advance\x18\x0c \x01(\x08\x12\x19\n\x11trial_period_days\x18\r \x01(\x05\x12 \n\x18minimum_commitment_cents\x18\x0e \x01(\x03\x12\x11\n\ttax_codes\x18\x0f \x03(\t\x12\x38\n\x10usage_thresholds\x18\x10 \x03(\x0b\x32\x1e.bxb.catalog.v1.UsageThreshold\"O\n\x0eUsageThreshold\x12\x14\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\trecurring\x18\x03 \x01(\x08\"7\n\x11\x43reatePlanRequest\x12\"\n\x04plan\x18\x01 \x01(\x0b\x32\x14.bxb.catalog.v1.Plan\"/\n\x0eGetPlanRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListPlansResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x17ListPlanVersionsRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x18ListPlanVersionsResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x99\x01\n\x0cPlanInterval\x12\x1d\n\x19PLAN_INTERVAL_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_INTERVAL_WEEKLY\x10\x01\x12\x19\n\x15PLAN_INTERVAL_MONTHLY\x10\x02\x12\x1b\n\x17PLAN_INTERVAL_QUARTERLY\x10\x03\x12\x18\n\x14PLAN_INTERVAL_YEARLY\x10\x04*\xf0\x01\n\x0b\x43hargeModel\x12\x1c\n\x18\x43HARGE_MODEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HARGE_MODEL_STANDARD\x10\x01\x12\x1a\n\x16\x43HARGE_MODEL_GRADUATED\x10\x02\x12\x17\n\x13\x43HARGE_MODEL_VOLUME\x10\x03\x12\x18\n\x14\x43HARGE_MODEL_PACKAGE\x10\x04\x12\x1b\n\x17\x43HARGE_MODEL_PERCENTAGE\x10\x05\x12%\n!CHARGE_MODEL_GRADUATED_PERCENTAGE\x10\x06\x12\x15\n\x11\x43HARGE_MODEL_FLAT\x10\x07\x32\xce\x02\n\x0bPlanService\x12\x45\n\nCreatePlan\x12!.bxb.catalog.v1.CreatePlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12?\n\x07GetPlan\x12\x1e.bxb.catalog.v1.GetPlanRequest\x1a\x14.bxb.catalog.v1.Plan\x12P\n\tListPlans\x12 .bxb.catalog.v1.ListPlansRequest\x1a!.bxb.catalog.v1.ListPlansResponse\x12\x65\n\x10ListPlanVersions\x12\'.bxb.catalog.v1.ListPlanVersionsRequest\x1a(.bxb.catalog.v1.ListPlanVersionsResponseB\x9e\x01\n\x12\x63om.bxb.catalog.v1B\nPlansProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x62xb/catalog/v1/plans.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a%bxb/catalog/v1/billable_metrics.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"d\n\x0eGraduatedRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x17\n\x0fper_unit_amount\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\x83\x04\n\x10\x43hargeProperties\x12\x0e\n\x06\x61mount\x18\x01 \x01(\t\x12\x42\n\x10graduated_ranges\x18\x02 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRangeB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12?\n\rvolume_ranges\x18\x03 \x03(\x0b\x32\x1e.bxb.catalog.v1.GraduatedRangeB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12\x14\n\x0cpackage_size\x18\x04 \x01(\x03\x12\x12\n\nfree_units\x18\x05 \x01(\x03\x12\x0c\n\x04rate\x18\x06 \x01(\t\x12\x14\n\x0c\x66ixed_amount\x18\x07 \x01(\t\x12\x1d\n\x15\x66ree_units_per_events\x18\x08 \x01(\x03\x12(\n free_units_per_total_aggregation\x18\t \x01(\t\x12\"\n\x1aper_transaction_min_amount\x18\n \x01(\t\x12\"\n\x1aper_transaction_max_amount\x18\x0b \x01(\t\x12W\n\x1bgraduated_percentage_ranges\x18\x0c \x03(\x0b\x32(.bxb.catalog.v1.GraduatedPercentageRangeB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12\"\n\ngrouped_by\x18\r \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\x14\"\x04r\x02\x18\x64\"c\n\x18GraduatedPercentageRange\x12\x12\n\nfrom_value\x18\x01 \x01(\t\x12\x10\n\x08to_value\x18\x02 \x01(\t\x12\x0c\n\x04rate\x18\x03 \x01(\t\x12\x13\n\x0b\x66lat_amount\x18\x04 \x01(\t\"\x9a\x03\n\x06\x43harge\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x14\x62illable_metric_code\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x43\n\x0f\x62illable_metric\x18\x03 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetricB\n\xe2\x41\x01\x03\xbaH\x03\xd8\x01\x03\x12\x42\n\x0c\x63harge_model\x18\x04 \x01(\x0e\x32\x1b.bxb.catalog.v1.ChargeModelB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x34\n\nproperties\x18\x05 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12\x37\n\x07\x66ilters\x18\x06 \x03(\x0b\x32\x1c.bxb.catalog.v1.ChargeFilterB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12\x18\n\x10min_amount_cents\x18\x07 \x01(\x03\x12\x16\n\x0epay_in_advance\x18\x08 \x01(\x08\x12&\n\x14invoice_display_name\x18\t \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\"\x9c\x01\n\x0c\x43hargeFilter\x12.\n\x06values\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValues\x12\x34\n\nproperties\x18\x02 \x01(\x0b\x32 .bxb.catalog.v1.ChargeProperties\x12&\n\x14invoice_display_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\"\xa9\x04\n\x04Plan\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x15\n\x07version\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12?\n\x08interval\x18\x05 \x01(\x0e\x32\x1c.bxb.catalog.v1.PlanIntervalB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x19\n\x08\x63urrency\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12\x31\n\x07\x63harges\x18\t \x03(\x0b\x32\x16.bxb.catalog.v1.ChargeB\x08\xbaH\x05\x92\x01\x02\x10\x64\x12\x1d\n\x0b\x64\x65scription\x18\n \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x0epay_in_advance\x18\x0c \x01(\x08\x12%\n\x11trial_period_days\x18\r \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xc2\x1c(\x00\x12 \n\x18minimum_commitment_cents\x18\x0e \x01(\x03\x12!\n\ttax_codes\x18\x0f \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\n\"\x04r\x02\x18\x64\x12\x42\n\x10usage_thresholds\x18\x10 \x03(\x0b\x32\x1e.bxb.catalog.v1.UsageThresholdB\x08\xbaH\x05\x92\x01\x02\x10\x32\"_\n\x0eUsageThreshold\x12\x1a\n\x0c\x61mount_cents\x18\x01 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x1e\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x11\n\trecurring\x18\x03 \x01(\x08\"C\n\x11\x43reatePlanRequest\x12.\n\x04plan\x18\x01 \x01(\x0b\x32\x14.bxb.catalog.v1.PlanB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"5\n\x0eGetPlanRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07version\x18\x02 \x01(\x05\"9\n\x10ListPlansRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x11ListPlansResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x17ListPlanVersionsRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x18ListPlanVersionsResponse\x12#\n\x05plans\x18\x01 \x03(\x0b\x32\x14.bxb.catalog.v1.Plan\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x99\x01\n\x0cPlanInterval\x12\x1d\n\x19PLAN_INTERVAL_UNSPECIFIED\x10\x00\x12\x18\n\x14PLAN_INTERVAL_WEEKLY\x10\x01\x12\x19\n\x15PLAN_INTERVAL_MONTHLY\x10\x02\x12\x1b\n\x17PLAN_INTERVAL_QUARTERLY\x10\x03\x12\x18\n\x14PLAN_INTERVAL_YEARLY\x10\x04*\xf0\x01\n\x0b\x43hargeModel\x12\x1c\n\x18\x43HARGE_MODEL_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43HARGE_MODEL_STANDARD\x10\x01\x12\x1a\n\x16\x43HARGE_MODEL_GRADUATED\x10\x02\x12\x17\n\x13\x43HARGE_MODEL_VOLUME\x10\x03\x12\x18\n\x14\x43HARGE_MODEL_PACKAGE\x10\x04\x12\x1b\n\x17\x43HARGE_MODEL_PERCENTAGE\x10\x05\x12%\n!CHARGE_MODEL_GRADUATED_PERCENTAGE\x10\x06\x12\x15\n\x11\x43HARGE_MODEL_FLAT\x10\x07\x32\xa1\x04\n\x0bPlanService\x12w\n\nCreatePlan\x12!.bxb.catalog.v1.CreatePlanRequest\x1a\x14.bxb.catalog.v1.Plan\"0\x82\xd3\xe4\x93\x02*\"\t/v1/plans:\x04planZ\x17\"\x0f/v1/price-plans:\x04plan\x12s\n\x07GetPlan\x12\x1e.bxb.catalog.v1.GetPlanRequest\x1a\x14.bxb.catalog.v1.Plan\"2\x82\xd3\xe4\x93\x02,\x12\x10/v1/plans/{code}Z\x18\x12\x16/v1/price-plans/{code}\x12v\n\tListPlans\x12 .bxb.catalog.v1.ListPlansRequest\x1a!.bxb.catalog.v1.ListPlansResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\t/v1/plansZ\x11\x12\x0f/v1/price-plans\x12\xab\x01\n\x10ListPlanVersions\x12\'.bxb.catalog.v1.ListPlanVersionsRequest\x1a(.bxb.catalog.v1.ListPlanVersionsResponse\"D\x82\xd3\xe4\x93\x02>\x12\x19/v1/plans/{code}/versionsZ!\x12\x1f/v1/price-plans/{code}/versionsB\x9e\x01\n\x12\x63om.bxb.catalog.v1B\nPlansProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,36 +37,100 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.plans_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\nPlansProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_PLANINTERVAL']._serialized_start=2211
-  _globals['_PLANINTERVAL']._serialized_end=2364
-  _globals['_CHARGEMODEL']._serialized_start=2367
-  _globals['_CHARGEMODEL']._serialized_end=2607
-  _globals['_GRADUATEDRANGE']._serialized_start=118
-  _globals['_GRADUATEDRANGE']._serialized_end=218
-  _globals['_CHARGEPROPERTIES']._serialized_start=221
-  _globals['_CHARGEPROPERTIES']._serialized_end=690
-  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_start=692
-  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_end=791
-  _globals['_CHARGE']._serialized_start=794
-  _globals['_CHARGE']._serialized_end=1133
-  _globals['_CHARGEFILTER']._serialized_start=1136
-  _globals['_CHARGEFILTER']._serialized_end=1282
-  _globals['_PLAN']._serialized_start=1285
-  _globals['_PLAN']._serialized_end=1709
-  _globals['_USAGETHRESHOLD']._serialized_start=1711
-  _globals['_USAGETHRESHOLD']._serialized_end=1790
-  _globals['_CREATEPLANREQUEST']._serialized_start=1792
-  _globals['_CREATEPLANREQUEST']._serialized_end=1847
-  _globals['_GETPLANREQUEST']._serialized_start=1849
-  _globals['_GETPLANREQUEST']._serialized_end=1896
-  _globals['_LISTPLANSREQUEST']._serialized_start=1898
-  _globals['_LISTPLANSREQUEST']._serialized_end=1955
-  _globals['_LISTPLANSRESPONSE']._serialized_start=1957
-  _globals['_LISTPLANSRESPONSE']._serialized_end=2038
-  _globals['_LISTPLANVERSIONSREQUEST']._serialized_start=2040
-  _globals['_LISTPLANVERSIONSREQUEST']._serialized_end=2118
-  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_start=2120
-  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_end=2208
-  _globals['_PLANSERVICE']._serialized_start=2610
-  _globals['_PLANSERVICE']._serialized_end=2944
+  _globals['_CHARGEPROPERTIES'].fields_by_name['graduated_ranges']._loaded_options = None
+  _globals['_CHARGEPROPERTIES'].fields_by_name['graduated_ranges']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_CHARGEPROPERTIES'].fields_by_name['volume_ranges']._loaded_options = None
+  _globals['_CHARGEPROPERTIES'].fields_by_name['volume_ranges']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_CHARGEPROPERTIES'].fields_by_name['graduated_percentage_ranges']._loaded_options = None
+  _globals['_CHARGEPROPERTIES'].fields_by_name['graduated_percentage_ranges']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_CHARGEPROPERTIES'].fields_by_name['grouped_by']._loaded_options = None
+  _globals['_CHARGEPROPERTIES'].fields_by_name['grouped_by']._serialized_options = b'\272H\013\222\001\010\020\024\"\004r\002\030d'
+  _globals['_CHARGE'].fields_by_name['id']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_CHARGE'].fields_by_name['billable_metric_code']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['billable_metric_code']._serialized_options = b'\342A\001\002\272H\007r\002\030d\310\001\001'
+  _globals['_CHARGE'].fields_by_name['billable_metric']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['billable_metric']._serialized_options = b'\342A\001\003\272H\003\330\001\003'
+  _globals['_CHARGE'].fields_by_name['charge_model']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['charge_model']._serialized_options = b'\342A\001\002\272H\010\202\001\002\020\001\310\001\001'
+  _globals['_CHARGE'].fields_by_name['filters']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['filters']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_CHARGE'].fields_by_name['invoice_display_name']._loaded_options = None
+  _globals['_CHARGE'].fields_by_name['invoice_display_name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_CHARGEFILTER'].fields_by_name['invoice_display_name']._loaded_options = None
+  _globals['_CHARGEFILTER'].fields_by_name['invoice_display_name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_PLAN'].fields_by_name['id']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PLAN'].fields_by_name['code']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['code']._serialized_options = b'\342A\002\002\005\272H\007r\002\030d\310\001\001'
+  _globals['_PLAN'].fields_by_name['name']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_PLAN'].fields_by_name['version']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_PLAN'].fields_by_name['interval']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['interval']._serialized_options = b'\342A\001\002\272H\010\202\001\002\020\001\310\001\001'
+  _globals['_PLAN'].fields_by_name['currency']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['currency']._serialized_options = b'\272H\004r\002\030\003'
+  _globals['_PLAN'].fields_by_name['charges']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['charges']._serialized_options = b'\272H\005\222\001\002\020d'
+  _globals['_PLAN'].fields_by_name['description']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
+  _globals['_PLAN'].fields_by_name['create_time']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_PLAN'].fields_by_name['trial_period_days']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['trial_period_days']._serialized_options = b'\272H\007\032\005\030\302\034(\000'
+  _globals['_PLAN'].fields_by_name['tax_codes']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['tax_codes']._serialized_options = b'\272H\013\222\001\010\020\n\"\004r\002\030d'
+  _globals['_PLAN'].fields_by_name['usage_thresholds']._loaded_options = None
+  _globals['_PLAN'].fields_by_name['usage_thresholds']._serialized_options = b'\272H\005\222\001\002\0202'
+  _globals['_USAGETHRESHOLD'].fields_by_name['amount_cents']._loaded_options = None
+  _globals['_USAGETHRESHOLD'].fields_by_name['amount_cents']._serialized_options = b'\342A\001\002'
+  _globals['_USAGETHRESHOLD'].fields_by_name['display_name']._loaded_options = None
+  _globals['_USAGETHRESHOLD'].fields_by_name['display_name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_CREATEPLANREQUEST'].fields_by_name['plan']._loaded_options = None
+  _globals['_CREATEPLANREQUEST'].fields_by_name['plan']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_GETPLANREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_GETPLANREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_LISTPLANVERSIONSREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_LISTPLANVERSIONSREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_PLANSERVICE'].methods_by_name['CreatePlan']._loaded_options = None
+  _globals['_PLANSERVICE'].methods_by_name['CreatePlan']._serialized_options = b'\202\323\344\223\002*\"\t/v1/plans:\004planZ\027\"\017/v1/price-plans:\004plan'
+  _globals['_PLANSERVICE'].methods_by_name['GetPlan']._loaded_options = None
+  _globals['_PLANSERVICE'].methods_by_name['GetPlan']._serialized_options = b'\202\323\344\223\002,\022\020/v1/plans/{code}Z\030\022\026/v1/price-plans/{code}'
+  _globals['_PLANSERVICE'].methods_by_name['ListPlans']._loaded_options = None
+  _globals['_PLANSERVICE'].methods_by_name['ListPlans']._serialized_options = b'\202\323\344\223\002\036\022\t/v1/plansZ\021\022\017/v1/price-plans'
+  _globals['_PLANSERVICE'].methods_by_name['ListPlanVersions']._loaded_options = None
+  _globals['_PLANSERVICE'].methods_by_name['ListPlanVersions']._serialized_options = b'\202\323\344\223\002>\022\031/v1/plans/{code}/versionsZ!\022\037/v1/price-plans/{code}/versions'
+  _globals['_PLANINTERVAL']._serialized_start=2599
+  _globals['_PLANINTERVAL']._serialized_end=2752
+  _globals['_CHARGEMODEL']._serialized_start=2755
+  _globals['_CHARGEMODEL']._serialized_end=2995
+  _globals['_GRADUATEDRANGE']._serialized_start=210
+  _globals['_GRADUATEDRANGE']._serialized_end=310
+  _globals['_CHARGEPROPERTIES']._serialized_start=313
+  _globals['_CHARGEPROPERTIES']._serialized_end=828
+  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_start=830
+  _globals['_GRADUATEDPERCENTAGERANGE']._serialized_end=929
+  _globals['_CHARGE']._serialized_start=932
+  _globals['_CHARGE']._serialized_end=1342
+  _globals['_CHARGEFILTER']._serialized_start=1345
+  _globals['_CHARGEFILTER']._serialized_end=1501
+  _globals['_PLAN']._serialized_start=1504
+  _globals['_PLAN']._serialized_end=2057
+  _globals['_USAGETHRESHOLD']._serialized_start=2059
+  _globals['_USAGETHRESHOLD']._serialized_end=2154
+  _globals['_CREATEPLANREQUEST']._serialized_start=2156
+  _globals['_CREATEPLANREQUEST']._serialized_end=2223
+  _globals['_GETPLANREQUEST']._serialized_start=2225
+  _globals['_GETPLANREQUEST']._serialized_end=2278
+  _globals['_LISTPLANSREQUEST']._serialized_start=2280
+  _globals['_LISTPLANSREQUEST']._serialized_end=2337
+  _globals['_LISTPLANSRESPONSE']._serialized_start=2339
+  _globals['_LISTPLANSRESPONSE']._serialized_end=2420
+  _globals['_LISTPLANVERSIONSREQUEST']._serialized_start=2422
+  _globals['_LISTPLANVERSIONSREQUEST']._serialized_end=2506
+  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_start=2508
+  _globals['_LISTPLANVERSIONSRESPONSE']._serialized_end=2596
+  _globals['_PLANSERVICE']._serialized_start=2998
+  _globals['_PLANSERVICE']._serialized_end=3543
 # @@protoc_insertion_point(module_scope)

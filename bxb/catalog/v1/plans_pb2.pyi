@@ -175,20 +175,20 @@ class ChargeProperties(_message.Message):
     """PERCENTAGE: greatest rated fee per charged event, a decimal string."""
     @_builtins.property
     def graduated_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
-        """GRADUATED: contiguous tiers, the last one open-ended."""
+        """GRADUATED: contiguous tiers, the last one open-ended; at most 100."""
 
     @_builtins.property
     def volume_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedRange]:
-        """VOLUME: contiguous tiers, the last one open-ended."""
+        """VOLUME: contiguous tiers, the last one open-ended; at most 100."""
 
     @_builtins.property
     def graduated_percentage_ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___GraduatedPercentageRange]:
-        """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount."""
+        """GRADUATED_PERCENTAGE: contiguous tiers of the summed amount; at most 100."""
 
     @_builtins.property
     def grouped_by(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Any model but FLAT: event properties whose values split the usage into
-        groups, each priced on its own and billed as its own fee line.
+        groups, each priced on its own and billed as its own fee line; at most 20.
         """
 
     def __init__(
@@ -290,7 +290,8 @@ class Charge(_message.Message):
     @_builtins.property
     def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChargeFilter]:
         """Prices for events whose properties match a filter. An event matching
-        several filters is priced by the most specific one (the most keys).
+        several filters is priced by the most specific one (the most keys); at
+        most 100.
         """
 
     def __init__(
@@ -384,7 +385,7 @@ class Plan(_message.Message):
     amount_cents: _builtins.int
     """Base fee per interval in the currency's minor units."""
     currency: _builtins.str
-    """ISO 4217 currency code, for example "USD"."""
+    """ISO 4217 currency code, for example "USD"; USD when empty."""
     description: _builtins.str
     """Optional longer description."""
     pay_in_advance: _builtins.bool
@@ -392,14 +393,14 @@ class Plan(_message.Message):
     at its end, with the usage).
     """
     trial_period_days: _builtins.int
-    """Days of free trial at the start of a subscription."""
+    """Days of free trial at the start of a subscription, at most 3650."""
     minimum_commitment_cents: _builtins.int
     """Least total of the base fee and charges per full period, in minor units:
     a lower total is topped up by a commitment fee.
     """
     @_builtins.property
     def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___Charge]:
-        """Usage charges."""
+        """Usage charges, at most 100."""
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
@@ -414,7 +415,8 @@ class Plan(_message.Message):
     @_builtins.property
     def usage_thresholds(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageThreshold]:
         """Progressive billing: usage amounts within a period that, once reached,
-        bill the period so far at once (the period-end invoice deducts it).
+        bill the period so far at once (the period-end invoice deducts it); at
+        most 50.
         """
 
     def __init__(

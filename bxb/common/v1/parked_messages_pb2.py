@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/common/v1/parked_messages.proto\x12\rbxb.common.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x01\n\rParkedMessage\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07subject\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\x12-\n\tpark_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cpayload_size\x18\x07 \x01(\x05\x12/\n\x0bhandle_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\x19ListParkedMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x1aListParkedMessagesResponse\x12\x35\n\x0fparked_messages\x18\x01 \x03(\x0b\x32\x1c.bxb.common.v1.ParkedMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\'\n\x19RetryParkedMessageRequest\x12\n\n\x02id\x18\x01 \x01(\t2\xdf\x01\n\x14ParkedMessageService\x12i\n\x12ListParkedMessages\x12(.bxb.common.v1.ListParkedMessagesRequest\x1a).bxb.common.v1.ListParkedMessagesResponse\x12\\\n\x12RetryParkedMessage\x12(.bxb.common.v1.RetryParkedMessageRequest\x1a\x1c.bxb.common.v1.ParkedMessageB\xa1\x01\n\x11\x63om.bxb.common.v1B\x13ParkedMessagesProtoP\x01Z<github.com/bxb-billing/bxb/clients/go/bxb/common/v1;commonv1\xa2\x02\x04\x42XCO\xaa\x02\rBxb.Common.V1\xca\x02\rBxb\\Common\\V1\xea\x02\x0f\x42xb::Common::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/common/v1/parked_messages.proto\x12\rbxb.common.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x02\n\rParkedMessage\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07service\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07subject\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x13\n\x05\x65rror\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x33\n\tpark_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cpayload_size\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0bhandle_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"B\n\x19ListParkedMessagesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x1aListParkedMessagesResponse\x12\x35\n\x0fparked_messages\x18\x01 \x03(\x0b\x32\x1c.bxb.common.v1.ParkedMessage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x19RetryParkedMessageRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x32\xa9\x02\n\x14ParkedMessageService\x12\x86\x01\n\x12ListParkedMessages\x12(.bxb.common.v1.ListParkedMessagesRequest\x1a).bxb.common.v1.ListParkedMessagesResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/parked_messages\x12\x87\x01\n\x12RetryParkedMessage\x12(.bxb.common.v1.RetryParkedMessageRequest\x1a\x1c.bxb.common.v1.ParkedMessage\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/parked_messages/{id}/retry:\x01*B\xa1\x01\n\x11\x63om.bxb.common.v1B\x13ParkedMessagesProtoP\x01Z<github.com/bxb-billing/bxb/clients/go/bxb/common/v1;commonv1\xa2\x02\x04\x42XCO\xaa\x02\rBxb.Common.V1\xca\x02\rBxb\\Common\\V1\xea\x02\x0f\x42xb::Common::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +35,36 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.common.v1.parked_messag
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\021com.bxb.common.v1B\023ParkedMessagesProtoP\001Z<github.com/bxb-billing/bxb/clients/go/bxb/common/v1;commonv1\242\002\004BXCO\252\002\rBxb.Common.V1\312\002\rBxb\\Common\\V1\352\002\017Bxb::Common::V1'
-  _globals['_PARKEDMESSAGE']._serialized_start=88
-  _globals['_PARKEDMESSAGE']._serialized_end=300
-  _globals['_LISTPARKEDMESSAGESREQUEST']._serialized_start=302
-  _globals['_LISTPARKEDMESSAGESREQUEST']._serialized_end=368
-  _globals['_LISTPARKEDMESSAGESRESPONSE']._serialized_start=370
-  _globals['_LISTPARKEDMESSAGESRESPONSE']._serialized_end=478
-  _globals['_RETRYPARKEDMESSAGEREQUEST']._serialized_start=480
-  _globals['_RETRYPARKEDMESSAGEREQUEST']._serialized_end=519
-  _globals['_PARKEDMESSAGESERVICE']._serialized_start=522
-  _globals['_PARKEDMESSAGESERVICE']._serialized_end=745
+  _globals['_PARKEDMESSAGE'].fields_by_name['id']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['service']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['service']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['subject']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['subject']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['error']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['attempts']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['park_time']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['park_time']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['payload_size']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['payload_size']._serialized_options = b'\342A\001\003'
+  _globals['_PARKEDMESSAGE'].fields_by_name['handle_time']._loaded_options = None
+  _globals['_PARKEDMESSAGE'].fields_by_name['handle_time']._serialized_options = b'\342A\001\003'
+  _globals['_RETRYPARKEDMESSAGEREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RETRYPARKEDMESSAGEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_PARKEDMESSAGESERVICE'].methods_by_name['ListParkedMessages']._loaded_options = None
+  _globals['_PARKEDMESSAGESERVICE'].methods_by_name['ListParkedMessages']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/parked_messages'
+  _globals['_PARKEDMESSAGESERVICE'].methods_by_name['RetryParkedMessage']._loaded_options = None
+  _globals['_PARKEDMESSAGESERVICE'].methods_by_name['RetryParkedMessage']._serialized_options = b'\202\323\344\223\002#\"\036/v1/parked_messages/{id}/retry:\001*'
+  _globals['_PARKEDMESSAGE']._serialized_start=151
+  _globals['_PARKEDMESSAGE']._serialized_end=411
+  _globals['_LISTPARKEDMESSAGESREQUEST']._serialized_start=413
+  _globals['_LISTPARKEDMESSAGESREQUEST']._serialized_end=479
+  _globals['_LISTPARKEDMESSAGESRESPONSE']._serialized_start=481
+  _globals['_LISTPARKEDMESSAGESRESPONSE']._serialized_end=589
+  _globals['_RETRYPARKEDMESSAGEREQUEST']._serialized_start=591
+  _globals['_RETRYPARKEDMESSAGEREQUEST']._serialized_end=636
+  _globals['_PARKEDMESSAGESERVICE']._serialized_start=639
+  _globals['_PARKEDMESSAGESERVICE']._serialized_end=936
 # @@protoc_insertion_point(module_scope)

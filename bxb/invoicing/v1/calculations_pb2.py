@@ -23,10 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from bxb.invoicing.v1 import invoices_pb2 as bxb_dot_invoicing_dot_v1_dot_invoices__pb2
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/calculations.proto\x12\x10\x62xb.invoicing.v1\x1a\x1f\x62xb/invoicing/v1/invoices.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x02\n\x0b\x43\x61lculation\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x03 \x01(\t\x12\x11\n\tplan_code\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x30\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\nline_items\x18\x08 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x1a\n\x12total_amount_cents\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cplan_version\x18\x0b \x01(\x05\"\xaa\x01\n\x18\x43reateCalculationRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"#\n\x15GetCalculationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"0\n\x15PreviewInvoiceRequest\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\"\xa8\x01\n\x0eInvoicePreview\x12*\n\x07invoice\x18\x01 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\x12-\n\x0eprojected_fees\x18\x02 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12$\n\x1cprojected_usage_amount_cents\x18\x03 \x01(\x03\x12\x15\n\relapsed_ratio\x18\x04 \x01(\t\"F\n\x16GetCurrentUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\xee\x01\n\x11SubscriptionUsage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x30\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\x06 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x14\n\x0c\x61mount_cents\x18\x07 \x01(\x03\"j\n\x17GetCurrentUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12:\n\rsubscriptions\x18\x02 \x03(\x0b\x32#.bxb.invoicing.v1.SubscriptionUsage2\x93\x03\n\x12\x43\x61lculationService\x12^\n\x11\x43reateCalculation\x12*.bxb.invoicing.v1.CreateCalculationRequest\x1a\x1d.bxb.invoicing.v1.Calculation\x12X\n\x0eGetCalculation\x12\'.bxb.invoicing.v1.GetCalculationRequest\x1a\x1d.bxb.invoicing.v1.Calculation\x12[\n\x0ePreviewInvoice\x12\'.bxb.invoicing.v1.PreviewInvoiceRequest\x1a .bxb.invoicing.v1.InvoicePreview\x12\x66\n\x0fGetCurrentUsage\x12(.bxb.invoicing.v1.GetCurrentUsageRequest\x1a).bxb.invoicing.v1.GetCurrentUsageResponseB\xb1\x01\n\x14\x63om.bxb.invoicing.v1B\x11\x43\x61lculationsProtoP\x01ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\xa2\x02\x04\x42XIN\xaa\x02\x10\x42xb.Invoicing.V1\xca\x02\x10\x42xb\\Invoicing\\V1\xea\x02\x12\x42xb::Invoicing::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/calculations.proto\x12\x10\x62xb.invoicing.v1\x1a\x1f\x62xb/invoicing/v1/invoices.proto\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9e\x03\n\x0b\x43\x61lculation\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0fsubscription_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\tplan_code\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63urrency\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x36\n\x0cperiod_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nperiod_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12/\n\nline_items\x18\x08 \x03(\x0b\x32\x15.bxb.invoicing.v1.FeeB\x04\xe2\x41\x01\x03\x12 \n\x12total_amount_cents\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1a\n\x0cplan_version\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\"\xc5\x01\n\x18\x43reateCalculationRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12!\n\x0fsubscription_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x30\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\")\n\x15GetCalculationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"A\n\x15PreviewInvoiceRequest\x12(\n\x0fsubscription_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\"\xa8\x01\n\x0eInvoicePreview\x12*\n\x07invoice\x18\x01 \x01(\x0b\x32\x19.bxb.invoicing.v1.Invoice\x12-\n\x0eprojected_fees\x18\x02 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12$\n\x1cprojected_usage_amount_cents\x18\x03 \x01(\x03\x12\x15\n\relapsed_ratio\x18\x04 \x01(\t\"L\n\x16GetCurrentUsageRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x0fsubscription_id\x18\x02 \x01(\t\"\xee\x01\n\x11SubscriptionUsage\x12\x17\n\x0fsubscription_id\x18\x01 \x01(\t\x12\x11\n\tplan_code\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x30\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nperiod_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04\x66\x65\x65s\x18\x06 \x03(\x0b\x32\x15.bxb.invoicing.v1.Fee\x12\x14\n\x0c\x61mount_cents\x18\x07 \x01(\x03\"j\n\x17GetCurrentUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12:\n\rsubscriptions\x18\x02 \x03(\x0b\x32#.bxb.invoicing.v1.SubscriptionUsage2\xb2\x04\n\x12\x43\x61lculationService\x12\x80\x01\n\x11\x43reateCalculation\x12*.bxb.invoicing.v1.CreateCalculationRequest\x1a\x1d.bxb.invoicing.v1.Calculation\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/pricing/calculate:\x01*\x12\x7f\n\x0eGetCalculation\x12\'.bxb.invoicing.v1.GetCalculationRequest\x1a\x1d.bxb.invoicing.v1.Calculation\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/pricing/calculations/{id}\x12|\n\x0ePreviewInvoice\x12\'.bxb.invoicing.v1.PreviewInvoiceRequest\x1a .bxb.invoicing.v1.InvoicePreview\"\x1f\x82\xd3\xe4\x93\x02\x19\"\x14/v1/invoices/preview:\x01*\x12\x99\x01\n\x0fGetCurrentUsage\x12(.bxb.invoicing.v1.GetCurrentUsageRequest\x1a).bxb.invoicing.v1.GetCurrentUsageResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/customers/{customer_id}/current_usageB\xb1\x01\n\x14\x63om.bxb.invoicing.v1B\x11\x43\x61lculationsProtoP\x01ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\xa2\x02\x04\x42XIN\xaa\x02\x10\x42xb.Invoicing.V1\xca\x02\x10\x42xb\\Invoicing\\V1\xea\x02\x12\x42xb::Invoicing::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +37,62 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.invoicing.v1.calculatio
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\024com.bxb.invoicing.v1B\021CalculationsProtoP\001ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\242\002\004BXIN\252\002\020Bxb.Invoicing.V1\312\002\020Bxb\\Invoicing\\V1\352\002\022Bxb::Invoicing::V1'
-  _globals['_CALCULATION']._serialized_start=124
-  _globals['_CALCULATION']._serialized_end=472
-  _globals['_CREATECALCULATIONREQUEST']._serialized_start=475
-  _globals['_CREATECALCULATIONREQUEST']._serialized_end=645
-  _globals['_GETCALCULATIONREQUEST']._serialized_start=647
-  _globals['_GETCALCULATIONREQUEST']._serialized_end=682
-  _globals['_PREVIEWINVOICEREQUEST']._serialized_start=684
-  _globals['_PREVIEWINVOICEREQUEST']._serialized_end=732
-  _globals['_INVOICEPREVIEW']._serialized_start=735
-  _globals['_INVOICEPREVIEW']._serialized_end=903
-  _globals['_GETCURRENTUSAGEREQUEST']._serialized_start=905
-  _globals['_GETCURRENTUSAGEREQUEST']._serialized_end=975
-  _globals['_SUBSCRIPTIONUSAGE']._serialized_start=978
-  _globals['_SUBSCRIPTIONUSAGE']._serialized_end=1216
-  _globals['_GETCURRENTUSAGERESPONSE']._serialized_start=1218
-  _globals['_GETCURRENTUSAGERESPONSE']._serialized_end=1324
-  _globals['_CALCULATIONSERVICE']._serialized_start=1327
-  _globals['_CALCULATIONSERVICE']._serialized_end=1730
+  _globals['_CALCULATION'].fields_by_name['id']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['plan_code']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['plan_code']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['currency']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['currency']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['period_start']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['period_start']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['period_end']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['period_end']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['line_items']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['line_items']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['total_amount_cents']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['total_amount_cents']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['create_time']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CALCULATION'].fields_by_name['plan_version']._loaded_options = None
+  _globals['_CALCULATION'].fields_by_name['plan_version']._serialized_options = b'\342A\001\003'
+  _globals['_CREATECALCULATIONREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_CREATECALCULATIONREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_CREATECALCULATIONREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_CREATECALCULATIONREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_GETCALCULATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETCALCULATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_PREVIEWINVOICEREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_PREVIEWINVOICEREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_GETCURRENTUSAGEREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_GETCURRENTUSAGEREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002'
+  _globals['_CALCULATIONSERVICE'].methods_by_name['CreateCalculation']._loaded_options = None
+  _globals['_CALCULATIONSERVICE'].methods_by_name['CreateCalculation']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/pricing/calculate:\001*'
+  _globals['_CALCULATIONSERVICE'].methods_by_name['GetCalculation']._loaded_options = None
+  _globals['_CALCULATIONSERVICE'].methods_by_name['GetCalculation']._serialized_options = b'\202\323\344\223\002\037\022\035/v1/pricing/calculations/{id}'
+  _globals['_CALCULATIONSERVICE'].methods_by_name['PreviewInvoice']._loaded_options = None
+  _globals['_CALCULATIONSERVICE'].methods_by_name['PreviewInvoice']._serialized_options = b'\202\323\344\223\002\031\"\024/v1/invoices/preview:\001*'
+  _globals['_CALCULATIONSERVICE'].methods_by_name['GetCurrentUsage']._loaded_options = None
+  _globals['_CALCULATIONSERVICE'].methods_by_name['GetCurrentUsage']._serialized_options = b'\202\323\344\223\002+\022)/v1/customers/{customer_id}/current_usage'
+  _globals['_CALCULATION']._serialized_start=216
+  _globals['_CALCULATION']._serialized_end=630
+  _globals['_CREATECALCULATIONREQUEST']._serialized_start=633
+  _globals['_CREATECALCULATIONREQUEST']._serialized_end=830
+  _globals['_GETCALCULATIONREQUEST']._serialized_start=832
+  _globals['_GETCALCULATIONREQUEST']._serialized_end=873
+  _globals['_PREVIEWINVOICEREQUEST']._serialized_start=875
+  _globals['_PREVIEWINVOICEREQUEST']._serialized_end=940
+  _globals['_INVOICEPREVIEW']._serialized_start=943
+  _globals['_INVOICEPREVIEW']._serialized_end=1111
+  _globals['_GETCURRENTUSAGEREQUEST']._serialized_start=1113
+  _globals['_GETCURRENTUSAGEREQUEST']._serialized_end=1189
+  _globals['_SUBSCRIPTIONUSAGE']._serialized_start=1192
+  _globals['_SUBSCRIPTIONUSAGE']._serialized_end=1430
+  _globals['_GETCURRENTUSAGERESPONSE']._serialized_start=1432
+  _globals['_GETCURRENTUSAGERESPONSE']._serialized_end=1538
+  _globals['_CALCULATIONSERVICE']._serialized_start=1541
+  _globals['_CALCULATIONSERVICE']._serialized_end=2103
 # @@protoc_insertion_point(module_scope)

@@ -653,7 +653,7 @@ class SendInvoiceEmailRequest(_message.Message):
     """The invoice's id."""
     @_builtins.property
     def to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Recipients; the customer's email address when empty."""
+        """Recipients, at most 10; the customer's email address when empty."""
 
     def __init__(
         self,

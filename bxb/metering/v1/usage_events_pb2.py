@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x02\n\nUsageEvent\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12\x17\n\x0fsubscription_id\x18\x06 \x01(\t\x12/\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05value\x18\x08 \x01(\t\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"B\n\x13IngestEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\"\x86\x01\n\x13SubmitEventsRequest\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\x12\x30\n\x08rejected\x18\x03 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEvent\"\xb6\x01\n\rRejectedEvent\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\x12/\n\x0breject_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\"<\n\nEventError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x83\x01\n\x0cSubmitResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\"F\n\x14SubmitEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.SubmitResult\")\n\x0fGetEventRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"u\n\x11ListEventsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x19ListRejectedEventsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"n\n\x1aListRejectedEventsResponse\x12\x37\n\x0frejected_events\x18\x01 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa2\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15INGEST_OUTCOME_QUEUED\x10\x03\x12\x1b\n\x17INGEST_OUTCOME_REJECTED\x10\x04\x32\xd9\x03\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12[\n\x0cSubmitEvents\x12$.bxb.metering.v1.SubmitEventsRequest\x1a%.bxb.metering.v1.SubmitEventsResponse\x12I\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEvent\x12U\n\nListEvents\x12\".bxb.metering.v1.ListEventsRequest\x1a#.bxb.metering.v1.ListEventsResponse\x12m\n\x12ListRejectedEvents\x12*.bxb.metering.v1.ListRejectedEventsRequest\x1a+.bxb.metering.v1.ListRejectedEventsResponseB\xaa\x01\n\x13\x63om.bxb.metering.v1B\x10UsageEventsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/metering/v1/usage_events.proto\x12\x0f\x62xb.metering.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xff\x02\n\nUsageEvent\x12 \n\x0etransaction_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12$\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x1d\n\x04\x63ode\x18\x03 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12-\n\ttimestamp\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\nproperties\x18\x05 \x03(\x0b\x32+.bxb.metering.v1.UsageEvent.PropertiesEntry\x12!\n\x0fsubscription_id\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x35\n\x0bingest_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\r\n\x05value\x18\x08 \x01(\t\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"H\n\x13IngestEventsRequest\x12\x31\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEventB\x04\xe2\x41\x01\x02\"W\n\x0cIngestResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\"F\n\x14IngestEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.IngestResult\"\x9f\x01\n\x13SubmitEventsRequest\x12<\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEventB\x0f\xe2\x41\x01\x02\xbaH\x08\x92\x01\x05\"\x03\xd8\x01\x03\x12\x10\n\x08\x62\x61\x63kfill\x18\x02 \x01(\x08\x12\x38\n\x08rejected\x18\x03 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEventB\x06\xbaH\x03\xd8\x01\x03\"\xbc\x01\n\rRejectedEvent\x12*\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\x12\x35\n\x0breject_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0e\n\x06stored\x18\x04 \x01(\x08\x12\x0c\n\x04\x62ody\x18\x05 \x01(\t\"<\n\nEventError\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x83\x01\n\x0cSubmitResult\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12/\n\x07outcome\x18\x02 \x01(\x0e\x32\x1e.bxb.metering.v1.IngestOutcome\x12*\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x1b.bxb.metering.v1.EventError\"F\n\x14SubmitEventsResponse\x12.\n\x07results\x18\x01 \x03(\x0b\x32\x1d.bxb.metering.v1.SubmitResult\"/\n\x0fGetEventRequest\x12\x1c\n\x0etransaction_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x93\x01\n\x11ListEventsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x16\n\x04\x63ode\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12 \n\x0etransaction_id\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x12ListEventsResponse\x12+\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"y\n\x19ListRejectedEventsRequest\x12\x1d\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x16\n\x04\x63ode\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"n\n\x1aListRejectedEventsResponse\x12\x37\n\x0frejected_events\x18\x01 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa2\x01\n\rIngestOutcome\x12\x1e\n\x1aINGEST_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17INGEST_OUTCOME_ACCEPTED\x10\x01\x12\x1c\n\x18INGEST_OUTCOME_DUPLICATE\x10\x02\x12\x19\n\x15INGEST_OUTCOME_QUEUED\x10\x03\x12\x1b\n\x17INGEST_OUTCOME_REJECTED\x10\x04\x32\xca\x04\n\x0c\x45ventService\x12[\n\x0cIngestEvents\x12$.bxb.metering.v1.IngestEventsRequest\x1a%.bxb.metering.v1.IngestEventsResponse\x12\x92\x01\n\x0cSubmitEvents\x12$.bxb.metering.v1.SubmitEventsRequest\x1a%.bxb.metering.v1.SubmitEventsResponse\"5\x82\xd3\xe4\x93\x02/\"\x10/v1/events/batch:\x01*Z\x18\"\x13/v1/events/backfill:\x01*\x12n\n\x08GetEvent\x12 .bxb.metering.v1.GetEventRequest\x1a\x1b.bxb.metering.v1.UsageEvent\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/events/{transaction_id}\x12i\n\nListEvents\x12\".bxb.metering.v1.ListEventsRequest\x1a#.bxb.metering.v1.ListEventsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/events\x12m\n\x12ListRejectedEvents\x12*.bxb.metering.v1.ListRejectedEventsRequest\x1a+.bxb.metering.v1.ListRejectedEventsResponseB\xaa\x01\n\x13\x63om.bxb.metering.v1B\x10UsageEventsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,38 +38,74 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.metering.v1B\020UsageEventsProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\242\002\004BXME\252\002\017Bxb.Metering.V1\312\002\017Bxb\\Metering\\V1\352\002\021Bxb::Metering::V1'
   _globals['_USAGEEVENT_PROPERTIESENTRY']._loaded_options = None
   _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_options = b'8\001'
-  _globals['_INGESTOUTCOME']._serialized_start=1703
-  _globals['_INGESTOUTCOME']._serialized_end=1865
-  _globals['_USAGEEVENT']._serialized_start=89
-  _globals['_USAGEEVENT']._serialized_end=412
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=363
-  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=412
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=414
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=480
-  _globals['_INGESTRESULT']._serialized_start=482
-  _globals['_INGESTRESULT']._serialized_end=569
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=571
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=641
-  _globals['_SUBMITEVENTSREQUEST']._serialized_start=644
-  _globals['_SUBMITEVENTSREQUEST']._serialized_end=778
-  _globals['_REJECTEDEVENT']._serialized_start=781
-  _globals['_REJECTEDEVENT']._serialized_end=963
-  _globals['_EVENTERROR']._serialized_start=965
-  _globals['_EVENTERROR']._serialized_end=1025
-  _globals['_SUBMITRESULT']._serialized_start=1028
-  _globals['_SUBMITRESULT']._serialized_end=1159
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=1161
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=1231
-  _globals['_GETEVENTREQUEST']._serialized_start=1233
-  _globals['_GETEVENTREQUEST']._serialized_end=1274
-  _globals['_LISTEVENTSREQUEST']._serialized_start=1276
-  _globals['_LISTEVENTSREQUEST']._serialized_end=1393
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=1395
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=1485
-  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_start=1487
-  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_end=1588
-  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_start=1590
-  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_end=1700
-  _globals['_EVENTSERVICE']._serialized_start=1868
-  _globals['_EVENTSERVICE']._serialized_end=2341
+  _globals['_USAGEEVENT'].fields_by_name['transaction_id']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['transaction_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_USAGEEVENT'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_USAGEEVENT'].fields_by_name['code']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_USAGEEVENT'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['subscription_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_USAGEEVENT'].fields_by_name['ingest_time']._loaded_options = None
+  _globals['_USAGEEVENT'].fields_by_name['ingest_time']._serialized_options = b'\342A\001\003'
+  _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002'
+  _globals['_SUBMITEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
+  _globals['_SUBMITEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002\272H\010\222\001\005\"\003\330\001\003'
+  _globals['_SUBMITEVENTSREQUEST'].fields_by_name['rejected']._loaded_options = None
+  _globals['_SUBMITEVENTSREQUEST'].fields_by_name['rejected']._serialized_options = b'\272H\003\330\001\003'
+  _globals['_REJECTEDEVENT'].fields_by_name['reject_time']._loaded_options = None
+  _globals['_REJECTEDEVENT'].fields_by_name['reject_time']._serialized_options = b'\342A\001\003'
+  _globals['_GETEVENTREQUEST'].fields_by_name['transaction_id']._loaded_options = None
+  _globals['_GETEVENTREQUEST'].fields_by_name['transaction_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['code']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['transaction_id']._loaded_options = None
+  _globals['_LISTEVENTSREQUEST'].fields_by_name['transaction_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_LISTREJECTEDEVENTSREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_LISTREJECTEDEVENTSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_LISTREJECTEDEVENTSREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_LISTREJECTEDEVENTSREQUEST'].fields_by_name['code']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_EVENTSERVICE'].methods_by_name['SubmitEvents']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['SubmitEvents']._serialized_options = b'\202\323\344\223\002/\"\020/v1/events/batch:\001*Z\030\"\023/v1/events/backfill:\001*'
+  _globals['_EVENTSERVICE'].methods_by_name['GetEvent']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['GetEvent']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/events/{transaction_id}'
+  _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._loaded_options = None
+  _globals['_EVENTSERVICE'].methods_by_name['ListEvents']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/events'
+  _globals['_INGESTOUTCOME']._serialized_start=1949
+  _globals['_INGESTOUTCOME']._serialized_end=2111
+  _globals['_USAGEEVENT']._serialized_start=181
+  _globals['_USAGEEVENT']._serialized_end=564
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_start=515
+  _globals['_USAGEEVENT_PROPERTIESENTRY']._serialized_end=564
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=566
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=638
+  _globals['_INGESTRESULT']._serialized_start=640
+  _globals['_INGESTRESULT']._serialized_end=727
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=729
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=799
+  _globals['_SUBMITEVENTSREQUEST']._serialized_start=802
+  _globals['_SUBMITEVENTSREQUEST']._serialized_end=961
+  _globals['_REJECTEDEVENT']._serialized_start=964
+  _globals['_REJECTEDEVENT']._serialized_end=1152
+  _globals['_EVENTERROR']._serialized_start=1154
+  _globals['_EVENTERROR']._serialized_end=1214
+  _globals['_SUBMITRESULT']._serialized_start=1217
+  _globals['_SUBMITRESULT']._serialized_end=1348
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=1350
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=1420
+  _globals['_GETEVENTREQUEST']._serialized_start=1422
+  _globals['_GETEVENTREQUEST']._serialized_end=1469
+  _globals['_LISTEVENTSREQUEST']._serialized_start=1472
+  _globals['_LISTEVENTSREQUEST']._serialized_end=1619
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=1621
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=1711
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_start=1713
+  _globals['_LISTREJECTEDEVENTSREQUEST']._serialized_end=1834
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_start=1836
+  _globals['_LISTREJECTEDEVENTSRESPONSE']._serialized_end=1946
+  _globals['_EVENTSERVICE']._serialized_start=2114
+  _globals['_EVENTSERVICE']._serialized_end=2700
 # @@protoc_insertion_point(module_scope)

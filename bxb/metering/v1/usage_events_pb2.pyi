@@ -92,7 +92,8 @@ class UsageEvent(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     """Idempotency key, unique within the organization. A second event with the
-    same key is skipped, however much later it arrives.
+    same key is skipped, however much later it arrives. Assigned by the
+    server when empty.
     """
     customer_id: _builtins.str
     """The customer the usage belongs to."""
@@ -226,7 +227,9 @@ class SubmitEventsRequest(_message.Message):
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageEvent]:
         """Events to accept, at most 500. Each is validated on its own: one invalid
-        event never blocks the others.
+        event never blocks the others: the rules of UsageEvent are checked
+        per event by the service (an invalid one is REJECTED in its result),
+        not on the whole request.
         """
 
     @_builtins.property
@@ -234,7 +237,8 @@ class SubmitEventsRequest(_message.Message):
         """Events the gateway already refused, recorded with the events metering
         refuses so ListRejectedEvents shows every refusal. Only the gateway may
         set it (its calls carry its x-bxb-gateway token): another caller is
-        PERMISSION_DENIED naming `rejected`.
+        PERMISSION_DENIED naming `rejected`. Its events are kept as they were
+        refused, so no rule of UsageEvent applies to them.
         """
 
     def __init__(

@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/metering/v1/usage.proto\x12\x0f\x62xb.metering.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x03\n\x15\x41ggregateUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\x12\x17\n\x0fsubscription_id\x18\x08 \x01(\t\x12\x36\n\x12unassigned_windows\x18\t \x03(\x0b\x32\x1a.bxb.metering.v1.TimeRange\x12+\n\x07\x62uckets\x18\n \x03(\x0b\x32\x1a.bxb.metering.v1.FilterSet\x12\x10\n\x08group_by\x18\x0b \x03(\t\"i\n\tTimeRange\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0ePropertyFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"=\n\tFilterSet\x12\x30\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1f.bxb.metering.v1.PropertyFilter\"f\n\nUsageGroup\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\x05\x12\x14\n\x0cgroup_values\x18\x02 \x03(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x04 \x01(\x03\x12\x0e\n\x06values\x18\x05 \x03(\t\"y\n\x16\x41ggregateUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\t\x12+\n\x06groups\x18\x04 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageGroup\"V\n\x1a\x42\x61tchAggregateUsageRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.bxb.metering.v1.AggregateUsageRequest\"Y\n\x1b\x42\x61tchAggregateUsageResponse\x12:\n\tresponses\x18\x01 \x03(\x0b\x32\'.bxb.metering.v1.AggregateUsageResponse\"\xdf\x01\n\x15SummarizeUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x16SummarizeUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\r\n\x05\x65xact\x18\x03 \x01(\x08\"\xa7\x02\n\x15UsageHistogramRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08interval\x18\x07 \x01(\x0e\x32\".bxb.metering.v1.HistogramInterval\x12\x10\n\x08group_by\x18\x08 \x01(\t\"\xa8\x01\n\x0fHistogramBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bgroup_value\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x03\"K\n\x16UsageHistogramResponse\x12\x31\n\x07\x62uckets\x18\x01 \x03(\x0b\x32 .bxb.metering.v1.HistogramBucket\"\xb6\x01\n\x13\x43omputeUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\"\xdb\x01\n\x14\x43omputeUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03*\xbf\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x12\x1c\n\x18\x41GGREGATION_WEIGHTED_SUM\x10\x06*\x8f\x01\n\x11HistogramInterval\x12\"\n\x1eHISTOGRAM_INTERVAL_UNSPECIFIED\x10\x00\x12\x1d\n\x19HISTOGRAM_INTERVAL_MINUTE\x10\x01\x12\x1b\n\x17HISTOGRAM_INTERVAL_HOUR\x10\x02\x12\x1a\n\x16HISTOGRAM_INTERVAL_DAY\x10\x03\x32\x86\x04\n\x0cUsageService\x12\x61\n\x0e\x41ggregateUsage\x12&.bxb.metering.v1.AggregateUsageRequest\x1a\'.bxb.metering.v1.AggregateUsageResponse\x12p\n\x13\x42\x61tchAggregateUsage\x12+.bxb.metering.v1.BatchAggregateUsageRequest\x1a,.bxb.metering.v1.BatchAggregateUsageResponse\x12\x61\n\x0eSummarizeUsage\x12&.bxb.metering.v1.SummarizeUsageRequest\x1a\'.bxb.metering.v1.SummarizeUsageResponse\x12\x61\n\x0eUsageHistogram\x12&.bxb.metering.v1.UsageHistogramRequest\x1a\'.bxb.metering.v1.UsageHistogramResponse\x12[\n\x0c\x43omputeUsage\x12$.bxb.metering.v1.ComputeUsageRequest\x1a%.bxb.metering.v1.ComputeUsageResponseB\xa4\x01\n\x13\x63om.bxb.metering.v1B\nUsageProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/metering/v1/usage.proto\x12\x0f\x62xb.metering.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x03\n\x15\x41ggregateUsageRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x31\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.Aggregation\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0einclude_values\x18\x07 \x01(\x08\x12\x17\n\x0fsubscription_id\x18\x08 \x01(\t\x12\x36\n\x12unassigned_windows\x18\t \x03(\x0b\x32\x1a.bxb.metering.v1.TimeRange\x12+\n\x07\x62uckets\x18\n \x03(\x0b\x32\x1a.bxb.metering.v1.FilterSet\x12\x10\n\x08group_by\x18\x0b \x03(\t\"i\n\tTimeRange\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0ePropertyFilter\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"=\n\tFilterSet\x12\x30\n\x07\x66ilters\x18\x01 \x03(\x0b\x32\x1f.bxb.metering.v1.PropertyFilter\"f\n\nUsageGroup\x12\x0e\n\x06\x62ucket\x18\x01 \x01(\x05\x12\x14\n\x0cgroup_values\x18\x02 \x03(\t\x12\r\n\x05value\x18\x03 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x04 \x01(\x03\x12\x0e\n\x06values\x18\x05 \x03(\t\"y\n\x16\x41ggregateUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x0e\n\x06values\x18\x03 \x03(\t\x12+\n\x06groups\x18\x04 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageGroup\"V\n\x1a\x42\x61tchAggregateUsageRequest\x12\x38\n\x08requests\x18\x01 \x03(\x0b\x32&.bxb.metering.v1.AggregateUsageRequest\"Y\n\x1b\x42\x61tchAggregateUsageResponse\x12:\n\tresponses\x18\x01 \x03(\x0b\x32\'.bxb.metering.v1.AggregateUsageResponse\"\xa3\x02\n\x15SummarizeUsageRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12;\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.AggregationB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12:\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x38\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"K\n\x16SummarizeUsageResponse\x12\r\n\x05value\x18\x01 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\r\n\x05\x65xact\x18\x03 \x01(\x08\"\x86\x03\n\x15UsageHistogramRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12;\n\x0b\x61ggregation\x18\x03 \x01(\x0e\x32\x1c.bxb.metering.v1.AggregationB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x12\n\nfield_name\x18\x04 \x01(\t\x12:\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x38\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x45\n\x08interval\x18\x07 \x01(\x0e\x32\".bxb.metering.v1.HistogramIntervalB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x1a\n\x08group_by\x18\x08 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\"\xa8\x01\n\x0fHistogramBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bgroup_value\x18\x03 \x01(\t\x12\r\n\x05value\x18\x04 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x03\"K\n\x16UsageHistogramResponse\x12\x31\n\x07\x62uckets\x18\x01 \x03(\x0b\x32 .bxb.metering.v1.HistogramBucket\"\xfa\x01\n\x13\x43omputeUsageRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12$\n\x0bmetric_code\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12:\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x38\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12!\n\x0fsubscription_id\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\"\xdb\x01\n\x14\x43omputeUsageResponse\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x13\n\x0bmetric_code\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fsubscription_id\x18\x05 \x01(\t\x12\r\n\x05value\x18\x06 \x01(\t\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x03*\xbf\x01\n\x0b\x41ggregation\x12\x1b\n\x17\x41GGREGATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41GGREGATION_COUNT\x10\x01\x12\x13\n\x0f\x41GGREGATION_SUM\x10\x02\x12\x13\n\x0f\x41GGREGATION_MAX\x10\x03\x12\x1c\n\x18\x41GGREGATION_UNIQUE_COUNT\x10\x04\x12\x16\n\x12\x41GGREGATION_LATEST\x10\x05\x12\x1c\n\x18\x41GGREGATION_WEIGHTED_SUM\x10\x06*\x8f\x01\n\x11HistogramInterval\x12\"\n\x1eHISTOGRAM_INTERVAL_UNSPECIFIED\x10\x00\x12\x1d\n\x19HISTOGRAM_INTERVAL_MINUTE\x10\x01\x12\x1b\n\x17HISTOGRAM_INTERVAL_HOUR\x10\x02\x12\x1a\n\x16HISTOGRAM_INTERVAL_DAY\x10\x03\x32\xdc\x04\n\x0cUsageService\x12\x61\n\x0e\x41ggregateUsage\x12&.bxb.metering.v1.AggregateUsageRequest\x1a\'.bxb.metering.v1.AggregateUsageResponse\x12p\n\x13\x42\x61tchAggregateUsage\x12+.bxb.metering.v1.BatchAggregateUsageRequest\x1a,.bxb.metering.v1.BatchAggregateUsageResponse\x12|\n\x0eSummarizeUsage\x12&.bxb.metering.v1.SummarizeUsageRequest\x1a\'.bxb.metering.v1.SummarizeUsageResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/usage/summary\x12~\n\x0eUsageHistogram\x12&.bxb.metering.v1.UsageHistogramRequest\x1a\'.bxb.metering.v1.UsageHistogramResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/usage/histogram\x12y\n\x0c\x43omputeUsage\x12$.bxb.metering.v1.ComputeUsageRequest\x1a%.bxb.metering.v1.ComputeUsageResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/usage/compute:\x01*B\xa4\x01\n\x13\x63om.bxb.metering.v1B\nUsageProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,40 +36,80 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.metering.v1.usage_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.metering.v1B\nUsageProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\242\002\004BXME\252\002\017Bxb.Metering.V1\312\002\017Bxb\\Metering\\V1\352\002\021Bxb::Metering::V1'
-  _globals['_AGGREGATION']._serialized_start=2355
-  _globals['_AGGREGATION']._serialized_end=2546
-  _globals['_HISTOGRAMINTERVAL']._serialized_start=2549
-  _globals['_HISTOGRAMINTERVAL']._serialized_end=2692
-  _globals['_AGGREGATEUSAGEREQUEST']._serialized_start=82
-  _globals['_AGGREGATEUSAGEREQUEST']._serialized_end=473
-  _globals['_TIMERANGE']._serialized_start=475
-  _globals['_TIMERANGE']._serialized_end=580
-  _globals['_PROPERTYFILTER']._serialized_start=582
-  _globals['_PROPERTYFILTER']._serialized_end=627
-  _globals['_FILTERSET']._serialized_start=629
-  _globals['_FILTERSET']._serialized_end=690
-  _globals['_USAGEGROUP']._serialized_start=692
-  _globals['_USAGEGROUP']._serialized_end=794
-  _globals['_AGGREGATEUSAGERESPONSE']._serialized_start=796
-  _globals['_AGGREGATEUSAGERESPONSE']._serialized_end=917
-  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_start=919
-  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_end=1005
-  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_start=1007
-  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_end=1096
-  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_start=1099
-  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_end=1322
-  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_start=1324
-  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_end=1399
-  _globals['_USAGEHISTOGRAMREQUEST']._serialized_start=1402
-  _globals['_USAGEHISTOGRAMREQUEST']._serialized_end=1697
-  _globals['_HISTOGRAMBUCKET']._serialized_start=1700
-  _globals['_HISTOGRAMBUCKET']._serialized_end=1868
-  _globals['_USAGEHISTOGRAMRESPONSE']._serialized_start=1870
-  _globals['_USAGEHISTOGRAMRESPONSE']._serialized_end=1945
-  _globals['_COMPUTEUSAGEREQUEST']._serialized_start=1948
-  _globals['_COMPUTEUSAGEREQUEST']._serialized_end=2130
-  _globals['_COMPUTEUSAGERESPONSE']._serialized_start=2133
-  _globals['_COMPUTEUSAGERESPONSE']._serialized_end=2352
-  _globals['_USAGESERVICE']._serialized_start=2695
-  _globals['_USAGESERVICE']._serialized_end=3213
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['aggregation']._loaded_options = None
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['aggregation']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['start_time']._loaded_options = None
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['end_time']._loaded_options = None
+  _globals['_SUMMARIZEUSAGEREQUEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['code']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['aggregation']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['aggregation']._serialized_options = b'\272H\005\202\001\002\020\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['start_time']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['end_time']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['interval']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['interval']._serialized_options = b'\342A\001\002\272H\010\202\001\002\020\001\310\001\001'
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['group_by']._loaded_options = None
+  _globals['_USAGEHISTOGRAMREQUEST'].fields_by_name['group_by']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['metric_code']._loaded_options = None
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['metric_code']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['start_time']._loaded_options = None
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['start_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['end_time']._loaded_options = None
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['end_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['subscription_id']._loaded_options = None
+  _globals['_COMPUTEUSAGEREQUEST'].fields_by_name['subscription_id']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_USAGESERVICE'].methods_by_name['SummarizeUsage']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['SummarizeUsage']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/usage/summary'
+  _globals['_USAGESERVICE'].methods_by_name['UsageHistogram']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['UsageHistogram']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/usage/histogram'
+  _globals['_USAGESERVICE'].methods_by_name['ComputeUsage']._loaded_options = None
+  _globals['_USAGESERVICE'].methods_by_name['ComputeUsage']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/usage/compute:\001*'
+  _globals['_AGGREGATION']._serialized_start=2678
+  _globals['_AGGREGATION']._serialized_end=2869
+  _globals['_HISTOGRAMINTERVAL']._serialized_start=2872
+  _globals['_HISTOGRAMINTERVAL']._serialized_end=3015
+  _globals['_AGGREGATEUSAGEREQUEST']._serialized_start=174
+  _globals['_AGGREGATEUSAGEREQUEST']._serialized_end=565
+  _globals['_TIMERANGE']._serialized_start=567
+  _globals['_TIMERANGE']._serialized_end=672
+  _globals['_PROPERTYFILTER']._serialized_start=674
+  _globals['_PROPERTYFILTER']._serialized_end=719
+  _globals['_FILTERSET']._serialized_start=721
+  _globals['_FILTERSET']._serialized_end=782
+  _globals['_USAGEGROUP']._serialized_start=784
+  _globals['_USAGEGROUP']._serialized_end=886
+  _globals['_AGGREGATEUSAGERESPONSE']._serialized_start=888
+  _globals['_AGGREGATEUSAGERESPONSE']._serialized_end=1009
+  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_start=1011
+  _globals['_BATCHAGGREGATEUSAGEREQUEST']._serialized_end=1097
+  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_start=1099
+  _globals['_BATCHAGGREGATEUSAGERESPONSE']._serialized_end=1188
+  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_start=1191
+  _globals['_SUMMARIZEUSAGEREQUEST']._serialized_end=1482
+  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_start=1484
+  _globals['_SUMMARIZEUSAGERESPONSE']._serialized_end=1559
+  _globals['_USAGEHISTOGRAMREQUEST']._serialized_start=1562
+  _globals['_USAGEHISTOGRAMREQUEST']._serialized_end=1952
+  _globals['_HISTOGRAMBUCKET']._serialized_start=1955
+  _globals['_HISTOGRAMBUCKET']._serialized_end=2123
+  _globals['_USAGEHISTOGRAMRESPONSE']._serialized_start=2125
+  _globals['_USAGEHISTOGRAMRESPONSE']._serialized_end=2200
+  _globals['_COMPUTEUSAGEREQUEST']._serialized_start=2203
+  _globals['_COMPUTEUSAGEREQUEST']._serialized_end=2453
+  _globals['_COMPUTEUSAGERESPONSE']._serialized_start=2456
+  _globals['_COMPUTEUSAGERESPONSE']._serialized_end=2675
+  _globals['_USAGESERVICE']._serialized_start=3018
+  _globals['_USAGESERVICE']._serialized_end=3622
 # @@protoc_insertion_point(module_scope)

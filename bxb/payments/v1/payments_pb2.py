@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/payments/v1/payments.proto\x12\x0f\x62xb.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.bxb.payments.v1.PaymentStatus\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13provider_payment_id\x18\x08 \x01(\t\x12\x17\n\x0f\x66\x61ilure_message\x18\t \x01(\t\"\xc6\x01\n\rPaymentMethod\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x1c\n\x14provider_customer_id\x18\x04 \x01(\t\x12\x1f\n\x17provider_payment_method\x18\x05 \x01(\t\x12\x12\n\nis_default\x18\x06 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x13ListPaymentsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.bxb.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1a\x43reatePaymentMethodRequest\x12\x36\n\x0epayment_method\x18\x01 \x01(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"0\n\x19ListPaymentMethodsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"U\n\x1aListPaymentMethodsResponse\x12\x37\n\x0fpayment_methods\x18\x01 \x03(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"*\n\x14\x43hargeInvoiceRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\"n\n\x1b\x43\x61ncelInvoicePaymentRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t*\xc5\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_CANCELED\x10\x04\x12\"\n\x1ePAYMENT_STATUS_REQUIRES_ACTION\x10\x05\x32\xf2\x03\n\x0ePaymentService\x12[\n\x0cListPayments\x12$.bxb.payments.v1.ListPaymentsRequest\x1a%.bxb.payments.v1.ListPaymentsResponse\x12\x62\n\x13\x43reatePaymentMethod\x12+.bxb.payments.v1.CreatePaymentMethodRequest\x1a\x1e.bxb.payments.v1.PaymentMethod\x12m\n\x12ListPaymentMethods\x12*.bxb.payments.v1.ListPaymentMethodsRequest\x1a+.bxb.payments.v1.ListPaymentMethodsResponse\x12P\n\rChargeInvoice\x12%.bxb.payments.v1.ChargeInvoiceRequest\x1a\x18.bxb.payments.v1.Payment\x12^\n\x14\x43\x61ncelInvoicePayment\x12,.bxb.payments.v1.CancelInvoicePaymentRequest\x1a\x18.bxb.payments.v1.PaymentB\xa7\x01\n\x13\x63om.bxb.payments.v1B\rPaymentsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\xa2\x02\x04\x42XPA\xaa\x02\x0f\x42xb.Payments.V1\xca\x02\x0f\x42xb\\Payments\\V1\xea\x02\x11\x42xb::Payments::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/payments/v1/payments.proto\x12\x0f\x62xb.payments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb3\x02\n\x07Payment\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ninvoice_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61mount_cents\x18\x04 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63urrency\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\x06status\x18\x06 \x01(\x0e\x32\x1e.bxb.payments.v1.PaymentStatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12!\n\x13provider_payment_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x0f\x66\x61ilure_message\x18\t \x01(\tB\x04\xe2\x41\x01\x03\"\x9d\x02\n\rPaymentMethod\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12$\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\"\n\x08provider\x18\x03 \x01(\tB\x10\xbaH\rr\x08R\x06stripe\xd8\x01\x01\x12-\n\x14provider_customer_id\x18\x04 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x30\n\x17provider_payment_method\x18\x05 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x18\n\nis_default\x18\x06 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"e\n\x13ListPaymentsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x12\n\ninvoice_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"[\n\x14ListPaymentsResponse\x12*\n\x08payments\x18\x01 \x03(\x0b\x32\x18.bxb.payments.v1.Payment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"`\n\x1a\x43reatePaymentMethodRequest\x12\x42\n\x0epayment_method\x18\x01 \x01(\x0b\x32\x1e.bxb.payments.v1.PaymentMethodB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"0\n\x19ListPaymentMethodsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\"U\n\x1aListPaymentMethodsResponse\x12\x37\n\x0fpayment_methods\x18\x01 \x03(\x0b\x32\x1e.bxb.payments.v1.PaymentMethod\"0\n\x14\x43hargeInvoiceRequest\x12\x18\n\ninvoice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"n\n\x1b\x43\x61ncelInvoicePaymentRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x03 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t*\xc5\x01\n\rPaymentStatus\x12\x1e\n\x1aPAYMENT_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16PAYMENT_STATUS_PENDING\x10\x01\x12\x1c\n\x18PAYMENT_STATUS_SUCCEEDED\x10\x02\x12\x19\n\x15PAYMENT_STATUS_FAILED\x10\x03\x12\x1b\n\x17PAYMENT_STATUS_CANCELED\x10\x04\x12\"\n\x1ePAYMENT_STATUS_REQUIRES_ACTION\x10\x05\x32\x9f\x04\n\x0ePaymentService\x12[\n\x0cListPayments\x12$.bxb.payments.v1.ListPaymentsRequest\x1a%.bxb.payments.v1.ListPaymentsResponse\x12\x62\n\x13\x43reatePaymentMethod\x12+.bxb.payments.v1.CreatePaymentMethodRequest\x1a\x1e.bxb.payments.v1.PaymentMethod\x12m\n\x12ListPaymentMethods\x12*.bxb.payments.v1.ListPaymentMethodsRequest\x1a+.bxb.payments.v1.ListPaymentMethodsResponse\x12}\n\rChargeInvoice\x12%.bxb.payments.v1.ChargeInvoiceRequest\x1a\x18.bxb.payments.v1.Payment\"+\x82\xd3\xe4\x93\x02%\" /v1/invoices/{invoice_id}/charge:\x01*\x12^\n\x14\x43\x61ncelInvoicePayment\x12,.bxb.payments.v1.CancelInvoicePaymentRequest\x1a\x18.bxb.payments.v1.PaymentB\xa7\x01\n\x13\x63om.bxb.payments.v1B\rPaymentsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\xa2\x02\x04\x42XPA\xaa\x02\x0f\x42xb.Payments.V1\xca\x02\x0f\x42xb\\Payments\\V1\xea\x02\x11\x42xb::Payments::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,26 +36,64 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.payments.v1.payments_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.payments.v1B\rPaymentsProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\242\002\004BXPA\252\002\017Bxb.Payments.V1\312\002\017Bxb\\Payments\\V1\352\002\021Bxb::Payments::V1'
-  _globals['_PAYMENTSTATUS']._serialized_start=1117
-  _globals['_PAYMENTSTATUS']._serialized_end=1314
-  _globals['_PAYMENT']._serialized_start=85
-  _globals['_PAYMENT']._serialized_end=338
-  _globals['_PAYMENTMETHOD']._serialized_start=341
-  _globals['_PAYMENTMETHOD']._serialized_end=539
-  _globals['_LISTPAYMENTSREQUEST']._serialized_start=541
-  _globals['_LISTPAYMENTSREQUEST']._serialized_end=642
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=644
-  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=735
-  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_start=737
-  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_end=821
-  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_start=823
-  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_end=871
-  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_start=873
-  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_end=958
-  _globals['_CHARGEINVOICEREQUEST']._serialized_start=960
-  _globals['_CHARGEINVOICEREQUEST']._serialized_end=1002
-  _globals['_CANCELINVOICEPAYMENTREQUEST']._serialized_start=1004
-  _globals['_CANCELINVOICEPAYMENTREQUEST']._serialized_end=1114
-  _globals['_PAYMENTSERVICE']._serialized_start=1317
-  _globals['_PAYMENTSERVICE']._serialized_end=1815
+  _globals['_PAYMENT'].fields_by_name['id']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['invoice_id']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['customer_id']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['amount_cents']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['amount_cents']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['currency']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['currency']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['status']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['create_time']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['provider_payment_id']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['provider_payment_id']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENT'].fields_by_name['failure_message']._loaded_options = None
+  _globals['_PAYMENT'].fields_by_name['failure_message']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENTMETHOD'].fields_by_name['id']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENTMETHOD'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider']._serialized_options = b'\272H\rr\010R\006stripe\330\001\001'
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider_customer_id']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider_customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider_payment_method']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['provider_payment_method']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
+  _globals['_PAYMENTMETHOD'].fields_by_name['is_default']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['is_default']._serialized_options = b'\342A\001\003'
+  _globals['_PAYMENTMETHOD'].fields_by_name['create_time']._loaded_options = None
+  _globals['_PAYMENTMETHOD'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEPAYMENTMETHODREQUEST'].fields_by_name['payment_method']._loaded_options = None
+  _globals['_CREATEPAYMENTMETHODREQUEST'].fields_by_name['payment_method']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_CHARGEINVOICEREQUEST'].fields_by_name['invoice_id']._loaded_options = None
+  _globals['_CHARGEINVOICEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002'
+  _globals['_PAYMENTSERVICE'].methods_by_name['ChargeInvoice']._loaded_options = None
+  _globals['_PAYMENTSERVICE'].methods_by_name['ChargeInvoice']._serialized_options = b'\202\323\344\223\002%\" /v1/invoices/{invoice_id}/charge:\001*'
+  _globals['_PAYMENTSTATUS']._serialized_start=1368
+  _globals['_PAYMENTSTATUS']._serialized_end=1565
+  _globals['_PAYMENT']._serialized_start=177
+  _globals['_PAYMENT']._serialized_end=484
+  _globals['_PAYMENTMETHOD']._serialized_start=487
+  _globals['_PAYMENTMETHOD']._serialized_end=772
+  _globals['_LISTPAYMENTSREQUEST']._serialized_start=774
+  _globals['_LISTPAYMENTSREQUEST']._serialized_end=875
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_start=877
+  _globals['_LISTPAYMENTSRESPONSE']._serialized_end=968
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_start=970
+  _globals['_CREATEPAYMENTMETHODREQUEST']._serialized_end=1066
+  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_start=1068
+  _globals['_LISTPAYMENTMETHODSREQUEST']._serialized_end=1116
+  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_start=1118
+  _globals['_LISTPAYMENTMETHODSRESPONSE']._serialized_end=1203
+  _globals['_CHARGEINVOICEREQUEST']._serialized_start=1205
+  _globals['_CHARGEINVOICEREQUEST']._serialized_end=1253
+  _globals['_CANCELINVOICEPAYMENTREQUEST']._serialized_start=1255
+  _globals['_CANCELINVOICEPAYMENTREQUEST']._serialized_end=1365
+  _globals['_PAYMENTSERVICE']._serialized_start=1568
+  _globals['_PAYMENTSERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

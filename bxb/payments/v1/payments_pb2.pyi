@@ -136,7 +136,7 @@ class PaymentMethod(_message.Message):
     customer_id: _builtins.str
     """The customer."""
     provider: _builtins.str
-    """Provider name, for example "stripe"."""
+    """Provider name: "stripe", the default when empty."""
     provider_customer_id: _builtins.str
     """The customer's id at the provider, for example "cus_xxx"."""
     provider_payment_method: _builtins.str

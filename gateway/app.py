@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bxb.catalog.v1 import add_ons_pb2, customers_pb2, subscriptions_pb2, taxes_pb2, test_clocks_pb2
+from bxb.catalog.v1 import add_ons_pb2, coupons_pb2, customers_pb2, subscriptions_pb2, taxes_pb2, test_clocks_pb2
 from bxb.invoicing.v1 import credit_notes_pb2
 from gateway.admission import Admission
 from gateway.auth import Authenticator
@@ -20,7 +20,6 @@ from gateway.config import Settings
 from gateway.dialects import PUBLIC
 from gateway.errors import error_response
 from gateway.routes import (
-    coupons,
     events,
     invoices,
     metrics,
@@ -40,6 +39,7 @@ TRANSCODED = [
     credit_notes_pb2.DESCRIPTOR,
     add_ons_pb2.DESCRIPTOR,
     subscriptions_pb2.DESCRIPTOR,
+    coupons_pb2.DESCRIPTOR,
 ]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -91,7 +91,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         *metrics.routes,
         *plans.routes,
         *price_plans.routes,
-        *coupons.routes,
         *events.routes,
         *invoices.routes,
         *pricing.routes,

@@ -54,8 +54,19 @@ class View:
     add_on.code; null when add_on is); `nulls` render empty as
     null; `objects` render unset as their empty object instead of null;
     `hidden` fields are neither read nor shown; `inline` names a message
-    field whose own fields are spelled at this level; `render` reshapes the
-    finished JSON object (for a shape no declaration above can say).
+    field whose own fields are spelled at this level; `enums` respell an
+    enum field's values; `render` reshapes the finished JSON object (for a
+    shape no declaration above can say).
+
+    `alternatives` are input spellings of a field that exclude it (Lago's
+    coupon_type for discount_type): giving both, even alike, is
+    CONFLICTING_FIELDS naming the alternative. `groups` gather some of the
+    message's fields in a JSON object of their own (applies_to holds
+    plan_codes and billable_metric_codes), read and shown there. `switches`
+    are JSON fields standing for one of several fields, chosen by the (proto)
+    name of an enum field's value: discount_value is a percentage coupon's
+    percentage and a fixed one's amount (read into the chosen field, ignored
+    when the enum chooses none; shown as it, null when none).
     """
 
     names: Mapping[str, str] = field(default_factory=dict)
@@ -67,9 +78,23 @@ class View:
     inline: str = ""
     enums: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     render: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
+    alternatives: Mapping[str, str] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    switches: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def json_name(self, name: str) -> str:
         return self.names.get(name, name)
+
+    def json_path(self, name: str) -> str:
+        """A field's JSON name, within its group if it has one."""
+        group = next((group for group, members in self.groups.items() if name in members), "")
+        return _join(group, self.json_name(name))
+
+    def chosen(self, message: Message, switch: str) -> str:
+        """The field a switch stands for in `message` ("" when none)."""
+        enum_field, targets = self.switches[switch]
+        descriptor = message.DESCRIPTOR.fields_by_name[enum_field]
+        return targets.get(enum_name(descriptor.enum_type, getattr(message, enum_field)) or "", "")
 
 
 PLAIN = View()
@@ -130,36 +155,76 @@ class Decoder:
                 for name, (path, inner) in self.names(proto.message_type).items():
                     found[name] = (f"{proto.name}.{path}", inner)
                 continue
-            found[view.json_name(proto.name)] = (proto.name, proto)
-        for alias, name in view.aliases.items():
+            found[view.json_path(proto.name)] = (proto.name, proto)
+        for alias, name in {**view.aliases, **view.alternatives}.items():
             found[alias] = found[view.json_name(name)]
         return found
 
-    def into(self, message: Message, value: Any, path: str = "", bound: frozenset[str] = frozenset()) -> None:
+    def into(
+        self,
+        message: Message,
+        value: Any,
+        path: str = "",
+        bound: frozenset[str] = frozenset(),
+        spelled: dict[str, str] | None = None,
+    ) -> None:
         """Fills `message` from a JSON object; `path` names it in errors;
-        `bound` fields are not read (see names)."""
+        `bound` fields are not read (see names); `spelled`, when given, is
+        told how each field given was spelled (proto path -> JSON path), for
+        errors to name it so."""
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
+        view = self.view(message.DESCRIPTOR)
         names = self.names(message.DESCRIPTOR, bound)
-        given: dict[str, str] = {}
-        for name, item in value.items():
+        given: dict[str, tuple[str, Any]] = {}
+        switched = []
+        for name, item in _entries(view, value, path):
             where = _join(path, name)
+            if name in view.switches:
+                switched.append((name, item, where))
+                continue
             if name not in names:
                 raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
-            if item is None:
-                continue
             proto_path, descriptor = names[name]
-            if proto_path in given:
-                first = given[proto_path]
-                if value[first] != item:
-                    raise invalid(f"{first} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
-                continue
-            given[proto_path] = name
-            *outer, _ = proto_path.split(".")
-            target = message
-            for step in outer:
-                target = getattr(target, step)
-            self.field(target, descriptor, item, where)
+            self._given(message, view, given, proto_path, descriptor, name, item, where, spelled)
+        for name, item, where in switched:  # once the enum choosing their field is read
+            chosen = view.chosen(message, name)
+            if chosen:
+                descriptor = message.DESCRIPTOR.fields_by_name[chosen]
+                self._given(message, view, given, chosen, descriptor, name, item, where, spelled)
+
+    def _given(
+        self,
+        message: Message,
+        view: View,
+        given: dict[str, tuple[str, Any]],
+        proto_path: str,
+        descriptor: FieldDescriptor,
+        name: str,
+        item: Any,
+        where: str,
+        spelled: dict[str, str] | None,
+    ) -> None:
+        """Reads one field given as `name`, unless null or given already."""
+        if item is None:
+            return
+        if proto_path in given:
+            first, earlier = given[proto_path]
+            if name in view.switches or first in view.alternatives or name in view.alternatives:
+                named = first if first in view.alternatives or name in view.switches else name
+                where = where.removesuffix(name) + named
+                raise invalid(f"give {first} or {name}, not both", where, "CONFLICTING_FIELDS")
+            if earlier != item:
+                raise invalid(f"{first} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
+            return
+        given[proto_path] = (name, item)
+        if spelled is not None:
+            spelled[proto_path] = where
+        *outer, _ = proto_path.split(".")
+        target = message
+        for step in outer:
+            target = getattr(target, step)
+        self.field(target, descriptor, item, where)
 
     def field(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
         if descriptor.message_type is not None and descriptor.message_type.GetOptions().map_entry:
@@ -246,6 +311,19 @@ class Decoder:
         if value not in names:
             raise invalid(f"{path} must be one of: {', '.join(names)}", path, "INVALID_VALUE")
         return names[value]
+
+
+def _entries(view: View, value: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+    """A JSON object's fields, a group's as `group.name`."""
+    entries = []
+    for name, item in value.items():
+        if name not in view.groups:
+            entries.append((name, item))
+        elif item is not None:
+            if not isinstance(item, dict):
+                raise _wrong_type(_join(path, name), "an object")
+            entries += [(f"{name}.{key}", inner) for key, inner in item.items()]
+    return entries
 
 
 def _kind(descriptor: FieldDescriptor) -> str:
@@ -346,6 +424,11 @@ class Encoder:
             if name in view.nulls and not value:
                 value = None
             shown[view.json_name(name)] = value
+        for name in view.switches:
+            chosen = view.chosen(message, name)
+            shown[name] = self.value(message, message.DESCRIPTOR.fields_by_name[chosen], view) if chosen else None
+        for group, members in view.groups.items():
+            shown[group] = {view.json_name(member): shown.pop(view.json_name(member)) for member in members}
         for copy, source in view.copies.items():
             first, *rest = source.split(".")
             value = shown[view.json_name(first)]

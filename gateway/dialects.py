@@ -42,7 +42,7 @@ BXB: Views = {
         names={"create_time": "created_at", "currency": "amount_currency"}, copies={"add_on_code": "add_on.code"}
     ),
     "bxb.catalog.v1.ApplyAddOnRequest": View(
-        names={"currency": "amount_currency"}, aliases={"external_customer_id": "customer_id"}
+        names={"currency": "amount_currency"}, alternatives={"external_customer_id": "customer_id"}
     ),
     "bxb.catalog.v1.Subscription": View(
         names={
@@ -55,6 +55,35 @@ BXB: Views = {
         hidden=frozenset({"invoice_grace_period_days"}),
     ),
     "bxb.catalog.v1.CreateSubscriptionRequest": View(names={"start_time": "start_date"}),
+    # A coupon as on the bxb page (discount_type, discount_value, duration,
+    # duration_in_months) or as in Lago (coupon_type, percentage_rate or
+    # amount_cents, frequency, frequency_duration). discount_value is a
+    # percentage coupon's rate and a fixed one's amount in major units ("50"
+    # is $50.00); the catalog converts, checks and refuses the other type's fields.
+    "bxb.catalog.v1.Coupon": View(
+        names={
+            "coupon_type": "discount_type",
+            "percentage": "percentage_rate",
+            "expire_time": "expiration_at",
+            "create_time": "created_at",
+        },
+        alternatives={
+            "coupon_type": "coupon_type",
+            "amount_currency": "currency",
+            "frequency": "duration",
+            "frequency_duration": "duration_in_months",
+        },
+        nulls=frozenset({"percentage", "amount_cents", "currency", "duration_in_months"}),
+        hidden=frozenset({"amount"}),
+        groups={"applies_to": ("plan_codes", "billable_metric_codes")},
+        switches={"discount_value": ("coupon_type", {"percentage": "percentage", "fixed_amount": "amount"})},
+    ),
+    "bxb.catalog.v1.AppliedCoupon": View(
+        names={"create_time": "created_at", "terminate_time": "terminated_at"},
+        copies={"coupon_code": "coupon.code"},
+        render=lambda applied, shown: {**shown, "status": "terminated" if shown["terminated_at"] else "active"},
+    ),
+    "bxb.catalog.v1.ApplyCouponRequest": View(alternatives={"external_customer_id": "customer_id"}),
     "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
     # A service's errors name the request's `kind` as such.
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
@@ -136,8 +165,9 @@ async def change_plan_by_external_id(
 PUBLIC = Dialect(
     BXB,
     routes={
-        # Applying an add-on creates its application.
+        # Applying an add-on or a coupon creates its application.
         ("POST", "/v1/applied_add_ons"): Spelling(BXB, 201),
+        ("POST", "/v1/applied_coupons"): Spelling(BXB, 201),
         ("POST", "/v1/subscriptions"): Spelling(BXB, 201, then=change_plan_by_external_id),
     },
 )

@@ -10,7 +10,7 @@ route is spelled in its dialect (views, status) comes from gateway/dialects.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -45,7 +45,9 @@ class Transcoder:
         self.response_class = message_class(binding.method.output_type)
         self.bound = frozenset(variable.split(".")[0] for variable in binding.variables)
 
-    async def request(self, http: Request, max_body: int) -> Message:
+    async def request(self, http: Request, max_body: int, spelled: dict[str, str] | None = None) -> Message:
+        """The binding's request; `spelled` is told how the body spelled its
+        fields (see public_field)."""
         binding = self.binding
         request = self.request_class()
         if binding.body:
@@ -56,7 +58,7 @@ class Transcoder:
             whole = binding.body == "*"
             target = request if whole else getattr(request, binding.body)
             # `*` is every field the path does not bind.
-            self.decoder.into(target, parsed, bound=self.bound if whole else frozenset())
+            self.decoder.into(target, parsed, bound=self.bound if whole else frozenset(), spelled=spelled)
             if binding.body != "*":
                 target.SetInParent()
         for variable in binding.variables:
@@ -85,18 +87,24 @@ class Transcoder:
             else:
                 setattr(target, descriptor.name, self.decoder.scalar(descriptor, item, name))
 
-    def public_field(self, path: str) -> str:
+    def public_field(self, path: str, spelled: Mapping[str, str] | None = None) -> str:
         """A field path a service named (`tax.description`), as the client
-        spelled it (`description`): the body's field is left out and each
-        field takes its dialect's name."""
+        spelled it (`description`): the body's field is left out; a field of
+        the body the client gave is named as it was given (`spelled`, from
+        request), any other takes its dialect's name."""
         if not path:
             return path
         descriptor: Descriptor | None = self.request_class.DESCRIPTOR
         segments = path.split(".")
         body = self.binding.body
-        if body not in ("", "*") and segments[0] == body:
-            segments = segments[1:]
+        if body not in ("", "*"):  # the body's field may be named (`tax.rate`) or not (`rate`: errors.body_path)
+            segments = segments[1:] if segments[0] == body else segments
             descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
+        *before, last = segments
+        name, bracket, rest = last.partition("[")
+        given = (spelled or {}).get(".".join([*before, name]))
+        if given is not None:
+            return given + bracket + rest
         shown = []
         for segment in segments:
             name, bracket, rest = segment.partition("[")
@@ -108,7 +116,7 @@ class Transcoder:
             view = self.decoder.view(descriptor)
             descriptor = found.message_type
             if name != view.inline:
-                shown.append(view.json_name(name) + bracket + rest)
+                shown.append(view.json_path(name) + bracket + rest)
         return ".".join(shown)
 
     def response(self, reply: Message) -> dict[str, Any]:
@@ -130,9 +138,20 @@ class Transcoder:
 def describe(decoder: Decoder, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> schema.Spec:
     """A message's JSON as a schema.Spec: its spellings, types, enum names
     and the limits its `buf.validate` rules set."""
-    return schema.obj(
-        {name: _described(decoder, field) for name, (_, field) in decoder.names(descriptor, bound).items()}
-    )
+    view = decoder.view(descriptor)
+    described = schema.obj({})
+    for name, (_, field) in decoder.names(descriptor, bound).items():
+        group, _, member = name.rpartition(".")
+        if group:
+            described.fields.setdefault(group, schema.obj({}, nullable=True)).fields[member] = _described(
+                decoder, field
+            )
+        else:
+            described.fields[name] = _described(decoder, field)
+    for name, (_, targets) in view.switches.items():
+        first = descriptor.fields_by_name[next(iter(targets.values()))]
+        described.fields[name] = _described(decoder, first)
+    return described
 
 
 def _described(decoder: Decoder, field: FieldDescriptor) -> schema.Spec:
@@ -198,7 +217,8 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
         state = request.app.state
         try:
             org = await state.authenticator.organization(request.headers.get("authorization"))
-            message = await transcoder.request(request, state.settings.max_body_bytes)
+            spelled: dict[str, str] = {}
+            message = await transcoder.request(request, state.settings.max_body_bytes, spelled)
             call = state.clients.unary(binding.method)
             given = options(state, org)
             status = spelling.status
@@ -212,7 +232,7 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
             return error.response()
         except grpc.aio.AioRpcError as error:
             failure = api_error(error)
-            named = transcoder.public_field(failure.field)
+            named = transcoder.public_field(failure.field, spelled)
             if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with the field
                 failure.message = named + failure.message.removeprefix(failure.field)
             failure.field = named

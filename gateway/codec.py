@@ -127,6 +127,21 @@ def output_only(descriptor: FieldDescriptor) -> bool:
     return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
 
 
+def required(descriptor: FieldDescriptor) -> bool:
+    """Whether a request must give the field (`google.api.field_behavior`)."""
+    return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+
+
+def _required(names: dict[str, tuple[str, FieldDescriptor]]) -> dict[str, str]:
+    """The REQUIRED fields among a message's spellings: proto path -> its
+    first spelling."""
+    found: dict[str, str] = {}
+    for name, (proto_path, descriptor) in names.items():
+        if required(descriptor):
+            found.setdefault(proto_path, name)
+    return found
+
+
 def is_decimal(descriptor: FieldDescriptor) -> bool:
     return descriptor.GetOptions().Extensions[field_format_pb2.decimal]
 
@@ -160,6 +175,12 @@ class Decoder:
             found[alias] = found[view.json_name(name)]
         return found
 
+    def aliases(self, descriptor: Descriptor) -> set[str]:
+        """The aliases a message reads, an inlined field's too."""
+        view = self.view(descriptor)
+        inline = descriptor.fields_by_name[view.inline].message_type if view.inline else None
+        return {*view.aliases, *(self.aliases(inline) if inline is not None else ())}
+
     def into(
         self,
         message: Message,
@@ -167,15 +188,23 @@ class Decoder:
         path: str = "",
         bound: frozenset[str] = frozenset(),
         spelled: dict[str, str] | None = None,
+        partial: bool = False,
     ) -> None:
         """Fills `message` from a JSON object; `path` names it in errors;
         `bound` fields are not read (see names); `spelled`, when given, is
-        told how each field given was spelled (proto path -> JSON path), for
-        errors to name it so."""
+        told how each field given (null too) was spelled (proto path -> JSON
+        path), for errors to name it so. A REQUIRED field
+        (`google.api.field_behavior`) not given, or given null, is
+        MISSING_FIELD, at any depth, unless the object is `partial` (an
+        update's)."""
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
         view = self.view(message.DESCRIPTOR)
         names = self.names(message.DESCRIPTOR, bound)
+        first: dict[str, str] = {}  # each field's own spelling, by proto path
+        for name, (proto_path, _) in names.items():
+            first.setdefault(proto_path, name)
+        aliases = self.aliases(message.DESCRIPTOR)
         given: dict[str, tuple[str, Any]] = {}
         switched = []
         for name, item in _entries(view, value, path):
@@ -186,12 +215,21 @@ class Decoder:
             if name not in names:
                 raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
             proto_path, descriptor = names[name]
-            self._given(message, view, given, proto_path, descriptor, name, item, where, spelled)
+            if spelled is not None:  # an alias agrees with its field: errors name the field
+                spelled.setdefault(proto_path, _join(path, first[proto_path]) if name in aliases else where)
+            self._given(message, view, given, proto_path, descriptor, name, item, where)
         for name, item, where in switched:  # once the enum choosing their field is read
             chosen = view.chosen(message, name)
             if chosen:
+                if spelled is not None:
+                    spelled.setdefault(chosen, where)
                 descriptor = message.DESCRIPTOR.fields_by_name[chosen]
-                self._given(message, view, given, chosen, descriptor, name, item, where, spelled)
+                self._given(message, view, given, chosen, descriptor, name, item, where)
+        if not partial:
+            for proto_path, name in _required(names).items():
+                if proto_path not in given:
+                    where = _join(path, name)
+                    raise invalid(f"{where} is required", where, "MISSING_FIELD")
 
     def _given(
         self,
@@ -203,23 +241,20 @@ class Decoder:
         name: str,
         item: Any,
         where: str,
-        spelled: dict[str, str] | None,
     ) -> None:
         """Reads one field given as `name`, unless null or given already."""
         if item is None:
             return
         if proto_path in given:
-            first, earlier = given[proto_path]
-            if name in view.switches or first in view.alternatives or name in view.alternatives:
-                named = first if first in view.alternatives or name in view.switches else name
+            before, earlier = given[proto_path]
+            if name in view.switches or before in view.alternatives or name in view.alternatives:
+                named = before if before in view.alternatives or name in view.switches else name
                 where = where.removesuffix(name) + named
-                raise invalid(f"give {first} or {name}, not both", where, "CONFLICTING_FIELDS")
+                raise invalid(f"give {before} or {name}, not both", where, "CONFLICTING_FIELDS")
             if earlier != item:
-                raise invalid(f"{first} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
+                raise invalid(f"{before} and {name} name the same thing and disagree", where, "CONFLICTING_FIELDS")
             return
         given[proto_path] = (name, item)
-        if spelled is not None:
-            spelled[proto_path] = where
         *outer, _ = proto_path.split(".")
         target = message
         for step in outer:
@@ -235,6 +270,8 @@ class Decoder:
             container = getattr(message, descriptor.name)
             for index, item in enumerate(value):
                 where = f"{path}[{index}]"
+                if item is None and required(descriptor):  # each of its items is required too
+                    raise invalid(f"{where} is required", where, "MISSING_FIELD")
                 if item is None:
                     raise _wrong_type(where, _kind(descriptor))
                 if descriptor.message_type is not None:

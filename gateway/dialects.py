@@ -84,6 +84,10 @@ BXB: Views = {
         render=lambda applied, shown: {**shown, "status": "terminated" if shown["terminated_at"] else "active"},
     ),
     "bxb.catalog.v1.ApplyCouponRequest": View(alternatives={"external_customer_id": "customer_id"}),
+    # A metric shows its code as `key` too (ABAXUS's name for it).
+    "bxb.catalog.v1.BillableMetric": View(
+        names={"create_time": "created_at"}, copies={"key": "code"}, nulls=frozenset({"field_name"})
+    ),
     "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
     # A service's errors name the request's `kind` as such.
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
@@ -123,6 +127,16 @@ class Dialect:
         created = binding.verb == "POST" and binding.method.name.startswith("Create")
         return Spelling(self.views, 201 if created else 200)
 
+
+# The ABAXUS spelling of the seed documents' /v1/metrics: a metric is named
+# by its `key` (shown as `code` too), listed as `metrics`.
+ABAXUS: Views = {
+    **BXB,
+    "bxb.catalog.v1.BillableMetric": View(
+        names={"code": "key", "create_time": "created_at"}, copies={"code": "code"}, nulls=frozenset({"field_name"})
+    ),
+    "bxb.catalog.v1.ListBillableMetricsResponse": View(names={"billable_metrics": "metrics"}),
+}
 
 CHANGE_PLAN = subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionService"].methods_by_name[
     "ChangeSubscriptionPlan"
@@ -169,5 +183,10 @@ PUBLIC = Dialect(
         ("POST", "/v1/applied_add_ons"): Spelling(BXB, 201),
         ("POST", "/v1/applied_coupons"): Spelling(BXB, 201),
         ("POST", "/v1/subscriptions"): Spelling(BXB, 201, then=change_plan_by_external_id),
+        ("POST", "/v1/metrics"): Spelling(ABAXUS, 201),
+        ("GET", "/v1/metrics"): Spelling(ABAXUS),
+        ("GET", "/v1/metrics/{code}"): Spelling(ABAXUS),
+        ("PATCH", "/v1/metrics/{billable_metric.code}"): Spelling(ABAXUS),
+        ("DELETE", "/v1/metrics/{code}"): Spelling(ABAXUS),
     },
 )

@@ -15,6 +15,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,8 +30,9 @@ from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views
 from gateway.dialects import Dialect, Spelling
-from gateway.errors import ApiError, api_error, error_response, invalid
+from gateway.errors import ApiError, api_error, body_path, error_response, invalid
 from services.common import tenancy, trust
+from services.common.errors import error_info
 
 log = logging.getLogger("bxb.gateway")
 
@@ -43,7 +46,22 @@ class Transcoder:
         self.encoder = Encoder(views)
         self.request_class = message_class(binding.method.input_type)
         self.response_class = message_class(binding.method.output_type)
-        self.bound = frozenset(variable.split(".")[0] for variable in binding.variables)
+        # The fields of the body the path binds: of the request for `*`, of
+        # the body's field for one (`{billable_metric.code}`); never read from the body.
+        prefix = "" if binding.body == "*" else f"{binding.body}."
+        self.bound = frozenset(
+            variable.removeprefix(prefix).split(".")[0]
+            for variable in binding.variables
+            if variable.startswith(prefix) and variable != binding.body
+        )
+        # An update (a FieldMask `update_mask` beside its body's field) changes
+        # the fields its body gives, null ones cleared.
+        mask = self.request_class.DESCRIPTOR.fields_by_name.get("update_mask")
+        self.update = (
+            mask is not None
+            and mask.message_type.full_name == FieldMask.DESCRIPTOR.full_name
+            and binding.body not in ("", "*")
+        )
 
     async def request(self, http: Request, max_body: int, spelled: dict[str, str] | None = None) -> Message:
         """The binding's request; `spelled` is told how the body spelled its
@@ -55,17 +73,27 @@ class Transcoder:
             if not raw.strip():
                 raise invalid("a JSON body is required", "", "MISSING_BODY")
             parsed = schema.parse_json(raw)
-            whole = binding.body == "*"
-            target = request if whole else getattr(request, binding.body)
-            # `*` is every field the path does not bind.
-            self.decoder.into(target, parsed, bound=self.bound if whole else frozenset(), spelled=spelled)
+            target = request if binding.body == "*" else getattr(request, binding.body)
+            given: dict[str, str] = {} if spelled is None else spelled
+            self.decoder.into(target, parsed, bound=self.bound, spelled=given, partial=self.update)
             if binding.body != "*":
                 target.SetInParent()
-        for variable in binding.variables:
-            value = schema.refuse_nul(http.path_params[variable.replace(".", "__")], variable)
-            _set(request, variable, value)
+            if self.update:
+                self._mask(request, target, given)
+        # By position: a path may be served under another route's variable names (app.one_route_per_path).
+        for variable, given in zip(binding.variables, http.path_params.values(), strict=True):
+            _set(request, variable, schema.refuse_nul(given, variable))
         self._query(request, http)
         return request
+
+    def _mask(self, request: Message, target: Message, given: Mapping[str, str]) -> None:
+        """An update's mask: the body's fields given (null ones too), unless
+        none is (a 400: nothing to change)."""
+        paths = list(dict.fromkeys(path.split(".")[0] for path in given))
+        if not paths:
+            names = ", ".join(self.decoder.names(target.DESCRIPTOR, self.bound))
+            raise invalid(f"name at least one field to change: {names}", "", "MISSING_FIELD")
+        request.update_mask.paths.extend(paths)
 
     def _query(self, request: Message, http: Request) -> None:
         """Query parameters fill the request's remaining scalar fields."""
@@ -100,6 +128,8 @@ class Transcoder:
         if body not in ("", "*"):  # the body's field may be named (`tax.rate`) or not (`rate`: errors.body_path)
             segments = segments[1:] if segments[0] == body else segments
             descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
+        if len(segments) == 1 and segments[0] in self.bound:  # as the path's template names it
+            return segments[0]
         *before, last = segments
         name, bracket, rest = last.partition("[")
         given = (spelled or {}).get(".".join([*before, name]))
@@ -132,7 +162,7 @@ class Transcoder:
             return None
         if body == "*":
             return describe(self.decoder, self.request_class.DESCRIPTOR, self.bound)
-        return describe(self.decoder, self.request_class.DESCRIPTOR.fields_by_name[body].message_type)
+        return describe(self.decoder, self.request_class.DESCRIPTOR.fields_by_name[body].message_type, self.bound)
 
 
 def describe(decoder: Decoder, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> schema.Spec:
@@ -215,9 +245,9 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
 
     async def run(request: Request) -> Response:
         state = request.app.state
+        spelled: dict[str, str] = {}
         try:
             org = await state.authenticator.organization(request.headers.get("authorization"))
-            spelled: dict[str, str] = {}
             message = await transcoder.request(request, state.settings.max_body_bytes, spelled)
             call = state.clients.unary(binding.method)
             given = options(state, org)
@@ -227,15 +257,20 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
                 if spelling.then is not None:
                     reply, then_status = await spelling.then(state.clients.unary, message, reply, given)
                     status = then_status or status
+            if reply.DESCRIPTOR.full_name == Empty.DESCRIPTOR.full_name:
+                return Response(status_code=204)
             return json(transcoder.response(reply), status)
         except ApiError as error:
             return error.response()
         except grpc.aio.AioRpcError as error:
             failure = api_error(error)
-            named = transcoder.public_field(failure.field, spelled)
-            if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with the field
-                failure.message = named + failure.message.removeprefix(failure.field)
-            failure.field = named
+            if failure.field:  # named by its full path, as the service did
+                info = error_info(error)
+                field, stated = info.metadata["field"], error.details() or ""
+                named = transcoder.public_field(field, spelled)
+                if failure.message == body_path(stated) and stated.startswith(f"{field} "):  # the rules' messages
+                    failure.message = named + stated.removeprefix(field)
+                failure.field = named
             return failure.response()
         except Exception:
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -11,9 +12,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bxb.catalog.v1 import customers_pb2, plans_pb2, taxes_pb2
+from bxb.catalog.v1 import (
+    add_ons_pb2,
+    billable_metrics_pb2,
+    coupons_pb2,
+    customers_pb2,
+    plans_pb2,
+    subscriptions_pb2,
+    taxes_pb2,
+    test_clocks_pb2,
+)
 from bxb.common.v1 import parked_messages_pb2
-from bxb.invoicing.v1 import calculations_pb2, invoices_pb2
+from bxb.invoicing.v1 import calculations_pb2, credit_notes_pb2, invoices_pb2
 from bxb.metering.v1 import usage_events_pb2, usage_pb2
 from bxb.payments.v1 import payments_pb2
 from gateway import docs
@@ -23,7 +33,6 @@ from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.dialects import PUBLIC
 from gateway.errors import error_response
-from gateway.routes import add_ons, coupons, credit_notes, metrics, subscriptions, test_clocks
 from gateway.transcoder import routes as transcoded
 from gateway.transcoder import served
 
@@ -38,6 +47,12 @@ TRANSCODED = [
     usage_events_pb2.DESCRIPTOR,
     payments_pb2.DESCRIPTOR,
     parked_messages_pb2.DESCRIPTOR,
+    test_clocks_pb2.DESCRIPTOR,
+    credit_notes_pb2.DESCRIPTOR,
+    add_ons_pb2.DESCRIPTOR,
+    subscriptions_pb2.DESCRIPTOR,
+    coupons_pb2.DESCRIPTOR,
+    billable_metrics_pb2.DESCRIPTOR,
 ]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -56,9 +71,18 @@ def one_route_per_path(routes: list[Route]) -> list[Route]:
     only, so a 405 for PUT /v1/plans would allow just POST; one route per path
     with every method makes the Allow header complete."""
     tables: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    paths: dict[str, str] = {}
     for route in routes:
-        tables.setdefault(route.path, {}).update(dict.fromkeys(route.methods or (), route.endpoint))
-    return [Route(path, dispatcher(table), methods=list(table)) for path, table in tables.items()]
+        # One path whatever its variables' names (/v1/metrics/{code} and
+        # /v1/metrics/{billable_metric__code}): the first route's names.
+        shape = path_shape(route.path)
+        paths.setdefault(shape, route.path)
+        tables.setdefault(shape, {}).update(dict.fromkeys(route.methods or (), route.endpoint))
+    return [Route(paths[shape], dispatcher(table), methods=list(table)) for shape, table in tables.items()]
+
+
+def path_shape(path: str) -> str:
+    return re.sub(r"{[^}]+}", "{}", path)
 
 
 def dispatcher(table: dict[str, Callable[[Request], Awaitable[Response]]]) -> Callable[[Request], Awaitable[Response]]:
@@ -86,12 +110,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/health", health, methods=["GET"]),
-        *metrics.routes,
-        *subscriptions.routes,
-        *coupons.routes,
-        *add_ons.routes,
-        *credit_notes.routes,
-        *test_clocks.routes,
         *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(

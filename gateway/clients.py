@@ -1,4 +1,5 @@
-"""gRPC stubs of the four services, over one channel per service."""
+"""gRPC stubs of the four services, over one channel per service; the RPCs
+the transcoder serves are called by their descriptors (Clients.unary)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,11 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
 from bxb.catalog.v1 import (
-    add_ons_pb2_grpc,
-    billable_metrics_pb2_grpc,
-    coupons_pb2_grpc,
-    customers_pb2_grpc,
     organizations_pb2_grpc,
     plans_pb2_grpc,
-    subscriptions_pb2_grpc,
-    taxes_pb2_grpc,
-    test_clocks_pb2_grpc,
 )
 from bxb.common.v1 import parked_messages_pb2_grpc
-from bxb.invoicing.v1 import calculations_pb2_grpc, credit_notes_pb2_grpc, invoices_pb2_grpc
+from bxb.invoicing.v1 import calculations_pb2_grpc, invoices_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2_grpc
 from gateway.config import Settings
@@ -43,19 +37,11 @@ def message_class(descriptor) -> type[Message]:
 class Clients:
     channels: list[grpc.aio.Channel]
     organizations: organizations_pb2_grpc.OrganizationServiceStub
-    metrics: billable_metrics_pb2_grpc.BillableMetricServiceStub
     plans: plans_pb2_grpc.PlanServiceStub
-    customers: customers_pb2_grpc.CustomerServiceStub
-    subscriptions: subscriptions_pb2_grpc.SubscriptionServiceStub
-    coupons: coupons_pb2_grpc.CouponServiceStub
-    taxes: taxes_pb2_grpc.TaxServiceStub
-    test_clocks: test_clocks_pb2_grpc.TestClockServiceStub
-    add_ons: add_ons_pb2_grpc.AddOnServiceStub
     events: usage_events_pb2_grpc.EventServiceStub
     usage: usage_pb2_grpc.UsageServiceStub
     invoices: invoices_pb2_grpc.InvoiceServiceStub
     calculations: calculations_pb2_grpc.CalculationServiceStub
-    credit_notes: credit_notes_pb2_grpc.CreditNoteServiceStub
     payments: payments_pb2_grpc.PaymentServiceStub
     # Each service's parked messages, by service name.
     parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceStub]
@@ -71,19 +57,11 @@ class Clients:
         return cls(
             channels=[catalog, metering, invoicing, payments],
             organizations=organizations_pb2_grpc.OrganizationServiceStub(catalog),
-            metrics=billable_metrics_pb2_grpc.BillableMetricServiceStub(catalog),
             plans=plans_pb2_grpc.PlanServiceStub(catalog),
-            customers=customers_pb2_grpc.CustomerServiceStub(catalog),
-            subscriptions=subscriptions_pb2_grpc.SubscriptionServiceStub(catalog),
-            coupons=coupons_pb2_grpc.CouponServiceStub(catalog),
-            taxes=taxes_pb2_grpc.TaxServiceStub(catalog),
-            add_ons=add_ons_pb2_grpc.AddOnServiceStub(catalog),
-            test_clocks=test_clocks_pb2_grpc.TestClockServiceStub(catalog),
             events=usage_events_pb2_grpc.EventServiceStub(metering),
             usage=usage_pb2_grpc.UsageServiceStub(metering),
             invoices=invoices_pb2_grpc.InvoiceServiceStub(invoicing),
             calculations=calculations_pb2_grpc.CalculationServiceStub(invoicing),
-            credit_notes=credit_notes_pb2_grpc.CreditNoteServiceStub(invoicing),
             payments=payments_pb2_grpc.PaymentServiceStub(payments),
             parked={
                 name: parked_messages_pb2_grpc.ParkedMessageServiceStub(channel)

@@ -48,18 +48,28 @@ class View:
 
     `names` renames proto fields (create_time -> created_at); `aliases` are
     further input spellings of a field (metric_key for code), which may be
-    given instead of it but must agree with it (or, with `one_spelling`,
-    may not be given with it); `copies` are output fields
-    repeating another (external_id repeats id); `nulls` render empty as
+    given instead of it but must agree with it; `copies` are output fields
+    repeating another (external_id repeats id) or, by a dotted path through
+    the rendered JSON, one of a message field's own (add_on_code repeats
+    add_on.code; null when add_on is); `nulls` render empty as
     null; `objects` render unset as their empty object instead of null;
     `hidden` fields are neither read nor shown; `inline` names message
     fields whose own fields are spelled at this level; `wrapped` fields are
     spelled as a one-key object, null when empty (minimum_commitment_cents
     as {"amount_cents": 100}); `keyed` repeated (key, value) messages as
-    one object ({"region": ["eu"]}); `enums` respell a field's enum values
-    (the first spelling is shown, any is read);
-    `render` reshapes the finished JSON object (for a shape no declaration
-    above can say).
+    one object ({"region": ["eu"]}); `enums` respell an enum field's values
+    (the first spelling is shown, any is read); `render` reshapes the
+    finished JSON object (for a shape no declaration above can say).
+
+    `alternatives` are input spellings of a field that exclude it (Lago's
+    coupon_type for discount_type): giving both, even alike, is
+    CONFLICTING_FIELDS naming the alternative. `groups` gather some of the
+    message's fields in a JSON object of their own (applies_to holds
+    plan_codes and billable_metric_codes), read and shown there. `switches`
+    are JSON fields standing for one of several fields, chosen by the (proto)
+    name of an enum field's value: discount_value is a percentage coupon's
+    percentage and a fixed one's amount (read into the chosen field, ignored
+    when the enum chooses none; shown as it, null when none).
     """
 
     names: Mapping[str, str] = field(default_factory=dict)
@@ -72,11 +82,24 @@ class View:
     wrapped: Mapping[str, str] = field(default_factory=dict)
     keyed: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     enums: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
-    one_spelling: bool = False
     render: Callable[[Message, dict[str, Any]], dict[str, Any]] | None = None
+    alternatives: Mapping[str, str] = field(default_factory=dict)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    switches: Mapping[str, tuple[str, Mapping[str, str]]] = field(default_factory=dict)
 
     def json_name(self, name: str) -> str:
         return self.names.get(name, name)
+
+    def json_path(self, name: str) -> str:
+        """A field's JSON name, within its group if it has one."""
+        group = next((group for group, members in self.groups.items() if name in members), "")
+        return _join(group, self.json_name(name))
+
+    def chosen(self, message: Message, switch: str) -> str:
+        """The field a switch stands for in `message` ("" when none)."""
+        enum_field, targets = self.switches[switch]
+        descriptor = message.DESCRIPTOR.fields_by_name[enum_field]
+        return targets.get(enum_name(descriptor.enum_type, getattr(message, enum_field)) or "", "")
 
 
 PLAIN = View()
@@ -89,17 +112,6 @@ def _join(path: str, name: str) -> str:
 
 def _wrong_type(path: str, kind: str) -> ApiError:
     return invalid(f"{path or 'the body'} must be {kind}", path, "INVALID_TYPE")
-
-
-def conflict(view: View, first: str, second: str, path: str, agree: bool) -> None:
-    """Two spellings of one field were given: refused when they disagree, or
-    whenever the view takes one spelling only."""
-    if view.one_spelling:  # named by the further spelling, the first the field's own
-        first, second = (second, first) if first in view.aliases else (first, second)
-        raise invalid(f"give {first} or {second}, not both", _join(path, second), "CONFLICTING_FIELDS")
-    where = _join(path, second)
-    if not agree:
-        raise invalid(f"{first} and {second} name the same thing and disagree", where)
 
 
 def enum_name(enum: EnumDescriptor, number: int) -> str | None:
@@ -125,6 +137,16 @@ def required(descriptor: FieldDescriptor) -> bool:
     return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
 
 
+def _required(names: dict[str, tuple[str, FieldDescriptor]]) -> dict[str, str]:
+    """The REQUIRED fields among a message's spellings: proto path -> its
+    first spelling."""
+    found: dict[str, str] = {}
+    for name, (proto_path, descriptor) in names.items():
+        if required(descriptor):
+            found.setdefault(proto_path, name)
+    return found
+
+
 def is_decimal(descriptor: FieldDescriptor) -> bool:
     return descriptor.GetOptions().Extensions[field_format_pb2.decimal]
 
@@ -138,50 +160,119 @@ class Decoder:
     def view(self, descriptor: Descriptor) -> View:
         return self.views.get(descriptor.full_name, PLAIN)
 
-    def names(self, descriptor: Descriptor) -> dict[str, tuple[str, FieldDescriptor]]:
+    def names(
+        self, descriptor: Descriptor, bound: frozenset[str] = frozenset()
+    ) -> dict[str, tuple[str, FieldDescriptor]]:
         """Every JSON spelling a message reads, to (proto path, field); an
-        inlined field's own fields are read at this level."""
+        inlined field's own fields are read at this level; `bound` fields
+        (a path's variables) are not."""
         view = self.view(descriptor)
         found: dict[str, tuple[str, FieldDescriptor]] = {}
         for proto in descriptor.fields:
-            if proto.name in view.hidden or output_only(proto):
+            if proto.name in view.hidden or proto.name in bound or output_only(proto):
                 continue
             if proto.name in view.inline:
                 for name, (path, inner) in self.names(proto.message_type).items():
                     found[name] = (f"{proto.name}.{path}", inner)
                 continue
-            found[view.json_name(proto.name)] = (proto.name, proto)
-        for alias, name in view.aliases.items():
+            found[view.json_path(proto.name)] = (proto.name, proto)
+        for alias, name in {**view.aliases, **view.alternatives}.items():
             found[alias] = found[view.json_name(name)]
         return found
 
-    def into(self, message: Message, value: Any, path: str = "") -> None:
-        """Fills `message` from a JSON object; `path` names it in errors."""
+    def aliases(self, descriptor: Descriptor) -> set[str]:
+        """The aliases a message reads, an inlined field's too."""
+        view = self.view(descriptor)
+        inlined = (descriptor.fields_by_name[name].message_type for name in view.inline)
+        return {*view.aliases, *(alias for inline in inlined for alias in self.aliases(inline))}
+
+    def into(
+        self,
+        message: Message,
+        value: Any,
+        path: str = "",
+        bound: frozenset[str] = frozenset(),
+        spelled: dict[str, str] | None = None,
+        partial: bool = False,
+    ) -> None:
+        """Fills `message` from a JSON object; `path` names it in errors;
+        `bound` fields are not read (see names); `spelled`, when given, is
+        told how each field given (null too) was spelled (proto path -> JSON
+        path), for errors to name it so. A REQUIRED field
+        (`google.api.field_behavior`) not given, or given null, is
+        MISSING_FIELD, at any depth, unless the object is `partial` (an
+        update's)."""
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
-        names = self.names(message.DESCRIPTOR)
-        given: dict[str, str] = {}
-        for name, item in value.items():
+        view = self.view(message.DESCRIPTOR)
+        names = self.names(message.DESCRIPTOR, bound)
+        first: dict[str, str] = {}  # each field's own spelling, by proto path
+        for name, (proto_path, _) in names.items():
+            first.setdefault(proto_path, name)
+        aliases = self.aliases(message.DESCRIPTOR)
+        given: dict[str, tuple[str, Any]] = {}
+        switched = []
+        for name, item in _entries(view, value, path):
             where = _join(path, name)
+            if name in view.switches:
+                switched.append((name, item, where))
+                continue
             if name not in names:
                 raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
-            if item is None:
-                continue
             proto_path, descriptor = names[name]
-            if proto_path in given:
-                conflict(self.view(message.DESCRIPTOR), given[proto_path], name, path, value[given[proto_path]] == item)
-                continue
-            given[proto_path] = name
-            *outer, _ = proto_path.split(".")
-            target = message
-            for step in outer:
-                target = getattr(target, step)
-            self.field(target, descriptor, item, where)
+            if spelled is not None:  # an alias agrees with its field: errors name the field
+                named = _join(path, first[proto_path]) if name in aliases else where
+                if descriptor.name in self.view(descriptor.containing_type).wrapped:  # named inside its object
+                    named = _join(named, self.view(descriptor.containing_type).wrapped[descriptor.name])
+                spelled.setdefault(proto_path, named)
+            self._given(message, view, given, proto_path, descriptor, name, item, where)
+        for name, item, where in switched:  # once the enum choosing their field is read
+            chosen = view.chosen(message, name)
+            if chosen:
+                if spelled is not None:
+                    spelled.setdefault(chosen, where)
+                descriptor = message.DESCRIPTOR.fields_by_name[chosen]
+                self._given(message, view, given, chosen, descriptor, name, item, where)
+        if not partial:
+            for proto_path, name in _required(names).items():
+                if proto_path not in given:
+                    where = _join(path, name)
+                    raise invalid(f"{where} is required", where, "MISSING_FIELD")
+
+    def _given(
+        self,
+        message: Message,
+        view: View,
+        given: dict[str, tuple[str, Any]],
+        proto_path: str,
+        descriptor: FieldDescriptor,
+        name: str,
+        item: Any,
+        where: str,
+    ) -> None:
+        """Reads one field given as `name`, unless null or given already."""
+        if item is None:
+            return
+        if proto_path in given:
+            before, earlier = given[proto_path]
+            if name in view.switches or before in view.alternatives or name in view.alternatives:
+                named = before if before in view.alternatives or name in view.switches else name
+                where = where.removesuffix(name) + named
+                raise invalid(f"give {before} or {name}, not both", where, "CONFLICTING_FIELDS")
+            if earlier != item:
+                raise invalid(f"{before} and {name} name the same thing and disagree", where)
+            return
+        given[proto_path] = (name, item)
+        *outer, _ = proto_path.split(".")
+        target = message
+        for step in outer:
+            target = getattr(target, step)
+        self.field(target, descriptor, item, where)
 
     def field(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
         view = self.view(message.DESCRIPTOR)
         if descriptor.name in view.wrapped:
-            value = self._unwrapped(view.wrapped[descriptor.name], value, path)
+            value = _unwrapped(view.wrapped[descriptor.name], value, path)
         if descriptor.name in view.keyed:
             self._keyed(getattr(message, descriptor.name), view.keyed[descriptor.name], value, path)
             return
@@ -193,6 +284,8 @@ class Decoder:
             container = getattr(message, descriptor.name)
             for index, item in enumerate(value):
                 where = f"{path}[{index}]"
+                if item is None and required(descriptor):  # each of its items is required too
+                    raise invalid(f"{where} is required", where, "MISSING_FIELD")
                 if item is None:
                     raise _wrong_type(where, _kind(descriptor))
                 if descriptor.message_type is not None:
@@ -203,20 +296,6 @@ class Decoder:
             self._message(getattr(message, descriptor.name), value, path, message, descriptor)
         else:
             setattr(message, descriptor.name, self.scalar(descriptor, value, path))
-
-    @staticmethod
-    def _unwrapped(inner: str, value: Any, path: str) -> Any:
-        """The value of a field spelled as a one-key object ({"amount_cents": 100})."""
-        if not isinstance(value, dict):
-            raise _wrong_type(path, "an object")
-        for name in value:
-            if name != inner:
-                where = _join(path, name)
-                raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
-        if value.get(inner) is None:
-            where = _join(path, inner)
-            raise invalid(f"{where} is required", where, "MISSING_FIELD")
-        return value[inner]
 
     def _keyed(self, container: Any, names: tuple[str, str], value: Any, path: str) -> None:
         """Repeated (key, value) messages given as one JSON object ({"region": ["eu"]})."""
@@ -280,19 +359,50 @@ class Decoder:
             return integer(value, INTEGERS[kind], path)
         raise _wrong_type(path, "a supported value")  # pragma: no cover - the protos use no other scalar
 
-    def _enum(self, descriptor: FieldDescriptor, value: Any, path: str) -> int:
-        if not isinstance(value, str):
-            raise _wrong_type(path, "a string")
+    def enum_names(self, descriptor: FieldDescriptor) -> dict[str, int]:
+        """The names an enum field reads, to their numbers (the zero value has none)."""
         spelled = self.view(descriptor.containing_type).enums.get(descriptor.name, {})
-        names = {
+        return {
             spelling: number
             for number in descriptor.enum_type.values_by_number
             if (name := enum_name(descriptor.enum_type, number))
             for spelling in spelled.get(name, (name,))
         }
+
+    def _enum(self, descriptor: FieldDescriptor, value: Any, path: str) -> int:
+        if not isinstance(value, str):
+            raise _wrong_type(path, "a string")
+        names = self.enum_names(descriptor)
         if value not in names:
             raise invalid(f"{path} must be one of: {', '.join(names)}", path, "INVALID_VALUE")
         return names[value]
+
+
+def _unwrapped(inner: str, value: Any, path: str) -> Any:
+    """The value of a field spelled as a one-key object ({"amount_cents": 100})."""
+    if not isinstance(value, dict):
+        raise _wrong_type(path, "an object")
+    for name in value:
+        if name != inner:
+            where = _join(path, name)
+            raise invalid(f"unknown field {where!r}", where, "UNKNOWN_FIELD")
+    if value.get(inner) is None:
+        where = _join(path, inner)
+        raise invalid(f"{where} is required", where, "MISSING_FIELD")
+    return value[inner]
+
+
+def _entries(view: View, value: dict[str, Any], path: str) -> list[tuple[str, Any]]:
+    """A JSON object's fields, a group's as `group.name`."""
+    entries = []
+    for name, item in value.items():
+        if name not in view.groups:
+            entries.append((name, item))
+        elif item is not None:
+            if not isinstance(item, dict):
+                raise _wrong_type(_join(path, name), "an object")
+            entries += [(f"{name}.{key}", inner) for key, inner in item.items()]
+    return entries
 
 
 def _kind(descriptor: FieldDescriptor) -> str:
@@ -398,8 +508,17 @@ class Encoder:
                 key, item = view.keyed[name]
                 value = {entry[key]: entry[item] for entry in value}
             shown[view.json_name(name)] = value
+        for name in view.switches:
+            chosen = view.chosen(message, name)
+            shown[name] = self.value(message, message.DESCRIPTOR.fields_by_name[chosen], view) if chosen else None
+        for group, members in view.groups.items():
+            shown[group] = {view.json_name(member): shown.pop(view.json_name(member)) for member in members}
         for copy, source in view.copies.items():
-            shown[copy] = shown[view.json_name(source)]
+            first, *rest = source.split(".")
+            value = shown[view.json_name(first)]
+            for key in rest:
+                value = None if value is None else value[key]
+            shown[copy] = value
         return view.render(message, shown) if view.render is not None else shown
 
     def value(self, message: Message, descriptor: FieldDescriptor, view: View = PLAIN) -> Any:

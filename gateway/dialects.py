@@ -13,15 +13,19 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
+import grpc
+from google.protobuf.message import Message
 from starlette.responses import Response
 
+from bxb.catalog.v1 import subscriptions_pb2
 from bxb.invoicing.v1 import invoices_pb2
 from gateway import ingest, parked, price_plans
 from gateway.codec import View, Views, enum_name
 from gateway.shapes import Json, bounded
-from gateway.transcoder import Dialect, Spelling
+from gateway.transcoder import Dialect, Spelling, Unary
 from services.common.charge_fields import MODEL_FIELDS
 from services.common.currencies import exponent
+from services.common.errors import error_info
 from services.common.timestamps import format_rfc3339, from_proto
 
 CREATED = View(names={"create_time": "created_at"})
@@ -97,8 +101,7 @@ def calculation_amounts(calculation: Any, shown: Json) -> Json:
 # A usage window named by metric_key (or code) and period_start/period_end.
 WINDOW = View(
     names={"code": "metric_key", "start_time": "period_start", "end_time": "period_end"},
-    aliases={"code": "code"},
-    one_spelling=True,
+    alternatives={"code": "code"},
     hidden=frozenset({"aggregation", "field_name"}),
 )
 COUNTED = View(names={"event_count": "events_count"})
@@ -156,8 +159,7 @@ BXB: Views = {
     ),
     "bxb.metering.v1.ComputeUsageRequest": View(
         names={"metric_code": "metric_key", "start_time": "period_start", "end_time": "period_end"},
-        aliases={"code": "metric_code"},
-        one_spelling=True,
+        alternatives={"code": "metric_code"},
     ),
     "bxb.metering.v1.ComputeUsageResponse": View(
         names={
@@ -174,6 +176,62 @@ BXB: Views = {
     "bxb.metering.v1.HistogramBucket": View(
         names={"start_time": "start", "end_time": "end", "group_value": "group", "event_count": "events_count"}
     ),
+    "bxb.catalog.v1.TestClock": CREATED,
+    "bxb.catalog.v1.AdvanceTestClockResponse": View(inline=("test_clock",)),
+    "bxb.catalog.v1.AddOn": View(names={"create_time": "created_at", "currency": "amount_currency"}),
+    "bxb.catalog.v1.AppliedAddOn": View(
+        names={"create_time": "created_at", "currency": "amount_currency"}, copies={"add_on_code": "add_on.code"}
+    ),
+    "bxb.catalog.v1.ApplyAddOnRequest": View(
+        names={"currency": "amount_currency"}, alternatives={"external_customer_id": "customer_id"}
+    ),
+    "bxb.catalog.v1.Subscription": View(
+        names={
+            "start_time": "start_date",
+            "create_time": "created_at",
+            "terminate_time": "terminated_at",
+            "trial_end_time": "trial_end_date",
+        },
+        nulls=frozenset({"external_id", "previous_subscription_id", "next_subscription_id", "test_clock_id"}),
+        hidden=frozenset({"invoice_grace_period_days"}),
+    ),
+    "bxb.catalog.v1.CreateSubscriptionRequest": View(names={"start_time": "start_date"}),
+    # A coupon as on the bxb page (discount_type, discount_value, duration,
+    # duration_in_months) or as in Lago (coupon_type, percentage_rate or
+    # amount_cents, frequency, frequency_duration). discount_value is a
+    # percentage coupon's rate and a fixed one's amount in major units ("50"
+    # is $50.00); the catalog converts, checks and refuses the other type's fields.
+    "bxb.catalog.v1.Coupon": View(
+        names={
+            "coupon_type": "discount_type",
+            "percentage": "percentage_rate",
+            "expire_time": "expiration_at",
+            "create_time": "created_at",
+        },
+        alternatives={
+            "coupon_type": "coupon_type",
+            "amount_currency": "currency",
+            "frequency": "duration",
+            "frequency_duration": "duration_in_months",
+        },
+        nulls=frozenset({"percentage", "amount_cents", "currency", "duration_in_months"}),
+        hidden=frozenset({"amount"}),
+        groups={"applies_to": ("plan_codes", "billable_metric_codes")},
+        switches={"discount_value": ("coupon_type", {"percentage": "percentage", "fixed_amount": "amount"})},
+    ),
+    "bxb.catalog.v1.AppliedCoupon": View(
+        names={"create_time": "created_at", "terminate_time": "terminated_at"},
+        copies={"coupon_code": "coupon.code"},
+        render=lambda applied, shown: {**shown, "status": "terminated" if shown["terminated_at"] else "active"},
+    ),
+    "bxb.catalog.v1.ApplyCouponRequest": View(alternatives={"external_customer_id": "customer_id"}),
+    # A metric shows its code as `key` too (ABAXUS's name for it).
+    "bxb.catalog.v1.BillableMetric": View(
+        names={"create_time": "created_at"}, copies={"key": "code"}, nulls=frozenset({"field_name"})
+    ),
+    "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
+    # A service's errors name the request's `kind` as such.
+    "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
 }
 PARKED: Views = {
     **BXB,
@@ -219,6 +277,54 @@ def summary(request: Any, reply: Any, shown: Json) -> Json:
     return {**window(request), **shown, "meta": {"consistency": consistency}}
 
 
+# The ABAXUS spelling of the seed documents' /v1/metrics: a metric is named
+# by its `key` (shown as `code` too), listed as `metrics`.
+ABAXUS: Views = {
+    **BXB,
+    "bxb.catalog.v1.BillableMetric": View(
+        names={"code": "key", "create_time": "created_at"}, copies={"code": "code"}, nulls=frozenset({"field_name"})
+    ),
+    "bxb.catalog.v1.ListBillableMetricsResponse": View(names={"billable_metrics": "metrics"}),
+}
+
+CHANGE_PLAN = subscriptions_pb2.DESCRIPTOR.services_by_name["SubscriptionService"].methods_by_name[
+    "ChangeSubscriptionPlan"
+]
+
+
+async def change_plan_by_external_id(
+    unary: Unary,
+    request: subscriptions_pb2.CreateSubscriptionRequest,
+    created: subscriptions_pb2.Subscription,
+    options: dict[str, Any],
+) -> tuple[Message, int | None]:
+    """As in Lago, creating a subscription again by its `external_id` on
+    another plan changes its plan (200): CreateSubscription returned the
+    existing one. Whether it is on the plan asked is what its text shows (a
+    plan_id may also name another version of the same plan: SAME_PLAN)."""
+    asked = (
+        created.plan_code == request.plan_code
+        if request.plan_code
+        else request.plan_id
+        in (
+            created.plan_id,
+            created.plan_code,
+        )
+    )
+    if not request.external_id or asked:
+        return created, None
+    change = subscriptions_pb2.ChangeSubscriptionPlanRequest(
+        id=created.id, plan_code=request.plan_code, plan_id=request.plan_id
+    )
+    try:
+        return await unary(CHANGE_PLAN)(change, **options), 200
+    except grpc.aio.AioRpcError as error:
+        info = error_info(error)
+        if info is None or info.reason != "SAME_PLAN":
+            raise
+    return created, None
+
+
 def histogram(request: Any, reply: Any, shown: Json) -> Json:
     buckets = shown["buckets"]
     if not request.group_by:
@@ -245,6 +351,15 @@ EVENTS = ingest.views(BXB)
 PUBLIC = Dialect(
     BXB,
     routes={
+        # Applying an add-on or a coupon creates its application.
+        ("POST", "/v1/applied_add_ons"): Spelling(BXB, 201),
+        ("POST", "/v1/applied_coupons"): Spelling(BXB, 201),
+        ("POST", "/v1/subscriptions"): Spelling(BXB, 201, then=change_plan_by_external_id),
+        ("POST", "/v1/metrics"): Spelling(ABAXUS, 201),
+        ("GET", "/v1/metrics"): Spelling(ABAXUS),
+        ("GET", "/v1/metrics/{code}"): Spelling(ABAXUS),
+        ("PATCH", "/v1/metrics/{billable_metric.code}"): Spelling(ABAXUS),
+        ("DELETE", "/v1/metrics/{code}"): Spelling(ABAXUS),
         ("POST", "/v1/price-plans"): Spelling(PLANS, handle=price_plans.create(BXB)),
         ("GET", "/v1/price-plans"): Spelling(PLANS),
         ("GET", "/v1/price-plans/{code}"): Spelling(PLANS),

@@ -27,7 +27,7 @@ from gateway import schema
 from gateway.call import json, read_body
 from gateway.codec import Decoder, Encoder, View, Views
 from gateway.errors import ApiError, invalid
-from gateway.transcoder import Exchange, Handler, Spelling
+from gateway.transcoder import Exchange, Handler, Spelling, describe
 
 # How much of a refused item the rejected-events listing keeps.
 MAX_TEXT = 200
@@ -35,8 +35,7 @@ MAX_BODY = 16_384
 
 EVENT = View(
     names={"ingest_time": "ingested_at"},
-    aliases={"idempotency_key": "transaction_id", "metric_key": "code"},
-    one_spelling=True,
+    alternatives={"idempotency_key": "transaction_id", "metric_key": "code"},
     nulls=frozenset({"subscription_id", "value"}),
 )
 REJECTED = View(
@@ -56,8 +55,7 @@ def views(base: Views) -> Views:
         "bxb.metering.v1.EventError": ERROR,
         "bxb.metering.v1.ListEventsRequest": View(
             names={"code": "metric_key", "transaction_id": "idempotency_key"},
-            aliases={"code": "code", "transaction_id": "transaction_id"},
-            one_spelling=True,
+            alternatives={"code": "code", "transaction_id": "transaction_id"},
         ),
     }
 
@@ -125,6 +123,11 @@ def most_events() -> int:
     return events.GetOptions().Extensions[validate_pb2.field].repeated.max_items
 
 
+def event_spec(base: Views) -> schema.Spec:
+    """What an event reads, as a schema.Spec (for tools that describe the API)."""
+    return describe(Decoder(views(base)), pb.UsageEvent.DESCRIPTOR)
+
+
 def single(spelling: Spelling) -> Handler:
     """POST /v1/events: one event, answered once it is durably queued."""
     events = Events(spelling.views)
@@ -141,6 +144,7 @@ def single(spelling: Spelling) -> Handler:
             raise invalid(result.error.message, result.error.field, result.error.reason)
         return json({**key(abaxus, result.transaction_id), "status": "accepted"}, 202 if abaxus else 200)
 
+    handle.spec = schema.Spec("any", required=True)  # any JSON: whatever is read is recorded
     return handle
 
 
@@ -180,6 +184,7 @@ def batch(spelling: Spelling) -> Handler:
                 results.append({"status": 202, **key(abaxus, result.transaction_id)})
         return json({"results": results}, 207)
 
+    handle.spec = schema.obj({"events": schema.Spec("list", required=True, max_items=most_events())})
     return handle
 
 
@@ -223,8 +228,7 @@ def listing(spelling: Spelling) -> Handler:
         if status not in ("accepted", "rejected"):
             raise invalid("status must be one of: accepted, rejected", "status", "INVALID_VALUE")
         params = [(name, value) for name, value in params if name != "status"]
-        exchange.given.update(name for name, _ in params)
-        request = exchange.transcoder.query(pb.ListEventsRequest(), params)
+        request = exchange.transcoder.query(pb.ListEventsRequest(), params, exchange.spelled)
         if status == "accepted":
             reply = await exchange.call(request)
             shown = [{**events.rendered(e), "status": "accepted"} for e in reply.events]

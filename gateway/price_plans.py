@@ -24,7 +24,7 @@ from gateway.call import json, read_body
 from gateway.codec import Decoder, View, Views, enum_name
 from gateway.errors import ApiError, api_error, invalid
 from gateway.shapes import Json, bound
-from gateway.transcoder import Exchange, Handler, Spelling, Transcoder
+from gateway.transcoder import Exchange, Handler, Spelling, Transcoder, describe
 
 # ABAXUS (and bxb) model names -> the bxb model.
 MODELS = {
@@ -250,6 +250,11 @@ def views(base: Views) -> Views:
     }
 
 
+def exchange_spec(spelling: Spelling) -> schema.Spec:
+    """What a price plan reads, as a schema.Spec (for tools that describe the API)."""
+    return describe(Decoder(spelling.views), pb.Plan.DESCRIPTOR)
+
+
 def create(reads: Views) -> Callable[[Spelling], Handler]:
     """POST /v1/price-plans: the body read as the bxb plan it stands for
     (in the `reads` views), the plan shown as ABAXUS does."""
@@ -281,6 +286,7 @@ def create(reads: Views) -> Callable[[Spelling], Handler]:
                 raise failure from None
             return json(exchange.transcoder.response(reply), 201)
 
+        handle.spec = exchange_spec(spelling)
         return handle
 
     return make

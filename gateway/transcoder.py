@@ -11,25 +11,30 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from dataclasses import field as default
 from typing import Any
 
 import grpc
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, FileDescriptor, MethodDescriptor
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from buf.validate import validate_pb2
 from gateway import codec, schema
 from gateway.admission import kind_of
 from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views
-from gateway.errors import ApiError, api_error, error_response, invalid
+from gateway.errors import ApiError, api_error, body_path, error_response, invalid
 from services.common import tenancy, trust
+from services.common.errors import error_info
 
 log = logging.getLogger("bxb.gateway")
 
@@ -44,33 +49,59 @@ class Transcoder:
         self.request_class = message_class(binding.method.input_type)
         self.response_class = message_class(binding.method.output_type)
         self.body_required = _body_required(binding, self.request_class.DESCRIPTOR)
+        # The fields of the body the path binds: of the request for `*`, of
+        # the body's field for one (`{billable_metric.code}`); never read from the body.
+        prefix = "" if binding.body == "*" else f"{binding.body}."
+        self.bound = frozenset(
+            variable.removeprefix(prefix).split(".")[0]
+            for variable in binding.variables
+            if variable.startswith(prefix) and variable != binding.body
+        )
+        # An update (a FieldMask `update_mask` beside its body's field) changes
+        # the fields its body gives, null ones cleared.
+        mask = self.request_class.DESCRIPTOR.fields_by_name.get("update_mask")
+        self.update = (
+            mask is not None
+            and mask.message_type.full_name == FieldMask.DESCRIPTOR.full_name
+            and binding.body not in ("", "*")
+        )
 
-    async def request(self, http: Request, max_body: int, given: set[str] | None = None) -> Message:
-        """The RPC's request from the HTTP one; `given` collects the names
-        the client gave at the top level (errors name a field as given)."""
+    async def request(self, http: Request, max_body: int, spelled: dict[str, str] | None = None) -> Message:
+        """The binding's request from the HTTP one; `spelled` is told how the
+        client spelled each field it gave (see public_field)."""
         binding = self.binding
         request = self.request_class()
+        given: dict[str, str] = {} if spelled is None else spelled
         if binding.body:
             raw = await read_body(http, max_body)
             if not raw.strip() and self.body_required:
                 raise invalid("a JSON body is required", "", "MISSING_BODY")
             parsed = schema.parse_json(raw) if raw.strip() else {}
-            if given is not None and isinstance(parsed, dict):
-                given.update(parsed)
             target = request if binding.body == "*" else getattr(request, binding.body)
-            self.decoder.into(target, parsed)
+            self.decoder.into(target, parsed, bound=self.bound, spelled=given, partial=self.update)
             if binding.body != "*":
                 target.SetInParent()
-        for variable in binding.variables:
-            value = schema.refuse_nul(http.path_params[variable.replace(".", "__")], variable)
-            _set(request, variable, value)
-        self.query(request, http.query_params.multi_items())
-        if given is not None:
-            given.update(http.query_params)
+            if self.update:
+                self._mask(request, target, given)
+        # By position: a path may be served under another route's variable names (app.one_route_per_path).
+        for variable, value in zip(binding.variables, http.path_params.values(), strict=True):
+            _set(request, variable, schema.refuse_nul(value, variable))
+        self.query(request, http.query_params.multi_items(), given)
         return request
 
-    def query(self, request: Message, params: list[tuple[str, str]]) -> Message:
-        """Query parameters fill the request's remaining scalar fields."""
+    def _mask(self, request: Message, target: Message, given: Mapping[str, str]) -> None:
+        """An update's mask: the body's fields given (null ones too), unless
+        none is (a 400: nothing to change)."""
+        paths = list(dict.fromkeys(path.split(".")[0] for path in given))
+        if not paths:
+            names = ", ".join(self.decoder.names(target.DESCRIPTOR, self.bound))
+            raise invalid(f"name at least one field to change: {names}", "", "MISSING_FIELD")
+        request.update_mask.paths.extend(paths)
+
+    def query(self, request: Message, params: list[tuple[str, str]], spelled: dict[str, str] | None = None) -> Message:
+        """Query parameters fill the request's remaining scalar fields (and
+        timestamps); two spellings of one field must agree, and an
+        alternative spelling excludes its field."""
         bound = {*self.binding.variables, self.binding.body}
         names = self.decoder.names(request.DESCRIPTOR)
         view = self.decoder.view(request.DESCRIPTOR)
@@ -83,8 +114,15 @@ class Transcoder:
                 raise invalid(f"unknown query parameter {name!r}", name, "UNKNOWN_FIELD")
             path, descriptor = found
             if path in seen and seen[path][0] != name and not descriptor.is_repeated:
-                codec.conflict(view, seen[path][0], name, "", seen[path][1] == value)
+                before = seen[path][0]
+                if before in view.alternatives or name in view.alternatives:
+                    named = before if before in view.alternatives else name
+                    raise invalid(f"give {before} or {name}, not both", named, "CONFLICTING_FIELDS")
+                if seen[path][1] != value:
+                    raise invalid(f"{before} and {name} name the same thing and disagree", name)
             seen[path] = (name, value)
+            if spelled is not None:
+                spelled.setdefault(path, name)
             *outer, _ = path.split(".")
             target = request
             for step in outer:
@@ -99,20 +137,26 @@ class Transcoder:
                 setattr(target, descriptor.name, self.decoder.scalar(descriptor, item, name))
         return request
 
-    def public_field(self, path: str, given: Collection[str] = ()) -> str:
+    def public_field(self, path: str, spelled: Mapping[str, str] | None = None) -> str:
         """A field path a service named (`tax.description`), as the client
-        spelled it (`description`): the body's field is left out and each
-        field takes its dialect's name."""
+        spelled it (`description`): the body's field is left out; a field the
+        client gave is named as it was given (`spelled`, from request), any
+        other takes its dialect's name."""
         if not path:
             return path
         descriptor: Descriptor | None = self.request_class.DESCRIPTOR
         segments = path.split(".")
         body = self.binding.body
-        if body not in ("", "*"):
-            # named from the request (`plan.code`) or, as some services do, from the body (`code`)
-            if segments[0] == body:
-                segments = segments[1:]
+        if body not in ("", "*"):  # the body's field may be named (`tax.rate`) or not (`rate`)
+            segments = segments[1:] if segments[0] == body else segments
             descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
+        if len(segments) == 1 and segments[0] in self.bound:  # as the path's template names it
+            return segments[0]
+        *before, last = segments
+        name, bracket, rest = last.partition("[")
+        given = (spelled or {}).get(".".join([*before, name]))
+        if given is not None:
+            return given + bracket + rest
         shown = []
         for segment in segments:
             name, bracket, rest = segment.partition("[")
@@ -123,21 +167,74 @@ class Transcoder:
                 continue
             view = self.decoder.view(descriptor)
             descriptor = found.message_type
-            spelled = view.json_name(name)
-            if not shown and view.one_spelling:  # a top-level field as the client named it
-                spelled = next(
-                    (alias for alias, aliased in view.aliases.items() if aliased == name and alias in given), spelled
-                )
             if name in view.wrapped:
-                shown.append(f"{spelled}.{view.wrapped[name]}")
+                shown.append(f"{view.json_path(name)}.{view.wrapped[name]}")
             elif name not in view.inline:
-                shown.append(spelled + bracket + rest)
+                shown.append(view.json_path(name) + bracket + rest)
         return ".".join(shown)
 
     def response(self, reply: Message) -> dict[str, Any]:
         if self.binding.response_body:
             return self.encoder.message(getattr(reply, self.binding.response_body))
         return self.encoder.message(reply)
+
+    def spec(self) -> schema.Spec | None:
+        """What the binding's body reads, as a schema.Spec: for tools that
+        describe the API (and its tests)."""
+        body = self.binding.body
+        if not body:
+            return None
+        if body == "*":
+            return describe(self.decoder, self.request_class.DESCRIPTOR, self.bound)
+        return describe(self.decoder, self.request_class.DESCRIPTOR.fields_by_name[body].message_type, self.bound)
+
+
+def describe(decoder: Decoder, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> schema.Spec:
+    """A message's JSON as a schema.Spec: its spellings, types, enum names
+    and the limits its `buf.validate` rules set."""
+    view = decoder.view(descriptor)
+    described = schema.obj({})
+    for name, (_, field) in decoder.names(descriptor, bound).items():
+        group, _, member = name.rpartition(".")
+        if group:
+            described.fields.setdefault(group, schema.obj({}, nullable=True)).fields[member] = _described(
+                decoder, field
+            )
+        else:
+            described.fields[name] = _described(decoder, field)
+    for name, (_, targets) in view.switches.items():
+        first = descriptor.fields_by_name[next(iter(targets.values()))]
+        described.fields[name] = _described(decoder, first)
+    return described
+
+
+def _described(decoder: Decoder, field: FieldDescriptor) -> schema.Spec:
+    rules = field.GetOptions().Extensions[validate_pb2.field]
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        value = field.message_type.fields_by_name["value"]
+        return schema.mapping(_item(decoder, value, rules.map.values), max_items=rules.map.max_pairs)
+    if field.is_repeated:
+        items = _item(decoder, field, rules.repeated.items)
+        return schema.array(items, required=rules.required, max_items=rules.repeated.max_items)
+    spec = _item(decoder, field, rules)
+    spec.required = rules.required
+    return spec
+
+
+def _item(decoder: Decoder, field: FieldDescriptor, rules: validate_pb2.FieldRules) -> schema.Spec:
+    if field.message_type is not None:
+        if field.message_type.full_name == codec.TIMESTAMP:
+            return schema.Spec("timestamp")
+        return describe(decoder, field.message_type)
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return schema.string(choices=tuple(decoder.enum_names(field)))
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return schema.Spec("boolean")
+    if field.type in codec.INTEGERS:
+        return schema.Spec("integer", bits=codec.INTEGERS[field.type])
+    if codec.is_decimal(field):
+        return schema.Spec("decimal")
+    return schema.string(max_length=rules.string.max_len)
 
 
 def _body_required(binding: Binding, request: Descriptor) -> bool:
@@ -178,6 +275,12 @@ def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+# A caller of any RPC by its descriptor (Clients.unary).
+Unary = Callable[[MethodDescriptor], Callable[..., Awaitable[Message]]]
+# What a route does after its RPC answered: given a caller of any RPC, the
+# request, the reply and the call's options, the answer and its status (None
+# keeps the route's).
+Then = Callable[[Unary, Any, Any, dict[str, Any]], Awaitable[tuple[Message, int | None]]]
 
 
 @dataclass
@@ -187,8 +290,8 @@ class Exchange:
     http: Request
     org: str
     transcoder: Transcoder
-    # The names the client gave at the top level of its body and query.
-    given: set[str] = field(default_factory=set)
+    # How the client spelled each field it gave (proto path -> its name).
+    spelled: dict[str, str] = default(default_factory=dict)
 
     async def call(self, message: Message, method: MethodDescriptor | None = None) -> Any:
         """Calls the route's RPC (or `method`) once admitted (gateway/admission.py)."""
@@ -207,13 +310,15 @@ Handler = Callable[[Exchange], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Spelling:
-    """How one route reads and answers: its views and status; `answer`
-    completes the JSON from the request and the reply (what the route echoes
-    or adds); `respond` answers with something else than JSON; `handle`
-    serves the route in its own way (ingestion's per-item batches)."""
+    """How one route reads and answers: its views and status; `then`, for a
+    route whose answer takes more than its RPC; `answer` completes the JSON
+    from the request and the reply (what the route echoes or adds);
+    `respond` answers with something else than JSON; `handle` serves the
+    route in its own way (ingestion's per-item batches)."""
 
     views: Views
     status: int = 200
+    then: Then | None = None
     answer: Callable[[Any, Any, dict[str, Any]], dict[str, Any]] | None = None
     respond: Callable[[Any], Response] | None = None
     handle: Callable[[Spelling], Handler] | None = None
@@ -226,7 +331,7 @@ class Dialect:
     routes serve an RPC under a further template its proto does not name."""
 
     views: Views
-    routes: Mapping[tuple[str, str], Spelling] = field(default_factory=dict)
+    routes: Mapping[tuple[str, str], Spelling] = default(default_factory=dict)
     extra: tuple[tuple[str, str, str], ...] = ()
 
     def spelling(self, binding: Binding) -> Spelling:
@@ -242,46 +347,64 @@ def transcoded(spelling: Spelling) -> Handler:
 
     async def handle(exchange: Exchange) -> Response:
         transcoder = exchange.transcoder
-        message = await transcoder.request(
-            exchange.http, exchange.http.app.state.settings.max_body_bytes, exchange.given
-        )
-        reply = await exchange.call(message)
+        state = exchange.http.app.state
+        message = await transcoder.request(exchange.http, state.settings.max_body_bytes, exchange.spelled)
+        status = spelling.status
+        async with exchange.admitted():
+            given = options(state, exchange.org)
+            reply = await state.clients.unary(transcoder.binding.method)(message, **given)
+            if spelling.then is not None:
+                reply, then_status = await spelling.then(state.clients.unary, message, reply, given)
+                status = then_status or status
         if spelling.respond is not None:
             return spelling.respond(reply)
+        if reply.DESCRIPTOR.full_name == Empty.DESCRIPTOR.full_name:
+            return Response(status_code=204)
         shown = transcoder.response(reply)
         if spelling.answer is not None:
             shown = spelling.answer(message, reply, shown)
-        return json(shown, spelling.status)
+        return json(shown, status)
 
     return handle
 
 
 def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
     """A route's endpoint: authenticate, then serve; every failure is the
-    one JSON error body, a service's field named as the client spells it."""
+    one JSON error body, a service's field named as the client spelled it."""
     handle = (spelling.handle or transcoded)(spelling)
 
     async def run(request: Request) -> Response:
         state = request.app.state
-        exchange = None
+        exchange = Exchange(request, "", transcoder)
         try:
-            org = await state.authenticator.organization(request.headers.get("authorization"))
-            exchange = Exchange(request, org, transcoder)
+            exchange.org = await state.authenticator.organization(request.headers.get("authorization"))
             return await handle(exchange)
         except ApiError as error:
             return error.response()
         except grpc.aio.AioRpcError as error:
-            failure = api_error(error)
-            named = transcoder.public_field(failure.field, exchange.given if exchange is not None else ())
-            if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with the field
-                failure.message = named + failure.message.removeprefix(failure.field)
-            failure.field = named
-            return failure.response()
+            return named(error, transcoder, exchange.spelled).response()
         except Exception:
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
             return error_response(500, "INTERNAL", "INTERNAL", "internal error")
 
+    run.spec = (
+        getattr(handle, "spec", None) if spelling.handle else transcoder.spec()
+    )  # for tools that describe the API
     return run
+
+
+def named(error: grpc.aio.AioRpcError, transcoder: Transcoder, spelled: Mapping[str, str]) -> ApiError:
+    """A failed call as the client's error, its field (and the message
+    starting with it) named as the client spelled it."""
+    failure = api_error(error)
+    info = error_info(error)
+    if failure.field and info is not None:  # named by its full path, as the service did
+        field, stated = info.metadata["field"], error.details() or ""
+        shown = transcoder.public_field(field, spelled)
+        if failure.message == body_path(stated) and stated.startswith(f"{field} "):  # the rules' messages
+            failure.message = shown + stated.removeprefix(field)
+        failure.field = shown
+    return failure
 
 
 def options(state: Any, org: str) -> dict[str, Any]:

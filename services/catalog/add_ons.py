@@ -30,21 +30,21 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
     async def CreateAddOn(self, request: pb.CreateAddOnRequest, context) -> pb.AddOn:
         org = tenancy.organization_id()
         spec = request.add_on
-        validation.code(spec.code, "code")
-        check_cents(spec.amount_cents, "amount_cents", positive=True)
+        validation.code(spec.code, "add_on.code")
+        check_cents(spec.amount_cents, "add_on.amount_cents", positive=True)
         now = utcnow()
         add_on = pb.AddOn(
             id=new_id("addon"),
             code=spec.code,
-            name=validation.text(spec.name.strip() or spec.code, "name"),
-            description=validation.text(spec.description, "description", 2000),
+            name=validation.text(spec.name.strip() or spec.code, "add_on.name"),
+            description=validation.text(spec.description, "add_on.description", 2000),
             amount_cents=spec.amount_cents,
-            currency=currencies.validate(spec.currency or "USD"),
+            currency=currencies.validate(spec.currency or "USD", "add_on.currency"),
             create_time=to_proto(now),
         )
         try:
             async with self.sessions() as session, session.begin():
-                add_on.tax_codes.extend(await taxes.check_codes(session, org, spec.tax_codes))
+                add_on.tax_codes.extend(await taxes.check_codes(session, org, spec.tax_codes, "add_on.tax_codes"))
                 session.add(
                     AddOn(
                         id=add_on.id,
@@ -55,7 +55,7 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
                     )
                 )
         except IntegrityError:
-            raise AlreadyExists(f"add-on {spec.code!r} already exists", field="code") from None
+            raise AlreadyExists(f"add-on {spec.code!r} already exists", field="add_on.code") from None
         return add_on
 
     async def _find(self, session, org: str, code: str, field: str) -> pb.AddOn:

@@ -33,11 +33,13 @@ MAX_LIMITS = 100
 
 
 def _percentage(coupon: pb.Coupon) -> str:
-    rate = parse_decimal(coupon.percentage or "", "percentage")
+    rate = parse_decimal(coupon.percentage or "", "coupon.percentage")
     if not 0 < rate <= 100:
-        raise InvalidArgument("percentage must be more than 0 and at most 100", field="percentage")
+        raise InvalidArgument("coupon.percentage must be more than 0 and at most 100", field="coupon.percentage")
     if coupon.amount_cents or coupon.amount or coupon.currency:
-        raise InvalidArgument("a percentage coupon has no amount", field="amount" if coupon.amount else "amount_cents")
+        raise InvalidArgument(
+            "a percentage coupon has no amount", field="coupon.amount" if coupon.amount else "coupon.amount_cents"
+        )
     return canonical(rate)
 
 
@@ -45,13 +47,13 @@ def _amount_cents(coupon: pb.Coupon, currency: str) -> int:
     """A fixed coupon's amount in minor units: amount_cents, or `amount` in
     major units converted (more decimals than the currency has are refused)."""
     if not coupon.amount:
-        return check_cents(coupon.amount_cents, "amount_cents", positive=True)
+        return check_cents(coupon.amount_cents, "coupon.amount_cents", positive=True)
     if coupon.amount_cents:
-        raise InvalidArgument("give amount or amount_cents, not both", field="amount")
-    minor = parse_amount(coupon.amount, "amount").scaleb(currencies.exponent(currency))
+        raise InvalidArgument("give amount or amount_cents, not both", field="coupon.amount")
+    minor = parse_amount(coupon.amount, "coupon.amount").scaleb(currencies.exponent(currency))
     if minor != minor.to_integral_value():
-        raise InvalidArgument(f"amount has more decimals than {currency} has", field="amount")
-    return check_cents(int(minor), "amount", positive=True)
+        raise InvalidArgument(f"coupon.amount has more decimals than {currency} has", field="coupon.amount")
+    return check_cents(int(minor), "coupon.amount", positive=True)
 
 
 def with_amount(coupon: pb.Coupon) -> pb.Coupon:
@@ -64,51 +66,54 @@ def with_amount(coupon: pb.Coupon) -> pb.Coupon:
 
 def _duration(coupon: pb.Coupon) -> None:
     if coupon.duration not in (pb.COUPON_DURATION_ONCE, pb.COUPON_DURATION_RECURRING, pb.COUPON_DURATION_FOREVER):
-        raise InvalidArgument("duration must be once, recurring or forever", field="duration")
+        raise InvalidArgument("coupon.duration must be once, recurring or forever", field="coupon.duration")
     if coupon.duration == pb.COUPON_DURATION_RECURRING:
         if not 1 <= coupon.duration_in_months <= MAX_MONTHS:
             raise InvalidArgument(
-                f"a recurring coupon needs duration_in_months between 1 and {MAX_MONTHS}", field="duration_in_months"
+                f"a recurring coupon needs duration_in_months between 1 and {MAX_MONTHS}",
+                field="coupon.duration_in_months",
             )
     elif coupon.duration_in_months:
-        raise InvalidArgument("only a recurring coupon has duration_in_months", field="duration_in_months")
+        raise InvalidArgument("only a recurring coupon has duration_in_months", field="coupon.duration_in_months")
 
 
 async def _limits(session: AsyncSession, org: str, coupon: pb.Coupon) -> None:
     """The plans and metrics a coupon is limited to must exist."""
-    validation.strings(coupon.plan_codes, "plan_codes", MAX_LIMITS, 100)
-    validation.strings(coupon.billable_metric_codes, "billable_metric_codes", MAX_LIMITS, 100)
+    validation.strings(coupon.plan_codes, "coupon.plan_codes", MAX_LIMITS, 100)
+    validation.strings(coupon.billable_metric_codes, "coupon.billable_metric_codes", MAX_LIMITS, 100)
     for index, code in enumerate(coupon.plan_codes):
         if await plans.current(session, org, code) is None:
-            raise InvalidArgument(f"no plan with code {code!r}", field=f"plan_codes[{index}]", reason="UNKNOWN_PLAN")
+            raise InvalidArgument(
+                f"no plan with code {code!r}", field=f"coupon.plan_codes[{index}]", reason="UNKNOWN_PLAN"
+            )
     for index, code in enumerate(coupon.billable_metric_codes):
         if await metrics.find(session, org, code) is None:
             raise InvalidArgument(
                 f"no billable metric with code {code!r}",
-                field=f"billable_metric_codes[{index}]",
+                field=f"coupon.billable_metric_codes[{index}]",
                 reason="UNKNOWN_METRIC",
             )
 
 
 def validated(coupon: pb.Coupon) -> pb.Coupon:
     """The coupon to store: checked, canonical, without server-set fields."""
-    validation.code(coupon.code, "code")
+    validation.code(coupon.code, "coupon.code")
     clean = pb.Coupon()
     clean.CopyFrom(coupon)
     clean.ClearField("id")
     clean.ClearField("create_time")
-    clean.name = validation.text(coupon.name.strip() or coupon.code, "name")
-    validation.text(coupon.description, "description", 2000)
+    clean.name = validation.text(coupon.name.strip() or coupon.code, "coupon.name")
+    validation.text(coupon.description, "coupon.description", 2000)
     if coupon.coupon_type == pb.COUPON_TYPE_PERCENTAGE:
         clean.percentage = _percentage(coupon)
     elif coupon.coupon_type == pb.COUPON_TYPE_FIXED_AMOUNT:
         if coupon.percentage:
-            raise InvalidArgument("a fixed-amount coupon has no percentage", field="percentage")
-        clean.currency = currencies.validate(coupon.currency or "USD")
+            raise InvalidArgument("a fixed-amount coupon has no percentage", field="coupon.percentage")
+        clean.currency = currencies.validate(coupon.currency or "USD", "coupon.currency")
         clean.amount_cents = _amount_cents(coupon, clean.currency)
         with_amount(clean)
     else:
-        raise InvalidArgument("coupon_type must be percentage or fixed_amount", field="coupon_type")
+        raise InvalidArgument("coupon.coupon_type must be percentage or fixed_amount", field="coupon.coupon_type")
     _duration(coupon)
     return clean
 
@@ -163,7 +168,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
                     )
                 )
         except IntegrityError:
-            raise AlreadyExists(f"coupon {coupon.code!r} already exists", field="code") from None
+            raise AlreadyExists(f"coupon {coupon.code!r} already exists", field="coupon.code") from None
         return coupon
 
     async def GetCoupon(self, request: pb.GetCouponRequest, context) -> pb.Coupon:

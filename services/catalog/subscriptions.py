@@ -43,7 +43,7 @@ def start_time(request: pb.CreateSubscriptionRequest, now: datetime) -> datetime
     value = from_proto(request.start_time)
     if not EARLIEST_START <= value < LATEST_START:
         raise InvalidArgument(
-            "start_date must be between 2000-01-01 and 2099-12-31", field="start_date", reason="START_DATE_OUT_OF_RANGE"
+            "start_time must be between 2000-01-01 and 2099-12-31", field="start_time", reason="START_DATE_OUT_OF_RANGE"
         )
     return value
 

@@ -99,8 +99,8 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
         clock = TestClock(
             id=new_id("clock"),
             organization_id=tenancy.organization_id(),
-            name=validation.text(spec.name, "name"),
-            frozen_time=_frozen_time(spec),
+            name=validation.text(spec.name, "test_clock.name"),
+            frozen_time=_frozen_time(spec, "test_clock.frozen_time"),
             create_time=utcnow(),
         )
         async with self.sessions() as session, session.begin():

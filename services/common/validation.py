@@ -28,7 +28,8 @@ def path(violation: protovalidate.Violation) -> str:
 
 
 # How a broken rule reads (after the field's path) and its ErrorInfo reason,
-# by protovalidate's rule id; any other rule reads as protovalidate says.
+# by protovalidate's rule id; any other rule reads as protovalidate says
+# (its reason: FAMILY_REASON).
 SAID = {
     "required": ("is required", "MISSING_FIELD"),
     "string.max_len": ("must be at most {} characters", "INVALID_VALUE"),
@@ -40,13 +41,22 @@ SAID = {
 }
 
 
+# The reason of any other rule, by its family: a number out of its range
+# reads as the services' own range checks always have; anything else is an
+# invalid value.
+NUMBERS = ("int32", "int64", "uint32", "uint64", "sint32", "sint64", "fixed32", "fixed64", "sfixed32", "sfixed64")
+FAMILY_REASON = dict.fromkeys(NUMBERS, "INVALID_ARGUMENT")
+
+
 def check(request: Message) -> None:
     """Raises INVALID_ARGUMENT naming the first field that breaks a rule."""
     violations = protovalidate.collect_violations(request)
     if violations:
         first = violations[0]
         field = path(first)
-        said, reason = SAID.get(first.proto.rule_id, (first.proto.message, "INVALID_ARGUMENT"))
+        rule = first.proto.rule_id
+        family = FAMILY_REASON.get(rule.split(".")[0], "INVALID_VALUE")
+        said, reason = SAID.get(rule, (first.proto.message, family))
         value = first.rule_value
         if isinstance(value, list | tuple) or type(value).__name__.endswith("Container"):
             value = ", ".join(map(str, value))

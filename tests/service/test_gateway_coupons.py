@@ -265,10 +265,10 @@ async def test_over_grpc_a_fixed_amount_means_what_it_means_over_rest(
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"amount": "10", "amount_cents": 1000}, "amount"),
-        ({"amount": "0.001"}, "amount"),
-        ({"amount": "0"}, "amount"),
-        ({"amount": "ten"}, "amount"),
+        ({"amount": "10", "amount_cents": 1000}, "coupon.amount"),
+        ({"amount": "0.001"}, "coupon.amount"),
+        ({"amount": "0"}, "coupon.amount"),
+        ({"amount": "ten"}, "coupon.amount"),
     ],
 )
 async def test_over_grpc_a_bad_fixed_amount_is_refused_naming_its_field(stack: Stack, tenant: Tenant, change, field):
@@ -294,4 +294,4 @@ async def test_over_grpc_a_percentage_coupon_has_no_amount(stack: Stack, tenant:
                 duration=cpb.COUPON_DURATION_ONCE,
             ),
         )
-    assert error_info(refused.value).metadata["field"] == "amount"
+    assert error_info(refused.value).metadata["field"] == "coupon.amount"

@@ -33,7 +33,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.routes import events
+from gateway import ingest
+from gateway.dialects import BXB
 from gateway.schema import Spec
 from tests.conftest import Stack, Tenant, eventually, new_tenant
 from tests.service.test_gateway_client_errors import ROUTES, sensible
@@ -98,6 +99,8 @@ QUERY_VALUES = st.one_of(
 )
 RAW_QUERIES = st.sampled_from(["&&", "=", "a=%ZZ", "%00=1", "page_size=1&page_size=2", "page_size", "?", "%"])
 
+EVENT = ingest.event_spec(BXB)  # what an event reads
+
 
 def one_in(n: int) -> st.SearchStrategy[bool]:
     """True about once in `n` draws."""
@@ -106,7 +109,7 @@ def one_in(n: int) -> st.SearchStrategy[bool]:
 
 def items_of(spec: Spec) -> Spec:
     """What an array holds; a batch's items, which the handler checks one by one, are events."""
-    return spec.items if spec.items is not None else events.CREATE
+    return spec.items if spec.items is not None else EVENT
 
 
 def typed(spec: Spec) -> st.SearchStrategy:
@@ -359,7 +362,7 @@ def sensible_body(spec: Spec, names: dict[str, str]) -> Any:
     """A body of `spec` a client would send, naming the test's resources,
     its times in the open period; a batch of one such event."""
     if spec.kind == "object" and spec.fields.get("events", spec).kind == "list":
-        return {"events": [sensible_body(events.CREATE, names)]}
+        return {"events": [sensible_body(EVENT, names)]}
     body = sensible(spec, "", names)
     for name, sub in spec.fields.items():
         if sub.kind == "timestamp":
@@ -414,7 +417,7 @@ def drop_at(body: Any, spec: Spec, path: list[str | int]) -> bool:
 
 def body_spec(spec: Spec | None) -> Spec | None:
     """The fields a route reads: an event's for the single-event route, whose spec checks nothing."""
-    return events.CREATE if spec is not None and spec.kind == "any" else spec
+    return EVENT if spec is not None and spec.kind == "any" else spec
 
 
 def fill(path: str, value: str) -> str:

@@ -56,7 +56,7 @@ def repo(tmp_path: Path) -> Path:
 
 def test_before_the_first_release_there_is_nothing_to_compare_with(repo: Path):
     git(repo, "tag", "release-candidate")  # not a v* tag
-    edit(repo, r"^  string name = 3 \[[^\n]*\];\n", "")
+    edit(repo, r"^  string name = 3[^;\n]*;\n", "")
     result = guard(repo)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no release tag (v*) yet, nothing to compare with" in result.stdout
@@ -65,15 +65,11 @@ def test_before_the_first_release_there_is_nothing_to_compare_with(repo: Path):
 @pytest.mark.parametrize(
     ("pattern", "replacement", "complaint"),
     [
-        (
-            r"^  string name = 3 \[[^\n]*\];\n",
-            "",
-            'message "BillableMetric" was deleted without reserving the number "3"',
-        ),
+        (r"^  string name = 3[^;\n]*;\n", "", 'message "BillableMetric" was deleted without reserving the number "3"'),
         # renumbered: field 3 is gone
-        (r"^  string name = 3 \[[^\n]*\];", "  string name = 30;", 'was deleted without reserving the number "3"'),
+        (r"^  string name = 3[^;\n]*;", "  string name = 30;", 'was deleted without reserving the number "3"'),
         # renamed: the wire is the same, JSON clients break
-        (r"^  string name = 3 \[[^\n]*\];", "  string title = 3;", 'changed name from "name" to "title"'),
+        (r"^  string name = 3[^;\n]*;", "  string title = 3;", 'changed name from "name" to "title"'),
         (
             r"AGGREGATION_TYPE_MAX = 3;",
             "AGGREGATION_TYPE_MAXIMUM = 3;",
@@ -92,7 +88,7 @@ def test_a_breaking_change_since_the_last_release_fails(repo: Path, pattern: str
 
 def test_an_added_field_passes(repo: Path):
     git(repo, "tag", "v0.1.0")
-    edit(repo, r"^(  string name = 3 \[[^\n]*\];\n)", r"\1  // A note for people.\n  string note = 99;\n")
+    edit(repo, r"^(  string name = 3[^;\n]*;\n)", r"\1  // A note for people.\n  string note = 99;\n")
     result = guard(repo)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "compatible with v0.1.0" in result.stdout
@@ -100,7 +96,7 @@ def test_an_added_field_passes(repo: Path):
 
 def test_the_highest_release_is_the_one_compared_with(repo: Path):
     git(repo, "tag", "v0.9.0")
-    edit(repo, r"^  string name = 3 \[[^\n]*\];\n", "")
+    edit(repo, r"^  string name = 3[^;\n]*;\n", "")
     git(repo, "commit", "-q", "-am", "drop the name, in a major release")
     git(repo, "tag", "v0.10.0")  # higher than v0.9.0 by version, lower as text
     result = guard(repo)

@@ -30,7 +30,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/billable_metrics.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8a\x03\n\x0e\x42illableMetric\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1d\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12G\n\x10\x61ggregation_type\x18\x05 \x01(\x0e\x32\x1f.bxb.catalog.v1.AggregationTypeB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\x12\x1c\n\nfield_name\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\nvalue_type\x18\x08 \x01(\x0e\x32\x19.bxb.catalog.v1.ValueTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x39\n\x07\x66ilters\x18\t \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValuesB\x08\xbaH\x05\x92\x01\x02\x10\x32\"P\n\x0ePropertyValues\x12\x18\n\x03key\x18\x01 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18\x64\x12$\n\x06values\x18\x02 \x03(\tB\x14\xe2\x41\x01\x02\xbaH\r\x92\x01\n\x10\xf4\x03\"\x05r\x03\x18\xc8\x01\"b\n\x1b\x43reateBillableMetricRequest\x12\x43\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetricB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\".\n\x18GetBillableMetricRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x1aListBillableMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1bListBillableMetricsResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x01\n\x1bUpdateBillableMetricRequest\x12\x43\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetricB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"1\n\x1b\x44\x65leteBillableMetricRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*\xe6\x01\n\x0f\x41ggregationType\x12 \n\x1c\x41GGREGATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GGREGATION_TYPE_COUNT\x10\x01\x12\x18\n\x14\x41GGREGATION_TYPE_SUM\x10\x02\x12\x18\n\x14\x41GGREGATION_TYPE_MAX\x10\x03\x12!\n\x1d\x41GGREGATION_TYPE_UNIQUE_COUNT\x10\x04\x12\x1b\n\x17\x41GGREGATION_TYPE_LATEST\x10\x05\x12!\n\x1d\x41GGREGATION_TYPE_WEIGHTED_SUM\x10\x06*W\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_INTEGER\x10\x01\x12\x16\n\x12VALUE_TYPE_DECIMAL\x10\x02\x32\x81\x07\n\x15\x42illableMetricService\x12\xb2\x01\n\x14\x43reateBillableMetric\x12+.bxb.catalog.v1.CreateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"M\x82\xd3\xe4\x93\x02G\"\x14/v1/billable_metrics:\x0f\x62illable_metricZ\x1e\"\x0b/v1/metrics:\x0f\x62illable_metric\x12\x98\x01\n\x11GetBillableMetric\x12(.bxb.catalog.v1.GetBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"9\x82\xd3\xe4\x93\x02\x33\x12\x1b/v1/billable_metrics/{code}Z\x14\x12\x12/v1/metrics/{code}\x12\x9b\x01\n\x13ListBillableMetrics\x12*.bxb.catalog.v1.ListBillableMetricsRequest\x1a+.bxb.catalog.v1.ListBillableMetricsResponse\"+\x82\xd3\xe4\x93\x02%\x12\x14/v1/billable_metricsZ\r\x12\x0b/v1/metrics\x12\xe0\x01\n\x14UpdateBillableMetric\x12+.bxb.catalog.v1.UpdateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"{\x82\xd3\xe4\x93\x02u2+/v1/billable_metrics/{billable_metric.code}:\x0f\x62illable_metricZ52\"/v1/metrics/{billable_metric.code}:\x0f\x62illable_metric\x12\x96\x01\n\x14\x44\x65leteBillableMetric\x12+.bxb.catalog.v1.DeleteBillableMetricRequest\x1a\x16.google.protobuf.Empty\"9\x82\xd3\xe4\x93\x02\x33*\x1b/v1/billable_metrics/{code}Z\x14*\x12/v1/metrics/{code}B\xa8\x01\n\x12\x63om.bxb.catalog.v1B\x14\x42illableMetricsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/catalog/v1/billable_metrics.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x80\x03\n\x0e\x42illableMetric\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x1d\n\x0b\x64\x65scription\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12G\n\x10\x61ggregation_type\x18\x05 \x01(\x0e\x32\x1f.bxb.catalog.v1.AggregationTypeB\x0c\xe2\x41\x01\x02\xbaH\x05\x82\x01\x02\x10\x01\x12\x1c\n\nfield_name\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x37\n\nvalue_type\x18\x08 \x01(\x0e\x32\x19.bxb.catalog.v1.ValueTypeB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12/\n\x07\x66ilters\x18\t \x03(\x0b\x32\x1e.bxb.catalog.v1.PropertyValues\"9\n\x0ePropertyValues\x12\x11\n\x03key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06values\x18\x02 \x03(\tB\x04\xe2\x41\x01\x02\"b\n\x1b\x43reateBillableMetricRequest\x12\x43\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetricB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"6\n\x18GetBillableMetricRequest\x12\x1a\n\x04\x63ode\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"C\n\x1aListBillableMetricsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"p\n\x1bListBillableMetricsResponse\x12\x38\n\x10\x62illable_metrics\x18\x01 \x03(\x0b\x32\x1e.bxb.catalog.v1.BillableMetric\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x99\x01\n\x1bUpdateBillableMetricRequest\x12\x43\n\x0f\x62illable_metric\x18\x01 \x01(\x0b\x32\x1e.bxb.catalog.v1.BillableMetricB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"9\n\x1b\x44\x65leteBillableMetricRequest\x12\x1a\n\x04\x63ode\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01*\xe6\x01\n\x0f\x41ggregationType\x12 \n\x1c\x41GGREGATION_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41GGREGATION_TYPE_COUNT\x10\x01\x12\x18\n\x14\x41GGREGATION_TYPE_SUM\x10\x02\x12\x18\n\x14\x41GGREGATION_TYPE_MAX\x10\x03\x12!\n\x1d\x41GGREGATION_TYPE_UNIQUE_COUNT\x10\x04\x12\x1b\n\x17\x41GGREGATION_TYPE_LATEST\x10\x05\x12!\n\x1d\x41GGREGATION_TYPE_WEIGHTED_SUM\x10\x06*W\n\tValueType\x12\x1a\n\x16VALUE_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12VALUE_TYPE_INTEGER\x10\x01\x12\x16\n\x12VALUE_TYPE_DECIMAL\x10\x02\x32\x81\x07\n\x15\x42illableMetricService\x12\xb2\x01\n\x14\x43reateBillableMetric\x12+.bxb.catalog.v1.CreateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"M\x82\xd3\xe4\x93\x02G\"\x14/v1/billable_metrics:\x0f\x62illable_metricZ\x1e\"\x0b/v1/metrics:\x0f\x62illable_metric\x12\x98\x01\n\x11GetBillableMetric\x12(.bxb.catalog.v1.GetBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"9\x82\xd3\xe4\x93\x02\x33\x12\x1b/v1/billable_metrics/{code}Z\x14\x12\x12/v1/metrics/{code}\x12\x9b\x01\n\x13ListBillableMetrics\x12*.bxb.catalog.v1.ListBillableMetricsRequest\x1a+.bxb.catalog.v1.ListBillableMetricsResponse\"+\x82\xd3\xe4\x93\x02%\x12\x14/v1/billable_metricsZ\r\x12\x0b/v1/metrics\x12\xe0\x01\n\x14UpdateBillableMetric\x12+.bxb.catalog.v1.UpdateBillableMetricRequest\x1a\x1e.bxb.catalog.v1.BillableMetric\"{\x82\xd3\xe4\x93\x02u2+/v1/billable_metrics/{billable_metric.code}:\x0f\x62illable_metricZ52\"/v1/metrics/{billable_metric.code}:\x0f\x62illable_metric\x12\x96\x01\n\x14\x44\x65leteBillableMetric\x12+.bxb.catalog.v1.DeleteBillableMetricRequest\x1a\x16.google.protobuf.Empty\"9\x82\xd3\xe4\x93\x02\x33*\x1b/v1/billable_metrics/{code}Z\x14*\x12/v1/metrics/{code}B\xa8\x01\n\x12\x63om.bxb.catalog.v1B\x14\x42illableMetricsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,22 +54,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BILLABLEMETRIC'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_BILLABLEMETRIC'].fields_by_name['value_type']._loaded_options = None
   _globals['_BILLABLEMETRIC'].fields_by_name['value_type']._serialized_options = b'\272H\005\202\001\002\020\001'
-  _globals['_BILLABLEMETRIC'].fields_by_name['filters']._loaded_options = None
-  _globals['_BILLABLEMETRIC'].fields_by_name['filters']._serialized_options = b'\272H\005\222\001\002\0202'
   _globals['_PROPERTYVALUES'].fields_by_name['key']._loaded_options = None
-  _globals['_PROPERTYVALUES'].fields_by_name['key']._serialized_options = b'\342A\001\002\272H\004r\002\030d'
+  _globals['_PROPERTYVALUES'].fields_by_name['key']._serialized_options = b'\342A\001\002'
   _globals['_PROPERTYVALUES'].fields_by_name['values']._loaded_options = None
-  _globals['_PROPERTYVALUES'].fields_by_name['values']._serialized_options = b'\342A\001\002\272H\r\222\001\n\020\364\003\"\005r\003\030\310\001'
+  _globals['_PROPERTYVALUES'].fields_by_name['values']._serialized_options = b'\342A\001\002'
   _globals['_CREATEBILLABLEMETRICREQUEST'].fields_by_name['billable_metric']._loaded_options = None
   _globals['_CREATEBILLABLEMETRICREQUEST'].fields_by_name['billable_metric']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_GETBILLABLEMETRICREQUEST'].fields_by_name['code']._loaded_options = None
-  _globals['_GETBILLABLEMETRICREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_GETBILLABLEMETRICREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_UPDATEBILLABLEMETRICREQUEST'].fields_by_name['billable_metric']._loaded_options = None
   _globals['_UPDATEBILLABLEMETRICREQUEST'].fields_by_name['billable_metric']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_UPDATEBILLABLEMETRICREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEBILLABLEMETRICREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_DELETEBILLABLEMETRICREQUEST'].fields_by_name['code']._loaded_options = None
-  _globals['_DELETEBILLABLEMETRICREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEBILLABLEMETRICREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['CreateBillableMetric']._loaded_options = None
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['CreateBillableMetric']._serialized_options = b'\202\323\344\223\002G\"\024/v1/billable_metrics:\017billable_metricZ\036\"\013/v1/metrics:\017billable_metric'
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['GetBillableMetric']._loaded_options = None
@@ -80,26 +78,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['UpdateBillableMetric']._serialized_options = b'\202\323\344\223\002u2+/v1/billable_metrics/{billable_metric.code}:\017billable_metricZ52\"/v1/metrics/{billable_metric.code}:\017billable_metric'
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['DeleteBillableMetric']._loaded_options = None
   _globals['_BILLABLEMETRICSERVICE'].methods_by_name['DeleteBillableMetric']._serialized_options = b'\202\323\344\223\0023*\033/v1/billable_metrics/{code}Z\024*\022/v1/metrics/{code}'
-  _globals['_AGGREGATIONTYPE']._serialized_start=1263
-  _globals['_AGGREGATIONTYPE']._serialized_end=1493
-  _globals['_VALUETYPE']._serialized_start=1495
-  _globals['_VALUETYPE']._serialized_end=1582
+  _globals['_AGGREGATIONTYPE']._serialized_start=1246
+  _globals['_AGGREGATIONTYPE']._serialized_end=1476
+  _globals['_VALUETYPE']._serialized_start=1478
+  _globals['_VALUETYPE']._serialized_end=1565
   _globals['_BILLABLEMETRIC']._serialized_start=246
-  _globals['_BILLABLEMETRIC']._serialized_end=640
-  _globals['_PROPERTYVALUES']._serialized_start=642
-  _globals['_PROPERTYVALUES']._serialized_end=722
-  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_start=724
-  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_end=822
-  _globals['_GETBILLABLEMETRICREQUEST']._serialized_start=824
-  _globals['_GETBILLABLEMETRICREQUEST']._serialized_end=870
-  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_start=872
-  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_end=939
-  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_start=941
-  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_end=1053
-  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_start=1056
-  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_end=1209
-  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_start=1211
-  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_end=1260
-  _globals['_BILLABLEMETRICSERVICE']._serialized_start=1585
-  _globals['_BILLABLEMETRICSERVICE']._serialized_end=2482
+  _globals['_BILLABLEMETRIC']._serialized_end=630
+  _globals['_PROPERTYVALUES']._serialized_start=632
+  _globals['_PROPERTYVALUES']._serialized_end=689
+  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_start=691
+  _globals['_CREATEBILLABLEMETRICREQUEST']._serialized_end=789
+  _globals['_GETBILLABLEMETRICREQUEST']._serialized_start=791
+  _globals['_GETBILLABLEMETRICREQUEST']._serialized_end=845
+  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_start=847
+  _globals['_LISTBILLABLEMETRICSREQUEST']._serialized_end=914
+  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_start=916
+  _globals['_LISTBILLABLEMETRICSRESPONSE']._serialized_end=1028
+  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_start=1031
+  _globals['_UPDATEBILLABLEMETRICREQUEST']._serialized_end=1184
+  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_start=1186
+  _globals['_DELETEBILLABLEMETRICREQUEST']._serialized_end=1243
+  _globals['_BILLABLEMETRICSERVICE']._serialized_start=1568
+  _globals['_BILLABLEMETRICSERVICE']._serialized_end=2465
 # @@protoc_insertion_point(module_scope)

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from bxb.common.v1 import field_format_pb2 as bxb_dot_common_dot_v1_dot_field__format__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/coupons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x04\n\x06\x43oupon\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12@\n\x0b\x63oupon_type\x18\x04 \x01(\x0e\x32\x1a.bxb.catalog.v1.CouponTypeB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x12\n\npercentage\x18\x05 \x01(\t\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x19\n\x08\x63urrency\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12\x41\n\x08\x64uration\x18\x08 \x01(\x0e\x32\x1e.bxb.catalog.v1.CouponDurationB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12&\n\x12\x64uration_in_months\x18\t \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xb0\t(\x00\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\nplan_codes\x18\x0b \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\x64\"\x04r\x02\x18\x64\x12-\n\x15\x62illable_metric_codes\x18\x0c \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\x64\"\x04r\x02\x18\x64\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0b\x64\x65scription\x18\x0e \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x0e\n\x06\x61mount\x18\x0f \x01(\t\"\xdb\x01\n\rAppliedCoupon\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x06\x63oupon\x18\x03 \x01(\x0b\x32\x16.bxb.catalog.v1.CouponB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0eterminate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"I\n\x13\x43reateCouponRequest\x12\x32\n\x06\x63oupon\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.CouponB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"&\n\x10GetCouponRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\";\n\x12ListCouponsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListCouponsResponse\x12\'\n\x07\x63oupons\x18\x01 \x03(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x12\x41pplyCouponRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12#\n\x0b\x63oupon_code\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18\x64\xc8\x01\x01\"W\n\x19ListAppliedCouponsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1aListAppliedCouponsResponse\x12\x36\n\x0f\x61pplied_coupons\x18\x01 \x03(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x1aRemoveAppliedCouponRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*c\n\nCouponType\x12\x1b\n\x17\x43OUPON_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OUPON_TYPE_PERCENTAGE\x10\x01\x12\x1c\n\x18\x43OUPON_TYPE_FIXED_AMOUNT\x10\x02*\x87\x01\n\x0e\x43ouponDuration\x12\x1f\n\x1b\x43OUPON_DURATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OUPON_DURATION_ONCE\x10\x01\x12\x1d\n\x19\x43OUPON_DURATION_RECURRING\x10\x02\x12\x1b\n\x17\x43OUPON_DURATION_FOREVER\x10\x03\x32\xcb\x05\n\rCouponService\x12h\n\x0c\x43reateCoupon\x12#.bxb.catalog.v1.CreateCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/coupons:\x06\x63oupon\x12\x61\n\tGetCoupon\x12 .bxb.catalog.v1.GetCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/coupons/{code}\x12k\n\x0bListCoupons\x12\".bxb.catalog.v1.ListCouponsRequest\x1a#.bxb.catalog.v1.ListCouponsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/coupons\x12p\n\x0b\x41pplyCoupon\x12\".bxb.catalog.v1.ApplyCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/applied_coupons:\x01*\x12\x88\x01\n\x12ListAppliedCoupons\x12).bxb.catalog.v1.ListAppliedCouponsRequest\x1a*.bxb.catalog.v1.ListAppliedCouponsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/applied_coupons\x12\x82\x01\n\x13RemoveAppliedCoupon\x12*.bxb.catalog.v1.RemoveAppliedCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/applied_coupons/{id}B\xa0\x01\n\x12\x63om.bxb.catalog.v1B\x0c\x43ouponsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/catalog/v1/coupons.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a bxb/common/v1/field_format.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x04\n\x06\x43oupon\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\x04\x63ode\x18\x02 \x01(\tB\x0f\xe2\x41\x02\x02\x05\xbaH\x07r\x02\x18\x64\xc8\x01\x01\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12@\n\x0b\x63oupon_type\x18\x04 \x01(\x0e\x32\x1a.bxb.catalog.v1.CouponTypeB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12\x18\n\npercentage\x18\x05 \x01(\tB\x04\x88\xb5\x18\x01\x12\x14\n\x0c\x61mount_cents\x18\x06 \x01(\x03\x12\x19\n\x08\x63urrency\x18\x07 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12\x41\n\x08\x64uration\x18\x08 \x01(\x0e\x32\x1e.bxb.catalog.v1.CouponDurationB\x0f\xe2\x41\x01\x02\xbaH\x08\x82\x01\x02\x10\x01\xc8\x01\x01\x12&\n\x12\x64uration_in_months\x18\t \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xb0\t(\x00\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\nplan_codes\x18\x0b \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\x64\"\x04r\x02\x18\x64\x12-\n\x15\x62illable_metric_codes\x18\x0c \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\x64\"\x04r\x02\x18\x64\x12\x35\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x1d\n\x0b\x64\x65scription\x18\x0e \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\x12\x14\n\x06\x61mount\x18\x0f \x01(\tB\x04\x88\xb5\x18\x01\"\xdb\x01\n\rAppliedCoupon\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12,\n\x06\x63oupon\x18\x03 \x01(\x0b\x32\x16.bxb.catalog.v1.CouponB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x38\n\x0eterminate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"I\n\x13\x43reateCouponRequest\x12\x32\n\x06\x63oupon\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.CouponB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\".\n\x10GetCouponRequest\x12\x1a\n\x04\x63ode\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\";\n\x12ListCouponsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x13ListCouponsResponse\x12\'\n\x07\x63oupons\x18\x01 \x03(\x0b\x32\x16.bxb.catalog.v1.Coupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\x12\x41pplyCouponRequest\x12$\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12#\n\x0b\x63oupon_code\x18\x02 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18\x64\xc8\x01\x01\"W\n\x19ListAppliedCouponsRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"m\n\x1aListAppliedCouponsResponse\x12\x36\n\x0f\x61pplied_coupons\x18\x01 \x03(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"6\n\x1aRemoveAppliedCouponRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01*c\n\nCouponType\x12\x1b\n\x17\x43OUPON_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43OUPON_TYPE_PERCENTAGE\x10\x01\x12\x1c\n\x18\x43OUPON_TYPE_FIXED_AMOUNT\x10\x02*\x87\x01\n\x0e\x43ouponDuration\x12\x1f\n\x1b\x43OUPON_DURATION_UNSPECIFIED\x10\x00\x12\x18\n\x14\x43OUPON_DURATION_ONCE\x10\x01\x12\x1d\n\x19\x43OUPON_DURATION_RECURRING\x10\x02\x12\x1b\n\x17\x43OUPON_DURATION_FOREVER\x10\x03\x32\xcb\x05\n\rCouponService\x12h\n\x0c\x43reateCoupon\x12#.bxb.catalog.v1.CreateCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x0b/v1/coupons:\x06\x63oupon\x12\x61\n\tGetCoupon\x12 .bxb.catalog.v1.GetCouponRequest\x1a\x16.bxb.catalog.v1.Coupon\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/coupons/{code}\x12k\n\x0bListCoupons\x12\".bxb.catalog.v1.ListCouponsRequest\x1a#.bxb.catalog.v1.ListCouponsResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/coupons\x12p\n\x0b\x41pplyCoupon\x12\".bxb.catalog.v1.ApplyCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/applied_coupons:\x01*\x12\x88\x01\n\x12ListAppliedCoupons\x12).bxb.catalog.v1.ListAppliedCouponsRequest\x1a*.bxb.catalog.v1.ListAppliedCouponsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/applied_coupons\x12\x82\x01\n\x13RemoveAppliedCoupon\x12*.bxb.catalog.v1.RemoveAppliedCouponRequest\x1a\x1d.bxb.catalog.v1.AppliedCoupon\" \x82\xd3\xe4\x93\x02\x1a*\x18/v1/applied_coupons/{id}B\xa0\x01\n\x12\x63om.bxb.catalog.v1B\x0c\x43ouponsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +45,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUPON'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
   _globals['_COUPON'].fields_by_name['coupon_type']._loaded_options = None
   _globals['_COUPON'].fields_by_name['coupon_type']._serialized_options = b'\342A\001\002\272H\010\202\001\002\020\001\310\001\001'
+  _globals['_COUPON'].fields_by_name['percentage']._loaded_options = None
+  _globals['_COUPON'].fields_by_name['percentage']._serialized_options = b'\210\265\030\001'
   _globals['_COUPON'].fields_by_name['currency']._loaded_options = None
   _globals['_COUPON'].fields_by_name['currency']._serialized_options = b'\272H\004r\002\030\003'
   _globals['_COUPON'].fields_by_name['duration']._loaded_options = None
@@ -58,6 +61,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUPON'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_COUPON'].fields_by_name['description']._loaded_options = None
   _globals['_COUPON'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
+  _globals['_COUPON'].fields_by_name['amount']._loaded_options = None
+  _globals['_COUPON'].fields_by_name['amount']._serialized_options = b'\210\265\030\001'
   _globals['_APPLIEDCOUPON'].fields_by_name['id']._loaded_options = None
   _globals['_APPLIEDCOUPON'].fields_by_name['id']._serialized_options = b'\342A\001\003'
   _globals['_APPLIEDCOUPON'].fields_by_name['customer_id']._loaded_options = None
@@ -71,13 +76,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECOUPONREQUEST'].fields_by_name['coupon']._loaded_options = None
   _globals['_CREATECOUPONREQUEST'].fields_by_name['coupon']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_GETCOUPONREQUEST'].fields_by_name['code']._loaded_options = None
-  _globals['_GETCOUPONREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_GETCOUPONREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_APPLYCOUPONREQUEST'].fields_by_name['customer_id']._loaded_options = None
   _globals['_APPLYCOUPONREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002\272H\010r\003\030\310\001\310\001\001'
   _globals['_APPLYCOUPONREQUEST'].fields_by_name['coupon_code']._loaded_options = None
   _globals['_APPLYCOUPONREQUEST'].fields_by_name['coupon_code']._serialized_options = b'\342A\001\002\272H\007r\002\030d\310\001\001'
   _globals['_REMOVEAPPLIEDCOUPONREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_REMOVEAPPLIEDCOUPONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_REMOVEAPPLIEDCOUPONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_COUPONSERVICE'].methods_by_name['CreateCoupon']._loaded_options = None
   _globals['_COUPONSERVICE'].methods_by_name['CreateCoupon']._serialized_options = b'\202\323\344\223\002\025\"\013/v1/coupons:\006coupon'
   _globals['_COUPONSERVICE'].methods_by_name['GetCoupon']._loaded_options = None
@@ -90,30 +95,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COUPONSERVICE'].methods_by_name['ListAppliedCoupons']._serialized_options = b'\202\323\344\223\002\025\022\023/v1/applied_coupons'
   _globals['_COUPONSERVICE'].methods_by_name['RemoveAppliedCoupon']._loaded_options = None
   _globals['_COUPONSERVICE'].methods_by_name['RemoveAppliedCoupon']._serialized_options = b'\202\323\344\223\002\032*\030/v1/applied_coupons/{id}'
-  _globals['_COUPONTYPE']._serialized_start=1565
-  _globals['_COUPONTYPE']._serialized_end=1664
-  _globals['_COUPONDURATION']._serialized_start=1667
-  _globals['_COUPONDURATION']._serialized_end=1802
-  _globals['_COUPON']._serialized_start=174
-  _globals['_COUPON']._serialized_end=731
-  _globals['_APPLIEDCOUPON']._serialized_start=734
-  _globals['_APPLIEDCOUPON']._serialized_end=953
-  _globals['_CREATECOUPONREQUEST']._serialized_start=955
-  _globals['_CREATECOUPONREQUEST']._serialized_end=1028
-  _globals['_GETCOUPONREQUEST']._serialized_start=1030
-  _globals['_GETCOUPONREQUEST']._serialized_end=1068
-  _globals['_LISTCOUPONSREQUEST']._serialized_start=1070
-  _globals['_LISTCOUPONSREQUEST']._serialized_end=1129
-  _globals['_LISTCOUPONSRESPONSE']._serialized_start=1131
-  _globals['_LISTCOUPONSRESPONSE']._serialized_end=1218
-  _globals['_APPLYCOUPONREQUEST']._serialized_start=1220
-  _globals['_APPLYCOUPONREQUEST']._serialized_end=1315
-  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_start=1317
-  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_end=1404
-  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_start=1406
-  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_end=1515
-  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_start=1517
-  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_end=1563
-  _globals['_COUPONSERVICE']._serialized_start=1805
-  _globals['_COUPONSERVICE']._serialized_end=2520
+  _globals['_COUPONTYPE']._serialized_start=1627
+  _globals['_COUPONTYPE']._serialized_end=1726
+  _globals['_COUPONDURATION']._serialized_start=1729
+  _globals['_COUPONDURATION']._serialized_end=1864
+  _globals['_COUPON']._serialized_start=208
+  _globals['_COUPON']._serialized_end=777
+  _globals['_APPLIEDCOUPON']._serialized_start=780
+  _globals['_APPLIEDCOUPON']._serialized_end=999
+  _globals['_CREATECOUPONREQUEST']._serialized_start=1001
+  _globals['_CREATECOUPONREQUEST']._serialized_end=1074
+  _globals['_GETCOUPONREQUEST']._serialized_start=1076
+  _globals['_GETCOUPONREQUEST']._serialized_end=1122
+  _globals['_LISTCOUPONSREQUEST']._serialized_start=1124
+  _globals['_LISTCOUPONSREQUEST']._serialized_end=1183
+  _globals['_LISTCOUPONSRESPONSE']._serialized_start=1185
+  _globals['_LISTCOUPONSRESPONSE']._serialized_end=1272
+  _globals['_APPLYCOUPONREQUEST']._serialized_start=1274
+  _globals['_APPLYCOUPONREQUEST']._serialized_end=1369
+  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_start=1371
+  _globals['_LISTAPPLIEDCOUPONSREQUEST']._serialized_end=1458
+  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_start=1460
+  _globals['_LISTAPPLIEDCOUPONSRESPONSE']._serialized_end=1569
+  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_start=1571
+  _globals['_REMOVEAPPLIEDCOUPONREQUEST']._serialized_end=1625
+  _globals['_COUPONSERVICE']._serialized_start=1867
+  _globals['_COUPONSERVICE']._serialized_end=2582
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bxb/catalog/v1/test_clocks.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\tTestClock\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12;\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"S\n\x16\x43reateTestClockRequest\x12\x39\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClockB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"\'\n\x13GetTestClockRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\">\n\x15ListTestClocksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x16ListTestClocksResponse\x12.\n\x0btest_clocks\x18\x01 \x03(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"h\n\x17\x41\x64vanceTestClockRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12;\n\x0b\x66rozen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"c\n\x18\x41\x64vanceTestClockResponse\x12-\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x18\n\x10invoices_created\x18\x02 \x01(\x05\x32\x86\x04\n\x10TestClockService\x12y\n\x0f\x43reateTestClock\x12&.bxb.catalog.v1.CreateTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"#\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/test_clocks:\ntest_clock\x12l\n\x0cGetTestClock\x12#.bxb.catalog.v1.GetTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/test_clocks/{id}\x12x\n\x0eListTestClocks\x12%.bxb.catalog.v1.ListTestClocksRequest\x1a&.bxb.catalog.v1.ListTestClocksResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/test_clocks\x12\x8e\x01\n\x10\x41\x64vanceTestClock\x12\'.bxb.catalog.v1.AdvanceTestClockRequest\x1a(.bxb.catalog.v1.AdvanceTestClockResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/test_clocks/{id}/advance:\x01*B\xa3\x01\n\x12\x63om.bxb.catalog.v1B\x0fTestClocksProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n bxb/catalog/v1/test_clocks.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x01\n\tTestClock\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12;\n\x0b\x66rozen_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"S\n\x16\x43reateTestClockRequest\x12\x39\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClockB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"/\n\x13GetTestClockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\">\n\x15ListTestClocksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x16ListTestClocksResponse\x12.\n\x0btest_clocks\x18\x01 \x03(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"p\n\x17\x41\x64vanceTestClockRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\x12;\n\x0b\x66rozen_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\"c\n\x18\x41\x64vanceTestClockResponse\x12-\n\ntest_clock\x18\x01 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\x12\x18\n\x10invoices_created\x18\x02 \x01(\x05\x32\x86\x04\n\x10TestClockService\x12y\n\x0f\x43reateTestClock\x12&.bxb.catalog.v1.CreateTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"#\x82\xd3\xe4\x93\x02\x1d\"\x0f/v1/test_clocks:\ntest_clock\x12l\n\x0cGetTestClock\x12#.bxb.catalog.v1.GetTestClockRequest\x1a\x19.bxb.catalog.v1.TestClock\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/test_clocks/{id}\x12x\n\x0eListTestClocks\x12%.bxb.catalog.v1.ListTestClocksRequest\x1a&.bxb.catalog.v1.ListTestClocksResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/test_clocks\x12\x8e\x01\n\x10\x41\x64vanceTestClock\x12\'.bxb.catalog.v1.AdvanceTestClockRequest\x1a(.bxb.catalog.v1.AdvanceTestClockResponse\"\'\x82\xd3\xe4\x93\x02!\"\x1c/v1/test_clocks/{id}/advance:\x01*B\xa3\x01\n\x12\x63om.bxb.catalog.v1B\x0fTestClocksProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,9 +47,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETESTCLOCKREQUEST'].fields_by_name['test_clock']._loaded_options = None
   _globals['_CREATETESTCLOCKREQUEST'].fields_by_name['test_clock']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_GETTESTCLOCKREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETTESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETTESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['frozen_time']._loaded_options = None
   _globals['_ADVANCETESTCLOCKREQUEST'].fields_by_name['frozen_time']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
   _globals['_TESTCLOCKSERVICE'].methods_by_name['CreateTestClock']._loaded_options = None
@@ -65,15 +65,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATETESTCLOCKREQUEST']._serialized_start=349
   _globals['_CREATETESTCLOCKREQUEST']._serialized_end=432
   _globals['_GETTESTCLOCKREQUEST']._serialized_start=434
-  _globals['_GETTESTCLOCKREQUEST']._serialized_end=473
-  _globals['_LISTTESTCLOCKSREQUEST']._serialized_start=475
-  _globals['_LISTTESTCLOCKSREQUEST']._serialized_end=537
-  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_start=539
-  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_end=636
-  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_start=638
-  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_end=742
-  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_start=744
-  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_end=843
-  _globals['_TESTCLOCKSERVICE']._serialized_start=846
-  _globals['_TESTCLOCKSERVICE']._serialized_end=1364
+  _globals['_GETTESTCLOCKREQUEST']._serialized_end=481
+  _globals['_LISTTESTCLOCKSREQUEST']._serialized_start=483
+  _globals['_LISTTESTCLOCKSREQUEST']._serialized_end=545
+  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_start=547
+  _globals['_LISTTESTCLOCKSRESPONSE']._serialized_end=644
+  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_start=646
+  _globals['_ADVANCETESTCLOCKREQUEST']._serialized_end=758
+  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_start=760
+  _globals['_ADVANCETESTCLOCKRESPONSE']._serialized_end=859
+  _globals['_TESTCLOCKSERVICE']._serialized_start=862
+  _globals['_TESTCLOCKSERVICE']._serialized_end=1380
 # @@protoc_insertion_point(module_scope)

@@ -28,7 +28,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/credit_notes.proto\x12\x10\x62xb.invoicing.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n\nCreditNote\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ninvoice_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63urrency\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32\".bxb.invoicing.v1.CreditNoteReasonB\x04\xe2\x41\x01\x03\x12\x34\n\x04kind\x18\x07 \x01(\x0e\x32 .bxb.invoicing.v1.CreditNoteKindB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61mount_cents\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12 \n\x12taxes_amount_cents\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xf3\x01\n\x17\x43reateCreditNoteRequest\x12\"\n\ninvoice_id\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18@\xc8\x01\x01\x12\x1d\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x42\x07\xbaH\x04\"\x02(\x00\x12<\n\x06reason\x18\x03 \x01(\x0e\x32\".bxb.invoicing.v1.CreditNoteReasonB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x38\n\x04kind\x18\x04 \x01(\x0e\x32 .bxb.invoicing.v1.CreditNoteKindB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\"(\n\x14GetCreditNoteRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"h\n\x16ListCreditNotesRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListCreditNotesResponse\x12\x32\n\x0c\x63redit_notes\x18\x01 \x03(\x0b\x32\x1c.bxb.invoicing.v1.CreditNote\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa7\x02\n\x10\x43reditNoteReason\x12\"\n\x1e\x43REDIT_NOTE_REASON_UNSPECIFIED\x10\x00\x12(\n$CREDIT_NOTE_REASON_DUPLICATED_CHARGE\x10\x01\x12-\n)CREDIT_NOTE_REASON_PRODUCT_UNSATISFACTORY\x10\x02\x12#\n\x1f\x43REDIT_NOTE_REASON_ORDER_CHANGE\x10\x03\x12)\n%CREDIT_NOTE_REASON_ORDER_CANCELLATION\x10\x04\x12(\n$CREDIT_NOTE_REASON_FRAUDULENT_CHARGE\x10\x05\x12\x1c\n\x18\x43REDIT_NOTE_REASON_OTHER\x10\x06*l\n\x0e\x43reditNoteKind\x12 \n\x1c\x43REDIT_NOTE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDIT_NOTE_KIND_CREDIT\x10\x01\x12\x1b\n\x17\x43REDIT_NOTE_KIND_REFUND\x10\x02\x32\x86\x03\n\x11\x43reditNoteService\x12x\n\x10\x43reateCreditNote\x12).bxb.invoicing.v1.CreateCreditNoteRequest\x1a\x1c.bxb.invoicing.v1.CreditNote\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/credit_notes:\x01*\x12t\n\rGetCreditNote\x12&.bxb.invoicing.v1.GetCreditNoteRequest\x1a\x1c.bxb.invoicing.v1.CreditNote\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/credit_notes/{id}\x12\x80\x01\n\x0fListCreditNotes\x12(.bxb.invoicing.v1.ListCreditNotesRequest\x1a).bxb.invoicing.v1.ListCreditNotesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/credit_notesB\xb0\x01\n\x14\x63om.bxb.invoicing.v1B\x10\x43reditNotesProtoP\x01ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\xa2\x02\x04\x42XIN\xaa\x02\x10\x42xb.Invoicing.V1\xca\x02\x10\x42xb\\Invoicing\\V1\xea\x02\x12\x42xb::Invoicing::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#bxb/invoicing/v1/credit_notes.proto\x12\x10\x62xb.invoicing.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x03\n\nCreditNote\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06number\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ninvoice_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x63ustomer_id\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x63urrency\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x38\n\x06reason\x18\x06 \x01(\x0e\x32\".bxb.invoicing.v1.CreditNoteReasonB\x04\xe2\x41\x01\x03\x12\x34\n\x04kind\x18\x07 \x01(\x0e\x32 .bxb.invoicing.v1.CreditNoteKindB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x61mount_cents\x18\x08 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12 \n\x12taxes_amount_cents\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x64\x65scription\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xea\x01\n\x17\x43reateCreditNoteRequest\x12\"\n\ninvoice_id\x18\x01 \x01(\tB\x0e\xe2\x41\x01\x02\xbaH\x07r\x02\x18@\xc8\x01\x01\x12\x14\n\x0c\x61mount_cents\x18\x02 \x01(\x03\x12<\n\x06reason\x18\x03 \x01(\x0e\x32\".bxb.invoicing.v1.CreditNoteReasonB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x38\n\x04kind\x18\x04 \x01(\x0e\x32 .bxb.invoicing.v1.CreditNoteKindB\x08\xbaH\x05\x82\x01\x02\x10\x01\x12\x1d\n\x0b\x64\x65scription\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\xd0\x0f\"0\n\x14GetCreditNoteRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"h\n\x16ListCreditNotesRequest\x12\x12\n\ninvoice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"f\n\x17ListCreditNotesResponse\x12\x32\n\x0c\x63redit_notes\x18\x01 \x03(\x0b\x32\x1c.bxb.invoicing.v1.CreditNote\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xa7\x02\n\x10\x43reditNoteReason\x12\"\n\x1e\x43REDIT_NOTE_REASON_UNSPECIFIED\x10\x00\x12(\n$CREDIT_NOTE_REASON_DUPLICATED_CHARGE\x10\x01\x12-\n)CREDIT_NOTE_REASON_PRODUCT_UNSATISFACTORY\x10\x02\x12#\n\x1f\x43REDIT_NOTE_REASON_ORDER_CHANGE\x10\x03\x12)\n%CREDIT_NOTE_REASON_ORDER_CANCELLATION\x10\x04\x12(\n$CREDIT_NOTE_REASON_FRAUDULENT_CHARGE\x10\x05\x12\x1c\n\x18\x43REDIT_NOTE_REASON_OTHER\x10\x06*l\n\x0e\x43reditNoteKind\x12 \n\x1c\x43REDIT_NOTE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDIT_NOTE_KIND_CREDIT\x10\x01\x12\x1b\n\x17\x43REDIT_NOTE_KIND_REFUND\x10\x02\x32\x86\x03\n\x11\x43reditNoteService\x12x\n\x10\x43reateCreditNote\x12).bxb.invoicing.v1.CreateCreditNoteRequest\x1a\x1c.bxb.invoicing.v1.CreditNote\"\x1b\x82\xd3\xe4\x93\x02\x15\"\x10/v1/credit_notes:\x01*\x12t\n\rGetCreditNote\x12&.bxb.invoicing.v1.GetCreditNoteRequest\x1a\x1c.bxb.invoicing.v1.CreditNote\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/credit_notes/{id}\x12\x80\x01\n\x0fListCreditNotes\x12(.bxb.invoicing.v1.ListCreditNotesRequest\x1a).bxb.invoicing.v1.ListCreditNotesResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/credit_notesB\xb0\x01\n\x14\x63om.bxb.invoicing.v1B\x10\x43reditNotesProtoP\x01ZBgithub.com/bxb-billing/bxb/clients/go/bxb/invoicing/v1;invoicingv1\xa2\x02\x04\x42XIN\xaa\x02\x10\x42xb.Invoicing.V1\xca\x02\x10\x42xb\\Invoicing\\V1\xea\x02\x12\x42xb::Invoicing::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -60,8 +60,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREDITNOTE'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['invoice_id']._loaded_options = None
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['invoice_id']._serialized_options = b'\342A\001\002\272H\007r\002\030@\310\001\001'
-  _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['amount_cents']._loaded_options = None
-  _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['amount_cents']._serialized_options = b'\272H\004\"\002(\000'
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['reason']._loaded_options = None
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['reason']._serialized_options = b'\272H\005\202\001\002\020\001'
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['kind']._loaded_options = None
@@ -69,27 +67,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['description']._loaded_options = None
   _globals['_CREATECREDITNOTEREQUEST'].fields_by_name['description']._serialized_options = b'\272H\005r\003\030\320\017'
   _globals['_GETCREDITNOTEREQUEST'].fields_by_name['id']._loaded_options = None
-  _globals['_GETCREDITNOTEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_GETCREDITNOTEREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
   _globals['_CREDITNOTESERVICE'].methods_by_name['CreateCreditNote']._loaded_options = None
   _globals['_CREDITNOTESERVICE'].methods_by_name['CreateCreditNote']._serialized_options = b'\202\323\344\223\002\025\"\020/v1/credit_notes:\001*'
   _globals['_CREDITNOTESERVICE'].methods_by_name['GetCreditNote']._loaded_options = None
   _globals['_CREDITNOTESERVICE'].methods_by_name['GetCreditNote']._serialized_options = b'\202\323\344\223\002\027\022\025/v1/credit_notes/{id}'
   _globals['_CREDITNOTESERVICE'].methods_by_name['ListCreditNotes']._loaded_options = None
   _globals['_CREDITNOTESERVICE'].methods_by_name['ListCreditNotes']._serialized_options = b'\202\323\344\223\002\022\022\020/v1/credit_notes'
-  _globals['_CREDITNOTEREASON']._serialized_start=1069
-  _globals['_CREDITNOTEREASON']._serialized_end=1364
-  _globals['_CREDITNOTEKIND']._serialized_start=1366
-  _globals['_CREDITNOTEKIND']._serialized_end=1474
+  _globals['_CREDITNOTEREASON']._serialized_start=1068
+  _globals['_CREDITNOTEREASON']._serialized_end=1363
+  _globals['_CREDITNOTEKIND']._serialized_start=1365
+  _globals['_CREDITNOTEKIND']._serialized_end=1473
   _globals['_CREDITNOTE']._serialized_start=183
   _globals['_CREDITNOTE']._serialized_end=568
   _globals['_CREATECREDITNOTEREQUEST']._serialized_start=571
-  _globals['_CREATECREDITNOTEREQUEST']._serialized_end=814
-  _globals['_GETCREDITNOTEREQUEST']._serialized_start=816
-  _globals['_GETCREDITNOTEREQUEST']._serialized_end=856
-  _globals['_LISTCREDITNOTESREQUEST']._serialized_start=858
-  _globals['_LISTCREDITNOTESREQUEST']._serialized_end=962
-  _globals['_LISTCREDITNOTESRESPONSE']._serialized_start=964
-  _globals['_LISTCREDITNOTESRESPONSE']._serialized_end=1066
-  _globals['_CREDITNOTESERVICE']._serialized_start=1477
-  _globals['_CREDITNOTESERVICE']._serialized_end=1867
+  _globals['_CREATECREDITNOTEREQUEST']._serialized_end=805
+  _globals['_GETCREDITNOTEREQUEST']._serialized_start=807
+  _globals['_GETCREDITNOTEREQUEST']._serialized_end=855
+  _globals['_LISTCREDITNOTESREQUEST']._serialized_start=857
+  _globals['_LISTCREDITNOTESREQUEST']._serialized_end=961
+  _globals['_LISTCREDITNOTESRESPONSE']._serialized_start=963
+  _globals['_LISTCREDITNOTESRESPONSE']._serialized_end=1065
+  _globals['_CREDITNOTESERVICE']._serialized_start=1476
+  _globals['_CREDITNOTESERVICE']._serialized_end=1866
 # @@protoc_insertion_point(module_scope)

@@ -208,4 +208,3 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         found = await self.intake.rejections.list(org, request.customer_id, request.code, page.offset, page.size + 1)
         rejected, token = pagination.answer(page, found)
         return pb.ListRejectedEventsResponse(rejected_events=rejected, next_page_token=token)
-

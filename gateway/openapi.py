@@ -10,6 +10,7 @@ shape the gateway does not keep.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -135,14 +136,23 @@ class Writer:
         view = self.view(descriptor)
         properties: dict[str, Schema] = {}
         required = []
-        aliased = set(view.aliases.values())
+        spelled_twice = {*view.aliases.values(), *view.alternatives.values()}
         for name, (path, field) in self.decoder.names(descriptor).items():
             if path.split(".")[0] in skip:
                 continue
             schema = self._input_field(field, self.view(field.containing_type))
+            group, _, member = name.rpartition(".")
+            if group:  # read inside its group's object (applies_to.plan_codes)
+                grouped = properties.setdefault(group, {"type": ["object", "null"], "properties": {}})
+                grouped["properties"][member] = schema
+                continue
             properties[name] = schema
-            if codec.required(field) and field.name not in aliased and name not in view.aliases and "." not in path:
+            twice = field.name in spelled_twice or name in view.aliases or name in view.alternatives
+            if codec.required(field) and not twice and "." not in path:
                 required.append(name)
+        for name, (_, targets) in view.switches.items():  # one field standing for one of several
+            first = descriptor.fields_by_name[next(iter(targets.values()))]
+            properties[name] = self._input_field(first, view)
         schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
         if required:
             schema["required"] = required
@@ -287,8 +297,15 @@ def _error(text: str) -> dict[str, Any]:
 def document(served: list[tuple[Binding, Spelling]]) -> dict[str, Any]:
     """The whole API: every route the gateway serves."""
     paths: dict[str, dict[str, Any]] = {}
+    templates: dict[str, str] = {}  # one template per path whatever its variables' names, as the app serves it
     for binding, spelling in served:
-        paths.setdefault(binding.route_path, {})[binding.verb.lower()] = operation(binding, spelling)
+        template = templates.setdefault(re.sub(r"{[^}]+}", "{}", binding.route_path), binding.route_path)
+        described = operation(binding, spelling)
+        names = iter(re.findall(r"{([^}]+)}", template))
+        for parameter in described["parameters"]:
+            if parameter["in"] == "path":
+                parameter["name"] = next(names)
+        paths.setdefault(template, {})[binding.verb.lower()] = described
     return {
         "openapi": "3.1.0",
         "info": {

@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import events_pb2
@@ -178,7 +178,7 @@ Page = list[tuple[Subscription, datetime, list[Due]]]
 class Biller:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         fees: FeeCalculator,
         relay: outbox.OutboxRelay,
         settle: timedelta,

@@ -125,7 +125,9 @@ def record(
 
 
 class Pricing:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, projection: SubscriptionProjection):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, projection: SubscriptionProjection
+    ):
         self.sessions = sessions
         self.fees = fees
         self.projection = projection

@@ -35,7 +35,7 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -131,7 +131,7 @@ NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance know
 class FeeCalculator:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         metering: peers.Metering,
         catalog: peers.Catalog | None = None,
     ):

@@ -29,6 +29,7 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import pagination, tenancy
 from services.common.decimals import canonical
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
+from services.common.grpc_server import Context
 from services.common.periods import Period
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
@@ -107,7 +108,9 @@ class Drafting:
     also what a preview and current usage price. Each subscription is read
     at its own present (its test clock's time, if it lives on one)."""
 
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, projection: SubscriptionProjection):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, projection: SubscriptionProjection
+    ):
         self.sessions = sessions
         self.fees = fees
         self.projection = projection
@@ -263,7 +266,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         drafting: Drafting,
         biller: Biller,
         requested: RequestedInvoices,
@@ -277,11 +280,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         self.lifecycle = lifecycle
         self.delivery = delivery
 
-    async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
+    async def GetInvoice(self, request: pb.GetInvoiceRequest, context: Context) -> pb.Invoice:
         async with self.sessions() as session:
             return invoice_proto(await stored(session, tenancy.organization_id(), request.id))
 
-    async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
+    async def ListInvoices(self, request: pb.ListInvoicesRequest, context: Context) -> pb.ListInvoicesResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListInvoices")
         query = select(Invoice).where(Invoice.organization_id == org)
@@ -300,20 +303,22 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             computed = await self.drafting.drafts(org, request.customer_id)
         return pb.ListInvoicesResponse(invoices=[*computed, *invoices], next_page_token=token)
 
-    async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context) -> pb.Invoice:
+    async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.biller.finalize(tenancy.organization_id(), request.id)
 
-    async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context) -> pb.Invoice:
+    async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.requested.create(tenancy.organization_id(), request)
 
-    async def VoidInvoice(self, request: pb.VoidInvoiceRequest, context) -> pb.Invoice:
+    async def VoidInvoice(self, request: pb.VoidInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.lifecycle.change(tenancy.organization_id(), request.id, "void")
 
-    async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context) -> pb.Invoice:
+    async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.lifecycle.change(tenancy.organization_id(), request.id, "archive")
 
-    async def RenderInvoicePdf(self, request: pb.RenderInvoicePdfRequest, context) -> pb.InvoicePdf:
+    async def RenderInvoicePdf(self, request: pb.RenderInvoicePdfRequest, context: Context) -> pb.InvoicePdf:
         return await self.delivery.pdf(tenancy.organization_id(), request.id)
 
-    async def SendInvoiceEmail(self, request: pb.SendInvoiceEmailRequest, context) -> pb.SendInvoiceEmailResponse:
+    async def SendInvoiceEmail(
+        self, request: pb.SendInvoiceEmailRequest, context: Context
+    ) -> pb.SendInvoiceEmailResponse:
         return await self.delivery.email(tenancy.organization_id(), request)

@@ -25,7 +25,7 @@ import logging
 
 import grpc
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -71,7 +71,7 @@ def invalid_transition(invoice_id: str, status: str, outcome: str, field: str = 
 class Lifecycle:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         relay: outbox.OutboxRelay,
         payments: peers.Payments,
     ):

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 
 import grpc
 from google.protobuf import json_format
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import add_ons_pb2, coupons_pb2, events_pb2, plans_pb2, subscriptions_pb2
 from services.common import peers
@@ -54,7 +54,7 @@ TEST_CLOCK_ADVANCED = "bxb.catalog.v1.test_clock_advanced"
 class SubscriptionProjection:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         catalog: peers.Catalog | None = None,
         one_offs: OneOffInvoices | None = None,
         page_size: int = 500,
@@ -223,7 +223,8 @@ class SubscriptionProjection:
             )
             known = {sub_id: end for sub_id, end in rows}
         listing = self.catalog.list_subscriptions
-        async for sub in self._every(listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, scope):
+        request_type = subscriptions_pb2.ListSubscriptionsRequest
+        async for sub in self._every(listing, request_type, lambda page: page.subscriptions, org, scope):
             end = from_proto_or_none(sub, "terminate_time")
             if sub.id not in known:
                 await self.apply(org, sub, await self._plan(org, sub))
@@ -235,7 +236,7 @@ class SubscriptionProjection:
         async for applied in self._every(
             self.catalog.list_applied_coupons,
             coupons_pb2.ListAppliedCouponsRequest,
-            "applied_coupons",
+            lambda page: page.applied_coupons,
             org,
             {"customer_id": customer_id},
         ):
@@ -244,10 +245,21 @@ class SubscriptionProjection:
             return
         listing = self.catalog.list_applied_add_ons
         async for applied_add_on in self._every(
-            listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, {"customer_id": customer_id}
+            listing,
+            add_ons_pb2.ListAppliedAddOnsRequest,
+            lambda page: page.applied_add_ons,
+            org,
+            {"customer_id": customer_id},
         ):
             await self.one_offs.issue(org, applied_add_on)
 
-    def _every(self, listing, request_type, field: str, org: str, scope: dict[str, str]) -> AsyncIterator:
+    def _every[Request, Response: peers.Page, Item](
+        self,
+        listing: peers.Listing[Request, Response],
+        request_type: Callable[..., Request],
+        items: Callable[[Response], Iterable[Item]],
+        org: str,
+        scope: dict[str, str],
+    ) -> AsyncIterator[Item]:
         """Every item of one of the catalog's listings for `scope`, riding out a reconnect."""
-        return peers.every(listing, request_type, field, org, scope, self.page_size, wait_for_ready=True)
+        return peers.every(listing, request_type, items, org, scope, self.page_size, wait_for_ready=True)

@@ -66,7 +66,9 @@ async def billed_to(session: AsyncSession, subscription: Subscription) -> dateti
 
 
 class RequestedInvoices:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, pricing: Pricing, relay: OutboxRelay):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, pricing: Pricing, relay: OutboxRelay
+    ):
         self.sessions = sessions
         self.fees = fees
         self.pricing = pricing

@@ -89,7 +89,7 @@ async def announce(session: AsyncSession, payment: Payment) -> None:
 class Charging:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         relay: outbox.OutboxRelay,
         invoicing: peers.Invoicing,
         stripe: StripeCharges | None = None,

@@ -120,10 +120,12 @@ class Lifecycle:
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise Unavailable(f"payments could not be reached: {error.code().name}") from None
+            info = error_info(error)
+            assert info is not None  # payments' refusals carry an ErrorInfo
             raise FailedPrecondition(
                 f"invoice {invoice.id!r} cannot be voided: {error.details()}",
                 field="status",
-                reason=error_info(error).reason,
+                reason=info.reason,
                 metadata={"status": state_name(invoice.status)},
             ) from None
 

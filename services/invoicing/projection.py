@@ -109,8 +109,8 @@ class SubscriptionProjection:
             updated = events_pb2.SubscriptionUpdated.FromString(payload)
             await self.updated(updated.organization_id, updated.subscription)
         elif subject == APPLIED_COUPON_UPDATED:
-            event = events_pb2.AppliedCouponUpdated.FromString(payload)
-            await self.applied_coupon(event.organization_id, event.applied_coupon)
+            coupon_event = events_pb2.AppliedCouponUpdated.FromString(payload)
+            await self.applied_coupon(coupon_event.organization_id, coupon_event.applied_coupon)
         elif subject == TEST_CLOCK_ADVANCED:
             advanced = events_pb2.TestClockAdvanced.FromString(payload)
             clock = advanced.test_clock

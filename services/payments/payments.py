@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -14,6 +16,10 @@ from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment, PaymentMethod
+
+if TYPE_CHECKING:  # they import this module
+    from services.payments.charging import Charging
+    from services.payments.closing import Closing
 
 PROVIDERS = {"stripe"}
 MAX_ID_LENGTH = 200  # the width of the stored columns
@@ -63,10 +69,15 @@ async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], charging=None, closing=None):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        charging: Charging | None = None,
+        closing: Closing | None = None,
+    ):
         self.sessions = sessions
-        self.charging = charging  # charging.Charging: charges invoices
-        self.closing = closing  # closing.Closing: closes voided invoices' payments
+        self.charging = charging  # charges invoices
+        self.closing = closing  # closes voided invoices' payments
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context: Context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
@@ -124,6 +135,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
     async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context: Context) -> pb.Payment:
         """The succeeded payment; a decline or a payment waiting for the
         customer is an error, recorded before it is raised."""
+        assert self.charging is not None  # the server gives one
         payment = await self.charging.charge(tenancy.organization_id(), request.invoice_id)
         if payment.status == PAYMENT_FAILED:
             raise FailedPrecondition(
@@ -151,4 +163,5 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             total_amount_cents=request.amount_cents,
             currency=request.currency,
         )
+        assert self.closing is not None  # the server gives one
         return payment_proto(await self.closing.cancel(tenancy.organization_id(), invoice))

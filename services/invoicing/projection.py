@@ -27,7 +27,7 @@ from datetime import datetime
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -136,6 +136,7 @@ class SubscriptionProjection:
         await self.apply(org, sub, plan)
 
     async def _plan(self, org: str, sub: subscriptions_pb2.Subscription) -> plans_pb2.Plan:
+        assert self.catalog is not None  # read only with a catalog (`updated`, `_subscriptions`)
         return await self.catalog.get_plan(
             org,
             plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
@@ -214,7 +215,7 @@ class SubscriptionProjection:
         except grpc.aio.AioRpcError as error:
             log.warning("catalog unreachable while catching up clock %s: %s", test_clock_id, error.code())
 
-    async def _subscriptions(self, org: str, mine, **scope: str) -> None:
+    async def _subscriptions(self, org: str, mine: ColumnElement[bool], **scope: str) -> None:
         """Applies the subscriptions the catalog lists for `scope` (`mine` selects them here) that this copy lacks,
         and the ends of those it has."""
         async with self.sessions() as session:
@@ -222,17 +223,19 @@ class SubscriptionProjection:
                 select(Subscription.id, Subscription.terminate_time).where(Subscription.organization_id == org, mine)
             )
             known = {sub_id: end for sub_id, end in rows}
+        assert self.catalog is not None  # caught up only with a catalog (`catch_up`, `catch_up_clock`)
         listing = self.catalog.list_subscriptions
         request_type = subscriptions_pb2.ListSubscriptionsRequest
         async for sub in self._every(listing, request_type, lambda page: page.subscriptions, org, scope):
             end = from_proto_or_none(sub, "terminate_time")
             if sub.id not in known:
                 await self.apply(org, sub, await self._plan(org, sub))
-            elif end is not None and (known[sub.id] is None or end < known[sub.id]):
+            elif end is not None and ((held := known[sub.id]) is None or end < held):
                 await self.terminate(sub.id, end)
 
     async def _catch_up(self, org: str, customer_id: str) -> None:
         await self._subscriptions(org, Subscription.customer_id == customer_id, customer_id=customer_id)
+        assert self.catalog is not None  # caught up only with a catalog (`catch_up`)
         async for applied in self._every(
             self.catalog.list_applied_coupons,
             coupons_pb2.ListAppliedCouponsRequest,

@@ -112,7 +112,7 @@ class RequestedInvoices:
         rows: list[Subscription] | None,
         start: datetime,
         end: datetime,
-        timing: int,
+        timing: pb.BillingTiming.ValueType,
         now: datetime,
         crossed: tuple[datetime, int] | None = None,
     ) -> Invoice:

@@ -27,12 +27,14 @@ test: install proto-check lint breaking
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=100
 
-# buf reads the protos as one image protoc builds (buf/validate is known by its descriptor only).
+# buf reads the protos as one image protoc builds (buf/validate is known by its descriptor only);
+# mypy --strict checks what pyproject.toml's [tool.mypy] names.
 lint: install
 	$(PY) scripts/gen_proto.py --image build/bxb.binpb
 	$(VENV)/bin/buf lint build/bxb.binpb --config proto/buf.yaml --path bxb
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 proto: install
 	$(PY) scripts/gen_proto.py

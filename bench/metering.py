@@ -33,6 +33,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from typing import TypedDict
 
 import grpc
 import httpx
@@ -54,6 +57,24 @@ STORED_FROM = 1_772_323_200  # 2026-03-01T00:00:00Z
 STORED_SPAN = 122 * 86_400  # March to June
 INGEST_EVENTS = "/bxb.metering.v1.EventService/IngestEvents"
 BEHIND: dict[int, int] = {}  # status -> computes refused while storage lagged
+
+
+class Usage(TypedDict):
+    """What POST /v1/usage/compute answers (the fields read here)."""
+
+    value: str
+    events_count: int
+
+
+class Sent(TypedDict):
+    """What one batch client process sent: its requests and their events' outcomes."""
+
+    requests: int
+    accepted: int
+    rejected: int
+    retries: int
+    error: str  # the first rejection, as JSON
+    latencies: list[float]
 
 
 @dataclass
@@ -142,7 +163,7 @@ class Watch:
         self._thread.start()
         return self
 
-    def __exit__(self, *_) -> None:
+    def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
 
@@ -199,7 +220,7 @@ async def compute(
 
 async def counted(
     http: httpx.AsyncClient, customer: str, window: tuple[str, str], expected: int, code: str = METRIC
-) -> dict:
+) -> Usage:
     """Computes until the usage counts `expected` events. An answer 503/504 or
     500 (storage still behind the queue, metering's settle wait ran out:
     invoicing currently turns that UNAVAILABLE into INTERNAL) is asked again,
@@ -211,7 +232,7 @@ async def counted(
             BEHIND[response.status_code] = BEHIND.get(response.status_code, 0) + 1
             continue
         response.raise_for_status()
-        usage = response.json()
+        usage: Usage = response.json()
         if usage["events_count"] >= expected:
             return usage
         await asyncio.sleep(0.005)
@@ -233,7 +254,7 @@ async def all_counted(http: httpx.AsyncClient, code: str, events: int, customers
 # ---------------------------------------------------------------- 1. batches
 
 
-def batch_event(n: int, customers: int) -> dict:
+def batch_event(n: int, customers: int) -> dict[str, object]:
     second = n % (31 * 86_400)
     day, rest = divmod(second, 86_400)
     return {
@@ -256,10 +277,10 @@ def batch_bodies(worker: int, workers: int, events: int, customers: int) -> list
     ]
 
 
-async def post_bodies(url: str, bodies: list[bytes], concurrency: int) -> dict:
-    stats = {"requests": 0, "accepted": 0, "rejected": 0, "retries": 0, "error": ""}
-    pending = iter(bodies)
+async def post_bodies(url: str, bodies: list[bytes], concurrency: int) -> Sent:
     latencies: list[float] = []
+    stats = Sent(requests=0, accepted=0, rejected=0, retries=0, error="", latencies=latencies)
+    pending = iter(bodies)
 
     async def sender() -> None:
         connection = await Connection.open(url, KEY)
@@ -285,11 +306,20 @@ async def post_bodies(url: str, bodies: list[bytes], concurrency: int) -> dict:
         await connection.close()
 
     await asyncio.gather(*(sender() for _ in range(concurrency)))
-    stats["latencies"] = latencies
     return stats
 
 
-def batch_worker(url: str, worker: int, workers: int, events: int, customers: int, concurrency: int, ready, go, out):
+def batch_worker(
+    url: str,
+    worker: int,
+    workers: int,
+    events: int,
+    customers: int,
+    concurrency: int,
+    ready: Queue[int],
+    go: Event,
+    out: Queue[Sent],
+) -> None:
     """One client process: builds its bodies, says so, waits for the start, sends."""
     bodies = batch_bodies(worker, workers, events, customers)
     ready.put(worker)
@@ -321,7 +351,7 @@ async def batch_ingestion(http: httpx.AsyncClient, options: Options) -> None:
     )
     t0 = time.perf_counter()
     go.set()
-    results = [await asyncio.to_thread(out.get) for _ in processes]
+    results: list[Sent] = [await asyncio.to_thread(out.get) for _ in processes]
     t_sent = time.perf_counter() - t0
     for process in processes:
         await asyncio.to_thread(process.join)
@@ -409,7 +439,7 @@ async def ingest(address: str, worker: int, workers: int, events: int, customers
     """Sends this worker's requests, `concurrency` in flight so the metering
     writer group-commits them; builds the next while those are out."""
     async with grpc.aio.insecure_channel(address) as channel:
-        call = channel.unary_unary(
+        call: grpc.aio.UnaryUnaryMultiCallable[bytes, pb.IngestEventsResponse] = channel.unary_unary(
             INGEST_EVENTS, request_serializer=None, response_deserializer=pb.IngestEventsResponse.FromString
         )
         in_flight = asyncio.Semaphore(concurrency)
@@ -432,7 +462,9 @@ async def ingest(address: str, worker: int, workers: int, events: int, customers
         return accepted
 
 
-def load_worker(address: str, worker: int, workers: int, events: int, customers: int, concurrency: int, out):
+def load_worker(
+    address: str, worker: int, workers: int, events: int, customers: int, concurrency: int, out: Queue[int]
+) -> None:
     out.put(asyncio.run(ingest(address, worker, workers, events, customers, concurrency)))
 
 

@@ -51,18 +51,18 @@ CHARGES = [
 ]
 
 
-def metric(n: int) -> dict:
+def metric(n: int) -> dict[str, object]:
     aggregation = AGGREGATIONS[n % len(AGGREGATIONS)]
-    body = {"name": f"Metric {n}", "code": f"m{n:02d}", "aggregation_type": aggregation}
+    body: dict[str, object] = {"name": f"Metric {n}", "code": f"m{n:02d}", "aggregation_type": aggregation}
     if aggregation != "count":
         body["field_name"] = "units"
     body["filters"] = [{"key": "region", "values": REGIONS}]
     return body
 
 
-def charge(n: int) -> dict:
+def charge(n: int) -> dict[str, object]:
     model, properties = CHARGES[n % len(CHARGES)]
-    body = {"billable_metric_code": f"m{n:02d}", "charge_model": model, "properties": properties}
+    body: dict[str, object] = {"billable_metric_code": f"m{n:02d}", "charge_model": model, "properties": properties}
     if n % 5 == 0:  # some charges price a region apart
         body["filters"] = [{"values": {"region": ["us-east-1"]}, "properties": properties}]
     return body
@@ -76,7 +76,8 @@ async def setup(http: httpx.AsyncClient, metrics: int) -> str:
     body = {"customer_id": "cus_0", "plan_code": "big", "start_date": START.isoformat()}
     response = await http.post("/v1/subscriptions", json=body)
     response.raise_for_status()
-    return response.json()["id"]
+    subscription_id: str = response.json()["id"]
+    return subscription_id
 
 
 async def load(address: str, events: int, metrics: int, customers: int, batch: int = 500) -> None:

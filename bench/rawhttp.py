@@ -33,8 +33,8 @@ class Connection:
         """The status and body of a request answered on this connection."""
         head = f"{method} {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
         self._writer.write(head.encode() + body)
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
+        reply = await self._reader.readuntil(b"\r\n\r\n")
+        lines = reply.split(b"\r\n")
         status = int(lines[0].split(b" ", 2)[1])
         length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
         return status, await self._reader.readexactly(length)

@@ -85,10 +85,12 @@ async def ingest(url: str, key: str, stop: asyncio.Event, customers: int, concur
     return accepted
 
 
-async def readers(url: str, subscriptions: list[str], count: int, seconds: float) -> dict[str, tuple[list, Counter]]:
+async def readers(
+    url: str, subscriptions: list[str], count: int, seconds: float
+) -> dict[str, tuple[list[float], Counter[int]]]:
     """`count` readers, each alternating an invoice listing and a price
     calculation for its own customer, for `seconds`."""
-    results: dict[str, tuple[list, Counter]] = {"invoices": ([], Counter()), "pricing": ([], Counter())}
+    results: dict[str, tuple[list[float], Counter[int]]] = {"invoices": ([], Counter()), "pricing": ([], Counter())}
     deadline = time.perf_counter() + seconds
 
     async def reader(r: int) -> None:

@@ -49,10 +49,11 @@ def free_port() -> int:
             return port
 
 
-def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
+            assert isinstance(process.args, list)  # every process here is started from an argument list
             raise RuntimeError(f"process {process.args[0]} exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -62,7 +63,9 @@ def wait_for_port(port: int, timeout: float, process: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
-def stop_processes(stops: Iterable[tuple[subprocess.Popen | None, int]], timeout: float) -> list[subprocess.Popen]:
+def stop_processes(
+    stops: Iterable[tuple[subprocess.Popen[bytes] | None, int]], timeout: float
+) -> list[subprocess.Popen[bytes]]:
     """Sends each (process, signal) pair's process still running its signal,
     gives them `timeout` seconds in all to exit, and kills the ones that have
     not; the processes that were running."""
@@ -131,7 +134,7 @@ class Postgres:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.durable = durable
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self._user = system_user()
 
     def url(self, database: str = "postgres") -> str:
@@ -153,7 +156,7 @@ class Postgres:
         self.init()
         wait_for_port(self.port, 30, self.spawn())
 
-    def spawn(self) -> subprocess.Popen:
+    def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server on an initialized data directory, without waiting for it."""
         open_binaries(self._user)
         args = [
@@ -221,7 +224,7 @@ class Nats:
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.durable = durable
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -238,7 +241,7 @@ class Nats:
     def start(self) -> None:
         wait_for_port(self.port, 30, self.spawn())
 
-    def spawn(self) -> subprocess.Popen:
+    def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server, without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "nats.conf"

@@ -40,7 +40,10 @@ async def wait_serving(address: str, timeout: float = 60) -> None:
 
         async def serving() -> bool:
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                # typeshed's HealthStub declares no methods.
+                reply: health_pb2.HealthCheckResponse = await stub.Check(  # type: ignore[attr-defined]
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
             except grpc.aio.AioRpcError:
                 return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING

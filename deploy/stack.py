@@ -115,7 +115,7 @@ class Stack:
     def _process(self, name: str, module: str, ready: Callable[[], Awaitable[None]]) -> Child:
         log = self.home / "logs" / f"{name}.log"
 
-        def spawn() -> subprocess.Popen:
+        def spawn() -> subprocess.Popen[bytes]:
             with open(log, "ab") as output:  # the child writes to its own copy
                 return subprocess.Popen(
                     [sys.executable, "-m", module], env=self.env, stdout=output, stderr=subprocess.STDOUT,

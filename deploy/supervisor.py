@@ -44,7 +44,7 @@ class RestartPolicy:
 
     def delay(self, failures: int) -> float:
         """Seconds before restarting a child after its `failures`-th failure in a row."""
-        return min(self.cap, self.first * 2 ** min(failures - 1, 30))
+        return min(self.cap, self.first * 2.0 ** min(failures - 1, 30))
 
 
 @dataclass
@@ -52,11 +52,11 @@ class Child:
     """One supervised process: how to start it and how to tell it serves."""
 
     name: str
-    spawn: Callable[[], subprocess.Popen]  # starts the process, without waiting for it
+    spawn: Callable[[], subprocess.Popen[bytes]]  # starts the process, without waiting for it
     ready: Callable[[], Awaitable[None]]  # returns once it serves; raises when it gives up
     log: Path  # where its output goes, named in messages
     stop_signal: int = signal.SIGTERM
-    process: subprocess.Popen | None = field(default=None, repr=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
 
 class Exited(Exception):
@@ -67,7 +67,7 @@ class Exited(Exception):
         self.code = code
 
 
-async def exit_of(process: subprocess.Popen) -> int:
+async def exit_of(process: subprocess.Popen[bytes]) -> int:
     """Waits until the (unreaped) process exits, told by its pidfd turning
     readable; kills its group's leftovers while its PID is still held, then
     reaps it and returns its exit code."""
@@ -89,7 +89,7 @@ async def exit_of(process: subprocess.Popen) -> int:
     return process.wait()
 
 
-def kill_group(process: subprocess.Popen) -> None:
+def kill_group(process: subprocess.Popen[bytes]) -> None:
     """Kills what is left of the process's group (a dead postmaster's
     backends hold its shared memory and keep a new one from starting)."""
     with contextlib.suppress(ProcessLookupError):  # none left
@@ -109,7 +109,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.children: dict[str, Child] = {}
         self.restarts: dict[str, int] = {}  # per child, how often it was restarted
-        self._keepers: dict[str, asyncio.Task] = {}
+        self._keepers: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, *children: Child) -> None:
         """Starts the children together, returns once every one is ready and

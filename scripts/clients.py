@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,7 +121,7 @@ def go() -> Path | None:
     return CLIENTS / "go"
 
 
-TARGETS = {"descriptors": descriptors, "ts": typescript, "java": java, "go": go}
+TARGETS: dict[str, Callable[[], Path | None]] = {"descriptors": descriptors, "ts": typescript, "java": java, "go": go}
 
 
 def main(argv: list[str]) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import add_ons_pb2 as pb
 from bxb.catalog.v1 import add_ons_pb2_grpc, events_pb2
@@ -16,6 +16,7 @@ from services.catalog.models import AddOn, AppliedAddOn, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.decimals import check_cents
 from services.common.errors import AlreadyExists, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 
@@ -23,11 +24,11 @@ ADD_ON_APPLIED = "bxb.catalog.v1.add_on_applied"
 
 
 class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
-    async def CreateAddOn(self, request: pb.CreateAddOnRequest, context) -> pb.AddOn:
+    async def CreateAddOn(self, request: pb.CreateAddOnRequest, context: Context) -> pb.AddOn:
         org = tenancy.organization_id()
         spec = request.add_on
         validation.code(spec.code, "add_on.code")
@@ -58,18 +59,18 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
             raise AlreadyExists(f"add-on {spec.code!r} already exists", field="add_on.code") from None
         return add_on
 
-    async def _find(self, session, org: str, code: str, field: str) -> pb.AddOn:
+    async def _find(self, session: AsyncSession, org: str, code: str, field: str) -> pb.AddOn:
         query = select(AddOn.message).where(AddOn.organization_id == org, AddOn.code == code)
         message = (await session.execute(query)).scalar_one_or_none()
         if message is None:
             raise NotFound(f"add-on {code!r} not found", field=field)
         return pb.AddOn.FromString(message)
 
-    async def GetAddOn(self, request: pb.GetAddOnRequest, context) -> pb.AddOn:
+    async def GetAddOn(self, request: pb.GetAddOnRequest, context: Context) -> pb.AddOn:
         async with self.sessions() as session:
             return await self._find(session, tenancy.organization_id(), request.code, "code")
 
-    async def ListAddOns(self, request: pb.ListAddOnsRequest, context) -> pb.ListAddOnsResponse:
+    async def ListAddOns(self, request: pb.ListAddOnsRequest, context: Context) -> pb.ListAddOnsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListAddOns")
         query = (
@@ -84,7 +85,7 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
         add_ons, token = pagination.answer(page, [pb.AddOn.FromString(m) for m in rows])
         return pb.ListAddOnsResponse(add_ons=add_ons, next_page_token=token)
 
-    async def ApplyAddOn(self, request: pb.ApplyAddOnRequest, context) -> pb.AppliedAddOn:
+    async def ApplyAddOn(self, request: pb.ApplyAddOnRequest, context: Context) -> pb.AppliedAddOn:
         org = tenancy.organization_id()
         validation.external_id(request.customer_id, "customer_id")
         check_cents(request.amount_cents, "amount_cents")
@@ -117,7 +118,9 @@ class AddOnServicer(add_ons_pb2_grpc.AddOnServiceServicer):
         self.relay.wake()
         return applied
 
-    async def ListAppliedAddOns(self, request: pb.ListAppliedAddOnsRequest, context) -> pb.ListAppliedAddOnsResponse:
+    async def ListAppliedAddOns(
+        self, request: pb.ListAppliedAddOnsRequest, context: Context
+    ) -> pb.ListAppliedAddOnsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListAppliedAddOns")
         query = select(AppliedAddOn.message).where(AppliedAddOn.organization_id == org)

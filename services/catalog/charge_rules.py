@@ -15,9 +15,9 @@ display name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
 from bxb.catalog.v1 import plans_pb2 as pb
@@ -46,7 +46,7 @@ MAX_DISPLAY_NAME = 200
 MAX_PROPERTY_KEY = 100
 
 
-def model_name(model: int) -> str:
+def model_name(model: pb.ChargeModel.ValueType) -> str:
     return pb.ChargeModel.Name(model).removeprefix("CHARGE_MODEL_").lower()
 
 
@@ -66,7 +66,9 @@ def validate(charge: pb.Charge, path: str, aggregation: int) -> pb.ChargePropert
     return _properties(charge.properties, model, f"{path}.properties", grouping=model in GROUPABLE)
 
 
-def _properties(props: pb.ChargeProperties, model: int, where: str, grouping: bool) -> pb.ChargeProperties:
+def _properties(
+    props: pb.ChargeProperties, model: pb.ChargeModel.ValueType, where: str, grouping: bool
+) -> pb.ChargeProperties:
     """The properties of `model` in canonical form; `grouping` allows grouped_by."""
     name = model_name(model)
     for descriptor, _ in props.ListFields():  # the fields set, in field-number order
@@ -103,7 +105,8 @@ def charge(given: pb.Charge, path: str, metric: metrics_pb.BillableMetric) -> pb
     if len(given.filters) > MAX_FILTERS:
         raise InvalidArgument(f"{path}.filters has more than {MAX_FILTERS} filters", field=f"{path}.filters")
     declared = {item.key: set(item.values) for item in metric.filters}
-    filters, seen = [], {}
+    filters: list[pb.ChargeFilter] = []
+    seen: dict[frozenset[tuple[str, frozenset[str]]], int] = {}
     for index, item in enumerate(given.filters):
         here = f"{path}.filters[{index}]"
         stored = _filter(item, here, model, declared)
@@ -126,7 +129,9 @@ def charge(given: pb.Charge, path: str, metric: metrics_pb.BillableMetric) -> pb
     )
 
 
-def _filter(given: pb.ChargeFilter, here: str, model: int, declared: dict[str, set[str]]) -> pb.ChargeFilter:
+def _filter(
+    given: pb.ChargeFilter, here: str, model: pb.ChargeModel.ValueType, declared: dict[str, set[str]]
+) -> pb.ChargeFilter:
     """A filter on keys and values the metric declares, priced by the charge's model."""
     if not given.values:
         raise InvalidArgument(f"{here}.values needs at least one key", field=f"{here}.values")
@@ -245,10 +250,16 @@ def _at_least(value: int, minimum: int, field: str) -> None:
         raise InvalidArgument(f"{field} must be a whole number of at least {minimum}, got {value}", field=field)
 
 
-class _Price(NamedTuple):
+class _Range(Protocol):
+    from_value: str
+    to_value: str
+    flat_amount: str
+
+
+class _Price[Range](NamedTuple):
     """The price field of a range type: its message, proto attribute and JSON name."""
 
-    message: type
+    message: Callable[..., Range]
     attribute: str
     json_name: str
 
@@ -257,7 +268,7 @@ _UNIT = _Price(pb.GraduatedRange, "per_unit_amount", "per_unit")
 _PERCENT = _Price(pb.GraduatedPercentageRange, "rate", "rate")
 
 
-def _ranges(ranges, where: str, price: _Price) -> list:
+def _ranges[Range](ranges: Sequence[_Range], where: str, price: _Price[Range]) -> list[Range]:
     """Inclusive integer bounds: the first starts at 0, each next one at the
     previous `to` + 1, only the last is open-ended. The price (per unit, or a
     rate in percent) and the flat amount default to 0."""

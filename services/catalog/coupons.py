@@ -23,6 +23,7 @@ from services.catalog.models import AppliedCoupon, Coupon, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.decimals import canonical, check_cents, parse_amount, parse_decimal
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import from_proto_or_none, to_proto, utcnow
 
@@ -145,11 +146,11 @@ async def _coupon(session: AsyncSession, org: str, code: str, field: str) -> Cou
 
 
 class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
-    async def CreateCoupon(self, request: pb.CreateCouponRequest, context) -> pb.Coupon:
+    async def CreateCoupon(self, request: pb.CreateCouponRequest, context: Context) -> pb.Coupon:
         org = tenancy.organization_id()
         coupon = validated(request.coupon)
         now = utcnow()
@@ -171,12 +172,12 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
             raise AlreadyExists(f"coupon {coupon.code!r} already exists", field="coupon.code") from None
         return coupon
 
-    async def GetCoupon(self, request: pb.GetCouponRequest, context) -> pb.Coupon:
+    async def GetCoupon(self, request: pb.GetCouponRequest, context: Context) -> pb.Coupon:
         async with self.sessions() as session:
             row = await _coupon(session, tenancy.organization_id(), request.code, "code")
         return with_amount(pb.Coupon.FromString(row.message))
 
-    async def ListCoupons(self, request: pb.ListCouponsRequest, context) -> pb.ListCouponsResponse:
+    async def ListCoupons(self, request: pb.ListCouponsRequest, context: Context) -> pb.ListCouponsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListCoupons")
         query = (
@@ -191,7 +192,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         coupons, token = pagination.answer(page, [with_amount(pb.Coupon.FromString(m)) for m in rows])
         return pb.ListCouponsResponse(coupons=coupons, next_page_token=token)
 
-    async def ApplyCoupon(self, request: pb.ApplyCouponRequest, context) -> pb.AppliedCoupon:
+    async def ApplyCoupon(self, request: pb.ApplyCouponRequest, context: Context) -> pb.AppliedCoupon:
         org = tenancy.organization_id()
         validation.external_id(request.customer_id, "customer_id")
         if not request.coupon_code:
@@ -236,7 +237,9 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         self.relay.wake()
         return result
 
-    async def ListAppliedCoupons(self, request: pb.ListAppliedCouponsRequest, context) -> pb.ListAppliedCouponsResponse:
+    async def ListAppliedCoupons(
+        self, request: pb.ListAppliedCouponsRequest, context: Context
+    ) -> pb.ListAppliedCouponsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListAppliedCoupons")
         query = (
@@ -252,7 +255,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
         applied_coupons, token = pagination.answer(page, [applied_proto(a, c) for a, c in rows])
         return pb.ListAppliedCouponsResponse(applied_coupons=applied_coupons, next_page_token=token)
 
-    async def RemoveAppliedCoupon(self, request: pb.RemoveAppliedCouponRequest, context) -> pb.AppliedCoupon:
+    async def RemoveAppliedCoupon(self, request: pb.RemoveAppliedCouponRequest, context: Context) -> pb.AppliedCoupon:
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             query = (
@@ -263,7 +266,7 @@ class CouponServicer(coupons_pb2_grpc.CouponServiceServicer):
             applied = (await session.execute(query)).scalar_one_or_none()
             if applied is None:
                 raise NotFound(f"applied coupon {request.id!r} not found", field="id")
-            coupon = await session.get(Coupon, applied.coupon_id)
+            coupon = await session.get_one(Coupon, applied.coupon_id)
             if applied.terminate_time is not None:  # removing again changes nothing
                 return applied_proto(applied, coupon)
             now = await test_clocks.customer_now(session, org, applied.customer_id)

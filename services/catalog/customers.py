@@ -14,6 +14,7 @@ from services.catalog import taxes, test_clocks, validation
 from services.catalog.models import Customer, Outbox
 from services.common import currencies, outbox, pagination, tenancy
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
@@ -66,15 +67,15 @@ async def ensure(session: AsyncSession, org: str, customer_id: str) -> Customer:
     """The customer, created bare unless it exists (subscriptions and events may name new ones)."""
     validation.external_id(customer_id, "customer_id")
     await session.execute(insert(Customer).values(organization_id=org, id=customer_id).on_conflict_do_nothing())
-    return await session.get(Customer, (org, customer_id))
+    return await session.get_one(Customer, (org, customer_id))
 
 
 class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
-    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context) -> pb.Customer:
+    async def CreateCustomer(self, request: pb.CreateCustomerRequest, context: Context) -> pb.Customer:
         org = tenancy.organization_id()
         spec = request.customer
         customer = Customer(
@@ -114,7 +115,7 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         self.relay.wake()
         return result
 
-    async def GetCustomer(self, request: pb.GetCustomerRequest, context) -> pb.Customer:
+    async def GetCustomer(self, request: pb.GetCustomerRequest, context: Context) -> pb.Customer:
         org = tenancy.organization_id()
         async with self.sessions() as session:
             customer = await session.get(Customer, (org, request.id))
@@ -122,7 +123,7 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             raise NotFound(f"customer {request.id!r} not found", field="id")
         return customer_proto(customer)
 
-    async def ListCustomers(self, request: pb.ListCustomersRequest, context) -> pb.ListCustomersResponse:
+    async def ListCustomers(self, request: pb.ListCustomersRequest, context: Context) -> pb.ListCustomersResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListCustomers")
         query = (

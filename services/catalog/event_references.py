@@ -5,7 +5,7 @@ call with one query each."""
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import event_references_pb2 as pb
 from bxb.catalog.v1 import event_references_pb2_grpc
@@ -13,16 +13,17 @@ from services.catalog.metrics import metric_proto
 from services.catalog.models import BillableMetric, Customer
 from services.common import tenancy
 from services.common.errors import InvalidArgument
+from services.common.grpc_server import Context
 
 MAX_NAMES = 1000  # metric codes, and customer ids, per call
 
 
 class EventReferenceServicer(event_references_pb2_grpc.EventReferenceServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
     async def ResolveEventReferences(
-        self, request: pb.ResolveEventReferencesRequest, context
+        self, request: pb.ResolveEventReferencesRequest, context: Context
     ) -> pb.ResolveEventReferencesResponse:
         org = tenancy.organization_id()
         for field in ("metric_codes", "customer_ids"):

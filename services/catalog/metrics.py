@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from google.protobuf import empty_pb2
 from sqlalchemy import select, type_coerce
 from sqlalchemy.dialects.postgresql import JSONB
@@ -10,9 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bxb.catalog.v1 import billable_metrics_pb2 as pb
 from bxb.catalog.v1 import billable_metrics_pb2_grpc
 from services.catalog import validation
-from services.catalog.models import BillableMetric, Plan
+from services.catalog.models import BillableMetric, Plan, PropertyFilter
 from services.common import pagination, tenancy
 from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
@@ -58,7 +62,7 @@ def validated(metric: pb.BillableMetric) -> BillableMetric:
     return BillableMetric(id=new_id("bm"), code=metric.code, **definition(metric))
 
 
-def definition(metric: pb.BillableMetric) -> dict:
+def definition(metric: pb.BillableMetric) -> dict[str, Any]:
     """The stored columns of a metric's definition (all but id and code), checked.
 
     A metric reads a property (`field_name`) or, when `value_type` is set, the
@@ -91,13 +95,14 @@ def definition(metric: pb.BillableMetric) -> dict:
     }
 
 
-def filters(given) -> list[dict]:
+def filters(given: Sequence[pb.PropertyValues]) -> list[PropertyFilter]:
     """The property keys charges may filter on, each with its values, as
     stored (proto3 JSON of PropertyValues). Keys are distinct and non-empty;
     each has at least one value, all distinct and non-empty."""
     if len(given) > MAX_FILTER_KEYS:
         raise InvalidArgument(f"a billable metric has at most {MAX_FILTER_KEYS} filters", field="filters")
-    result, keys = [], set()
+    result: list[PropertyFilter] = []
+    keys: set[str] = set()
     for index, item in enumerate(given):
         here = f"filters[{index}]"
         if not item.key:
@@ -120,7 +125,7 @@ def filters(given) -> list[dict]:
     return result
 
 
-def lost_filter(before: list[dict], after: list[dict]) -> str:
+def lost_filter(before: list[PropertyFilter], after: list[PropertyFilter]) -> str:
     """The first filter key (or key=value) of `before` that `after` drops; "" when none is dropped."""
     kept = {item["key"]: set(item["values"]) for item in after}
     for item in before:
@@ -154,15 +159,17 @@ async def locked(session: AsyncSession, org: str, code: str) -> BillableMetric:
     return metric
 
 
-def aggregation_name(value: int) -> str:
+def aggregation_name(value: pb.AggregationType.ValueType) -> str:
     return pb.AggregationType.Name(value).removeprefix("AGGREGATION_TYPE_").lower()
 
 
 class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
-    async def CreateBillableMetric(self, request: pb.CreateBillableMetricRequest, context) -> pb.BillableMetric:
+    async def CreateBillableMetric(
+        self, request: pb.CreateBillableMetricRequest, context: Context
+    ) -> pb.BillableMetric:
         org = tenancy.organization_id()
         metric = validated(request.billable_metric)
         metric.organization_id = org
@@ -174,7 +181,7 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
             await session.refresh(metric)
             return metric_proto(metric)
 
-    async def GetBillableMetric(self, request: pb.GetBillableMetricRequest, context) -> pb.BillableMetric:
+    async def GetBillableMetric(self, request: pb.GetBillableMetricRequest, context: Context) -> pb.BillableMetric:
         org = tenancy.organization_id()
         async with self.sessions() as session:
             metric = await find(session, org, request.code)
@@ -182,7 +189,9 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
             raise NotFound(f"billable metric {request.code!r} not found", field="code")
         return metric_proto(metric)
 
-    async def UpdateBillableMetric(self, request: pb.UpdateBillableMetricRequest, context) -> pb.BillableMetric:
+    async def UpdateBillableMetric(
+        self, request: pb.UpdateBillableMetricRequest, context: Context
+    ) -> pb.BillableMetric:
         """Applies the fields named by update_mask. Fields that decide how usage is
         computed are refused (METRIC_IN_USE) when they would change while a plan
         uses the metric; setting a field to its current value is not a change.
@@ -226,7 +235,7 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
             await session.flush()
             return metric_proto(metric)
 
-    async def DeleteBillableMetric(self, request: pb.DeleteBillableMetricRequest, context) -> empty_pb2.Empty:
+    async def DeleteBillableMetric(self, request: pb.DeleteBillableMetricRequest, context: Context) -> empty_pb2.Empty:
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             metric = await locked(session, org, request.code)
@@ -241,7 +250,7 @@ class BillableMetricServicer(billable_metrics_pb2_grpc.BillableMetricServiceServ
         return empty_pb2.Empty()
 
     async def ListBillableMetrics(
-        self, request: pb.ListBillableMetricsRequest, context
+        self, request: pb.ListBillableMetricsRequest, context: Context
     ) -> pb.ListBillableMetricsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListBillableMetrics")

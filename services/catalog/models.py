@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, TypedDict
 
 from sqlalchemy import (
     JSON,
@@ -13,23 +14,35 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
     Text,
     UniqueConstraint,
     func,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import declarative_base
+from services.common.db import NAMING
 from services.common.outbox import outbox_table
 from services.common.parking import parked_table
 
-Base = declarative_base()
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
 Outbox = outbox_table(Base.metadata)
 Parked = parked_table(Base.metadata)
 
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+class PropertyFilter(TypedDict):
+    """A property charges may filter on, and its values (proto3 JSON of PropertyValues)."""
+
+    key: str
+    values: list[str]
 
 
 class Organization(Base):
@@ -66,7 +79,7 @@ class BillableMetric(Base):
     # ValueType name when the metric is fed by the event's top-level value, else "".
     value_type: Mapped[str] = mapped_column(String(32), default="", server_default="")
     # Filter keys and their values as proto3 JSON of bxb.catalog.v1.PropertyValues.
-    filters: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    filters: Mapped[list[PropertyFilter]] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -86,13 +99,13 @@ class Plan(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     # Charges as proto3 JSON of bxb.catalog.v1.Charge, metric snapshots included.
-    charges: Mapped[list] = mapped_column(Json)
+    charges: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     pay_in_advance: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     trial_period_days: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     minimum_commitment_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    tax_codes: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
     # Progressive billing thresholds as proto3 JSON of bxb.catalog.v1.UsageThreshold.
-    usage_thresholds: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    usage_thresholds: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -107,7 +120,7 @@ class Customer(Base):
     # Where the customer is charged: the payment provider and the customer's id there ("" when not set).
     billing_provider: Mapped[str] = mapped_column(String(32), default="", server_default="")
     billing_provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
-    tax_codes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    tax_codes: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The test clock it lives on (None for a real customer); set at creation only.
     test_clock_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -7,13 +7,14 @@ import secrets
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import organizations_pb2 as pb
 from bxb.catalog.v1 import organizations_pb2_grpc
 from services.catalog import validation
 from services.catalog.models import ApiKey, Organization
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
@@ -40,10 +41,10 @@ def api_key_proto(key: ApiKey) -> pb.ApiKey:
 
 
 class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
-    async def CreateOrganization(self, request: pb.CreateOrganizationRequest, context) -> pb.Organization:
+    async def CreateOrganization(self, request: pb.CreateOrganizationRequest, context: Context) -> pb.Organization:
         name = validation.text(request.name.strip(), "name")
         if not name:
             raise InvalidArgument("name is required", field="name")
@@ -58,14 +59,17 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
             await session.refresh(org)
             return organization_proto(org)
 
-    async def GetOrganization(self, request: pb.GetOrganizationRequest, context) -> pb.Organization:
+    async def GetOrganization(self, request: pb.GetOrganizationRequest, context: Context) -> pb.Organization:
         async with self.sessions() as session:
             org = await session.get(Organization, request.id)
             if org is None:
                 raise NotFound(f"organization {request.id!r} not found", field="id")
             return organization_proto(org)
 
-    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context) -> pb.CreateApiKeyResponse:
+    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
+        return await self.create_api_key(request)
+
+    async def create_api_key(self, request: pb.CreateApiKeyRequest) -> pb.CreateApiKeyResponse:
         secret = request.secret or new_secret()
         if len(secret) < 16:
             raise InvalidArgument("secret must be at least 16 characters", field="secret")
@@ -85,7 +89,9 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
                 await session.refresh(key)
             return pb.CreateApiKeyResponse(api_key=api_key_proto(key), secret=secret)
 
-    async def AuthenticateApiKey(self, request: pb.AuthenticateApiKeyRequest, context) -> pb.AuthenticateApiKeyResponse:
+    async def AuthenticateApiKey(
+        self, request: pb.AuthenticateApiKeyRequest, context: Context
+    ) -> pb.AuthenticateApiKeyResponse:
         async with self.sessions() as session:
             key = (
                 await session.execute(select(ApiKey).where(ApiKey.secret_hash == hash_secret(request.secret)))
@@ -95,7 +101,7 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
         return pb.AuthenticateApiKeyResponse(organization_id=key.organization_id, api_key_id=key.id)
 
 
-async def bootstrap(sessions: async_sessionmaker, secret: str) -> None:
+async def bootstrap(sessions: async_sessionmaker[AsyncSession], secret: str) -> None:
     """Ensures the default organization exists and, when given, that `secret` is one of its keys."""
     async with sessions() as session, session.begin():
         # ON CONFLICT: two catalog processes may start on an empty database at once.
@@ -105,6 +111,6 @@ async def bootstrap(sessions: async_sessionmaker, secret: str) -> None:
             .on_conflict_do_nothing(index_elements=[Organization.id])
         )
     if secret:
-        await OrganizationServicer(sessions).CreateApiKey(
-            pb.CreateApiKeyRequest(organization_id=DEFAULT_ORGANIZATION, secret=secret), None
+        await OrganizationServicer(sessions).create_api_key(
+            pb.CreateApiKeyRequest(organization_id=DEFAULT_ORGANIZATION, secret=secret)
         )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from google.protobuf import json_format
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,6 +16,7 @@ from services.catalog.models import Plan
 from services.common import currencies, pagination, tenancy
 from services.common.decimals import check_cents
 from services.common.errors import InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 
@@ -26,7 +30,7 @@ MAX_THRESHOLDS = 50
 MAX_TRIAL_DAYS = 3650
 
 
-def usage_thresholds(given) -> list[dict]:
+def usage_thresholds(given: Sequence[pb.UsageThreshold]) -> list[dict[str, Any]]:
     """Progressive billing thresholds: positive, the fixed ones ascending, at most one recurring."""
     if len(given) > MAX_THRESHOLDS:
         raise InvalidArgument(f"a plan has at most {MAX_THRESHOLDS} usage thresholds", field="usage_thresholds")
@@ -85,10 +89,10 @@ async def resolve(session: AsyncSession, org: str, plan_code: str, plan_id: str)
 
 
 class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
-    async def CreatePlan(self, request: pb.CreatePlanRequest, context) -> pb.Plan:
+    async def CreatePlan(self, request: pb.CreatePlanRequest, context: Context) -> pb.Plan:
         org = tenancy.organization_id()
         spec = request.plan
         validation.code(spec.code, "code")
@@ -157,7 +161,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
             await session.refresh(plan)
             return plan_proto(plan)
 
-    async def GetPlan(self, request: pb.GetPlanRequest, context) -> pb.Plan:
+    async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.Plan:
         org = tenancy.organization_id()
         async with self.sessions() as session:
             if request.version:
@@ -171,7 +175,7 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
             raise NotFound(f"plan {request.code!r} not found", field="code")
         return plan_proto(plan)
 
-    async def ListPlans(self, request: pb.ListPlansRequest, context) -> pb.ListPlansResponse:
+    async def ListPlans(self, request: pb.ListPlansRequest, context: Context) -> pb.ListPlansResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListPlans")
         latest = (
@@ -193,7 +197,9 @@ class PlanServicer(plans_pb2_grpc.PlanServiceServicer):
         plans, token = pagination.answer(page, [plan_proto(p) for p in rows])
         return pb.ListPlansResponse(plans=plans, next_page_token=token)
 
-    async def ListPlanVersions(self, request: pb.ListPlanVersionsRequest, context) -> pb.ListPlanVersionsResponse:
+    async def ListPlanVersions(
+        self, request: pb.ListPlanVersionsRequest, context: Context
+    ) -> pb.ListPlanVersionsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListPlanVersions")
         query = (

@@ -24,6 +24,7 @@ from services.catalog import customers, plans, test_clocks, validation
 from services.catalog.models import Outbox, Plan, Subscription
 from services.common import outbox, pagination, periods, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
 
@@ -69,7 +70,7 @@ def terminated(subscription: Subscription, now: datetime) -> bool:
     return end is not None and (end <= now or end <= subscription.start_time)
 
 
-def status(subscription: Subscription, now: datetime) -> int:
+def status(subscription: Subscription, now: datetime) -> pb.SubscriptionStatus.ValueType:
     if terminated(subscription, now):
         return pb.SUBSCRIPTION_STATUS_TERMINATED
     if subscription.start_time > now:
@@ -100,7 +101,7 @@ def subscription_proto(subscription: Subscription, plan: Plan, now: datetime | N
 
 async def _with_plan(session: AsyncSession, subscription: Subscription) -> pb.Subscription:
     now = await test_clocks.now(session, subscription.organization_id, subscription.test_clock_id)
-    return subscription_proto(subscription, await session.get(Plan, subscription.plan_id), now)
+    return subscription_proto(subscription, await session.get_one(Plan, subscription.plan_id), now)
 
 
 async def _announce_created(
@@ -119,7 +120,7 @@ async def _announce_created(
 
 
 async def _announce_updated(session: AsyncSession, subscription: Subscription, now: datetime) -> pb.Subscription:
-    result = subscription_proto(subscription, await session.get(Plan, subscription.plan_id), now)
+    result = subscription_proto(subscription, await session.get_one(Plan, subscription.plan_id), now)
     event = events_pb2.SubscriptionUpdated(
         event_id=new_id("evt"),
         organization_id=subscription.organization_id,
@@ -171,15 +172,17 @@ def switch_time(subscription: Subscription, old: Plan, new: Plan, now: datetime)
     if new.amount_cents >= old.amount_cents:  # an upgrade: now, the old plan's period is prorated
         return now
     # A downgrade: at the end of the period already paid for.
-    return periods.current(billing_anchor(subscription), old.interval, subscription.billing_time, now).end
+    period = periods.current(billing_anchor(subscription), old.interval, subscription.billing_time, now)
+    assert period is not None  # started, with no end given: a period holds `now`
+    return period.end
 
 
 class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
-    async def CreateSubscription(self, request: pb.CreateSubscriptionRequest, context) -> pb.Subscription:
+    async def CreateSubscription(self, request: pb.CreateSubscriptionRequest, context: Context) -> pb.Subscription:
         org = tenancy.organization_id()
         validation.external_id(request.customer_id, "customer_id")
         if request.external_id:
@@ -215,7 +218,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         self.relay.wake()
         return result
 
-    async def GetSubscription(self, request: pb.GetSubscriptionRequest, context) -> pb.Subscription:
+    async def GetSubscription(self, request: pb.GetSubscriptionRequest, context: Context) -> pb.Subscription:
         org = tenancy.organization_id()
         async with self.sessions() as session:
             subscription = await session.get(Subscription, request.id)
@@ -223,7 +226,9 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                 raise NotFound(f"subscription {request.id!r} not found", field="id")
             return await _with_plan(session, subscription)
 
-    async def ListSubscriptions(self, request: pb.ListSubscriptionsRequest, context) -> pb.ListSubscriptionsResponse:
+    async def ListSubscriptions(
+        self, request: pb.ListSubscriptionsRequest, context: Context
+    ) -> pb.ListSubscriptionsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListSubscriptions")
         query = (
@@ -241,11 +246,13 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
             clocks = await test_clocks.times(session, org)
         now = utcnow()
         subscriptions, token = pagination.answer(
-            page, [subscription_proto(s, p, clocks.get(s.test_clock_id, now)) for s, p in rows]
+            page, [subscription_proto(s, p, clocks.get(s.test_clock_id or "", now)) for s, p in rows]
         )
         return pb.ListSubscriptionsResponse(subscriptions=subscriptions, next_page_token=token)
 
-    async def TerminateSubscription(self, request: pb.TerminateSubscriptionRequest, context) -> pb.Subscription:
+    async def TerminateSubscription(
+        self, request: pb.TerminateSubscriptionRequest, context: Context
+    ) -> pb.Subscription:
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             subscription = await _locked(session, org, request.id)
@@ -259,7 +266,9 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
         self.relay.wake()
         return result
 
-    async def ChangeSubscriptionPlan(self, request: pb.ChangeSubscriptionPlanRequest, context) -> pb.Subscription:
+    async def ChangeSubscriptionPlan(
+        self, request: pb.ChangeSubscriptionPlanRequest, context: Context
+    ) -> pb.Subscription:
         org = tenancy.organization_id()
         async with self.sessions() as session, session.begin():
             subscription = await _locked(session, org, request.id)
@@ -271,7 +280,7 @@ class SubscriptionServicer(subscriptions_pb2_grpc.SubscriptionServiceServicer):
                     field="status",
                     reason="SUBSCRIPTION_TERMINATED",
                 )
-            old = await session.get(Plan, subscription.plan_id)
+            old = await session.get_one(Plan, subscription.plan_id)
             new = await plans.resolve(session, org, request.plan_code, request.plan_id)
             field = "plan_code" if request.plan_code else "plan_id"
             if new.code == old.code:

@@ -9,6 +9,8 @@ applies to the invoices issued from then on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -20,6 +22,7 @@ from services.catalog.models import Customer, Tax
 from services.common import pagination, tenancy
 from services.common.decimals import canonical, parse_decimal
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 
@@ -39,7 +42,7 @@ def tax_proto(tax: Tax) -> pb.Tax:
     )
 
 
-async def check_codes(session: AsyncSession, org: str, codes, field: str = "tax_codes") -> list[str]:
+async def check_codes(session: AsyncSession, org: str, codes: Sequence[str], field: str = "tax_codes") -> list[str]:
     """The codes, each naming an existing tax of the organization."""
     validation.strings(codes, field, MAX_TAXES, 100)
     known = set(
@@ -54,10 +57,10 @@ async def check_codes(session: AsyncSession, org: str, codes, field: str = "tax_
 
 
 class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
-    async def CreateTax(self, request: pb.CreateTaxRequest, context) -> pb.Tax:
+    async def CreateTax(self, request: pb.CreateTaxRequest, context: Context) -> pb.Tax:
         org = tenancy.organization_id()
         spec = request.tax
         validation.code(spec.code, "code")
@@ -81,7 +84,7 @@ class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
             raise AlreadyExists(f"tax {spec.code!r} already exists", field="code") from None
         return tax_proto(tax)
 
-    async def GetTax(self, request: pb.GetTaxRequest, context) -> pb.Tax:
+    async def GetTax(self, request: pb.GetTaxRequest, context: Context) -> pb.Tax:
         async with self.sessions() as session:
             query = select(Tax).where(Tax.organization_id == tenancy.organization_id(), Tax.code == request.code)
             tax = (await session.execute(query)).scalar_one_or_none()
@@ -89,7 +92,7 @@ class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
             raise NotFound(f"tax {request.code!r} not found", field="code")
         return tax_proto(tax)
 
-    async def ListTaxes(self, request: pb.ListTaxesRequest, context) -> pb.ListTaxesResponse:
+    async def ListTaxes(self, request: pb.ListTaxesRequest, context: Context) -> pb.ListTaxesResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListTaxes")
         query = (
@@ -100,7 +103,9 @@ class TaxServicer(taxes_pb2_grpc.TaxServiceServicer):
         taxes, token = pagination.answer(page, [tax_proto(t) for t in rows])
         return pb.ListTaxesResponse(taxes=taxes, next_page_token=token)
 
-    async def BatchResolveTaxes(self, request: pb.BatchResolveTaxesRequest, context) -> pb.BatchResolveTaxesResponse:
+    async def BatchResolveTaxes(
+        self, request: pb.BatchResolveTaxesRequest, context: Context
+    ) -> pb.BatchResolveTaxesResponse:
         org = tenancy.organization_id()
         if len(request.requests) > MAX_RESOLVED:
             raise InvalidArgument(f"at most {MAX_RESOLVED} requests", field="requests")

@@ -23,6 +23,7 @@ from services.catalog import validation
 from services.catalog.models import Customer, Outbox, TestClock
 from services.common import outbox, pagination, tenancy
 from services.common.errors import InvalidArgument, NotFound, Relayed
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.peers import Invoicing
 from services.common.timestamps import from_proto, to_proto, utcnow
@@ -43,7 +44,7 @@ def clock_proto(clock: TestClock) -> pb.TestClock:
     )
 
 
-def _frozen_time(message, field: str = "frozen_time") -> datetime:
+def _frozen_time(message: pb.TestClock | pb.AdvanceTestClockRequest, field: str = "frozen_time") -> datetime:
     if not message.HasField("frozen_time"):
         raise InvalidArgument(f"{field} is required", field=field)
     value = from_proto(message.frozen_time)
@@ -89,12 +90,12 @@ async def _announce(session: AsyncSession, clock: TestClock) -> pb.TestClock:
 class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
     __test__ = False  # not a pytest class, whatever its name
 
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay, invoicing: Invoicing):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay, invoicing: Invoicing):
         self.sessions = sessions
         self.relay = relay
         self.invoicing = invoicing
 
-    async def CreateTestClock(self, request: pb.CreateTestClockRequest, context) -> pb.TestClock:
+    async def CreateTestClock(self, request: pb.CreateTestClockRequest, context: Context) -> pb.TestClock:
         spec = request.test_clock
         clock = TestClock(
             id=new_id("clock"),
@@ -109,11 +110,11 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
         self.relay.wake()
         return result
 
-    async def GetTestClock(self, request: pb.GetTestClockRequest, context) -> pb.TestClock:
+    async def GetTestClock(self, request: pb.GetTestClockRequest, context: Context) -> pb.TestClock:
         async with self.sessions() as session:
             return clock_proto(await find(session, tenancy.organization_id(), request.id))
 
-    async def ListTestClocks(self, request: pb.ListTestClocksRequest, context) -> pb.ListTestClocksResponse:
+    async def ListTestClocks(self, request: pb.ListTestClocksRequest, context: Context) -> pb.ListTestClocksResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListTestClocks")
         query = (
@@ -128,7 +129,9 @@ class TestClockServicer(test_clocks_pb2_grpc.TestClockServiceServicer):
         test_clocks, token = pagination.answer(page, [clock_proto(c) for c in rows])
         return pb.ListTestClocksResponse(test_clocks=test_clocks, next_page_token=token)
 
-    async def AdvanceTestClock(self, request: pb.AdvanceTestClockRequest, context) -> pb.AdvanceTestClockResponse:
+    async def AdvanceTestClock(
+        self, request: pb.AdvanceTestClockRequest, context: Context
+    ) -> pb.AdvanceTestClockResponse:
         """Moves the clock (committed and announced first), then has
         invoicing bill what fell due by then, outside any transaction."""
         org = tenancy.organization_id()

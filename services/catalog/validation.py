@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from services.common.errors import InvalidArgument
 
@@ -39,7 +40,7 @@ def text(value: str, field: str, max_length: int = 200) -> str:
     return value
 
 
-def strings(values, field: str, max_items: int, max_length: int) -> list[str]:
+def strings(values: Sequence[str], field: str, max_items: int, max_length: int) -> list[str]:
     """A list of distinct non-empty strings of at most `max_length` characters,
     at most `max_items` of them; an item's error names it (`field[1]`)."""
     if len(values) > max_items:

@@ -27,8 +27,9 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import nats
 from google.protobuf.message import DecodeError
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
@@ -85,7 +86,7 @@ def retry_delay(attempt: int, cap: float = RETRY_CAP) -> float:
     """Seconds before delivering a message again after its `attempt`-th
     failure: doubling from RETRY_BASE to `cap`, with a tenth of jitter so
     that messages failing together do not come back together."""
-    delay = min(cap, RETRY_BASE * 2 ** min(attempt - 1, 30))
+    delay = min(cap, RETRY_BASE * 2.0 ** min(attempt - 1, 30))
     return delay * random.uniform(0.9, 1.1)
 
 
@@ -96,13 +97,18 @@ class Bus:
         so a service builds it with the rest and opens it at start-up."""
         self.url = url
         self.name = name
-        self.nc = nats.NATS()
+        self.nc = NATS()
         self.js: JetStreamContext = self.nc.jetstream()
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
         """Connects; the client reconnects on its own from then on."""
-        await self.nc.connect(self.url, name=self.name, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        await self.nc.connect(
+            self.url,
+            name=self.name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py annotates int; it sleeps any float
+        )
 
     @classmethod
     async def connect(cls, url: str, name: str) -> Bus:
@@ -172,7 +178,9 @@ class Bus:
         loop = self._loop(sub, handling, batch, in_order, linger)
         self._tasks.append(asyncio.create_task(loop, name=f"consume:{durable}"))
 
-    async def _loop(self, sub, handling: _Handling, batch: int, in_order: bool, linger: float) -> None:
+    async def _loop(
+        self, sub: JetStreamContext.PullSubscription, handling: _Handling, batch: int, in_order: bool, linger: float
+    ) -> None:
         """Fetches and handles until cancelled. A round that fails because
         NATS is away (the client's reconnect buffer full, JetStream not
         answering yet) is tried again: the loop never dies, and what it left
@@ -184,7 +192,9 @@ class Bus:
                 log.warning("consuming %s failed; fetching again", handling.durable, exc_info=True)
                 await asyncio.sleep(REFETCH_PAUSE)
 
-    async def _round(self, sub, handling: _Handling, batch: int, in_order: bool, linger: float) -> None:
+    async def _round(
+        self, sub: JetStreamContext.PullSubscription, handling: _Handling, batch: int, in_order: bool, linger: float
+    ) -> None:
         """Fetches what is there (waiting a second at most) and handles it."""
         try:
             messages = await sub.fetch(batch, timeout=1.0)
@@ -225,7 +235,7 @@ class _Handling:
     max_attempts: int
     retry_cap: float
 
-    async def handle(self, msg) -> None:
+    async def handle(self, msg: Msg) -> None:
         """Acknowledged once handled, marked in progress every heartbeat
         until then; redelivered after `retry_delay` when the handler fails,
         parked when it never can."""
@@ -242,13 +252,13 @@ class _Handling:
         attempt = msg.metadata.num_delivered
         poison = isinstance(error, (Poison, DecodeError))
         given_up = poison or attempt >= self.max_attempts > 0
-        if self.park is not None and given_up and await self._parked(msg, error, attempt):
+        if self.park is not None and given_up and await self._parked(self.park, msg, error, attempt):
             await msg.ack()
             return
         log.error("handler failed for %s (attempt %d); redelivering", msg.subject, attempt, exc_info=error)
         await msg.nak(delay=retry_delay(attempt, self.retry_cap))
 
-    async def _parked(self, msg, error: BaseException, attempt: int) -> bool:
+    async def _parked(self, park: Parker, msg: Msg, error: BaseException, attempt: int) -> bool:
         """Whether the message was parked (a failure to park keeps it in the stream)."""
         parked = Parked(
             stream=self.stream,
@@ -261,7 +271,7 @@ class _Handling:
             error=f"{type(error).__name__}: {error}"[:MAX_ERROR],
         )
         try:
-            await self.park(parked)
+            await park(parked)
         except Exception:
             log.exception("parking %s failed; it stays in the stream", msg.subject)
             return False

@@ -10,6 +10,8 @@ so no accepted request or reply meets gRPC's own 4 MiB default.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 
 MESSAGE_BYTES = 16 * 1024 * 1024
@@ -23,9 +25,19 @@ class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
     def __init__(self, timeout: float):
         self.timeout = timeout
 
-    async def intercept_unary_unary(self, continuation, client_call_details, request):
+    async def intercept_unary_unary[Request, Response](
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryUnaryCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
         if client_call_details.timeout is None:
-            client_call_details = client_call_details._replace(timeout=self.timeout)
+            details = client_call_details
+            client_call_details = grpc.aio.ClientCallDetails(
+                details.method, self.timeout, details.metadata, details.credentials, details.wait_for_ready
+            )
         return await continuation(client_call_details, request)
 
 

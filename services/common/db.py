@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import MetaData, text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy import Connection, MetaData, Row, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 # One constraint naming scheme so Alembic migrations are deterministic.
 NAMING = {
@@ -21,11 +21,8 @@ NAMING = {
 }
 
 
-def declarative_base() -> type[DeclarativeBase]:
-    class Base(DeclarativeBase):
-        metadata = MetaData(naming_convention=NAMING)
-
-    return Base
+# A row of a Core table's select: its columns by name, untyped.
+type TableRow = Row[*tuple[Any, ...]]
 
 
 def async_url(url: str) -> str:
@@ -40,7 +37,7 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def sessions(engine: AsyncEngine) -> async_sessionmaker:
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
@@ -63,8 +60,9 @@ def run_migrations_online(target_metadata: MetaData) -> None:
     from alembic import context
 
     url = context.config.get_main_option("sqlalchemy.url")
+    assert url is not None  # db.migrate sets it
 
-    def do_run(connection) -> None:
+    def do_run(connection: Connection) -> None:
         connection.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK})"))
         try:
             context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)

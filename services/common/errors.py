@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -109,8 +110,9 @@ PASSED_ON = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 def passed_on_status(error: grpc.aio.AioRpcError) -> grpc.Status:
     """A backing service's answer as it is, status details included (the
     metering service's INGESTION_BEHIND reaches the client as a 503)."""
-    status = rpc_status.from_call(error) or status_proto(error.code(), error.details() or "", error.code().name)
-    return rpc_status.to_status(status)
+    # grpc_status reads any call's trailing metadata; its stubs name only the synchronous grpc.Call.
+    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
+    return rpc_status.to_status(status or status_proto(error.code(), error.details() or "", error.code().name))
 
 
 class Relayed(DomainError):
@@ -131,7 +133,7 @@ def internal_status() -> grpc.Status:
     return rpc_status.to_status(status_proto(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL"))
 
 
-def _pack(message) -> any_pb2.Any:
+def _pack(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed
@@ -141,15 +143,15 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | Non
     """The ErrorInfo detail of a failed call, when the server sent one (and
     it arrived whole: none when the transport dropped or cut it)."""
     try:
-        status = rpc_status.from_call(error)
+        # As in passed_on_status: from_call takes an aio call too, whatever its stubs say.
+        status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
     except ValueError:  # its details do not match the call's status
         return None
     if status is None:
         return None
+    info = error_details_pb2.ErrorInfo()
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
+        if detail.Unpack(info):  # False, leaving `info` as it was, for a detail of another type
             return info
     return None
 

@@ -18,9 +18,13 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from types import ModuleType
+from typing import cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -52,13 +56,17 @@ log = logging.getLogger("bxb.grpc")
 Registrar = Callable[[grpc.aio.Server], str]
 """Adds one servicer to a server and returns its full service name."""
 
+Context = grpc.aio.ServicerContext[Message, Message]
+"""What a servicer's method is given beside its request."""
 
-def registrar(pb2_module, grpc_module, service: str, servicer) -> Registrar:
+
+def registrar(pb2_module: ModuleType, grpc_module: ModuleType, service: str, servicer: object) -> Registrar:
     """A Registrar for `service` of a generated module pair."""
 
     def register(server: grpc.aio.Server) -> str:
         getattr(grpc_module, f"add_{service}Servicer_to_server")(servicer, server)
-        return pb2_module.DESCRIPTOR.services_by_name[service].full_name
+        descriptor: FileDescriptor = pb2_module.DESCRIPTOR
+        return descriptor.services_by_name[service].full_name
 
     return register
 
@@ -94,7 +102,8 @@ def enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
     message (grpcio-reflection implements only v1alpha, grpc/grpc#38576)."""
     reflection_v1_descriptor()
     servicer = reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, REFLECTION_V1, reflection.SERVICE_NAME])
-    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)
+    # typeshed leaves grpcio-reflection's generated registration untyped.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
@@ -106,15 +115,23 @@ def enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
 
 
 class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(self, continuation, handler_call_details):
+    async def intercept_service[Request, Response](
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         org = tenancy.from_metadata(handler_call_details.invocation_metadata)
-        inner = handler.unary_unary
+        # An aio server's handlers are coroutine functions, of a protobuf request on a bxb server;
+        # grpc's stubs type them as the synchronous server's.
+        inner = cast(
+            Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
+        )
         method = handler_call_details.method
 
-        async def unary_unary(request, context):
+        async def unary_unary(request: Message, context: grpc.aio.ServicerContext[Request, Response]) -> Response:
             token = tenancy.bind(org)
             try:
                 validation.check(request)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from typing import Protocol
 
 from nats.errors import MaxPayloadError
 from nats.js.errors import BadRequestError
@@ -38,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.bus import Bus, Parked, Parker
+from services.common.db import TableRow
 
 log = logging.getLogger("bxb.outbox")
 
@@ -64,7 +66,16 @@ def outbox_table(metadata: MetaData) -> Table:
     )
 
 
-async def enqueue(session: AsyncSession, table: Table, subject: str, *events) -> None:
+class Event(Protocol):
+    """A domain event's message."""
+
+    event_id: str
+    organization_id: str
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+async def enqueue(session: AsyncSession, table: Table, subject: str, *events: Event) -> None:
     """Adds `events` (messages with event_id and organization_id) to the
     transaction, in order, with one statement."""
     await session.execute(
@@ -89,7 +100,7 @@ class Unpublishable(Exception):
 class OutboxRelay:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         table: Table,
         bus: Bus,
         poll_seconds: float = 1.0,
@@ -101,7 +112,7 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self.park = park  # where a row NATS will never take goes; without one, it stays pending
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def wake(self) -> None:
         """Asks for a flush now, typically right after a commit."""
@@ -122,12 +133,12 @@ class OutboxRelay:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            done = []
+            done: list[int] = []
             for row in rows:
                 try:
                     await self._publish(row)
                 except (Unpublishable, *REFUSED) as refused:
-                    if self.park is None or not await self._parked(row, refused):
+                    if self.park is None or not await self._parked(self.park, row, refused):
                         failure = refused
                         break
                 except Exception as error:  # NATS away: this row and the ones behind it wait
@@ -142,17 +153,17 @@ class OutboxRelay:
             raise failure
         return len(done)
 
-    async def _publish(self, row) -> None:
+    async def _publish(self, row: TableRow) -> None:
         if len(row.payload) > MAX_EVENT_BYTES:
             raise Unpublishable(f"{len(row.payload)} bytes, more than an event may hold ({MAX_EVENT_BYTES})")
         await self.bus.publish(row.subject, row.payload, row.event_id, row.organization_id)
 
-    async def _parked(self, row, refused: Exception) -> bool:
+    async def _parked(self, park: Parker, row: TableRow, refused: Exception) -> bool:
         """Whether the row could be parked (then it counts as done)."""
         error = f"{type(refused).__name__}: {refused}"
         parked = Parked("", OUTBOX, row.id, row.subject, row.payload, row.organization_id, 1, error)
         try:
-            await self.park(parked)
+            await park(parked)
         except Exception:
             log.exception("parking outbox row %s failed; it stays pending", row.id)
             return False

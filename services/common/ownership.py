@@ -25,7 +25,7 @@ class Claim:
     codes: frozenset[str]
 
     @property
-    def rank(self) -> tuple:
+    def rank(self) -> tuple[datetime, datetime, str]:
         return self.start, self.create_time, self.id
 
 

@@ -35,6 +35,13 @@ class Sized(Protocol):
     def ByteSize(self) -> int: ...
 
 
+class PageRequest(Protocol):
+    """A list request: AIP-158's page_size and page_token."""
+
+    page_size: int
+    page_token: str
+
+
 @dataclass(frozen=True)
 class Page:
     """Where one listing call starts, and how many items it may answer."""
@@ -75,7 +82,7 @@ def decode_token(listing: str, token: str) -> int:
     return offset
 
 
-def page(request, listing: str) -> Page:
+def page(request: PageRequest, listing: str) -> Page:
     """The page a list request asks for (its page_size and page_token)."""
     return Page(listing, decode_token(listing, request.page_token), page_size(request.page_size))
 

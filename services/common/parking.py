@@ -12,24 +12,28 @@ idempotent, so a retry of something handled meanwhile changes nothing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.sql.schema import SchemaItem
 
 from bxb.common.v1 import parked_messages_pb2 as pb
 from bxb.common.v1 import parked_messages_pb2_grpc
 from services.common import bus, pagination, tenancy
+from services.common.db import TableRow
 from services.common.errors import FailedPrecondition, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 
 TABLE = "parked_messages"
 
 
-def _columns() -> list[sa.Column]:
+def _columns() -> list[sa.Column[Any] | sa.UniqueConstraint]:
     return [
         sa.Column("id", sa.String(64), primary_key=True),
         sa.Column("organization_id", sa.String(64), nullable=False),
@@ -45,21 +49,29 @@ def _columns() -> list[sa.Column]:
     ]
 
 
+class Migration(Protocol):
+    """What of Alembic's `op` a migration of the table uses."""
+
+    def create_table(self, table_name: str, *columns: SchemaItem) -> sa.Table: ...
+    def create_index(self, index_name: str | None, table_name: str, columns: Sequence[str]) -> None: ...
+    def drop_table(self, table_name: str) -> None: ...
+
+
 def parked_table(metadata: sa.MetaData) -> sa.Table:
     return sa.Table(TABLE, metadata, *_columns(), sa.Index(f"ix_{TABLE}_organization_id", "organization_id"))
 
 
-def create_table(op) -> None:
+def create_table(op: Migration) -> None:
     """The table, for a service's Alembic migration."""
     op.create_table(TABLE, *_columns())
     op.create_index(f"ix_{TABLE}_organization_id", TABLE, ["organization_id"])
 
 
-def drop_table(op) -> None:
+def drop_table(op: Migration) -> None:
     op.drop_table(TABLE)
 
 
-async def park(sessions: async_sessionmaker, table: sa.Table, parked: bus.Parked) -> None:
+async def park(sessions: async_sessionmaker[AsyncSession], table: sa.Table, parked: bus.Parked) -> None:
     """Stores a message given up on (once per consumer and stream position)."""
     row = {
         "id": new_id("pkm"),
@@ -77,7 +89,7 @@ async def park(sessions: async_sessionmaker, table: sa.Table, parked: bus.Parked
         await session.execute(insert(table).values(row).on_conflict_do_nothing())
 
 
-def parker(sessions: async_sessionmaker, table: sa.Table) -> bus.Parker:
+def parker(sessions: async_sessionmaker[AsyncSession], table: sa.Table) -> bus.Parker:
     """The parker of a service's consumers and outbox relay, which exist
     before the ParkedMessages that retries through them."""
     return functools.partial(park, sessions, table)
@@ -89,7 +101,11 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
     handler, by durable name)."""
 
     def __init__(
-        self, service: str, sessions: async_sessionmaker, table: sa.Table, handlers: Mapping[str, bus.Handler]
+        self,
+        service: str,
+        sessions: async_sessionmaker[AsyncSession],
+        table: sa.Table,
+        handlers: Mapping[str, bus.Handler],
     ):
         self.service = service
         self.sessions = sessions
@@ -99,7 +115,7 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
     async def park(self, parked: bus.Parked) -> None:
         await park(self.sessions, self.table, parked)
 
-    def _proto(self, row) -> pb.ParkedMessage:
+    def _proto(self, row: TableRow) -> pb.ParkedMessage:
         return pb.ParkedMessage(
             id=row.id,
             service=self.service,
@@ -110,7 +126,9 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
             payload_size=len(row.payload),
         )
 
-    async def ListParkedMessages(self, request: pb.ListParkedMessagesRequest, context) -> pb.ListParkedMessagesResponse:
+    async def ListParkedMessages(
+        self, request: pb.ListParkedMessagesRequest, context: Context
+    ) -> pb.ListParkedMessagesResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListParkedMessages")
         query = (
@@ -125,7 +143,7 @@ class ParkedMessages(parked_messages_pb2_grpc.ParkedMessageServiceServicer):
         parked_messages, token = pagination.answer(page, [self._proto(row) for row in rows])
         return pb.ListParkedMessagesResponse(parked_messages=parked_messages, next_page_token=token)
 
-    async def RetryParkedMessage(self, request: pb.RetryParkedMessageRequest, context) -> pb.ParkedMessage:
+    async def RetryParkedMessage(self, request: pb.RetryParkedMessageRequest, context: Context) -> pb.ParkedMessage:
         org = tenancy.organization_id()
         where = (self.table.c.id == request.id, self.table.c.organization_id == org)
         async with self.sessions() as session:

@@ -13,8 +13,8 @@ loop that opens it, and services are built before their serving loop runs.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Protocol, TypedDict, cast
 
 import grpc
 
@@ -41,26 +41,43 @@ from services.common import tenancy
 from services.common.channels import DEFAULT_TIMEOUT, MESSAGE_BYTES, open_channel
 
 
-async def every(
-    listing,
-    request_type: type,
-    field: str,
+class Page(Protocol):
+    @property
+    def next_page_token(self) -> str: ...
+
+
+class Listing[Request, Response](Protocol):
+    """A peer's list call, as its client below makes it."""
+
+    def __call__(self, org: str, request: Request, *, wait_for_ready: bool = False) -> Awaitable[Response]: ...
+
+
+async def every[Request, Response: Page, Item](
+    listing: Listing[Request, Response],
+    request_type: Callable[..., Request],
+    items: Callable[[Response], Iterable[Item]],
     org: str,
     scope: dict[str, str],
     page_size: int,
     wait_for_ready: bool = False,
-) -> AsyncIterator:
-    """Every item (`field` of each page) of one of a peer's listings for
+) -> AsyncIterator[Item]:
+    """Every item (`items` of each page) of one of a peer's listings for
     `scope`, page after page."""
     token = ""
     while True:
         request = request_type(**scope, page_size=page_size, page_token=token)
         page = await listing(org, request, wait_for_ready=wait_for_ready)
-        for item in getattr(page, field):
+        for item in items(page):
             yield item
         token = page.next_page_token
         if not token:
             return
+
+
+class CallOptions(TypedDict):
+    metadata: tuple[tuple[str, str], ...]
+    timeout: float
+    wait_for_ready: bool
 
 
 class Peer:
@@ -78,17 +95,17 @@ class Peer:
         self.receive_bytes = receive_bytes
         self._channel: grpc.aio.Channel | None = channel
         self._owned = channel is None
-        self._stubs: dict[type, Any] = {}
+        self._stubs: dict[object, object] = {}
 
-    def _stub(self, kind: type) -> Any:
+    def _stub[Stub](self, kind: Callable[[grpc.aio.Channel], Stub]) -> Stub:
         """The stub of one of the peer's services, over the peer's channel."""
         if kind not in self._stubs:
             if self._channel is None:
                 self._channel = open_channel(self.address, self.timeout, self.receive_bytes)
             self._stubs[kind] = kind(self._channel)
-        return self._stubs[kind]
+        return cast(Stub, self._stubs[kind])  # kept by the kind that made it
 
-    def _options(self, org: str, wait_for_ready: bool = False) -> dict:
+    def _options(self, org: str, wait_for_ready: bool = False) -> CallOptions:
         """A call's keyword arguments: the organization, the deadline, and
         whether to wait for the channel to be ready."""
         return {"metadata": tenancy.metadata(org), "timeout": self.timeout, "wait_for_ready": wait_for_ready}

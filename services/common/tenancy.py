@@ -8,6 +8,7 @@ context variable, and every query filters by it.
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Iterable
 
 from services.common.errors import Unauthenticated
 
@@ -37,8 +38,8 @@ def metadata(org: str) -> tuple[tuple[str, str], ...]:
     return ((METADATA_KEY, org),)
 
 
-def from_metadata(pairs) -> str:
+def from_metadata(pairs: Iterable[tuple[str, str | bytes]] | None) -> str:
     for key, value in pairs or ():
-        if key == METADATA_KEY:
+        if key == METADATA_KEY and isinstance(value, str):  # only a key ending in -bin carries bytes
             return value
     return ""

@@ -7,7 +7,9 @@ boundary.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -24,6 +26,10 @@ def utcnow() -> datetime:
 # FromDatetime and ToDatetime cost several times more, on every event ingested.
 
 
+@overload
+def to_proto(value: datetime) -> Timestamp: ...
+@overload
+def to_proto(value: datetime | None) -> Timestamp | None: ...
 def to_proto(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
@@ -36,7 +42,7 @@ def from_proto(ts: Timestamp) -> datetime:
     return EPOCH + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
-def from_proto_or_none(message, field: str) -> datetime | None:
+def from_proto_or_none(message: Message, field: str) -> datetime | None:
     return from_proto(getattr(message, field)) if message.HasField(field) else None
 
 

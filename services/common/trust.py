@@ -34,7 +34,7 @@ def metadata() -> tuple[tuple[str, str], ...]:
     return ((METADATA_KEY, gateway_token()),)
 
 
-def from_gateway(pairs: Iterable[tuple[str, str]] | None) -> bool:
+def from_gateway(pairs: Iterable[tuple[str, str | bytes]] | None) -> bool:
     """Whether call metadata carries the gateway's token."""
-    given = next((value for key, value in pairs or () if key == METADATA_KEY), "")
+    given = next((value for key, value in pairs or () if key == METADATA_KEY and isinstance(value, str)), "")
     return hmac.compare_digest(given.encode(), gateway_token().encode())

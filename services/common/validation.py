@@ -18,7 +18,9 @@ def path(violation: protovalidate.Violation) -> str:
     """The violating field as a path: names joined by dots, an index or key
     of a repeated or map field in brackets (`customer.tax_codes[0]`)."""
     parts: list[str] = []
-    for element in violation.proto.field.elements:
+    field = violation.proto.field
+    assert field is not None  # every rule bxb declares is on a field
+    for element in field.elements:
         name = element.field_name
         subscript = element.subscript  # a repeated field's index or a map's key, when set
         if subscript is not None:

@@ -71,9 +71,9 @@ from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bxb.catalog.v1 import plans_pb2
+from bxb.catalog.v1 import plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import outbox, periods
@@ -81,11 +81,11 @@ from services.common.errors import DomainError
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, coupons, drafts, issuing, late_usage
-from services.invoicing.fees import FeeCalculator
+from services.invoicing.fees import FeeCalculator, Job
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.issuing import INVOICE_FINALIZED
 from services.invoicing.lifecycle import invalid_transition
-from services.invoicing.models import Outbox, Subscription
+from services.invoicing.models import Invoice, Outbox, Subscription
 
 if TYPE_CHECKING:  # progressive.py builds on this module
     from services.invoicing.progressive import ProgressiveBilling
@@ -158,7 +158,7 @@ class Due:
     subscription: Subscription
     plan: plans_pb2.Plan
     period: periods.Period
-    timing: int
+    timing: pb.BillingTiming.ValueType
     now: datetime
     siblings: Sequence[Subscription] | None = None  # the customer's subscriptions, when read (FeeCalculator.windows)
     before: periods.Period | None = None  # in arrears: the period before, priced again for its late usage
@@ -178,7 +178,7 @@ Page = list[tuple[Subscription, datetime, list[Due]]]
 class Biller:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         fees: FeeCalculator,
         relay: outbox.OutboxRelay,
         settle: timedelta,
@@ -380,7 +380,7 @@ class Biller:
             draft = await stored(session, org, invoice_id)
             if draft.status != drafts.DRAFT:
                 raise invalid_transition(invoice_id, draft.status, "it cannot be finalized")
-            subscription = await session.get(Subscription, draft.subscription_id)
+            subscription = await session.get_one(Subscription, draft.subscription_id)
             now = await clocks.present(session, subscription, utcnow())  # a test clock's customer: its time
         plan = plan_of(subscription)
         listed = subscription_periods(subscription, plan, draft.period_end)
@@ -398,11 +398,11 @@ class Biller:
         if not dues:
             return 0
         here = {due.key for due in dues if due.timing == ARREARS}
-        jobs = []
+        jobs: list[Job] = []
         for due in dues:
             late = due.before is not None and (due.subscription.id, due.before.start) not in here
             due.before = due.before if late else None
-            listed = [due.period, due.before] if late else [due.period]
+            listed = [due.period] if due.before is None else [due.period, due.before]
             jobs.append((due.subscription, due.plan, listed, due.timing, due.siblings))
         for due, (fees, *earlier) in zip(dues, await self.fees.jobs_fees(jobs), strict=True):
             due.fees, due.repriced = fees, earlier[0] if earlier else None
@@ -415,19 +415,24 @@ class Biller:
             log.info("issued %d invoices (%s to %s)", len(issued), issued[0].number, issued[-1].number)
         return created
 
-    async def _store(self, session, dues: list[Due], taxes: list[list]) -> tuple[list, int]:
+    async def _store(
+        self, session: AsyncSession, dues: list[Due], taxes: list[list[taxes_pb2.Tax]]
+    ) -> tuple[list[Invoice], int]:
         """Stores each due invoice (or draft, or nothing) in the page's
         transaction; the issued invoices, unnumbered, and the count created."""
         rows = await issuing.lock(session, [due.subscription.id for due in dues])
         arrears = [due for due in dues if due.timing == ARREARS]
         prior = await issuing.already_billed(session, [due.key for due in arrears])
-        late = await late_usage.billed(session, [(d.subscription.id, d.before) for d in arrears if d.repriced])
+        # A due has `repriced` only with the period before (`issue`).
+        repriced = [(d.subscription.id, d.before) for d in arrears if d.repriced and d.before is not None]
+        late = await late_usage.billed(session, repriced)
         graced = [due.key for due in arrears if rows[due.subscription.id].invoice_grace_period_days]
         kept = await drafts.stored(session, graced)
         org = dues[0].subscription.organization_id
         since, until = min(due.now for due in dues), max(due.now for due in dues)
         holders = await coupons.holders(session, org, {due.subscription.customer_id for due in dues}, since, until)
-        issued, created = [], 0
+        issued: list[Invoice] = []
+        created = 0
         for due, tax in zip(dues, taxes, strict=True):
             row = rows[due.subscription.id]
             watermark = WATERMARKS[due.timing]
@@ -440,7 +445,7 @@ class Biller:
                 fees = [*fees, issuing.deduction(deducted, period.start, period.end)] if deducted else fees
                 owed = (
                     late_usage.owed(late[(row.id, due.before.start)], due.before, due.repriced)
-                    if due.repriced
+                    if due.repriced and due.before is not None
                     else None
                 )
                 fees = [*fees, owed] if owed else fees
@@ -487,9 +492,9 @@ class Scheduler:
     def __init__(self, biller: Biller, interval: float):
         self.biller = biller
         self.interval = interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._following: dict[tuple[str, str, str], asyncio.Task] = {}
+        self._following: dict[tuple[str, str, str], asyncio.Task[None]] = {}
 
     def wake(self) -> None:
         self._wake.set()

@@ -39,13 +39,13 @@ def interval_of(plan: plans_pb2.Plan) -> str:
     return plans_pb2.PlanInterval.Name(plan.interval)
 
 
-def _required(request, *names: str) -> None:
+def _required(request: pb.CreateCalculationRequest, *names: str) -> None:
     for name in names:
         if not getattr(request, name):
             raise InvalidArgument(f"{name} is required", field=name)
 
 
-def _window(request, start_name: str, end_name: str) -> tuple[datetime, datetime]:
+def _window(request: pb.CreateCalculationRequest, start_name: str, end_name: str) -> tuple[datetime, datetime]:
     """The window both fields (given) bound; the end after the start."""
     start, end = from_proto(getattr(request, start_name)), from_proto(getattr(request, end_name))
     if end <= start:
@@ -125,7 +125,9 @@ def record(
 
 
 class Pricing:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, projection: SubscriptionProjection):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, projection: SubscriptionProjection
+    ):
         self.sessions = sessions
         self.fees = fees
         self.projection = projection

@@ -124,7 +124,9 @@ async def discount(
     return discounts(invoice, found) if found else []
 
 
-def redemptions(invoice_id: str, subscription_id: str, period_start: datetime, coupons) -> list[CouponRedemption]:
+def redemptions(
+    invoice_id: str, subscription_id: str, period_start: datetime, coupons: Iterable[pb.InvoiceCoupon]
+) -> list[CouponRedemption]:
     return [
         CouponRedemption(
             invoice_id=invoice_id,

@@ -14,12 +14,13 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import credit_notes_pb2 as pb
 from bxb.invoicing.v1 import credit_notes_pb2_grpc, events_pb2
 from services.common import outbox, pagination, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import issuing
@@ -41,7 +42,7 @@ def tax_share(amount: int, invoice: Invoice) -> int:
 class CreditNotes(credit_notes_pb2_grpc.CreditNoteServiceServicer):
     """CreditNoteService: issues, reads and lists credit notes."""
 
-    def __init__(self, sessions: async_sessionmaker, relay: outbox.OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], relay: outbox.OutboxRelay):
         self.sessions = sessions
         self.relay = relay
 
@@ -122,11 +123,11 @@ class CreditNotes(credit_notes_pb2_grpc.CreditNoteServiceServicer):
         credit_notes, token = pagination.answer(page, [pb.CreditNote.FromString(m) for m in rows])
         return pb.ListCreditNotesResponse(credit_notes=credit_notes, next_page_token=token)
 
-    async def CreateCreditNote(self, request: pb.CreateCreditNoteRequest, context) -> pb.CreditNote:
+    async def CreateCreditNote(self, request: pb.CreateCreditNoteRequest, context: Context) -> pb.CreditNote:
         return await self.create(tenancy.organization_id(), request)
 
-    async def GetCreditNote(self, request: pb.GetCreditNoteRequest, context) -> pb.CreditNote:
+    async def GetCreditNote(self, request: pb.GetCreditNoteRequest, context: Context) -> pb.CreditNote:
         return await self.get(tenancy.organization_id(), request.id)
 
-    async def ListCreditNotes(self, request: pb.ListCreditNotesRequest, context) -> pb.ListCreditNotesResponse:
+    async def ListCreditNotes(self, request: pb.ListCreditNotesRequest, context: Context) -> pb.ListCreditNotesResponse:
         return await self.list(tenancy.organization_id(), request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import customers_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -28,7 +28,7 @@ MAX_RECIPIENTS = 10
 
 
 class Delivery:
-    def __init__(self, sessions: async_sessionmaker, mailer: Mailer, catalog: peers.Catalog):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], mailer: Mailer, catalog: peers.Catalog):
         self.sessions = sessions
         self.mailer = mailer
         self.catalog = catalog

@@ -8,6 +8,7 @@ import io
 from decimal import Decimal
 from xml.sax.saxutils import escape
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
@@ -25,8 +26,8 @@ def money(cents: int, currency: str) -> str:
     return f"{Decimal(cents).scaleb(-digits):,.{digits}f} {currency}"
 
 
-def _day(message, field: str) -> str:
-    return from_proto(getattr(message, field)).strftime("%Y-%m-%d %H:%M UTC")
+def _day(stamp: Timestamp) -> str:
+    return from_proto(stamp).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def render(invoice: pb.Invoice) -> bytes:
@@ -47,10 +48,10 @@ def render(invoice: pb.Invoice) -> bytes:
         ["Status", status],
         ["Customer", invoice.customer_id],
         ["Subscription", f"{invoice.subscription_id} ({invoice.plan_code})"],
-        ["Period", f"{_day(invoice, 'period_start')} to {_day(invoice, 'period_end')}"],
-        ["Issued", _day(invoice, "issue_time")],
+        ["Period", f"{_day(invoice.period_start)} to {_day(invoice.period_end)}"],
+        ["Issued", _day(invoice.issue_time)],
     ]
-    rows = [["Description", "Units", "Unit price", "Amount"]]
+    rows: list[list[str | Paragraph]] = [["Description", "Units", "Unit price", "Amount"]]
     for fee in invoice.fees:
         unit = f"{fee.unit_amount} {invoice.currency}" if fee.unit_amount else ""
         rows.append(

@@ -35,7 +35,7 @@ from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import billable_metrics_pb2, plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -82,7 +82,17 @@ def base_fee(plan: plans_pb2.Plan, period: Period) -> pb.Fee | None:
     )
 
 
-def _top_up(kind: int, minimum_cents: int, fees: Iterable[pb.Fee], plan: plans_pb2.Plan, period: Period, **fields):
+def _top_up(
+    kind: pb.FeeType.ValueType,
+    minimum_cents: int,
+    fees: Iterable[pb.Fee],
+    plan: plans_pb2.Plan,
+    period: Period,
+    *,
+    description: str,
+    billable_metric_code: str = "",
+    charge_id: str = "",
+) -> pb.Fee | None:
     """A fee topping `fees` up to the minimum prorated like the base fee, or None when they reach it."""
     minimum = from_minor(minimum_cents, plan.currency) * share(period)
     exact = minimum - from_minor(sum(f.amount_cents for f in fees), plan.currency)
@@ -97,7 +107,9 @@ def _top_up(kind: int, minimum_cents: int, fees: Iterable[pb.Fee], plan: plans_p
         precise_amount=canonical(exact),
         period_start=to_proto(period.start),
         period_end=to_proto(period.end),
-        **fields,
+        description=description,
+        billable_metric_code=billable_metric_code,
+        charge_id=charge_id,
     )
 
 
@@ -120,7 +132,7 @@ def claim(row: Subscription) -> Claim:
 
 # What to price: a subscription, its plan, periods and timing, and its
 # customer's subscriptions when the caller has read them (see windows).
-Job = tuple[Subscription, plans_pb2.Plan, Sequence[Period], int, Sequence[Subscription] | None]
+Job = tuple[Subscription, plans_pb2.Plan, Sequence[Period], pb.BillingTiming.ValueType, Sequence[Subscription] | None]
 # What to measure: a subscription, its periods, the charges, its siblings.
 Measure = tuple[Subscription, Sequence[Period], Sequence[plans_pb2.Charge], Sequence[Subscription] | None]
 USAGE_BATCH = 500  # the most requests metering's BatchAggregateUsage takes
@@ -131,7 +143,7 @@ NO_USAGE = usage_pb2.AggregateUsageResponse()  # what a fee paid in advance know
 class FeeCalculator:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         metering: peers.Metering,
         catalog: peers.Catalog | None = None,
     ):
@@ -174,7 +186,10 @@ class FeeCalculator:
         metric: billable_metrics_pb2.BillableMetric,
         period: Period,
         windows: Sequence[Window],
-        **fields,
+        *,
+        include_values: bool = False,
+        buckets: Iterable[usage_pb2.FilterSet] = (),
+        group_by: Iterable[str] = (),
     ) -> usage_pb2.AggregateUsageRequest:
         """One metric's usage of the subscription over `period`, scoped as its invoice counts it."""
         return usage_pb2.AggregateUsageRequest(
@@ -186,7 +201,9 @@ class FeeCalculator:
             end_time=to_proto(period.end),
             subscription_id=subscription.id,
             unassigned_windows=[usage_pb2.TimeRange(start_time=to_proto(s), end_time=to_proto(e)) for s, e in windows],
-            **fields,
+            include_values=include_values,
+            buckets=buckets,
+            group_by=group_by,
         )
 
     async def _measure(self, jobs: Sequence[Measure]) -> list[list[list[usage_pb2.AggregateUsageResponse]]]:
@@ -265,7 +282,7 @@ class FeeCalculator:
         subscription: Subscription,
         plan: plans_pb2.Plan,
         period: Period,
-        timing: int = ARREARS,
+        timing: pb.BillingTiming.ValueType = ARREARS,
         siblings: Sequence[Subscription] | None = None,
     ) -> list[pb.Fee]:
         """The fees of a period billed at its end (IN_ARREARS) or at its start
@@ -278,7 +295,7 @@ class FeeCalculator:
         subscription: Subscription,
         plan: plans_pb2.Plan,
         periods: Sequence[Period],
-        timing: int = ARREARS,
+        timing: pb.BillingTiming.ValueType = ARREARS,
         siblings: Sequence[Subscription] | None = None,
     ) -> list[list[pb.Fee]]:
         """`period_fees` of several periods, measured in one metering call."""
@@ -364,7 +381,8 @@ def projected(
     copy = usage_pb2.AggregateUsageResponse()
     copy.CopyFrom(usage)
     whole = charge.billable_metric.aggregation_type == billable_metrics_pb2.AGGREGATION_TYPE_COUNT
-    for part in [copy, *copy.groups]:
+    parts: list[usage_pb2.AggregateUsageResponse | usage_pb2.UsageGroup] = [copy, *copy.groups]
+    for part in parts:
         value = Decimal(part.value or 0) * factor
         part.value = canonical(value.to_integral_value(ROUND_FLOOR) if whole else value)
         part.event_count = int(part.event_count * factor)

@@ -3,10 +3,12 @@ bxb.invoicing.v1.Invoice messages."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.message import Message
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +30,7 @@ async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = 
     return invoice
 
 
-def _json(messages) -> list[dict]:
+def _json(messages: Iterable[Message]) -> list[dict[str, Any]]:
     return [json_format.MessageToDict(m, preserving_proto_field_name=True) for m in messages]
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -29,12 +30,13 @@ from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import pagination, tenancy
 from services.common.decimals import canonical
 from services.common.errors import FailedPrecondition, NotFound, Unavailable
+from services.common.grpc_server import Context
 from services.common.periods import Period
 from services.common.timestamps import to_proto, utcnow
 from services.invoicing import clocks, drafts, issuing
 from services.invoicing.billing import Biller, open_period, plan_of, subscription_periods
 from services.invoicing.delivery import Delivery
-from services.invoicing.fees import FeeCalculator
+from services.invoicing.fees import FeeCalculator, Job
 from services.invoicing.invoice_view import invoice_proto, stored
 from services.invoicing.lifecycle import Lifecycle
 from services.invoicing.models import Invoice, Subscription
@@ -53,12 +55,9 @@ PENDING_SHOWN = 12
 Drafted = tuple[Subscription, plans_pb2.Plan, Period, datetime]
 
 
-def shown_periods(subscription: Subscription, plan: plans_pb2.Plan, now: datetime | None) -> list[Period]:
+def shown_periods(subscription: Subscription, plan: plans_pb2.Plan, now: datetime) -> list[Period]:
     """The periods a listing shows as drafts, newest first: the one open at
-    `now`, and the ended ones not invoiced yet (at most PENDING_SHOWN); none
-    without a present (its test clock unknown here)."""
-    if now is None:
-        return []
+    `now`, and the ended ones not invoiced yet (at most PENDING_SHOWN)."""
     billed = subscription.billed_through
     started = subscription_periods(subscription, plan, now)
     ended = [p for p in started if p.end <= now and (billed is None or p.end > billed)]
@@ -107,7 +106,9 @@ class Drafting:
     also what a preview and current usage price. Each subscription is read
     at its own present (its test clock's time, if it lives on one)."""
 
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, projection: SubscriptionProjection):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, projection: SubscriptionProjection
+    ):
         self.sessions = sessions
         self.fees = fees
         self.projection = projection
@@ -133,7 +134,9 @@ class Drafting:
         present = await self._present(subscriptions)
         wanted: list[Drafted] = []
         for subscription in reversed(subscriptions[-DRAFTED_SUBSCRIPTIONS:]):
-            now = present.get(subscription.id)  # none while its clock is unknown here: no draft yet
+            now = present.get(subscription.id)
+            if now is None:
+                continue  # its clock is unknown here yet: no draft
             plan = plan_of(subscription)
             wanted += [(subscription, plan, p, now) for p in shown_periods(subscription, plan, now)]
         async with self.sessions() as session:  # ended periods in a grace period are stored drafts: listed already
@@ -151,7 +154,7 @@ class Drafting:
         if not wanted:
             return []
         org = wanted[0][0].organization_id
-        jobs = [(s, plan, [period], pb.BILLING_TIMING_IN_ARREARS, siblings) for s, plan, period, _ in wanted]
+        jobs: list[Job] = [(s, plan, [period], pb.BILLING_TIMING_IN_ARREARS, siblings) for s, plan, period, _ in wanted]
         try:
             priced: list[list[list[pb.Fee]] | None] = list(await self.fees.jobs_fees(jobs))
         except AmountOutOfRange:
@@ -173,7 +176,7 @@ class Drafting:
                     found.append(draft)
         return found
 
-    async def _alone(self, job) -> list[list[pb.Fee]] | None:
+    async def _alone(self, job: Job) -> list[list[pb.Fee]] | None:
         """One draft's fees priced alone; None when they are out of range."""
         try:
             [fees] = await self.fees.jobs_fees([job])
@@ -218,7 +221,10 @@ class Drafting:
         elapsed = Decimal((now - period.start) // MICROSECOND)
         length = Decimal((period.end - period.start) // MICROSECOND)
         siblings = await self._subscriptions(org, subscription.customer_id)
-        [draft] = await self._priced([(subscription, plan, period, now)], siblings, listing=False) or [None]
+        drafted: Sequence[pb.Invoice | None] = await self._priced(
+            [(subscription, plan, period, now)], siblings, listing=False
+        )
+        [draft] = drafted or [None]
         # Usage projected to the period's end; at its very start there is no pace yet.
         projected = await self.fees.charge_fees(subscription, plan, period, length / elapsed if elapsed else None)
         return calculations_pb2.InvoicePreview(
@@ -263,7 +269,7 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
 
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         drafting: Drafting,
         biller: Biller,
         requested: RequestedInvoices,
@@ -277,11 +283,11 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
         self.lifecycle = lifecycle
         self.delivery = delivery
 
-    async def GetInvoice(self, request: pb.GetInvoiceRequest, context) -> pb.Invoice:
+    async def GetInvoice(self, request: pb.GetInvoiceRequest, context: Context) -> pb.Invoice:
         async with self.sessions() as session:
             return invoice_proto(await stored(session, tenancy.organization_id(), request.id))
 
-    async def ListInvoices(self, request: pb.ListInvoicesRequest, context) -> pb.ListInvoicesResponse:
+    async def ListInvoices(self, request: pb.ListInvoicesRequest, context: Context) -> pb.ListInvoicesResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListInvoices")
         query = select(Invoice).where(Invoice.organization_id == org)
@@ -300,20 +306,22 @@ class InvoiceServicer(invoices_pb2_grpc.InvoiceServiceServicer):
             computed = await self.drafting.drafts(org, request.customer_id)
         return pb.ListInvoicesResponse(invoices=[*computed, *invoices], next_page_token=token)
 
-    async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context) -> pb.Invoice:
+    async def FinalizeInvoice(self, request: pb.FinalizeInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.biller.finalize(tenancy.organization_id(), request.id)
 
-    async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context) -> pb.Invoice:
+    async def CreateInvoice(self, request: pb.CreateInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.requested.create(tenancy.organization_id(), request)
 
-    async def VoidInvoice(self, request: pb.VoidInvoiceRequest, context) -> pb.Invoice:
+    async def VoidInvoice(self, request: pb.VoidInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.lifecycle.change(tenancy.organization_id(), request.id, "void")
 
-    async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context) -> pb.Invoice:
+    async def ArchiveInvoice(self, request: pb.ArchiveInvoiceRequest, context: Context) -> pb.Invoice:
         return await self.lifecycle.change(tenancy.organization_id(), request.id, "archive")
 
-    async def RenderInvoicePdf(self, request: pb.RenderInvoicePdfRequest, context) -> pb.InvoicePdf:
+    async def RenderInvoicePdf(self, request: pb.RenderInvoicePdfRequest, context: Context) -> pb.InvoicePdf:
         return await self.delivery.pdf(tenancy.organization_id(), request.id)
 
-    async def SendInvoiceEmail(self, request: pb.SendInvoiceEmailRequest, context) -> pb.SendInvoiceEmailResponse:
+    async def SendInvoiceEmail(
+        self, request: pb.SendInvoiceEmailRequest, context: Context
+    ) -> pb.SendInvoiceEmailResponse:
         return await self.delivery.email(tenancy.organization_id(), request)

@@ -17,6 +17,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from bxb.catalog.v1 import plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import events_pb2
@@ -27,10 +28,19 @@ from services.common.timestamps import to_proto
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
 from services.invoicing.invoice_view import describe, fill, invoice_proto
-from services.invoicing.models import InterimAmount, Invoice, InvoiceSequence, Outbox, Subscription
+from services.invoicing.models import (
+    CreditNoteSequence,
+    InterimAmount,
+    Invoice,
+    InvoiceSequence,
+    Outbox,
+    Subscription,
+)
 from services.invoicing.taxation import totals
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
+# A table of gapless numbers, one row per organization.
+NumberSequence = type[InvoiceSequence] | type[CreditNoteSequence]
 
 
 async def lock(session: AsyncSession, subscription_ids: Sequence[str]) -> dict[str, Subscription]:
@@ -47,7 +57,7 @@ async def lock(session: AsyncSession, subscription_ids: Sequence[str]) -> dict[s
     return {row.id: row for row in rows}
 
 
-def settle(subscription: Subscription, watermark, end: datetime) -> None:
+def settle(subscription: Subscription, watermark: InstrumentedAttribute[datetime | None], end: datetime) -> None:
     """Moves a watermark of the locked `subscription` (a column: every period
     up to it is settled) to `end`, never back; stored when the transaction
     flushes."""
@@ -99,7 +109,7 @@ def deduction(cents: int, start: datetime, end: datetime) -> pb.Fee:
     )
 
 
-async def reserve(session: AsyncSession, sequence, org: str, count: int = 1) -> int:
+async def reserve(session: AsyncSession, sequence: NumberSequence, org: str, count: int = 1) -> int:
     """Takes the organization's next `count` numbers from `sequence` and
     returns the last; its row is locked until the transaction ends, so numbers
     are gapless (a rollback gives them back)."""
@@ -115,7 +125,7 @@ async def reserve(session: AsyncSession, sequence, org: str, count: int = 1) -> 
     ).scalar_one()
 
 
-async def next_number(session: AsyncSession, sequence, org: str, prefix: str) -> str:
+async def next_number(session: AsyncSession, sequence: NumberSequence, org: str, prefix: str) -> str:
     """The organization's next number from `sequence` (see `reserve`)."""
     return f"{prefix}-{await reserve(session, sequence, org):06d}"
 
@@ -125,7 +135,7 @@ async def store(
     subscription: Subscription,
     plan: plans_pb2.Plan,
     bounds: tuple[datetime, datetime],
-    timing: int,
+    timing: pb.BillingTiming.ValueType,
     fees: list[pb.Fee],
     now: datetime,
     taxes: Sequence[taxes_pb2.Tax] = (),

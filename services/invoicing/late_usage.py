@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,6 +30,9 @@ from services.invoicing.models import Invoice
 
 ARREARS, ADVANCE = "BILLING_TIMING_IN_ARREARS", "BILLING_TIMING_IN_ADVANCE"
 DRAFT = "INVOICE_STATUS_DRAFT"
+# A live or voided invoice of a subscription: its period's start and end,
+# status, void time, timing and fee lines (as stored).
+Billed = tuple[datetime, datetime, str, datetime | None, str, list[dict[str, Any]]]
 
 
 async def billed(session: AsyncSession, wanted: Sequence[tuple[str, Period]]) -> dict[tuple[str, datetime], int | None]:
@@ -55,23 +59,23 @@ async def billed(session: AsyncSession, wanted: Sequence[tuple[str, Period]]) ->
         Invoice.period_end > min(period.start for _, period in wanted),
         Invoice.timing != ADVANCE,
     )
-    invoices: dict[str, list] = {}
-    for subscription_id, *row in (await session.execute(query)).all():
-        invoices.setdefault(subscription_id, []).append(row)
+    invoices: dict[str, list[Billed]] = {}
+    for subscription_id, start, end, status, voided, timing, fees in (await session.execute(query)).all():
+        invoices.setdefault(subscription_id, []).append((start, end, status, voided, timing, fees))
     return {(s, period.start): _billed(invoices.get(s, []), period) for s, period in wanted}
 
 
-def _billed(invoices: list, period: Period) -> int | None:
+def _billed(invoices: list[Billed], period: Period) -> int | None:
     """`billed` of one period, from its subscription's invoices around it."""
-    invoices = [row[:1] + row[2:] for row in invoices if row[0] <= period.start < row[1]]
+    around = [row[:1] + row[2:] for row in invoices if row[0] <= period.start < row[1]]
     own = [
-        (status, voided) for start, status, voided, timing, _ in invoices if (start, timing) == (period.start, ARREARS)
+        (status, voided) for start, status, voided, timing, _ in around if (start, timing) == (period.start, ARREARS)
     ]
     if any(status == DRAFT for status, _ in own) or (own and all(voided for _, voided in own)):
         return None
     return sum(
         int(fee.get("amount_cents", 0))
-        for _, _, voided, _, fees in invoices
+        for _, _, voided, _, fees in around
         if voided is None
         for fee in fees
         if "period_start" in fee and parse_rfc3339(fee["period_start"]) == period.start

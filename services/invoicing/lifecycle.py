@@ -25,7 +25,7 @@ import logging
 
 import grpc
 from sqlalchemy import delete
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -71,7 +71,7 @@ def invalid_transition(invoice_id: str, status: str, outcome: str, field: str = 
 class Lifecycle:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         relay: outbox.OutboxRelay,
         payments: peers.Payments,
     ):
@@ -120,10 +120,12 @@ class Lifecycle:
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
                 raise Unavailable(f"payments could not be reached: {error.code().name}") from None
+            info = error_info(error)
+            assert info is not None  # payments' refusals carry an ErrorInfo
             raise FailedPrecondition(
                 f"invoice {invoice.id!r} cannot be voided: {error.details()}",
                 field="status",
-                reason=error_info(error).reason,
+                reason=info.reason,
                 metadata={"status": state_name(invoice.status)},
             ) from None
 

@@ -45,7 +45,8 @@ class Mailer:
             await asyncio.to_thread(self._deliver, self.url, message)
         except (OSError, smtplib.SMTPException) as error:
             raise Unavailable(f"the SMTP server refused or could not be reached: {error}", field="to") from None
-        return message["Message-ID"]
+        message_id: str = message["Message-ID"]
+        return message_id
 
     def _deliver(self, url: SplitResult, message: EmailMessage) -> None:
         with smtplib.SMTP(url.hostname or "127.0.0.1", url.port or 25, timeout=self.timeout) as smtp:

@@ -4,6 +4,7 @@ and the invoices this service issues."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -13,19 +14,24 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    MetaData,
     String,
     UniqueConstraint,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import declarative_base
+from services.common.db import NAMING
 from services.common.outbox import outbox_table
 from services.common.parking import parked_table
 
-Base = declarative_base()
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
 Outbox = outbox_table(Base.metadata)
 Parked = parked_table(Base.metadata)
 
@@ -42,7 +48,7 @@ class Subscription(Base):
     organization_id: Mapped[str] = mapped_column(String(64), index=True)
     customer_id: Mapped[str] = mapped_column(String(200))
     # The pinned plan version as proto3 JSON of bxb.catalog.v1.Plan.
-    plan: Mapped[dict] = mapped_column(Json)
+    plan: Mapped[dict[str, Any]] = mapped_column(Json)
     billing_time: Mapped[str] = mapped_column(String(32))
     start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     terminate_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -100,7 +106,7 @@ class Invoice(Base):
     period_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     period_end: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     # Fee lines as proto3 JSON of bxb.invoicing.v1.Fee.
-    fees: Mapped[list] = mapped_column(Json)
+    fees: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     subtotal_cents: Mapped[int] = mapped_column(BigInteger)
     total_amount_cents: Mapped[int] = mapped_column(BigInteger)
     issue_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -113,10 +119,10 @@ class Invoice(Base):
     # When it was voided; it stays voided when archived.
     void_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Coupon discounts as proto3 JSON of bxb.invoicing.v1.InvoiceCoupon.
-    coupons: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    coupons: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list, server_default="[]")
     coupons_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Tax lines as proto3 JSON of bxb.invoicing.v1.InvoiceTax.
-    taxes: Mapped[list] = mapped_column(Json, default=list, server_default="[]")
+    taxes: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list, server_default="[]")
     taxes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Sum of its credit notes; its own amounts never change.
     credit_notes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -14,7 +14,7 @@ import logging
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import add_ons_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -30,7 +30,7 @@ log = logging.getLogger("bxb.one_offs")
 
 
 class OneOffInvoices:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, relay: OutboxRelay):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, relay: OutboxRelay):
         self.sessions = sessions
         self.fees = fees
         self.relay = relay

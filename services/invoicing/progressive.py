@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
@@ -24,7 +24,7 @@ from services.invoicing.requested import RequestedInvoices, billed_to
 
 
 class ProgressiveBilling:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, requested: RequestedInvoices):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, requested: RequestedInvoices):
         self.sessions = sessions
         self.fees = fees
         self.requested = requested

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 
 import grpc
 from google.protobuf import json_format
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import add_ons_pb2, coupons_pb2, events_pb2, plans_pb2, subscriptions_pb2
 from services.common import peers
@@ -54,7 +54,7 @@ TEST_CLOCK_ADVANCED = "bxb.catalog.v1.test_clock_advanced"
 class SubscriptionProjection:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         catalog: peers.Catalog | None = None,
         one_offs: OneOffInvoices | None = None,
         page_size: int = 500,
@@ -109,8 +109,8 @@ class SubscriptionProjection:
             updated = events_pb2.SubscriptionUpdated.FromString(payload)
             await self.updated(updated.organization_id, updated.subscription)
         elif subject == APPLIED_COUPON_UPDATED:
-            event = events_pb2.AppliedCouponUpdated.FromString(payload)
-            await self.applied_coupon(event.organization_id, event.applied_coupon)
+            coupon_event = events_pb2.AppliedCouponUpdated.FromString(payload)
+            await self.applied_coupon(coupon_event.organization_id, coupon_event.applied_coupon)
         elif subject == TEST_CLOCK_ADVANCED:
             advanced = events_pb2.TestClockAdvanced.FromString(payload)
             clock = advanced.test_clock
@@ -136,6 +136,7 @@ class SubscriptionProjection:
         await self.apply(org, sub, plan)
 
     async def _plan(self, org: str, sub: subscriptions_pb2.Subscription) -> plans_pb2.Plan:
+        assert self.catalog is not None  # read only with a catalog (`updated`, `_subscriptions`)
         return await self.catalog.get_plan(
             org,
             plans_pb2.GetPlanRequest(code=sub.plan_code, version=sub.plan_version),
@@ -214,7 +215,7 @@ class SubscriptionProjection:
         except grpc.aio.AioRpcError as error:
             log.warning("catalog unreachable while catching up clock %s: %s", test_clock_id, error.code())
 
-    async def _subscriptions(self, org: str, mine, **scope: str) -> None:
+    async def _subscriptions(self, org: str, mine: ColumnElement[bool], **scope: str) -> None:
         """Applies the subscriptions the catalog lists for `scope` (`mine` selects them here) that this copy lacks,
         and the ends of those it has."""
         async with self.sessions() as session:
@@ -222,20 +223,23 @@ class SubscriptionProjection:
                 select(Subscription.id, Subscription.terminate_time).where(Subscription.organization_id == org, mine)
             )
             known = {sub_id: end for sub_id, end in rows}
+        assert self.catalog is not None  # caught up only with a catalog (`catch_up`, `catch_up_clock`)
         listing = self.catalog.list_subscriptions
-        async for sub in self._every(listing, subscriptions_pb2.ListSubscriptionsRequest, "subscriptions", org, scope):
+        request_type = subscriptions_pb2.ListSubscriptionsRequest
+        async for sub in self._every(listing, request_type, lambda page: page.subscriptions, org, scope):
             end = from_proto_or_none(sub, "terminate_time")
             if sub.id not in known:
                 await self.apply(org, sub, await self._plan(org, sub))
-            elif end is not None and (known[sub.id] is None or end < known[sub.id]):
+            elif end is not None and ((held := known[sub.id]) is None or end < held):
                 await self.terminate(sub.id, end)
 
     async def _catch_up(self, org: str, customer_id: str) -> None:
         await self._subscriptions(org, Subscription.customer_id == customer_id, customer_id=customer_id)
+        assert self.catalog is not None  # caught up only with a catalog (`catch_up`)
         async for applied in self._every(
             self.catalog.list_applied_coupons,
             coupons_pb2.ListAppliedCouponsRequest,
-            "applied_coupons",
+            lambda page: page.applied_coupons,
             org,
             {"customer_id": customer_id},
         ):
@@ -244,10 +248,21 @@ class SubscriptionProjection:
             return
         listing = self.catalog.list_applied_add_ons
         async for applied_add_on in self._every(
-            listing, add_ons_pb2.ListAppliedAddOnsRequest, "applied_add_ons", org, {"customer_id": customer_id}
+            listing,
+            add_ons_pb2.ListAppliedAddOnsRequest,
+            lambda page: page.applied_add_ons,
+            org,
+            {"customer_id": customer_id},
         ):
             await self.one_offs.issue(org, applied_add_on)
 
-    def _every(self, listing, request_type, field: str, org: str, scope: dict[str, str]) -> AsyncIterator:
+    def _every[Request, Response: peers.Page, Item](
+        self,
+        listing: peers.Listing[Request, Response],
+        request_type: Callable[..., Request],
+        items: Callable[[Response], Iterable[Item]],
+        org: str,
+        scope: dict[str, str],
+    ) -> AsyncIterator[Item]:
         """Every item of one of the catalog's listings for `scope`, riding out a reconnect."""
-        return peers.every(listing, request_type, field, org, scope, self.page_size, wait_for_ready=True)
+        return peers.every(listing, request_type, items, org, scope, self.page_size, wait_for_ready=True)

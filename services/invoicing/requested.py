@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bxb.catalog.v1 import plans_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
 from services.common import periods
 from services.common.errors import Aborted, FailedPrecondition, InvalidArgument
@@ -66,7 +67,9 @@ async def billed_to(session: AsyncSession, subscription: Subscription) -> dateti
 
 
 class RequestedInvoices:
-    def __init__(self, sessions: async_sessionmaker, fees: FeeCalculator, pricing: Pricing, relay: OutboxRelay):
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], fees: FeeCalculator, pricing: Pricing, relay: OutboxRelay
+    ):
         self.sessions = sessions
         self.fees = fees
         self.pricing = pricing
@@ -110,7 +113,7 @@ class RequestedInvoices:
         rows: list[Subscription] | None,
         start: datetime,
         end: datetime,
-        timing: int,
+        timing: pb.BillingTiming.ValueType,
         now: datetime,
         crossed: tuple[datetime, int] | None = None,
     ) -> Invoice:
@@ -174,7 +177,16 @@ class RequestedInvoices:
             return found.scalar_one_or_none()
 
     @staticmethod
-    async def _calculation(session, org, subscription, plan, window, lines, subtotal, now) -> str:
+    async def _calculation(
+        session: AsyncSession,
+        org: str,
+        subscription: Subscription,
+        plan: plans_pb2.Plan,
+        window: tuple[datetime, datetime],
+        lines: list[pb.Fee],
+        subtotal: int,
+        now: datetime,
+    ) -> str:
         """The latest calculation of exactly this window and total, else a new one of these lines."""
         found = await session.execute(
             select(Calculation.id)

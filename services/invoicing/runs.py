@@ -4,12 +4,13 @@ with the number of invoices it issued."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import billing_runs_pb2 as pb
 from bxb.invoicing.v1 import billing_runs_pb2_grpc
 from services.common import tenancy
 from services.common.errors import InvalidArgument
+from services.common.grpc_server import Context
 from services.common.timestamps import from_proto
 from services.invoicing import clocks
 from services.invoicing.billing import Biller, Scheduler
@@ -18,14 +19,18 @@ from services.invoicing.projection import SubscriptionProjection
 
 class BillingRunServicer(billing_runs_pb2_grpc.BillingRunServiceServicer):
     def __init__(
-        self, sessions: async_sessionmaker, biller: Biller, scheduler: Scheduler, projection: SubscriptionProjection
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        biller: Biller,
+        scheduler: Scheduler,
+        projection: SubscriptionProjection,
     ):
         self.sessions = sessions
         self.biller = biller
         self.scheduler = scheduler
         self.projection = projection
 
-    async def RunBilling(self, request: pb.RunBillingRequest, context) -> pb.RunBillingResponse:
+    async def RunBilling(self, request: pb.RunBillingRequest, context: Context) -> pb.RunBillingResponse:
         org = tenancy.organization_id()
         clock = request.test_clock_id
         if clock:

@@ -115,10 +115,13 @@ def build(settings: Settings) -> grpc_server.Service:
         await db.migrate(settings.database_url, MIGRATIONS)
         await events.open()
         await events.ensure_stream(bus.INVOICING)
-        given_up = {"park": park, "max_attempts": MAX_ATTEMPTS}
-        await events.consume(bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle, **given_up)
+        await events.consume(
+            bus.CATALOG, "invoicing", "bxb.catalog.>", projection.handle, park=park, max_attempts=MAX_ATTEMPTS
+        )
         await events.ensure_stream(bus.PAYMENTS)  # whichever service starts first creates it
-        await events.consume(bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid, **given_up)
+        await events.consume(
+            bus.PAYMENTS, "invoicing-payments", "bxb.payments.>", lifecycle.paid, park=park, max_attempts=MAX_ATTEMPTS
+        )
         relay.start()
         scheduler.start()
 

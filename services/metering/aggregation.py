@@ -116,10 +116,10 @@ def scans(queries: list[UsageQuery]) -> list[list[int]]:
     Subscriptions' queries reading all or none of the unassigned events of
     the same time range share one scan whatever their customers (a billing
     run's page); the others share one per customer and scope."""
-    grouped: dict[tuple, list[int]] = {}
+    grouped: dict[tuple[object, ...], list[int]] = {}
     for n, q in enumerate(queries):
         if whole(q) is not None:
-            key: tuple = ("subscriptions", q.start, q.end)
+            key: tuple[object, ...] = ("subscriptions", q.start, q.end)
         else:
             key = (q.customer_id, q.start, q.end, q.aggregation == "weighted_sum", q.subscription_id, q.windows)
         grouped.setdefault(key, []).append(n)

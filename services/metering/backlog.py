@@ -60,7 +60,7 @@ class Backlog:
         self.timeout = timeout
         # Per subject: its waiters, each (the last sequence it waits for, its future).
         self._waiting: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
-        self._watches: dict[str, asyncio.Task] = {}
+        self._watches: dict[str, asyncio.Task[None]] = {}
         # Per subject: when its oldest message was last looked at, and how old it was then.
         self._ages: dict[str, tuple[float, float]] = {}
 
@@ -72,6 +72,7 @@ class Backlog:
                 found = await self.js.get_msg(self.stream, seq=after + 1, subject=subject, next=True)
         except NotFoundError:
             return math.inf
+        assert found.seq is not None  # a message NATS returns has its sequence
         return found.seq
 
     async def lag(self, subject: str) -> float:
@@ -87,6 +88,7 @@ class Backlog:
         except NotFoundError:
             age = 0.0
         else:
+            assert oldest.time is not None  # and its time
             age = max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
         if len(self._ages) >= AGES_KEPT:
             self._ages.clear()

@@ -51,7 +51,8 @@ class ClickHouse(Protocol):
 
 
 def _rows(body: bytes) -> list[list[Any]]:
-    return json.loads(body, parse_float=Decimal)["data"]
+    rows: list[list[Any]] = json.loads(body, parse_float=Decimal)["data"]
+    return rows
 
 
 def insert_statement(table: str, rows: list[dict[str, Any]]) -> str:
@@ -73,7 +74,8 @@ def bound(value: Any) -> str:
         if any(c in "".join(value) for c in _SPECIAL):
             value = [v.translate(_ESCAPED) for v in value]
         return "['" + "', '".join(value) + "']"
-    return format_bind_value(value)
+    text: str = format_bind_value(value)
+    return text
 
 
 class Turns:
@@ -82,7 +84,7 @@ class Turns:
     waiting, so however many usage queries queue up, ingestion never waits
     behind more than the one statement running."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._busy = False
         self._writes: deque[asyncio.Future[None]] = deque()
         self._reads: deque[asyncio.Future[None]] = deque()
@@ -132,7 +134,8 @@ class Embedded:
         texts = {k: bound(v) for k, v in (params or {}).items()}
         with self._lock:
             result = self._session.query(sql, fmt, params=texts) if texts else self._session.query(sql, fmt)
-        return result.bytes()
+        data: bytes = result.bytes()
+        return data
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
         async with self._turns.turn(write=True):

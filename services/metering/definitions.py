@@ -14,6 +14,8 @@ cannot be reached the query is UNAVAILABLE.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 import grpc
 
 from bxb.catalog.v1 import (
@@ -34,11 +36,15 @@ PAGE = 500  # subscriptions of a customer read per catalog call
 UNREACHABLE = "the catalog could not be reached to read what the usage query names"
 
 
-def _name(value: int) -> str:
+def _name(value: pb.Aggregation.ValueType) -> str:
     return pb.Aggregation.Name(value).removeprefix("AGGREGATION_").lower()
 
 
-def reconcile(request, metric: Metric | None, where: str = "") -> None:
+UsageRequest = pb.AggregateUsageRequest | pb.SummarizeUsageRequest | pb.UsageHistogramRequest
+"""A usage query naming a metric's aggregation and field."""
+
+
+def reconcile(request: UsageRequest, metric: Metric | None, where: str = "") -> None:
     """Fills an unset aggregation and field from the metric; refuses one
     that contradicts it. Without a metric the request stays as asked."""
     if metric is None:
@@ -74,7 +80,7 @@ class Definitions:
         found = await self._ask(self.catalog.resolve_event_references, request, org)
         return {m.code: m for m in found.billable_metrics}
 
-    async def settle(self, org: str, requests: list, where: list[str]) -> None:
+    async def settle(self, org: str, requests: Sequence[UsageRequest], where: list[str]) -> None:
         """Every request's aggregation and field as its metric defines them (see reconcile)."""
         try:
             known = await self.metrics(org, {r.code for r in requests})
@@ -124,7 +130,9 @@ class Definitions:
         [claim] = [c for c in claims if c.id == subscription_id]
         return metric, owned(claim, claims, code, *window)
 
-    async def _ask(self, method, request, org: str):
+    async def _ask[Request, Response](
+        self, method: Callable[[str, Request], Awaitable[Response]], request: Request, org: str
+    ) -> Response:
         """One catalog call; UNAVAILABLE when the catalog does not answer."""
         try:
             return await method(org, request)
@@ -135,7 +143,7 @@ class Definitions:
         listing = peers.every(
             self.catalog.list_subscriptions,
             subscriptions_pb2.ListSubscriptionsRequest,
-            "subscriptions",
+            lambda page: page.subscriptions,
             org,
             {"customer_id": customer_id},
             self.page,

@@ -4,6 +4,8 @@ listed and looked up by key; refused events listed with why."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bxb.catalog.v1.billable_metrics_pb2 import BillableMetric as Metric
@@ -11,6 +13,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
 from services.common import pagination, tenancy, trust
 from services.common.errors import InvalidArgument, NotFound, PermissionDenied
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.metering.intake import Intake
@@ -65,7 +68,7 @@ def normalized(event: pb.UsageEvent, where: str, now: Timestamp) -> pb.UsageEven
     return event
 
 
-def outcome_of(stored: Outcome) -> pb.IngestOutcome:
+def outcome_of(stored: Outcome) -> pb.IngestOutcome.ValueType:
     """A stored event's outcome: ACCEPTED when new, DUPLICATE, or REJECTED
     when ClickHouse refused it (it is listed with the rejected events)."""
     if isinstance(stored, Unstorable):
@@ -82,7 +85,7 @@ def submit_result(stored: Outcome) -> pb.SubmitResult:
     return result
 
 
-def _placed(events) -> list[tuple[pb.UsageEvent, str]]:
+def _placed(events: Sequence[pb.UsageEvent]) -> list[tuple[pb.UsageEvent, str]]:
     """The events of a call (1 to MAX_BATCH), each with the prefix naming its
     fields in errors: none for a single event, `events[i].` in a batch."""
     if not events:
@@ -105,8 +108,7 @@ def counted(
     outcome: pb.UsageEvent | pb.EventError, where: str, metrics: dict[str, Metric]
 ) -> pb.UsageEvent | pb.EventError:
     """A valid event, unless the property its metric aggregates is not a number."""
-    metric = metrics.get(outcome.code) if isinstance(outcome, pb.UsageEvent) else None
-    if metric is None:
+    if not isinstance(outcome, pb.UsageEvent) or (metric := metrics.get(outcome.code)) is None:
         return outcome
     return property_error(metric, outcome.properties, where) or outcome
 
@@ -116,7 +118,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         self.store = store
         self.intake = intake
 
-    async def IngestEvents(self, request: pb.IngestEventsRequest, context) -> pb.IngestEventsResponse:
+    async def IngestEvents(self, request: pb.IngestEventsRequest, context: Context) -> pb.IngestEventsResponse:
         org = tenancy.organization_id()
         now = utcnow()
         received = to_proto(now)
@@ -134,7 +136,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             ]
         )
 
-    async def SubmitEvents(self, request: pb.SubmitEventsRequest, context) -> pb.SubmitEventsResponse:
+    async def SubmitEvents(self, request: pb.SubmitEventsRequest, context: Context) -> pb.SubmitEventsResponse:
         org = tenancy.organization_id()
         if request.rejected and not trust.from_gateway(context.invocation_metadata()):
             raise PermissionDenied("only the gateway records the events it refused", field="rejected")
@@ -151,7 +153,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             # What was queued before goes first, so the first accepted copy of a key wins.
             await self.intake.settled(org)
             stored = await self.intake.admit(org, [event_of(e) for e in valid], now) if valid else []
-            kept = iter(map(submit_result, stored))
+            kept: Iterator[pb.SubmitResult] = iter(map(submit_result, stored))
         else:
             if valid:
                 await self.intake.queue(org, valid, now)
@@ -178,7 +180,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             return {}
         return await references.metrics(org, {e.code for e in events})
 
-    async def GetEvent(self, request: pb.GetEventRequest, context) -> pb.UsageEvent:
+    async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.UsageEvent:
         org = tenancy.organization_id()
         await self.intake.settled(org)  # an event accepted a moment ago is found
         event = await self.store.get(org, request.transaction_id)
@@ -186,7 +188,7 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
             raise NotFound(f"event {request.transaction_id!r} not found", field="transaction_id")
         return stored_message(event)
 
-    async def ListEvents(self, request: pb.ListEventsRequest, context) -> pb.ListEventsResponse:
+    async def ListEvents(self, request: pb.ListEventsRequest, context: Context) -> pb.ListEventsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListEvents")
         await self.intake.settled(org)
@@ -201,7 +203,9 @@ class EventServicer(usage_events_pb2_grpc.EventServiceServicer):
         events, token = pagination.answer(page, [stored_message(e) for e in found])
         return pb.ListEventsResponse(events=events, next_page_token=token)
 
-    async def ListRejectedEvents(self, request: pb.ListRejectedEventsRequest, context) -> pb.ListRejectedEventsResponse:
+    async def ListRejectedEvents(
+        self, request: pb.ListRejectedEventsRequest, context: Context
+    ) -> pb.ListRejectedEventsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListRejectedEvents")
         await self.intake.settled(org)  # the queue's consumer flags unknown metrics and customers

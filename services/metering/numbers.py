@@ -12,6 +12,7 @@ naming the field, never counted as 0.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from decimal import Decimal
 
 from bxb.catalog.v1 import billable_metrics_pb2 as metrics_pb
@@ -59,7 +60,9 @@ def value_text(text: str, field: str) -> str:
     return canonical(exact_number(text, field))
 
 
-def property_error(metric: metrics_pb.BillableMetric, properties: dict[str, str], where: str) -> pb.EventError | None:
+def property_error(
+    metric: metrics_pb.BillableMetric, properties: Mapping[str, str], where: str
+) -> pb.EventError | None:
     """Why the property `metric` aggregates is not a number it can count,
     or None when it is one or is absent (an absent one counts as nothing)."""
     field = metric.field_name

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Set as AbstractSet
 
 import grpc
 
@@ -47,7 +48,7 @@ class References:
         self._known: OrderedDict[tuple[str, str, str], tuple[float, Metric | bool | None]] = OrderedDict()
 
     async def resolve(
-        self, org: str, codes: set[str], customers: set[str] = frozenset()
+        self, org: str, codes: set[str], customers: AbstractSet[str] = frozenset()
     ) -> dict[tuple[str, str], Metric | bool | None] | None:
         """Each ("metric", code) and ("customer", id) asked for: the metric,
         True for a known customer, None for an unknown name. None when the

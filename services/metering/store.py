@@ -36,7 +36,7 @@ several inserts instead of being refused whole.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -136,7 +136,7 @@ class Event:
 
 @dataclass(slots=True)
 class StoredEvent(Event):
-    ingest_time: datetime | None = None
+    ingest_time: datetime = field(kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +149,7 @@ class Unstorable:
 # What a write answers per event: True when new, False for a duplicate.
 Outcome = bool | Unstorable
 # One ingest call waiting for the writer: (organization, events, ingest time, its answer).
-Call = tuple[str, list[Event], datetime, asyncio.Future]
+Call = tuple[str, list[Event], datetime, asyncio.Future[list[Outcome]]]
 
 # ClickHouse's default max_partitions_per_insert_block: the months one insert may touch.
 PARTITIONS_PER_INSERT = 100
@@ -174,7 +174,7 @@ class EventStore:
         self.ch = clickhouse
         self.db = db
         self._pending: list[Call] = []
-        self._writer: asyncio.Task | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def create_schema(self) -> None:
         for statement in schema(self.db):
@@ -243,7 +243,7 @@ class EventStore:
 
     async def _canary(self) -> None:
         """Stores the one canary row again: proof that ClickHouse takes writes now."""
-        row = {
+        row: dict[str, Any] = {
             "organization_id": CANARY_ORGANIZATION,
             "customer_id": "",
             "code": "",
@@ -295,8 +295,8 @@ class EventStore:
                     )
             outcomes.append(outcome)
         if event_rows:
-            for chunk in partition_chunks(event_rows):
-                await self.ch.insert(f"{self.db}.events", chunk)  # their keys and rollups too
+            for inserted in partition_chunks(event_rows):
+                await self.ch.insert(f"{self.db}.events", inserted)  # their keys and rollups too
             for key in await self._settle_copies(orgs, written):
                 batch_at, event_at = placed[key]
                 outcomes[batch_at][event_at] = False  # another process stored a first copy
@@ -311,7 +311,7 @@ class EventStore:
         # are one row to FINAL. ClickHouse leaves out the keys stored in one
         # place: nearly all of them.
         places: dict[tuple[str, str], dict[tuple[str, str, str], str]] = {}
-        for chunk in id_chunks(sorted({txn for _, txn in written})):
+        for txns in id_chunks(sorted({txn for _, txn in written})):
             rows = await self.ch.query(
                 "SELECT organization_id, transaction_id, groupArray((customer_id, code, at, ingest)) FROM ("
                 "SELECT organization_id, transaction_id, customer_id, code, toString(timestamp) AS at, "
@@ -319,12 +319,13 @@ class EventStore:
                 "WHERE organization_id IN {orgs:Array(String)} AND transaction_id IN {ids:Array(String)} "
                 "GROUP BY organization_id, transaction_id, customer_id, code, timestamp) "
                 "GROUP BY organization_id, transaction_id HAVING count() > 1",
-                {"orgs": orgs, "ids": chunk},
+                {"orgs": orgs, "ids": txns},
                 write=True,
             )
             for org, txn, found in rows:
                 places[(org, txn)] = {(customer, code, at): ingest for customer, code, at, ingest in found}
-        lost, losers = set(), {}
+        lost: set[tuple[str, str]] = set()
+        losers: dict[str, list[tuple[str, str, str, str]]] = {}
         for (org, txn), found in places.items():
             first = min(found, key=lambda place: (found[place], place))
             losers.setdefault(org, []).extend((txn, *place) for place in found.keys() - {first})

@@ -5,18 +5,27 @@ exact histograms."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from bxb.metering.v1 import usage_pb2 as pb
 from bxb.metering.v1 import usage_pb2_grpc
 from services.common import tenancy
 from services.common.aggregations import aggregation
 from services.common.decimals import canonical
 from services.common.errors import InvalidArgument, Unavailable
+from services.common.grpc_server import Context
 from services.common.timestamps import from_proto, to_proto
 from services.metering import histogram, rollups
 from services.metering.aggregation import Bucket, Usage, UsageQuery, Window
-from services.metering.definitions import Definitions
+from services.metering.definitions import Definitions, UsageRequest
 from services.metering.intake import Intake
 from services.metering.store import EventStore
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
 
 MAX_BUCKETS = 100
 MAX_GROUP_BY = 10
@@ -32,7 +41,7 @@ def _invalid(field: str, message: str) -> InvalidArgument:
     return InvalidArgument(f"{field} {message}", field=field)
 
 
-def _named(enum, value: int, prefix: str, field: str, unset: str) -> str:
+def _named[V: int](enum: _EnumTypeWrapper[V], value: V, prefix: str, field: str, unset: str) -> str:
     """An enum field's value by its short name ("unique_count", "hour"); the
     unspecified value or one this version does not know is refused."""
     if value == 0 or value not in enum.values():
@@ -40,7 +49,15 @@ def _named(enum, value: int, prefix: str, field: str, unset: str) -> str:
     return enum.Name(value).removeprefix(prefix).lower()
 
 
-def _range(message, where: str) -> Window:
+class _Span(Protocol):
+    @property
+    def start_time(self) -> Timestamp: ...
+    @property
+    def end_time(self) -> Timestamp: ...
+    def HasField(self, field_name: Literal["start_time", "end_time"]) -> bool: ...
+
+
+def _range(message: _Span, where: str) -> Window:
     """A message's start_time and end_time, both required, end not before start."""
     for name in ("start_time", "end_time"):
         if not message.HasField(name):
@@ -93,7 +110,7 @@ def _windows(request: pb.AggregateUsageRequest, where: str) -> tuple[Window, ...
     return tuple(_range(w, f"{where}unassigned_windows[{i}].") for i, w in enumerate(request.unassigned_windows))
 
 
-def _basics(request, where: str = "") -> tuple[str, Window]:
+def _basics(request: UsageRequest, where: str = "") -> tuple[str, Window]:
     """The aggregation's name and the window of a usage request; customer and code are required."""
     aggregation = _named(pb.Aggregation, request.aggregation, "AGGREGATION_", f"{where}aggregation", "is required")
     for name in ("customer_id", "code"):
@@ -154,11 +171,11 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         # own), every request names its aggregation.
         self.definitions = definitions
 
-    async def _settle(self, org: str, requests: list, where: list[str]) -> None:
+    async def _settle(self, org: str, requests: Sequence[UsageRequest], where: list[str]) -> None:
         if self.definitions is not None:
             await self.definitions.settle(org, requests, where)
 
-    async def AggregateUsage(self, request: pb.AggregateUsageRequest, context) -> pb.AggregateUsageResponse:
+    async def AggregateUsage(self, request: pb.AggregateUsageRequest, context: Context) -> pb.AggregateUsageResponse:
         org = tenancy.organization_id()
         await self._settle(org, [request], [""])
         query = query_of(request)
@@ -167,7 +184,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         return response_of(query, groups)
 
     async def BatchAggregateUsage(
-        self, request: pb.BatchAggregateUsageRequest, context
+        self, request: pb.BatchAggregateUsageRequest, context: Context
     ) -> pb.BatchAggregateUsageResponse:
         org = tenancy.organization_id()
         if len(request.requests) > MAX_BATCH:
@@ -180,7 +197,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             responses=[response_of(q, groups) for q, groups in zip(queries, results, strict=True)]
         )
 
-    async def SummarizeUsage(self, request: pb.SummarizeUsageRequest, context) -> pb.SummarizeUsageResponse:
+    async def SummarizeUsage(self, request: pb.SummarizeUsageRequest, context: Context) -> pb.SummarizeUsageResponse:
         org = tenancy.organization_id()
         await self._settle(org, [request], [""])
         aggregation, (start, end) = _basics(request)
@@ -193,7 +210,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         [[usage]] = await self.store.aggregate_many(org, [query])
         return pb.SummarizeUsageResponse(value=canonical(usage.value), event_count=usage.count, exact=True)
 
-    async def UsageHistogram(self, request: pb.UsageHistogramRequest, context) -> pb.UsageHistogramResponse:
+    async def UsageHistogram(self, request: pb.UsageHistogramRequest, context: Context) -> pb.UsageHistogramResponse:
         org = tenancy.organization_id()
         await self._settle(org, [request], [""])
         aggregation, (start, end) = _basics(request)
@@ -231,7 +248,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             ]
         )
 
-    async def ComputeUsage(self, request: pb.ComputeUsageRequest, context) -> pb.ComputeUsageResponse:
+    async def ComputeUsage(self, request: pb.ComputeUsageRequest, context: Context) -> pb.ComputeUsageResponse:
         """The metric's usage as the catalog defines it; scoped to a
         subscription, the events its invoice counts (definitions.py)."""
         org = tenancy.organization_id()

@@ -135,7 +135,7 @@ def record(attempt: PaymentAttempt, payment: Payment, outcome: Outcome) -> bool:
     return True
 
 
-async def abandoned(sessions: async_sessionmaker, stale_after: timedelta) -> list[str]:
+async def abandoned(sessions: async_sessionmaker[AsyncSession], stale_after: timedelta) -> list[str]:
     """Payments whose open attempt nobody has talked to the provider about
     for `stale_after`: left in flight by a process that died, or unknown."""
     query = select(PaymentAttempt.payment_id).where(

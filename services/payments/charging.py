@@ -89,7 +89,7 @@ async def announce(session: AsyncSession, payment: Payment) -> None:
 class Charging:
     def __init__(
         self,
-        sessions: async_sessionmaker,
+        sessions: async_sessionmaker[AsyncSession],
         relay: outbox.OutboxRelay,
         invoicing: peers.Invoicing,
         stripe: StripeCharges | None = None,
@@ -128,8 +128,9 @@ class Charging:
         """Looks up the payment's abandoned attempt at the provider (the
         recovery sweep); None when it is no longer abandoned."""
         async with self.sessions() as session, session.begin():
-            payment = await session.get(Payment, payment_id, with_for_update=True)
+            payment = await session.get_one(Payment, payment_id, with_for_update=True)
             attempt = await attempts.latest(session, payment)
+            assert attempt is not None  # an abandoned attempt is what the sweep found
             if attempt.status not in (attempts.IN_FLIGHT, UNKNOWN) or not attempts.claimable(attempt, self.stale_after):
                 return None  # settled, or taken over, meanwhile
             claim = attempts.claim(attempt)
@@ -176,6 +177,7 @@ class Charging:
     async def _settle(self, claim: attempts.Claim) -> Payment:
         """Steps 2 and 3: the provider's answer, recorded; errors say what happened."""
         try:
+            assert self.stripe is not None  # a claim is made only with a provider (_provider)
             outcome = await self.stripe.settle(claim.request, claim.intent_id, claim.sent)
         except Unreachable as error:
             outcome = Outcome(UNKNOWN, claim.intent_id, "unreachable", str(error))
@@ -194,8 +196,8 @@ class Charging:
         """The payment and its attempt with the outcome recorded; when the
         claim was taken over meanwhile, as its new holder left them."""
         async with self.sessions() as session, session.begin():
-            payment = await session.get(Payment, claim.payment_id, with_for_update=True)
-            attempt = await session.get(PaymentAttempt, claim.attempt_id)
+            payment = await session.get_one(Payment, claim.payment_id, with_for_update=True)
+            attempt = await session.get_one(PaymentAttempt, claim.attempt_id)
             if attempt.status == attempts.IN_FLIGHT and attempt.claim_token == claim.token:
                 if attempts.record(attempt, payment, outcome):
                     await announce(session, payment)

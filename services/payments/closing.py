@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import invoices_pb2
 from services.common.errors import FailedPrecondition
@@ -29,7 +29,7 @@ log = logging.getLogger("bxb.payments.closing")
 
 
 class Closing:
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
     async def cancel(self, org: str, invoice: invoices_pb2.Invoice) -> Payment:

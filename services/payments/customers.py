@@ -7,7 +7,7 @@ already saved (under the customer's lock) and changes nothing.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import events_pb2
 from services.common.ids import new_id
@@ -18,7 +18,7 @@ CUSTOMER_CREATED = "bxb.catalog.v1.customer_created"
 
 
 class CustomerPaymentMethods:
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
 
     async def handle(self, subject: str, payload: bytes) -> None:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, String, UniqueConstraint, func, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, MetaData, String, UniqueConstraint, func, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.common.db import declarative_base
+from services.common.db import NAMING
 from services.common.outbox import outbox_table
 from services.common.parking import parked_table
 
-Base = declarative_base()
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
 Outbox = outbox_table(Base.metadata)
 Parked = parked_table(Base.metadata)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -10,9 +12,14 @@ from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
 from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment, PaymentMethod
+
+if TYPE_CHECKING:  # they import this module
+    from services.payments.charging import Charging
+    from services.payments.closing import Closing
 
 
 def payment_proto(payment: Payment) -> pb.Payment:
@@ -59,12 +66,17 @@ async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, sessions: async_sessionmaker, charging=None, closing=None):
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        charging: Charging | None = None,
+        closing: Closing | None = None,
+    ):
         self.sessions = sessions
-        self.charging = charging  # charging.Charging: charges invoices
-        self.closing = closing  # closing.Closing: closes voided invoices' payments
+        self.charging = charging  # charges invoices
+        self.closing = closing  # closes voided invoices' payments
 
-    async def ListPayments(self, request: pb.ListPaymentsRequest, context) -> pb.ListPaymentsResponse:
+    async def ListPayments(self, request: pb.ListPaymentsRequest, context: Context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
         page = pagination.page(request, "ListPayments")
         query = select(Payment).where(Payment.organization_id == org)
@@ -78,7 +90,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
         payments, token = pagination.answer(page, [payment_proto(p) for p in rows])
         return pb.ListPaymentsResponse(payments=payments, next_page_token=token)
 
-    async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context) -> pb.PaymentMethod:
+    async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context: Context) -> pb.PaymentMethod:
         org = tenancy.organization_id()
         # The proto's rules hold (the ids given, at most 200 characters, a
         # known provider): the server checked them before this runs.
@@ -98,7 +110,9 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             await save_default(session, method)
         return method_proto(method)
 
-    async def ListPaymentMethods(self, request: pb.ListPaymentMethodsRequest, context) -> pb.ListPaymentMethodsResponse:
+    async def ListPaymentMethods(
+        self, request: pb.ListPaymentMethodsRequest, context: Context
+    ) -> pb.ListPaymentMethodsResponse:
         org = tenancy.organization_id()
         query = (
             select(PaymentMethod)
@@ -109,9 +123,10 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             rows = (await session.execute(query)).scalars().all()
         return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])
 
-    async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context) -> pb.Payment:
+    async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context: Context) -> pb.Payment:
         """The succeeded payment; a decline or a payment waiting for the
         customer is an error, recorded before it is raised."""
+        assert self.charging is not None  # the server gives one
         payment = await self.charging.charge(tenancy.organization_id(), request.invoice_id)
         if payment.status == PAYMENT_FAILED:
             raise FailedPrecondition(
@@ -130,7 +145,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             )
         return payment_proto(payment)
 
-    async def CancelInvoicePayment(self, request: pb.CancelInvoicePaymentRequest, context) -> pb.Payment:
+    async def CancelInvoicePayment(self, request: pb.CancelInvoicePaymentRequest, context: Context) -> pb.Payment:
         if not request.invoice_id:
             raise InvalidArgument("invoice_id is required", field="invoice_id")
         invoice = invoices_pb2.Invoice(
@@ -139,4 +154,5 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             total_amount_cents=request.amount_cents,
             currency=request.currency,
         )
+        assert self.closing is not None  # the server gives one
         return payment_proto(await self.closing.cancel(tenancy.organization_id(), invoice))

@@ -8,7 +8,7 @@ Fed by bxb.invoicing.v1.invoice_finalized and invoice_updated; the unique
 from __future__ import annotations
 
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import events_pb2, invoices_pb2
 from services.common.ids import new_id
@@ -20,7 +20,7 @@ INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 
 
 class Receivables:
-    def __init__(self, sessions: async_sessionmaker):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
         self.sessions = sessions
         self.closing = Closing(sessions)
 

@@ -23,7 +23,7 @@ class Recovery:
     def __init__(self, charging: Charging, interval: float):
         self.charging = charging
         self.interval = interval
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def sweep(self) -> None:
         for payment_id in await attempts.abandoned(self.charging.sessions, self.charging.stale_after):
@@ -44,5 +44,6 @@ class Recovery:
         self._task = asyncio.create_task(self._loop(), name="payments-recovery")
 
     async def stop(self) -> None:
+        assert self._task is not None  # stopped only once started
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

@@ -81,9 +81,12 @@ def build(settings: Settings) -> grpc_server.Service:
         await db.migrate(settings.database_url, MIGRATIONS)
         await events.open()
         await events.ensure_stream(bus.PAYMENTS)
-        given_up = {"park": park, "max_attempts": MAX_ATTEMPTS}
-        await events.consume(bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, **given_up)
-        await events.consume(bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, **given_up)
+        await events.consume(
+            bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, park=park, max_attempts=MAX_ATTEMPTS
+        )
+        await events.consume(
+            bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, park=park, max_attempts=MAX_ATTEMPTS
+        )
         relay.start()
         if recovery:
             recovery.start()

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import stripe
+from stripe.params import ChargeListParams, PaymentIntentCreateParams
 
 SUCCEEDED, FAILED, REQUIRES_ACTION = "succeeded", "failed", "requires_action"
 REJECTED, UNKNOWN = "rejected", "unknown"
@@ -68,7 +69,7 @@ class Unreachable(Exception):
     """Stripe could not be reached or did not answer: the attempt's outcome is unknown."""
 
 
-def outcome_of(intent) -> Outcome:
+def outcome_of(intent: stripe.PaymentIntent) -> Outcome:
     """What a PaymentIntent's status says of its attempt."""
     if intent.status in (SUCCEEDED, REQUIRES_ACTION):
         return Outcome(intent.status, intent.id)
@@ -104,7 +105,7 @@ class StripeCharges:
             raise Unreachable(f"Stripe could not be reached: {error.user_message or error}") from None
 
     async def _find(self, request: IntentRequest) -> Outcome | None:
-        params = {
+        params: ChargeListParams = {
             "customer": request.customer,
             "created": {"gt": int(request.since.timestamp()) - CLOCK_SKEW_SECONDS},
             "limit": 100,
@@ -113,12 +114,16 @@ class StripeCharges:
         page = await self.client.v1.charges.list_async(params=params)
         async for charge in page.auto_paging_iter():
             intent = charge.payment_intent
-            if intent and getattr(intent.metadata, "bxb_attempt_id", None) == request.attempt_id:
+            if (
+                intent
+                and not isinstance(intent, str)
+                and getattr(intent.metadata, "bxb_attempt_id", None) == request.attempt_id
+            ):
                 return outcome_of(intent)
         return None
 
     async def _create(self, request: IntentRequest) -> Outcome:
-        params = {
+        params: PaymentIntentCreateParams = {
             "amount": request.amount,
             "currency": request.currency.lower(),
             "customer": request.customer,

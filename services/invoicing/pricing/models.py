@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
+from typing import Protocol
 
+from bxb.catalog.v1.plans_pb2 import ChargeProperties
 from services.invoicing.pricing.money import PRECISION
 
 ZERO = Decimal(0)
@@ -38,7 +40,13 @@ class Priced:
 Model = Callable[..., Priced]
 
 
-def _upper(tier) -> Decimal | None:
+class _Range(Protocol):
+    from_value: str
+    to_value: str
+    flat_amount: str
+
+
+def _upper(tier: _Range) -> Decimal | None:
     """A range's inclusive upper bound; None for the open-ended last range."""
     return Decimal(tier.to_value) if tier.to_value else None
 
@@ -47,14 +55,14 @@ def _optional(text: str) -> Decimal | None:
     return Decimal(text) if text else None
 
 
-def standard(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def standard(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """units x unit amount."""
     with localcontext() as ctx:
         ctx.prec = PRECISION
         return Priced(amount=units * Decimal(props.amount))
 
 
-def _graduate(units: Decimal, ranges, per_unit_of: Callable[[object], Decimal]) -> Priced:
+def _graduate[R: _Range](units: Decimal, ranges: Sequence[R], per_unit_of: Callable[[R], Decimal]) -> Priced:
     """Each tier prices only the units inside it. Ranges have inclusive integer
     bounds ({0..100} then {101..null}): tier i holds the quantity above the
     previous tier's `to` up to its own `to`. A tier's flat fee applies once any
@@ -77,19 +85,19 @@ def _graduate(units: Decimal, ranges, per_unit_of: Callable[[object], Decimal]) 
     return Priced(amount=total, tiers=tiers)
 
 
-def graduated(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def graduated(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """Per tier: units inside x per_unit + flat_amount once any units are inside."""
     return _graduate(units, props.graduated_ranges, lambda tier: Decimal(tier.per_unit_amount))
 
 
-def graduated_percentage(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def graduated_percentage(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """GRADUATED over the summed amount, each tier charging amount inside x
     rate / 100 + flat_amount. The breakdown's per-unit amount is rate / 100,
     the fee per unit of amount."""
     return _graduate(units, props.graduated_percentage_ranges, lambda tier: Decimal(tier.rate) / HUNDRED)
 
 
-def volume(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def volume(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """All units at the price of the one tier the total lands in (previous
     `to` < units <= `to`; the first tier from 0, the open last tier above its
     previous `to`), plus that tier's flat fee. Zero usage costs nothing, flat
@@ -106,7 +114,7 @@ def volume(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
     return Priced(amount=ZERO)
 
 
-def package(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def package(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """amount per started package of package_size units, after free_units:
     ceil(max(0, units - free_units) / package_size) x amount."""
     with localcontext() as ctx:
@@ -118,7 +126,7 @@ def package(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
         return Priced(amount=packages * Decimal(props.amount))
 
 
-def percentage(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def percentage(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """A rate of each event's amount, in time order. While the free period
     lasts (fewer than free_units_per_events events so far, if set, and the
     running total within free_units_per_total_aggregation, if set, with at
@@ -155,7 +163,7 @@ def percentage(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
     return Priced(amount=total)
 
 
-def flat(units: Decimal, props, values: Sequence[Decimal] = ()) -> Priced:
+def flat(units: Decimal, props: ChargeProperties, values: Sequence[Decimal] = ()) -> Priced:
     """amount per period, whatever the usage (even none)."""
     return Priced(amount=Decimal(props.amount))
 

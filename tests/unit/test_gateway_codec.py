@@ -113,3 +113,8 @@ def test_a_custom_http_pattern_cannot_be_served():
     rule = http_pb2.HttpRule(custom=http_pb2.CustomHttpPattern(kind="HEAD", path="/x"))
     with pytest.raises(ValueError, match="unsupported HTTP pattern custom"):
         _binding(CREATE_CUSTOMER, rule)
+
+
+def test_an_rfc_3339_time_before_year_1_in_utc_is_out_of_range():
+    error = refused(codec.timestamp, "0001-01-01T00:00:00+01:00", "at")
+    assert (error.reason, error.field) == ("INVALID_VALUE", "at")

@@ -70,8 +70,6 @@ def definition(metric: pb.BillableMetric) -> dict[str, Any]:
     """
     if metric.aggregation_type not in pb.AggregationType.values() or metric.aggregation_type == 0:
         raise InvalidArgument("aggregation_type is required", field="aggregation_type")
-    if metric.value_type not in pb.ValueType.values():
-        raise InvalidArgument("value_type must be integer or decimal", field="value_type")
     field_name = metric.field_name.strip()
     value_type = metric.value_type
     if metric.aggregation_type == pb.AGGREGATION_TYPE_COUNT:

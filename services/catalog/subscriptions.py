@@ -52,10 +52,6 @@ def start_time(request: pb.CreateSubscriptionRequest, now: datetime) -> datetime
 def trial_end(request: pb.CreateSubscriptionRequest, plan: Plan, start: datetime) -> datetime | None:
     """The end of the subscription's free trial: the request's days, else the plan's."""
     days = request.trial_period_days if request.HasField("trial_period_days") else plan.trial_period_days
-    if not 0 <= days <= plans.MAX_TRIAL_DAYS:
-        raise InvalidArgument(
-            f"trial_period_days must be between 0 and {plans.MAX_TRIAL_DAYS}", field="trial_period_days"
-        )
     return start + timedelta(days=days) if days else None
 
 

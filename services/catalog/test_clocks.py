@@ -45,8 +45,6 @@ def clock_proto(clock: TestClock) -> pb.TestClock:
 
 
 def _frozen_time(message: pb.TestClock | pb.AdvanceTestClockRequest, field: str = "frozen_time") -> datetime:
-    if not message.HasField("frozen_time"):
-        raise InvalidArgument(f"{field} is required", field=field)
     value = from_proto(message.frozen_time)
     if not EARLIEST <= value < LATEST:
         raise InvalidArgument(f"{field} must be between 2000-01-01 and 2099-12-31", field=field)

@@ -39,12 +39,6 @@ def interval_of(plan: plans_pb2.Plan) -> str:
     return plans_pb2.PlanInterval.Name(plan.interval)
 
 
-def _required(request: pb.CreateCalculationRequest, *names: str) -> None:
-    for name in names:
-        if not getattr(request, name):
-            raise InvalidArgument(f"{name} is required", field=name)
-
-
 def _window(request: pb.CreateCalculationRequest, start_name: str, end_name: str) -> tuple[datetime, datetime]:
     """The window both fields (given) bound; the end after the start."""
     start, end = from_proto(getattr(request, start_name)), from_proto(getattr(request, end_name))
@@ -184,7 +178,6 @@ class Pricing:
         return candidates[0], rows
 
     async def calculate(self, org: str, request: pb.CreateCalculationRequest) -> pb.Calculation:
-        _required(request, "customer_id")
         bounds = [request.HasField("period_start"), request.HasField("period_end")]
         if any(bounds) and not all(bounds):
             missing = "period_end" if bounds[0] else "period_start"

@@ -53,8 +53,6 @@ class Delivery:
         return customer.email
 
     async def email(self, org: str, request: pb.SendInvoiceEmailRequest) -> pb.SendInvoiceEmailResponse:
-        if len(request.to) > MAX_RECIPIENTS:
-            raise InvalidArgument(f"at most {MAX_RECIPIENTS} recipients", field="to")
         for index, address in enumerate(request.to):
             if not ADDRESS.fullmatch(address):
                 raise InvalidArgument(f"{address!r} is not an email address", field=f"to[{index}]")

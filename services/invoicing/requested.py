@@ -76,10 +76,6 @@ class RequestedInvoices:
         self.relay = relay
 
     async def create(self, org: str, request: pb.CreateInvoiceRequest) -> pb.Invoice:
-        if not request.customer_id:
-            raise InvalidArgument("customer_id is required", field="customer_id")
-        if not request.HasField("cutoff_time"):
-            raise InvalidArgument("cutoff_date is required", field="cutoff_time")
         cutoff = from_proto(request.cutoff_time)
         if not request.subscription_id:  # the customer's whole list must be current
             await self.pricing.projection.catch_up(org, request.customer_id)

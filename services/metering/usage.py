@@ -252,9 +252,6 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         """The metric's usage as the catalog defines it; scoped to a
         subscription, the events its invoice counts (definitions.py)."""
         org = tenancy.organization_id()
-        for name in ("customer_id", "metric_code"):
-            if not getattr(request, name):
-                raise _invalid(name, "is required")
         start, end = _range(request, "")
         if end == start:
             raise _invalid("end_time", "must be after start_time")

@@ -276,3 +276,16 @@ async def test_lists_page_through_every_resource_with_next_page_token(tenant: Te
         response = await tenant.http.post("/v1/subscriptions", json={"customer_id": customer, "plan_code": plans[0]})
         subscriptions.append(response.json()["id"])
     assert await pages(tenant, "/v1/subscriptions", "subscriptions", 2) == [subscriptions[:2], subscriptions[2:]]
+
+
+async def test_an_unexpected_error_on_a_hand_written_route_is_a_json_500(stack: Stack, tenant: Tenant):
+    """As above, on a route not yet transcoded."""
+    app = create_app(stack.app.state.settings)
+    async with app.router.lifespan_context(app):
+        pass
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://bxb.test", headers={"Authorization": f"Bearer {tenant.key}"}
+    ) as http:
+        response = await http.get("/v1/plans")
+    assert (response.status_code, response.json()["error"]["code"]) == (500, "INTERNAL")

@@ -275,7 +275,10 @@ def _body(binding: Binding, spelling: Spelling, writer: Writer, bound: frozenset
         return _price_plan(Writer(BXB).input(plans_pb2.Plan.DESCRIPTOR))
     if binding.body == "*":
         return writer.input(request, skip=bound)
-    return writer.input(request.fields_by_name[binding.body].message_type)
+    # The body's fields its path binds (`{billable_metric.code}`) are not read from it.
+    prefix = f"{binding.body}."
+    inner = frozenset(v.removeprefix(prefix).split(".")[0] for v in binding.variables if v.startswith(prefix))
+    return writer.input(request.fields_by_name[binding.body].message_type, skip=inner)
 
 
 # What a handler of the compatibility layer reads from the query string

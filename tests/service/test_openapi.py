@@ -145,3 +145,13 @@ async def test_the_compatibility_routes_describe_what_they_read(described: dict)
     assert listed["status"]["enum"] == ["accepted", "rejected"] and "customer_id" in listed
     parked = operation_for(described, "GET", "/v1/parked_messages")["parameters"]
     assert {p["name"]: p["schema"] for p in parked}["service"]["enum"] == ["catalog", "invoicing", "payments"]
+
+
+async def test_a_field_the_path_names_is_not_described_in_the_body(tenant: Tenant, described: dict):
+    """PATCH /v1/metrics/{code}: the path names the metric; its body cannot (an unknown field)."""
+    for path in ("/v1/billable_metrics/{code}", "/v1/metrics/{code}"):
+        assert not {"code", "key"} & set(body_schema(described, "PATCH", path)["properties"]), path
+    metric = {"code": "named", "aggregation_type": "sum", "field_name": "units"}
+    assert (await tenant.http.post("/v1/billable_metrics", json=metric)).status_code == 201
+    response = await tenant.http.patch("/v1/billable_metrics/named", json={"code": "other"})
+    assert response.status_code == 400 and response.json()["error"]["reason"] == "UNKNOWN_FIELD"

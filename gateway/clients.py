@@ -23,6 +23,8 @@ from services.common.channels import open_channel
 
 # The services, in the order of Clients.channels: the second part of their package names.
 SERVICES = ("catalog", "metering", "invoicing", "payments")
+# The services that park the messages they give up on (ParkedMessageService), in that order.
+PARKING = ("catalog", "invoicing", "payments")
 
 
 def serialized(message: Message) -> bytes:
@@ -65,7 +67,7 @@ class Clients:
             payments=payments_pb2_grpc.PaymentServiceStub(payments),
             parked={
                 name: parked_messages_pb2_grpc.ParkedMessageServiceStub(channel)
-                for name, channel in (("catalog", catalog), ("invoicing", invoicing), ("payments", payments))
+                for name, channel in zip(PARKING, (catalog, invoicing, payments), strict=True)
             },
         )
 

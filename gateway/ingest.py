@@ -23,11 +23,11 @@ from starlette.responses import Response
 
 from buf.validate import validate_pb2
 from bxb.metering.v1 import usage_events_pb2 as pb
-from gateway import schema
 from gateway.call import json, read_body
 from gateway.codec import Decoder, Encoder, View, Views
 from gateway.errors import ApiError, invalid
-from gateway.transcoder import Exchange, Handler, Spelling, describe
+from gateway.json_body import parse_json
+from gateway.transcoder import Exchange, Handler, Spelling
 
 # How much of a refused item the rejected-events listing keeps.
 MAX_TEXT = 200
@@ -114,18 +114,13 @@ async def body(request: Request) -> Any:
     raw = await read_body(request, request.app.state.settings.max_body_bytes)
     if not raw.strip():
         raise invalid("a JSON body is required", "", "MISSING_BODY")
-    return schema.parse_json(raw)
+    return parse_json(raw)
 
 
 def most_events() -> int:
     """The most events one call may carry, as SubmitEventsRequest declares."""
     events = pb.SubmitEventsRequest.DESCRIPTOR.fields_by_name["events"]
     return events.GetOptions().Extensions[validate_pb2.field].repeated.max_items
-
-
-def event_spec(base: Views) -> schema.Spec:
-    """What an event reads, as a schema.Spec (for tools that describe the API)."""
-    return describe(Decoder(views(base)), pb.UsageEvent.DESCRIPTOR)
 
 
 def single(spelling: Spelling) -> Handler:
@@ -144,7 +139,6 @@ def single(spelling: Spelling) -> Handler:
             raise invalid(result.error.message, result.error.field, result.error.reason)
         return json({**key(abaxus, result.transaction_id), "status": "accepted"}, 202 if abaxus else 200)
 
-    handle.spec = schema.Spec("any", required=True)  # any JSON: whatever is read is recorded
     return handle
 
 
@@ -184,7 +178,6 @@ def batch(spelling: Spelling) -> Handler:
                 results.append({"status": 202, **key(abaxus, result.transaction_id)})
         return json({"results": results}, 207)
 
-    handle.spec = schema.obj({"events": schema.Spec("list", required=True, max_items=most_events())})
     return handle
 
 

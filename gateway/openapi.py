@@ -16,9 +16,13 @@ from typing import Any
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from buf.validate import validate_pb2
-from gateway import codec
+from bxb.catalog.v1 import plans_pb2
+from bxb.metering.v1 import usage_events_pb2
+from gateway import codec, ingest, parked, price_plans
 from gateway.bindings import Binding
+from gateway.clients import PARKING
 from gateway.codec import PLAIN, View, Views
+from gateway.dialects import BXB
 from gateway.transcoder import Spelling
 
 Schema = dict[str, Any]
@@ -132,7 +136,7 @@ class Writer:
 
     def input(self, descriptor: Descriptor, skip: frozenset[str] = frozenset()) -> Schema:
         if descriptor.full_name == codec.TIMESTAMP:
-            return {"type": ["string", "number"], "description": "RFC 3339, or Unix seconds"}
+            return {"type": ["string", "number"], "format": "date-time", "description": "RFC 3339, or Unix seconds"}
         view = self.view(descriptor)
         properties: dict[str, Schema] = {}
         required = []
@@ -237,12 +241,14 @@ def operation(binding: Binding, spelling: Spelling) -> dict[str, Any]:
         for variable in binding.variables
     ]
     bound = frozenset(variable.split(".")[0] for variable in binding.variables)
-    if not binding.body and spelling.handle is None:
+    if not binding.body:
         for name, (path, field) in request.decoder.names(method.input_type).items():
             scalar = field.message_type is None or field.message_type.full_name == codec.TIMESTAMP
             if path.split(".")[0] in bound or not scalar:
                 continue
             schema = request._input_field(field, request.view(field.containing_type))
+            parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
+        for name, schema in HANDLED_QUERIES.get(spelling.handle, {}).items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
     found: dict[str, Any] = {
         "operationId": f"{method.containing_service.name}.{method.name}:{binding.verb} {binding.template}",
@@ -260,12 +266,75 @@ def operation(binding: Binding, spelling: Spelling) -> dict[str, Any]:
 def _body(binding: Binding, spelling: Spelling, writer: Writer, bound: frozenset[str]) -> Schema | None:
     if not binding.body:
         return None
-    if spelling.handle is not None:
-        return OPEN
     request = binding.method.input_type
+    if spelling.handle is ingest.single:
+        return writer.input(usage_events_pb2.UsageEvent.DESCRIPTOR)
+    if spelling.handle is ingest.batch:
+        return _batch(writer.input(usage_events_pb2.UsageEvent.DESCRIPTOR))
+    if binding.method.name == "CreatePlan" and spelling.handle is not None:  # a price plan (price_plans.create)
+        return _price_plan(Writer(BXB).input(plans_pb2.Plan.DESCRIPTOR))
     if binding.body == "*":
         return writer.input(request, skip=bound)
-    return writer.input(request.fields_by_name[binding.body].message_type)
+    # The body's fields its path binds (`{billable_metric.code}`) are not read from it.
+    prefix = f"{binding.body}."
+    inner = frozenset(v.removeprefix(prefix).split(".")[0] for v in binding.variables if v.startswith(prefix))
+    return writer.input(request.fields_by_name[binding.body].message_type, skip=inner)
+
+
+# What a handler of the compatibility layer reads from the query string
+# beyond its RPC's request.
+HANDLED_QUERIES: dict[Any, dict[str, Schema]] = {
+    ingest.listing: {"status": {"type": "string", "enum": ["accepted", "rejected"]}},
+    parked.listing: {"service": {"type": "string", "enum": list(PARKING)}},
+}
+
+
+def _batch(event: Schema) -> Schema:
+    """A batch of events (gateway/ingest.py reads each item on its own)."""
+    most = ingest.most_events()
+    events = {"type": "array", "items": event, "minItems": 1, "maxItems": most}
+    return {"type": "object", "properties": {"events": events}, "required": ["events"], "additionalProperties": False}
+
+
+def _price_plan(plan: Schema) -> Schema:
+    """The ABAXUS plan body gateway/price_plans.py reads, from the bxb plan it
+    stands for: `id` for `code`, monthly unless it says; each charge (and
+    filter) names its metric `metric_key`, its `model` in ABAXUS words, its
+    amount `unit_amount` (or `amount`) and its ranges `tiers` bounded by an
+    inclusive `up_to`."""
+    fields = dict(plan["properties"])
+    fields["id"] = fields.pop("code")
+    charges = fields["charges"]
+    charge = dict(charges["items"]["properties"])
+    named = {"billable_metric_code": "metric_key", "charge_model": "model"}
+    charge = {named.get(name, name): schema for name, schema in charge.items()}
+    charge["model"] = {"type": ["string", "null"], "enum": [*price_plans.MODELS, None]}
+    charge["properties"] = _abaxus_properties(charge["properties"])
+    item = dict(charge["filters"]["items"])
+    item["properties"] = {**item["properties"], "properties": _abaxus_properties(item["properties"]["properties"])}
+    charge["filters"] = {**charge["filters"], "items": item}
+    required = [named.get(name, name) for name in charges["items"].get("required", [])]
+    item = {**charges["items"], "properties": charge, **({"required": required} if required else {})}
+    fields["charges"] = {**charges, "items": item}
+    required = ["id" if name == "code" else name for name in plan.get("required", []) if name != "interval"]
+    return {**plan, "properties": {"id": fields.pop("id"), **fields}, "required": required}
+
+
+def _abaxus_properties(properties: Schema) -> Schema:
+    """A charge's properties as ABAXUS gives them: `unit_amount` or `amount`, and `tiers`."""
+    ranges = {name for name, _, _ in price_plans.RANGES.values()}
+    given = {name: schema for name, schema in properties["properties"].items() if name not in ranges}
+    amount = given.pop("amount")
+    bound = {"type": ["integer", "null"], "format": "int64", "description": "Inclusive; null for the last tier"}
+    tier = {
+        "type": "object",
+        "properties": {"up_to": bound, "unit_amount": amount, "rate": amount, "flat_amount": amount},
+        "additionalProperties": False,
+        "description": "unit_amount, or rate for graduated_percentage",
+    }
+    most = properties["properties"]["graduated_ranges"].get("maxItems")
+    tiers = {"type": ["array", "null"], "items": tier, **({"maxItems": most} if most else {})}
+    return {**properties, "properties": {"unit_amount": amount, "amount": amount, "tiers": tiers, **given}}
 
 
 def _responses(binding: Binding, spelling: Spelling, writer: Writer) -> dict[str, Any]:

@@ -19,12 +19,12 @@ import grpc
 from starlette.responses import Response
 
 from bxb.catalog.v1 import plans_pb2 as pb
-from gateway import schema
 from gateway.call import json, read_body
 from gateway.codec import Decoder, View, Views, enum_name
 from gateway.errors import ApiError, api_error, invalid
+from gateway.json_body import parse_json
 from gateway.shapes import Json, bound
-from gateway.transcoder import Exchange, Handler, Spelling, Transcoder, describe
+from gateway.transcoder import Exchange, Handler, Spelling, Transcoder
 
 # ABAXUS (and bxb) model names -> the bxb model.
 MODELS = {
@@ -250,11 +250,6 @@ def views(base: Views) -> Views:
     }
 
 
-def exchange_spec(spelling: Spelling) -> schema.Spec:
-    """What a price plan reads, as a schema.Spec (for tools that describe the API)."""
-    return describe(Decoder(spelling.views), pb.Plan.DESCRIPTOR)
-
-
 def create(reads: Views) -> Callable[[Spelling], Handler]:
     """POST /v1/price-plans: the body read as the bxb plan it stands for
     (in the `reads` views), the plan shown as ABAXUS does."""
@@ -266,7 +261,7 @@ def create(reads: Views) -> Callable[[Spelling], Handler]:
             raw = await read_body(exchange.http, exchange.http.app.state.settings.max_body_bytes)
             if not raw.strip():
                 raise invalid("a JSON body is required", "", "MISSING_BODY")
-            body = schema.parse_json(raw)
+            body = parse_json(raw)
             amounts = amount_names(body)
             bxb = Transcoder(exchange.transcoder.binding, reads)
             try:
@@ -286,7 +281,6 @@ def create(reads: Views) -> Callable[[Spelling], Handler]:
                 raise failure from None
             return json(exchange.transcoder.response(reply), 201)
 
-        handle.spec = exchange_spec(spelling)
         return handle
 
     return make

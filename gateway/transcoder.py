@@ -25,14 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from buf.validate import validate_pb2
-from gateway import codec, schema
+from gateway import codec
 from gateway.admission import kind_of
 from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views
 from gateway.errors import ApiError, api_error, body_path, error_response, invalid
+from gateway.json_body import parse_json, refuse_nul
 from services.common import tenancy, trust
 from services.common.errors import error_info
 
@@ -76,7 +76,7 @@ class Transcoder:
             raw = await read_body(http, max_body)
             if not raw.strip() and self.body_required:
                 raise invalid("a JSON body is required", "", "MISSING_BODY")
-            parsed = schema.parse_json(raw) if raw.strip() else {}
+            parsed = parse_json(raw) if raw.strip() else {}
             target = request if binding.body == "*" else getattr(request, binding.body)
             self.decoder.into(target, parsed, bound=self.bound, spelled=given, partial=self.update)
             if binding.body != "*":
@@ -85,7 +85,7 @@ class Transcoder:
                 self._mask(request, target, given)
         # By position: a path may be served under another route's variable names (app.one_route_per_path).
         for variable, value in zip(binding.variables, http.path_params.values(), strict=True):
-            _set(request, variable, schema.refuse_nul(value, variable))
+            _set(request, variable, refuse_nul(value, variable))
         self.query(request, http.query_params.multi_items(), given)
         return request
 
@@ -107,7 +107,7 @@ class Transcoder:
         view = self.decoder.view(request.DESCRIPTOR)
         seen: dict[str, tuple[str, str]] = {}
         for name, value in params:
-            schema.refuse_nul(value, name)
+            refuse_nul(value, name)
             found = names.get(name)
             stamp = found is not None and found[1].message_type is not None and _is_timestamp(found[1])
             if found is None or found[0].split(".")[0] in bound or (found[1].message_type is not None and not stamp):
@@ -177,64 +177,6 @@ class Transcoder:
         if self.binding.response_body:
             return self.encoder.message(getattr(reply, self.binding.response_body))
         return self.encoder.message(reply)
-
-    def spec(self) -> schema.Spec | None:
-        """What the binding's body reads, as a schema.Spec: for tools that
-        describe the API (and its tests)."""
-        body = self.binding.body
-        if not body:
-            return None
-        if body == "*":
-            return describe(self.decoder, self.request_class.DESCRIPTOR, self.bound)
-        return describe(self.decoder, self.request_class.DESCRIPTOR.fields_by_name[body].message_type, self.bound)
-
-
-def describe(decoder: Decoder, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> schema.Spec:
-    """A message's JSON as a schema.Spec: its spellings, types, enum names
-    and the limits its `buf.validate` rules set."""
-    view = decoder.view(descriptor)
-    described = schema.obj({})
-    for name, (_, field) in decoder.names(descriptor, bound).items():
-        group, _, member = name.rpartition(".")
-        if group:
-            described.fields.setdefault(group, schema.obj({}, nullable=True)).fields[member] = _described(
-                decoder, field
-            )
-        else:
-            described.fields[name] = _described(decoder, field)
-    for name, (_, targets) in view.switches.items():
-        first = descriptor.fields_by_name[next(iter(targets.values()))]
-        described.fields[name] = _described(decoder, first)
-    return described
-
-
-def _described(decoder: Decoder, field: FieldDescriptor) -> schema.Spec:
-    rules = field.GetOptions().Extensions[validate_pb2.field]
-    if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        value = field.message_type.fields_by_name["value"]
-        return schema.mapping(_item(decoder, value, rules.map.values), max_items=rules.map.max_pairs)
-    if field.is_repeated:
-        items = _item(decoder, field, rules.repeated.items)
-        return schema.array(items, required=rules.required, max_items=rules.repeated.max_items)
-    spec = _item(decoder, field, rules)
-    spec.required = rules.required
-    return spec
-
-
-def _item(decoder: Decoder, field: FieldDescriptor, rules: validate_pb2.FieldRules) -> schema.Spec:
-    if field.message_type is not None:
-        if field.message_type.full_name == codec.TIMESTAMP:
-            return schema.Spec("timestamp")
-        return describe(decoder, field.message_type)
-    if field.type == FieldDescriptor.TYPE_ENUM:
-        return schema.string(choices=tuple(decoder.enum_names(field)))
-    if field.type == FieldDescriptor.TYPE_BOOL:
-        return schema.Spec("boolean")
-    if field.type in codec.INTEGERS:
-        return schema.Spec("integer", bits=codec.INTEGERS[field.type])
-    if codec.is_decimal(field):
-        return schema.Spec("decimal")
-    return schema.string(max_length=rules.string.max_len)
 
 
 def _body_required(binding: Binding, request: Descriptor) -> bool:
@@ -387,9 +329,6 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
             return error_response(500, "INTERNAL", "INTERNAL", "internal error")
 
-    run.spec = (
-        getattr(handle, "spec", None) if spelling.handle else transcoder.spec()
-    )  # for tools that describe the API
     return run
 
 

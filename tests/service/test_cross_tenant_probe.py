@@ -13,8 +13,10 @@ A route that takes A's id (in its path, or in a body field naming a
 server-assigned resource) answers 404, or 400 when the request is invalid
 for another reason.
 
-Routes are read from the app, so a new route is probed as soon as it exists;
-its ids are found in A's answers (every `id` and `*_id` field)."""
+Routes and their body schemas are read from the OpenAPI document of the
+app's routes (tests/service/openapi_routes.py), so a new route is probed as
+soon as it exists; its ids are found in A's answers (every `id` and `*_id`
+field)."""
 
 from __future__ import annotations
 
@@ -31,16 +33,13 @@ import pytest
 from pypdf import PdfReader
 
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
-from gateway import ingest
-from gateway.dialects import BXB
-from gateway.schema import Spec
 from services.common import bus
 from services.common.parking import ParkedMessages
 from services.common.tenancy import metadata
 from services.invoicing.models import Parked
 from tests.conftest import Stack, Tenant, eventually, new_tenant
 from tests.service.invoicing_helpers import InvoicingDb
-from tests.service.test_gateway_client_errors import ROUTES, sensible
+from tests.service.openapi_routes import ROUTES, Schema, fields, kind, required, sensible
 from tests.stripe import LocalStripe
 
 METRIC, PLAN, CUSTOMER, CLOCK_CUSTOMER = "calls", "basic", "cus_shared", "cus_clock"
@@ -64,8 +63,6 @@ CLIENT_NAMED = {
 UNCHECKED = {("/v1/events", "subscription_id")}
 # Body fields naming what a request creates, new in each probe.
 NEW = ("id", "external_id", "transaction_id", "idempotency_key")
-# The body of a route whose spec checks nothing (each event is checked by the handler).
-ANY_BODY = {"/v1/events": ingest.event_spec(BXB)}
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -367,22 +364,18 @@ class Probe:
         return response
 
 
-def body_spec(path: str, spec: Spec | None) -> Spec | None:
-    return ANY_BODY.get(path, spec) if spec is not None and spec.kind == "any" else spec
-
-
 def server_assigned(path: str) -> bool:
     """Whether the path's parameter is an id the server assigned (`{id}`, but
     the plan code ABAXUS calls id), which must be found or refused."""
     return "{id}" in path and not path.startswith("/v1/price-plans/")
 
 
-def probed_fields(spec: Spec) -> list[str]:
+def probed_fields(schema: Schema) -> list[str]:
     """The body fields naming a server-assigned resource (`invoice_id`, `plan_id`, ...)."""
     return [
         name
-        for name, sub in spec.fields.items()
-        if sub.kind == "string" and name.endswith("_id") and name not in CLIENT_NAMED
+        for name, sub in fields(schema).items()
+        if kind(sub) == "string" and name.endswith("_id") and name not in CLIENT_NAMED
     ]
 
 
@@ -395,8 +388,8 @@ def naming(body: dict, name: str, value: str, fresh: str) -> dict:
     return {**body, name: value}
 
 
-def b_body(spec: Spec, b: Org) -> dict:
-    """A body of `spec` naming B's resources, its times in B's open period."""
+def b_body(schema: Schema, b: Org) -> dict:
+    """A body of `schema` naming B's resources, its times in B's open period."""
     now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
     names = {
         "invoice_id": b.made["invoice"],
@@ -412,20 +405,20 @@ def b_body(spec: Spec, b: Org) -> dict:
         "code": METRIC,
     }
     times = {"period_start": month_start(1), "period_end": month_start(0), "timestamp": now, "cutoff_date": now}
-    body = sensible(spec, "", names)
+    body = sensible(schema, "", names)
     return {**body, **{name: rfc3339(times[name]) for name in body if name in times}}
 
 
-async def base_body(probe: Probe, method: str, url: str, spec: Spec) -> dict:
+async def base_body(probe: Probe, method: str, url: str, schema: Schema) -> dict:
     """A body B's gateway takes: every field named after B's own resources,
     less the optional fields the answer names as wrong, one by one."""
-    body = b_body(spec, probe.b)
-    for _ in range(len(spec.fields)):
+    body = b_body(schema, probe.b)
+    for _ in range(len(fields(schema))):
         response = await probe.send(method, url, body=body)
         if response.status_code != 400:
             break
         named = re.split(r"[.\[]", response.json()["error"].get("field", ""))[0]
-        if named not in body or spec.fields[named].required:
+        if named not in body or required(schema, named):
             break
         del body[named]
     return body
@@ -440,19 +433,18 @@ async def test_another_organizations_ids_find_nothing_and_change_nothing(pair, s
     assert set(a.made.values()) <= set(a_reading.all_ids), "every resource's id is found in A's answers"
     before = await snapshot(a, a_reading, stack)
     probe = Probe(b, a_reading, a_reading.values - b_reading.values, a.tenant.organization_id)
-    for path, method, spec in ROUTES:
-        spec = body_spec(path, spec)
+    for path, method, schema in ROUTES:
         if "{" in path:
-            body = b_body(spec, b) if spec is not None else None
+            body = b_body(schema, b) if schema is not None else None
             for value in a_reading.reaching(path):
                 a_id = value not in SHARED and server_assigned(path)
                 await probe.send(method, fill(path, value), body=body, takes_a=a_id)
         if method == "GET" and ("{" not in path or CUSTOMER in a_reading.found.get(path, ())):
             for query in read_queries(a_reading.ids):
                 await probe.send(method, fill(path, CUSTOMER), query)
-        elif spec is not None and "{" not in path and probed_fields(spec):
-            base = await base_body(probe, method, path, spec)
-            for name in probed_fields(spec):
+        elif schema is not None and "{" not in path and probed_fields(schema):
+            base = await base_body(probe, method, path, schema)
+            for name in probed_fields(schema):
                 for value in a_reading.all_ids:
                     refused = (path, name) not in UNCHECKED
                     body = naming(base, name, value, f"probe_{probe.requests}")

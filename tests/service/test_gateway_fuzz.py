@@ -1,5 +1,6 @@
 """Hostile input, generated: every /v1 route and method, called with bodies
-built from its own spec (read from the app) and filled with hostile values,
+built from its own schema (the OpenAPI document of the app's routes, read
+by tests/service/openapi_routes.py) and filled with hostile values,
 with hostile query strings and hostile ids in its path, answers a success or
 a 4xx with the one JSON error body, never a 5xx. A write that succeeds is
 read back (its route's own GET, the customer's invoices and current usage),
@@ -33,11 +34,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import ingest
-from gateway.dialects import BXB
-from gateway.schema import Spec
 from tests.conftest import Stack, Tenant, eventually, new_tenant
-from tests.service.test_gateway_client_errors import ROUTES, sensible
+from tests.service.openapi_routes import (
+    ROUTES,
+    Schema,
+    bits,
+    choices,
+    fields,
+    items,
+    kind,
+    query_parameters,
+    required,
+    sensible,
+)
 
 EXAMPLES = int(os.environ.get("BXB_FUZZ_EXAMPLES", "15"))  # a route; a soak run sets more
 FUZZ = settings(
@@ -99,71 +108,66 @@ QUERY_VALUES = st.one_of(
 )
 RAW_QUERIES = st.sampled_from(["&&", "=", "a=%ZZ", "%00=1", "page_size=1&page_size=2", "page_size", "?", "%"])
 
-EVENT = ingest.event_spec(BXB)  # what an event reads
-
 
 def one_in(n: int) -> st.SearchStrategy[bool]:
     """True about once in `n` draws."""
     return st.integers(1, n).map(lambda drawn: drawn == 1)
 
 
-def items_of(spec: Spec) -> Spec:
-    """What an array holds; a batch's items, which the handler checks one by one, are events."""
-    return spec.items if spec.items is not None else EVENT
-
-
-def typed(spec: Spec) -> st.SearchStrategy:
-    """A hostile value of the spec's own type (or near it)."""
-    if spec.kind == "string":
-        fitting = st.text(max_size=spec.max_length or 200)
-        return st.one_of(TEXT, fitting, *([st.sampled_from(spec.choices)] if spec.choices else []))
-    if spec.kind == "integer":
-        return st.one_of(NUMBERS, NUMERIC_TEXT, st.integers(-(2 ** (spec.bits - 1)) + 1, 2 ** (spec.bits - 1) - 1))
-    if spec.kind == "decimal":
+def typed(schema: Schema) -> st.SearchStrategy:
+    """A hostile value of the schema's own type (or near it)."""
+    found = kind(schema)
+    if found == "string":
+        fitting = st.text(max_size=schema.get("maxLength") or 200)
+        return st.one_of(TEXT, fitting, *([st.sampled_from(choices(schema))] if choices(schema) else []))
+    if found == "integer":
+        width = bits(schema)
+        return st.one_of(NUMBERS, NUMERIC_TEXT, st.integers(-(2 ** (width - 1)) + 1, 2 ** (width - 1) - 1))
+    if found == "decimal":
         return st.one_of(NUMBERS, NUMERIC_TEXT, st.decimals(allow_nan=False, allow_infinity=False).map(str))
-    if spec.kind == "timestamp":
+    if found == "timestamp":
         return TIMES
-    if spec.kind in ("array", "list"):
-        return st.one_of(st.lists(typed(items_of(spec)), max_size=3), SCALARS.map(lambda one: [one] * 501))
-    if spec.kind == "map":
-        return st.dictionaries(SHORT_TEXT, typed(items_of(spec)), max_size=3)
-    if spec.kind == "object":
-        return st.fixed_dictionaries({}, optional={name: typed(sub) for name, sub in spec.fields.items()})
-    return ANYTHING  # boolean, properties, any: anything at all
+    if found == "array":
+        return st.one_of(st.lists(typed(items(schema)), max_size=3), SCALARS.map(lambda one: [one] * 501))
+    if found == "map":
+        return st.dictionaries(SHORT_TEXT, typed(items(schema)), max_size=3)
+    if found == "object":
+        return st.fixed_dictionaries({}, optional={name: typed(sub) for name, sub in fields(schema).items()})
+    return ANYTHING  # boolean, any: anything at all
 
 
 @st.composite
-def mutated(draw, value: Any, spec: Spec) -> Any:
+def mutated(draw, value: Any, schema: Schema) -> Any:
     """`value` with something in it made hostile: in an object a few fields
     (changed deeper, replaced, left out) and maybe an unknown one; in an
     array one item; else the whole value."""
-    if spec.kind == "object" and isinstance(value, dict) and spec.fields:
+    if kind(schema) == "object" and isinstance(value, dict) and fields(schema):
         value = dict(value)
-        for name in draw(st.lists(st.sampled_from(sorted(spec.fields)), min_size=1, max_size=3, unique=True)):
+        for name in draw(st.lists(st.sampled_from(sorted(fields(schema))), min_size=1, max_size=3, unique=True)):
             how = draw(st.sampled_from(["deeper", "replaced", "replaced", "left out"]))
             if how == "left out":
                 value.pop(name, None)
             elif how == "deeper" and name in value:
-                value[name] = draw(mutated(value[name], spec.fields[name]))
+                value[name] = draw(mutated(value[name], fields(schema)[name]))
             else:
-                value[name] = draw(st.one_of(typed(spec.fields[name]), ANYTHING))
+                value[name] = draw(st.one_of(typed(fields(schema)[name]), ANYTHING))
         if draw(one_in(10)):
             value[draw(SHORT_TEXT)] = draw(ANYTHING)
         return value
-    if spec.kind in ("array", "list") and isinstance(value, list) and value and draw(st.booleans()):
+    if kind(schema) == "array" and isinstance(value, list) and value and draw(st.booleans()):
         index = draw(st.integers(0, len(value) - 1))
-        return [*value[:index], draw(mutated(value[index], items_of(spec))), *value[index + 1 :]]
-    return draw(st.one_of(typed(spec), ANYTHING))
+        return [*value[:index], draw(mutated(value[index], items(schema))), *value[index + 1 :]]
+    return draw(st.one_of(typed(schema), ANYTHING))
 
 
 @st.composite
-def bodies(draw, spec: Spec, base: Any) -> bytes:
+def bodies(draw, schema: Schema, base: Any) -> bytes:
     """A body: most often `base` made hostile somewhere; else any JSON value,
     or bytes that are no JSON."""
     shape = draw(st.sampled_from(["mutated", "mutated", "mutated", "value", "raw"]))
     if shape == "raw":
         return draw(RAW_BODIES)
-    body = draw(mutated(base, spec)) if shape == "mutated" else draw(ANYTHING)
+    body = draw(mutated(base, schema)) if shape == "mutated" else draw(ANYTHING)
     return json.dumps(body).encode()
 
 
@@ -323,15 +327,15 @@ class World:
         self.query: dict[str, str] | None = None
         self.examples = 0
 
-    async def sensible_body(self, method: str, path: str, spec: Spec) -> Any:
+    async def sensible_body(self, method: str, path: str, schema: Schema) -> Any:
         """The route's sensible body, with new names for what it creates."""
         if self.base is None:
-            self.base = sensible_body(spec, self.names)
-            self.fresh = await self.accepted(method, self.own(path), spec)
+            self.base = sensible_body(schema, self.names)
+            self.fresh = await self.accepted(method, self.own(path), schema)
         self.examples += 1
         return {**self.base, **{name: f"{name}{self.examples}" for name in self.fresh | set(NEW) if name in self.base}}
 
-    async def accepted(self, method: str, url: str, spec: Spec) -> set[str]:
+    async def accepted(self, method: str, url: str, schema: Schema) -> set[str]:
         """Leaves out of the base body the optional fields the API refuses, one
         by one; the names of what it creates: the fields holding the value a
         second request is refused for (409, it exists)."""
@@ -339,7 +343,7 @@ class World:
         for _ in range(60):
             response = await http.request(method, url, json=self.base)
             refused = refused_field(response)
-            if refused is None or not drop(self.base, spec, refused):
+            if refused is None or not drop(self.base, schema, refused):
                 break
         if response.status_code >= 300:
             return set()
@@ -347,10 +351,10 @@ class World:
         named = steps(error_field(again))[:1] if again.status_code == 409 else []
         return {name for name, value in self.base.items() if named and value == self.base.get(named[0])}
 
-    async def sensible_query(self, url: str) -> dict[str, str]:
-        """The known query parameters the route takes (a 400 names those it does not)."""
+    async def sensible_query(self, path: str, url: str) -> dict[str, str]:
+        """The route's query parameters, sensible values, less those a 400 names."""
         if self.query is None:
-            self.query = {**QUERY, "subscription_id": self.names["subscription_id"]}
+            self.query = sensible_query(path, self.names)
             for _ in range(len(self.query)):
                 response = await self.tenant.http.get(url, params=self.query)
                 if response.status_code != 400 or self.query.pop(error_field(response), None) is None:
@@ -358,16 +362,19 @@ class World:
         return self.query
 
 
-def sensible_body(spec: Spec, names: dict[str, str]) -> Any:
-    """A body of `spec` a client would send, naming the test's resources,
-    its times in the open period; a batch of one such event."""
-    if spec.kind == "object" and spec.fields.get("events", spec).kind == "list":
-        return {"events": [sensible_body(EVENT, names)]}
-    body = sensible(spec, "", names)
-    for name, sub in spec.fields.items():
-        if sub.kind == "timestamp":
-            body[name] = TIMES_BY_NAME.get(name, NOW)
-    return body
+def sensible_body(schema: Schema, names: dict[str, str]) -> Any:
+    """A body of `schema` a client would send, naming the test's resources,
+    its times in the open period."""
+    return sensible(schema, "", names, {**TIMES_BY_NAME, "": NOW})
+
+
+def sensible_query(path: str, names: dict[str, str]) -> dict[str, str]:
+    """The route's query parameters with values a client would send."""
+    query = {}
+    for name, schema in query_parameters(path, "GET").items():
+        value = QUERY.get(name, sensible(schema, name, names, {**TIMES_BY_NAME, "": NOW}))
+        query[name] = json.dumps(value) if isinstance(value, bool | int) else str(value)
+    return query
 
 
 def error_field(response: httpx.Response) -> str:
@@ -388,36 +395,31 @@ def steps(field: str) -> list[str | int]:
     return [int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", field)]
 
 
-def drop(body: Any, spec: Spec, field: str) -> bool:
+def drop(body: Any, schema: Schema, field: str) -> bool:
     """Leaves out of `body` what `field` names, or the nearest of its parents
     that may be left out (an optional field, a map's key, an array's item);
     False when none may."""
     path = steps(field)
-    return any(drop_at(body, spec, path[:end]) for end in range(len(path), 0, -1))
+    return any(drop_at(body, schema, path[:end]) for end in range(len(path), 0, -1))
 
 
-def drop_at(body: Any, spec: Spec, path: list[str | int]) -> bool:
+def drop_at(body: Any, schema: Schema, path: list[str | int]) -> bool:
     *parents, last = path
     for step in parents:
         if isinstance(step, int) and isinstance(body, list) and step < len(body):
-            body, spec = body[step], items_of(spec)
+            body, schema = body[step], items(schema)
         elif isinstance(step, str) and isinstance(body, dict) and step in body:
-            body, spec = body[step], spec.fields.get(step) or items_of(spec)
+            body, schema = body[step], fields(schema).get(step) or items(schema)
         else:
             return False
     if isinstance(last, int) and isinstance(body, list) and last < len(body):
         del body[last]
         return True
-    optional = spec.kind == "map" or (last in spec.fields and not spec.fields[last].required)
+    optional = kind(schema) == "map" or (last in fields(schema) and not required(schema, last))
     if isinstance(body, dict) and last in body and optional:
         del body[last]
         return True
     return False
-
-
-def body_spec(spec: Spec | None) -> Spec | None:
-    """The fields a route reads: an event's for the single-event route, whose spec checks nothing."""
-    return EVENT if spec is not None and spec.kind == "any" else spec
 
 
 def fill(path: str, value: str) -> str:
@@ -477,19 +479,18 @@ def read_backs(path: str, method: str, response: httpx.Response) -> list[str]:
     return [*own, "/v1/customers/c/invoices", "/v1/customers/c/current_usage"]
 
 
-@pytest.mark.parametrize(("path", "method", "spec"), ROUTES, ids=[f"{m} {p}" for p, m, _ in ROUTES])
+@pytest.mark.parametrize(("path", "method", "schema"), ROUTES, ids=[f"{m} {p}" for p, m, _ in ROUTES])
 @FUZZ
 @given(data=st.data())
-async def test_hostile_input_is_answered_with_a_client_error(world: World, path, method, spec, data):
-    spec = body_spec(spec)
+async def test_hostile_input_is_answered_with_a_client_error(world: World, path, method, schema, data):
     url = world.own(path)
     if "{" in path and data.draw(one_in(4), label="hostile path"):
         url = fill(path, data.draw(PATH_IDS, label="path id"))
     if method == "GET":
-        url += "?" + data.draw(query_strings(await world.sensible_query(world.own(path))), label="query")
+        url += "?" + data.draw(query_strings(await world.sensible_query(path, world.own(path))), label="query")
     content = None
-    if spec is not None:
-        content = data.draw(bodies(spec, await world.sensible_body(method, path, spec)), label="body")
+    if schema is not None:
+        content = data.draw(bodies(schema, await world.sensible_body(method, path, schema)), label="body")
     response = await world.tenant.http.request(method, url, content=content)
     assert_client_error(response)
     for read in read_backs(path, method, response):
@@ -501,14 +502,13 @@ async def test_hostile_input_is_answered_with_a_client_error(world: World, path,
 LONG = {"5000 é": "é" * 5000, "8000 x": "x" * 8000, "20000 x": "x" * 20000}
 # The query parameters naming something looked up, or echoed.
 QUERY_NAMES = ["customer_id", "subscription_id", "invoice_id", "metric_key", "idempotency_key", "page_token"]
-LONG_IDS = [pytest.param(path, method, spec, id=f"{method} {path}") for path, method, spec in ROUTES if "{" in path]
+LONG_IDS = [pytest.param(path, method, schema, id=f"{method} {path}") for path, method, schema in ROUTES if "{" in path]
 GETS = [pytest.param(path, id=path) for path, method, _ in ROUTES if method == "GET"]
 
 
-@pytest.mark.parametrize(("path", "method", "spec"), LONG_IDS)
-async def test_a_long_id_in_a_path_is_a_client_error(shared: Resources, path, method, spec):
-    spec = body_spec(spec)
-    body = json.dumps(sensible_body(spec, shared.names)).encode() if spec is not None else None
+@pytest.mark.parametrize(("path", "method", "schema"), LONG_IDS)
+async def test_a_long_id_in_a_path_is_a_client_error(shared: Resources, path, method, schema):
+    body = json.dumps(sensible_body(schema, shared.names)).encode() if schema is not None else None
     for length in LONG.values():
         assert_client_error(await shared.tenant.http.request(method, fill(path, length), content=body))
 

@@ -97,3 +97,61 @@ async def test_the_docs_page_shows_the_document_with_assets_served_by_the_gatewa
     for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text):
         served = await tenant.http.get(asset)
         assert served.status_code == 200 and len(served.content) > 1000, asset
+
+
+def body_schema(document: dict, verb: str, path: str) -> dict:
+    return operation_for(document, verb, path)["requestBody"]["content"]["application/json"]["schema"]
+
+
+def accepts(schema: dict, body: object) -> list[str]:
+    return [error.message for error in Draft202012Validator(schema).iter_errors(body)]
+
+
+async def test_the_compatibility_routes_describe_what_they_read(described: dict):
+    """Ingestion and price plans are served by handlers of their own: their
+    schemas say what those read (one event, a batch of at most 500, an ABAXUS
+    plan), and the listings their query parameters."""
+    event = {"customer_id": "c", "metric_key": "m", "idempotency_key": "k", "properties": {"tokens": 1}}
+    assert accepts(body_schema(described, "POST", "/v1/events"), event) == []
+    assert accepts(body_schema(described, "POST", "/v1/events"), {**event, "unknown": 1}) != []
+    for path in ("/v1/events/batch", "/v1/events/backfill"):
+        batch = body_schema(described, "POST", path)
+        assert accepts(batch, {"events": [event, {**event, "code": "m", "transaction_id": "t"}]}) == []
+        assert accepts(batch, {"events": [event] * 501}) != []
+        assert accepts(batch, {"events": []}) != []
+        assert accepts(batch, [event]) != []
+    plan = {
+        "id": "p",
+        "currency": "USD",
+        "charges": [
+            {
+                "metric_key": "m",
+                "model": "tiered",
+                "properties": {"tiers": [{"up_to": 10000, "unit_amount": "0.001"}, {"up_to": None, "unit_amount": 1}]},
+                "filters": [{"values": {"region": ["eu"]}, "properties": {"unit_amount": "2"}}],
+            },
+            {"metric_key": "m", "model": "flat fee", "properties": {"amount": "5"}},
+            {"metric_key": "m", "model": "graduated_percentage", "properties": {"tiers": [{"up_to": None, "rate": 1}]}},
+        ],
+    }
+    price_plan = body_schema(described, "POST", "/v1/price-plans")
+    assert accepts(price_plan, plan) == []
+    assert accepts(price_plan, {**plan, "code": "p"}) != []
+    assert accepts(price_plan, {"charges": []}) != []  # id is required
+    assert accepts(price_plan, {"id": "p", "charges": [{"model": "unknown"}]}) != []
+    tier = {"up_to": 1.5, "unit_amount": "1"}
+    assert accepts(price_plan, {"id": "p", "charges": [{"model": "tiered", "properties": {"tiers": [tier]}}]}) != []
+    listed = {p["name"]: p["schema"] for p in operation_for(described, "GET", "/v1/events")["parameters"]}
+    assert listed["status"]["enum"] == ["accepted", "rejected"] and "customer_id" in listed
+    parked = operation_for(described, "GET", "/v1/parked_messages")["parameters"]
+    assert {p["name"]: p["schema"] for p in parked}["service"]["enum"] == ["catalog", "invoicing", "payments"]
+
+
+async def test_a_field_the_path_names_is_not_described_in_the_body(tenant: Tenant, described: dict):
+    """PATCH /v1/metrics/{code}: the path names the metric; its body cannot (an unknown field)."""
+    for path in ("/v1/billable_metrics/{code}", "/v1/metrics/{code}"):
+        assert not {"code", "key"} & set(body_schema(described, "PATCH", path)["properties"]), path
+    metric = {"code": "named", "aggregation_type": "sum", "field_name": "units"}
+    assert (await tenant.http.post("/v1/billable_metrics", json=metric)).status_code == 201
+    response = await tenant.http.patch("/v1/billable_metrics/named", json={"code": "other"})
+    assert response.status_code == 400 and response.json()["error"]["reason"] == "UNKNOWN_FIELD"

@@ -136,5 +136,5 @@ def endpoint(
             log.exception("unhandled gateway error on %s %s", request.method, request.url.path)
             return error_response(500, "INTERNAL", "INTERNAL", "internal error")
 
-    run.spec = body  # what the route reads, for tools that describe the API (and its tests)
+    run.spec = body  # type: ignore[attr-defined]  # removed on the fuzz branch; what the route reads, for tools that describe the API (and its tests)
     return run

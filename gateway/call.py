@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway import schema
 from gateway.admission import kind_of
+from gateway.clients import Clients
 from gateway.errors import ApiError, error_response, from_rpc, invalid
 from services.common import tenancy, trust
 
@@ -33,11 +34,12 @@ class Call:
     sent: frozenset[str] = frozenset()
 
     @property
-    def clients(self):
-        return self.request.app.state.clients
+    def clients(self) -> Clients:
+        clients: Clients = self.request.app.state.clients
+        return clients
 
     @property
-    def options(self) -> dict:
+    def options(self) -> dict[str, Any]:
         """Keyword arguments for every service call: tenancy and deadline."""
         return {
             "metadata": tenancy.metadata(self.org) + trust.metadata(),
@@ -60,7 +62,8 @@ class Call:
         params = dict(self.request.query_params)
         for name, value in params.items():
             schema.refuse_nul(value, name)
-        return schema.check(params, spec)
+        checked: dict[str, Any] = schema.check(params, spec)
+        return checked
 
     def query_int(self, name: str) -> int:
         raw = self.query(name)
@@ -118,7 +121,7 @@ def endpoint(
         state = request.app.state
         try:
             org = await state.authenticator.organization(request.headers.get("authorization"))
-            data, sent = None, frozenset()
+            data, sent = None, frozenset[str]()
             if body is not None:
                 raw = await read_body(request, state.settings.max_body_bytes)
                 if not raw.strip() and not optional:

@@ -9,7 +9,7 @@ import time
 
 import grpc
 
-from bxb.catalog.v1 import organizations_pb2
+from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from gateway.errors import ApiError
 
 CACHE_LIMIT = 10_000
@@ -20,7 +20,7 @@ def unauthenticated(message: str) -> ApiError:
 
 
 class Authenticator:
-    def __init__(self, organizations, ttl: float, timeout: float):
+    def __init__(self, organizations: organizations_pb2_grpc.OrganizationServiceAsyncStub, ttl: float, timeout: float):
         self.organizations = organizations
         self.ttl = ttl
         self.timeout = timeout

@@ -6,12 +6,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from google.api import annotations_pb2, http_pb2
 from google.protobuf.descriptor import FileDescriptor, MethodDescriptor
 
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pb2 import MethodOptions
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
+
 VERBS = ("get", "put", "post", "delete", "patch")
 VARIABLE = re.compile(r"\{([a-z_][a-z0-9_.]*)\}")
+# `google.api.http`, typed as what it holds (googleapis-common-protos' stubs
+# type their extensions as plain FieldDescriptors).
+HTTP = cast("_ExtensionFieldDescriptor[MethodOptions, http_pb2.HttpRule]", annotations_pb2.http)
 
 
 @dataclass(frozen=True)
@@ -39,8 +47,8 @@ def bindings(files: list[FileDescriptor]) -> Iterator[Binding]:
     for file in files:
         for service in file.services_by_name.values():
             for method in service.methods:
-                if method.GetOptions().HasExtension(annotations_pb2.http):
-                    rule = method.GetOptions().Extensions[annotations_pb2.http]
+                if method.GetOptions().HasExtension(HTTP):
+                    rule = method.GetOptions().Extensions[HTTP]
                     yield _binding(method, rule)
                     for extra in rule.additional_bindings:
                         yield _binding(method, extra)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import message_factory
-from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.descriptor import Descriptor, MethodDescriptor
 from google.protobuf.message import Message
 
 from bxb.catalog.v1 import (
@@ -31,24 +31,24 @@ def serialized(message: Message) -> bytes:
     return message.SerializeToString()
 
 
-def message_class(descriptor) -> type[Message]:
+def message_class(descriptor: Descriptor) -> type[Message]:
     return message_factory.GetMessageClass(descriptor)
 
 
 @dataclass
 class Clients:
     channels: list[grpc.aio.Channel]
-    organizations: organizations_pb2_grpc.OrganizationServiceStub
-    plans: plans_pb2_grpc.PlanServiceStub
-    events: usage_events_pb2_grpc.EventServiceStub
-    usage: usage_pb2_grpc.UsageServiceStub
-    invoices: invoices_pb2_grpc.InvoiceServiceStub
-    calculations: calculations_pb2_grpc.CalculationServiceStub
-    payments: payments_pb2_grpc.PaymentServiceStub
+    organizations: organizations_pb2_grpc.OrganizationServiceAsyncStub
+    plans: plans_pb2_grpc.PlanServiceAsyncStub
+    events: usage_events_pb2_grpc.EventServiceAsyncStub
+    usage: usage_pb2_grpc.UsageServiceAsyncStub
+    invoices: invoices_pb2_grpc.InvoiceServiceAsyncStub
+    calculations: calculations_pb2_grpc.CalculationServiceAsyncStub
+    payments: payments_pb2_grpc.PaymentServiceAsyncStub
     # Each service's parked messages, by service name.
-    parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceStub]
+    parked: dict[str, parked_messages_pb2_grpc.ParkedMessageServiceAsyncStub]
     # Callers of RPCs by their full name, made on first use (see unary).
-    callers: dict[str, grpc.aio.UnaryUnaryMultiCallable] = field(default_factory=dict)
+    callers: dict[str, grpc.aio.UnaryUnaryMultiCallable[Message, Message]] = field(default_factory=dict)
 
     @classmethod
     def connect(cls, settings: Settings) -> Clients:
@@ -71,7 +71,7 @@ class Clients:
             },
         )
 
-    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable:
+    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
         """A caller of any RPC of the four services, by its descriptor."""
         found = self.callers.get(method.full_name)
         if found is None:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
@@ -31,6 +31,11 @@ from gateway.errors import ApiError, invalid
 from services.common.decimals import MAX_EXPONENT
 from services.common.timestamps import EPOCH, LATEST, format_rfc3339, from_proto, parse_rfc3339, to_proto
 
+if TYPE_CHECKING:
+    from google.protobuf.descriptor_pb2 import FieldOptions
+    from google.protobuf.internal.containers import RepeatedScalarFieldContainer
+    from google.protobuf.internal.extension_dict import _ExtensionFieldDescriptor
+
 TIMESTAMP = Timestamp.DESCRIPTOR.full_name
 INTEGERS = {
     FieldDescriptor.TYPE_INT32: 32,
@@ -40,6 +45,12 @@ INTEGERS = {
     FieldDescriptor.TYPE_SINT64: 64,
     FieldDescriptor.TYPE_SFIXED64: 64,
 }
+# `google.api.field_behavior`, typed as what it holds (googleapis-common-protos'
+# stubs type their extensions as plain FieldDescriptors).
+FIELD_BEHAVIOR = cast(
+    "_ExtensionFieldDescriptor[FieldOptions, RepeatedScalarFieldContainer[field_behavior_pb2.FieldBehavior]]",
+    field_behavior_pb2.field_behavior,
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +109,8 @@ class View:
     def chosen(self, message: Message, switch: str) -> str:
         """The field a switch stands for in `message` ("" when none)."""
         enum_field, targets = self.switches[switch]
-        descriptor = message.DESCRIPTOR.fields_by_name[enum_field]
-        return targets.get(enum_name(descriptor.enum_type, getattr(message, enum_field)) or "", "")
+        descriptor = descriptor_of(message).fields_by_name[enum_field]
+        return targets.get(enum_name(enum_type(descriptor), getattr(message, enum_field)) or "", "")
 
 
 PLAIN = View()
@@ -129,12 +140,12 @@ def _prefix(enum: EnumDescriptor) -> str:
 def output_only(descriptor: FieldDescriptor) -> bool:
     """Whether the server sets the field (`google.api.field_behavior`): a
     request never names it."""
-    return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[FIELD_BEHAVIOR]
 
 
 def required(descriptor: FieldDescriptor) -> bool:
     """Whether a request must give the field (`google.api.field_behavior`)."""
-    return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[FIELD_BEHAVIOR]
 
 
 def _required(names: dict[str, tuple[str, FieldDescriptor]]) -> dict[str, str]:
@@ -149,6 +160,30 @@ def _required(names: dict[str, tuple[str, FieldDescriptor]]) -> dict[str, str]:
 
 def is_decimal(descriptor: FieldDescriptor) -> bool:
     return descriptor.GetOptions().Extensions[field_format_pb2.decimal]
+
+
+def descriptor_of(message: Message | type[Message]) -> Descriptor:
+    """A message's descriptor: types-protobuf types `Message.DESCRIPTOR` as
+    the pure-Python class or upb's, and upb's is an instance of the former."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
+def message_type(descriptor: FieldDescriptor) -> Descriptor:
+    """A message field's message."""
+    assert descriptor.message_type is not None, f"{descriptor.full_name} is not a message field"
+    return descriptor.message_type
+
+
+def enum_type(descriptor: FieldDescriptor) -> EnumDescriptor:
+    """An enum field's enum."""
+    assert descriptor.enum_type is not None, f"{descriptor.full_name} is not an enum field"
+    return descriptor.enum_type
+
+
+def containing_type(descriptor: FieldDescriptor) -> Descriptor:
+    """The message a field is declared in."""
+    assert descriptor.containing_type is not None, f"{descriptor.full_name} is in no message"
+    return descriptor.containing_type
 
 
 class Decoder:
@@ -172,7 +207,7 @@ class Decoder:
             if proto.name in view.hidden or proto.name in bound or output_only(proto):
                 continue
             if proto.name in view.inline:
-                for name, (path, inner) in self.names(proto.message_type).items():
+                for name, (path, inner) in self.names(message_type(proto)).items():
                     found[name] = (f"{proto.name}.{path}", inner)
                 continue
             found[view.json_path(proto.name)] = (proto.name, proto)
@@ -183,7 +218,7 @@ class Decoder:
     def aliases(self, descriptor: Descriptor) -> set[str]:
         """The aliases a message reads, an inlined field's too."""
         view = self.view(descriptor)
-        inlined = (descriptor.fields_by_name[name].message_type for name in view.inline)
+        inlined = (message_type(descriptor.fields_by_name[name]) for name in view.inline)
         return {*view.aliases, *(alias for inline in inlined for alias in self.aliases(inline))}
 
     def into(
@@ -204,12 +239,12 @@ class Decoder:
         update's)."""
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
-        view = self.view(message.DESCRIPTOR)
-        names = self.names(message.DESCRIPTOR, bound)
+        view = self.view(descriptor_of(message))
+        names = self.names(descriptor_of(message), bound)
         first: dict[str, str] = {}  # each field's own spelling, by proto path
         for name, (proto_path, _) in names.items():
             first.setdefault(proto_path, name)
-        aliases = self.aliases(message.DESCRIPTOR)
+        aliases = self.aliases(descriptor_of(message))
         given: dict[str, tuple[str, Any]] = {}
         switched = []
         for name, item in _entries(view, value, path):
@@ -222,8 +257,8 @@ class Decoder:
             proto_path, descriptor = names[name]
             if spelled is not None:  # an alias agrees with its field: errors name the field
                 named = _join(path, first[proto_path]) if name in aliases else where
-                if descriptor.name in self.view(descriptor.containing_type).wrapped:  # named inside its object
-                    named = _join(named, self.view(descriptor.containing_type).wrapped[descriptor.name])
+                if descriptor.name in self.view(containing_type(descriptor)).wrapped:  # named inside its object
+                    named = _join(named, self.view(containing_type(descriptor)).wrapped[descriptor.name])
                 spelled.setdefault(proto_path, named)
             self._given(message, view, given, proto_path, descriptor, name, item, where)
         for name, item, where in switched:  # once the enum choosing their field is read
@@ -231,7 +266,7 @@ class Decoder:
             if chosen:
                 if spelled is not None:
                     spelled.setdefault(chosen, where)
-                descriptor = message.DESCRIPTOR.fields_by_name[chosen]
+                descriptor = descriptor_of(message).fields_by_name[chosen]
                 self._given(message, view, given, chosen, descriptor, name, item, where)
         if not partial:
             for proto_path, name in _required(names).items():
@@ -270,7 +305,7 @@ class Decoder:
         self.field(target, descriptor, item, where)
 
     def field(self, message: Message, descriptor: FieldDescriptor, value: Any, path: str) -> None:
-        view = self.view(message.DESCRIPTOR)
+        view = self.view(descriptor_of(message))
         if descriptor.name in view.wrapped:
             value = _unwrapped(view.wrapped[descriptor.name], value, path)
         if descriptor.name in view.keyed:
@@ -329,7 +364,7 @@ class Decoder:
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
         container = getattr(message, descriptor.name)
-        entry = descriptor.message_type.fields_by_name["value"]
+        entry = message_type(descriptor).fields_by_name["value"]
         for key, item in value.items():
             where = _join(path, key)
             if entry.message_type is not None:
@@ -361,11 +396,12 @@ class Decoder:
 
     def enum_names(self, descriptor: FieldDescriptor) -> dict[str, int]:
         """The names an enum field reads, to their numbers (the zero value has none)."""
-        spelled = self.view(descriptor.containing_type).enums.get(descriptor.name, {})
+        spelled = self.view(containing_type(descriptor)).enums.get(descriptor.name, {})
+        enum = enum_type(descriptor)
         return {
             spelling: number
-            for number in descriptor.enum_type.values_by_number
-            if (name := enum_name(descriptor.enum_type, number))
+            for number in enum.values_by_number
+            if (name := enum_name(enum, number))
             for spelling in spelled.get(name, (name,))
         }
 
@@ -492,7 +528,7 @@ class Encoder:
     def message(self, message: Message) -> dict[str, Any]:
         view = self.views.get(message.DESCRIPTOR.full_name, PLAIN)
         shown: dict[str, Any] = {}
-        for descriptor in message.DESCRIPTOR.fields:
+        for descriptor in descriptor_of(message).fields:
             name = descriptor.name
             if name in view.hidden:
                 continue
@@ -510,7 +546,7 @@ class Encoder:
             shown[view.json_name(name)] = value
         for name in view.switches:
             chosen = view.chosen(message, name)
-            shown[name] = self.value(message, message.DESCRIPTOR.fields_by_name[chosen], view) if chosen else None
+            shown[name] = self.value(message, descriptor_of(message).fields_by_name[chosen], view) if chosen else None
         for group, members in view.groups.items():
             shown[group] = {view.json_name(member): shown.pop(view.json_name(member)) for member in members}
         for copy, source in view.copies.items():
@@ -540,6 +576,6 @@ class Encoder:
                 return format_rfc3339(from_proto(value))
             return self.message(value)
         if descriptor.type == FieldDescriptor.TYPE_ENUM:
-            name = enum_name(descriptor.enum_type, value)
+            name = enum_name(enum_type(descriptor), value)
             return view.enums.get(descriptor.name, {}).get(name, (name,))[0] if name else None
         return value

@@ -40,6 +40,8 @@ def money(cents: int, currency: str) -> str:
 def model_properties(charge: Any, shown: Json) -> Json:
     """A charge's properties (and its filters') are those of its model;
     grouped_by only when the charge is grouped."""
+    model = enum_name(charge.DESCRIPTOR.fields_by_name["charge_model"].enum_type, charge.charge_model)
+    assert model is not None  # a charge's model is REQUIRED
 
     def only(properties: Json, given: Any) -> Json:
         kept = {name: properties[name] for name in MODEL_FIELDS[model]}
@@ -47,7 +49,6 @@ def model_properties(charge: Any, shown: Json) -> Json:
             kept["grouped_by"] = properties["grouped_by"]
         return kept
 
-    model = enum_name(charge.DESCRIPTOR.fields_by_name["charge_model"].enum_type, charge.charge_model)
     filters = [
         {**shown_filter, "properties": only(shown_filter["properties"], given.properties)}
         for shown_filter, given in zip(shown["filters"], charge.filters, strict=True)

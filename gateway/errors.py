@@ -10,6 +10,7 @@ reason, `field` the offending request field when there is one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import grpc
 from starlette.responses import JSONResponse
@@ -60,7 +61,9 @@ def invalid(message: str, field: str = "", reason: str = "INVALID_ARGUMENT") -> 
     return ApiError(400, "INVALID_ARGUMENT", reason, message, field)
 
 
-def error_response(status: int, code: str, reason: str, message: str, field: str = "", headers=None) -> JSONResponse:
+def error_response(
+    status: int, code: str, reason: str, message: str, field: str = "", headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     body = {"status": status, "code": code, "reason": reason, "message": message}
     if field:
         body["field"] = field

@@ -91,7 +91,7 @@ class Writer:
             if name in view.hidden:
                 continue
             if name in view.inline:
-                properties.update(self.output(field.message_type).get("properties", {}))
+                properties.update(self.output(codec.message_type(field)).get("properties", {}))
                 continue
             schema = self._output_field(field, view)
             if name in view.nulls:
@@ -124,10 +124,11 @@ class Writer:
             return self.output(field.message_type)
         if field.type == FieldDescriptor.TYPE_ENUM:
             spelled = view.enums.get(field.name, {})
+            enum = codec.enum_type(field)
             names = [
                 spelled.get(name, (name,))[0]
-                for number in field.enum_type.values_by_number
-                if (name := codec.enum_name(field.enum_type, number))
+                for number in enum.values_by_number
+                if (name := codec.enum_name(enum, number))
             ]
             return {"type": ["string", "null"], "enum": [*names, None]}
         return _scalar(field)
@@ -144,7 +145,7 @@ class Writer:
         for name, (path, field) in self.decoder.names(descriptor).items():
             if path.split(".")[0] in skip:
                 continue
-            schema = self._input_field(field, self.view(field.containing_type))
+            schema = self._input_field(field, self.view(codec.containing_type(field)))
             group, _, member = name.rpartition(".")
             if group:  # read inside its group's object (applies_to.plan_codes)
                 grouped = properties.setdefault(group, {"type": ["object", "null"], "properties": {}})
@@ -157,7 +158,7 @@ class Writer:
         for name, (_, targets) in view.switches.items():  # one field standing for one of several
             first = descriptor.fields_by_name[next(iter(targets.values()))]
             properties[name] = self._input_field(first, view)
-        schema: Schema = {"type": "object", "properties": properties, "additionalProperties": False}
+        schema = {"type": "object", "properties": properties, "additionalProperties": False}
         if required:
             schema["required"] = required
         return schema
@@ -189,11 +190,12 @@ class Writer:
         if field.message_type is not None:
             return self.input(field.message_type)
         if field.type == FieldDescriptor.TYPE_ENUM:
-            spelled = self.view(field.containing_type).enums.get(field.name, {})
+            spelled = self.view(codec.containing_type(field)).enums.get(field.name, {})
+            enum = codec.enum_type(field)
             names = [
                 spelling
-                for number in field.enum_type.values_by_number
-                if (name := codec.enum_name(field.enum_type, number))
+                for number in enum.values_by_number
+                if (name := codec.enum_name(enum, number))
                 for spelling in spelled.get(name, (name,))
             ]
             return {"type": "string", "enum": names}
@@ -246,7 +248,7 @@ def operation(binding: Binding, spelling: Spelling) -> dict[str, Any]:
             scalar = field.message_type is None or field.message_type.full_name == codec.TIMESTAMP
             if path.split(".")[0] in bound or not scalar:
                 continue
-            schema = request._input_field(field, request.view(field.containing_type))
+            schema = request._input_field(field, request.view(codec.containing_type(field)))
             parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
         for name, schema in HANDLED_QUERIES.get(spelling.handle, {}).items():
             parameters.append({"name": name, "in": "query", "required": False, "schema": schema})
@@ -278,7 +280,7 @@ def _body(binding: Binding, spelling: Spelling, writer: Writer, bound: frozenset
     # The body's fields its path binds (`{billable_metric.code}`) are not read from it.
     prefix = f"{binding.body}."
     inner = frozenset(v.removeprefix(prefix).split(".")[0] for v in binding.variables if v.startswith(prefix))
-    return writer.input(request.fields_by_name[binding.body].message_type, skip=inner)
+    return writer.input(codec.message_type(request.fields_by_name[binding.body]), skip=inner)
 
 
 # What a handler of the compatibility layer reads from the query string
@@ -347,7 +349,7 @@ def _responses(binding: Binding, spelling: Spelling, writer: Writer) -> dict[str
     else:
         reply = binding.method.output_type
         if binding.response_body:
-            reply = reply.fields_by_name[binding.response_body].message_type
+            reply = codec.message_type(reply.fields_by_name[binding.response_body])
         shown = writer.output(reply)
     statuses = {str(spelling.status)}
     if spelling.handle is not None:  # ingestion answers 200, 202 or 207 by spelling

@@ -104,9 +104,10 @@ def bxb_charge(charge: Any, where: str) -> Any:
     spelled = {renamed.get(name, name): value for name, value in charge.items() if name not in renamed.values()}
     for name in set(charge) & set(renamed.values()):
         raise invalid(f"unknown field '{where}.{name}'", f"{where}.{name}", "UNKNOWN_FIELD")
-    model = MODELS.get(charge.get("model")) if isinstance(charge.get("model"), str) else None
+    model_name = charge.get("model")
+    model = MODELS.get(model_name) if isinstance(model_name, str) else None
     if model is None:
-        if charge.get("model") is not None:
+        if model_name is not None:
             field = f"{where}.model"
             raise invalid(f"{field} must be one of: {', '.join(MODELS)}", field, "INVALID_VALUE")
         return spelled
@@ -152,7 +153,8 @@ def amount_names(body: Any) -> dict[str, str]:
     for index, charge in enumerate(charges if isinstance(charges, list) else []):
         if not isinstance(charge, dict):
             continue
-        model = MODELS.get(charge.get("model"), "") if isinstance(charge.get("model"), str) else ""
+        model_name = charge.get("model")
+        model = MODELS.get(model_name, "") if isinstance(model_name, str) else ""
         names[f"charges[{index}]"] = named(model, charge.get("properties"))
         filters = charge.get("filters")
         for number, f in enumerate(filters if isinstance(filters, list) else []):

@@ -26,17 +26,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import codec
-from gateway.admission import kind_of
+from gateway.admission import Admission, kind_of
 from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
-from gateway.codec import Decoder, Encoder, Views
+from gateway.codec import Decoder, Encoder, Views, descriptor_of, message_type
 from gateway.errors import ApiError, api_error, body_path, error_response, invalid
 from gateway.json_body import parse_json, refuse_nul
 from services.common import tenancy, trust
 from services.common.errors import error_info
 
 log = logging.getLogger("bxb.gateway")
+
+# The FieldMask field of an update's request.
+UPDATE_MASK = "update_mask"
 
 
 class Transcoder:
@@ -48,7 +51,7 @@ class Transcoder:
         self.encoder = Encoder(views)
         self.request_class = message_class(binding.method.input_type)
         self.response_class = message_class(binding.method.output_type)
-        self.body_required = _body_required(binding, self.request_class.DESCRIPTOR)
+        self.body_required = _body_required(binding, descriptor_of(self.request_class))
         # The fields of the body the path binds: of the request for `*`, of
         # the body's field for one (`{billable_metric.code}`); never read from the body.
         prefix = "" if binding.body == "*" else f"{binding.body}."
@@ -59,10 +62,10 @@ class Transcoder:
         )
         # An update (a FieldMask `update_mask` beside its body's field) changes
         # the fields its body gives, null ones cleared.
-        mask = self.request_class.DESCRIPTOR.fields_by_name.get("update_mask")
+        mask = descriptor_of(self.request_class).fields_by_name.get(UPDATE_MASK)
         self.update = (
             mask is not None
-            and mask.message_type.full_name == FieldMask.DESCRIPTOR.full_name
+            and message_type(mask).full_name == FieldMask.DESCRIPTOR.full_name
             and binding.body not in ("", "*")
         )
 
@@ -94,17 +97,18 @@ class Transcoder:
         none is (a 400: nothing to change)."""
         paths = list(dict.fromkeys(path.split(".")[0] for path in given))
         if not paths:
-            names = ", ".join(self.decoder.names(target.DESCRIPTOR, self.bound))
+            names = ", ".join(self.decoder.names(descriptor_of(target), self.bound))
             raise invalid(f"name at least one field to change: {names}", "", "MISSING_FIELD")
-        request.update_mask.paths.extend(paths)
+        mask: FieldMask = getattr(request, UPDATE_MASK)
+        mask.paths.extend(paths)
 
-    def query(self, request: Message, params: list[tuple[str, str]], spelled: dict[str, str] | None = None) -> Message:
+    def query[M: Message](self, request: M, params: list[tuple[str, str]], spelled: dict[str, str] | None = None) -> M:
         """Query parameters fill the request's remaining scalar fields (and
         timestamps); two spellings of one field must agree, and an
         alternative spelling excludes its field."""
         bound = {*self.binding.variables, self.binding.body}
-        names = self.decoder.names(request.DESCRIPTOR)
-        view = self.decoder.view(request.DESCRIPTOR)
+        names = self.decoder.names(descriptor_of(request))
+        view = self.decoder.view(descriptor_of(request))
         seen: dict[str, tuple[str, str]] = {}
         for name, value in params:
             refuse_nul(value, name)
@@ -144,12 +148,12 @@ class Transcoder:
         other takes its dialect's name."""
         if not path:
             return path
-        descriptor: Descriptor | None = self.request_class.DESCRIPTOR
+        descriptor: Descriptor | None = descriptor_of(self.request_class)
         segments = path.split(".")
         body = self.binding.body
         if body not in ("", "*"):  # the body's field may be named (`tax.rate`) or not (`rate`)
             segments = segments[1:] if segments[0] == body else segments
-            descriptor = self.request_class.DESCRIPTOR.fields_by_name[body].message_type
+            descriptor = descriptor_of(self.request_class).fields_by_name[body].message_type
         if len(segments) == 1 and segments[0] in self.bound:  # as the path's template names it
             return segments[0]
         *before, last = segments
@@ -199,7 +203,7 @@ def _set(request: Message, path: str, value: str) -> None:
 
 
 def _is_timestamp(descriptor: FieldDescriptor) -> bool:
-    return descriptor.message_type.full_name == codec.TIMESTAMP
+    return message_type(descriptor).full_name == codec.TIMESTAMP
 
 
 def _from_query(descriptor: FieldDescriptor, value: str, name: str) -> Any:
@@ -244,7 +248,8 @@ class Exchange:
 
     def admitted(self) -> contextlib.AbstractAsyncContextManager[None]:
         """A slot of the request's lane, for calls made otherwise."""
-        return self.http.app.state.admission.enter(kind_of(self.http.method, self.http.url.path), self.org)
+        admission: Admission = self.http.app.state.admission
+        return admission.enter(kind_of(self.http.method, self.http.url.path), self.org)
 
 
 Handler = Callable[[Exchange], Awaitable[Response]]

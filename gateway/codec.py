@@ -13,6 +13,7 @@ service for every caller.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -137,12 +138,14 @@ def _prefix(enum: EnumDescriptor) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
 
 
+@functools.cache
 def output_only(descriptor: FieldDescriptor) -> bool:
     """Whether the server sets the field (`google.api.field_behavior`): a
     request never names it."""
     return field_behavior_pb2.OUTPUT_ONLY in descriptor.GetOptions().Extensions[FIELD_BEHAVIOR]
 
 
+@functools.cache
 def required(descriptor: FieldDescriptor) -> bool:
     """Whether a request must give the field (`google.api.field_behavior`)."""
     return field_behavior_pb2.REQUIRED in descriptor.GetOptions().Extensions[FIELD_BEHAVIOR]
@@ -158,6 +161,7 @@ def _required(names: dict[str, tuple[str, FieldDescriptor]]) -> dict[str, str]:
     return found
 
 
+@functools.cache
 def is_decimal(descriptor: FieldDescriptor) -> bool:
     return descriptor.GetOptions().Extensions[field_format_pb2.decimal]
 
@@ -186,11 +190,38 @@ def containing_type(descriptor: FieldDescriptor) -> Descriptor:
     return descriptor.containing_type
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How one message is read, worked out once (descriptors never change):
+    each spelling's (proto path, field), each field's own spelling, the
+    aliases, and the REQUIRED fields by proto path."""
+
+    names: dict[str, tuple[str, FieldDescriptor]]
+    first: dict[str, str]
+    aliases: set[str]
+    required: dict[str, str]
+
+
 class Decoder:
     """Builds request messages from parsed JSON (decimals as Decimal)."""
 
     def __init__(self, views: Views):
         self.views = views
+        self._readings: dict[tuple[str, frozenset[str]], Reading] = {}
+
+    def reading(self, descriptor: Descriptor, bound: frozenset[str] = frozenset()) -> Reading:
+        """How `descriptor` is read (computed on first use: ingestion reads
+        the same few messages for every event)."""
+        key = (descriptor.full_name, bound)
+        found = self._readings.get(key)
+        if found is None:
+            names = self.names(descriptor, bound)
+            first: dict[str, str] = {}
+            for name, (proto_path, _) in names.items():
+                first.setdefault(proto_path, name)
+            found = Reading(names, first, self.aliases(descriptor), _required(names))
+            self._readings[key] = found
+        return found
 
     def view(self, descriptor: Descriptor) -> View:
         return self.views.get(descriptor.full_name, PLAIN)
@@ -240,11 +271,8 @@ class Decoder:
         if not isinstance(value, dict):
             raise _wrong_type(path, "an object")
         view = self.view(descriptor_of(message))
-        names = self.names(descriptor_of(message), bound)
-        first: dict[str, str] = {}  # each field's own spelling, by proto path
-        for name, (proto_path, _) in names.items():
-            first.setdefault(proto_path, name)
-        aliases = self.aliases(descriptor_of(message))
+        reading = self.reading(descriptor_of(message), bound)
+        names, first, aliases = reading.names, reading.first, reading.aliases
         given: dict[str, tuple[str, Any]] = {}
         switched = []
         for name, item in _entries(view, value, path):
@@ -269,7 +297,7 @@ class Decoder:
                 descriptor = descriptor_of(message).fields_by_name[chosen]
                 self._given(message, view, given, chosen, descriptor, name, item, where)
         if not partial:
-            for proto_path, name in _required(names).items():
+            for proto_path, name in reading.required.items():
                 if proto_path not in given:
                     where = _join(path, name)
                     raise invalid(f"{where} is required", where, "MISSING_FIELD")

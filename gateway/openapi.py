@@ -66,7 +66,12 @@ def _nullable(schema: Schema) -> Schema:
     if kind is None:
         return schema
     kinds = kind if isinstance(kind, list) else [kind]
-    return {**schema, "type": [*kinds, "null"]} if "null" not in kinds else schema
+    if "null" in kinds:
+        return schema
+    nullable = {**schema, "type": [*kinds, "null"]}
+    if "enum" in schema and None not in schema["enum"]:
+        nullable["enum"] = [*schema["enum"], None]
+    return nullable
 
 
 class Writer:

@@ -70,27 +70,6 @@ def error_response(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-# The resource field a create request wraps its resource in (AIP-133): a rule
-# its proto declares names the field from the request (`add_on.code`), the
-# body of a REST create is the resource itself (`code`).
-WRAPPERS = ("add_on.", "billable_metric.", "coupon.", "customer.", "plan.", "tax.", "test_clock.")
-
-
-def body_path(text: str) -> str:
-    """A field path (or a message starting with one) as the REST body names
-    it: without the request field wrapping the resource."""
-    wrapper = next((prefix for prefix in WRAPPERS if text.startswith(prefix)), "")
-    return text.removeprefix(wrapper)
-
-
-def respelled(error: grpc.aio.AioRpcError, names: dict[str, str]) -> JSONResponse:
-    """A failed call's error response, its field named as the client spelled
-    it (a service's `metric_code` is the request's `metric_key`)."""
-    failure = api_error(error)
-    failure.field = names.get(failure.field, failure.field)
-    return failure.response()
-
-
 def api_error(error: grpc.aio.AioRpcError) -> ApiError:
     """A failed service call as the error the client gets; the internal ones
     are logged, never detailed. RESOURCE_EXHAUSTED is a 429 only when a
@@ -105,8 +84,8 @@ def api_error(error: grpc.aio.AioRpcError) -> ApiError:
         return ApiError(500, "INTERNAL", "INTERNAL", "internal error")
     reason = info.reason if info is not None else error.code().name
     status = REASON_STATUS.get(reason, status)
-    field = body_path(info.metadata.get("field", "")) if info is not None else ""
-    message = body_path(error.details() or error.code().name.lower())
+    field = info.metadata.get("field", "") if info is not None else ""
+    message = error.details() or error.code().name.lower()
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         message = "a backing service is unavailable; retry"
     return ApiError(status, error.code().name, reason, message, field)

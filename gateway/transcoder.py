@@ -31,10 +31,9 @@ from gateway.bindings import Binding, bindings
 from gateway.call import json, read_body
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views, descriptor_of, message_type
-from gateway.errors import ApiError, api_error, body_path, error_response, invalid
+from gateway.errors import ApiError, api_error, error_response, invalid
 from gateway.json_body import parse_json, refuse_nul
 from services.common import tenancy, trust
-from services.common.errors import error_info
 
 log = logging.getLogger("bxb.gateway")
 
@@ -341,12 +340,10 @@ def named(error: grpc.aio.AioRpcError, transcoder: Transcoder, spelled: Mapping[
     """A failed call as the client's error, its field (and the message
     starting with it) named as the client spelled it."""
     failure = api_error(error)
-    info = error_info(error)
-    if failure.field and info is not None:  # named by its full path, as the service did
-        field, stated = info.metadata["field"], error.details() or ""
-        shown = transcoder.public_field(field, spelled)
-        if failure.message == body_path(stated) and stated.startswith(f"{field} "):  # the rules' messages
-            failure.message = shown + stated.removeprefix(field)
+    if failure.field:  # named by its full path (`tax.code`), as the service did
+        shown = transcoder.public_field(failure.field, spelled)
+        if failure.message.startswith(f"{failure.field} "):  # the rules' messages start with it
+            failure.message = shown + failure.message.removeprefix(failure.field)
         failure.field = shown
     return failure
 

@@ -186,8 +186,6 @@ class Writer:
             schema: Schema = {"type": "array", "items": self._input_value(field, rules.repeated.items)}
             if rules.repeated.HasField("max_items"):
                 schema["maxItems"] = rules.repeated.max_items
-            if rules.repeated.HasField("min_items"):
-                schema["minItems"] = rules.repeated.min_items
             return _nullable(schema)
         return _nullable(self._input_value(field, rules))
 
@@ -208,10 +206,6 @@ class Writer:
         if field.type == FieldDescriptor.TYPE_STRING and rules.HasField("string"):
             if rules.string.HasField("max_len") and not codec.is_decimal(field):
                 schema["maxLength"] = rules.string.max_len
-            if rules.string.HasField("min_len") and not codec.is_decimal(field):
-                schema["minLength"] = rules.string.min_len
-            if rules.string.__getattribute__("in"):
-                schema["enum"] = list(rules.string.__getattribute__("in"))
         for kind in ("int32", "int64"):
             if rules.HasField(kind):
                 numbers = getattr(rules, kind)

@@ -106,11 +106,11 @@ def bxb_charge(charge: Any, where: str) -> Any:
         raise invalid(f"unknown field '{where}.{name}'", f"{where}.{name}", "UNKNOWN_FIELD")
     model_name = charge.get("model")
     model = MODELS.get(model_name) if isinstance(model_name, str) else None
-    if model is None:
-        if model_name is not None:
-            field = f"{where}.model"
-            raise invalid(f"{field} must be one of: {', '.join(MODELS)}", field, "INVALID_VALUE")
-        return spelled
+    if model is None:  # its properties are read by their model
+        field = f"{where}.model"
+        if model_name is None:
+            raise invalid(f"{field} is required", field, "MISSING_FIELD")
+        raise invalid(f"{field} must be one of: {', '.join(MODELS)}", field, "INVALID_VALUE")
     spelled["charge_model"] = model
     spelled["properties"] = bxb_properties(model, charge.get("properties") or {}, f"{where}.properties")
     filters = charge.get("filters")
@@ -266,9 +266,10 @@ def create(reads: Views) -> Callable[[Spelling], Handler]:
             body = parse_json(raw)
             amounts = amount_names(body)
             bxb = Transcoder(exchange.transcoder.binding, reads)
+            plan = bxb_plan(body)  # what it cannot read is named as ABAXUS spells it already
             try:
                 request = pb.CreatePlanRequest()
-                decoder.into(request.plan, bxb_plan(body))
+                decoder.into(request.plan, plan)
                 reply = await exchange.call(request)
             except ApiError as error:
                 error.message, error.field = abaxus_path(error.message, amounts), abaxus_path(error.field, amounts)

@@ -281,3 +281,28 @@ async def test_an_unknown_price_plan_is_404(tenant: Tenant):
     missing = unique("missing")
     assert (await tenant.http.get(f"/v1/price-plans/{missing}")).status_code == 404
     assert (await tenant.http.get(f"/v1/price-plans/{missing}/versions")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("charge", "field", "reason"),
+    [
+        ({"model": "tiered", "properties": {"tiers": "x"}}, "charges[0].properties.tiers", "INVALID_TYPE"),
+        ({"model": "tiered", "properties": {"tiers": [5]}}, "charges[0].properties.tiers[0]", "INVALID_TYPE"),
+        (
+            {"model": "tiered", "properties": {"tiers": [{"up_to": "10", "unit_amount": "1"}]}},
+            "charges[0].properties.tiers[0].up_to",
+            "INVALID_TYPE",
+        ),
+        ({"model": "per-unit", "properties": "x"}, "charges[0].properties", "INVALID_TYPE"),
+        ({"model": "per-unit", "billable_metric_code": "m"}, "charges[0].billable_metric_code", "UNKNOWN_FIELD"),
+        ({"properties": {"unit_amount": "1"}}, "charges[0].model", "MISSING_FIELD"),
+    ],
+)
+async def test_a_malformed_abaxus_charge_is_refused_naming_its_abaxus_field(tenant: Tenant, charge, field, reason):
+    code = await metric(tenant)
+    await refused(tenant, [{"metric_key": code, **charge}], field, reason)
+
+
+async def test_a_price_plan_is_named_by_id_not_code(tenant: Tenant):
+    response = await tenant.http.post("/v1/price-plans", json={"id": unique("pp"), "code": "x"})
+    assert (response.status_code, response.json()["error"]["field"]) == (400, "code")

@@ -14,13 +14,15 @@ from starlette.requests import Request
 
 from bxb.catalog.v1 import customers_pb2, taxes_pb2, test_clocks_pb2
 from bxb.metering.v1 import usage_events_pb2
-from gateway import codec, transcoder
+from gateway import codec, openapi, transcoder
 from gateway.bindings import Binding, _binding
 from gateway.codec import Decoder, Encoder
 from gateway.dialects import BXB
 from gateway.errors import ApiError
+from gateway.transcoder import Spelling
 
 CREATE_CUSTOMER = customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].methods_by_name["CreateCustomer"]
+LIST_CUSTOMERS = customers_pb2.DESCRIPTOR.services_by_name["CustomerService"].methods_by_name["ListCustomers"]
 ADVANCE = test_clocks_pb2.DESCRIPTOR.services_by_name["TestClockService"].methods_by_name["AdvanceTestClock"]
 
 
@@ -118,3 +120,23 @@ def test_a_custom_http_pattern_cannot_be_served():
 def test_an_rfc_3339_time_before_year_1_in_utc_is_out_of_range():
     error = refused(codec.timestamp, "0001-01-01T00:00:00+01:00", "at")
     assert (error.reason, error.field) == ("INVALID_VALUE", "at")
+
+
+def test_two_spellings_of_a_query_parameter_must_agree():
+    binding = Binding(LIST_CUSTOMERS, "GET", "/v1/customers", "", "")
+    views = {**BXB, "bxb.catalog.v1.ListCustomersRequest": codec.View(aliases={"limit": "page_size"})}
+    listing = transcoder.Transcoder(binding, views)
+    agreed = listing.query(customers_pb2.ListCustomersRequest(), [("page_size", "5"), ("limit", "5")])
+    assert agreed.page_size == 5
+    disagreeing = [("page_size", "5"), ("limit", "6")]
+    error = refused(listing.query, customers_pb2.ListCustomersRequest(), disagreeing)
+    assert (error.field, error.message) == ("limit", "page_size and limit name the same thing and disagree")
+
+
+def test_the_document_describes_a_response_body_and_leaves_untyped_schemas_alone():
+    binding = Binding(ADVANCE, "POST", "/v1/test_clocks/{id}/advance", "*", "test_clock")
+    described = openapi.operation(binding, Spelling(BXB))
+    answer = described["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "frozen_time" in answer["properties"] and "invoices_created" not in answer["properties"]
+    assert openapi._nullable({}) == {}
+    assert openapi._nullable({"type": ["string", "null"]}) == {"type": ["string", "null"]}

@@ -203,9 +203,12 @@ class Writer:
             ]
             return {"type": "string", "enum": names}
         schema = _scalar(field, reading=True)
-        if field.type == FieldDescriptor.TYPE_STRING and rules.HasField("string"):
-            if rules.string.HasField("max_len") and not codec.is_decimal(field):
-                schema["maxLength"] = rules.string.max_len
+        if (
+            field.type == FieldDescriptor.TYPE_STRING
+            and rules.string.HasField("max_len")
+            and not codec.is_decimal(field)
+        ):
+            schema["maxLength"] = rules.string.max_len
         for kind in ("int32", "int64"):
             if rules.HasField(kind):
                 numbers = getattr(rules, kind)

@@ -1,7 +1,7 @@
 """The View declarations of gateway/codec.py a dialect spells messages with:
 alternatives, groups, switches, copies through a message field, REQUIRED
-fields, how the client spelled each field, and the Spec a message's JSON is
-described by."""
+fields, how the client spelled each field, and the JSON Schema a message's
+JSON is described by."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from gateway.bindings import bindings
 from gateway.codec import Decoder, Encoder
 from gateway.dialects import ABAXUS, BXB, PUBLIC
 from gateway.errors import ApiError
-from gateway.transcoder import Transcoder, describe
+from gateway.openapi import Writer
+from gateway.transcoder import Transcoder
 
 PERCENTAGE = {"code": "P", "discount_type": "percentage", "discount_value": "20", "duration": "forever"}
 
@@ -140,21 +141,21 @@ def test_a_null_item_of_an_optional_array_is_of_the_wrong_type():
 
 
 def test_a_message_is_described_with_its_groups_switches_enums_and_limits():
-    spec = describe(Decoder(BXB), coupons_pb2.Coupon.DESCRIPTOR)
-    assert spec.fields["discount_value"].kind == "decimal"
-    assert spec.fields["discount_type"].choices == ("percentage", "fixed_amount")
-    assert spec.fields["discount_type"].required
-    assert spec.fields["applies_to"].nullable
-    assert spec.fields["applies_to"].fields["plan_codes"].items.max_length == 100
-    assert spec.fields["expiration_at"].kind == "timestamp"
-    assert spec.fields["duration_in_months"].bits == 32
-    assert "amount" not in spec.fields and "id" not in spec.fields
-    event = describe(Decoder(BXB), usage_events_pb2.UsageEvent.DESCRIPTOR)
-    assert event.fields["properties"].kind == "map"
-    assert (
-        describe(Decoder(BXB), subscriptions_pb2.CreateSubscriptionRequest.DESCRIPTOR).fields["start_date"].kind
-        == "timestamp"
-    )
+    """The JSON Schema of GET /openapi.json (gateway/openapi.py) says what the views read."""
+    coupon = Writer(BXB).input(coupons_pb2.Coupon.DESCRIPTOR)
+    fields = coupon["properties"]
+    assert fields["discount_value"]["type"] == ["string", "number", "null"]
+    assert fields["discount_type"]["enum"] == ["percentage", "fixed_amount"]
+    assert "code" in coupon["required"]
+    assert "null" in fields["applies_to"]["type"]
+    assert fields["applies_to"]["properties"]["plan_codes"]["items"]["maxLength"] == 100
+    assert fields["expiration_at"]["format"] == "date-time"
+    assert fields["duration_in_months"]["format"] == "int32"
+    assert "amount" not in fields and "id" not in fields
+    event = Writer(BXB).input(usage_events_pb2.UsageEvent.DESCRIPTOR)
+    assert event["properties"]["properties"]["type"] == "object"
+    subscription = Writer(BXB).input(subscriptions_pb2.CreateSubscriptionRequest.DESCRIPTOR)
+    assert subscription["properties"]["start_date"]["format"] == "date-time"
 
 
 def transcoder(verb: str, template: str) -> Transcoder:

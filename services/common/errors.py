@@ -79,19 +79,40 @@ class Unauthenticated(DomainError):
 
 # A status travels in response metadata, which gRPC caps at 8 KiB by default:
 # what a message or a metadata value echoes of the caller's input (an id of
-# 20,000 characters) is cut, so every error reaches its caller.
+# 20,000 characters) is cut, so every error reaches its caller. The message
+# is cut to MAX_MESSAGE bytes as it travels: grpc-message percent-encodes
+# every byte but printable ASCII (an "é" takes 6), and the status details
+# carry it again.
 MAX_MESSAGE = 1000
 MAX_METADATA_VALUE = 300
+ELLIPSIS = "…"
 
 
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + ELLIPSIS
+
+
+def _sent_size(char: str) -> int:
+    """The bytes a character takes in grpc-message."""
+    return 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode("utf-8", "surrogatepass"))
+
+
+def _cut_message(text: str) -> str:
+    """`text`, cut so that it takes at most MAX_MESSAGE bytes in grpc-message."""
+    if sum(map(_sent_size, text)) <= MAX_MESSAGE:
+        return text
+    room, kept = MAX_MESSAGE - _sent_size(ELLIPSIS), 0
+    for index, char in enumerate(text):
+        kept += _sent_size(char)
+        if kept > room:
+            return text[:index] + ELLIPSIS
+    raise AssertionError("unreachable: the text is longer than the room")
 
 
 def status_proto(
     code: grpc.StatusCode, message: str, reason: str, field: str = "", metadata: dict[str, str] | None = None
 ) -> status_pb2.Status:
-    message = _cut(message, MAX_MESSAGE)
+    message = _cut_message(message)
     field = _cut(field, MAX_METADATA_VALUE)
     info_metadata = {key: _cut(value, MAX_METADATA_VALUE) for key, value in (metadata or {}).items()}
     if field:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from urllib.parse import quote
 
 import grpc
 import pytest
@@ -36,6 +37,7 @@ STATUSES = {
     "not_found": lambda: errors.NotFound("no plan 'gold'", reason="PLAN_NOT_FOUND"),
     "exhausted": lambda: Exhausted("slow down"),
     "long": lambda: errors.NotFound(f"invoice {'x' * 20000!r} not found", field="id", metadata={"id": "y" * 20000}),
+    "accented": lambda: errors.NotFound(f"parked message {'é' * 5000!r} not found", field="id"),
 }
 
 
@@ -190,7 +192,7 @@ async def test_an_error_echoing_an_id_of_any_length_reaches_the_caller_cut(fail)
     error = await fail("domain:long")
     assert error.code() == grpc.StatusCode.NOT_FOUND
     info = errors.error_info(error)
-    assert len(error.details()) == errors.MAX_MESSAGE and error.details().endswith("…")
+    assert len(error.details()) == errors.MAX_MESSAGE - 8 and error.details().endswith("…")  # "…" takes 9 bytes
     assert len(info.metadata["id"]) == errors.MAX_METADATA_VALUE and info.metadata["field"] == "id"
     assert from_rpc(error).status_code == 404
 
@@ -199,3 +201,13 @@ async def test_details_that_contradict_the_call_are_ignored(fail):
     error = await fail("mismatched")
     assert errors.error_info(error) is None
     assert body(from_rpc(error))["reason"] == "INVALID_ARGUMENT"
+
+
+async def test_an_error_echoing_an_id_of_multibyte_characters_is_cut_by_its_size_on_the_wire(fail):
+    """grpc-message percent-encodes all but printable ASCII: 5,000 "é" cut at
+    1,000 characters took 6,000 bytes, and with the status details the
+    trailers passed gRPC's 8 KiB soft limit, now and then a 500."""
+    error = await fail("domain:accented")
+    assert error.code() == grpc.StatusCode.NOT_FOUND and error.details().endswith("…")
+    assert len(quote(error.details(), safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~")) <= errors.MAX_MESSAGE
+    assert from_rpc(error).status_code == 404

@@ -25,6 +25,7 @@ from gateway.errors import ApiError, api_error, invalid
 from gateway.json_body import parse_json
 from gateway.shapes import Json, bound
 from gateway.transcoder import Exchange, Handler, Spelling, Transcoder
+from services.common.charge_fields import MODEL_FIELDS
 
 # ABAXUS (and bxb) model names -> the bxb model.
 MODELS = {
@@ -204,20 +205,10 @@ def abaxus_properties(properties: Any, model: str, shown: Json) -> Json:
     }
     kept = by_model.get(model)
     if kept is None:  # percentage: as /v1/plans shows it
-        kept = {name: shown[name] for name in shown if name not in ("grouped_by",) and name in PERCENTAGE}
+        kept = {name: shown[name] for name in MODEL_FIELDS["percentage"]}
     if properties.grouped_by:
         kept["grouped_by"] = list(properties.grouped_by)
     return kept
-
-
-PERCENTAGE = (
-    "rate",
-    "fixed_amount",
-    "free_units_per_events",
-    "free_units_per_total_aggregation",
-    "per_transaction_min_amount",
-    "per_transaction_max_amount",
-)
 
 
 def abaxus_charge(charge: Any, shown: Json) -> Json:

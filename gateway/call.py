@@ -1,5 +1,5 @@
-"""What every /v1 endpoint shares: reading a body within its size limit and
-answering JSON."""
+"""What every /v1 endpoint shares: reading a JSON body within its size limit
+and answering JSON."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, invalid
+from gateway.json_body import parse_json
 
 
 class Json(JSONResponse):
@@ -39,3 +40,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "INVALID_ARGUMENT", "BODY_TOO_LARGE", f"the body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def read_json(request: Request, required: bool = True) -> Any:
+    """The request's JSON body (bxb's limit on its size, BXB_MAX_BODY_BYTES);
+    an empty one is MISSING_BODY when `required`, else reads as `{}`."""
+    raw = await read_body(request, request.app.state.settings.max_body_bytes)
+    if not raw.strip():
+        if required:
+            raise invalid("a JSON body is required", "", "MISSING_BODY")
+        return {}
+    return parse_json(raw)

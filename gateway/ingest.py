@@ -18,15 +18,13 @@ from __future__ import annotations
 from json import dumps
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from buf.validate import validate_pb2
 from bxb.metering.v1 import usage_events_pb2 as pb
-from gateway.call import json, read_body
+from gateway.call import json, read_json
 from gateway.codec import Decoder, Encoder, View, Views
 from gateway.errors import ApiError, invalid
-from gateway.json_body import parse_json
 from gateway.transcoder import Exchange, Handler, Spelling
 
 # How much of a refused item the rejected-events listing keeps.
@@ -110,13 +108,6 @@ def refused(raw: Any, error: ApiError, where: str) -> pb.RejectedEvent:
     return pb.RejectedEvent(event=event, error=reason, body=dumps(raw, separators=(",", ":"), default=str)[:MAX_BODY])
 
 
-async def body(request: Request) -> Any:
-    raw = await read_body(request, request.app.state.settings.max_body_bytes)
-    if not raw.strip():
-        raise invalid("a JSON body is required", "", "MISSING_BODY")
-    return parse_json(raw)
-
-
 def most_events() -> int:
     """The most events one call may carry, as SubmitEventsRequest declares."""
     events = pb.SubmitEventsRequest.DESCRIPTOR.fields_by_name["events"]
@@ -128,7 +119,7 @@ def single(spelling: Spelling) -> Handler:
     events = Events(spelling.views)
 
     async def handle(exchange: Exchange) -> Response:
-        raw = await body(exchange.http)
+        raw = await read_json(exchange.http)
         try:
             event, abaxus = events.event(raw)
         except ApiError as error:  # answered, and listed with the rejected events
@@ -147,7 +138,7 @@ def batch(spelling: Spelling) -> Handler:
     events = Events(spelling.views)
 
     async def handle(exchange: Exchange) -> Response:
-        raw = await body(exchange.http)
+        raw = await read_json(exchange.http)
         backfill = exchange.http.url.path.endswith("/backfill")
         items = _items(raw)
         read: list[tuple[pb.UsageEvent | dict[str, Any], bool]] = []

@@ -52,7 +52,7 @@ def listing(spelling: Spelling) -> Handler:
 
 def retry(spelling: Spelling) -> Handler:
     async def handle(exchange: Exchange) -> Response:
-        request = await exchange.transcoder.request(exchange.http, exchange.http.app.state.settings.max_body_bytes)
+        request = await exchange.transcoder.request(exchange.http)
         state = exchange.http.app.state
         for stub in state.clients.parked.values():
             try:

@@ -19,12 +19,11 @@ import grpc
 from starlette.responses import Response
 
 from bxb.catalog.v1 import plans_pb2 as pb
-from gateway.call import json, read_body
-from gateway.codec import Decoder, View, Views, enum_name
-from gateway.errors import ApiError, api_error, invalid
-from gateway.json_body import parse_json
+from gateway.call import json, read_json
+from gateway.codec import View, Views, enum_name
+from gateway.errors import ApiError, invalid
 from gateway.shapes import Json, bound
-from gateway.transcoder import Exchange, Handler, Spelling, Transcoder
+from gateway.transcoder import Exchange, Handler, Spelling, Transcoder, named
 from services.common.charge_fields import MODEL_FIELDS
 
 # ABAXUS (and bxb) model names -> the bxb model.
@@ -248,30 +247,24 @@ def create(reads: Views) -> Callable[[Spelling], Handler]:
     (in the `reads` views), the plan shown as ABAXUS does."""
 
     def make(spelling: Spelling) -> Handler:
-        decoder = Decoder(reads)
-
         async def handle(exchange: Exchange) -> Response:
-            raw = await read_body(exchange.http, exchange.http.app.state.settings.max_body_bytes)
-            if not raw.strip():
-                raise invalid("a JSON body is required", "", "MISSING_BODY")
-            body = parse_json(raw)
+            bxb = Transcoder(exchange.transcoder.binding, reads)  # the route read as /v1/plans reads it
+            body = await read_json(exchange.http)
             amounts = amount_names(body)
-            bxb = Transcoder(exchange.transcoder.binding, reads)
             plan = bxb_plan(body)  # what it cannot read is named as ABAXUS spells it already
             try:
                 request = pb.CreatePlanRequest()
-                decoder.into(request.plan, plan)
+                bxb.decoder.into(request.plan, plan)
                 reply = await exchange.call(request)
             except ApiError as error:
                 error.message, error.field = abaxus_path(error.message, amounts), abaxus_path(error.field, amounts)
                 raise
             except grpc.aio.AioRpcError as error:
-                failure = api_error(error)
-                field = bxb.public_field(failure.field)
-                message = failure.message
-                if message.startswith(f"{failure.field} "):
-                    message = field + message.removeprefix(failure.field)
-                failure.message, failure.field = abaxus_path(message, amounts), abaxus_path(field, amounts)
+                failure = named(error, bxb, {})
+                failure.message, failure.field = (
+                    abaxus_path(failure.message, amounts),
+                    abaxus_path(failure.field, amounts),
+                )
                 raise failure from None
             return json(exchange.transcoder.response(reply), 201)
 

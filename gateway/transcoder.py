@@ -28,11 +28,11 @@ from starlette.routing import Route
 from gateway import codec
 from gateway.admission import Admission, kind_of
 from gateway.bindings import Binding, bindings
-from gateway.call import json, read_body
+from gateway.call import json, read_json
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views, descriptor_of, message_type
 from gateway.errors import ApiError, api_error, error_response, invalid
-from gateway.json_body import parse_json, refuse_nul
+from gateway.json_body import refuse_nul
 from services.common import tenancy, trust
 
 log = logging.getLogger("bxb.gateway")
@@ -68,17 +68,14 @@ class Transcoder:
             and binding.body not in ("", "*")
         )
 
-    async def request(self, http: Request, max_body: int, spelled: dict[str, str] | None = None) -> Message:
+    async def request(self, http: Request, spelled: dict[str, str] | None = None) -> Message:
         """The binding's request from the HTTP one; `spelled` is told how the
         client spelled each field it gave (see public_field)."""
         binding = self.binding
         request = self.request_class()
         given: dict[str, str] = {} if spelled is None else spelled
         if binding.body:
-            raw = await read_body(http, max_body)
-            if not raw.strip() and self.body_required:
-                raise invalid("a JSON body is required", "", "MISSING_BODY")
-            parsed = parse_json(raw) if raw.strip() else {}
+            parsed = await read_json(http, self.body_required)
             target = request if binding.body == "*" else getattr(request, binding.body)
             self.decoder.into(target, parsed, bound=self.bound, spelled=given, partial=self.update)
             if binding.body != "*":
@@ -294,7 +291,7 @@ def transcoded(spelling: Spelling) -> Handler:
     async def handle(exchange: Exchange) -> Response:
         transcoder = exchange.transcoder
         state = exchange.http.app.state
-        message = await transcoder.request(exchange.http, state.settings.max_body_bytes, exchange.spelled)
+        message = await transcoder.request(exchange.http, exchange.spelled)
         status = spelling.status
         async with exchange.admitted():
             given = options(state, exchange.org)

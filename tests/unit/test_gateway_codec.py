@@ -84,7 +84,7 @@ def request(query: bytes = b"", path_params: dict | None = None) -> Request:
 
 async def test_query_parameters_fill_an_inlined_message_and_a_repeated_field():
     binding = Binding(CREATE_CUSTOMER, "GET", "/x", "", "")
-    built = await transcoder.Transcoder(binding, BXB).request(request(b"tax_codes=a&tax_codes=b&name=N"), 100)
+    built = await transcoder.Transcoder(binding, BXB).request(request(b"tax_codes=a&tax_codes=b&name=N"))
     assert (list(built.customer.tax_codes), built.customer.name) == (["a", "b"], "N")
 
 

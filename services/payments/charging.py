@@ -38,6 +38,7 @@ from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.payments import attempts
+from services.payments.accounts import StripeAccounts
 from services.payments.models import (
     PAYMENT_CANCELED,
     PAYMENT_PENDING,
@@ -48,7 +49,7 @@ from services.payments.models import (
     PaymentMethod,
 )
 from services.payments.payments import payment_proto
-from services.payments.stripe_charges import REJECTED, UNKNOWN, Outcome, StripeCharges, Unreachable
+from services.payments.stripe_charges import REJECTED, UNKNOWN, Outcome, Unreachable
 
 PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
 # How long past the provider's deadline a claim is still trusted to its holder.
@@ -92,13 +93,13 @@ class Charging:
         sessions: async_sessionmaker[AsyncSession],
         relay: outbox.OutboxRelay,
         invoicing: peers.Invoicing,
-        stripe: StripeCharges | None = None,
+        accounts: StripeAccounts,
         stale_after: float = 20.0 + STALE_MARGIN_SECONDS,
     ):
         self.sessions = sessions
         self.relay = relay
         self.invoicing = invoicing  # read for the invoice to charge
-        self.stripe = stripe  # None when no provider is configured
+        self.accounts = accounts  # each organization's Stripe account
         self.stale_after = timedelta(seconds=stale_after)  # a claim older than this was abandoned
 
     async def _invoice(self, org: str, invoice_id: str) -> invoices_pb2.Invoice:
@@ -146,7 +147,6 @@ class Charging:
         if attempt is not None and attempt.status in attempts.OPEN:
             if not attempts.claimable(attempt, self.stale_after):
                 raise attempts.in_progress(payment.invoice_id)
-            self._provider()
             return attempts.claim(attempt)
         if invoice.status != invoices_pb2.INVOICE_STATUS_FINALIZED:
             state = invoices_pb2.InvoiceStatus.Name(invoice.status).removeprefix("INVOICE_STATUS_").lower()
@@ -165,20 +165,14 @@ class Charging:
             payment.status = PAYMENT_SUCCEEDED
             return None
         method = await self._default_method(session, payment)
-        self._provider()
+        await self.accounts.charges(payment.organization_id)  # refused before anything is stored when none
         return attempts.start(session, payment, method)
-
-    def _provider(self) -> None:
-        if self.stripe is None:
-            raise FailedPrecondition(
-                "no payment provider is configured (set BXB_STRIPE_API_KEY)", reason="PAYMENTS_NOT_CONFIGURED"
-            )
 
     async def _settle(self, claim: attempts.Claim) -> Payment:
         """Steps 2 and 3: the provider's answer, recorded; errors say what happened."""
+        stripe = await self.accounts.charges(claim.request.organization_id)
         try:
-            assert self.stripe is not None  # a claim is made only with a provider (_provider)
-            outcome = await self.stripe.settle(claim.request, claim.intent_id, claim.sent)
+            outcome = await stripe.settle(claim.request, claim.intent_id, claim.sent)
         except Unreachable as error:
             outcome = Outcome(UNKNOWN, claim.intent_id, "unreachable", str(error))
         payment, attempt = await self._record(claim, outcome)

@@ -5,7 +5,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, ForeignKey, Index, MetaData, String, UniqueConstraint, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.common.db import NAMING
@@ -27,6 +40,8 @@ PAYMENT_PENDING, PAYMENT_SUCCEEDED, PAYMENT_FAILED = (
     "PAYMENT_STATUS_FAILED",
 )
 PAYMENT_CANCELED, PAYMENT_REQUIRES_ACTION = "PAYMENT_STATUS_CANCELED", "PAYMENT_STATUS_REQUIRES_ACTION"
+PAYMENT_REFUNDED, PAYMENT_PARTIALLY_REFUNDED = "PAYMENT_STATUS_REFUNDED", "PAYMENT_STATUS_PARTIALLY_REFUNDED"
+PAYMENT_DISPUTED, PAYMENT_UNCOLLECTIBLE = "PAYMENT_STATUS_DISPUTED", "PAYMENT_STATUS_UNCOLLECTIBLE"
 
 
 class Payment(Base):
@@ -45,7 +60,29 @@ class Payment(Base):
     # customer (a Stripe PaymentIntent), and why the last one was declined.
     provider_payment_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
     failure_message: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    failure_reason: Mapped[str] = mapped_column(String(100), default="", server_default="")
+    # The 3-D Secure page while requires_action, the payment link after a decline.
+    payment_url: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    refunded_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When collection (automatic, then dunning) charges next, in the
+    # customer's time: its test clock's when it has one (test_clock_id).
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    test_clock_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    # The dunning campaign retrying it, and when its first charge was declined.
+    dunning_campaign_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    first_failure_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Grows with every change announced (payment_updated), so readers apply only newer ones.
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
+
+# Payments whose collection is due, found by the collector without a scan.
+Index(
+    "ix_payments_next_attempt_time",
+    Payment.next_attempt_time,
+    postgresql_where=text("next_attempt_time IS NOT NULL"),
+)
 
 # Attempts that may still move money: one at most per payment.
 OPEN_ATTEMPT = "status IN ('in_flight', 'unknown', 'requires_action')"
@@ -84,6 +121,10 @@ class PaymentAttempt(Base):
     claim_token: Mapped[str] = mapped_column(String(32))
     claim_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Why it was made: bxb.payments.v1.PaymentAttemptTrigger names.
+    trigger: Mapped[str] = mapped_column(
+        String(40), default="PAYMENT_ATTEMPT_TRIGGER_MANUAL", server_default="PAYMENT_ATTEMPT_TRIGGER_MANUAL"
+    )
 
 
 class PaymentMethod(Base):
@@ -96,4 +137,139 @@ class PaymentMethod(Base):
     provider_customer_id: Mapped[str] = mapped_column(String(200))
     provider_payment_method: Mapped[str] = mapped_column(String(200))
     is_default: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    card_brand: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    card_last4: Mapped[str] = mapped_column(String(4), default="", server_default="")
+    card_exp_month: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    card_exp_year: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ProviderAccount(Base):
+    """An organization's own account at a payment provider; its secrets
+    sealed (services/common/sealing.py), never returned."""
+
+    __tablename__ = "provider_accounts"
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(200))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    secret_key_sealed: Mapped[str] = mapped_column(String(2000))
+    webhook_secret_sealed: Mapped[str] = mapped_column(String(2000))
+    secret_key_hint: Mapped[str] = mapped_column(String(40))
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# A provider customer's linking state: bxb.payments.v1.ProviderCustomerStatus names.
+LINK_PENDING, LINK_LINKED, LINK_FAILED = (
+    "PROVIDER_CUSTOMER_STATUS_PENDING",
+    "PROVIDER_CUSTOMER_STATUS_LINKED",
+    "PROVIDER_CUSTOMER_STATUS_FAILED",
+)
+
+
+class ProviderCustomer(Base):
+    """What payments knows of a bxb customer (from customer_created): its
+    customer at the provider, how it collects, the clock it lives on."""
+
+    __tablename__ = "provider_customers"
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    status: Mapped[str] = mapped_column(String(40))
+    failure_message: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    auto_collect: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: when a method exists
+    email: Mapped[str] = mapped_column(String(320), default="", server_default="")
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    test_clock_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# Customers still to be created or checked at the provider, found without a scan.
+Index(
+    "ix_provider_customers_pending",
+    ProviderCustomer.organization_id,
+    postgresql_where=text("status = 'PROVIDER_CUSTOMER_STATUS_PENDING'"),
+)
+
+
+class TestClock(Base):
+    """Test clocks' times, projected from bxb.catalog.v1.test_clock_advanced:
+    a clock's customers are collected and dunned at its time."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    __tablename__ = "test_clocks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    frozen_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class DunningCampaign(Base):
+    __tablename__ = "dunning_campaigns"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "code"),
+        Index("uq_dunning_campaigns_default", "organization_id", unique=True, postgresql_where=text("is_default")),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(200))
+    retry_days: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    send_emails: Mapped[bool] = mapped_column(Boolean)
+    is_default: Mapped[bool] = mapped_column(Boolean)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ProviderEvent(Base):
+    """A webhook event received from a provider, once: its id is the dedup
+    key; `created` orders what it says against later events."""
+
+    __tablename__ = "provider_events"
+
+    organization_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    type: Mapped[str] = mapped_column(String(100))
+    object_id: Mapped[str] = mapped_column(String(200))
+    created: Mapped[int] = mapped_column(BigInteger)  # the provider's time of the event, Unix seconds
+    receive_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# A refund's status: bxb.payments.v1.RefundStatus names.
+REFUND_PENDING, REFUND_SUCCEEDED, REFUND_FAILED = (
+    "REFUND_STATUS_PENDING",
+    "REFUND_STATUS_SUCCEEDED",
+    "REFUND_STATUS_FAILED",
+)
+
+
+class Refund(Base):
+    """Money given back for one refund credit note, sent to the provider
+    with an idempotency key of its own, so it is given back once."""
+
+    __tablename__ = "refunds"
+    __table_args__ = (UniqueConstraint("organization_id", "credit_note_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    payment_id: Mapped[str] = mapped_column(String(64), ForeignKey("payments.id"), index=True)
+    invoice_id: Mapped[str] = mapped_column(String(64))
+    credit_note_id: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    provider_amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    provider_payment_id: Mapped[str] = mapped_column(String(200))  # the PaymentIntent refunded
+    status: Mapped[str] = mapped_column(String(40))
+    # Whether the provider was asked yet (a pending refund not yet sent is sent by the refunder).
+    sent: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
+    provider_refund_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    failure_message: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -13,6 +13,7 @@ from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
+from services.payments.accounts import StripeAccounts
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
 from services.payments.closing import Closing
 from services.payments.customers import CustomerPaymentMethods
@@ -73,7 +74,10 @@ def build(settings: Settings) -> grpc_server.Service:
     stripe = None
     if settings.stripe_api_key:
         stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
-    charging = Charging(sessions, relay, invoicing, stripe, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS)
+    accounts = StripeAccounts(stripe)
+    charging = Charging(
+        sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
+    )
     # Abandoned attempts can only be looked up where there is a provider to ask.
     recovery = Recovery(charging, settings.recovery_interval) if stripe else None
 

@@ -16,6 +16,7 @@ from services.common.tenancy import metadata
 from services.common.timestamps import utcnow
 from services.invoicing.lifecycle import Lifecycle
 from services.payments import server as payments_server
+from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.stripe_charges import IntentRequest, StripeCharges, Unreachable
 from tests.conftest import Infra, Stack, Tenant, eventually, start
@@ -195,7 +196,7 @@ async def test_an_unreachable_invoicing_or_stripe_is_unavailable():
     closed = f"127.0.0.1:{free_port()}"
     invoicing = peers.Invoicing(closed, timeout=0.5)
     with pytest.raises(Unavailable, match="invoicing could not be reached"):
-        await Charging(None, None, invoicing).charge("org_x", "inv_x")
+        await Charging(None, None, invoicing, StripeAccounts()).charge("org_x", "inv_x")
     await invoicing.close()
     nowhere = StripeCharges(LocalStripe.api_key, f"http://{closed}")
     request = IntentRequest("att_x", "inv_x", "org_x", 100, "USD", "cus_x", "pm_x", "key", utcnow())

@@ -22,6 +22,7 @@ from services.common.ids import new_id
 from services.common.outbox import OutboxRelay
 from services.common.timestamps import utcnow
 from services.payments import server as payments_server
+from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.models import Outbox, Payment, PaymentAttempt
 from services.payments.recovery import Recovery
@@ -50,7 +51,8 @@ class PaymentsDb:
 
     def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
         """Charging as another payments process does it; its outbox rows are published by the stack's."""
-        return Charging(self.sessions, OutboxRelay(self.sessions, Outbox, self.bus), self.invoicing, stripe, **options)
+        relay = OutboxRelay(self.sessions, Outbox, self.bus)
+        return Charging(self.sessions, relay, self.invoicing, StripeAccounts(stripe), **options)
 
 
 @pytest.fixture
@@ -338,7 +340,9 @@ async def test_an_open_attempt_without_a_provider_is_refused(
 async def test_the_sweep_survives_a_database_it_cannot_reach(caplog):
     closed = db.create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/none")
     nowhere = peers.Invoicing(f"127.0.0.1:{free_port()}")  # the sweep asks invoicing nothing
-    recovery = Recovery(Charging(db.sessions(closed), relay=None, invoicing=nowhere), interval=0.01)
+    recovery = Recovery(
+        Charging(db.sessions(closed), relay=None, invoicing=nowhere, accounts=StripeAccounts()), interval=0.01
+    )
     with caplog.at_level(logging.ERROR, logger="bxb.payments.recovery"):
         recovery.start()
 

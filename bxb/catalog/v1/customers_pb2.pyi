@@ -93,21 +93,32 @@ class BillingConfiguration(_message.Message):
 
     PROVIDER_FIELD_NUMBER: _builtins.int
     PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    AUTO_COLLECT_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """Payment provider, for example "stripe"; empty when invoices are not charged."""
     provider_customer_id: _builtins.str
-    """The customer's id at the provider, for example "cus_xxx"."""
+    """The customer's id at the provider, for example "cus_xxx". When empty
+    and the provider is "stripe", the payments service creates the customer
+    at Stripe.
+    """
+    auto_collect: _builtins.bool
+    """Whether finalized invoices are charged automatically to the default
+    payment method; unset means yes when the customer has one.
+    """
     def __init__(
         self,
         *,
         provider: _builtins.str = ...,
         provider_customer_id: _builtins.str = ...,
+        auto_collect: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_auto_collect", b"_auto_collect", "auto_collect", b"auto_collect"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "provider_customer_id", b"provider_customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_auto_collect", b"_auto_collect", "auto_collect", b"auto_collect", "provider", b"provider", "provider_customer_id", b"provider_customer_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__auto_collect: _TypeAlias = _typing.Literal["auto_collect"]  # noqa: Y015
+    _WhichOneofArgType__auto_collect: _TypeAlias = _typing.Literal["_auto_collect", b"_auto_collect"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__auto_collect) -> _WhichOneofReturnType__auto_collect | None: ...
 
 Global___BillingConfiguration: _TypeAlias = BillingConfiguration  # noqa: Y015
 

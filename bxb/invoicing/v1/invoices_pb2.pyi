@@ -152,6 +152,86 @@ BILLING_TIMING_ONE_OFF: BillingTiming.ValueType  # 5
 """At once, for one-off charges (add-ons); not tied to a subscription."""
 Global___BillingTiming: _TypeAlias = BillingTiming  # noqa: Y015
 
+class _InvoicePaymentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvoicePaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvoicePaymentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVOICE_PAYMENT_STATUS_UNSPECIFIED: _InvoicePaymentStatus.ValueType  # 0
+    """Not finalized, or nothing heard yet."""
+    INVOICE_PAYMENT_STATUS_PENDING: _InvoicePaymentStatus.ValueType  # 1
+    """Owed and not yet collected."""
+    INVOICE_PAYMENT_STATUS_REQUIRES_ACTION: _InvoicePaymentStatus.ValueType  # 2
+    """The customer must authenticate the charge (3-D Secure) at payment_url."""
+    INVOICE_PAYMENT_STATUS_SUCCEEDED: _InvoicePaymentStatus.ValueType  # 3
+    """Collected."""
+    INVOICE_PAYMENT_STATUS_FAILED: _InvoicePaymentStatus.ValueType  # 4
+    """The last charge was declined; dunning may charge again."""
+    INVOICE_PAYMENT_STATUS_REFUNDED: _InvoicePaymentStatus.ValueType  # 5
+    """Collected, then given back in full."""
+    INVOICE_PAYMENT_STATUS_PARTIALLY_REFUNDED: _InvoicePaymentStatus.ValueType  # 6
+    """Collected, then given back in part."""
+    INVOICE_PAYMENT_STATUS_DISPUTED: _InvoicePaymentStatus.ValueType  # 7
+    """The customer disputed the charge with their bank."""
+    INVOICE_PAYMENT_STATUS_UNCOLLECTIBLE: _InvoicePaymentStatus.ValueType  # 8
+    """Dunning ended without collecting."""
+    INVOICE_PAYMENT_STATUS_CANCELED: _InvoicePaymentStatus.ValueType  # 9
+    """Nothing is owed any more: voided before it was paid."""
+
+class InvoicePaymentStatus(_InvoicePaymentStatus, metaclass=_InvoicePaymentStatusEnumTypeWrapper):
+    """How collecting an invoice stands (bxb.payments.v1.PaymentStatus, as invoicing last heard)."""
+
+INVOICE_PAYMENT_STATUS_UNSPECIFIED: InvoicePaymentStatus.ValueType  # 0
+"""Not finalized, or nothing heard yet."""
+INVOICE_PAYMENT_STATUS_PENDING: InvoicePaymentStatus.ValueType  # 1
+"""Owed and not yet collected."""
+INVOICE_PAYMENT_STATUS_REQUIRES_ACTION: InvoicePaymentStatus.ValueType  # 2
+"""The customer must authenticate the charge (3-D Secure) at payment_url."""
+INVOICE_PAYMENT_STATUS_SUCCEEDED: InvoicePaymentStatus.ValueType  # 3
+"""Collected."""
+INVOICE_PAYMENT_STATUS_FAILED: InvoicePaymentStatus.ValueType  # 4
+"""The last charge was declined; dunning may charge again."""
+INVOICE_PAYMENT_STATUS_REFUNDED: InvoicePaymentStatus.ValueType  # 5
+"""Collected, then given back in full."""
+INVOICE_PAYMENT_STATUS_PARTIALLY_REFUNDED: InvoicePaymentStatus.ValueType  # 6
+"""Collected, then given back in part."""
+INVOICE_PAYMENT_STATUS_DISPUTED: InvoicePaymentStatus.ValueType  # 7
+"""The customer disputed the charge with their bank."""
+INVOICE_PAYMENT_STATUS_UNCOLLECTIBLE: InvoicePaymentStatus.ValueType  # 8
+"""Dunning ended without collecting."""
+INVOICE_PAYMENT_STATUS_CANCELED: InvoicePaymentStatus.ValueType  # 9
+"""Nothing is owed any more: voided before it was paid."""
+Global___InvoicePaymentStatus: _TypeAlias = InvoicePaymentStatus  # noqa: Y015
+
+class _InvoiceEmailKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _InvoiceEmailKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_InvoiceEmailKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    INVOICE_EMAIL_KIND_UNSPECIFIED: _InvoiceEmailKind.ValueType  # 0
+    """The invoice itself (the default)."""
+    INVOICE_EMAIL_KIND_PAYMENT_FAILED: _InvoiceEmailKind.ValueType  # 1
+    """A charge of the invoice was declined: pay at payment_url."""
+    INVOICE_EMAIL_KIND_PAYMENT_REQUIRES_ACTION: _InvoiceEmailKind.ValueType  # 2
+    """A charge waits for the customer to authenticate it at payment_url."""
+    INVOICE_EMAIL_KIND_PAYMENT_UNCOLLECTIBLE: _InvoiceEmailKind.ValueType  # 3
+    """Dunning gave up: the invoice is uncollectible."""
+
+class InvoiceEmailKind(_InvoiceEmailKind, metaclass=_InvoiceEmailKindEnumTypeWrapper):
+    """What an invoice email is about."""
+
+INVOICE_EMAIL_KIND_UNSPECIFIED: InvoiceEmailKind.ValueType  # 0
+"""The invoice itself (the default)."""
+INVOICE_EMAIL_KIND_PAYMENT_FAILED: InvoiceEmailKind.ValueType  # 1
+"""A charge of the invoice was declined: pay at payment_url."""
+INVOICE_EMAIL_KIND_PAYMENT_REQUIRES_ACTION: InvoiceEmailKind.ValueType  # 2
+"""A charge waits for the customer to authenticate it at payment_url."""
+INVOICE_EMAIL_KIND_PAYMENT_UNCOLLECTIBLE: InvoiceEmailKind.ValueType  # 3
+"""Dunning gave up: the invoice is uncollectible."""
+Global___InvoiceEmailKind: _TypeAlias = InvoiceEmailKind  # noqa: Y015
+
 @_typing.final
 class FeeTier(_message.Message):
     """One priced slice of a charge (a graduated tier, for example)."""
@@ -328,6 +408,8 @@ class Invoice(_message.Message):
     TAXES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     CREDIT_NOTES_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     AMOUNT_DUE_CENTS_FIELD_NUMBER: _builtins.int
+    PAYMENT_STATUS_FIELD_NUMBER: _builtins.int
+    PAYMENT_URL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "inv_abc"."""
     number: _builtins.str
@@ -358,6 +440,14 @@ class Invoice(_message.Message):
     """Sum of its credit notes in minor units."""
     amount_due_cents: _builtins.int
     """What is still due in minor units: the total less its credit notes."""
+    payment_status: Global___InvoicePaymentStatus.ValueType
+    """How collecting it stands, as the payments service last announced;
+    unset before it is finalized.
+    """
+    payment_url: _builtins.str
+    """Where the end customer acts on the payment: the 3-D Secure page while
+    payment_status is REQUIRES_ACTION, the payment link after a decline.
+    """
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """Start of the billed period, inclusive."""
@@ -411,10 +501,12 @@ class Invoice(_message.Message):
         taxes_amount_cents: _builtins.int = ...,
         credit_notes_amount_cents: _builtins.int = ...,
         amount_due_cents: _builtins.int = ...,
+        payment_status: Global___InvoicePaymentStatus.ValueType = ...,
+        payment_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "issue_time", b"issue_time", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due_cents", b"amount_due_cents", "calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "credit_notes_amount_cents", b"credit_notes_amount_cents", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "taxes", b"taxes", "taxes_amount_cents", b"taxes_amount_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due_cents", b"amount_due_cents", "calculation_id", b"calculation_id", "coupons", b"coupons", "coupons_amount_cents", b"coupons_amount_cents", "create_time", b"create_time", "credit_notes_amount_cents", b"credit_notes_amount_cents", "currency", b"currency", "customer_id", b"customer_id", "fees", b"fees", "id", b"id", "issue_time", b"issue_time", "number", b"number", "payment_status", b"payment_status", "payment_url", b"payment_url", "period_end", b"period_end", "period_start", b"period_start", "plan_code", b"plan_code", "status", b"status", "subscription_id", b"subscription_id", "subtotal_cents", b"subtotal_cents", "taxes", b"taxes", "taxes_amount_cents", b"taxes_amount_cents", "timing", b"timing", "total_amount_cents", b"total_amount_cents"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -649,8 +741,20 @@ class SendInvoiceEmailRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     TO_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PAYMENT_URL_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The invoice's id."""
+    kind: Global___InvoiceEmailKind.ValueType
+    """What the email is about; the invoice itself when unset."""
+    payment_url: _builtins.str
+    """The payment link or 3-D Secure page the email gives, for a payment kind."""
+    attempt: _builtins.int
+    """Which charge of how many a payment email is about, for its text (0 when not said)."""
+    max_attempts: _builtins.int
+    """The most charges the dunning campaign makes (0 when not said)."""
     @_builtins.property
     def to(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Recipients, at most 10; the customer's email address when empty."""
@@ -660,10 +764,14 @@ class SendInvoiceEmailRequest(_message.Message):
         *,
         id: _builtins.str = ...,
         to: _abc.Iterable[_builtins.str] | None = ...,
+        kind: Global___InvoiceEmailKind.ValueType = ...,
+        payment_url: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "to", b"to"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "id", b"id", "kind", b"kind", "max_attempts", b"max_attempts", "payment_url", b"payment_url", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

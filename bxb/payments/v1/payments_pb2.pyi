@@ -40,6 +40,14 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     """The provider waits for the customer (3-D Secure) on the charge named by
     provider_payment_id; no other charge starts meanwhile.
     """
+    PAYMENT_STATUS_REFUNDED: _PaymentStatus.ValueType  # 6
+    """Collected, then given back in full (refund credit notes)."""
+    PAYMENT_STATUS_PARTIALLY_REFUNDED: _PaymentStatus.ValueType  # 7
+    """Collected, then given back in part."""
+    PAYMENT_STATUS_DISPUTED: _PaymentStatus.ValueType  # 8
+    """The customer disputed the charge with their bank; dunning is paused."""
+    PAYMENT_STATUS_UNCOLLECTIBLE: _PaymentStatus.ValueType  # 9
+    """Dunning ended without collecting: no more automatic charges."""
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper):
     """State of what a customer owes on one invoice."""
@@ -58,7 +66,143 @@ PAYMENT_STATUS_REQUIRES_ACTION: PaymentStatus.ValueType  # 5
 """The provider waits for the customer (3-D Secure) on the charge named by
 provider_payment_id; no other charge starts meanwhile.
 """
+PAYMENT_STATUS_REFUNDED: PaymentStatus.ValueType  # 6
+"""Collected, then given back in full (refund credit notes)."""
+PAYMENT_STATUS_PARTIALLY_REFUNDED: PaymentStatus.ValueType  # 7
+"""Collected, then given back in part."""
+PAYMENT_STATUS_DISPUTED: PaymentStatus.ValueType  # 8
+"""The customer disputed the charge with their bank; dunning is paused."""
+PAYMENT_STATUS_UNCOLLECTIBLE: PaymentStatus.ValueType  # 9
+"""Dunning ended without collecting: no more automatic charges."""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
+
+class _PaymentAttemptStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentAttemptStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentAttemptStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_ATTEMPT_STATUS_UNSPECIFIED: _PaymentAttemptStatus.ValueType  # 0
+    """Not set."""
+    PAYMENT_ATTEMPT_STATUS_IN_FLIGHT: _PaymentAttemptStatus.ValueType  # 1
+    """Sent, or about to be sent, to the provider; its answer is not recorded yet."""
+    PAYMENT_ATTEMPT_STATUS_UNKNOWN: _PaymentAttemptStatus.ValueType  # 2
+    """The provider could not be reached; it is looked up before anything new is charged."""
+    PAYMENT_ATTEMPT_STATUS_REQUIRES_ACTION: _PaymentAttemptStatus.ValueType  # 3
+    """The provider waits for the customer (3-D Secure)."""
+    PAYMENT_ATTEMPT_STATUS_SUCCEEDED: _PaymentAttemptStatus.ValueType  # 4
+    """Collected."""
+    PAYMENT_ATTEMPT_STATUS_FAILED: _PaymentAttemptStatus.ValueType  # 5
+    """Declined."""
+    PAYMENT_ATTEMPT_STATUS_REJECTED: _PaymentAttemptStatus.ValueType  # 6
+    """The provider refused the request itself (not the card's fault)."""
+
+class PaymentAttemptStatus(_PaymentAttemptStatus, metaclass=_PaymentAttemptStatusEnumTypeWrapper):
+    """State of one charge of a payment at the provider."""
+
+PAYMENT_ATTEMPT_STATUS_UNSPECIFIED: PaymentAttemptStatus.ValueType  # 0
+"""Not set."""
+PAYMENT_ATTEMPT_STATUS_IN_FLIGHT: PaymentAttemptStatus.ValueType  # 1
+"""Sent, or about to be sent, to the provider; its answer is not recorded yet."""
+PAYMENT_ATTEMPT_STATUS_UNKNOWN: PaymentAttemptStatus.ValueType  # 2
+"""The provider could not be reached; it is looked up before anything new is charged."""
+PAYMENT_ATTEMPT_STATUS_REQUIRES_ACTION: PaymentAttemptStatus.ValueType  # 3
+"""The provider waits for the customer (3-D Secure)."""
+PAYMENT_ATTEMPT_STATUS_SUCCEEDED: PaymentAttemptStatus.ValueType  # 4
+"""Collected."""
+PAYMENT_ATTEMPT_STATUS_FAILED: PaymentAttemptStatus.ValueType  # 5
+"""Declined."""
+PAYMENT_ATTEMPT_STATUS_REJECTED: PaymentAttemptStatus.ValueType  # 6
+"""The provider refused the request itself (not the card's fault)."""
+Global___PaymentAttemptStatus: _TypeAlias = PaymentAttemptStatus  # noqa: Y015
+
+class _PaymentAttemptTrigger:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentAttemptTriggerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentAttemptTrigger.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_ATTEMPT_TRIGGER_UNSPECIFIED: _PaymentAttemptTrigger.ValueType  # 0
+    """Not set."""
+    PAYMENT_ATTEMPT_TRIGGER_AUTOMATIC: _PaymentAttemptTrigger.ValueType  # 1
+    """Automatic collection when the invoice was finalized."""
+    PAYMENT_ATTEMPT_TRIGGER_MANUAL: _PaymentAttemptTrigger.ValueType  # 2
+    """POST /v1/invoices/{id}/charge."""
+    PAYMENT_ATTEMPT_TRIGGER_DUNNING: _PaymentAttemptTrigger.ValueType  # 3
+    """A retry of the organization's dunning campaign."""
+    PAYMENT_ATTEMPT_TRIGGER_PAYMENT_LINK: _PaymentAttemptTrigger.ValueType  # 4
+    """The end customer paid through the payment link."""
+
+class PaymentAttemptTrigger(_PaymentAttemptTrigger, metaclass=_PaymentAttemptTriggerEnumTypeWrapper):
+    """Why a charge was made."""
+
+PAYMENT_ATTEMPT_TRIGGER_UNSPECIFIED: PaymentAttemptTrigger.ValueType  # 0
+"""Not set."""
+PAYMENT_ATTEMPT_TRIGGER_AUTOMATIC: PaymentAttemptTrigger.ValueType  # 1
+"""Automatic collection when the invoice was finalized."""
+PAYMENT_ATTEMPT_TRIGGER_MANUAL: PaymentAttemptTrigger.ValueType  # 2
+"""POST /v1/invoices/{id}/charge."""
+PAYMENT_ATTEMPT_TRIGGER_DUNNING: PaymentAttemptTrigger.ValueType  # 3
+"""A retry of the organization's dunning campaign."""
+PAYMENT_ATTEMPT_TRIGGER_PAYMENT_LINK: PaymentAttemptTrigger.ValueType  # 4
+"""The end customer paid through the payment link."""
+Global___PaymentAttemptTrigger: _TypeAlias = PaymentAttemptTrigger  # noqa: Y015
+
+class _RefundStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RefundStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REFUND_STATUS_UNSPECIFIED: _RefundStatus.ValueType  # 0
+    """Not set."""
+    REFUND_STATUS_PENDING: _RefundStatus.ValueType  # 1
+    """Recorded, not yet confirmed by the provider (sent, or to be sent)."""
+    REFUND_STATUS_SUCCEEDED: _RefundStatus.ValueType  # 2
+    """The provider gave the money back."""
+    REFUND_STATUS_FAILED: _RefundStatus.ValueType  # 3
+    """The provider could not give it back."""
+
+class RefundStatus(_RefundStatus, metaclass=_RefundStatusEnumTypeWrapper):
+    """State of a refund at the provider."""
+
+REFUND_STATUS_UNSPECIFIED: RefundStatus.ValueType  # 0
+"""Not set."""
+REFUND_STATUS_PENDING: RefundStatus.ValueType  # 1
+"""Recorded, not yet confirmed by the provider (sent, or to be sent)."""
+REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 2
+"""The provider gave the money back."""
+REFUND_STATUS_FAILED: RefundStatus.ValueType  # 3
+"""The provider could not give it back."""
+Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
+
+class _ProviderCustomerStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProviderCustomerStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProviderCustomerStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROVIDER_CUSTOMER_STATUS_UNSPECIFIED: _ProviderCustomerStatus.ValueType  # 0
+    """Not set."""
+    PROVIDER_CUSTOMER_STATUS_PENDING: _ProviderCustomerStatus.ValueType  # 1
+    """To be created, or checked, at the provider."""
+    PROVIDER_CUSTOMER_STATUS_LINKED: _ProviderCustomerStatus.ValueType  # 2
+    """Created or checked: it belongs to the organization's account."""
+    PROVIDER_CUSTOMER_STATUS_FAILED: _ProviderCustomerStatus.ValueType  # 3
+    """The provider refused it (failure_message says why), or deleted it."""
+
+class ProviderCustomerStatus(_ProviderCustomerStatus, metaclass=_ProviderCustomerStatusEnumTypeWrapper):
+    """Where linking a customer to the payment provider stands."""
+
+PROVIDER_CUSTOMER_STATUS_UNSPECIFIED: ProviderCustomerStatus.ValueType  # 0
+"""Not set."""
+PROVIDER_CUSTOMER_STATUS_PENDING: ProviderCustomerStatus.ValueType  # 1
+"""To be created, or checked, at the provider."""
+PROVIDER_CUSTOMER_STATUS_LINKED: ProviderCustomerStatus.ValueType  # 2
+"""Created or checked: it belongs to the organization's account."""
+PROVIDER_CUSTOMER_STATUS_FAILED: ProviderCustomerStatus.ValueType  # 3
+"""The provider refused it (failure_message says why), or deleted it."""
+Global___ProviderCustomerStatus: _TypeAlias = ProviderCustomerStatus  # noqa: Y015
 
 @_typing.final
 class Payment(_message.Message):
@@ -75,6 +219,13 @@ class Payment(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    PAYMENT_URL_FIELD_NUMBER: _builtins.int
+    REFUNDED_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_COUNT_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     invoice_id: _builtins.str
@@ -93,9 +244,33 @@ class Payment(_message.Message):
     """
     failure_message: _builtins.str
     """Why the last charge was declined, as the provider said; empty otherwise."""
+    payment_url: _builtins.str
+    """Where the end customer acts: the 3-D Secure page while REQUIRES_ACTION,
+    the payment link after a declined charge; empty otherwise.
+    """
+    refunded_amount_cents: _builtins.int
+    """What refunds gave back, in the currency's minor units."""
+    attempt_count: _builtins.int
+    """Charges made at the provider for this invoice."""
+    failure_reason: _builtins.str
+    """The provider's code for the last decline, for example "card_declined"."""
+    version: _builtins.int
+    """Grows with every change: a reader applies an announcement only when its
+    version is newer than the one it holds.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the payment record was created."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When dunning charges again, in the customer's time (its test clock's,
+        when it lives on one); unset when no charge is scheduled.
+        """
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """When the payment last changed."""
 
     def __init__(
         self,
@@ -109,14 +284,161 @@ class Payment(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         provider_payment_id: _builtins.str = ...,
         failure_message: _builtins.str = ...,
+        payment_url: _builtins.str = ...,
+        refunded_amount_cents: _builtins.int = ...,
+        attempt_count: _builtins.int = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        failure_reason: _builtins.str = ...,
+        version: _builtins.int = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "next_attempt_time", b"next_attempt_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "failure_message", b"failure_message", "id", b"id", "invoice_id", b"invoice_id", "provider_payment_id", b"provider_payment_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "attempt_count", b"attempt_count", "create_time", b"create_time", "currency", b"currency", "customer_id", b"customer_id", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "id", b"id", "invoice_id", b"invoice_id", "next_attempt_time", b"next_attempt_time", "payment_url", b"payment_url", "provider_payment_id", b"provider_payment_id", "refunded_amount_cents", b"refunded_amount_cents", "status", b"status", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class PaymentAttempt(_message.Message):
+    """One charge of a payment at the provider."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    PROVIDER_AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
+    PROVIDER_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier."""
+    payment_id: _builtins.str
+    """The payment charged."""
+    invoice_id: _builtins.str
+    """Its invoice."""
+    status: Global___PaymentAttemptStatus.ValueType
+    """Where the charge stands."""
+    trigger: Global___PaymentAttemptTrigger.ValueType
+    """Why it was made."""
+    amount_cents: _builtins.int
+    """What the invoice asked, in the currency's minor units."""
+    provider_amount: _builtins.int
+    """What was charged, in the provider's units for the currency."""
+    currency: _builtins.str
+    """ISO 4217 currency code."""
+    provider_customer_id: _builtins.str
+    """The customer charged at the provider, for example "cus_xxx"."""
+    provider_payment_method: _builtins.str
+    """The payment method charged, for example "pm_xxx"."""
+    provider_payment_id: _builtins.str
+    """The provider's charge, for example a Stripe PaymentIntent "pi_xxx"."""
+    failure_reason: _builtins.str
+    """The provider's code for a decline or refusal."""
+    failure_message: _builtins.str
+    """The provider's message for a decline or refusal."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the charge began."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        status: Global___PaymentAttemptStatus.ValueType = ...,
+        trigger: Global___PaymentAttemptTrigger.ValueType = ...,
+        amount_cents: _builtins.int = ...,
+        provider_amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+        provider_payment_method: _builtins.str = ...,
+        provider_payment_id: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "currency", b"currency", "failure_message", b"failure_message", "failure_reason", b"failure_reason", "id", b"id", "invoice_id", b"invoice_id", "payment_id", b"payment_id", "provider_amount", b"provider_amount", "provider_customer_id", b"provider_customer_id", "provider_payment_id", b"provider_payment_id", "provider_payment_method", b"provider_payment_method", "status", b"status", "trigger", b"trigger"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentAttempt: _TypeAlias = PaymentAttempt  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """Money given back on a paid invoice, for a refund credit note."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    CREDIT_NOTE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    PROVIDER_AMOUNT_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFUND_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Server-assigned identifier."""
+    payment_id: _builtins.str
+    """The payment refunded."""
+    invoice_id: _builtins.str
+    """Its invoice."""
+    credit_note_id: _builtins.str
+    """The refund credit note it gives back."""
+    status: Global___RefundStatus.ValueType
+    """Where it stands."""
+    amount_cents: _builtins.int
+    """The amount, in the currency's minor units."""
+    provider_amount: _builtins.int
+    """The amount in the provider's units for the currency."""
+    currency: _builtins.str
+    """ISO 4217 currency code."""
+    provider_refund_id: _builtins.str
+    """The provider's refund, for example "re_xxx"."""
+    failure_message: _builtins.str
+    """Why it failed, as the provider said."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+        credit_note_id: _builtins.str = ...,
+        status: Global___RefundStatus.ValueType = ...,
+        amount_cents: _builtins.int = ...,
+        provider_amount: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        provider_refund_id: _builtins.str = ...,
+        failure_message: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "create_time", b"create_time", "credit_note_id", b"credit_note_id", "currency", b"currency", "failure_message", b"failure_message", "id", b"id", "invoice_id", b"invoice_id", "payment_id", b"payment_id", "provider_amount", b"provider_amount", "provider_refund_id", b"provider_refund_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
 
 @_typing.final
 class PaymentMethod(_message.Message):
@@ -131,6 +453,10 @@ class PaymentMethod(_message.Message):
     PROVIDER_PAYMENT_METHOD_FIELD_NUMBER: _builtins.int
     IS_DEFAULT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    CARD_BRAND_FIELD_NUMBER: _builtins.int
+    CARD_LAST4_FIELD_NUMBER: _builtins.int
+    CARD_EXP_MONTH_FIELD_NUMBER: _builtins.int
+    CARD_EXP_YEAR_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier."""
     customer_id: _builtins.str
@@ -143,6 +469,14 @@ class PaymentMethod(_message.Message):
     """The payment method's id at the provider, for example "pm_xxx"."""
     is_default: _builtins.bool
     """Whether this is the customer's default method."""
+    card_brand: _builtins.str
+    """The card's brand as the provider names it, for example "visa"; empty for other methods."""
+    card_last4: _builtins.str
+    """The card number's last four digits."""
+    card_exp_month: _builtins.int
+    """The card's expiry month, 1 to 12."""
+    card_exp_year: _builtins.int
+    """The card's expiry year."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the method was saved."""
@@ -157,14 +491,106 @@ class PaymentMethod(_message.Message):
         provider_payment_method: _builtins.str = ...,
         is_default: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        card_brand: _builtins.str = ...,
+        card_last4: _builtins.str = ...,
+        card_exp_month: _builtins.int = ...,
+        card_exp_year: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "customer_id", b"customer_id", "id", b"id", "is_default", b"is_default", "provider", b"provider", "provider_customer_id", b"provider_customer_id", "provider_payment_method", b"provider_payment_method"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_brand", b"card_brand", "card_exp_month", b"card_exp_month", "card_exp_year", b"card_exp_year", "card_last4", b"card_last4", "create_time", b"create_time", "customer_id", b"customer_id", "id", b"id", "is_default", b"is_default", "provider", b"provider", "provider_customer_id", b"provider_customer_id", "provider_payment_method", b"provider_payment_method"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PaymentMethod: _TypeAlias = PaymentMethod  # noqa: Y015
+
+@_typing.final
+class ProviderCustomer(_message.Message):
+    """A customer as the payment provider knows it (payments' own record)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    FAILURE_MESSAGE_FIELD_NUMBER: _builtins.int
+    AUTO_COLLECT_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The bxb customer."""
+    provider: _builtins.str
+    """The provider, "stripe"."""
+    provider_customer_id: _builtins.str
+    """The customer's id at the provider, for example "cus_xxx"; empty until linked."""
+    status: Global___ProviderCustomerStatus.ValueType
+    """Linking state."""
+    failure_message: _builtins.str
+    """Why linking failed."""
+    auto_collect: _builtins.bool
+    """Whether finalized invoices are charged automatically."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the record was made."""
+
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+        status: Global___ProviderCustomerStatus.ValueType = ...,
+        failure_message: _builtins.str = ...,
+        auto_collect: _builtins.bool = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_collect", b"auto_collect", "create_time", b"create_time", "customer_id", b"customer_id", "failure_message", b"failure_message", "provider", b"provider", "provider_customer_id", b"provider_customer_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderCustomer: _TypeAlias = ProviderCustomer  # noqa: Y015
+
+@_typing.final
+class SetupLink(_message.Message):
+    """Where an end customer saves a payment method (a Stripe SetupIntent, and a
+    hosted Checkout page in setup mode when return addresses are given).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SETUP_INTENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The bxb customer."""
+    provider_customer_id: _builtins.str
+    """The customer's id at the provider."""
+    setup_intent_id: _builtins.str
+    """The SetupIntent, for example "seti_xxx"."""
+    client_secret: _builtins.str
+    """The SetupIntent's client secret, for Stripe.js on the organization's own page."""
+    url: _builtins.str
+    """The hosted page (Stripe Checkout in setup mode), when success_url was given."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        provider_customer_id: _builtins.str = ...,
+        setup_intent_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "customer_id", b"customer_id", "provider_customer_id", b"provider_customer_id", "setup_intent_id", b"setup_intent_id", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetupLink: _TypeAlias = SetupLink  # noqa: Y015
 
 @_typing.final
 class ListPaymentsRequest(_message.Message):
@@ -176,6 +602,7 @@ class ListPaymentsRequest(_message.Message):
     INVOICE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Only payments of this customer, when set."""
     invoice_id: _builtins.str
@@ -184,6 +611,8 @@ class ListPaymentsRequest(_message.Message):
     """Maximum number of payments to return (default 50, at most 500)."""
     page_token: _builtins.str
     """Token from a previous response, to fetch the next page."""
+    status: Global___PaymentStatus.ValueType
+    """Only payments in this state, when set."""
     def __init__(
         self,
         *,
@@ -191,14 +620,97 @@ class ListPaymentsRequest(_message.Message):
         invoice_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        status: Global___PaymentStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "invoice_id", b"invoice_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "invoice_id", b"invoice_id", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentsRequest: _TypeAlias = ListPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class GetPaymentRequest(_message.Message):
+    """Request for PaymentService.GetPayment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The payment's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentRequest: _TypeAlias = GetPaymentRequest  # noqa: Y015
+
+@_typing.final
+class ListInvoicePaymentsRequest(_message.Message):
+    """Request for PaymentService.ListInvoicePayments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    invoice_id: _builtins.str
+    """The invoice."""
+    def __init__(
+        self,
+        *,
+        invoice_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invoice_id", b"invoice_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInvoicePaymentsRequest: _TypeAlias = ListInvoicePaymentsRequest  # noqa: Y015
+
+@_typing.final
+class ListInvoicePaymentsResponse(_message.Message):
+    """Response of PaymentService.ListInvoicePayments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment:
+        """What the invoice asks and how collecting it stands; unset before the
+        invoice is finalized.
+        """
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentAttempt]:
+        """Every charge made, newest first."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """Every refund, newest first."""
+
+    def __init__(
+        self,
+        *,
+        payment: Global___Payment | None = ...,
+        attempts: _abc.Iterable[Global___PaymentAttempt] | None = ...,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "payment", b"payment", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListInvoicePaymentsResponse: _TypeAlias = ListInvoicePaymentsResponse  # noqa: Y015
 
 @_typing.final
 class ListPaymentsResponse(_message.Message):
@@ -273,6 +785,112 @@ class ListPaymentMethodsRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListPaymentMethodsRequest: _TypeAlias = ListPaymentMethodsRequest  # noqa: Y015
+
+@_typing.final
+class SetDefaultPaymentMethodRequest(_message.Message):
+    """Request for PaymentService.SetDefaultPaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    id: _builtins.str
+    """The method's id."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetDefaultPaymentMethodRequest: _TypeAlias = SetDefaultPaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class DeletePaymentMethodRequest(_message.Message):
+    """Request for PaymentService.DeletePaymentMethod."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    id: _builtins.str
+    """The method's id."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletePaymentMethodRequest: _TypeAlias = DeletePaymentMethodRequest  # noqa: Y015
+
+@_typing.final
+class CreateSetupLinkRequest(_message.Message):
+    """Request for PaymentService.CreateSetupLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    SUCCESS_URL_FIELD_NUMBER: _builtins.int
+    CANCEL_URL_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    success_url: _builtins.str
+    """Where the hosted page sends the end customer after saving a method;
+    without it only the SetupIntent's client secret is given.
+    """
+    cancel_url: _builtins.str
+    """Where the hosted page sends the end customer who gives up."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        success_url: _builtins.str = ...,
+        cancel_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_url", b"cancel_url", "customer_id", b"customer_id", "success_url", b"success_url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateSetupLinkRequest: _TypeAlias = CreateSetupLinkRequest  # noqa: Y015
+
+@_typing.final
+class GetProviderCustomerRequest(_message.Message):
+    """Request for PaymentService.GetProviderCustomer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    """The customer."""
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderCustomerRequest: _TypeAlias = GetProviderCustomerRequest  # noqa: Y015
 
 @_typing.final
 class ListPaymentMethodsResponse(_message.Message):

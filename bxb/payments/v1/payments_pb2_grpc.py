@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from bxb.payments.v1 import payments_pb2 as bxb_dot_payments_dot_v1_dot_payments__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -40,6 +41,16 @@ class PaymentServiceStub:
                 request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsRequest.SerializeToString,
                 response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsResponse.FromString,
                 _registered_method=True)
+        self.GetPayment = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/GetPayment',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+                _registered_method=True)
+        self.ListInvoicePayments = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/ListInvoicePayments',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsResponse.FromString,
+                _registered_method=True)
         self.CreatePaymentMethod = channel.unary_unary(
                 '/bxb.payments.v1.PaymentService/CreatePaymentMethod',
                 request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CreatePaymentMethodRequest.SerializeToString,
@@ -49,6 +60,26 @@ class PaymentServiceStub:
                 '/bxb.payments.v1.PaymentService/ListPaymentMethods',
                 request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.SerializeToString,
                 response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.FromString,
+                _registered_method=True)
+        self.SetDefaultPaymentMethod = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/SetDefaultPaymentMethod',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.PaymentMethod.FromString,
+                _registered_method=True)
+        self.DeletePaymentMethod = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/DeletePaymentMethod',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.DeletePaymentMethodRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.CreateSetupLink = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/CreateSetupLink',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CreateSetupLinkRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.SetupLink.FromString,
+                _registered_method=True)
+        self.GetProviderCustomer = channel.unary_unary(
+                '/bxb.payments.v1.PaymentService/GetProviderCustomer',
+                request_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.GetProviderCustomerRequest.SerializeToString,
+                response_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ProviderCustomer.FromString,
                 _registered_method=True)
         self.ChargeInvoice = channel.unary_unary(
                 '/bxb.payments.v1.PaymentService/ChargeInvoice',
@@ -67,21 +98,67 @@ class PaymentServiceServicer:
     """
 
     def ListPayments(self, request, context):
-        """Lists what is owed and collected, per invoice.
+        """Lists what is owed and collected, per invoice, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPayment(self, request, context):
+        """Gets one payment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListInvoicePayments(self, request, context):
+        """An invoice's payment with every charge and refund made for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreatePaymentMethod(self, request, context):
-        """Saves a payment method; the newest one becomes the default.
+        """Saves a payment method after checking at the provider that the customer
+        and the method belong to the organization's account and to each other;
+        the newest one becomes the default.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListPaymentMethods(self, request, context):
-        """Lists a customer's payment methods.
+        """Lists a customer's payment methods, default first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDefaultPaymentMethod(self, request, context):
+        """Makes a saved method the customer's default (at the provider too).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeletePaymentMethod(self, request, context):
+        """Removes a saved method (detached at the provider); the newest remaining
+        one becomes the default.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSetupLink(self, request, context):
+        """A link where the end customer saves a card; the method arrives with the
+        provider's setup_intent.succeeded webhook and becomes the default.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProviderCustomer(self, request, context):
+        """The customer as the payment provider knows it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -125,6 +202,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsRequest.FromString,
                     response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsResponse.SerializeToString,
             ),
+            'GetPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayment,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'ListInvoicePayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListInvoicePayments,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsResponse.SerializeToString,
+            ),
             'CreatePaymentMethod': grpc.unary_unary_rpc_method_handler(
                     servicer.CreatePaymentMethod,
                     request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CreatePaymentMethodRequest.FromString,
@@ -134,6 +221,26 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListPaymentMethods,
                     request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.FromString,
                     response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.SerializeToString,
+            ),
+            'SetDefaultPaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDefaultPaymentMethod,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.SetDefaultPaymentMethodRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.PaymentMethod.SerializeToString,
+            ),
+            'DeletePaymentMethod': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeletePaymentMethod,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.DeletePaymentMethodRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'CreateSetupLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSetupLink,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.CreateSetupLinkRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.SetupLink.SerializeToString,
+            ),
+            'GetProviderCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderCustomer,
+                    request_deserializer=bxb_dot_payments_dot_v1_dot_payments__pb2.GetProviderCustomerRequest.FromString,
+                    response_serializer=bxb_dot_payments_dot_v1_dot_payments__pb2.ProviderCustomer.SerializeToString,
             ),
             'ChargeInvoice': grpc.unary_unary_rpc_method_handler(
                     servicer.ChargeInvoice,
@@ -174,6 +281,60 @@ class PaymentService:
             '/bxb.payments.v1.PaymentService/ListPayments',
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsRequest.SerializeToString,
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/GetPayment',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.GetPaymentRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListInvoicePayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/ListInvoicePayments',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.ListInvoicePaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -228,6 +389,114 @@ class PaymentService:
             '/bxb.payments.v1.PaymentService/ListPaymentMethods',
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsRequest.SerializeToString,
             bxb_dot_payments_dot_v1_dot_payments__pb2.ListPaymentMethodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDefaultPaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/SetDefaultPaymentMethod',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.SetDefaultPaymentMethodRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.PaymentMethod.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeletePaymentMethod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/DeletePaymentMethod',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.DeletePaymentMethodRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateSetupLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/CreateSetupLink',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.CreateSetupLinkRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.SetupLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.payments.v1.PaymentService/GetProviderCustomer',
+            bxb_dot_payments_dot_v1_dot_payments__pb2.GetProviderCustomerRequest.SerializeToString,
+            bxb_dot_payments_dot_v1_dot_payments__pb2.ProviderCustomer.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from bxb.payments.v1 import payments_pb2 as _payments_pb2
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -34,11 +35,30 @@ class PaymentServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PaymentServiceAsyncStub: ...
     ListPayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]
-    """Lists what is owed and collected, per invoice."""
+    """Lists what is owed and collected, per invoice, newest first."""
+    GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]
+    """Gets one payment."""
+    ListInvoicePayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListInvoicePaymentsRequest, _payments_pb2.ListInvoicePaymentsResponse]
+    """An invoice's payment with every charge and refund made for it."""
     CreatePaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreatePaymentMethodRequest, _payments_pb2.PaymentMethod]
-    """Saves a payment method; the newest one becomes the default."""
+    """Saves a payment method after checking at the provider that the customer
+    and the method belong to the organization's account and to each other;
+    the newest one becomes the default.
+    """
     ListPaymentMethods: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentMethodsRequest, _payments_pb2.ListPaymentMethodsResponse]
-    """Lists a customer's payment methods."""
+    """Lists a customer's payment methods, default first."""
+    SetDefaultPaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_pb2.SetDefaultPaymentMethodRequest, _payments_pb2.PaymentMethod]
+    """Makes a saved method the customer's default (at the provider too)."""
+    DeletePaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_pb2.DeletePaymentMethodRequest, _empty_pb2.Empty]
+    """Removes a saved method (detached at the provider); the newest remaining
+    one becomes the default.
+    """
+    CreateSetupLink: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreateSetupLinkRequest, _payments_pb2.SetupLink]
+    """A link where the end customer saves a card; the method arrives with the
+    provider's setup_intent.succeeded webhook and becomes the default.
+    """
+    GetProviderCustomer: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetProviderCustomerRequest, _payments_pb2.ProviderCustomer]
+    """The customer as the payment provider knows it."""
     ChargeInvoice: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]
     """Charges what a finalized invoice still asks (its amount due) to the
     customer's default payment method; answers the SUCCEEDED payment.
@@ -68,11 +88,30 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListPayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentsRequest, _payments_pb2.ListPaymentsResponse]  # type: ignore[assignment]
-    """Lists what is owed and collected, per invoice."""
+    """Lists what is owed and collected, per invoice, newest first."""
+    GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
+    """Gets one payment."""
+    ListInvoicePayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListInvoicePaymentsRequest, _payments_pb2.ListInvoicePaymentsResponse]  # type: ignore[assignment]
+    """An invoice's payment with every charge and refund made for it."""
     CreatePaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreatePaymentMethodRequest, _payments_pb2.PaymentMethod]  # type: ignore[assignment]
-    """Saves a payment method; the newest one becomes the default."""
+    """Saves a payment method after checking at the provider that the customer
+    and the method belong to the organization's account and to each other;
+    the newest one becomes the default.
+    """
     ListPaymentMethods: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListPaymentMethodsRequest, _payments_pb2.ListPaymentMethodsResponse]  # type: ignore[assignment]
-    """Lists a customer's payment methods."""
+    """Lists a customer's payment methods, default first."""
+    SetDefaultPaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_pb2.SetDefaultPaymentMethodRequest, _payments_pb2.PaymentMethod]  # type: ignore[assignment]
+    """Makes a saved method the customer's default (at the provider too)."""
+    DeletePaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_pb2.DeletePaymentMethodRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Removes a saved method (detached at the provider); the newest remaining
+    one becomes the default.
+    """
+    CreateSetupLink: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreateSetupLinkRequest, _payments_pb2.SetupLink]  # type: ignore[assignment]
+    """A link where the end customer saves a card; the method arrives with the
+    provider's setup_intent.succeeded webhook and becomes the default.
+    """
+    GetProviderCustomer: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetProviderCustomerRequest, _payments_pb2.ProviderCustomer]  # type: ignore[assignment]
+    """The customer as the payment provider knows it."""
     ChargeInvoice: _aio.UnaryUnaryMultiCallable[_payments_pb2.ChargeInvoiceRequest, _payments_pb2.Payment]  # type: ignore[assignment]
     """Charges what a finalized invoice still asks (its amount due) to the
     customer's default payment method; answers the SUCCEEDED payment.
@@ -105,7 +144,23 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.ListPaymentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ListPaymentsResponse, _abc.Awaitable[_payments_pb2.ListPaymentsResponse]]:
-        """Lists what is owed and collected, per invoice."""
+        """Lists what is owed and collected, per invoice, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetPayment(
+        self,
+        request: _payments_pb2.GetPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.Payment, _abc.Awaitable[_payments_pb2.Payment]]:
+        """Gets one payment."""
+
+    @_abc_1.abstractmethod
+    def ListInvoicePayments(
+        self,
+        request: _payments_pb2.ListInvoicePaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ListInvoicePaymentsResponse, _abc.Awaitable[_payments_pb2.ListInvoicePaymentsResponse]]:
+        """An invoice's payment with every charge and refund made for it."""
 
     @_abc_1.abstractmethod
     def CreatePaymentMethod(
@@ -113,7 +168,10 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.CreatePaymentMethodRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.PaymentMethod, _abc.Awaitable[_payments_pb2.PaymentMethod]]:
-        """Saves a payment method; the newest one becomes the default."""
+        """Saves a payment method after checking at the provider that the customer
+        and the method belong to the organization's account and to each other;
+        the newest one becomes the default.
+        """
 
     @_abc_1.abstractmethod
     def ListPaymentMethods(
@@ -121,7 +179,43 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.ListPaymentMethodsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ListPaymentMethodsResponse, _abc.Awaitable[_payments_pb2.ListPaymentMethodsResponse]]:
-        """Lists a customer's payment methods."""
+        """Lists a customer's payment methods, default first."""
+
+    @_abc_1.abstractmethod
+    def SetDefaultPaymentMethod(
+        self,
+        request: _payments_pb2.SetDefaultPaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.PaymentMethod, _abc.Awaitable[_payments_pb2.PaymentMethod]]:
+        """Makes a saved method the customer's default (at the provider too)."""
+
+    @_abc_1.abstractmethod
+    def DeletePaymentMethod(
+        self,
+        request: _payments_pb2.DeletePaymentMethodRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Removes a saved method (detached at the provider); the newest remaining
+        one becomes the default.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateSetupLink(
+        self,
+        request: _payments_pb2.CreateSetupLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.SetupLink, _abc.Awaitable[_payments_pb2.SetupLink]]:
+        """A link where the end customer saves a card; the method arrives with the
+        provider's setup_intent.succeeded webhook and becomes the default.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProviderCustomer(
+        self,
+        request: _payments_pb2.GetProviderCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payments_pb2.ProviderCustomer, _abc.Awaitable[_payments_pb2.ProviderCustomer]]:
+        """The customer as the payment provider knows it."""
 
     @_abc_1.abstractmethod
     def ChargeInvoice(

@@ -28,6 +28,10 @@ from tests.smtp import Mailbox
 from tests.stripe import LocalStripe
 
 
+# The signing secret of the test stack's Stripe webhooks.
+STRIPE_WEBHOOK_SECRET = "whsec_bxb_test"
+
+
 @dataclass
 class Infra:
     postgres: Postgres
@@ -132,6 +136,7 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
             invoicing_address=running[2][2],
             stripe_api_key=localstripe.api_key,
             stripe_api_base=localstripe.url,
+            stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
         )
     )
     running.append((payments, *(await start(payments, payments_address))))

@@ -37,6 +37,8 @@ from services.payments.stripe_amounts import stripe_amount
 from services.payments.stripe_charges import FAILED, REQUIRES_ACTION, SUCCEEDED, UNKNOWN, IntentRequest, Outcome
 
 IN_FLIGHT = "in_flight"
+# Stripe's decline of an off-session charge the customer's bank wants authenticated (3-D Secure).
+AUTHENTICATION_REQUIRED = "authentication_required"
 OPEN = (IN_FLIGHT, UNKNOWN, REQUIRES_ACTION)
 # What an attempt's outcome makes of its payment; other outcomes leave the payment as it was.
 PAYMENT_STATUS = {SUCCEEDED: PAYMENT_SUCCEEDED, FAILED: PAYMENT_FAILED, REQUIRES_ACTION: PAYMENT_REQUIRES_ACTION}
@@ -175,6 +177,8 @@ def record(attempt: PaymentAttempt, payment: Payment, outcome: Outcome) -> bool:
     if outcome.status not in PAYMENT_STATUS:  # rejected or unknown: the customer's payment did not fail
         return False
     payment.status = PAYMENT_STATUS[outcome.status]
+    if outcome.reason == AUTHENTICATION_REQUIRED:  # the bank wants the customer there: only they can pay it now
+        payment.status = PAYMENT_REQUIRES_ACTION
     payment.provider_payment_id = outcome.provider_payment_id if outcome.status != FAILED else ""
     failed = outcome.status == FAILED
     payment.failure_message, payment.failure_reason = (

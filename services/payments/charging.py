@@ -297,7 +297,7 @@ async def settle_outcome(session: AsyncSession, payment: Payment, attempt: Payme
         return
     if payment.status == PAYMENT_FAILED:
         await dunning.after_decline(session, payment)
-    else:
+    else:  # collected, or waiting for the customer: no charge is due
         payment.next_attempt_time = None
     await announce(session, payment)
 

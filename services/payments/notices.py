@@ -12,7 +12,9 @@ process dying between the two sends it again: at least once.
 
 The payment link is made here, before the email: a Checkout Session for
 what the invoice still asks, stored on the payment only while it is
-declined with no charge open (links.py says why that keeps exactly one
+declined (or declined for want of the customer's authentication: real
+Stripe's answer to an off-session charge needing 3-D Secure) with no charge
+open (links.py says why that keeps exactly one
 collection); a session made too late is expired at once.
 """
 
@@ -33,10 +35,12 @@ from services.common.outbox import OutboxRelay
 from services.payments import attempts, dunning
 from services.payments.charging import PAYMENT_UPDATED, announce
 from services.payments.links import LinkRequest, PaymentLinks
-from services.payments.models import PAYMENT_FAILED, Payment, PaymentNotice
+from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment, PaymentNotice
 from services.payments.stripe_amounts import stripe_amount
 
 log = logging.getLogger("bxb.payments.notices")
+# Payments a link is made for: declined, or declined for want of the customer's authentication.
+WITH_LINK = (PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION)
 
 KINDS = {
     pb.PAYMENT_STATUS_FAILED: invoices_pb2.INVOICE_EMAIL_KIND_PAYMENT_FAILED,
@@ -80,7 +84,7 @@ class Notices:
                 return
             latest = await attempts.latest(session, payment)
         url = payment.payment_url
-        if payment.status == PAYMENT_FAILED and not payment.payment_link_id and latest is not None and self.return_url:
+        if payment.status in WITH_LINK and not url and latest is not None and self.return_url:
             url = await self._link(payment, latest.provider_customer_id)
         request = invoices_pb2.SendInvoiceEmailRequest(
             id=payment.invoice_id,
@@ -116,7 +120,7 @@ class Notices:
         async with self.sessions() as session, session.begin():
             current = await session.get_one(Payment, payment.id, with_for_update=True)
             latest = await attempts.latest(session, current)
-            still = current.status == PAYMENT_FAILED and current.attempt_count == payment.attempt_count
+            still = current.status in WITH_LINK and current.attempt_count == payment.attempt_count
             if still and not current.payment_link_id and (latest is None or latest.status not in attempts.OPEN):
                 current.payment_link_id, current.payment_url = link_id, url
                 await announce(session, current)

@@ -157,8 +157,10 @@ class StripeCharges:
             intent = await self.client.v1.payment_intents.create_async(
                 params=params, options={"idempotency_key": request.idempotency_key}
             )
-        except stripe.CardError as error:  # declined: the customer must fix the card
-            return Outcome(FAILED, reason=error.code or "card_error", message=error.user_message or str(error))
+        except stripe.CardError as error:  # declined: the customer must fix the card, or be there to authenticate
+            intent_id = getattr(getattr(getattr(error, "error", None), "payment_intent", None), "id", None) or ""
+            reason = error.code or "card_error"
+            return Outcome(FAILED, intent_id, reason, error.user_message or str(error))
         except (stripe.InvalidRequestError, stripe.AuthenticationError, stripe.PermissionError) as error:
             # Stripe refused the request itself (its parameters, bxb's key): not the card's fault.
             return Outcome(REJECTED, reason=error.code or "invalid_request", message=error.user_message or str(error))

@@ -301,9 +301,10 @@ async def test_a_rejected_request_is_kept_on_its_attempt(
     await payment_methods_saved(stack, tenant)
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 409
     [attempt] = await payments_db.attempts(invoice["id"])
+    # Stripe's code for a missing object, as the double (like Stripe) gives it.
     assert (attempt.status, attempt.failure_reason, attempt.failure_message) == (
         "rejected",
-        "invalid_request",
+        "resource_missing",
         "Not Found",
     )
     payment = await payments_db.payment(invoice["id"])

@@ -28,7 +28,6 @@ from tests.smtp import Mailbox
 from tests.stripe import LocalStripe
 from tests.stripe_double import StripeDouble
 
-
 # The signing secret of the test stack's Stripe webhooks, and where Stripe
 # sends customers back after 3-D Secure or a payment link.
 STRIPE_WEBHOOK_SECRET = "whsec_bxb_test"

@@ -33,6 +33,13 @@ def payment_proto(payment: Payment) -> pb.Payment:
         create_time=to_proto(payment.create_time),
         provider_payment_id=payment.provider_payment_id,
         failure_message=payment.failure_message,
+        payment_url=payment.payment_url,
+        refunded_amount_cents=payment.refunded_amount_cents,
+        attempt_count=payment.attempt_count,
+        next_attempt_time=to_proto(payment.next_attempt_time) if payment.next_attempt_time else None,
+        failure_reason=payment.failure_reason,
+        version=payment.version,
+        update_time=to_proto(payment.update_time),
     )
 
 

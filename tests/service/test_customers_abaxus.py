@@ -178,3 +178,22 @@ async def test_a_redelivered_customer_created_event_saves_the_method_once(tenant
         ("pm_card_visa", False),
     ]
     assert methods[1].id == first.id
+
+
+@pytest.mark.parametrize(("given", "shown"), [(False, False), (True, True), (None, None)])
+async def test_auto_collect_is_read_and_shown_null_when_unset(tenant: Tenant, given: bool | None, shown: bool | None):
+    customer_id = unique("cust")
+    body = {"id": customer_id, "billing": {"provider": "stripe", "auto_collect": given}}
+    response = await tenant.http.post("/v1/customers", json=body)
+    assert response.status_code == 201, response.text
+    billing = {"provider": "stripe", "provider_customer_id": None, "auto_collect": shown}
+    assert response.json()["billing"] == billing
+    assert (await tenant.http.get(f"/v1/customers/{customer_id}")).json()["billing"] == billing
+    [listed] = [c for c in (await tenant.http.get("/v1/customers")).json()["customers"] if c["id"] == customer_id]
+    assert listed["billing"] == billing
+
+
+async def test_auto_collect_must_be_a_boolean(tenant: Tenant):
+    body = {"id": unique("cust"), "billing": {"provider": "stripe", "auto_collect": "no"}}
+    response = await tenant.http.post("/v1/customers", json=body)
+    assert (response.status_code, response.json()["error"]["field"]) == (400, "billing.auto_collect")

@@ -18,6 +18,8 @@ from services.invoicing.lifecycle import INVOICE_UPDATED, PAYMENT_UPDATED, Lifec
 from services.invoicing.models import Invoice, Outbox
 from tests.conftest import Infra, Tenant, eventually, unique
 from tests.service.invoicing_helpers import InvoicingDb, create_plan, subscribe
+from tests.service.test_gateway_grace_and_preview import advance, on_clock
+from tests.service.test_gateway_test_clocks import invoices
 from tests.service.test_invoicing_on_request import issue
 
 PAY_URL = "https://pay.bxb.test/inv/1"
@@ -219,3 +221,22 @@ async def test_invoices_are_listed_by_payment_status(tenant: Tenant, lifecycle: 
     assert {i["status"] for i in everything} == {"draft", "issued"}
     refused = await tenant.http.get("/v1/invoices", params={"payment_status": "paid"})
     assert (refused.status_code, refused.json()["error"]["field"]) == (400, "payment_status")
+
+
+async def test_a_draft_in_its_grace_period_has_no_payment_status(tenant: Tenant):
+    h = tenant.http
+    clock = await on_clock(h, "cus_grace", invoice_grace_period=3)
+    assert await advance(h, clock, "2025-02-01T00:00:00Z") == 1  # January's draft, stored
+    [draft] = await invoices(h, "cus_grace")
+    assert (draft["status"], draft["amount_due_cents"], draft["payment_status"], draft["payment_url"]) == (
+        "draft",
+        4900,
+        None,
+        None,
+    )
+    assert (await h.get(f"/v1/invoices/{draft['id']}")).json()["payment_status"] is None
+    assert (await h.get("/v1/invoices", params={"payment_status": "pending"})).json()["invoices"] == []
+    assert await advance(h, clock, "2025-02-04T00:00:00Z") == 1  # final: owed
+    assert [
+        i["id"] for i in (await h.get("/v1/invoices", params={"payment_status": "pending"})).json()["invoices"]
+    ] == [draft["id"]]

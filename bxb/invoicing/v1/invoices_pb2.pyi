@@ -441,8 +441,10 @@ class Invoice(_message.Message):
     amount_due_cents: _builtins.int
     """What is still due in minor units: the total less its credit notes."""
     payment_status: Global___InvoicePaymentStatus.ValueType
-    """How collecting it stands, as the payments service last announced;
-    unset before it is finalized.
+    """How collecting it stands, as the payments service last announced:
+    unset while a draft; CANCELED once voided; before any announcement,
+    PENDING while an amount is due (amount_due_cents > 0) and SUCCEEDED
+    when none is or once paid.
     """
     payment_url: _builtins.str
     """Where the end customer acts on the payment: the 3-D Secure page while

@@ -98,7 +98,13 @@ def build(settings: Settings) -> grpc_server.Service:
     accounts = StripeAccounts(stripe, settings.stripe_webhook_secret)
     links = PaymentLinks(accounts)
     charging = Charging(
-        sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS, links=links
+        sessions,
+        relay,
+        invoicing,
+        accounts,
+        stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS,
+        links=links,
+        wait_for_collection=settings.stripe_timeout,
     )
     collector = Collector(sessions, charging, settings.collection_interval)
     receivables = Receivables(sessions, collector.wake)

@@ -41,7 +41,7 @@ async def issued(
     assert (await h.post("/v1/price-plans", json={**GROWTH, "currency": currency})).status_code == 201
     if card:
         stripe_customer, method = await localstripe.customer_with_card(card)
-        customer["billing"] = {"provider": "stripe"}
+        customer["billing"] = {"provider": "stripe", "auto_collect": False}  # charged on request
         customer["payment_method"] = {"provider_customer_id": stripe_customer, "provider_payment_method": method}
     assert (await h.post("/v1/customers", json={"id": "cust_acme", **customer})).status_code == 201
     sub = {"customer_id": "cust_acme", "plan_id": "plan_growth", "start_date": "2026-01-01T00:00:00Z"}

@@ -167,9 +167,7 @@ class Charging:
         """Charges a payment the collector found due (its first automatic
         charge, or a dunning retry); None when it is not due any more."""
         async with self.sessions() as session:
-            payment = await session.get(Payment, payment_id)
-        if payment is None or payment.next_attempt_time is None:
-            return None
+            payment = await session.get_one(Payment, payment_id)
         trigger = DUNNING if payment.attempt_count else AUTOMATIC
         invoice = await self._invoice(payment.organization_id, payment.invoice_id)
         return await self._run(payment.organization_id, invoice, trigger)
@@ -180,7 +178,7 @@ class Charging:
         while True:
             async with self.sessions() as session, session.begin():
                 payment = await receivable(session, org, invoice)
-                if trigger != MANUAL and not await self._due(session, payment, invoice):
+                if trigger != MANUAL and not await self._due(session, payment):
                     return None
                 link = payment.payment_link_id
                 if not link:
@@ -251,13 +249,12 @@ class Charging:
         return attempts.start(session, payment, method, trigger)
 
     @staticmethod
-    async def _due(session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice) -> bool:
-        """Whether an automatic charge is still due: scheduled, in the
-        customer's time, and for an invoice still owed."""
+    async def _due(session: AsyncSession, payment: Payment) -> bool:
+        """Whether an automatic charge is still due (another replica may
+        have made it meanwhile): scheduled, and come in the customer's time.
+        An invoice no longer owed is refused by _begin, and the collector
+        drops it."""
         if payment.next_attempt_time is None or payment.status not in (PAYMENT_PENDING, PAYMENT_FAILED):
-            return False
-        if invoice.status != invoices_pb2.INVOICE_STATUS_FINALIZED:
-            payment.next_attempt_time = None  # paid, voided or archived meanwhile: nothing to collect
             return False
         now = await clocks.now(session, payment.organization_id, payment.test_clock_id)
         return now is not None and payment.next_attempt_time <= now

@@ -70,8 +70,9 @@ class LocalStripe:
 
 class StripeProxy:
     """localstripe behind a proxy on 127.0.0.1 that puts the creation of
-    PaymentIntents (`POST /v1/payment_intents`) under faults; every other
-    request passes. Modes, for the next creations:
+    PaymentIntents (`POST /v1/payment_intents`), or of what `path` names
+    (`POST /v1/refunds`), under faults; every other request passes. Modes,
+    for the next creations:
 
     - "pass": forwarded and answered;
     - "hold": waits until `release` is set (`arrived` says one is waiting),
@@ -85,8 +86,9 @@ class StripeProxy:
     One request per connection (`Connection: close`), which keeps the relay
     to reading each side until it closes."""
 
-    def __init__(self, upstream: LocalStripe):
+    def __init__(self, upstream: LocalStripe, path: str = "/v1/payment_intents"):
         self.upstream = upstream
+        self.path = path
         self.mode = "pass"
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
@@ -116,7 +118,7 @@ class StripeProxy:
             body = await reader.readexactly(length)
             kept = [line for line in lines[1:] if line and not line.lower().startswith("connection:")]
             request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1") + body
-            creation = lines[0].startswith("POST /v1/payment_intents ")
+            creation = lines[0].startswith(f"POST {self.path} ")
             mode = self.mode if creation else "pass"
             if mode in ("hold", "stall"):
                 self.arrived.set()

@@ -1,5 +1,6 @@
 """Records what each finalized invoice asks the customer to pay, and cancels
-it when the invoice is voided (closing.py: as invoicing asked before voiding).
+it when the invoice is voided (closing.py: as invoicing asked before voiding);
+refund credit notes go to refunds.py.
 
 Fed by bxb.invoicing.v1.invoice_finalized and invoice_updated; the unique
 (organization, invoice) key makes a redelivered event a no-op.
@@ -14,21 +15,25 @@ from bxb.invoicing.v1 import events_pb2, invoices_pb2
 from services.common.ids import new_id
 from services.payments.closing import Closing
 from services.payments.models import PAYMENT_PENDING, PAYMENT_SUCCEEDED, Payment
+from services.payments.refunds import CREDIT_NOTE_CREATED, Refunds
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 
 
 class Receivables:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], refunds: Refunds):
         self.sessions = sessions
         self.closing = Closing(sessions)
+        self.refunds = refunds  # records refund credit notes
 
     async def handle(self, subject: str, payload: bytes) -> None:
         if subject == INVOICE_FINALIZED:
             await self.finalized(events_pb2.InvoiceFinalized.FromString(payload))
         elif subject == INVOICE_UPDATED:
             await self.updated(events_pb2.InvoiceUpdated.FromString(payload))
+        elif subject == CREDIT_NOTE_CREATED:
+            await self.refunds.created(events_pb2.CreditNoteCreated.FromString(payload))
         # any other subject: a newer invoicing may announce facts this version ignores
 
     async def finalized(self, event: events_pb2.InvoiceFinalized) -> None:

@@ -1,5 +1,5 @@
 """The payments service process: receivables from finalized invoices,
-customers' payment methods, and charging invoices through Stripe."""
+customers' payment methods, charging invoices and refunding them through Stripe."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from services.payments.models import Outbox, Parked
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
+from services.payments.refunder import Refunder
+from services.payments.refunds import Refunds
 from services.payments.stripe_charges import StripeCharges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -43,6 +45,8 @@ class Settings:
     invoicing_timeout: float = 5.0
     # How often attempts abandoned mid-call are looked up at Stripe.
     recovery_interval: float = 60.0
+    # How often due refunds are sent to Stripe (and at once when one is recorded).
+    refund_interval: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -56,6 +60,7 @@ class Settings:
             stripe_timeout=config.env_float("BXB_STRIPE_TIMEOUT_SECONDS", 20.0),
             invoicing_timeout=config.env_float("BXB_INVOICING_TIMEOUT_SECONDS", 5.0),
             recovery_interval=config.env_float("BXB_PAYMENTS_RECOVERY_INTERVAL_SECONDS", 60.0),
+            refund_interval=config.env_float("BXB_PAYMENTS_REFUND_INTERVAL_SECONDS", 5.0),
         )
 
 
@@ -66,7 +71,8 @@ def build(settings: Settings) -> grpc_server.Service:
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
-    receivables = Receivables(sessions)
+    # A refund credit note recorded wakes the refunder (below), which sends it.
+    receivables = Receivables(sessions, Refunds(sessions, relay, wake=lambda: refunder.wake()))
     methods = CustomerPaymentMethods(sessions)
     # What a retry of each kind of parked message runs.
     handlers = {OUTBOX: relay.republish, "payments": receivables.handle, "payments-catalog": methods.handle}
@@ -75,6 +81,9 @@ def build(settings: Settings) -> grpc_server.Service:
     if settings.stripe_api_key:
         stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
     accounts = StripeAccounts(stripe)
+    refunder = Refunder(
+        sessions, relay, accounts, settings.refund_interval, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
+    )
     charging = Charging(
         sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
     )
@@ -94,8 +103,10 @@ def build(settings: Settings) -> grpc_server.Service:
         relay.start()
         if recovery:
             recovery.start()
+        refunder.start()
 
     async def on_stop() -> None:
+        await refunder.stop()
         if recovery:
             await recovery.stop()
         await relay.stop()

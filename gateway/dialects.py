@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from bxb.catalog.v1 import subscriptions_pb2
 from bxb.invoicing.v1 import invoices_pb2
-from gateway import ingest, parked, price_plans
+from gateway import ingest, parked, price_plans, stripe_webhooks
 from gateway.codec import View, Views, enum_name
 from gateway.shapes import Json, bounded
 from gateway.transcoder import Dialect, Spelling, Unary
@@ -380,6 +380,7 @@ PUBLIC = Dialect(
         ("POST", "/v1/pricing/calculate"): Spelling(PRICED),
         ("GET", "/v1/pricing/calculations/{id}"): Spelling(PRICED),
         ("POST", "/v1/invoices/{invoice_id}/charge"): Spelling(CHARGED),
+        ("POST", "/v1/webhooks/stripe/{organization_id}"): Spelling(BXB, handle=stripe_webhooks.receive, outside=True),
         ("GET", "/v1/invoices/{id}/pdf"): Spelling(BXB, respond=pdf),
         ("POST", "/v1/invoices/{id}/send_email"): Spelling(BXB, answer=sent),
         ("POST", "/v1/invoices/{id}/send-email"): Spelling(BXB, answer=sent),

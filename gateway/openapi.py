@@ -18,7 +18,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from buf.validate import validate_pb2
 from bxb.catalog.v1 import plans_pb2
 from bxb.metering.v1 import usage_events_pb2
-from gateway import codec, ingest, parked, price_plans
+from gateway import codec, ingest, parked, price_plans, stripe_webhooks
 from gateway.bindings import Binding
 from gateway.clients import PARKING
 from gateway.codec import PLAIN, View, Views
@@ -264,6 +264,11 @@ def operation(binding: Binding, spelling: Spelling) -> dict[str, Any]:
     body = _body(binding, spelling, request, bound)
     if body is not None:
         found["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if spelling.outside:  # no API key: the provider signs what it sends
+        found["security"] = []
+        found["parameters"].append(
+            {"name": "Stripe-Signature", "in": "header", "required": True, "schema": {"type": "string"}}
+        )
     return found
 
 
@@ -275,6 +280,8 @@ def _body(binding: Binding, spelling: Spelling, writer: Writer, bound: frozenset
         return writer.input(usage_events_pb2.UsageEvent.DESCRIPTOR)
     if spelling.handle is ingest.batch:
         return _batch(writer.input(usage_events_pb2.UsageEvent.DESCRIPTOR))
+    if spelling.handle is stripe_webhooks.receive:
+        return {"type": "object", "description": "A Stripe event, as Stripe sends it (signed)"}
     if binding.method.name == "CreatePlan" and spelling.handle is not None:  # a price plan (price_plans.create)
         return _price_plan(Writer(BXB).input(plans_pb2.Plan.DESCRIPTOR))
     if binding.body == "*":

@@ -257,7 +257,9 @@ class Spelling:
     route whose answer takes more than its RPC; `answer` completes the JSON
     from the request and the reply (what the route echoes or adds);
     `respond` answers with something else than JSON; `handle` serves the
-    route in its own way (ingestion's per-item batches)."""
+    route in its own way (ingestion's per-item batches). A route `outside`
+    API-key auth names its organization by its path's organization_id and
+    proves itself otherwise (a provider's signed webhook)."""
 
     views: Views
     status: int = 200
@@ -265,6 +267,7 @@ class Spelling:
     answer: Callable[[Any, Any, dict[str, Any]], dict[str, Any]] | None = None
     respond: Callable[[Any], Response] | None = None
     handle: Callable[[Spelling], Handler] | None = None
+    outside: bool = False
 
 
 @dataclass(frozen=True)
@@ -320,7 +323,10 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
         state = request.app.state
         exchange = Exchange(request, "", transcoder)
         try:
-            exchange.org = await state.authenticator.organization(request.headers.get("authorization"))
+            if spelling.outside:
+                exchange.org = request.path_params["organization_id"]
+            else:
+                exchange.org = await state.authenticator.organization(request.headers.get("authorization"))
             return await handle(exchange)
         except ApiError as error:
             return error.response()

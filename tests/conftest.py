@@ -26,6 +26,12 @@ from services.payments import server as payments_server
 from tests import clickhouse_http
 from tests.smtp import Mailbox
 from tests.stripe import LocalStripe
+from tests.stripe_double import StripeDouble
+
+# The signing secret of the test stack's Stripe webhooks, and where Stripe
+# sends customers back after 3-D Secure or a payment link.
+STRIPE_WEBHOOK_SECRET = "whsec_bxb_test"
+PAYMENT_RETURN_URL = "https://shop.bxb.test/payment-complete"
 
 
 @dataclass
@@ -73,6 +79,15 @@ def localstripe() -> Iterator[LocalStripe]:
         yield server
 
 
+@pytest.fixture(scope="session")
+async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]:
+    """Stripe as the product sees it (tests/stripe_double.py), in front of the
+    session's localstripe: a test adds its own accounts (`add_account()`),
+    which share that localstripe's objects."""
+    async with StripeDouble(localstripe) as double:
+        yield double
+
+
 @dataclass
 class Stack:
     catalog: str
@@ -93,8 +108,10 @@ async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> t
 
 
 @pytest.fixture(scope="session")
-async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> AsyncIterator[Stack]:
+async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
+    # Every tenant's payments go to one Stripe account: localstripe's own key, through the double.
+    stripe_account = stripe_double.add_account(api_key=LocalStripe.api_key)
     running = []
     # Services that call each other: invoicing's and payments' addresses are chosen before any starts.
     invoicing_address, payments_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -130,8 +147,10 @@ async def stack(infra: Infra, mailbox: Mailbox, localstripe: LocalStripe) -> Asy
             await infra.database("payments"),
             nats_url,
             invoicing_address=running[2][2],
-            stripe_api_key=localstripe.api_key,
-            stripe_api_base=localstripe.url,
+            stripe_api_key=stripe_account.api_key,
+            stripe_api_base=stripe_double.url,
+            stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
+            payment_return_url=PAYMENT_RETURN_URL,
         )
     )
     running.append((payments, *(await start(payments, payments_address))))

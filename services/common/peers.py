@@ -177,6 +177,12 @@ class Invoicing(Peer):
     ) -> billing_runs_pb2.RunBillingResponse:
         return await self._stub(billing_runs_pb2_grpc.BillingRunServiceStub).RunBilling(request, **self._options(org))
 
+    async def send_invoice_email(
+        self, org: str, request: invoices_pb2.SendInvoiceEmailRequest
+    ) -> invoices_pb2.SendInvoiceEmailResponse:
+        stub = self._stub(invoices_pb2_grpc.InvoiceServiceStub)
+        return await stub.SendInvoiceEmail(request, **self._options(org))
+
 
 class Payments(Peer):
     async def cancel_invoice_payment(

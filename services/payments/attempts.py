@@ -37,6 +37,8 @@ from services.payments.stripe_amounts import stripe_amount
 from services.payments.stripe_charges import FAILED, REQUIRES_ACTION, SUCCEEDED, UNKNOWN, IntentRequest, Outcome
 
 IN_FLIGHT = "in_flight"
+# Stripe's decline of an off-session charge the customer's bank wants authenticated (3-D Secure).
+AUTHENTICATION_REQUIRED = "authentication_required"
 OPEN = (IN_FLIGHT, UNKNOWN, REQUIRES_ACTION)
 # What an attempt's outcome makes of its payment; other outcomes leave the payment as it was.
 PAYMENT_STATUS = {SUCCEEDED: PAYMENT_SUCCEEDED, FAILED: PAYMENT_FAILED, REQUIRES_ACTION: PAYMENT_REQUIRES_ACTION}
@@ -99,9 +101,11 @@ def claim(attempt: PaymentAttempt) -> Claim:
     return _claim(attempt, sent=True)
 
 
-def start(session: AsyncSession, payment: Payment, method: PaymentMethod) -> Claim:
-    """A new attempt charging the payment's amount to `method`, claimed."""
+def start(session: AsyncSession, payment: Payment, method: PaymentMethod, trigger: str) -> Claim:
+    """A new attempt charging the payment's amount to `method`, claimed;
+    `trigger` says why (a PaymentAttemptTrigger name)."""
     attempt_id = new_id("att")
+    payment.attempt_count += 1
     converted = stripe_amount(payment.amount_cents, payment.currency)
     attempt = PaymentAttempt(
         id=attempt_id,
@@ -115,23 +119,72 @@ def start(session: AsyncSession, payment: Payment, method: PaymentMethod) -> Cla
         currency=payment.currency,
         provider_customer_id=method.provider_customer_id,
         provider_payment_method=method.provider_payment_method,
+        trigger=trigger,
         create_time=utcnow(),
     )
     session.add(attempt)
     return _claim(attempt, sent=False)
 
 
+def paid_elsewhere(payment: Payment, intent_id: str, trigger: str) -> PaymentAttempt:
+    """An attempt for money the customer paid on their own (a payment link's
+    intent), open until its success is recorded."""
+    attempt_id = new_id("att")
+    payment.attempt_count += 1
+    converted = stripe_amount(payment.amount_cents, payment.currency)
+    return PaymentAttempt(
+        id=attempt_id,
+        organization_id=payment.organization_id,
+        payment_id=payment.id,
+        invoice_id=payment.invoice_id,
+        idempotency_key=f"bxb-{attempt_id}",
+        amount_cents=payment.amount_cents,
+        provider_amount=converted.amount,
+        uncharged_cents=converted.uncharged_cents,
+        currency=payment.currency,
+        provider_customer_id="",
+        provider_payment_method="",
+        status=UNKNOWN,
+        provider_payment_id=intent_id,
+        trigger=trigger,
+        claim_token="",
+        claim_time=utcnow(),
+        create_time=utcnow(),
+    )
+
+
+def applies(attempt: PaymentAttempt, outcome: Outcome) -> bool:
+    """Whether an outcome moves the attempt on, whatever order the provider's
+    news arrive in: a success is final (money moved), a decline ends only an
+    open attempt, and a wait for the customer only one not yet answered."""
+    if attempt.status == SUCCEEDED:
+        return False
+    if outcome.status == SUCCEEDED:
+        return True
+    if outcome.status == REQUIRES_ACTION:
+        return attempt.status in (IN_FLIGHT, UNKNOWN)
+    return attempt.status in OPEN
+
+
 def record(attempt: PaymentAttempt, payment: Payment, outcome: Outcome) -> bool:
-    """Stores the outcome on the attempt and what it makes of the payment;
-    whether the payment changed."""
+    """Stores the outcome on the attempt and what it makes of the payment,
+    when it applies; whether the payment changed."""
+    if not applies(attempt, outcome):
+        return False
     attempt.status = outcome.status
     attempt.provider_payment_id = outcome.provider_payment_id or attempt.provider_payment_id
     attempt.failure_reason, attempt.failure_message = outcome.reason[:100], outcome.message[:500]
     if outcome.status not in PAYMENT_STATUS:  # rejected or unknown: the customer's payment did not fail
         return False
     payment.status = PAYMENT_STATUS[outcome.status]
+    if outcome.reason == AUTHENTICATION_REQUIRED:  # the bank wants the customer there: only they can pay it now
+        payment.status = PAYMENT_REQUIRES_ACTION
     payment.provider_payment_id = outcome.provider_payment_id if outcome.status != FAILED else ""
-    payment.failure_message = attempt.failure_message if outcome.status == FAILED else ""
+    failed = outcome.status == FAILED
+    payment.failure_message, payment.failure_reason = (
+        (attempt.failure_message, attempt.failure_reason) if failed else ("", "")
+    )
+    payment.payment_url = outcome.action_url if outcome.status == REQUIRES_ACTION else ""
     return True
 
 

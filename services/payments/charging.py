@@ -20,6 +20,13 @@ for invoice_finalized to reach this service. Then, in three steps:
 A process dying between 1 and 3 leaves its attempt in_flight; the next
 charge of the invoice, or the recovery sweep (recovery.py), takes it over
 once its claim is stale and looks it up at the provider.
+
+Automatic collection and dunning retries (`collect`, run by the collector)
+take the same three steps, starting when the payment is due; an open
+payment link (links.py) is closed at Stripe before any new charge starts, so
+the customer paying by the link and a charge never both collect. Every
+outcome, whoever learns it (this module, a webhook), is applied by
+`settle_outcome`, which also schedules dunning after a decline.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -37,29 +44,38 @@ from services.common import outbox, peers
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.payments import attempts
+from services.payments import attempts, clocks, dunning
 from services.payments.accounts import StripeAccounts
+from services.payments.links import PaymentLinks
 from services.payments.models import (
     PAYMENT_CANCELED,
+    PAYMENT_FAILED,
     PAYMENT_PENDING,
     PAYMENT_SUCCEEDED,
     Outbox,
     Payment,
     PaymentAttempt,
     PaymentMethod,
+    ProviderCustomer,
 )
 from services.payments.payments import payment_proto
-from services.payments.stripe_charges import REJECTED, UNKNOWN, Outcome, Unreachable
+from services.payments.stripe_charges import REJECTED, SUCCEEDED, UNKNOWN, Outcome, Unreachable
 
 PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
 # How long past the provider's deadline a claim is still trusted to its holder.
 STALE_MARGIN_SECONDS = 30.0
+# Why an attempt was made: bxb.payments.v1.PaymentAttemptTrigger names.
+AUTOMATIC, MANUAL = "PAYMENT_ATTEMPT_TRIGGER_AUTOMATIC", "PAYMENT_ATTEMPT_TRIGGER_MANUAL"
+DUNNING, PAYMENT_LINK = "PAYMENT_ATTEMPT_TRIGGER_DUNNING", "PAYMENT_ATTEMPT_TRIGGER_PAYMENT_LINK"
 
 
 async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invoice, status: str = "") -> Payment:
     """The invoice's payment row, created (with `status`, else by its total)
     when invoice_finalized has not brought it yet; locked until the
     transaction ends."""
+    clock = select(ProviderCustomer.test_clock_id).where(
+        ProviderCustomer.organization_id == org, ProviderCustomer.customer_id == invoice.customer_id
+    )
     await session.execute(
         insert(Payment)
         .values(
@@ -70,6 +86,7 @@ async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invo
             amount_cents=invoice.total_amount_cents,
             currency=invoice.currency,
             status=status or (PAYMENT_PENDING if invoice.total_amount_cents > 0 else PAYMENT_SUCCEEDED),
+            test_clock_id=func.coalesce(clock.scalar_subquery(), ""),
         )
         .on_conflict_do_nothing()
     )
@@ -78,6 +95,10 @@ async def receivable(session: AsyncSession, org: str, invoice: invoices_pb2.Invo
 
 
 async def announce(session: AsyncSession, payment: Payment) -> None:
+    """payment_updated for the payment as it now stands, in the caller's
+    transaction (the outbox); its version grows, so readers keep the newest."""
+    payment.version += 1
+    payment.update_time = utcnow()
     event = events_pb2.PaymentUpdated(
         event_id=new_id("evt"),
         organization_id=payment.organization_id,
@@ -95,12 +116,14 @@ class Charging:
         invoicing: peers.Invoicing,
         accounts: StripeAccounts,
         stale_after: float = 20.0 + STALE_MARGIN_SECONDS,
+        links: PaymentLinks | None = None,
     ):
         self.sessions = sessions
         self.relay = relay
         self.invoicing = invoicing  # read for the invoice to charge
         self.accounts = accounts  # each organization's Stripe account
         self.stale_after = timedelta(seconds=stale_after)  # a claim older than this was abandoned
+        self.links = links or PaymentLinks(accounts)  # payment links closed before a charge
 
     async def _invoice(self, org: str, invoice_id: str) -> invoices_pb2.Invoice:
         try:
@@ -111,15 +134,50 @@ class Charging:
             raise Unavailable(f"invoicing could not be reached: {error.code().name}") from None
 
     async def charge(self, org: str, invoice_id: str) -> Payment:
+        """PaymentService.ChargeInvoice: the invoice charged now, on request."""
         if not invoice_id:
             raise InvalidArgument("invoice_id is required", field="invoice_id")
         invoice = await self._invoice(org, invoice_id)
-        async with self.sessions() as session, session.begin():
-            payment = await receivable(session, org, invoice)
-            claim = await self._begin(session, payment, invoice)
-            if claim is None:
-                # Settled without the provider, or already: invoicing's "paid" is idempotent.
-                await announce(session, payment)
+        paid = await self._run(org, invoice, MANUAL)
+        assert paid is not None  # a charge on request is always due
+        return paid
+
+    async def collect(self, payment_id: str) -> Payment | None:
+        """Charges a payment the collector found due (its first automatic
+        charge, or a dunning retry); None when it is not due any more."""
+        async with self.sessions() as session:
+            payment = await session.get(Payment, payment_id)
+        if payment is None or payment.next_attempt_time is None:
+            return None
+        trigger = DUNNING if payment.attempt_count else AUTOMATIC
+        invoice = await self._invoice(payment.organization_id, payment.invoice_id)
+        return await self._run(payment.organization_id, invoice, trigger)
+
+    async def _run(self, org: str, invoice: invoices_pb2.Invoice, trigger: str) -> Payment | None:
+        """The three steps, once any payment link is closed; None when an
+        automatic charge is not due any more."""
+        while True:
+            async with self.sessions() as session, session.begin():
+                payment = await receivable(session, org, invoice)
+                if trigger != MANUAL and not await self._due(session, payment, invoice):
+                    return None
+                link = payment.payment_link_id
+                if not link:
+                    claim = await self._begin(session, payment, invoice, trigger)
+                    if claim is None:
+                        # Settled without the provider, or already: invoicing's "paid" is idempotent.
+                        await announce(session, payment)
+            if not link:
+                break
+            # The customer's payment link is closed at Stripe first (no transaction open), then recorded.
+            paid_by = await self.links.close(org, link)
+            async with self.sessions() as session, session.begin():
+                payment = await session.get_one(Payment, payment.id, with_for_update=True)
+                if payment.payment_link_id == link:
+                    await link_closed(session, payment, paid_by)
+            if paid_by:
+                self.relay.wake()
+                return payment
         if claim is None:
             self.relay.wake()
             return payment
@@ -138,7 +196,7 @@ class Charging:
         return await self._settle(claim)
 
     async def _begin(
-        self, session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice
+        self, session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice, trigger: str
     ) -> attempts.Claim | None:
         """Step 1: the attempt to settle at the provider, None when there is none to make."""
         if payment.status == PAYMENT_SUCCEEDED:
@@ -161,12 +219,25 @@ class Charging:
                 f"invoice {invoice.id!r} is being voided: its payment is canceled", reason="PAYMENT_CANCELED"
             )
         payment.amount_cents = invoice.amount_due_cents
+        payment.next_attempt_time = None  # this charge is the one that was due
         if payment.amount_cents <= 0:  # credit notes took it all: nothing to collect
             payment.status = PAYMENT_SUCCEEDED
             return None
         method = await self._default_method(session, payment)
         await self.accounts.charges(payment.organization_id)  # refused before anything is stored when none
-        return attempts.start(session, payment, method)
+        return attempts.start(session, payment, method, trigger)
+
+    @staticmethod
+    async def _due(session: AsyncSession, payment: Payment, invoice: invoices_pb2.Invoice) -> bool:
+        """Whether an automatic charge is still due: scheduled, in the
+        customer's time, and for an invoice still owed."""
+        if payment.next_attempt_time is None or payment.status not in (PAYMENT_PENDING, PAYMENT_FAILED):
+            return False
+        if invoice.status != invoices_pb2.INVOICE_STATUS_FINALIZED:
+            payment.next_attempt_time = None  # paid, voided or archived meanwhile: nothing to collect
+            return False
+        now = await clocks.now(session, payment.organization_id, payment.test_clock_id)
+        return now is not None and payment.next_attempt_time <= now
 
     async def _settle(self, claim: attempts.Claim) -> Payment:
         """Steps 2 and 3: the provider's answer, recorded; errors say what happened."""
@@ -193,8 +264,7 @@ class Charging:
             payment = await session.get_one(Payment, claim.payment_id, with_for_update=True)
             attempt = await session.get_one(PaymentAttempt, claim.attempt_id)
             if attempt.status == attempts.IN_FLIGHT and attempt.claim_token == claim.token:
-                if attempts.record(attempt, payment, outcome):
-                    await announce(session, payment)
+                await settle_outcome(session, payment, attempt, outcome)
             elif attempt.status == attempts.IN_FLIGHT:  # its new holder is at the provider
                 raise attempts.in_progress(payment.invoice_id)
         self.relay.wake()
@@ -215,3 +285,39 @@ class Charging:
                 reason="NO_PAYMENT_METHOD",
             )
         return method
+
+
+async def settle_outcome(session: AsyncSession, payment: Payment, attempt: PaymentAttempt, outcome: Outcome) -> None:
+    """Applies what the provider said of an attempt (its charge's answer, a
+    webhook, a lookup) to the attempt and its payment, under the payment's
+    lock, and announces a changed payment. A decline schedules dunning
+    (dunning.after_decline); a success or a wait for the customer ends any
+    schedule."""
+    if not attempts.record(attempt, payment, outcome):
+        return
+    if payment.status == PAYMENT_FAILED:
+        await dunning.after_decline(session, payment)
+    else:  # collected, or waiting for the customer: no charge is due
+        payment.next_attempt_time = None
+    await announce(session, payment)
+
+
+async def link_closed(session: AsyncSession, payment: Payment, paid_by: str) -> None:
+    """The payment's link is closed; when the customer paid by it first
+    (`paid_by`: the PaymentIntent), that payment is recorded as an attempt of its own."""
+    payment.payment_link_id, payment.payment_url = "", ""
+    if paid_by:
+        await paid_by_link(session, payment, paid_by)
+
+
+async def paid_by_link(session: AsyncSession, payment: Payment, intent_id: str) -> None:
+    """Records a payment link's PaymentIntent as the payment's success (once:
+    a second word of the same intent finds its attempt)."""
+    query = select(PaymentAttempt).where(
+        PaymentAttempt.payment_id == payment.id, PaymentAttempt.provider_payment_id == intent_id
+    )
+    if (await session.execute(query)).scalar_one_or_none() is not None:
+        return
+    attempt = attempts.paid_elsewhere(payment, intent_id, PAYMENT_LINK)
+    session.add(attempt)
+    await settle_outcome(session, payment, attempt, Outcome(SUCCEEDED, intent_id))

@@ -63,6 +63,8 @@ class Payment(Base):
     failure_reason: Mapped[str] = mapped_column(String(100), default="", server_default="")
     # The 3-D Secure page while requires_action, the payment link after a decline.
     payment_url: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    # The open payment link (a Stripe Checkout Session) behind payment_url after a decline.
+    payment_link_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
     refunded_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # When collection (automatic, then dunning) charges next, in the
@@ -286,6 +288,19 @@ class Refund(Base):
     failure_message: Mapped[str] = mapped_column(String(500), default="", server_default="")
     next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PaymentNotice(Base):
+    """An email sent to a customer about its payment (a decline, 3-D Secure,
+    giving up), once per payment, charge and kind."""
+
+    __tablename__ = "payment_notices"
+
+    payment_id: Mapped[str] = mapped_column(String(64), ForeignKey("payments.id"), primary_key=True)
+    attempt_count: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(60), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    send_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
 # The attempt that made a provider's charge, found from the charge's webhooks without a scan.

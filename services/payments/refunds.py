@@ -40,6 +40,7 @@ from services.common import outbox
 from services.common.ids import new_id
 from services.common.timestamps import utcnow
 from services.payments.charging import announce
+from services.payments.intent_events import collected_status
 from services.payments.models import (
     PAYMENT_PARTIALLY_REFUNDED,
     PAYMENT_REFUNDED,
@@ -72,15 +73,11 @@ async def tally(session: AsyncSession, payment: Payment) -> None:
     query = select(func.coalesce(func.sum(Refund.amount_cents), 0)).where(
         Refund.payment_id == payment.id, Refund.status == REFUND_SUCCEEDED
     )
-    refunded = int((await session.execute(query)).scalar_one())
-    status = payment.status
-    if status in COLLECTED:
-        if refunded == 0:
-            status = PAYMENT_SUCCEEDED
-        else:
-            status = PAYMENT_REFUNDED if refunded >= payment.amount_cents else PAYMENT_PARTIALLY_REFUNDED
-    if (refunded, status) != (payment.refunded_amount_cents, payment.status):
-        payment.refunded_amount_cents, payment.status = refunded, status
+    before = (payment.refunded_amount_cents, payment.status)
+    payment.refunded_amount_cents = int((await session.execute(query)).scalar_one())
+    if payment.status in COLLECTED:  # not while disputed, say: a dispute won restores it (collected_status)
+        payment.status = collected_status(payment)
+    if (payment.refunded_amount_cents, payment.status) != before:
         await announce(session, payment)
 
 

@@ -9,21 +9,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
-from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
+from bxb.payments.v1 import (
+    dunning_pb2,
+    dunning_pb2_grpc,
+    payments_pb2,
+    payments_pb2_grpc,
+    stripe_webhooks_pb2,
+    stripe_webhooks_pb2_grpc,
+)
 from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments.accounts import StripeAccounts
-from services.payments.charging import STALE_MARGIN_SECONDS, Charging
+from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
+from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
+from services.payments.collection import Collector
 from services.payments.customers import CustomerPaymentMethods
+from services.payments.dunning import DunningCampaignServicer
+from services.payments.intent_events import IntentEvents
+from services.payments.links import PaymentLinks
 from services.payments.models import Outbox, Parked
+from services.payments.notices import Notices
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
 from services.payments.stripe_charges import StripeCharges
+from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Deliveries of a failing invoicing or catalog event before it is parked:
@@ -45,6 +59,13 @@ class Settings:
     invoicing_timeout: float = 5.0
     # How often attempts abandoned mid-call are looked up at Stripe.
     recovery_interval: float = 60.0
+    # The default organization's Stripe webhook signing secret (with stripe_api_key).
+    stripe_webhook_secret: str = ""
+    # Where Stripe sends a customer back after 3-D Secure or a payment link;
+    # without it, intents carry no authentication page and no links are made.
+    payment_return_url: str = ""
+    # Seconds between the collector's sweeps when nothing wakes it.
+    collection_interval: float = 5.0
     # How often due refunds are sent to Stripe (and at once when one is recorded).
     refund_interval: float = 5.0
 
@@ -60,6 +81,9 @@ class Settings:
             stripe_timeout=config.env_float("BXB_STRIPE_TIMEOUT_SECONDS", 20.0),
             invoicing_timeout=config.env_float("BXB_INVOICING_TIMEOUT_SECONDS", 5.0),
             recovery_interval=config.env_float("BXB_PAYMENTS_RECOVERY_INTERVAL_SECONDS", 60.0),
+            stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
+            payment_return_url=config.env_str("BXB_PAYMENT_RETURN_URL", ""),
+            collection_interval=config.env_float("BXB_PAYMENTS_COLLECTION_INTERVAL_SECONDS", 5.0),
             refund_interval=config.env_float("BXB_PAYMENTS_REFUND_INTERVAL_SECONDS", 5.0),
         )
 
@@ -71,24 +95,43 @@ def build(settings: Settings) -> grpc_server.Service:
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
-    # A refund credit note recorded wakes the refunder (below), which sends it.
-    receivables = Receivables(sessions, Refunds(sessions, relay, wake=lambda: refunder.wake()))
-    methods = CustomerPaymentMethods(sessions)
-    # What a retry of each kind of parked message runs.
-    handlers = {OUTBOX: relay.republish, "payments": receivables.handle, "payments-catalog": methods.handle}
-    parked = ParkedMessages("payments", sessions, Parked, handlers)
     stripe = None
     if settings.stripe_api_key:
-        stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
-    accounts = StripeAccounts(stripe)
+        stripe = StripeCharges(
+            settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout, settings.payment_return_url
+        )
+    accounts = StripeAccounts(stripe, settings.stripe_webhook_secret)
+    links = PaymentLinks(accounts)
     refunder = Refunder(
         sessions, relay, accounts, settings.refund_interval, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
     )
     charging = Charging(
-        sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
+        sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS, links=links
     )
-    # Abandoned attempts can only be looked up where there is a provider to ask.
-    recovery = Recovery(charging, settings.recovery_interval) if stripe else None
+    collector = Collector(sessions, charging, settings.collection_interval)
+    refunds = Refunds(sessions, relay, refunder.wake)
+    receivables = Receivables(sessions, collector.wake, refunds)
+    methods = CustomerPaymentMethods(sessions)
+    clocks = Clocks(sessions, collector.wake)
+    notices = Notices(sessions, relay, invoicing, links, settings.payment_return_url)
+    intents = IntentEvents(sessions, relay, collector.wake)
+
+    async def catalog_facts(subject: str, payload: bytes) -> None:
+        if subject == TEST_CLOCK_ADVANCED:
+            await clocks.advanced(payload)
+        else:
+            await methods.handle(subject, payload)
+
+    # What a retry of each kind of parked message runs.
+    handlers = {
+        OUTBOX: relay.republish,
+        "payments": receivables.handle,
+        "payments-catalog": catalog_facts,
+        "payments-notices": notices.handle,
+    }
+    parked = ParkedMessages("payments", sessions, Parked, handlers)
+    recovery = Recovery(charging, settings.recovery_interval)
+    webhooks = StripeWebhookServicer(sessions, accounts, {**intents.handlers(), **refunds.handlers()})
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -98,17 +141,20 @@ def build(settings: Settings) -> grpc_server.Service:
             bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
         await events.consume(
-            bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, park=park, max_attempts=MAX_ATTEMPTS
+            bus.CATALOG, "payments-catalog", "bxb.catalog.>", catalog_facts, park=park, max_attempts=MAX_ATTEMPTS
+        )
+        await events.consume(
+            bus.PAYMENTS, "payments-notices", PAYMENT_UPDATED, notices.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
         relay.start()
-        if recovery:
-            recovery.start()
+        recovery.start()
+        collector.start()
         refunder.start()
 
     async def on_stop() -> None:
         await refunder.stop()
-        if recovery:
-            await recovery.stop()
+        await collector.stop()
+        await recovery.stop()
         await relay.stop()
         await events.close()  # on_stop follows a successful on_start, which opened the bus
         await invoicing.close()
@@ -123,6 +169,10 @@ def build(settings: Settings) -> grpc_server.Service:
                 "PaymentService",
                 PaymentServicer(sessions, charging, Closing(sessions)),
             ),
+            grpc_server.registrar(
+                dunning_pb2, dunning_pb2_grpc, "DunningCampaignService", DunningCampaignServicer(sessions)
+            ),
+            grpc_server.registrar(stripe_webhooks_pb2, stripe_webhooks_pb2_grpc, "StripeWebhookService", webhooks),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,

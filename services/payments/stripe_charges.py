@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import stripe
 from stripe.params import ChargeListParams, PaymentIntentCreateParams
@@ -63,16 +64,27 @@ class Outcome:
     provider_payment_id: str = ""
     reason: str = ""  # Stripe's code
     message: str = ""
+    action_url: str = ""  # where the customer authenticates, while requires_action
 
 
 class Unreachable(Exception):
     """Stripe could not be reached or did not answer: the attempt's outcome is unknown."""
 
 
+def action_url(intent: Any) -> str:
+    """Where the customer authenticates an intent that requires action: Stripe's
+    redirect_to_url (given when the intent was confirmed with a return_url)."""
+    action = getattr(intent, "next_action", None)
+    redirect = getattr(action, "redirect_to_url", None)
+    return str(getattr(redirect, "url", None) or "")
+
+
 def outcome_of(intent: stripe.PaymentIntent) -> Outcome:
     """What a PaymentIntent's status says of its attempt."""
-    if intent.status in (SUCCEEDED, REQUIRES_ACTION):
-        return Outcome(intent.status, intent.id)
+    if intent.status == SUCCEEDED:
+        return Outcome(SUCCEEDED, intent.id)
+    if intent.status == REQUIRES_ACTION:
+        return Outcome(REQUIRES_ACTION, intent.id, action_url=action_url(intent))
     if intent.status in ("requires_payment_method", "canceled"):
         error = intent.last_payment_error  # None, or a StripeObject (not a dict)
         message = getattr(error, "message", None) or f"the payment intent is {intent.status}"
@@ -81,8 +93,11 @@ def outcome_of(intent: stripe.PaymentIntent) -> Outcome:
 
 
 class StripeCharges:
-    def __init__(self, api_key: str, api_base: str = "", timeout: float = 20.0):
+    def __init__(self, api_key: str, api_base: str = "", timeout: float = 20.0, return_url: str = ""):
         self.timeout = timeout  # seconds for one attempt's requests together, and for each
+        # Where Stripe sends the customer back after 3-D Secure; with it, an
+        # intent that requires action carries the page to send the customer to.
+        self.return_url = return_url
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else {},
@@ -136,12 +151,16 @@ class StripeCharges:
                 "bxb_organization_id": request.organization_id,
             },
         }
+        if self.return_url:
+            params["return_url"] = self.return_url
         try:
             intent = await self.client.v1.payment_intents.create_async(
                 params=params, options={"idempotency_key": request.idempotency_key}
             )
-        except stripe.CardError as error:  # declined: the customer must fix the card
-            return Outcome(FAILED, reason=error.code or "card_error", message=error.user_message or str(error))
+        except stripe.CardError as error:  # declined: the customer must fix the card, or be there to authenticate
+            intent_id = getattr(getattr(getattr(error, "error", None), "payment_intent", None), "id", None) or ""
+            reason = error.code or "card_error"
+            return Outcome(FAILED, intent_id, reason, error.user_message or str(error))
         except (stripe.InvalidRequestError, stripe.AuthenticationError, stripe.PermissionError) as error:
             # Stripe refused the request itself (its parameters, bxb's key): not the card's fault.
             return Outcome(REJECTED, reason=error.code or "invalid_request", message=error.user_message or str(error))

@@ -20,6 +20,7 @@ from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
 from tests.conftest import Infra, Stack, unique
 from tests.service.invoicing_helpers import InvoicingDb
+from tests.service.payments_helpers import PaymentsDb
 
 
 @pytest.fixture(scope="session", params=["embedded", "remote"])
@@ -67,3 +68,11 @@ async def biller(infra: Infra, stack: Stack, invoicing_db: InvoicingDb) -> Async
     yield Biller(invoicing_db.sessions, fees, relay, timedelta(0), progressive=progressive)
     await metering.close()
     await catalog.close()
+
+
+@pytest.fixture
+async def payments_db(stack: Stack, infra: Infra) -> AsyncIterator[PaymentsDb]:
+    handle = PaymentsDb(infra, stack)
+    yield handle
+    await handle.invoicing.close()
+    await handle.engine.dispose()

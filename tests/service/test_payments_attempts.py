@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -16,51 +15,21 @@ from sqlalchemy.exc import IntegrityError
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from deploy.embedded import free_port
-from services.common import bus, db, grpc_server, peers
+from services.common import db, grpc_server, peers
 from services.common.errors import FailedPrecondition, error_info
 from services.common.ids import new_id
-from services.common.outbox import OutboxRelay
 from services.common.timestamps import utcnow
 from services.payments import server as payments_server
 from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
-from services.payments.models import Outbox, Payment, PaymentAttempt
+from services.payments.models import Payment, PaymentAttempt
 from services.payments.recovery import Recovery
 from services.payments.stripe_charges import REJECTED, IntentRequest, StripeCharges
 from tests.conftest import Infra, Stack, Tenant, eventually, start, unique
+from tests.service.payments_helpers import PaymentsDb
 from tests.service.test_gateway_charge import issued, payment_methods_saved, payments
 from tests.service.test_payments_faults import charge, customer_invoice, payments_through, refused
 from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe, StripeProxy
-
-
-class PaymentsDb:
-    def __init__(self, infra: Infra, stack: Stack):
-        self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
-        self.sessions = db.sessions(self.engine)
-        self.invoicing = peers.Invoicing(stack.invoicing)
-        self.bus = bus.Bus(infra.nats.url, unique("unopened"))  # never opened: the stack's relay publishes
-
-    async def attempts(self, invoice_id: str) -> list[PaymentAttempt]:
-        async with self.sessions() as session:
-            query = select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
-            return list((await session.execute(query.order_by(PaymentAttempt.create_time))).scalars())
-
-    async def payment(self, invoice_id: str) -> Payment:
-        async with self.sessions() as session:
-            return (await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))).scalar_one()
-
-    def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
-        """Charging as another payments process does it; its outbox rows are published by the stack's."""
-        relay = OutboxRelay(self.sessions, Outbox, self.bus)
-        return Charging(self.sessions, relay, self.invoicing, StripeAccounts(stripe), **options)
-
-
-@pytest.fixture
-async def payments_db(stack: Stack, infra: Infra) -> AsyncIterator[PaymentsDb]:
-    handle = PaymentsDb(infra, stack)
-    yield handle
-    await handle.invoicing.close()
-    await handle.engine.dispose()
 
 
 async def test_the_attempt_is_committed_before_stripe_is_called_and_no_lock_is_held(
@@ -301,9 +270,10 @@ async def test_a_rejected_request_is_kept_on_its_attempt(
     await payment_methods_saved(stack, tenant)
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 409
     [attempt] = await payments_db.attempts(invoice["id"])
+    # Stripe's code for a missing object, as the double (like Stripe) gives it.
     assert (attempt.status, attempt.failure_reason, attempt.failure_message) == (
         "rejected",
-        "invalid_request",
+        "resource_missing",
         "Not Found",
     )
     payment = await payments_db.payment(invoice["id"])

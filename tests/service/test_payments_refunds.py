@@ -221,7 +221,7 @@ async def test_a_refund_whose_answer_is_lost_is_retried_with_its_key_and_refunds
 ):
     payment = await refunds_db.paid(4750)
     await refunds_db.refund(payment, 1000)
-    async with StripeProxy(localstripe, path="/v1/refunds") as proxy:
+    async with StripeProxy(localstripe, faulted="POST /v1/refunds") as proxy:
         proxy.mode = mode
         faulted = refunds_db.refunder(proxy.url, timeout=0.5)
         assert await faulted.run_once() == 1
@@ -406,7 +406,7 @@ def test_stripe_s_refund_statuses():
 async def test_charge_refunded_settles_a_refund_whose_answer_was_lost(refunds_db: RefundsDb, localstripe: LocalStripe):
     payment = await refunds_db.paid(4750)
     await refunds_db.refund(payment, 4750)
-    async with StripeProxy(localstripe, path="/v1/refunds") as proxy:
+    async with StripeProxy(localstripe, faulted="POST /v1/refunds") as proxy:
         proxy.mode = "drop"
         assert await refunds_db.refunder(proxy.url, retry_after=3600).run_once() == 1
     [at_stripe] = await refunds_db.at_stripe(payment)
@@ -436,7 +436,7 @@ async def test_charge_refunded_settles_a_refund_whose_answer_was_lost(refunds_db
 async def test_a_refund_that_reached_stripe_is_read_back_by_its_id(refunds_db: RefundsDb, localstripe: LocalStripe):
     payment = await refunds_db.paid(4750)
     await refunds_db.refund(payment, 4750)
-    async with StripeProxy(localstripe, path="/v1/refunds") as proxy:
+    async with StripeProxy(localstripe, faulted="POST /v1/refunds") as proxy:
         proxy.mode = "drop"
         assert await refunds_db.refunder(proxy.url).run_once() == 1
     [at_stripe] = await refunds_db.at_stripe(payment)

@@ -84,7 +84,7 @@ class DunningCampaignServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteDunningCampaign(self, request, context):
-        """Deletes a campaign: payments it was retrying keep their schedule.
+        """Deletes a campaign: payments it was retrying get no more retries.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

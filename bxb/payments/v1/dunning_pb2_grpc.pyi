@@ -41,7 +41,7 @@ class DunningCampaignServiceStub:
     ListDunningCampaigns: _grpc.UnaryUnaryMultiCallable[_dunning_pb2.ListDunningCampaignsRequest, _dunning_pb2.ListDunningCampaignsResponse]
     """Lists the campaigns."""
     DeleteDunningCampaign: _grpc.UnaryUnaryMultiCallable[_dunning_pb2.DeleteDunningCampaignRequest, _empty_pb2.Empty]
-    """Deletes a campaign: payments it was retrying keep their schedule."""
+    """Deletes a campaign: payments it was retrying get no more retries."""
 
 @_typing.type_check_only
 class DunningCampaignServiceAsyncStub(DunningCampaignServiceStub):
@@ -55,7 +55,7 @@ class DunningCampaignServiceAsyncStub(DunningCampaignServiceStub):
     ListDunningCampaigns: _aio.UnaryUnaryMultiCallable[_dunning_pb2.ListDunningCampaignsRequest, _dunning_pb2.ListDunningCampaignsResponse]  # type: ignore[assignment]
     """Lists the campaigns."""
     DeleteDunningCampaign: _aio.UnaryUnaryMultiCallable[_dunning_pb2.DeleteDunningCampaignRequest, _empty_pb2.Empty]  # type: ignore[assignment]
-    """Deletes a campaign: payments it was retrying keep their schedule."""
+    """Deletes a campaign: payments it was retrying get no more retries."""
 
 class DunningCampaignServiceServicer(metaclass=_abc_1.ABCMeta):
     """The calling organization's dunning campaigns."""
@@ -90,6 +90,6 @@ class DunningCampaignServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _dunning_pb2.DeleteDunningCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
-        """Deletes a campaign: payments it was retrying keep their schedule."""
+        """Deletes a campaign: payments it was retrying get no more retries."""
 
 def add_DunningCampaignServiceServicer_to_server(servicer: DunningCampaignServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/payments/v1/stripe_webhooks.proto\x12\x0f\x62xb.payments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/api/field_behavior.proto\"\\\n\x19ReceiveStripeEventRequest\x12\x1e\n\x07payload\x18\x01 \x01(\x0c\x42\r\xe2\x41\x01\x02\xbaH\x06z\x04\x18\x80\x80@\x12\x1f\n\tsignature\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xd0\x0f\"O\n\x1aReceiveStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x32\x85\x01\n\x14StripeWebhookService\x12m\n\x12ReceiveStripeEvent\x12*.bxb.payments.v1.ReceiveStripeEventRequest\x1a+.bxb.payments.v1.ReceiveStripeEventResponseB\xad\x01\n\x13\x63om.bxb.payments.v1B\x13StripeWebhooksProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\xa2\x02\x04\x42XPA\xaa\x02\x0f\x42xb.Payments.V1\xca\x02\x0f\x42xb\\Payments\\V1\xea\x02\x11\x42xb::Payments::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%bxb/payments/v1/stripe_webhooks.proto\x12\x0f\x62xb.payments.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x82\x01\n\x19ReceiveStripeEventRequest\x12$\n\x0forganization_id\x18\x03 \x01(\tB\x0b\xe2\x41\x01\x02\xbaH\x04r\x02\x18@\x12\x1e\n\x07payload\x18\x01 \x01(\x0c\x42\r\xe2\x41\x01\x02\xbaH\x06z\x04\x18\x80\x80@\x12\x1f\n\tsignature\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xd0\x0f\"O\n\x1aReceiveStripeEventResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x32\xb8\x01\n\x14StripeWebhookService\x12\x9f\x01\n\x12ReceiveStripeEvent\x12*.bxb.payments.v1.ReceiveStripeEventRequest\x1a+.bxb.payments.v1.ReceiveStripeEventResponse\"0\x82\xd3\xe4\x93\x02*\"%/v1/webhooks/stripe/{organization_id}:\x01*B\xad\x01\n\x13\x63om.bxb.payments.v1B\x13StripeWebhooksProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\xa2\x02\x04\x42XPA\xaa\x02\x0f\x42xb.Payments.V1\xca\x02\x0f\x42xb\\Payments\\V1\xea\x02\x11\x42xb::Payments::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +35,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.payments.v1.stripe_webh
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.payments.v1B\023StripeWebhooksProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/payments/v1;paymentsv1\242\002\004BXPA\252\002\017Bxb.Payments.V1\312\002\017Bxb\\Payments\\V1\352\002\021Bxb::Payments::V1'
+  _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['organization_id']._loaded_options = None
+  _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002\272H\004r\002\030@'
   _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['payload']._loaded_options = None
   _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['payload']._serialized_options = b'\342A\001\002\272H\006z\004\030\200\200@'
   _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['signature']._loaded_options = None
   _globals['_RECEIVESTRIPEEVENTREQUEST'].fields_by_name['signature']._serialized_options = b'\342A\001\002\272H\005r\003\030\320\017'
-  _globals['_RECEIVESTRIPEEVENTREQUEST']._serialized_start=120
-  _globals['_RECEIVESTRIPEEVENTREQUEST']._serialized_end=212
-  _globals['_RECEIVESTRIPEEVENTRESPONSE']._serialized_start=214
-  _globals['_RECEIVESTRIPEEVENTRESPONSE']._serialized_end=293
-  _globals['_STRIPEWEBHOOKSERVICE']._serialized_start=296
-  _globals['_STRIPEWEBHOOKSERVICE']._serialized_end=429
+  _globals['_STRIPEWEBHOOKSERVICE'].methods_by_name['ReceiveStripeEvent']._loaded_options = None
+  _globals['_STRIPEWEBHOOKSERVICE'].methods_by_name['ReceiveStripeEvent']._serialized_options = b'\202\323\344\223\002*\"%/v1/webhooks/stripe/{organization_id}:\001*'
+  _globals['_RECEIVESTRIPEEVENTREQUEST']._serialized_start=151
+  _globals['_RECEIVESTRIPEEVENTREQUEST']._serialized_end=281
+  _globals['_RECEIVESTRIPEEVENTRESPONSE']._serialized_start=283
+  _globals['_RECEIVESTRIPEEVENTRESPONSE']._serialized_end=362
+  _globals['_STRIPEWEBHOOKSERVICE']._serialized_start=365
+  _globals['_STRIPEWEBHOOKSERVICE']._serialized_end=549
 # @@protoc_insertion_point(module_scope)

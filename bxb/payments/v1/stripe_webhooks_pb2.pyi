@@ -19,13 +19,18 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class ReceiveStripeEventRequest(_message.Message):
     """Request for StripeWebhookService.ReceiveStripeEvent: one delivery, as
-    received, of the organization named in the call's metadata.
+    received.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization whose Stripe account sent it (the webhook URL's last
+    segment); the call's metadata names the same one.
+    """
     payload: _builtins.bytes
     """The request body, byte for byte (the signature covers it)."""
     signature: _builtins.str
@@ -33,12 +38,13 @@ class ReceiveStripeEventRequest(_message.Message):
     def __init__(
         self,
         *,
+        organization_id: _builtins.str = ...,
         payload: _builtins.bytes = ...,
         signature: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payload", b"payload", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "payload", b"payload", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

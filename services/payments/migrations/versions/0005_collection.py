@@ -17,10 +17,15 @@ depends_on = None
 NOW = sa.text("now()")
 
 
+def text(name: str, length: int) -> sa.Column[str]:
+    """A text column that is never null, empty by default."""
+    return sa.Column(name, sa.String(length=length), server_default="", nullable=False)
+
+
 def upgrade() -> None:
-    text = lambda name, length: sa.Column(name, sa.String(length=length), server_default="", nullable=False)  # noqa: E731
     op.add_column("payments", text("failure_reason", 100))
     op.add_column("payments", text("payment_url", 2000))
+    op.add_column("payments", text("payment_link_id", 200))
     op.add_column("payments", sa.Column("refunded_amount_cents", sa.BigInteger(), server_default="0", nullable=False))
     op.add_column("payments", sa.Column("attempt_count", sa.Integer(), server_default="0", nullable=False))
     op.add_column("payments", sa.Column("next_attempt_time", sa.DateTime(timezone=True), nullable=True))
@@ -142,10 +147,27 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_refunds_payment_id"), "refunds", ["payment_id"])
+    op.create_table(
+        "payment_notices",
+        sa.Column("payment_id", sa.String(length=64), nullable=False),
+        sa.Column("attempt_count", sa.Integer(), nullable=False),
+        sa.Column("kind", sa.String(length=60), nullable=False),
+        sa.Column("organization_id", sa.String(length=64), nullable=False),
+        sa.Column("send_time", sa.DateTime(timezone=True), server_default=NOW, nullable=False),
+        sa.ForeignKeyConstraint(["payment_id"], ["payments.id"], name=op.f("fk_payment_notices_payment_id_payments")),
+        sa.PrimaryKeyConstraint("payment_id", "attempt_count", "kind", name=op.f("pk_payment_notices")),
+    )
 
 
 def downgrade() -> None:
-    for table in ("refunds", "provider_events", "dunning_campaigns", "test_clocks", "provider_customers"):
+    for table in (
+        "payment_notices",
+        "refunds",
+        "provider_events",
+        "dunning_campaigns",
+        "test_clocks",
+        "provider_customers",
+    ):
         op.drop_table(table)
     op.drop_table("provider_accounts")
     for column in ("card_brand", "card_last4", "card_exp_month", "card_exp_year"):
@@ -155,6 +177,7 @@ def downgrade() -> None:
     for column in (
         "failure_reason",
         "payment_url",
+        "payment_link_id",
         "refunded_amount_cents",
         "attempt_count",
         "next_attempt_time",

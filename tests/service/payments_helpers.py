@@ -1,0 +1,35 @@
+"""The payments database as tests read it, and charging as another payments process does it."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from services.common import bus, db, peers
+from services.common.outbox import OutboxRelay
+from services.payments.accounts import StripeAccounts
+from services.payments.charging import Charging
+from services.payments.models import Outbox, Payment, PaymentAttempt
+from services.payments.stripe_charges import StripeCharges
+from tests.conftest import Infra, Stack, unique
+
+
+class PaymentsDb:
+    def __init__(self, infra: Infra, stack: Stack):
+        self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
+        self.sessions = db.sessions(self.engine)
+        self.invoicing = peers.Invoicing(stack.invoicing)
+        self.bus = bus.Bus(infra.nats.url, unique("unopened"))  # never opened: the stack's relay publishes
+
+    async def attempts(self, invoice_id: str) -> list[PaymentAttempt]:
+        async with self.sessions() as session:
+            query = select(PaymentAttempt).where(PaymentAttempt.invoice_id == invoice_id)
+            return list((await session.execute(query.order_by(PaymentAttempt.create_time))).scalars())
+
+    async def payment(self, invoice_id: str) -> Payment:
+        async with self.sessions() as session:
+            return (await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))).scalar_one()
+
+    def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
+        """Charging as another payments process does it; its outbox rows are published by the stack's."""
+        relay = OutboxRelay(self.sessions, Outbox, self.bus)
+        return Charging(self.sessions, relay, self.invoicing, StripeAccounts(stripe), **options)

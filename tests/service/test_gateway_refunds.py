@@ -5,7 +5,8 @@ refunder giving the money back at Stripe once per credit note, and
 
 from __future__ import annotations
 
-from tests.conftest import Stack, Tenant, eventually
+from tests import stripe_events
+from tests.conftest import STRIPE_WEBHOOK_SECRET, Stack, Tenant, eventually
 from tests.service.test_gateway_charge import issued, payment_methods_saved
 from tests.service.test_invoicing_on_request import issue
 from tests.stripe import LocalStripe
@@ -57,10 +58,10 @@ async def test_refund_credit_notes_refund_at_stripe_once_each_and_read_over_http
         invoice["id"],
         4750,
     )
-    assert (payment["provider_payment_id"], payment["attempt_count"], payment["next_attempt_time"]) == (intent, 0, None)
-    [attempt] = body["attempts"]
+    assert (payment["provider_payment_id"], payment["attempt_count"], payment["next_attempt_time"]) == (intent, 1, None)
+    [attempt] = body["attempts"]  # the charge, manual or automatic (whichever came first)
     assert (attempt["status"], attempt["provider_payment_id"], attempt["amount_cents"]) == ("succeeded", intent, 4750)
-    assert (attempt["trigger"], attempt["payment_id"]) == ("manual", payment["id"])
+    assert (attempt["trigger"] in ("manual", "automatic"), attempt["payment_id"]) == (True, payment["id"])
     [refund] = body["refunds"]
     [at_stripe] = await refunds_at_stripe(localstripe, intent)
     assert (refund["status"], refund["amount_cents"], refund["provider_amount"]) == ("succeeded", 1425, 1425)
@@ -98,9 +99,13 @@ async def test_payments_are_listed_by_status_customer_and_page(
 ):
     h = tenant.http
     first, _ = await charged(stack, tenant, localstripe)
-    event = {"idempotency_key": "e2", "customer_id": "cust_acme", "metric_key": "api_calls", "value": 10000}
-    assert (await h.post("/v1/events", json={**event, "timestamp": "2026-04-10T00:00:00Z"})).status_code == 202
-    second = await issue(tenant, "cust_acme", "2026-04-30T23:59:59Z")  # issued, not charged
+    # A customer without a card: its invoice stays to be paid.
+    assert (await h.post("/v1/customers", json={"id": "cust_cash"})).status_code == 201
+    sub = {"customer_id": "cust_cash", "plan_id": "plan_growth", "start_date": "2026-01-01T00:00:00Z"}
+    assert (await h.post("/v1/subscriptions", json=sub)).status_code == 201
+    event = {"idempotency_key": "e2", "customer_id": "cust_cash", "metric_key": "api_calls", "value": 10000}
+    assert (await h.post("/v1/events", json={**event, "timestamp": "2026-03-10T00:00:00Z"})).status_code == 202
+    second = await issue(tenant, "cust_cash", "2026-03-31T23:59:59Z")
     assert second["status"] == "issued"
 
     async def listed(**params) -> list[str]:
@@ -115,6 +120,7 @@ async def test_payments_are_listed_by_status_customer_and_page(
     assert await listed(status="succeeded") == [first["id"]]
     assert await listed(status="pending") == [second["id"]]
     assert await listed(status="refunded") == []
+    assert await listed(customer_id="cust_cash") == [second["id"]]
     assert await listed(customer_id="cust_other") == []
     bad = await h.get("/v1/payments", params={"status": "bored"})
     assert (bad.status_code, bad.json()["error"]["field"]) == (400, "status")
@@ -132,3 +138,40 @@ async def test_payments_are_listed_by_status_customer_and_page(
         assert (await other.http.get(f"/v1/payments/{payment_id}")).status_code == 404
     finally:
         await other.http.aclose()
+
+
+async def test_a_refund_made_at_stripe_reaches_the_payment_by_its_signed_webhook_and_only_there(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, make_tenant
+):
+    h = tenant.http
+    invoice, answer = await charged(stack, tenant, localstripe)
+    intent = await localstripe.intent(answer["payment_intent"])
+    client = localstripe.client()
+    made = await client.v1.refunds.create_async(params={"payment_intent": intent.id, "amount": 1000})  # the dashboard
+    charge_id = getattr(intent.latest_charge, "id", intent.latest_charge)  # localstripe expands it
+    charge = (await client.v1.charges.retrieve_async(charge_id)).to_dict()
+    refunded = stripe_events.event("charge.refunded", stripe_events.charge_refunded(charge, [made.to_dict()]))
+
+    other = await make_tenant()  # another organization's endpoint receives the same event: nothing of its own
+    try:
+        theirs = await stripe_events.deliver(
+            other.http, f"/v1/webhooks/stripe/{other.organization_id}", refunded, STRIPE_WEBHOOK_SECRET
+        )
+        assert (theirs.status_code, theirs.json()["duplicate"]) == (200, False)
+        assert (await other.http.get("/v1/payments")).json()["payments"] == []
+    finally:
+        await other.http.aclose()
+    forged = await stripe_events.deliver(h, f"/v1/webhooks/stripe/{tenant.organization_id}", refunded, "whsec_nope")
+    assert forged.status_code == 400
+    listed = (await h.get(f"/v1/invoices/{invoice['id']}/payments")).json()
+    assert (listed["payment"]["status"], listed["refunds"]) == ("succeeded", [])
+
+    received = await stripe_events.deliver(
+        h, f"/v1/webhooks/stripe/{tenant.organization_id}", refunded, STRIPE_WEBHOOK_SECRET
+    )
+    assert received.status_code == 200, received.text
+    listed = (await h.get(f"/v1/invoices/{invoice['id']}/payments")).json()
+    assert (listed["payment"]["status"], listed["payment"]["refunded_amount_cents"]) == ("partially_refunded", 1000)
+    [refund] = listed["refunds"]
+    assert (refund["credit_note_id"], refund["provider_refund_id"], refund["amount_cents"]) == ("", made.id, 1000)
+    assert len(await refunds_at_stripe(localstripe, intent.id)) == 1  # bxb gave nothing back itself

@@ -64,7 +64,8 @@ class View:
     repeating another (external_id repeats id) or, by a dotted path through
     the rendered JSON, one of a message field's own (add_on_code repeats
     add_on.code; null when add_on is); `nulls` render empty as
-    null; `objects` render unset as their empty object instead of null;
+    null (a proto3 `optional` scalar only when unset: its false or 0
+    shows); `objects` render unset as their empty object instead of null;
     `hidden` fields are neither read nor shown; `inline` names message
     fields whose own fields are spelled at this level; `wrapped` fields are
     spelled as a one-key object, null when empty (minimum_commitment_cents
@@ -547,6 +548,14 @@ def text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def _present(message: Message, descriptor: FieldDescriptor, value: Any) -> bool:
+    """Whether a field is shown rather than null: a proto3 `optional` scalar
+    when set (false and 0 included), any other field when not empty."""
+    if descriptor.has_presence and descriptor.message_type is None:
+        return message.HasField(descriptor.name)
+    return bool(value)
+
+
 class Encoder:
     """Renders messages as the public JSON."""
 
@@ -564,7 +573,7 @@ class Encoder:
                 shown.update(self.message(getattr(message, name)))
                 continue
             value = self.value(message, descriptor, view)
-            if name in view.nulls and not value:
+            if name in view.nulls and not _present(message, descriptor, value):
                 value = None
             if name in view.wrapped:
                 value = {view.wrapped[name]: value} if value else None

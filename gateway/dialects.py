@@ -116,7 +116,7 @@ BXB: Views = {
         nulls=frozenset({"currency", "test_clock_id"}),
         objects=frozenset({"billing"}),
     ),
-    "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id"})),
+    "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id", "auto_collect"})),
     "bxb.catalog.v1.CreateCustomerRequest": View(inline=("customer",)),
     "bxb.catalog.v1.Plan": View(
         names={"create_time": "created_at", "minimum_commitment_cents": "minimum_commitment"},
@@ -147,7 +147,7 @@ BXB: Views = {
     ),
     "bxb.invoicing.v1.Invoice": View(
         names={"issue_time": "issued_at", "create_time": "created_at"},
-        nulls=frozenset({"id", "number", "subscription_id", "plan_code", "calculation_id"}),
+        nulls=frozenset({"id", "number", "subscription_id", "plan_code", "calculation_id", "payment_url"}),
         render=invoice_status,
     ),
     "bxb.invoicing.v1.Fee": View(nulls=frozenset({"filter"}), render=fee_fields),

@@ -1,5 +1,12 @@
 """Invoice rows: found by id within an organization, and as
-bxb.invoicing.v1.Invoice messages."""
+bxb.invoicing.v1.Invoice messages.
+
+An invoice's payment_status is what the payments service last announced
+(payment_updated, applied in lifecycle.py), shown by these rules: none while
+a draft; canceled once voided (nothing is owed, whatever was heard before);
+else the last announcement's; before any, succeeded when paid or when
+nothing is due (its total less its credit notes), pending otherwise. Listings
+filter on the same rules, written in SQL (payment_status_clause)."""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bxb.catalog.v1 import plans_pb2
@@ -18,6 +25,35 @@ from services.common.errors import NotFound
 from services.common.timestamps import to_proto
 from services.invoicing.models import Invoice, Subscription
 from services.invoicing.taxation import Totals
+
+DRAFT, PAID = "INVOICE_STATUS_DRAFT", "INVOICE_STATUS_PAID"
+NOT_ANNOUNCED = "INVOICE_PAYMENT_STATUS_UNSPECIFIED"
+PENDING, SUCCEEDED = "INVOICE_PAYMENT_STATUS_PENDING", "INVOICE_PAYMENT_STATUS_SUCCEEDED"
+CANCELED = "INVOICE_PAYMENT_STATUS_CANCELED"
+
+
+def payment_status(invoice: Invoice) -> str:
+    """How collecting the invoice stands, an InvoicePaymentStatus name (rules above)."""
+    if invoice.status == DRAFT:
+        return NOT_ANNOUNCED
+    if invoice.void_time is not None:
+        return CANCELED
+    if invoice.payment_status is not None:
+        return invoice.payment_status
+    if invoice.status == PAID or invoice.total_amount_cents - invoice.credit_notes_amount_cents <= 0:
+        return SUCCEEDED
+    return PENDING
+
+
+def payment_status_clause() -> ColumnElement[str]:
+    """payment_status() in SQL, for a listing to filter on."""
+    return case(
+        (Invoice.status == DRAFT, NOT_ANNOUNCED),
+        (Invoice.void_time.is_not(None), CANCELED),
+        (Invoice.payment_status.is_not(None), Invoice.payment_status),
+        (or_(Invoice.status == PAID, Invoice.total_amount_cents - Invoice.credit_notes_amount_cents <= 0), SUCCEEDED),
+        else_=PENDING,
+    )
 
 
 async def stored(session: AsyncSession, org: str, invoice_id: str, field: str = "id", lock: bool = False) -> Invoice:
@@ -85,4 +121,6 @@ def invoice_proto(invoice: Invoice) -> pb.Invoice:
         credit_notes_amount_cents=invoice.credit_notes_amount_cents,
         # A voided invoice owes nothing.
         amount_due_cents=0 if invoice.void_time else invoice.total_amount_cents - invoice.credit_notes_amount_cents,
+        payment_status=pb.InvoicePaymentStatus.Value(payment_status(invoice)),
+        payment_url="" if invoice.void_time else invoice.payment_url,  # nothing to pay once voided
     )

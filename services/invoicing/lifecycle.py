@@ -1,7 +1,7 @@
 """Invoice state changes after finalization.
 
     finalized (issued) --void--> voided
-    finalized (issued) --pay--> paid     (a charge succeeded: payment_updated)
+    finalized (issued) --pay--> paid     (money collected: payment_updated)
     finalized, paid, voided --archive--> archived
 
 Any other change is refused with FAILED_PRECONDITION (409) naming the
@@ -17,6 +17,15 @@ while a charge is under way or once one collected (its reason is passed on,
 a 409); payments unreachable is UNAVAILABLE (503) and nothing changes. If
 the void then fails to commit, the payment stays closed and voiding again
 completes it.
+
+Every payment_updated is kept on the invoice (payment status, payment_url),
+applied only when its payment's version is newer than the one kept, since
+announcements may arrive late, out of order or twice. Version 0 is an
+unversioned announcement (a payments service older than versions): it
+applies while nothing versioned has been heard, the last one winning. Money
+collected is a fact no later news undoes: any announcement saying so
+(succeeded, refunded, disputed), even an older one, marks a finalized
+invoice paid; a refund or dispute leaves it paid.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from services.common import outbox, peers
 from services.common.errors import FailedPrecondition, Unavailable, error_info
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
-from services.invoicing.invoice_view import invoice_proto, stored
+from services.invoicing.invoice_view import invoice_proto, payment_status, stored
 from services.invoicing.models import CouponRedemption, Invoice, Outbox
 
 log = logging.getLogger("bxb.lifecycle")
@@ -47,9 +56,29 @@ VOIDED, ARCHIVED = "INVOICE_STATUS_VOIDED", "INVOICE_STATUS_ARCHIVED"
 ACTIONS = {
     "void": (VOIDED, (FINALIZED,)),
     "archive": (ARCHIVED, (FINALIZED, PAID, VOIDED)),
-    "pay": (PAID, (FINALIZED,)),
 }
 PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
+# Each PaymentStatus as the invoice shows it (bxb.invoicing.v1.InvoicePaymentStatus).
+PAYMENT_STATUSES = {
+    payments_pb2.PAYMENT_STATUS_PENDING: "INVOICE_PAYMENT_STATUS_PENDING",
+    payments_pb2.PAYMENT_STATUS_REQUIRES_ACTION: "INVOICE_PAYMENT_STATUS_REQUIRES_ACTION",
+    payments_pb2.PAYMENT_STATUS_SUCCEEDED: "INVOICE_PAYMENT_STATUS_SUCCEEDED",
+    payments_pb2.PAYMENT_STATUS_FAILED: "INVOICE_PAYMENT_STATUS_FAILED",
+    payments_pb2.PAYMENT_STATUS_REFUNDED: "INVOICE_PAYMENT_STATUS_REFUNDED",
+    payments_pb2.PAYMENT_STATUS_PARTIALLY_REFUNDED: "INVOICE_PAYMENT_STATUS_PARTIALLY_REFUNDED",
+    payments_pb2.PAYMENT_STATUS_DISPUTED: "INVOICE_PAYMENT_STATUS_DISPUTED",
+    payments_pb2.PAYMENT_STATUS_UNCOLLECTIBLE: "INVOICE_PAYMENT_STATUS_UNCOLLECTIBLE",
+    payments_pb2.PAYMENT_STATUS_CANCELED: "INVOICE_PAYMENT_STATUS_CANCELED",
+}
+# The states only a collected charge reaches (a dispute is of a charge that succeeded).
+COLLECTED = frozenset(
+    {
+        payments_pb2.PAYMENT_STATUS_SUCCEEDED,
+        payments_pb2.PAYMENT_STATUS_REFUNDED,
+        payments_pb2.PAYMENT_STATUS_PARTIALLY_REFUNDED,
+        payments_pb2.PAYMENT_STATUS_DISPUTED,
+    }
+)
 
 
 def state_name(status: str) -> str:
@@ -94,17 +123,25 @@ class Lifecycle:
                 )
             if target == VOIDED:
                 await self._close_payment(org, invoice)
-            now = utcnow()
             invoice.status = target
             if target == VOIDED:
-                invoice.void_time = now
+                invoice.void_time = utcnow()
                 await session.execute(delete(CouponRedemption).where(CouponRedemption.invoice_id == invoice.id))
-            result = invoice_proto(invoice)
-            event = events_pb2.InvoiceUpdated(
-                event_id=new_id("evt"), organization_id=org, occur_time=to_proto(now), invoice=result
-            )
-            await outbox.enqueue(session, Outbox, INVOICE_UPDATED, event)
+            result = await self._announce(session, invoice)
         self.relay.wake()
+        return result
+
+    @staticmethod
+    async def _announce(session: AsyncSession, invoice: Invoice) -> pb.Invoice:
+        """Announces the invoice as it now stands (invoice_updated, through the outbox)."""
+        result = invoice_proto(invoice)
+        event = events_pb2.InvoiceUpdated(
+            event_id=new_id("evt"),
+            organization_id=invoice.organization_id,
+            occur_time=to_proto(utcnow()),
+            invoice=result,
+        )
+        await outbox.enqueue(session, Outbox, INVOICE_UPDATED, event)
         return result
 
     async def _close_payment(self, org: str, invoice: Invoice) -> None:
@@ -130,15 +167,30 @@ class Lifecycle:
             ) from None
 
     async def paid(self, subject: str, payload: bytes) -> None:
-        """Marks an invoice paid when the payments service announces a
-        successful charge; announcements of an invoice already paid (or
-        since archived) change nothing."""
+        """Applies a payment_updated to its invoice (rules above) and
+        announces the invoice when that changed it. The invoice must exist
+        in the payment's organization: until it is found the announcement
+        is redelivered (then parked)."""
         if subject != PAYMENT_UPDATED:
             return  # a newer payments service may announce facts this version ignores
-        payment = payments_events_pb2.PaymentUpdated.FromString(payload)
-        if payment.payment.status != payments_pb2.PAYMENT_STATUS_SUCCEEDED:
-            return
-        try:
-            await self.change(payment.organization_id, payment.payment.invoice_id, "pay")
-        except FailedPrecondition as refused:
-            log.info("payment of invoice %s changes nothing: %s", payment.payment.invoice_id, refused)
+        event = payments_events_pb2.PaymentUpdated.FromString(payload)
+        payment = event.payment
+        status = PAYMENT_STATUSES.get(payment.status)
+        if status is None:
+            log.info("payment status %d of invoice %s is not shown", payment.status, payment.invoice_id)
+            return  # unspecified, or a state a newer payments service knows
+        async with self.sessions() as session, session.begin():
+            invoice = await stored(session, event.organization_id, payment.invoice_id, field="invoice_id", lock=True)
+            before = (invoice.status, payment_status(invoice), invoice.payment_url)
+            newer = payment.version > invoice.payment_version or payment.version == invoice.payment_version == 0
+            if newer:
+                invoice.payment_status, invoice.payment_url = status, payment.payment_url
+                invoice.payment_version = payment.version
+            if payment.status in COLLECTED and invoice.status == FINALIZED:
+                invoice.status = PAID
+            elif payment.status in COLLECTED and invoice.void_time is not None:  # voiding closes the payment first
+                log.warning("invoice %s is voided, yet its payment says money was collected", invoice.id)
+            if (invoice.status, payment_status(invoice), invoice.payment_url) == before:
+                return  # older, repeated, or changing nothing shown
+            await self._announce(session, invoice)
+        self.relay.wake()

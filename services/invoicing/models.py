@@ -16,6 +16,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -128,6 +129,12 @@ class Invoice(Base):
     credit_notes_amount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # A draft's grace period end: it is finalized then, with the usage known by then.
     grace_end_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Collection as the payments service last announced it (payment_updated): the
+    # InvoicePaymentStatus name (None: nothing heard yet), the page the customer acts
+    # on, and the payment's version, so an older or repeated announcement changes nothing.
+    payment_status: Mapped[str | None] = mapped_column(String(48), nullable=True)
+    payment_url: Mapped[str] = mapped_column(Text, default="", server_default="")
+    payment_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class InvoiceSequence(Base):

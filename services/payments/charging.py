@@ -22,7 +22,10 @@ charge of the invoice, or the recovery sweep (recovery.py), takes it over
 once its claim is stale and looks it up at the provider.
 
 Automatic collection and dunning retries (`collect`, run by the collector)
-take the same three steps, starting when the payment is due; an open
+take the same three steps, starting when the payment is due; a charge on
+request meeting one at the provider waits for its outcome (within the
+provider's deadline) and answers it, where two charges on request refuse the
+second (PAYMENT_IN_PROGRESS); an open
 payment link (links.py) is closed at Stripe before any new charge starts, so
 the customer paying by the link and a charge never both collect. Every
 outcome, whoever learns it (this module, a webhook), is applied by
@@ -31,6 +34,7 @@ outcome, whoever learns it (this module, a webhook), is applied by
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -64,6 +68,8 @@ from services.payments.stripe_charges import REJECTED, SUCCEEDED, UNKNOWN, Outco
 PAYMENT_UPDATED = "bxb.payments.v1.payment_updated"
 # How long past the provider's deadline a claim is still trusted to its holder.
 STALE_MARGIN_SECONDS = 30.0
+# How often a charge on request looks again at an automatic one it waits for.
+WAIT_STEP_SECONDS = 0.1
 # Why an attempt was made: bxb.payments.v1.PaymentAttemptTrigger names.
 AUTOMATIC, MANUAL = "PAYMENT_ATTEMPT_TRIGGER_AUTOMATIC", "PAYMENT_ATTEMPT_TRIGGER_MANUAL"
 DUNNING, PAYMENT_LINK = "PAYMENT_ATTEMPT_TRIGGER_DUNNING", "PAYMENT_ATTEMPT_TRIGGER_PAYMENT_LINK"
@@ -108,6 +114,10 @@ async def announce(session: AsyncSession, payment: Payment) -> None:
     await outbox.enqueue(session, Outbox, PAYMENT_UPDATED, event)
 
 
+class CollectionUnderWay(Exception):
+    """An automatic charge (collection, dunning) of the invoice is at the provider."""
+
+
 class Charging:
     def __init__(
         self,
@@ -117,6 +127,7 @@ class Charging:
         accounts: StripeAccounts,
         stale_after: float = 20.0 + STALE_MARGIN_SECONDS,
         links: PaymentLinks | None = None,
+        wait_for_collection: float = 20.0,
     ):
         self.sessions = sessions
         self.relay = relay
@@ -124,6 +135,8 @@ class Charging:
         self.accounts = accounts  # each organization's Stripe account
         self.stale_after = timedelta(seconds=stale_after)  # a claim older than this was abandoned
         self.links = links or PaymentLinks(accounts)  # payment links closed before a charge
+        # How long a charge on request waits for an automatic one already at the provider.
+        self.wait_for_collection = wait_for_collection
 
     async def _invoice(self, org: str, invoice_id: str) -> invoices_pb2.Invoice:
         try:
@@ -138,9 +151,17 @@ class Charging:
         if not invoice_id:
             raise InvalidArgument("invoice_id is required", field="invoice_id")
         invoice = await self._invoice(org, invoice_id)
-        paid = await self._run(org, invoice, MANUAL)
-        assert paid is not None  # a charge on request is always due
-        return paid
+        deadline = asyncio.get_running_loop().time() + self.wait_for_collection
+        while True:
+            try:
+                paid = await self._run(org, invoice, MANUAL)
+            except CollectionUnderWay:
+                if asyncio.get_running_loop().time() >= deadline:
+                    raise attempts.in_progress(invoice_id) from None
+                await asyncio.sleep(WAIT_STEP_SECONDS)
+                continue
+            assert paid is not None  # a charge on request is always due
+            return paid
 
     async def collect(self, payment_id: str) -> Payment | None:
         """Charges a payment the collector found due (its first automatic
@@ -204,6 +225,8 @@ class Charging:
         attempt = await attempts.latest(session, payment)
         if attempt is not None and attempt.status in attempts.OPEN:
             if not attempts.claimable(attempt, self.stale_after):
+                if trigger == MANUAL and attempt.trigger != MANUAL:
+                    raise CollectionUnderWay()  # its outcome is awaited: it answers this charge
                 raise attempts.in_progress(payment.invoice_id)
             return attempts.claim(attempt)
         if invoice.status != invoices_pb2.INVOICE_STATUS_FINALIZED:

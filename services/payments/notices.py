@@ -86,6 +86,9 @@ class Notices:
         url = payment.payment_url
         if payment.status in WITH_LINK and not url and latest is not None and self.return_url:
             url = await self._link(payment, latest.provider_customer_id)
+        if not url and kind != invoices_pb2.INVOICE_EMAIL_KIND_PAYMENT_UNCOLLECTIBLE:
+            log.info("payment %s: no payment link to email (set BXB_PAYMENT_RETURN_URL)", payment.id)
+            return
         request = invoices_pb2.SendInvoiceEmailRequest(
             id=payment.invoice_id,
             kind=kind,
@@ -96,7 +99,9 @@ class Notices:
         try:
             await self.invoicing.send_invoice_email(org, request)
         except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"invoicing could not send the payment email: {error.code().name}") from None
+            if error.code() != grpc.StatusCode.FAILED_PRECONDITION:
+                raise Unavailable(f"invoicing could not send the payment email: {error.code().name}") from None
+            log.info("payment %s: its invoice takes no payment email now: %s", payment.id, error.details())
         async with self.sessions() as session, session.begin():
             await session.execute(
                 insert(PaymentNotice)

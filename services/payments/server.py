@@ -106,7 +106,13 @@ def build(settings: Settings) -> grpc_server.Service:
         sessions, relay, accounts, settings.refund_interval, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
     )
     charging = Charging(
-        sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS, links=links
+        sessions,
+        relay,
+        invoicing,
+        accounts,
+        stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS,
+        links=links,
+        wait_for_collection=settings.stripe_timeout,
     )
     collector = Collector(sessions, charging, settings.collection_interval)
     refunds = Refunds(sessions, relay, refunder.wake)

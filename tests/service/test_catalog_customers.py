@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from sqlalchemy import select
 
 from bxb.catalog.v1 import customers_pb2 as pb
-from bxb.catalog.v1 import customers_pb2_grpc, organizations_pb2, organizations_pb2_grpc
+from bxb.catalog.v1 import customers_pb2_grpc, events_pb2, organizations_pb2, organizations_pb2_grpc
+from services.catalog.customers import CUSTOMER_CREATED
+from services.catalog.models import Outbox
+from services.common import db
 from services.common.errors import error_info
 from services.common.tenancy import metadata
-from tests.conftest import Stack
+from tests.conftest import Infra, Stack
 
 
 class Customers:
     def __init__(self, channel: grpc.aio.Channel, org: str):
         self.stub = customers_pb2_grpc.CustomerServiceStub(channel)
         self.md = metadata(org)
+        self.org = org
 
     async def create(self, **fields) -> pb.Customer:
         return await self.stub.CreateCustomer(
@@ -116,3 +121,41 @@ async def test_list_pages_through_customers_oldest_first(customers: Customers):
     assert [c.id for c in rest.customers] == ids[3:]
     assert rest.next_page_token == ""
     assert [c.id for c in (await customers.list()).customers] == ids
+
+
+async def created_events(infra: Infra, org: str) -> dict[str, pb.Customer]:
+    """The customers the organization's customer_created events carry (the catalog's outbox), by id."""
+    engine = db.create_engine(infra.postgres.url("catalog"), pool_size=1)
+    try:
+        async with db.sessions(engine)() as session:
+            query = select(Outbox.c.payload).where(
+                Outbox.c.subject == CUSTOMER_CREATED, Outbox.c.organization_id == org
+            )
+            payloads = (await session.execute(query)).scalars().all()
+    finally:
+        await engine.dispose()
+    events = [events_pb2.CustomerCreated.FromString(payload) for payload in payloads]
+    return {event.customer.id: event.customer for event in events}
+
+
+async def test_auto_collect_is_kept_returned_and_announced_unset_when_not_given(customers: Customers, infra: Infra):
+    for customer_id, auto_collect in (("cus_off", False), ("cus_on", True), ("cus_default", None)):
+        billing = pb.BillingConfiguration(provider="stripe", auto_collect=auto_collect)
+        created = await customers.create(id=customer_id, billing=billing)
+        assert created.billing.HasField("auto_collect") is (auto_collect is not None)
+        assert created.billing.auto_collect is bool(auto_collect)
+        assert await customers.get(customer_id) == created
+    listed = {c.id: c.billing for c in (await customers.list()).customers}
+    assert [
+        (listed[i].HasField("auto_collect"), listed[i].auto_collect) for i in ("cus_off", "cus_on", "cus_default")
+    ] == [
+        (True, False),
+        (True, True),
+        (False, False),
+    ]
+    announced = await created_events(infra, customers.org)
+    assert {i: (c.billing.HasField("auto_collect"), c.billing.auto_collect) for i, c in announced.items()} == {
+        "cus_off": (True, False),
+        "cus_on": (True, True),
+        "cus_default": (False, False),
+    }

@@ -106,7 +106,7 @@ async def populate(org: Org, stack: Stack, localstripe: LocalStripe, price: int)
         "id": CUSTOMER,
         "name": f"{mark} Customer",
         "email": f"{mark.lower()}@example.test",
-        "billing": {"provider": "stripe"},
+        "billing": {"provider": "stripe", "auto_collect": False},  # nothing moves in the background
         "payment_method": {"provider_customer_id": stripe_customer, "provider_payment_method": method},
     }
     await org.post("/v1/customers", customer)

@@ -50,7 +50,11 @@ async def test_the_seed_customer_keeps_billing_and_its_payment_method_becomes_th
     assert response.status_code == 201, response.text
     customer = response.json()
     # the customer's id at the provider comes from the payment method when billing does not give it
-    assert customer["billing"] == {"provider": "stripe", "provider_customer_id": "cus_acme_stripe"}
+    assert customer["billing"] == {
+        "provider": "stripe",
+        "provider_customer_id": "cus_acme_stripe",
+        "auto_collect": None,
+    }
     assert (await tenant.http.get(f"/v1/customers/{customer_id}")).json() == customer
     [method] = await saved_methods(stack, tenant.organization_id, customer_id)
     assert (method.customer_id, method.provider, method.provider_customer_id, method.provider_payment_method) == (
@@ -67,7 +71,7 @@ async def test_billing_alone_is_kept_and_saves_no_payment_method(tenant: Tenant,
     body = {"id": customer_id, "billing": {"provider": "stripe", "provider_customer_id": "cus_123"}}
     response = await tenant.http.post("/v1/customers", json=body)
     assert response.status_code == 201, response.text
-    assert response.json()["billing"] == {"provider": "stripe", "provider_customer_id": "cus_123"}
+    assert response.json()["billing"] == {"provider": "stripe", "provider_customer_id": "cus_123", "auto_collect": None}
     # a later customer with a method is saved; by then this one's event was handled too, saving nothing
     marker = unique("cust")
     await tenant.http.post("/v1/customers", json=seed_customer(marker))
@@ -78,7 +82,7 @@ async def test_billing_alone_is_kept_and_saves_no_payment_method(tenant: Tenant,
 async def test_a_customer_without_billing_shows_null_billing(tenant: Tenant):
     response = await tenant.http.post("/v1/customers", json={"id": unique("cust")})
     assert response.status_code == 201
-    assert response.json()["billing"] == {"provider": None, "provider_customer_id": None}
+    assert response.json()["billing"] == {"provider": None, "provider_customer_id": None, "auto_collect": None}
 
 
 async def test_a_payment_method_without_billing_is_saved_with_the_default_provider(tenant: Tenant, stack: Stack):
@@ -86,7 +90,7 @@ async def test_a_payment_method_without_billing_is_saved_with_the_default_provid
     method = {"provider_customer_id": "cus_9", "provider_payment_method": "pm_9"}
     response = await tenant.http.post("/v1/customers", json={"id": customer_id, "payment_method": method})
     assert response.status_code == 201, response.text
-    assert response.json()["billing"] == {"provider": None, "provider_customer_id": "cus_9"}
+    assert response.json()["billing"] == {"provider": None, "provider_customer_id": "cus_9", "auto_collect": None}
     [saved] = await saved_methods(stack, tenant.organization_id, customer_id)
     assert (saved.provider, saved.provider_payment_method) == ("stripe", "pm_9")
 
@@ -174,3 +178,22 @@ async def test_a_redelivered_customer_created_event_saves_the_method_once(tenant
         ("pm_card_visa", False),
     ]
     assert methods[1].id == first.id
+
+
+@pytest.mark.parametrize(("given", "shown"), [(False, False), (True, True), (None, None)])
+async def test_auto_collect_is_read_and_shown_null_when_unset(tenant: Tenant, given: bool | None, shown: bool | None):
+    customer_id = unique("cust")
+    body = {"id": customer_id, "billing": {"provider": "stripe", "auto_collect": given}}
+    response = await tenant.http.post("/v1/customers", json=body)
+    assert response.status_code == 201, response.text
+    billing = {"provider": "stripe", "provider_customer_id": None, "auto_collect": shown}
+    assert response.json()["billing"] == billing
+    assert (await tenant.http.get(f"/v1/customers/{customer_id}")).json()["billing"] == billing
+    [listed] = [c for c in (await tenant.http.get("/v1/customers")).json()["customers"] if c["id"] == customer_id]
+    assert listed["billing"] == billing
+
+
+async def test_auto_collect_must_be_a_boolean(tenant: Tenant):
+    body = {"id": unique("cust"), "billing": {"provider": "stripe", "auto_collect": "no"}}
+    response = await tenant.http.post("/v1/customers", json=body)
+    assert (response.status_code, response.json()["error"]["field"]) == (400, "billing.auto_collect")

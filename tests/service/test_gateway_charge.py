@@ -41,7 +41,7 @@ async def issued(
     assert (await h.post("/v1/price-plans", json={**GROWTH, "currency": currency})).status_code == 201
     if card:
         stripe_customer, method = await localstripe.customer_with_card(card)
-        customer["billing"] = {"provider": "stripe"}
+        customer["billing"] = {"provider": "stripe", "auto_collect": False}  # charged on request
         customer["payment_method"] = {"provider_customer_id": stripe_customer, "provider_payment_method": method}
     assert (await h.post("/v1/customers", json={"id": "cust_acme", **customer})).status_code == 201
     sub = {"customer_id": "cust_acme", "plan_id": "plan_growth", "start_date": "2026-01-01T00:00:00Z"}
@@ -207,12 +207,9 @@ async def test_an_unreachable_invoicing_or_stripe_is_unavailable():
 async def test_invoicing_ignores_payment_news_that_pays_nothing(invoicing_db: InvoicingDb):
     lifecycle = Lifecycle(invoicing_db.sessions, relay=None, payments=peers.Payments("127.0.0.1:1"))  # never asked
     await lifecycle.paid("bxb.payments.v1.something_new", b"\xff")  # a newer fact, not even decoded
-    failed = payments_events_pb2.PaymentUpdated(
-        organization_id="org_x", payment=pb.Payment(invoice_id="inv_unknown", status=pb.PAYMENT_STATUS_FAILED)
-    )
-    await lifecycle.paid("bxb.payments.v1.payment_updated", failed.SerializeToString())  # looks nothing up
-    succeeded = payments_events_pb2.PaymentUpdated(
-        organization_id="org_x", payment=pb.Payment(invoice_id="inv_unknown", status=pb.PAYMENT_STATUS_SUCCEEDED)
-    )
-    with pytest.raises(NotFound):  # a success must find its invoice: redelivered until it does
-        await lifecycle.paid("bxb.payments.v1.payment_updated", succeeded.SerializeToString())
+    for status in (pb.PAYMENT_STATUS_FAILED, pb.PAYMENT_STATUS_SUCCEEDED):
+        news = payments_events_pb2.PaymentUpdated(
+            organization_id="org_x", payment=pb.Payment(invoice_id="inv_unknown", status=status)
+        )
+        with pytest.raises(NotFound):  # news of a payment must find its invoice: redelivered until it does
+            await lifecycle.paid("bxb.payments.v1.payment_updated", news.SerializeToString())

@@ -266,7 +266,9 @@ async def test_a_rejected_request_is_kept_on_its_attempt(
 ):
     stripe_customer, _ = await localstripe.customer_with_card()
     gone = {"provider_customer_id": stripe_customer, "provider_payment_method": "pm_deleted_at_stripe"}
-    invoice = await issued(tenant, localstripe, card="", billing={"provider": "stripe"}, payment_method=gone)
+    invoice = await issued(
+        tenant, localstripe, card="", billing={"provider": "stripe", "auto_collect": False}, payment_method=gone
+    )
     await payment_methods_saved(stack, tenant)
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 409
     [attempt] = await payments_db.attempts(invoice["id"])

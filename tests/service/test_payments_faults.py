@@ -33,7 +33,12 @@ async def customer_invoice(
     stripe_customer, method = await localstripe.customer_with_card(card)
     saved = {"provider_customer_id": stripe_customer, "provider_payment_method": method}
     invoice = await issued(
-        tenant, localstripe, card="", billing={"provider": "stripe"}, payment_method=saved, **invoice
+        tenant,
+        localstripe,
+        card="",
+        billing={"provider": "stripe", "auto_collect": False},
+        payment_method=saved,
+        **invoice,
     )
     await payment_methods_saved(stack, tenant)
     return stripe_customer, invoice
@@ -170,7 +175,9 @@ async def test_amounts_reach_stripe_in_its_units_for_the_currency(
 async def test_a_request_stripe_refuses_is_not_a_card_decline(stack: Stack, tenant: Tenant, localstripe: LocalStripe):
     stripe_customer, _ = await localstripe.customer_with_card()
     gone = {"provider_customer_id": stripe_customer, "provider_payment_method": "pm_deleted_at_stripe"}
-    invoice = await issued(tenant, localstripe, card="", billing={"provider": "stripe"}, payment_method=gone)
+    invoice = await issued(
+        tenant, localstripe, card="", billing={"provider": "stripe", "auto_collect": False}, payment_method=gone
+    )
     await payment_methods_saved(stack, tenant)
     answer = await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")
     assert answer.status_code == 409, answer.text

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from bxb.catalog.v1 import add_ons_pb2, billable_metrics_pb2, coupons_pb2, subscriptions_pb2
+from bxb.catalog.v1 import add_ons_pb2, billable_metrics_pb2, coupons_pb2, customers_pb2, subscriptions_pb2
 from bxb.metering.v1 import usage_events_pb2
 from gateway.bindings import bindings
 from gateway.codec import Decoder, Encoder
@@ -184,3 +184,15 @@ def test_a_field_the_client_gave_is_named_as_it_was_given():
 
 def test_the_abaxus_spelling_names_a_metric_by_its_key():
     assert Decoder(ABAXUS).names(billable_metrics_pb2.BillableMetric.DESCRIPTOR)["key"][0] == "code"
+
+
+def test_an_optional_scalar_among_nulls_is_null_only_when_unset():
+    show = Encoder(BXB).message
+    for given, shown in ((False, False), (True, True), (None, None)):
+        billing = customers_pb2.BillingConfiguration(provider="stripe", auto_collect=given)
+        assert show(billing) == {"provider": "stripe", "provider_customer_id": None, "auto_collect": shown}
+        read = customers_pb2.BillingConfiguration()
+        Decoder(BXB).into(read, {"auto_collect": given})
+        assert (read.HasField("auto_collect"), read.auto_collect) == (given is not None, bool(given))
+    schema = Writer(BXB).output(customers_pb2.BillingConfiguration.DESCRIPTOR)["properties"]["auto_collect"]
+    assert schema == {"type": ["boolean", "null"]}

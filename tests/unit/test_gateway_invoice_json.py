@@ -83,3 +83,16 @@ def test_an_issued_invoice_shows_its_timing_and_calculation():
     )
     assert (data["id"], data["number"], data["status"]) == ("inv_1", "INV-000001", "finalized")
     assert (data["timing"], data["calculation_id"]) == ("in_advance", "calc_1")
+
+
+def test_each_payment_status_is_spelled_in_lower_case_and_an_empty_payment_url_is_null():
+    spelled = {
+        number: name.removeprefix("INVOICE_PAYMENT_STATUS_").lower() for name, number in pb.InvoicePaymentStatus.items()
+    }
+    assert spelled[pb.INVOICE_PAYMENT_STATUS_REQUIRES_ACTION] == "requires_action"
+    assert spelled[pb.INVOICE_PAYMENT_STATUS_PARTIALLY_REFUNDED] == "partially_refunded"
+    for number, name in spelled.items():
+        data = invoice_json(pb.Invoice(status=pb.INVOICE_STATUS_FINALIZED, payment_status=number))
+        assert (data["payment_status"], data["payment_url"]) == (None if number == 0 else name, None)
+    linked = invoice_json(pb.Invoice(payment_status=pb.INVOICE_PAYMENT_STATUS_FAILED, payment_url="https://p.test/1"))
+    assert (linked["payment_status"], linked["payment_url"]) == ("failed", "https://p.test/1")

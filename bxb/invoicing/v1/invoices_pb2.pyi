@@ -441,8 +441,10 @@ class Invoice(_message.Message):
     amount_due_cents: _builtins.int
     """What is still due in minor units: the total less its credit notes."""
     payment_status: Global___InvoicePaymentStatus.ValueType
-    """How collecting it stands, as the payments service last announced;
-    unset before it is finalized.
+    """How collecting it stands, as the payments service last announced:
+    unset while a draft; CANCELED once voided; before any announcement,
+    PENDING while an amount is due (amount_due_cents > 0) and SUCCEEDED
+    when none is or once paid.
     """
     payment_url: _builtins.str
     """Where the end customer acts on the payment: the 3-D Secure page while
@@ -836,22 +838,28 @@ class ListInvoicesRequest(_message.Message):
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PAYMENT_STATUS_FIELD_NUMBER: _builtins.int
     customer_id: _builtins.str
     """Only invoices of this customer, when set."""
     page_size: _builtins.int
     """Maximum number of invoices to return (default 50, at most 500)."""
     page_token: _builtins.str
     """Token from a previous response, to fetch the next page."""
+    payment_status: Global___InvoicePaymentStatus.ValueType
+    """Only invoices whose payment_status is this, when set; drafts, which
+    have none, are then left out.
+    """
     def __init__(
         self,
         *,
         customer_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        payment_status: Global___InvoicePaymentStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "page_size", b"page_size", "page_token", b"page_token", "payment_status", b"payment_status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,8 @@ async def test_refund_credit_notes_refund_at_stripe_once_each_and_read_over_http
         body = listed.json()
         assert (body["payment"]["status"], body["payment"]["refunded_amount_cents"]) == (status, amount)
         assert len(await refunds_at_stripe(localstripe, intent)) == count
+        # The invoice tells it too, from payment_updated.
+        assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["payment_status"] == status
         return body
 
     body = await eventually(lambda: refunded(1, "partially_refunded", 1425))

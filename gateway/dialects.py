@@ -257,7 +257,11 @@ CHARGED: Views = {
     "bxb.payments.v1.Payment": View(
         names={"invoice_id": "id", "id": "payment_id", "provider_payment_id": "payment_intent"},
         nulls=frozenset({"provider_payment_id"}),  # none when nothing was due
-        hidden=frozenset({"customer_id", "status", "create_time", "failure_message"}),
+        # ABAXUS's answer as it was: the fields collection added (issue 19) are bxb's routes' only.
+        hidden=frozenset(
+            {"customer_id", "status", "create_time", "failure_message", "payment_url", "refunded_amount_cents"}
+            | {"attempt_count", "next_attempt_time", "failure_reason", "version", "update_time"}
+        ),
         render=lambda payment, shown: {**shown, "status": "paid"},
     ),
 }

@@ -54,7 +54,7 @@ class Payment(Base):
     customer_id: Mapped[str] = mapped_column(String(200), index=True)
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(40))  # PAYMENT_STATUS_PARTIALLY_REFUNDED is 33 characters
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The provider's id of the charge that succeeded or waits for the
     # customer (a Stripe PaymentIntent), and why the last one was declined.
@@ -253,10 +253,23 @@ REFUND_PENDING, REFUND_SUCCEEDED, REFUND_FAILED = (
 
 class Refund(Base):
     """Money given back for one refund credit note, sent to the provider
-    with an idempotency key of its own, so it is given back once."""
+    with an idempotency key of its own, so it is given back once; or a
+    refund made at the provider itself (its dashboard), recorded from its
+    webhook with no credit note. See services/payments/refunds.py."""
 
     __tablename__ = "refunds"
-    __table_args__ = (UniqueConstraint("organization_id", "credit_note_id"),)
+    __table_args__ = (
+        # One per refund credit note; refunds made at Stripe itself have none (credit_note_id "").
+        Index(
+            "uq_refunds_credit_note",
+            "organization_id",
+            "credit_note_id",
+            unique=True,
+            postgresql_where=text("credit_note_id <> ''"),
+        ),
+        # Refunds the refunder sends or looks up, found without a scan.
+        Index("ix_refunds_due", "next_attempt_time", postgresql_where=text("status = 'REFUND_STATUS_PENDING'")),
+    )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(String(64))
@@ -288,3 +301,11 @@ class PaymentNotice(Base):
     kind: Mapped[str] = mapped_column(String(60), primary_key=True)
     organization_id: Mapped[str] = mapped_column(String(64))
     send_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The attempt that made a provider's charge, found from the charge's webhooks without a scan.
+Index(
+    "ix_payment_attempts_provider_payment_id",
+    PaymentAttempt.provider_payment_id,
+    postgresql_where=text("provider_payment_id <> ''"),
+)

@@ -1,5 +1,6 @@
 """Records what each finalized invoice asks the customer to pay, and cancels
-it when the invoice is voided (closing.py: as invoicing asked before voiding).
+it when the invoice is voided (closing.py: as invoicing asked before voiding);
+refund credit notes go to refunds.py.
 
 A finalized invoice with an amount due is scheduled for automatic
 collection at once (its customer's time) when its customer collects
@@ -22,22 +23,26 @@ from services.common.timestamps import from_proto, utcnow
 from services.payments.charging import receivable
 from services.payments.closing import Closing
 from services.payments.models import PAYMENT_PENDING, ProviderCustomer
+from services.payments.refunds import CREDIT_NOTE_CREATED, Refunds
 
 INVOICE_FINALIZED = "bxb.invoicing.v1.invoice_finalized"
 INVOICE_UPDATED = "bxb.invoicing.v1.invoice_updated"
 
 
 class Receivables:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], wake: Callable[[], None]):
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], wake: Callable[[], None], refunds: Refunds):
         self.sessions = sessions
         self.closing = Closing(sessions)
         self.wake = wake  # the collector's: a payment is due
+        self.refunds = refunds  # records refund credit notes
 
     async def handle(self, subject: str, payload: bytes) -> None:
         if subject == INVOICE_FINALIZED:
             await self.finalized(events_pb2.InvoiceFinalized.FromString(payload))
         elif subject == INVOICE_UPDATED:
             await self.updated(events_pb2.InvoiceUpdated.FromString(payload))
+        elif subject == CREDIT_NOTE_CREATED:
+            await self.refunds.created(events_pb2.CreditNoteCreated.FromString(payload))
         # any other subject: a newer invoicing may announce facts this version ignores
 
     async def finalized(self, event: events_pb2.InvoiceFinalized) -> None:

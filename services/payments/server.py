@@ -1,5 +1,5 @@
 """The payments service process: receivables from finalized invoices,
-customers' payment methods, and charging invoices through Stripe."""
+customers' payment methods, charging invoices and refunding them through Stripe."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ from services.payments.notices import Notices
 from services.payments.payments import PaymentServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
+from services.payments.refunder import Refunder
+from services.payments.refunds import Refunds
 from services.payments.stripe_charges import StripeCharges
 from services.payments.webhooks import StripeWebhookServicer
 
@@ -64,6 +66,8 @@ class Settings:
     payment_return_url: str = ""
     # Seconds between the collector's sweeps when nothing wakes it.
     collection_interval: float = 5.0
+    # How often due refunds are sent to Stripe (and at once when one is recorded).
+    refund_interval: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,6 +84,7 @@ class Settings:
             stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
             payment_return_url=config.env_str("BXB_PAYMENT_RETURN_URL", ""),
             collection_interval=config.env_float("BXB_PAYMENTS_COLLECTION_INTERVAL_SECONDS", 5.0),
+            refund_interval=config.env_float("BXB_PAYMENTS_REFUND_INTERVAL_SECONDS", 5.0),
         )
 
 
@@ -97,6 +102,9 @@ def build(settings: Settings) -> grpc_server.Service:
         )
     accounts = StripeAccounts(stripe, settings.stripe_webhook_secret)
     links = PaymentLinks(accounts)
+    refunder = Refunder(
+        sessions, relay, accounts, settings.refund_interval, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
+    )
     charging = Charging(
         sessions,
         relay,
@@ -107,7 +115,8 @@ def build(settings: Settings) -> grpc_server.Service:
         wait_for_collection=settings.stripe_timeout,
     )
     collector = Collector(sessions, charging, settings.collection_interval)
-    receivables = Receivables(sessions, collector.wake)
+    refunds = Refunds(sessions, relay, refunder.wake)
+    receivables = Receivables(sessions, collector.wake, refunds)
     methods = CustomerPaymentMethods(sessions)
     clocks = Clocks(sessions, collector.wake)
     notices = Notices(sessions, relay, invoicing, links, settings.payment_return_url)
@@ -128,7 +137,7 @@ def build(settings: Settings) -> grpc_server.Service:
     }
     parked = ParkedMessages("payments", sessions, Parked, handlers)
     recovery = Recovery(charging, settings.recovery_interval)
-    webhooks = StripeWebhookServicer(sessions, accounts, intents.handlers())
+    webhooks = StripeWebhookServicer(sessions, accounts, {**intents.handlers(), **refunds.handlers()})
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -146,8 +155,10 @@ def build(settings: Settings) -> grpc_server.Service:
         relay.start()
         recovery.start()
         collector.start()
+        refunder.start()
 
     async def on_stop() -> None:
+        await refunder.stop()
         await collector.stop()
         await recovery.stop()
         await relay.stop()

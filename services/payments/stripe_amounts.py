@@ -55,3 +55,12 @@ def stripe_amount(amount_cents: int, currency: str) -> StripeAmount:
     step = math.lcm(multiple * per_theirs, per_ours)
     charged = amount_cents * per_ours // step * step
     return StripeAmount(charged // per_theirs, (amount_cents * per_ours - charged) // per_ours)
+
+
+def minor_units(amount: int, currency: str) -> int:
+    """Stripe's `amount` of `currency` in bxb's minor units (the inverse of
+    stripe_amount for what it answers; finer Stripe units are rounded down)."""
+    ours = currencies.exponent(currency)
+    theirs, _ = SPECIAL.get(currency, DEFAULT)
+    scale: int = 10 ** abs(ours - theirs)
+    return amount * scale if ours >= theirs else amount // scale

@@ -112,7 +112,9 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListInvoicePayments(self, request, context):
-        """An invoice's payment with every charge and refund made for it.
+        """An invoice's payment with every charge and refund made for it. An invoice
+        the payments service has no payment for (not finalized yet, or unknown)
+        answers an empty response, not NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,10 @@ class PaymentServiceStub:
     GetPayment: _grpc.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]
     """Gets one payment."""
     ListInvoicePayments: _grpc.UnaryUnaryMultiCallable[_payments_pb2.ListInvoicePaymentsRequest, _payments_pb2.ListInvoicePaymentsResponse]
-    """An invoice's payment with every charge and refund made for it."""
+    """An invoice's payment with every charge and refund made for it. An invoice
+    the payments service has no payment for (not finalized yet, or unknown)
+    answers an empty response, not NOT_FOUND.
+    """
     CreatePaymentMethod: _grpc.UnaryUnaryMultiCallable[_payments_pb2.CreatePaymentMethodRequest, _payments_pb2.PaymentMethod]
     """Saves a payment method after checking at the provider that the customer
     and the method belong to the organization's account and to each other;
@@ -92,7 +95,10 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     GetPayment: _aio.UnaryUnaryMultiCallable[_payments_pb2.GetPaymentRequest, _payments_pb2.Payment]  # type: ignore[assignment]
     """Gets one payment."""
     ListInvoicePayments: _aio.UnaryUnaryMultiCallable[_payments_pb2.ListInvoicePaymentsRequest, _payments_pb2.ListInvoicePaymentsResponse]  # type: ignore[assignment]
-    """An invoice's payment with every charge and refund made for it."""
+    """An invoice's payment with every charge and refund made for it. An invoice
+    the payments service has no payment for (not finalized yet, or unknown)
+    answers an empty response, not NOT_FOUND.
+    """
     CreatePaymentMethod: _aio.UnaryUnaryMultiCallable[_payments_pb2.CreatePaymentMethodRequest, _payments_pb2.PaymentMethod]  # type: ignore[assignment]
     """Saves a payment method after checking at the provider that the customer
     and the method belong to the organization's account and to each other;
@@ -160,7 +166,10 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payments_pb2.ListInvoicePaymentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payments_pb2.ListInvoicePaymentsResponse, _abc.Awaitable[_payments_pb2.ListInvoicePaymentsResponse]]:
-        """An invoice's payment with every charge and refund made for it."""
+        """An invoice's payment with every charge and refund made for it. An invoice
+        the payments service has no payment for (not finalized yet, or unknown)
+        answers an empty response, not NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def CreatePaymentMethod(

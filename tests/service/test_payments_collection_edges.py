@@ -321,3 +321,25 @@ async def test_a_link_paid_after_another_was_stored_and_a_link_intent_of_no_paym
     paid = await payments_db.payment(invoice["id"])
     assert (paid.status, paid.provider_payment_id) == ("PAYMENT_STATUS_SUCCEEDED", "pi_paid_by_an_older_link")
     assert paid.payment_link_id == payment.payment_link_id  # the stored link: expired by the next charge, if any
+
+
+async def test_collectors_racing_a_charge_on_request_make_one_payment_intent(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, stripe_double: StripeDouble, payments_db: PaymentsDb
+):
+    stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe)  # collected on request only
+    payment = await payments_db.payment(invoice["id"])
+    stripe = StripeCharges(LocalStripe.api_key, stripe_double.url)
+    collectors = [Collector(payments_db.sessions, payments_db.charging(stripe)) for _ in range(2)]
+    async with payments_db.sessions() as session, session.begin():  # due now, for every replica's collector
+        await session.execute(update(Payment).where(Payment.id == payment.id).values(next_attempt_time=utcnow()))
+    outcomes = await asyncio.gather(
+        *(collector.sweep() for collector in collectors),
+        tenant.http.post(f"/v1/invoices/{invoice['id']}/charge"),
+        return_exceptions=True,
+    )
+    answer = outcomes[-1]
+    assert answer.status_code == 200, answer.text
+    [intent] = await localstripe.intents_of(stripe_customer)
+    assert answer.json()["payment_intent"] == intent.id
+    assert [a.status for a in await payments_db.attempts(invoice["id"])] == ["succeeded"]
+    assert (await payments_db.payment(invoice["id"])).next_attempt_time is None

@@ -233,6 +233,9 @@ BXB: Views = {
     "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
     # A service's errors name the request's `kind` as such.
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
+    "bxb.payments.v1.PaymentMethod": CREATED,
+    "bxb.payments.v1.ProviderCustomer": CREATED,
+    "bxb.payments.v1.PaymentProvider": View(names={"create_time": "created_at", "update_time": "updated_at"}),
 }
 PARKED: Views = {
     **BXB,
@@ -379,6 +382,8 @@ PUBLIC = Dialect(
         ("GET", "/v1/invoices/{id}/pdf"): Spelling(BXB, respond=pdf),
         ("POST", "/v1/invoices/{id}/send_email"): Spelling(BXB, answer=sent),
         ("POST", "/v1/invoices/{id}/send-email"): Spelling(BXB, answer=sent),
+        # Connecting an organization's payment provider creates (or replaces) the connection.
+        ("POST", "/v1/payment_providers/{provider}"): Spelling(BXB, 201),
         ("POST", "/v1/usage/compute"): Spelling(BXB, answer=lambda request, reply, shown: {**shown, "meta": EXACT}),
         ("GET", "/v1/usage/summary"): Spelling(BXB, answer=summary),
         ("GET", "/v1/usage/histogram"): Spelling(BXB, answer=histogram),

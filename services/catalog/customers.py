@@ -104,11 +104,15 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             await session.flush()
             await session.refresh(customer)
             result = customer_proto(customer)
+            announced = pb.Customer()
+            announced.CopyFrom(result)
+            if spec.billing.HasField("auto_collect"):  # payments keeps it (GetProviderCustomer), catalog does not
+                announced.billing.auto_collect = spec.billing.auto_collect
             event = events_pb2.CustomerCreated(
                 event_id=new_id("evt"),
                 organization_id=org,
                 occur_time=result.create_time,
-                customer=result,
+                customer=announced,
                 payment_method=method if request.HasField("payment_method") else None,
             )
             await outbox.enqueue(session, Outbox, CUSTOMER_CREATED, event)

@@ -39,6 +39,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.payments import attempts
 from services.payments.accounts import StripeAccounts
+from services.payments.customers import require_chargeable
 from services.payments.models import (
     PAYMENT_CANCELED,
     PAYMENT_PENDING,
@@ -164,6 +165,7 @@ class Charging:
         if payment.amount_cents <= 0:  # credit notes took it all: nothing to collect
             payment.status = PAYMENT_SUCCEEDED
             return None
+        await require_chargeable(session, payment.organization_id, payment.customer_id)
         method = await self._default_method(session, payment)
         await self.accounts.charges(payment.organization_id)  # refused before anything is stored when none
         return attempts.start(session, payment, method)

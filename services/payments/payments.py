@@ -1,10 +1,10 @@
-"""Payments and payment methods (PaymentService); charging is in charging.py."""
+"""Payments (PaymentService); charging is in charging.py, payment methods in methods.py."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import invoices_pb2
@@ -13,9 +13,9 @@ from bxb.payments.v1 import payments_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.grpc_server import Context
-from services.common.ids import new_id
 from services.common.timestamps import to_proto
-from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment, PaymentMethod
+from services.payments.methods import PaymentMethodRpcs, PaymentMethods
+from services.payments.models import PAYMENT_FAILED, PAYMENT_REQUIRES_ACTION, Payment
 
 if TYPE_CHECKING:  # they import this module
     from services.payments.charging import Charging
@@ -36,45 +36,18 @@ def payment_proto(payment: Payment) -> pb.Payment:
     )
 
 
-def method_proto(method: PaymentMethod) -> pb.PaymentMethod:
-    return pb.PaymentMethod(
-        id=method.id,
-        customer_id=method.customer_id,
-        provider=method.provider,
-        provider_customer_id=method.provider_customer_id,
-        provider_payment_method=method.provider_payment_method,
-        is_default=method.is_default,
-        create_time=to_proto(method.create_time),
-    )
-
-
-async def lock_customer(session: AsyncSession, org: str, customer_id: str) -> None:
-    """One writer per customer at a time (until the transaction ends), so concurrent saves leave exactly one default."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{org}/{customer_id}", 0))))
-
-
-async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
-    """Saves the method as its customer's default; the caller holds lock_customer."""
-    await session.execute(
-        update(PaymentMethod)
-        .where(PaymentMethod.organization_id == method.organization_id, PaymentMethod.customer_id == method.customer_id)
-        .values(is_default=False)
-    )
-    session.add(method)
-    await session.flush()
-    await session.refresh(method)
-
-
-class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
+class PaymentServicer(PaymentMethodRpcs, payments_pb2_grpc.PaymentServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         charging: Charging | None = None,
         closing: Closing | None = None,
+        methods: PaymentMethods | None = None,
     ):
         self.sessions = sessions
         self.charging = charging  # charges invoices
         self.closing = closing  # closes voided invoices' payments
+        self.methods = methods  # customers' payment methods (methods.py)
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context: Context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
@@ -89,39 +62,6 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
             rows = (await session.execute(query)).scalars().all()
         payments, token = pagination.answer(page, [payment_proto(p) for p in rows])
         return pb.ListPaymentsResponse(payments=payments, next_page_token=token)
-
-    async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context: Context) -> pb.PaymentMethod:
-        org = tenancy.organization_id()
-        # The proto's rules hold (the ids given, at most 200 characters, a
-        # known provider): the server checked them before this runs.
-        spec = request.payment_method
-        provider = spec.provider or "stripe"
-        method = PaymentMethod(
-            id=new_id("pm"),
-            organization_id=org,
-            customer_id=spec.customer_id,
-            provider=provider,
-            provider_customer_id=spec.provider_customer_id,
-            provider_payment_method=spec.provider_payment_method,
-            is_default=True,
-        )
-        async with self.sessions() as session, session.begin():
-            await lock_customer(session, org, spec.customer_id)
-            await save_default(session, method)
-        return method_proto(method)
-
-    async def ListPaymentMethods(
-        self, request: pb.ListPaymentMethodsRequest, context: Context
-    ) -> pb.ListPaymentMethodsResponse:
-        org = tenancy.organization_id()
-        query = (
-            select(PaymentMethod)
-            .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == request.customer_id)
-            .order_by(PaymentMethod.is_default.desc(), PaymentMethod.create_time.desc())
-        )
-        async with self.sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
-        return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])
 
     async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context: Context) -> pb.Payment:
         """The succeeded payment; a decline or a payment waiting for the

@@ -1,5 +1,6 @@
 """The payments service process: receivables from finalized invoices,
-customers' payment methods, and charging invoices through Stripe."""
+organizations' Stripe accounts, customers linked to Stripe and their payment
+methods, and charging invoices through Stripe."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
-from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
+from bxb.payments.v1 import payments_pb2, payments_pb2_grpc, providers_pb2, providers_pb2_grpc
 from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments.accounts import StripeAccounts
 from services.payments.charging import STALE_MARGIN_SECONDS, Charging
 from services.payments.closing import Closing
-from services.payments.customers import CustomerPaymentMethods
+from services.payments.customers import ProviderCustomers
+from services.payments.linking import Linker
+from services.payments.method_events import MethodEvents
+from services.payments.methods import PaymentMethods
 from services.payments.models import Outbox, Parked
 from services.payments.payments import PaymentServicer
+from services.payments.providers import PaymentProviderServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
-from services.payments.stripe_charges import StripeCharges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Deliveries of a failing invoicing or catalog event before it is parked:
@@ -35,14 +39,18 @@ class Settings:
     database_url: str
     nats_url: str
     invoicing_address: str = ""
-    # Stripe: the secret key (no charges without it) and, for a test double, its address.
+    # Stripe: the default organization's account while it has connected none
+    # (its secret key and webhook signing secret); for a test double, its address.
     stripe_api_key: str = ""
     stripe_api_base: str = ""
+    stripe_webhook_secret: str = ""
     # Deadlines, in seconds: one charge's requests to Stripe together; a call to invoicing.
     stripe_timeout: float = 20.0
     invoicing_timeout: float = 5.0
     # How often attempts abandoned mid-call are looked up at Stripe.
     recovery_interval: float = 60.0
+    # How often customers waiting to be linked to Stripe are looked for (besides when one is recorded).
+    linking_interval: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -53,9 +61,11 @@ class Settings:
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
             stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
             stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
+            stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
             stripe_timeout=config.env_float("BXB_STRIPE_TIMEOUT_SECONDS", 20.0),
             invoicing_timeout=config.env_float("BXB_INVOICING_TIMEOUT_SECONDS", 5.0),
             recovery_interval=config.env_float("BXB_PAYMENTS_RECOVERY_INTERVAL_SECONDS", 60.0),
+            linking_interval=config.env_float("BXB_PAYMENTS_LINKING_INTERVAL_SECONDS", 5.0),
         )
 
 
@@ -67,19 +77,24 @@ def build(settings: Settings) -> grpc_server.Service:
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
     receivables = Receivables(sessions)
-    methods = CustomerPaymentMethods(sessions)
+    accounts = StripeAccounts(
+        sessions,
+        settings.stripe_api_base,
+        settings.stripe_timeout,
+        default_api_key=settings.stripe_api_key,
+        default_webhook_secret=settings.stripe_webhook_secret,
+    )
+    linker = Linker(sessions, accounts, poll=settings.linking_interval)
+    customers = ProviderCustomers(sessions, recorded=linker.wake)
+    # Stripe's webhooks about customers and their methods, for the webhook dispatcher to run.
+    method_events = MethodEvents(sessions, accounts).handlers()  # noqa: F841  (wired in by webhooks.py)
     # What a retry of each kind of parked message runs.
-    handlers = {OUTBOX: relay.republish, "payments": receivables.handle, "payments-catalog": methods.handle}
+    handlers = {OUTBOX: relay.republish, "payments": receivables.handle, "payments-catalog": customers.handle}
     parked = ParkedMessages("payments", sessions, Parked, handlers)
-    stripe = None
-    if settings.stripe_api_key:
-        stripe = StripeCharges(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout)
-    accounts = StripeAccounts(stripe)
     charging = Charging(
         sessions, relay, invoicing, accounts, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
     )
-    # Abandoned attempts can only be looked up where there is a provider to ask.
-    recovery = Recovery(charging, settings.recovery_interval) if stripe else None
+    recovery = Recovery(charging, settings.recovery_interval)
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -89,15 +104,15 @@ def build(settings: Settings) -> grpc_server.Service:
             bus.INVOICING, "payments", "bxb.invoicing.>", receivables.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
         await events.consume(
-            bus.CATALOG, "payments-catalog", "bxb.catalog.>", methods.handle, park=park, max_attempts=MAX_ATTEMPTS
+            bus.CATALOG, "payments-catalog", "bxb.catalog.>", customers.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
         relay.start()
-        if recovery:
-            recovery.start()
+        recovery.start()
+        linker.start()
 
     async def on_stop() -> None:
-        if recovery:
-            await recovery.stop()
+        await linker.stop()
+        await recovery.stop()
         await relay.stop()
         await events.close()  # on_stop follows a successful on_start, which opened the bus
         await invoicing.close()
@@ -110,7 +125,13 @@ def build(settings: Settings) -> grpc_server.Service:
                 payments_pb2,
                 payments_pb2_grpc,
                 "PaymentService",
-                PaymentServicer(sessions, charging, Closing(sessions)),
+                PaymentServicer(sessions, charging, Closing(sessions), PaymentMethods(sessions, accounts)),
+            ),
+            grpc_server.registrar(
+                providers_pb2,
+                providers_pb2_grpc,
+                "PaymentProviderService",
+                PaymentProviderServicer(sessions, accounts, connected=linker.wake),
             ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],

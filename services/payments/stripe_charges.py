@@ -81,12 +81,15 @@ def outcome_of(intent: stripe.PaymentIntent) -> Outcome:
 
 
 class StripeCharges:
-    def __init__(self, api_key: str, api_base: str = "", timeout: float = 20.0):
+    def __init__(
+        self, api_key: str, api_base: str = "", timeout: float = 20.0, http_client: stripe.HTTPClient | None = None
+    ):
         self.timeout = timeout  # seconds for one attempt's requests together, and for each
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else {},
-            http_client=stripe.HTTPXClient(timeout=timeout),
+            # One connection pool may serve many accounts' clients (accounts.py): it holds no key.
+            http_client=http_client or stripe.HTTPXClient(timeout=timeout),
             max_network_retries=0,
         )
 

@@ -26,6 +26,7 @@ from services.payments import server as payments_server
 from tests import clickhouse_http
 from tests.smtp import Mailbox
 from tests.stripe import LocalStripe
+from tests.stripe_double import StripeDouble
 
 
 @dataclass
@@ -71,6 +72,15 @@ def localstripe() -> Iterator[LocalStripe]:
     """Stripe's API as localstripe serves it, in its own process (GPL: never imported)."""
     with LocalStripe() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]:
+    """Stripe as the product sees it (tests/stripe_double.py), in front of the
+    session's localstripe: a test adds its own accounts (`add_account()`),
+    which share that localstripe's objects."""
+    async with StripeDouble(localstripe) as double:
+        yield double
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """Stripe for tests: localstripe (a fake of Stripe's API) in its own process,
 and helpers that make a customer with a card there, as a user's Stripe
 account would have it. localstripe is GPL: it only ever runs as a separate
-process, never imported."""
+process, never imported.
+
+What localstripe lacks (accounts, idempotency keys, 3-D Secure redirects,
+Checkout) the test double in tests/stripe_double.py adds in front of it;
+signed webhook events a test sends itself are in tests/stripe_events.py."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -68,82 +71,11 @@ class LocalStripe:
         return [intent async for intent in page.auto_paging_iter() if intent.customer == customer]
 
 
-class StripeProxy:
-    """localstripe behind a proxy on 127.0.0.1 that puts the creation of
-    PaymentIntents (`POST /v1/payment_intents`) under faults; every other
-    request passes. Modes, for the next creations:
+def __getattr__(name: str) -> object:
+    """`StripeDouble`, `StripeProxy`, `Account` live in tests/stripe_double.py
+    (which imports this module), and are found here too."""
+    if name in ("StripeDouble", "StripeProxy", "Account"):
+        from tests import stripe_double
 
-    - "pass": forwarded and answered;
-    - "hold": waits until `release` is set (`arrived` says one is waiting),
-      then goes on as the mode then set says ("hold" again: passes);
-    - "drop": forwarded, so Stripe charges, then the connection closes
-      without an answer (the network or the caller dying mid-call); one
-      creation only, the next ones pass;
-    - "stall": neither forwarded nor answered (Stripe hanging);
-    - "error": answered 500, as Stripe says when it failed on its side.
-
-    One request per connection (`Connection: close`), which keeps the relay
-    to reading each side until it closes."""
-
-    def __init__(self, upstream: LocalStripe):
-        self.upstream = upstream
-        self.mode = "pass"
-        self.arrived = asyncio.Event()
-        self.release = asyncio.Event()
-        self.forwarded = 0  # creations that reached localstripe
-        self.server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def __aenter__(self) -> StripeProxy:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.release.set()
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            length = next(
-                (int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")), 0
-            )
-            body = await reader.readexactly(length)
-            kept = [line for line in lines[1:] if line and not line.lower().startswith("connection:")]
-            request = "\r\n".join([lines[0], *kept, "Connection: close", "", ""]).encode("latin-1") + body
-            creation = lines[0].startswith("POST /v1/payment_intents ")
-            mode = self.mode if creation else "pass"
-            if mode in ("hold", "stall"):
-                self.arrived.set()
-            if mode == "hold":
-                await self.release.wait()
-                mode = "pass" if self.mode == "hold" else self.mode
-            if mode == "stall":
-                await reader.read()  # until the caller gives up
-                return
-            if mode == "error":
-                answer = b'{"error": {"type": "api_error", "message": "An unknown error occurred"}}'
-                writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n")
-                writer.write(b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer))
-                await writer.drain()
-                return
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream.port)
-            upstream_writer.write(request)
-            await upstream_writer.drain()
-            response = await upstream_reader.read()
-            upstream_writer.close()
-            self.forwarded += creation
-            if mode == "drop":
-                self.mode = "pass"
-                return
-            writer.write(response)
-            await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the caller went away
-        finally:
-            writer.close()
+        return getattr(stripe_double, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -63,8 +63,8 @@ class View:
     given instead of it but must agree with it; `copies` are output fields
     repeating another (external_id repeats id) or, by a dotted path through
     the rendered JSON, one of a message field's own (add_on_code repeats
-    add_on.code; null when add_on is); `nulls` render empty as
-    null; `objects` render unset as their empty object instead of null;
+    add_on.code; null when add_on is); `nulls` render empty (a proto3
+    `optional` field: unset) as null; `objects` render unset as their empty object instead of null;
     `hidden` fields are neither read nor shown; `inline` names message
     fields whose own fields are spelled at this level; `wrapped` fields are
     spelled as a one-key object, null when empty (minimum_commitment_cents
@@ -547,6 +547,11 @@ def text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def optional(descriptor: FieldDescriptor) -> bool:
+    """A proto3 `optional` scalar: unset and zero are told apart (null and 0, false)."""
+    return descriptor.has_presence and descriptor.message_type is None and not descriptor.is_repeated
+
+
 class Encoder:
     """Renders messages as the public JSON."""
 
@@ -564,7 +569,7 @@ class Encoder:
                 shown.update(self.message(getattr(message, name)))
                 continue
             value = self.value(message, descriptor, view)
-            if name in view.nulls and not value:
+            if name in view.nulls and not (message.HasField(name) if optional(descriptor) else value):
                 value = None
             if name in view.wrapped:
                 value = {view.wrapped[name]: value} if value else None

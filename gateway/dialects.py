@@ -116,7 +116,8 @@ BXB: Views = {
         nulls=frozenset({"currency", "test_clock_id"}),
         objects=frozenset({"billing"}),
     ),
-    "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id"})),
+    # auto_collect is null while unset: on when the customer has a payment method.
+    "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id", "auto_collect"})),
     "bxb.catalog.v1.CreateCustomerRequest": View(inline=("customer",)),
     "bxb.catalog.v1.Plan": View(
         names={"create_time": "created_at", "minimum_commitment_cents": "minimum_commitment"},

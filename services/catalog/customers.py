@@ -31,7 +31,9 @@ def customer_proto(customer: Customer) -> pb.Customer:
         currency=customer.currency,
         create_time=to_proto(customer.create_time),
         billing=pb.BillingConfiguration(
-            provider=customer.billing_provider, provider_customer_id=customer.billing_provider_customer_id
+            provider=customer.billing_provider,
+            provider_customer_id=customer.billing_provider_customer_id,
+            auto_collect=customer.billing_auto_collect,
         ),
         tax_codes=customer.tax_codes or [],
         test_clock_id=customer.test_clock_id or "",
@@ -48,7 +50,11 @@ def _billing(request: pb.CreateCustomerRequest) -> tuple[pb.BillingConfiguration
             f"customer.billing.provider must be one of: {', '.join(PROVIDERS)}", field="customer.billing.provider"
         )
     provider_customer_id = billing.provider_customer_id or method.provider_customer_id
-    billing = pb.BillingConfiguration(provider=billing.provider, provider_customer_id=provider_customer_id)
+    billing = pb.BillingConfiguration(
+        provider=billing.provider,
+        provider_customer_id=provider_customer_id,
+        auto_collect=billing.auto_collect if billing.HasField("auto_collect") else None,
+    )
     method = pb.PaymentMethodDetails(
         provider_customer_id=method.provider_customer_id or provider_customer_id,
         provider_payment_method=method.provider_payment_method,
@@ -94,6 +100,7 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         billing, method = _billing(request)
         customer.billing_provider = billing.provider
         customer.billing_provider_customer_id = billing.provider_customer_id
+        customer.billing_auto_collect = billing.auto_collect if billing.HasField("auto_collect") else None
         async with self.sessions() as session, session.begin():
             if await session.get(Customer, (org, spec.id)) is not None:
                 raise AlreadyExists(f"customer {spec.id!r} already exists", field="customer.id")
@@ -104,15 +111,11 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             await session.flush()
             await session.refresh(customer)
             result = customer_proto(customer)
-            announced = pb.Customer()
-            announced.CopyFrom(result)
-            if spec.billing.HasField("auto_collect"):  # payments keeps it (GetProviderCustomer), catalog does not
-                announced.billing.auto_collect = spec.billing.auto_collect
             event = events_pb2.CustomerCreated(
                 event_id=new_id("evt"),
                 organization_id=org,
                 occur_time=result.create_time,
-                customer=announced,
+                customer=result,
                 payment_method=method if request.HasField("payment_method") else None,
             )
             await outbox.enqueue(session, Outbox, CUSTOMER_CREATED, event)

@@ -120,6 +120,8 @@ class Customer(Base):
     # Where the customer is charged: the payment provider and the customer's id there ("" when not set).
     billing_provider: Mapped[str] = mapped_column(String(32), default="", server_default="")
     billing_provider_customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # Whether finalized invoices are charged automatically; None: when the customer has a payment method.
+    billing_auto_collect: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     tax_codes: Mapped[list[str]] = mapped_column(Json, default=list, server_default="[]")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     # The test clock it lives on (None for a real customer); set at creation only.

@@ -94,6 +94,7 @@ async def save(
             customer_id=customer_id,
             provider=STRIPE,
             provider_payment_method=stripe_method,
+            is_default=False,  # until made the default below
         )
         session.add(method)
         make_default = True  # the newest is the default

@@ -223,7 +223,7 @@ async def test_a_customer_is_created_by_external_id_and_read_back(tenant: Tenant
     assert customer == {
         "id": customer_id,
         **body,
-        "billing": {"provider": None, "provider_customer_id": None},
+        "billing": {"provider": None, "provider_customer_id": None, "auto_collect": None},
         "tax_codes": [],
         "test_clock_id": None,
         "invoice_grace_period": 0,

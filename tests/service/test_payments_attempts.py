@@ -28,13 +28,15 @@ from services.payments.models import Outbox, Payment, PaymentAttempt
 from services.payments.recovery import Recovery
 from services.payments.stripe_charges import REJECTED, IntentRequest, StripeCharges
 from tests.conftest import Infra, Stack, Tenant, eventually, start, unique
-from tests.service.test_gateway_charge import issued, payment_methods_saved, payments
-from tests.service.test_payments_faults import charge, customer_invoice, payments_through, refused
+from tests.service.test_gateway_charge import payments
+from tests.service.test_payments_faults import charge, customer_invoice, deleted_at_stripe, payments_through, refused
 from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe, StripeProxy
 
 
 class PaymentsDb:
     def __init__(self, infra: Infra, stack: Stack):
+        assert stack.stripe is not None
+        self.stripe_url = stack.stripe.url  # the Stripe the stack's payments call
         self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
         self.sessions = db.sessions(self.engine)
         self.invoicing = peers.Invoicing(stack.invoicing)
@@ -49,10 +51,13 @@ class PaymentsDb:
         async with self.sessions() as session:
             return (await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))).scalar_one()
 
-    def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
-        """Charging as another payments process does it; its outbox rows are published by the stack's."""
+    def charging(self, stripe_url: str = "", accounts: StripeAccounts | None = None, **options) -> Charging:
+        """Charging as another payments process does it, with each
+        organization's own account at `stripe_url` (the stack's Stripe by
+        default), or `accounts`; its outbox rows are published by the stack's."""
         relay = OutboxRelay(self.sessions, Outbox, self.bus)
-        return Charging(self.sessions, relay, self.invoicing, StripeAccounts(stripe), **options)
+        accounts = accounts or StripeAccounts(self.sessions, stripe_url or self.stripe_url)
+        return Charging(self.sessions, relay, self.invoicing, accounts, **options)
 
 
 @pytest.fixture
@@ -101,13 +106,13 @@ async def test_what_rounding_leaves_uncharged_is_recorded_on_the_attempt(
 
 async def stop_mid_call(stack: Stack, infra: Infra, tenant: Tenant, proxy: StripeProxy, invoice: dict) -> None:
     """A payments process stopped (its call cancelled) while its creation waits at the proxy."""
+    proxy.accounts.update(stack.stripe.accounts)
     service = payments_server.build(
         payments_server.Settings(
             "",
             infra.postgres.url("payments"),
             infra.nats.url,
             stack.invoicing,
-            stripe_api_key=LocalStripe.api_key,
             stripe_api_base=proxy.url,
         )
     )
@@ -140,7 +145,7 @@ async def test_a_process_dying_after_stripe_charged_leaves_an_attempt_the_sweep_
     # A fresh claim is its holder's: charging now is refused, not a second charge.
     busy = await h.post(f"/v1/invoices/{invoice['id']}/charge")
     assert (busy.status_code, busy.json()["error"]["reason"]) == (409, "PAYMENT_IN_PROGRESS")
-    charging = payments_db.charging(StripeCharges(LocalStripe.api_key, localstripe.url), stale_after=0)
+    charging = payments_db.charging(stale_after=0)
     await Recovery(charging, interval=60).sweep()
     [intent] = await localstripe.intents_of(stripe_customer)
     [attempt] = await payments_db.attempts(invoice["id"])
@@ -163,14 +168,13 @@ async def test_a_charge_that_never_reached_stripe_is_made_once_with_its_own_key(
         await stop_mid_call(stack, infra, tenant, proxy, invoice)
     assert proxy.forwarded == 0
     # Stripe unreachable: the attempt stays open, for the next sweep.
-    nowhere = StripeCharges(LocalStripe.api_key, f"http://127.0.0.1:{free_port()}")
+    nowhere = f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.WARNING, logger="bxb.payments.recovery"):
         await Recovery(payments_db.charging(nowhere, stale_after=0), interval=60).sweep()
     assert "stays open" in caplog.text
     [attempt] = await payments_db.attempts(invoice["id"])
     assert (attempt.status, attempt.failure_reason) == ("unknown", "unreachable")
-    stripe = StripeCharges(LocalStripe.api_key, localstripe.url)
-    await Recovery(payments_db.charging(stripe, stale_after=0), interval=60).sweep()
+    await Recovery(payments_db.charging(stale_after=0), interval=60).sweep()
     [intent] = await localstripe.intents_of(stripe_customer)
     assert (intent.status, intent.metadata["bxb_attempt_id"]) == ("succeeded", attempt.id)
     [settled] = await payments_db.attempts(invoice["id"])
@@ -186,8 +190,7 @@ async def test_a_holder_whose_claim_was_taken_over_records_nothing(
         slow = asyncio.create_task(charge(stub, tenant, invoice))
         await asyncio.wait_for(proxy.arrived.wait(), 10)
         # Another process takes the attempt over as abandoned, and settles it at Stripe.
-        stripe = StripeCharges(LocalStripe.api_key, localstripe.url)
-        await Recovery(payments_db.charging(stripe, stale_after=0), interval=60).sweep()
+        await Recovery(payments_db.charging(stale_after=0), interval=60).sweep()
         proxy.mode = "error"  # the slow holder's request then fails
         proxy.release.set()
         late = await slow
@@ -295,15 +298,12 @@ async def test_an_intent_waiting_for_the_customer_is_read_back_by_id(
 async def test_a_rejected_request_is_kept_on_its_attempt(
     stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
 ):
-    stripe_customer, _ = await localstripe.customer_with_card()
-    gone = {"provider_customer_id": stripe_customer, "provider_payment_method": "pm_deleted_at_stripe"}
-    invoice = await issued(tenant, localstripe, card="", billing={"provider": "stripe"}, payment_method=gone)
-    await payment_methods_saved(stack, tenant)
+    _, invoice = await deleted_at_stripe(stack, tenant, localstripe)
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 409
     [attempt] = await payments_db.attempts(invoice["id"])
     assert (attempt.status, attempt.failure_reason, attempt.failure_message) == (
         "rejected",
-        "invalid_request",
+        "resource_missing",
         "Not Found",
     )
     payment = await payments_db.payment(invoice["id"])
@@ -326,7 +326,7 @@ async def test_an_open_attempt_without_a_provider_is_refused(
         proxy.mode = "drop"
         assert (await refused(stub, tenant, invoice)).code() == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(FailedPrecondition) as raised:
-        await payments_db.charging().charge(tenant.organization_id, invoice["id"])
+        await payments_db.charging(accounts=StripeAccounts()).charge(tenant.organization_id, invoice["id"])
     assert raised.value.reason == "PAYMENTS_NOT_CONFIGURED"
     # The database itself holds one open attempt per payment.
     [attempt] = await payments_db.attempts(invoice["id"])

@@ -236,6 +236,7 @@ BXB: Views = {
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
     "bxb.payments.v1.PaymentMethod": CREATED,
     "bxb.payments.v1.ProviderCustomer": CREATED,
+    "bxb.payments.v1.SetupLink": View(nulls=frozenset({"url"})),
     "bxb.payments.v1.PaymentProvider": View(names={"create_time": "created_at", "update_time": "updated_at"}),
 }
 PARKED: Views = {

@@ -76,6 +76,13 @@ def localstripe() -> Iterator[LocalStripe]:
 
 
 @pytest.fixture(scope="session")
+def other_localstripe() -> Iterator[LocalStripe]:
+    """A second localstripe: the accounts on it hold none of the session localstripe's objects."""
+    with LocalStripe() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]:
     """Stripe as the product sees it (tests/stripe_double.py), in front of the
     session's localstripe: a test adds its own accounts (`add_account()`),

@@ -58,4 +58,7 @@ def test_the_banner_names_the_default_organization_s_stripe_webhook_url_when_it_
     addresses = {"payments": "127.0.0.1:40004"}
     assert "Stripe" not in banner("http://127.0.0.1:8080", "bxb_sk_k", addresses)
     text = banner("http://127.0.0.1:8080", "bxb_sk_k", addresses, stripe=True)
-    assert "export BXB_API_KEY=bxb_sk_k\n\nStripe webhooks: http://127.0.0.1:8080/v1/webhooks/stripe/org_default\n\n" in text
+    assert (
+        "export BXB_API_KEY=bxb_sk_k\n\nStripe webhooks: http://127.0.0.1:8080/v1/webhooks/stripe/org_default\n\n"
+        in text
+    )

@@ -436,9 +436,22 @@ async def test_connecting_another_account_checks_every_linked_customer_against_i
     }
     assert (await tenant.http.post("/v1/customers", json=body)).status_code == 201
     await provider_customer(tenant, "cus_moved")
+    other_card = {"number": "5555555555554444", "exp_month": 1, "exp_year": 2041, "cvc": "123"}
+    other = (
+        await tenant.stripe_client().v1.payment_methods.create_async(params={"type": "card", "card": other_card})
+    ).id
+    body = {"provider_customer_id": stripe_customer, "provider_payment_method": other}
+    assert (await tenant.http.post("/v1/customers/cus_moved/payment_methods", json=body)).status_code == 201
     # The same account with a rolled key: nothing to check again.
     await tenant.connect_stripe(tenant.stripe)
     assert (await provider_customer(tenant, "cus_moved"))["status"] == "linked"
+    # Another account that holds the customer too (on the same localstripe): checked, linked again,
+    # the default left as the tenant chose it.
+    await tenant.connect_stripe(stack.stripe.add_account())
+    await provider_customer(tenant, "cus_moved", "pending")
+    await provider_customer(tenant, "cus_moved")
+    listed = (await tenant.http.get("/v1/customers/cus_moved/payment_methods")).json()["payment_methods"]
+    assert [(m["provider_payment_method"], m["is_default"]) for m in listed] == [(other, True), (card, False)]
     # Another account, which does not hold the customer: it fails, and is not charged there.
     await tenant.connect_stripe(stack.stripe.add_account(other_localstripe))
     failed = await provider_customer(tenant, "cus_moved", "failed")

@@ -20,6 +20,8 @@ from services.common import grpc_server
 from services.common.errors import error_info
 from services.common.tenancy import metadata
 from services.payments import server as payments_server
+from services.payments import stripe_customers
+from services.payments.stripe_charges import StripeCharges
 from tests.conftest import Infra, Stack, start, unique
 from tests.stripe import GOOD_CARD, LocalStripe
 from tests.stripe_double import Account, StripeDouble
@@ -170,6 +172,27 @@ async def test_an_unattached_method_is_attached_to_the_customer(methods: Methods
     saved = await methods.create(provider_payment_method=loose)
     attached = await methods.stripe().v1.payment_methods.retrieve_async(loose)
     assert (attached.customer, saved.card_last4) == (stripe_customer, "4242")
+
+
+async def test_a_method_that_is_not_a_card_shows_no_card(methods: Methods):
+    stripe_customer = await methods.stripe_customer()
+    debit = await methods.stripe().v1.payment_methods.create_async(
+        params={"type": "sepa_debit", "sepa_debit": {"iban": "DE89370400440532013000"}}
+    )
+    saved = await methods.create(provider_customer_id=stripe_customer, provider_payment_method=debit.id)
+    assert (saved.card_brand, saved.card_last4, saved.card_exp_month, saved.is_default) == ("", "", 0, True)
+
+
+async def test_a_customer_deleted_at_stripe_is_not_found_there(methods: Methods, monkeypatch):
+    """Stripe answers a deleted customer (localstripe forgets it: 404) as `deleted: true`."""
+    charges = StripeCharges(methods.account.api_key, methods.double.url)
+
+    async def deleted(customer_id: str, *args):
+        return stripe.Customer.construct_from({"id": customer_id, "object": "customer", "deleted": True}, "k")
+
+    monkeypatch.setattr(charges.client.v1.customers, "retrieve_async", deleted)
+    with pytest.raises(stripe_customers.Missing, match="cus_gone was deleted"):
+        await stripe_customers.customer(charges, "cus_gone")
 
 
 async def test_a_method_of_another_customer_is_refused_and_nothing_saved(methods: Methods):

@@ -169,6 +169,14 @@ async def test_when_stripe_cannot_say_the_signed_event_is_trusted_unless_a_later
     assert await listed(tenant) == [("pm_unreadable", True)]
     [method] = await events.methods(tenant.organization_id)
     assert (method.card_brand, method.card_last4) == ("", "")  # its card is not known
+    # Stripe reachable again, and the method not there: nothing is saved; deleting the saved one forgets it.
+    await events.handlers()["setup_intent.succeeded"](
+        tenant.organization_id, {**obj, "payment_method": "pm_not_in_the_account"}, now
+    )
+    assert await listed(tenant) == [("pm_unreadable", True)]
+    deleted = await tenant.http.delete(f"/v1/customers/cus_setup/payment_methods/{method.id}")
+    assert deleted.status_code == 204, deleted.text
+    assert await listed(tenant) == []
 
 
 async def test_payment_method_detached_forgets_it_and_the_default_moves(stripe_tenant: Tenant, events: Events):

@@ -80,14 +80,17 @@ class StripeAccounts:
         """A client of the account `api_key` belongs to (a key being connected, before it is stored)."""
         return StripeCharges(api_key, self.api_base, self.timeout, http_client=self.http)
 
-    async def _connected(self, org: str) -> Connected | None:
+    async def _connected(self, org: str, session: AsyncSession | None = None) -> Connected | None:
         """The organization's connected account, None when it has none."""
         if self.sessions is None:
             return None
         query = select(ProviderAccount).where(
             ProviderAccount.organization_id == org, ProviderAccount.provider == STRIPE
         )
-        async with self.sessions() as session:
+        if session is None:
+            async with self.sessions() as own:
+                row = (await own.execute(query)).scalar_one_or_none()
+        else:
             row = (await session.execute(query)).scalar_one_or_none()
         if row is None:
             self._cache.pop(org, None)
@@ -111,9 +114,11 @@ class StripeAccounts:
             self._cache.popitem(last=False)
         return connected
 
-    async def charges(self, org: str) -> StripeCharges:
-        """The client of the organization's Stripe account."""
-        connected = await self._connected(org)
+    async def charges(self, org: str, session: AsyncSession | None = None) -> StripeCharges:
+        """The client of the organization's Stripe account; read through
+        `session` when the caller holds a transaction open, so that it takes
+        no second connection meanwhile (a full pool would wait on itself)."""
+        connected = await self._connected(org, session)
         if connected is not None:
             return connected.charges
         if org == DEFAULT_ORGANIZATION and self.default is not None:

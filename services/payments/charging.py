@@ -167,7 +167,7 @@ class Charging:
             return None
         await require_chargeable(session, payment.organization_id, payment.customer_id)
         method = await self._default_method(session, payment)
-        await self.accounts.charges(payment.organization_id)  # refused before anything is stored when none
+        await self.accounts.charges(payment.organization_id, session)  # refused before anything is stored when none
         return attempts.start(session, payment, method)
 
     async def _settle(self, claim: attempts.Claim) -> Payment:

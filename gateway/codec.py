@@ -64,8 +64,8 @@ class View:
     repeating another (external_id repeats id) or, by a dotted path through
     the rendered JSON, one of a message field's own (add_on_code repeats
     add_on.code; null when add_on is); `nulls` render empty (a proto3
-    `optional` field: unset) as null; `objects` render unset as their empty object instead of null;
-    `hidden` fields are neither read nor shown; `inline` names message
+    `optional` field: unset) as null; `objects` render unset as their
+    empty object instead of null; `hidden` fields are neither read nor shown; `inline` names message
     fields whose own fields are spelled at this level; `wrapped` fields are
     spelled as a one-key object, null when empty (minimum_commitment_cents
     as {"amount_cents": 100}); `keyed` repeated (key, value) messages as

@@ -24,6 +24,7 @@ from pathlib import Path
 from deploy.embedded import Nats, Postgres, free_port
 from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
 from deploy.supervisor import Child, Supervisor
+from services.catalog.organizations import DEFAULT_ORGANIZATION
 from services.common import config, tenancy
 
 SERVICES = ("catalog", "metering", "invoicing", "payments")
@@ -43,14 +44,17 @@ def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = ""
     return path.read_text().strip()
 
 
-def banner(url: str, key: str, addresses: dict[str, str]) -> str:
+def banner(url: str, key: str, addresses: dict[str, str], stripe: bool = False) -> str:
     """What `make run` prints once the stack is up: the gateway's URL, the
-    API key, and where each service answers gRPC (called directly, a
-    service takes the organization from metadata; see README)."""
+    API key, the URL of the default organization's Stripe webhooks when
+    BXB_STRIPE_API_KEY gives it an account (`stripe`), and where each
+    service answers gRPC (called directly, a service takes the organization
+    from metadata; see README)."""
     width = max(map(len, addresses))
     services = "".join(f"  {name:<{width}}  {address}\n" for name, address in addresses.items())
+    webhooks = f"Stripe webhooks: {url}/v1/webhooks/stripe/{DEFAULT_ORGANIZATION}\n\n" if stripe else ""
     return (
-        f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n\n"
+        f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n\n{webhooks}"
         f"gRPC services (metadata {tenancy.METADATA_KEY}: <organization id>):\n{services}"
     )
 
@@ -152,7 +156,7 @@ async def main() -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         url, key = await stack.start()
-        print(banner(url, key, stack.addresses()), flush=True)
+        print(banner(url, key, stack.addresses(), stripe=bool(stack.env.get("BXB_STRIPE_API_KEY"))), flush=True)
         print(f"data in {home}, logs in {home / 'logs'}, PIDs in {stack.supervisor.pids_file}", flush=True)
         print("a process that exits is restarted; Ctrl-C stops everything\n", flush=True)
         await stopping.wait()

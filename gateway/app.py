@@ -25,7 +25,7 @@ from bxb.catalog.v1 import (
 from bxb.common.v1 import parked_messages_pb2
 from bxb.invoicing.v1 import calculations_pb2, credit_notes_pb2, invoices_pb2
 from bxb.metering.v1 import usage_events_pb2, usage_pb2
-from bxb.payments.v1 import dunning_pb2, payments_pb2, stripe_webhooks_pb2
+from bxb.payments.v1 import dunning_pb2, payments_pb2, providers_pb2, stripe_webhooks_pb2
 from gateway import docs
 from gateway.admission import Admission
 from gateway.auth import Authenticator
@@ -48,6 +48,7 @@ TRANSCODED = [
     payments_pb2.DESCRIPTOR,
     dunning_pb2.DESCRIPTOR,
     stripe_webhooks_pb2.DESCRIPTOR,
+    providers_pb2.DESCRIPTOR,
     parked_messages_pb2.DESCRIPTOR,
     test_clocks_pb2.DESCRIPTOR,
     credit_notes_pb2.DESCRIPTOR,

@@ -116,6 +116,7 @@ BXB: Views = {
         nulls=frozenset({"currency", "test_clock_id"}),
         objects=frozenset({"billing"}),
     ),
+    # auto_collect is null while unset: on when the customer has a payment method.
     "bxb.catalog.v1.BillingConfiguration": View(nulls=frozenset({"provider", "provider_customer_id", "auto_collect"})),
     "bxb.catalog.v1.CreateCustomerRequest": View(inline=("customer",)),
     "bxb.catalog.v1.Plan": View(
@@ -233,6 +234,10 @@ BXB: Views = {
     "bxb.invoicing.v1.CreditNote": View(names={"create_time": "created_at", "kind": "type"}),
     # A service's errors name the request's `kind` as such.
     "bxb.invoicing.v1.CreateCreditNoteRequest": View(aliases={"type": "kind"}),
+    "bxb.payments.v1.PaymentMethod": CREATED,
+    "bxb.payments.v1.ProviderCustomer": CREATED,
+    "bxb.payments.v1.SetupLink": View(nulls=frozenset({"url"})),
+    "bxb.payments.v1.PaymentProvider": View(names={"create_time": "created_at", "update_time": "updated_at"}),
 }
 PARKED: Views = {
     **BXB,
@@ -384,6 +389,8 @@ PUBLIC = Dialect(
         ("GET", "/v1/invoices/{id}/pdf"): Spelling(BXB, respond=pdf),
         ("POST", "/v1/invoices/{id}/send_email"): Spelling(BXB, answer=sent),
         ("POST", "/v1/invoices/{id}/send-email"): Spelling(BXB, answer=sent),
+        # Connecting an organization's payment provider creates (or replaces) the connection.
+        ("POST", "/v1/payment_providers/{provider}"): Spelling(BXB, 201),
         ("POST", "/v1/usage/compute"): Spelling(BXB, answer=lambda request, reply, shown: {**shown, "meta": EXACT}),
         ("GET", "/v1/usage/summary"): Spelling(BXB, answer=summary),
         ("GET", "/v1/usage/histogram"): Spelling(BXB, answer=histogram),

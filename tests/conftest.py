@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import stripe
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
@@ -25,12 +26,10 @@ from services.metering import server as metering_server
 from services.payments import server as payments_server
 from tests import clickhouse_http
 from tests.smtp import Mailbox
-from tests.stripe import LocalStripe
-from tests.stripe_double import StripeDouble
+from tests.stripe import GOOD_CARD, LocalStripe
+from tests.stripe_double import Account, StripeDouble
 
-# The signing secret of the test stack's Stripe webhooks, and where Stripe
-# sends customers back after 3-D Secure or a payment link.
-STRIPE_WEBHOOK_SECRET = "whsec_bxb_test"
+# Where Stripe sends customers back after 3-D Secure or a payment link.
 PAYMENT_RETURN_URL = "https://shop.bxb.test/payment-complete"
 
 
@@ -80,6 +79,13 @@ def localstripe() -> Iterator[LocalStripe]:
 
 
 @pytest.fixture(scope="session")
+def other_localstripe() -> Iterator[LocalStripe]:
+    """A second localstripe: the accounts on it hold none of the session localstripe's objects."""
+    with LocalStripe() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]:
     """Stripe as the product sees it (tests/stripe_double.py), in front of the
     session's localstripe: a test adds its own accounts (`add_account()`),
@@ -97,6 +103,7 @@ class Stack:
     app: object
     invoicing_service: grpc_server.Service
     invoicing_database: str = ""
+    stripe: StripeDouble | None = None  # every organization's Stripe account is one of its accounts
 
     def channel(self, service: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(getattr(self, service))
@@ -107,11 +114,22 @@ async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> t
     return server, f"127.0.0.1:{port}"
 
 
+# Seals the Stripe keys organizations connect (payments refuses to seal under the public development key).
+TEST_SECRET_KEY = "bxb test secret: sealing the organizations' Stripe keys"
+
+
 @pytest.fixture(scope="session")
 async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("BXB_SECRET_KEY", TEST_SECRET_KEY)
+        async for running in _stack(infra, mailbox, stripe_double):
+            yield running
+
+
+async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
-    # Every tenant's payments go to one Stripe account: localstripe's own key, through the double.
-    stripe_account = stripe_double.add_account(api_key=LocalStripe.api_key)
+    # localstripe's own key is an account of the double too, for tests that call Stripe as bxb does.
+    stripe_double.add_account(api_key=LocalStripe.api_key)
     running = []
     # Services that call each other: invoicing's and payments' addresses are chosen before any starts.
     invoicing_address, payments_address = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
@@ -147,9 +165,7 @@ async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> 
             await infra.database("payments"),
             nats_url,
             invoicing_address=running[2][2],
-            stripe_api_key=stripe_account.api_key,
-            stripe_api_base=stripe_double.url,
-            stripe_webhook_secret=STRIPE_WEBHOOK_SECRET,
+            stripe_api_base=stripe_double.url,  # no default account: each organization connects its own
             payment_return_url=PAYMENT_RETURN_URL,
         )
     )
@@ -158,7 +174,13 @@ async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> 
     settings = GatewaySettings("127.0.0.1", 0, *addresses, max_body_bytes=65536, auth_cache_seconds=30, call_timeout=30)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        yield Stack(*addresses, app=app, invoicing_service=invoicing, invoicing_database=invoicing_database)
+        yield Stack(
+            *addresses,
+            app=app,
+            invoicing_service=invoicing,
+            invoicing_database=invoicing_database,
+            stripe=stripe_double,
+        )
     for service, server, _ in reversed(running):
         await grpc_server.stop(service, server, grace=1)
 
@@ -171,6 +193,39 @@ class Tenant:
     key: str
     http: httpx.AsyncClient
     stack: Stack | None = None
+    stripe: Account | None = None  # its own Stripe account, once connected
+
+    async def connect_stripe(self, account: Account | None = None) -> Account:
+        """Connects a Stripe account of the stack's double as the
+        organization's own: `account`, else a new one on the session's
+        localstripe (whose objects, such as LocalStripe.customer_with_card's,
+        it sees)."""
+        assert self.stack is not None and self.stack.stripe is not None
+        account = account or self.stack.stripe.add_account()
+        body = {"secret_key": account.api_key, "webhook_secret": account.webhook_secret}
+        connected = await self.http.post("/v1/payment_providers/stripe", json=body)
+        assert connected.status_code == 201, connected.text
+        self.stripe = account
+        return account
+
+    def stripe_client(self) -> stripe.StripeClient:
+        """A client of the organization's own Stripe account, as its staff would use it."""
+        assert self.stack is not None and self.stack.stripe is not None and self.stripe is not None
+        return stripe.StripeClient(
+            self.stripe.api_key,
+            base_addresses={"api": self.stack.stripe.url},
+            http_client=stripe.HTTPXClient(),
+            max_network_retries=0,
+        )
+
+    async def customer_with_card(self, number: str = GOOD_CARD) -> tuple[str, str]:
+        """A customer with a saved card in the organization's own Stripe account: (cus_..., pm_...)."""
+        client = self.stripe_client()
+        customer = await client.v1.customers.create_async(params={"email": "billing@acme.test"})
+        card = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+        method = await client.v1.payment_methods.create_async(params={"type": "card", "card": card})
+        await client.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
+        return customer.id, method.id
 
     async def bill(self, customer_id: str = "") -> int:
         """Runs billing for the organization (one customer's, when given) as
@@ -207,6 +262,13 @@ async def tenant(stack: Stack) -> AsyncIterator[Tenant]:
 @pytest.fixture
 def make_tenant(stack: Stack) -> Callable[[], Awaitable[Tenant]]:
     return lambda: new_tenant(stack)
+
+
+@pytest.fixture
+async def stripe_tenant(tenant: Tenant) -> Tenant:
+    """A fresh organization that has connected its own Stripe account (on the session's localstripe)."""
+    await tenant.connect_stripe()
+    return tenant
 
 
 async def eventually(check: Callable[[], Awaitable[object]], timeout: float = 10.0, interval: float = 0.05):

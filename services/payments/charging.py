@@ -50,6 +50,7 @@ from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
 from services.payments import attempts, clocks, dunning
 from services.payments.accounts import StripeAccounts
+from services.payments.customers import require_chargeable
 from services.payments.links import PaymentLinks
 from services.payments.models import (
     PAYMENT_CANCELED,
@@ -244,8 +245,9 @@ class Charging:
         if payment.amount_cents <= 0:  # credit notes took it all: nothing to collect
             payment.status = PAYMENT_SUCCEEDED
             return None
+        await require_chargeable(session, payment.organization_id, payment.customer_id)
         method = await self._default_method(session, payment)
-        await self.accounts.charges(payment.organization_id)  # refused before anything is stored when none
+        await self.accounts.charges(payment.organization_id, session)  # refused before anything is stored when none
         return attempts.start(session, payment, method, trigger)
 
     @staticmethod

@@ -188,12 +188,24 @@ class ProviderCustomer(Base):
     name: Mapped[str] = mapped_column(String(200), default="", server_default="")
     test_clock_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # The payment method given at creation, saved once checked at the provider (linking.py).
+    payment_method: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # While PENDING: the provider calls that found it unreachable in a row, and
+    # when the linker may take it next (its lease while it is being linked, then its backoff).
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 # Customers still to be created or checked at the provider, found without a scan.
 Index(
     "ix_provider_customers_pending",
     ProviderCustomer.organization_id,
+    postgresql_where=text("status = 'PROVIDER_CUSTOMER_STATUS_PENDING'"),
+)
+# ... in the order the linker takes them.
+Index(
+    "ix_provider_customers_due",
+    ProviderCustomer.next_attempt_time,
     postgresql_where=text("status = 'PROVIDER_CUSTOMER_STATUS_PENDING'"),
 )
 

@@ -1,5 +1,5 @@
-"""Payments and payment methods (PaymentService); charging is in charging.py,
-refunds in refunds.py and refunder.py.
+"""Payments (PaymentService); charging is in charging.py, payment methods in
+methods.py, refunds in refunds.py and refunder.py.
 
 An invoice's payments (ListInvoicePayments) are answered from payments' own
 records: an invoice it has no payment for (not finalized yet, or unknown)
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.invoicing.v1 import invoices_pb2
@@ -19,14 +19,13 @@ from bxb.payments.v1 import payments_pb2_grpc
 from services.common import pagination, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Context
-from services.common.ids import new_id
 from services.common.timestamps import to_proto
+from services.payments.methods import PaymentMethodRpcs, PaymentMethods
 from services.payments.models import (
     PAYMENT_FAILED,
     PAYMENT_REQUIRES_ACTION,
     Payment,
     PaymentAttempt,
-    PaymentMethod,
     Refund,
 )
 
@@ -91,45 +90,18 @@ def refund_proto(refund: Refund) -> pb.Refund:
     )
 
 
-def method_proto(method: PaymentMethod) -> pb.PaymentMethod:
-    return pb.PaymentMethod(
-        id=method.id,
-        customer_id=method.customer_id,
-        provider=method.provider,
-        provider_customer_id=method.provider_customer_id,
-        provider_payment_method=method.provider_payment_method,
-        is_default=method.is_default,
-        create_time=to_proto(method.create_time),
-    )
-
-
-async def lock_customer(session: AsyncSession, org: str, customer_id: str) -> None:
-    """One writer per customer at a time (until the transaction ends), so concurrent saves leave exactly one default."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"{org}/{customer_id}", 0))))
-
-
-async def save_default(session: AsyncSession, method: PaymentMethod) -> None:
-    """Saves the method as its customer's default; the caller holds lock_customer."""
-    await session.execute(
-        update(PaymentMethod)
-        .where(PaymentMethod.organization_id == method.organization_id, PaymentMethod.customer_id == method.customer_id)
-        .values(is_default=False)
-    )
-    session.add(method)
-    await session.flush()
-    await session.refresh(method)
-
-
-class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
+class PaymentServicer(PaymentMethodRpcs, payments_pb2_grpc.PaymentServiceServicer):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
         charging: Charging | None = None,
         closing: Closing | None = None,
+        methods: PaymentMethods | None = None,
     ):
         self.sessions = sessions
         self.charging = charging  # charges invoices
         self.closing = closing  # closes voided invoices' payments
+        self.methods = methods  # customers' payment methods (methods.py)
 
     async def ListPayments(self, request: pb.ListPaymentsRequest, context: Context) -> pb.ListPaymentsResponse:
         org = tenancy.organization_id()
@@ -175,39 +147,6 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):
                 attempts=[attempt_proto(a) for a in (await session.execute(attempts)).scalars()],
                 refunds=[refund_proto(r) for r in (await session.execute(refunds)).scalars()],
             )
-
-    async def CreatePaymentMethod(self, request: pb.CreatePaymentMethodRequest, context: Context) -> pb.PaymentMethod:
-        org = tenancy.organization_id()
-        # The proto's rules hold (the ids given, at most 200 characters, a
-        # known provider): the server checked them before this runs.
-        spec = request.payment_method
-        provider = spec.provider or "stripe"
-        method = PaymentMethod(
-            id=new_id("pm"),
-            organization_id=org,
-            customer_id=spec.customer_id,
-            provider=provider,
-            provider_customer_id=spec.provider_customer_id,
-            provider_payment_method=spec.provider_payment_method,
-            is_default=True,
-        )
-        async with self.sessions() as session, session.begin():
-            await lock_customer(session, org, spec.customer_id)
-            await save_default(session, method)
-        return method_proto(method)
-
-    async def ListPaymentMethods(
-        self, request: pb.ListPaymentMethodsRequest, context: Context
-    ) -> pb.ListPaymentMethodsResponse:
-        org = tenancy.organization_id()
-        query = (
-            select(PaymentMethod)
-            .where(PaymentMethod.organization_id == org, PaymentMethod.customer_id == request.customer_id)
-            .order_by(PaymentMethod.is_default.desc(), PaymentMethod.create_time.desc())
-        )
-        async with self.sessions() as session:
-            rows = (await session.execute(query)).scalars().all()
-        return pb.ListPaymentMethodsResponse(payment_methods=[method_proto(m) for m in rows])
 
     async def ChargeInvoice(self, request: pb.ChargeInvoiceRequest, context: Context) -> pb.Payment:
         """The succeeded payment; a decline or a payment waiting for the

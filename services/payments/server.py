@@ -1,5 +1,7 @@
 """The payments service process: receivables from finalized invoices,
-customers' payment methods, charging invoices and refunding them through Stripe."""
+organizations' Stripe accounts, customers linked to Stripe and their payment
+methods, charging invoices (on request, automatically, dunning) and refunding
+them through Stripe, and Stripe's webhooks."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from bxb.payments.v1 import (
     dunning_pb2_grpc,
     payments_pb2,
     payments_pb2_grpc,
+    providers_pb2,
+    providers_pb2_grpc,
     stripe_webhooks_pb2,
     stripe_webhooks_pb2_grpc,
 )
@@ -25,18 +29,21 @@ from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Ch
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
 from services.payments.collection import Collector
-from services.payments.customers import CustomerPaymentMethods
+from services.payments.customers import ProviderCustomers
 from services.payments.dunning import DunningCampaignServicer
 from services.payments.intent_events import IntentEvents
+from services.payments.linking import Linker
 from services.payments.links import PaymentLinks
+from services.payments.method_events import MethodEvents
+from services.payments.methods import PaymentMethods
 from services.payments.models import Outbox, Parked
 from services.payments.notices import Notices
 from services.payments.payments import PaymentServicer
+from services.payments.providers import PaymentProviderServicer
 from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
-from services.payments.stripe_charges import StripeCharges
 from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -51,16 +58,16 @@ class Settings:
     database_url: str
     nats_url: str
     invoicing_address: str = ""
-    # Stripe: the secret key (no charges without it) and, for a test double, its address.
+    # Stripe: the default organization's account while it has connected none
+    # (its secret key and webhook signing secret); for a test double, its address.
     stripe_api_key: str = ""
     stripe_api_base: str = ""
+    stripe_webhook_secret: str = ""
     # Deadlines, in seconds: one charge's requests to Stripe together; a call to invoicing.
     stripe_timeout: float = 20.0
     invoicing_timeout: float = 5.0
     # How often attempts abandoned mid-call are looked up at Stripe.
     recovery_interval: float = 60.0
-    # The default organization's Stripe webhook signing secret (with stripe_api_key).
-    stripe_webhook_secret: str = ""
     # Where Stripe sends a customer back after 3-D Secure or a payment link;
     # without it, intents carry no authentication page and no links are made.
     payment_return_url: str = ""
@@ -68,6 +75,8 @@ class Settings:
     collection_interval: float = 5.0
     # How often due refunds are sent to Stripe (and at once when one is recorded).
     refund_interval: float = 5.0
+    # How often customers waiting to be linked to Stripe are looked for (besides when one is recorded).
+    linking_interval: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -78,13 +87,14 @@ class Settings:
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
             stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
             stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
+            stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
             stripe_timeout=config.env_float("BXB_STRIPE_TIMEOUT_SECONDS", 20.0),
             invoicing_timeout=config.env_float("BXB_INVOICING_TIMEOUT_SECONDS", 5.0),
             recovery_interval=config.env_float("BXB_PAYMENTS_RECOVERY_INTERVAL_SECONDS", 60.0),
-            stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
             payment_return_url=config.env_str("BXB_PAYMENT_RETURN_URL", ""),
             collection_interval=config.env_float("BXB_PAYMENTS_COLLECTION_INTERVAL_SECONDS", 5.0),
             refund_interval=config.env_float("BXB_PAYMENTS_REFUND_INTERVAL_SECONDS", 5.0),
+            linking_interval=config.env_float("BXB_PAYMENTS_LINKING_INTERVAL_SECONDS", 5.0),
         )
 
 
@@ -95,12 +105,14 @@ def build(settings: Settings) -> grpc_server.Service:
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
-    stripe = None
-    if settings.stripe_api_key:
-        stripe = StripeCharges(
-            settings.stripe_api_key, settings.stripe_api_base, settings.stripe_timeout, settings.payment_return_url
-        )
-    accounts = StripeAccounts(stripe, settings.stripe_webhook_secret)
+    accounts = StripeAccounts(
+        sessions,
+        settings.stripe_api_base,
+        settings.stripe_timeout,
+        default_api_key=settings.stripe_api_key,
+        default_webhook_secret=settings.stripe_webhook_secret,
+        return_url=settings.payment_return_url,
+    )
     links = PaymentLinks(accounts)
     refunder = Refunder(
         sessions, relay, accounts, settings.refund_interval, stale_after=settings.stripe_timeout + STALE_MARGIN_SECONDS
@@ -117,16 +129,18 @@ def build(settings: Settings) -> grpc_server.Service:
     collector = Collector(sessions, charging, settings.collection_interval)
     refunds = Refunds(sessions, relay, refunder.wake)
     receivables = Receivables(sessions, collector.wake, refunds)
-    methods = CustomerPaymentMethods(sessions)
+    linker = Linker(sessions, accounts, poll=settings.linking_interval)
+    customers = ProviderCustomers(sessions, recorded=linker.wake)
     clocks = Clocks(sessions, collector.wake)
     notices = Notices(sessions, relay, invoicing, links, settings.payment_return_url)
     intents = IntentEvents(sessions, relay, collector.wake)
+    method_events = MethodEvents(sessions, accounts)
 
     async def catalog_facts(subject: str, payload: bytes) -> None:
         if subject == TEST_CLOCK_ADVANCED:
             await clocks.advanced(payload)
         else:
-            await methods.handle(subject, payload)
+            await customers.handle(subject, payload)
 
     # What a retry of each kind of parked message runs.
     handlers = {
@@ -137,7 +151,8 @@ def build(settings: Settings) -> grpc_server.Service:
     }
     parked = ParkedMessages("payments", sessions, Parked, handlers)
     recovery = Recovery(charging, settings.recovery_interval)
-    webhooks = StripeWebhookServicer(sessions, accounts, {**intents.handlers(), **refunds.handlers()})
+    stripe_events = {**intents.handlers(), **refunds.handlers(), **method_events.handlers()}
+    webhooks = StripeWebhookServicer(sessions, accounts, stripe_events)
 
     async def on_start() -> None:
         await db.migrate(settings.database_url, MIGRATIONS)
@@ -154,12 +169,14 @@ def build(settings: Settings) -> grpc_server.Service:
         )
         relay.start()
         recovery.start()
+        linker.start()
         collector.start()
         refunder.start()
 
     async def on_stop() -> None:
         await refunder.stop()
         await collector.stop()
+        await linker.stop()
         await recovery.stop()
         await relay.stop()
         await events.close()  # on_stop follows a successful on_start, which opened the bus
@@ -173,7 +190,13 @@ def build(settings: Settings) -> grpc_server.Service:
                 payments_pb2,
                 payments_pb2_grpc,
                 "PaymentService",
-                PaymentServicer(sessions, charging, Closing(sessions)),
+                PaymentServicer(sessions, charging, Closing(sessions), PaymentMethods(sessions, accounts)),
+            ),
+            grpc_server.registrar(
+                providers_pb2,
+                providers_pb2_grpc,
+                "PaymentProviderService",
+                PaymentProviderServicer(sessions, accounts, connected=linker.wake),
             ),
             grpc_server.registrar(
                 dunning_pb2, dunning_pb2_grpc, "DunningCampaignService", DunningCampaignServicer(sessions)

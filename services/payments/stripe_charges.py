@@ -93,7 +93,14 @@ def outcome_of(intent: stripe.PaymentIntent) -> Outcome:
 
 
 class StripeCharges:
-    def __init__(self, api_key: str, api_base: str = "", timeout: float = 20.0, return_url: str = ""):
+    def __init__(
+        self,
+        api_key: str,
+        api_base: str = "",
+        timeout: float = 20.0,
+        http_client: stripe.HTTPClient | None = None,
+        return_url: str = "",
+    ):
         self.timeout = timeout  # seconds for one attempt's requests together, and for each
         # Where Stripe sends the customer back after 3-D Secure; with it, an
         # intent that requires action carries the page to send the customer to.
@@ -101,7 +108,8 @@ class StripeCharges:
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base} if api_base else {},
-            http_client=stripe.HTTPXClient(timeout=timeout),
+            # One connection pool may serve many accounts' clients (accounts.py): it holds no key.
+            http_client=http_client or stripe.HTTPXClient(timeout=timeout),
             max_network_retries=0,
         )
 

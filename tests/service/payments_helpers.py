@@ -9,12 +9,13 @@ from services.common.outbox import OutboxRelay
 from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.models import Outbox, Payment, PaymentAttempt
-from services.payments.stripe_charges import StripeCharges
 from tests.conftest import Infra, Stack, unique
 
 
 class PaymentsDb:
     def __init__(self, infra: Infra, stack: Stack):
+        assert stack.stripe is not None
+        self.stripe_url = stack.stripe.url  # the Stripe the stack's payments call
         self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
         self.sessions = db.sessions(self.engine)
         self.invoicing = peers.Invoicing(stack.invoicing)
@@ -29,7 +30,10 @@ class PaymentsDb:
         async with self.sessions() as session:
             return (await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))).scalar_one()
 
-    def charging(self, stripe: StripeCharges | None = None, **options) -> Charging:
-        """Charging as another payments process does it; its outbox rows are published by the stack's."""
+    def charging(self, stripe_url: str = "", accounts: StripeAccounts | None = None, **options) -> Charging:
+        """Charging as another payments process does it, with each
+        organization's own account at `stripe_url` (the stack's Stripe by
+        default), or `accounts`; its outbox rows are published by the stack's."""
         relay = OutboxRelay(self.sessions, Outbox, self.bus)
-        return Charging(self.sessions, relay, self.invoicing, StripeAccounts(stripe), **options)
+        accounts = accounts or StripeAccounts(self.sessions, stripe_url or self.stripe_url)
+        return Charging(self.sessions, relay, self.invoicing, accounts, **options)

@@ -1,7 +1,8 @@
 """ABAXUS customers: POST /v1/customers with a billing configuration and a
 payment method. The catalog keeps the billing on the customer and announces
 the customer (bxb.catalog.v1.customer_created, through the outbox); the
-payments service saves the payment method as the customer's default, once
+payments service, once Stripe shows the payment method is the customer's in
+the organization's own account, saves it as the customer's default, once
 however often the event is delivered."""
 
 from __future__ import annotations
@@ -33,48 +34,54 @@ async def saved_methods(stack: Stack, org: str, customer_id: str, count: int = 1
     return await eventually(check)
 
 
-def seed_customer(customer_id: str) -> dict:
+def seed_customer(customer_id: str, stripe_customer: str, method: str) -> dict:
     return {
         "id": customer_id,
         "name": "Acme Corp",
         "email": "billing@acme.test",
         "currency": "USD",
         "billing": {"provider": "stripe"},
-        "payment_method": {"provider_customer_id": "cus_acme_stripe", "provider_payment_method": "pm_card_visa"},
+        "payment_method": {"provider_customer_id": stripe_customer, "provider_payment_method": method},
     }
 
 
-async def test_the_seed_customer_keeps_billing_and_its_payment_method_becomes_the_default(tenant: Tenant, stack: Stack):
+async def test_the_seed_customer_keeps_billing_and_its_payment_method_becomes_the_default(
+    stripe_tenant: Tenant, stack: Stack
+):
+    tenant = stripe_tenant
     customer_id = unique("cust_acme")
-    response = await tenant.http.post("/v1/customers", json=seed_customer(customer_id))
+    stripe_customer, card = await tenant.customer_with_card()
+    response = await tenant.http.post("/v1/customers", json=seed_customer(customer_id, stripe_customer, card))
     assert response.status_code == 201, response.text
     customer = response.json()
     # the customer's id at the provider comes from the payment method when billing does not give it
-    assert customer["billing"] == {
-        "provider": "stripe",
-        "provider_customer_id": "cus_acme_stripe",
-        "auto_collect": None,
-    }
+    assert customer["billing"] == {"provider": "stripe", "provider_customer_id": stripe_customer, "auto_collect": None}
     assert (await tenant.http.get(f"/v1/customers/{customer_id}")).json() == customer
     [method] = await saved_methods(stack, tenant.organization_id, customer_id)
     assert (method.customer_id, method.provider, method.provider_customer_id, method.provider_payment_method) == (
         customer_id,
         "stripe",
-        "cus_acme_stripe",
-        "pm_card_visa",
+        stripe_customer,
+        card,
     )
-    assert method.is_default
+    assert (method.is_default, method.card_brand, method.card_last4) == (True, "visa", "4242")
 
 
-async def test_billing_alone_is_kept_and_saves_no_payment_method(tenant: Tenant, stack: Stack):
+async def test_billing_alone_is_kept_and_saves_no_payment_method(stripe_tenant: Tenant, stack: Stack):
+    tenant = stripe_tenant
     customer_id = unique("cust")
-    body = {"id": customer_id, "billing": {"provider": "stripe", "provider_customer_id": "cus_123"}}
+    stripe_customer, card = await tenant.customer_with_card()
+    body = {"id": customer_id, "billing": {"provider": "stripe", "provider_customer_id": stripe_customer}}
     response = await tenant.http.post("/v1/customers", json=body)
     assert response.status_code == 201, response.text
-    assert response.json()["billing"] == {"provider": "stripe", "provider_customer_id": "cus_123", "auto_collect": None}
+    assert response.json()["billing"] == {
+        "provider": "stripe",
+        "provider_customer_id": stripe_customer,
+        "auto_collect": None,
+    }
     # a later customer with a method is saved; by then this one's event was handled too, saving nothing
     marker = unique("cust")
-    await tenant.http.post("/v1/customers", json=seed_customer(marker))
+    await tenant.http.post("/v1/customers", json=seed_customer(marker, stripe_customer, card))
     await saved_methods(stack, tenant.organization_id, marker)
     assert await payment_methods(stack, tenant.organization_id, customer_id) == []
 
@@ -85,14 +92,20 @@ async def test_a_customer_without_billing_shows_null_billing(tenant: Tenant):
     assert response.json()["billing"] == {"provider": None, "provider_customer_id": None, "auto_collect": None}
 
 
-async def test_a_payment_method_without_billing_is_saved_with_the_default_provider(tenant: Tenant, stack: Stack):
+async def test_a_payment_method_without_billing_is_saved_with_the_default_provider(stripe_tenant: Tenant, stack: Stack):
+    tenant = stripe_tenant
     customer_id = unique("cust")
-    method = {"provider_customer_id": "cus_9", "provider_payment_method": "pm_9"}
+    stripe_customer, card = await tenant.customer_with_card()
+    method = {"provider_customer_id": stripe_customer, "provider_payment_method": card}
     response = await tenant.http.post("/v1/customers", json={"id": customer_id, "payment_method": method})
     assert response.status_code == 201, response.text
-    assert response.json()["billing"] == {"provider": None, "provider_customer_id": "cus_9", "auto_collect": None}
+    assert response.json()["billing"] == {
+        "provider": None,
+        "provider_customer_id": stripe_customer,
+        "auto_collect": None,
+    }
     [saved] = await saved_methods(stack, tenant.organization_id, customer_id)
-    assert (saved.provider, saved.provider_payment_method) == ("stripe", "pm_9")
+    assert (saved.provider, saved.provider_payment_method) == ("stripe", card)
 
 
 async def test_an_unknown_provider_is_refused(tenant: Tenant):
@@ -148,10 +161,17 @@ async def test_the_catalog_refuses_incomplete_or_oversized_billing(
     assert (await tenant.http.get(f"/v1/customers/{customer_id}")).status_code == 404
 
 
-async def test_a_redelivered_customer_created_event_saves_the_method_once(tenant: Tenant, stack: Stack, infra: Infra):
+async def test_a_redelivered_customer_created_event_saves_the_method_once(
+    stripe_tenant: Tenant, stack: Stack, infra: Infra
+):
+    tenant = stripe_tenant
     customer_id = unique("cust")
-    created = (await tenant.http.post("/v1/customers", json=seed_customer(customer_id))).json()
+    stripe_customer, card = await tenant.customer_with_card()
+    created = (await tenant.http.post("/v1/customers", json=seed_customer(customer_id, stripe_customer, card))).json()
     [first] = await saved_methods(stack, tenant.organization_id, customer_id)
+    second_card = await tenant.stripe_client().v1.payment_methods.create_async(
+        params={"type": "card", "card": {"number": "5555555555554444", "exp_month": 1, "exp_year": 2041, "cvc": "123"}}
+    )
     event = events_pb2.CustomerCreated(
         event_id=unique("evt"),
         organization_id=tenant.organization_id,
@@ -159,7 +179,7 @@ async def test_a_redelivered_customer_created_event_saves_the_method_once(tenant
             id=customer_id, billing=customers_pb2.BillingConfiguration(provider=created["billing"]["provider"])
         ),
         payment_method=customers_pb2.PaymentMethodDetails(
-            provider_customer_id="cus_acme_stripe", provider_payment_method="pm_card_visa"
+            provider_customer_id=stripe_customer, provider_payment_method=card
         ),
     )
     publisher = await bus.Bus.connect(infra.nats.url, "test-redelivery")
@@ -168,15 +188,14 @@ async def test_a_redelivered_customer_created_event_saves_the_method_once(tenant
         # a different method for the same customer, published after it, becomes the default
         newer = events_pb2.CustomerCreated()
         newer.CopyFrom(event)
-        newer.payment_method.provider_payment_method = "pm_card_mastercard"
+        newer.payment_method.provider_payment_method = second_card.id  # unattached: attached to the customer
         await publisher.publish(CUSTOMER_CREATED, newer.SerializeToString(), unique("msg"), tenant.organization_id)
     finally:
         await publisher.close()
     methods = await saved_methods(stack, tenant.organization_id, customer_id, count=2)
-    assert [(m.provider_payment_method, m.is_default) for m in methods] == [
-        ("pm_card_mastercard", True),
-        ("pm_card_visa", False),
-    ]
+    assert [(m.provider_payment_method, m.is_default) for m in methods] == [(second_card.id, True), (card, False)]
+    attached = await tenant.stripe_client().v1.payment_methods.retrieve_async(second_card.id)
+    assert (attached.customer, methods[0].card_last4, methods[0].card_exp_year) == (stripe_customer, "4444", 2041)
     assert methods[1].id == first.id
 
 

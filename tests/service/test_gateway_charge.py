@@ -10,16 +10,15 @@ from bxb.payments.v1 import events_pb2 as payments_events_pb2
 from bxb.payments.v1 import payments_pb2 as pb
 from bxb.payments.v1 import payments_pb2_grpc
 from deploy.embedded import free_port
-from services.common import grpc_server, peers
+from services.common import peers
 from services.common.errors import NotFound, Unavailable, error_info
 from services.common.tenancy import metadata
 from services.common.timestamps import utcnow
 from services.invoicing.lifecycle import Lifecycle
-from services.payments import server as payments_server
 from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.stripe_charges import IntentRequest, StripeCharges, Unreachable
-from tests.conftest import Infra, Stack, Tenant, eventually, start
+from tests.conftest import Stack, Tenant, eventually
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_invoicing_on_request import GROWTH, issue
 from tests.stripe import DECLINED_CARD, LocalStripe
@@ -31,11 +30,15 @@ async def issued(
     card: str = "4242424242424242",
     currency: str = "USD",
     calls: int = 85000,
+    connect: bool = True,
     **customer,
 ) -> dict:
-    """The seed's setup (a customer with a saved card at Stripe) and an invoice
+    """The seed's setup (the organization's own Stripe account connected, unless
+    not to `connect`, a customer with a saved card there) and an invoice
     issued on request: 47.50 in `currency` for the seed's 85,000 calls."""
     h = tenant.http
+    if connect and tenant.stripe is None:
+        await tenant.connect_stripe()
     metric = {"key": "api_calls", "aggregation_type": "sum", "value_type": "integer"}
     assert (await h.post("/v1/metrics", json=metric)).status_code == 201
     assert (await h.post("/v1/price-plans", json={**GROWTH, "currency": currency})).status_code == 201
@@ -58,7 +61,8 @@ async def issued(
 
 
 async def payment_methods_saved(stack: Stack, tenant: Tenant) -> None:
-    """The card given with the customer reaches the payments service through catalog events."""
+    """The card given with the customer reaches the payments service through
+    catalog events, and is saved once checked at Stripe."""
 
     async def saved():
         async with stack.channel("payments") as channel:
@@ -160,31 +164,26 @@ async def test_an_invoice_credited_in_full_is_paid_without_a_charge(
     assert await payments(stack, tenant, invoice["id"]) == [("PAYMENT_STATUS_SUCCEEDED", 0)]
 
 
-async def test_without_a_stripe_key_nothing_is_charged(
-    stack: Stack, infra: Infra, tenant: Tenant, localstripe: LocalStripe
+async def test_without_a_connected_stripe_account_nothing_is_charged(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe
 ):
     invoice = await issued(tenant, localstripe)
     await payment_methods_saved(stack, tenant)
-    # A second payments process on the same database, configured without Stripe.
-    settings = payments_server.Settings("", infra.postgres.url("payments"), infra.nats.url, stack.invoicing)
-    service = payments_server.build(settings)
-    server, address = await start(service)
-    try:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = payments_pb2_grpc.PaymentServiceStub(channel)
-            md = metadata(tenant.organization_id)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.ChargeInvoice(pb.ChargeInvoiceRequest(invoice_id=invoice["id"]), metadata=md)
-            assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-            assert error_info(refused.value).reason == "PAYMENTS_NOT_CONFIGURED"
-            with pytest.raises(grpc.aio.AioRpcError) as blank:
-                await stub.ChargeInvoice(pb.ChargeInvoiceRequest(), metadata=md)
-            assert (blank.value.code(), error_info(blank.value).metadata["field"]) == (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "invoice_id",
-            )
-    finally:
-        await grpc_server.stop(service, server, grace=1)
+    # The organization disconnects its Stripe account: its customers are no longer charged.
+    assert (await tenant.http.delete("/v1/payment_providers/stripe")).status_code == 204
+    async with stack.channel("payments") as channel:
+        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+        md = metadata(tenant.organization_id)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ChargeInvoice(pb.ChargeInvoiceRequest(invoice_id=invoice["id"]), metadata=md)
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert error_info(refused.value).reason == "PAYMENTS_NOT_CONFIGURED"
+        with pytest.raises(grpc.aio.AioRpcError) as blank:
+            await stub.ChargeInvoice(pb.ChargeInvoiceRequest(), metadata=md)
+        assert (blank.value.code(), error_info(blank.value).metadata["field"]) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "invoice_id",
+        )
 
     async def owed():  # the invoice still asks to be paid: the refused charge changed nothing
         assert await payments(stack, tenant, invoice["id"]) == [("PAYMENT_STATUS_PENDING", 4750)]

@@ -6,7 +6,7 @@ refunder giving the money back at Stripe once per credit note, and
 from __future__ import annotations
 
 from tests import stripe_events
-from tests.conftest import STRIPE_WEBHOOK_SECRET, Stack, Tenant, eventually
+from tests.conftest import Stack, Tenant, eventually
 from tests.service.test_gateway_charge import issued, payment_methods_saved
 from tests.service.test_invoicing_on_request import issue
 from tests.stripe import LocalStripe
@@ -156,8 +156,9 @@ async def test_a_refund_made_at_stripe_reaches_the_payment_by_its_signed_webhook
 
     other = await make_tenant()  # another organization's endpoint receives the same event: nothing of its own
     try:
+        account = await other.connect_stripe()
         theirs = await stripe_events.deliver(
-            other.http, f"/v1/webhooks/stripe/{other.organization_id}", refunded, STRIPE_WEBHOOK_SECRET
+            other.http, f"/v1/webhooks/stripe/{other.organization_id}", refunded, account.webhook_secret
         )
         assert (theirs.status_code, theirs.json()["duplicate"]) == (200, False)
         assert (await other.http.get("/v1/payments")).json()["payments"] == []
@@ -168,8 +169,9 @@ async def test_a_refund_made_at_stripe_reaches_the_payment_by_its_signed_webhook
     listed = (await h.get(f"/v1/invoices/{invoice['id']}/payments")).json()
     assert (listed["payment"]["status"], listed["refunds"]) == ("succeeded", [])
 
+    assert tenant.stripe is not None
     received = await stripe_events.deliver(
-        h, f"/v1/webhooks/stripe/{tenant.organization_id}", refunded, STRIPE_WEBHOOK_SECRET
+        h, f"/v1/webhooks/stripe/{tenant.organization_id}", refunded, tenant.stripe.webhook_secret
     )
     assert received.status_code == 200, received.text
     listed = (await h.get(f"/v1/invoices/{invoice['id']}/payments")).json()

@@ -27,8 +27,8 @@ from services.payments.recovery import Recovery
 from services.payments.stripe_charges import REJECTED, IntentRequest, StripeCharges
 from tests.conftest import Infra, Stack, Tenant, eventually, start, unique
 from tests.service.payments_helpers import PaymentsDb
-from tests.service.test_gateway_charge import issued, payment_methods_saved, payments
-from tests.service.test_payments_faults import charge, customer_invoice, payments_through, refused
+from tests.service.test_gateway_charge import payments
+from tests.service.test_payments_faults import charge, customer_invoice, deleted_at_stripe, payments_through, refused
 from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe, StripeProxy
 
 
@@ -70,13 +70,13 @@ async def test_what_rounding_leaves_uncharged_is_recorded_on_the_attempt(
 
 async def stop_mid_call(stack: Stack, infra: Infra, tenant: Tenant, proxy: StripeProxy, invoice: dict) -> None:
     """A payments process stopped (its call cancelled) while its creation waits at the proxy."""
+    proxy.accounts.update(stack.stripe.accounts)
     service = payments_server.build(
         payments_server.Settings(
             "",
             infra.postgres.url("payments"),
             infra.nats.url,
             stack.invoicing,
-            stripe_api_key=LocalStripe.api_key,
             stripe_api_base=proxy.url,
         )
     )
@@ -109,7 +109,7 @@ async def test_a_process_dying_after_stripe_charged_leaves_an_attempt_the_sweep_
     # A fresh claim is its holder's: charging now is refused, not a second charge.
     busy = await h.post(f"/v1/invoices/{invoice['id']}/charge")
     assert (busy.status_code, busy.json()["error"]["reason"]) == (409, "PAYMENT_IN_PROGRESS")
-    charging = payments_db.charging(StripeCharges(LocalStripe.api_key, localstripe.url), stale_after=0)
+    charging = payments_db.charging(stale_after=0)
     await Recovery(charging, interval=60).sweep()
     [intent] = await localstripe.intents_of(stripe_customer)
     [attempt] = await payments_db.attempts(invoice["id"])
@@ -132,14 +132,13 @@ async def test_a_charge_that_never_reached_stripe_is_made_once_with_its_own_key(
         await stop_mid_call(stack, infra, tenant, proxy, invoice)
     assert proxy.forwarded == 0
     # Stripe unreachable: the attempt stays open, for the next sweep.
-    nowhere = StripeCharges(LocalStripe.api_key, f"http://127.0.0.1:{free_port()}")
+    nowhere = f"http://127.0.0.1:{free_port()}"
     with caplog.at_level(logging.WARNING, logger="bxb.payments.recovery"):
         await Recovery(payments_db.charging(nowhere, stale_after=0), interval=60).sweep()
     assert "stays open" in caplog.text
     [attempt] = await payments_db.attempts(invoice["id"])
     assert (attempt.status, attempt.failure_reason) == ("unknown", "unreachable")
-    stripe = StripeCharges(LocalStripe.api_key, localstripe.url)
-    await Recovery(payments_db.charging(stripe, stale_after=0), interval=60).sweep()
+    await Recovery(payments_db.charging(stale_after=0), interval=60).sweep()
     [intent] = await localstripe.intents_of(stripe_customer)
     assert (intent.status, intent.metadata["bxb_attempt_id"]) == ("succeeded", attempt.id)
     [settled] = await payments_db.attempts(invoice["id"])
@@ -155,8 +154,7 @@ async def test_a_holder_whose_claim_was_taken_over_records_nothing(
         slow = asyncio.create_task(charge(stub, tenant, invoice))
         await asyncio.wait_for(proxy.arrived.wait(), 10)
         # Another process takes the attempt over as abandoned, and settles it at Stripe.
-        stripe = StripeCharges(LocalStripe.api_key, localstripe.url)
-        await Recovery(payments_db.charging(stripe, stale_after=0), interval=60).sweep()
+        await Recovery(payments_db.charging(stale_after=0), interval=60).sweep()
         proxy.mode = "error"  # the slow holder's request then fails
         proxy.release.set()
         late = await slow
@@ -264,12 +262,7 @@ async def test_an_intent_waiting_for_the_customer_is_read_back_by_id(
 async def test_a_rejected_request_is_kept_on_its_attempt(
     stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
 ):
-    stripe_customer, _ = await localstripe.customer_with_card()
-    gone = {"provider_customer_id": stripe_customer, "provider_payment_method": "pm_deleted_at_stripe"}
-    invoice = await issued(
-        tenant, localstripe, card="", billing={"provider": "stripe", "auto_collect": False}, payment_method=gone
-    )
-    await payment_methods_saved(stack, tenant)
+    _, invoice = await deleted_at_stripe(stack, tenant, localstripe)
     assert (await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 409
     [attempt] = await payments_db.attempts(invoice["id"])
     # Stripe's code for a missing object, as the double (like Stripe) gives it.
@@ -298,7 +291,7 @@ async def test_an_open_attempt_without_a_provider_is_refused(
         proxy.mode = "drop"
         assert (await refused(stub, tenant, invoice)).code() == grpc.StatusCode.UNAVAILABLE
     with pytest.raises(FailedPrecondition) as raised:
-        await payments_db.charging().charge(tenant.organization_id, invoice["id"])
+        await payments_db.charging(accounts=StripeAccounts()).charge(tenant.organization_id, invoice["id"])
     assert raised.value.reason == "PAYMENTS_NOT_CONFIGURED"
     # The database itself holds one open attempt per payment.
     [attempt] = await payments_db.attempts(invoice["id"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import stripe
 from sqlalchemy import select, update
 
 from deploy.embedded import free_port
@@ -20,7 +19,7 @@ from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.collection import Collector
 from services.payments.models import Outbox, Payment, PaymentAttempt, TestClock
-from tests.conftest import STRIPE_WEBHOOK_SECRET, Infra, Stack, Tenant, eventually, unique
+from tests.conftest import Infra, Stack, Tenant, eventually, unique
 from tests.service.payments_helpers import PaymentsDb
 from tests.service.test_gateway_charge import payment_methods_saved
 from tests.service.test_gateway_test_clocks import setup
@@ -43,6 +42,8 @@ async def clock_customer(tenant: Tenant, stack: Stack, localstripe: LocalStripe,
     """A customer on a test clock at 2025-01-01 with a saved card, subscribed
     to the 49.00-a-month plan: (the clock, its Stripe customer)."""
     h = tenant.http
+    if tenant.stripe is None:
+        await tenant.connect_stripe()
     clock = await setup(h)
     stripe_customer, method = await localstripe.customer_with_card(card)
     customer = {
@@ -160,9 +161,9 @@ async def test_a_declined_card_is_dunned_on_its_clock_and_emailed_until_uncollec
     assert (await h.get(f"/v1/invoices/{invoice['id']}")).json()["status"] == "finalized"
 
 
-async def checkout_session(stripe_double: StripeDouble, session_id: str) -> dict:
-    client = stripe.StripeClient(LocalStripe.api_key, base_addresses={"api": stripe_double.url})
-    return (await client.v1.checkout.sessions.retrieve_async(session_id)).to_dict()
+async def checkout_session(tenant: Tenant, session_id: str) -> dict:
+    """A Checkout Session as the organization's own Stripe account has it."""
+    return (await tenant.stripe_client().v1.checkout.sessions.retrieve_async(session_id)).to_dict()
 
 
 async def declined_with_link(
@@ -187,10 +188,10 @@ async def test_the_customer_paying_the_link_settles_the_invoice_and_ends_dunning
     clock, stripe_customer, invoice, payment = await declined_with_link(stack, tenant, localstripe, payments_db)
     assert payment.payment_url.startswith(f"{stripe_double.url}/pay/")
     await stripe_double.complete_checkout(payment.payment_link_id, GOOD_CARD)
-    completed = await checkout_session(stripe_double, payment.payment_link_id)
+    completed = await checkout_session(tenant, payment.payment_link_id)
     signed = event("checkout.session.completed", completed)
     received = await deliver(
-        tenant.http, f"/v1/webhooks/stripe/{tenant.organization_id}", signed, STRIPE_WEBHOOK_SECRET
+        tenant.http, f"/v1/webhooks/stripe/{tenant.organization_id}", signed, tenant.stripe.webhook_secret
     )
     assert received.status_code == 200, received.text
     paid = await payments_db.payment(invoice["id"])
@@ -206,7 +207,7 @@ async def test_the_customer_paying_the_link_settles_the_invoice_and_ends_dunning
     intent = (await localstripe.intent(completed["payment_intent"])).to_dict()
     path = f"/v1/webhooks/stripe/{tenant.organization_id}"
     assert (
-        await deliver(tenant.http, path, event("payment_intent.succeeded", intent), STRIPE_WEBHOOK_SECRET)
+        await deliver(tenant.http, path, event("payment_intent.succeeded", intent), tenant.stripe.webhook_secret)
     ).status_code == 200
     assert len(await payments_db.attempts(invoice["id"])) == 2
     assert len(await localstripe.intents_of(stripe_customer)) == 2  # the declined charge and the link's
@@ -235,7 +236,7 @@ async def test_a_retry_expires_the_unpaid_link_first(
     link = payment.payment_link_id
     await advance(tenant, clock, "2025-02-02T00:00:00Z")
     await waits(payments_db, invoice["id"], "PAYMENT_STATUS_FAILED", 2)
-    assert (await checkout_session(stripe_double, link))["status"] == "expired"
+    assert (await checkout_session(tenant, link))["status"] == "expired"
     # The customer can no longer pay the old link; the new decline has its own.
 
     async def relinked():

@@ -25,8 +25,7 @@ from services.payments.links import LinkRequest, PaymentLinks
 from services.payments.models import Payment, PaymentAttempt, PaymentNotice
 from services.payments.notices import Notices
 from services.payments.payments import payment_proto
-from services.payments.stripe_charges import StripeCharges
-from tests.conftest import PAYMENT_RETURN_URL, STRIPE_WEBHOOK_SECRET, Stack, Tenant, eventually
+from tests.conftest import PAYMENT_RETURN_URL, Stack, Tenant, eventually
 from tests.service.payments_helpers import PaymentsDb
 from tests.service.test_payments_collection import (
     CAMPAIGN,
@@ -78,10 +77,10 @@ async def test_an_off_session_charge_needing_3d_secure_waits_for_the_customer_wh
         shown = (await tenant.http.get(f"/v1/invoices/{invoice['id']}")).json()
         assert (shown["payment_status"], shown["payment_url"]) == ("requires_action", payment.payment_url)
         await stripe_double.complete_checkout(payment.payment_link_id, AUTHENTICATED_CARD, three_d_secure="succeed")
-        completed = await checkout_session(stripe_double, payment.payment_link_id)
+        completed = await checkout_session(tenant, payment.payment_link_id)
         path = f"/v1/webhooks/stripe/{tenant.organization_id}"
         signed = event("checkout.session.completed", completed)
-        assert (await deliver(tenant.http, path, signed, STRIPE_WEBHOOK_SECRET)).status_code == 200
+        assert (await deliver(tenant.http, path, signed, tenant.stripe.webhook_secret)).status_code == 200
 
         async def paid():
             shown = (await tenant.http.get(f"/v1/invoices/{invoice['id']}")).json()
@@ -206,8 +205,9 @@ def link_request(payment: Payment, customer: str = "cus_x") -> LinkRequest:
 
 
 async def test_payment_links_stripe_cannot_make_or_close_are_unavailable(stripe_double: StripeDouble):
-    links = PaymentLinks(StripeAccounts(StripeCharges(LocalStripe.api_key, stripe_double.url, timeout=5)))
-    payment = Payment(id=new_id("pay"), organization_id="org_x", invoice_id="inv_x", attempt_count=1)
+    # The default organization's shortcut account (BXB_STRIPE_API_KEY), on the double.
+    links = PaymentLinks(StripeAccounts(None, stripe_double.url, 5, default_api_key=LocalStripe.api_key))
+    payment = Payment(id=new_id("pay"), organization_id="org_default", invoice_id="inv_x", attempt_count=1)
     stripe_double.faulted, stripe_double.mode = "POST /v1/checkout/sessions", "error"
     try:
         with pytest.raises(Unavailable, match="could not make the payment link"):
@@ -215,14 +215,12 @@ async def test_payment_links_stripe_cannot_make_or_close_are_unavailable(stripe_
     finally:
         stripe_double.faulted, stripe_double.mode = "POST /v1/payment_intents", "pass"
     with pytest.raises(Unavailable, match="could not be closed"):
-        await links.close("org_x", "cs_test_unknown")
+        await links.close("org_default", "cs_test_unknown")
 
 
-def notices_of(
-    payments_db: PaymentsDb, invoicing: peers.Invoicing, stripe_url: str = "", return_url: str = PAYMENT_RETURN_URL
-) -> Notices:
-    """The payment notices as another payments process sends them, its Stripe at `stripe_url`."""
-    charging = payments_db.charging(StripeCharges(LocalStripe.api_key, stripe_url) if stripe_url else None)
+def notices_of(payments_db: PaymentsDb, invoicing: peers.Invoicing, return_url: str = PAYMENT_RETURN_URL) -> Notices:
+    """The payment notices as another payments process sends them."""
+    charging = payments_db.charging()
     return Notices(payments_db.sessions, charging.relay, invoicing, charging.links, return_url)
 
 
@@ -236,7 +234,7 @@ async def test_payment_emails_go_only_where_they_can_and_are_wanted(
     stack: Stack, tenant: Tenant, localstripe: LocalStripe, stripe_double: StripeDouble, payments_db: PaymentsDb
 ):
     _, _, _, payment = await declined_with_link(stack, tenant, localstripe, payments_db)
-    notices = notices_of(payments_db, payments_db.invoicing, stripe_double.url)
+    notices = notices_of(payments_db, payments_db.invoicing)
     await notices.handle("bxb.payments.v1.something_else", b"")
     await notices.handle(PAYMENT_UPDATED, announced(payment, org="org_other"))  # not this organization's
     succeeded = Payment(**{c.name: getattr(payment, c.name) for c in Payment.__table__.columns})
@@ -265,7 +263,7 @@ async def test_payment_emails_go_only_where_they_can_and_are_wanted(
     # Invoicing down: the notice is retried (the consumer redelivers it).
     nowhere = peers.Invoicing(f"127.0.0.1:{free_port()}", timeout=0.5)
     with pytest.raises(Unavailable, match="could not send the payment email"):
-        await notices_of(payments_db, nowhere, stripe_double.url).handle(PAYMENT_UPDATED, announced(stored))
+        await notices_of(payments_db, nowhere).handle(PAYMENT_UPDATED, announced(stored))
     await nowhere.close()
     # A link made for a decline the payment has moved past is expired at once, never stored.
     moved = Payment(**{c.name: getattr(stored, c.name) for c in Payment.__table__.columns})
@@ -308,7 +306,7 @@ async def test_a_link_paid_after_another_was_stored_and_a_link_intent_of_no_paym
     path = f"/v1/webhooks/stripe/{tenant.organization_id}"
     intent_only = {"id": "pi_link_of_nothing", "object": "payment_intent", "metadata": {"bxb_payment_id": "pay_none"}}
     signed = event("payment_intent.succeeded", intent_only)
-    assert (await deliver(tenant.http, path, signed, STRIPE_WEBHOOK_SECRET)).status_code == 200
+    assert (await deliver(tenant.http, path, signed, tenant.stripe.webhook_secret)).status_code == 200
     # A session other than the stored link completing (an older link) still pays the invoice, once.
     session_of_other = {
         "id": "cs_test_not_the_stored_one",
@@ -317,7 +315,7 @@ async def test_a_link_paid_after_another_was_stored_and_a_link_intent_of_no_paym
         "metadata": {"bxb_payment_id": payment.id, "bxb_organization_id": tenant.organization_id},
     }
     signed = event("checkout.session.completed", session_of_other)
-    assert (await deliver(tenant.http, path, signed, STRIPE_WEBHOOK_SECRET)).status_code == 200
+    assert (await deliver(tenant.http, path, signed, tenant.stripe.webhook_secret)).status_code == 200
     paid = await payments_db.payment(invoice["id"])
     assert (paid.status, paid.provider_payment_id) == ("PAYMENT_STATUS_SUCCEEDED", "pi_paid_by_an_older_link")
     assert paid.payment_link_id == payment.payment_link_id  # the stored link: expired by the next charge, if any
@@ -328,8 +326,7 @@ async def test_collectors_racing_a_charge_on_request_make_one_payment_intent(
 ):
     stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe)  # collected on request only
     payment = await payments_db.payment(invoice["id"])
-    stripe = StripeCharges(LocalStripe.api_key, stripe_double.url)
-    collectors = [Collector(payments_db.sessions, payments_db.charging(stripe)) for _ in range(2)]
+    collectors = [Collector(payments_db.sessions, payments_db.charging()) for _ in range(2)]
     async with payments_db.sessions() as session, session.begin():  # due now, for every replica's collector
         await session.execute(update(Payment).where(Payment.id == payment.id).values(next_attempt_time=utcnow()))
     outcomes = await asyncio.gather(

@@ -48,14 +48,15 @@ async def customer_invoice(
 async def payments_through(
     stack: Stack, infra: Infra, proxy: StripeProxy, **settings
 ) -> AsyncIterator[payments_pb2_grpc.PaymentServiceStub]:
-    """A second payments process on the stack's database, calling Stripe through the proxy."""
+    """A second payments process on the stack's database, calling Stripe
+    through the proxy (which serves the accounts of the stack's Stripe)."""
+    proxy.accounts.update(stack.stripe.accounts)
     service = payments_server.build(
         payments_server.Settings(
             "",
             infra.postgres.url("payments"),
             infra.nats.url,
             stack.invoicing,
-            stripe_api_key=LocalStripe.api_key,
             stripe_api_base=proxy.url,
             **settings,
         )
@@ -172,20 +173,24 @@ async def test_amounts_reach_stripe_in_its_units_for_the_currency(
     assert (intent.amount, intent.currency, intent.status) == (stripe_amount, currency.lower(), "succeeded")
 
 
+async def deleted_at_stripe(stack: Stack, tenant: Tenant, localstripe: LocalStripe) -> tuple[str, dict]:
+    """A customer whose Stripe customer was deleted at Stripe behind bxb's
+    back (its customer.deleted webhook never came), and an invoice issued to
+    it: (cus_..., invoice)."""
+    stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe)
+    await localstripe.client().v1.customers.delete_async(stripe_customer)
+    return stripe_customer, invoice
+
+
 async def test_a_request_stripe_refuses_is_not_a_card_decline(stack: Stack, tenant: Tenant, localstripe: LocalStripe):
-    stripe_customer, _ = await localstripe.customer_with_card()
-    gone = {"provider_customer_id": stripe_customer, "provider_payment_method": "pm_deleted_at_stripe"}
-    invoice = await issued(
-        tenant, localstripe, card="", billing={"provider": "stripe", "auto_collect": False}, payment_method=gone
-    )
-    await payment_methods_saved(stack, tenant)
+    stripe_customer, invoice = await deleted_at_stripe(stack, tenant, localstripe)
     answer = await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")
     assert answer.status_code == 409, answer.text
     assert (answer.json()["error"]["code"], answer.json()["error"]["reason"]) == (
         "FAILED_PRECONDITION",
         "PROVIDER_REJECTED",
     )
-    assert "Not Found" in answer.json()["error"]["message"]  # localstripe's words for an unknown payment method
+    assert "Not Found" in answer.json()["error"]["message"]  # localstripe's words for an unknown customer
     # The customer's card did not fail: the invoice is still owed, and nothing was charged.
     assert await payments(stack, tenant, invoice["id"]) == [("PAYMENT_STATUS_PENDING", 4750)]
     assert await localstripe.intents_of(stripe_customer) == []

@@ -23,12 +23,12 @@ from sqlalchemy import select, update
 from bxb.invoicing.v1 import credit_notes_pb2, events_pb2
 from bxb.payments.v1 import events_pb2 as payments_events_pb2
 from bxb.payments.v1 import payments_pb2 as pb
-from services.common import bus, db
+from services.common import bus, db, sealing
 from services.common.ids import new_id
 from services.common.outbox import OutboxRelay
 from services.common.timestamps import utcnow
-from services.payments.accounts import StripeAccounts
-from services.payments.models import Outbox, Payment, PaymentAttempt, Refund
+from services.payments.accounts import SECRET_KEY_PURPOSE, WEBHOOK_SECRET_PURPOSE, StripeAccounts
+from services.payments.models import Outbox, Payment, PaymentAttempt, ProviderAccount, Refund
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
 from services.payments.server import MIGRATIONS
@@ -39,6 +39,17 @@ from tests.conftest import Infra, unique
 from tests.stripe import LocalStripe, StripeProxy
 
 PENDING, SUCCEEDED, FAILED = "REFUND_STATUS_PENDING", "REFUND_STATUS_SUCCEEDED", "REFUND_STATUS_FAILED"
+
+
+class OneAccount(StripeAccounts):
+    """Every organization's Stripe account is `account` (a Stripe that answers as a test needs)."""
+
+    def __init__(self, account: object):
+        super().__init__()
+        self.account = account
+
+    async def charges(self, org: str, session: object = None) -> StripeCharges:
+        return self.account  # type: ignore[return-value]
 
 
 class RefundsDb:
@@ -58,9 +69,10 @@ class RefundsDb:
         return Refunds(self.sessions, self.relay, self.wake)
 
     def refunder(self, api_base: str = "", timeout: float = 10.0, **options) -> Refunder:
-        account = StripeCharges(LocalStripe.api_key, api_base or self.localstripe.url, timeout)
+        """A refunder calling each organization's own account at `api_base` (localstripe by default)."""
+        accounts = StripeAccounts(self.sessions, api_base or self.localstripe.url, timeout)
         options = {"retry_after": 0.0, **options}
-        return Refunder(self.sessions, self.relay, StripeAccounts(account), **options)
+        return Refunder(self.sessions, self.relay, accounts, **options)
 
     async def paid(self, amount: int = 10000, currency: str = "USD", at_stripe: bool = True) -> Payment:
         """A succeeded payment of a new organization, charged at localstripe
@@ -77,6 +89,17 @@ class RefundsDb:
         )
         async with self.sessions() as session, session.begin():
             session.add(payment)
+            session.add(  # the organization's own Stripe account: localstripe takes any secret key
+                ProviderAccount(
+                    organization_id=org,
+                    provider="stripe",
+                    account_id="acct_localstripe",
+                    livemode=False,
+                    secret_key_sealed=sealing.seal(LocalStripe.api_key, org, SECRET_KEY_PURPOSE),
+                    webhook_secret_sealed=sealing.seal("whsec_unused", org, WEBHOOK_SECRET_PURPOSE),
+                    secret_key_hint="sk_test_...",
+                )
+            )
             if at_stripe:
                 customer, method = await self.localstripe.customer_with_card()
                 provider_amount = amount - amount % (10 if currency in ("KWD", "BHD") else 1)
@@ -375,7 +398,7 @@ async def test_a_refund_stripe_has_not_finished_is_read_back_later(refunds_db: R
 
     refunds = SimpleNamespace(create_async=create_async)
     account = SimpleNamespace(timeout=5.0, client=SimpleNamespace(v1=SimpleNamespace(refunds=refunds)))
-    waiting = Refunder(refunds_db.sessions, refunds_db.relay, StripeAccounts(account), pending_poll=3600)
+    waiting = Refunder(refunds_db.sessions, refunds_db.relay, OneAccount(account), pending_poll=3600)
     assert await waiting.run_once() == 1
     [refund] = await refunds_db.rows(payment)
     assert (refund.status, refund.provider_refund_id) == (PENDING, "re_pending")

@@ -21,7 +21,7 @@ from services.common.tenancy import metadata
 from services.payments.accounts import StripeAccounts
 from services.payments.models import ProviderEvent
 from services.payments.webhooks import StripeWebhookServicer
-from tests.conftest import STRIPE_WEBHOOK_SECRET, Stack, Tenant, eventually
+from tests.conftest import Stack, Tenant, eventually
 from tests.service.payments_helpers import PaymentsDb
 from tests.service.test_gateway_charge import payments
 from tests.service.test_payments_faults import customer_invoice
@@ -34,9 +34,15 @@ def url(tenant: Tenant) -> str:
     return f"/v1/webhooks/stripe/{tenant.organization_id}"
 
 
+def secret(tenant: Tenant) -> str:
+    """The signing secret of the organization's own Stripe account's webhooks."""
+    assert tenant.stripe is not None
+    return tenant.stripe.webhook_secret
+
+
 async def send(tenant: Tenant, kind: str, obj: dict, **options):
     """A signed event delivered to the tenant's webhook URL, without its API key."""
-    answer = await deliver(tenant.http, url(tenant), event(kind, obj, **options), STRIPE_WEBHOOK_SECRET)
+    answer = await deliver(tenant.http, url(tenant), event(kind, obj, **options), secret(tenant))
     return answer
 
 
@@ -170,7 +176,7 @@ async def test_a_bad_signature_is_a_400_and_changes_nothing(
     payload = encode(event("payment_intent.succeeded", intent))
     cases = [
         (sign(payload, "whsec_someone_else"), "signature", "INVALID_SIGNATURE"),
-        (sign(payload, STRIPE_WEBHOOK_SECRET, timestamp=int(time.time()) - 3600), "signature", "INVALID_SIGNATURE"),
+        (sign(payload, secret(tenant), timestamp=int(time.time()) - 3600), "signature", "INVALID_SIGNATURE"),
         ("t=1,v1=00", "signature", "INVALID_SIGNATURE"),
         (None, "Stripe-Signature", "MISSING_FIELD"),
     ]
@@ -183,17 +189,17 @@ async def test_a_bad_signature_is_a_400_and_changes_nothing(
         assert (error["field"], error["reason"]) == (field, reason)
     not_utf8 = b"\xff\xfe"
     answer = await tenant.http.post(
-        url(tenant), content=not_utf8, headers={"Stripe-Signature": sign(not_utf8, STRIPE_WEBHOOK_SECRET)}
+        url(tenant), content=not_utf8, headers={"Stripe-Signature": sign(not_utf8, secret(tenant))}
     )
     assert (answer.status_code, answer.json()["error"]["field"]) == (400, "payload")
     not_json = b"{not json"
     answer = await tenant.http.post(
-        url(tenant), content=not_json, headers={"Stripe-Signature": sign(not_json, STRIPE_WEBHOOK_SECRET)}
+        url(tenant), content=not_json, headers={"Stripe-Signature": sign(not_json, secret(tenant))}
     )
     assert (answer.status_code, answer.json()["error"]["field"]) == (400, "payload")
     not_an_event = encode({"id": "evt_x", "type": "payment_intent.succeeded", "data": {"object": "pi_x"}})
     answer = await tenant.http.post(
-        url(tenant), content=not_an_event, headers={"Stripe-Signature": sign(not_an_event, STRIPE_WEBHOOK_SECRET)}
+        url(tenant), content=not_an_event, headers={"Stripe-Signature": sign(not_an_event, secret(tenant))}
     )
     assert (answer.status_code, answer.json()["error"]["field"]) == (400, "payload")
     assert (await payments_db.payment(invoice["id"])).status == "PAYMENT_STATUS_REQUIRES_ACTION"
@@ -203,6 +209,7 @@ async def test_a_bad_signature_is_a_400_and_changes_nothing(
 async def test_an_event_of_another_organization_or_unknown_object_changes_nothing(
     stack: Stack, tenant: Tenant, make_tenant, localstripe: LocalStripe, stripe_double: StripeDouble, payments_db
 ):
+    await tenant.connect_stripe()
     other = await make_tenant()
     _, invoice = await customer_invoice(stack, other, localstripe, card=AUTHENTICATED_CARD)
     assert (await other.http.post(f"/v1/invoices/{invoice['id']}/charge")).status_code == 402

@@ -52,3 +52,13 @@ def test_the_banner_names_the_url_the_key_and_each_service_s_grpc_address():
         "  metering   127.0.0.1:40002\n"
         "  invoicing  127.0.0.1:40003\n"
     )
+
+
+def test_the_banner_names_the_default_organization_s_stripe_webhook_url_when_it_has_a_stripe_key():
+    addresses = {"payments": "127.0.0.1:40004"}
+    assert "Stripe" not in banner("http://127.0.0.1:8080", "bxb_sk_k", addresses)
+    text = banner("http://127.0.0.1:8080", "bxb_sk_k", addresses, stripe=True)
+    assert (
+        "export BXB_API_KEY=bxb_sk_k\n\nStripe webhooks: http://127.0.0.1:8080/v1/webhooks/stripe/org_default\n\n"
+        in text
+    )

@@ -101,34 +101,8 @@ def claim(attempt: PaymentAttempt) -> Claim:
     return _claim(attempt, sent=True)
 
 
-def start(session: AsyncSession, payment: Payment, method: PaymentMethod, trigger: str) -> Claim:
-    """A new attempt charging the payment's amount to `method`, claimed;
-    `trigger` says why (a PaymentAttemptTrigger name)."""
-    attempt_id = new_id("att")
-    payment.attempt_count += 1
-    converted = stripe_amount(payment.amount_cents, payment.currency)
-    attempt = PaymentAttempt(
-        id=attempt_id,
-        organization_id=payment.organization_id,
-        payment_id=payment.id,
-        invoice_id=payment.invoice_id,
-        idempotency_key=f"bxb-{attempt_id}",
-        amount_cents=payment.amount_cents,
-        provider_amount=converted.amount,
-        uncharged_cents=converted.uncharged_cents,
-        currency=payment.currency,
-        provider_customer_id=method.provider_customer_id,
-        provider_payment_method=method.provider_payment_method,
-        trigger=trigger,
-        create_time=utcnow(),
-    )
-    session.add(attempt)
-    return _claim(attempt, sent=False)
-
-
-def paid_elsewhere(payment: Payment, intent_id: str, trigger: str) -> PaymentAttempt:
-    """An attempt for money the customer paid on their own (a payment link's
-    intent), open until its success is recorded."""
+def _new(payment: Payment, trigger: str, customer: str, method: str, **state: object) -> PaymentAttempt:
+    """The payment's next attempt: what it asks now, in the provider's units too."""
     attempt_id = new_id("att")
     payment.attempt_count += 1
     converted = stripe_amount(payment.amount_cents, payment.currency)
@@ -142,15 +116,27 @@ def paid_elsewhere(payment: Payment, intent_id: str, trigger: str) -> PaymentAtt
         provider_amount=converted.amount,
         uncharged_cents=converted.uncharged_cents,
         currency=payment.currency,
-        provider_customer_id="",
-        provider_payment_method="",
-        status=UNKNOWN,
-        provider_payment_id=intent_id,
+        provider_customer_id=customer,
+        provider_payment_method=method,
         trigger=trigger,
-        claim_token="",
-        claim_time=utcnow(),
         create_time=utcnow(),
+        **state,
     )
+
+
+def start(session: AsyncSession, payment: Payment, method: PaymentMethod, trigger: str) -> Claim:
+    """A new attempt charging the payment's amount to `method`, claimed;
+    `trigger` says why (a PaymentAttemptTrigger name)."""
+    attempt = _new(payment, trigger, method.provider_customer_id, method.provider_payment_method)
+    session.add(attempt)
+    return _claim(attempt, sent=False)
+
+
+def paid_elsewhere(payment: Payment, intent_id: str, trigger: str) -> PaymentAttempt:
+    """An attempt for money the customer paid on their own (a payment link's
+    intent), open until its success is recorded."""
+    state = {"status": UNKNOWN, "provider_payment_id": intent_id, "claim_token": "", "claim_time": utcnow()}
+    return _new(payment, trigger, "", "", **state)
 
 
 def applies(attempt: PaymentAttempt, outcome: Outcome) -> bool:

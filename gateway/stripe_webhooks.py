@@ -10,6 +10,8 @@ retries whatever is not answered 2xx.
 
 from __future__ import annotations
 
+import re
+
 from starlette.responses import Response
 
 from bxb.payments.v1 import stripe_webhooks_pb2 as pb
@@ -18,11 +20,15 @@ from gateway.errors import invalid
 from gateway.transcoder import Exchange, Handler, Spelling
 
 SIGNATURE = "stripe-signature"
+# What an organization id looks like (services/common/ids.new_id, and org_default).
+ORGANIZATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def receive(spelling: Spelling) -> Handler:
     async def handle(exchange: Exchange) -> Response:
         request = exchange.http
+        if not ORGANIZATION.fullmatch(exchange.org):
+            raise invalid("organization_id is not an organization's id", "organization_id", "INVALID_VALUE")
         signature = request.headers.get(SIGNATURE)
         if not signature:
             raise invalid("the Stripe-Signature header is required", "Stripe-Signature", "MISSING_FIELD")

@@ -273,3 +273,11 @@ async def test_the_service_refuses_an_organization_without_a_secret_or_another_s
     servicer = StripeWebhookServicer(payments_db.sessions, StripeAccounts(), {})
     with pytest.raises(Exception, match="no Stripe webhook signing secret"):
         await servicer._verified("org_x", webhooks_pb.ReceiveStripeEventRequest(payload=b"{}", signature="t=1"))
+
+
+async def test_a_url_naming_no_organization_is_a_400(tenant: Tenant):
+    for named in ("org%C2%89", "o" * 65, "org.default"):
+        answer = await tenant.http.post(
+            f"/v1/webhooks/stripe/{named}", content=b"{}", headers={"Stripe-Signature": "t=1"}
+        )
+        assert (answer.status_code, answer.json()["error"]["field"]) == (400, "organization_id"), named

@@ -36,7 +36,13 @@ CATALOG_SERVICES = [
     "bxb.catalog.v1.TestClockService",
     "bxb.common.v1.ParkedMessageService",
 ]
-PAYMENTS_SERVICES = ["bxb.common.v1.ParkedMessageService", "bxb.payments.v1.PaymentService"]
+PAYMENTS_SERVICES = [
+    "bxb.common.v1.ParkedMessageService",
+    "bxb.payments.v1.DunningCampaignService",
+    "bxb.payments.v1.PaymentProviderService",
+    "bxb.payments.v1.PaymentService",
+    "bxb.payments.v1.StripeWebhookService",
+]
 
 
 async def list_services(address: str) -> list[str]:

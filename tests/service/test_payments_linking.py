@@ -275,7 +275,7 @@ async def test_a_linker_that_died_after_stripe_answered_leaves_a_customer_the_ne
     await linking_db.pending(org, "cus_died", name="Died Inc")
     await linking_db.due(org, "cus_died")
     dying = linking_db.linker()
-    [job] = [j for j in await dying._claim() if j.organization_id == org]  # other tests' customers may be due too
+    [job] = [j for j in await dying._claim() if j.org == org]  # other tests' customers may be due too
     made = await dying._link(job)  # Stripe made the customer; the linker died before recording it
     recorded = await linking_db.customer(org, "cus_died")
     assert recorded.status == LINK_PENDING and recorded.next_attempt_time > utcnow()  # leased: nobody takes it
@@ -345,7 +345,7 @@ async def test_an_outcome_is_not_recorded_over_a_customer_that_changed_meanwhile
     await linking_db.pending(org, "cus_changed")
     await linking_db.due(org, "cus_changed")
     linker = linking_db.linker()
-    [job] = [j for j in await linker._claim() if j.organization_id == org]  # other tests' customers may be due too
+    [job] = [j for j in await linker._claim() if j.org == org]  # other tests' customers may be due too
     outcome = await linker._link(job)
     async with linking_db.sessions() as session, session.begin():  # deleted at Stripe meanwhile (the webhook)
         await session.execute(

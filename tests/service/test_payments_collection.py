@@ -75,10 +75,11 @@ async def january(tenant: Tenant) -> dict:
 
 async def waits(payments_db: PaymentsDb, invoice_id: str, status: str, attempts: int) -> Payment:
     async def settled():
+        # The attempts first: the payment read after them holds what their outcomes did to it.
+        made = await payments_db.attempts(invoice_id)
+        assert made and made[-1].status not in ("in_flight", "unknown")  # the last charge's answer is recorded
         payment = await payments_db.payment(invoice_id)
         assert (payment.status, payment.attempt_count) == (status, attempts)
-        made = await payments_db.attempts(invoice_id)
-        assert made[-1].status not in ("in_flight", "unknown")  # the last charge's answer is recorded
         return payment
 
     return await eventually(settled, timeout=20)

@@ -340,3 +340,55 @@ async def test_collectors_racing_a_charge_on_request_make_one_payment_intent(
     assert answer.json()["payment_intent"] == intent.id
     assert [a.status for a in await payments_db.attempts(invoice["id"])] == ["succeeded"]
     assert (await payments_db.payment(invoice["id"])).next_attempt_time is None
+
+
+async def test_a_link_s_intent_announced_before_its_session_is_one_success(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, stripe_double: StripeDouble, payments_db: PaymentsDb
+):
+    _, _, invoice, payment = await declined_with_link(stack, tenant, localstripe, payments_db)
+    await stripe_double.complete_checkout(payment.payment_link_id, GOOD_CARD)
+    completed = await checkout_session(tenant, payment.payment_link_id)
+    intent = (await localstripe.intent(completed["payment_intent"])).to_dict()
+    path = f"/v1/webhooks/stripe/{tenant.organization_id}"
+    # payment_intent.succeeded first: the link's intent, of no attempt yet, pays the invoice...
+    signed = event("payment_intent.succeeded", intent)
+    assert (await deliver(tenant.http, path, signed, tenant.stripe.webhook_secret)).status_code == 200
+    # ...and checkout.session.completed after it finds that success: nothing more.
+    signed = event("checkout.session.completed", completed)
+    assert (await deliver(tenant.http, path, signed, tenant.stripe.webhook_secret)).status_code == 200
+    paid = await payments_db.payment(invoice["id"])
+    assert (paid.status, paid.payment_link_id) == ("PAYMENT_STATUS_SUCCEEDED", "")
+    assert [(a.status, a.provider_payment_id) for a in await payments_db.attempts(invoice["id"])][1:] == [
+        ("succeeded", intent["id"])
+    ]
+
+
+class Overtaken(PaymentLinks):
+    """Closes a link at Stripe while another process, meanwhile, stores a newer link on the payment."""
+
+    def __init__(self, links: PaymentLinks, payments_db: PaymentsDb, payment_id: str):
+        super().__init__(links.accounts)
+        self.db, self.payment_id = payments_db, payment_id
+
+    async def close(self, org: str, link_id: str) -> str:
+        paid_by = await super().close(org, link_id)
+        async with self.db.sessions() as session, session.begin():
+            await session.execute(
+                update(Payment).where(Payment.id == self.payment_id).values(payment_link_id="cs_test_newer")
+            )
+        return paid_by
+
+
+async def test_a_link_replaced_meanwhile_is_left_to_whoever_replaced_it(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
+):
+    _, _, invoice, payment = await declined_with_link(stack, tenant, localstripe, payments_db)
+    charging = payments_db.charging(wait_for_collection=0)
+    charging.links = Overtaken(charging.links, payments_db, payment.id)
+    # A charge on request closes the old link; the newer one stays for its own closer, and the charge waits its turn.
+    async with payments_db.sessions() as session, session.begin():
+        await session.execute(update(Payment).where(Payment.id == payment.id).values(next_attempt_time=None))
+    with pytest.raises(Unavailable, match="could not be closed"):
+        await charging.charge(tenant.organization_id, invoice["id"])  # cs_test_newer is no session at Stripe
+    assert (await payments_db.payment(invoice["id"])).payment_link_id == "cs_test_newer"
+    assert len(await payments_db.attempts(invoice["id"])) == 1

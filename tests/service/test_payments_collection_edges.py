@@ -74,8 +74,12 @@ async def test_an_off_session_charge_needing_3d_secure_waits_for_the_customer_wh
             assert len(mailbox.messages) == sent + 1
 
         await eventually(emailed, timeout=20)
-        shown = (await tenant.http.get(f"/v1/invoices/{invoice['id']}")).json()
-        assert (shown["payment_status"], shown["payment_url"]) == ("requires_action", payment.payment_url)
+
+        async def shown_on_the_invoice():  # invoicing hears of it through payment_updated
+            shown = (await tenant.http.get(f"/v1/invoices/{invoice['id']}")).json()
+            assert (shown["payment_status"], shown["payment_url"]) == ("requires_action", payment.payment_url)
+
+        await eventually(shown_on_the_invoice)
         await stripe_double.complete_checkout(payment.payment_link_id, AUTHENTICATED_CARD, three_d_secure="succeed")
         completed = await checkout_session(tenant, payment.payment_link_id)
         path = f"/v1/webhooks/stripe/{tenant.organization_id}"

@@ -187,4 +187,8 @@ async def test_walkthrough_collects_with_no_api_call_duns_to_uncollectible_settl
     ]
     at_stripe = await tenant.stripe_client().v1.refunds.list_async(params={"payment_intent": intent_id})
     assert [(r.id, r.amount) for r in at_stripe.data] == [(refund["provider_refund_id"], 2000)]
-    assert (await h.get(f"/v1/invoices/{paid['id']}")).json()["payment_status"] == "partially_refunded"
+
+    async def shown_on_the_invoice():  # invoicing hears of it through payment_updated
+        assert (await h.get(f"/v1/invoices/{paid['id']}")).json()["payment_status"] == "partially_refunded"
+
+    await eventually(shown_on_the_invoice)

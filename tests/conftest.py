@@ -26,7 +26,7 @@ from services.metering import server as metering_server
 from services.payments import server as payments_server
 from tests import clickhouse_http
 from tests.smtp import Mailbox
-from tests.stripe import GOOD_CARD, LocalStripe
+from tests.stripe import GOOD_CARD, LocalStripe, customer_with_card
 from tests.stripe_double import Account, StripeDouble
 
 # Where Stripe sends customers back after 3-D Secure or a payment link.
@@ -220,12 +220,7 @@ class Tenant:
 
     async def customer_with_card(self, number: str = GOOD_CARD) -> tuple[str, str]:
         """A customer with a saved card in the organization's own Stripe account: (cus_..., pm_...)."""
-        client = self.stripe_client()
-        customer = await client.v1.customers.create_async(params={"email": "billing@acme.test"})
-        card = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
-        method = await client.v1.payment_methods.create_async(params={"type": "card", "card": card})
-        await client.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
-        return customer.id, method.id
+        return await customer_with_card(self.stripe_client(), number)
 
     async def bill(self, customer_id: str = "") -> int:
         """Runs billing for the organization (one customer's, when given) as

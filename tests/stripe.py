@@ -22,6 +22,15 @@ from deploy.embedded import free_port, wait_for_port
 GOOD_CARD, DECLINED_CARD, AUTHENTICATED_CARD = "4242424242424242", "4000000000000341", "4000002760003184"
 
 
+async def customer_with_card(client: stripe.StripeClient, number: str = GOOD_CARD) -> tuple[str, str]:
+    """A customer with a saved card in the account `client` calls, as its staff would make one: (cus_..., pm_...)."""
+    customer = await client.v1.customers.create_async(params={"email": "billing@acme.test"})
+    card = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
+    method = await client.v1.payment_methods.create_async(params={"type": "card", "card": card})
+    await client.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
+    return customer.id, method.id
+
+
 class LocalStripe:
     api_key = "sk_test_bxb_localstripe"
 
@@ -55,12 +64,7 @@ class LocalStripe:
 
     async def customer_with_card(self, number: str = GOOD_CARD) -> tuple[str, str]:
         """A Stripe customer with a saved card: (cus_..., pm_...)."""
-        client = self.client()
-        customer = await client.v1.customers.create_async(params={"email": "billing@acme.test"})
-        card = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123"}
-        method = await client.v1.payment_methods.create_async(params={"type": "card", "card": card})
-        await client.v1.payment_methods.attach_async(method.id, params={"customer": customer.id})
-        return customer.id, method.id
+        return await customer_with_card(self.client(), number)
 
     async def intent(self, intent_id: str):
         return await self.client().v1.payment_intents.retrieve_async(intent_id)

@@ -251,11 +251,13 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return {name: total(pid) if pid != os.getpid() else used.get(pid, 0.0) for name, pid in pids.items()}
 
 
-def cpu_report(before: dict[str, float], after: dict[str, float], wall: float, count: int) -> str:
+def cpu_report(
+    before: dict[str, float], after: dict[str, float], wall: float, count: int, unit: str = "invoice"
+) -> str:
     """Each process's CPU seconds between two readings, as a share of one core and per invoice."""
     spent = sorted(((after[name] - before.get(name, 0.0), name) for name in after), reverse=True)
     parts = ", ".join(
-        f"{name} {s:.1f} s ({100 * s / wall:.0f}%, {1000 * s / count:.1f} ms/invoice)" for s, name in spent if s >= 0.05
+        f"{name} {s:.1f} s ({100 * s / wall:.0f}%, {1000 * s / count:.1f} ms/{unit})" for s, name in spent if s >= 0.05
     )
     return f"CPU over those {wall:.1f} s ({os.cpu_count()} cores; % of one core): {parts}"
 
@@ -311,11 +313,25 @@ async def collect(stack: Stack, http: httpx.AsyncClient, server: StripeServer, c
             final = await watch(counts, lambda c: c[1] >= count and c[2] >= count, "collection")
             ran = await run
             cpu_after = cpu_seconds(pids)
+        published = await invoicing.fetchrow(
+            "SELECT extract(epoch FROM max(publish_time) - min(create_time)) FROM outbox"
+            " WHERE subject = 'bxb.invoicing.v1.invoice_finalized'"
+        )
+        recorded = await payments.fetchval(
+            "SELECT extract(epoch FROM max(create_time) - min(create_time)) FROM payments"
+        )
         duplicated = await payments.fetchval(
             "SELECT count(*) FROM (SELECT payment_id FROM payment_attempts WHERE status = 'succeeded'"
             " GROUP BY payment_id HAVING count(*) > 1) AS twice"
         )
         attempts = await payments.fetchval("SELECT count(*) FROM payment_attempts")
+        # Where each payment's time went: from invoice_finalized recorded to its attempt
+        # stored (waiting for the collector), then to the outcome recorded (the charge).
+        timings = await payments.fetch(
+            "SELECT extract(epoch FROM a.create_time - p.create_time) AS waited,"
+            " extract(epoch FROM p.update_time - a.create_time) AS charged"
+            " FROM payments p JOIN payment_attempts a ON a.payment_id = p.id"
+        )
     finally:
         await invoicing.close()
         await payments.close()
@@ -337,6 +353,21 @@ async def collect(stack: Stack, http: httpx.AsyncClient, server: StripeServer, c
         flush=True,
     )
     print(cpu_report(cpu_before, cpu_after, marks["paid"] - t0, count), flush=True)
+    waited, charged = [float(t["waited"]) for t in timings], [float(t["charged"]) for t in timings]
+    assert published is not None
+    print(
+        f"invoicing published the {count} invoice_finalized within {float(published[0]):.1f} s of the first stored; "
+        f"payments recorded them (one at a time, in order) over {float(recorded):.1f} s",
+        flush=True,
+    )
+    print(
+        f"per payment: invoice_finalized recorded -> attempt stored (waiting for the collector) "
+        f"p50 {percentile(waited, 50):.1f} s, p99 {percentile(waited, 99):.1f} s; attempt stored -> outcome recorded "
+        f"(the charge: Stripe called between two transactions) p50 {1000 * percentile(charged, 50):.0f} ms, "
+        f"p99 {1000 * percentile(charged, 99):.0f} ms; charges in flight on average "
+        f"{sum(charged) / took:.1f} (the collector allows {COLLECTOR_CONCURRENCY})",
+        flush=True,
+    )
 
     page = await server.client().v1.payment_intents.list_async(params={"limit": 100})
     intents = [intent.to_dict() async for intent in page.auto_paging_iter()]
@@ -448,7 +479,7 @@ async def webhooks(
         flush=True,
     )
     report("webhook, first delivery", latencies)
-    print(cpu_report(before, after, took, len(latencies)).replace("invoice", "event"), flush=True)
+    print(cpu_report(before, after, took, len(latencies), "event"), flush=True)
     if not received:
         raise SystemExit("FAILED: no webhook was received")
 
@@ -465,7 +496,7 @@ async def webhooks(
         flush=True,
     )
     report("webhook, duplicate", latencies)
-    print(cpu_report(before, after, took, len(latencies)).replace("invoice", "event"), flush=True)
+    print(cpu_report(before, after, took, len(latencies), "event"), flush=True)
 
 
 async def intents_alone(server: StripeServer, made: list[tuple[str, str]], concurrency: int, seconds: float) -> None:

@@ -522,15 +522,19 @@ async def intents_alone(server: StripeServer, made: list[tuple[str, str]], concu
             await client.v1.payment_intents.create_async(params=params)
             latencies.append(time.perf_counter() - t)
 
+    pids = {"stripe": server.process.pid, "bench (the SDK client)": os.getpid()}
+    before = cpu_seconds(pids)
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     took = time.perf_counter() - t0
+    after = cpu_seconds(pids)
     print(
         f"STRIPE ALONE ({server.kind}, {len(made)} customers with a card stored): {len(latencies)} PaymentIntents "
         f"created directly with the SDK, {concurrency} at once, in {took:.1f} s = {len(latencies) / took:.1f}/s "
         f"(p50 {1000 * percentile(latencies, 50):.0f} ms, p99 {1000 * percentile(latencies, 99):.0f} ms)",
         flush=True,
     )
+    print(cpu_report(before, after, took, len(latencies), "PaymentIntent"), flush=True)
 
 
 async def run(

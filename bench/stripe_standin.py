@@ -4,13 +4,14 @@ endpoints automatic collection calls, in memory, in its own process
 
 Why not localstripe: it pickles its whole store to /tmp/localstripe.pickle
 on every object it stores and again after every POST, so each write costs
-time proportional to everything stored before (0.25 s at 10,000 customers
-with a card) and a run of N charges costs O(N^2): measured on this machine,
-PaymentIntents fall from 5/s to 4/s between 500 and 1,000 customers, and
-10,000 would take hours. The bench still measures localstripe (its own
-PaymentIntent rate, and the whole scenario with `--stripe localstripe` at a
-small N), and runs the 10,000 against this stand-in, whose own rate it
-prints next to bxb's, so the figure is bxb's.
+time proportional to everything stored before (0.25 s of pickling alone at
+10,000 customers with a card), and N charges cost O(N^2): measured here,
+customers with a card fall from about 40/s to 9/s over the first 1,000, and
+PaymentIntents run at 2 to 8/s with 1,000 customers stored (p50 1.8 to 7 s
+at 16 at once); 10,000 would take hours, all of them localstripe's. The
+bench still measures localstripe (its own rates, and the whole scenario
+with `--stripe localstripe` at a small N), and runs the N against this
+stand-in, whose own rate it prints next to bxb's, so the figure is bxb's.
 
 Served, as Stripe answers them (the fields bxb reads): customers (create,
 retrieve), card payment methods (create, retrieve, attach), PaymentIntents

@@ -11,14 +11,22 @@ through the gateway over real HTTP on loopback (client on the same machine):
 - `readers`: 200 concurrent readers (invoice listings, price calculations)
   alone and while batches are ingested at full speed (`--readers`,
   `--seconds`, `--customers`, `--batch-concurrency`);
+- `collection`: automatic collection through Stripe of N finalized invoices
+  (`--invoices`): time, invoices/s, PaymentIntents counted at Stripe's side
+  (exactly N); then Stripe webhooks in (`--webhook-concurrency`,
+  `--seconds`), first deliveries and duplicates; and Stripe's own
+  PaymentIntent rate (`--stripe standin|localstripe`, see
+  bench/stripe_standin.py; `--stripe-latency-ms`, `--localstripe-customers`);
 - `metering`: batch ingestion throughput (POST /v1/events/batch until usage
   counts every event), single-event latency, event-to-billable latency,
   POST /v1/usage/compute over 10M stored events, and the metering process's
   peak memory.
 
-Usage: python -m bench [ingest|pricing|metering|billing|readers|all] [--rate 200] [--seconds 10] [--events 1000000]
+Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|all] [--rate 200] [--seconds 10] [--events 1000000]
        [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
+       [--invoices 10000] [--webhook-concurrency 16] [--stripe standin] [--stripe-latency-ms 0]
+       [--localstripe-customers 1000]
 """
 
 from __future__ import annotations
@@ -26,14 +34,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import billing, ingest_and_invoices, metering, pricing, readers
+from bench import billing, collection, ingest_and_invoices, metering, pricing, readers
 from bench.common import running_stack
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "scenario", nargs="?", default="all", choices=["ingest", "pricing", "metering", "billing", "readers", "all"]
+        "scenario",
+        nargs="?",
+        default="all",
+        choices=["ingest", "pricing", "metering", "billing", "readers", "collection", "all"],
     )
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
@@ -52,6 +63,17 @@ async def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=10_000, help="billing: subscriptions to close")
     parser.add_argument("--events-per-subscription", type=int, default=10, help="billing: events of each")
     parser.add_argument("--readers", type=int, default=200, help="readers: concurrent readers")
+    parser.add_argument("--invoices", type=int, default=10_000, help="collection: finalized invoices to collect")
+    parser.add_argument("--webhook-concurrency", type=int, default=16, help="collection: webhooks in flight")
+    parser.add_argument(
+        "--stripe", choices=["standin", "localstripe"], default="standin", help="collection: the Stripe bxb calls"
+    )
+    parser.add_argument(
+        "--stripe-latency-ms", type=float, default=0, help="collection: the stand-in's time per PaymentIntent"
+    )
+    parser.add_argument(
+        "--localstripe-customers", type=int, default=1000, help="collection: localstripe's reference size (0: none)"
+    )
     args = parser.parse_args()
     if args.scenario in ("ingest", "all"):
         async with running_stack() as (_, http):
@@ -66,6 +88,12 @@ async def main() -> None:
         async with running_stack() as (stack, http):
             catalog = stack.env["BXB_CATALOG_ADDRESS"]
             await readers.run(http, catalog, args.readers, args.seconds, args.customers, args.batch_concurrency)
+    if args.scenario in ("collection", "all"):
+        with collection.stripe_server(args.stripe, args.stripe_latency_ms) as server:
+            async with running_stack(**collection.settings(server)) as (stack, http):
+                await collection.run(stack, http, server, args.invoices, args.webhook_concurrency, args.seconds)
+        if args.stripe == "standin" and args.localstripe_customers:
+            await collection.localstripe_reference(args.localstripe_customers, args.seconds)
     if args.scenario in ("metering", "all"):
         options = metering.Options(
             rate=args.rate,

@@ -29,9 +29,10 @@ class Connection:
         """The status and body of a POST answered on this connection."""
         return await self.request("POST", path, body)
 
-    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-        """The status and body of a request answered on this connection."""
-        head = f"{method} {path} HTTP/1.1\r\n{self._head}Content-Length: {len(body)}\r\n\r\n"
+    async def request(self, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+        """The status and body of a request answered on this connection;
+        `headers` are more header lines, each ending with CRLF."""
+        head = f"{method} {path} HTTP/1.1\r\n{self._head}{headers}Content-Length: {len(body)}\r\n\r\n"
         self._writer.write(head.encode() + body)
         reply = await self._reader.readuntil(b"\r\n\r\n")
         lines = reply.split(b"\r\n")

@@ -8,8 +8,10 @@ payments, oldest first, and charges them concurrently, within a bound
 payment's lock that the charge is still due: two replicas sweeping the same
 payment charge it once. A payment its charge cannot be made for (no method,
 no provider, the invoice voided) leaves collection, unless it was
-rescheduled meanwhile; a dependency that is down leaves it due for the next
-sweep. While a customer disputes a charge, its dunning retries wait. Woken at once by invoice_finalized and by a test clock moving.
+rescheduled meanwhile; a dependency that is down, or a customer still being
+linked at Stripe, leaves it due for the next sweep. While a customer
+disputes a charge, its dunning retries wait. Woken at once by
+invoice_finalized and by a test clock moving.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from services.payments.charging import Charging
 from services.payments.models import PAYMENT_DISPUTED, PAYMENT_FAILED, PAYMENT_PENDING, Payment, TestClock
 
 log = logging.getLogger("bxb.payments.collection")
+# Refusals that pass: the charge is tried again on the next sweep rather than dropped.
+WAITING = frozenset({"PROVIDER_CUSTOMER_PENDING"})
 
 
 class Collector:
@@ -98,6 +102,9 @@ class Collector:
         except Unavailable as error:  # the next sweep tries again
             log.warning("payment %s: not collected now: %s", payment_id, error.message)
         except DomainError as error:
+            if error.reason in WAITING:  # its customer is still being linked at Stripe: the next sweep tries again
+                log.info("payment %s: not collected yet: %s", payment_id, error.message)
+                return
             log.info("payment %s leaves automatic collection: %s", payment_id, error.message)
             await self._unschedule(payment_id, due)
 

@@ -292,6 +292,7 @@ async def test_a_customer_without_a_method_leaves_collection_and_without_a_campa
     stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
 ):
     h = tenant.http
+    await tenant.connect_stripe()
     clock = await setup(h)
     customer = {"id": "cust_acme", "test_clock_id": clock, "billing": {"provider": "stripe"}}
     assert (await h.post("/v1/customers", json=customer)).status_code == 201
@@ -383,3 +384,34 @@ async def test_a_sweep_keeps_what_a_dependency_down_left_due_and_survives_a_data
     await closed.dispose()
     async with payments_db.sessions() as session:
         assert (await session.execute(select(PaymentAttempt).where(PaymentAttempt.payment_id == due))).first() is None
+
+
+async def test_an_invoice_finalized_before_its_customer_is_linked_is_collected_once_it_is(
+    stack: Stack, tenant: Tenant, localstripe: LocalStripe, payments_db: PaymentsDb
+):
+    h = tenant.http
+    clock = await setup(h)  # no Stripe account connected yet: the customer waits to be linked
+    stripe_customer, method = await localstripe.customer_with_card(GOOD_CARD)
+    customer = {
+        "id": "cust_acme",
+        "test_clock_id": clock,
+        "billing": {"provider": "stripe", "provider_customer_id": stripe_customer},
+        "payment_method": {"provider_customer_id": stripe_customer, "provider_payment_method": method},
+    }
+    assert (await h.post("/v1/customers", json=customer)).status_code == 201
+    assert (await h.post("/v1/subscriptions", json={"customer_id": "cust_acme", "plan_code": "pro"})).status_code == 201
+    await advance(tenant, clock, "2025-02-01T00:00:00Z")
+    invoice = await january(tenant)
+
+    async def scheduled():
+        payment = await payments_db.payment(invoice["id"])
+        assert (payment.status, payment.attempt_count) == ("PAYMENT_STATUS_PENDING", 0)
+        assert payment.next_attempt_time is not None  # still due: its customer is only waiting
+        return payment
+
+    await eventually(scheduled)
+    await advance(tenant, clock, "2025-02-01T01:00:00Z")  # a sweep meets the customer still pending
+    await scheduled()
+    await tenant.connect_stripe()  # its customer is linked, its card saved: the next sweep charges it
+    await waits(payments_db, invoice["id"], "PAYMENT_STATUS_SUCCEEDED", 1)
+    assert len(await localstripe.intents_of(stripe_customer)) == 1

@@ -151,9 +151,11 @@ async def test_a_declined_card_is_dunned_on_its_clock_and_emailed_until_uncollec
     assert len(await localstripe.intents_of(stripe_customer)) == 4
 
     async def emailed():
-        # One email per decline (the last says it was given up on), to the customer.
+        # An email per decline still current when its email goes (the clock jumped over two retry days at once,
+        # so the first of those may be superseded before it is emailed), the last saying it was given up on.
         mine = [m for m in mailbox.messages[sent:] if "billing@acme.test" in m["To"]]
-        assert len(mine) == 4
+        assert len(mine) in (3, 4)
+        assert mine[-1]["Subject"].startswith("Payment could not be collected")
 
     await eventually(emailed, timeout=20)
     # Nothing charges it again, however far the clock goes.

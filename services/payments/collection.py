@@ -17,7 +17,6 @@ invoice_finalized and by a test clock moving.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 from typing import cast
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from services.common.errors import DomainError, Unavailable
+from services.common.worker import Worker
 from services.payments.charging import Charging
 from services.payments.models import PAYMENT_DISPUTED, PAYMENT_FAILED, PAYMENT_PENDING, Payment, TestClock
 
@@ -35,7 +35,7 @@ log = logging.getLogger("bxb.payments.collection")
 WAITING = frozenset({"PROVIDER_CUSTOMER_PENDING"})
 
 
-class Collector:
+class Collector(Worker):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -44,16 +44,17 @@ class Collector:
         concurrency: int = 16,
         batch: int = 200,
     ):
+        super().__init__(
+            "payments-collection", interval, self._more, log, "collection sweep failed; retrying on the next tick"
+        )
         self.sessions = sessions
         self.charging = charging
-        self.interval = interval  # seconds between sweeps when nothing wakes it
         self.concurrency = concurrency  # charges at the provider at once
         self.batch = batch  # payments taken per sweep
-        self._woken = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        self._woken.set()
+    async def _more(self) -> bool:
+        """One sweep; whether it was full (more may be due)."""
+        return await self.sweep() >= self.batch
 
     async def due(self) -> list[tuple[str, datetime]]:
         """Due payments (id, the time they were due), oldest first."""
@@ -116,22 +117,3 @@ class Collector:
                 .where(Payment.id == payment_id, Payment.next_attempt_time == due)
                 .values(next_attempt_time=None)
             )
-
-    async def _loop(self) -> None:
-        while True:
-            self._woken.clear()
-            try:
-                if await self.sweep() >= self.batch:
-                    continue  # more are due
-            except Exception:
-                log.exception("collection sweep failed; retrying on the next tick")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="payments-collection")
-
-    async def stop(self) -> None:
-        assert self._task is not None  # stopped only once started
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)

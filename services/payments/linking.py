@@ -29,7 +29,6 @@ recorded, an account connected) and every `poll` seconds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.common.errors import DomainError
 from services.common.timestamps import utcnow
+from services.common.worker import Worker
 from services.payments import stripe_customers
 from services.payments.accounts import StripeAccounts
 from services.payments.methods import lock_customer, save
@@ -75,7 +75,7 @@ class Linked:
     card: Card | None = None  # the creation's payment method, when saved
 
 
-class Linker:
+class Linker(Worker):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -85,6 +85,9 @@ class Linker:
         poll: float = 5.0,
         max_backoff: float = 600.0,
     ):
+        super().__init__(
+            "payments-linker", poll, self._more, log, "linking customers failed; retrying on the next tick"
+        )
         self.sessions = sessions
         self.accounts = accounts
         self.batch = batch  # customers claimed at once
@@ -94,11 +97,10 @@ class Linker:
         # A claim outlives the batch's calls: each customer's within one Stripe deadline, `concurrency` at once.
         rounds = -(-batch // concurrency)
         self.lease = timedelta(seconds=accounts.timeout * rounds + LEASE_MARGIN_SECONDS)
-        self._woken = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        self._woken.set()
+    async def _more(self) -> bool:
+        """Links one batch; whether it was full (more may be due)."""
+        return await self.run_once() == self.batch
 
     async def _claim(self) -> list[Job]:
         now = utcnow()
@@ -222,22 +224,3 @@ class Linker:
                 await save(
                     session, job.org, job.customer_id, outcome.stripe_customer, job.payment_method, outcome.card, False
                 )
-
-    async def _loop(self) -> None:
-        while True:
-            self._woken.clear()
-            try:
-                while await self.run_once() == self.batch:
-                    pass  # more may be due
-            except Exception:
-                log.exception("linking customers failed; retrying on the next tick")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self.poll)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="payments-linker")
-
-    async def stop(self) -> None:
-        assert self._task is not None  # stopped only once started
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)

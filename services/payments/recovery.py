@@ -9,21 +9,27 @@ made, with its own idempotency key and request, as it was asked to be.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from services.common.errors import DomainError
+from services.common.worker import Worker
 from services.payments import attempts
 from services.payments.charging import Charging
 
 log = logging.getLogger("bxb.payments.recovery")
 
 
-class Recovery:
+class Recovery(Worker):
     def __init__(self, charging: Charging, interval: float):
+        super().__init__(
+            "payments-recovery", interval, self._more, log, "recovery sweep failed; retrying on the next tick"
+        )
         self.charging = charging
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
+
+    async def _more(self) -> bool:
+        """One sweep of every abandoned attempt: nothing more waits after it."""
+        await self.sweep()
+        return False
 
     async def sweep(self) -> None:
         for payment_id in await attempts.abandoned(self.charging.sessions, self.charging.stale_after):
@@ -31,19 +37,3 @@ class Recovery:
                 await self.charging.resume(payment_id)
             except DomainError as error:  # still unknown, or refused: the next sweep tries again
                 log.warning("payment %s: its abandoned attempt stays open: %s", payment_id, error.message)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("recovery sweep failed; retrying on the next tick")
-            await asyncio.sleep(self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="payments-recovery")
-
-    async def stop(self) -> None:
-        assert self._task is not None  # stopped only once started
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)

@@ -21,7 +21,6 @@ The loop runs every `interval`, and at once when a refund is recorded (wake).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.common import outbox
 from services.common.errors import DomainError
 from services.common.timestamps import utcnow
+from services.common.worker import Worker
 from services.payments.accounts import StripeAccounts
 from services.payments.models import REFUND_FAILED, REFUND_PENDING, REFUND_SUCCEEDED, Payment, Refund
 from services.payments.refunds import tally
@@ -54,7 +54,7 @@ class RefundClaim:
     request: RefundRequest
 
 
-class Refunder:
+class Refunder(Worker):
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -66,19 +66,18 @@ class Refunder:
         pending_poll: float = 3600.0,
         batch: int = 20,
     ):
+        super().__init__("payments-refunder", interval, self._more, log, "refunder failed; retrying on the next tick")
         self.sessions = sessions
         self.relay = relay  # publishes payment_updated
         self.accounts = accounts  # each organization's Stripe account
-        self.interval = interval  # seconds between looks for due refunds
         self.lease = timedelta(seconds=stale_after)  # Stripe's deadline plus a margin
         self.retry_after = timedelta(seconds=retry_after)
         self.pending_poll = timedelta(seconds=pending_poll)
         self.batch = batch  # refunds sent together
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def wake(self) -> None:
-        self._wake.set()
+    async def _more(self) -> bool:
+        """Sends one batch; whether it was full (more may be due)."""
+        return await self.run_once() == self.batch
 
     async def run_once(self) -> int:
         """Sends the refunds due now (a batch of them, concurrently); how many."""
@@ -136,22 +135,3 @@ class Refunder:
                 wait = self.pending_poll if outcome.status == PENDING else self.retry_after
                 refund.next_attempt_time = utcnow() + wait
         self.relay.wake()
-
-    async def _loop(self) -> None:
-        while True:
-            self._wake.clear()
-            try:
-                while await self.run_once() == self.batch:
-                    pass  # more are due
-            except Exception:
-                log.exception("refunder failed; retrying on the next tick")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="payments-refunder")
-
-    async def stop(self) -> None:
-        assert self._task is not None  # stopped only once started
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)

@@ -12,7 +12,6 @@ instead of charging (charging.Charging._run). A session made but not stored
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import stripe
@@ -20,6 +19,7 @@ from stripe.params.checkout import SessionCreateParams
 
 from services.common.errors import Unavailable
 from services.payments.accounts import StripeAccounts
+from services.payments.stripe_charges import Unreachable
 
 COMPLETE = "complete"
 
@@ -70,11 +70,11 @@ class PaymentLinks:
         key = f"bxb-link-{request.payment_id}-{request.attempt_count}"
         charges = await self.accounts.charges(request.organization_id)
         try:
-            async with asyncio.timeout(charges.timeout):
+            async with charges.answering():
                 session = await charges.client.v1.checkout.sessions.create_async(
                     params=params, options={"idempotency_key": key}
                 )
-        except (TimeoutError, stripe.StripeError) as error:
+        except Unreachable as error:
             raise Unavailable(f"Stripe could not make the payment link: {error}") from None
         return session.id, str(session.url or "")
 
@@ -84,14 +84,15 @@ class PaymentLinks:
         charges = await self.accounts.charges(org)
         sessions = charges.client.v1.checkout.sessions
         try:
-            async with asyncio.timeout(charges.timeout):
+            async with charges.answering():
                 try:
                     await sessions.expire_async(link_id)
                     return ""
                 except stripe.InvalidRequestError:  # not open: paid, or expired before
                     found = await sessions.retrieve_async(link_id)
-        except (TimeoutError, stripe.StripeError) as error:
+        except Unreachable as error:
             raise Unavailable(f"the payment link could not be closed at Stripe: {error}") from None
         intent = found.payment_intent
-        paid = found.status == COMPLETE and intent is not None
-        return (intent if isinstance(intent, str) else intent.id) if paid and intent is not None else ""
+        if found.status != COMPLETE or intent is None:
+            return ""
+        return intent if isinstance(intent, str) else intent.id

@@ -30,6 +30,8 @@ side or did not answer in time: nothing is known.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -116,12 +118,20 @@ class StripeCharges:
     async def settle(self, request: IntentRequest, intent_id: str = "", sent: bool = False) -> Outcome:
         """The attempt's outcome: its intent read back (`intent_id`), else the
         one found for it when it may have been `sent` before, else a new one."""
+        async with self.answering():
+            if intent_id:
+                return outcome_of(await self.client.v1.payment_intents.retrieve_async(intent_id))
+            found = await self._find(request) if sent else None
+            return found or await self._create(request)
+
+    @contextlib.asynccontextmanager
+    async def answering(self) -> AsyncIterator[None]:
+        """Requests to Stripe within this account's one deadline: Stripe silent
+        past it, unreachable or failing (an error the requests did not answer
+        themselves) is Unreachable, their outcome unknown."""
         try:
             async with asyncio.timeout(self.timeout):
-                if intent_id:
-                    return outcome_of(await self.client.v1.payment_intents.retrieve_async(intent_id))
-                found = await self._find(request) if sent else None
-                return found or await self._create(request)
+                yield
         except TimeoutError:
             raise Unreachable(f"Stripe did not answer within {self.timeout:g} s") from None
         except stripe.StripeError as error:

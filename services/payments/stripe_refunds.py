@@ -21,13 +21,12 @@ could not be reached, failed on its side or did not answer in time.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 import stripe
 from stripe.params import RefundCreateParams, RefundListParams
 
-from services.payments.stripe_charges import StripeCharges, Unreachable
+from services.payments.stripe_charges import StripeCharges
 
 SUCCEEDED, FAILED, PENDING = "succeeded", "failed", "pending"
 
@@ -67,16 +66,11 @@ async def settle_refund(
 ) -> RefundOutcome:
     """The refund's outcome: its Stripe refund read back (`refund_id`), else
     the one found for it when it may have been `sent` before, else a new one."""
-    try:
-        async with asyncio.timeout(account.timeout):
-            if refund_id:
-                return refund_outcome(await account.client.v1.refunds.retrieve_async(refund_id))
-            found = await _find(account, request) if sent else None
-            return found or await _create(account, request)
-    except TimeoutError:
-        raise Unreachable(f"Stripe did not answer within {account.timeout:g} s") from None
-    except stripe.StripeError as error:
-        raise Unreachable(f"Stripe could not be reached: {error.user_message or error}") from None
+    async with account.answering():  # Unreachable when Stripe is silent, unreached or failing
+        if refund_id:
+            return refund_outcome(await account.client.v1.refunds.retrieve_async(refund_id))
+        found = await _find(account, request) if sent else None
+        return found or await _create(account, request)
 
 
 async def _find(account: StripeCharges, request: RefundRequest) -> RefundOutcome | None:

@@ -222,6 +222,17 @@ async def test_payment_links_stripe_cannot_make_or_close_are_unavailable(stripe_
         await links.close("org_default", "cs_test_unknown")
 
 
+async def test_closing_a_link_twice_finds_it_expired_and_unpaid(stripe_double: StripeDouble, localstripe: LocalStripe):
+    links = PaymentLinks(StripeAccounts(None, stripe_double.url, 5, default_api_key=LocalStripe.api_key))
+    payment = Payment(id=new_id("pay"), organization_id="org_default", invoice_id="inv_x", attempt_count=1)
+    customer, _ = await localstripe.customer_with_card()
+    link_id, url = await links.create(link_request(payment, customer))
+    assert url.endswith(link_id)
+    assert await links.close("org_default", link_id) == ""  # expired now
+    # Closed again (another replica, a retry): Stripe refuses to expire it, and it was never paid.
+    assert await links.close("org_default", link_id) == ""
+
+
 def notices_of(payments_db: PaymentsDb, invoicing: peers.Invoicing, return_url: str = PAYMENT_RETURN_URL) -> Notices:
     """The payment notices as another payments process sends them."""
     charging = payments_db.charging()

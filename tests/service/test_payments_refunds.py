@@ -397,7 +397,8 @@ async def test_a_refund_stripe_has_not_finished_is_read_back_later(refunds_db: R
         return pending
 
     refunds = SimpleNamespace(create_async=create_async)
-    account = SimpleNamespace(timeout=5.0, client=SimpleNamespace(v1=SimpleNamespace(refunds=refunds)))
+    account = StripeCharges(LocalStripe.api_key, timeout=5.0)  # a Stripe that answers a refund still pending
+    account.client = SimpleNamespace(v1=SimpleNamespace(refunds=refunds))
     waiting = Refunder(refunds_db.sessions, refunds_db.relay, OneAccount(account), pending_poll=3600)
     assert await waiting.run_once() == 1
     [refund] = await refunds_db.rows(payment)

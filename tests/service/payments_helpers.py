@@ -27,8 +27,12 @@ class PaymentsDb:
             return list((await session.execute(query.order_by(PaymentAttempt.create_time))).scalars())
 
     async def payment(self, invoice_id: str) -> Payment:
+        """The invoice's payment; an AssertionError (which `eventually` waits out) until payments has recorded it."""
         async with self.sessions() as session:
-            return (await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))).scalar_one()
+            found = await session.execute(select(Payment).where(Payment.invoice_id == invoice_id))
+        payment = found.scalar_one_or_none()
+        assert payment is not None, f"payments has no payment of {invoice_id} yet"
+        return payment
 
     def charging(self, stripe_url: str = "", accounts: StripeAccounts | None = None, **options) -> Charging:
         """Charging as another payments process does it, with each

@@ -13,23 +13,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.common import clock_times
 from services.common.errors import Unavailable
 from services.invoicing.models import Subscription, TestClock
 
 
 async def advance(session: AsyncSession, org: str, clock_id: str, frozen_time: datetime) -> None:
     """Records the clock's time, unless it knows a later one."""
-    statement = insert(TestClock).values(id=clock_id, organization_id=org, frozen_time=frozen_time)
-    statement = statement.on_conflict_do_update(
-        index_elements=[TestClock.id],
-        set_={"frozen_time": func.greatest(TestClock.frozen_time, statement.excluded.frozen_time)},
-        where=TestClock.organization_id == org,
-    )
-    await session.execute(statement)
+    await clock_times.advance(session, TestClock, org, clock_id, frozen_time)
 
 
 async def times(session: AsyncSession, subscriptions: Iterable[Subscription]) -> dict[str, datetime]:

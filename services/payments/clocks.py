@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import events_pb2
+from services.common import clock_times
 from services.common.timestamps import from_proto, utcnow
 from services.payments.models import TestClock
 
@@ -39,13 +39,7 @@ class Clocks:
 
     async def advanced(self, payload: bytes) -> None:
         clock = events_pb2.TestClockAdvanced.FromString(payload)
-        org, frozen = clock.organization_id, from_proto(clock.test_clock.frozen_time)
-        statement = insert(TestClock).values(id=clock.test_clock.id, organization_id=org, frozen_time=frozen)
-        statement = statement.on_conflict_do_update(
-            index_elements=[TestClock.id],
-            set_={"frozen_time": func.greatest(TestClock.frozen_time, statement.excluded.frozen_time)},
-            where=TestClock.organization_id == org,
-        )
+        frozen = from_proto(clock.test_clock.frozen_time)
         async with self.sessions() as session, session.begin():
-            await session.execute(statement)
+            await clock_times.advance(session, TestClock, clock.organization_id, clock.test_clock.id, frozen)
         self.moved()

@@ -16,9 +16,12 @@ from services.common import currencies, outbox, pagination, tenancy
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound
 from services.common.grpc_server import Context
 from services.common.ids import new_id
-from services.common.timestamps import to_proto
+from services.common.timestamps import to_proto, utcnow
 
 CUSTOMER_CREATED = "bxb.catalog.v1.customer_created"
+CUSTOMER_UPDATED = "bxb.catalog.v1.customer_updated"
+# What UpdateCustomer changes; the billing provider and clock are chosen once.
+UPDATABLE = ("name", "email", "tax_codes", "invoice_grace_period_days")
 PROVIDERS = ("stripe",)
 MAX_GRACE_DAYS = 365
 
@@ -119,6 +122,41 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
                 payment_method=method if request.HasField("payment_method") else None,
             )
             await outbox.enqueue(session, Outbox, CUSTOMER_CREATED, event)
+        self.relay.wake()
+        return result
+
+    async def UpdateCustomer(self, request: pb.UpdateCustomerRequest, context: Context) -> pb.Customer:
+        """Applies the fields update_mask names and announces customer_updated."""
+        org = tenancy.organization_id()
+        spec, paths = request.customer, list(dict.fromkeys(request.update_mask.paths))
+        wrong = [path for path in paths if path not in UPDATABLE]
+        if not paths or wrong:
+            raise InvalidArgument(f"update_mask must name fields among: {', '.join(UPDATABLE)}", field="update_mask")
+        changes: dict[str, object] = {}
+        if "name" in paths:
+            changes["name"] = validation.text(spec.name, "customer.name")
+        if "email" in paths:
+            changes["email"] = validation.text(spec.email, "customer.email", 320)
+        if "invoice_grace_period_days" in paths:
+            if not 0 <= spec.invoice_grace_period_days <= MAX_GRACE_DAYS:
+                raise InvalidArgument(
+                    f"customer.invoice_grace_period_days must be between 0 and {MAX_GRACE_DAYS} days",
+                    field="customer.invoice_grace_period_days",
+                )
+            changes["invoice_grace_period_days"] = spec.invoice_grace_period_days
+        async with self.sessions() as session, session.begin():
+            customer = await session.get(Customer, (org, spec.id), with_for_update=True)
+            if customer is None:
+                raise NotFound(f"customer {spec.id!r} not found", field="customer.id")
+            if "tax_codes" in paths:
+                changes["tax_codes"] = await taxes.check_codes(session, org, spec.tax_codes)
+            for name, value in changes.items():
+                setattr(customer, name, value)
+            result = customer_proto(customer)
+            event = events_pb2.CustomerUpdated(
+                event_id=new_id("evt"), organization_id=org, occur_time=to_proto(utcnow()), customer=result
+            )
+            await outbox.enqueue(session, Outbox, CUSTOMER_UPDATED, event)
         self.relay.wake()
         return result
 

@@ -19,6 +19,17 @@ def env_float(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_floats(name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    """A comma-separated list of numbers, for example "5,300,1800"."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return tuple(float(item) for item in raw.split(","))
+    except ValueError:
+        raise SystemExit(f"{name} must be numbers separated by commas, got {raw!r}") from None
+
+
 def grpc_address(service: str, default_port: int) -> str:
     """Where a service listens: BXB_<SERVICE>_ADDRESS, default 127.0.0.1:<port>."""
     return env_str(f"BXB_{service.upper()}_ADDRESS", f"127.0.0.1:{default_port}")

@@ -10,10 +10,12 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -321,3 +323,165 @@ Index(
     PaymentAttempt.provider_payment_id,
     postgresql_where=text("provider_payment_id <> ''"),
 )
+
+
+class Announcement(Base):
+    """A public event (the catalog in services/payments/event_catalog.py) as
+    sent to webhook endpoints and analytics tools: its body is rendered once,
+    so every attempt and replay sends the very same bytes under one id."""
+
+    __tablename__ = "announcements"
+    __table_args__ = (UniqueConstraint("organization_id", "source_key"),)
+
+    # "evt_...": the `webhook-id` receivers deduplicate on.
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Its place among all announcements: deliveries of one customer go in this order.
+    sequence: Mapped[int] = mapped_column(BigInteger, Identity(), unique=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(100))
+    # The customer it concerns (deliveries are ordered per customer); "" for none.
+    customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # What it was made from (a domain event's id and the type), so a
+    # redelivered domain event announces nothing twice.
+    source_key: Mapped[str] = mapped_column(String(300))
+    occur_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # The JSON body sent: {"type", "timestamp", "data"}.
+    payload: Mapped[str] = mapped_column(Text)
+    # For a resync's history: the resync it belongs to (sent to its integration only).
+    resync_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WebhookEndpoint(Base):
+    """An organization's URL receiving its announcements, with its signing
+    secrets sealed (the previous one signs beside it until it expires)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64), index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    event_types: Mapped[list[str]] = mapped_column(ARRAY(String(100)), default=list, server_default="{}")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    secret_sealed: Mapped[str] = mapped_column(String(2000))
+    previous_secret_sealed: Mapped[str] = mapped_column(String(2000), default="", server_default="")
+    previous_secret_expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    disabled_reason: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    failing_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Integration(Base):
+    """An organization's account at a revenue-analytics tool (chartmogul,
+    baremetrics, profitwell): its API key sealed, where its data lives there."""
+
+    __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("organization_id", "provider"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(32))
+    api_key_sealed: Mapped[str] = mapped_column(String(2000))
+    api_key_hint: Mapped[str] = mapped_column(String(40))
+    # ChartMogul's data source uuid, Baremetrics' source id; "" for ProfitWell.
+    data_source_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    last_sync_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    last_error_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# A delivery's status: bxb.payments.v1.DeliveryStatus names.
+DELIVERY_PENDING, DELIVERY_SUCCEEDED = "DELIVERY_STATUS_PENDING", "DELIVERY_STATUS_SUCCEEDED"
+DELIVERY_FAILED, DELIVERY_CANCELED = "DELIVERY_STATUS_FAILED", "DELIVERY_STATUS_CANCELED"
+
+
+class Delivery(Base):
+    """One announcement on its way to one sink: a webhook endpoint
+    (endpoint_id) or an analytics integration (integration_id). Each sink is
+    its own queue: a delivery waits only for the sink's earlier deliveries
+    of the same customer, never for another sink's."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    announcement_id: Mapped[str] = mapped_column(String(64), ForeignKey("announcements.id"), index=True)
+    # The sink: exactly one of the two is set.
+    endpoint_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), nullable=True
+    )
+    integration_id: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("integrations.id", ondelete="CASCADE"), nullable=True
+    )
+    # The sink's id (endpoint_id or integration_id) and the announcement's
+    # customer and sequence, copied so the queue is read from one index.
+    sink_id: Mapped[str] = mapped_column(String(64))
+    customer_id: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # A sender working on it until then: another replica leaves it alone meanwhile.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_status_code: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    replay_of: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    resync_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finish_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+# The queues: each sink's pending deliveries per customer in order.
+Index(
+    "ix_deliveries_pending",
+    Delivery.sink_id,
+    Delivery.customer_id,
+    Delivery.sequence,
+    postgresql_where=text("status = 'DELIVERY_STATUS_PENDING'"),
+)
+Index("ix_deliveries_sink", Delivery.sink_id, Delivery.create_time)
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery: what the receiver answered, how fast."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), ForeignKey("deliveries.id", ondelete="CASCADE"), index=True)
+    attempt_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    status_code: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    response_snippet: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    error: Mapped[str] = mapped_column(String(1000), default="", server_default="")
+    succeeded: Mapped[bool] = mapped_column(Boolean)
+
+
+# A resync's state: bxb.payments.v1.ResyncState names.
+RESYNC_GATHERING, RESYNC_SENDING, RESYNC_DONE = (
+    "RESYNC_STATE_GATHERING",
+    "RESYNC_STATE_SENDING",
+    "RESYNC_STATE_DONE",
+)
+
+
+class Resync(Base):
+    """All of an organization's history sent again to one integration."""
+
+    __tablename__ = "resyncs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    organization_id: Mapped[str] = mapped_column(String(64))
+    integration_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("integrations.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(32))
+    total_count: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Who gathers the history, since when: a lease older than that was left by a process that died.
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    finish_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

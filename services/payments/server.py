@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
@@ -44,6 +44,7 @@ from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
+from services.payments.vendors import VendorSettings
 from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -77,6 +78,20 @@ class Settings:
     refund_interval: float = 5.0
     # How often customers waiting to be linked to Stripe are looked for (besides when one is recorded).
     linking_interval: float = 5.0
+    # Outgoing webhooks and analytics sync (services/payments/sender.py): whether
+    # endpoints may name internal addresses (development and tests only); each
+    # request's deadline; the seconds after the first attempt at which each retry
+    # is due (jittered; the default spans about 27 hours); how long an endpoint
+    # fails without one success before it is disabled; the sender's sweep
+    # interval, its requests in flight per process and per sink.
+    webhooks_allow_private: bool = False
+    webhook_timeout: float = 10.0
+    retry_schedule: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+    endpoint_disable_after: float = 5 * 86400.0
+    delivery_interval: float = 1.0
+    delivery_concurrency: int = 64
+    sink_concurrency: int = 4
+    vendors: VendorSettings = field(default_factory=VendorSettings)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -95,6 +110,19 @@ class Settings:
             collection_interval=config.env_float("BXB_PAYMENTS_COLLECTION_INTERVAL_SECONDS", 5.0),
             refund_interval=config.env_float("BXB_PAYMENTS_REFUND_INTERVAL_SECONDS", 5.0),
             linking_interval=config.env_float("BXB_PAYMENTS_LINKING_INTERVAL_SECONDS", 5.0),
+            webhooks_allow_private=config.env_str("BXB_WEBHOOKS_ALLOW_PRIVATE", "") == "1",
+            webhook_timeout=config.env_float("BXB_WEBHOOKS_TIMEOUT_SECONDS", 10.0),
+            retry_schedule=config.env_floats("BXB_DELIVERY_RETRY_SCHEDULE", Settings.retry_schedule),
+            endpoint_disable_after=config.env_float("BXB_WEBHOOKS_DISABLE_AFTER_SECONDS", 5 * 86400.0),
+            delivery_interval=config.env_float("BXB_DELIVERY_INTERVAL_SECONDS", 1.0),
+            delivery_concurrency=int(config.env_float("BXB_DELIVERY_CONCURRENCY", 64)),
+            sink_concurrency=int(config.env_float("BXB_SINK_CONCURRENCY", 4)),
+            vendors=VendorSettings(
+                chartmogul_api_base=config.env_str("BXB_CHARTMOGUL_API_BASE", VendorSettings.chartmogul_api_base),
+                baremetrics_api_base=config.env_str("BXB_BAREMETRICS_API_BASE", VendorSettings.baremetrics_api_base),
+                profitwell_api_base=config.env_str("BXB_PROFITWELL_API_BASE", VendorSettings.profitwell_api_base),
+                timeout=config.env_float("BXB_INTEGRATIONS_TIMEOUT_SECONDS", 10.0),
+            ),
         )
 
 

@@ -25,10 +25,11 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x02\n\x08\x43ustomer\x12\x1c\n\x02id\x18\x01 \x01(\tB\x10\xe2\x41\x02\x02\x05\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x17\n\x05\x65mail\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc0\x02\x12\x19\n\x08\x63urrency\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12!\n\ttax_codes\x18\x07 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\n\"\x04r\x02\x18\x64\x12\"\n\rtest_clock_id\x18\x08 \x01(\tB\x0b\xe2\x41\x01\x05\xbaH\x04r\x02\x18@\x12!\n\x19invoice_grace_period_days\x18\t \x01(\x05\"\x85\x01\n\x14\x42illingConfiguration\x12\x19\n\x08provider\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12&\n\x14provider_customer_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x19\n\x0c\x61uto_collect\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0f\n\r_auto_collect\"p\n\x14PaymentMethodDetails\x12&\n\x14provider_customer_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x30\n\x17provider_payment_method\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\"\x87\x01\n\x15\x43reateCustomerRequest\x12\x30\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.CustomerB\x04\xe2\x41\x01\x02\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\".\n\x12GetCustomerRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xdc\x02\n\x0f\x43ustomerService\x12k\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/customers:\x01*\x12g\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/customers/{id}\x12s\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customersB\xa2\x01\n\x12\x63om.bxb.catalog.v1B\x0e\x43ustomersProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62xb/catalog/v1/customers.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x02\n\x08\x43ustomer\x12\x1c\n\x02id\x18\x01 \x01(\tB\x10\xe2\x41\x02\x02\x05\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\x12\x16\n\x04name\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x17\n\x05\x65mail\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc0\x02\x12\x19\n\x08\x63urrency\x18\x04 \x01(\tB\x07\xbaH\x04r\x02\x18\x03\x12\x35\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x07\x62illing\x18\x06 \x01(\x0b\x32$.bxb.catalog.v1.BillingConfiguration\x12!\n\ttax_codes\x18\x07 \x03(\tB\x0e\xbaH\x0b\x92\x01\x08\x10\n\"\x04r\x02\x18\x64\x12\"\n\rtest_clock_id\x18\x08 \x01(\tB\x0b\xe2\x41\x01\x05\xbaH\x04r\x02\x18@\x12!\n\x19invoice_grace_period_days\x18\t \x01(\x05\"\x85\x01\n\x14\x42illingConfiguration\x12\x19\n\x08provider\x18\x01 \x01(\tB\x07\xbaH\x04r\x02\x18 \x12&\n\x14provider_customer_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x19\n\x0c\x61uto_collect\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\x0f\n\r_auto_collect\"p\n\x14PaymentMethodDetails\x12&\n\x14provider_customer_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12\x30\n\x17provider_payment_method\x18\x02 \x01(\tB\x0f\xe2\x41\x01\x02\xbaH\x08r\x03\x18\xc8\x01\xc8\x01\x01\"\x87\x01\n\x15\x43reateCustomerRequest\x12\x30\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.CustomerB\x04\xe2\x41\x01\x02\x12<\n\x0epayment_method\x18\x02 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\".\n\x12GetCustomerRequest\x12\x18\n\x02id\x18\x01 \x01(\tB\x0c\xe2\x41\x01\x02\xbaH\x05r\x03\x18\xc8\x01\"=\n\x14ListCustomersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListCustomersResponse\x12+\n\tcustomers\x18\x01 \x03(\x0b\x32\x18.bxb.catalog.v1.Customer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x86\x01\n\x15UpdateCustomerRequest\x12\x36\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\x18.bxb.catalog.v1.CustomerB\n\xe2\x41\x01\x02\xbaH\x03\xc8\x01\x01\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\x32\xdf\x03\n\x0f\x43ustomerService\x12k\n\x0e\x43reateCustomer\x12%.bxb.catalog.v1.CreateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\"\x18\x82\xd3\xe4\x93\x02\x12\"\r/v1/customers:\x01*\x12g\n\x0bGetCustomer\x12\".bxb.catalog.v1.GetCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/customers/{id}\x12s\n\rListCustomers\x12$.bxb.catalog.v1.ListCustomersRequest\x1a%.bxb.catalog.v1.ListCustomersResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/customers\x12\x80\x01\n\x0eUpdateCustomer\x12%.bxb.catalog.v1.UpdateCustomerRequest\x1a\x18.bxb.catalog.v1.Customer\"-\x82\xd3\xe4\x93\x02\'2\x1b/v1/customers/{customer.id}:\x08\x63ustomerB\xa2\x01\n\x12\x63om.bxb.catalog.v1B\x0e\x43ustomersProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -62,26 +63,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATECUSTOMERREQUEST'].fields_by_name['customer']._serialized_options = b'\342A\001\002'
   _globals['_GETCUSTOMERREQUEST'].fields_by_name['id']._loaded_options = None
   _globals['_GETCUSTOMERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002\272H\005r\003\030\310\001'
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['customer']._loaded_options = None
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['customer']._serialized_options = b'\342A\001\002\272H\003\310\001\001'
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATECUSTOMERREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
   _globals['_CUSTOMERSERVICE'].methods_by_name['CreateCustomer']._loaded_options = None
   _globals['_CUSTOMERSERVICE'].methods_by_name['CreateCustomer']._serialized_options = b'\202\323\344\223\002\022\"\r/v1/customers:\001*'
   _globals['_CUSTOMERSERVICE'].methods_by_name['GetCustomer']._loaded_options = None
   _globals['_CUSTOMERSERVICE'].methods_by_name['GetCustomer']._serialized_options = b'\202\323\344\223\002\024\022\022/v1/customers/{id}'
   _globals['_CUSTOMERSERVICE'].methods_by_name['ListCustomers']._loaded_options = None
   _globals['_CUSTOMERSERVICE'].methods_by_name['ListCustomers']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/customers'
-  _globals['_CUSTOMER']._serialized_start=176
-  _globals['_CUSTOMER']._serialized_end=508
-  _globals['_BILLINGCONFIGURATION']._serialized_start=511
-  _globals['_BILLINGCONFIGURATION']._serialized_end=644
-  _globals['_PAYMENTMETHODDETAILS']._serialized_start=646
-  _globals['_PAYMENTMETHODDETAILS']._serialized_end=758
-  _globals['_CREATECUSTOMERREQUEST']._serialized_start=761
-  _globals['_CREATECUSTOMERREQUEST']._serialized_end=896
-  _globals['_GETCUSTOMERREQUEST']._serialized_start=898
-  _globals['_GETCUSTOMERREQUEST']._serialized_end=944
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=946
-  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1007
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1009
-  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1102
-  _globals['_CUSTOMERSERVICE']._serialized_start=1105
-  _globals['_CUSTOMERSERVICE']._serialized_end=1453
+  _globals['_CUSTOMERSERVICE'].methods_by_name['UpdateCustomer']._loaded_options = None
+  _globals['_CUSTOMERSERVICE'].methods_by_name['UpdateCustomer']._serialized_options = b'\202\323\344\223\002\'2\033/v1/customers/{customer.id}:\010customer'
+  _globals['_CUSTOMER']._serialized_start=210
+  _globals['_CUSTOMER']._serialized_end=542
+  _globals['_BILLINGCONFIGURATION']._serialized_start=545
+  _globals['_BILLINGCONFIGURATION']._serialized_end=678
+  _globals['_PAYMENTMETHODDETAILS']._serialized_start=680
+  _globals['_PAYMENTMETHODDETAILS']._serialized_end=792
+  _globals['_CREATECUSTOMERREQUEST']._serialized_start=795
+  _globals['_CREATECUSTOMERREQUEST']._serialized_end=930
+  _globals['_GETCUSTOMERREQUEST']._serialized_start=932
+  _globals['_GETCUSTOMERREQUEST']._serialized_end=978
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_start=980
+  _globals['_LISTCUSTOMERSREQUEST']._serialized_end=1041
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_start=1043
+  _globals['_LISTCUSTOMERSRESPONSE']._serialized_end=1136
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_start=1139
+  _globals['_UPDATECUSTOMERREQUEST']._serialized_end=1273
+  _globals['_CUSTOMERSERVICE']._serialized_start=1276
+  _globals['_CUSTOMERSERVICE']._serialized_end=1755
 # @@protoc_insertion_point(module_scope)

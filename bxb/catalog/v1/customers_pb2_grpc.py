@@ -50,6 +50,11 @@ class CustomerServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
                 _registered_method=True)
+        self.UpdateCustomer = channel.unary_unary(
+                '/bxb.catalog.v1.CustomerService/UpdateCustomer',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.UpdateCustomerRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.Customer.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -77,6 +82,13 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateCustomer(self, request, context):
+        """Changes a customer's details; announced as customer_updated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.ListCustomers,
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'UpdateCustomer': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCustomer,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.UpdateCustomerRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_customers__pb2.Customer.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class CustomerService:
             '/bxb.catalog.v1.CustomerService/ListCustomers',
             bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
             bxb_dot_catalog_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCustomer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.CustomerService/UpdateCustomer',
+            bxb_dot_catalog_dot_v1_dot_customers__pb2.UpdateCustomerRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_customers__pb2.Customer.FromString,
             options,
             channel_credentials,
             insecure,

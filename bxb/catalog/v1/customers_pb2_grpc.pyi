@@ -39,6 +39,8 @@ class CustomerServiceStub:
     """Returns one customer."""
     ListCustomers: _grpc.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]
     """Lists customers."""
+    UpdateCustomer: _grpc.UnaryUnaryMultiCallable[_customers_pb2.UpdateCustomerRequest, _customers_pb2.Customer]
+    """Changes a customer's details; announced as customer_updated."""
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -51,6 +53,8 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     """Returns one customer."""
     ListCustomers: _aio.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]  # type: ignore[assignment]
     """Lists customers."""
+    UpdateCustomer: _aio.UnaryUnaryMultiCallable[_customers_pb2.UpdateCustomerRequest, _customers_pb2.Customer]  # type: ignore[assignment]
+    """Changes a customer's details; announced as customer_updated."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Customers of the calling organization."""
@@ -78,5 +82,13 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_customers_pb2.ListCustomersResponse, _abc.Awaitable[_customers_pb2.ListCustomersResponse]]:
         """Lists customers."""
+
+    @_abc_1.abstractmethod
+    def UpdateCustomer(
+        self,
+        request: _customers_pb2.UpdateCustomerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.Customer, _abc.Awaitable[_customers_pb2.Customer]]:
+        """Changes a customer's details; announced as customer_updated."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -186,3 +186,103 @@ class CreditNoteCreated(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreditNoteCreated: _TypeAlias = CreditNoteCreated  # noqa: Y015
+
+@_typing.final
+class InvoiceDrafted(_message.Message):
+    """Published on subject "bxb.invoicing.v1.invoice_drafted" when a period's
+    draft invoice is first stored (its customer has a grace period); the
+    invoice is finalized when the grace period ends or on request.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    INVOICE_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the invoice belongs to."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    @_builtins.property
+    def invoice(self) -> _invoices_pb2.Invoice:
+        """The draft invoice."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        invoice: _invoices_pb2.Invoice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice", b"invoice", "occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "invoice", b"invoice", "occur_time", b"occur_time", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceDrafted: _TypeAlias = InvoiceDrafted  # noqa: Y015
+
+@_typing.final
+class UsageThresholdReached(_message.Message):
+    """Published on subject "bxb.invoicing.v1.usage_threshold_reached" when a
+    subscription's usage in its open period reaches a usage threshold of its
+    plan (progressive billing) and the period so far is invoiced.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    USAGE_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    THRESHOLD_AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    INVOICE_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the subscription belongs to."""
+    subscription_id: _builtins.str
+    """The subscription."""
+    customer_id: _builtins.str
+    """Its customer."""
+    usage_amount_cents: _builtins.int
+    """The usage amount of the period so far, in the currency's minor units."""
+    threshold_amount_cents: _builtins.int
+    """The highest threshold reached, in the currency's minor units."""
+    currency: _builtins.str
+    """The currency, ISO 4217."""
+    invoice_id: _builtins.str
+    """The invoice issued for the period so far."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When the fact happened."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        usage_amount_cents: _builtins.int = ...,
+        threshold_amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        invoice_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["currency", b"currency", "customer_id", b"customer_id", "event_id", b"event_id", "invoice_id", b"invoice_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "subscription_id", b"subscription_id", "threshold_amount_cents", b"threshold_amount_cents", "usage_amount_cents", b"usage_amount_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageThresholdReached: _TypeAlias = UsageThresholdReached  # noqa: Y015

@@ -26,7 +26,7 @@ from bxb.metering.v1 import usage_events_pb2 as bxb_dot_metering_dot_v1_dot_usag
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/metering/v1/events.proto\x12\x0f\x62xb.metering.v1\x1a\"bxb/metering/v1/usage_events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x0e\x45ventsAccepted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEventB\xa5\x01\n\x13\x63om.bxb.metering.v1B\x0b\x45ventsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x62xb/metering/v1/events.proto\x12\x0f\x62xb.metering.v1\x1a\"bxb/metering/v1/usage_events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x01\n\x0e\x45ventsAccepted\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x06\x65vents\x18\x04 \x03(\x0b\x32\x1b.bxb.metering.v1.UsageEvent\"\xa4\x01\n\x0e\x45ventsRejected\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0frejected_events\x18\x04 \x03(\x0b\x32\x1e.bxb.metering.v1.RejectedEventB\xa5\x01\n\x13\x63om.bxb.metering.v1B\x0b\x45ventsProtoP\x01Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\xa2\x02\x04\x42XME\xaa\x02\x0f\x42xb.Metering.V1\xca\x02\x0f\x42xb\\Metering\\V1\xea\x02\x11\x42xb::Metering::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,4 +36,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.bxb.metering.v1B\013EventsProtoP\001Z@github.com/bxb-billing/bxb/clients/go/bxb/metering/v1;meteringv1\242\002\004BXME\252\002\017Bxb.Metering.V1\312\002\017Bxb\\Metering\\V1\352\002\021Bxb::Metering::V1'
   _globals['_EVENTSACCEPTED']._serialized_start=119
   _globals['_EVENTSACCEPTED']._serialized_end=271
+  _globals['_EVENTSREJECTED']._serialized_start=274
+  _globals['_EVENTSREJECTED']._serialized_end=438
 # @@protoc_insertion_point(module_scope)

@@ -61,3 +61,43 @@ class EventsAccepted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventsAccepted: _TypeAlias = EventsAccepted  # noqa: Y015
+
+@_typing.final
+class EventsRejected(_message.Message):
+    """Published on bxb.metering.v1.events_rejected (stream BXB_METERING) when
+    ingestion refuses events or records them as rejected: each with why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    OCCUR_TIME_FIELD_NUMBER: _builtins.int
+    REJECTED_EVENTS_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """Unique event id; also the JetStream message id, for deduplication."""
+    organization_id: _builtins.str
+    """The organization the events were sent by."""
+    @_builtins.property
+    def occur_time(self) -> _timestamp_pb2.Timestamp:
+        """When they were rejected."""
+
+    @_builtins.property
+    def rejected_events(self) -> _containers.RepeatedCompositeFieldContainer[_usage_events_pb2.RejectedEvent]:
+        """The rejected events, each with its error."""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        occur_time: _timestamp_pb2.Timestamp | None = ...,
+        rejected_events: _abc.Iterable[_usage_events_pb2.RejectedEvent] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "rejected_events", b"rejected_events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventsRejected: _TypeAlias = EventsRejected  # noqa: Y015

@@ -1,0 +1,21 @@
+"""The revenue-analytics tools bxb syncs to, by provider name, made once per
+process from where their APIs are (a test fake's address in tests)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.payments.sinks import Vendor
+
+
+@dataclass(frozen=True)
+class VendorSettings:
+    chartmogul_api_base: str = "https://api.chartmogul.com"
+    baremetrics_api_base: str = "https://api.baremetrics.com"
+    profitwell_api_base: str = "https://api.profitwell.com"
+    timeout: float = 10.0  # seconds, each request to a tool
+
+
+def vendors(settings: VendorSettings) -> dict[str, Vendor]:
+    """Every tool, by the provider name integrations are connected under."""
+    return {}

@@ -80,8 +80,8 @@ class Settings:
     linking_interval: float = 5.0
     # Outgoing webhooks and analytics sync (services/payments/sender.py): whether
     # endpoints may name internal addresses (development and tests only); each
-    # request's deadline; the seconds after the first attempt at which each retry
-    # is due (jittered; the default spans about 27 hours); how long an endpoint
+    # request's deadline; the wait before each retry, after the attempt before it
+    # (jittered; the default spans about 27.6 hours); how long an endpoint
     # fails without one success before it is disabled; the sender's sweep
     # interval, its requests in flight per process and per sink.
     webhooks_allow_private: bool = False

@@ -114,6 +114,13 @@ async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> t
     return server, f"127.0.0.1:{port}"
 
 
+# Outgoing webhooks in tests: receivers on 127.0.0.1, retries within seconds.
+WEBHOOK_SETTINGS = {
+    "webhooks_allow_private": True,
+    "retry_schedule": (0.2, 0.4, 0.8, 1.6, 3.2),
+    "delivery_interval": 0.2,
+}
+
 # Seals the Stripe keys organizations connect (payments refuses to seal under the public development key).
 TEST_SECRET_KEY = "bxb test secret: sealing the organizations' Stripe keys"
 
@@ -167,6 +174,7 @@ async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) ->
             invoicing_address=running[2][2],
             stripe_api_base=stripe_double.url,  # no default account: each organization connects its own
             payment_return_url=PAYMENT_RETURN_URL,
+            **WEBHOOK_SETTINGS,
         )
     )
     running.append((payments, *(await start(payments, payments_address))))

@@ -20,11 +20,15 @@ from bxb.payments.v1 import (
     providers_pb2_grpc,
     stripe_webhooks_pb2,
     stripe_webhooks_pb2_grpc,
+    webhook_endpoints_pb2,
+    webhook_endpoints_pb2_grpc,
 )
 from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
+from services.payments import webhook_sink
 from services.payments.accounts import StripeAccounts
+from services.payments.announcing import Announcer
 from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
@@ -44,7 +48,9 @@ from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
-from services.payments.vendors import VendorSettings
+from services.payments.sender import LEASE_MARGIN_SECONDS, Sender
+from services.payments.vendors import VendorSettings, vendors
+from services.payments.webhook_endpoints import WebhookEndpointServicer
 from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -133,6 +139,27 @@ def build(settings: Settings) -> grpc_server.Service:
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
+    # Outgoing webhooks and analytics sync: what consumes a domain event calls
+    # `announcer.announce(session, draft, now)` in its transaction, then
+    # `sender.wake()` once committed.
+    tools = vendors(settings.vendors)
+    announcer = Announcer({name: vendor.accepts for name, vendor in tools.items()})
+    webhook_client = webhook_sink.client(
+        settings.webhooks_allow_private, settings.webhook_timeout, settings.delivery_concurrency
+    )
+    sender = Sender(
+        sessions,
+        announcer,
+        tools,
+        webhook_client,
+        webhook_timeout=settings.webhook_timeout,
+        retry_schedule=settings.retry_schedule,
+        disable_after=settings.endpoint_disable_after,
+        interval=settings.delivery_interval,
+        concurrency=settings.delivery_concurrency,
+        sink_concurrency=settings.sink_concurrency,
+        lease=max(settings.webhook_timeout, settings.vendors.timeout) + LEASE_MARGIN_SECONDS,
+    )
     accounts = StripeAccounts(
         sessions,
         settings.stripe_api_base,
@@ -200,8 +227,11 @@ def build(settings: Settings) -> grpc_server.Service:
         linker.start()
         collector.start()
         refunder.start()
+        sender.start()
 
     async def on_stop() -> None:
+        await sender.stop()
+        await webhook_client.aclose()
         await refunder.stop()
         await collector.stop()
         await linker.stop()
@@ -230,6 +260,12 @@ def build(settings: Settings) -> grpc_server.Service:
                 dunning_pb2, dunning_pb2_grpc, "DunningCampaignService", DunningCampaignServicer(sessions)
             ),
             grpc_server.registrar(stripe_webhooks_pb2, stripe_webhooks_pb2_grpc, "StripeWebhookService", webhooks),
+            grpc_server.registrar(
+                webhook_endpoints_pb2,
+                webhook_endpoints_pb2_grpc,
+                "WebhookEndpointService",
+                WebhookEndpointServicer(sessions, announcer, sender.wake, settings.webhooks_allow_private),
+            ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,

@@ -76,7 +76,8 @@ class WebhookEndpoint(_message.Message):
     """Server-assigned identifier, "we_..." (given at creation, it is ignored)."""
     url: _builtins.str
     """Where events are POSTed: https (or http), never an internal address
-    unless the operator allows it (BXB_WEBHOOKS_ALLOW_PRIVATE).
+    unless the operator allows it (BXB_WEBHOOKS_ALLOW_PRIVATE). Required at
+    creation (checked by the service: an update may leave it out).
     """
     enabled: _builtins.bool
     """Whether events are sent to it; true when not given at creation. A

@@ -19,9 +19,7 @@ from tests.service.webhook_helpers import endpoint
 
 async def test_an_endpoint_is_created_with_its_secret_shown_once_then_read_listed_and_removed(tenant: Tenant):
     h = tenant.http
-    created = await endpoint(
-        tenant, "https://hooks.example.com/bxb", event_types=["invoice.paid"], description="ERP"
-    )
+    created = await endpoint(tenant, "https://hooks.example.com/bxb", event_types=["invoice.paid"], description="ERP")
     assert created["id"].startswith("we_")
     assert created["secret"].startswith("whsec_") and len(created["secret"]) == len("whsec_") + 32
     assert (created["url"], created["event_types"], created["enabled"]) == (

@@ -209,7 +209,7 @@ class Sender(Worker):
                     endpoint,
                     integration,
                 )
-                for delivery, announcement, endpoint, integration in rows.tuples()
+                for delivery, announcement, endpoint, integration in rows
             ]
 
     async def _deliver(self, job: Job) -> None:

@@ -256,7 +256,7 @@ class WebhookEndpointServicer(webhook_endpoints_pb2_grpc.WebhookEndpointServiceS
             query = query.where(Announcement.type == request.event_type)
         async with self.sessions() as session:
             await self._find(session, request.endpoint_id, field="endpoint_id")
-            rows = (await session.execute(query)).tuples().all()
+            rows = (await session.execute(query)).all()
         deliveries, token = pagination.answer(page, [delivery_proto(d, a) for d, a in rows])
         return pb.ListWebhookDeliveriesResponse(deliveries=deliveries, next_page_token=token)
 
@@ -324,7 +324,7 @@ class WebhookEndpointServicer(webhook_endpoints_pb2_grpc.WebhookEndpointServiceS
             .join(Announcement, Announcement.id == Delivery.announcement_id)
             .where(Delivery.id == delivery_id, Delivery.endpoint_id == endpoint_id)
         )
-        row = found.tuples().one_or_none()
+        row = found.one_or_none()
         if row is None:
             raise NotFound(f"delivery {delivery_id!r} not found", field="id")
         return row

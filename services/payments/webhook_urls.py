@@ -42,8 +42,9 @@ def refusal(address: Address) -> str:
         ("multicast", address.is_multicast),
         ("unspecified", address.is_unspecified),
         ("carrier-grade NAT", address in CGNAT),
+        ("reserved", address.is_reserved),
         ("private", address.is_private),
-        ("reserved", address.is_reserved or not address.is_global),
+        ("non-public", not address.is_global),
     )
     return next((f"{kind} address {address}" for kind, bad in kinds if bad), "")
 

@@ -159,7 +159,7 @@ async def test_requests_in_flight_are_bounded_per_process_and_per_sink(own_db: O
         assert max(len(first.received), len(second.received)) == 2
         release.set()
         for delivery_id in ids:
-            await eventually(lambda: succeeded(own_db, delivery_id))
+            await eventually(lambda delivery_id=delivery_id: succeeded(own_db, delivery_id))
         assert len(first.received) == len(second.received) == 5
 
 

@@ -25,6 +25,8 @@ from services.common import bus, config, db, grpc_server, parking, peers
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments.accounts import StripeAccounts
+from services.payments.announcements import CONSUMERS, Announcements
+from services.payments.announcing import Announcer
 from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
@@ -44,7 +46,7 @@ from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
-from services.payments.vendors import VendorSettings
+from services.payments.vendors import VendorSettings, vendors
 from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -163,6 +165,9 @@ def build(settings: Settings) -> grpc_server.Service:
     notices = Notices(sessions, relay, invoicing, links, settings.payment_return_url)
     intents = IntentEvents(sessions, relay, collector.wake)
     method_events = MethodEvents(sessions, accounts)
+    announcer = Announcer({name: vendor.accepts for name, vendor in vendors(settings.vendors).items()})
+    # The integrator replaces this no-op with the sender's wake (services/payments/sender.py).
+    announcements = Announcements(sessions, announcer, announced=lambda: None)
 
     async def catalog_facts(subject: str, payload: bytes) -> None:
         if subject == TEST_CLOCK_ADVANCED:
@@ -176,6 +181,7 @@ def build(settings: Settings) -> grpc_server.Service:
         "payments": receivables.handle,
         "payments-catalog": catalog_facts,
         "payments-notices": notices.handle,
+        **{durable: announcements.handle for _, durable, _ in CONSUMERS},
     }
     parked = ParkedMessages("payments", sessions, Parked, handlers)
     recovery = Recovery(charging, settings.recovery_interval)
@@ -195,6 +201,8 @@ def build(settings: Settings) -> grpc_server.Service:
         await events.consume(
             bus.PAYMENTS, "payments-notices", PAYMENT_UPDATED, notices.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
+        for stream, durable, subject in CONSUMERS:
+            await events.consume(stream, durable, subject, announcements.handle, park=park, max_attempts=MAX_ATTEMPTS)
         relay.start()
         recovery.start()
         linker.start()

@@ -12,6 +12,7 @@ producer's) announces nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -83,23 +84,28 @@ async def subscription_created(session: AsyncSession, payload: bytes) -> list[Dr
 async def subscription_updated(session: AsyncSession, payload: bytes) -> list[Draft]:
     """A plan change sets the subscription's end and its replacement
     (next_subscription_id); a termination sets its end only, leaving the
-    replacement an earlier plan change named, which it cancelled (announced
-    just before as terminated: the catalog's events come in order)."""
+    replacement an earlier plan change named: that one it cancelled in the
+    same transaction, at the same time, announced just before as terminated
+    (the catalog's events come in order). A replacement terminated later
+    does not make a redelivered plan change a termination."""
     event = catalog_events.SubscriptionUpdated.FromString(payload)
     subscription = event.subscription
     successor = subscription.next_subscription_id
-    changed = bool(successor) and not await _terminated(session, event.organization_id, successor)
+    at = from_proto(event.occur_time)
+    changed = bool(successor) and not await _cancelled(session, event.organization_id, successor, at)
     kind = "subscription.plan_changed" if changed else "subscription.terminated"
     # A subscription ends once; a plan change is told per change (a pending one may be changed again).
     key = "" if changed else f"{kind}:{subscription.id}"
     return [draft(event, kind, subscription.customer_id, {"subscription": render(subscription)}, key)]
 
 
-async def _terminated(session: AsyncSession, org: str, subscription_id: str) -> bool:
+async def _cancelled(session: AsyncSession, org: str, subscription_id: str, at: datetime) -> bool:
+    """Whether the subscription was announced terminated at `at`."""
     found = await session.execute(
         select(Announcement.id).where(
             Announcement.organization_id == org,
             Announcement.source_key == f"subscription.terminated:{subscription_id}",
+            Announcement.occur_time == at,
         )
     )
     return found.first() is not None

@@ -4,7 +4,7 @@ a test subscribes there, and domain events read off NATS and published again."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +57,10 @@ class Announcements:
 
         return await eventually(stored, timeout=timeout)
 
+    @staticmethod
+    async def eventually(check, timeout: float = 15.0):
+        return await eventually(check, timeout=timeout)
+
     async def types(self, org: str) -> list[str]:
         return [a.type for a in await self.all(org)]
 
@@ -83,15 +87,20 @@ class Announcements:
             rows = (await session.execute(query)).scalars().all()
         return [(r.endpoint_id or "", r.customer_id, r.status) for r in rows]
 
-    async def domain_event(self, stream: bus.Stream, subject: str, event_id: str) -> bytes:
-        """The payload of the domain event `event_id` on `subject`, read off its stream."""
+    async def domain_event(
+        self, stream: bus.Stream, subject: str, event_id: str = "", where: Callable[[bytes], bool] | None = None
+    ) -> bytes:
+        """The payload of a domain event on `subject`, read off its stream: the
+        one with id `event_id`, or the first `where` accepts."""
         sub = await self.bus.js.pull_subscribe(
             subject, stream=stream.name, config=ConsumerConfig(inactive_threshold=5.0)
         )
         try:
             while True:
                 for message in await sub.fetch(100, timeout=5):
-                    if (message.headers or {}).get(bus.MSG_ID) == event_id:
+                    if where is not None and where(message.data):
+                        return message.data
+                    if event_id and (message.headers or {}).get(bus.MSG_ID) == event_id:
                         return message.data
         finally:
             await sub.unsubscribe()
@@ -107,9 +116,17 @@ class Announcements:
 
         await eventually(handled, timeout=15)
 
-    async def redelivered_once(self, org: str, event_id: str, stream: bus.Stream, durable: str, subject: str):
-        """The domain event `event_id`, published again, announces nothing more."""
-        payload = await self.domain_event(stream, subject, event_id)
+    async def redelivered_once(
+        self,
+        org: str,
+        event_id: str,
+        stream: bus.Stream,
+        durable: str,
+        subject: str,
+        where: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """The domain event `event_id` (or the first `where` accepts), published again, announces nothing more."""
+        payload = await self.domain_event(stream, subject, event_id, where)
         before = await self.all(org)
         await self.republish(stream, durable, subject, payload)
         assert await self.all(org) == before

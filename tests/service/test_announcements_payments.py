@@ -16,7 +16,7 @@ from tests.service.announcement_helpers import Announcements, event_id
 from tests.service.test_gateway_charge import issued, payment_methods_saved
 from tests.service.test_gateway_refunds import charged
 from tests.service.test_payments_webhooks import send
-from tests.stripe import DECLINED_CARD, LocalStripe
+from tests.stripe import AUTHENTICATED_CARD, DECLINED_CARD, LocalStripe
 from tests.stripe_events import dispute
 
 PAYMENTS = (bus.PAYMENTS, "payments-announcements-payments")
@@ -96,6 +96,20 @@ async def test_a_declined_charge_is_a_failed_payment_and_invoice_payment(
     payment = failed.data["payment"]
     where = version_of(payment["id"], payment["version"])
     await announcements.redelivered_once(org, "", *PAYMENTS, "bxb.payments.v1.payment_updated", where=where)
+
+
+async def test_a_charge_waiting_for_the_customer_is_an_invoice_payment_requiring_action(
+    stack: Stack, stripe_tenant: Tenant, localstripe: LocalStripe, announcements: Announcements
+):
+    tenant, org = stripe_tenant, stripe_tenant.organization_id
+    invoice = await issued(tenant, localstripe, card=AUTHENTICATED_CARD)
+    await payment_methods_saved(stack, tenant)
+    await tenant.http.post(f"/v1/invoices/{invoice['id']}/charge")
+    waiting = await announcements.one(org, "invoice.payment_requires_action")
+    assert waiting.data == {"invoice": await shown(tenant, f"/v1/invoices/{invoice['id']}")}
+    assert (waiting.customer_id, waiting.data["invoice"]["payment_status"]) == ("cust_acme", "requires_action")
+    assert waiting.data["invoice"]["payment_url"]
+    assert await announcements.all(org, "payment.succeeded") == []
 
 
 async def test_payments_in_other_states_and_unknown_facts_announce_nothing(announcements: Announcements):

@@ -244,7 +244,9 @@ class Decoder:
                 continue
             found[view.json_path(proto.name)] = (proto.name, proto)
         for alias, name in {**view.aliases, **view.alternatives}.items():
-            found[alias] = found[view.json_name(name)]
+            target = found.get(view.json_name(name))
+            if target is not None:  # a bound field is not read under its aliases either
+                found[alias] = target
         return found
 
     def aliases(self, descriptor: Descriptor) -> set[str]:

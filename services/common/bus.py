@@ -51,6 +51,9 @@ class Stream:
 CATALOG = Stream("BXB_CATALOG", ("bxb.catalog.>",))
 INVOICING = Stream("BXB_INVOICING", ("bxb.invoicing.>",))
 PAYMENTS = Stream("BXB_PAYMENTS", ("bxb.payments.>",))
+# Metering's facts for other services, each subject named: bxb.metering.v1.events_accepted
+# belongs to metering's own work queue (BXB_METERING_EVENTS), and streams' subjects must not overlap.
+METERING = Stream("BXB_METERING", ("bxb.metering.v1.events_rejected",))
 
 Handler = Callable[[str, bytes], Awaitable[None]]
 """Receives a message's subject and payload; raising makes it redeliver."""

@@ -6,7 +6,9 @@ Two kinds share one pricing (`priced`):
 - stored drafts, for an ended period during its customer's grace period
   (`keep`): the billing run recomputes one from the usage known at each run,
   late events included, until its grace period ends; then it is finalized in
-  place (it keeps its id and takes its number; issuing.store).
+  place (it keeps its id and takes its number; issuing.store). A period's
+  draft, when first stored, is announced as bxb.invoicing.v1.invoice_drafted
+  through the outbox, in the same transaction.
 A draft's coupons are those an invoice issued now would get; it takes
 nothing from them until it is finalized.
 """
@@ -20,15 +22,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bxb.catalog.v1 import plans_pb2, taxes_pb2
+from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
+from services.common import outbox
 from services.common.ids import new_id
+from services.common.timestamps import to_proto
 from services.invoicing import coupons
 from services.invoicing.discounts import Invoiced
-from services.invoicing.invoice_view import describe, fill
-from services.invoicing.models import Invoice, Subscription
+from services.invoicing.invoice_view import describe, fill, invoice_proto
+from services.invoicing.models import Invoice, Outbox, Subscription
 from services.invoicing.taxation import Totals, totals
 
 DRAFT = "INVOICE_STATUS_DRAFT"
+INVOICE_DRAFTED = "bxb.invoicing.v1.invoice_drafted"
 ARREARS = "BILLING_TIMING_IN_ARREARS"
 
 
@@ -74,12 +80,23 @@ async def keep(
     taxes: Sequence[taxes_pb2.Tax],
     grace_end: datetime,
 ) -> Invoice:
-    """Stores the period's draft with these fees (a new one when `draft` is None)."""
+    """Stores the period's draft with these fees (a new one, announced as
+    invoice_drafted, when `draft` is None)."""
     given, amounts = await priced(session, subscription, plan, bounds[0], fees, now, taxes)
+    new = draft is None
     if draft is None:
         draft = Invoice(id=new_id("inv"), status=DRAFT, create_time=now, grace_end_time=grace_end)
         describe(draft, subscription, plan, bounds, ARREARS)
         session.add(draft)
     fill(draft, fees, given, amounts)
     draft.issue_time = now  # when it was last computed
+    if new:
+        await session.flush()  # its column defaults, as a read of it shows them
+        event = events_pb2.InvoiceDrafted(
+            event_id=new_id("evt"),
+            organization_id=draft.organization_id,
+            occur_time=to_proto(now),
+            invoice=invoice_proto(draft),
+        )
+        await outbox.enqueue(session, Outbox, INVOICE_DRAFTED, event)
     return draft

@@ -46,9 +46,10 @@ class ProgressiveBilling:
         crossed = thresholds.crossings(plan.usage_thresholds, usage)
         if crossed <= before:
             return 0
+        reached = thresholds.Crossing(period.start, crossed, usage, thresholds.highest(plan.usage_thresholds, crossed))
         try:
             await self.requested.issue(
-                subscription, None, start, now, pb.BILLING_TIMING_PROGRESSIVE, now, crossed=(period.start, crossed)
+                subscription, None, start, now, pb.BILLING_TIMING_PROGRESSIVE, now, crossed=reached
             )
         except Aborted:  # another run invoiced it meanwhile
             return 0

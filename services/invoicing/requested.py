@@ -111,11 +111,11 @@ class RequestedInvoices:
         end: datetime,
         timing: pb.BillingTiming.ValueType,
         now: datetime,
-        crossed: tuple[datetime, int] | None = None,
+        crossed: thresholds.Crossing | None = None,
     ) -> Invoice:
         """Bills [start, end) (start: where billing stood when read); ABORTED
-        when another invoice moved it meanwhile. `crossed`: the period start
-        and the number of usage thresholds this invoice bills up to."""
+        when another invoice moved it meanwhile. `crossed`: the usage
+        thresholds this invoice bills up to (recorded and announced)."""
         org = subscription.organization_id
         plan = plan_of(subscription)
         interval = interval_of(plan)
@@ -155,7 +155,7 @@ class RequestedInvoices:
             )
             await issuing.announce(session, [invoice])
             if crossed is not None:
-                await thresholds.record(session, subscription.id, *crossed)
+                await thresholds.record(session, invoice, crossed)
             session.add_all(
                 InterimAmount(invoice_id=invoice.id, period_start=p, subscription_id=subscription.id, amount_cents=c)
                 for p, c in interim

@@ -4,7 +4,8 @@ A row per refusal: the filter columns (customer, code) and the whole
 RejectedEvent as protobuf (base64, since inserts are JSON text). Shape errors
 (a bad value, a timestamp in the future, oversized properties) mean the event
 was not stored; an unknown metric or customer is recorded with `stored` set,
-because the event is kept and counts once they exist.
+because the event is kept and counts once they exist. Once recorded, they
+are told to the other services (rejection_notices.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from services.common.timestamps import to_proto
 from services.metering.aggregation import ch_time
 from services.metering.clickhouse import ClickHouse
+from services.metering.rejection_notices import RejectionNotices
 
 KEPT_DAYS = 90
 
@@ -37,9 +39,10 @@ def schema(db: str) -> list[str]:
 
 
 class Rejections:
-    def __init__(self, ch: ClickHouse, db: str):
+    def __init__(self, ch: ClickHouse, db: str, notices: RejectionNotices | None = None):
         self.ch = ch
         self.db = db
+        self.notices = notices  # None: no one is told
 
     async def record(self, org: str, rejected: list[pb.RejectedEvent], now: datetime) -> None:
         if not rejected:
@@ -58,6 +61,8 @@ class Rejections:
                 }
             )
         await self.ch.insert(f"{self.db}.rejected_events", rows)
+        if self.notices is not None:
+            self.notices.tell(org, rejected, now)
 
     async def list(self, org: str, customer_id: str, code: str, offset: int, limit: int) -> list[pb.RejectedEvent]:
         where = ["organization_id = {org:String}"]

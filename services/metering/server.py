@@ -15,6 +15,7 @@ from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
 from services.metering.references import References
+from services.metering.rejection_notices import RejectionNotices
 from services.metering.rejections import Rejections
 from services.metering.store import EventStore
 from services.metering.usage import UsageServicer
@@ -58,9 +59,10 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     if settings.catalog_address:
         catalog = peers.Catalog(settings.catalog_address, timeout=settings.catalog_timeout)
     queue = bus.Bus(settings.nats_url, "metering")
+    notices = RejectionNotices(queue)
     intake = Intake(
         store,
-        Rejections(ch, settings.database),
+        Rejections(ch, settings.database, notices),
         queue,
         References(catalog) if catalog is not None else None,
         settle_timeout=settings.settle_timeout,
@@ -71,9 +73,11 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     async def on_start() -> None:
         await store.create_schema()
         await queue.open()
+        await queue.ensure_stream(bus.METERING)
         await intake.start()
 
     async def on_stop() -> None:
+        await notices.settled()
         await queue.close()  # on_stop follows a successful on_start, which opened the bus
         if catalog is not None:
             await catalog.close()

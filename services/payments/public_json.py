@@ -1,6 +1,7 @@
 """Resources as the public API shows them: the JSON an announcement's `data`
 holds is what GET answers for the same resource (gateway/codec.py's Encoder
-with bxb's own dialect views), so receivers parse one shape."""
+with bxb's own dialect views, and the events' views GET /v1/events uses),
+so receivers parse one shape."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from google.protobuf.message import Message
 
 from gateway.codec import Encoder
 from gateway.dialects import BXB
+from gateway.ingest import views
 
-ENCODER = Encoder(BXB)
+ENCODER = Encoder(views(BXB))
 
 
 def render(message: Message) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments import webhook_sink
 from services.payments.accounts import StripeAccounts
+from services.payments.announcements import CONSUMERS, Announcements
 from services.payments.announcing import Announcer
 from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
@@ -190,6 +191,7 @@ def build(settings: Settings) -> grpc_server.Service:
     notices = Notices(sessions, relay, invoicing, links, settings.payment_return_url)
     intents = IntentEvents(sessions, relay, collector.wake)
     method_events = MethodEvents(sessions, accounts)
+    announcements = Announcements(sessions, announcer, announced=sender.wake)
 
     async def catalog_facts(subject: str, payload: bytes) -> None:
         if subject == TEST_CLOCK_ADVANCED:
@@ -203,6 +205,7 @@ def build(settings: Settings) -> grpc_server.Service:
         "payments": receivables.handle,
         "payments-catalog": catalog_facts,
         "payments-notices": notices.handle,
+        **{durable: announcements.handle for _, durable, _ in CONSUMERS},
     }
     parked = ParkedMessages("payments", sessions, Parked, handlers)
     recovery = Recovery(charging, settings.recovery_interval)
@@ -222,6 +225,8 @@ def build(settings: Settings) -> grpc_server.Service:
         await events.consume(
             bus.PAYMENTS, "payments-notices", PAYMENT_UPDATED, notices.handle, park=park, max_attempts=MAX_ATTEMPTS
         )
+        for stream, durable, subject in CONSUMERS:
+            await events.consume(stream, durable, subject, announcements.handle, park=park, max_attempts=MAX_ATTEMPTS)
         relay.start()
         recovery.start()
         linker.start()

@@ -19,6 +19,7 @@ from services.invoicing.requested import RequestedInvoices
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
 from tests.conftest import Infra, Stack, unique
+from tests.service.announcement_helpers import Announcements, opened
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.payments_helpers import PaymentsDb
 
@@ -76,3 +77,10 @@ async def payments_db(stack: Stack, infra: Infra) -> AsyncIterator[PaymentsDb]:
     yield handle
     await handle.invoicing.close()
     await handle.engine.dispose()
+
+
+@pytest.fixture
+async def announcements(stack: Stack, infra: Infra) -> AsyncIterator[Announcements]:
+    """The announcements the stack's payments service stores, and endpoints subscribed there."""
+    async with opened(infra) as handle:
+        yield handle

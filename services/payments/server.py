@@ -6,6 +6,7 @@ them through Stripe, and Stripe's webhooks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.payments.v1 import (
     dunning_pb2,
     dunning_pb2_grpc,
+    integrations_pb2,
+    integrations_pb2_grpc,
     payments_pb2,
     payments_pb2_grpc,
     providers_pb2,
@@ -31,6 +34,8 @@ from services.payments.closing import Closing
 from services.payments.collection import Collector
 from services.payments.customers import ProviderCustomers
 from services.payments.dunning import DunningCampaignServicer
+from services.payments.history import History
+from services.payments.integrations import IntegrationServicer
 from services.payments.intent_events import IntentEvents
 from services.payments.linking import Linker
 from services.payments.links import PaymentLinks
@@ -44,7 +49,7 @@ from services.payments.receivables import Receivables
 from services.payments.recovery import Recovery
 from services.payments.refunder import Refunder
 from services.payments.refunds import Refunds
-from services.payments.vendors import VendorSettings
+from services.payments.vendors import VendorSettings, vendors
 from services.payments.webhooks import StripeWebhookServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,6 +64,10 @@ class Settings:
     database_url: str
     nats_url: str
     invoicing_address: str = ""
+    # The catalog, read for resyncs' history (and ChartMogul's plan versions).
+    catalog_address: str = ""
+    # Seconds between looks for resyncs to gather when nothing wakes the worker.
+    resync_interval: float = 5.0
     # Stripe: the default organization's account while it has connected none
     # (its secret key and webhook signing secret); for a test double, its address.
     stripe_api_key: str = ""
@@ -100,6 +109,7 @@ class Settings:
             database_url=config.database_url("payments"),
             nats_url=config.nats_url(),
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
+            catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
             stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
             stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
             stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
@@ -130,6 +140,13 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     invoicing = peers.Invoicing(settings.invoicing_address, timeout=settings.invoicing_timeout)
+    catalog = peers.Catalog(settings.catalog_address, timeout=settings.invoicing_timeout)
+    tools = vendors(
+        dataclasses.replace(
+            settings.vendors, catalog_address=settings.vendors.catalog_address or settings.catalog_address
+        )
+    )
+    history = History(sessions, catalog, invoicing, tools, settings.resync_interval)
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
@@ -200,8 +217,10 @@ def build(settings: Settings) -> grpc_server.Service:
         linker.start()
         collector.start()
         refunder.start()
+        history.worker.start()
 
     async def on_stop() -> None:
+        await history.worker.stop()
         await refunder.stop()
         await collector.stop()
         await linker.stop()
@@ -209,6 +228,7 @@ def build(settings: Settings) -> grpc_server.Service:
         await relay.stop()
         await events.close()  # on_stop follows a successful on_start, which opened the bus
         await invoicing.close()
+        await catalog.close()
         await engine.dispose()
 
     return grpc_server.Service(
@@ -228,6 +248,12 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(
                 dunning_pb2, dunning_pb2_grpc, "DunningCampaignService", DunningCampaignServicer(sessions)
+            ),
+            grpc_server.registrar(
+                integrations_pb2,
+                integrations_pb2_grpc,
+                "IntegrationService",
+                IntegrationServicer(sessions, tools, resync_asked=history.worker.wake),
             ),
             grpc_server.registrar(stripe_webhooks_pb2, stripe_webhooks_pb2_grpc, "StripeWebhookService", webhooks),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),

@@ -136,7 +136,7 @@ class History:
             ).first()
             if row is None:
                 return None
-            resync, provider = row.tuple()
+            resync, provider = row[0], row[1]
             resync.lease_until = now + LEASE
         return resync, provider
 

@@ -73,7 +73,7 @@ async def progress(session: AsyncSession, resync: Resync) -> ResyncProgress:
         .where(Delivery.integration_id == resync.integration_id, Delivery.resync_id == resync.id)
         .group_by(Delivery.status)
     )
-    counts: dict[str, int] = {status: count for status, count in counted.tuples()}
+    counts: dict[str, int] = {status: count for status, count in counted.all()}
     total = resync.total_count if resync.state != RESYNC_GATHERING else sum(counts.values())
     return ResyncProgress(total, counts.get(DELIVERY_SUCCEEDED, 0), counts.get(DELIVERY_FAILED, 0))
 
@@ -101,7 +101,7 @@ async def integration_proto(session: AsyncSession, integration: Integration) -> 
     )
     counts: dict[str, int] = {}
     last_sync: datetime | None = integration.last_sync_time
-    for status, count, finished in counted.tuples():
+    for status, count, finished in counted.all():
         counts[status] = count
         if status == DELIVERY_SUCCEEDED:
             last_sync = max(filter(None, (last_sync, finished)), default=None)
@@ -270,6 +270,6 @@ class IntegrationServicer(integrations_pb2_grpc.IntegrationServiceServicer):
             )
             if request.status:
                 query = query.where(Delivery.status == wpb.DeliveryStatus.Name(request.status))
-            rows = (await session.execute(query)).tuples().all()
+            rows = (await session.execute(query)).all()
         items, token = pagination.answer(asked, [delivery_proto(d, a) for d, a in rows])
         return pb.ListIntegrationDeliveriesResponse(deliveries=items, next_page_token=token)

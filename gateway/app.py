@@ -25,7 +25,14 @@ from bxb.catalog.v1 import (
 from bxb.common.v1 import parked_messages_pb2
 from bxb.invoicing.v1 import calculations_pb2, credit_notes_pb2, invoices_pb2
 from bxb.metering.v1 import usage_events_pb2, usage_pb2
-from bxb.payments.v1 import dunning_pb2, payments_pb2, providers_pb2, stripe_webhooks_pb2, webhook_endpoints_pb2
+from bxb.payments.v1 import (
+    dunning_pb2,
+    integrations_pb2,
+    payments_pb2,
+    providers_pb2,
+    stripe_webhooks_pb2,
+    webhook_endpoints_pb2,
+)
 from gateway import docs
 from gateway.admission import Admission
 from gateway.auth import Authenticator
@@ -57,6 +64,7 @@ TRANSCODED = [
     coupons_pb2.DESCRIPTOR,
     billable_metrics_pb2.DESCRIPTOR,
     webhook_endpoints_pb2.DESCRIPTOR,
+    integrations_pb2.DESCRIPTOR,
 ]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 

@@ -24,7 +24,9 @@ from services.common import bus, grpc_server, tenancy
 from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
+from services.payments.vendors import VendorSettings
 from tests import clickhouse_http
+from tests.chartmogul_fake import ChartMogulFake
 from tests.smtp import Mailbox
 from tests.stripe import GOOD_CARD, LocalStripe, customer_with_card
 from tests.stripe_double import Account, StripeDouble
@@ -86,6 +88,13 @@ def other_localstripe() -> Iterator[LocalStripe]:
 
 
 @pytest.fixture(scope="session")
+def chartmogul() -> Iterator[ChartMogulFake]:
+    fake = ChartMogulFake().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="session")
 async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]:
     """Stripe as the product sees it (tests/stripe_double.py), in front of the
     session's localstripe: a test adds its own accounts (`add_account()`),
@@ -104,6 +113,7 @@ class Stack:
     invoicing_service: grpc_server.Service
     invoicing_database: str = ""
     stripe: StripeDouble | None = None  # every organization's Stripe account is one of its accounts
+    chartmogul: ChartMogulFake | None = None  # the ChartMogul the payments service syncs to
 
     def channel(self, service: str) -> grpc.aio.Channel:
         return grpc.aio.insecure_channel(getattr(self, service))
@@ -126,14 +136,18 @@ TEST_SECRET_KEY = "bxb test secret: sealing the organizations' Stripe keys"
 
 
 @pytest.fixture(scope="session")
-async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
+async def stack(
+    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, chartmogul: ChartMogulFake
+) -> AsyncIterator[Stack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BXB_SECRET_KEY", TEST_SECRET_KEY)
-        async for running in _stack(infra, mailbox, stripe_double):
+        async for running in _stack(infra, mailbox, stripe_double, chartmogul):
             yield running
 
 
-async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
+async def _stack(
+    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, chartmogul: ChartMogulFake | None = None
+) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     # localstripe's own key is an account of the double too, for tests that call Stripe as bxb does.
     stripe_double.add_account(api_key=LocalStripe.api_key)
@@ -172,9 +186,14 @@ async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) ->
             await infra.database("payments"),
             nats_url,
             invoicing_address=running[2][2],
+            catalog_address=running[0][2],
             stripe_api_base=stripe_double.url,  # no default account: each organization connects its own
             payment_return_url=PAYMENT_RETURN_URL,
             **WEBHOOK_SETTINGS,
+            resync_interval=0.2,
+            vendors=VendorSettings(
+                chartmogul_api_base=chartmogul.url if chartmogul else VendorSettings.chartmogul_api_base
+            ),
         )
     )
     running.append((payments, *(await start(payments, payments_address))))
@@ -188,6 +207,7 @@ async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) ->
             invoicing_service=invoicing,
             invoicing_database=invoicing_database,
             stripe=stripe_double,
+            chartmogul=chartmogul,
         )
     for service, server, _ in reversed(running):
         await grpc_server.stop(service, server, grace=1)

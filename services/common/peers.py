@@ -34,7 +34,14 @@ from bxb.catalog.v1 import (
     taxes_pb2,
     taxes_pb2_grpc,
 )
-from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc, invoices_pb2, invoices_pb2_grpc
+from bxb.invoicing.v1 import (
+    billing_runs_pb2,
+    billing_runs_pb2_grpc,
+    credit_notes_pb2,
+    credit_notes_pb2_grpc,
+    invoices_pb2,
+    invoices_pb2_grpc,
+)
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from services.common import tenancy
@@ -145,6 +152,12 @@ class Catalog(Peer):
         stub = self._stub(add_ons_pb2_grpc.AddOnServiceStub)
         return await stub.ListAppliedAddOns(request, **self._options(org, wait_for_ready))
 
+    async def list_customers(
+        self, org: str, request: customers_pb2.ListCustomersRequest, *, wait_for_ready: bool = False
+    ) -> customers_pb2.ListCustomersResponse:
+        stub = self._stub(customers_pb2_grpc.CustomerServiceStub)
+        return await stub.ListCustomers(request, **self._options(org, wait_for_ready))
+
     async def get_customer(self, org: str, request: customers_pb2.GetCustomerRequest) -> customers_pb2.Customer:
         return await self._stub(customers_pb2_grpc.CustomerServiceStub).GetCustomer(request, **self._options(org))
 
@@ -171,6 +184,18 @@ class Metering(Peer):
 class Invoicing(Peer):
     async def get_invoice(self, org: str, request: invoices_pb2.GetInvoiceRequest) -> invoices_pb2.Invoice:
         return await self._stub(invoices_pb2_grpc.InvoiceServiceStub).GetInvoice(request, **self._options(org))
+
+    async def list_invoices(
+        self, org: str, request: invoices_pb2.ListInvoicesRequest, *, wait_for_ready: bool = False
+    ) -> invoices_pb2.ListInvoicesResponse:
+        stub = self._stub(invoices_pb2_grpc.InvoiceServiceStub)
+        return await stub.ListInvoices(request, **self._options(org, wait_for_ready))
+
+    async def list_credit_notes(
+        self, org: str, request: credit_notes_pb2.ListCreditNotesRequest, *, wait_for_ready: bool = False
+    ) -> credit_notes_pb2.ListCreditNotesResponse:
+        stub = self._stub(credit_notes_pb2_grpc.CreditNoteServiceStub)
+        return await stub.ListCreditNotes(request, **self._options(org, wait_for_ready))
 
     async def run_billing(
         self, org: str, request: billing_runs_pb2.RunBillingRequest

@@ -6,6 +6,7 @@ them through Stripe, and Stripe's webhooks."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,8 @@ from bxb.common.v1 import parked_messages_pb2, parked_messages_pb2_grpc
 from bxb.payments.v1 import (
     dunning_pb2,
     dunning_pb2_grpc,
+    integrations_pb2,
+    integrations_pb2_grpc,
     payments_pb2,
     payments_pb2_grpc,
     providers_pb2,
@@ -36,6 +39,8 @@ from services.payments.closing import Closing
 from services.payments.collection import Collector
 from services.payments.customers import ProviderCustomers
 from services.payments.dunning import DunningCampaignServicer
+from services.payments.history import History
+from services.payments.integrations import IntegrationServicer
 from services.payments.intent_events import IntentEvents
 from services.payments.linking import Linker
 from services.payments.links import PaymentLinks
@@ -66,6 +71,10 @@ class Settings:
     database_url: str
     nats_url: str
     invoicing_address: str = ""
+    # The catalog, read for resyncs' history (and ChartMogul's plan versions).
+    catalog_address: str = ""
+    # Seconds between looks for resyncs to gather when nothing wakes the worker.
+    resync_interval: float = 5.0
     # Stripe: the default organization's account while it has connected none
     # (its secret key and webhook signing secret); for a test double, its address.
     stripe_api_key: str = ""
@@ -107,6 +116,7 @@ class Settings:
             database_url=config.database_url("payments"),
             nats_url=config.nats_url(),
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
+            catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
             stripe_api_key=config.env_str("BXB_STRIPE_API_KEY", ""),
             stripe_api_base=config.env_str("BXB_STRIPE_API_BASE", ""),
             stripe_webhook_secret=config.env_str("BXB_STRIPE_WEBHOOK_SECRET", ""),
@@ -137,13 +147,19 @@ def build(settings: Settings) -> grpc_server.Service:
     engine = db.create_engine(settings.database_url)
     sessions = db.sessions(engine)
     invoicing = peers.Invoicing(settings.invoicing_address, timeout=settings.invoicing_timeout)
+    catalog = peers.Catalog(settings.catalog_address, timeout=settings.invoicing_timeout)
+    tools = vendors(
+        dataclasses.replace(
+            settings.vendors, catalog_address=settings.vendors.catalog_address or settings.catalog_address
+        )
+    )
+    history = History(sessions, catalog, invoicing, tools, settings.resync_interval)
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
     # Outgoing webhooks and analytics sync: what consumes a domain event calls
     # `announcer.announce(session, draft, now)` in its transaction, then
     # `sender.wake()` once committed.
-    tools = vendors(settings.vendors)
     announcer = Announcer({name: vendor.accepts for name, vendor in tools.items()})
     webhook_client = webhook_sink.client(
         settings.webhooks_allow_private, settings.webhook_timeout, settings.delivery_concurrency
@@ -233,8 +249,10 @@ def build(settings: Settings) -> grpc_server.Service:
         collector.start()
         refunder.start()
         sender.start()
+        history.worker.start()
 
     async def on_stop() -> None:
+        await history.worker.stop()
         await sender.stop()
         await webhook_client.aclose()
         await refunder.stop()
@@ -244,6 +262,7 @@ def build(settings: Settings) -> grpc_server.Service:
         await relay.stop()
         await events.close()  # on_stop follows a successful on_start, which opened the bus
         await invoicing.close()
+        await catalog.close()
         await engine.dispose()
 
     return grpc_server.Service(
@@ -263,6 +282,12 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(
                 dunning_pb2, dunning_pb2_grpc, "DunningCampaignService", DunningCampaignServicer(sessions)
+            ),
+            grpc_server.registrar(
+                integrations_pb2,
+                integrations_pb2_grpc,
+                "IntegrationService",
+                IntegrationServicer(sessions, tools, resync_asked=history.worker.wake),
             ),
             grpc_server.registrar(stripe_webhooks_pb2, stripe_webhooks_pb2_grpc, "StripeWebhookService", webhooks),
             grpc_server.registrar(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.common import peers
+from services.payments.chartmogul import ChartMogulVendor
 from services.payments.sinks import Vendor
 
 
@@ -14,8 +16,12 @@ class VendorSettings:
     baremetrics_api_base: str = "https://api.baremetrics.com"
     profitwell_api_base: str = "https://api.profitwell.com"
     timeout: float = 10.0  # seconds, each request to a tool
+    # The catalog's gRPC address: ChartMogul reads the plan version an
+    # invoice's subscription pins there (an invoice names only the plan code).
+    catalog_address: str = ""
 
 
 def vendors(settings: VendorSettings) -> dict[str, Vendor]:
     """Every tool, by the provider name integrations are connected under."""
-    return {}
+    catalog = peers.Catalog(settings.catalog_address, timeout=settings.timeout)
+    return {"chartmogul": ChartMogulVendor(settings, catalog)}

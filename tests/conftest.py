@@ -24,7 +24,10 @@ from services.common import bus, grpc_server, tenancy
 from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
+from services.payments.vendors import VendorSettings
 from tests import clickhouse_http
+from tests.baremetrics_fake import BaremetricsFake
+from tests.profitwell_fake import ProfitWellFake
 from tests.smtp import Mailbox
 from tests.stripe import GOOD_CARD, LocalStripe, customer_with_card
 from tests.stripe_double import Account, StripeDouble
@@ -94,6 +97,20 @@ async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]
         yield double
 
 
+@pytest.fixture(scope="session")
+async def baremetrics_fake() -> AsyncIterator[BaremetricsFake]:
+    """Baremetrics' API (tests/baremetrics_fake.py); a test adds its own accounts."""
+    async with BaremetricsFake() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+async def profitwell_fake() -> AsyncIterator[ProfitWellFake]:
+    """ProfitWell's API (tests/profitwell_fake.py); a test adds its own accounts."""
+    async with ProfitWellFake() as fake:
+        yield fake
+
+
 @dataclass
 class Stack:
     catalog: str
@@ -119,14 +136,23 @@ TEST_SECRET_KEY = "bxb test secret: sealing the organizations' Stripe keys"
 
 
 @pytest.fixture(scope="session")
-async def stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
+async def stack(
+    infra: Infra,
+    mailbox: Mailbox,
+    stripe_double: StripeDouble,
+    baremetrics_fake: BaremetricsFake,
+    profitwell_fake: ProfitWellFake,
+) -> AsyncIterator[Stack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BXB_SECRET_KEY", TEST_SECRET_KEY)
-        async for running in _stack(infra, mailbox, stripe_double):
+        tools = VendorSettings(baremetrics_api_base=baremetrics_fake.url, profitwell_api_base=profitwell_fake.url)
+        async for running in _stack(infra, mailbox, stripe_double, tools):
             yield running
 
 
-async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) -> AsyncIterator[Stack]:
+async def _stack(
+    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, tools: VendorSettings
+) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     # localstripe's own key is an account of the double too, for tests that call Stripe as bxb does.
     stripe_double.add_account(api_key=LocalStripe.api_key)
@@ -167,6 +193,7 @@ async def _stack(infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble) ->
             invoicing_address=running[2][2],
             stripe_api_base=stripe_double.url,  # no default account: each organization connects its own
             payment_return_url=PAYMENT_RETURN_URL,
+            vendors=tools,
         )
     )
     running.append((payments, *(await start(payments, payments_address))))

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.payments.baremetrics import Baremetrics
+from services.payments.profitwell import ProfitWell
 from services.payments.sinks import Vendor
 
 
@@ -18,4 +20,8 @@ class VendorSettings:
 
 def vendors(settings: VendorSettings) -> dict[str, Vendor]:
     """Every tool, by the provider name integrations are connected under."""
-    return {}
+    tools: list[Vendor] = [
+        Baremetrics(settings.baremetrics_api_base, settings.timeout),
+        ProfitWell(settings.profitwell_api_base, settings.timeout),
+    ]
+    return {tool.name: tool for tool in tools}

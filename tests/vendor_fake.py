@@ -4,7 +4,7 @@ tests/profitwell_fake.py): a Starlette app served by uvicorn on 127.0.0.1
 on the next matching requests:
 
 - `fail(status)`: answered `status` without acting (the tool failing on its
-  side, or throttling with 429);
+  side, or throttling with 429), with `body` (JSON, or text when a str);
 - `lose_answer()`: served (the tool acts), then the answer is held until the
   fake stops, so the caller times out: an answer lost after the work was done."""
 
@@ -32,7 +32,7 @@ class Recorded:
     """One request as the fake received it."""
 
     method: str
-    path: str
+    path: str  # as sent, %-quoted
     query: dict[str, str]
     body: Any  # parsed JSON, None without a body
     authorization: str
@@ -127,7 +127,7 @@ class FakeTool:
             self.requests.append(
                 Recorded(
                     request.method,
-                    request.url.path,
+                    request.scope["raw_path"].decode(),  # as sent: quoted
                     dict(request.query_params),
                     body,
                     request.headers.get("authorization", ""),
@@ -135,6 +135,8 @@ class FakeTool:
             )
             fault = self._fault(request)
             if fault is not None and fault.kind == "fail":
+                if isinstance(fault.body, str):  # not JSON: a proxy's page, or nothing
+                    return Response(fault.body, fault.status, media_type="text/html")
                 return JSONResponse(fault.body if fault.body is not None else {"error": "fault"}, fault.status)
             response = await handler(request, body)
             if fault is not None:  # "lose": done, but the answer never comes

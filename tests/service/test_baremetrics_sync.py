@@ -292,6 +292,9 @@ async def test_refund_credit_notes_are_refunds(baremetrics_fake: BaremetricsFake
         },
     )
     assert skipped == Sent(True, 0, skipped.latency_ms, "a credit (not a refund): nothing to sync")
+    again = announcement("credit_note.created", {"credit_note": refund}, cus["id"])  # redelivered
+    ok(await sink(baremetrics_fake, account).send(again))
+    assert calls(baremetrics_fake, account)[-1] == ("GET", f"/refunds/{refund['id']}", None)
     assert [r["amount"] for r in account.refunds.values()] == [1500]
 
 

@@ -26,7 +26,9 @@ from services.metering import server as metering_server
 from services.payments import server as payments_server
 from services.payments.vendors import VendorSettings
 from tests import clickhouse_http
+from tests.baremetrics_fake import BaremetricsFake
 from tests.chartmogul_fake import ChartMogulFake
+from tests.profitwell_fake import ProfitWellFake
 from tests.smtp import Mailbox
 from tests.stripe import GOOD_CARD, LocalStripe, customer_with_card
 from tests.stripe_double import Account, StripeDouble
@@ -103,6 +105,20 @@ async def stripe_double(localstripe: LocalStripe) -> AsyncIterator[StripeDouble]
         yield double
 
 
+@pytest.fixture(scope="session")
+async def baremetrics_fake() -> AsyncIterator[BaremetricsFake]:
+    """Baremetrics' API (tests/baremetrics_fake.py); a test adds its own accounts."""
+    async with BaremetricsFake() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+async def profitwell_fake() -> AsyncIterator[ProfitWellFake]:
+    """ProfitWell's API (tests/profitwell_fake.py); a test adds its own accounts."""
+    async with ProfitWellFake() as fake:
+        yield fake
+
+
 @dataclass
 class Stack:
     catalog: str
@@ -137,16 +153,26 @@ TEST_SECRET_KEY = "bxb test secret: sealing the organizations' Stripe keys"
 
 @pytest.fixture(scope="session")
 async def stack(
-    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, chartmogul: ChartMogulFake
+    infra: Infra,
+    mailbox: Mailbox,
+    stripe_double: StripeDouble,
+    chartmogul: ChartMogulFake,
+    baremetrics_fake: BaremetricsFake,
+    profitwell_fake: ProfitWellFake,
 ) -> AsyncIterator[Stack]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BXB_SECRET_KEY", TEST_SECRET_KEY)
-        async for running in _stack(infra, mailbox, stripe_double, chartmogul):
+        tools = VendorSettings(
+            chartmogul_api_base=chartmogul.url,
+            baremetrics_api_base=baremetrics_fake.url,
+            profitwell_api_base=profitwell_fake.url,
+        )
+        async for running in _stack(infra, mailbox, stripe_double, tools, chartmogul):
             yield running
 
 
 async def _stack(
-    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, chartmogul: ChartMogulFake | None = None
+    infra: Infra, mailbox: Mailbox, stripe_double: StripeDouble, tools: VendorSettings, chartmogul: ChartMogulFake
 ) -> AsyncIterator[Stack]:
     nats_url = infra.nats.url
     # localstripe's own key is an account of the double too, for tests that call Stripe as bxb does.
@@ -191,9 +217,7 @@ async def _stack(
             payment_return_url=PAYMENT_RETURN_URL,
             **WEBHOOK_SETTINGS,
             resync_interval=0.2,
-            vendors=VendorSettings(
-                chartmogul_api_base=chartmogul.url if chartmogul else VendorSettings.chartmogul_api_base
-            ),
+            vendors=tools,
         )
     )
     running.append((payments, *(await start(payments, payments_address))))

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.common import peers
+from services.payments.baremetrics import Baremetrics
 from services.payments.chartmogul import ChartMogulVendor
+from services.payments.profitwell import ProfitWell
 from services.payments.sinks import Vendor
 
 
@@ -23,5 +25,9 @@ class VendorSettings:
 
 def vendors(settings: VendorSettings) -> dict[str, Vendor]:
     """Every tool, by the provider name integrations are connected under."""
-    catalog = peers.Catalog(settings.catalog_address, timeout=settings.timeout)
-    return {"chartmogul": ChartMogulVendor(settings, catalog)}
+    tools: list[Vendor] = [
+        ChartMogulVendor(settings, peers.Catalog(settings.catalog_address, timeout=settings.timeout)),
+        Baremetrics(settings.baremetrics_api_base, settings.timeout),
+        ProfitWell(settings.profitwell_api_base, settings.timeout),
+    ]
+    return {tool.name: tool for tool in tools}

@@ -5,9 +5,7 @@ transaction), then stores it sealed (services/common/sealing.py) with where
 its data lives there; no answer and no log line holds the key, only its
 hint. Each integration's status is read from its deliveries: how many were
 sent, wait or failed, when the last reached the tool, its latest resync's
-progress. A provider this server has no vendor for is FAILED_PRECONDITION
-(reason PROVIDER_NOT_AVAILABLE, naming provider): the request is valid, the
-deployment cannot serve it. Disconnecting deletes the row; its deliveries
+progress. Disconnecting deletes the row; its deliveries
 and resyncs go with it (foreign keys cascade)."""
 
 from __future__ import annotations
@@ -151,15 +149,6 @@ class IntegrationServicer(integrations_pb2_grpc.IntegrationServiceServicer):
         self.vendors = vendors  # by provider name: services/payments/vendors.py
         self.resync_asked = resync_asked  # wakes the resync worker (history.py)
 
-    def _vendor(self, provider: str) -> Vendor:
-        if provider not in self.vendors:
-            raise FailedPrecondition(
-                f"provider {provider!r} is not available on this server",
-                field="provider",
-                reason="PROVIDER_NOT_AVAILABLE",
-            )
-        return self.vendors[provider]
-
     async def _row(self, session: AsyncSession, provider: str) -> Integration:
         org = tenancy.organization_id()
         found = await session.scalar(
@@ -171,7 +160,7 @@ class IntegrationServicer(integrations_pb2_grpc.IntegrationServiceServicer):
 
     async def ConnectIntegration(self, request: pb.ConnectIntegrationRequest, context: Context) -> pb.Integration:
         org = tenancy.organization_id()
-        vendor = self._vendor(request.provider)
+        vendor = self.vendors[request.provider]  # the proto names only the providers vendors() makes
         if not config.env_str("BXB_SECRET_KEY", ""):
             raise FailedPrecondition(
                 "BXB_SECRET_KEY is not set: secrets are not stored under the public development key",

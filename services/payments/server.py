@@ -6,7 +6,6 @@ them through Stripe, and Stripe's webhooks."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,11 +147,7 @@ def build(settings: Settings) -> grpc_server.Service:
     sessions = db.sessions(engine)
     invoicing = peers.Invoicing(settings.invoicing_address, timeout=settings.invoicing_timeout)
     catalog = peers.Catalog(settings.catalog_address, timeout=settings.invoicing_timeout)
-    tools = vendors(
-        dataclasses.replace(
-            settings.vendors, catalog_address=settings.vendors.catalog_address or settings.catalog_address
-        )
-    )
+    tools = vendors(settings.vendors, catalog)
     history = History(sessions, catalog, invoicing, tools, settings.resync_interval)
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)

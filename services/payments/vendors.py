@@ -18,15 +18,14 @@ class VendorSettings:
     baremetrics_api_base: str = "https://api.baremetrics.com"
     profitwell_api_base: str = "https://api.profitwell.com"
     timeout: float = 10.0  # seconds, each request to a tool
-    # The catalog's gRPC address: ChartMogul reads the plan version an
-    # invoice's subscription pins there (an invoice names only the plan code).
-    catalog_address: str = ""
 
 
-def vendors(settings: VendorSettings) -> dict[str, Vendor]:
-    """Every tool, by the provider name integrations are connected under."""
+def vendors(settings: VendorSettings, catalog: peers.Catalog) -> dict[str, Vendor]:
+    """Every tool, by the provider name integrations are connected under;
+    `catalog` is the process's catalog client: ChartMogul reads there the plan
+    version an invoice's subscription pins (an invoice names only the plan code)."""
     tools: list[Vendor] = [
-        ChartMogulVendor(settings, peers.Catalog(settings.catalog_address, timeout=settings.timeout)),
+        ChartMogulVendor(settings, catalog),
         Baremetrics(settings.baremetrics_api_base, settings.timeout),
         ProfitWell(settings.profitwell_api_base, settings.timeout),
     ]

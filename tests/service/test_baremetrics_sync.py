@@ -11,6 +11,7 @@ import pytest
 
 from bxb.invoicing.v1 import credit_notes_pb2
 from bxb.payments.v1 import payments_pb2
+from services.common import peers
 from services.common.errors import FailedPrecondition, InvalidArgument, Unavailable
 from services.payments.baremetrics import Baremetrics
 from services.payments.sinks import Account, Sent, Sink
@@ -69,7 +70,7 @@ async def started(fake: BaremetricsFake, account: BaremetricsAccount, **plan_fie
 
 
 def test_registered_with_what_it_syncs() -> None:
-    tools = vendors(VendorSettings(baremetrics_api_base="http://127.0.0.1:9"))
+    tools = vendors(VendorSettings(baremetrics_api_base="http://127.0.0.1:9"), peers.Catalog("127.0.0.1:9"))
     assert tools["baremetrics"].name == "baremetrics"
     assert "payment.succeeded" in tools["baremetrics"].accepts
     assert "payment.refunded" not in tools["baremetrics"].accepts  # the refund credit note says it

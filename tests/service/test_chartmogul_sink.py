@@ -331,7 +331,7 @@ async def test_connecting_checks_the_key_and_the_data_source(stack: Stack, catal
         await vendor.connect(fake.add_account(), "")
     with pytest.raises(Unavailable):
         await ChartMogulVendor(VendorSettings(chartmogul_api_base="http://127.0.0.1:9"), catalog).connect(key, "")
-    assert set(vendors(VendorSettings())) == {"chartmogul"}
+    assert set(vendors(VendorSettings(), catalog)) == {"chartmogul", "baremetrics", "profitwell"}
     assert "payment.refunded" not in ACCEPTS
 
 

@@ -116,7 +116,7 @@ async def test_an_unknown_route_is_a_json_404(tenant: Tenant):
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("DELETE", "/v1/customers/cus_1", {"GET", "HEAD"}),
+        ("DELETE", "/v1/customers/cus_1", {"GET", "HEAD", "PATCH"}),
         ("PUT", "/v1/billable_metrics", {"GET", "HEAD", "POST"}),
         ("POST", "/v1/invoices/inv_1", {"GET", "HEAD"}),
         ("POST", "/health", {"GET", "HEAD"}),

@@ -1,11 +1,8 @@
 """IntegrationService over HTTP: connecting ChartMogul (faked) checks the
 key there first and stores it sealed, never answering it; status counts read
 from the integration's deliveries; listing its deliveries; disconnecting;
-and a resync of an organization's history queued to the integration, with
-its progress.
-
-Until the sender exists on this branch, a delivery's sending is simulated
-by setting its status as the sender would (see the report)."""
+and a resync of an organization's history sent to ChartMogul (faked) by the
+sender, with its progress."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from bxb.catalog.v1 import customers_pb2
 from services.common import db, peers
@@ -48,25 +45,19 @@ class Db:
         async with self.sessions() as session:
             return await session.scalar(select(Integration).where(Integration.organization_id == org))
 
-    async def deliveries(self, integration_id: str) -> list[tuple[str, str, str]]:
-        """(type, customer, status) of the integration's deliveries, in queue order."""
+    async def deliveries(self, integration_id: str, resync_id: str | None = None) -> list[tuple[str, str, str]]:
+        """(type, customer, status) of the integration's deliveries (a resync's
+        only, when named), in queue order."""
         async with self.sessions() as session:
-            rows = await session.execute(
+            query = (
                 select(Announcement.type, Delivery.customer_id, Delivery.status)
                 .join(Announcement, Announcement.id == Delivery.announcement_id)
                 .where(Delivery.integration_id == integration_id)
                 .order_by(Delivery.sequence)
             )
-            return [tuple(row) for row in rows]
-
-    async def send_all(self, integration_id: str) -> None:
-        """What the sender does once ChartMogul took them."""
-        async with self.sessions() as session, session.begin():
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.integration_id == integration_id)
-                .values(status=DELIVERY_SUCCEEDED, finish_time=func.now(), attempt_count=1, last_status_code=200)
-            )
+            if resync_id is not None:
+                query = query.where(Delivery.resync_id == resync_id)
+            return [tuple(row) for row in await session.execute(query)]
 
 
 @pytest.fixture
@@ -123,13 +114,7 @@ async def test_connecting_seals_the_key_and_never_answers_it(
     again = await tenant.http.post("/v1/integrations/chartmogul", json={"api_key": other, "data_source_id": chosen})
     assert (again.status_code, again.json()["data_source_id"]) == (200, chosen)
     assert (await payments.integration(tenant.organization_id)).id == row.id
-    # A tool this server has no vendor for, and no sealing key.
-    absent = await tenant.http.post("/v1/integrations/baremetrics", json={"api_key": "bm_key"})
-    assert (absent.status_code, absent.json()["error"]["reason"], absent.json()["error"]["field"]) == (
-        409,
-        "PROVIDER_NOT_AVAILABLE",
-        "provider",
-    )
+    # No sealing key.
     monkeypatch.delenv("BXB_SECRET_KEY")
     unsealed = await tenant.http.post("/v1/integrations/chartmogul", json={"api_key": other})
     assert (unsealed.status_code, unsealed.json()["error"]["reason"]) == (409, "SECRET_KEY_NOT_CONFIGURED")
@@ -229,52 +214,55 @@ async def test_a_resync_queues_the_history_and_reports_progress(
     tenant: Tenant, stack: Stack, payments: Db, monkeypatch
 ):
     monkeypatch.setattr(history_module, "PAGE_SIZE", 1)  # a page of customers per customer
-    await billed_history(tenant, payments)
-    await connect(tenant, stack)
+    invoice = await billed_history(tenant, payments)
+    key, _ = await connect(tenant, stack)
     integration = await payments.integration(tenant.organization_id)
 
+    stack.chartmogul.fail_next(503)  # ChartMogul down for a moment: the resync waits, then goes on
     asked = await tenant.http.post("/v1/integrations/chartmogul/resync", json={})
     assert asked.status_code in (200, 201), asked.text
     resync_id = asked.json()["resync"]["id"]
-
-    async def gathered() -> dict:
-        status = (await tenant.http.get("/v1/integrations/chartmogul")).json()
-        assert status["resync"]["state"] == "sending", status
-        return status
-
-    status = await eventually(gathered)
-    assert status["resync"] == {
-        "id": resync_id,
-        "state": "sending",
-        "total_count": len(EXPECTED),
-        "done_count": 0,
-        "failed_count": 0,
-        "progress_percent": "0.0",
-        "create_time": status["resync"]["create_time"],
-        "finish_time": None,
-    }
-    assert status["pending_count"] == len(EXPECTED)
-    queued = await payments.deliveries(integration.id)
-    assert [(kind, customer) for kind, customer, _ in queued] == EXPECTED
     # Asked again while it runs: the same resync.
     again = await tenant.http.post("/v1/integrations/chartmogul/resync", json={})
     assert again.json()["resync"]["id"] == resync_id
 
-    await payments.send_all(integration.id)
-
-    async def done() -> dict:
+    async def done(resync: str) -> dict:
         status = (await tenant.http.get("/v1/integrations/chartmogul")).json()
-        assert status["resync"]["state"] == "done", status
+        assert (status["resync"]["id"], status["resync"]["state"]) == (resync, "done"), status
         return status
 
-    finished = (await eventually(done))["resync"]
-    assert (finished["done_count"], finished["progress_percent"]) == (len(EXPECTED), "100.0")
+    finished = (await eventually(lambda: done(resync_id), timeout=30))["resync"]
+    assert finished == {
+        "id": resync_id,
+        "state": "done",
+        "total_count": len(EXPECTED),
+        "done_count": len(EXPECTED),
+        "failed_count": 0,
+        "progress_percent": "100.0",
+        "create_time": finished["create_time"],
+        "finish_time": finished["finish_time"],
+    }
     assert finished["finish_time"] is not None
-    # A later resync announces everything again, under its own keys.
+    sent = await payments.deliveries(integration.id, resync_id)
+    assert [(kind, customer) for kind, customer, _ in sent] == EXPECTED
+    assert {status for _, _, status in sent} == {DELIVERY_SUCCEEDED}
+    # What ChartMogul now holds: both customers, the plan, the invoice with its line and transactions.
+    store = stack.chartmogul.store(key)
+    assert sorted(c["external_id"] for c in store.customers.values()) == ["c1", "c2"]
+    assert [p["external_id"] for p in store.plans.values()] == ["pro:v1"]
+    [imported] = store.invoices.values()
+    assert imported["external_id"] == invoice["id"]
+    assert [line["amount_in_cents"] for line in imported["line_items"]] == [10000]
+    assert [(t["type"], t["result"]) for t in imported["transactions"]] == [
+        ("payment", "successful"),
+        ("refund", "successful"),
+    ]
+    # A later resync sends everything again, under its own keys; ChartMogul holds nothing twice.
     later = (await tenant.http.post("/v1/integrations/chartmogul/resync", json={})).json()["resync"]
     assert later["id"] != resync_id
-    await eventually(gathered)
-    assert len(await payments.deliveries(integration.id)) == 2 * len(EXPECTED)
+    await eventually(lambda: done(later["id"]), timeout=30)
+    assert len(await payments.deliveries(integration.id, later["id"])) == len(EXPECTED)
+    assert (len(store.customers), len(store.plans), len(store.invoices)) == (2, 1, 1)
 
 
 async def test_a_resync_resumed_after_a_crash_duplicates_nothing(tenant: Tenant, stack: Stack, payments: Db):
@@ -282,7 +270,7 @@ async def test_a_resync_resumed_after_a_crash_duplicates_nothing(tenant: Tenant,
     await connect(tenant, stack)
     integration = await payments.integration(tenant.organization_id)
     catalog, invoicing = peers.Catalog(stack.catalog), peers.Invoicing(stack.invoicing)
-    tools = vendors(VendorSettings(chartmogul_api_base=stack.chartmogul.url, catalog_address=stack.catalog))
+    tools = vendors(VendorSettings(chartmogul_api_base=stack.chartmogul.url), catalog)
     replica = History(payments.sessions, catalog, invoicing, tools)
     # A replica took the resync and died mid-gathering: its lease still holds.
     resync = Resync(

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from services.common import peers
 from services.common.errors import InvalidArgument, Unavailable
 from services.payments.profitwell import ProfitWell
 from services.payments.sinks import Account, Sent, Sink
@@ -48,7 +49,7 @@ def started_event(cus: dict, sub: dict, on: dict, *, with_customer: bool = True,
 
 
 def test_registered_with_what_it_syncs() -> None:
-    tools = vendors(VendorSettings(profitwell_api_base="http://127.0.0.1:9"))
+    tools = vendors(VendorSettings(profitwell_api_base="http://127.0.0.1:9"), peers.Catalog("127.0.0.1:9"))
     profitwell = tools["profitwell"]
     assert profitwell.name == "profitwell"
     assert "subscription.trial_ended" in profitwell.accepts

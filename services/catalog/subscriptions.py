@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bxb.catalog.v1 import events_pb2, subscriptions_pb2_grpc
 from bxb.catalog.v1 import subscriptions_pb2 as pb
 from services.catalog import customers, plans, test_clocks, validation
-from services.catalog.models import Outbox, Plan, Subscription
+from services.catalog.models import Customer, Outbox, Plan, Subscription
 from services.common import outbox, pagination, periods, tenancy
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.common.grpc_server import Context
@@ -104,12 +104,14 @@ async def _announce_created(
     session: AsyncSession, subscription: Subscription, plan: Plan, now: datetime
 ) -> pb.Subscription:
     result = subscription_proto(subscription, plan, now)
+    customer = await session.get_one(Customer, (subscription.organization_id, subscription.customer_id))
     event = events_pb2.SubscriptionCreated(
         event_id=new_id("evt"),
         organization_id=subscription.organization_id,
         occur_time=to_proto(now),
         subscription=result,
         plan=plans.plan_proto(plan),
+        customer=customers.customer_proto(customer),
     )
     await outbox.enqueue(session, Outbox, SUBSCRIPTION_CREATED, event)
     return result

@@ -12,7 +12,7 @@ CATALOG: dict[str, str] = {
     "customer.created": "A customer was created. data.customer.",
     "customer.updated": "A customer's details changed. data.customer.",
     "subscription.started": "A subscription was created (data.subscription.start_time says when it starts). "
-    "data.subscription, data.plan.",
+    "data.subscription, data.plan, data.customer.",
     "subscription.terminated": "A subscription was terminated (now or at a date). data.subscription.",
     "subscription.trial_ended": "A subscription's free trial is over. data.subscription_id, data.customer_id, "
     "data.trial_end_time.",

@@ -205,13 +205,14 @@ class History:
                     {"customer": public_json.render(customer)},
                 )
             )
-            facts += [fact async for fact in self._subscriptions(org, customer.id)]
+            facts += [fact async for fact in self._subscriptions(org, customer)]
             facts += await self._invoices(org, customer.id)
             facts += await self._payments(org, customer.id)
             facts += [fact async for fact in self._credit_notes(org, customer.id)]
         return facts
 
-    async def _subscriptions(self, org: str, customer_id: str) -> AsyncIterator[Fact]:
+    async def _subscriptions(self, org: str, customer: customers_pb2.Customer) -> AsyncIterator[Fact]:
+        customer_id = customer.id
         subscriptions = peers.every(
             self.catalog.list_subscriptions,
             subscriptions_pb2.ListSubscriptionsRequest,
@@ -225,7 +226,7 @@ class History:
                 org, plans_pb2.GetPlanRequest(code=subscription.plan_code, version=subscription.plan_version)
             )
             shown = public_json.render(subscription)
-            data = {"subscription": shown, "plan": public_json.render(plan)}
+            data = {"subscription": shown, "plan": public_json.render(plan), "customer": public_json.render(customer)}
             yield Fact("subscription.started", customer_id, subscription.id, _time(subscription, "start_time"), data)
             if subscription.HasField("terminate_time"):
                 ended = _time(subscription, "terminate_time")

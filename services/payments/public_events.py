@@ -77,7 +77,7 @@ async def customer_updated(session: AsyncSession, payload: bytes) -> list[Draft]
 
 async def subscription_created(session: AsyncSession, payload: bytes) -> list[Draft]:
     event = catalog_events.SubscriptionCreated.FromString(payload)
-    data = {"subscription": render(event.subscription), "plan": render(event.plan)}
+    data = {"subscription": render(event.subscription), "plan": render(event.plan), "customer": render(event.customer)}
     return [draft(event, "subscription.started", event.subscription.customer_id, data)]
 
 

@@ -55,6 +55,7 @@ async def test_subscriptions_started_changing_plan_and_terminated_are_announced(
     started = await announcements.one(org, "subscription.started")
     assert (started.customer_id, started.data["subscription"]) == ("cus_gw", await fetch(tenant, old["id"]))
     assert started.data["plan"] == (await h.get(f"/v1/plans/{basic['code']}")).json()
+    assert started.data["customer"] == (await h.get("/v1/customers/cus_gw")).json()
     assert await announcements.deliveries(started.id) == []  # its endpoint wants plan changes only
 
     new = (await h.put(f"/v1/subscriptions/{old['id']}", json={"plan_code": pro["code"]})).json()  # an upgrade

@@ -31,7 +31,7 @@ from bxb.catalog.v1 import test_clocks_pb2 as bxb_dot_catalog_dot_v1_dot_test__c
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/catalog/v1/events.proto\x12\x0e\x62xb.catalog.v1\x1a\x1c\x62xb/catalog/v1/add_ons.proto\x1a\x1c\x62xb/catalog/v1/coupons.proto\x1a\x1e\x62xb/catalog/v1/customers.proto\x1a\x1a\x62xb/catalog/v1/plans.proto\x1a\"bxb/catalog/v1/subscriptions.proto\x1a bxb/catalog/v1/test_clocks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x01\n\x13SubscriptionCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\"\n\x04plan\x18\x05 \x01(\x0b\x32\x14.bxb.catalog.v1.Plan\"\xd6\x01\n\x0f\x43ustomerCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x05 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\"\xa4\x01\n\x13SubscriptionUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.Subscription\"\xa8\x01\n\x14\x41ppliedCouponUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0e\x61pplied_coupon\x18\x04 \x01(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\"\x9f\x01\n\x0c\x41\x64\x64OnApplied\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0e\x61pplied_add_on\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.AppliedAddOn\"\x9d\x01\n\x11TestClockAdvanced\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ntest_clock\x18\x04 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\"\x98\x01\n\x0f\x43ustomerUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x18.bxb.catalog.v1.CustomerB\x9f\x01\n\x12\x63om.bxb.catalog.v1B\x0b\x45ventsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62xb/catalog/v1/events.proto\x12\x0e\x62xb.catalog.v1\x1a\x1c\x62xb/catalog/v1/add_ons.proto\x1a\x1c\x62xb/catalog/v1/coupons.proto\x1a\x1e\x62xb/catalog/v1/customers.proto\x1a\x1a\x62xb/catalog/v1/plans.proto\x1a\"bxb/catalog/v1/subscriptions.proto\x1a bxb/catalog/v1/test_clocks.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf4\x01\n\x13SubscriptionCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.Subscription\x12\"\n\x04plan\x18\x05 \x01(\x0b\x32\x14.bxb.catalog.v1.Plan\x12*\n\x08\x63ustomer\x18\x06 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\"\xd6\x01\n\x0f\x43ustomerCreated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x18.bxb.catalog.v1.Customer\x12<\n\x0epayment_method\x18\x05 \x01(\x0b\x32$.bxb.catalog.v1.PaymentMethodDetails\"\xa4\x01\n\x13SubscriptionUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0csubscription\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.Subscription\"\xa8\x01\n\x14\x41ppliedCouponUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0e\x61pplied_coupon\x18\x04 \x01(\x0b\x32\x1d.bxb.catalog.v1.AppliedCoupon\"\x9f\x01\n\x0c\x41\x64\x64OnApplied\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x0e\x61pplied_add_on\x18\x04 \x01(\x0b\x32\x1c.bxb.catalog.v1.AppliedAddOn\"\x9d\x01\n\x11TestClockAdvanced\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\ntest_clock\x18\x04 \x01(\x0b\x32\x19.bxb.catalog.v1.TestClock\"\x98\x01\n\x0f\x43ustomerUpdated\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12.\n\noccur_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x08\x63ustomer\x18\x04 \x01(\x0b\x32\x18.bxb.catalog.v1.CustomerB\x9f\x01\n\x12\x63om.bxb.catalog.v1B\x0b\x45ventsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,17 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\013EventsProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
   _globals['_SUBSCRIPTIONCREATED']._serialized_start=271
-  _globals['_SUBSCRIPTIONCREATED']._serialized_end=471
-  _globals['_CUSTOMERCREATED']._serialized_start=474
-  _globals['_CUSTOMERCREATED']._serialized_end=688
-  _globals['_SUBSCRIPTIONUPDATED']._serialized_start=691
-  _globals['_SUBSCRIPTIONUPDATED']._serialized_end=855
-  _globals['_APPLIEDCOUPONUPDATED']._serialized_start=858
-  _globals['_APPLIEDCOUPONUPDATED']._serialized_end=1026
-  _globals['_ADDONAPPLIED']._serialized_start=1029
-  _globals['_ADDONAPPLIED']._serialized_end=1188
-  _globals['_TESTCLOCKADVANCED']._serialized_start=1191
-  _globals['_TESTCLOCKADVANCED']._serialized_end=1348
-  _globals['_CUSTOMERUPDATED']._serialized_start=1351
-  _globals['_CUSTOMERUPDATED']._serialized_end=1503
+  _globals['_SUBSCRIPTIONCREATED']._serialized_end=515
+  _globals['_CUSTOMERCREATED']._serialized_start=518
+  _globals['_CUSTOMERCREATED']._serialized_end=732
+  _globals['_SUBSCRIPTIONUPDATED']._serialized_start=735
+  _globals['_SUBSCRIPTIONUPDATED']._serialized_end=899
+  _globals['_APPLIEDCOUPONUPDATED']._serialized_start=902
+  _globals['_APPLIEDCOUPONUPDATED']._serialized_end=1070
+  _globals['_ADDONAPPLIED']._serialized_start=1073
+  _globals['_ADDONAPPLIED']._serialized_end=1232
+  _globals['_TESTCLOCKADVANCED']._serialized_start=1235
+  _globals['_TESTCLOCKADVANCED']._serialized_end=1392
+  _globals['_CUSTOMERUPDATED']._serialized_start=1395
+  _globals['_CUSTOMERUPDATED']._serialized_end=1547
 # @@protoc_insertion_point(module_scope)

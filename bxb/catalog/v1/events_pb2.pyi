@@ -37,6 +37,7 @@ class SubscriptionCreated(_message.Message):
     OCCUR_TIME_FIELD_NUMBER: _builtins.int
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
+    CUSTOMER_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique event id; also the JetStream message id, for deduplication."""
     organization_id: _builtins.str
@@ -53,6 +54,12 @@ class SubscriptionCreated(_message.Message):
     def plan(self) -> _plans_pb2.Plan:
         """The pinned plan version, with metric snapshots."""
 
+    @_builtins.property
+    def customer(self) -> _customers_pb2.Customer:
+        """The subscription's customer as it stands (analytics tools create
+        subscriptions with their customer's details).
+        """
+
     def __init__(
         self,
         *,
@@ -61,10 +68,11 @@ class SubscriptionCreated(_message.Message):
         occur_time: _timestamp_pb2.Timestamp | None = ...,
         subscription: _subscriptions_pb2.Subscription | None = ...,
         plan: _plans_pb2.Plan | None = ...,
+        customer: _customers_pb2.Customer | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occur_time", b"occur_time", "plan", b"plan", "subscription", b"subscription"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "occur_time", b"occur_time", "plan", b"plan", "subscription", b"subscription"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "plan", b"plan", "subscription", b"subscription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "event_id", b"event_id", "occur_time", b"occur_time", "organization_id", b"organization_id", "plan", b"plan", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -72,7 +72,7 @@ def _required(document: Json, *names: str) -> None:
 
 
 class ChartMogulFake:
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.accounts: dict[str, Store] = {}
         self.requests: list[Recorded] = []
         self.faults: list[str | int] = []  # for the next writes: a status to answer, or "lose"
@@ -96,7 +96,7 @@ class ChartMogulFake:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
@@ -307,3 +307,26 @@ class ChartMogulFake:
                 }
                 store.subscriptions[subscription["uuid"]] = subscription
         return made
+
+
+if __name__ == "__main__":
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(description="A ChartMogul stand-in on 127.0.0.1 with one account.")
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args()
+    fake = ChartMogulFake(port=args.port).start()
+    key = fake.add_account()
+    print(f"ChartMogul stand-in at {fake.url}; an account's API key: {key}", flush=True)
+    try:
+        while True:
+            time.sleep(5)
+            store = fake.store(key)
+            print(
+                f"customers={len(store.customers)} plans={len(store.plans)} "
+                f"subscriptions={len(store.subscriptions)} invoices={len(store.invoices)}",
+                flush=True,
+            )
+    except KeyboardInterrupt:
+        fake.stop()

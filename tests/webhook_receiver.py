@@ -1,4 +1,6 @@
-"""A webhook receiver for tests: an HTTP/1.1 server on 127.0.0.1 (keep-alive,
+"""A webhook receiver for tests (and the README walkthrough:
+`python -m tests.webhook_receiver --port 9000 --secret whsec_...` prints each
+event as it arrives, verified or not): an HTTP/1.1 server on 127.0.0.1 (keep-alive,
 as bxb's pooled client uses it) that verifies each request with the
 `standardwebhooks` verifier under each secret it is given, records what
 arrived, and can misbehave: answer `status` (500) to the first `fail_first`
@@ -43,10 +45,11 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     release: asyncio.Event | None = None  # when set on creation, each request waits for it
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0  # where it listens; 0 for any free port
 
     async def __aenter__(self) -> Receiver:
         self._handlers: set[asyncio.Task[Any]] = set()
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -113,3 +116,27 @@ class Receiver:
             self._handlers.discard(task)
             with contextlib.suppress(Exception):
                 writer.close()
+
+
+async def _print_forever(port: int, secrets: list[str]) -> None:
+    async with Receiver(secrets=secrets, port=port) as receiver:
+        print(f"listening on {receiver.url}", flush=True)
+        shown = 0
+        while True:
+            await receiver.arrived.wait()
+            receiver.arrived.clear()
+            for r in receiver.received[shown:]:
+                verdict = "verified" if all(r.verified.values()) and r.verified else "NOT VERIFIED"
+                print(f"{verdict} {r.json.get('type')} {r.id} {r.body.decode()[:300]}", flush=True)
+            shown = len(receiver.received)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Prints the webhooks bxb sends, verified with the endpoint's secret.")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--secret", action="append", default=[], help="an endpoint's whsec_ secret (repeatable)")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_print_forever(args.port, args.secret))

@@ -17,16 +17,20 @@ through the gateway over real HTTP on loopback (client on the same machine):
   `--seconds`), first deliveries and duplicates; and Stripe's own
   PaymentIntent rate (`--stripe standin|localstripe`, see
   bench/stripe_standin.py; `--stripe-latency-ms`, `--localstripe-customers`);
+- `webhooks`: outgoing webhooks' deliveries/s to a fast receiver
+  (`--deliveries`, `--customers`), a fast endpoint's latency beside another
+  organization's endpoint that never answers (`--rate`, `--seconds`), and the
+  resync of `--resync-customers` customers' history to ChartMogul (a stand-in);
 - `metering`: batch ingestion throughput (POST /v1/events/batch until usage
   counts every event), single-event latency, event-to-billable latency,
   POST /v1/usage/compute over 10M stored events, and the metering process's
   peak memory.
 
-Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|all] [--rate 200] [--seconds 10] [--events 1000000]
+Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|webhooks|all] [--rate 200] [--seconds 10] [--events 1000000]
        [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
        [--invoices 10000] [--webhook-concurrency 16] [--stripe standin] [--stripe-latency-ms 0]
-       [--localstripe-customers 1000]
+       [--localstripe-customers 1000] [--deliveries 10000] [--resync-customers 10000]
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import billing, collection, ingest_and_invoices, metering, pricing, readers
+from bench import billing, collection, ingest_and_invoices, metering, pricing, readers, webhooks
 from bench.common import running_stack
 
 
@@ -44,7 +48,7 @@ async def main() -> None:
         "scenario",
         nargs="?",
         default="all",
-        choices=["ingest", "pricing", "metering", "billing", "readers", "collection", "all"],
+        choices=["ingest", "pricing", "metering", "billing", "readers", "collection", "webhooks", "all"],
     )
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
@@ -65,6 +69,10 @@ async def main() -> None:
     parser.add_argument("--readers", type=int, default=200, help="readers: concurrent readers")
     parser.add_argument("--invoices", type=int, default=10_000, help="collection: finalized invoices to collect")
     parser.add_argument("--webhook-concurrency", type=int, default=16, help="collection: webhooks in flight")
+    parser.add_argument("--deliveries", type=int, default=10_000, help="webhooks: deliveries to a fast receiver")
+    parser.add_argument(
+        "--resync-customers", type=int, default=10_000, help="webhooks: customers whose history is resynced"
+    )
     parser.add_argument(
         "--stripe", choices=["standin", "localstripe"], default="standin", help="collection: the Stripe bxb calls"
     )
@@ -94,6 +102,8 @@ async def main() -> None:
                 await collection.run(stack, http, server, args.invoices, args.webhook_concurrency, args.seconds)
         if args.stripe == "standin" and args.localstripe_customers:
             await collection.localstripe_reference(args.localstripe_customers, args.seconds)
+    if args.scenario in ("webhooks", "all"):
+        await webhooks.run(args.deliveries, args.customers, args.rate, args.seconds, args.resync_customers)
     if args.scenario in ("metering", "all"):
         options = metering.Options(
             rate=args.rate,

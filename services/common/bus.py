@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -61,6 +61,22 @@ Handler = Callable[[str, bytes], Awaitable[None]]
 RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
 RETRY_CAP = 300.0  # the longest wait between two deliveries
 REFETCH_PAUSE = 0.5  # seconds before fetching again after a fetch failed (NATS away)
+
+
+def by_size[M: Message](items: Sequence[M], limit: int) -> list[list[M]]:
+    """`items` in groups whose repeated field holding them takes at most
+    `limit` bytes, so that each group fits one message NATS takes (an item
+    alone always fits: the callers' items are bounded far below `limit`)."""
+    groups: list[list[M]] = [[]]
+    size = 0
+    for item in items:
+        cost = item.ByteSize() + 8  # the field's tag and length
+        if groups[-1] and size + cost > limit:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += cost
+    return groups
 
 
 class Poison(Exception):

@@ -68,21 +68,11 @@ def subject_of(org: str) -> str:
 
 
 def messages(org: str, events: list[pb.UsageEvent], now: datetime) -> list[events_pb2.EventsAccepted]:
-    """The events as EventsAccepted messages of at most MAX_MESSAGE_BYTES
-    each (one event alone always fits: its fields are bounded far below)."""
-    groups: list[list[pb.UsageEvent]] = [[]]
-    size = 0
-    for event in events:
-        cost = event.ByteSize() + 8  # the field's tag and length
-        if groups[-1] and size + cost > MAX_MESSAGE_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(event)
-        size += cost
+    """The events as EventsAccepted messages of at most MAX_MESSAGE_BYTES each."""
     occur = to_proto(now)
     return [
         events_pb2.EventsAccepted(event_id=new_id("evb"), organization_id=org, occur_time=occur, events=group)
-        for group in groups
+        for group in bus.by_size(events, MAX_MESSAGE_BYTES)
     ]
 
 

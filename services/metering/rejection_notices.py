@@ -32,19 +32,10 @@ MAX_NOTICE_BYTES = 256 * 1024
 
 def notices(org: str, rejected: Sequence[pb.RejectedEvent], now: datetime) -> list[events_pb2.EventsRejected]:
     """The rejections as EventsRejected messages of at most MAX_NOTICE_BYTES each."""
-    groups: list[list[pb.RejectedEvent]] = [[]]
-    size = 0
-    for rejection in rejected:
-        cost = rejection.ByteSize() + 8  # the field's tag and length
-        if groups[-1] and size + cost > MAX_NOTICE_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append(rejection)
-        size += cost
     occur = to_proto(now)
     return [
         events_pb2.EventsRejected(event_id=new_id("evt"), organization_id=org, occur_time=occur, rejected_events=group)
-        for group in groups
+        for group in bus.by_size(rejected, MAX_NOTICE_BYTES)
     ]
 
 

@@ -42,6 +42,7 @@ from services.payments.models import (
 )
 from services.payments.providers import hint
 from services.payments.sinks import Vendor
+from services.payments.webhook_endpoints import delivery_proto
 
 log = logging.getLogger("bxb.payments.integrations")
 
@@ -121,20 +122,6 @@ async def integration_proto(session: AsyncSession, integration: Integration) -> 
         last_error=integration.last_error,
         last_error_time=to_proto(integration.last_error_time),
         resync=await resync_proto(session, latest) if latest is not None else None,
-    )
-
-
-def delivery_proto(delivery: Delivery, announcement: Announcement) -> wpb.Delivery:
-    return wpb.Delivery(
-        id=delivery.id,
-        event_id=announcement.id,
-        event_type=announcement.type,
-        status=wpb.DeliveryStatus.Value(delivery.status),
-        attempt_count=delivery.attempt_count,
-        next_attempt_time=to_proto(delivery.next_attempt_time if delivery.status == DELIVERY_PENDING else None),
-        last_status_code=delivery.last_status_code,
-        replay_of=delivery.replay_of,
-        create_time=to_proto(delivery.create_time),
     )
 
 

@@ -292,6 +292,7 @@ class StripeDouble:
         self.mode = "pass"
         self.arrived = asyncio.Event()
         self.release = asyncio.Event()
+        self.closing = asyncio.Event()  # set on exit: stalled requests end (the server waits for its connections)
         self.accounts: dict[str, Account] = {}  # by secret key
         self.emitted: list[Delivery] = []
         self.failures: list[str] = []  # the double's own errors, answered 500
@@ -316,6 +317,7 @@ class StripeDouble:
 
     async def __aexit__(self, *exc: object) -> None:
         self.release.set()
+        self.closing.set()
         assert self.server is not None and self._http is not None
         self.server.close()
         await self.server.wait_closed()
@@ -435,8 +437,11 @@ class StripeDouble:
             if mode == "hold":
                 await self.release.wait()
                 mode = "pass" if self.mode == "hold" else self.mode
-            if mode == "stall":
-                await reader.read()  # until the caller gives up
+            if mode == "stall":  # until the caller gives up, or the double closes
+                waits = {asyncio.ensure_future(reader.read()), asyncio.ensure_future(self.closing.wait())}
+                _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for wait in pending:
+                    wait.cancel()
                 return
             if mode == "error":
                 write_answer(writer, StripeError(500, "An unknown error occurred", "api_error").answer())

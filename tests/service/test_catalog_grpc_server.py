@@ -39,9 +39,11 @@ CATALOG_SERVICES = [
 PAYMENTS_SERVICES = [
     "bxb.common.v1.ParkedMessageService",
     "bxb.payments.v1.DunningCampaignService",
+    "bxb.payments.v1.IntegrationService",
     "bxb.payments.v1.PaymentProviderService",
     "bxb.payments.v1.PaymentService",
     "bxb.payments.v1.StripeWebhookService",
+    "bxb.payments.v1.WebhookEndpointService",
 ]
 
 

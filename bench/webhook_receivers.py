@@ -1,6 +1,6 @@
 """Webhook receivers for the bench, in a process of their own: a fast one
-(answers 204 at once, keeps each `webhook-id`'s arrival time, serves them at
-GET /stats) and a black hole (takes the request, never answers: the sender
+(answers 204 at once, keeps each `webhook-id`'s arrival time, and by the
+customer name an event carries, serves them at GET /stats) and a black hole (takes the request, never answers: the sender
 gives up at its deadline).
 
 Usage: python -m bench.webhook_receivers FAST_PORT HOLE_PORT
@@ -17,6 +17,7 @@ import time
 class Fast:
     def __init__(self) -> None:
         self.arrivals: dict[str, float] = {}  # webhook-id: wall-clock time of its first arrival
+        self.named: dict[str, float] = {}  # data.customer.name: the same (the bench's marker of a change)
         self.requests = 0
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -26,13 +27,17 @@ class Fast:
                 now = time.time()
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-                await reader.readexactly(int(headers.get("content-length", "0")))
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
                 if lines[0].startswith("GET /stats"):
-                    body = json.dumps({"requests": self.requests, "arrivals": self.arrivals}).encode()
+                    stats = {"requests": self.requests, "arrivals": self.arrivals, "named": self.named}
+                    body = json.dumps(stats).encode()
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
                 else:
                     self.requests += 1
                     self.arrivals.setdefault(headers.get("webhook-id", ""), now)
+                    name = json.loads(body).get("data", {}).get("customer", {}).get("name")
+                    if name:
+                        self.named.setdefault(name, now)
                     writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):

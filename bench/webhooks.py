@@ -6,11 +6,14 @@
    consumers store them, in batches of 500; timed from the first stored until
    the receiver has every `webhook-id`: deliveries/s, and each delivery's
    latency (stored -> received), with the CPU each process spent.
-2. Isolation: announcements at a steady `--rate` for `--seconds` to an
-   endpoint at the fast receiver, first alone, then while an endpoint of
-   another organization, subscribed to the same flow of events, sends to a
-   black hole (takes each request, never answers: every attempt waits out
-   the 10 s deadline). The fast endpoint's latency must not change.
+2. Isolation, end to end: customers changed through the gateway
+   (PATCH /v1/customers/{id}, so catalog -> NATS -> payments' consumer ->
+   announcement -> sender) at a steady `--rate` for `--seconds`, each change
+   timed from the PATCH sent until its customer.updated reaches the fast
+   receiver; first alone, then while another organization changes its
+   customers at the same rate with its endpoint at a black hole (takes each
+   request, never answers: every attempt waits out the 10 s deadline). The
+   fast endpoint's latency must not change.
 3. Resync: `--resync-customers` customers, each subscribed to a plan since
    last month with a finalized invoice (one billing run), then ChartMogul
    (tests/chartmogul_fake.py in its own process) connected and a resync of all
@@ -37,6 +40,7 @@ from bench.billing import last_month, projected
 from bench.billing import setup as subscribe_all
 from bench.collection import cpu_report, cpu_seconds
 from bench.common import ORG, percentile, running_stack
+from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from bxb.payments.v1 import webhook_endpoints_pb2 as pb
 from bxb.payments.v1 import webhook_endpoints_pb2_grpc
@@ -57,10 +61,17 @@ class Receivers:
     fast: str  # the fast receiver's URL
     hole: str  # the black hole's URL
 
-    async def arrivals(self) -> dict[str, float]:
+    async def stats(self) -> dict[str, dict[str, float]]:
         async with httpx.AsyncClient() as client:
-            stats = (await client.get(self.fast.replace("/hooks", "/stats"))).json()
-        return dict(stats["arrivals"])
+            return dict((await client.get(self.fast.replace("/hooks", "/stats"))).json())
+
+    async def arrivals(self) -> dict[str, float]:
+        """By webhook-id."""
+        return (await self.stats())["arrivals"]
+
+    async def named(self) -> dict[str, float]:
+        """By the changed customer's name."""
+        return (await self.stats())["named"]
 
 
 @contextmanager
@@ -153,40 +164,72 @@ async def throughput(stack: Stack, hooks: Receivers, deliveries: int, customers:
         await store.close()
 
 
-async def steady(store: Announcements, orgs: list[str], first: int, rate: float, seconds: float) -> int:
-    """Announcements at `rate` per second for `seconds` (batches every 0.1 s); how many."""
-    count, t0 = 0, time.perf_counter()
-    per_tick = max(1, round(rate / 10))
+CUSTOMERS = 100  # per organization, changed in turn
+
+
+async def other_organization(stack: Stack, url: str) -> httpx.AsyncClient:
+    """A second organization with an API key, as an operator makes one over gRPC."""
+    async with grpc.aio.insecure_channel(stack.env["BXB_CATALOG_ADDRESS"]) as channel:
+        stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
+        org = await stub.CreateOrganization(organizations_pb2.CreateOrganizationRequest(id=OTHER_ORG), timeout=10)
+        key = await stub.CreateApiKey(organizations_pb2.CreateApiKeyRequest(organization_id=org.id), timeout=10)
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key.secret}"}, timeout=60)
+
+
+async def customers(http: httpx.AsyncClient) -> None:
+    for n in range(CUSTOMERS):
+        (await http.post("/v1/customers", json={"id": f"cus_{n}", "name": "new"})).raise_for_status()
+
+
+async def steady(clients: list[httpx.AsyncClient], rate: float, seconds: float, tag: str) -> dict[str, float]:
+    """Each client renames its customers in turn, `rate` per second each, for
+    `seconds`; the time each of the first client's changes was sent, by name."""
+    sent: dict[str, float] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def change(http: httpx.AsyncClient, n: int, name: str) -> None:
+        (await http.patch(f"/v1/customers/cus_{n % CUSTOMERS}", json={"name": name})).raise_for_status()
+
+    t0, n = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        await store.store(orgs, first + count, per_tick, 1000)
-        count += per_tick
-        await asyncio.sleep(max(0.0, t0 + count / rate - time.perf_counter()))
-    return count
+        name = f"{tag}-{n}"
+        sent[name] = time.time()
+        for http in clients:
+            task = asyncio.create_task(change(http, n, name))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        n += 1
+        await asyncio.sleep(max(0.0, t0 + n / rate - time.perf_counter()))
+    await asyncio.gather(*tasks)
+    return sent
 
 
-async def isolation(stack: Stack, hooks: Receivers, rate: float, seconds: float) -> None:
-    store = Announcements(stack)
+async def isolation(stack: Stack, http: httpx.AsyncClient, hooks: Receivers, rate: float, seconds: float) -> None:
+    other = await other_organization(stack, str(http.base_url))
     try:
+        await customers(http)
+        await customers(other)
         await endpoint(stack, ORG, hooks.fast)
-        alone = await steady(store, [ORG], 0, rate, seconds)
-        await asyncio.sleep(2)
-        baseline = latencies(store.stored, await hooks.arrivals())
-        print(f"isolation, alone: {alone} deliveries at {rate:.0f}/s to the fast endpoint: {describe(baseline)}")
-        store.stored.clear()
-        await endpoint(stack, OTHER_ORG, hooks.hole)
-        beside = await steady(store, [ORG, OTHER_ORG], alone, rate, seconds)
-        await asyncio.sleep(2)
-        arrivals = await hooks.arrivals()
-        hurt = latencies(store.stored, arrivals)
-        missing = len(store.stored) - len(hurt)
-        print(
-            f"isolation, beside a black hole of another organization (as many events, every attempt waits out "
-            f"the 10 s deadline): {beside} deliveries at {rate:.0f}/s to the fast endpoint: {describe(hurt)}; "
-            f"not received within 2 s of the last: {missing}",
-            flush=True,
-        )
+        for label, clients in (("alone", [http]), ("beside", [http, other])):
+            if label == "beside":
+                await endpoint(stack, OTHER_ORG, hooks.hole)
+            sent = await steady(clients, rate, seconds, label)
+            await asyncio.sleep(3)
+            named = await hooks.named()
+            delays = [named[name] - at for name, at in sent.items() if name in named]
+            what = (
+                "alone"
+                if label == "alone"
+                else "while another organization's endpoint, as busy, is a black hole (each attempt waits out "
+                "the 10 s deadline)"
+            )
+            print(
+                f"isolation, {what}: {len(sent)} customer changes at {rate:.0f}/s, PATCH sent -> customer.updated "
+                f"received: {describe(delays)}; not received 3 s after the last: {len(sent) - len(delays)}",
+                flush=True,
+            )
     finally:
-        await store.close()
+        await other.aclose()
 
 
 @contextmanager
@@ -242,8 +285,8 @@ async def run(deliveries: int, customers: int, rate: float, seconds: float, resy
     with receivers() as hooks:
         async with running_stack(**SETTINGS) as (stack, _):
             await throughput(stack, hooks, deliveries, customers)
-        async with running_stack(**SETTINGS) as (stack, _):
-            await isolation(stack, hooks, rate, seconds)
+        async with running_stack(**SETTINGS) as (stack, http):
+            await isolation(stack, http, hooks, rate, seconds)
     if resync_customers:
         with chartmogul() as (fake, url, key):
             settings = {**SETTINGS, **BILLING_SETTINGS, "BXB_CHARTMOGUL_API_BASE": url}

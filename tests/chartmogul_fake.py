@@ -76,6 +76,7 @@ class ChartMogulFake:
         self.accounts: dict[str, Store] = {}
         self.requests: list[Recorded] = []
         self.faults: list[str | int] = []  # for the next writes: a status to answer, or "lose"
+        self.hidden = 0  # listings still to answer empty (hide_next_find)
         self.lock = threading.Lock()
         fake = self
 
@@ -127,6 +128,11 @@ class ChartMogulFake:
 
     def lose_next_answer(self) -> None:
         self.faults.append("lose")
+
+    def hide_next_find(self) -> None:
+        """The next listing (GET) answers nothing, as if what it looks for
+        were made just after it was read (by a request running alongside)."""
+        self.hidden += 1
 
     def sent(self, api_key: str, method: str = "") -> list[tuple[str, str, Any]]:
         """(method, path with query, body) of the account's requests, in order."""
@@ -199,7 +205,10 @@ class ChartMogulFake:
                 owned = [s for s in store.subscriptions.values() if s["customer_uuid"] == customer_id]
                 return 200, {"entries": owned, "has_more": False, "cursor": None}
             case "GET", ["plans"]:
-                return 200, {"plans": self._find(store.plans, query), "has_more": False, "cursor": None}
+                found = self._find(store.plans, query)
+                if self.hidden:
+                    self.hidden, found = self.hidden - 1, []
+                return 200, {"plans": found, "has_more": False, "cursor": None}
             case "POST", ["plans"]:
                 self._new(store, store.plans, body, "name", "interval_count", "interval_unit")
                 plan = {**body, "uuid": _id("pl")}

@@ -298,21 +298,34 @@ class ChartMogulSink:
 
     # Plans
 
-    async def _plan_uuid(self, plan: PlanRef) -> str:
+    async def _find_plan(self, plan: PlanRef) -> str | None:
         found = await self.api(chartmogul.Plan.all, data_source_uuid=self.source, external_id=plan.external_id)
-        if found.plans:
-            return str(found.plans[0].uuid)
+        return str(found.plans[0].uuid) if found.plans else None
+
+    async def _plan_uuid(self, plan: PlanRef) -> str:
+        """The plan's uuid, made when ChartMogul has none; deliveries of other
+        customers run meanwhile, so one of them may make it first (ChartMogul
+        then says it exists, and it is looked up again)."""
+        found = await self._find_plan(plan)
+        if found is not None:
+            return found
         count, unit = INTERVALS[plan.interval]
-        made = await self.api(
-            chartmogul.Plan.create,
-            data={
-                "data_source_uuid": self.source,
-                "name": f"{plan.name or plan.code} (v{plan.version})",
-                "interval_count": count,
-                "interval_unit": unit,
-                "external_id": plan.external_id,
-            },
-        )
+        try:
+            made = await self.api(
+                chartmogul.Plan.create,
+                data={
+                    "data_source_uuid": self.source,
+                    "name": f"{plan.name or plan.code} (v{plan.version})",
+                    "interval_count": count,
+                    "interval_unit": unit,
+                    "external_id": plan.external_id,
+                },
+            )
+        except Answered as answered:
+            meanwhile = await self._find_plan(plan) if answered.exists else None
+            if meanwhile is None:
+                raise
+            return meanwhile
         return str(made.uuid)
 
     async def _subscription_plan(self, org: str, subscription_id: str) -> PlanRef:

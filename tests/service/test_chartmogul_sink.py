@@ -215,6 +215,14 @@ async def test_a_retry_after_a_lost_answer_duplicates_nothing(tenant: Tenant, st
     ).succeeded
     assert len(fake.store(key).plans) == 1
 
+    # Another customer's delivery, running alongside, made the plan between this one's lookup and its POST.
+    fake.hide_next_find()
+    alongside = await sink.send(
+        outgoing(org, "subscription.started", "c1", subscription=h["subscription"], plan=h["plan"])
+    )
+    assert alongside.succeeded, alongside
+    assert len(fake.store(key).plans) == 1
+
     fake.lose_next_answer()
     first = await sink.send(outgoing(org, "invoice.finalized", "c1", invoice=h["invoice"]))
     assert (first.succeeded, first.permanent) == (False, False)

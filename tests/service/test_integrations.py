@@ -45,6 +45,16 @@ class Db:
         async with self.sessions() as session:
             return await session.scalar(select(Integration).where(Integration.organization_id == org))
 
+    async def failures(self, integration_id: str) -> list[tuple[str, str, str]]:
+        """(type, customer, last error) of the integration's failed deliveries."""
+        async with self.sessions() as session:
+            rows = await session.execute(
+                select(Announcement.type, Delivery.customer_id, Delivery.last_error)
+                .join(Announcement, Announcement.id == Delivery.announcement_id)
+                .where(Delivery.integration_id == integration_id, Delivery.status == DELIVERY_FAILED)
+            )
+            return [tuple(row) for row in rows]
+
     async def deliveries(self, integration_id: str, resync_id: str | None = None) -> list[tuple[str, str, str]]:
         """(type, customer, status) of the integration's deliveries (a resync's
         only, when named), in queue order."""
@@ -241,7 +251,7 @@ async def test_a_resync_queues_the_history_and_reports_progress(
         "progress_percent": "100.0",
         "create_time": finished["create_time"],
         "finish_time": finished["finish_time"],
-    }
+    }, await payments.failures(integration.id)
     assert finished["finish_time"] is not None
     sent = await payments.deliveries(integration.id, resync_id)
     assert [(kind, customer) for kind, customer, _ in sent] == EXPECTED

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.common.ids import new_id
 from services.common.timestamps import format_rfc3339
-from services.payments.event_catalog import ADDRESSED
 from services.payments.models import DELIVERY_PENDING, Announcement, Delivery, Integration, WebhookEndpoint
 
 
@@ -99,21 +98,19 @@ class Announcer:
             return [(draft.endpoint_id, None)]
         if draft.integration_id:
             return [(None, draft.integration_id)]
-        sinks: list[tuple[str | None, str | None]] = []
-        if draft.type not in ADDRESSED:
-            endpoints = await session.scalars(
-                select(WebhookEndpoint.id)
-                .where(
-                    WebhookEndpoint.organization_id == org,
-                    WebhookEndpoint.enabled.is_(True),
-                    or_(
-                        func.cardinality(WebhookEndpoint.event_types) == 0,
-                        WebhookEndpoint.event_types.contains([draft.type]),
-                    ),
-                )
-                .order_by(WebhookEndpoint.create_time, WebhookEndpoint.id)
+        endpoints = await session.scalars(
+            select(WebhookEndpoint.id)
+            .where(
+                WebhookEndpoint.organization_id == org,
+                WebhookEndpoint.enabled.is_(True),
+                or_(
+                    func.cardinality(WebhookEndpoint.event_types) == 0,
+                    WebhookEndpoint.event_types.contains([draft.type]),
+                ),
             )
-            sinks += [(endpoint, None) for endpoint in endpoints]
+            .order_by(WebhookEndpoint.create_time, WebhookEndpoint.id)
+        )
+        sinks: list[tuple[str | None, str | None]] = [(endpoint, None) for endpoint in endpoints]
         providers = [name for name, types in self.accepts.items() if draft.type in types]
         if providers:
             integrations = await session.scalars(

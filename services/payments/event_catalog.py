@@ -40,9 +40,6 @@ CATALOG: dict[str, str] = {
     "data.webhook_endpoint_id.",
 }
 
-# Sent only to the endpoint it names, never by subscription.
-ADDRESSED = frozenset({"webhook.test"})
-
 
 def unknown(types: list[str]) -> list[str]:
     """The types a subscription names that the catalog does not hold."""

@@ -44,6 +44,13 @@ async def test_a_patch_changes_the_fields_given_and_announces_customer_updated(
     assert list(event.customer.tax_codes) == ["vat"] and from_proto(event.occur_time).year >= 2026
 
 
+async def test_a_patch_of_the_email_alone_changes_it_alone(tenant: Tenant):
+    before = await customer(tenant, email="ap@acme.test")
+    patched = await tenant.http.patch("/v1/customers/cus_upd", json={"email": "billing@acme.test"})
+    assert patched.status_code == 200, patched.text
+    assert (await tenant.http.get("/v1/customers/cus_upd")).json() == {**before, "email": "billing@acme.test"}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "field"),
     [

@@ -39,6 +39,17 @@ def test_env_float_reads_numbers_and_defaults(monkeypatch):
     assert config.env_float("BXB_TEST_FLOAT", 2.5) == 0.25
 
 
+def test_env_floats_reads_a_list_and_exits_naming_the_variable_on_garbage(monkeypatch):
+    monkeypatch.delenv("BXB_TEST_FLOATS", raising=False)
+    assert config.env_floats("BXB_TEST_FLOATS", (1.0, 2.0)) == (1.0, 2.0)
+    monkeypatch.setenv("BXB_TEST_FLOATS", "5,300,0.5")
+    assert config.env_floats("BXB_TEST_FLOATS", (1.0,)) == (5.0, 300.0, 0.5)
+    monkeypatch.setenv("BXB_TEST_FLOATS", "5,soon")
+    with pytest.raises(SystemExit) as caught:
+        config.env_floats("BXB_TEST_FLOATS", (1.0,))
+    assert "BXB_TEST_FLOATS" in str(caught.value) and "'5,soon'" in str(caught.value)
+
+
 def test_env_float_exits_naming_the_variable_on_garbage(monkeypatch):
     monkeypatch.setenv("BXB_TEST_FLOAT", "soon")
     with pytest.raises(SystemExit) as caught:

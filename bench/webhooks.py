@@ -171,7 +171,9 @@ async def other_organization(stack: Stack, url: str) -> httpx.AsyncClient:
     """A second organization with an API key, as an operator makes one over gRPC."""
     async with grpc.aio.insecure_channel(stack.env["BXB_CATALOG_ADDRESS"]) as channel:
         stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
-        org = await stub.CreateOrganization(organizations_pb2.CreateOrganizationRequest(id=OTHER_ORG), timeout=10)
+        org = await stub.CreateOrganization(
+            organizations_pb2.CreateOrganizationRequest(id=OTHER_ORG, name="Bench other"), timeout=10
+        )
         key = await stub.CreateApiKey(organizations_pb2.CreateApiKeyRequest(organization_id=org.id), timeout=10)
     return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key.secret}"}, timeout=60)
 

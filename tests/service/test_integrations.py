@@ -45,6 +45,14 @@ class Db:
         async with self.sessions() as session:
             return await session.scalar(select(Integration).where(Integration.organization_id == org))
 
+    async def announced(self, org: str) -> set[str]:
+        """The types announced live for the organization (no resync's)."""
+        async with self.sessions() as session:
+            found = await session.scalars(
+                select(Announcement.type).where(Announcement.organization_id == org, Announcement.resync_id == "")
+            )
+            return set(found)
+
     async def failures(self, integration_id: str) -> list[tuple[str, str, str]]:
         """(type, customer, last error) of the integration's failed deliveries."""
         async with self.sessions() as session:
@@ -205,6 +213,11 @@ async def billed_history(t: Tenant, payments: Db) -> dict:
     note = await t.http.post("/v1/credit_notes", json={"invoice_id": invoice["id"], "amount_cents": 2500})
     assert note.status_code == 201, note.text
     assert (await t.http.delete(f"/v1/subscriptions/{first['id']}")).status_code == 200
+
+    async def announced() -> None:  # before anything connects: none of it is sent live to the integration
+        assert {"credit_note.created", "subscription.terminated"} <= await payments.announced(t.organization_id)
+
+    await eventually(announced)
     return invoice
 
 

@@ -19,7 +19,7 @@ through the gateway over real HTTP on loopback (client on the same machine):
   bench/stripe_standin.py; `--stripe-latency-ms`, `--localstripe-customers`);
 - `webhooks`: outgoing webhooks' deliveries/s to a fast receiver
   (`--deliveries`, `--customers`), a fast endpoint's latency beside another
-  organization's endpoint that never answers (`--rate`, `--seconds`), and the
+  organization's endpoint that never answers (`--change-rate`, `--seconds`), and the
   resync of `--resync-customers` customers' history to ChartMogul (a stand-in);
 - `metering`: batch ingestion throughput (POST /v1/events/batch until usage
   counts every event), single-event latency, event-to-billable latency,
@@ -30,7 +30,7 @@ Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|webho
        [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
        [--invoices 10000] [--webhook-concurrency 16] [--stripe standin] [--stripe-latency-ms 0]
-       [--localstripe-customers 1000] [--deliveries 10000] [--resync-customers 10000]
+       [--localstripe-customers 1000] [--deliveries 10000] [--change-rate 25] [--resync-customers 10000]
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ async def main() -> None:
     parser.add_argument("--webhook-concurrency", type=int, default=16, help="collection: webhooks in flight")
     parser.add_argument("--deliveries", type=int, default=10_000, help="webhooks: deliveries to a fast receiver")
     parser.add_argument(
+        "--change-rate", type=float, default=25, help="webhooks: customer changes per second of each organization"
+    )
+    parser.add_argument(
         "--resync-customers", type=int, default=10_000, help="webhooks: customers whose history is resynced"
     )
     parser.add_argument(
@@ -103,7 +106,7 @@ async def main() -> None:
         if args.stripe == "standin" and args.localstripe_customers:
             await collection.localstripe_reference(args.localstripe_customers, args.seconds)
     if args.scenario in ("webhooks", "all"):
-        await webhooks.run(args.deliveries, args.customers, args.rate, args.seconds, args.resync_customers)
+        await webhooks.run(args.deliveries, args.customers, args.change_rate, args.seconds, args.resync_customers)
     if args.scenario in ("metering", "all"):
         options = metering.Options(
             rate=args.rate,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from services.common import config
+from services.common.errors import FailedPrecondition
 
 VERSION = "v1"
 NONCE_BYTES = 12
@@ -27,6 +28,16 @@ NONCE_BYTES = 12
 class Unsealable(Exception):
     """A sealed value that does not open: tampered, another organization's or
     purpose's, or sealed under another BXB_SECRET_KEY."""
+
+
+def require_secret_key() -> None:
+    """Refuses (FAILED_PRECONDITION) to take an organization's secret for
+    sealing while BXB_SECRET_KEY is unset: the development key is public."""
+    if not config.env_str("BXB_SECRET_KEY", ""):
+        raise FailedPrecondition(
+            "BXB_SECRET_KEY is not set: secrets are not stored under the public development key",
+            reason="SECRET_KEY_NOT_CONFIGURED",
+        )
 
 
 def _key(purpose: str, secret: bytes) -> AESGCM:

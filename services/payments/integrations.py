@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bxb.payments.v1 import integrations_pb2 as pb
 from bxb.payments.v1 import integrations_pb2_grpc
 from bxb.payments.v1 import webhook_endpoints_pb2 as wpb
-from services.common import config, pagination, sealing, tenancy
-from services.common.errors import FailedPrecondition, NotFound
+from services.common import pagination, sealing, tenancy
+from services.common.errors import NotFound
 from services.common.grpc_server import Context
 from services.common.ids import new_id
 from services.common.timestamps import to_proto
@@ -148,11 +148,7 @@ class IntegrationServicer(integrations_pb2_grpc.IntegrationServiceServicer):
     async def ConnectIntegration(self, request: pb.ConnectIntegrationRequest, context: Context) -> pb.Integration:
         org = tenancy.organization_id()
         vendor = self.vendors[request.provider]  # the proto names only the providers vendors() makes
-        if not config.env_str("BXB_SECRET_KEY", ""):
-            raise FailedPrecondition(
-                "BXB_SECRET_KEY is not set: secrets are not stored under the public development key",
-                reason="SECRET_KEY_NOT_CONFIGURED",
-            )
+        sealing.require_secret_key()
         # At the tool first, no transaction open: a refused key stores nothing.
         data_source_id = await vendor.connect(request.api_key, request.data_source_id)
         shown = hint(request.api_key)

@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.payments.v1 import providers_pb2 as pb
 from bxb.payments.v1 import providers_pb2_grpc
-from services.common import config, sealing, tenancy
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common import sealing, tenancy
+from services.common.errors import InvalidArgument, NotFound, Unavailable
 from services.common.grpc_server import Context
 from services.common.timestamps import to_proto
 from services.payments import stripe_customers
@@ -98,11 +98,7 @@ class PaymentProviderServicer(providers_pb2_grpc.PaymentProviderServiceServicer)
                 field="webhook_secret",
                 reason="INVALID_VALUE",
             )
-        if not config.env_str("BXB_SECRET_KEY", ""):
-            raise FailedPrecondition(
-                "BXB_SECRET_KEY is not set: secrets are not stored under the public development key",
-                reason="SECRET_KEY_NOT_CONFIGURED",
-            )
+        sealing.require_secret_key()
         account_id = await self._check(request.secret_key)
         shown = hint(request.secret_key)
         values = {

@@ -50,7 +50,6 @@ from services.common.worker import Worker
 from services.payments import public_json
 from services.payments.announcing import Announcer, Draft
 from services.payments.models import (
-    DELIVERY_CANCELED,
     DELIVERY_FAILED,
     DELIVERY_PENDING,
     DELIVERY_SUCCEEDED,
@@ -61,7 +60,7 @@ from services.payments.models import (
     WebhookEndpoint,
 )
 from services.payments.sinks import Account, Outgoing, Sent, Sink, Vendor
-from services.payments.webhook_endpoints import SECRET_PURPOSE, endpoint_proto
+from services.payments.webhook_endpoints import SECRET_PURPOSE, cancel_pending, endpoint_proto
 from services.payments.webhook_sink import WebhookSink
 
 log = logging.getLogger("bxb.payments.sender")
@@ -324,12 +323,7 @@ class Sender(Worker):
                 .execution_options(populate_existing=True)
             )
         ).scalar_one()
-        await session.execute(
-            update(Delivery)
-            .where(Delivery.endpoint_id == endpoint_id, Delivery.status == DELIVERY_PENDING)
-            .values(status=DELIVERY_CANCELED, finish_time=now, next_attempt_time=None, lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
+        await cancel_pending(session, endpoint_id, now)
         log.warning("webhook endpoint %s disabled: %s", endpoint_id, reason)
         draft = Draft(
             organization_id=endpoint.organization_id,

@@ -7,7 +7,7 @@ another's endpoint or delivery is NOT_FOUND."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from google.protobuf import empty_pb2
 from sqlalchemy import select, update
@@ -94,12 +94,14 @@ def _event_types(types: list[str]) -> list[str]:
     return types
 
 
-async def _cancel_pending(session: AsyncSession, endpoint_id: str) -> None:
-    """What waits for an endpoint being disabled is not sent."""
+async def cancel_pending(session: AsyncSession, endpoint_id: str, now: datetime) -> None:
+    """What waits for an endpoint being disabled (by its organization, or by
+    the sender after days of failures) is not sent."""
     await session.execute(
         update(Delivery)
         .where(Delivery.endpoint_id == endpoint_id, Delivery.status == DELIVERY_PENDING)
-        .values(status=DELIVERY_CANCELED, finish_time=utcnow(), next_attempt_time=None)
+        .values(status=DELIVERY_CANCELED, finish_time=now, next_attempt_time=None, lease_until=None)
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -189,7 +191,7 @@ class WebhookEndpointServicer(webhook_endpoints_pb2_grpc.WebhookEndpointServiceS
                 if spec.enabled:  # enabled again: a fresh start
                     changes.update(disabled_reason="", failing_since=None)
                 else:
-                    await _cancel_pending(session, endpoint.id)
+                    await cancel_pending(session, endpoint.id, utcnow())
             for name, value in changes.items():
                 setattr(endpoint, name, value)
             endpoint.update_time = utcnow()

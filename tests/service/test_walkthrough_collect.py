@@ -140,7 +140,13 @@ async def test_walkthrough_collects_with_no_api_call_duns_to_uncollectible_settl
             await eventually(received, timeout=30)
 
         await emailed([failed])
-        shown = await walk.january("cus_declined")
+
+        async def linked():  # invoicing hears of the link through payment_updated, maybe after the email went
+            shown = await walk.january("cus_declined")
+            assert shown["payment_url"], shown
+            return shown
+
+        shown = await eventually(linked, timeout=30)
         assert shown["payment_url"].startswith(f"{stripe_double.url}/pay/")
         # Each retry day, as the days pass (each decline emailed before the next day comes).
         await walk.advance("2025-02-02T00:00:00Z")

@@ -16,6 +16,11 @@ too, it stays in the stream and is retried.
 A consumer outlives NATS restarts: the client reconnects on its own, and a
 fetch (or ack) that fails meanwhile is logged and tried again, never ending
 the consumer.
+
+NATS may be a cluster (BXB_NATS_URL listing its nodes; nats_connection.py):
+streams keep BXB_NATS_REPLICAS copies, and a publish whose acknowledgement
+does not come (a node died, the stream is electing a leader) is sent again
+under the same Nats-Msg-Id, which JetStream stores once.
 """
 
 from __future__ import annotations
@@ -30,9 +35,12 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import ConnectionReconnectingError, OutboundBufferLimitError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
+
+from services.common import config, nats_connection
 
 log = logging.getLogger("bxb.bus")
 
@@ -61,6 +69,19 @@ Handler = Callable[[str, bytes], Awaitable[None]]
 RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
 RETRY_CAP = 300.0  # the longest wait between two deliveries
 REFETCH_PAUSE = 0.5  # seconds before fetching again after a fetch failed (NATS away)
+PUBLISH_TIMEOUT = 2.0  # seconds one publish waits for JetStream's acknowledgement
+PUBLISH_DEADLINE = 15.0  # seconds a publish keeps trying before its error is raised
+REPUBLISH_PAUSE = 0.25  # seconds between two tries
+# A publish failing so may succeed when sent again: no acknowledgement (lost
+# with a node, or a stream leader being elected), JetStream not answering yet,
+# the client reconnecting.
+TRANSIENT = (
+    TimeoutError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+)
 
 
 def by_size[M: Message](items: Sequence[M], limit: int) -> list[list[M]]:
@@ -110,20 +131,28 @@ def retry_delay(attempt: int, cap: float = RETRY_CAP) -> float:
 
 
 class Bus:
-    def __init__(self, url: str, name: str):
-        """A client of the NATS at `url`, named `name`; it connects on `open`,
-        on the event loop it serves (a NATS client belongs to that loop),
-        so a service builds it with the rest and opens it at start-up."""
+    def __init__(self, url: str, name: str, replicas: int | None = None):
+        """A client of the NATS at `url` (one server or several, comma-separated),
+        named `name`, whose streams keep `replicas` copies (None:
+        BXB_NATS_REPLICAS); it connects on `open`, on the event loop it
+        serves (a NATS client belongs to that loop), so a service builds it
+        with the rest and opens it at start-up."""
         self.url = url
         self.name = name
+        self.replicas = config.nats_replicas() if replicas is None else replicas
         self.nc = NATS()
         self.js: JetStreamContext = self.nc.jetstream()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
-        """Connects; the client reconnects on its own from then on."""
+        """Connects (to any of the servers); the client reconnects on its own
+        from then on, to whichever server answers."""
+        target = nats_connection.connection(self.url)
         await self.nc.connect(
-            self.url,
+            servers=target.servers,
+            user=target.user,
+            password=target.password,
+            tls=target.tls,
             name=self.name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py annotates int; it sleeps any float
@@ -137,24 +166,45 @@ class Bus:
         return opened
 
     async def ensure_stream(self, stream: Stream) -> None:
-        """Creates the stream, or gives an existing one the subjects it should have now."""
+        """Creates the stream, or gives an existing one the subjects and the
+        number of replicas it should have now."""
         retention = RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS
-        config = StreamConfig(
-            name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0, retention=retention
+        wanted = StreamConfig(
+            name=stream.name,
+            subjects=list(stream.subjects),
+            duplicate_window=120.0,
+            retention=retention,
+            num_replicas=self.replicas,
         )
         try:
             info = await self.js.stream_info(stream.name)
         except NotFoundError:
-            await self.js.add_stream(config)
+            await self.js.add_stream(wanted)
             return
-        if info.config.subjects != list(stream.subjects):
-            await self.js.update_stream(info.config.evolve(subjects=list(stream.subjects)))
+        current = info.config
+        if current.subjects != wanted.subjects or (current.num_replicas or 1) != self.replicas:
+            await self.js.update_stream(current.evolve(subjects=wanted.subjects, num_replicas=self.replicas))
 
     async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
+        """Returns once JetStream has stored the message (on a majority of
+        its replicas). An acknowledgement that does not come is asked for
+        again with the same `msg_id` for up to PUBLISH_DEADLINE seconds, so a
+        node dying mid-publish neither loses nor doubles the message; then
+        the last error is raised."""
         headers = {MSG_ID: msg_id}
         if organization_id:
             headers[ORG_HEADER] = organization_id
-        await self.js.publish(subject, payload, headers=headers)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PUBLISH_DEADLINE
+        while True:
+            try:
+                await self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers)
+                return
+            except TRANSIENT:
+                if loop.time() + REPUBLISH_PAUSE >= deadline:
+                    raise
+                log.info("publishing %s got no acknowledgement; sending it again", subject, exc_info=True)
+                await asyncio.sleep(REPUBLISH_PAUSE)
 
     async def consume(
         self,

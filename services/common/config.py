@@ -43,6 +43,14 @@ def nats_url() -> str:
     return env_str("BXB_NATS_URL", NATS_URL)
 
 
+def nats_replicas() -> int:
+    """BXB_NATS_REPLICAS: how many NATS nodes keep each stream (1, or 3 in a cluster)."""
+    raw = env_str("BXB_NATS_REPLICAS", "1")
+    if not raw.isdigit() or not 1 <= int(raw) <= 5:
+        raise SystemExit(f"BXB_NATS_REPLICAS must be a whole number from 1 to 5, got {raw!r}")
+    return int(raw)
+
+
 def database_url(service: str) -> str:
     return env_str(f"BXB_{service.upper()}_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/bxb_{service}")
 

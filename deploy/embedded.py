@@ -308,6 +308,7 @@ class Nats:
         self.data_dir.chmod(0o700)  # its configuration holds the password
         config = self.data_dir / "nats.conf"
         config.touch(mode=0o600)
+        config.chmod(0o600)
         config.write_text(self.config())
         args = [nats_server_binary(), "-c", str(config)]
         with open(self.data_dir / "server.log", "ab") as log:  # the server writes to its own copy
@@ -378,7 +379,7 @@ class NatsCluster:
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:
                 continue
-            with contextlib.suppress(OSError, ValueError):
+            with contextlib.suppress(OSError):  # not answering (yet)
                 with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/jsz", timeout=1) as reply:
                     leader = json.load(reply).get("meta_cluster", {}).get("leader", "")
                 if leader:

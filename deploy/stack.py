@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
-from deploy.embedded import Nats, Postgres, free_port
+from deploy.embedded import NATS_USER, Nats, Postgres, free_port
 from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
 from deploy.supervisor import Child, Supervisor
 from services.catalog.organizations import DEFAULT_ORGANIZATION
@@ -32,9 +32,10 @@ DATABASES = ("catalog", "invoicing", "payments")
 
 
 def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = "") -> str:
-    """The environment's `variable` (BXB_API_KEY, BXB_SECRET_KEY), else the
-    value this home was given on its first run, kept private in a file named
-    after it (api_key, secret_key), so that restarts keep keys and tokens."""
+    """The environment's `variable` (BXB_API_KEY, BXB_SECRET_KEY,
+    BXB_NATS_PASSWORD), else the value this home was given on its first run,
+    kept private in a file named after it (api_key, secret_key,
+    nats_password), so that restarts keep keys and tokens."""
     if env.get(variable):
         return env[variable]
     path = home / variable.removeprefix("BXB_").lower()
@@ -101,12 +102,14 @@ class Stack:
                 await postgres.create_database(f"bxb_{db}")
                 env[f"BXB_{db.upper()}_DATABASE_URL"] = postgres.url(f"bxb_{db}")
         if not env.get("BXB_NATS_URL"):
+            # Only who has the password (kept in BXB_HOME) publishes, so no one forges payment_updated.
             port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
-            self.nats = nats = Nats(self.home / "nats", port=port)
+            user, password = env.get("BXB_NATS_USER") or NATS_USER, kept_secret(self.home, env, "BXB_NATS_PASSWORD")
+            self.nats = nats = Nats(self.home / "nats", port=port, user=user, password=password)
             await self.supervisor.start(
                 Child("nats", nats.spawn, partial(wait_tcp, nats.port), nats.data_dir / "server.log")
             )
-            env["BXB_NATS_URL"] = nats.url
+            env.update(BXB_NATS_URL=nats.address, BXB_NATS_USER=user, BXB_NATS_PASSWORD=password)
 
     def addresses(self) -> dict[str, str]:
         """Each service's gRPC address, in start order."""

@@ -159,9 +159,9 @@ class Bus:
         )
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
+    async def connect(cls, url: str, name: str, replicas: int | None = None) -> Bus:
         """A bus, open."""
-        opened = cls(url, name)
+        opened = cls(url, name, replicas)
         await opened.open()
         return opened
 

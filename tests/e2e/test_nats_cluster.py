@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import MetaData, func, select
 
 from bxb.catalog.v1 import events_pb2
-from deploy.embedded import NatsCluster
+from deploy.embedded import NATS_USER, NatsCluster, Route, free_port
 from services.common import bus, db, outbox
 from services.common.ids import new_id
 from tests.conftest import Infra, eventually, unique
@@ -32,8 +32,8 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 @pytest.fixture
 async def buses(cluster: NatsCluster) -> AsyncIterator[tuple[bus.Bus, bus.Bus]]:
     """A publisher's and a consumer's connection, each to the whole cluster."""
-    publisher = await bus.Bus.connect(cluster.url, "cluster-publisher")
-    consumer = await bus.Bus.connect(cluster.url, "cluster-consumer")
+    publisher = await bus.Bus.connect(cluster.url, "cluster-publisher", replicas=3)
+    consumer = await bus.Bus.connect(cluster.url, "cluster-consumer", replicas=3)
     yield publisher, consumer
     await consumer.close()
     await publisher.close()
@@ -44,11 +44,9 @@ def event(organization: str) -> events_pb2.SubscriptionCreated:
 
 
 async def test_every_acknowledged_message_is_consumed_though_the_stream_leader_is_killed(
-    cluster: NatsCluster, buses: tuple[bus.Bus, bus.Bus], infra: Infra, monkeypatch: pytest.MonkeyPatch
+    cluster: NatsCluster, buses: tuple[bus.Bus, bus.Bus], infra: Infra
 ):
-    monkeypatch.setenv("BXB_NATS_REPLICAS", "3")
     publisher, consumer = buses
-    publisher.replicas = consumer.replicas = 3
     stream = bus.Stream("CLUSTER_LOAD", ("cluster.>",))
     await publisher.ensure_stream(stream)
     info = await publisher.js.stream_info(stream.name)
@@ -136,3 +134,52 @@ async def test_every_acknowledged_message_is_consumed_though_the_stream_leader_i
 
 async def _has_consumed(consumed: list[str], count: int) -> None:
     assert len(consumed) >= count
+
+
+async def test_a_stream_made_with_one_replica_gets_the_replicas_bxb_nats_replicas_asks_for(
+    cluster: NatsCluster, monkeypatch: pytest.MonkeyPatch
+):
+    stream = bus.Stream("CLUSTER_GROWING", ("growing.>",))
+    single = await bus.Bus.connect(cluster.url, "single", replicas=1)
+    try:
+        await single.ensure_stream(stream)
+        assert (await single.js.stream_info(stream.name)).config.num_replicas == 1
+        await single.publish("growing.v1.before", b"kept", "growing-1")
+    finally:
+        await single.close()
+
+    # As a service is configured: the nodes, the credentials and the replicas each in its variable.
+    monkeypatch.setenv("BXB_NATS_REPLICAS", "3")
+    monkeypatch.setenv("BXB_NATS_USER", NATS_USER)
+    monkeypatch.setenv("BXB_NATS_PASSWORD", cluster.nodes[0].password)
+    replicated = await bus.Bus.connect(cluster.address, "replicated")
+    try:
+        assert replicated.replicas == 3
+        await replicated.ensure_stream(stream)
+
+        async def three_copies() -> None:
+            try:
+                info = await replicated.js.stream_info(stream.name)
+            except TimeoutError as slow:  # the stream's leader busy catching its new replicas up
+                raise AssertionError("no stream info yet") from slow
+            assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
+            assert all(peer.current for peer in info.cluster.replicas) and info.state.messages == 1
+
+        await eventually(three_copies, timeout=20)
+    finally:
+        await replicated.close()
+
+
+def test_a_cluster_whose_nodes_cannot_reach_each_other_never_gets_ready(tmp_path: Path):
+    cluster = NatsCluster(tmp_path / "cluster", durable=False)
+    for node in cluster.nodes:  # each routed to where no node listens: no quorum, no meta leader
+        assert node.route is not None
+        node.route = Route(node.route.cluster, node.route.port, (f"nats-route://127.0.0.1:{free_port()}",))
+    try:
+        with pytest.raises(TimeoutError, match=r"NATS cluster without a JetStream meta leader after 1\.5s"):
+            cluster.start(timeout=1.5)
+        cluster.nodes[0].monitor_port = free_port()  # one not answering is skipped
+        assert cluster.meta_leader() == ""
+    finally:
+        cluster.stop()
+    assert cluster.meta_leader() == ""  # none running

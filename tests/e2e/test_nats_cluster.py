@@ -11,14 +11,18 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import MetaData, func, select
 
 from bxb.catalog.v1 import events_pb2
 from deploy.embedded import NATS_USER, NatsCluster, Route, free_port
+from deploy.stack import DATABASES, Stack
 from services.common import bus, db, outbox
 from services.common.ids import new_id
+from services.metering import intake
 from tests.conftest import Infra, eventually, unique
+from tests.e2e.test_stack import KEY, send_events, september_invoice, stack_env, walkthrough
 
 
 @pytest.fixture
@@ -183,3 +187,70 @@ def test_a_cluster_whose_nodes_cannot_reach_each_other_never_gets_ready(tmp_path
     finally:
         cluster.stop()
     assert cluster.meta_leader() == ""  # none running
+
+
+@pytest.mark.timeout(240)
+async def test_the_stack_on_the_cluster_bills_every_event_though_a_node_dies(
+    cluster: NatsCluster, infra: Infra, tmp_path: Path
+):
+    """make run on external PostgreSQL and the cluster (its nodes, login and
+    three replicas from the environment): events sent before and after the
+    node leading metering's queue is killed are all counted, and invoicing
+    still hears of new subscriptions."""
+    home = tmp_path / "home"
+    external = {f"BXB_{db.upper()}_DATABASE_URL": await infra.database(unique(f"nc_{db}")) for db in DATABASES}
+    env = stack_env(
+        home,
+        BXB_API_KEY=KEY,
+        BXB_NATS_URL=cluster.address,
+        BXB_NATS_USER=NATS_USER,
+        BXB_NATS_PASSWORD=cluster.nodes[0].password,
+        BXB_NATS_REPLICAS="3",
+        **external,
+    )
+    stack = Stack(home, env)
+    watcher = await bus.Bus.connect(cluster.url, "stack-watcher")
+    try:
+        url, _ = await stack.start()
+        assert stack.nats is None  # the cluster, not an embedded server
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as http:
+            await walkthrough(http)
+            await send_events(http)
+            draft = await eventually(lambda: september_invoice(http), timeout=30)
+            assert draft["total_amount_cents"] == 234
+            queue = await watcher.js.stream_info(intake.STREAM.name)
+            assert queue.config.num_replicas == 3
+            leader = next(node for node in cluster.nodes if node.server_name == queue.cluster.leader)
+            assert leader.process is not None
+            leader.process.send_signal(signal.SIGKILL)
+            leader.process.wait()
+
+            for n in range(20):  # 2,000 more tokens, each event answered 200 though the queue's leader is gone
+                body = {
+                    "transaction_id": f"txn_after_{n}",
+                    "customer_id": "cus_9a4b2",
+                    "code": "api_requests",
+                    "timestamp": "2026-09-20T00:00:00Z",
+                    "properties": {"tokens": 100},
+                }
+                response = await http.post("/v1/events", json=body)
+                assert response.status_code == 200, response.text
+
+            async def all_counted() -> None:
+                assert (await september_invoice(http))["total_amount_cents"] == 434
+
+            await eventually(all_counted, timeout=60)
+            await walkthrough_subscription(http, "cus_after")  # announced by catalog's outbox over the cluster
+            assert (await eventually(lambda: september_invoice(http, "cus_after"), timeout=30))[
+                "total_amount_cents"
+            ] == 0
+    finally:
+        await watcher.close()
+        await stack.stop()
+
+
+async def walkthrough_subscription(http: httpx.AsyncClient, customer: str) -> None:
+    sub = await http.post(
+        "/v1/subscriptions", json={"customer_id": customer, "plan_code": "payg", "start_date": "2026-09-01T00:00:00Z"}
+    )
+    assert sub.status_code == 201, sub.text

@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -363,28 +364,44 @@ class NatsCluster:
         return ",".join(node.url for node in self.nodes)
 
     def start(self, timeout: float = 60) -> None:
-        """Starts every node and waits for the cluster's meta leader."""
+        """Starts every node and waits until JetStream has a meta leader that
+        every other node follows (a stream with a replica on each can be made)."""
         processes = [node.spawn() for node in self.nodes]
         deadline = time.monotonic() + timeout
         for node, process in zip(self.nodes, processes, strict=True):
             wait_for_port(node.port, timeout, process)
-        while not self.meta_leader():
+        while not self.ready():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"NATS cluster without a JetStream meta leader after {timeout}s")
+                raise TimeoutError(f"NATS cluster without a JetStream meta leader followed by all after {timeout}s")
             time.sleep(0.1)
 
     def meta_leader(self) -> str:
         """The server name of JetStream's meta leader, as a node still running
         sees it; empty while there is none."""
+        return next((meta["leader"] for meta in self._meta() if meta.get("leader")), "")
+
+    def ready(self) -> bool:
+        """Whether the meta leader sees every other node current."""
+        return any(
+            len(followers := meta.get("replicas", [])) == len(self.nodes) - 1
+            and all(follower.get("current") for follower in followers)
+            for meta in self._meta()
+            if meta.get("leader")
+        )
+
+    def _meta(self) -> list[dict[str, Any]]:
+        """JetStream's meta group as each node still running and answering sees it."""
+        seen = []
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:
                 continue
-            with contextlib.suppress(OSError):  # not answering (yet)
-                with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/jsz", timeout=1) as reply:
-                    leader = json.load(reply).get("meta_cluster", {}).get("leader", "")
-                if leader:
-                    return str(leader)
-        return ""
+            monitor = f"http://127.0.0.1:{node.monitor_port}/jsz"
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(monitor, timeout=1) as reply,
+            ):  # OSError: not up yet
+                seen.append(json.load(reply).get("meta_cluster", {}))
+        return seen
 
     def stop(self, timeout: float = 15) -> None:
         stop_processes([(node.process, signal.SIGTERM) for node in self.nodes], timeout)

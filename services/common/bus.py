@@ -70,11 +70,11 @@ RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
 RETRY_CAP = 300.0  # the longest wait between two deliveries
 REFETCH_PAUSE = 0.5  # seconds before fetching again after a fetch failed (NATS away)
 PUBLISH_TIMEOUT = 2.0  # seconds one publish waits for JetStream's acknowledgement
-PUBLISH_DEADLINE = 15.0  # seconds a publish keeps trying before its error is raised
-REPUBLISH_PAUSE = 0.25  # seconds between two tries
-# A publish failing so may succeed when sent again: no acknowledgement (lost
-# with a node, or a stream leader being elected), JetStream not answering yet,
-# the client reconnecting.
+JETSTREAM_DEADLINE = 15.0  # seconds a publish (or a stream's, a consumer's set-up) keeps trying
+JETSTREAM_PAUSE = 0.25  # seconds between two tries
+# A request to JetStream failing so may succeed when sent again: no answer
+# (lost with a node, or a stream leader being elected), JetStream not
+# answering yet, the client reconnecting.
 TRANSIENT = (
     TimeoutError,
     NoStreamResponseError,
@@ -176,8 +176,12 @@ class Bus:
             retention=retention,
             num_replicas=self.replicas,
         )
+        await self._retrying(f"setting up stream {stream.name}", lambda: self._ensure(wanted))
+
+    async def _ensure(self, wanted: StreamConfig) -> None:
+        assert wanted.name is not None and wanted.subjects is not None  # ensure_stream sets them
         try:
-            info = await self.js.stream_info(stream.name)
+            info = await self.js.stream_info(wanted.name)
         except NotFoundError:
             await self.js.add_stream(wanted)
             return
@@ -188,23 +192,30 @@ class Bus:
     async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
         """Returns once JetStream has stored the message (on a majority of
         its replicas). An acknowledgement that does not come is asked for
-        again with the same `msg_id` for up to PUBLISH_DEADLINE seconds, so a
-        node dying mid-publish neither loses nor doubles the message; then
-        the last error is raised."""
+        again with the same `msg_id`, so a node dying mid-publish neither
+        loses nor doubles the message."""
         headers = {MSG_ID: msg_id}
         if organization_id:
             headers[ORG_HEADER] = organization_id
+        await self._retrying(
+            f"publishing {subject}", lambda: self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers)
+        )
+
+    async def _retrying(self, what: str, request: Callable[[], Awaitable[object]]) -> None:
+        """Sends `request` until JetStream answers: a TRANSIENT failure is
+        tried again every JETSTREAM_PAUSE seconds for up to
+        JETSTREAM_DEADLINE, then raised."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + PUBLISH_DEADLINE
+        deadline = loop.time() + JETSTREAM_DEADLINE
         while True:
             try:
-                await self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers)
+                await request()
                 return
             except TRANSIENT:
-                if loop.time() + REPUBLISH_PAUSE >= deadline:
+                if loop.time() + JETSTREAM_PAUSE >= deadline:
                     raise
-                log.info("publishing %s got no acknowledgement; sending it again", subject, exc_info=True)
-                await asyncio.sleep(REPUBLISH_PAUSE)
+                log.info("%s got no answer from JetStream; trying again", what, exc_info=True)
+                await asyncio.sleep(JETSTREAM_PAUSE)
 
     async def consume(
         self,
@@ -241,7 +252,7 @@ class Bus:
             ack_wait=ack_wait,
             max_deliver=-1,
         )
-        await self.js.add_consumer(stream.name, config)
+        await self._retrying(f"setting up consumer {durable}", lambda: self.js.add_consumer(stream.name, config))
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
         handling = _Handling(stream.name, durable, handler, ack_wait / 3, park, max_attempts, retry_cap)
         loop = self._loop(sub, handling, batch, in_order, linger)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 from sqlalchemy import MetaData, func, select
 
 from bxb.catalog.v1 import events_pb2
@@ -149,6 +150,7 @@ async def test_a_stream_made_with_one_replica_gets_the_replicas_bxb_nats_replica
         await single.ensure_stream(stream)
         assert (await single.js.stream_info(stream.name)).config.num_replicas == 1
         await single.publish("growing.v1.before", b"kept", "growing-1")
+        await single.js.add_consumer(stream.name, ConsumerConfig(durable_name="grower", ack_policy=AckPolicy.EXPLICIT))
     finally:
         await single.close()
 
@@ -164,10 +166,12 @@ async def test_a_stream_made_with_one_replica_gets_the_replicas_bxb_nats_replica
         async def three_copies() -> None:
             try:
                 info = await replicated.js.stream_info(stream.name)
+                consumer = await replicated.js.consumer_info(stream.name, "grower")
             except TimeoutError as slow:  # the stream's leader busy catching its new replicas up
                 raise AssertionError("no stream info yet") from slow
             assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
             assert all(peer.current for peer in info.cluster.replicas) and info.state.messages == 1
+            assert len(consumer.cluster.replicas or []) == 2  # its consumers follow
 
         await eventually(three_copies, timeout=20)
     finally:

@@ -241,8 +241,8 @@ class Nats:
 
     Clients must log in as `user` with `password` (a random one unless
     given), so no one without it can publish (forge `payment_updated`); with
-    `tls_dir` (ca.crt, tls.crt, tls.key) clients connect over TLS and present a
-    certificate that CA signed. A node of a NatsCluster has a `route`."""
+    `tls_dir` (ca.crt, tls.crt, tls.key) clients, and the other nodes of its
+    cluster, connect over TLS and present a certificate that CA signed. A node of a NatsCluster has a `route`."""
 
     def __init__(
         self,
@@ -287,16 +287,19 @@ class Nats:
             f"max_payload: {MAX_PAYLOAD}\nauthorization {login}\n"
             f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}{sync}\n}}\n"
         )
+        # With a CA, clients and the other nodes alike show a certificate it signed.
+        tls = ""
+        if self.tls_dir is not None:
+            files = "".join(f"{key}: {json.dumps(str(self.tls_dir / name))}, " for key, name in TLS_FILES.items())
+            tls = f"tls {{ {files}verify: true }}\n"
         if self.server_name:
             text += f"server_name: {json.dumps(self.server_name)}\n"
-        if self.tls_dir is not None:
-            files = {key: json.dumps(str(self.tls_dir / name)) for key, name in TLS_FILES.items()}
-            text += "tls {\n" + "".join(f"  {key}: {path}\n" for key, path in files.items()) + "  verify: true\n}\n"
+        text += tls
         if self.route is not None:
             routes = ", ".join(json.dumps(route) for route in self.route.routes)
             text += (
                 f"cluster {{\n  name: {json.dumps(self.route.cluster)}\n  host: 127.0.0.1\n  port: {self.route.port}\n"
-                f"  authorization {login}\n  routes: [{routes}]\n}}\n"
+                f"  authorization {login}\n  routes: [{routes}]\n{'  ' + tls if tls else ''}}}\n"
             )
         return text
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from deploy.embedded import NATS_USER, Nats
+from deploy.embedded import NATS_USER, Nats, NatsCluster
 from deploy.stack import Stack
 from services.common import bus, nats_connection
 from tests.conftest import eventually, unique
@@ -174,3 +174,19 @@ def test_a_tls_url_without_bxb_tls_dir_names_what_is_missing(monkeypatch: pytest
     monkeypatch.setenv("BXB_TLS_DIR", str(tmp_path))  # there, but empty
     with pytest.raises(SystemExit, match="BXB_TLS_DIR"):
         nats_connection.connection("nats://a:4222,tls://b:4222")
+
+
+async def test_a_cluster_with_a_ca_routes_and_serves_over_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    ca = new_ca("bxb test CA")
+    cluster = NatsCluster(tmp_path / "cluster", durable=False, tls_dir=write_tls_dir(tmp_path / "server", "nats", ca))
+    cluster.start()  # ready: its nodes reached each other over TLS
+    try:
+        assert all(url.startswith("tls://") for url in cluster.url.split(","))
+        monkeypatch.setenv("BXB_TLS_DIR", str(write_tls_dir(tmp_path / "client", "catalog", ca)))
+        connected = await bus.Bus.connect(cluster.url, "cluster-over-tls", replicas=3)
+        try:
+            await round_trip(connected)
+        finally:
+            await connected.close()
+    finally:
+        cluster.stop()

@@ -33,7 +33,7 @@ from bxb.payments.v1 import (
     stripe_webhooks_pb2,
     webhook_endpoints_pb2,
 )
-from gateway import docs
+from gateway import docs, observability
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
@@ -122,10 +122,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", observability.serve_metrics, methods=["GET"]),
         *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(
         routes=[*one_route_per_path(routes), *docs.routes(served(TRANSCODED, PUBLIC))],
         lifespan=lifespan,
+        middleware=observability.middleware(),
         exception_handlers={HTTPException: http_error},
     )

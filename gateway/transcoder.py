@@ -33,6 +33,7 @@ from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views, descriptor_of, message_type
 from gateway.errors import ApiError, api_error, error_response, invalid
 from gateway.json_body import refuse_nul
+from gateway.observability import ORGANIZATION
 from services.common import tenancy, trust
 
 log = logging.getLogger("bxb.gateway")
@@ -327,6 +328,7 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
                 exchange.org = request.path_params["organization_id"]
             else:
                 exchange.org = await state.authenticator.organization(request.headers.get("authorization"))
+            request.scope[ORGANIZATION] = exchange.org  # for the access log
             return await handle(exchange)
         except ApiError as error:
             return error.response()

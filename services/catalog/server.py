@@ -4,7 +4,6 @@ coupons, taxes, add-ons, test clocks, organizations and API keys, in its own Pos
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
 from services.catalog.taxes import TaxServicer
 from services.catalog.test_clocks import TestClockServicer
-from services.common import bus, config, db, grpc_server, parking
+from services.common import bus, config, db, grpc_server, logs, parking, tracing
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.common.peers import Invoicing
@@ -130,10 +129,12 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         on_start=on_start,
         on_stop=on_stop,
+        probes=[relay.probe()],
     )
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s catalog %(levelname)s %(name)s: %(message)s")
+    logs.configure("catalog")
+    tracing.configure("catalog")
     settings = Settings.from_env()
     asyncio.run(grpc_server.run(build(settings), settings.address))

@@ -4,7 +4,6 @@ events, the billing run, invoices and current usage."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from bxb.invoicing.v1 import (
     invoices_pb2,
     invoices_pb2_grpc,
 )
-from services.common import bus, config, db, grpc_server, parking, peers
+from services.common import bus, config, db, grpc_server, logs, parking, peers, tracing
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
@@ -158,10 +157,12 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         on_start=on_start,
         on_stop=on_stop,
+        probes=[relay.probe()],
     )
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s invoicing %(levelname)s %(name)s: %(message)s")
+    logs.configure("invoicing")
+    tracing.configure("invoicing")
     settings = Settings.from_env()
     asyncio.run(grpc_server.run(build(settings), settings.address))

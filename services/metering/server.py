@@ -4,12 +4,11 @@ ClickHouse (chdb in-process by default, a server with BXB_CLICKHOUSE_URL)."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import bus, config, grpc_server, peers
+from services.common import bus, config, grpc_server, logs, peers, tracing
 from services.metering import clickhouse
 from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
@@ -93,10 +92,12 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
         ],
         on_start=on_start,
         on_stop=on_stop,
+        probes=[("ingestion", intake.backlog.measure)],
     )
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s metering %(levelname)s %(name)s: %(message)s")
+    logs.configure("metering")
+    tracing.configure("metering")
     settings = Settings.from_env()
     asyncio.run(grpc_server.run(build(settings), settings.address))

@@ -6,7 +6,6 @@ them through Stripe, and Stripe's webhooks."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,13 +24,14 @@ from bxb.payments.v1 import (
     webhook_endpoints_pb2,
     webhook_endpoints_pb2_grpc,
 )
-from services.common import bus, config, db, grpc_server, parking, peers
+from services.common import bus, config, db, grpc_server, logs, parking, peers, tracing
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments import webhook_sink
 from services.payments.accounts import StripeAccounts
 from services.payments.announcements import CONSUMERS, Announcements
 from services.payments.announcing import Announcer
+from services.payments.backlog import webhook_backlog
 from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
@@ -295,10 +295,12 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         on_start=on_start,
         on_stop=on_stop,
+        probes=[relay.probe(), ("webhooks", webhook_backlog(sessions))],
     )
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s payments %(levelname)s %(name)s: %(message)s")
+    logs.configure("payments")
+    tracing.configure("payments")
     settings = Settings.from_env()
     asyncio.run(grpc_server.run(build(settings), settings.address))

@@ -225,9 +225,12 @@ class Service:
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
-    # Gauges refreshed in the background while it serves (metrics.Refresher).
+    # Gauges refreshed in the background while it serves.
     probes: list[metrics.Probe] = field(default_factory=list)
-    refresher: metrics.Refresher | None = None
+    refresher: metrics.Refresher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refresher = metrics.Refresher(self.probes)
 
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
@@ -241,7 +244,6 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     if service.on_start is not None:
         await service.on_start()
     await server.start()
-    service.refresher = metrics.Refresher(service.probes)
     service.refresher.start()
     for name in ("", *names):
         await service.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -252,8 +254,7 @@ async def stop(service: Service, server: grpc.aio.Server, grace: float = 5.0) ->
     """Reports NOT_SERVING, lets calls in flight finish, then stops hooks."""
     await service.health.enter_graceful_shutdown()
     await server.stop(grace)
-    if service.refresher is not None:
-        await service.refresher.stop()
+    await service.refresher.stop()
     if service.on_stop is not None:
         await service.on_stop()
 

@@ -6,7 +6,7 @@ the X-Request-Id header and passed on to the services, request_ids.py),
 counts and times it by route template (never the raw path: ids stay out of
 labels; a path no route matches is "other"), and writes one access log line.
 GET /metrics (`serve_metrics`) answers the process's registry without
-authentication: restrict who reaches it by network (see deploy/README.md).
+authentication: restrict who reaches it by network (deploy/observability.md).
 """
 
 from __future__ import annotations

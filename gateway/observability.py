@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -85,11 +86,12 @@ class Observing:
 
 def middleware() -> list[Middleware]:
     """The gateway's middleware, outermost first: traces (when tracing is on), then `Observing`."""
-    traced = []
-    if tracing.provider is not None:
-        from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-        traced = [
-            Middleware(OpenTelemetryMiddleware, tracer_provider=tracing.provider, exclude_spans=["receive", "send"])
-        ]
-    return [*traced, Middleware(Observing)]
+    if tracing.provider is None:
+        return [Middleware(Observing)]
+    traced = Middleware(
+        OpenTelemetryMiddleware,
+        tracer_provider=tracing.provider,
+        excluded_urls=tracing.UNTRACED_PATHS,
+        exclude_spans=["receive", "send"],
+    )
+    return [traced, Middleware(Observing)]

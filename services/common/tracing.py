@@ -20,12 +20,16 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor, filters
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+# Health checks (readiness and liveness probes, every few seconds) are not traced.
+NOT_HEALTH = filters.negate(filters.health_check())
+UNTRACED_PATHS = "/health$,/metrics$"  # the gateway's, likewise (regular expressions)
 
 # The provider spans go to; None until `configure` finds somewhere to send them.
 provider: TracerProvider | None = None
@@ -53,14 +57,14 @@ def server_interceptors() -> list[Any]:
     """What a gRPC server adds to trace the calls it serves."""
     if provider is None:
         return []
-    return [aio_server_interceptor(tracer_provider=provider)]  # type: ignore[no-untyped-call]  # unannotated library
+    return [aio_server_interceptor(tracer_provider=provider, filter_=NOT_HEALTH)]  # type: ignore[no-untyped-call]  # unannotated library
 
 
 def client_interceptors() -> list[Any]:
     """What a channel adds to trace its calls and pass the trace on."""
     if provider is None:
         return []
-    return list(aio_client_interceptors(tracer_provider=provider))  # type: ignore[no-untyped-call]  # unannotated library
+    return list(aio_client_interceptors(tracer_provider=provider, filter_=NOT_HEALTH))  # type: ignore[no-untyped-call]  # unannotated library
 
 
 @contextlib.contextmanager

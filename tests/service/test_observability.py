@@ -15,6 +15,7 @@ import httpx
 import nats
 import pytest
 from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.js.api import RetentionPolicy, StreamConfig
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -385,6 +386,11 @@ async def test_one_request_is_one_trace_from_the_gateway_through_the_catalog_and
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bxb.test") as http:
+                # Probes are not traced: the gateway's /health and /metrics, a service's gRPC health.
+                assert (await http.get("/health")).status_code == (await http.get("/metrics")).status_code == 200
+                async with channels.open_channel(address) as channel:
+                    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+                assert not [s for s in exporter.get_finished_spans() if s.kind != trace.SpanKind.PRODUCER]
                 answer = await http.post(
                     "/v1/customers",
                     json={"external_id": unique("cus")},

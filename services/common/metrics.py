@@ -1,7 +1,8 @@
 """Prometheus metrics of one bxb process: what it serves and how it does.
 
 Every metric lives in REGISTRY, this process's own (not prometheus_client's
-global one, so a library's metrics never leak in). Labels are bounded:
+global one, so a library's metrics never leak in), beside the process's CPU
+and memory. Labels are bounded:
 service and method names, status codes, route templates; never an
 organization or resource id. A service serves the registry at
 BXB_<SVC>_METRICS_LISTEN (`serve`); the gateway at its own GET /metrics.
@@ -21,7 +22,16 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+    start_http_server,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from services.common import config
@@ -29,6 +39,8 @@ from services.common import config
 log = logging.getLogger("bxb.metrics")
 
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds
+PlatformCollector(registry=REGISTRY)  # python_info
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Seconds: from a millisecond call to a billing run or a Stripe request near its deadline.

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from opentelemetry import trace
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from services.common import config
 from services.common.request_ids import REQUEST_ID
@@ -44,7 +44,7 @@ TEXT_FORMAT = "%(asctime)s %(service)s %(levelname)s %(name)s: %(message)s"
 def formatter(text: bool) -> logging.Formatter:
     if text:
         return logging.Formatter(TEXT_FORMAT)
-    return JsonFormatter(JSON_FIELDS, style="{", rename_fields=RENAMED)
+    return OrjsonFormatter(JSON_FIELDS, style="{", rename_fields=RENAMED)  # orjson: a third of json.dumps' cost
 
 
 def configure(service: str, level: int = logging.INFO) -> logging.Handler:

@@ -80,7 +80,7 @@ def test_configure_installs_one_stderr_handler_in_the_chosen_format(monkeypatch,
     try:
         handler = logs.configure("catalog")
         assert root.handlers == [handler] and root.level == logging.INFO
-        assert isinstance(handler.formatter, logs.JsonFormatter) == json_lines
+        assert isinstance(handler.formatter, logs.OrjsonFormatter) == json_lines
     finally:
         root.handlers[:] = kept
         root.setLevel(level)

@@ -242,9 +242,9 @@ class Exchange:
     def spend(self, kind: str, cost: int) -> None:
         """Spends from the key's and organization's rate limits (429 when
         over): ingestion spends its events, every other route a request."""
-        if self.principal is not None:
-            limiter: RateLimiter = self.http.app.state.rate_limiter
-            limiter.spend(self.principal.scopes, kind, cost)
+        assert self.principal is not None  # routes outside API-key auth spend nothing
+        limiter: RateLimiter = self.http.app.state.rate_limiter
+        limiter.spend(self.principal.scopes, kind, cost)
 
     async def call(self, message: Message, method: MethodDescriptor | None = None) -> Any:
         """Calls the route's RPC (or `method`) once admitted (gateway/admission.py)."""

@@ -57,7 +57,11 @@ async def test_a_key_is_stored_as_an_hmac_and_a_key_from_before_is_rehashed_on_u
                 created = await stub.CreateApiKey(pb.CreateApiKeyRequest(organization_id="org_old", name="new"))
                 for _ in range(2):  # the first use re-hashes; the second finds the HMAC
                     old = await stub.AuthenticateApiKey(pb.AuthenticateApiKeyRequest(secret=legacy_secret))
-                    assert (old.organization_id, old.api_key_id, old.role) == ("org_old", "key_old", pb.API_KEY_ROLE_ADMIN)
+                    assert (old.organization_id, old.api_key_id, old.role) == (
+                        "org_old",
+                        "key_old",
+                        pb.API_KEY_ROLE_ADMIN,
+                    )
         finally:
             await grpc_server.stop(service, server, grace=0)
         rows = {
@@ -88,9 +92,7 @@ def test_the_keyed_hash_depends_on_the_server_secret(monkeypatch):
 async def test_a_caller_acting_for_an_organization_makes_its_own_keys_only(orgs):
     org = await orgs.CreateOrganization(pb.CreateOrganizationRequest(name="Acting"))
     acting = tenancy.metadata(org.id)
-    other = await refused(
-        orgs.CreateApiKey(pb.CreateApiKeyRequest(organization_id="org_default"), metadata=acting)
-    )
+    other = await refused(orgs.CreateApiKey(pb.CreateApiKeyRequest(organization_id="org_default"), metadata=acting))
     assert (other.code(), error_info(other).metadata["field"]) == (grpc.StatusCode.INVALID_ARGUMENT, "organization_id")
     chosen = await refused(orgs.CreateApiKey(pb.CreateApiKeyRequest(secret="x" * 20), metadata=acting))
     assert error_info(chosen).metadata["field"] == "secret"

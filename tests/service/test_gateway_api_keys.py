@@ -26,7 +26,9 @@ KEY_FIELDS = {"id", "organization_id", "name", "role", "prefix", "created_at", "
 
 def client(app: object, secret: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://bxb.test", headers={"Authorization": f"Bearer {secret}"}
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://bxb.test",
+        headers={"Authorization": f"Bearer {secret}"},
     )
 
 
@@ -62,8 +64,7 @@ async def test_an_admin_creates_a_key_whose_secret_is_shown_once(tenant: Tenant)
     assert listed.status_code == 200
     assert created["secret"] not in listed.text and "secret" not in listed.text
     keys = listed.json()["api_keys"]
-    assert [k["id"] for k in keys][0] == key["id"]  # newest first, then the tenant's own
-    assert len(keys) == 2 and keys[0] == key
+    assert len(keys) == 2 and keys[0] == key  # newest first, then the tenant's own
     got = await tenant.http.get(f"/v1/api_keys/{key['id']}")
     assert got.status_code == 200 and got.json() == key
     assert "secret" not in got.text
@@ -165,25 +166,29 @@ async def test_another_organizations_key_is_not_found(tenant: Tenant, make_tenan
 
 async def test_a_revoked_key_is_refused_within_seconds_by_every_replica(stack: Stack, tenant: Tenant):
     cache_seconds = 1.0
-    secret = (await create(tenant, "write"))["secret"]
-    key_id = (await tenant.http.get("/v1/api_keys")).json()["api_keys"][0]["id"]
-    async with gateway(stack, cache_seconds) as first, gateway(stack, cache_seconds) as second:
-        async with client(first, secret) as one, client(second, secret) as two:
-            assert (await one.get("/v1/customers")).status_code == 200  # both replicas cached it
-            assert (await two.get("/v1/customers")).status_code == 200
-            revoked = await tenant.http.delete(f"/v1/api_keys/{key_id}")
-            assert revoked.status_code == 200
-            assert revoked.json()["revoked_at"] is not None
-            started = time.monotonic()
-            refused: dict[str, float] = {}
-            while len(refused) < 2 and time.monotonic() - started < 10:
-                for name, http in (("one", one), ("two", two)):
-                    if name not in refused and (await http.get("/v1/customers")).status_code == 401:
-                        refused[name] = time.monotonic() - started
-                await asyncio.sleep(0.05)
-            answer = (await two.get("/v1/customers")).json()["error"]
+    created = await create(tenant, "write")
+    secret, key_id = created["secret"], created["api_key"]["id"]
+    async with (
+        gateway(stack, cache_seconds) as first,
+        gateway(stack, cache_seconds) as second,
+        client(first, secret) as one,
+        client(second, secret) as two,
+    ):
+        assert (await one.get("/v1/customers")).status_code == 200  # both replicas cached it
+        assert (await two.get("/v1/customers")).status_code == 200
+        revoked = await tenant.http.delete(f"/v1/api_keys/{key_id}")
+        assert revoked.status_code == 200
+        assert revoked.json()["revoked_at"] is not None
+        started = time.monotonic()
+        refused: dict[str, float] = {}
+        while len(refused) < 2 and time.monotonic() - started < 10:
+            for name, http in (("one", one), ("two", two)):
+                if name not in refused and (await http.get("/v1/customers")).status_code == 401:
+                    refused[name] = time.monotonic() - started
+            await asyncio.sleep(0.05)
+        answer = (await two.get("/v1/customers")).json()["error"]
     assert set(refused) == {"one", "two"}
-    assert max(refused.values()) < cache_seconds + 2  # the cache's time, and a margin for a busy machine
+    assert max(refused.values()) < cache_seconds + 3  # the cache's time, and a margin for a busy machine
     assert (answer["reason"], answer["message"]) == ("INVALID_API_KEY", "API key revoked")
     again = await tenant.http.delete(f"/v1/api_keys/{key_id}")  # revoking twice changes nothing
     assert again.status_code == 200 and again.json()["revoked_at"] == revoked.json()["revoked_at"]

@@ -55,7 +55,9 @@ async def test_requests_over_the_organizations_limit_are_429_with_retry_after(
 
 
 async def test_ingestion_spends_events_not_requests(stack: Stack, tenant: Tenant):
-    await limit(stack, tenant, pb.RateLimits(requests_per_second=1, request_burst=1, events_per_second=1, event_burst=10))
+    await limit(
+        stack, tenant, pb.RateLimits(requests_per_second=1, request_burst=1, events_per_second=1, event_burst=10)
+    )
     batch = await tenant.http.post("/v1/events/batch", json=events(8, "a"))
     assert batch.status_code == 207, batch.text
     single = await tenant.http.post("/v1/events", json={"transaction_id": "s1", "customer_id": "c", "code": "m"})
@@ -72,7 +74,9 @@ async def test_a_batch_above_the_burst_passes_when_the_bucket_is_full(stack: Sta
 
 
 async def test_each_key_has_its_own_bucket_within_its_organizations(stack: Stack, tenant: Tenant):
-    await limit(stack, tenant, pb.RateLimits(request_burst=100), per_key=pb.RateLimits(requests_per_second=1, request_burst=2))
+    await limit(
+        stack, tenant, pb.RateLimits(request_burst=100), per_key=pb.RateLimits(requests_per_second=1, request_burst=2)
+    )
     created = await tenant.http.post("/v1/api_keys", json={"role": "read"})  # spends the tenant's key's first
     assert created.status_code == 201
     second = httpx.AsyncClient(

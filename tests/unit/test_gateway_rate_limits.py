@@ -8,7 +8,7 @@ import pytest
 from bxb.catalog.v1 import organizations_pb2 as pb
 from gateway import roles
 from gateway.errors import ApiError
-from gateway.rate_limits import EVENTS, REQUESTS, Limits, RateLimiter, Rate, Scope
+from gateway.rate_limits import EVENTS, REQUESTS, Limits, Rate, RateLimiter, Scope
 
 LIMITS = Limits(Rate(2, 4), Rate(100, 500))
 

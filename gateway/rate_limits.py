@@ -45,7 +45,9 @@ class Limits:
     @classmethod
     def from_env(cls) -> Limits:
         return cls(
-            Rate(positive("BXB_RATE_LIMIT_REQUESTS_PER_SECOND", 1000), positive("BXB_RATE_LIMIT_REQUEST_BURST", 2000)),
+            Rate(
+                positive("BXB_RATE_LIMIT_REQUESTS_PER_SECOND", 5000), positive("BXB_RATE_LIMIT_REQUEST_BURST", 10_000)
+            ),
             Rate(
                 positive("BXB_RATE_LIMIT_EVENTS_PER_SECOND", 100_000),
                 positive("BXB_RATE_LIMIT_EVENT_BURST", 200_000),

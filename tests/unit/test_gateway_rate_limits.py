@@ -78,7 +78,7 @@ def test_defaults_come_from_the_environment_and_an_organization_overrides_them(m
     monkeypatch.setenv("BXB_RATE_LIMIT_REQUESTS_PER_SECOND", "7")
     monkeypatch.setenv("BXB_RATE_LIMIT_EVENT_BURST", "70")
     defaults = Limits.from_env()
-    assert defaults == Limits(Rate(7, 2000), Rate(100_000, 70))
+    assert defaults == Limits(Rate(7, 10_000), Rate(100_000, 70))
     given = pb.RateLimits(request_burst=3, events_per_second=9)
     assert defaults.over(given) == Limits(Rate(7, 3), Rate(9, 70))
     assert defaults.over(pb.RateLimits()) == defaults

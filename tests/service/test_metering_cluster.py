@@ -7,6 +7,7 @@ server knows. What needs a real cluster is in deploy/clickhouse-cluster.md."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from services.metering import clickhouse as ch_module
 from services.metering import rollups
 from services.metering import store as store_module
 from services.metering.clickhouse import ClickHouse, Remote
-from services.metering.store import CANARY_HASHES, CLUSTER_TABLES, CLUSTER_VIEWS, Event, EventStore
+from services.metering.store import CANARY_HASHES, CLUSTER_TABLES, CLUSTER_VIEWS, Event, EventStore, Unstorable
 from services.metering.tables import BY_KEY, Layout
+from tests import clickhouse_http
 from tests.conftest import unique
 
 NOW = datetime(2026, 4, 2, tzinfo=UTC)
@@ -50,11 +52,10 @@ async def test_a_cluster_s_ddl_is_refused_where_that_cluster_is_not_defined(clic
     assert await clickhouse.query("EXISTS DATABASE " + db) == [[0]]
 
 
-@pytest.fixture
-async def clustered(clickhouse: ClickHouse) -> EventStore:
-    """A cluster's store over tables that exist: today's tables (one server's),
-    refusing customer "poison", and stand-ins of the local tables, so that
-    create_schema finds everything and runs no DDL."""
+async def clustered_store(clickhouse: ClickHouse) -> EventStore:
+    """A store of cluster "bxb_cluster" over tables that exist: today's
+    tables (one server's), refusing customer "poison", and stand-ins of the
+    local tables, so that create_schema finds everything and runs no DDL."""
     db = unique("bxb_clustered")
     await EventStore(clickhouse, db).create_schema()
     await clickhouse.execute(f"ALTER TABLE {db}.events ADD CONSTRAINT no_poison CHECK customer_id != 'poison'")
@@ -63,6 +64,27 @@ async def clustered(clickhouse: ClickHouse) -> EventStore:
     store = EventStore(clickhouse, db, "bxb_cluster")
     await store.create_schema()  # everything is there: no ON CLUSTER statement (which would be refused)
     return store
+
+
+@pytest.fixture
+async def clustered(clickhouse: ClickHouse) -> EventStore:
+    return await clustered_store(clickhouse)
+
+
+# Two shards, of weights 1 and 2, at ports where nothing listens: metering only reads their definition.
+CLUSTER_CONFIG = """<clickhouse><remote_servers><bxb_cluster>
+<shard><weight>1</weight><replica><host>127.0.0.1</host><port>1</port></replica></shard>
+<shard><weight>2</weight><replica><host>127.0.0.1</host><port>2</port></replica></shard>
+</bxb_cluster></remote_servers></clickhouse>"""
+
+
+@pytest.fixture(scope="module")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ClickHouse's HTTP interface over a chdb that defines "bxb_cluster"."""
+    root = tmp_path_factory.mktemp("clickhouse_cluster")
+    (root / "config.xml").write_text(CLUSTER_CONFIG)
+    with clickhouse_http.serve(root / "data", root / "config.xml") as url:
+        yield url
 
 
 async def test_a_cluster_s_tables_once_made_are_left_alone_and_used(clustered: EventStore, org: str):
@@ -80,6 +102,25 @@ async def test_the_canary_needs_the_cluster_s_shards(clustered: EventStore, org:
     write fails for everyone (retried), rather than calling the event bad."""
     with pytest.raises(RuntimeError, match="is the cluster defined"):
         await clustered.ingest(org, [event("bad", customer="poison")], NOW)
+
+
+async def test_a_refused_event_first_sends_a_canary_to_each_shard(cluster_url: str, tmp_path: Path, org: str):
+    """With every shard taking its canary, the refusal lies in the event:
+    it alone is left out. Where each canary lands is ClickHouse's hash of the
+    stored columns, the Distributed table's slot (hash % 3: slot 0 is the
+    first shard's, slots 1 and 2 the second's)."""
+    ch = ch_module.connect(cluster_url, tmp_path, "bxb_cluster")
+    try:
+        store = await clustered_store(ch)
+        good, bad = await store.ingest(org, [event("good"), event("bad", customer="poison")], NOW)
+        assert good is True and isinstance(bad, Unstorable) and "no_poison" in bad.reason
+        slots = await ch.query(
+            f"SELECT DISTINCT transaction_id, toUInt8({BY_KEY} % 3) AS slot FROM {store.db}.events "
+            "WHERE organization_id = '' ORDER BY slot"
+        )
+        assert [slot for _, slot in slots][:1] == [0] and [slot for _, slot in slots][1:] in ([1], [2])
+    finally:
+        await ch.close()
 
 
 async def test_canary_keys_hash_as_the_events_sharding_key(clickhouse: ClickHouse, store: EventStore):

@@ -38,15 +38,12 @@ BY_CUSTOMER = "cityHash64(organization_id, customer_id)"
 # - every host reads and writes each shard through its first live replica in
 #   the cluster's order (not a local or random one), so a read follows the
 #   writes before it; replicas are copies for failover, not for reads;
-# - a DELETE returns once every replica applied it;
-# - a query whose WHERE names the sharding key's columns reads only the shards
-#   that can hold them (a lookup by key reads one).
+# - a DELETE returns once every replica applied it.
 CLUSTER_SETTINGS: dict[str, Any] = {
     "insert_distributed_sync": 1,
     "load_balancing": "in_order",
     "prefer_localhost_replica": 0,
     "mutations_sync": 2,
-    "optimize_skip_unused_shards": 1,
 }
 
 

@@ -38,12 +38,18 @@ BY_CUSTOMER = "cityHash64(organization_id, customer_id)"
 # - every host reads and writes each shard through its first live replica in
 #   the cluster's order (not a local or random one), so a read follows the
 #   writes before it; replicas are copies for failover, not for reads;
-# - a DELETE returns once every replica applied it.
+# - a DELETE returns once every replica applied it;
+# - an insert is never dropped for repeating an earlier block, as Replicated
+#   tables do by default and one server never does: rolling a day up again
+#   (rollups.redo) after its rows were deleted can repeat the block that
+#   rolled it up before, and must not be lost. Repeated events still
+#   collapse (ReplacingMergeTree, read with FINAL).
 CLUSTER_SETTINGS: dict[str, Any] = {
     "insert_distributed_sync": 1,
     "load_balancing": "in_order",
     "prefer_localhost_replica": 0,
     "mutations_sync": 2,
+    "insert_deduplicate": 0,
 }
 
 

@@ -144,9 +144,12 @@ async def test_a_cluster_s_request_settings_are_known_to_the_server(clickhouse_u
     clustered = ch_module.connect(clickhouse_url, tmp_path, "bxb_cluster")
     try:
         assert isinstance(clustered, Remote) and isinstance(plain, Remote)
-        asked = "SELECT getSetting('load_balancing'), toString(getSetting('insert_distributed_sync'))"
-        assert await clustered.query(asked) == [["in_order", "true"]]
-        assert await plain.query(asked) == [["random", "false"]]
+        asked = (
+            "SELECT getSetting('load_balancing'), toString(getSetting('insert_distributed_sync')), "
+            "toString(getSetting('insert_deduplicate'))"
+        )
+        assert await clustered.query(asked) == [["in_order", "true", "false"]]
+        assert await plain.query(asked) == [["random", "false", "true"]]
     finally:
         await clustered.close()
         await plain.close()

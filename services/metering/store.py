@@ -21,11 +21,11 @@ are deleted, before the messages are acknowledged and so before any usage
 query counts them. Whichever of the two writers finishes last sees both.
 
 One event that cannot be stored never holds up the others: when a write
-fails and a canary row (organization "", which no tenant can name) is still
-stored, the failure lies in the data, so the calls are written one by one
-and a failing call's events in halves, down to the events that fail alone;
-those come back `Unstorable` with ClickHouse's reason and the rest are
-stored. When the canary fails too, ClickHouse itself is failing and every
+fails and a canary row (organization "", which no tenant can name; one per
+shard on a cluster, tables.py) is still stored, the failure lies in the
+data, so the calls are written one by one and a failing call's events in
+halves, down to the events that fail alone; those come back `Unstorable`
+with ClickHouse's reason and the rest are stored. When the canary fails too, ClickHouse itself is failing and every
 caller gets the error (retried later, nothing lost).
 
 An insert touches at most PARTITIONS_PER_INSERT months, ClickHouse's own
@@ -200,7 +200,8 @@ class EventStore:
         self.ch = clickhouse
         self.db = db
         self.tables = Layout(db, cluster)
-        self._canaries: list[str] = [] if cluster else ["canary"]  # on a cluster: one per shard, found once
+        # On a cluster: one key per shard, found once (a shard added later is covered after a restart).
+        self._canaries: list[str] = [] if cluster else ["canary"]
         self._pending: list[Call] = []
         self._writer: asyncio.Task[None] | None = None
 

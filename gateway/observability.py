@@ -24,7 +24,8 @@ from services.common import metrics, request_ids, tracing
 
 log = logging.getLogger("bxb.access")
 
-ORGANIZATION = "bxb.organization_id"  # the scope key where an endpoint notes the authenticated organization
+# The scope keys where an endpoint notes who the request authenticated as.
+ORGANIZATION, KEY_ID = "bxb.organization_id", "bxb.key_id"
 OTHER = "other"  # the route label of a path no route matches
 
 
@@ -79,6 +80,7 @@ class Observing:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "organization_id": scope.get(ORGANIZATION, ""),
+                    "key_id": scope.get(KEY_ID, ""),
                 },
             )
             request_ids.REQUEST_ID.reset(token)

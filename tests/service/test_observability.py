@@ -101,6 +101,7 @@ async def test_the_gateway_counts_and_times_requests_by_route_template_and_logs_
     assert (line.method, line.route, line.status) == ("GET", route, 200)  # type: ignore[attr-defined]
     assert line.organization_id == tenant.organization_id and line.duration_ms > 0  # type: ignore[attr-defined]
     assert len(line.request_id) == 32  # type: ignore[attr-defined]
+    assert line.key_id  # type: ignore[attr-defined]  # the key it authenticated with
 
 
 async def test_each_service_serves_its_calls_by_method_and_code_on_its_metrics_port(tenant: Tenant, stack: Stack):

@@ -26,7 +26,8 @@ log = logging.getLogger("bxb.access")
 
 # The scope keys where an endpoint notes who the request authenticated as.
 ORGANIZATION, KEY_ID = "bxb.organization_id", "bxb.key_id"
-OTHER = "other"  # the route label of a path no route matches
+OTHER = "other"  # the route label of a path no route matches, the method label of an unknown method
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 async def serve_metrics(request: Request) -> Response:
@@ -66,8 +67,9 @@ class Observing:
         finally:
             elapsed = time.perf_counter() - started
             route, method = route_of(scope), scope["method"]
-            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
-            metrics.HTTP_SECONDS.labels(route, method).observe(elapsed)
+            label = method if method in METHODS else OTHER  # a client's made-up method is no new series
+            metrics.HTTP_REQUESTS.labels(route, label, str(status)).inc()
+            metrics.HTTP_SECONDS.labels(route, label).observe(elapsed)
             log.info(
                 "%s %s %d",
                 method,

@@ -75,6 +75,7 @@ async def test_the_gateway_counts_and_times_requests_by_route_template_and_logs_
             assert (await tenant.http.get(f"/v1/customers/{customer}")).status_code == 200
         assert (await tenant.http.get(f"/v1/customers/{unique('cus')}")).status_code == 404
         assert (await tenant.http.get(f"/v1/nowhere/{customer}")).status_code == 404
+        assert (await tenant.http.request("BREW", "/v1/customers")).status_code == 405
         scraped = await tenant.http.get("/metrics", headers={"Authorization": ""})  # no key needed
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
     after = scraped.text
@@ -84,6 +85,7 @@ async def test_the_gateway_counts_and_times_requests_by_route_template_and_logs_
         (route, "GET", "200"): 2,
         (route, "GET", "404"): 1,
         ("other", "GET", "404"): 1,
+        ("/v1/customers", "other", "405"): 1,
     }
     for (path, method, status), count in counts.items():
         labels = {"route": path, "method": method, "status": status}

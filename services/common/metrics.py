@@ -74,6 +74,14 @@ INGESTION_LAG = Gauge(
     "Age of the oldest accepted event message not yet stored (0 when none waits)",
     registry=REGISTRY,
 )
+EVENTS_QUEUED = Counter(
+    "bxb_metering_events_queued", "Usage events accepted into metering's intake queue", registry=REGISTRY
+)
+EVENTS_STORED = Counter(
+    "bxb_metering_events_stored",
+    "Usage events the intake consumer handled: stored (or found stored before), or listed as rejected",
+    registry=REGISTRY,
+)  # fmt: skip
 BILLING_RUN_SECONDS = Histogram(
     "bxb_billing_run_seconds", "Duration of a billing run", ["trigger", "outcome"], buckets=RUN_BUCKETS,
     registry=REGISTRY,

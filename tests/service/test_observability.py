@@ -314,6 +314,25 @@ async def test_ingestion_gauges_show_messages_waiting_and_the_oldest_s_age(infra
         await connection.close()
 
 
+async def test_metering_counts_events_queued_and_stored(tenant: Tenant):
+    before = exposed()
+    for _ in range(3):
+        event = {
+            "transaction_id": unique("txn"),
+            "customer_id": "cus_obs",
+            "code": "nothing",
+            "timestamp": "2026-09-15T00:00:00Z",
+        }
+        assert (await tenant.http.post("/v1/events", json=event)).status_code == 200
+
+    async def stored() -> None:
+        after = exposed()
+        for name in ("bxb_metering_events_queued_total", "bxb_metering_events_stored_total"):
+            assert sample(after, name) - sample(before, name) >= 3, name
+
+    await eventually(stored)
+
+
 async def test_billing_runs_are_timed_with_the_invoices_they_made(tenant: Tenant):
     name = "bxb_billing_run_seconds_count"
     before = exposed()

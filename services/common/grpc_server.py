@@ -16,7 +16,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import cast
@@ -176,6 +176,9 @@ class Service:
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    # Applies the service's schema: before on_start when migrate_on_start, and by `migrate` (commands.py).
+    migrate: Callable[[], Coroutine[object, object, None]] | None = None
+    migrate_on_start: bool = True
 
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
@@ -185,6 +188,8 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)
     port = server.add_insecure_port(address)
+    if service.migrate is not None and service.migrate_on_start:
+        await service.migrate()
     if service.on_start is not None:
         await service.on_start()
     await server.start()

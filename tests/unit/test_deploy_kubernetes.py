@@ -175,7 +175,7 @@ def test_the_gateway_listens_on_its_http_port_and_is_probed_on_health():
     ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
     assert int(env(deployment)["BXB_GATEWAY_PORT"]["value"]) == ports["http"]
     assert env(deployment)["BXB_GATEWAY_HOST"]["value"] == "0.0.0.0"
-    served = {route.path for route in create_app(GatewaySettings.from_env()).routes}  # type: ignore[attr-defined]
+    served = {route.path for route in create_app(GatewaySettings.from_env()).routes}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         check = container(deployment)[probe]["httpGet"]
         assert check["port"] == "http" and check["path"] in served

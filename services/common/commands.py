@@ -9,7 +9,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 
-from services.common import config, grpc_server
+from services.common import config, grpc_server, health_port
 
 FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
@@ -50,4 +50,15 @@ def run(name: str, build: Callable[[], grpc_server.Service], address: str, argv:
         asyncio.run(service.migrate())
         return
     service.migrate_on_start = migrate_on_start()
-    asyncio.run(grpc_server.run(service, address))
+    asyncio.run(serve(service, address))
+
+
+async def serve(service: grpc_server.Service, address: str) -> None:
+    """Serves until SIGTERM or SIGINT, with a health-only port beside when one is configured (health_port.py)."""
+    health = health_port.listen_address(service.name)
+    probes = (await health_port.start(service, health))[0] if health else None
+    try:
+        await grpc_server.run(service, address)
+    finally:
+        if probes is not None:
+            await probes.stop(0)

@@ -41,7 +41,7 @@ async def command(service: str, env: dict[str, str], log: Path, *args: str) -> a
 
 
 async def finished(process: asyncio.subprocess.Process, log: Path) -> int:
-    code = await asyncio.wait_for(process.wait(), 90)
+    code = await asyncio.wait_for(process.wait(), 180)  # generous: the machine may be busy
     assert code is not None, log.read_text()
     return code
 
@@ -115,9 +115,14 @@ async def test_a_replica_with_migrate_on_start_0_waits_for_the_migration_job(inf
     assert await version(url) is None
     job = await command("catalog", env, tmp_path / "job.log", "migrate")
     assert await finished(job, tmp_path / "job.log") == 0
-    replica = await command("catalog", env, tmp_path / "replica.log")
+    # A replica as the manifests run it: its health also on a plaintext port of its own, for the kubelet's probes.
+    health = free_port()
+    replica = await command(
+        "catalog", {**env, "BXB_CATALOG_HEALTH_LISTEN": f"127.0.0.1:{health}"}, tmp_path / "replica.log"
+    )
     try:
-        await wait_serving(f"127.0.0.1:{port}", replica, tmp_path / "replica.log")
+        await wait_serving(f"127.0.0.1:{health}", replica, tmp_path / "replica.log", timeout=120)
+        await wait_serving(f"127.0.0.1:{port}", replica, tmp_path / "replica.log", timeout=120)
     finally:
         replica.terminate()
         assert await finished(replica, tmp_path / "replica.log") == 0

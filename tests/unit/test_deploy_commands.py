@@ -1,13 +1,16 @@
-"""The service command line (services/common/commands.py) and where a
-serving process runs its migration: before on_start, unless told not to."""
+"""The service command line (services/common/commands.py), where a serving
+process runs its migration (before on_start, unless told not to), and the
+plaintext health-only port probes read (services/common/health_port.py)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common import commands, grpc_server
+from services.common import commands, grpc_server, health_port
 
 
 def test_serve_is_the_default_and_migrate_the_other_command():
@@ -78,3 +81,38 @@ async def test_a_starting_server_migrates_before_on_start_only_when_asked(migrat
     finally:
         await grpc_server.stop(service, server, grace=0)
     assert ran == (["migrate", "on_start"] if migrate_on_start else ["on_start"])
+
+
+async def health_of(port: int) -> int:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return reply.status
+
+
+async def test_the_health_port_tells_the_services_health_from_before_its_start_to_its_drain():
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def on_start() -> None:
+        started.set()
+        await release.wait()
+
+    service = grpc_server.Service(name="probe", registrars=[], on_start=on_start)
+    probes, health_port_number = await health_port.start(service, "127.0.0.1:0")
+    try:
+        starting = asyncio.create_task(grpc_server.start(service, "127.0.0.1:0"))
+        await started.wait()
+        assert await health_of(health_port_number) == health_pb2.HealthCheckResponse.NOT_SERVING
+        release.set()
+        server, _ = await starting
+        assert await health_of(health_port_number) == health_pb2.HealthCheckResponse.SERVING
+        await grpc_server.stop(service, server, grace=0)
+        assert await health_of(health_port_number) == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        await probes.stop(0)
+
+
+def test_the_health_port_is_named_per_service(monkeypatch):
+    monkeypatch.setenv("BXB_METERING_HEALTH_LISTEN", "0.0.0.0:9091")
+    assert health_port.listen_address("metering") == "0.0.0.0:9091"
+    assert health_port.listen_address("catalog") == ""

@@ -155,7 +155,7 @@ def test_services_expose_the_ports_the_containers_serve():
             assert service["spec"].get("type", "ClusterIP") == "ClusterIP" and "clusterIP" not in service["spec"]
 
 
-def test_each_service_listens_where_its_peers_dial_and_is_probed_there():
+def test_each_service_listens_where_its_peers_dial_and_is_probed_on_its_health_port():
     for service, port in GRPC_PORTS.items():
         deployment = of_kind("Deployment")[service]
         ports = {p["name"]: p["containerPort"] for p in container(deployment)["ports"]}
@@ -165,9 +165,12 @@ def test_each_service_listens_where_its_peers_dial_and_is_probed_there():
         assert of_kind("Service")[service]["metadata"]["name"] == service
         metrics = env(deployment)[f"BXB_{service.upper()}_METRICS_LISTEN"]["value"]
         assert metrics == f"0.0.0.0:{ports['metrics']}"
+        # grpc.health.v1 (service ""), SERVING once started, on the plaintext health-only port
+        # (services/common/health_port.py): the kubelet presents no client certificate to the mutual-TLS port.
+        health = env(deployment)[f"BXB_{service.upper()}_HEALTH_LISTEN"]["value"]
+        assert health == f"0.0.0.0:{ports['health']}"
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-            # grpc.health.v1 with service "" (services/common/grpc_server.py sets it SERVING once started)
-            assert container(deployment)[probe]["grpc"] == {"port": port}
+            assert container(deployment)[probe]["grpc"] == {"port": ports["health"]}
 
 
 def test_the_gateway_listens_on_its_http_port_and_is_probed_on_health():

@@ -104,7 +104,7 @@ def test_each_database_url_names_a_database_the_init_script_creates(services):
         assert url.startswith("postgresql://bxb:${POSTGRES_PASSWORD")
     mounted = services["postgres"]["volumes"]
     assert "./compose/postgres-init.sql:/docker-entrypoint-initdb.d/10-bxb.sql:ro" in mounted
-    assert services["postgres"]["environment"]["POSTGRES_INITDB_ARGS"] == "--auth=scram-sha-256"
+    assert services["postgres"]["environment"]["POSTGRES_HOST_AUTH_METHOD"] == "scram-sha-256"
 
 
 def test_nats_runs_jetstream_with_the_credentials_the_services_use(services):

@@ -17,6 +17,7 @@ from bxb.catalog.v1 import (
     billable_metrics_pb2,
     coupons_pb2,
     customers_pb2,
+    organizations_pb2,
     plans_pb2,
     subscriptions_pb2,
     taxes_pb2,
@@ -40,6 +41,7 @@ from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.dialects import PUBLIC
 from gateway.errors import error_response
+from gateway.rate_limits import RateLimiter
 from gateway.transcoder import routes as transcoded
 from gateway.transcoder import served
 
@@ -65,6 +67,7 @@ TRANSCODED = [
     billable_metrics_pb2.DESCRIPTOR,
     webhook_endpoints_pb2.DESCRIPTOR,
     integrations_pb2.DESCRIPTOR,
+    organizations_pb2.DESCRIPTOR,
 ]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -115,8 +118,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.clients = clients
         app.state.admission = Admission()
         app.state.authenticator = Authenticator(
-            clients.organizations, settings.auth_cache_seconds, settings.call_timeout
+            clients.organizations, settings.auth_cache_seconds, settings.call_timeout, settings.rate_limits
         )
+        app.state.rate_limiter = RateLimiter()
         yield
         await clients.close()
 

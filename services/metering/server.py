@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import bus, commands, config, grpc_server, peers
-from services.metering import clickhouse
+from services.metering import clickhouse, tables
 from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
@@ -35,25 +35,29 @@ class Settings:
     write_linger: float = 0.0
     # Seconds a call to the catalog may take: a slow catalog must hold neither the queue nor a query up for long.
     catalog_timeout: float = 5.0
+    # The ClickHouse cluster of BXB_CLICKHOUSE_URL's server; empty: tables on that one server (tables.py).
+    clickhouse_cluster: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(config.env_str("BXB_HOME", ".bxb"))
+        clickhouse_url = config.env_str("BXB_CLICKHOUSE_URL", "")
         return cls(
             address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
-            clickhouse_url=config.env_str("BXB_CLICKHOUSE_URL", ""),
+            clickhouse_url=clickhouse_url,
             chdb_path=Path(config.env_str("BXB_CHDB_PATH", str(home / "clickhouse"))),
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),
             nats_url=config.nats_url(),
             settle_timeout=config.env_float("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", 10.0),
             catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
             write_linger=config.env_float("BXB_METERING_WRITE_LINGER_SECONDS", 0.05),
+            clickhouse_cluster=tables.cluster_setting(config.env_str("BXB_CLICKHOUSE_CLUSTER", ""), clickhouse_url),
         )
 
 
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
-    ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
-    store = EventStore(ch, settings.database)
+    ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path, settings.clickhouse_cluster)
+    store = EventStore(ch, settings.database, settings.clickhouse_cluster)
     catalog = None
     if settings.catalog_address:
         catalog = peers.Catalog(settings.catalog_address, timeout=settings.catalog_timeout)

@@ -17,7 +17,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import cast
@@ -225,6 +225,9 @@ class Service:
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    # Applies the service's schema: before on_start when migrate_on_start, and by `migrate` (commands.py).
+    migrate: Callable[[], Coroutine[object, object, None]] | None = None
+    migrate_on_start: bool = True
     # Gauges refreshed in the background while it serves.
     probes: list[metrics.Probe] = field(default_factory=list)
     refresher: metrics.Refresher = field(init=False)
@@ -241,6 +244,8 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)
     port = server.add_insecure_port(address)
+    if service.migrate is not None and service.migrate_on_start:
+        await service.migrate()
     if service.on_start is not None:
         await service.on_start()
     await server.start()

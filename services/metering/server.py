@@ -3,12 +3,11 @@ ClickHouse (chdb in-process by default, a server with BXB_CLICKHOUSE_URL)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import bus, config, grpc_server, logs, peers, tracing
+from services.common import bus, commands, config, grpc_server, logs, peers, tracing
 from services.metering import clickhouse, tables
 from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
@@ -74,7 +73,6 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     definitions = Definitions(catalog) if catalog is not None else None
 
     async def on_start() -> None:
-        await store.create_schema()
         await queue.open()
         await queue.ensure_stream(bus.METERING)
         await intake.start()
@@ -94,14 +92,15 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
             ),
             grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store, intake, definitions)),
         ],
+        migrate=store.create_schema,
         on_start=on_start,
         on_stop=on_stop,
         probes=[("ingestion", intake.backlog.measure)],
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     logs.configure("metering")
     tracing.configure("metering")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("metering", lambda: build(settings), settings.address, argv)

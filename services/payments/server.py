@@ -5,7 +5,7 @@ them through Stripe, and Stripe's webhooks."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from bxb.payments.v1 import (
     webhook_endpoints_pb2,
     webhook_endpoints_pb2_grpc,
 )
-from services.common import bus, config, db, grpc_server, logs, parking, peers, tracing
+from services.common import bus, commands, config, db, grpc_server, logs, parking, peers, tracing
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments import webhook_sink
@@ -224,7 +224,6 @@ def build(settings: Settings) -> grpc_server.Service:
     webhooks = StripeWebhookServicer(sessions, accounts, stripe_events)
 
     async def on_start() -> None:
-        await db.migrate(settings.database_url, MIGRATIONS)
         await events.open()
         await events.ensure_stream(bus.PAYMENTS)
         await events.consume(
@@ -293,14 +292,15 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
+        migrate=functools.partial(db.migrate, settings.database_url, MIGRATIONS),
         on_start=on_start,
         on_stop=on_stop,
         probes=[relay.probe(), ("webhooks", webhook_backlog(sessions))],
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     logs.configure("payments")
     tracing.configure("payments")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("payments", lambda: build(settings), settings.address, argv)

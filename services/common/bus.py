@@ -40,7 +40,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
-from services.common import config, nats_connection
+from services.common import config, nats_connection, tracing
 
 log = logging.getLogger("bxb.bus")
 
@@ -197,9 +197,11 @@ class Bus:
         headers = {MSG_ID: msg_id}
         if organization_id:
             headers[ORG_HEADER] = organization_id
-        await self._retrying(
-            f"publishing {subject}", lambda: self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers)
-        )
+        with tracing.publishing(subject, headers):  # traceparent in the headers, when tracing is on
+            await self._retrying(
+                f"publishing {subject}",
+                lambda: self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers),
+            )
 
     async def _retrying(self, what: str, request: Callable[[], Awaitable[object]]) -> None:
         """Sends `request` until JetStream answers: a TRANSIENT failure is
@@ -318,7 +320,11 @@ class _Handling:
     async def handle(self, msg: Msg) -> None:
         """Acknowledged once handled, marked in progress every heartbeat
         until then; redelivered after `retry_delay` when the handler fails,
-        parked when it never can."""
+        parked when it never can. Traced as a continuation of its publisher's trace."""
+        with tracing.consuming(msg.subject, msg.headers):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
         work = asyncio.ensure_future(self.handler(msg.subject, msg.data))
         try:
             while not (await asyncio.wait({work}, timeout=self.heartbeat))[0]:

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
+from services.common import request_ids, tracing
+
 MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0  # seconds, for a call that names none
 OPTIONS = [("grpc.max_send_message_length", MESSAGE_BYTES), ("grpc.max_receive_message_length", MESSAGE_BYTES)]
@@ -47,4 +49,5 @@ def open_channel(
     """A channel to a bxb service at `address` (see the module docstring);
     `receive_bytes` lets a caller expecting larger replies take them."""
     options = [*OPTIONS[:1], ("grpc.max_receive_message_length", receive_bytes)]
-    return grpc.aio.insecure_channel(address, options=options, interceptors=[DefaultDeadline(timeout)])
+    interceptors = [DefaultDeadline(timeout), request_ids.Forward(), *tracing.client_interceptors()]
+    return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -41,7 +41,7 @@ class Settings:
     def from_env(cls) -> Settings:
         home = Path(config.env_str("BXB_HOME", ".bxb"))
         return cls(
-            address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
+            address=config.listen_address("metering", config.DEFAULT_PORTS["metering"]),
             clickhouse_url=config.env_str("BXB_CLICKHOUSE_URL", ""),
             chdb_path=Path(config.env_str("BXB_CHDB_PATH", str(home / "clickhouse"))),
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),

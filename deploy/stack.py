@@ -23,7 +23,7 @@ import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -76,17 +76,19 @@ def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = ""
     return path.read_text().strip()
 
 
-def banner(url: str, key: str, addresses: dict[str, str], stripe: bool = False) -> str:
-    """What `make run` prints once the stack is up: the gateway's URL, the
+def banner(url: str, key: str, addresses: dict[str, str], stripe: bool = False, others: Sequence[str] = ()) -> str:
+    """What `make run` prints once the stack is up: the gateway's URL (and
+    the `others` gateways' when it runs several), the
     API key, the URL of the default organization's Stripe webhooks when
     BXB_STRIPE_API_KEY gives it an account (`stripe`), and where each
     service answers gRPC (called directly, a service takes the organization
     from metadata; see README)."""
     width = max(map(len, addresses))
     services = "".join(f"  {name:<{width}}  {address}\n" for name, address in addresses.items())
+    also = f" (and {', '.join(others)})" if others else ""
     webhooks = f"Stripe webhooks: {url}/v1/webhooks/stripe/{DEFAULT_ORGANIZATION}\n\n" if stripe else ""
     return (
-        f"\nbxb is running at {url}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n\n{webhooks}"
+        f"\nbxb is running at {url}{also}\nAPI key: {key}\n\n  export BXB_API_KEY={key}\n\n{webhooks}"
         f"gRPC services (metadata {tenancy.METADATA_KEY}: <organization id>):\n{services}"
     )
 
@@ -229,9 +231,8 @@ async def main() -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         url, key = await stack.start()
-        print(banner(url, key, stack.addresses(), stripe=bool(stack.env.get("BXB_STRIPE_API_KEY"))), flush=True)
-        if len(stack.urls) > 1:
-            print(f"gateways: {' '.join(stack.urls)}\n", flush=True)
+        stripe = bool(stack.env.get("BXB_STRIPE_API_KEY"))
+        print(banner(url, key, stack.addresses(), stripe, others=stack.urls[1:]), flush=True)
         print(f"data in {home}, logs in {home / 'logs'}, PIDs in {stack.supervisor.pids_file}", flush=True)
         print("a process that exits is restarted; Ctrl-C stops everything\n", flush=True)
         await stopping.wait()

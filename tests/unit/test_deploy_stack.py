@@ -139,3 +139,10 @@ def test_given_addresses_are_kept_one_per_replica(tmp_path: Path):
     with pytest.raises(SystemExit) as caught:
         stack.place("payments")
     assert "BXB_PAYMENTS_ADDRESS must list 3 host:port" in str(caught.value)
+
+
+async def test_stopping_a_service_none_of_whose_processes_runs_is_a_key_error(tmp_path: Path):
+    stack = Stack(tmp_path, {"BXB_REPLICAS": "catalog=2"})
+    stack.place("catalog")
+    with pytest.raises(KeyError):
+        await stack.stop_service("catalog")

@@ -5,8 +5,9 @@ An address (BXB_<SVC>_ADDRESS, config.grpc_address) is one host:port, a comma
 list of them (one per replica: made a static ipv4:/ipv6: target, names
 resolved once when the channel opens) or any gRPC target; `dns:///name:port`
 (a Kubernetes headless Service) is re-resolved by gRPC when a connection
-drops, at most every 30 s, so replicas that come and go are followed. Calls
-go round robin over every address that answers.
+drops (at most every 30 s), and servers close connections older than
+CONNECTION_AGE, so replicas that come and go are followed. Calls go round
+robin over every address that answers.
 
 Calls that change nothing (`idempotent`: the RPCs the protos bind to HTTP GET,
 plus the reads in SAFE) are retried on UNAVAILABLE, a replica that died or
@@ -42,6 +43,15 @@ log = logging.getLogger("bxb.channels")
 MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0  # seconds, for a call that names none
 OPTIONS = [("grpc.max_send_message_length", MESSAGE_BYTES), ("grpc.max_receive_message_length", MESSAGE_BYTES)]
+# A server closes each connection after CONNECTION_AGE (calls in flight get
+# CONNECTION_GRACE to finish), so clients reconnect and re-resolve a dns:///
+# target: replicas added behind a headless Service are found within minutes.
+CONNECTION_AGE_MS, CONNECTION_GRACE_MS = 5 * 60_000, 2 * 60_000
+SERVER_OPTIONS = [
+    *OPTIONS,
+    ("grpc.max_connection_age_ms", CONNECTION_AGE_MS),
+    ("grpc.max_connection_age_grace_ms", CONNECTION_GRACE_MS),
+]
 RETRY_ATTEMPTS = 4  # the first try included
 # Reads without an HTTP GET binding (internal, or POST for a body): safe to send twice.
 SAFE = frozenset(

@@ -180,7 +180,7 @@ class Service:
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts the server on `address` ("127.0.0.1:0" for any free port)."""
-    server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()], options=channels.OPTIONS)
+    server = grpc.aio.server(interceptors=[ErrorAndTenancyInterceptor()], options=channels.SERVER_OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)

@@ -137,7 +137,8 @@ class Stack:
         names = replica_names(service, self.replicas[service])
         given = self.env.get(variable)
         if given and len(names) == 1:  # one process: where it is dialled, unless told where to listen
-            self.listen[service] = self.env.get(f"BXB_{service.upper()}_LISTEN") or given
+            own = self.env.get(f"BXB_{service.upper()}_LISTEN")
+            self.listen[service] = own or config.listen_for(given, config.DEFAULT_PORTS[service])
             return
         addresses = given.split(",") if given else [f"127.0.0.1:{free_port()}" for _ in names]
         if len(addresses) != len(names) or not all(map(config.host_port, addresses)):

@@ -69,9 +69,11 @@ def listen_address(service: str, default_port: int) -> str:
     at the port its ADDRESS names (dns:///catalog:50051, a replica list),
     or at `default_port`."""
     listen = os.environ.get(f"BXB_{service.upper()}_LISTEN")
-    if listen:
-        return listen
-    address = grpc_address(service, default_port)
+    return listen or listen_for(grpc_address(service, default_port), default_port)
+
+
+def listen_for(address: str, default_port: int) -> str:
+    """Where a process dialled at `address` listens (see listen_address)."""
     if host_port(address):
         return address
     _, _, port = address.split(",")[0].rpartition(":")

@@ -124,16 +124,18 @@ def test_given_addresses_are_kept_one_per_replica(tmp_path: Path):
         "BXB_PAYMENTS_ADDRESS": "127.0.0.1:7001,127.0.0.1:7002",
         "BXB_CATALOG_ADDRESS": "127.0.0.1:7003",
         "BXB_INVOICING_ADDRESS": "dns:///invoicing:7004",
-        "BXB_INVOICING_LISTEN": "0.0.0.0:7004",
+        "BXB_INVOICING_LISTEN": "0.0.0.0:7005",
+        "BXB_METERING_ADDRESS": "dns:///metering:7006",
     }
     stack = Stack(tmp_path, env)
-    for name in ("payments", "catalog", "invoicing"):
+    for name in ("payments", "catalog", "invoicing", "metering"):
         stack.place(name)
     assert stack.listen == {
         "payments-1": "127.0.0.1:7001",
         "payments-2": "127.0.0.1:7002",
         "catalog": "127.0.0.1:7003",
-        "invoicing": "0.0.0.0:7004",
+        "invoicing": "0.0.0.0:7005",
+        "metering": "[::]:7006",
     }
     stack = Stack(tmp_path, {"BXB_REPLICAS": "payments=3", "BXB_PAYMENTS_ADDRESS": "127.0.0.1:7001,127.0.0.1:7002"})
     with pytest.raises(SystemExit) as caught:

@@ -184,9 +184,12 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)
-    port = server.add_insecure_port(address)
     if service.on_start is not None:
         await service.on_start()
+    # Bound only now: a port taken but not yet served (while on_start
+    # migrates, connects) holds callers until their deadline; refused, they
+    # fail at once (503) or a channel tries another replica.
+    port = server.add_insecure_port(address)
     await server.start()
     for name in ("", *names):
         await service.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -24,13 +24,19 @@ through the gateway over real HTTP on loopback (client on the same machine):
 - `metering`: batch ingestion throughput (POST /v1/events/batch until usage
   counts every event), single-event latency, event-to-billable latency,
   POST /v1/usage/compute over 10M stored events, and the metering process's
-  peak memory.
+  peak memory;
+- `scale` (not in `all`; bench/scale.py): batch ingestion with one and two
+  metering replicas and gateways against a ClickHouse server
+  (`--scale-events`), the billing run with one and two invoicing replicas
+  (`--scale-subscriptions`), and the cost of mutual TLS on single-event
+  latency (`--rate`, `--seconds`); `--parts ingest,billing,tls` picks some.
 
-Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|webhooks|all] [--rate 200] [--seconds 10] [--events 1000000]
+Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|webhooks|scale|all] [--rate 200] [--seconds 10] [--events 1000000]
        [--batch-events 1000000] [--batch-workers 2] [--batch-concurrency 16] [--samples 200]
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
        [--invoices 10000] [--webhook-concurrency 16] [--stripe standin] [--stripe-latency-ms 0]
        [--localstripe-customers 1000] [--deliveries 10000] [--change-rate 25] [--resync-customers 10000]
+       [--parts ingest,billing,tls] [--scale-events 500000] [--scale-subscriptions 5000]
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench import billing, collection, ingest_and_invoices, metering, pricing, readers, webhooks
+from bench import billing, collection, ingest_and_invoices, metering, pricing, readers, scale, webhooks
 from bench.common import running_stack
 
 
@@ -48,7 +54,7 @@ async def main() -> None:
         "scenario",
         nargs="?",
         default="all",
-        choices=["ingest", "pricing", "metering", "billing", "readers", "collection", "webhooks", "all"],
+        choices=["ingest", "pricing", "metering", "billing", "readers", "collection", "webhooks", "scale", "all"],
     )
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=10)
@@ -85,7 +91,26 @@ async def main() -> None:
     parser.add_argument(
         "--localstripe-customers", type=int, default=1000, help="collection: localstripe's reference size (0: none)"
     )
+    parser.add_argument("--parts", default=",".join(scale.PARTS), help="scale: some of " + ",".join(scale.PARTS))
+    parser.add_argument("--scale-events", type=int, default=500_000, help="scale: events sent in batches")
+    parser.add_argument("--scale-subscriptions", type=int, default=5_000, help="scale: subscriptions to close")
     args = parser.parse_args()
+    parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
+    if unknown := set(parts) - set(scale.PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(unknown))} (some of {','.join(scale.PARTS)})")
+    if args.scenario == "scale":
+        scale_options = scale.Options(
+            parts=parts,
+            events=args.scale_events,
+            customers=args.batch_customers,
+            batch_workers=args.batch_workers,
+            batch_concurrency=args.batch_concurrency,
+            subscriptions=args.scale_subscriptions,
+            events_per_subscription=args.events_per_subscription,
+            rate=args.rate,
+            seconds=args.seconds,
+        )
+        await scale.run(scale_options)
     if args.scenario in ("ingest", "all"):
         async with running_stack() as (_, http):
             await ingest_and_invoices.run(http, args.rate, args.seconds, args.customers)

@@ -16,7 +16,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import grpc
 import httpx
 
 from bench.common import ORG
@@ -24,7 +23,7 @@ from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc
 from deploy.stack import Stack
-from services.common import tenancy
+from services.common import channels, tenancy
 from services.common.timestamps import to_proto
 
 SETTINGS = {"BXB_BILLING_SETTLE_SECONDS": "0", "BXB_BILLING_INTERVAL_SECONDS": "3600"}
@@ -76,7 +75,7 @@ async def load(address: str, subscriptions: int, per_subscription: int, start: d
     span = (end - start).total_seconds()
     events = subscriptions * per_subscription
     t0 = time.perf_counter()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.open_channel(address) as channel:
         stub = usage_events_pb2_grpc.EventServiceStub(channel)
         gate = asyncio.Semaphore(16)
 
@@ -117,7 +116,7 @@ async def run(stack: Stack, http: httpx.AsyncClient, subscriptions: int, per_sub
     await setup(http, subscriptions, start)
     await load(stack.env["BXB_METERING_ADDRESS"], subscriptions, per_subscription, start, end)
     await projected(stack.env["BXB_INVOICING_DATABASE_URL"], subscriptions)
-    async with grpc.aio.insecure_channel(stack.env["BXB_INVOICING_ADDRESS"]) as channel:
+    async with channels.open_channel(stack.env["BXB_INVOICING_ADDRESS"]) as channel:
         stub = billing_runs_pb2_grpc.BillingRunServiceStub(channel)
         meta = tenancy.metadata(ORG)
         t0 = time.perf_counter()

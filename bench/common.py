@@ -35,13 +35,15 @@ def report(name: str, samples: list[float]) -> None:
 @asynccontextmanager
 async def running_stack(**settings: str) -> AsyncIterator[tuple[Stack, httpx.AsyncClient]]:
     """A stack as `make run` starts it, in a temporary BXB_HOME, and a client;
-    `settings` are more BXB_* variables."""
+    `settings` are more BXB_* variables (BXB_TLS_DIR: the bench's own gRPC
+    channels use it too)."""
     home = Path(tempfile.mkdtemp(prefix="bxb-bench-")) / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith("BXB_")}
     env.update(BXB_HOME=str(home), BXB_GATEWAY_PORT=str(free_port()), BXB_API_KEY=KEY, **settings)
     stack = Stack(home, env)
     try:
         url, _ = await stack.start()
+        os.environ["BXB_TLS_DIR"] = stack.env.get("BXB_TLS_DIR", "")  # channels.open_channel's
         print(f"stack at {url}, {os.cpu_count()} cores", flush=True)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         headers = {"Authorization": f"Bearer {KEY}"}

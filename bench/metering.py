@@ -30,7 +30,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.queues import Queue
@@ -327,15 +327,22 @@ def batch_worker(
     out.put(asyncio.run(post_bodies(url, bodies, concurrency)))
 
 
-async def batch_ingestion(http: httpx.AsyncClient, options: Options) -> None:
+async def batch_ingestion(
+    http: httpx.AsyncClient, options: Options, urls: list[str] | None = None, go_hook: Callable[[], object] = list
+) -> float:
+    """Sends the batches, client process w to gateway urls[w % len(urls)]
+    (by default http's), and waits until usage counts every event; the
+    events/s from the first send until then. `go_hook` is called just
+    before the first send (the bodies are ready)."""
     events, customers, workers = options.batch_events, options.batch_customers, options.batch_workers
+    gateways = urls or [str(http.base_url).rstrip("/")]
     per_worker = math.ceil(options.batch_concurrency / workers)
     context = multiprocessing.get_context("spawn")  # no fork of a process running grpc
     ready, out, go = context.Queue(), context.Queue(), context.Event()
     processes = [
         context.Process(
             target=batch_worker,
-            args=(str(http.base_url).rstrip("/"), w, workers, events, customers, per_worker, ready, go, out),
+            args=(gateways[w % len(gateways)], w, workers, events, customers, per_worker, ready, go, out),
         )
         for w in range(workers)
     ]
@@ -349,6 +356,7 @@ async def batch_ingestion(http: httpx.AsyncClient, options: Options) -> None:
         f"in {time.perf_counter() - t_build:.1f} s; sending with {per_worker} connections each",
         flush=True,
     )
+    go_hook()
     t0 = time.perf_counter()
     go.set()
     results: list[Sent] = [await asyncio.to_thread(out.get) for _ in processes]
@@ -378,6 +386,7 @@ async def batch_ingestion(http: httpx.AsyncClient, options: Options) -> None:
         f"= {total / elapsed:,.0f} events/s (target 100,000/s)",
         flush=True,
     )
+    return total / elapsed
 
 
 # ---------------------------------------------------------------- 3. event to billable

@@ -16,6 +16,7 @@ from services.catalog.models import ApiKey, Organization
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Unauthenticated
 from services.common.grpc_server import Context
 from services.common.ids import new_id
+from services.common.known_organizations import KnownOrganizations
 from services.common.timestamps import to_proto
 
 DEFAULT_ORGANIZATION = "org_default"
@@ -99,6 +100,16 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
         if key is None:
             raise Unauthenticated("invalid API key", reason="INVALID_API_KEY")
         return pb.AuthenticateApiKeyResponse(organization_id=key.organization_id, api_key_id=key.id)
+
+
+def known(sessions: async_sessionmaker[AsyncSession]) -> KnownOrganizations:
+    """The organizations calls may act for, as this service's table holds them."""
+
+    async def lookup(org: str) -> bool:
+        async with sessions() as session:
+            return await session.get(Organization, org) is not None
+
+    return KnownOrganizations(lookup)
 
 
 async def bootstrap(sessions: async_sessionmaker[AsyncSession], secret: str) -> None:

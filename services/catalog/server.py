@@ -129,6 +129,7 @@ def build(settings: Settings) -> grpc_server.Service:
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
         on_start=on_start,
+        organizations=organizations.known(sessions),
         on_stop=on_stop,
     )
 

@@ -26,6 +26,7 @@ from bxb.payments.v1 import (
     webhook_endpoints_pb2_grpc,
 )
 from services.common import bus, config, db, grpc_server, parking, peers
+from services.common.known_organizations import KnownOrganizations
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments import webhook_sink
@@ -295,6 +296,7 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         on_start=on_start,
         on_stop=on_stop,
+        organizations=KnownOrganizations(catalog.organization_exists),
     )
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 
+from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from services.common import bus, peers
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller
@@ -43,8 +44,17 @@ async def store(clickhouse: ClickHouse) -> EventStore:
 
 
 @pytest.fixture
-def org() -> str:
-    return unique("org")
+async def org(request: pytest.FixtureRequest) -> str:
+    """A fresh organization id: created in catalog when the test runs the
+    stack (services act only for organizations that exist)."""
+    org = unique("org")
+    if "stack" in request.fixturenames:
+        stack: Stack = request.getfixturevalue("stack")
+        async with stack.channel("catalog") as channel:
+            await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(
+                organizations_pb2.CreateOrganizationRequest(id=org, name=org)
+            )
+    return org
 
 
 @pytest.fixture

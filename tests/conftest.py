@@ -287,6 +287,17 @@ class Tenant:
         return reply.invoices_created
 
 
+async def organization(stack: Stack, org: str = "") -> str:
+    """Creates an organization in the stack's catalog (`org`, else a fresh
+    id): services act only for organizations that exist. Returns its id."""
+    org = org or unique("org")
+    async with stack.channel("catalog") as channel:
+        await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(
+            organizations_pb2.CreateOrganizationRequest(id=org, name=org)
+        )
+    return org
+
+
 async def new_tenant(stack: Stack) -> Tenant:
     async with stack.channel("catalog") as channel:
         stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
@@ -348,4 +359,4 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
-__all__ = ["Infra", "Parking", "Stack", "Tenant", "eventually", "unique"]
+__all__ = ["Infra", "Parking", "Stack", "Tenant", "eventually", "organization", "unique"]

@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 
-from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from services.common import bus, peers
 from services.common.outbox import OutboxRelay
 from services.invoicing.billing import Biller
@@ -19,7 +18,7 @@ from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
-from tests.conftest import Infra, Stack, unique
+from tests.conftest import Infra, Stack, organization, unique
 from tests.service.announcement_helpers import Announcements, opened
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.payments_helpers import PaymentsDb
@@ -47,14 +46,9 @@ async def store(clickhouse: ClickHouse) -> EventStore:
 async def org(request: pytest.FixtureRequest) -> str:
     """A fresh organization id: created in catalog when the test runs the
     stack (services act only for organizations that exist)."""
-    org = unique("org")
     if "stack" in request.fixturenames:
-        stack: Stack = request.getfixturevalue("stack")
-        async with stack.channel("catalog") as channel:
-            await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(
-                organizations_pb2.CreateOrganizationRequest(id=org, name=org)
-            )
-    return org
+        return await organization(request.getfixturevalue("stack"))
+    return unique("org")
 
 
 @pytest.fixture

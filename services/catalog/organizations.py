@@ -103,13 +103,15 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
 
 
 def known(sessions: async_sessionmaker[AsyncSession]) -> KnownOrganizations:
-    """The organizations calls may act for, as this service's table holds them."""
+    """The organizations calls may act for, as this service's table holds
+    them: a no is not kept (one created a moment later, through another
+    catalog replica perhaps, is seen at once)."""
 
     async def lookup(org: str) -> bool:
         async with sessions() as session:
             return await session.get(Organization, org) is not None
 
-    return KnownOrganizations(lookup)
+    return KnownOrganizations(lookup, negative_seconds=0)
 
 
 async def bootstrap(sessions: async_sessionmaker[AsyncSession], secret: str) -> None:

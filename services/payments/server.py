@@ -296,7 +296,7 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         on_start=on_start,
         on_stop=on_stop,
-        organizations=KnownOrganizations(catalog.organization_exists),
+        organizations=KnownOrganizations(catalog.organization_exists) if settings.catalog_address else None,
     )
 
 

@@ -204,6 +204,8 @@ class Postgres:
     def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server on an initialized data directory, without waiting for it."""
         open_binaries(self._user)
+        if self._user is not None:  # its parents may have been made private since initdb
+            _open_for_user(self.data_dir)
         args = [
             str(_pg_bin() / "postgres"),
             "-D", str(self.data_dir),

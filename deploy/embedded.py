@@ -162,7 +162,7 @@ class Postgres:
         """Initializes the data directory with password auth, or switches one
         initialized with trust auth to it."""
         if (self.data_dir / "PG_VERSION").exists():
-            if "trust" in (self.data_dir / "pg_hba.conf").read_text():
+            if self._trusts():
                 self._require_password()
             return
         open_binaries(self._user)
@@ -184,10 +184,22 @@ class Postgres:
         finally:
             pwfile.unlink()
 
+    def _trusts(self) -> bool:
+        """Whether pg_hba.conf lets anyone in without a password (a line, not a comment, says trust)."""
+        lines = (line.split("#")[0].split() for line in (self.data_dir / "pg_hba.conf").read_text().splitlines())
+        return any("trust" in fields for fields in lines)
+
+    def _reachable(self) -> None:
+        """Lets the server's user reach its binaries and its data directory
+        (whose parents may have been made private since initdb)."""
+        open_binaries(self._user)
+        if self._user is not None:
+            _open_for_user(self.data_dir)
+
     def _require_password(self) -> None:
         """Sets the password of a data directory made with trust auth (in
         single-user mode: no server runs yet) and makes it ask for it."""
-        open_binaries(self._user)
+        self._reachable()
         subprocess.run(
             [str(_pg_bin() / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
             input=f"ALTER ROLE postgres PASSWORD '{self.password.replace("'", "''")}';\n".encode(),
@@ -203,9 +215,7 @@ class Postgres:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server on an initialized data directory, without waiting for it."""
-        open_binaries(self._user)
-        if self._user is not None:  # its parents may have been made private since initdb
-            _open_for_user(self.data_dir)
+        self._reachable()
         args = [
             str(_pg_bin() / "postgres"),
             "-D", str(self.data_dir),

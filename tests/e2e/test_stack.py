@@ -121,7 +121,7 @@ async def its_own_only(home: Path, addresses: dict[str, str]) -> None:
     assert home.stat().st_mode & 0o777 in (0o700, 0o711)
     for path in (home / "logs", home / "tls", home / "nats"):
         assert path.stat().st_mode & 0o777 == 0o700, path
-    for path in (home / "api_key", home / "postgres_password", home / "tls" / "tls.key", home / "pids.json"):
+    for path in (home / "secret_key", home / "postgres_password", home / "tls" / "tls.key", home / "pids.json"):
         assert path.stat().st_mode & 0o777 == 0o600, path
     assert all(log.stat().st_mode & 0o777 == 0o600 for log in (home / "logs").iterdir())
     async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:

@@ -13,6 +13,7 @@ import pytest
 
 from deploy import embedded
 from deploy.embedded import Postgres
+from deploy.readiness import wait_postgres
 from deploy.stack import kept_secret, private_directory, secure
 from tests.conftest import Infra
 
@@ -44,13 +45,17 @@ async def test_a_data_directory_made_with_trust_auth_asks_for_the_password_from_
     postgres = Postgres(data, durable=False, password="it's a secret")
     await asyncio.to_thread(postgres.start)
     try:
+        await wait_postgres(postgres.url(), timeout=30)
         with pytest.raises(asyncpg.InvalidPasswordError):
             await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres")
         connection = await asyncpg.connect(postgres.url())
         await connection.close()
     finally:
         postgres.stop()
-    assert "trust" not in (data / "pg_hba.conf").read_text()
+    hba = (data / "pg_hba.conf").read_text()
+    assert "trust" not in hba
+    postgres.init()  # asks for passwords already: left as it is
+    assert (data / "pg_hba.conf").read_text() == hba
     assert (data / "server.log").stat().st_mode & 0o777 == 0o600
 
 

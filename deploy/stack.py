@@ -91,9 +91,8 @@ class Stack:
 
     async def start(self) -> tuple[str, str]:
         env = self.env
-        private_directory(self.home)
-        private_directory(self.home / "logs")
         await self.start_servers()
+        private_directory(self.home / "logs")
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
@@ -109,6 +108,7 @@ class Stack:
         """Starts embedded PostgreSQL for the databases without a
         BXB_*_DATABASE_URL and embedded NATS without BXB_NATS_URL."""
         env = self.env
+        private_directory(self.home)
         missing = [db for db in DATABASES if not env.get(f"BXB_{db.upper()}_DATABASE_URL")]
         if missing:
             port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None

@@ -19,6 +19,7 @@ from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
 from deploy import certificates
 from deploy.embedded import free_port
+from deploy.readiness import wait_serving
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
 from services.catalog import server as catalog_server
@@ -191,6 +192,7 @@ async def test_a_tls_service_refuses_callers_without_a_certificate_of_its_ca(tls
 
 async def test_a_tls_service_serves_a_caller_with_a_certificate_of_its_ca(tls_catalog, monkeypatch):
     address, directory = tls_catalog
+    await wait_serving(address, timeout=10, tls_dir=str(directory))  # make run's readiness check
     ours = tls.material(str(directory))
     assert ours is not None
     # The certificate alone authenticates: no service token.

@@ -75,3 +75,23 @@ def test_the_home_keeps_its_secrets_and_certificates_private(tmp_path: Path):
     chosen = {"BXB_TLS_DIR": ""}  # the environment's choice stands: here, no TLS
     secure(home, chosen)
     assert chosen == {"BXB_TLS_DIR": ""}
+
+
+def test_initdb_as_ourselves_is_given_the_password_file_and_it_is_gone_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Not root: initdb and the server run as ourselves (nothing to hand over)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    initdb = bin_dir / "initdb"  # records the password file it was given
+    initdb.write_text('#!/bin/sh\nfor a; do case "$a" in --pwfile=*) cat "${a#--pwfile=}" > "$2.seen";; esac; done\n')
+    initdb.chmod(0o755)
+    (bin_dir / "postgres").write_text("")
+    monkeypatch.setattr(embedded, "_pg_bin", lambda: bin_dir)
+    monkeypatch.setattr(embedded, "system_user", lambda: None)
+    postgres = Postgres(tmp_path / "data", password="secret pass")
+    postgres.init()
+    assert (tmp_path / "data.seen").read_text() == "secret pass\n"
+    assert not (tmp_path / "data.pwfile").exists()
+    postgres._reachable()  # ourselves: nothing to open
+    assert postgres.url().startswith("postgresql://postgres:secret%20pass@")

@@ -42,6 +42,8 @@ async def running_stack(**settings: str) -> AsyncIterator[tuple[Stack, httpx.Asy
     stack = Stack(home, env)
     try:
         url, _ = await stack.start()
+        # The bench's own gRPC calls carry the stack's service token (services/common/trust.py).
+        os.environ["BXB_SECRET_KEY"] = stack.env["BXB_SECRET_KEY"]
         print(f"stack at {url}, {os.cpu_count()} cores", flush=True)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         headers = {"Authorization": f"Bearer {KEY}"}

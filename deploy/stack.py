@@ -79,6 +79,14 @@ def banner(url: str, key: str, addresses: dict[str, str], stripe: bool = False) 
     )
 
 
+def metrics_listing(url: str, addresses: dict[str, str]) -> str:
+    """Where each process serves Prometheus metrics: the gateway on its own
+    port, each service at its BXB_<SVC>_METRICS_LISTEN."""
+    width = max(map(len, ["gateway", *addresses]))
+    services = "".join(f"  {name:<{width}}  http://{address}/metrics\n" for name, address in addresses.items())
+    return f"Prometheus metrics (GET /metrics):\n  {'gateway':<{width}}  {url}/metrics\n{services}"
+
+
 class Stack:
     """The stack's processes under one supervisor (deploy/supervisor.py)."""
 
@@ -95,6 +103,7 @@ class Stack:
         private_directory(self.home / "logs")
         for name in SERVICES:
             env.setdefault(f"BXB_{name.upper()}_ADDRESS", f"127.0.0.1:{free_port()}")
+            env.setdefault(f"BXB_{name.upper()}_METRICS_LISTEN", f"127.0.0.1:{free_port()}")
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
         key = env["BXB_API_KEY"] = kept_secret(self.home, env, "BXB_API_KEY", prefix="bxb_sk_")
         env["BXB_SECRET_KEY"] = kept_secret(self.home, env, "BXB_SECRET_KEY")
@@ -132,6 +141,10 @@ class Stack:
     def addresses(self) -> dict[str, str]:
         """Each service's gRPC address, in start order."""
         return {name: self.env[f"BXB_{name.upper()}_ADDRESS"] for name in SERVICES}
+
+    def metrics_addresses(self) -> dict[str, str]:
+        """Where each service serves /metrics, in start order."""
+        return {name: self.env[f"BXB_{name.upper()}_METRICS_LISTEN"] for name in SERVICES}
 
     def service(self, name: str) -> Child:
         """A service's process, ready once its gRPC health says SERVING."""
@@ -183,6 +196,7 @@ async def main() -> int:
     try:
         url, key = await stack.start()
         print(banner(url, key, stack.addresses(), stripe=bool(stack.env.get("BXB_STRIPE_API_KEY"))), flush=True)
+        print(metrics_listing(url, stack.metrics_addresses()), flush=True)
         print(f"data in {home}, logs in {home / 'logs'}, PIDs in {stack.supervisor.pids_file}", flush=True)
         print("a process that exits is restarted; Ctrl-C stops everything\n", flush=True)
         await stopping.wait()

@@ -17,6 +17,7 @@ from bxb.catalog.v1 import (
     billable_metrics_pb2,
     coupons_pb2,
     customers_pb2,
+    organizations_pb2,
     plans_pb2,
     subscriptions_pb2,
     taxes_pb2,
@@ -33,13 +34,14 @@ from bxb.payments.v1 import (
     stripe_webhooks_pb2,
     webhook_endpoints_pb2,
 )
-from gateway import docs
+from gateway import docs, observability
 from gateway.admission import Admission
 from gateway.auth import Authenticator
 from gateway.clients import Clients
 from gateway.config import Settings
 from gateway.dialects import PUBLIC
 from gateway.errors import error_response
+from gateway.rate_limits import RateLimiter
 from gateway.transcoder import routes as transcoded
 from gateway.transcoder import served
 
@@ -65,6 +67,7 @@ TRANSCODED = [
     billable_metrics_pb2.DESCRIPTOR,
     webhook_endpoints_pb2.DESCRIPTOR,
     integrations_pb2.DESCRIPTOR,
+    organizations_pb2.DESCRIPTOR,
 ]
 HTTP_CODES = {404: ("NOT_FOUND", "no such route"), 405: ("METHOD_NOT_ALLOWED", "method not allowed on this route")}
 
@@ -115,17 +118,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
         app.state.clients = clients
         app.state.admission = Admission()
         app.state.authenticator = Authenticator(
-            clients.organizations, settings.auth_cache_seconds, settings.call_timeout
+            clients.organizations, settings.auth_cache_seconds, settings.call_timeout, settings.rate_limits
         )
+        app.state.rate_limiter = RateLimiter()
         yield
         await clients.close()
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/metrics", observability.serve_metrics, methods=["GET"]),
         *transcoded(TRANSCODED, PUBLIC),
     ]
     return Starlette(
         routes=[*one_route_per_path(routes), *docs.routes(served(TRANSCODED, PUBLIC))],
         lifespan=lifespan,
+        middleware=observability.middleware(),
         exception_handlers={HTTPException: http_error},
     )

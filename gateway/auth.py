@@ -1,32 +1,59 @@
-"""API-key authentication: `Authorization: Bearer <key>` resolves to an
-organization through the catalog, cached briefly so each request does not
-cost a call. Only the key's SHA-256 is used as the cache key."""
+"""API-key authentication: `Authorization: Bearer <key>` resolves through the
+catalog to the key's organization, role and rate limits, cached briefly
+(BXB_AUTH_CACHE_SECONDS, default 2 s) so each request does not cost a call
+while a revoked key is refused within that time on every gateway replica.
+Only the key's SHA-256 is used as the cache key."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 import grpc
 
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from gateway.errors import ApiError
+from gateway.rate_limits import Limits, Scope
 
 CACHE_LIMIT = 10_000
+ROLES = {
+    organizations_pb2.API_KEY_ROLE_WRITE: "write",
+    organizations_pb2.API_KEY_ROLE_INGEST: "ingest",
+    organizations_pb2.API_KEY_ROLE_READ: "read",
+}
 
 
 def unauthenticated(message: str) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", "INVALID_API_KEY", message)
 
 
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: an organization through one of its keys."""
+
+    organization: str
+    key_id: str
+    role: str  # admin, write, ingest or read
+    # Buckets it spends from (gateway/rate_limits.py): the key's and the organization's.
+    scopes: tuple[Scope, ...]
+
+
 class Authenticator:
-    def __init__(self, organizations: organizations_pb2_grpc.OrganizationServiceAsyncStub, ttl: float, timeout: float):
+    def __init__(
+        self,
+        organizations: organizations_pb2_grpc.OrganizationServiceAsyncStub,
+        ttl: float,
+        timeout: float,
+        limits: Limits | None = None,
+    ):
         self.organizations = organizations
         self.ttl = ttl
         self.timeout = timeout
-        self._cache: dict[str, tuple[str, float]] = {}
+        self.limits = limits or Limits.from_env()
+        self._cache: dict[str, tuple[Principal, float]] = {}
 
-    async def organization(self, authorization: str | None) -> str:
+    async def principal(self, authorization: str | None) -> Principal:
         if not authorization:
             raise unauthenticated("missing Authorization header; send 'Authorization: Bearer <api key>'")
         scheme, _, secret = authorization.partition(" ")
@@ -44,9 +71,21 @@ class Authenticator:
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise unauthenticated("invalid API key") from None
+                raise unauthenticated(error.details() or "invalid API key") from None
             raise
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
-        self._cache[digest] = (reply.organization_id, now + self.ttl)
-        return reply.organization_id
+        found = self._cache[digest] = (self._principal(reply), now + self.ttl)
+        return found[0]
+
+    def _principal(self, reply: organizations_pb2.AuthenticateApiKeyResponse) -> Principal:
+        organization = self.limits.over(reply.rate_limits)
+        return Principal(
+            reply.organization_id,
+            reply.api_key_id,
+            ROLES.get(reply.role, "admin"),
+            (
+                Scope(f"key:{reply.api_key_id}", organization.over(reply.key_rate_limits)),
+                Scope(f"org:{reply.organization_id}", organization),
+            ),
+        )

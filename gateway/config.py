@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from gateway.rate_limits import Limits
 from services.common import config
 
 
@@ -18,6 +19,8 @@ class Settings:
     max_body_bytes: int
     auth_cache_seconds: float
     call_timeout: float
+    # Default rate limits (BXB_RATE_LIMIT_*), which organizations may override.
+    rate_limits: Limits = field(default_factory=Limits.from_env)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -29,6 +32,6 @@ class Settings:
             invoicing=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
             payments=config.grpc_address("payments", config.DEFAULT_PORTS["payments"]),
             max_body_bytes=int(config.env_float("BXB_MAX_BODY_BYTES", 5 * 1024 * 1024)),
-            auth_cache_seconds=config.env_float("BXB_AUTH_CACHE_SECONDS", 30.0),
+            auth_cache_seconds=config.env_float("BXB_AUTH_CACHE_SECONDS", 2.0),
             call_timeout=config.env_float("BXB_CALL_TIMEOUT_SECONDS", 30.0),
         )

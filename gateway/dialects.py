@@ -238,6 +238,13 @@ BXB: Views = {
     "bxb.payments.v1.ProviderCustomer": CREATED,
     "bxb.payments.v1.SetupLink": View(nulls=frozenset({"url"})),
     "bxb.payments.v1.PaymentProvider": View(names={"create_time": "created_at", "update_time": "updated_at"}),
+    "bxb.catalog.v1.ApiKey": View(
+        names={"create_time": "created_at", "expire_time": "expires_at", "revoke_time": "revoked_at"},
+        nulls=frozenset({"expire_time", "revoke_time"}),
+    ),
+    # Over HTTP a key is made for the caller's organization, its secret by the server.
+    "bxb.catalog.v1.CreateApiKeyRequest": View(hidden=frozenset({"organization_id", "secret"})),
+    "bxb.catalog.v1.RotateApiKeyRequest": View(names={"old_key_expire_time": "old_key_expires_at"}),
 }
 PARKED: Views = {
     **BXB,
@@ -391,6 +398,8 @@ PUBLIC = Dialect(
         ("POST", "/v1/invoices/{id}/send-email"): Spelling(BXB, answer=sent),
         # Connecting an organization's payment provider creates (or replaces) the connection.
         ("POST", "/v1/payment_providers/{provider}"): Spelling(BXB, 201),
+        # A rotation creates the new key.
+        ("POST", "/v1/api_keys/{id}/rotate"): Spelling(BXB, 201),
         ("POST", "/v1/usage/compute"): Spelling(BXB, answer=lambda request, reply, shown: {**shown, "meta": EXACT}),
         ("GET", "/v1/usage/summary"): Spelling(BXB, answer=summary),
         ("GET", "/v1/usage/histogram"): Spelling(BXB, answer=histogram),

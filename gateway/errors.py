@@ -51,9 +51,11 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, reason: str, message: str, field: str = ""):
         super().__init__(message)
         self.status, self.code, self.reason, self.message, self.field = status, code, reason, message, field
+        # Seconds the client is asked to wait (Retry-After), when it should retry.
+        self.retry_after = RETRY_AFTER if status in RETRIED else None
 
     def response(self) -> JSONResponse:
-        headers = {"Retry-After": str(RETRY_AFTER)} if self.status in RETRIED else None
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else None
         return error_response(self.status, self.code, self.reason, self.message, self.field, headers)
 
 

@@ -25,6 +25,7 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from gateway.call import json, read_json
 from gateway.codec import Decoder, Encoder, View, Views
 from gateway.errors import ApiError, invalid
+from gateway.rate_limits import EVENTS
 from gateway.transcoder import Exchange, Handler, Spelling
 
 # How much of a refused item the rejected-events listing keeps.
@@ -119,6 +120,7 @@ def single(spelling: Spelling) -> Handler:
     events = Events(spelling.views)
 
     async def handle(exchange: Exchange) -> Response:
+        exchange.spend(EVENTS, 1)
         raw = await read_json(exchange.http)
         try:
             event, abaxus = events.event(raw)
@@ -141,6 +143,7 @@ def batch(spelling: Spelling) -> Handler:
         raw = await read_json(exchange.http)
         backfill = exchange.http.url.path.endswith("/backfill")
         items = _items(raw)
+        exchange.spend(EVENTS, len(items))
         read: list[tuple[pb.UsageEvent | dict[str, Any], bool]] = []
         rejected = []
         for index, item in enumerate(items):

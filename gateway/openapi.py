@@ -46,11 +46,12 @@ ERROR = {
 # Failures any route may answer, besides its own.
 FAILURES = {
     "400": "Invalid input: the field is named",
-    "401": "Missing or invalid API key",
+    "401": "Missing, invalid, revoked or expired API key",
+    "403": "The API key's role does not allow this route",
     "404": "Not found",
     "409": "Conflict with the resource's state",
     "413": "Body too large",
-    "429": "Too many requests from this organization; retry after Retry-After",
+    "429": "Over the API key's or organization's rate limit; retry after Retry-After",
     "503": "A backing service is away or the gateway is overloaded; retry after Retry-After",
     "504": "A backing service took too long; retry",
 }

@@ -25,14 +25,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import codec
+from gateway import codec, roles
 from gateway.admission import Admission, kind_of
+from gateway.auth import Principal
 from gateway.bindings import Binding, bindings
 from gateway.call import json, read_json
 from gateway.clients import message_class
 from gateway.codec import Decoder, Encoder, Views, descriptor_of, message_type
 from gateway.errors import ApiError, api_error, error_response, invalid
 from gateway.json_body import refuse_nul
+from gateway.observability import KEY_ID, ORGANIZATION
+from gateway.rate_limits import REQUESTS, RateLimiter
 from services.common import tenancy, trust
 
 log = logging.getLogger("bxb.gateway")
@@ -234,6 +237,15 @@ class Exchange:
     transcoder: Transcoder
     # How the client spelled each field it gave (proto path -> its name).
     spelled: dict[str, str] = default(default_factory=dict)
+    # The API key it came with (None on a route outside API-key auth).
+    principal: Principal | None = None
+
+    def spend(self, kind: str, cost: int) -> None:
+        """Spends from the key's and organization's rate limits (429 when
+        over): ingestion spends its events, every other route a request."""
+        assert self.principal is not None  # routes outside API-key auth spend nothing
+        limiter: RateLimiter = self.http.app.state.rate_limiter
+        limiter.spend(self.principal.scopes, kind, cost)
 
     async def call(self, message: Message, method: MethodDescriptor | None = None) -> Any:
         """Calls the route's RPC (or `method`) once admitted (gateway/admission.py)."""
@@ -326,7 +338,15 @@ def endpoint(transcoder: Transcoder, spelling: Spelling) -> Endpoint:
             if spelling.outside:
                 exchange.org = request.path_params["organization_id"]
             else:
-                exchange.org = await state.authenticator.organization(request.headers.get("authorization"))
+                principal = await state.authenticator.principal(request.headers.get("authorization"))
+                exchange.org, exchange.principal = principal.organization, principal
+                request.scope[ORGANIZATION], request.scope[KEY_ID] = (
+                    principal.organization,
+                    principal.key_id,
+                )  # access log
+                roles.check(principal.role, request.method, request.url.path)
+                if kind_of(request.method, request.url.path) != "ingest":  # ingestion spends events (ingest.py)
+                    exchange.spend(REQUESTS, 1)
             return await handle(exchange)
         except ApiError as error:
             return error.response()

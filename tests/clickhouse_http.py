@@ -132,10 +132,12 @@ def main(path: str) -> None:
 
 
 @contextmanager
-def serve(path: Path) -> Iterator[str]:
-    """Runs the server on `path` and yields its URL, http://127.0.0.1:<port>."""
+def serve(path: Path, config: Path | None = None) -> Iterator[str]:
+    """Runs the server on `path` and yields its URL, http://127.0.0.1:<port>;
+    with `config`, a ClickHouse configuration file (for example one defining
+    clusters in `remote_servers`)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.clickhouse_http", str(path)],
+        [sys.executable, "-m", "tests.clickhouse_http", f"{path}?config-file={config}" if config else str(path)],
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

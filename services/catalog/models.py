@@ -51,6 +51,10 @@ class Organization(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # Rate limits (bxb.catalog.v1.RateLimits as proto3 JSON) over all its keys
+    # and for each key; {} takes the gateway's defaults.
+    rate_limits: Mapped[dict[str, int]] = mapped_column(Json, default=dict, server_default="{}")
+    key_rate_limits: Mapped[dict[str, int]] = mapped_column(Json, default=dict, server_default="{}")
 
 
 class ApiKey(Base):
@@ -58,11 +62,20 @@ class ApiKey(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
-    # SHA-256 of the secret: secrets are 256-bit random, so a fast hash is as
-    # strong as a slow one and allows an indexed lookup.
+    # A keyed hash of the secret (hash_scheme "hmac-sha256": HMAC-SHA256 under a
+    # key derived from BXB_SECRET_KEY), or for rows made before it plain
+    # SHA-256 ("sha256"), re-hashed on their first use. Secrets are 256-bit
+    # random, so a fast hash allows an indexed lookup without weakening them;
+    # the key makes a leaked table useless without the server secret.
     secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash_scheme: Mapped[str] = mapped_column(String(16), default="hmac-sha256", server_default="sha256")
     prefix: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # admin, write, ingest or read (keys made before roles are admin).
+    role: Mapped[str] = mapped_column(String(16), default="admin", server_default="admin")
     create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    expire_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoke_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class BillableMetric(Base):

@@ -3,8 +3,7 @@ coupons, taxes, add-ons, test clocks, organizations and API keys, in its own Pos
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from services.catalog.plans import PlanServicer
 from services.catalog.subscriptions import SubscriptionServicer
 from services.catalog.taxes import TaxServicer
 from services.catalog.test_clocks import TestClockServicer
-from services.common import bus, config, db, grpc_server, parking
+from services.common import bus, commands, config, db, grpc_server, logs, parking, tracing
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.common.peers import Invoicing
@@ -80,7 +79,6 @@ def build(settings: Settings) -> grpc_server.Service:
     invoicing = Invoicing(settings.invoicing_address)
 
     async def on_start() -> None:
-        await db.migrate(settings.database_url, MIGRATIONS)
         await organizations.bootstrap(sessions, settings.api_key)
         await events.open()
         await events.ensure_stream(bus.CATALOG)
@@ -128,13 +126,16 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
+        migrate=functools.partial(db.migrate, settings.database_url, MIGRATIONS),
         on_start=on_start,
         organizations=organizations.known(sessions),
         on_stop=on_stop,
+        probes=[relay.probe()],
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s catalog %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> None:
+    logs.configure("catalog")
+    tracing.configure("catalog")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("catalog", lambda: build(settings), settings.address, argv)

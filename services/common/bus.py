@@ -34,6 +34,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NotFoundError
 
+from services.common import tracing
+
 log = logging.getLogger("bxb.bus")
 
 MSG_ID = "Nats-Msg-Id"
@@ -154,7 +156,8 @@ class Bus:
         headers = {MSG_ID: msg_id}
         if organization_id:
             headers[ORG_HEADER] = organization_id
-        await self.js.publish(subject, payload, headers=headers)
+        with tracing.publishing(subject, headers):  # traceparent in the headers, when tracing is on
+            await self.js.publish(subject, payload, headers=headers)
 
     async def consume(
         self,
@@ -257,7 +260,11 @@ class _Handling:
     async def handle(self, msg: Msg) -> None:
         """Acknowledged once handled, marked in progress every heartbeat
         until then; redelivered after `retry_delay` when the handler fails,
-        parked when it never can."""
+        parked when it never can. Traced as a continuation of its publisher's trace."""
+        with tracing.consuming(msg.subject, msg.headers):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
         work = asyncio.ensure_future(self.handler(msg.subject, msg.data))
         try:
             while not (await asyncio.wait({work}, timeout=self.heartbeat))[0]:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 
-from services.common import tls, trust
+from services.common import request_ids, tls, tracing, trust
 
 MESSAGE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0  # seconds, for a call that names none
@@ -74,7 +74,7 @@ def open_channel(
     """A channel to a bxb service at `address` (see the module docstring);
     `receive_bytes` lets a caller expecting larger replies take them."""
     options = [*OPTIONS[:1], ("grpc.max_receive_message_length", receive_bytes)]
-    interceptors = [DefaultDeadline(timeout), ServiceToken()]
+    interceptors = [DefaultDeadline(timeout), ServiceToken(), request_ids.Forward(), *tracing.client_interceptors()]
     material = tls.material()
     if material is None:
         return grpc.aio.insecure_channel(address, options=options, interceptors=interceptors)

@@ -21,7 +21,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import cast
@@ -34,7 +35,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.common import channels, tenancy, tls, trust, validation
+from services.common import channels, metrics, request_ids, tenancy, tls, tracing, trust, validation
 from services.common.errors import (
     PASSED_ON,
     Aborted,
@@ -197,6 +198,54 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times each unary call by method and final status code
+    (metrics.py) and binds the caller's request id (request_ids.py) for its logs."""
+
+    def __init__(self, service: str):
+        self.service = service
+
+    async def intercept_service[Request, Response](
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Request, Response] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = cast(
+            Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
+        )
+        method = handler_call_details.method.lstrip("/")
+        request_id = request_ids.from_metadata(handler_call_details.invocation_metadata)
+        seconds = metrics.GRPC_SECONDS.labels(self.service, method)
+
+        async def unary_unary(request: Message, context: grpc.aio.ServicerContext[Request, Response]) -> Response:
+            token = request_ids.REQUEST_ID.set(request_id)
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = await inner(request, context)
+                code = grpc.StatusCode.OK
+                return response
+            except grpc.aio.AbortError:
+                code = context.code()
+                raise
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                seconds.observe(time.perf_counter() - started)
+                metrics.GRPC_REQUESTS.labels(self.service, method, code.name).inc()
+                request_ids.REQUEST_ID.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
 @dataclass
 class Service:
     """What a service process serves and what it runs beside the servicers."""
@@ -207,14 +256,27 @@ class Service:
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
     organizations: KnownOrganizations | None = None  # which organizations calls may act for
+    # Applies the service's schema: before on_start when migrate_on_start, and by `migrate` (commands.py).
+    migrate: Callable[[], Coroutine[object, object, None]] | None = None
+    migrate_on_start: bool = True
+    # Gauges refreshed in the background while it serves.
+    probes: list[metrics.Probe] = field(default_factory=list)
+    refresher: metrics.Refresher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.refresher = metrics.Refresher(self.probes)
 
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     """Starts the server on `address` ("127.0.0.1:0" for any free port),
     with mutual TLS when BXB_TLS_DIR is set (tls.py)."""
     material = tls.material()
-    interceptor = ErrorAndTenancyInterceptor(material is not None, service.organizations)
-    server = grpc.aio.server(interceptors=[interceptor], options=channels.OPTIONS)
+    interceptors = [
+        ObservingInterceptor(service.name),
+        *tracing.server_interceptors(),
+        ErrorAndTenancyInterceptor(material is not None, service.organizations),
+    ]
+    server = grpc.aio.server(interceptors=interceptors, options=channels.OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)
@@ -222,9 +284,12 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
         port = server.add_insecure_port(address)
     else:
         port = server.add_secure_port(address, material.server_credentials())
+    if service.migrate is not None and service.migrate_on_start:
+        await service.migrate()
     if service.on_start is not None:
         await service.on_start()
     await server.start()
+    service.refresher.start()
     for name in ("", *names):
         await service.health.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port
@@ -234,6 +299,7 @@ async def stop(service: Service, server: grpc.aio.Server, grace: float = 5.0) ->
     """Reports NOT_SERVING, lets calls in flight finish, then stops hooks."""
     await service.health.enter_graceful_shutdown()
     await server.stop(grace)
+    await service.refresher.stop()
     if service.on_stop is not None:
         await service.on_stop()
 
@@ -242,6 +308,10 @@ async def run(service: Service, address: str) -> None:
     """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
     server, port = await start(service, address)
     log.info("%s listening on port %d", service.name, port)
+    exporting = metrics.listen_address(service.name)
+    if exporting:
+        _, metrics_port = metrics.serve(exporting)
+        log.info("%s serves /metrics on port %d", service.name, metrics_port)
     # What startup built (modules, channels, engines) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks
     # it, which stalled requests for tens of milliseconds.

@@ -38,6 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.common import metrics
 from services.common.bus import Bus, Parked, Parker
 from services.common.db import TableRow
 
@@ -187,6 +188,18 @@ class OutboxRelay:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
+
+    async def measure_backlog(self) -> None:
+        """Sets the outbox backlog gauge to the rows not yet published (a
+        metrics probe, run in the background with a deadline)."""
+        async with self.sessions() as session:
+            pending = await session.scalar(
+                select(func.count()).select_from(self.table).where(self.table.c.publish_time.is_(None))
+            )
+        metrics.OUTBOX_BACKLOG.labels(self.bus.name).set(pending or 0)
+
+    def probe(self) -> metrics.Probe:
+        return ("outbox", self.measure_backlog)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-relay")

@@ -76,7 +76,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bxb.catalog.v1 import plans_pb2, taxes_pb2
 from bxb.invoicing.v1 import events_pb2
 from bxb.invoicing.v1 import invoices_pb2 as pb
-from services.common import outbox, periods
+from services.common import metrics, outbox, periods
 from services.common.errors import DomainError
 from services.common.ids import new_id
 from services.common.timestamps import to_proto, utcnow
@@ -208,7 +208,17 @@ class Biller:
     async def sweep(
         self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""
     ) -> tuple[int, bool]:
-        """`run`, and whether some subscription has more due than it billed."""
+        """`run`, and whether some subscription has more due than it billed;
+        timed, with the invoices it made (metrics.py): "scheduled" when over
+        every organization, else "requested"."""
+        async with metrics.timed_run("requested" if org else "scheduled") as made:
+            created, behind = await self._sweep(now, org, customer_id, test_clock_id)
+            made(created)
+        return created, behind
+
+    async def _sweep(
+        self, now: datetime | None = None, org: str = "", customer_id: str = "", test_clock_id: str = ""
+    ) -> tuple[int, bool]:
         now = now or utcnow()
         query = select(Subscription).where(Subscription.billing_finished.is_(False))
         if org:

@@ -3,8 +3,7 @@ events, the billing run, invoices and current usage."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import functools
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from bxb.invoicing.v1 import (
     invoices_pb2,
     invoices_pb2_grpc,
 )
-from services.common import bus, config, db, grpc_server, parking, peers
+from services.common import bus, commands, config, db, grpc_server, logs, parking, peers, tracing
 from services.common.known_organizations import KnownOrganizations
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
@@ -113,7 +112,6 @@ def build(settings: Settings) -> grpc_server.Service:
     parked = ParkedMessages("invoicing", sessions, Parked, handlers)
 
     async def on_start() -> None:
-        await db.migrate(settings.database_url, MIGRATIONS)
         await events.open()
         await events.ensure_stream(bus.INVOICING)
         await events.consume(
@@ -157,13 +155,16 @@ def build(settings: Settings) -> grpc_server.Service:
             grpc_server.registrar(credit_notes_pb2, credit_notes_pb2_grpc, "CreditNoteService", credit_notes),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
+        migrate=functools.partial(db.migrate, settings.database_url, MIGRATIONS),
         on_start=on_start,
         on_stop=on_stop,
+        probes=[relay.probe()],
         organizations=KnownOrganizations(catalog.organization_exists),
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s invoicing %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> None:
+    logs.configure("invoicing")
+    tracing.configure("invoicing")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("invoicing", lambda: build(settings), settings.address, argv)

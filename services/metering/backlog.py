@@ -32,6 +32,7 @@ import grpc
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from services.common import metrics
 from services.common.errors import DomainError
 
 log = logging.getLogger("bxb.backlog")
@@ -63,6 +64,18 @@ class Backlog:
         self._watches: dict[str, asyncio.Task[None]] = {}
         # Per subject: when its oldest message was last looked at, and how old it was then.
         self._ages: dict[str, tuple[float, float]] = {}
+
+    async def measure(self) -> None:
+        """Sets the ingestion gauges from the stream's depth and its oldest
+        message's age (a metrics probe, run in the background with a deadline)."""
+        state = (await self.js.stream_info(self.stream)).state
+        age = 0.0
+        if state.messages:  # stored meanwhile, it is not found: the probe fails, and the next one reads again
+            oldest = await self.js.get_msg(self.stream, seq=state.first_seq, next=True)
+            assert oldest.time is not None  # a message NATS returns has its time
+            age = max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())
+        metrics.INGESTION_PENDING.set(state.messages)
+        metrics.INGESTION_LAG.set(age)
 
     async def first(self, subject: str, after: int = 0) -> float:
         """The sequence of the first message left on `subject` after

@@ -28,6 +28,8 @@ from urllib.parse import urlparse
 import orjson
 from clickhouse_connect.driver.binding import format_bind_value
 
+from services.metering.tables import CLUSTER_SETTINGS
+
 # Table settings of what billing reads: a part is fsynced, data and directory,
 # before its insert returns, so the queue's message is acknowledged (and leaves
 # NATS) only once its events would survive a power loss.
@@ -155,9 +157,10 @@ class Embedded:
 
 
 class Remote:
-    """A ClickHouse server through clickhouse-connect (HTTP)."""
+    """A ClickHouse server through clickhouse-connect (HTTP); `settings`
+    apply to every request besides the timeout (a cluster's, tables.py)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, settings: dict[str, Any] | None = None):
         import clickhouse_connect
 
         parts = urlparse(url)
@@ -170,7 +173,7 @@ class Remote:
             autogenerate_session_id=False,
             connect_timeout=CONNECT_TIMEOUT,
             send_receive_timeout=QUERY_TIMEOUT,
-            settings={"max_execution_time": QUERY_TIMEOUT},
+            settings={"max_execution_time": QUERY_TIMEOUT, **(settings or {})},
         )
 
     async def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
@@ -188,5 +191,8 @@ class Remote:
         await asyncio.to_thread(self._client.close)
 
 
-def connect(url: str, embedded_path: Path) -> ClickHouse:
-    return Remote(url) if url else Embedded(embedded_path)
+def connect(url: str, embedded_path: Path, cluster: str = "") -> ClickHouse:
+    """A server at `url` (of `cluster`, when named), else chdb at `embedded_path`."""
+    if url:
+        return Remote(url, CLUSTER_SETTINGS if cluster else None)
+    return Embedded(embedded_path)

@@ -32,7 +32,7 @@ from datetime import datetime
 
 from bxb.metering.v1 import events_pb2
 from bxb.metering.v1 import usage_events_pb2 as pb
-from services.common import bus
+from services.common import bus, metrics
 from services.common.ids import new_id
 from services.common.timestamps import from_proto, to_proto, utcnow
 from services.metering.backlog import Backlog, IngestionBacklogged
@@ -140,6 +140,7 @@ class Intake:
                 for message in messages(org, events, now)
             )
         )
+        metrics.EVENTS_QUEUED.inc(len(events))
 
     async def admit(self, org: str, events: list[Event], now: datetime) -> list[Outcome]:
         """Stores events (the queue's consumer and backfill alike), then lists
@@ -157,6 +158,7 @@ class Intake:
         message = events_pb2.EventsAccepted.FromString(payload)  # one that does not decode is parked
         events = [event_of(e) for e in message.events]
         await self.admit(message.organization_id, events, from_proto(message.occur_time))
+        metrics.EVENTS_STORED.inc(len(events))
 
     async def park(self, parked: bus.Parked) -> None:
         """Lists a message that could not be read with its organization's

@@ -18,24 +18,29 @@ from services.common.timestamps import to_proto
 from services.metering.aggregation import ch_time
 from services.metering.clickhouse import ClickHouse
 from services.metering.rejection_notices import RejectionNotices
+from services.metering.tables import BY_CUSTOMER, Layout
 
 KEPT_DAYS = 90
 
 
-def schema(db: str) -> list[str]:
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {db}.rejected_events (
+def schema(layout: Layout) -> list[str]:
+    """No row duplicates another, so any sharding reads exactly: by customer."""
+    return layout.table(
+        "rejected_events",
+        """
             organization_id LowCardinality(String),
             reject_time DateTime64(3, 'UTC'),
             customer_id String,
             code String,
             reason LowCardinality(String),
             record String
-        ) ENGINE = MergeTree
-        PARTITION BY toYYYYMM(reject_time)
+        """,
+        "MergeTree",
+        f"""PARTITION BY toYYYYMM(reject_time)
         ORDER BY (organization_id, reject_time)
-        TTL toDateTime(reject_time) + INTERVAL {KEPT_DAYS} DAY"""
-    ]
+        TTL toDateTime(reject_time) + INTERVAL {KEPT_DAYS} DAY""",
+        BY_CUSTOMER,
+    )
 
 
 class Rejections:

@@ -25,6 +25,7 @@ from typing import Any
 
 from services.metering.aggregation import TIME, ch_time
 from services.metering.clickhouse import DURABLE
+from services.metering.tables import BY_CUSTOMER, Layout
 
 TABLE = "usage_daily_v2"  # v2: sums as Decimal256 (usage_daily's Decimal128 sums could wrap)
 DECIMAL = "Decimal128(12)"
@@ -86,40 +87,52 @@ def _days(source: str, where: str = "") -> str:
     )
 
 
-def schema(db: str) -> list[str]:
+def schema(layout: Layout) -> list[str]:
+    """The rollups and their view. On a cluster, each host rolls up its own
+    events, so a day's states are spread over the shards; every summary
+    merges them (all mergeable: count, sums, max, uniqExact)."""
+    db = layout.db
     columns = ", ".join(f"{name} {kind}" for name, (_, kind, _) in COLUMNS.items())
-    return [
-        # Replaced by TABLE, whose sums cannot wrap (derived anew from the events).
-        f"DROP VIEW IF EXISTS {db}.usage_daily_mv",
-        f"DROP TABLE IF EXISTS {db}.usage_daily",
-        f"""CREATE TABLE IF NOT EXISTS {db}.{TABLE} (
+    # Replaced by TABLE, whose sums cannot wrap (derived anew from the events); never on a cluster.
+    upgrades = [f"DROP VIEW IF EXISTS {db}.usage_daily_mv", f"DROP TABLE IF EXISTS {db}.usage_daily"]
+    table = layout.table(
+        TABLE,
+        f"""
             organization_id LowCardinality(String),
             customer_id String,
             code LowCardinality(String),
             day Date,
             {columns}
-        ) ENGINE = AggregatingMergeTree
-        PARTITION BY toYYYYMM(day)
+        """,
+        "AggregatingMergeTree",
+        f"""PARTITION BY toYYYYMM(day)
         ORDER BY (organization_id, customer_id, code, day)
         SETTINGS {DURABLE}""",
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{TABLE}_mv TO {db}.{TABLE} AS {_days(f'{db}.events')}",
+        BY_CUSTOMER,
+    )
+    return [
+        *([] if layout.cluster else upgrades),
+        *table,
+        layout.view(f"{TABLE}_mv", TABLE, _days(layout.local("events"))),
     ]
 
 
 def fill(db: str) -> str:
     """Rolls up the events stored before the view existed (run once, when the
-    table is created)."""
+    table is created). On a cluster, from and to the Distributed tables."""
     return f"INSERT INTO {db}.{TABLE} {_days(f'{db}.events FINAL')}"
 
 
-def redo(db: str) -> list[str]:
+def redo(layout: Layout) -> list[str]:
     """Rolls some days up again from the events, after copies were deleted
-    from them (the view only ever adds): the days' rows are deleted, then
-    derived anew. Parameters: `org`, and `days` as (customer, code, date)."""
+    from them (the view only ever adds): the days' rows are deleted (on a
+    cluster, from every shard), then derived anew from all the day's events.
+    Parameters: `org`, and `days` as (customer, code, date)."""
+    db = layout.db
     days = "{days:Array(Tuple(String, String, Date))}"
     of_days = f"organization_id = {{org:String}} AND (customer_id, code, toDate(timestamp)) IN {days}"
     return [
-        f"DELETE FROM {db}.{TABLE} WHERE organization_id = {{org:String}} AND (customer_id, code, day) IN {days}",
+        layout.delete(TABLE, f"organization_id = {{org:String}} AND (customer_id, code, day) IN {days}"),
         f"INSERT INTO {db}.{TABLE} {_days(f'{db}.events FINAL', of_days)}",
     ]
 

@@ -3,15 +3,13 @@ ClickHouse (chdb in-process by default, a server with BXB_CLICKHOUSE_URL)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
-from services.common import bus, config, grpc_server, peers
+from services.common import bus, commands, config, grpc_server, logs, peers, tracing
 from services.common.known_organizations import KnownOrganizations
-from services.metering import clickhouse
+from services.metering import clickhouse, tables
 from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
 from services.metering.intake import Intake
@@ -37,25 +35,29 @@ class Settings:
     write_linger: float = 0.0
     # Seconds a call to the catalog may take: a slow catalog must hold neither the queue nor a query up for long.
     catalog_timeout: float = 5.0
+    # The ClickHouse cluster of BXB_CLICKHOUSE_URL's server; empty: tables on that one server (tables.py).
+    clickhouse_cluster: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
         home = Path(config.env_str("BXB_HOME", ".bxb"))
+        clickhouse_url = config.env_str("BXB_CLICKHOUSE_URL", "")
         return cls(
             address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
-            clickhouse_url=config.env_str("BXB_CLICKHOUSE_URL", ""),
+            clickhouse_url=clickhouse_url,
             chdb_path=Path(config.env_str("BXB_CHDB_PATH", str(home / "clickhouse"))),
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),
             nats_url=config.nats_url(),
             settle_timeout=config.env_float("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", 10.0),
             catalog_address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
             write_linger=config.env_float("BXB_METERING_WRITE_LINGER_SECONDS", 0.05),
+            clickhouse_cluster=tables.cluster_setting(config.env_str("BXB_CLICKHOUSE_CLUSTER", ""), clickhouse_url),
         )
 
 
 def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_server.Service:
-    ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path)
-    store = EventStore(ch, settings.database)
+    ch = ch or clickhouse.connect(settings.clickhouse_url, settings.chdb_path, settings.clickhouse_cluster)
+    store = EventStore(ch, settings.database, settings.clickhouse_cluster)
     catalog = None
     if settings.catalog_address:
         catalog = peers.Catalog(settings.catalog_address, timeout=settings.catalog_timeout)
@@ -72,7 +74,6 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
     definitions = Definitions(catalog) if catalog is not None else None
 
     async def on_start() -> None:
-        await store.create_schema()
         await queue.open()
         await queue.ensure_stream(bus.METERING)
         await intake.start()
@@ -92,13 +93,16 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
             ),
             grpc_server.registrar(usage_pb2, usage_pb2_grpc, "UsageService", UsageServicer(store, intake, definitions)),
         ],
+        migrate=store.create_schema,
         on_start=on_start,
         on_stop=on_stop,
+        probes=[("ingestion", intake.backlog.measure)],
         organizations=KnownOrganizations(catalog.organization_exists) if catalog is not None else None,
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s metering %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> None:
+    logs.configure("metering")
+    tracing.configure("metering")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("metering", lambda: build(settings), settings.address, argv)

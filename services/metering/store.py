@@ -21,11 +21,11 @@ are deleted, before the messages are acknowledged and so before any usage
 query counts them. Whichever of the two writers finishes last sees both.
 
 One event that cannot be stored never holds up the others: when a write
-fails and a canary row (organization "", which no tenant can name) is still
-stored, the failure lies in the data, so the calls are written one by one
-and a failing call's events in halves, down to the events that fail alone;
-those come back `Unstorable` with ClickHouse's reason and the rest are
-stored. When the canary fails too, ClickHouse itself is failing and every
+fails and a canary row (organization "", which no tenant can name; one per
+shard on a cluster, tables.py) is still stored, the failure lies in the
+data, so the calls are written one by one and a failing call's events in
+halves, down to the events that fail alone; those come back `Unstorable`
+with ClickHouse's reason and the rest are stored. When the canary fails too, ClickHouse itself is failing and every
 caller gets the error (retried later, nothing lost).
 
 An insert touches at most PARTITIONS_PER_INSERT months, ClickHouse's own
@@ -44,14 +44,12 @@ from typing import Any
 from services.metering import histogram, rejections, rollups
 from services.metering.aggregation import EPOCH, Statement, Usage, UsageQuery, assemble, ch_time
 from services.metering.clickhouse import DURABLE, ClickHouse
+from services.metering.tables import BY_KEY, LOCAL, Layout, canaries
 
 __all__ = ["Event", "EventStore", "StoredEvent", "Unstorable", "Usage", "UsageQuery", "ch_time"]
 
 
-def schema(db: str) -> list[str]:
-    return [
-        f"CREATE DATABASE IF NOT EXISTS {db}",
-        f"""CREATE TABLE IF NOT EXISTS {db}.events (
+EVENT_COLUMNS = """
             organization_id LowCardinality(String),
             customer_id String,
             code LowCardinality(String),
@@ -61,10 +59,22 @@ def schema(db: str) -> list[str]:
             subscription_id String,
             ingest_time DateTime64(3, 'UTC'),
             value Nullable(String)
-        ) ENGINE = ReplacingMergeTree
-        PARTITION BY toYYYYMM(timestamp)
+        """
+
+
+def schema(layout: Layout) -> list[str]:
+    db = layout.db
+    events = layout.table(
+        "events",
+        EVENT_COLUMNS,
+        "ReplacingMergeTree",
+        f"""PARTITION BY toYYYYMM(timestamp)
         ORDER BY (organization_id, customer_id, code, timestamp, transaction_id)
         SETTINGS {DURABLE}""",
+        BY_KEY,
+    )
+    # Upgrades of tables an older version created on one server; a cluster's are new.
+    upgrades = [
         # Tables created before events had a top-level value gain the column.
         f"ALTER TABLE {db}.events ADD COLUMN IF NOT EXISTS value Nullable(String)",
         # Every insert is on disk before the queue's message is acknowledged.
@@ -72,28 +82,36 @@ def schema(db: str) -> list[str]:
         # Replaced by event_copies, which is filled from events (the record).
         f"DROP VIEW IF EXISTS {db}.event_keys_mv",
         f"DROP TABLE IF EXISTS {db}.event_keys",
-        *rejections.schema(db),
     ]
+    return [layout.database(), *events, *([] if layout.cluster else upgrades), *rejections.schema(layout)]
 
 
 COPY_COLUMNS = "organization_id, transaction_id, customer_id, code, timestamp, ingest_time"
 
 
-def copies_schema(db: str) -> list[str]:
-    return [
-        f"""CREATE TABLE IF NOT EXISTS {db}.event_copies (
+def copies_schema(layout: Layout) -> list[str]:
+    """event_copies, sharded as events are: a view fills each host's copies
+    from its own events."""
+    copies = layout.table(
+        "event_copies",
+        """
             organization_id LowCardinality(String),
             transaction_id String,
             customer_id String,
             code LowCardinality(String),
             timestamp DateTime64(3, 'UTC'),
             ingest_time DateTime64(3, 'UTC')
-        ) ENGINE = ReplacingMergeTree
-        ORDER BY (organization_id, transaction_id, customer_id, code, timestamp)
+        """,
+        "ReplacingMergeTree",
+        f"""ORDER BY (organization_id, transaction_id, customer_id, code, timestamp)
         SETTINGS {DURABLE}""",
-        f"ALTER TABLE {db}.event_copies MODIFY SETTING {DURABLE}",
-        f"""CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_copies_mv TO {db}.event_copies AS
-        SELECT {COPY_COLUMNS} FROM {db}.events""",
+        BY_KEY,
+    )
+    upgrades = [f"ALTER TABLE {layout.db}.event_copies MODIFY SETTING {DURABLE}"]
+    return [
+        *copies,
+        *([] if layout.cluster else upgrades),
+        layout.view("event_copies_mv", "event_copies", f"SELECT {COPY_COLUMNS} FROM {layout.local('events')}"),
     ]
 
 
@@ -154,6 +172,14 @@ Call = tuple[str, list[Event], datetime, asyncio.Future[list[Outcome]]]
 # ClickHouse's default max_partitions_per_insert_block: the months one insert may touch.
 PARTITIONS_PER_INSERT = 100
 CANARY_ORGANIZATION = ""  # no tenant has an empty id (tenancy refuses one)
+# Candidate canary keys and their hash by the events' sharding key (tables.BY_KEY).
+CANARY_HASHES = (
+    "SELECT key, toString(cityHash64({org:String}, key)) FROM "
+    "(SELECT number, concat('canary-', toString(number)) AS key FROM numbers(4096)) ORDER BY number"
+)
+# What create_schema makes on a cluster: each table local and Distributed, and the views.
+CLUSTER_TABLES = ["events", "rejected_events", "event_copies", rollups.TABLE]
+CLUSTER_VIEWS = ["event_copies_mv", f"{rollups.TABLE}_mv"]
 
 
 def partition_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
@@ -170,22 +196,31 @@ def partition_chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 
 class EventStore:
-    def __init__(self, clickhouse: ClickHouse, db: str):
+    def __init__(self, clickhouse: ClickHouse, db: str, cluster: str = ""):
         self.ch = clickhouse
         self.db = db
+        self.tables = Layout(db, cluster)
+        # On a cluster: one key per shard, found once (a shard added later is covered after a restart).
+        self._canaries: list[str] = [] if cluster else ["canary"]
         self._pending: list[Call] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def create_schema(self) -> None:
-        for statement in schema(self.db):
+        """Creates what is missing and upgrades what an older version made.
+        On a cluster the DDL runs ON CLUSTER, waiting for every host, so it
+        runs only when the server reached lacks one of the tables: a restart
+        does not need every host up."""
+        if self.tables.cluster and await self._created():
+            return
+        for statement in schema(self.tables):
             await self.ch.execute(statement)
         derived = [
             (
                 "event_copies",
-                copies_schema(self.db),
+                copies_schema(self.tables),
                 f"INSERT INTO {self.db}.event_copies SELECT {COPY_COLUMNS} FROM {self.db}.events FINAL",
             ),
-            (rollups.TABLE, rollups.schema(self.db), rollups.fill(self.db)),
+            (rollups.TABLE, rollups.schema(self.tables), rollups.fill(self.db)),
         ]
         for table, statements, fill in derived:
             [[existed]] = await self.ch.query(f"EXISTS TABLE {self.db}.{table}")
@@ -193,6 +228,14 @@ class EventStore:
                 await self.ch.execute(statement)
             if not int(existed):  # the first start with this table: derive it from what is stored
                 await self.ch.execute(fill)
+
+    async def _created(self) -> bool:
+        names = [f"{table}{suffix}" for table in CLUSTER_TABLES for suffix in ("", LOCAL)] + CLUSTER_VIEWS
+        [[found]] = await self.ch.query(
+            "SELECT count() FROM system.tables WHERE database = {db:String} AND name IN {names:Array(String)}",
+            {"db": self.db, "names": names},
+        )
+        return int(found) == len(names)
 
     async def ingest(self, org: str, events: list[Event], now: datetime) -> list[Outcome]:
         """Stores new events; returns, per event, True when it was new, False
@@ -242,19 +285,36 @@ class EventStore:
         return [first + second]
 
     async def _canary(self) -> None:
-        """Stores the one canary row again: proof that ClickHouse takes writes now."""
-        row: dict[str, Any] = {
-            "organization_id": CANARY_ORGANIZATION,
-            "customer_id": "",
-            "code": "",
-            "transaction_id": "canary",
-            "timestamp": ch_time(EPOCH),
-            "properties": {},
-            "subscription_id": "",
-            "ingest_time": ch_time(EPOCH),
-            "value": None,
-        }
-        await self.ch.insert(f"{self.db}.events", [row])
+        """Stores the canary rows again, one on every shard (one row on one
+        server): proof that ClickHouse takes writes now, wherever the
+        refused events were going."""
+        rows: list[dict[str, Any]] = [
+            {
+                "organization_id": CANARY_ORGANIZATION,
+                "customer_id": "",
+                "code": "",
+                "transaction_id": key,
+                "timestamp": ch_time(EPOCH),
+                "properties": {},
+                "subscription_id": "",
+                "ingest_time": ch_time(EPOCH),
+                "value": None,
+            }
+            for key in self._canaries or await self._find_canaries()
+        ]
+        await self.ch.insert(f"{self.db}.events", rows)
+
+    async def _find_canaries(self) -> list[str]:
+        """A canary key for each shard of the cluster: of candidate keys, the
+        first the events' sharding key sends there (tables.canaries)."""
+        weights = await self.ch.query(
+            "SELECT shard_num, any(shard_weight) FROM system.clusters WHERE cluster = {cluster:String} "
+            "GROUP BY shard_num ORDER BY shard_num",
+            {"cluster": self.tables.cluster},
+        )
+        hashes = await self.ch.query(CANARY_HASHES, {"org": CANARY_ORGANIZATION})
+        self._canaries = canaries([int(w) for _, w in weights], [(key, int(h)) for key, h in hashes])
+        return self._canaries
 
     async def _write(self, batch: list[Call]) -> list[list[Outcome]]:
         orgs = sorted({org for org, *_ in batch})
@@ -346,10 +406,10 @@ class EventStore:
         for start in range(0, len(copies), DELETED_PER_STATEMENT):
             params = {"org": org, "copies": copies[start : start + DELETED_PER_STATEMENT]}
             for table in ("events", "event_copies"):
-                await self.ch.execute(f"DELETE FROM {self.db}.{table} WHERE {where}", params)
+                await self.ch.execute(self.tables.delete(table, where), params)
         days = sorted({(customer, code, timestamp[:10]) for _, customer, code, timestamp in copies})
         for start in range(0, len(days), DELETED_PER_STATEMENT):
-            for statement in rollups.redo(self.db):
+            for statement in rollups.redo(self.tables):
                 await self.ch.execute(statement, {"org": org, "days": days[start : start + DELETED_PER_STATEMENT]})
 
     async def aggregate(

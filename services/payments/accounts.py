@@ -24,7 +24,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 
-import stripe
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,6 +31,7 @@ from services.common import sealing
 from services.common.errors import FailedPrecondition
 from services.payments.models import ProviderAccount
 from services.payments.stripe_charges import StripeCharges
+from services.payments.stripe_http import MeasuredHTTPXClient
 
 log = logging.getLogger("bxb.payments.accounts")
 
@@ -71,7 +71,7 @@ class StripeAccounts:
         self.sessions = sessions  # provider_accounts; None: the default organization's shortcut only
         self.api_base = api_base
         self.timeout = timeout
-        self.http = stripe.HTTPXClient(timeout=timeout)
+        self.http = MeasuredHTTPXClient(timeout=timeout)
         self.return_url = return_url  # where Stripe sends a customer back after 3-D Secure
         self.default = self.client(default_api_key) if default_api_key else None
         self.default_webhook_secret = default_webhook_secret

@@ -5,8 +5,7 @@ them through Stripe, and Stripe's webhooks."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from bxb.payments.v1 import (
     webhook_endpoints_pb2,
     webhook_endpoints_pb2_grpc,
 )
-from services.common import bus, config, db, grpc_server, parking, peers
+from services.common import bus, commands, config, db, grpc_server, logs, parking, peers, tracing
 from services.common.known_organizations import KnownOrganizations
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
@@ -33,6 +32,7 @@ from services.payments import webhook_sink
 from services.payments.accounts import StripeAccounts
 from services.payments.announcements import CONSUMERS, Announcements
 from services.payments.announcing import Announcer
+from services.payments.backlog import webhook_backlog
 from services.payments.charging import PAYMENT_UPDATED, STALE_MARGIN_SECONDS, Charging
 from services.payments.clocks import TEST_CLOCK_ADVANCED, Clocks
 from services.payments.closing import Closing
@@ -225,7 +225,6 @@ def build(settings: Settings) -> grpc_server.Service:
     webhooks = StripeWebhookServicer(sessions, accounts, stripe_events)
 
     async def on_start() -> None:
-        await db.migrate(settings.database_url, MIGRATIONS)
         await events.open()
         await events.ensure_stream(bus.PAYMENTS)
         await events.consume(
@@ -294,13 +293,16 @@ def build(settings: Settings) -> grpc_server.Service:
             ),
             grpc_server.registrar(parked_messages_pb2, parked_messages_pb2_grpc, "ParkedMessageService", parked),
         ],
+        migrate=functools.partial(db.migrate, settings.database_url, MIGRATIONS),
         on_start=on_start,
         on_stop=on_stop,
+        probes=[relay.probe(), ("webhooks", webhook_backlog(sessions))],
         organizations=KnownOrganizations(catalog.organization_exists) if settings.catalog_address else None,
     )
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s payments %(levelname)s %(name)s: %(message)s")
+def main(argv: list[str] | None = None) -> None:
+    logs.configure("payments")
+    tracing.configure("payments")
     settings = Settings.from_env()
-    asyncio.run(grpc_server.run(build(settings), settings.address))
+    commands.run("payments", lambda: build(settings), settings.address, argv)

@@ -39,6 +39,8 @@ from typing import Any
 import stripe
 from stripe.params import ChargeListParams, PaymentIntentCreateParams
 
+from services.payments.stripe_http import MeasuredHTTPXClient
+
 SUCCEEDED, FAILED, REQUIRES_ACTION = "succeeded", "failed", "requires_action"
 REJECTED, UNKNOWN = "rejected", "unknown"
 # Stripe's clock and ours may differ: the lookup starts this much earlier.
@@ -111,7 +113,7 @@ class StripeCharges:
             api_key,
             base_addresses={"api": api_base} if api_base else {},
             # One connection pool may serve many accounts' clients (accounts.py): it holds no key.
-            http_client=http_client or stripe.HTTPXClient(timeout=timeout),
+            http_client=http_client or MeasuredHTTPXClient(timeout=timeout),
             max_network_retries=0,
         )
 

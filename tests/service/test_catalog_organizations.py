@@ -188,6 +188,7 @@ async def test_a_catalog_started_with_an_operator_key_serves_it_for_the_default_
         finally:
             await grpc_server.stop(service, server, grace=0)
         assert auth.organization_id == organizations.DEFAULT_ORGANIZATION
+        assert auth.role == pb.API_KEY_ROLE_ADMIN  # the operator's key manages the others
         assert default.name == "Default organization"
     engine = db.create_engine(url, pool_size=1)
     try:

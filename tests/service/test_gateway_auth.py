@@ -79,13 +79,13 @@ async def test_a_valid_key_is_accepted_whatever_the_case_of_the_scheme(stack: St
 async def test_a_second_request_with_the_same_key_is_served_from_the_cache(stack: Stack, tenant: Tenant):
     cache = stack.app.state.authenticator._cache
     assert (await tenant.http.get("/v1/customers")).status_code == 200
-    organization, expiry = cache[digest(tenant.key)]
-    assert organization == tenant.organization_id
+    principal, expiry = cache[digest(tenant.key)]
+    assert (principal.organization, principal.role) == (tenant.organization_id, "admin")
     assert tenant.key not in str(cache)  # only the key's hash is kept
 
     assert (await tenant.http.get("/v1/customers")).status_code == 200
     # A fresh lookup would have stored a later expiry; a cache hit leaves it.
-    assert cache[digest(tenant.key)] == (organization, expiry)
+    assert cache[digest(tenant.key)] == (principal, expiry)
 
 
 async def test_the_key_cache_is_emptied_when_full(stack: Stack, make_tenant, monkeypatch):

@@ -302,7 +302,7 @@ async def test_the_service_runs_on_a_clickhouse_server(clickhouse_url: str, tmp_
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     names = ("BXB_METERING_ADDRESS", "BXB_CLICKHOUSE_URL", "BXB_CHDB_PATH", "BXB_CLICKHOUSE_DATABASE", "BXB_NATS_URL")
     tuning = ("BXB_USAGE_SETTLE_TIMEOUT_SECONDS", "BXB_CATALOG_ADDRESS", "BXB_METERING_WRITE_LINGER_SECONDS")
-    for name in (*names, *tuning):
+    for name in (*names, *tuning, "BXB_CLICKHOUSE_CLUSTER"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BXB_HOME", str(tmp_path))
     defaults = metering_server.Settings.from_env()
@@ -321,6 +321,8 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     assert configured == metering_server.Settings(
         "0.0.0.0:7000", "http://ch:8123", tmp_path / "chdb", "usage", "nats://nats:4222", 2.5, "catalog:50051", 0.1
     )
+    monkeypatch.setenv("BXB_CLICKHOUSE_CLUSTER", "prod")
+    assert metering_server.Settings.from_env().clickhouse_cluster == "prod"
 
 
 # SubmitEvents and the intake: per-event validation, queued events stored once,

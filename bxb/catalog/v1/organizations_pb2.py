@@ -22,10 +22,13 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/organizations.proto\x12\x0e\x62xb.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x0cOrganization\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"n\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x19\x43reateOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x16GetOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\">\n\x13\x43reateApiKeyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\"O\n\x14\x43reateApiKeyResponse\x12\'\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"I\n\x1a\x41uthenticateApiKeyResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t2\x95\x03\n\x13OrganizationService\x12]\n\x12\x43reateOrganization\x12).bxb.catalog.v1.CreateOrganizationRequest\x1a\x1c.bxb.catalog.v1.Organization\x12W\n\x0fGetOrganization\x12&.bxb.catalog.v1.GetOrganizationRequest\x1a\x1c.bxb.catalog.v1.Organization\x12Y\n\x0c\x43reateApiKey\x12#.bxb.catalog.v1.CreateApiKeyRequest\x1a$.bxb.catalog.v1.CreateApiKeyResponse\x12k\n\x12\x41uthenticateApiKey\x12).bxb.catalog.v1.AuthenticateApiKeyRequest\x1a*.bxb.catalog.v1.AuthenticateApiKeyResponseB\xa6\x01\n\x12\x63om.bxb.catalog.v1B\x12OrganizationsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"bxb/catalog/v1/organizations.proto\x12\x0e\x62xb.catalog.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n\x0cOrganization\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brate_limits\x18\x04 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits\x12\x33\n\x0fkey_rate_limits\x18\x05 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits\"\x94\x01\n\nRateLimits\x12$\n\x13requests_per_second\x18\x01 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1e\n\rrequest_burst\x18\x02 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\"\n\x11\x65vents_per_second\x18\x03 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\x12\x1c\n\x0b\x65vent_burst\x18\x04 \x01(\x05\x42\x07\xbaH\x04\x1a\x02(\x00\"\x94\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x05 \x01(\t\x12(\n\x04role\x18\x06 \x01(\x0e\x32\x1a.bxb.catalog.v1.ApiKeyRole\x12/\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x0brevoke_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"5\n\x19\x43reateOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"$\n\x16GetOrganizationRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x80\x01\n\x13\x43reateApiKeyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x16\n\x04name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\xc8\x01\x12(\n\x04role\x18\x04 \x01(\x0e\x32\x1a.bxb.catalog.v1.ApiKeyRole\"O\n\x14\x43reateApiKeyResponse\x12\'\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"+\n\x19\x41uthenticateApiKeyRequest\x12\x0e\n\x06secret\x18\x01 \x01(\t\"\xd9\x01\n\x1a\x41uthenticateApiKeyResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x12\n\napi_key_id\x18\x02 \x01(\t\x12(\n\x04role\x18\x03 \x01(\x0e\x32\x1a.bxb.catalog.v1.ApiKeyRole\x12/\n\x0brate_limits\x18\x04 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits\x12\x33\n\x0fkey_rate_limits\x18\x05 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"X\n\x13ListApiKeysResponse\x12(\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x16.bxb.catalog.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x10GetApiKeyRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\'\n\x13RevokeApiKeyRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x8a\x01\n\x13RotateApiKeyRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x12\x65xpires_in_seconds\x18\x02 \x01(\x03\x42\x0c\xbaH\t\"\x07\x18\x80\xe7\x84\x0f(\x00\x12\x37\n\x13old_key_expire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x14RotateApiKeyResponse\x12\'\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x16.bxb.catalog.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\x12\x30\n\x10previous_api_key\x18\x03 \x01(\x0b\x32\x16.bxb.catalog.v1.ApiKey\"\xa1\x01\n SetOrganizationRateLimitsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12/\n\x0brate_limits\x18\x02 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits\x12\x33\n\x0fkey_rate_limits\x18\x03 \x01(\x0b\x32\x1a.bxb.catalog.v1.RateLimits*\x8a\x01\n\nApiKeyRole\x12\x1c\n\x18\x41PI_KEY_ROLE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41PI_KEY_ROLE_ADMIN\x10\x01\x12\x16\n\x12\x41PI_KEY_ROLE_WRITE\x10\x02\x12\x17\n\x13\x41PI_KEY_ROLE_INGEST\x10\x03\x12\x15\n\x11\x41PI_KEY_ROLE_READ\x10\x04\x32\xd3\x07\n\x13OrganizationService\x12]\n\x12\x43reateOrganization\x12).bxb.catalog.v1.CreateOrganizationRequest\x1a\x1c.bxb.catalog.v1.Organization\x12W\n\x0fGetOrganization\x12&.bxb.catalog.v1.GetOrganizationRequest\x1a\x1c.bxb.catalog.v1.Organization\x12r\n\x0c\x43reateApiKey\x12#.bxb.catalog.v1.CreateApiKeyRequest\x1a$.bxb.catalog.v1.CreateApiKeyResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/api_keys:\x01*\x12k\n\x12\x41uthenticateApiKey\x12).bxb.catalog.v1.AuthenticateApiKeyRequest\x1a*.bxb.catalog.v1.AuthenticateApiKeyResponse\x12l\n\x0bListApiKeys\x12\".bxb.catalog.v1.ListApiKeysRequest\x1a#.bxb.catalog.v1.ListApiKeysResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/api_keys\x12`\n\tGetApiKey\x12 .bxb.catalog.v1.GetApiKeyRequest\x1a\x16.bxb.catalog.v1.ApiKey\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/api_keys/{id}\x12\x66\n\x0cRevokeApiKey\x12#.bxb.catalog.v1.RevokeApiKeyRequest\x1a\x16.bxb.catalog.v1.ApiKey\"\x19\x82\xd3\xe4\x93\x02\x13*\x11/v1/api_keys/{id}\x12~\n\x0cRotateApiKey\x12#.bxb.catalog.v1.RotateApiKeyRequest\x1a$.bxb.catalog.v1.RotateApiKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/api_keys/{id}/rotate:\x01*\x12k\n\x19SetOrganizationRateLimits\x12\x30.bxb.catalog.v1.SetOrganizationRateLimitsRequest\x1a\x1c.bxb.catalog.v1.OrganizationB\xa6\x01\n\x12\x63om.bxb.catalog.v1B\x12OrganizationsProtoP\x01Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\xa2\x02\x04\x42XCA\xaa\x02\x0e\x42xb.Catalog.V1\xca\x02\x0e\x42xb\\Catalog\\V1\xea\x02\x10\x42xb::Catalog::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +36,72 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'bxb.catalog.v1.organization
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\022com.bxb.catalog.v1B\022OrganizationsProtoP\001Z>github.com/bxb-billing/bxb/clients/go/bxb/catalog/v1;catalogv1\242\002\004BXCA\252\002\016Bxb.Catalog.V1\312\002\016Bxb\\Catalog\\V1\352\002\020Bxb::Catalog::V1'
-  _globals['_ORGANIZATION']._serialized_start=87
-  _globals['_ORGANIZATION']._serialized_end=176
-  _globals['_APIKEY']._serialized_start=178
-  _globals['_APIKEY']._serialized_end=288
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=290
-  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=343
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=345
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=381
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=383
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=445
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=447
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=526
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=528
-  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=571
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=573
-  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=646
-  _globals['_ORGANIZATIONSERVICE']._serialized_start=649
-  _globals['_ORGANIZATIONSERVICE']._serialized_end=1054
+  _globals['_RATELIMITS'].fields_by_name['requests_per_second']._loaded_options = None
+  _globals['_RATELIMITS'].fields_by_name['requests_per_second']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_RATELIMITS'].fields_by_name['request_burst']._loaded_options = None
+  _globals['_RATELIMITS'].fields_by_name['request_burst']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_RATELIMITS'].fields_by_name['events_per_second']._loaded_options = None
+  _globals['_RATELIMITS'].fields_by_name['events_per_second']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_RATELIMITS'].fields_by_name['event_burst']._loaded_options = None
+  _globals['_RATELIMITS'].fields_by_name['event_burst']._serialized_options = b'\272H\004\032\002(\000'
+  _globals['_APIKEY'].fields_by_name['create_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['revoke_time']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['revoke_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._serialized_options = b'\272H\005r\003\030\310\001'
+  _globals['_GETAPIKEYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETAPIKEYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_REVOKEAPIKEYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['expires_in_seconds']._loaded_options = None
+  _globals['_ROTATEAPIKEYREQUEST'].fields_by_name['expires_in_seconds']._serialized_options = b'\272H\t\"\007\030\200\347\204\017(\000'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/api_keys:\001*'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\016\022\014/v1/api_keys'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetApiKey']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetApiKey']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/api_keys/{id}'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\202\323\344\223\002\023*\021/v1/api_keys/{id}'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['RotateApiKey']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['RotateApiKey']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/api_keys/{id}/rotate:\001*'
+  _globals['_APIKEYROLE']._serialized_start=2041
+  _globals['_APIKEYROLE']._serialized_end=2179
+  _globals['_ORGANIZATION']._serialized_start=180
+  _globals['_ORGANIZATION']._serialized_end=371
+  _globals['_RATELIMITS']._serialized_start=374
+  _globals['_RATELIMITS']._serialized_end=522
+  _globals['_APIKEY']._serialized_start=525
+  _globals['_APIKEY']._serialized_end=801
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=803
+  _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=856
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=858
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=894
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=897
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=1025
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=1027
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=1106
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_start=1108
+  _globals['_AUTHENTICATEAPIKEYREQUEST']._serialized_end=1151
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_start=1154
+  _globals['_AUTHENTICATEAPIKEYRESPONSE']._serialized_end=1371
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=1373
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=1432
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=1434
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=1522
+  _globals['_GETAPIKEYREQUEST']._serialized_start=1524
+  _globals['_GETAPIKEYREQUEST']._serialized_end=1560
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=1562
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=1601
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_start=1604
+  _globals['_ROTATEAPIKEYREQUEST']._serialized_end=1742
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_start=1745
+  _globals['_ROTATEAPIKEYRESPONSE']._serialized_end=1874
+  _globals['_SETORGANIZATIONRATELIMITSREQUEST']._serialized_start=1877
+  _globals['_SETORGANIZATIONRATELIMITSREQUEST']._serialized_end=2038
+  _globals['_ORGANIZATIONSERVICE']._serialized_start=2182
+  _globals['_ORGANIZATIONSERVICE']._serialized_end=3161
 # @@protoc_insertion_point(module_scope)

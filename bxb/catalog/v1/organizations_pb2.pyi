@@ -3,9 +3,12 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +20,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ApiKeyRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ApiKeyRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiKeyRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    API_KEY_ROLE_UNSPECIFIED: _ApiKeyRole.ValueType  # 0
+    """Unset: treated as admin for keys made before roles existed."""
+    API_KEY_ROLE_ADMIN: _ApiKeyRole.ValueType  # 1
+    """Everything, including managing API keys."""
+    API_KEY_ROLE_WRITE: _ApiKeyRole.ValueType  # 2
+    """Everything but managing API keys."""
+    API_KEY_ROLE_INGEST: _ApiKeyRole.ValueType  # 3
+    """Only event ingestion."""
+    API_KEY_ROLE_READ: _ApiKeyRole.ValueType  # 4
+    """Only reads (GETs and read-only POSTs such as price calculations)."""
+
+class ApiKeyRole(_ApiKeyRole, metaclass=_ApiKeyRoleEnumTypeWrapper):
+    """What an API key may do through the gateway."""
+
+API_KEY_ROLE_UNSPECIFIED: ApiKeyRole.ValueType  # 0
+"""Unset: treated as admin for keys made before roles existed."""
+API_KEY_ROLE_ADMIN: ApiKeyRole.ValueType  # 1
+"""Everything, including managing API keys."""
+API_KEY_ROLE_WRITE: ApiKeyRole.ValueType  # 2
+"""Everything but managing API keys."""
+API_KEY_ROLE_INGEST: ApiKeyRole.ValueType  # 3
+"""Only event ingestion."""
+API_KEY_ROLE_READ: ApiKeyRole.ValueType  # 4
+"""Only reads (GETs and read-only POSTs such as price calculations)."""
+Global___ApiKeyRole: _TypeAlias = ApiKeyRole  # noqa: Y015
+
 @_typing.final
 class Organization(_message.Message):
     """An organization is a tenant: every resource in bxb belongs to exactly one."""
@@ -26,6 +61,8 @@ class Organization(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     NAME_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    KEY_RATE_LIMITS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "org_default"."""
     name: _builtins.str
@@ -34,20 +71,69 @@ class Organization(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the organization was created."""
 
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The organization's own rate limits, over all its keys; a zero field
+        takes the gateway's default.
+        """
+
+    @_builtins.property
+    def key_rate_limits(self) -> Global___RateLimits:
+        """Each of its keys' rate limits; a zero field takes the organization's."""
+
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         name: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        rate_limits: Global___RateLimits | None = ...,
+        key_rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "key_rate_limits", b"key_rate_limits", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "key_rate_limits", b"key_rate_limits", "name", b"name", "rate_limits", b"rate_limits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Organization: _TypeAlias = Organization  # noqa: Y015
+
+@_typing.final
+class RateLimits(_message.Message):
+    """Token-bucket rate limits a gateway process applies (per organization or
+    per API key). Ingestion routes spend events, other routes requests; zero
+    means "the default".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    REQUEST_BURST_FIELD_NUMBER: _builtins.int
+    EVENTS_PER_SECOND_FIELD_NUMBER: _builtins.int
+    EVENT_BURST_FIELD_NUMBER: _builtins.int
+    requests_per_second: _builtins.int
+    """Requests per second refilled."""
+    request_burst: _builtins.int
+    """Requests that may be made at once after an idle spell."""
+    events_per_second: _builtins.int
+    """Events per second refilled."""
+    event_burst: _builtins.int
+    """Events that may be sent at once after an idle spell."""
+    def __init__(
+        self,
+        *,
+        requests_per_second: _builtins.int = ...,
+        request_burst: _builtins.int = ...,
+        events_per_second: _builtins.int = ...,
+        event_burst: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_burst", b"event_burst", "events_per_second", b"events_per_second", "request_burst", b"request_burst", "requests_per_second", b"requests_per_second"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RateLimits: _TypeAlias = RateLimits  # noqa: Y015
 
 @_typing.final
 class ApiKey(_message.Message):
@@ -61,15 +147,31 @@ class ApiKey(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     PREFIX_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    REVOKE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned identifier, for example "key_3k2..."."""
     organization_id: _builtins.str
     """The organization the key acts for."""
     prefix: _builtins.str
     """The first characters of the secret, so a user can tell keys apart."""
+    name: _builtins.str
+    """A name for people to tell keys apart, for example "ingestion worker"."""
+    role: Global___ApiKeyRole.ValueType
+    """What the key may do (default admin)."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the key was created."""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the key stops working, if ever (set by a rotation)."""
+
+    @_builtins.property
+    def revoke_time(self) -> _timestamp_pb2.Timestamp:
+        """When the key was revoked, if it was."""
 
     def __init__(
         self,
@@ -78,10 +180,14 @@ class ApiKey(_message.Message):
         organization_id: _builtins.str = ...,
         prefix: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        name: _builtins.str = ...,
+        role: Global___ApiKeyRole.ValueType = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        revoke_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "revoke_time", b"revoke_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "id", b"id", "organization_id", b"organization_id", "prefix", b"prefix"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "id", b"id", "name", b"name", "organization_id", b"organization_id", "prefix", b"prefix", "revoke_time", b"revoke_time", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,22 +249,34 @@ class CreateApiKeyRequest(_message.Message):
 
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     SECRET_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The organization the new key acts for."""
+    """The organization the new key acts for; a caller acting for an
+    organization (the gateway) creates keys of its own organization only,
+    and may leave this empty.
+    """
     secret: _builtins.str
     """Optional secret to register (for example one supplied by an operator
     through BXB_API_KEY); one is generated when empty. Registering a secret
-    that already exists for the same organization is a no-op.
+    that already exists for the same organization is a no-op. A caller
+    acting for an organization may not choose the secret.
     """
+    name: _builtins.str
+    """The key's name."""
+    role: Global___ApiKeyRole.ValueType
+    """The key's role (default admin)."""
     def __init__(
         self,
         *,
         organization_id: _builtins.str = ...,
         secret: _builtins.str = ...,
+        name: _builtins.str = ...,
+        role: Global___ApiKeyRole.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "organization_id", b"organization_id", "role", b"role", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -222,20 +340,236 @@ class AuthenticateApiKeyResponse(_message.Message):
 
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     API_KEY_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    KEY_RATE_LIMITS_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """The organization the key belongs to."""
     api_key_id: _builtins.str
     """The key that matched."""
+    role: Global___ApiKeyRole.ValueType
+    """What the key may do (ADMIN for keys made before roles existed)."""
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """The organization's rate limits (zero fields: the gateway's defaults)."""
+
+    @_builtins.property
+    def key_rate_limits(self) -> Global___RateLimits:
+        """The key's rate limits (zero fields: the organization's)."""
+
     def __init__(
         self,
         *,
         organization_id: _builtins.str = ...,
         api_key_id: _builtins.str = ...,
+        role: Global___ApiKeyRole.ValueType = ...,
+        rate_limits: Global___RateLimits | None = ...,
+        key_rate_limits: Global___RateLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_rate_limits", b"key_rate_limits", "rate_limits", b"rate_limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "organization_id", b"organization_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key_id", b"api_key_id", "key_rate_limits", b"key_rate_limits", "organization_id", b"organization_id", "rate_limits", b"rate_limits", "role", b"role"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuthenticateApiKeyResponse: _TypeAlias = AuthenticateApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class ListApiKeysRequest(_message.Message):
+    """Request for OrganizationService.ListApiKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Maximum number of keys to return (default 50, at most 500)."""
+    page_token: _builtins.str
+    """Token from a previous response, to fetch the next page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysRequest: _TypeAlias = ListApiKeysRequest  # noqa: Y015
+
+@_typing.final
+class ListApiKeysResponse(_message.Message):
+    """Response of OrganizationService.ListApiKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEYS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page."""
+    @_builtins.property
+    def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
+        """The calling organization's keys, newest first (never their secrets)."""
+
+    def __init__(
+        self,
+        *,
+        api_keys: _abc.Iterable[Global___ApiKey] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_keys", b"api_keys", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListApiKeysResponse: _TypeAlias = ListApiKeysResponse  # noqa: Y015
+
+@_typing.final
+class GetApiKeyRequest(_message.Message):
+    """Request for OrganizationService.GetApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetApiKeyRequest: _TypeAlias = GetApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeApiKeyRequest(_message.Message):
+    """Request for OrganizationService.RevokeApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeApiKeyRequest: _TypeAlias = RevokeApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateApiKeyRequest(_message.Message):
+    """Request for OrganizationService.RotateApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    OLD_KEY_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The key to replace."""
+    expires_in_seconds: _builtins.int
+    """Seconds the old key keeps working (default 86400, a day; 0 with
+    old_key_expire_time unset takes the default), at most a year.
+    """
+    @_builtins.property
+    def old_key_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the old key stops working, instead of expires_in_seconds."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        expires_in_seconds: _builtins.int = ...,
+        old_key_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["old_key_expire_time", b"old_key_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_in_seconds", b"expires_in_seconds", "id", b"id", "old_key_expire_time", b"old_key_expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateApiKeyRequest: _TypeAlias = RotateApiKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateApiKeyResponse(_message.Message):
+    """Response of OrganizationService.RotateApiKey."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    API_KEY_FIELD_NUMBER: _builtins.int
+    SECRET_FIELD_NUMBER: _builtins.int
+    PREVIOUS_API_KEY_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """The new key's secret, returned only here."""
+    @_builtins.property
+    def api_key(self) -> Global___ApiKey:
+        """The new key: the old one's name and role."""
+
+    @_builtins.property
+    def previous_api_key(self) -> Global___ApiKey:
+        """The old key, now expiring."""
+
+    def __init__(
+        self,
+        *,
+        api_key: Global___ApiKey | None = ...,
+        secret: _builtins.str = ...,
+        previous_api_key: Global___ApiKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "previous_api_key", b"previous_api_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["api_key", b"api_key", "previous_api_key", b"previous_api_key", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateApiKeyResponse: _TypeAlias = RotateApiKeyResponse  # noqa: Y015
+
+@_typing.final
+class SetOrganizationRateLimitsRequest(_message.Message):
+    """Request for OrganizationService.SetOrganizationRateLimits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    KEY_RATE_LIMITS_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization."""
+    @_builtins.property
+    def rate_limits(self) -> Global___RateLimits:
+        """Its limits over all its keys (zero fields: the gateway's defaults)."""
+
+    @_builtins.property
+    def key_rate_limits(self) -> Global___RateLimits:
+        """Each key's limits (zero fields: the organization's)."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        rate_limits: Global___RateLimits | None = ...,
+        key_rate_limits: Global___RateLimits | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key_rate_limits", b"key_rate_limits", "rate_limits", b"rate_limits"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_rate_limits", b"key_rate_limits", "organization_id", b"organization_id", "rate_limits", b"rate_limits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOrganizationRateLimitsRequest: _TypeAlias = SetOrganizationRateLimitsRequest  # noqa: Y015

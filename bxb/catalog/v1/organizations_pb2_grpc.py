@@ -26,8 +26,10 @@ if _version_not_supported:
 
 
 class OrganizationServiceStub:
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     def __init__(self, channel):
@@ -56,11 +58,38 @@ class OrganizationServiceStub:
                 request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyRequest.SerializeToString,
                 response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListApiKeys = channel.unary_unary(
+                '/bxb.catalog.v1.OrganizationService/ListApiKeys',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysResponse.FromString,
+                _registered_method=True)
+        self.GetApiKey = channel.unary_unary(
+                '/bxb.catalog.v1.OrganizationService/GetApiKey',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.GetApiKeyRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.RevokeApiKey = channel.unary_unary(
+                '/bxb.catalog.v1.OrganizationService/RevokeApiKey',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RevokeApiKeyRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.RotateApiKey = channel.unary_unary(
+                '/bxb.catalog.v1.OrganizationService/RotateApiKey',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyResponse.FromString,
+                _registered_method=True)
+        self.SetOrganizationRateLimits = channel.unary_unary(
+                '/bxb.catalog.v1.OrganizationService/SetOrganizationRateLimits',
+                request_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.SetOrganizationRateLimitsRequest.SerializeToString,
+                response_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.Organization.FromString,
+                _registered_method=True)
 
 
 class OrganizationServiceServicer:
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     def CreateOrganization(self, request, context):
@@ -85,7 +114,44 @@ class OrganizationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AuthenticateApiKey(self, request, context):
-        """Resolves a secret to its organization; UNAUTHENTICATED when unknown.
+        """Resolves a secret to its organization, role and rate limits;
+        UNAUTHENTICATED when unknown, revoked or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListApiKeys(self, request, context):
+        """Lists the calling organization's keys, without secrets.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApiKey(self, request, context):
+        """Returns one key of the calling organization.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeApiKey(self, request, context):
+        """Revokes a key: it is refused from then on (idempotent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateApiKey(self, request, context):
+        """Replaces a key by a new one of the same name and role; the old one
+        keeps working until it expires.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOrganizationRateLimits(self, request, context):
+        """Sets an organization's rate limits (operators only).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -114,6 +180,31 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
                     request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyRequest.FromString,
                     response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyResponse.SerializeToString,
             ),
+            'ListApiKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListApiKeys,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysResponse.SerializeToString,
+            ),
+            'GetApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApiKey,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.GetApiKeyRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.SerializeToString,
+            ),
+            'RevokeApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeApiKey,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RevokeApiKeyRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.SerializeToString,
+            ),
+            'RotateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateApiKey,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyResponse.SerializeToString,
+            ),
+            'SetOrganizationRateLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOrganizationRateLimits,
+                    request_deserializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.SetOrganizationRateLimitsRequest.FromString,
+                    response_serializer=bxb_dot_catalog_dot_v1_dot_organizations__pb2.Organization.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'bxb.catalog.v1.OrganizationService', rpc_method_handlers)
@@ -123,8 +214,10 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrganizationService:
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     @staticmethod
@@ -225,6 +318,141 @@ class OrganizationService:
             '/bxb.catalog.v1.OrganizationService/AuthenticateApiKey',
             bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyRequest.SerializeToString,
             bxb_dot_catalog_dot_v1_dot_organizations__pb2.AuthenticateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListApiKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.OrganizationService/ListApiKeys',
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.ListApiKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.OrganizationService/GetApiKey',
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.GetApiKeyRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.OrganizationService/RevokeApiKey',
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.RevokeApiKeyRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.OrganizationService/RotateApiKey',
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.RotateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOrganizationRateLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/bxb.catalog.v1.OrganizationService/SetOrganizationRateLimits',
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.SetOrganizationRateLimitsRequest.SerializeToString,
+            bxb_dot_catalog_dot_v1_dot_organizations__pb2.Organization.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,8 +27,10 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OrganizationServiceStub:
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     @_typing.overload
@@ -42,12 +44,28 @@ class OrganizationServiceStub:
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.CreateApiKeyRequest, _organizations_pb2.CreateApiKeyResponse]
     """Creates an API key and returns its secret once."""
     AuthenticateApiKey: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.AuthenticateApiKeyRequest, _organizations_pb2.AuthenticateApiKeyResponse]
-    """Resolves a secret to its organization; UNAUTHENTICATED when unknown."""
+    """Resolves a secret to its organization, role and rate limits;
+    UNAUTHENTICATED when unknown, revoked or expired.
+    """
+    ListApiKeys: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.ListApiKeysRequest, _organizations_pb2.ListApiKeysResponse]
+    """Lists the calling organization's keys, without secrets."""
+    GetApiKey: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.GetApiKeyRequest, _organizations_pb2.ApiKey]
+    """Returns one key of the calling organization."""
+    RevokeApiKey: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.RevokeApiKeyRequest, _organizations_pb2.ApiKey]
+    """Revokes a key: it is refused from then on (idempotent)."""
+    RotateApiKey: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.RotateApiKeyRequest, _organizations_pb2.RotateApiKeyResponse]
+    """Replaces a key by a new one of the same name and role; the old one
+    keeps working until it expires.
+    """
+    SetOrganizationRateLimits: _grpc.UnaryUnaryMultiCallable[_organizations_pb2.SetOrganizationRateLimitsRequest, _organizations_pb2.Organization]
+    """Sets an organization's rate limits (operators only)."""
 
 @_typing.type_check_only
 class OrganizationServiceAsyncStub(OrganizationServiceStub):
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -58,11 +76,27 @@ class OrganizationServiceAsyncStub(OrganizationServiceStub):
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_organizations_pb2.CreateApiKeyRequest, _organizations_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key and returns its secret once."""
     AuthenticateApiKey: _aio.UnaryUnaryMultiCallable[_organizations_pb2.AuthenticateApiKeyRequest, _organizations_pb2.AuthenticateApiKeyResponse]  # type: ignore[assignment]
-    """Resolves a secret to its organization; UNAUTHENTICATED when unknown."""
+    """Resolves a secret to its organization, role and rate limits;
+    UNAUTHENTICATED when unknown, revoked or expired.
+    """
+    ListApiKeys: _aio.UnaryUnaryMultiCallable[_organizations_pb2.ListApiKeysRequest, _organizations_pb2.ListApiKeysResponse]  # type: ignore[assignment]
+    """Lists the calling organization's keys, without secrets."""
+    GetApiKey: _aio.UnaryUnaryMultiCallable[_organizations_pb2.GetApiKeyRequest, _organizations_pb2.ApiKey]  # type: ignore[assignment]
+    """Returns one key of the calling organization."""
+    RevokeApiKey: _aio.UnaryUnaryMultiCallable[_organizations_pb2.RevokeApiKeyRequest, _organizations_pb2.ApiKey]  # type: ignore[assignment]
+    """Revokes a key: it is refused from then on (idempotent)."""
+    RotateApiKey: _aio.UnaryUnaryMultiCallable[_organizations_pb2.RotateApiKeyRequest, _organizations_pb2.RotateApiKeyResponse]  # type: ignore[assignment]
+    """Replaces a key by a new one of the same name and role; the old one
+    keeps working until it expires.
+    """
+    SetOrganizationRateLimits: _aio.UnaryUnaryMultiCallable[_organizations_pb2.SetOrganizationRateLimitsRequest, _organizations_pb2.Organization]  # type: ignore[assignment]
+    """Sets an organization's rate limits (operators only)."""
 
 class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Tenants and their API keys. Called by the gateway and by operators; these
-    calls are not scoped by organization metadata.
+    """Tenants and their API keys. Organizations, their rate limits and key
+    authentication are for the gateway and operators, not scoped by
+    organization metadata; the API-key RPCs served over HTTP act for the
+    calling organization (an admin key's, the gateway checks the role).
     """
 
     @_abc_1.abstractmethod
@@ -95,6 +129,50 @@ class OrganizationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _organizations_pb2.AuthenticateApiKeyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_organizations_pb2.AuthenticateApiKeyResponse, _abc.Awaitable[_organizations_pb2.AuthenticateApiKeyResponse]]:
-        """Resolves a secret to its organization; UNAUTHENTICATED when unknown."""
+        """Resolves a secret to its organization, role and rate limits;
+        UNAUTHENTICATED when unknown, revoked or expired.
+        """
+
+    @_abc_1.abstractmethod
+    def ListApiKeys(
+        self,
+        request: _organizations_pb2.ListApiKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organizations_pb2.ListApiKeysResponse, _abc.Awaitable[_organizations_pb2.ListApiKeysResponse]]:
+        """Lists the calling organization's keys, without secrets."""
+
+    @_abc_1.abstractmethod
+    def GetApiKey(
+        self,
+        request: _organizations_pb2.GetApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organizations_pb2.ApiKey, _abc.Awaitable[_organizations_pb2.ApiKey]]:
+        """Returns one key of the calling organization."""
+
+    @_abc_1.abstractmethod
+    def RevokeApiKey(
+        self,
+        request: _organizations_pb2.RevokeApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organizations_pb2.ApiKey, _abc.Awaitable[_organizations_pb2.ApiKey]]:
+        """Revokes a key: it is refused from then on (idempotent)."""
+
+    @_abc_1.abstractmethod
+    def RotateApiKey(
+        self,
+        request: _organizations_pb2.RotateApiKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organizations_pb2.RotateApiKeyResponse, _abc.Awaitable[_organizations_pb2.RotateApiKeyResponse]]:
+        """Replaces a key by a new one of the same name and role; the old one
+        keeps working until it expires.
+        """
+
+    @_abc_1.abstractmethod
+    def SetOrganizationRateLimits(
+        self,
+        request: _organizations_pb2.SetOrganizationRateLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_organizations_pb2.Organization, _abc.Awaitable[_organizations_pb2.Organization]]:
+        """Sets an organization's rate limits (operators only)."""
 
 def add_OrganizationServiceServicer_to_server(servicer: OrganizationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

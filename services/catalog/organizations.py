@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from google.protobuf import json_format
 from sqlalchemy import and_, or_, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bxb.catalog.v1 import organizations_pb2 as pb
@@ -308,6 +309,8 @@ async def bootstrap(sessions: async_sessionmaker[AsyncSession], secret: str) -> 
             .on_conflict_do_nothing(index_elements=[Organization.id])
         )
     if secret:
-        await OrganizationServicer(sessions).create_api_key(
-            pb.CreateApiKeyRequest(organization_id=DEFAULT_ORGANIZATION, secret=secret)
-        )
+        request = pb.CreateApiKeyRequest(organization_id=DEFAULT_ORGANIZATION, secret=secret)
+        try:
+            await OrganizationServicer(sessions).create_api_key(request)
+        except IntegrityError:  # another catalog replica registered it at the same moment: found now
+            await OrganizationServicer(sessions).create_api_key(request)

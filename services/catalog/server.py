@@ -61,7 +61,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            address=config.grpc_address("catalog", config.DEFAULT_PORTS["catalog"]),
+            address=config.listen_address("catalog", config.DEFAULT_PORTS["catalog"]),
             database_url=config.database_url("catalog"),
             nats_url=config.nats_url(),
             api_key=config.env_str("BXB_API_KEY", ""),

@@ -16,6 +16,11 @@ too, it stays in the stream and is retried.
 A consumer outlives NATS restarts: the client reconnects on its own, and a
 fetch (or ack) that fails meanwhile is logged and tried again, never ending
 the consumer.
+
+NATS may be a cluster (BXB_NATS_URL listing its nodes; nats_connection.py):
+streams keep BXB_NATS_REPLICAS copies, and a publish whose acknowledgement
+does not come (a node died, the stream is electing a leader) is sent again
+under the same Nats-Msg-Id, which JetStream stores once.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.errors import ConnectionReconnectingError, OutboundBufferLimitError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
-from services.common import tracing
+from services.common import config, nats_connection, tracing
 
 log = logging.getLogger("bxb.bus")
 
@@ -63,6 +69,19 @@ Handler = Callable[[str, bytes], Awaitable[None]]
 RETRY_BASE = 1.0  # seconds before the first redelivery of a failed message
 RETRY_CAP = 300.0  # the longest wait between two deliveries
 REFETCH_PAUSE = 0.5  # seconds before fetching again after a fetch failed (NATS away)
+PUBLISH_TIMEOUT = 2.0  # seconds one publish waits for JetStream's acknowledgement
+JETSTREAM_DEADLINE = 15.0  # seconds a publish (or a stream's, a consumer's set-up) keeps trying
+JETSTREAM_PAUSE = 0.25  # seconds between two tries
+# A request to JetStream failing so may succeed when sent again: no answer
+# (lost with a node, or a stream leader being elected), JetStream not
+# answering yet, the client reconnecting.
+TRANSIENT = (
+    TimeoutError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+    ConnectionReconnectingError,
+    OutboundBufferLimitError,
+)
 
 
 def by_size[M: Message](items: Sequence[M], limit: int) -> list[list[M]]:
@@ -112,52 +131,93 @@ def retry_delay(attempt: int, cap: float = RETRY_CAP) -> float:
 
 
 class Bus:
-    def __init__(self, url: str, name: str):
-        """A client of the NATS at `url`, named `name`; it connects on `open`,
-        on the event loop it serves (a NATS client belongs to that loop),
-        so a service builds it with the rest and opens it at start-up."""
+    def __init__(self, url: str, name: str, replicas: int | None = None):
+        """A client of the NATS at `url` (one server or several, comma-separated),
+        named `name`, whose streams keep `replicas` copies (None:
+        BXB_NATS_REPLICAS); it connects on `open`, on the event loop it
+        serves (a NATS client belongs to that loop), so a service builds it
+        with the rest and opens it at start-up."""
         self.url = url
         self.name = name
+        self.replicas = config.nats_replicas() if replicas is None else replicas
         self.nc = NATS()
         self.js: JetStreamContext = self.nc.jetstream()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def open(self) -> None:
-        """Connects; the client reconnects on its own from then on."""
+        """Connects (to any of the servers); the client reconnects on its own
+        from then on, to whichever server answers."""
+        target = nats_connection.connection(self.url)
         await self.nc.connect(
-            self.url,
+            servers=target.servers,
+            user=target.user,
+            password=target.password,
+            tls=target.tls,
             name=self.name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py annotates int; it sleeps any float
         )
 
     @classmethod
-    async def connect(cls, url: str, name: str) -> Bus:
+    async def connect(cls, url: str, name: str, replicas: int | None = None) -> Bus:
         """A bus, open."""
-        opened = cls(url, name)
+        opened = cls(url, name, replicas)
         await opened.open()
         return opened
 
     async def ensure_stream(self, stream: Stream) -> None:
-        """Creates the stream, or gives an existing one the subjects it should have now."""
+        """Creates the stream, or gives an existing one the subjects and the
+        number of replicas it should have now."""
         retention = RetentionPolicy.WORK_QUEUE if stream.work_queue else RetentionPolicy.LIMITS
-        config = StreamConfig(
-            name=stream.name, subjects=list(stream.subjects), duplicate_window=120.0, retention=retention
+        wanted = StreamConfig(
+            name=stream.name,
+            subjects=list(stream.subjects),
+            duplicate_window=120.0,
+            retention=retention,
+            num_replicas=self.replicas,
         )
+        await self._retrying(f"setting up stream {stream.name}", lambda: self._ensure(wanted))
+
+    async def _ensure(self, wanted: StreamConfig) -> None:
+        assert wanted.name is not None and wanted.subjects is not None  # ensure_stream sets them
         try:
-            info = await self.js.stream_info(stream.name)
+            info = await self.js.stream_info(wanted.name)
         except NotFoundError:
-            await self.js.add_stream(config)
+            await self.js.add_stream(wanted)
             return
-        if info.config.subjects != list(stream.subjects):
-            await self.js.update_stream(info.config.evolve(subjects=list(stream.subjects)))
+        current = info.config
+        if current.subjects != wanted.subjects or (current.num_replicas or 1) != self.replicas:
+            await self.js.update_stream(current.evolve(subjects=wanted.subjects, num_replicas=self.replicas))
 
     async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
+        """Returns once JetStream has stored the message (on a majority of
+        its replicas). An acknowledgement that does not come is asked for
+        again with the same `msg_id`, so a node dying mid-publish neither
+        loses nor doubles the message."""
         headers = {MSG_ID: msg_id}
         if organization_id:
             headers[ORG_HEADER] = organization_id
         with tracing.publishing(subject, headers):  # traceparent in the headers, when tracing is on
-            await self.js.publish(subject, payload, headers=headers)
+            await self._retrying(
+                f"publishing {subject}",
+                lambda: self.js.publish(subject, payload, timeout=PUBLISH_TIMEOUT, headers=headers),
+            )
+
+    async def _retrying(self, what: str, request: Callable[[], Awaitable[object]]) -> None:
+        """Sends `request` until JetStream answers: a TRANSIENT failure is
+        tried again every JETSTREAM_PAUSE seconds for up to
+        JETSTREAM_DEADLINE, then raised."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + JETSTREAM_DEADLINE
+        while True:
+            try:
+                await request()
+                return
+            except TRANSIENT:
+                if loop.time() + JETSTREAM_PAUSE >= deadline:
+                    raise
+                log.info("%s got no answer from JetStream; trying again", what, exc_info=True)
+                await asyncio.sleep(JETSTREAM_PAUSE)
 
     async def consume(
         self,
@@ -194,7 +254,7 @@ class Bus:
             ack_wait=ack_wait,
             max_deliver=-1,
         )
-        await self.js.add_consumer(stream.name, config)
+        await self._retrying(f"setting up consumer {durable}", lambda: self.js.add_consumer(stream.name, config))
         sub = await self.js.pull_subscribe_bind(durable, stream=stream.name)
         handling = _Handling(stream.name, durable, handler, ack_wait / 3, park, max_attempts, retry_cap)
         loop = self._loop(sub, handling, batch, in_order, linger)

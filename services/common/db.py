@@ -63,12 +63,17 @@ def run_migrations_online(target_metadata: MetaData) -> None:
     assert url is not None  # db.migrate sets it
 
     def do_run(connection: Connection) -> None:
+        # A session lock, taken and released outside the migrations'
+        # transaction: the next process waits until they are committed.
         connection.execute(text(f"SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+        connection.commit()
         try:
             context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
             with context.begin_transaction():
                 context.run_migrations()
+            connection.commit()
         finally:
+            connection.rollback()  # what a failed migration left open, so the unlock runs
             connection.execute(text(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
             connection.commit()
 

@@ -276,18 +276,21 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
         *tracing.server_interceptors(),
         ErrorAndTenancyInterceptor(material is not None, service.organizations),
     ]
-    server = grpc.aio.server(interceptors=interceptors, options=channels.OPTIONS)
+    server = grpc.aio.server(interceptors=interceptors, options=channels.SERVER_OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
     enable_reflection(server, names)
-    if material is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, material.server_credentials())
     if service.migrate is not None and service.migrate_on_start:
         await service.migrate()
     if service.on_start is not None:
         await service.on_start()
+    # Bound only now: a port taken but not yet served (while on_start
+    # migrates, connects) holds callers until their deadline; refused, they
+    # fail at once (503) or a channel tries another replica.
+    if material is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, material.server_credentials())
     await server.start()
     service.refresher.start()
     for name in ("", *names):

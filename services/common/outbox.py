@@ -10,7 +10,9 @@ MAX_EVENT_BYTES, or refused as too large or malformed) is handed to the
 service's parker (parking.py: listed, and published again on retry) and
 marked done, so the rows behind it and other organizations' go on. A publish
 that fails for any other reason (NATS away) stops the flush: the rows from
-there on stay pending, in order, and the relay retries.
+there on stay pending, in order, and the relay retries. Replicas of a service
+each run a relay; a transaction-level advisory lock lets one flush at a time,
+so the order holds across them too.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ class OutboxRelay:
         marked."""
         failure: Exception | None = None
         async with self.sessions() as session, session.begin():
+            # One relay at a time per outbox, across replicas: another's
+            # batch is published before the rows behind it are taken.
+            await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(self.table.name, 0))))
             rows = (
                 await session.execute(
                     select(self.table)

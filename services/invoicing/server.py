@@ -67,7 +67,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
+            address=config.listen_address("invoicing", config.DEFAULT_PORTS["invoicing"]),
             database_url=config.database_url("invoicing"),
             nats_url=config.nats_url(),
             metering_address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),

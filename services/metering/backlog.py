@@ -18,7 +18,10 @@ and each question to NATS after NATS_DEADLINE (NATS away: a 503 too).
 `lag` tells how long an organization's oldest queued message has waited:
 the intake refuses more events of an organization whose lag passes its bound
 (INGESTION_BACKLOG, a 503 with Retry-After), so the queue, and what a usage
-query waits for, stays short however fast a client sends.
+query waits for, stays short however fast a client sends. While JetStream
+does not answer (a cluster electing the stream's leader after a node died),
+`lag` says what it last knew: the events go on to their publish, which waits
+for the new leader.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import grpc
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from services.common import metrics
+from services.common import bus, metrics
 from services.common.errors import DomainError
 
 log = logging.getLogger("bxb.backlog")
@@ -100,6 +103,9 @@ class Backlog:
                 oldest = await self.js.get_msg(self.stream, seq=1, subject=subject, next=True)
         except NotFoundError:
             age = 0.0
+        except bus.TRANSIENT:
+            log.info("JetStream did not tell the lag of %s; taking the last known", subject, exc_info=True)
+            return seen[1] if seen is not None else 0.0
         else:
             assert oldest.time is not None  # and its time
             age = max(0.0, (datetime.now(UTC) - oldest.time).total_seconds())

@@ -43,7 +43,7 @@ class Settings:
         home = Path(config.env_str("BXB_HOME", ".bxb"))
         clickhouse_url = config.env_str("BXB_CLICKHOUSE_URL", "")
         return cls(
-            address=config.grpc_address("metering", config.DEFAULT_PORTS["metering"]),
+            address=config.listen_address("metering", config.DEFAULT_PORTS["metering"]),
             clickhouse_url=clickhouse_url,
             chdb_path=Path(config.env_str("BXB_CHDB_PATH", str(home / "clickhouse"))),
             database=config.env_str("BXB_CLICKHOUSE_DATABASE", "bxb"),

@@ -112,7 +112,7 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         return cls(
-            address=config.grpc_address("payments", config.DEFAULT_PORTS["payments"]),
+            address=config.listen_address("payments", config.DEFAULT_PORTS["payments"]),
             database_url=config.database_url("payments"),
             nats_url=config.nats_url(),
             invoicing_address=config.grpc_address("invoicing", config.DEFAULT_PORTS["invoicing"]),

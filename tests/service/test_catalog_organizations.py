@@ -199,3 +199,18 @@ async def test_a_catalog_started_with_an_operator_key_serves_it_for_the_default_
         await engine.dispose()
     assert org_ids == [organizations.DEFAULT_ORGANIZATION]
     assert hashes == [organizations.hash_secret(secret)]  # only the hash is stored
+
+
+async def test_catalog_replicas_starting_at_once_register_the_operator_key_once(infra: Infra):
+    url = await infra.database(unique("catalog_bootstrap"))
+    await db.migrate(url, catalog_server.MIGRATIONS)
+    secret = "operator-" + secrets.token_hex(16)
+    engine = db.create_engine(url, pool_size=4)
+    try:
+        sessions = db.sessions(engine)
+        await asyncio.gather(*(organizations.bootstrap(sessions, secret) for _ in range(4)))
+        async with engine.connect() as connection:
+            hashes = (await connection.execute(select(ApiKey.secret_hash))).scalars().all()
+    finally:
+        await engine.dispose()
+    assert hashes == [organizations.hash_secret(secret)]

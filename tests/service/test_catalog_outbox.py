@@ -228,3 +228,28 @@ async def test_a_parked_row_published_again_is_one_message_however_often(box: Bo
         await relay.republish(box.subject, event.SerializeToString())
     [message] = await box.published()
     assert events_pb2.SubscriptionCreated.FromString(message.data) == event
+
+
+class SlowBus:
+    """A replica's bus that takes its time over each publish."""
+
+    def __init__(self, inner: bus.Bus, delay: float):
+        self.inner, self.delay = inner, delay
+
+    async def publish(self, subject: str, payload: bytes, msg_id: str, organization_id: str = "") -> None:
+        await asyncio.sleep(self.delay)
+        await self.inner.publish(subject, payload, msg_id, organization_id)
+
+
+async def test_two_replicas_relaying_one_outbox_publish_in_order(box: Box):
+    # The first replica holds its batch while it publishes slowly; the second,
+    # woken meanwhile, waits for it rather than publishing the rows behind first.
+    slow = outbox.OutboxRelay(box.sessions, box.table, SlowBus(box.bus, 0.2))
+    fast = outbox.OutboxRelay(box.sessions, box.table, box.bus)
+    events = [await box.enqueue(org=f"org_{i}") for i in range(4)]
+    first = asyncio.create_task(slow.flush(limit=2))
+    await asyncio.sleep(0.1)
+    assert await fast.flush(limit=2) == 2
+    assert await first == 2
+    published = [events_pb2.SubscriptionCreated.FromString(m.data).event_id for m in await box.published()]
+    assert published == [e.event_id for e in events]

@@ -130,6 +130,8 @@ async def test_the_provider_must_be_stripe_and_both_secrets_given(tenant: Tenant
 
 
 async def test_without_bxb_secret_key_nothing_is_sealed(tenant: Tenant, stack: Stack, monkeypatch):
+    # Keys are stored keyed by BXB_SECRET_KEY: the gateway authenticates this one (and keeps it) before it goes.
+    assert (await tenant.http.get("/v1/billable_metrics")).status_code == 200
     monkeypatch.delenv("BXB_SECRET_KEY")
     account = stack.stripe.add_account()
     body = {"secret_key": account.api_key, "webhook_secret": account.webhook_secret}

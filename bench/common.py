@@ -43,7 +43,10 @@ async def running_stack(**settings: str) -> AsyncIterator[tuple[Stack, httpx.Asy
     stack = Stack(home, env)
     try:
         url, _ = await stack.start()
-        os.environ["BXB_TLS_DIR"] = stack.env.get("BXB_TLS_DIR", "")  # channels.open_channel's
+        # The bench's own gRPC calls carry the stack's service token (services/common/trust.py),
+        # over mutual TLS when the stack runs it (channels.open_channel).
+        os.environ["BXB_SECRET_KEY"] = stack.env["BXB_SECRET_KEY"]
+        os.environ["BXB_TLS_DIR"] = stack.env.get("BXB_TLS_DIR", "")
         print(f"stack at {url}, {os.cpu_count()} cores", flush=True)
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         headers = {"Authorization": f"Bearer {KEY}"}

@@ -11,12 +11,12 @@ import json
 import time
 from collections import Counter
 
-import grpc
 import httpx
 
 from bench.common import KEY, report
 from bench.rawhttp import Connection
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
+from services.common import channels
 
 PLAN = {
     "code": "payg",
@@ -44,7 +44,7 @@ async def setup(http: httpx.AsyncClient, customers: int) -> list[str]:
 
 async def tenant_key(catalog: str) -> str:
     """An API key of a new organization: another tenant than the readers'."""
-    async with grpc.aio.insecure_channel(catalog) as channel:
+    async with channels.open_channel(catalog) as channel:  # carries the service token
         stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
         org = await stub.CreateOrganization(organizations_pb2.CreateOrganizationRequest(name="loader"))
         key = await stub.CreateApiKey(organizations_pb2.CreateApiKeyRequest(organization_id=org.id))

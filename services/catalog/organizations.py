@@ -32,6 +32,7 @@ from services.common.errors import (
 )
 from services.common.grpc_server import Context
 from services.common.ids import new_id
+from services.common.known_organizations import KnownOrganizations
 from services.common.timestamps import from_proto_or_none, to_proto, utcnow
 
 DEFAULT_ORGANIZATION = "org_default"
@@ -284,6 +285,18 @@ class OrganizationServicer(organizations_pb2_grpc.OrganizationServiceServicer):
         if key is None:
             raise NotFound(f"API key {key_id!r} not found", field="id")
         return key
+
+
+def known(sessions: async_sessionmaker[AsyncSession]) -> KnownOrganizations:
+    """The organizations calls may act for, as this service's table holds
+    them: a no is not kept (one created a moment later, through another
+    catalog replica perhaps, is seen at once)."""
+
+    async def lookup(org: str) -> bool:
+        async with sessions() as session:
+            return await session.get(Organization, org) is not None
+
+    return KnownOrganizations(lookup, negative_seconds=0)
 
 
 async def bootstrap(sessions: async_sessionmaker[AsyncSession], secret: str) -> None:

@@ -128,6 +128,7 @@ def build(settings: Settings) -> grpc_server.Service:
         ],
         migrate=functools.partial(db.migrate, settings.database_url, MIGRATIONS),
         on_start=on_start,
+        organizations=organizations.known(sessions),
         on_stop=on_stop,
         probes=[relay.probe()],
     )

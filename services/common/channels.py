@@ -19,6 +19,10 @@ remote call can wait forever on a peer that hangs. Every server and channel
 takes messages of MESSAGE_BYTES, far above what a request or a page may
 hold (the gateway caps bodies at 5 MiB, pages stop at 4 MiB: pagination.py),
 so no accepted request or reply meets gRPC's own 4 MiB default.
+
+Every call carries the service token (trust.py) that tells the peer a bxb
+process is calling, and with BXB_TLS_DIR set every channel is mutual TLS
+(tls.py).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import grpc
 from google.api import annotations_pb2
 
 import bxb
-from services.common import config, request_ids, tracing
+from services.common import config, request_ids, tls, tracing, trust
 
 log = logging.getLogger("bxb.channels")
 
@@ -153,6 +157,27 @@ class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
         return await continuation(client_call_details, request)
 
 
+class ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the service token to a call's metadata, unless it carries one."""
+
+    async def intercept_unary_unary[Request, Response](
+        self,
+        continuation: Callable[
+            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryUnaryCall[Request, Response]]
+        ],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Request,
+    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
+        details = client_call_details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        if not metadata.get_all(trust.SERVICE_METADATA_KEY):
+            metadata.add(*trust.service_metadata()[0])
+            client_call_details = grpc.aio.ClientCallDetails(
+                details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            )
+        return await continuation(client_call_details, request)
+
+
 def open_channel(
     address: str, timeout: float = DEFAULT_TIMEOUT, receive_bytes: int = MESSAGE_BYTES
 ) -> grpc.aio.Channel:
@@ -165,5 +190,9 @@ def open_channel(
         ("grpc.service_config_disable_resolution", 1),  # ours, not one from DNS TXT records
         ("grpc.enable_retries", 1),
     ]
-    interceptors = [DefaultDeadline(timeout), request_ids.Forward(), *tracing.client_interceptors()]
-    return grpc.aio.insecure_channel(target(address), options=options, interceptors=interceptors)
+    interceptors = [DefaultDeadline(timeout), ServiceToken(), request_ids.Forward(), *tracing.client_interceptors()]
+    material = tls.material()
+    if material is None:
+        return grpc.aio.insecure_channel(target(address), options=options, interceptors=interceptors)
+    options += tls.channel_options(address)
+    return grpc.aio.secure_channel(target(address), material.channel_credentials(), options, interceptors=interceptors)

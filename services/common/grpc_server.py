@@ -1,8 +1,13 @@
 """One way to run a bxb gRPC service: health, reflection, errors, shutdown.
 
 Every service's `server.py` builds a `Service` (its servicers plus start and
-stop hooks) and hands it to `run`. The interceptor binds the calling
-organization from metadata and maps exceptions: a `DomainError` becomes its
+stop hooks) and hands it to `run`. The interceptor authenticates the
+caller (mutual TLS when BXB_TLS_DIR is set, else the service token:
+trust.py): organization metadata from anyone else, and any call of the
+organization and key administration (OrganizationService), is refused
+UNAUTHENTICATED; a call for an organization that does not exist is refused
+PERMISSION_DENIED (reason UNKNOWN_ORGANIZATION), before anything is read or
+written. It binds the calling organization from metadata and maps exceptions: a `DomainError` becomes its
 google.rpc.Status, a backing service's UNAVAILABLE or DEADLINE_EXCEEDED is
 passed on as it came (retry later), text PostgreSQL cannot store (a NUL
 character) is the caller's INVALID_ARGUMENT, a dependency out of reach
@@ -30,17 +35,20 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from services.common import channels, metrics, request_ids, tenancy, tracing, validation
+from services.common import channels, metrics, request_ids, tenancy, tls, tracing, trust, validation
 from services.common.errors import (
     PASSED_ON,
     Aborted,
     DomainError,
     InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
     Unavailable,
     internal_status,
     passed_on_status,
 )
 from services.common.failures import is_unavailable
+from services.common.known_organizations import KnownOrganizations
 
 ABORTED = Aborted("a concurrent request changed the same resource; retry", reason="CONCURRENT_MODIFICATION")
 # PostgreSQL's SQLSTATEs for text it cannot store: a NUL character in a text
@@ -51,6 +59,14 @@ DEPENDENCY_AWAY = Unavailable("a service this one depends on is unavailable; ret
 UNSTORABLE = InvalidArgument(
     "a string holds a character that cannot be stored (NUL, \\u0000)", reason="UNSTORABLE_CHARACTER"
 )
+
+UNTRUSTED = Unauthenticated(
+    "this call is served to bxb's own processes only: present the deployment's client certificate or service token",
+    reason="UNTRUSTED_CALLER",
+)
+UNKNOWN_ORGANIZATION = PermissionDenied("the call's organization does not exist", reason="UNKNOWN_ORGANIZATION")
+# The organization and key administration: served to authenticated callers only, not scoped by organization metadata.
+ADMINISTRATION = "/bxb.catalog.v1.OrganizationService/"
 
 log = logging.getLogger("bxb.grpc")
 
@@ -116,6 +132,12 @@ def enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
 
 
 class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tls: bool = False, organizations: KnownOrganizations | None = None):
+        """`tls`: the transport has authenticated every caller already;
+        `organizations`: which organizations exist (None: no check)."""
+        self.tls = tls
+        self.organizations = organizations
+
     async def intercept_service[Request, Response](
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Request, Response] | None]],
@@ -124,17 +146,25 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        org = tenancy.from_metadata(handler_call_details.invocation_metadata)
+        metadata = handler_call_details.invocation_metadata
+        org = tenancy.from_metadata(metadata)
+        method = handler_call_details.method
+        administration = method.startswith(ADMINISTRATION)
+        untrusted = (bool(org) or administration) and not (self.tls or trust.from_service(metadata))
+        organizations = None if administration or not org else self.organizations
         # An aio server's handlers are coroutine functions, of a protobuf request on a bxb server;
         # grpc's stubs type them as the synchronous server's.
         inner = cast(
             Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
         )
-        method = handler_call_details.method
 
         async def unary_unary(request: Message, context: grpc.aio.ServicerContext[Request, Response]) -> Response:
             token = tenancy.bind(org)
             try:
+                if untrusted:
+                    raise UNTRUSTED
+                if organizations is not None and not await organizations.exists(org):
+                    raise UNKNOWN_ORGANIZATION
                 validation.check(request)
                 return await inner(request, context)
             except DomainError as error:
@@ -225,6 +255,7 @@ class Service:
     on_start: Callable[[], Awaitable[None]] | None = None
     on_stop: Callable[[], Awaitable[None]] | None = None
     health: health.aio.HealthServicer = field(default_factory=health.aio.HealthServicer)
+    organizations: KnownOrganizations | None = None  # which organizations calls may act for
     # Applies the service's schema: before on_start when migrate_on_start, and by `migrate` (commands.py).
     migrate: Callable[[], Coroutine[object, object, None]] | None = None
     migrate_on_start: bool = True
@@ -237,8 +268,14 @@ class Service:
 
 
 async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
-    """Starts the server on `address` ("127.0.0.1:0" for any free port)."""
-    interceptors = [ObservingInterceptor(service.name), *tracing.server_interceptors(), ErrorAndTenancyInterceptor()]
+    """Starts the server on `address` ("127.0.0.1:0" for any free port),
+    with mutual TLS when BXB_TLS_DIR is set (tls.py)."""
+    material = tls.material()
+    interceptors = [
+        ObservingInterceptor(service.name),
+        *tracing.server_interceptors(),
+        ErrorAndTenancyInterceptor(material is not None, service.organizations),
+    ]
     server = grpc.aio.server(interceptors=interceptors, options=channels.SERVER_OPTIONS)
     names = [register(server) for register in service.registrars]
     health_pb2_grpc.add_HealthServicer_to_server(service.health, server)
@@ -250,7 +287,10 @@ async def start(service: Service, address: str) -> tuple[grpc.aio.Server, int]:
     # Bound only now: a port taken but not yet served (while on_start
     # migrates, connects) holds callers until their deadline; refused, they
     # fail at once (503) or a channel tries another replica.
-    port = server.add_insecure_port(address)
+    if material is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, material.server_credentials())
     await server.start()
     service.refresher.start()
     for name in ("", *names):

@@ -27,6 +27,8 @@ from bxb.catalog.v1 import (
     customers_pb2_grpc,
     event_references_pb2,
     event_references_pb2_grpc,
+    organizations_pb2,
+    organizations_pb2_grpc,
     plans_pb2,
     plans_pb2_grpc,
     subscriptions_pb2,
@@ -44,7 +46,7 @@ from bxb.invoicing.v1 import (
 )
 from bxb.metering.v1 import usage_pb2, usage_pb2_grpc
 from bxb.payments.v1 import payments_pb2, payments_pb2_grpc
-from services.common import tenancy
+from services.common import tenancy, trust
 from services.common.channels import DEFAULT_TIMEOUT, MESSAGE_BYTES, open_channel
 
 
@@ -123,6 +125,19 @@ class Peer:
 
 
 class Catalog(Peer):
+    async def organization_exists(self, org: str) -> bool:
+        """Whether organization `org` exists (an administrative call, made
+        without organization metadata); known_organizations.py keeps the answer."""
+        stub = self._stub(organizations_pb2_grpc.OrganizationServiceStub)
+        request = organizations_pb2.GetOrganizationRequest(id=org)
+        try:
+            await stub.GetOrganization(request, metadata=trust.service_metadata(), timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
     async def get_plan(
         self, org: str, request: plans_pb2.GetPlanRequest, *, wait_for_ready: bool = False
     ) -> plans_pb2.Plan:

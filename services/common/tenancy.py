@@ -2,7 +2,9 @@
 
 The gateway authenticates the API key and sends the organization id in the
 `x-bxb-organization` metadata entry; services read it once per call into a
-context variable, and every query filters by it.
+context variable, and every query filters by it. They honour it only from an
+authenticated caller (trust.py) and for an organization that exists
+(known_organizations.py), checked in grpc_server.py.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterable
 
+from services.common import trust
 from services.common.errors import Unauthenticated
 
 METADATA_KEY = "x-bxb-organization"
@@ -34,8 +37,9 @@ def reset(token: contextvars.Token[str]) -> None:
 
 
 def metadata(org: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata that makes a service act for `org`."""
-    return ((METADATA_KEY, org),)
+    """Call metadata that makes a service act for `org`, with the service
+    token that authenticates the caller when TLS does not."""
+    return ((METADATA_KEY, org), *trust.service_metadata())
 
 
 def from_metadata(pairs: Iterable[tuple[str, str | bytes]] | None) -> str:

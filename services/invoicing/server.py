@@ -20,6 +20,7 @@ from bxb.invoicing.v1 import (
     invoices_pb2_grpc,
 )
 from services.common import bus, commands, config, db, grpc_server, logs, parking, peers, tracing
+from services.common.known_organizations import KnownOrganizations
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.invoicing.billing import Biller, Scheduler
@@ -158,6 +159,7 @@ def build(settings: Settings) -> grpc_server.Service:
         on_start=on_start,
         on_stop=on_stop,
         probes=[relay.probe()],
+        organizations=KnownOrganizations(catalog.organization_exists),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bxb.metering.v1 import usage_events_pb2, usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from services.common import bus, commands, config, grpc_server, logs, peers, tracing
+from services.common.known_organizations import KnownOrganizations
 from services.metering import clickhouse, tables
 from services.metering.definitions import Definitions
 from services.metering.events import EventServicer
@@ -96,6 +97,7 @@ def build(settings: Settings, ch: clickhouse.ClickHouse | None = None) -> grpc_s
         on_start=on_start,
         on_stop=on_stop,
         probes=[("ingestion", intake.backlog.measure)],
+        organizations=KnownOrganizations(catalog.organization_exists) if catalog is not None else None,
     )
 
 

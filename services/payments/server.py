@@ -25,6 +25,7 @@ from bxb.payments.v1 import (
     webhook_endpoints_pb2_grpc,
 )
 from services.common import bus, commands, config, db, grpc_server, logs, parking, peers, tracing
+from services.common.known_organizations import KnownOrganizations
 from services.common.outbox import OUTBOX, OutboxRelay
 from services.common.parking import ParkedMessages
 from services.payments import webhook_sink
@@ -296,6 +297,7 @@ def build(settings: Settings) -> grpc_server.Service:
         on_start=on_start,
         on_stop=on_stop,
         probes=[relay.probe(), ("webhooks", webhook_backlog(sessions))],
+        organizations=KnownOrganizations(catalog.organization_exists) if settings.catalog_address else None,
     )
 
 

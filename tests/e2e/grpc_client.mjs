@@ -6,7 +6,9 @@
 // google.rpc.Status in grpc-status-details-bin.
 //
 // Environment: BXB_TS_CLIENT (the generated code), BXB_API_KEY,
-// BXB_CATALOG_ADDRESS, BXB_METERING_ADDRESS, BXB_INVOICING_ADDRESS.
+// BXB_CATALOG_ADDRESS, BXB_METERING_ADDRESS, BXB_INVOICING_ADDRESS, and
+// BXB_SERVICE_TOKEN: services without mutual TLS honour organization metadata
+// only from a caller carrying the deployment's service token (x-bxb-service).
 // Prints what it saw as one JSON line; any unexpected answer fails an assert.
 // Run by tests/e2e/test_typescript_client.py.
 import assert from "node:assert/strict";
@@ -42,10 +44,12 @@ const metering = transport(env.BXB_METERING_ADDRESS);
 const invoicingTransport = transport(env.BXB_INVOICING_ADDRESS);
 
 // The organization the API key belongs to names every other call.
-const { organizationId } = await createClient(organizations.OrganizationService, catalog).authenticateApiKey({
-  secret: env.BXB_API_KEY,
-});
-const call = { headers: { "x-bxb-organization": organizationId }, timeoutMs: 15000 };
+const trusted = { "x-bxb-service": env.BXB_SERVICE_TOKEN };
+const { organizationId } = await createClient(organizations.OrganizationService, catalog).authenticateApiKey(
+  { secret: env.BXB_API_KEY },
+  { headers: trusted },
+);
+const call = { headers: { ...trusted, "x-bxb-organization": organizationId }, timeoutMs: 15000 };
 
 async function failure(promise) {
   try {

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from deploy.embedded import free_port
 from deploy.readiness import wait_serving
-from services.common import tenancy
+from services.common import config, tenancy
 from services.common.timestamps import utcnow
 from services.invoicing.models import Invoice
 from tests.conftest import Infra, Stack, Tenant, eventually
@@ -36,6 +36,7 @@ def spawn(address: str, stack: Stack, infra: Infra, log: Path) -> subprocess.Pop
         BXB_NATS_URL=infra.nats.url,
         BXB_METERING_ADDRESS=stack.metering,
         BXB_CATALOG_ADDRESS=stack.catalog,
+        BXB_SECRET_KEY=config.secret_key().decode(),  # the stack's: the service token
         BXB_BILLING_INTERVAL_SECONDS="3600",  # after the run at start, the runs below are the test's own
         BXB_BILLING_SETTLE_SECONDS="0",
         BXB_BILLING_PAGE_SIZE="2",  # 2 subscriptions' periods a transaction, so B dies between pages

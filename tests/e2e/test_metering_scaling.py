@@ -32,9 +32,9 @@ from bxb.metering.v1 import usage_events_pb2 as pb
 from bxb.metering.v1 import usage_events_pb2_grpc, usage_pb2, usage_pb2_grpc
 from deploy.embedded import Nats, free_port
 from deploy.readiness import wait_serving
-from services.common import tenancy
+from services.common import config, tenancy
 from services.common.timestamps import to_proto
-from tests.conftest import unique
+from tests.conftest import Stack, Tenant, unique
 
 REPO = Path(__file__).resolve().parents[2]
 START = datetime(2026, 5, 1, tzinfo=UTC)
@@ -112,7 +112,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         return None
 
 
-def metering_env(address: str, nats_url: str, clickhouse_url: str, database: str, home: Path) -> dict[str, str]:
+def metering_env(
+    address: str, nats_url: str, clickhouse_url: str, database: str, home: Path, catalog: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BXB_")}
     env.update(
         BXB_METERING_ADDRESS=address,
@@ -120,9 +122,9 @@ def metering_env(address: str, nats_url: str, clickhouse_url: str, database: str
         BXB_CLICKHOUSE_URL=clickhouse_url,
         BXB_CLICKHOUSE_DATABASE=database,
         BXB_HOME=str(home),
-        # No catalog listens there: the check of metric and customer names
-        # flags nothing and never holds up ingestion (references.py).
-        BXB_CATALOG_ADDRESS=f"127.0.0.1:{free_port()}",
+        # The stack's catalog: the organization exists, its metric and customers too.
+        BXB_CATALOG_ADDRESS=catalog,
+        BXB_SECRET_KEY=config.secret_key().decode(),  # the service token the test's calls carry
         # A usage query waits for the redelivery of what the killed process held.
         BXB_USAGE_SETTLE_TIMEOUT_SECONDS="30",
     )
@@ -195,32 +197,31 @@ async def usage_of(address: str, org: str) -> dict[str, tuple[Decimal, int]]:
     async with grpc.aio.insecure_channel(address) as channel:
         usage = usage_pb2_grpc.UsageServiceStub(channel)
         for customer in CUSTOMERS:
-            replies = [
-                await usage.AggregateUsage(
-                    usage_pb2.AggregateUsageRequest(
-                        customer_id=customer,
-                        code="api",
-                        aggregation=aggregation,
-                        field_name="tokens",
-                        start_time=to_proto(START),
-                        end_time=to_proto(END),
-                    ),
-                    metadata=tenancy.metadata(org),
-                    timeout=40,
-                )
-                for aggregation in (usage_pb2.AGGREGATION_SUM, usage_pb2.AGGREGATION_COUNT)
-            ]
-            total, count = replies
-            assert count.value == str(count.event_count) and total.event_count == count.event_count
-            found[customer] = (Decimal(total.value), count.event_count)
+            total = await usage.AggregateUsage(
+                usage_pb2.AggregateUsageRequest(
+                    customer_id=customer,
+                    code="api",
+                    aggregation=usage_pb2.AGGREGATION_SUM,  # as the metric defines it; the reply counts too
+                    field_name="tokens",
+                    start_time=to_proto(START),
+                    end_time=to_proto(END),
+                ),
+                metadata=tenancy.metadata(org),
+                timeout=40,
+            )
+            found[customer] = (Decimal(total.value), total.event_count)
     return found
 
 
 async def test_two_processes_share_the_queue_and_a_killed_one_loses_and_doubles_nothing(
-    clickhouse_url: str, tmp_path: Path
+    clickhouse_url: str, stack: Stack, tenant: Tenant, tmp_path: Path
 ):
     database = unique("bxb_scaling")
-    org = unique("org")
+    org = tenant.organization_id
+    metric = {"name": "API", "code": "api", "aggregation_type": "sum", "field_name": "tokens"}
+    assert (await tenant.http.post("/v1/billable_metrics", json=metric)).status_code == 201
+    for customer in CUSTOMERS:
+        assert (await tenant.http.post("/v1/customers", json={"id": customer})).status_code == 201
     nats = Nats(tmp_path / "nats")  # its own stream and consumer
     proxy = ClickHouseProxy(clickhouse_url, database, hold_after=2)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
@@ -229,8 +230,8 @@ async def test_two_processes_share_the_queue_and_a_killed_one_loses_and_doubles_
     processes: list[subprocess.Popen] = []
     try:
         nats.start()
-        a_env = metering_env(a_address, nats.url, clickhouse_url, database, tmp_path / "a")
-        b_env = metering_env(b_address, nats.url, proxy.url, database, tmp_path / "b")
+        a_env = metering_env(a_address, nats.url, clickhouse_url, database, tmp_path / "a", stack.catalog)
+        b_env = metering_env(b_address, nats.url, proxy.url, database, tmp_path / "b", stack.catalog)
         a = spawn(a_env, a_log)
         b = spawn(b_env, b_log)
         processes += [a, b]

@@ -16,7 +16,7 @@ import pytest
 from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, organizations_pb2, organizations_pb2_grpc
 from deploy.embedded import free_port
 from deploy.stack import SERVICES, Stack
-from services.common import tenancy
+from services.common import channels, tenancy, trust
 from services.common.timestamps import utcnow
 from tests import grpc_reflection
 from tests.conftest import eventually
@@ -104,7 +104,7 @@ def start_make_run_grpc(env: dict[str, str]) -> tuple[subprocess.Popen, str, str
 async def grpc_metric_codes(addresses: dict[str, str], key: str) -> list[str]:
     """The metrics listed over gRPC, straight from the catalog at the address
     `make run` printed, for the organization the API key belongs to."""
-    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+    async with channels.open_channel(addresses["catalog"]) as channel:  # mutual TLS: BXB_TLS_DIR
         auth = await organizations_pb2_grpc.OrganizationServiceStub(channel).AuthenticateApiKey(
             organizations_pb2.AuthenticateApiKeyRequest(secret=key)
         )
@@ -114,13 +114,35 @@ async def grpc_metric_codes(addresses: dict[str, str], key: str) -> list[str]:
     return [m.code for m in metrics.billable_metrics]
 
 
+async def its_own_only(home: Path, addresses: dict[str, str]) -> None:
+    """The stack's home is its owner's only, and its services take mutual TLS:
+    a plaintext caller, even with the service token, is refused."""
+    # Others may traverse the home (0711) only when the stack runs as root: PostgreSQL's system user reaches its data.
+    assert home.stat().st_mode & 0o777 in (0o700, 0o711)
+    for path in (home / "logs", home / "tls", home / "nats"):
+        assert path.stat().st_mode & 0o777 == 0o700, path
+    for path in (home / "secret_key", home / "postgres_password", home / "tls" / "tls.key", home / "pids.json"):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert all(log.stat().st_mode & 0o777 == 0o600 for log in (home / "logs").iterdir())
+    async with grpc.aio.insecure_channel(addresses["catalog"]) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(
+                organizations_pb2.CreateOrganizationRequest(name="Intruder"),
+                metadata=trust.service_metadata(),
+                timeout=5,
+            )
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
 def stop_make_run(process: subprocess.Popen) -> None:
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 0
 
 
 @pytest.mark.timeout(300)
-async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restarts(tmp_path: Path):
+async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restarts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     # The billing run bills a backdated subscription 5 s after its creation: its events are in by then.
     env = stack_env(
         tmp_path / "home", BXB_API_KEY=KEY, BXB_BILLING_SETTLE_SECONDS="5", BXB_BILLING_INTERVAL_SECONDS="1"
@@ -129,6 +151,8 @@ async def test_make_run_bills_the_walkthrough_and_keeps_everything_across_restar
     try:
         assert key == KEY  # BXB_API_KEY makes that exact key valid
         assert list(addresses) == list(SERVICES)
+        await its_own_only(tmp_path / "home", addresses)
+        monkeypatch.setenv("BXB_TLS_DIR", str(tmp_path / "home" / "tls"))  # this test calls as the stack does
         for name, address in addresses.items():  # each printed address is that service, with reflection v1
             assert set(grpc_reflection.package_services(name)) <= set(await grpc_reflection.list_services(address)), (
                 name

@@ -105,8 +105,14 @@ async def test_only_the_databases_without_a_url_get_an_embedded_postgres(externa
         await stack.start_servers()
         assert stack.nats is None and stack.postgres is not None and stack.postgres.port == port
         assert stack.env["BXB_CATALOG_DATABASE_URL"] == external["BXB_CATALOG_DATABASE_URL"]
-        assert stack.env["BXB_INVOICING_DATABASE_URL"] == f"postgresql://postgres@127.0.0.1:{port}/bxb_invoicing"
-        assert stack.env["BXB_PAYMENTS_DATABASE_URL"] == f"postgresql://postgres@127.0.0.1:{port}/bxb_payments"
+        password = (tmp_path / "home" / "postgres_password").read_text().strip()  # kept for the next start
+        assert (
+            stack.env["BXB_INVOICING_DATABASE_URL"]
+            == f"postgresql://postgres:{password}@127.0.0.1:{port}/bxb_invoicing"
+        )
+        assert (
+            stack.env["BXB_PAYMENTS_DATABASE_URL"] == f"postgresql://postgres:{password}@127.0.0.1:{port}/bxb_payments"
+        )
         conn = await asyncpg.connect(stack.postgres.url())
         try:
             databases = {row["datname"] for row in await conn.fetch("SELECT datname FROM pg_database")}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common import trust
 from tests.conftest import Stack, Tenant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +49,7 @@ async def test_node_bills_by_usage_over_grpc_with_the_generated_client(stack: St
         BXB_CATALOG_ADDRESS=stack.catalog,
         BXB_METERING_ADDRESS=stack.metering,
         BXB_INVOICING_ADDRESS=stack.invoicing,
+        BXB_SERVICE_TOKEN=trust.service_token(),
     )
     seen = json.loads((await run("node", ROOT / "tests" / "e2e" / "grpc_client.mjs", env=env)).splitlines()[-1])
     assert seen["organizationId"] == tenant.organization_id  # the key's organization

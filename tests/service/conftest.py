@@ -18,7 +18,7 @@ from services.invoicing.projection import SubscriptionProjection
 from services.invoicing.requested import RequestedInvoices
 from services.metering.clickhouse import ClickHouse, Embedded, Remote
 from services.metering.store import EventStore
-from tests.conftest import Infra, Stack, unique
+from tests.conftest import Infra, Stack, organization, unique
 from tests.service.announcement_helpers import Announcements, opened
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.payments_helpers import PaymentsDb
@@ -43,7 +43,11 @@ async def store(clickhouse: ClickHouse) -> EventStore:
 
 
 @pytest.fixture
-def org() -> str:
+async def org(request: pytest.FixtureRequest) -> str:
+    """A fresh organization id: created in catalog when the test runs the
+    stack (services act only for organizations that exist)."""
+    if "stack" in request.fixturenames:
+        return await organization(request.getfixturevalue("stack"))
     return unique("org")
 
 

@@ -15,6 +15,7 @@ from tests.conftest import Infra, Stack, unique
 class PaymentsDb:
     def __init__(self, infra: Infra, stack: Stack):
         assert stack.stripe is not None
+        self.stack = stack
         self.stripe_url = stack.stripe.url  # the Stripe the stack's payments call
         self.engine = db.create_engine(infra.postgres.url("payments"), pool_size=2)
         self.sessions = db.sessions(self.engine)

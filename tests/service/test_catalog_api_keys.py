@@ -17,7 +17,7 @@ from bxb.catalog.v1 import organizations_pb2_grpc
 from services.catalog import key_hashes
 from services.catalog import server as catalog_server
 from services.catalog.server import MIGRATIONS
-from services.common import grpc_server, tenancy
+from services.common import channels, grpc_server, tenancy
 from services.common.errors import error_info
 from tests.conftest import Infra, Stack, unique
 from tests.service.test_invoicing_migrations import run
@@ -52,7 +52,7 @@ async def test_a_key_is_stored_as_an_hmac_and_a_key_from_before_is_rehashed_on_u
         try:
             scheme, role = await connection.fetchrow("SELECT hash_scheme, role FROM api_keys WHERE id = 'key_old'")
             assert (scheme, role) == ("sha256", "admin")
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with channels.open_channel(f"127.0.0.1:{port}") as channel:
                 stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
                 created = await stub.CreateApiKey(pb.CreateApiKeyRequest(organization_id="org_old", name="new"))
                 for _ in range(2):  # the first use re-hashes; the second finds the HMAC

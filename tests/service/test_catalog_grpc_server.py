@@ -21,7 +21,7 @@ from services.common import db, grpc_server, tenancy
 from services.common.errors import NotFound, error_info
 from services.common.tenancy import metadata
 from services.metering.backlog import IngestionBehind
-from tests.conftest import Stack
+from tests.conftest import Stack, organization
 
 CATALOG_SERVICES = [
     "bxb.catalog.v1.AddOnService",
@@ -100,7 +100,9 @@ async def test_a_domain_error_carries_error_info_and_a_field_violation(stack: St
     async with stack.channel("catalog") as channel:
         stub = customers_pb2_grpc.CustomerServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.ListCustomers(customers_pb2.ListCustomersRequest(page_size=-5), metadata=metadata("org_any"))
+            await stub.ListCustomers(
+                customers_pb2.ListCustomersRequest(page_size=-5), metadata=metadata(await organization(stack))
+            )
     status = rpc_status.from_call(raised.value)
     assert (status.code, status.message) == (
         grpc.StatusCode.INVALID_ARGUMENT.value[0],

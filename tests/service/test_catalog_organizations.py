@@ -16,7 +16,7 @@ from bxb.catalog.v1 import organizations_pb2_grpc
 from services.catalog import organizations
 from services.catalog import server as catalog_server
 from services.catalog.models import ApiKey, Organization
-from services.common import db, grpc_server
+from services.common import channels, db, grpc_server
 from services.common.errors import error_info
 from tests.conftest import Infra, Stack, unique
 
@@ -181,7 +181,7 @@ async def test_a_catalog_started_with_an_operator_key_serves_it_for_the_default_
         service = catalog_server.build(catalog_server.Settings("", url, infra.nats.url, api_key=secret))
         server, port = await grpc_server.start(service, "127.0.0.1:0")
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            async with channels.open_channel(f"127.0.0.1:{port}") as channel:
                 stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
                 auth = await stub.AuthenticateApiKey(pb.AuthenticateApiKeyRequest(secret=secret))
                 default = await stub.GetOrganization(pb.GetOrganizationRequest(id=auth.organization_id))

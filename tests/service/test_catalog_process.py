@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc
 from deploy.embedded import Nats, free_port
 from services.catalog.organizations import DEFAULT_ORGANIZATION
+from services.common import trust
 from tests.conftest import Infra, unique
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +74,9 @@ async def test_the_catalog_process_serves_the_operator_key_and_stops_on_sigint(i
         await wait_serving(f"127.0.0.1:{port}", process, log)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
-            auth = await stub.AuthenticateApiKey(organizations_pb2.AuthenticateApiKeyRequest(secret=secret))
+            auth = await stub.AuthenticateApiKey(
+                organizations_pb2.AuthenticateApiKeyRequest(secret=secret), metadata=trust.service_metadata()
+            )
         assert auth.organization_id == DEFAULT_ORGANIZATION
         process.send_signal(signal.SIGINT)
         assert await asyncio.wait_for(process.wait(), 30) == 0

@@ -18,7 +18,7 @@ from services.payments.chartmogul import ACCEPTS, ChartMogulVendor, cents, quant
 from services.payments.sinks import Account, Outgoing
 from services.payments.vendors import VendorSettings, vendors
 from tests.chartmogul_fake import ChartMogulFake
-from tests.conftest import Stack, Tenant, eventually
+from tests.conftest import Stack, Tenant, eventually, organization, unique
 from tests.service.invoicing_helpers import create_plan, subscribe
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
@@ -267,7 +267,9 @@ async def test_refusals_are_for_good_and_outages_are_retried(tenant: Tenant, sta
     assert (refused_transaction.status_code, refused_transaction.permanent) == (422, True)
 
     # The catalog not knowing the subscription (another organization's): retried, it may come.
-    stranger = outgoing("org_elsewhere", "invoice.finalized", "c1", invoice=h["invoice"])
+    stranger = outgoing(
+        await organization(stack, unique("org_elsewhere")), "invoice.finalized", "c1", invoice=h["invoice"]
+    )
     unknown = await sink.send(stranger)
     assert (unknown.succeeded, unknown.permanent) == (False, False) and "NOT_FOUND" in unknown.error
 

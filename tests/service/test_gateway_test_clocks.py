@@ -7,7 +7,7 @@ import grpc
 import pytest
 from sqlalchemy import delete
 
-from bxb.catalog.v1 import test_clocks_pb2, test_clocks_pb2_grpc
+from bxb.catalog.v1 import organizations_pb2, organizations_pb2_grpc, test_clocks_pb2, test_clocks_pb2_grpc
 from bxb.invoicing.v1 import billing_runs_pb2, billing_runs_pb2_grpc
 from deploy.embedded import free_port
 from services.catalog import server as catalog_server
@@ -287,6 +287,9 @@ async def test_a_move_whose_billing_cannot_reach_invoicing_is_unavailable_and_ke
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = test_clocks_pb2_grpc.TestClockServiceStub(channel)
             md = tenancy.metadata(tenant.organization_id)
+            await organizations_pb2_grpc.OrganizationServiceStub(channel).CreateOrganization(  # in this catalog too
+                organizations_pb2.CreateOrganizationRequest(id=tenant.organization_id, name="Clock"), metadata=md
+            )
             created = await stub.CreateTestClock(
                 test_clocks_pb2.CreateTestClockRequest(
                     test_clock=test_clocks_pb2.TestClock(frozen_time=to_proto(parse_rfc3339("2025-01-01T00:00:00Z")))

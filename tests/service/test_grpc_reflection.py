@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
+from services.common import trust
 from services.common.grpc_server import REFLECTION_V1
 from tests import grpc_reflection
 from tests.conftest import Stack, Tenant
@@ -41,9 +42,12 @@ async def test_reflection_v1_lists_and_describes_every_service(stack: Stack, nam
 
 
 async def buf_curl(*args: str) -> str:
-    """buf curl, schema from reflection v1 only (--reflect-protocol grpc-v1)."""
+    """buf curl, schema from reflection v1 only (--reflect-protocol grpc-v1),
+    as one of the deployment's processes (the service token)."""
+    token = "{}: {}".format(*trust.service_metadata()[0])
     process = await asyncio.create_subprocess_exec(
-        BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1", *args,
+        BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1",
+        "-H", token, *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)

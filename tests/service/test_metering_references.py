@@ -17,7 +17,7 @@ from services.common.timestamps import to_proto
 from services.metering import references as references_module
 from services.metering.references import References
 from services.metering.store import Event
-from tests.conftest import Stack, Tenant
+from tests.conftest import Stack, Tenant, organization
 
 AT = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -49,7 +49,9 @@ async def test_unknown_metrics_and_customers_are_reported_once_each_event(stack:
             ("cus_2-api_calls", "CUSTOMER_NOT_FOUND", True),
             ("cus_2-nope", "UNKNOWN_METRIC", True),  # the metric is reported first
         ]
-        assert await refs.unknown("org_other", [event("cus_1", "api_calls")])  # names are per organization
+        assert await refs.unknown(
+            await organization(stack), [event("cus_1", "api_calls")]
+        )  # names are per organization
 
 
 async def test_known_names_are_remembered_for_the_ttl(stack: Stack, tenant: Tenant, monkeypatch: pytest.MonkeyPatch):

@@ -25,7 +25,7 @@ from services.metering.backlog import IngestionBehind
 from services.metering.intake import Intake
 from services.metering.rejections import Rejections
 from services.metering.store import EventStore
-from tests.conftest import Infra, Stack, eventually, unique
+from tests.conftest import Infra, Stack, eventually, organization, unique
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 END = datetime(2026, 6, 1, tzinfo=UTC)
@@ -127,9 +127,9 @@ async def test_get_event_returns_the_stored_event(events, org: str):
     assert got.HasField("ingest_time")
 
 
-async def test_get_event_of_an_unknown_or_foreign_id_is_not_found(events, org: str):
+async def test_get_event_of_an_unknown_or_foreign_id_is_not_found(stack: Stack, events, org: str):
     await ingest(events, org, usage_event("txn_1"))
-    for who, txn in ((org, "txn_unknown"), (unique("org"), "txn_1")):
+    for who, txn in ((org, "txn_unknown"), (await organization(stack), "txn_1")):
         call = events.GetEvent(pb.GetEventRequest(transaction_id=txn), metadata=tenancy.metadata(who))
         assert await rejected(call) == (grpc.StatusCode.NOT_FOUND, "NOT_FOUND", "transaction_id")
 
@@ -206,7 +206,7 @@ async def test_a_bad_event_in_a_batch_is_named_by_index_and_nothing_is_stored(
 # AggregateUsage
 
 
-async def test_aggregate_usage_is_exact(events, usage, org: str):
+async def test_aggregate_usage_is_exact(stack: Stack, events, usage, org: str):
     later = to_proto(START + timedelta(seconds=1))
     await ingest(events, org, usage_event("t2", timestamp=later, properties={"v": "0.2"}))
     await ingest(events, org, usage_event("t1", properties={"v": "0.1"}))
@@ -216,7 +216,7 @@ async def test_aggregate_usage_is_exact(events, usage, org: str):
     assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_MAX) == ("0.2", 2)
     assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_UNIQUE_COUNT) == ("2", 2)
     assert await aggregate(usage, org, aggregation=usage_pb2.AGGREGATION_LATEST) == ("0.2", 2)
-    assert await aggregate(usage, unique("org")) == ("0", 0)
+    assert await aggregate(usage, await organization(stack)) == ("0", 0)
 
 
 async def test_include_values_lists_each_events_value_in_time_order(events, usage, org: str):

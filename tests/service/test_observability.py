@@ -398,7 +398,7 @@ async def test_one_request_is_one_trace_from_the_gateway_through_the_catalog_and
     )
     server, address = await start(catalog)
     try:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with channels.open_channel(address) as channel:
             stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
             org = await stub.CreateOrganization(organizations_pb2.CreateOrganizationRequest(name="Traced"))
             key = await stub.CreateApiKey(organizations_pb2.CreateApiKeyRequest(organization_id=org.id))

@@ -19,7 +19,7 @@ from services.payments.accounts import StripeAccounts
 from services.payments.charging import Charging
 from services.payments.collection import Collector
 from services.payments.models import Outbox, Payment, PaymentAttempt, TestClock
-from tests.conftest import Infra, Stack, Tenant, eventually, unique
+from tests.conftest import Infra, Stack, Tenant, eventually, organization, unique
 from tests.service.payments_helpers import PaymentsDb
 from tests.service.test_gateway_charge import payment_methods_saved
 from tests.service.test_gateway_test_clocks import setup
@@ -315,10 +315,14 @@ class Direct:
     def __init__(self, payments_db: PaymentsDb):
         self.db = payments_db
         self.org = unique("org")
+        self.created = False
 
     async def payment(
         self, customer: str, status: str, due: datetime | None, attempts: int = 1, clock: str = ""
     ) -> str:
+        if not self.created:  # the services act only for organizations that exist
+            await organization(self.db.stack, self.org)
+            self.created = True
         payment_id = new_id("pay")
         async with self.db.sessions() as session, session.begin():
             session.add(

@@ -26,7 +26,7 @@ from services.payments import stripe_customers
 from services.payments.accounts import StripeAccounts
 from services.payments.linking import Job, Linker
 from services.payments.models import LINK_FAILED, LINK_PENDING, PaymentMethod, ProviderCustomer
-from tests.conftest import Infra, Stack, Tenant, eventually, unique
+from tests.conftest import Infra, Stack, Tenant, eventually, organization, unique
 from tests.service.test_gateway_charge import issued, payment_methods_saved
 from tests.stripe import LocalStripe
 from tests.stripe_double import StripeDouble
@@ -464,7 +464,8 @@ async def test_the_grpc_answer_of_an_unknown_customer_is_not_found(stack: Stack)
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetProviderCustomer(
-                pb.GetProviderCustomerRequest(customer_id="cus_nobody"), metadata=metadata(unique("org"))
+                pb.GetProviderCustomerRequest(customer_id="cus_nobody"),
+                metadata=metadata(await organization(stack, unique("org"))),
             )
     assert (missing.value.code(), "not known to payments" in missing.value.details()) == (
         grpc.StatusCode.NOT_FOUND,

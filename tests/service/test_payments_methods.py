@@ -22,7 +22,7 @@ from services.common.tenancy import metadata
 from services.payments import server as payments_server
 from services.payments import stripe_customers
 from services.payments.stripe_charges import StripeCharges
-from tests.conftest import Infra, Stack, start, unique
+from tests.conftest import Infra, Stack, organization, start, unique
 from tests.stripe import GOOD_CARD, LocalStripe
 from tests.stripe_double import Account, StripeDouble
 
@@ -117,7 +117,7 @@ class Methods:
 @pytest.fixture
 async def methods(stack: Stack) -> AsyncIterator[Methods]:
     async with stack.channel("payments") as channel:
-        handle = Methods(channel, unique("org_pm"), stack.stripe, stack.stripe.add_account())
+        handle = Methods(channel, await organization(stack, unique("org_pm")), stack.stripe, stack.stripe.add_account())
         await handle.connect()
         yield handle
 
@@ -244,7 +244,7 @@ async def test_defaults_are_per_customer_and_per_organization(stack: Stack, meth
     await methods.create(customer_id="b")
     assert [(m.id, m.is_default) for m in await methods.list("a")] == [(mine.id, True)]
     async with stack.channel("payments") as channel:
-        other = Methods(channel, unique("org_pm"), stack.stripe, stack.stripe.add_account())
+        other = Methods(channel, await organization(stack, unique("org_pm")), stack.stripe, stack.stripe.add_account())
         await other.connect()
         assert await other.list("a") == []
         await other.create(customer_id="a")
@@ -295,7 +295,7 @@ async def test_deleting_detaches_at_stripe_and_the_newest_remaining_becomes_the_
 
 async def test_without_a_connected_account_nothing_is_saved(stack: Stack):
     async with stack.channel("payments") as channel:
-        alone = Methods(channel, unique("org_pm"), stack.stripe, stack.stripe.add_account())
+        alone = Methods(channel, await organization(stack, unique("org_pm")), stack.stripe, stack.stripe.add_account())
         error = await alone.refused(alone.create(), grpc.StatusCode.FAILED_PRECONDITION)
         assert error_info(error).reason == "PAYMENTS_NOT_CONFIGURED"
         missing = await alone.refused(

@@ -20,7 +20,7 @@ from services.common import bus
 from services.common.ids import new_id
 from services.common.tenancy import metadata
 from services.payments.receivables import INVOICE_FINALIZED
-from tests.conftest import Infra, eventually, unique
+from tests.conftest import Infra, Stack, eventually, organization, unique
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -50,7 +50,9 @@ async def wait_serving(address: str, process: asyncio.subprocess.Process, log: P
             await asyncio.sleep(0.1)
 
 
-async def test_the_payments_process_serves_and_exits_cleanly_on_sigterm(infra: Infra, own_nats: Nats, tmp_path):
+async def test_the_payments_process_serves_and_exits_cleanly_on_sigterm(
+    infra: Infra, stack: Stack, own_nats: Nats, tmp_path
+):
     database = unique("payments_proc")
     await infra.postgres.create_database(database)
     port = free_port()
@@ -59,6 +61,7 @@ async def test_the_payments_process_serves_and_exits_cleanly_on_sigterm(infra: I
         "BXB_PAYMENTS_ADDRESS": f"127.0.0.1:{port}",
         "BXB_PAYMENTS_DATABASE_URL": infra.postgres.url(database).replace("postgresql://", "postgres://"),
         "BXB_NATS_URL": own_nats.url,
+        "BXB_CATALOG_ADDRESS": stack.catalog,  # which organizations exist
     }
     log = tmp_path / "payments.log"
     with log.open("wb") as out:
@@ -67,7 +70,7 @@ async def test_the_payments_process_serves_and_exits_cleanly_on_sigterm(infra: I
         )
     try:
         await wait_serving(f"127.0.0.1:{port}", process, log)
-        org = unique("org_proc")
+        org = await organization(stack, unique("org_proc"))
         publisher = await bus.Bus.connect(own_nats.url, "test-invoicing")
         try:
             invoice = invoices_pb2.Invoice(id="inv_proc", customer_id="c", total_amount_cents=250, currency="USD")

@@ -22,7 +22,7 @@ from services.payments import server as payments_server
 from services.payments.accounts import DEFAULT_ORGANIZATION, StripeAccounts
 from services.payments.models import ProviderAccount
 from services.payments.providers import hint
-from tests.conftest import Infra, Stack, Tenant, start, unique
+from tests.conftest import Infra, Stack, Tenant, organization, start, unique
 
 
 class AccountsDb:
@@ -130,6 +130,8 @@ async def test_the_provider_must_be_stripe_and_both_secrets_given(tenant: Tenant
 
 
 async def test_without_bxb_secret_key_nothing_is_sealed(tenant: Tenant, stack: Stack, monkeypatch):
+    # Keys are stored keyed by BXB_SECRET_KEY: the gateway authenticates this one (and keeps it) before it goes.
+    assert (await tenant.http.get("/v1/billable_metrics")).status_code == 200
     monkeypatch.delenv("BXB_SECRET_KEY")
     account = stack.stripe.add_account()
     body = {"secret_key": account.api_key, "webhook_secret": account.webhook_secret}
@@ -215,7 +217,7 @@ async def test_the_environment_s_key_serves_only_the_default_organization_until_
     assert default.client._requestor.api_key == shortcut.api_key
     assert await accounts.webhook_secret(DEFAULT_ORGANIZATION) == shortcut.webhook_secret
     with pytest.raises(FailedPrecondition):
-        await accounts.charges(unique("org"))  # not another organization's
+        await accounts.charges(await organization(stack, unique("org")))  # not another organization's
     alone = StripeAccounts(default_api_key=shortcut.api_key)  # no database: the shortcut only
     assert await alone.charges(DEFAULT_ORGANIZATION) is alone.default
     with pytest.raises(FailedPrecondition):
@@ -263,7 +265,8 @@ async def test_grpc_without_an_account_is_not_found(stack: Stack):
         stub = providers_pb2_grpc.PaymentProviderServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetPaymentProvider(
-                providers_pb2.GetPaymentProviderRequest(provider="stripe"), metadata=metadata(unique("org"))
+                providers_pb2.GetPaymentProviderRequest(provider="stripe"),
+                metadata=metadata(await organization(stack, unique("org"))),
             )
     assert (missing.value.code(), error_info(missing.value).metadata["field"]) == (
         grpc.StatusCode.NOT_FOUND,

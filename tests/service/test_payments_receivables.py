@@ -27,7 +27,7 @@ from services.common.ids import new_id
 from services.common.tenancy import metadata
 from services.common.timestamps import to_proto
 from services.payments.receivables import INVOICE_FINALIZED
-from tests.conftest import Infra, Stack, eventually, unique
+from tests.conftest import Infra, Stack, eventually, organization, unique
 
 PENDING = pb.PAYMENT_STATUS_PENDING
 SUCCEEDED = pb.PAYMENT_STATUS_SUCCEEDED
@@ -126,7 +126,7 @@ def finalized(org: str, invoice_id: str, total: int, customer: str = "cus_1", cu
 
 
 async def test_a_redelivered_event_records_one_payment(stack: Stack, publisher: bus.Bus):
-    org = unique("org_redeliver")
+    org = await organization(stack, unique("org_redeliver"))
     payload = finalized(org, "inv_once", 700)
     for attempt in range(3):  # what JetStream does when an ack is lost: the same event again
         await publisher.publish(INVOICE_FINALIZED, payload, msg_id=unique(f"attempt{attempt}"), organization_id=org)
@@ -144,7 +144,7 @@ async def test_a_redelivered_event_records_one_payment(stack: Stack, publisher: 
 
 
 async def test_other_invoicing_events_are_ignored(stack: Stack, publisher: bus.Bus):
-    org = unique("org_ignore")
+    org = await organization(stack, unique("org_ignore"))
     await publisher.publish("bxb.invoicing.v1.invoice_voided", finalized(org, "inv_voided", 500), msg_id=unique("v"))
     await publisher.publish(INVOICE_FINALIZED, finalized(org, "inv_real", 300), msg_id=unique("r"))
 
@@ -156,7 +156,7 @@ async def test_other_invoicing_events_are_ignored(stack: Stack, publisher: bus.B
 
 
 async def test_list_pages_newest_first(stack: Stack, publisher: bus.Bus):
-    org = unique("org_pages")
+    org = await organization(stack, unique("org_pages"))
     for i in range(5):
         await publisher.publish(INVOICE_FINALIZED, finalized(org, f"inv_{i}", 100 + i), msg_id=unique("p"))
 
@@ -179,6 +179,6 @@ async def test_list_pages_newest_first(stack: Stack, publisher: bus.Bus):
 @pytest.mark.parametrize(("fields", "field"), [({"page_size": -1}, "page_size"), ({"page_token": "b:x"}, "page_token")])
 async def test_list_rejects_bad_paging(stack: Stack, fields, field):
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await list_payments(stack, unique("org_x"), **fields)
+        await list_payments(stack, await organization(stack, unique("org_x")), **fields)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info(raised.value).metadata["field"] == field

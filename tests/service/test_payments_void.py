@@ -21,7 +21,7 @@ from services.common.ids import new_id
 from services.common.tenancy import metadata
 from services.invoicing.lifecycle import Lifecycle
 from services.payments.receivables import INVOICE_UPDATED
-from tests.conftest import Infra, Stack, Tenant, eventually, unique
+from tests.conftest import Infra, Stack, Tenant, eventually, organization, unique
 from tests.service.invoicing_helpers import InvoicingDb
 from tests.service.test_gateway_charge import issued, payments
 from tests.service.test_payments_faults import charge, customer_invoice, payments_through
@@ -97,7 +97,7 @@ async def cancel_payment(stack: Stack, org: str, invoice_id: str, **invoice) -> 
 
 
 async def test_closing_a_payment_before_its_invoice_is_known_records_it_canceled(stack: Stack, infra: Infra):
-    org = unique("org_close")
+    org = await organization(stack, unique("org_close"))
     closed = await cancel_payment(stack, org, "inv_early", customer_id="cus_1", amount_cents=900, currency="EUR")
     assert (closed.invoice_id, closed.status, closed.amount_cents) == ("inv_early", pb.PAYMENT_STATUS_CANCELED, 900)
     assert (await cancel_payment(stack, org, "inv_early")).id == closed.id  # asking again answers it

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from services.common import config, tenancy
+from services.common import config, tenancy, trust
 from services.common.errors import Unauthenticated
 from services.common.ids import new_id
 
@@ -110,7 +110,7 @@ async def test_concurrent_tasks_each_see_their_own_organization():
 
 def test_metadata_round_trips_through_from_metadata():
     pairs = tenancy.metadata("org_x")
-    assert pairs == (("x-bxb-organization", "org_x"),)
+    assert pairs == (("x-bxb-organization", "org_x"), ("x-bxb-service", trust.service_token()))
     assert tenancy.from_metadata((("user-agent", "grpc"), *pairs)) == "org_x"
 
 

@@ -292,7 +292,7 @@ async def test_connect_retrying_connects_once_the_server_is_up(infra: Infra):
 
     listening = asyncio.create_task(listen_later())
     conn: asyncpg.Connection = await _connect_retrying(
-        f"postgresql://postgres@127.0.0.1:{port}/postgres", attempts=100, delay=0.05
+        f"postgresql://postgres:{infra.postgres.password}@127.0.0.1:{port}/postgres", attempts=100, delay=0.05
     )
     server = await listening
     try:

@@ -54,17 +54,24 @@ def private(path: str, flags: int) -> int:
 # the server binds it, which happened with two test workers side by side.
 PORTS = range(20000, 32768)
 _draw = random.SystemRandom()
+# Handed out before by this process: not bound yet, perhaps, so free-looking.
+_handed: set[int] = set()
 
 
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now, for a server to bind."""
+    """A port on 127.0.0.1 that nothing listens on now, for a server to bind,
+    and that this process has not handed out before (make run draws every
+    port of its stack before its servers bind them)."""
     while True:
         port = _draw.choice(PORTS)
+        if port in _handed:
+            continue
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue  # taken: draw again
+            _handed.add(port)
             return port
 
 

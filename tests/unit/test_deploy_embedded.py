@@ -71,9 +71,21 @@ def test_free_port_is_below_the_ephemeral_range_and_skips_a_taken_one(monkeypatc
         busy = taken.getsockname()[1]
         draws = iter([busy, 20001, 20002, 20003])
         monkeypatch.setattr(embedded._draw, "choice", lambda ports: next(draws))
+        monkeypatch.setattr(embedded, "_handed", set())
         port = free_port()
     assert port in (20001, 20002, 20003)  # one of them may be in use on a busy machine
     assert embedded.PORTS.stop <= 32768
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch):
+    # A stack draws all its ports before its servers bind them: a second draw
+    # of one not bound yet would give two servers the same port.
+    draws = iter([20001, 20001, 20002, 20001, 20003])
+    monkeypatch.setattr(embedded._draw, "choice", lambda ports: next(draws))
+    monkeypatch.setattr(embedded, "_handed", set())
+    first, second = free_port(), free_port()
+    assert first != second
+    assert {first, second} <= {20001, 20002, 20003}  # one may be in use on a busy machine
 
 
 # wait_for_port

@@ -36,7 +36,7 @@ Usage: python -m bench [ingest|pricing|metering|billing|readers|collection|webho
        [--stored-events 10000000] [--stored-customers 1000] [--load-workers 2]
        [--invoices 10000] [--webhook-concurrency 16] [--stripe standin] [--stripe-latency-ms 0]
        [--localstripe-customers 1000] [--deliveries 10000] [--change-rate 25] [--resync-customers 10000]
-       [--parts ingest,billing,tls] [--scale-events 500000] [--scale-subscriptions 5000]
+       [--parts ingest,billing,tls] [--scale-events 500000] [--scale-subscriptions 2000]
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ async def main() -> None:
     )
     parser.add_argument("--parts", default=",".join(scale.PARTS), help="scale: some of " + ",".join(scale.PARTS))
     parser.add_argument("--scale-events", type=int, default=500_000, help="scale: events sent in batches")
-    parser.add_argument("--scale-subscriptions", type=int, default=5_000, help="scale: subscriptions to close")
+    parser.add_argument("--scale-subscriptions", type=int, default=2_000, help="scale: subscriptions to close")
     args = parser.parse_args()
     parts = tuple(part.strip() for part in args.parts.split(",") if part.strip())
     if unknown := set(parts) - set(scale.PARTS):

@@ -62,7 +62,7 @@ class Options:
     customers: int = 100  # ingest: customers of the batches; tls: of the single events
     batch_workers: int = 2  # ingest: client processes (spread over the gateways)
     batch_concurrency: int = 16  # ingest: batch requests in flight
-    subscriptions: int = 5_000  # billing: subscriptions to close
+    subscriptions: int = 2_000  # billing: subscriptions to close
     events_per_subscription: int = 10  # billing
     rate: float = 100  # tls: single events per second
     seconds: float = 10  # tls: for this long

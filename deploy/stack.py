@@ -200,7 +200,9 @@ class Stack:
             # Only who has the password (kept in BXB_HOME) publishes, so no one forges payment_updated.
             port = int(env["BXB_NATS_PORT"]) if env.get("BXB_NATS_PORT") else None
             user, password = env.get("BXB_NATS_USER") or NATS_USER, kept_secret(self.home, env, "BXB_NATS_PASSWORD")
-            self.nats = nats = Nats(self.home / "nats", port=port, user=user, password=password)
+            # Over TLS too when the stack's processes have certificates (BXB_TLS_DIR).
+            tls_dir = Path(env["BXB_TLS_DIR"]) if env.get("BXB_TLS_DIR") else None
+            self.nats = nats = Nats(self.home / "nats", port=port, user=user, password=password, tls_dir=tls_dir)
             await self.supervisor.start(
                 Child("nats", nats.spawn, partial(wait_tcp, nats.port), nats.data_dir / "server.log")
             )

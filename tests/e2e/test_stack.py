@@ -4,17 +4,20 @@ and NATS, four service processes, uvicorn gateway), driven over real HTTP."""
 from __future__ import annotations
 
 import os
+import re
 import signal
+import ssl
 import subprocess
 import sys
 from pathlib import Path
 
 import grpc
 import httpx
+import nats
 import pytest
 
 from bxb.catalog.v1 import billable_metrics_pb2, billable_metrics_pb2_grpc, organizations_pb2, organizations_pb2_grpc
-from deploy.embedded import free_port
+from deploy.embedded import NATS_USER, free_port
 from deploy.stack import SERVICES, Stack
 from services.common import channels, tenancy, trust
 from services.common.timestamps import utcnow
@@ -132,6 +135,16 @@ async def its_own_only(home: Path, addresses: dict[str, str]) -> None:
                 timeout=5,
             )
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    # NATS takes mutual TLS too: with the right password, trusting the CA but presenting no certificate, no connection.
+    conf = (home / "nats" / "nats.conf").read_text()
+    port = re.search(r"^port: (\d+)$", conf, re.MULTILINE)
+    assert port is not None and "tls {" in conf
+    password = (home / "nats_password").read_text().strip()
+    trusting = ssl.create_default_context(cafile=str(home / "tls" / "ca.crt"))
+    with pytest.raises(OSError):  # the server hangs up on the handshake
+        await nats.connect(
+            f"tls://{NATS_USER}:{password}@127.0.0.1:{port[1]}", tls=trusting, allow_reconnect=False, connect_timeout=2
+        )
 
 
 def stop_make_run(process: subprocess.Popen) -> None:

@@ -14,11 +14,11 @@
    (RunBilling to each, as their schedulers do on the same tick).
 3. `tls`: single-event latency at a fixed rate through the gateway
    (POST /v1/events) and straight to metering (SubmitEvents, one event), in
-   a stack with mutual TLS (make run's default) and one without (service
-   token on plaintext).
+   a stack with mutual TLS (make run's default: gRPC ports and NATS) and one
+   without (plaintext, the service token authenticating callers).
 
-Every stack runs mutual TLS on its internal ports, as `make run` does by
-default, but for part 3's plaintext one (BXB_TLS_DIR="").
+Every stack runs mutual TLS on its internal gRPC ports and NATS, as
+`make run` does by default, but for part 3's plaintext one (BXB_TLS_DIR="").
 
 Each part prints the CPU seconds each process spent in it (children of a
 process such as PostgreSQL's backends counted with it; the bench's own client

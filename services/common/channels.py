@@ -14,7 +14,7 @@ plus the reads in SAFE) are retried on UNAVAILABLE, a replica that died or
 went away, up to RETRY_ATTEMPTS within the call's own deadline; writes are not
 (gRPC still retries, transparently, a call that never reached a server).
 
-A call that names no timeout gets the channel's (`DefaultDeadline`), so no
+A call that names no timeout gets the channel's (`CallDefaults`), so no
 remote call can wait forever on a peer that hangs. Every server and channel
 takes messages of MESSAGE_BYTES, far above what a request or a page may
 hold (the gateway caps bodies at 5 MiB, pages stop at 4 MiB: pagination.py),
@@ -135,30 +135,13 @@ def target(address: str) -> str:
     return items[0]
 
 
-class DefaultDeadline(grpc.aio.UnaryUnaryClientInterceptor):
-    """Gives a call without a timeout the channel's."""
+class CallDefaults(grpc.aio.UnaryUnaryClientInterceptor):
+    """What every call of a bxb channel carries unless it says otherwise:
+    the channel's timeout, the service token (trust.py) and the request id
+    being served (request_ids.py), so logs follow a request across services."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
-
-    async def intercept_unary_unary[Request, Response](
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryUnaryCall[Request, Response]]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Request,
-    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
-        if client_call_details.timeout is None:
-            details = client_call_details
-            client_call_details = grpc.aio.ClientCallDetails(
-                details.method, self.timeout, details.metadata, details.credentials, details.wait_for_ready
-            )
-        return await continuation(client_call_details, request)
-
-
-class ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the service token to a call's metadata, unless it carries one."""
 
     async def intercept_unary_unary[Request, Response](
         self,
@@ -172,10 +155,14 @@ class ServiceToken(grpc.aio.UnaryUnaryClientInterceptor):
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         if not metadata.get_all(trust.SERVICE_METADATA_KEY):
             metadata.add(*trust.service_metadata()[0])
-            client_call_details = grpc.aio.ClientCallDetails(
-                details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-            )
-        return await continuation(client_call_details, request)
+        request_id = request_ids.REQUEST_ID.get()
+        if request_id:
+            metadata.add(request_ids.METADATA_KEY, request_id)
+        timeout = self.timeout if details.timeout is None else details.timeout
+        defaults = grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+        return await continuation(defaults, request)
 
 
 def open_channel(
@@ -190,7 +177,7 @@ def open_channel(
         ("grpc.service_config_disable_resolution", 1),  # ours, not one from DNS TXT records
         ("grpc.enable_retries", 1),
     ]
-    interceptors = [DefaultDeadline(timeout), ServiceToken(), request_ids.Forward(), *tracing.client_interceptors()]
+    interceptors = [CallDefaults(timeout), *tracing.client_interceptors()]
     material = tls.material()
     if material is None:
         return grpc.aio.insecure_channel(target(address), options=options, interceptors=interceptors)

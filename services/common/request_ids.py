@@ -2,7 +2,7 @@
 
 The gateway takes an incoming X-Request-Id when it is valid (bounded,
 printable) or makes one, answers it in the response header, and sets
-REQUEST_ID for the request. Channels (`Forward`) pass it to services in the
+REQUEST_ID for the request. Channels (`channels.CallDefaults`) pass it to services in the
 gRPC metadata x-request-id; a service's interceptor sets REQUEST_ID from
 it, so every log record of the request names it (logs.py).
 """
@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextvars
 import re
 import secrets
-from collections.abc import Awaitable, Callable
-
-import grpc
 
 METADATA_KEY = "x-request-id"
 HEADER = "x-request-id"
@@ -37,24 +34,3 @@ def from_metadata(metadata: object) -> str:
         if key == METADATA_KEY:
             return accepted(value if isinstance(value, str) else None)
     return accepted(None)
-
-
-class Forward(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds the current request id to a call's metadata."""
-
-    async def intercept_unary_unary[Request, Response](
-        self,
-        continuation: Callable[
-            [grpc.aio.ClientCallDetails, Request], Awaitable[grpc.aio.UnaryUnaryCall[Request, Response]]
-        ],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Request,
-    ) -> grpc.aio.UnaryUnaryCall[Request, Response]:
-        request_id = REQUEST_ID.get()
-        if request_id:
-            details = client_call_details
-            metadata = grpc.aio.Metadata(*(details.metadata or ()), (METADATA_KEY, request_id))
-            client_call_details = grpc.aio.ClientCallDetails(
-                details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-            )
-        return await continuation(client_call_details, request)

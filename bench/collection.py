@@ -266,7 +266,7 @@ def cpu_report(
     spent = sorted(((after[name] - before.get(name, 0.0), name) for name in after if name != MACHINE), reverse=True)
     others = after[MACHINE] - before[MACHINE] - sum(s for s, _ in spent)
     parts = ", ".join(
-        f"{name} {s:.1f} s ({100 * s / wall:.0f}%, {1000 * s / count:.1f} ms/{unit})" for s, name in spent if s >= 0.05
+        f"{name} {s:.1f} s ({100 * s / wall:.0f}%, {1000 * s / count:.3g} ms/{unit})" for s, name in spent if s >= 0.05
     )
     return (
         f"CPU over those {wall:.1f} s ({os.cpu_count()} cores; % of one core): {parts}; "

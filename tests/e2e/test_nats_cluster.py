@@ -171,7 +171,7 @@ async def test_a_stream_made_with_one_replica_gets_the_replicas_bxb_nats_replica
                 raise AssertionError("no stream info yet") from slow
             assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
             assert all(peer.current for peer in info.cluster.replicas) and info.state.messages == 1
-            assert len(consumer.cluster.replicas or []) == 2  # its consumers follow
+            assert consumer.cluster is not None and len(consumer.cluster.replicas or []) == 2  # its consumers follow
 
         await eventually(three_copies, timeout=20)
     finally:

@@ -330,7 +330,7 @@ async def test_metering_counts_events_queued_and_stored(tenant: Tenant):
         for name in ("bxb_metering_events_queued_total", "bxb_metering_events_stored_total"):
             assert sample(after, name) - sample(before, name) >= 3, name
 
-    await eventually(stored)
+    await eventually(stored, timeout=30)  # a message its store failed is retried after a backoff
 
 
 async def test_billing_runs_are_timed_with_the_invoices_they_made(tenant: Tenant):

@@ -77,7 +77,9 @@ async def waits(payments_db: PaymentsDb, invoice_id: str, status: str, attempts:
     async def settled():
         # The attempts first: the payment read after them holds what their outcomes did to it.
         made = await payments_db.attempts(invoice_id)
-        assert made and made[-1].status not in ("in_flight", "unknown")  # the last charge's answer is recorded
+        # All the charges awaited are made and the last one's answer is recorded (a charge just begun has
+        # counted its attempt on the payment before its row here says more than in_flight).
+        assert len(made) == attempts and made[-1].status not in ("in_flight", "unknown")
         payment = await payments_db.payment(invoice_id)
         assert (payment.status, payment.attempt_count) == (status, attempts)
         return payment

@@ -15,7 +15,7 @@ from deploy.embedded import Nats
 from services.common import bus
 from services.metering import backlog as backlog_module
 from services.metering.backlog import Backlog
-from tests.conftest import unique
+from tests.conftest import eventually, unique
 
 
 async def test_the_lag_is_the_last_known_while_jetstream_does_not_answer(
@@ -37,6 +37,7 @@ async def test_the_lag_is_the_last_known_while_jetstream_does_not_answer(
         assert 0.25 < known < 5
         server.process.send_signal(signal.SIGSTOP)
         try:
+            await eventually(lambda: stopped(server.process.pid))  # the kernel has stopped it: no answer can come
             with caplog.at_level(logging.INFO, logger="bxb.backlog"):
                 assert await backlog.lag("unanswered.org_a") == known
                 assert await backlog.lag("unanswered.org_never_seen") == 0.0
@@ -46,3 +47,9 @@ async def test_the_lag_is_the_last_known_while_jetstream_does_not_answer(
     finally:
         await connection.close()
         server.stop()
+
+
+async def stopped(pid: int) -> None:
+    """Whether the process is stopped (state T in /proc/<pid>/stat), as an assertion."""
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    assert state == "T", state

@@ -340,7 +340,7 @@ async def test_collectors_racing_a_charge_on_request_make_one_payment_intent(
     stack: Stack, tenant: Tenant, localstripe: LocalStripe, stripe_double: StripeDouble, payments_db: PaymentsDb
 ):
     stripe_customer, invoice = await customer_invoice(stack, tenant, localstripe)  # collected on request only
-    payment = await payments_db.payment(invoice["id"])
+    payment = await eventually(lambda: payments_db.payment(invoice["id"]))  # made when payments hears of the invoice
     collectors = [Collector(payments_db.sessions, payments_db.charging()) for _ in range(2)]
     async with payments_db.sessions() as session, session.begin():  # due now, for every replica's collector
         await session.execute(update(Payment).where(Payment.id == payment.id).values(next_attempt_time=utcnow()))

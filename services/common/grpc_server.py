@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -131,6 +131,30 @@ def enable_reflection(server: grpc.aio.Server, names: list[str]) -> None:
     )
 
 
+Unary = Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+"""A unary method's behaviour on a bxb server: a coroutine function of a protobuf request."""
+
+
+def unary_of[Request, Response](
+    handler: grpc.RpcMethodHandler[Request, Response],
+) -> Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]]:
+    """The handler's unary behaviour: an aio server's handlers are coroutine
+    functions, of a protobuf request on a bxb server; grpc's stubs type them
+    as the synchronous server's."""
+    return cast(
+        Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
+    )
+
+
+def unary_handler[Request, Response](
+    handler: grpc.RpcMethodHandler[Request, Response], unary: Unary
+) -> grpc.RpcMethodHandler[Request, Response]:
+    """`handler` with `unary` (an interceptor's wrapping of it) as its behaviour."""
+    return grpc.unary_unary_rpc_method_handler(
+        unary, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )
+
+
 class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, tls: bool = False, organizations: KnownOrganizations | None = None):
         """`tls`: the transport has authenticated every caller already;
@@ -152,11 +176,7 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
         administration = method.startswith(ADMINISTRATION)
         untrusted = (bool(org) or administration) and not (self.tls or trust.from_service(metadata))
         organizations = None if administration or not org else self.organizations
-        # An aio server's handlers are coroutine functions, of a protobuf request on a bxb server;
-        # grpc's stubs type them as the synchronous server's.
-        inner = cast(
-            Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
-        )
+        inner = unary_of(handler)
 
         async def unary_unary(request: Message, context: grpc.aio.ServicerContext[Request, Response]) -> Response:
             token = tenancy.bind(org)
@@ -191,11 +211,7 @@ class ErrorAndTenancyInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 tenancy.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return unary_handler(handler, unary_unary)
 
 
 class ObservingInterceptor(grpc.aio.ServerInterceptor):
@@ -213,9 +229,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        inner = cast(
-            Callable[[Message, grpc.aio.ServicerContext[Request, Response]], Awaitable[Response]], handler.unary_unary
-        )
+        inner = unary_of(handler)
         method = handler_call_details.method.lstrip("/")
         request_id = request_ids.from_metadata(handler_call_details.invocation_metadata)
         seconds = metrics.GRPC_SECONDS.labels(self.service, method)
@@ -239,11 +253,7 @@ class ObservingInterceptor(grpc.aio.ServerInterceptor):
                 metrics.GRPC_REQUESTS.labels(self.service, method, code.name).inc()
                 request_ids.REQUEST_ID.reset(token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return unary_handler(handler, unary_unary)
 
 
 @dataclass

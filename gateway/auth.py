@@ -17,15 +17,16 @@ from gateway.errors import ApiError
 from gateway.rate_limits import Limits, Scope
 
 CACHE_LIMIT = 10_000
-ROLES = {
-    organizations_pb2.API_KEY_ROLE_WRITE: "write",
-    organizations_pb2.API_KEY_ROLE_INGEST: "ingest",
-    organizations_pb2.API_KEY_ROLE_READ: "read",
-}
 
 
 def unauthenticated(message: str) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", "INVALID_API_KEY", message)
+
+
+def role_name(role: organizations_pb2.ApiKeyRole.ValueType) -> str:
+    """A key's role as gateway/roles.py names it, from the proto's enum
+    (API_KEY_ROLE_INGEST -> "ingest"); a role it does not name is allowed nothing."""
+    return organizations_pb2.ApiKeyRole.Name(role).removeprefix("API_KEY_ROLE_").lower()
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Authenticator:
         return Principal(
             reply.organization_id,
             reply.api_key_id,
-            ROLES.get(reply.role, "admin"),
+            role_name(reply.role),
             (
                 Scope(f"key:{reply.api_key_id}", organization.over(reply.key_rate_limits)),
                 Scope(f"org:{reply.organization_id}", organization),

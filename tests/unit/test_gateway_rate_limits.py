@@ -7,6 +7,7 @@ import pytest
 
 from bxb.catalog.v1 import organizations_pb2 as pb
 from gateway import roles
+from gateway.auth import role_name
 from gateway.errors import ApiError
 from gateway.rate_limits import EVENTS, REQUESTS, Limits, Rate, RateLimiter, Scope
 
@@ -110,3 +111,12 @@ def test_a_limit_of_zero_is_refused_at_start(monkeypatch):
 )
 def test_roles(role: str, method: str, path: str, allowed: bool):
     assert roles.allowed(role, method, path) is allowed
+
+
+def test_a_key_s_role_is_named_from_the_proto_and_an_unnamed_one_is_allowed_nothing():
+    assert [role_name(r) for r in (pb.API_KEY_ROLE_ADMIN, pb.API_KEY_ROLE_WRITE)] == ["admin", "write"]
+    assert [role_name(r) for r in (pb.API_KEY_ROLE_INGEST, pb.API_KEY_ROLE_READ)] == ["ingest", "read"]
+    unnamed = role_name(pb.API_KEY_ROLE_UNSPECIFIED)
+    assert not any(
+        roles.allowed(unnamed, method, path) for method, path in (("GET", "/v1/customers"), ("POST", "/v1/events"))
+    )

@@ -6,6 +6,10 @@ PYTHON ?= python3
 UV := $(PYTHON) -m uv
 VENV := .venv
 PY := $(VENV)/bin/python
+# Bytecode is cached in __pycache__ even where the environment asks Python not
+# to write it: every process the suite and `make run` start would otherwise
+# compile each module it imports again (pytest's collection alone took twice as long).
+unexport PYTHONDONTWRITEBYTECODE
 # pytest-xdist workers: each starts its own PostgreSQL, NATS, chdb and services.
 TEST_WORKERS ?= 2
 

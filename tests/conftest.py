@@ -141,11 +141,11 @@ async def start(service: grpc_server.Service, address: str = "127.0.0.1:0") -> t
     return server, f"127.0.0.1:{port}"
 
 
-# Outgoing webhooks in tests: receivers on 127.0.0.1, retries within seconds.
+# Outgoing webhooks in tests: receivers on 127.0.0.1, retries within seconds
+# (each sent when due: the sender's sweep interval stays the default).
 WEBHOOK_SETTINGS = {
     "webhooks_allow_private": True,
     "retry_schedule": (0.2, 0.4, 0.8, 1.6, 3.2),
-    "delivery_interval": 0.2,
 }
 
 # Seals the Stripe keys organizations connect (payments refuses to seal under the public development key).
@@ -217,7 +217,7 @@ async def _stack(
             stripe_api_base=stripe_double.url,  # no default account: each organization connects its own
             payment_return_url=PAYMENT_RETURN_URL,
             **WEBHOOK_SETTINGS,
-            resync_interval=0.2,
+            resync_interval=0.5,
             vendors=tools,
         )
     )

@@ -1,6 +1,6 @@
 """A background loop every replica runs: one step of work (a batch), taken
 again at once while the step says more is waiting, else after `interval`
-seconds or as soon as it is woken. A failing step is logged and tried again
+seconds or as soon as it is woken (now, or at a time work falls due). A failing step is logged and tried again
 on the next tick: the loop never dies of it. The collector, the refunder, the
 linker and the recovery sweep are each one."""
 
@@ -10,6 +10,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from services.common.timestamps import utcnow
 
 
 class Worker:
@@ -26,6 +29,12 @@ class Worker:
     def wake(self) -> None:
         """Takes a step now: work was just recorded."""
         self._woken.set()
+
+    def wake_at(self, moment: datetime) -> None:
+        """Takes a step at `moment`, when work recorded now falls due (a
+        retry), rather than on the first tick after it."""
+        delay = max((moment - utcnow()).total_seconds(), 0.0)
+        asyncio.get_running_loop().call_later(delay, self._woken.set)
 
     async def _run(self) -> None:
         while True:

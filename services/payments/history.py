@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -100,12 +100,14 @@ class History:
         invoicing: peers.Invoicing,
         vendors: Mapping[str, Vendor],
         interval: float = 5.0,
+        announced: Callable[[], None] = lambda: None,
     ):
         self.sessions = sessions
         self.catalog = catalog
         self.invoicing = invoicing
         self.vendors = vendors
         self.announcer = Announcer({name: vendor.accepts for name, vendor in vendors.items()})
+        self.announced = announced  # the sender's wake: a page of history is queued
         self.worker = Worker("resyncs", interval, self.step, log, "gathering a resync's history failed")
 
     async def step(self) -> bool:
@@ -193,6 +195,7 @@ class History:
                 await self.announcer.announce(session, draft, now)
             # Still gathering: the lease holds for another while.
             await session.execute(update(Resync).where(Resync.id == resync.id).values(lease_until=now + LEASE))
+        self.announced()
 
     async def _facts(self, org: str, customers: list[customers_pb2.Customer]) -> list[Fact]:
         """The page's customers' history, customer by customer, each oldest

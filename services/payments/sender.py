@@ -294,6 +294,8 @@ class Sender(Worker):
                 await self._endpoint_outcome(session, delivery.endpoint_id, sent.succeeded, now)
             else:
                 await self._integration_outcome(session, job.sink_id, sent, now)
+        if retry_at is not None:
+            self.wake_at(retry_at)  # the retry goes out when due, not on a later sweep
 
     async def _endpoint_outcome(self, session: AsyncSession, endpoint_id: str, succeeded: bool, now: datetime) -> None:
         endpoints = update(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id)

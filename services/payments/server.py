@@ -149,7 +149,6 @@ def build(settings: Settings) -> grpc_server.Service:
     invoicing = peers.Invoicing(settings.invoicing_address, timeout=settings.invoicing_timeout)
     catalog = peers.Catalog(settings.catalog_address, timeout=settings.invoicing_timeout)
     tools = vendors(settings.vendors, catalog)
-    history = History(sessions, catalog, invoicing, tools, settings.resync_interval)
     events = bus.Bus(settings.nats_url, "payments")
     park = parking.parker(sessions, Parked)
     relay = OutboxRelay(sessions, Outbox, events, park=park)
@@ -173,6 +172,7 @@ def build(settings: Settings) -> grpc_server.Service:
         sink_concurrency=settings.sink_concurrency,
         lease=max(settings.webhook_timeout, settings.vendors.timeout) + LEASE_MARGIN_SECONDS,
     )
+    history = History(sessions, catalog, invoicing, tools, settings.resync_interval, announced=sender.wake)
     accounts = StripeAccounts(
         sessions,
         settings.stripe_api_base,

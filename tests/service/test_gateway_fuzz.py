@@ -48,7 +48,7 @@ from tests.service.openapi_routes import (
     sensible,
 )
 
-EXAMPLES = int(os.environ.get("BXB_FUZZ_EXAMPLES", "15"))  # a route; a soak run sets more
+EXAMPLES = int(os.environ.get("BXB_FUZZ_EXAMPLES", "10"))  # a route; a soak run sets more
 FUZZ = settings(
     max_examples=EXAMPLES,
     derandomize=True,

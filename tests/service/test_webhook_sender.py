@@ -163,6 +163,15 @@ async def test_requests_in_flight_are_bounded_per_process_and_per_sink(own_db: O
         assert len(first.received) == len(second.received) == 5
 
 
+async def test_a_retry_goes_out_when_due_though_the_sweep_is_a_minute_away(own_db: OwnDb):
+    async with Receiver(fail_first=1) as receiver:
+        delivery_id = await own_db.announce("cus_r", endpoint_id=await own_db.endpoint(receiver.url))
+        own_db.sender(interval=60.0, retry_schedule=(0.5,)).start()  # the first sweep sends it at once
+        await eventually(lambda: succeeded(own_db, delivery_id, attempts=2), timeout=10)
+        first, second = receiver.received
+        assert 0.4 <= second.time - first.time < 5  # its retry's time (jittered), not the next sweep's
+
+
 async def test_stopping_hands_back_what_was_in_flight_and_the_next_process_sends_it(own_db: OwnDb):
     release = asyncio.Event()
     async with Receiver(release=release) as receiver:

@@ -10,7 +10,8 @@ PY := $(VENV)/bin/python
 # to write it: every process the suite and `make run` start would otherwise
 # compile each module it imports again (pytest's collection alone took twice as long).
 unexport PYTHONDONTWRITEBYTECODE
-# pytest-xdist workers: each starts its own PostgreSQL, NATS, chdb and services.
+# pytest-xdist workers: each starts its own PostgreSQL, NATS, chdb and services;
+# each takes half the tests in order, and one that runs out takes from the other.
 TEST_WORKERS ?= 2
 
 .PHONY: install run test lint proto proto-check clients breaking bench clean
@@ -27,7 +28,7 @@ run: install
 
 test: install proto-check lint breaking
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m coverage run -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 	$(PY) -m coverage combine -q
 	$(PY) -m coverage report --fail-under=100
 

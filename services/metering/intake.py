@@ -48,7 +48,9 @@ SUBJECT = "bxb.metering.v1.events_accepted"
 # version queued.
 STREAM = bus.Stream("BXB_METERING_EVENTS", (SUBJECT, f"{SUBJECT}.>"), work_queue=True)
 DURABLE = "metering-store"
-ACK_WAIT = 5.0
+# Seconds before a dead process's messages go to another (a live one says it
+# is still storing every third of it): what a usage query may wait after a crash.
+ACK_WAIT = 2.0
 RETRY_CAP = 10.0  # seconds: a retried write comes back soon once ClickHouse does
 # Far below NATS's message limit (1 MB by default, set to 8 MB by
 # deploy/embedded.py): a call's events go out in as many messages as needed.

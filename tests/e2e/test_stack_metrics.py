@@ -60,6 +60,7 @@ def collector() -> Iterator[tuple[Collector, str]]:
         server.server_close()
 
 
+@pytest.mark.measured
 @pytest.mark.timeout(300)
 async def test_every_process_of_make_run_serves_metrics_logs_json_and_exports_traces(tmp_path: Path):
     listen = {name: f"127.0.0.1:{free_port()}" for name in SERVICES}

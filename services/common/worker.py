@@ -1,8 +1,9 @@
 """A background loop every replica runs: one step of work (a batch), taken
 again at once while the step says more is waiting, else after `interval`
-seconds or as soon as it is woken (now, or at a time work falls due). A failing step is logged and tried again
-on the next tick: the loop never dies of it. The collector, the refunder, the
-linker and the recovery sweep are each one."""
+seconds or as soon as it is woken (now, or at a time work falls due). A
+failing step is logged and tried again on the next tick: the loop never dies
+of it. The collector, the refunder, the linker, the recovery sweep and the
+webhook sender are each one."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from services.common.timestamps import utcnow
+
+# Seconds ahead a step is timed for work falling due; work due later is left
+# to the sweeps (at most `interval` late), so a process holds few timers
+# however many retries it has scheduled.
+HORIZON = 60.0
 
 
 class Worker:
@@ -32,9 +38,11 @@ class Worker:
 
     def wake_at(self, moment: datetime) -> None:
         """Takes a step at `moment`, when work recorded now falls due (a
-        retry), rather than on the first tick after it."""
+        retry), rather than on the first tick after it; beyond HORIZON, the
+        sweeps find it."""
         delay = max((moment - utcnow()).total_seconds(), 0.0)
-        asyncio.get_running_loop().call_later(delay, self._woken.set)
+        if delay < HORIZON:
+            asyncio.get_running_loop().call_later(delay, self._woken.set)
 
     async def _run(self) -> None:
         while True:

@@ -366,6 +366,10 @@ class StripeDouble:
         """Requests on the faulted route that were served."""
         return self._served[self.faulted]
 
+    def idempotency_keys(self, path: str) -> set[str]:
+        """The idempotency keys POSTs to `path` came with (a key sent again counts once)."""
+        return {key for (_, key), saved in self._saved.items() if saved.request[:2] == ("POST", path)}
+
     # -- the customer's side
 
     async def authenticate(self, intent_id: str, succeed: bool = True) -> Json:

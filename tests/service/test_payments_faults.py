@@ -121,7 +121,7 @@ async def test_an_answer_lost_after_stripe_charged_is_reconciled_never_charged_t
         proxy.mode = "drop"  # Stripe charges, the answer never comes back
         lost = await refused(stub, tenant, invoice)
         assert lost.code() == grpc.StatusCode.UNAVAILABLE
-        assert proxy.forwarded == 1
+        assert proxy.forwarded >= 1  # Stripe charged; the recovery sweep may already have asked again
         paid = await charge(stub, tenant, invoice)  # the retry finds the charge instead of making another
     [intent] = await localstripe.intents_of(stripe_customer)
     assert (intent.status, paid.status, paid.provider_payment_id) == (
@@ -129,7 +129,7 @@ async def test_an_answer_lost_after_stripe_charged_is_reconciled_never_charged_t
         pb.PAYMENT_STATUS_SUCCEEDED,
         intent.id,
     )
-    assert proxy.forwarded == 1
+    assert len(proxy.idempotency_keys("/v1/payment_intents")) == 1  # however often asked, one charge
 
 
 async def test_stripe_not_answering_is_unavailable_within_the_deadline(
